@@ -1,0 +1,51 @@
+// Shared helpers of the pybind11 module: the one Status -> exception mapping and the one
+// place that turns Python buffers into (pointer, count, dtype).
+//
+// Exceptions exist only here, at the Python edge. Blocking calls release the GIL in the
+// binding that calls them. Argument errors name the argument ("dst must be writable").
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <optional>
+
+#include "pccl/common/dtype.h"
+#include "pccl/common/status.h"
+
+namespace pccl::bindings {
+
+namespace py = pybind11;
+
+// Raises the Python exception that matches `status` (no-op when OK):
+// InvalidArgument / OutOfRange -> ValueError, anything else -> RuntimeError.
+void ThrowIfError(const Status& status);
+
+// A C-contiguous buffer taken from a Python object (numpy array, memoryview, bytearray,
+// anything with the buffer protocol). Holds the buffer (and so the object) alive.
+struct Array {
+  py::buffer_info info;
+  void* data = nullptr;
+  size_t count = 0;  // elements
+  DType dtype = DType::kUint8;
+};
+
+// Reads argument `name`. `dtype` is the element type the caller states (pccl.DataType
+// value); the buffer's item size must match it. `writable` demands a writable buffer.
+// Raises TypeError (not a buffer, wrong item size) or ValueError (not contiguous,
+// read-only) naming `name`.
+Array GetArray(py::handle obj, const char* name, int dtype, bool writable);
+
+// DType from a pccl.DataType value; raises ValueError naming `name` if out of range.
+DType GetDType(int value, const char* name);
+
+// Raises ValueError unless a.count == b.count, naming both arguments.
+void CheckSameCount(const Array& a, const char* a_name, const Array& b, const char* b_name);
+
+// Registration of each part of the module (one file each).
+void BindReduce(py::module_& m);
+void BindQuantize(py::module_& m);
+void BindModular(py::module_& m);
+void BindHash(py::module_& m);
+
+}  // namespace pccl::bindings

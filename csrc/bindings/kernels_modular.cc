@@ -1,0 +1,8 @@
+// Bindings of kernels/modular.h.
+#include "bindings/common.h"
+
+namespace pccl::bindings {
+
+void BindModular(py::module_& m) { (void)m; }
+
+}  // namespace pccl::bindings

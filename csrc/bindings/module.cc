@@ -1,0 +1,42 @@
+// pccl._core: the compiled half of pccl. Thin by design: argument checks and GIL release
+// here, everything else in csrc/pccl. The Python package wraps it (python/pccl).
+#include "bindings/common.h"
+#include "pccl/kernels/isa.h"
+
+namespace py = pybind11;
+
+namespace {
+
+pccl::kernels::Isa IsaFromName(const std::string& name) {
+  for (auto isa : {pccl::kernels::Isa::kGeneric, pccl::kernels::Isa::kAvx2,
+                   pccl::kernels::Isa::kAvx512}) {
+    if (name == pccl::kernels::IsaName(isa)) return isa;
+  }
+  throw py::value_error("isa must be one of 'generic', 'avx2', 'avx512', got '" + name + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pccl compiled core";
+  py::module_ k = m.def_submodule("kernels", "compute kernels on host buffers");
+
+  k.def("supported_isas", [] {
+    py::list out;
+    for (auto isa : {pccl::kernels::Isa::kGeneric, pccl::kernels::Isa::kAvx2,
+                     pccl::kernels::Isa::kAvx512}) {
+      if (pccl::kernels::IsaSupported(isa)) out.append(pccl::kernels::IsaName(isa));
+    }
+    return out;
+  }, "ISA paths this build has and this CPU runs, slowest first.");
+  k.def("active_isa", [] { return std::string(pccl::kernels::IsaName(pccl::kernels::ActiveIsa())); },
+        "The ISA path kernels use now.");
+  k.def("set_isa", [](const std::string& name) {
+    pccl::bindings::ThrowIfError(pccl::kernels::ForceIsa(IsaFromName(name)));
+  }, py::arg("isa"), "Forces an ISA path (tests and benchmarks).");
+
+  pccl::bindings::BindReduce(k);
+  pccl::bindings::BindQuantize(k);
+  pccl::bindings::BindModular(k);
+  pccl::bindings::BindHash(k);
+}

@@ -1,0 +1,2 @@
+// Placeholder: filled by the hash kernel work.
+namespace pccl::kernels {}

@@ -1,0 +1,2 @@
+// Placeholder: filled by the modular kernel work.
+namespace pccl::kernels {}

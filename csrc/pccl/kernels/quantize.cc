@@ -1,0 +1,2 @@
+// Placeholder: filled by the quantize kernel work.
+namespace pccl::kernels {}

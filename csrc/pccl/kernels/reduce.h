@@ -1,0 +1,64 @@
+// Element-wise reduction kernels: dst[i] = op(dst[i], src[i]).
+//
+// These are the arithmetic of every all-reduce: a ring step receives a segment and folds
+// it into the local partial result with Reduce(). All 12 dtypes x {SUM, PROD, MIN, MAX}.
+// AVG reduces as SUM and is finalised once with DivideBy() (or NarrowHalf's divisor).
+//
+// Semantics, identical on every ISA path (tests compare the paths bit for bit):
+// - Integers wrap modulo 2^bits on overflow (two's complement for signed types), for SUM
+//   and PROD alike; DivideBy truncates toward zero.
+// - float32 / float64: IEEE arithmetic, no FMA contraction, no reassociation.
+// - float16 / bfloat16: both operands are widened to float, combined in float and rounded
+//   back to nearest even once. For sums over many peers, keep a float accumulator with
+//   WidenHalf / AccumulateHalf and round once at the end with NarrowHalf.
+// - MIN / MAX propagate NaN: if dst[i] is NaN the result is dst[i], else if src[i] is NaN
+//   it is src[i]. On ties (including -0.0 vs +0.0) dst[i] is kept.
+// - dst and src may be the same buffer; other overlaps are not allowed.
+//
+// Thread-safety: pure functions of their arguments; callers own the buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pccl/common/dtype.h"
+#include "pccl/common/status.h"
+
+namespace pccl::kernels {
+
+// Numbering matches pccl.ReduceOp.
+enum class ReduceOp : uint8_t { kSum = 0, kAvg = 1, kProd = 2, kMax = 3, kMin = 4 };
+inline constexpr int kNumReduceOps = 5;
+const char* ReduceOpName(ReduceOp op);
+bool IsValidReduceOp(int value);
+
+// dst[i] = op(dst[i], src[i]) for i in [0, count). AVG behaves as SUM.
+Status Reduce(DType dtype, ReduceOp op, void* dst, const void* src, size_t count);
+
+// data[i] = data[i] / divisor (the AVG finalisation). Integers truncate toward zero;
+// floats divide with one rounding; float16/bfloat16 widen, divide, round once.
+Status DivideBy(DType dtype, void* data, size_t count, uint64_t divisor);
+
+// float accumulators for float16 / bfloat16 (`dtype` must be one of the two):
+// acc[i] = widen(src[i])
+Status WidenHalf(DType dtype, float* acc, const void* src, size_t count);
+// acc[i] = op(acc[i], widen(src[i])); AVG behaves as SUM.
+Status AccumulateHalf(DType dtype, ReduceOp op, float* acc, const void* src, size_t count);
+// dst[i] = round_to_nearest_even(acc[i] / divisor); divisor 1 means no division.
+Status NarrowHalf(DType dtype, void* dst, const float* acc, size_t count, uint64_t divisor = 1);
+
+// The per-ISA implementation (reduce_isa.cc). Combiner index: 0 SUM, 1 PROD, 2 MIN, 3 MAX.
+namespace internal {
+inline constexpr int kNumCombiners = 4;
+int CombinerIndex(ReduceOp op);
+struct ReduceTable {
+  void (*reduce[kNumDTypes][kNumCombiners])(void* dst, const void* src, size_t n);
+  void (*divide[kNumDTypes])(void* data, size_t n, uint64_t divisor);
+  // [0] float16, [1] bfloat16
+  void (*widen_half[2])(float* acc, const void* src, size_t n);
+  void (*accumulate_half[2][kNumCombiners])(float* acc, const void* src, size_t n);
+  void (*narrow_half[2])(void* dst, const float* acc, size_t n, float divisor);
+};
+}  // namespace internal
+
+}  // namespace pccl::kernels

@@ -1,0 +1,134 @@
+"""Enumerations of pccl's public API (names as in PCCL 1.0).
+
+Their integer values are the values the C++ core uses (csrc/pccl/common/dtype.h,
+csrc/pccl/kernels/reduce.h); tests check the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+
+class DataType(enum.IntEnum):
+    """Element type of a buffer."""
+
+    UINT8 = 0
+    INT8 = 1
+    UINT16 = 2
+    INT16 = 3
+    UINT32 = 4
+    INT32 = 5
+    UINT64 = 6
+    INT64 = 7
+    FLOAT16 = 8
+    BFLOAT16 = 9
+    FLOAT = 10
+    DOUBLE = 11
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return _ITEMSIZE[self]
+
+    @classmethod
+    def from_numpy_dtype(cls, dtype: object) -> DataType:
+        """The DataType of a numpy dtype (ml_dtypes.bfloat16 maps to BFLOAT16).
+
+        Raises:
+            TypeError: numpy has no such dtype or pccl does not support it.
+        """
+        try:
+            np_dtype = np.dtype(dtype)  # type: ignore[call-overload]
+        except TypeError as e:
+            raise TypeError(f"dtype {dtype!r} is not a numpy dtype") from e
+        if np_dtype.name == "bfloat16":
+            return cls.BFLOAT16
+        try:
+            return _FROM_NUMPY_NAME[np_dtype.name]
+        except KeyError:
+            raise TypeError(f"pccl does not support numpy dtype {np_dtype.name}") from None
+
+    def to_numpy_dtype(self) -> np.dtype:
+        """The numpy dtype; BFLOAT16 needs the ml_dtypes package."""
+        if self is DataType.BFLOAT16:
+            try:
+                import ml_dtypes
+            except ImportError as e:
+                raise TypeError("numpy has no bfloat16; install ml_dtypes") from e
+            return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(_TO_NUMPY_NAME[self])
+
+    @classmethod
+    def from_torch_dtype(cls, dtype: object) -> DataType:
+        """The DataType of a torch.dtype.
+
+        Raises:
+            TypeError: not a torch dtype pccl supports.
+        """
+        name = str(dtype).removeprefix("torch.")
+        try:
+            return _FROM_TORCH_NAME[name]
+        except KeyError:
+            raise TypeError(f"pccl does not support torch dtype {dtype}") from None
+
+    def to_torch_dtype(self) -> object:
+        """The torch.dtype (imports torch)."""
+        import torch
+
+        return getattr(torch, _TO_TORCH_NAME[self])
+
+
+_TO_NUMPY_NAME = {
+    DataType.UINT8: "uint8",
+    DataType.INT8: "int8",
+    DataType.UINT16: "uint16",
+    DataType.INT16: "int16",
+    DataType.UINT32: "uint32",
+    DataType.INT32: "int32",
+    DataType.UINT64: "uint64",
+    DataType.INT64: "int64",
+    DataType.FLOAT16: "float16",
+    DataType.FLOAT: "float32",
+    DataType.DOUBLE: "float64",
+}
+_FROM_NUMPY_NAME = {name: dt for dt, name in _TO_NUMPY_NAME.items()}
+_TO_TORCH_NAME = {**_TO_NUMPY_NAME, DataType.BFLOAT16: "bfloat16"}
+_FROM_TORCH_NAME = {name: dt for dt, name in _TO_TORCH_NAME.items()}
+_ITEMSIZE = {dt: (2 if dt is DataType.BFLOAT16 else np.dtype(n).itemsize)
+             for dt, n in _TO_TORCH_NAME.items() if n != "bfloat16"}
+_ITEMSIZE[DataType.BFLOAT16] = 2
+
+
+class ReduceOp(enum.IntEnum):
+    """Reduction of an all-reduce."""
+
+    SUM = 0
+    AVG = 1
+    PROD = 2
+    MAX = 3
+    MIN = 4
+
+
+class QuantizationAlgorithm(enum.IntEnum):
+    """How floats are compressed on the wire."""
+
+    NONE = 0
+    MIN_MAX = 1
+    ZERO_POINT_SCALE = 2
+
+
+class DistributionHint(enum.IntEnum):
+    """What the caller knows about the values' distribution (advisory)."""
+
+    NONE = 0
+    NORMAL = 1
+    UNIFORM = 2
+
+
+class DeviceType(enum.IntEnum):
+    """Where a tensor lives."""
+
+    CPU = 0
+    CUDA = 1

@@ -1,0 +1,104 @@
+"""pccl's compute kernels on host buffers, for tests, benchmarks and custom pipelines.
+
+These are the kernels the collectives run on (csrc/pccl/kernels). Each function takes
+numpy arrays or torch CPU tensors (see pccl._tensors), checks them and calls the C++
+kernel with the GIL released. The ISA path (generic, avx2, avx512) is chosen at import
+from the CPU; `set_isa` forces another one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pccl import _core
+from pccl._enums import DataType, ReduceOp
+from pccl._tensors import as_buffer
+
+_k = _core.kernels
+
+
+def supported_isas() -> list[str]:
+    """ISA paths this build has and this CPU runs, e.g. ['generic', 'avx2', 'avx512']."""
+    return list(_k.supported_isas())
+
+
+def active_isa() -> str:
+    """The ISA path the kernels use now."""
+    return str(_k.active_isa())
+
+
+def set_isa(isa: str) -> None:
+    """Forces the kernels onto `isa` (one of supported_isas()).
+
+    Raises:
+        ValueError: unknown ISA, or one this CPU cannot run.
+    """
+    if not isinstance(isa, str):
+        raise TypeError(f"isa must be a str, got {type(isa).__name__}")
+    _k.set_isa(isa)
+
+
+def _op(op: Any, name: str = "op") -> ReduceOp:
+    if not isinstance(op, (ReduceOp, int)) or isinstance(op, bool):
+        raise TypeError(f"{name} must be a pccl.ReduceOp, got {type(op).__name__}")
+    try:
+        return ReduceOp(op)
+    except ValueError:
+        raise ValueError(f"{name} must be a pccl.ReduceOp, got {op!r}") from None
+
+
+def _same_dtype(a_name: str, a: DataType, b_name: str, b: DataType) -> None:
+    if a is not b:
+        raise TypeError(f"{a_name} has dtype {a.name} but {b_name} has dtype {b.name}")
+
+
+def reduce(dst: Any, src: Any, op: ReduceOp) -> None:
+    """dst[i] = op(dst[i], src[i]) in place. AVG reduces as SUM (finalise with divide_by).
+
+    Integers wrap on overflow; float16/bfloat16 compute in float and round once.
+    """
+    d, dt = as_buffer(dst, "dst", writable=True)
+    s, st = as_buffer(src, "src")
+    _same_dtype("dst", dt, "src", st)
+    _k.reduce(d, s, int(dt), int(_op(op)))
+
+
+def divide_by(data: Any, divisor: int) -> None:
+    """data[i] /= divisor in place (integers truncate toward zero)."""
+    d, dt = as_buffer(data, "data", writable=True)
+    if isinstance(divisor, bool) or not isinstance(divisor, int):
+        raise TypeError(f"divisor must be an int, got {type(divisor).__name__}")
+    if divisor <= 0:
+        raise ValueError(f"divisor must be positive, got {divisor}")
+    _k.divide_by(d, int(dt), divisor)
+
+
+def widen_half(acc: Any, src: Any) -> None:
+    """acc[i] = float(src[i]) for float16/bfloat16 src and a float32 acc."""
+    a, at = as_buffer(acc, "acc", writable=True)
+    s, st = as_buffer(src, "src")
+    _require_float32_acc(at)
+    _k.widen_half(a, s, int(st))
+
+
+def accumulate_half(acc: Any, src: Any, op: ReduceOp) -> None:
+    """acc[i] = op(acc[i], float(src[i])) for float16/bfloat16 src and a float32 acc."""
+    a, at = as_buffer(acc, "acc", writable=True)
+    s, st = as_buffer(src, "src")
+    _require_float32_acc(at)
+    _k.accumulate_half(a, s, int(st), int(_op(op)))
+
+
+def narrow_half(dst: Any, acc: Any, divisor: int = 1) -> None:
+    """dst[i] = round_to_nearest_even(acc[i] / divisor) for float16/bfloat16 dst."""
+    d, dt = as_buffer(dst, "dst", writable=True)
+    a, at = as_buffer(acc, "acc")
+    _require_float32_acc(at)
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor <= 0:
+        raise ValueError(f"divisor must be a positive int, got {divisor!r}")
+    _k.narrow_half(d, a, int(dt), divisor)
+
+
+def _require_float32_acc(dtype: DataType) -> None:
+    if dtype is not DataType.FLOAT:
+        raise TypeError(f"acc must be float32, got {dtype.name}")
