@@ -1,10 +1,4 @@
-"""pccl's compute kernels on host buffers, for tests, benchmarks and custom pipelines.
-
-These are the kernels the collectives run on (csrc/pccl/kernels). Each function takes
-numpy arrays or torch CPU tensors (see pccl._tensors), checks them and calls the C++
-kernel with the GIL released. The ISA path (generic, avx2, avx512) is chosen at import
-from the CPU; `set_isa` forces another one.
-"""
+"""Reduction kernels (csrc/pccl/kernels/reduce.h): dst = op(dst, src) element-wise."""
 
 from __future__ import annotations
 
@@ -16,26 +10,7 @@ from pccl._tensors import as_buffer
 
 _k = _core.kernels
 
-
-def supported_isas() -> list[str]:
-    """ISA paths this build has and this CPU runs, e.g. ['generic', 'avx2', 'avx512']."""
-    return list(_k.supported_isas())
-
-
-def active_isa() -> str:
-    """The ISA path the kernels use now."""
-    return str(_k.active_isa())
-
-
-def set_isa(isa: str) -> None:
-    """Forces the kernels onto `isa` (one of supported_isas()).
-
-    Raises:
-        ValueError: unknown ISA, or one this CPU cannot run.
-    """
-    if not isinstance(isa, str):
-        raise TypeError(f"isa must be a str, got {type(isa).__name__}")
-    _k.set_isa(isa)
+__all__ = ["reduce", "divide_by", "widen_half", "accumulate_half", "narrow_half"]
 
 
 def _op(op: Any, name: str = "op") -> ReduceOp:

@@ -1,0 +1,5 @@
+"""Hash kernels (csrc/pccl/kernels/hash.h). Placeholder until that work lands."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Modular kernels (csrc/pccl/kernels/modular.h). Placeholder until that work lands."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
