@@ -47,5 +47,7 @@ void BindReduce(py::module_& m);
 void BindQuantize(py::module_& m);
 void BindModular(py::module_& m);
 void BindHash(py::module_& m);
+void BindMaster(py::module_& m);
+void BindCommunicator(py::module_& m);
 
 }  // namespace pccl::bindings

@@ -39,4 +39,6 @@ PYBIND11_MODULE(_core, m) {
   pccl::bindings::BindQuantize(k);
   pccl::bindings::BindModular(k);
   pccl::bindings::BindHash(k);
+  pccl::bindings::BindMaster(m);
+  pccl::bindings::BindCommunicator(m);
 }

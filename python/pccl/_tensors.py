@@ -19,6 +19,13 @@ def _is_torch_tensor(obj: object) -> bool:
     return mod.startswith("torch") and type(obj).__name__ in ("Tensor", "Parameter")
 
 
+def _named(name: str, convert: Any, dtype: Any) -> DataType:
+    try:
+        return convert(dtype)
+    except TypeError as e:
+        raise TypeError(f"{name}: {e}") from None
+
+
 def as_buffer(obj: Any, name: str, *, writable: bool = False) -> tuple[np.ndarray, DataType]:
     """Returns a contiguous numpy view of `obj` sharing its memory, and its DataType.
 
@@ -34,7 +41,7 @@ def as_buffer(obj: Any, name: str, *, writable: bool = False) -> tuple[np.ndarra
             raise ValueError(f"{name} must be a CPU tensor, got device {obj.device}")
         if not obj.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
-        dtype = DataType.from_torch_dtype(obj.dtype)
+        dtype = _named(name, DataType.from_torch_dtype, obj.dtype)
         t = obj.detach()
         if dtype is DataType.BFLOAT16:
             import torch
@@ -46,7 +53,7 @@ def as_buffer(obj: Any, name: str, *, writable: bool = False) -> tuple[np.ndarra
         return array.reshape(-1), dtype
     if not isinstance(obj, np.ndarray):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(obj).__name__}")
-    dtype = DataType.from_numpy_dtype(obj.dtype)
+    dtype = _named(name, DataType.from_numpy_dtype, obj.dtype)
     if not obj.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
     if writable and not obj.flags.writeable:

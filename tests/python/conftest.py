@@ -30,6 +30,8 @@ def rng() -> np.random.Generator:
 
 def unaligned(array: np.ndarray, offset: int = 1) -> np.ndarray:
     """A copy of `array` whose data pointer is `offset` bytes off any natural alignment."""
+    if array.nbytes == 0:
+        return array.copy()  # numpy gives empty views their own pointer
     raw = np.empty(array.nbytes + 64 + offset, dtype=np.uint8)
     start = (-raw.ctypes.data) % 64 + offset
     view = raw[start : start + array.nbytes].view(array.dtype).reshape(array.shape)

@@ -1,0 +1,51 @@
+#include "pccl/common/params.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "pccl/common/logging.h"
+
+namespace pccl {
+namespace {
+
+int64_t EnvInt(const char* name, int64_t fallback, int64_t min_value, int64_t max_value) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  char* end = nullptr;
+  long long value = std::strtoll(text, &end, 10);
+  if (end == text || *end != '\0' || value < min_value || value > max_value) {
+    LogLine(LogLevel::kWarning, std::string("ignoring ") + name + "=" + text + " (expected an integer in [" +
+                                    std::to_string(min_value) + ", " + std::to_string(max_value) + "])");
+    return fallback;
+  }
+  return value;
+}
+
+int LogLevelFromEnv() {
+  const char* text = std::getenv("PCCL_LOG_LEVEL");
+  if (text == nullptr) return static_cast<int>(LogLevel::kWarning);
+  const char* names[] = {"debug", "info", "warning", "error", "off"};
+  for (int i = 0; i < 5; ++i) {
+    if (std::strcmp(text, names[i]) == 0) return i;
+  }
+  return static_cast<int>(LogLevel::kWarning);
+}
+
+}  // namespace
+
+const Params& GetParams() {
+  static const Params params = [] {
+    Params p;
+    p.log_level = LogLevelFromEnv();
+    p.socket_buffer_bytes = EnvInt("PCCL_SOCKET_BUFFER_BYTES", 0, 0, int64_t{1} << 30);
+    p.segment_bytes = EnvInt("PCCL_SEGMENT_BYTES", int64_t{1} << 20, 4096, int64_t{64} << 20);
+    p.default_pool_size = EnvInt("PCCL_DEFAULT_POOL_SIZE", 4, 1, 64);
+    p.timeout_ms = EnvInt("PCCL_TIMEOUT_MS", 60000, 10, int64_t{1} << 40);
+    p.connect_timeout_ms = EnvInt("PCCL_CONNECT_TIMEOUT_MS", 10000, 10, int64_t{1} << 40);
+    return p;
+  }();
+  return params;
+}
+
+}  // namespace pccl

@@ -1,0 +1,29 @@
+// Every environment knob of pccl, read in one place with its default and meaning.
+// Thread-safe: values are read once, on first use.
+#pragma once
+
+#include <cstdint>
+
+namespace pccl {
+
+struct Params {
+  // PCCL_LOG_LEVEL: debug, info, warning (default), error, off.
+  int log_level;
+  // PCCL_SOCKET_BUFFER_BYTES: SO_SNDBUF/SO_RCVBUF for p2p data connections. 0 (default)
+  // keeps Linux autotuning, which grows buffers to net.ipv4.tcp_{r,w}mem's maximum.
+  int64_t socket_buffer_bytes;
+  // PCCL_SEGMENT_BYTES: bytes per data frame of a ring step (default 1 MiB). Smaller
+  // segments pipeline earlier; larger ones cost fewer headers and syscalls.
+  int64_t segment_bytes;
+  // PCCL_DEFAULT_POOL_SIZE: connections per ring neighbour when the user passes 0 (default 4).
+  int64_t default_pool_size;
+  // PCCL_TIMEOUT_MS: default deadline of one blocking call, e.g. an all-reduce or a
+  // topology update (default 60000).
+  int64_t timeout_ms;
+  // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect (default 10000).
+  int64_t connect_timeout_ms;
+};
+
+const Params& GetParams();
+
+}  // namespace pccl

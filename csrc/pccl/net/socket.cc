@@ -1,0 +1,269 @@
+#include "pccl/net/socket.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace pccl::net {
+namespace {
+
+std::string ErrnoText(int err) { return std::string(std::strerror(err)); }
+
+Status SysError(const char* syscall, int err, const std::string& peer) {
+  StatusCode code = StatusCode::kUnavailable;
+  return Status(code, std::string(syscall) + "(" + peer + ") failed: " + ErrnoText(err));
+}
+
+// Waits until `fd` is ready for `events` or the deadline passes.
+Status WaitReady(int fd, short events, Deadline deadline, const char* what,
+                 const std::string& peer) {
+  while (true) {
+    struct pollfd p = {fd, events, 0};
+    int rc = ::poll(&p, 1, deadline.PollTimeoutMs());
+    if (rc > 0) {
+      if (p.revents & POLLNVAL) return Status(StatusCode::kAborted, std::string(what) + "(" + peer + "): socket closed");
+      return Status::Ok();
+    }
+    if (rc == 0) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    std::string(what) + "(" + peer + ") timed out");
+    }
+    if (errno != EINTR) return SysError("poll", errno, peer);
+  }
+}
+
+std::string AddressText(const sockaddr* addr) {
+  char host[NI_MAXHOST];
+  char port[NI_MAXSERV];
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (getnameinfo(addr, len, host, sizeof(host), port, sizeof(port),
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return "?";
+  }
+  Endpoint e{host, static_cast<uint16_t>(std::atoi(port))};
+  return e.ToString();
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+}  // namespace
+
+Socket::Socket(Socket&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), peer_(std::move(other.peer_)) {}
+
+Socket& Socket::operator=(Socket&& other) noexcept {
+  if (this != &other) {
+    Close();
+    fd_ = std::exchange(other.fd_, -1);
+    peer_ = std::move(other.peer_);
+  }
+  return *this;
+}
+
+void Socket::Close() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+void Socket::Shutdown() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+void Socket::SetBufferSizes(int64_t bytes) {
+  if (bytes <= 0 || fd_ < 0) return;
+  int value = static_cast<int>(bytes);
+  ::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &value, sizeof(value));
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &value, sizeof(value));
+}
+
+Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out) {
+  struct addrinfo hints;
+  std::memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  struct addrinfo* results = nullptr;
+  std::string port = std::to_string(endpoint.port);
+  int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &results);
+  if (rc != 0) {
+    return Status(StatusCode::kUnavailable, "cannot resolve '" + endpoint.host +
+                                                "': " + gai_strerror(rc));
+  }
+  Status last = Status(StatusCode::kUnavailable, "no address for " + endpoint.ToString());
+  for (struct addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                      ai->ai_protocol);
+    if (fd < 0) {
+      last = SysError("socket", errno, endpoint.ToString());
+      continue;
+    }
+    Socket s(fd, endpoint.ToString());
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      last = SysError("connect", errno, endpoint.ToString());
+      continue;
+    }
+    last = WaitReady(fd, POLLOUT, deadline, "connect", endpoint.ToString());
+    if (!last.ok()) continue;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      last = SysError("connect", err, endpoint.ToString());
+      continue;
+    }
+    SetNoDelay(fd);
+    *out = std::move(s);
+    ::freeaddrinfo(results);
+    return Status::Ok();
+  }
+  ::freeaddrinfo(results);
+  return last;
+}
+
+Status Socket::SendAllV(struct iovec* iov, int iovcnt, Deadline deadline) {
+  while (iovcnt > 0) {
+    if (iov->iov_len == 0) {
+      ++iov;
+      --iovcnt;
+      continue;
+    }
+    struct msghdr msg;
+    std::memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(iovcnt);
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        PCCL_RETURN_IF_ERROR(WaitReady(fd_, POLLOUT, deadline, "send", peer_));
+        continue;
+      }
+      if (errno == EINTR) continue;
+      return SysError("send", errno, peer_);
+    }
+    size_t sent = static_cast<size_t>(n);
+    while (iovcnt > 0 && sent >= iov->iov_len) {
+      sent -= iov->iov_len;
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + sent;
+      iov->iov_len -= sent;
+    }
+  }
+  return Status::Ok();
+}
+
+Status Socket::SendAll(const void* data, size_t size, Deadline deadline) {
+  struct iovec iov = {const_cast<void*>(data), size};
+  return SendAllV(&iov, 1, deadline);
+}
+
+Status Socket::RecvAll(void* data, size_t size, Deadline deadline) {
+  char* p = static_cast<char*>(data);
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::recv(fd_, p + got, size - got, 0);
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) {
+      return Status(StatusCode::kUnavailable, "connection to " + peer_ + " closed after " +
+                                                  std::to_string(got) + " of " +
+                                                  std::to_string(size) + " bytes");
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      PCCL_RETURN_IF_ERROR(WaitReady(fd_, POLLIN, deadline, "recv", peer_));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    return SysError("recv", errno, peer_);
+  }
+  return Status::Ok();
+}
+
+Status Listener::Listen(const Endpoint& endpoint, Listener* out) {
+  struct addrinfo hints;
+  std::memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  struct addrinfo* results = nullptr;
+  std::string port = std::to_string(endpoint.port);
+  int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &results);
+  if (rc != 0) {
+    return InvalidArgument("cannot resolve listen address '" + endpoint.host +
+                           "': " + gai_strerror(rc));
+  }
+  Status last = InvalidArgument("no address to listen on for " + endpoint.ToString());
+  for (struct addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                      ai->ai_protocol);
+    if (fd < 0) {
+      last = SysError("socket", errno, endpoint.ToString());
+      continue;
+    }
+    Socket s(fd, endpoint.ToString());
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ai->ai_family == AF_INET6) {
+      int zero = 0;  // "::" also accepts IPv4 (dual stack)
+      ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      last = SysError("bind", errno, endpoint.ToString());
+      continue;
+    }
+    if (::listen(fd, 128) != 0) {
+      last = SysError("listen", errno, endpoint.ToString());
+      continue;
+    }
+    struct sockaddr_storage bound;
+    socklen_t len = sizeof(bound);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    out->port_ = ntohs(bound.ss_family == AF_INET6
+                           ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                           : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    out->socket_ = std::move(s);
+    ::freeaddrinfo(results);
+    return Status::Ok();
+  }
+  ::freeaddrinfo(results);
+  return last;
+}
+
+Status Listener::Accept(Deadline deadline, Socket* out) {
+  while (true) {
+    PCCL_RETURN_IF_ERROR(WaitReady(socket_.fd(), POLLIN, deadline, "accept", "listener"));
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    int fd = ::accept4(socket_.fd(), reinterpret_cast<sockaddr*>(&addr), &len,
+                       SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      SetNoDelay(fd);
+      *out = Socket(fd, AddressText(reinterpret_cast<sockaddr*>(&addr)));
+      return Status::Ok();
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) {
+      continue;
+    }
+    if (errno == EINVAL) return Status(StatusCode::kAborted, "listener shut down");
+    return SysError("accept", errno, "listener");
+  }
+}
+
+}  // namespace pccl::net

@@ -1,0 +1,82 @@
+// RAII TCP sockets with deadlines: the only owner of a file descriptor in pccl.
+//
+// Blocking I/O with poll()-based deadlines: SendAll/RecvAll return DeadlineExceeded when
+// the deadline passes, Unavailable when the peer closed or reset the connection. Another
+// thread may call Shutdown() to make a blocked SendAll/RecvAll return at once (abort).
+// Errors name the syscall, errno text and the remote endpoint.
+//
+// Thread-safety: one thread may send while another receives; Shutdown() from any thread.
+// Close/move only when no other thread uses the socket.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/net/address.h"
+
+namespace pccl::net {
+
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd, std::string peer = "") : fd_(fd), peer_(std::move(peer)) {}
+  ~Socket() { Close(); }
+  Socket(Socket&& other) noexcept;
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  // Resolves `endpoint` (hostname, IPv4 or IPv6) and connects to the first address that
+  // answers before `deadline`. Sets TCP_NODELAY.
+  static Status Connect(const Endpoint& endpoint, Deadline deadline, Socket* out);
+
+  bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  // The remote endpoint as text, for error messages.
+  const std::string& peer() const { return peer_; }
+
+  // Sends every byte of the iovecs (modified in place) or fails.
+  Status SendAllV(struct iovec* iov, int iovcnt, Deadline deadline);
+  Status SendAll(const void* data, size_t size, Deadline deadline);
+  // Receives exactly `size` bytes or fails.
+  Status RecvAll(void* data, size_t size, Deadline deadline);
+
+  // Applies SO_SNDBUF/SO_RCVBUF when bytes > 0.
+  void SetBufferSizes(int64_t bytes);
+  // Wakes any thread blocked on this socket; later I/O fails. Safe from any thread.
+  void Shutdown();
+  void Close();
+
+ private:
+  int fd_ = -1;
+  std::string peer_;
+};
+
+// A listening socket on a local address (port 0 picks a free port).
+class Listener {
+ public:
+  Listener() = default;
+  ~Listener() = default;
+  Listener(Listener&&) noexcept = default;
+  Listener& operator=(Listener&&) noexcept = default;
+
+  // Binds `endpoint` ("0.0.0.0", "::", a hostname or literal) and listens.
+  static Status Listen(const Endpoint& endpoint, Listener* out);
+  // Waits for a connection until `deadline`; DeadlineExceeded if none came.
+  Status Accept(Deadline deadline, Socket* out);
+  uint16_t port() const { return port_; }
+  int fd() const { return socket_.fd(); }
+  void Shutdown() { socket_.Shutdown(); }
+  void Close() { socket_.Close(); }
+
+ private:
+  Socket socket_;
+  uint16_t port_ = 0;
+};
+
+}  // namespace pccl::net

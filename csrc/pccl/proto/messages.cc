@@ -1,0 +1,282 @@
+#include "pccl/proto/messages.h"
+
+#include <tuple>
+
+#include "pccl/net/wire.h"
+
+namespace pccl::proto {
+
+using net::WireReader;
+using net::WireWriter;
+
+const char* KindName(uint16_t kind) {
+  switch (static_cast<Kind>(kind)) {
+    case Kind::kHello: return "Hello";
+    case Kind::kWelcome: return "Welcome";
+    case Kind::kVoteTopology: return "VoteTopology";
+    case Kind::kTopology: return "Topology";
+    case Kind::kLinksReady: return "LinksReady";
+    case Kind::kTopologyComplete: return "TopologyComplete";
+    case Kind::kTopologyUnchanged: return "TopologyUnchanged";
+    case Kind::kQueryPending: return "QueryPending";
+    case Kind::kPendingReply: return "PendingReply";
+    case Kind::kOpDone: return "OpDone";
+    case Kind::kVerdict: return "Verdict";
+    case Kind::kGoodbye: return "Goodbye";
+    case Kind::kError: return "Error";
+    case Kind::kP2PHello: return "P2PHello";
+    case Kind::kP2PWelcome: return "P2PWelcome";
+    case Kind::kData: return "Data";
+  }
+  return "unknown";
+}
+
+bool OpKey::operator<(const OpKey& o) const {
+  return std::tie(epoch, peer_group, tag, seq) < std::tie(o.epoch, o.peer_group, o.tag, o.seq);
+}
+
+std::string OpKey::ToString() const {
+  return "op(epoch " + std::to_string(epoch) + ", group " + std::to_string(peer_group) +
+         ", tag " + std::to_string(tag) + ", seq " + std::to_string(seq) + ")";
+}
+
+namespace {
+
+void PutKey(WireWriter& w, const OpKey& k) {
+  w.U64(k.epoch);
+  w.U32(k.peer_group);
+  w.U64(k.tag);
+  w.U64(k.seq);
+}
+
+OpKey GetKey(WireReader& r) {
+  OpKey k;
+  k.epoch = r.U64("epoch");
+  k.peer_group = r.U32("peer_group");
+  k.tag = r.U64("tag");
+  k.seq = r.U64("seq");
+  return k;
+}
+
+uint8_t GetBool(WireReader& r, const char* field, Status* status) {
+  uint8_t v = r.U8(field);
+  if (r.ok() && v > 1 && status->ok()) {
+    *status = InvalidArgument(std::string("field '") + field + "' must be 0 or 1, got " +
+                              std::to_string(v));
+  }
+  return v;
+}
+
+Status Finish(WireReader& r, const Status& field_status, const char* name) {
+  PCCL_RETURN_IF_ERROR(r.Finish(name));
+  if (!field_status.ok()) return InvalidArgument(std::string(name) + ": " + field_status.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string Encode(const Hello& m) {
+  WireWriter w;
+  w.U32(m.peer_group);
+  w.U16(m.p2p_port);
+  w.Str(m.advertise_host);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, Hello* m) {
+  WireReader r(payload);
+  m->peer_group = r.U32("peer_group");
+  m->p2p_port = r.U16("p2p_port");
+  m->advertise_host = r.Str("advertise_host", kMaxHostLength);
+  Status fields;
+  if (r.ok() && m->p2p_port == 0) fields = InvalidArgument("field 'p2p_port' must not be 0");
+  return Finish(r, fields, "Hello");
+}
+
+std::string Encode(const Welcome& m) {
+  WireWriter w;
+  w.U64(m.peer_id);
+  w.U8(m.accepted);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, Welcome* m) {
+  WireReader r(payload);
+  Status fields;
+  m->peer_id = r.U64("peer_id");
+  m->accepted = GetBool(r, "accepted", &fields);
+  return Finish(r, fields, "Welcome");
+}
+
+std::string Encode(const Topology& m) {
+  WireWriter w;
+  w.U64(m.epoch);
+  w.U32(static_cast<uint32_t>(m.members.size()));
+  for (const Member& member : m.members) {
+    w.U64(member.peer_id);
+    w.Str(member.host);
+    w.U16(member.port);
+    w.U32(member.peer_group);
+  }
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, Topology* m) {
+  WireReader r(payload);
+  Status fields;
+  m->epoch = r.U64("epoch");
+  uint32_t n = r.U32("member_count");
+  if (r.ok() && n > kMaxMembers) {
+    fields = InvalidArgument("member_count " + std::to_string(n) + " exceeds " +
+                             std::to_string(kMaxMembers));
+    n = 0;
+  }
+  m->members.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    Member member;
+    member.peer_id = r.U64("peer_id");
+    member.host = r.Str("host", kMaxHostLength);
+    member.port = r.U16("port");
+    member.peer_group = r.U32("peer_group");
+    m->members.push_back(std::move(member));
+  }
+  return Finish(r, fields, "Topology");
+}
+
+std::string Encode(const EpochMessage& m) {
+  WireWriter w;
+  w.U64(m.epoch);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, EpochMessage* m) {
+  WireReader r(payload);
+  m->epoch = r.U64("epoch");
+  return Finish(r, Status::Ok(), "EpochMessage");
+}
+
+std::string Encode(const PendingReply& m) {
+  WireWriter w;
+  w.U8(m.pending);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, PendingReply* m) {
+  WireReader r(payload);
+  Status fields;
+  m->pending = GetBool(r, "pending", &fields);
+  return Finish(r, fields, "PendingReply");
+}
+
+std::string Encode(const OpDone& m) {
+  WireWriter w;
+  PutKey(w, m.key);
+  w.U8(m.ok);
+  w.U64(m.descriptor_hash);
+  w.Str(m.reason);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, OpDone* m) {
+  WireReader r(payload);
+  Status fields;
+  m->key = GetKey(r);
+  m->ok = GetBool(r, "ok", &fields);
+  m->descriptor_hash = r.U64("descriptor_hash");
+  m->reason = r.Str("reason", kMaxReasonLength);
+  return Finish(r, fields, "OpDone");
+}
+
+std::string Encode(const Verdict& m) {
+  WireWriter w;
+  PutKey(w, m.key);
+  w.U8(m.ok);
+  w.Str(m.reason);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, Verdict* m) {
+  WireReader r(payload);
+  Status fields;
+  m->key = GetKey(r);
+  m->ok = GetBool(r, "ok", &fields);
+  m->reason = r.Str("reason", kMaxReasonLength);
+  return Finish(r, fields, "Verdict");
+}
+
+std::string Encode(const ErrorMessage& m) {
+  WireWriter w;
+  w.U32(m.code);
+  w.Str(m.message);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, ErrorMessage* m) {
+  WireReader r(payload);
+  m->code = r.U32("code");
+  m->message = r.Str("message", kMaxReasonLength);
+  return Finish(r, Status::Ok(), "Error");
+}
+
+std::string Encode(const P2PHello& m) {
+  WireWriter w;
+  w.U64(m.epoch);
+  w.U64(m.from_peer_id);
+  w.U64(m.to_peer_id);
+  w.U32(m.slot);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, P2PHello* m) {
+  WireReader r(payload);
+  m->epoch = r.U64("epoch");
+  m->from_peer_id = r.U64("from_peer_id");
+  m->to_peer_id = r.U64("to_peer_id");
+  m->slot = r.U32("slot");
+  return Finish(r, Status::Ok(), "P2PHello");
+}
+
+std::string Encode(const P2PWelcome& m) {
+  WireWriter w;
+  w.U8(m.ok);
+  w.Str(m.reason);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, P2PWelcome* m) {
+  WireReader r(payload);
+  Status fields;
+  m->ok = GetBool(r, "ok", &fields);
+  m->reason = r.Str("reason", kMaxReasonLength);
+  return Finish(r, fields, "P2PWelcome");
+}
+
+void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {
+  net::PutU64(out, h.tag);
+  net::PutU64(out + 8, h.seq);
+  net::PutU64(out + 16, h.descriptor_hash);
+  net::PutU32(out + 24, h.step);
+  net::PutU32(out + 28, h.segment);
+  net::PutU64(out + 32, h.payload_bytes);
+}
+
+DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]) {
+  DataHeader h;
+  h.tag = net::GetU64(in);
+  h.seq = net::GetU64(in + 8);
+  h.descriptor_hash = net::GetU64(in + 16);
+  h.step = net::GetU32(in + 24);
+  h.segment = net::GetU32(in + 28);
+  h.payload_bytes = net::GetU64(in + 32);
+  return h;
+}
+
+Status DecodeEmpty(const std::string& payload, const char* name) {
+  if (!payload.empty()) {
+    return InvalidArgument(std::string(name) + " carries " + std::to_string(payload.size()) +
+                           " unexpected bytes");
+  }
+  return Status::Ok();
+}
+
+}  // namespace pccl::proto

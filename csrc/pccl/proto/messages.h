@@ -1,0 +1,173 @@
+// Control-plane and peer-to-peer messages, and their versioned encoding.
+//
+// Every message is one frame (net/wire.h) whose header carries the protocol version and
+// the message kind below; the payload is the fields in order, little-endian, strings
+// length-prefixed. Decode() validates every field (lengths, ranges, trailing bytes) and
+// returns InvalidArgument naming the message and field; the receiver then drops the sender.
+//
+// The conversation, master <-> peer:
+//   peer: Hello                    master: Welcome (peer id; accepted now or pending)
+//   master: Topology (epoch, members in ring order)   when the peer is admitted, and on
+//           every later change; the peer connects its ring links, then sends LinksReady;
+//   master: TopologyComplete       once every member's links are ready.
+//   peer: VoteTopology             update_topology(); master answers TopologyUnchanged at
+//                                  once if nobody is pending, else admits the pending peers
+//                                  when every member voted (Topology ... TopologyComplete).
+//   peer: QueryPending             master: PendingReply
+//   peer: OpDone (op key, ok, descriptor hash)   after a collective finished locally;
+//   master: Verdict (op key, ok, reason)          to every member of the op's peer group
+//                                  once all reported ok, or as soon as one failed.
+//   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
+// Peer -> peer (ring links, one TCP connection per pool slot):
+//   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
+//   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pccl/common/status.h"
+
+namespace pccl::proto {
+
+enum class Kind : uint16_t {
+  kHello = 1,
+  kWelcome = 2,
+  kVoteTopology = 3,
+  kTopology = 4,
+  kLinksReady = 5,
+  kTopologyComplete = 6,
+  kTopologyUnchanged = 7,
+  kQueryPending = 8,
+  kPendingReply = 9,
+  kOpDone = 10,
+  kVerdict = 11,
+  kGoodbye = 12,
+  kError = 13,
+  kP2PHello = 32,
+  kP2PWelcome = 33,
+  kData = 34,
+};
+const char* KindName(uint16_t kind);
+
+// Limits every decoder enforces.
+inline constexpr size_t kMaxHostLength = 255;
+inline constexpr size_t kMaxReasonLength = 4096;
+inline constexpr uint32_t kMaxMembers = 4096;
+
+struct Hello {
+  uint32_t peer_group = 0;
+  uint16_t p2p_port = 0;
+  // Host other peers should dial; empty: the address the master sees this peer at.
+  std::string advertise_host;
+};
+
+struct Welcome {
+  uint64_t peer_id = 0;
+  uint8_t accepted = 0;  // 1: admitted at once (first peer); 0: pending until a vote
+};
+
+struct Member {
+  uint64_t peer_id = 0;
+  std::string host;
+  uint16_t port = 0;
+  uint32_t peer_group = 0;
+};
+
+// All members, in ring order; a group's ring is the members of that group in this order.
+struct Topology {
+  uint64_t epoch = 0;
+  std::vector<Member> members;
+};
+
+struct EpochMessage {  // LinksReady, TopologyComplete
+  uint64_t epoch = 0;
+};
+
+struct PendingReply {
+  uint8_t pending = 0;
+};
+
+// Identifies one collective across peers: the topology epoch, the peer group, the user's
+// tag and the per-tag sequence number within the epoch.
+struct OpKey {
+  uint64_t epoch = 0;
+  uint32_t peer_group = 0;
+  uint64_t tag = 0;
+  uint64_t seq = 0;
+  bool operator==(const OpKey&) const = default;
+  bool operator<(const OpKey& o) const;
+  std::string ToString() const;
+};
+
+struct OpDone {
+  OpKey key;
+  uint8_t ok = 0;
+  uint64_t descriptor_hash = 0;  // count, dtype, op, quantization: must match across peers
+  std::string reason;            // why it failed locally (empty when ok)
+};
+
+struct Verdict {
+  OpKey key;
+  uint8_t ok = 0;
+  std::string reason;
+};
+
+struct ErrorMessage {
+  uint32_t code = 0;  // a pccl::StatusCode
+  std::string message;
+};
+
+struct P2PHello {
+  uint64_t epoch = 0;
+  uint64_t from_peer_id = 0;
+  uint64_t to_peer_id = 0;
+  uint32_t slot = 0;
+};
+
+struct P2PWelcome {
+  uint8_t ok = 0;
+  std::string reason;
+};
+
+// Precedes a data payload. Decoded from a fixed 40-byte block.
+struct DataHeader {
+  uint64_t tag = 0;
+  uint64_t seq = 0;
+  uint64_t descriptor_hash = 0;
+  uint32_t step = 0;
+  uint32_t segment = 0;
+  uint64_t payload_bytes = 0;
+};
+inline constexpr size_t kDataHeaderBytes = 40;
+
+std::string Encode(const Hello& m);
+std::string Encode(const Welcome& m);
+std::string Encode(const Topology& m);
+std::string Encode(const EpochMessage& m);
+std::string Encode(const PendingReply& m);
+std::string Encode(const OpDone& m);
+std::string Encode(const Verdict& m);
+std::string Encode(const ErrorMessage& m);
+std::string Encode(const P2PHello& m);
+std::string Encode(const P2PWelcome& m);
+void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]);
+
+Status Decode(const std::string& payload, Hello* m);
+Status Decode(const std::string& payload, Welcome* m);
+Status Decode(const std::string& payload, Topology* m);
+Status Decode(const std::string& payload, EpochMessage* m);
+Status Decode(const std::string& payload, PendingReply* m);
+Status Decode(const std::string& payload, OpDone* m);
+Status Decode(const std::string& payload, Verdict* m);
+Status Decode(const std::string& payload, ErrorMessage* m);
+Status Decode(const std::string& payload, P2PHello* m);
+Status Decode(const std::string& payload, P2PWelcome* m);
+DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
+// An empty payload (VoteTopology, QueryPending, Goodbye): InvalidArgument otherwise.
+Status DecodeEmpty(const std::string& payload, const char* name);
+
+}  // namespace pccl::proto
