@@ -1,1 +1,155 @@
-// Placeholder.
+#include "pccl/algo/ring_allreduce.h"
+
+#include <vector>
+
+namespace pccl::algo {
+
+int RingSchedule::SendChunk(int step) const {
+  int shift = IsReduceScatter(step) ? step : step - (world - 1) - 1;
+  return ((rank - shift) % world + world) % world;
+}
+
+int RingSchedule::RecvChunk(int step) const {
+  int shift = IsReduceScatter(step) ? step + 1 : step - (world - 1);
+  return ((rank - shift) % world + world) % world;
+}
+
+size_t RingSchedule::ChunkBegin(int chunk) const {
+  size_t base = count / static_cast<size_t>(world);
+  size_t extra = count % static_cast<size_t>(world);
+  size_t c = static_cast<size_t>(chunk);
+  return c * base + (c < extra ? c : extra);
+}
+
+size_t RingSchedule::ChunkElements(int chunk) const {
+  return ChunkBegin(chunk + 1) - ChunkBegin(chunk);
+}
+
+uint32_t RingSchedule::Segments(int chunk) const {
+  size_t n = ChunkElements(chunk);
+  return static_cast<uint32_t>((n + segment_elements - 1) / segment_elements);
+}
+
+void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n) const {
+  size_t begin = ChunkBegin(chunk) + segment * segment_elements;
+  size_t end = ChunkBegin(chunk) + ChunkElements(chunk);
+  *first = begin;
+  *n = (end - begin < segment_elements) ? end - begin : segment_elements;
+}
+
+// The ring all-reduce, pipelined by segment.
+//
+// The buffer is cut into `world` chunks; chunk c is owned by rank c - 1 (mod world). In the
+// reduce-scatter phase (steps 0 .. world-2) every rank sends one chunk to the next rank and
+// receives another from the previous one: at step s rank r sends chunk r - s and receives
+// chunk r - s - 1, which it reduces with its own contribution; that partial result is what
+// it sends at step s + 1. After world - 1 steps rank r holds the complete reduction of chunk
+// r + 1: it owns it, finalises it once (AVG divides, float16/bfloat16 round from float32)
+// and starts the all-gather phase (steps world-1 .. 2*world-3), where each chunk travels
+// once around the ring and every rank stores and forwards the owner's bytes verbatim. So
+// every rank ends with bit-identical results, whatever the arithmetic.
+//
+// Chunks move in segments. Every segment is independent: as soon as segment j of a step
+// has arrived and been reduced, segment j of the next step is queued, so receiving,
+// reducing and sending overlap, and the channel spreads segments over all connections of
+// its pool. All receive destinations are declared up front, so payloads land directly in
+// place: reduce-scatter partials in the accumulator (the result buffer itself, or a
+// float32 workspace for float16/bfloat16 so that partial sums travel and accumulate in
+// float32), all-gather segments in the result buffer.
+Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
+                     AllReduceStats* stats) {
+  if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
+    return InvalidArgument("ring all-reduce needs world >= 2 and 0 <= rank < world, got rank " +
+                           std::to_string(options.rank) + " of " + std::to_string(options.world));
+  }
+  if (options.count == 0) return Status::Ok();
+  const bool half = IsHalfPrecision(options.dtype);
+  const size_t elem = DTypeSize(options.dtype);
+  const size_t acc_elem = half ? sizeof(float) : elem;
+  const auto* send = static_cast<const char*>(options.send);
+  auto* recv = static_cast<char*>(options.recv);
+  std::vector<float> workspace(half ? options.count : 0);
+  char* acc = half ? reinterpret_cast<char*>(workspace.data()) : recv;
+
+  size_t segment_elements = options.segment_bytes / elem;
+  RingSchedule schedule{options.world, options.rank, options.count,
+                        segment_elements > 0 ? segment_elements : 1};
+  const int steps = schedule.steps();
+  const int last_reduce_step = options.world - 2;
+  const uint64_t divisor = options.op == kernels::ReduceOp::kAvg ? options.world : 1;
+
+  // Every destination, declared before anything is sent.
+  size_t expected = 0;
+  for (int step = 0; step < steps; ++step) {
+    int chunk = schedule.RecvChunk(step);
+    for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
+      size_t first, n;
+      schedule.Segment(chunk, seg, &first, &n);
+      if (schedule.IsReduceScatter(step)) {
+        channel.Expect(step, seg, acc + first * acc_elem, n * acc_elem);
+      } else {
+        channel.Expect(step, seg, recv + first * elem, n * elem);
+      }
+      ++expected;
+    }
+  }
+
+  auto send_segment = [&](int step, uint32_t seg, const char* data, size_t bytes) {
+    channel.Send(step, seg, data, bytes);
+    stats->tx_bytes += bytes;
+  };
+
+  // Step 0: our own contribution to chunk `rank`, straight from the input.
+  const int own = schedule.SendChunk(0);
+  for (uint32_t seg = 0; seg < schedule.Segments(own); ++seg) {
+    size_t first, n;
+    schedule.Segment(own, seg, &first, &n);
+    if (half) {
+      PCCL_RETURN_IF_ERROR(kernels::WidenHalf(options.dtype, workspace.data() + first,
+                                              send + first * elem, n));
+      send_segment(0, seg, acc + first * acc_elem, n * acc_elem);
+    } else {
+      send_segment(0, seg, send + first * elem, n * elem);
+    }
+  }
+
+  for (size_t received = 0; received < expected; ++received) {
+    uint32_t step_u, seg;
+    PCCL_RETURN_IF_ERROR(channel.WaitRecv(deadline, &step_u, &seg));
+    const int step = static_cast<int>(step_u);
+    const int chunk = schedule.RecvChunk(step);
+    size_t first, n;
+    schedule.Segment(chunk, seg, &first, &n);
+    char* result = recv + first * elem;
+    if (schedule.IsReduceScatter(step)) {
+      stats->rx_bytes += n * acc_elem;
+      char* partial = acc + first * acc_elem;
+      if (half) {
+        PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
+                                                     reinterpret_cast<float*>(partial),
+                                                     send + first * elem, n));
+      } else {
+        PCCL_RETURN_IF_ERROR(
+            kernels::Reduce(options.dtype, options.op, partial, send + first * elem, n));
+      }
+      if (step < last_reduce_step) {
+        send_segment(step + 1, seg, partial, n * acc_elem);
+        continue;
+      }
+      // We own this chunk: finalise once, then start its trip around the ring.
+      if (half) {
+        PCCL_RETURN_IF_ERROR(kernels::NarrowHalf(options.dtype, result,
+                                                 reinterpret_cast<float*>(partial), n, divisor));
+      } else if (divisor != 1) {
+        PCCL_RETURN_IF_ERROR(kernels::DivideBy(options.dtype, result, n, divisor));
+      }
+      send_segment(step + 1, seg, result, n * elem);
+    } else {
+      stats->rx_bytes += n * elem;
+      if (step + 1 < steps) send_segment(step + 1, seg, result, n * elem);
+    }
+  }
+  return channel.WaitSends(deadline);
+}
+
+}  // namespace pccl::algo

@@ -1,1 +1,163 @@
-// Placeholder.
+#include "pccl/comm/master_client.h"
+
+#include <algorithm>
+
+#include "pccl/common/logging.h"
+#include "pccl/net/wire.h"
+
+namespace pccl::comm {
+namespace {
+// Verdicts kept for collectives that have not asked for theirs yet.
+constexpr size_t kVerdictMemory = 4096;
+}  // namespace
+
+MasterClient::~MasterClient() { Close(); }
+
+Status MasterClient::Connect(const net::Endpoint& master, Deadline deadline) {
+  Status st = net::Socket::Connect(master, deadline, &socket_);
+  if (!st.ok()) {
+    return Status(StatusCode::kUnavailable,
+                  "cannot reach the master at " + master.ToString() + ": " + st.message());
+  }
+  reader_ = std::thread([this] { ReaderLoop(); });
+  return Status::Ok();
+}
+
+Status MasterClient::Send(proto::Kind kind, const std::string& payload, Deadline deadline) {
+  PCCL_RETURN_IF_ERROR(lost());
+  std::lock_guard<std::mutex> lock(send_mu_);
+  Status st = net::SendFrame(socket_, static_cast<uint16_t>(kind), payload, deadline);
+  if (!st.ok()) {
+    return Status(StatusCode::kUnavailable, "master unavailable: " + st.message());
+  }
+  return st;
+}
+
+void MasterClient::ReaderLoop() {
+  while (true) {
+    net::FrameHeader header;
+    std::string payload;
+    Status st = net::RecvFrame(socket_, net::kMaxControlPayload, Deadline::Never(), &header,
+                               &payload);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!st.ok()) {
+      if (lost_.ok()) {
+        lost_ = Status(StatusCode::kUnavailable,
+                       closing_ ? "communicator closed" : "master unavailable: " + st.message());
+      }
+      cv_.notify_all();
+      auto listener = listener_;
+      lock.unlock();
+      if (listener) {  // fail running collectives: nobody will hand out their verdicts now
+        proto::Verdict lost_verdict;
+        lost_verdict.ok = 0;
+        lost_verdict.code = static_cast<uint32_t>(StatusCode::kUnavailable);
+        lost_verdict.reason = "lost the connection to the master";
+        lost_verdict.key.epoch = UINT64_MAX;  // matches no real operation: means "all"
+        listener(lost_verdict);
+      }
+      return;
+    }
+    auto kind = static_cast<proto::Kind>(header.kind);
+    if (kind == proto::Kind::kVerdict) {
+      proto::Verdict verdict;
+      st = proto::Decode(payload, &verdict);
+      if (!st.ok()) {
+        PCCL_LOG(kWarning, "bad verdict from the master: " + st.ToString());
+        continue;
+      }
+      if (verdicts_.emplace(verdict.key, verdict).second) {
+        verdict_order_.push_back(verdict.key);
+        if (verdict_order_.size() > kVerdictMemory) {
+          verdicts_.erase(verdict_order_.front());
+          verdict_order_.pop_front();
+        }
+      }
+      cv_.notify_all();
+      auto listener = listener_;
+      lock.unlock();
+      if (listener) listener(verdict);
+      continue;
+    }
+    inbox_.emplace_back(kind, std::move(payload));
+    cv_.notify_all();
+  }
+}
+
+Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadline,
+                          proto::Kind* kind, std::string* payload) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+      if (it->first == proto::Kind::kError ||
+          std::find(kinds.begin(), kinds.end(), it->first) != kinds.end()) {
+        *kind = it->first;
+        *payload = std::move(it->second);
+        inbox_.erase(it);
+        return Status::Ok();
+      }
+    }
+    if (!lost_.ok()) return lost_;
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout) {
+      // One last look happens at the top of the loop only if something arrived.
+      bool found = std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) {
+        return m.first == proto::Kind::kError ||
+               std::find(kinds.begin(), kinds.end(), m.first) != kinds.end();
+      });
+      if (!found) {
+        return Status(StatusCode::kDeadlineExceeded, "no answer from the master in time");
+      }
+    }
+  }
+}
+
+bool MasterClient::Has(proto::Kind kind) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) { return m.first == kind; });
+}
+
+void MasterClient::SetVerdictListener(std::function<void(const proto::Verdict&)> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  listener_ = std::move(listener);
+}
+
+Status MasterClient::WaitVerdict(const proto::OpKey& key, Deadline deadline,
+                                 proto::Verdict* out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    auto it = verdicts_.find(key);
+    if (it != verdicts_.end()) {
+      *out = it->second;
+      verdicts_.erase(it);
+      verdict_order_.erase(std::find(verdict_order_.begin(), verdict_order_.end(), key));
+      return Status::Ok();
+    }
+    if (!lost_.ok()) return lost_;
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
+               !verdicts_.count(key)) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "no verdict from the master for " + key.ToString() + " in time");
+    }
+  }
+}
+
+Status MasterClient::lost() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lost_;
+}
+
+void MasterClient::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  socket_.Shutdown();
+  if (reader_.joinable()) reader_.join();
+  socket_.Close();
+}
+
+}  // namespace pccl::comm

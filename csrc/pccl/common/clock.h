@@ -13,6 +13,7 @@ using Duration = Clock::duration;
 
 class Deadline {
  public:
+  Deadline() : when_(TimePoint::max()) {}  // never
   static Deadline Never() { return Deadline(TimePoint::max()); }
   static Deadline In(Duration d) { return Deadline(Clock::now() + d); }
   static Deadline At(TimePoint t) { return Deadline(t); }

@@ -16,6 +16,8 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kDeadlineExceeded: return "DeadlineExceeded";
     case StatusCode::kDataLoss: return "DataLoss";
     case StatusCode::kInternal: return "Internal";
+    case StatusCode::kTooFewPeers: return "TooFewPeers";
+    case StatusCode::kKicked: return "Kicked";
   }
   return "Unknown";
 }

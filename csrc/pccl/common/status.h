@@ -22,6 +22,8 @@ enum class StatusCode : int {
   kDeadlineExceeded = 6,    // the operation's deadline passed
   kDataLoss = 7,            // bytes arrived but do not verify (hash mismatch)
   kInternal = 8,            // a bug in pccl
+  kTooFewPeers = 9,         // fewer than two peers: drop the step and wait for joiners
+  kKicked = 10,             // the master removed this peer: reconnect as a new peer
 };
 
 const char* StatusCodeName(StatusCode code);

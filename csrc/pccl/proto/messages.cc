@@ -174,6 +174,7 @@ std::string Encode(const OpDone& m) {
   w.U8(m.ok);
   w.U64(m.descriptor_hash);
   w.Str(m.reason);
+  w.U32(m.code);
   return w.Take();
 }
 
@@ -184,6 +185,7 @@ Status Decode(const std::string& payload, OpDone* m) {
   m->ok = GetBool(r, "ok", &fields);
   m->descriptor_hash = r.U64("descriptor_hash");
   m->reason = r.Str("reason", kMaxReasonLength);
+  m->code = r.U32("code");
   return Finish(r, fields, "OpDone");
 }
 
@@ -192,6 +194,7 @@ std::string Encode(const Verdict& m) {
   PutKey(w, m.key);
   w.U8(m.ok);
   w.Str(m.reason);
+  w.U32(m.code);
   return w.Take();
 }
 
@@ -201,6 +204,7 @@ Status Decode(const std::string& payload, Verdict* m) {
   m->key = GetKey(r);
   m->ok = GetBool(r, "ok", &fields);
   m->reason = r.Str("reason", kMaxReasonLength);
+  m->code = r.U32("code");
   return Finish(r, fields, "Verdict");
 }
 

@@ -108,12 +108,14 @@ struct OpDone {
   uint8_t ok = 0;
   uint64_t descriptor_hash = 0;  // count, dtype, op, quantization: must match across peers
   std::string reason;            // why it failed locally (empty when ok)
+  uint32_t code = 0;             // the local failure's pccl::StatusCode (0 when ok)
 };
 
 struct Verdict {
   OpKey key;
   uint8_t ok = 0;
   std::string reason;
+  uint32_t code = 0;  // on failure: the StatusCode peers should raise (Aborted by default)
 };
 
 struct ErrorMessage {

@@ -1,0 +1,39 @@
+// RingChannel: the only way a collective algorithm talks to its ring neighbours.
+//
+// One channel belongs to one collective operation. The algorithm queues segments for the
+// next peer with Send(), says where each segment from the previous peer should land with
+// Expect(), and waits for arrivals with WaitRecv(). The implementation (comm/ring_links.h)
+// stripes the segments over every connection of the pool and delivers payloads straight
+// into the expected memory. Failures (a broken connection, a peer that disagrees on the
+// operation, a failed verdict from the master, the deadline) surface as the Status of
+// WaitRecv / WaitSends; after any failure the algorithm stops and returns it.
+//
+// Thread-safety: one algorithm thread calls these; the channel's own I/O threads deliver
+// into it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+
+namespace pccl::algo {
+
+class RingChannel {
+ public:
+  virtual ~RingChannel() = default;
+
+  // Queues `bytes` at `data` as segment (step, segment) for the next peer. `data` must stay
+  // valid and unchanged until WaitSends() returns.
+  virtual void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) = 0;
+  // Declares that segment (step, segment) from the previous peer is `bytes` long and goes
+  // to `data`. A segment of another length is a protocol error that fails the operation.
+  virtual void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) = 0;
+  // Waits until one more expected segment has fully arrived and names it.
+  virtual Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) = 0;
+  // Waits until every queued segment has been handed to the kernel.
+  virtual Status WaitSends(Deadline deadline) = 0;
+};
+
+}  // namespace pccl::algo

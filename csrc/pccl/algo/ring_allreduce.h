@@ -1,0 +1,58 @@
+// Pipelined ring all-reduce over a RingChannel.
+//
+// Thread-safety: RingAllReduce runs on the calling thread; its buffers belong to the caller
+// until it returns.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pccl/algo/channel.h"
+#include "pccl/common/clock.h"
+#include "pccl/common/dtype.h"
+#include "pccl/common/status.h"
+#include "pccl/kernels/reduce.h"
+
+namespace pccl::algo {
+
+struct AllReduceOptions {
+  DType dtype = DType::kFloat32;
+  kernels::ReduceOp op = kernels::ReduceOp::kSum;
+  size_t count = 0;         // elements in send and in recv
+  const void* send = nullptr;  // this peer's contribution; never written
+  void* recv = nullptr;     // the result; must not overlap `send`
+  int rank = 0;             // position in the ring, 0 <= rank < world
+  int world = 1;            // peers in the ring, >= 2
+  // Payload bytes per segment (the unit that moves and is reduced at once). Default 1 MiB.
+  size_t segment_bytes = size_t{1} << 20;
+};
+
+// Where one ring step's data comes from and goes to; pure, exposed for tests.
+struct RingSchedule {
+  int world;
+  int rank;
+  size_t count;
+  size_t segment_elements;
+
+  int steps() const { return 2 * (world - 1); }
+  bool IsReduceScatter(int step) const { return step < world - 1; }
+  int SendChunk(int step) const;
+  int RecvChunk(int step) const;
+  size_t ChunkBegin(int chunk) const;
+  size_t ChunkElements(int chunk) const;
+  uint32_t Segments(int chunk) const;
+  // Elements [first, first + n) of segment `segment` of `chunk`.
+  void Segment(int chunk, uint32_t segment, size_t* first, size_t* n) const;
+};
+
+struct AllReduceStats {
+  uint64_t tx_bytes = 0;
+  uint64_t rx_bytes = 0;
+};
+
+// Runs the all-reduce of `options` over `channel`. On error `recv` holds garbage and
+// `send` is intact.
+Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
+                     AllReduceStats* stats);
+
+}  // namespace pccl::algo

@@ -1,0 +1,73 @@
+// The peer's connection to the master: sends requests, and a reader thread that sorts
+// what the master says into an inbox (replies, topologies, errors) and a verdict table.
+//
+// Verdicts are special: several collectives may wait for theirs at once, and a failed
+// verdict must reach a running collective immediately (so it stops instead of waiting for
+// data that will never come), so each verdict also goes to a listener callback.
+//
+// Thread-safety: all methods may be called from any thread. Send() serialises writers.
+// Wait() is meant for one control call at a time (the Communicator holds its control lock).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
+#include "pccl/net/socket.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::comm {
+
+class MasterClient {
+ public:
+  MasterClient() = default;
+  ~MasterClient();
+  MasterClient(const MasterClient&) = delete;
+  MasterClient& operator=(const MasterClient&) = delete;
+
+  // Connects and starts the reader thread.
+  Status Connect(const net::Endpoint& master, Deadline deadline);
+  Status Send(proto::Kind kind, const std::string& payload, Deadline deadline);
+
+  // Waits for the oldest queued message whose kind is in `kinds` (or an Error message,
+  // which is always returned) and removes it from the inbox.
+  Status Wait(const std::vector<proto::Kind>& kinds, Deadline deadline, proto::Kind* kind,
+              std::string* payload);
+  // True if a message of `kind` is queued.
+  bool Has(proto::Kind kind);
+
+  // Called on the reader thread for every verdict.
+  void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);
+  // Waits for the verdict of `key` and forgets it.
+  Status WaitVerdict(const proto::OpKey& key, Deadline deadline, proto::Verdict* out);
+
+  // Unavailable once the connection is gone.
+  Status lost();
+  void Close();
+
+ private:
+  void ReaderLoop();
+
+  net::Socket socket_;
+  std::mutex send_mu_;
+  std::thread reader_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<proto::Kind, std::string>> inbox_ PCCL_GUARDED_BY(mu_);
+  std::map<proto::OpKey, proto::Verdict> verdicts_ PCCL_GUARDED_BY(mu_);
+  std::deque<proto::OpKey> verdict_order_ PCCL_GUARDED_BY(mu_);
+  std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
+  Status lost_ PCCL_GUARDED_BY(mu_);
+  bool closing_ PCCL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace pccl::comm

@@ -1,0 +1,201 @@
+// The ring links of one topology epoch: a pool of TCP connections to the next peer (each
+// with a sender thread) and a pool from the previous peer (each with a receiver thread),
+// and the RingOp channels that collectives run over them.
+//
+// Striping: every segment a collective sends goes to the connection whose queue holds the
+// fewest bytes, so one large operation uses the whole pool and concurrent operations share
+// it. Frames are self-describing (tag, sequence number, step, segment), so the receiving
+// side does not care which connection a segment took; a receiver thread reads each payload
+// straight into the memory the operation declared for it (RingOp::Expect), or into a
+// side buffer if it arrives before the local operation has started.
+//
+// Failure: a broken connection, a malformed frame or a peer that disagrees on an
+// operation's descriptor fails the affected operations with a Status naming the peer; a
+// broken connection or a protocol violation also breaks the whole link set (every later
+// operation on it fails at once) because a stream cut inside a frame cannot be resumed.
+//
+// Thread-safety: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pccl/algo/channel.h"
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
+#include "pccl/net/address.h"
+#include "pccl/net/socket.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::comm {
+
+class RingLinks;
+
+// Accepted p2p connections waiting for the links of their epoch. The communicator's
+// acceptor thread deposits them after a valid P2PHello; RingLinks::Establish takes them.
+class IncomingPool {
+ public:
+  void Deposit(const proto::P2PHello& hello, net::Socket socket);
+  // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
+  // until all are there. Connections of older epochs are dropped.
+  Status Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
+              std::vector<net::Socket>* out);
+  void Close();
+
+ private:
+  struct Key {
+    uint64_t epoch;
+    uint64_t from;
+    uint32_t slot;
+    bool operator<(const Key& o) const;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<Key, net::Socket> sockets_ PCCL_GUARDED_BY(mu_);
+  bool closed_ PCCL_GUARDED_BY(mu_) = false;
+};
+
+// One collective operation's RingChannel on a RingLinks.
+class RingOp : public algo::RingChannel, public std::enable_shared_from_this<RingOp> {
+ public:
+  RingOp(RingLinks* links, proto::OpKey key);
+  ~RingOp() override = default;
+
+  void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override;
+  void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
+  Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
+  Status WaitSends(Deadline deadline) override;
+
+  // Fails the operation (first failure wins); wakes the algorithm. Any thread.
+  void Fail(const Status& why);
+  Status status();
+  const proto::OpKey& key() const { return key_; }
+
+ private:
+  friend class RingLinks;
+  struct Slot {
+    void* data = nullptr;
+    size_t bytes = 0;
+    bool expected = false;
+    bool arrived = false;
+    bool writing = false;
+    bool writing_early = false;
+    std::vector<char> early;  // payload that arrived before Expect()
+    bool has_early = false;
+  };
+  using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
+
+  // Called by RingLinks when the local algorithm opens the op.
+  void Open(uint64_t descriptor_hash, Deadline deadline);
+  // Receiver side: where `header`'s payload goes (nullptr: drain it).
+  void* ClaimForReceive(const proto::DataHeader& header, const std::string& peer);
+  void FinishReceive(const proto::DataHeader& header, const Status& status);
+  void FinishSend(const Status& status);
+  // Waits until no I/O thread uses the op's memory.
+  bool WaitQuiet(Deadline deadline);
+  bool IdleLocked() const { return active_receives_ == 0 && pending_sends_ == 0; }
+
+  RingLinks* links_;
+  const proto::OpKey key_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool opened_ PCCL_GUARDED_BY(mu_) = false;
+  uint64_t descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
+  uint64_t peer_descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
+  bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
+  Deadline deadline_ PCCL_GUARDED_BY(mu_) = Deadline::Never();
+  std::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_);
+  std::deque<SlotKey> arrivals_ PCCL_GUARDED_BY(mu_);
+  Status status_ PCCL_GUARDED_BY(mu_);
+  int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
+  int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
+  uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;
+};
+
+struct LinkPeer {
+  uint64_t peer_id = 0;
+  net::Endpoint endpoint;
+};
+
+class RingLinks {
+ public:
+  RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev, uint32_t pool_size);
+  ~RingLinks();
+  RingLinks(const RingLinks&) = delete;
+  RingLinks& operator=(const RingLinks&) = delete;
+
+  // Dials the pool to the next peer, takes the pool from the previous one out of
+  // `incoming`, and starts the I/O threads.
+  Status Establish(IncomingPool& incoming, Deadline deadline);
+
+  // Opens the channel of operation `key` whose local descriptor hashes to
+  // `descriptor_hash`. Fails at once if the links are broken.
+  Status OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Deadline deadline,
+                std::shared_ptr<RingOp>* out);
+  // Ends an operation: waits (up to `grace`) until no I/O thread touches its memory,
+  // breaking the links if that takes longer, and forgets it. Frames of it that still
+  // arrive are discarded.
+  void CloseOp(const std::shared_ptr<RingOp>& op, Duration grace);
+  // Fails the operation `key` if it is known here (e.g. a failed verdict from the master).
+  void FailOp(const proto::OpKey& key, const Status& why);
+
+  // Breaks the links: fails every operation, wakes and stops every I/O thread.
+  void Break(const Status& why);
+  Status broken_status();
+  uint64_t epoch() const { return epoch_; }
+  uint32_t pool_size() const { return pool_size_; }
+
+ private:
+  friend class RingOp;
+  struct SendItem {
+    std::shared_ptr<RingOp> op;
+    proto::DataHeader header;
+    const void* data;
+    Deadline deadline;
+  };
+  struct Sender {
+    net::Socket socket;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<SendItem> queue;
+    uint64_t queued_bytes = 0;
+    std::thread thread;
+  };
+  struct Receiver {
+    net::Socket socket;
+    std::thread thread;
+  };
+
+  void Enqueue(SendItem item);
+  void SenderLoop(Sender* sender);
+  void ReceiverLoop(Receiver* receiver);
+  std::shared_ptr<RingOp> FindOrCreateOp(const proto::DataHeader& header, bool* closed);
+  void Stop();
+
+  const uint64_t epoch_;
+  const uint64_t self_id_;
+  const LinkPeer next_;
+  const LinkPeer prev_;
+  const uint32_t pool_size_;
+  std::vector<std::unique_ptr<Sender>> senders_;
+  std::vector<std::unique_ptr<Receiver>> receivers_;
+  std::atomic<bool> stopping_{false};
+
+  std::mutex mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<RingOp>> ops_ PCCL_GUARDED_BY(mu_);
+  std::set<std::pair<uint64_t, uint64_t>> closed_ PCCL_GUARDED_BY(mu_);
+  std::deque<std::pair<uint64_t, uint64_t>> closed_order_ PCCL_GUARDED_BY(mu_);
+  Status broken_ PCCL_GUARDED_BY(mu_);
+};
+
+}  // namespace pccl::comm
