@@ -24,11 +24,13 @@
 // no FMA; round() is round to nearest, ties to even):
 // - MIN_MAX (asymmetric): lo, hi = min, max of the block (-0.0 read as +0.0);
 //   scale = (hi - lo) / qmax;  q = min(round((x - lo) / d), qmax) with d = scale, or 1 when
-//   scale is 0 (a constant block: every q is 0 and deq is lo exactly);
+//   scale is 0 (a constant block: every q is 0 and deq is lo exactly; -0.0 comes back as
+//   +0.0 on both algorithms);
 //   deq(q) = lo + q * scale.
 //   Parameters per block: {lo, scale}, two values of P.
 // - ZERO_POINT_SCALE (symmetric): zero_point = 2^(B-1), h = 2^(B-1) - 1 (127 for uint8);
-//   m = max |x| of the block; scale = m / h;
+//   m = max |x| of the block; scale = m / h, except for a constant block, where scale = m
+//   (then q = zero_point +- 1 and deq is the constant exactly; m / h * h need not be m);
 //   q = clamp(round(x / d), -h, h) + zero_point with d = scale, or 1 when scale is 0;
 //   deq(q) = (q - zero_point) * scale.  0 maps to zero_point and back to 0 exactly.
 //   Parameters per block: {scale}, one value of P (the zero point is the constant above).

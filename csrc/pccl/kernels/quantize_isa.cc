@@ -145,14 +145,19 @@ inline BlockParams<P> MinMaxParams(P lo, P hi, P qmax) {
   return p;
 }
 
+// A constant non-zero block c takes scale |c| instead of |c| / h: q = zero_point +- 1 and
+// deq = +-|c| = c exactly (|c| / h * h need not round back to |c|).
 template <class P>
 inline BlockParams<P> ZeroPointScaleParams(P lo, P hi, P half_range) {
   BlockParams<P> p;
+  lo = lo + P{0};
+  hi = hi + P{0};
   P a = lo < P{0} ? -lo : lo;
   P b = hi < P{0} ? -hi : hi;
-  P m = (a > b ? a : b) + P{0};
-  p.scale = m / half_range;
-  p.fits = IsFinite(half_range * p.scale);
+  P m = a > b ? a : b;
+  const bool constant = lo == hi;
+  p.scale = constant ? m : m / half_range;
+  p.fits = IsFinite(constant ? p.scale : half_range * p.scale);
   p.divisor = p.scale > P{0} ? p.scale : P{1};
   return p;
 }
