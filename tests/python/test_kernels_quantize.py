@@ -472,7 +472,9 @@ def test_bad_arguments_raise_naming_the_argument():
 @pytest.mark.parametrize("n", SMALL_LENGTHS)
 def test_core_checks_without_the_python_wrapper(n):
     """The C++ edge refuses what the Python wrapper would, with ValueError, never a crash."""
-    core = __import__("pccl._core", fromlist=["kernels"]).kernels
+    from pccl import _core
+
+    core = _core.kernels
     x = np.zeros(n, np.float32)
     q = np.zeros(n, np.uint8)
     nb = -(-n // 1024)
