@@ -128,7 +128,7 @@ template <class P>
 struct BlockParams {
   P lo = 0;       // MIN_MAX only
   P scale = 0;
-  P divisor = 1;  // scale, or 1 when the scale is 0 (then every t is 0)
+  P divisor = 1;  // scale, or 1 when the scale is 0 (every t then rounds to 0)
   bool fits = true;
 };
 
