@@ -1,4 +1,4 @@
-// Buffer ingestion and the Status -> exception mapping (see common.h).
+// Buffer ingestion and the Status -> exception hand-off (see common.h).
 #include <string>
 
 #include "bindings/common.h"
@@ -7,13 +7,12 @@ namespace pccl::bindings {
 
 void ThrowIfError(const Status& status) {
   if (status.ok()) return;
-  switch (status.code()) {
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kOutOfRange:
-      throw py::value_error(status.message());
-    default:
-      throw std::runtime_error(status.ToString());
-  }
+  // The Python side owns the mapping from codes to exception classes (pccl/errors.py).
+  py::object error = py::module_::import("pccl.errors")
+                         .attr("error_for_status")(static_cast<int>(status.code()),
+                                                   status.message());
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+  throw py::error_already_set();
 }
 
 DType GetDType(int value, const char* name) {

@@ -17,8 +17,8 @@ namespace pccl::bindings {
 
 namespace py = pybind11;
 
-// Raises the Python exception that matches `status` (no-op when OK):
-// InvalidArgument / OutOfRange -> ValueError, anything else -> RuntimeError.
+// Raises the Python exception that matches `status` (no-op when OK), as chosen by
+// pccl.errors.error_for_status: the one place that maps codes to exception classes.
 void ThrowIfError(const Status& status);
 
 // A C-contiguous buffer taken from a Python object (numpy array, memoryview, bytearray,

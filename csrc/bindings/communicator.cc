@@ -1,7 +1,155 @@
+// Bindings of comm::Communicator: every blocking call releases the GIL; buffers are
+// checked by GetArray; failures become pccl.errors exceptions via ThrowIfError.
+#include <chrono>
+#include <memory>
+#include <thread>
+
 #include "bindings/common.h"
+#include "pccl/comm/communicator.h"
+#include "pccl/common/params.h"
 
 namespace pccl::bindings {
+namespace {
 
-void BindCommunicator(py::module_& m) { (void)m; }
+using comm::Communicator;
+
+// Python passes a timeout in seconds, or a negative number for the PCCL_TIMEOUT_MS default.
+Deadline DeadlineFromSeconds(double seconds) {
+  if (seconds < 0) return Deadline::In(Milliseconds(GetParams().timeout_ms));
+  return Deadline::In(std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds)));
+}
+
+py::tuple InfoTuple(const comm::ReduceInfo& info) {
+  return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes);
+}
+
+comm::AllReduceRequest MakeRequest(py::handle send, py::handle recv, int dtype, int op,
+                                   uint64_t tag, Array* s, Array* r) {
+  *s = GetArray(send, "send", dtype, false);
+  *r = GetArray(recv, "recv", dtype, true);
+  CheckSameCount(*s, "send", *r, "recv");
+  if (!kernels::IsValidReduceOp(op)) {
+    throw py::value_error("op must be a pccl.ReduceOp, got " + std::to_string(op));
+  }
+  comm::AllReduceRequest request;
+  request.send = s->data;
+  request.recv = r->data;
+  request.count = s->count;
+  request.dtype = s->dtype;
+  request.op = static_cast<kernels::ReduceOp>(op);
+  request.tag = tag;
+  return request;
+}
+
+// An all-reduce running on its own thread; the Python handle keeps the buffers alive.
+class AsyncAllReduce {
+ public:
+  AsyncAllReduce(std::shared_ptr<Communicator> comm, comm::AllReduceRequest request,
+                 Deadline deadline)
+      : thread_([this, comm, request, deadline] {
+          status_ = comm->AllReduce(request, deadline, &info_);
+        }) {}
+  ~AsyncAllReduce() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // (ok, status code, message, (world, tx, rx)); blocks without the GIL.
+  py::tuple Wait() {
+    {
+      py::gil_scoped_release release;
+      if (thread_.joinable()) thread_.join();
+    }
+    return py::make_tuple(status_.ok(), static_cast<int>(status_.code()), status_.message(),
+                          InfoTuple(info_));
+  }
+
+ private:
+  Status status_;
+  comm::ReduceInfo info_;
+  std::thread thread_;  // last: starts after the members it writes exist
+};
+
+}  // namespace
+
+void BindCommunicator(py::module_& m) {
+  py::class_<AsyncAllReduce>(m, "AsyncAllReduce").def("wait", &AsyncAllReduce::Wait);
+
+  py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
+      .def(py::init([](const std::string& master_address, uint32_t peer_group,
+                       uint32_t pool_size, const std::string& listen_host,
+                       const std::string& advertise_host) {
+             comm::CommunicatorOptions options;
+             options.master_address = master_address;
+             options.peer_group = peer_group;
+             options.pool_size = pool_size;
+             options.listen_host = listen_host;
+             options.advertise_host = advertise_host;
+             return std::make_shared<Communicator>(options);
+           }),
+           py::arg("master_address"), py::arg("peer_group"), py::arg("pool_size"),
+           py::arg("listen_host"), py::arg("advertise_host"))
+      .def("connect", [](Communicator& c, double timeout) {
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = c.Connect(DeadlineFromSeconds(timeout));
+        }
+        ThrowIfError(st);
+      }, py::arg("timeout"))
+      .def("update_topology", [](Communicator& c, double timeout) {
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = c.UpdateTopology(DeadlineFromSeconds(timeout));
+        }
+        ThrowIfError(st);
+      }, py::arg("timeout"))
+      .def("are_peers_pending", [](Communicator& c, double timeout) {
+        Status st;
+        bool pending = false;
+        {
+          py::gil_scoped_release release;
+          st = c.ArePeersPending(DeadlineFromSeconds(timeout), &pending);
+        }
+        ThrowIfError(st);
+        return pending;
+      }, py::arg("timeout"))
+      .def("get_attribute", [](Communicator& c, int attribute) {
+        if (attribute < 0 || attribute > 3) {
+          throw py::value_error("attribute must be a pccl.Attribute, got " +
+                                std::to_string(attribute));
+        }
+        int64_t value = 0;
+        ThrowIfError(c.GetAttribute(static_cast<comm::Attribute>(attribute), &value));
+        return value;
+      }, py::arg("attribute"))
+      .def("all_reduce", [](Communicator& c, py::handle send, py::handle recv, int dtype, int op,
+                            uint64_t tag, double timeout) {
+        Array s, r;
+        comm::AllReduceRequest request = MakeRequest(send, recv, dtype, op, tag, &s, &r);
+        comm::ReduceInfo info;
+        Status st;
+        {
+          py::gil_scoped_release release;
+          st = c.AllReduce(request, DeadlineFromSeconds(timeout), &info);
+        }
+        ThrowIfError(st);
+        return InfoTuple(info);
+      }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
+         py::arg("timeout"))
+      .def("all_reduce_async", [](std::shared_ptr<Communicator> c, py::handle send,
+                                  py::handle recv, int dtype, int op, uint64_t tag,
+                                  double timeout) {
+        Array s, r;
+        comm::AllReduceRequest request = MakeRequest(send, recv, dtype, op, tag, &s, &r);
+        return std::make_unique<AsyncAllReduce>(c, request, DeadlineFromSeconds(timeout));
+      }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
+         py::arg("timeout"))
+      .def("close", [](Communicator& c) {
+        py::gil_scoped_release release;
+        c.Close();
+      })
+      .def_property_readonly("peer_id", &Communicator::peer_id)
+      .def_property_readonly("p2p_port", &Communicator::p2p_port);
+}
 
 }  // namespace pccl::bindings

@@ -14,13 +14,54 @@ from pccl._enums import (
     QuantizationAlgorithm,
     ReduceOp,
 )
+from pccl._types import (
+    Attribute,
+    QuantizationOptions,
+    ReduceDescriptor,
+    ReduceInfo,
+    ReduceOpDescriptor,
+    ReduceOperandDescriptor,
+    SharedStateSyncInfo,
+    SharedStateSyncStrategy,
+)
+from pccl.communicator import AsyncReduceHandle, Communicator
+from pccl.errors import (
+    DataLossError,
+    InvalidUsageError,
+    KickedError,
+    MasterUnavailableError,
+    PCCLError,
+    PCCLTimeoutError,
+    PeerLostError,
+    Result,
+    TooFewPeersError,
+)
 
 __all__ = [
+    "AsyncReduceHandle",
+    "Attribute",
+    "Communicator",
+    "DataLossError",
     "DataType",
     "DeviceType",
     "DistributionHint",
+    "InvalidUsageError",
+    "KickedError",
+    "MasterUnavailableError",
+    "PCCLError",
+    "PCCLTimeoutError",
+    "PeerLostError",
     "QuantizationAlgorithm",
+    "QuantizationOptions",
+    "ReduceDescriptor",
+    "ReduceInfo",
     "ReduceOp",
+    "ReduceOpDescriptor",
+    "ReduceOperandDescriptor",
+    "Result",
+    "SharedStateSyncInfo",
+    "SharedStateSyncStrategy",
+    "TooFewPeersError",
     "kernels",
 ]
 

@@ -476,9 +476,9 @@ void RingLinks::SenderLoop(Sender* sender) {
                            {data_header, sizeof(data_header)},
                            {const_cast<void*>(item.data), item.header.payload_bytes}};
     Status st = sender->socket.SendAllV(iov, 3, item.deadline);
-    if (!st.ok()) {
-      st = Status(st.code(), "sending to next peer " + next_.endpoint.ToString() + ": " +
-                                 st.message());
+    if (!st.ok()) {  // the next peer is gone or stuck
+      st = Status(StatusCode::kAborted,
+                  "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
     }
     item.op->FinishSend(st);
     if (!st.ok()) Break(st);
@@ -508,7 +508,8 @@ void RingLinks::ReceiverLoop(Receiver* receiver) {
   std::vector<char> scratch;
   auto lost = [&](const Status& st) {
     if (!stopping_.load()) {
-      Break(Status(st.code() == StatusCode::kInvalidArgument ? st.code() : StatusCode::kUnavailable,
+      // A protocol violation stays InvalidArgument; anything else means the peer is gone.
+      Break(Status(st.code() == StatusCode::kInvalidArgument ? st.code() : StatusCode::kAborted,
                    "ring link from " + peer + ": " + st.message()));
     }
   };

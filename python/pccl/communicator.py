@@ -1,0 +1,279 @@
+"""The Communicator: one peer of a pccl run (drop-in for PCCL 1.0's).
+
+A peer connects to a master, is admitted into the ring when the accepted peers call
+update_topology(), and all-reduces numpy arrays or torch CPU tensors with the others.
+Every blocking call has a deadline (`timeout` seconds; default PCCL_TIMEOUT_MS, 60 s) and
+releases the GIL. Failures raise pccl.errors classes that say what to do next.
+
+    with pccl.Communicator("127.0.0.1:48148") as comm:
+        comm.connect()
+        comm.all_reduce(grads, grads, op=pccl.ReduceOp.AVG)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pccl import _core
+from pccl._enums import DataType, QuantizationAlgorithm, ReduceOp
+from pccl._tensors import as_buffer
+from pccl._types import (
+    Attribute,
+    QuantizationOptions,
+    ReduceInfo,
+    ReduceOperandDescriptor,
+)
+from pccl.errors import (
+    InvalidUsageError,
+    MasterUnavailableError,
+    PCCLError,
+    error_for_status,
+    result_for_status,
+)
+
+_log = logging.getLogger("pccl")
+
+
+def _timeout(timeout: float | None, name: str = "timeout") -> float:
+    """Seconds for the core; -1 selects the default deadline."""
+    if timeout is None:
+        return -1.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}")
+    if not timeout > 0:
+        raise ValueError(f"{name} must be positive, got {timeout}")
+    return float(timeout)
+
+
+def _split_host(address: str) -> str:
+    return address[1:-1] if address.startswith("[") and address.endswith("]") else address
+
+
+class AsyncReduceHandle:
+    """An all-reduce in flight. Keeps its tensors alive until it completes."""
+
+    def __init__(self, work: Any, keep_alive: tuple[Any, ...]):
+        self._work = work
+        self._keep_alive: tuple[Any, ...] | None = keep_alive
+        self._outcome: tuple[bool, int, str, ReduceInfo] | None = None
+
+    def _finish(self) -> tuple[bool, int, str, ReduceInfo]:
+        if self._outcome is None:
+            ok, status, message, (world, tx, rx) = self._work.wait()
+            self._outcome = (bool(ok), int(status), str(message), ReduceInfo(world, tx, rx))
+            self._keep_alive = None
+        return self._outcome
+
+    def wait(self) -> tuple[bool, int, ReduceInfo]:
+        """Blocks until done; returns (is_success, status, ReduceInfo) as PCCL 1.0 does.
+
+        `status` is upstream's Result code (0 on success).
+        """
+        ok, status, _, info = self._finish()
+        return ok, int(result_for_status(status)), info
+
+    def result(self) -> ReduceInfo:
+        """Blocks until done; returns the ReduceInfo or raises the operation's error."""
+        ok, status, message, info = self._finish()
+        if not ok:
+            raise error_for_status(status, message)
+        return info
+
+    def done(self) -> bool:
+        """True once wait() or result() has returned."""
+        return self._outcome is not None
+
+
+class Communicator:
+    """One peer of a pccl run.
+
+    Args:
+        address: the master, "host:port" (hostnames and "[ipv6]:port" work).
+        peer_group: collectives and shared state run within a peer group.
+        p2p_connection_pool_size: TCP connections per ring neighbour; 0 picks the default (4).
+        listen_address: local host the p2p listener binds (default all IPv4 interfaces).
+        advertise_address: host other peers should dial to reach this one, when it differs
+            from the address the master sees (NAT, containers).
+    """
+
+    def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
+                 listen_address: str = "0.0.0.0", advertise_address: str | None = None):
+        if not isinstance(address, str):
+            raise TypeError(f"address must be a str 'host:port', got {type(address).__name__}")
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"address must look like 'host:port', got {address!r}")
+        for name, value, upper in (("peer_group", peer_group, 2**32),
+                                   ("p2p_connection_pool_size", p2p_connection_pool_size, 65)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if not 0 <= value < upper:
+                raise ValueError(f"{name} must be in [0, {upper}), got {value}")
+        if not isinstance(listen_address, str) or not listen_address:
+            raise TypeError("listen_address must be a non-empty str")
+        if advertise_address is not None and not isinstance(advertise_address, str):
+            raise TypeError("advertise_address must be a str or None")
+        self._args = (address, peer_group, p2p_connection_pool_size,
+                      _split_host(listen_address), _split_host(advertise_address or ""))
+        self._core: Any = _core.Communicator(*self._args)
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def connect(self, n_attempts: int = 5, *, timeout: float | None = None) -> None:
+        """Registers with the master and waits until admitted into the run.
+
+        The first peer is admitted at once; later peers when the accepted peers call
+        update_topology(). An unreachable master is retried `n_attempts` times, one
+        second apart.
+
+        Raises:
+            MasterUnavailableError: no master after n_attempts.
+            PCCLTimeoutError: not admitted before `timeout` (default: PCCL_TIMEOUT_MS).
+        """
+        if isinstance(n_attempts, bool) or not isinstance(n_attempts, int) or n_attempts < 1:
+            raise ValueError(f"n_attempts must be a positive int, got {n_attempts!r}")
+        seconds = _timeout(timeout)
+        self._check_open()
+        for attempt in range(1, n_attempts + 1):
+            try:
+                self._core.connect(seconds)
+                return
+            except MasterUnavailableError as e:
+                _log.warning("connecting to the master failed (attempt %d/%d): %s",
+                             attempt, n_attempts, e)
+                self._core.close()
+                self._core = _core.Communicator(*self._args)
+                if attempt == n_attempts:
+                    raise
+                time.sleep(1.0)
+
+    def close(self) -> None:
+        """Leaves the run (the master is told) and stops all threads. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._core.close()
+
+    def __enter__(self) -> Communicator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+    # -- membership -------------------------------------------------------------------
+
+    def update_topology(self, *, timeout: float | None = None) -> None:
+        """Admits pending peers; every accepted peer must call it. Returns at once when no
+        peer is pending, so calling it every step (even on a joiner's first step) is safe."""
+        self._check_open()
+        self._core.update_topology(_timeout(timeout))
+
+    def are_peers_pending(self, *, timeout: float | None = None) -> bool:
+        """True if peers wait to be admitted by update_topology()."""
+        self._check_open()
+        return bool(self._core.are_peers_pending(_timeout(timeout)))
+
+    def optimize_topology(self, *, timeout: float | None = None) -> None:
+        """Reorders the ring by measured bandwidth. Not implemented yet: the ring keeps its
+        join order, and this call only checks that the communicator is usable."""
+        _timeout(timeout)
+        self._check_open()
+
+    def get_attribute(self, attribute: Attribute) -> int:
+        """World sizes and peer-group counts of the current topology."""
+        if isinstance(attribute, bool) or not isinstance(attribute, int):
+            raise TypeError(f"attribute must be a pccl.Attribute, got {type(attribute).__name__}")
+        try:
+            attribute = Attribute(attribute)
+        except ValueError:
+            raise ValueError(f"attribute must be a pccl.Attribute, got {attribute!r}") from None
+        self._check_open()
+        return int(self._core.get_attribute(int(attribute)))
+
+    # -- collectives ------------------------------------------------------------------
+
+    def all_reduce(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
+                   operand_descriptor: ReduceOperandDescriptor | None = None,
+                   quantization_options: QuantizationOptions | None = None,
+                   timeout: float | None = None) -> ReduceInfo:
+        """All-reduces `send` into `recv` (they may be the same tensor) across the group.
+
+        Blocks with the GIL released. On failure `send` is intact (in place too), so the
+        call can be retried after update_topology().
+
+        Raises:
+            PeerLostError: a peer died or hung: retry.
+            TooFewPeersError: alone in the group: drop the step.
+            InvalidUsageError: bad arguments, or peers that disagree on the operation.
+        """
+        args = self._prepare(send, recv, op, tag, operand_descriptor, quantization_options,
+                             timeout)
+        world, tx, rx = self._core.all_reduce(*args)
+        return ReduceInfo(world, tx, rx)
+
+    def all_reduce_async(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
+                         operand_descriptor: ReduceOperandDescriptor | None = None,
+                         quantization_options: QuantizationOptions | None = None,
+                         timeout: float | None = None) -> AsyncReduceHandle:
+        """Starts an all-reduce and returns a handle; concurrent ones need distinct tags.
+
+        The handle keeps `send` and `recv` alive until the operation completes; do not
+        touch them before wait() or result() returns.
+        """
+        args = self._prepare(send, recv, op, tag, operand_descriptor, quantization_options,
+                             timeout)
+        return AsyncReduceHandle(self._core.all_reduce_async(*args), (send, recv))
+
+    def _prepare(self, send: Any, recv: Any, op: Any, tag: Any,
+                 operand_descriptor: ReduceOperandDescriptor | None,
+                 quantization_options: QuantizationOptions | None,
+                 timeout: float | None) -> tuple[Any, ...]:
+        self._check_open()
+        s, sdt = as_buffer(send, "send")
+        r, rdt = as_buffer(recv, "recv", writable=True)
+        if sdt is not rdt:
+            raise TypeError(f"send has dtype {sdt.name} but recv has dtype {rdt.name}")
+        if s.size != r.size:
+            raise ValueError(f"send has {s.size} elements but recv has {r.size}")
+        if isinstance(op, bool) or not isinstance(op, int):
+            raise TypeError(f"op must be a pccl.ReduceOp, got {type(op).__name__}")
+        try:
+            op = ReduceOp(op)
+        except ValueError:
+            raise ValueError(f"op must be a pccl.ReduceOp, got {op!r}") from None
+        if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**64:
+            raise ValueError(f"tag must be an int in [0, 2**64), got {tag!r}")
+        if operand_descriptor is not None:
+            if not isinstance(operand_descriptor, ReduceOperandDescriptor):
+                raise TypeError("operand_descriptor must be a pccl.ReduceOperandDescriptor")
+            if DataType(operand_descriptor.datatype) is not sdt:
+                raise TypeError(f"operand_descriptor.datatype is "
+                                f"{DataType(operand_descriptor.datatype).name} but the tensors "
+                                f"are {sdt.name}")
+        if quantization_options is not None:
+            if not isinstance(quantization_options, QuantizationOptions):
+                raise TypeError("quantization_options must be a pccl.QuantizationOptions")
+            if quantization_options.algorithm != QuantizationAlgorithm.NONE:
+                raise InvalidUsageError("quantized all-reduce is not implemented yet; "
+                                        "use QuantizationAlgorithm.NONE")
+        return (s, r, int(sdt), int(op), tag, _timeout(timeout))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidUsageError("the communicator is closed")
+
+    @property
+    def peer_id(self) -> int:
+        """This peer's id, given by the master on connect()."""
+        return int(self._core.peer_id)
+
+
+__all__ = ["AsyncReduceHandle", "Communicator", "PCCLError"]

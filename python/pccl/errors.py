@@ -1,0 +1,114 @@
+"""pccl's exceptions: each class says what the caller should do next.
+
+Every failure of the core arrives here as a status code (csrc/pccl/common/status.h) and
+is turned into one exception by `error_for_status`, the only place that maps codes to
+classes. All of them derive from PCCLError, which carries upstream's `Result` code.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Result(enum.IntEnum):
+    """PCCL 1.0's result codes."""
+
+    SUCCESS = 0
+    NOT_INITIALIZED = 1
+    INTERNAL_ERROR = 2
+    INVALID_ARGUMENT = 3
+    INVALID_USAGE = 4
+    TOO_FEW_PEERS = 5
+    MASTER_CONNECTION_FAILED = 6
+    RANK_CONNECTION_FAILED = 7
+    RANK_CONNECTION_LOST = 8
+    NO_SHARED_STATE_AVAILABLE = 9
+    PENDING_ASYNC_OPS = 10
+    UPDATE_TOPOLOGY_FAILED = 11
+    TOPOLOGY_OPTIMIZATION_FAILED = 12
+
+
+class PCCLError(Exception):
+    """Base class of pccl's errors.
+
+    Attributes:
+        result: upstream's Result code for this failure.
+        status: the core's status code (an int), or None for errors raised in Python.
+    """
+
+    default_result = Result.INTERNAL_ERROR
+
+    def __init__(self, message: str, result: Result | None = None, status: int | None = None):
+        super().__init__(message)
+        self.result = result if result is not None else self.default_result
+        self.status = status
+
+
+class InvalidUsageError(PCCLError, ValueError):
+    """The call is wrong (bad arguments, wrong state, peers that disagree): fix the call."""
+
+    default_result = Result.INVALID_USAGE
+
+
+class PeerLostError(PCCLError):
+    """A peer died, hung or left during the operation: retry it; inputs are intact."""
+
+    default_result = Result.RANK_CONNECTION_LOST
+
+
+class TooFewPeersError(PCCLError):
+    """Fewer than two peers: drop this step and wait for peers to join."""
+
+    default_result = Result.TOO_FEW_PEERS
+
+
+class PCCLTimeoutError(PCCLError, TimeoutError):
+    """The call's deadline passed before it could finish."""
+
+    default_result = Result.RANK_CONNECTION_LOST
+
+
+class MasterUnavailableError(PCCLError, ConnectionError):
+    """The master cannot be reached: back off and reconnect."""
+
+    default_result = Result.MASTER_CONNECTION_FAILED
+
+
+class KickedError(PCCLError):
+    """The master removed this peer (it was presumed dead): create a new Communicator."""
+
+    default_result = Result.RANK_CONNECTION_LOST
+
+
+class DataLossError(PCCLError):
+    """Received data failed verification."""
+
+    default_result = Result.INTERNAL_ERROR
+
+
+# Core status codes (csrc/pccl/common/status.h) -> exception class and upstream Result.
+_BY_STATUS: dict[int, tuple[type[PCCLError], Result]] = {
+    1: (InvalidUsageError, Result.INVALID_ARGUMENT),  # InvalidArgument
+    2: (InvalidUsageError, Result.INVALID_ARGUMENT),  # OutOfRange
+    3: (InvalidUsageError, Result.INVALID_USAGE),  # FailedPrecondition
+    4: (PeerLostError, Result.RANK_CONNECTION_LOST),  # Aborted
+    5: (MasterUnavailableError, Result.MASTER_CONNECTION_FAILED),  # Unavailable
+    6: (PCCLTimeoutError, Result.RANK_CONNECTION_LOST),  # DeadlineExceeded
+    7: (DataLossError, Result.INTERNAL_ERROR),  # DataLoss
+    8: (PCCLError, Result.INTERNAL_ERROR),  # Internal
+    9: (TooFewPeersError, Result.TOO_FEW_PEERS),  # TooFewPeers
+    10: (KickedError, Result.RANK_CONNECTION_LOST),  # Kicked
+}
+
+
+def error_for_status(status: int, message: str) -> PCCLError:
+    """The exception for a core status code (called by the compiled core)."""
+    cls, result = _BY_STATUS.get(status, (PCCLError, Result.INTERNAL_ERROR))
+    return cls(message, result, status)
+
+
+def result_for_status(status: int) -> Result:
+    """Upstream's Result code for a core status code (0 is SUCCESS)."""
+    if status == 0:
+        return Result.SUCCESS
+    return _BY_STATUS.get(status, (PCCLError, Result.INTERNAL_ERROR))[1]
