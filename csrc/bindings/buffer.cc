@@ -6,13 +6,22 @@
 namespace pccl::bindings {
 
 void ThrowIfError(const Status& status) {
-  if (status.ok()) return;
-  // The Python side owns the mapping from codes to exception classes (pccl/errors.py).
-  py::object error = py::module_::import("pccl.errors")
-                         .attr("error_for_status")(static_cast<int>(status.code()),
-                                                   status.message());
-  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
-  throw py::error_already_set();
+  if (!status.ok()) throw StatusError(status);
+}
+
+void RegisterStatusTranslator() {
+  // pybind11 runs translators with the GIL held, wherever the StatusError was thrown. The
+  // Python side owns the mapping from codes to exception classes (pccl/errors.py).
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& e) {
+      py::object error = py::module_::import("pccl.errors")
+                             .attr("error_for_status")(static_cast<int>(e.status().code()),
+                                                       e.status().message());
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+    }
+  });
 }
 
 DType GetDType(int value, const char* name) {

@@ -8,7 +8,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <exception>
 #include <optional>
+#include <string>
 
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
@@ -17,9 +19,23 @@ namespace pccl::bindings {
 
 namespace py = pybind11;
 
-// Raises the Python exception that matches `status` (no-op when OK), as chosen by
-// pccl.errors.error_for_status: the one place that maps codes to exception classes.
+// A failed Status on its way to Python. Safe to throw without the GIL.
+class StatusError : public std::exception {
+ public:
+  explicit StatusError(Status status) : status_(std::move(status)), what_(status_.ToString()) {}
+  const Status& status() const { return status_; }
+  const char* what() const noexcept override { return what_.c_str(); }
+
+ private:
+  Status status_;
+  std::string what_;
+};
+
+// Throws StatusError for a failed `status` (no-op when OK). The translator registered by
+// RegisterStatusTranslator turns it into the exception pccl.errors.error_for_status picks:
+// the one place that maps codes to exception classes.
 void ThrowIfError(const Status& status);
+void RegisterStatusTranslator();
 
 // A C-contiguous buffer taken from a Python object (numpy array, memoryview, bytearray,
 // anything with the buffer protocol). Holds the buffer (and so the object) alive.
