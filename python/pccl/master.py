@@ -16,6 +16,7 @@ From a shell: ``pccl_master --listen-address 0.0.0.0:48148`` or ``python -m pccl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -143,10 +144,8 @@ class MasterNode:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # never raise from a finalizer
             self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finalizer
-            pass
 
     def __repr__(self) -> str:
         state = "serving" if self.running else ("closed" if self._closed else "stopped")

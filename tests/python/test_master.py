@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import wire
 from pccl.master import MasterNode
 from wire import Code, Conn, Kind
@@ -339,6 +338,7 @@ def test_cli_bad_address_exits_nonzero() -> None:
         text=True,
         env=env,
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 2
     assert "listen_address" in proc.stderr

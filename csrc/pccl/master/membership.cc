@@ -170,8 +170,9 @@ void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
     return;
   }
   if (e.epoch != epoch_) {
-    Refuse(e.conn, "LinksReady for epoch " + std::to_string(e.epoch) + ", but the current epoch is " +
-                       std::to_string(epoch_),
+    Refuse(e.conn,
+           "LinksReady for epoch " + std::to_string(e.epoch) + ", but the current epoch is " +
+               std::to_string(epoch_),
            step);
     return;
   }
@@ -255,7 +256,8 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
   for (const auto& [conn, earlier] : op.reports) {
     if (earlier.descriptor_hash != report.descriptor_hash) {
       const Peer* q = FindPeer(conn);
-      std::string other = q != nullptr ? Describe(*q) : "peer on connection " + std::to_string(conn);
+      std::string other =
+          q != nullptr ? Describe(*q) : "peer on connection " + std::to_string(conn);
       Decide(key, false,
              "descriptor mismatch on " + key.ToString() + ": " + other + " has " +
                  HashText(earlier.descriptor_hash) + ", " + Describe(*p) + " has " +
