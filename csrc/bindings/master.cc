@@ -1,7 +1,54 @@
+// Bindings of master/server.h: pccl._core.MasterServer, wrapped by pccl.master.MasterNode.
+// Start and join release the GIL; the server thread never touches Python.
+#include <memory>
+#include <string>
+
 #include "bindings/common.h"
+#include "pccl/master/server.h"
 
 namespace pccl::bindings {
 
-void BindMaster(py::module_& m) { (void)m; }
+namespace {
+
+using master::MasterServer;
+
+std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
+                                          int64_t link_timeout_ms) {
+  if (link_timeout_ms <= 0) {
+    throw py::value_error("link_timeout_ms must be positive, got " +
+                          std::to_string(link_timeout_ms));
+  }
+  master::MasterOptions options;
+  options.listen_address = listen_address;
+  options.link_timeout = std::chrono::milliseconds(link_timeout_ms);
+  std::unique_ptr<MasterServer> server;
+  Status status;
+  {
+    py::gil_scoped_release release;
+    status = MasterServer::Start(options, &server);
+  }
+  if (status.code() == StatusCode::kInvalidArgument) {
+    throw py::value_error("listen_address: " + status.message());
+  }
+  ThrowIfError(status);
+  return server;
+}
+
+}  // namespace
+
+void BindMaster(py::module_& m) {
+  py::class_<MasterServer>(m, "MasterServer",
+                           "The master's server thread (use pccl.MasterNode instead).")
+      .def_static("start", &StartServer, py::arg("listen_address"),
+                  py::arg("link_timeout_ms") = 30000,
+                  "Binds listen_address ('host:port', port 0 = any) and starts serving.")
+      .def_property_readonly("port", &MasterServer::port, "The bound port.")
+      .def_property_readonly("address", &MasterServer::address, "The bound 'host:port'.")
+      .def_property_readonly("running", &MasterServer::running,
+                             "False once the server thread has exited.")
+      .def("interrupt", &MasterServer::Interrupt, "Asks the server to stop; returns at once.")
+      .def("join", &MasterServer::Join, py::call_guard<py::gil_scoped_release>(),
+           "Waits for the server thread to exit.");
+}
 
 }  // namespace pccl::bindings

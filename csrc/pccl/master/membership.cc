@@ -1,1 +1,486 @@
-// Placeholder.
+#include "pccl/master/membership.h"
+
+#include <algorithm>
+#include <random>
+
+#include "pccl/common/logging.h"
+
+namespace pccl::master {
+
+// The story of a run, as the master sees it.
+//
+// Joining. A peer connects and says Hello. It gets a fresh random peer id. If the run is
+// empty the peer is admitted at once (Welcome accepted=1) and becomes epoch 1's only
+// member. Otherwise it is pending (Welcome accepted=0) until the members vote it in.
+//
+// Voting. A member calls update_topology(), which sends VoteTopology. With nobody pending
+// the answer is TopologyUnchanged, at once. With someone pending the vote is recorded;
+// when every member has voted, the next epoch starts with the members in their ring order
+// followed by the pending peers in arrival order. A vote that arrives during a link phase
+// is answered by the TopologyComplete that ends it. If the pending peers leave before the
+// round finishes, the voters get TopologyUnchanged.
+//
+// Epochs and links. Starting an epoch sends Topology(epoch, members) to every member; each
+// connects its ring neighbours and reports LinksReady(epoch). When all have, every member
+// gets TopologyComplete(epoch). Members not ready by the link deadline are dropped and the
+// next epoch starts with the rest.
+//
+// Verdicts. After a collective a member reports OpDone(key, ok, descriptor hash). The
+// master answers the whole peer group with one verdict: failure as soon as one member
+// failed or two hashes differ, success once every member of the group reported ok with
+// equal hashes. Decided verdicts are kept (bounded) for late reporters; everything about
+// collectives is forgotten, undecided ones failed, when the epoch changes.
+//
+// Leaving. Goodbye, a disconnect, a protocol error or a link timeout removes a peer. A
+// pending peer is simply forgotten. A removed member fails the undecided collectives of
+// its group, and the survivors start a new epoch (which restarts any link phase). When the
+// last member leaves while peers are pending, the pending peers become the run, since
+// nobody is left to vote them in.
+
+namespace {
+
+std::string HashText(uint64_t h) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s = "0x";
+  for (int shift = 60; shift >= 0; shift -= 4) s.push_back(kDigits[(h >> shift) & 0xF]);
+  return s;
+}
+
+std::string Millis(Duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) +
+         " ms";
+}
+
+}  // namespace
+
+Membership::Membership(MembershipOptions options, PeerIdGenerator ids)
+    : options_(options), ids_(std::move(ids)) {
+  if (!ids_) {
+    std::random_device device;
+    std::seed_seq seed{device(), device(), device(), device()};
+    ids_ = [engine = std::mt19937_64(seed)]() mutable { return engine(); };
+  }
+}
+
+std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
+  Step step{now, {}};
+  std::visit(
+      [&](const auto& e) {
+        using T = std::decay_t<decltype(e)>;
+        if constexpr (std::is_same_v<T, event::Hello>) {
+          OnHello(e, step);
+        } else if constexpr (std::is_same_v<T, event::VoteTopology>) {
+          OnVote(e, step);
+        } else if constexpr (std::is_same_v<T, event::LinksReady>) {
+          OnLinksReady(e, step);
+        } else if constexpr (std::is_same_v<T, event::QueryPending>) {
+          OnQueryPending(e, step);
+        } else if constexpr (std::is_same_v<T, event::OpDone>) {
+          OnOpDone(e, step);
+        } else if constexpr (std::is_same_v<T, event::Goodbye> ||
+                             std::is_same_v<T, event::Disconnected>) {
+          OnLeave(e.conn, step);
+        } else if constexpr (std::is_same_v<T, event::ProtocolError>) {
+          OnProtocolError(e.conn, e.reason, step);
+        } else {
+          OnTick(step);
+        }
+      },
+      event);
+  return std::move(step.actions);
+}
+
+TimePoint Membership::NextDeadline() const {
+  return link_phase_ ? link_deadline_ : TimePoint::max();
+}
+
+std::vector<uint64_t> Membership::MemberIds() const {
+  std::vector<uint64_t> out;
+  for (ConnId c : members_) out.push_back(peers_.at(c).peer_id);
+  return out;
+}
+
+std::vector<uint64_t> Membership::PendingIds() const {
+  std::vector<uint64_t> out;
+  for (ConnId c : pending_) out.push_back(peers_.at(c).peer_id);
+  return out;
+}
+
+// --- events ------------------------------------------------------------------------------
+
+void Membership::OnHello(const event::Hello& e, Step& step) {
+  if (const Peer* p = FindPeer(e.conn)) {
+    Reject(e.conn, Describe(*p) + " sent a second Hello", step);
+    return;
+  }
+  Peer peer;
+  peer.conn = e.conn;
+  peer.peer_id = NewPeerId();
+  peer.host = e.hello.advertise_host.empty() ? e.observed_host : e.hello.advertise_host;
+  peer.port = e.hello.p2p_port;
+  peer.peer_group = e.hello.peer_group;
+  peers_[e.conn] = peer;
+
+  proto::Welcome welcome;
+  welcome.peer_id = peer.peer_id;
+  if (members_.empty()) {
+    // An empty run has no vote and no link phase: the first peer is the run.
+    welcome.accepted = 1;
+    SendTo(e.conn, proto::Kind::kWelcome, proto::Encode(welcome), step);
+    StartEpoch({e.conn}, step);
+    return;
+  }
+  welcome.accepted = 0;
+  pending_.push_back(e.conn);
+  SendTo(e.conn, proto::Kind::kWelcome, proto::Encode(welcome), step);
+}
+
+void Membership::OnVote(const event::VoteTopology& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got VoteTopology", step);
+    return;
+  }
+  if (p->role != Role::kMember) {
+    Refuse(e.conn, Describe(*p) + " is pending: only members vote on the topology", step);
+    return;
+  }
+  if (link_phase_) return;  // answered by this link phase's TopologyComplete
+  if (pending_.empty()) {
+    SendTo(e.conn, proto::Kind::kTopologyUnchanged, "", step);
+    return;
+  }
+  votes_.insert(e.conn);
+  for (ConnId m : members_) {
+    if (!votes_.count(m)) return;
+  }
+  std::vector<ConnId> next = members_;
+  next.insert(next.end(), pending_.begin(), pending_.end());
+  StartEpoch(std::move(next), step);
+}
+
+void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got LinksReady", step);
+    return;
+  }
+  if (p->role != Role::kMember) {
+    Refuse(e.conn, Describe(*p) + " is pending and has no ring links to report", step);
+    return;
+  }
+  if (e.epoch != epoch_) {
+    Refuse(e.conn,
+           "LinksReady for epoch " + std::to_string(e.epoch) + ", but the current epoch is " +
+               std::to_string(epoch_),
+           step);
+    return;
+  }
+  if (!link_phase_) return;  // a repeat after TopologyComplete: nothing to do
+  links_ready_.insert(e.conn);
+  for (ConnId m : members_) {
+    if (!links_ready_.count(m)) return;
+  }
+  link_phase_ = false;
+  link_deadline_ = TimePoint::max();
+  links_ready_.clear();
+  proto::EpochMessage done{epoch_};
+  for (ConnId m : members_) SendTo(m, proto::Kind::kTopologyComplete, proto::Encode(done), step);
+}
+
+void Membership::OnQueryPending(const event::QueryPending& e, Step& step) {
+  if (FindPeer(e.conn) == nullptr) {
+    Reject(e.conn, "first message must be Hello, got QueryPending", step);
+    return;
+  }
+  proto::PendingReply reply;
+  reply.pending = pending_.empty() ? 0 : 1;
+  SendTo(e.conn, proto::Kind::kPendingReply, proto::Encode(reply), step);
+}
+
+void Membership::OnOpDone(const event::OpDone& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got OpDone", step);
+    return;
+  }
+  const proto::OpKey& key = e.op.key;
+  if (p->role != Role::kMember) {
+    Refuse(e.conn, Describe(*p) + " is pending and takes part in no collective", step);
+    return;
+  }
+  if (key.peer_group != p->peer_group) {
+    Refuse(e.conn,
+           Describe(*p) + " is in peer group " + std::to_string(p->peer_group) +
+               " but reported " + key.ToString(),
+           step);
+    return;
+  }
+  auto answer_sender = [&](const proto::Verdict& v) {
+    SendTo(e.conn, proto::Kind::kVerdict, proto::Encode(v), step);
+  };
+  if (key.epoch != epoch_) {
+    answer_sender(proto::Verdict{key, 0,
+                                 "stale epoch: " + key.ToString() + " is of epoch " +
+                                     std::to_string(key.epoch) + ", the current epoch is " +
+                                     std::to_string(epoch_)});
+    return;
+  }
+  if (auto it = decided_.find(key); it != decided_.end()) {
+    answer_sender(it->second);
+    return;
+  }
+  auto it = open_ops_.find(key);
+  if (it == open_ops_.end()) {
+    if (open_ops_.size() >= options_.max_open_ops) {
+      answer_sender(proto::Verdict{key, 0,
+                                   "the master tracks " + std::to_string(open_ops_.size()) +
+                                       " undecided collectives, its limit"});
+      return;
+    }
+    it = open_ops_.emplace(key, OpState{}).first;
+  }
+  OpState& op = it->second;
+  for (const auto& [conn, report] : op.reports) {
+    if (conn == e.conn) {
+      Refuse(e.conn, Describe(*p) + " reported " + key.ToString() + " twice", step);
+      return;
+    }
+  }
+  Report report{e.op.ok != 0, e.op.descriptor_hash};
+  if (!report.ok) {
+    std::string cause = e.op.reason.empty() ? "no reason given" : e.op.reason;
+    Decide(key, false, Describe(*p) + " failed " + key.ToString() + ": " + cause, step);
+    return;
+  }
+  for (const auto& [conn, earlier] : op.reports) {
+    if (earlier.descriptor_hash != report.descriptor_hash) {
+      const Peer* q = FindPeer(conn);
+      std::string other =
+          q != nullptr ? Describe(*q) : "peer on connection " + std::to_string(conn);
+      Decide(key, false,
+             "descriptor mismatch on " + key.ToString() + ": " + other + " has " +
+                 HashText(earlier.descriptor_hash) + ", " + Describe(*p) + " has " +
+                 HashText(report.descriptor_hash) + " (count, dtype, op or quantization differ)",
+             step);
+      return;
+    }
+  }
+  op.reports.emplace_back(e.conn, report);
+  for (ConnId m : GroupMembers(key.peer_group)) {
+    bool reported = std::any_of(op.reports.begin(), op.reports.end(),
+                                [m](const auto& r) { return r.first == m; });
+    if (!reported) return;
+  }
+  Decide(key, true, "", step);
+}
+
+void Membership::OnLeave(ConnId conn, Step& step) {
+  if (FindPeer(conn) == nullptr) return;  // never said Hello: nothing to forget
+  RemovePeers({conn}, [this](const Peer& p) { return Describe(p) + " left"; }, step);
+}
+
+void Membership::OnProtocolError(ConnId conn, const std::string& reason, Step& step) {
+  Reject(conn, reason, step);
+}
+
+void Membership::OnTick(Step& step) {
+  if (!link_phase_ || step.now < link_deadline_) return;
+  std::vector<ConnId> late;
+  for (ConnId m : members_) {
+    if (!links_ready_.count(m)) late.push_back(m);
+  }
+  std::string limit = Millis(options_.link_timeout);
+  for (ConnId m : late) {
+    const Peer& p = peers_.at(m);
+    SendError(m, StatusCode::kDeadlineExceeded,
+              Describe(p) + " did not report its ring links of epoch " + std::to_string(epoch_) +
+                  " within " + limit,
+              step);
+    step.actions.push_back(Drop{m, "ring links not ready within " + limit});
+  }
+  RemovePeers(
+      late,
+      [this, limit](const Peer& p) {
+        return Describe(p) + " was dropped: ring links not ready within " + limit;
+      },
+      step);
+}
+
+// --- transitions -------------------------------------------------------------------------
+
+void Membership::RemovePeers(const std::vector<ConnId>& conns,
+                             const std::function<std::string(const Peer&)>& cause, Step& step) {
+  // Forget them all first, so that no verdict below goes to a peer being removed.
+  std::vector<Peer> gone_members;
+  for (ConnId conn : conns) {
+    auto it = peers_.find(conn);
+    if (it == peers_.end()) continue;
+    Peer peer = it->second;
+    peers_.erase(it);
+    if (peer.role == Role::kPending) {
+      pending_.erase(std::remove(pending_.begin(), pending_.end(), conn), pending_.end());
+      continue;
+    }
+    members_.erase(std::remove(members_.begin(), members_.end(), conn), members_.end());
+    votes_.erase(conn);
+    links_ready_.erase(conn);
+    gone_members.push_back(std::move(peer));
+  }
+  // Their groups' undecided collectives can no longer complete.
+  for (const Peer& peer : gone_members) {
+    std::vector<proto::OpKey> doomed;
+    for (const auto& [key, op] : open_ops_) {
+      if (key.peer_group == peer.peer_group) doomed.push_back(key);
+    }
+    for (const proto::OpKey& key : doomed) Decide(key, false, cause(peer), step);
+  }
+  const bool member_left = !gone_members.empty();
+
+  if (member_left) {
+    if (!members_.empty()) {
+      // A vote round whose every surviving member voted is complete: admit the pending too.
+      std::vector<ConnId> next = members_;
+      bool all_voted = !votes_.empty() && !link_phase_ &&
+                       std::all_of(members_.begin(), members_.end(),
+                                   [this](ConnId m) { return votes_.count(m) > 0; });
+      if (all_voted) next.insert(next.end(), pending_.begin(), pending_.end());
+      StartEpoch(std::move(next), step);
+    } else {
+      link_phase_ = false;
+      link_deadline_ = TimePoint::max();
+      links_ready_.clear();
+      votes_.clear();
+      if (!pending_.empty()) StartEpoch(pending_, step);  // nobody is left to vote them in
+    }
+    return;
+  }
+  if (pending_.empty() && !votes_.empty()) {
+    // The peers this round would admit are gone.
+    for (ConnId m : votes_) SendTo(m, proto::Kind::kTopologyUnchanged, "", step);
+    votes_.clear();
+  }
+}
+
+void Membership::StartEpoch(std::vector<ConnId> members, Step& step) {
+  std::vector<proto::OpKey> undecided;
+  for (const auto& [key, op] : open_ops_) undecided.push_back(key);
+  for (const proto::OpKey& key : undecided) {
+    Decide(key, false,
+           "topology changed to epoch " + std::to_string(epoch_ + 1) + " before every peer of " +
+               key.ToString() + " reported",
+           step);
+  }
+  open_ops_.clear();
+  decided_.clear();
+  decided_order_.clear();
+
+  ++epoch_;
+  for (ConnId c : members) {
+    Peer& p = peers_.at(c);
+    if (p.role == Role::kPending) {
+      p.role = Role::kMember;
+      pending_.erase(std::remove(pending_.begin(), pending_.end(), c), pending_.end());
+    }
+  }
+  members_ = std::move(members);
+  votes_.clear();
+  links_ready_.clear();
+  link_phase_ = true;
+  link_deadline_ = step.now + options_.link_timeout;
+
+  proto::Topology topology;
+  topology.epoch = epoch_;
+  for (ConnId c : members_) {
+    const Peer& p = peers_.at(c);
+    topology.members.push_back(proto::Member{p.peer_id, p.host, p.port, p.peer_group});
+  }
+  std::string payload = proto::Encode(topology);
+  for (ConnId c : members_) SendTo(c, proto::Kind::kTopology, payload, step);
+  PCCL_LOG(kInfo, "master: epoch " + std::to_string(epoch_) + " with " +
+                      std::to_string(members_.size()) + " members, " +
+                      std::to_string(pending_.size()) + " pending");
+}
+
+void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
+                        Step& step) {
+  proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason};
+  if (verdict.reason.size() > proto::kMaxReasonLength) {
+    verdict.reason.resize(proto::kMaxReasonLength);
+  }
+  std::string payload = proto::Encode(verdict);
+  for (ConnId m : GroupMembers(key.peer_group)) {
+    SendTo(m, proto::Kind::kVerdict, payload, step);
+  }
+  open_ops_.erase(key);
+  if (key.epoch != epoch_) return;
+  decided_[key] = std::move(verdict);
+  decided_order_.push_back(key);
+  while (decided_order_.size() > options_.max_decided_ops) {
+    decided_.erase(decided_order_.front());
+    decided_order_.pop_front();
+  }
+}
+
+// --- helpers ------------------------------------------------------------------------------
+
+void Membership::SendTo(ConnId conn, proto::Kind kind, std::string payload, Step& step) {
+  step.actions.push_back(Send{conn, kind, std::move(payload)});
+}
+
+void Membership::SendError(ConnId conn, StatusCode code, const std::string& text, Step& step) {
+  proto::ErrorMessage error;
+  error.code = static_cast<uint32_t>(code);
+  error.message = text.substr(0, proto::kMaxReasonLength);
+  SendTo(conn, proto::Kind::kError, proto::Encode(error), step);
+}
+
+void Membership::Refuse(ConnId conn, const std::string& text, Step& step) {
+  SendError(conn, StatusCode::kFailedPrecondition, text, step);
+}
+
+void Membership::Reject(ConnId conn, const std::string& text, Step& step) {
+  SendError(conn, StatusCode::kInvalidArgument, text, step);
+  step.actions.push_back(Drop{conn, text});
+  if (FindPeer(conn) != nullptr) {
+    RemovePeers({conn}, [this, text](const Peer& p) {
+      return Describe(p) + " was dropped: " + text;
+    }, step);
+  }
+}
+
+const Membership::Peer* Membership::FindPeer(ConnId conn) const {
+  auto it = peers_.find(conn);
+  return it == peers_.end() ? nullptr : &it->second;
+}
+
+std::string Membership::Describe(const Peer& p) const {
+  return "peer " + std::to_string(p.peer_id) + " (" + p.host + ")";
+}
+
+std::vector<ConnId> Membership::GroupMembers(uint32_t peer_group) const {
+  std::vector<ConnId> out;
+  for (ConnId m : members_) {
+    if (peers_.at(m).peer_group == peer_group) out.push_back(m);
+  }
+  return out;
+}
+
+uint64_t Membership::NewPeerId() {
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    uint64_t id = ids_();
+    if (id == 0) continue;
+    bool used = std::any_of(peers_.begin(), peers_.end(),
+                            [id](const auto& kv) { return kv.second.peer_id == id; });
+    if (!used) return id;
+  }
+  // A generator that keeps repeating itself (a broken test fake): count up from the top.
+  uint64_t id = ~uint64_t{0};
+  while (std::any_of(peers_.begin(), peers_.end(),
+                     [id](const auto& kv) { return kv.second.peer_id == id; })) {
+    --id;
+  }
+  return id;
+}
+
+}  // namespace pccl::master

@@ -1,0 +1,196 @@
+// The master's decisions: who is in the run, the topology epoch, and the verdict of every
+// collective, as a pure state machine.
+//
+// Membership::Handle(event, now) takes one event the server observed (a decoded message
+// from a connection, a disconnect, or time passing) and returns the actions the server must
+// perform (send a message to a connection, drop a connection). It does no I/O, reads no
+// clock and draws peer ids from an injected generator, so the same (events, now) sequence
+// always yields the same actions: tests drive it with a fake clock instead of sleeping.
+//
+// Every connection the server accepted is named by a ConnId. A connection that has sent
+// Hello is a peer: pending (waiting for the members to vote it in) or a member (in the ring).
+// Input that breaks the protocol (an undecodable frame, a first message that is not Hello,
+// a second Hello) is answered with Error{InvalidArgument} and the connection is dropped; a
+// well-formed message that is illegal in the current state is refused with
+// Error{FailedPrecondition} and the connection is kept. Nothing a peer sends can make
+// Handle() crash.
+//
+// Thread-safety: none; one thread (the server loop) owns a Membership.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::master {
+
+// The server's id for one accepted connection; never reused within a server's life.
+using ConnId = uint64_t;
+
+// Events: what the server observed. `conn` is the connection it happened on.
+namespace event {
+struct Hello {
+  ConnId conn = 0;
+  proto::Hello hello;
+  std::string observed_host;  // the address the server sees the connection from (no port)
+};
+struct VoteTopology {
+  ConnId conn = 0;
+};
+struct LinksReady {
+  ConnId conn = 0;
+  uint64_t epoch = 0;
+};
+struct QueryPending {
+  ConnId conn = 0;
+};
+struct OpDone {
+  ConnId conn = 0;
+  proto::OpDone op;
+};
+struct Goodbye {  // the peer said goodbye; the server closes the connection afterwards
+  ConnId conn = 0;
+};
+struct Disconnected {  // the connection closed or failed; the server already closed it
+  ConnId conn = 0;
+};
+struct ProtocolError {  // the server could not decode a frame from `conn`
+  ConnId conn = 0;
+  std::string reason;
+};
+struct Tick {};  // time passed; deadlines are checked against `now`
+}  // namespace event
+
+using Event = std::variant<event::Hello, event::VoteTopology, event::LinksReady,
+                           event::QueryPending, event::OpDone, event::Goodbye,
+                           event::Disconnected, event::ProtocolError, event::Tick>;
+
+// Actions: what the server must do, in order.
+struct Send {
+  ConnId conn = 0;
+  proto::Kind kind = proto::Kind::kError;
+  std::string payload;  // the encoded message (proto::Encode)
+};
+struct Drop {  // flush what was sent to `conn`, then close it; Membership forgot it already
+  ConnId conn = 0;
+  std::string reason;
+};
+using Action = std::variant<Send, Drop>;
+
+// Returns a 64-bit value; Membership skips 0 and ids in use.
+using PeerIdGenerator = std::function<uint64_t()>;
+
+struct MembershipOptions {
+  // Members that have not sent LinksReady this long after a Topology are dropped.
+  Duration link_timeout = std::chrono::seconds(30);
+  // Decided verdicts kept per epoch so that a late OpDone gets the stored answer.
+  size_t max_decided_ops = 4096;
+  // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
+  size_t max_open_ops = 65536;
+};
+
+class Membership {
+ public:
+  // `ids` == nullptr: a std::random_device-seeded generator.
+  explicit Membership(MembershipOptions options = {}, PeerIdGenerator ids = nullptr);
+
+  // Applies `event` at time `now` (monotonic; never decreasing between calls) and returns
+  // the actions it causes.
+  std::vector<Action> Handle(const Event& event, TimePoint now);
+
+  // The earliest time at which a Tick may change something; TimePoint::max() if none.
+  TimePoint NextDeadline() const;
+
+  // Observers (status, tests).
+  uint64_t epoch() const { return epoch_; }
+  bool links_pending() const { return link_phase_; }
+  std::vector<uint64_t> MemberIds() const;   // in ring order
+  std::vector<uint64_t> PendingIds() const;  // in arrival order
+
+ private:
+  enum class Role { kPending, kMember };
+  struct Peer {
+    ConnId conn = 0;
+    uint64_t peer_id = 0;
+    std::string host;
+    uint16_t port = 0;
+    uint32_t peer_group = 0;
+    Role role = Role::kPending;
+  };
+  struct Report {
+    bool ok = false;
+    uint64_t descriptor_hash = 0;
+  };
+  // An undecided collective: who reported what, in report order.
+  struct OpState {
+    std::vector<std::pair<ConnId, Report>> reports;
+  };
+
+  // One call of Handle(): the actions produced so far and the time.
+  struct Step {
+    TimePoint now;
+    std::vector<Action> actions;
+  };
+
+  void OnHello(const event::Hello& e, Step& step);
+  void OnVote(const event::VoteTopology& e, Step& step);
+  void OnLinksReady(const event::LinksReady& e, Step& step);
+  void OnQueryPending(const event::QueryPending& e, Step& step);
+  void OnOpDone(const event::OpDone& e, Step& step);
+  void OnLeave(ConnId conn, Step& step);  // Goodbye and Disconnected
+  void OnProtocolError(ConnId conn, const std::string& reason, Step& step);
+  void OnTick(Step& step);
+
+  // Forgets the peers on `conns`. Undecided operations of a removed member's group fail
+  // with `cause(peer)`; if any member went, a new epoch starts with the rest.
+  void RemovePeers(const std::vector<ConnId>& conns,
+                   const std::function<std::string(const Peer&)>& cause, Step& step);
+  // Fails every undecided operation, makes `members` (ring order) the run and sends them
+  // Topology for the next epoch. Pending peers among them are admitted.
+  void StartEpoch(std::vector<ConnId> members, Step& step);
+  // Sends verdict `v` for op `key` to every member of key.peer_group and stores it.
+  void Decide(const proto::OpKey& key, bool ok, const std::string& reason, Step& step);
+
+  void SendTo(ConnId conn, proto::Kind kind, std::string payload, Step& step);
+  void SendError(ConnId conn, StatusCode code, const std::string& text, Step& step);
+  void Refuse(ConnId conn, const std::string& text, Step& step);  // FailedPrecondition
+  // Error{InvalidArgument} + Drop, and forgets the peer if it was one.
+  void Reject(ConnId conn, const std::string& text, Step& step);
+
+  const Peer* FindPeer(ConnId conn) const;
+  std::string Describe(const Peer& p) const;  // "peer <id> (<host>)"
+  std::vector<ConnId> GroupMembers(uint32_t peer_group) const;
+  uint64_t NewPeerId();
+
+  MembershipOptions options_;
+  PeerIdGenerator ids_;
+
+  std::map<ConnId, Peer> peers_;  // every connection that sent Hello
+  std::vector<ConnId> members_;   // ring order
+  std::vector<ConnId> pending_;   // arrival order
+  uint64_t epoch_ = 0;
+
+  // Vote round: members that voted since the last epoch; only while someone is pending.
+  std::set<ConnId> votes_;
+
+  // Link phase of epoch_: members that sent LinksReady, and the deadline for the rest.
+  bool link_phase_ = false;
+  std::set<ConnId> links_ready_;
+  TimePoint link_deadline_ = TimePoint::max();
+
+  // Collectives of epoch_.
+  std::map<proto::OpKey, OpState> open_ops_;
+  std::map<proto::OpKey, proto::Verdict> decided_;
+  std::deque<proto::OpKey> decided_order_;  // oldest first, for eviction
+};
+
+}  // namespace pccl::master

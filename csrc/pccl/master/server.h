@@ -1,0 +1,83 @@
+// The master's server: one thread that owns the listening socket, every peer connection
+// and the Membership state machine (membership.h).
+//
+// The thread poll()s the listener, each connection and a wake-up eventfd. Sockets are
+// non-blocking with an input buffer (frames may arrive in pieces) and an output buffer (a
+// slow peer never blocks anyone else). Each frame header is validated (magic, version,
+// kind, length <= net::kMaxControlPayload) as soon as its 16 bytes are in, before any of
+// its payload is buffered; a bad frame or an undecodable message is logged with the remote
+// address, answered with Error and that connection alone is dropped. Decoded messages
+// become Membership events; time passing becomes Tick events (poll wakes at least every
+// 100 ms while a deadline is pending). A dropped connection is closed gracefully: its
+// output is flushed, its write side shut, and it lingers (bounded) until the peer closes,
+// so that the final Error is not lost to a reset.
+//
+// Thread-safety: Start() and the destructor from one thread; port()/address() from any
+// thread; Interrupt() from any thread (not from a signal handler); Join() from any thread
+// but the server's own.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/master/membership.h"
+
+namespace pccl::master {
+
+struct MasterOptions {
+  // "host:port", "[v6]:port"; port 0 binds any free port (see MasterServer::port()).
+  std::string listen_address = "0.0.0.0:48148";
+  // Passed to Membership: members not ready this long after a Topology are dropped.
+  Duration link_timeout = std::chrono::seconds(30);
+  // Connections beyond this many are closed on accept.
+  size_t max_connections = 4096;
+  // A connection whose unsent output exceeds this (it stopped reading) is dropped.
+  size_t max_output_bytes = 64 << 20;
+  // How long a dropped connection may take to drain its output and close.
+  Duration drop_linger = std::chrono::seconds(1);
+  // Peer-id generator for Membership; nullptr: random.
+  PeerIdGenerator peer_ids;
+};
+
+class MasterServer {
+ public:
+  // Binds options.listen_address and starts the server thread. InvalidArgument for a
+  // malformed address; Unavailable when it cannot be bound.
+  static Status Start(const MasterOptions& options, std::unique_ptr<MasterServer>* out);
+  ~MasterServer();  // Interrupt() + Join()
+  MasterServer(const MasterServer&) = delete;
+  MasterServer& operator=(const MasterServer&) = delete;
+
+  // The bound port (the real one when listen_address asked for port 0).
+  uint16_t port() const { return port_; }
+  // The bound address as "host:port".
+  const std::string& address() const { return address_; }
+
+  // Asks the thread to stop: it closes every connection and the listener, then exits.
+  void Interrupt();
+  // Waits for the thread to exit. Idempotent.
+  void Join();
+  // False once the thread has exited.
+  bool running() const { return running_.load(); }
+
+ private:
+  class Loop;
+  MasterServer() = default;
+
+  std::unique_ptr<Loop> loop_;
+  int wake_fd_ = -1;
+  uint16_t port_ = 0;
+  std::string address_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> running_{false};
+  std::mutex join_mu_;
+  std::thread thread_;  // guarded by join_mu_ for joining
+};
+
+}  // namespace pccl::master

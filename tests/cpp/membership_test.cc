@@ -1,0 +1,462 @@
+// Membership as a pure state machine: events in, actions out, a fake clock, fixed peer ids.
+#include "pccl/master/membership.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace pccl::master {
+namespace {
+
+using proto::Kind;
+
+constexpr auto kLinkTimeout = std::chrono::seconds(30);
+
+event::Hello MakeHello(ConnId conn, uint16_t p2p_port, std::string observed_host) {
+  event::Hello e;
+  e.conn = conn;
+  e.hello.p2p_port = p2p_port;
+  e.observed_host = std::move(observed_host);
+  return e;
+}
+
+// Peer ids 1001, 1002, ... in Hello order (after a 0, which Membership must skip).
+PeerIdGenerator CountingIds() {
+  return [next = uint64_t{1000}, first = true]() mutable -> uint64_t {
+    if (first) {
+      first = false;
+      return 0;
+    }
+    return ++next;
+  };
+}
+
+class MembershipTest : public ::testing::Test {
+ protected:
+  MembershipTest() : m_(Options(), CountingIds()) {}
+
+  static MembershipOptions Options() {
+    MembershipOptions o;
+    o.link_timeout = kLinkTimeout;
+    return o;
+  }
+
+  std::vector<Action> Do(const Event& e) { return last_ = m_.Handle(e, now_); }
+
+  std::vector<Action> Hello(ConnId conn, uint32_t group = 0, std::string advertise = "") {
+    event::Hello e;
+    e.conn = conn;
+    e.hello.peer_group = group;
+    e.hello.p2p_port = static_cast<uint16_t>(40000 + conn);
+    e.hello.advertise_host = std::move(advertise);
+    e.observed_host = "10.0.0." + std::to_string(conn);
+    return Do(e);
+  }
+  std::vector<Action> Vote(ConnId c) { return Do(event::VoteTopology{c}); }
+  std::vector<Action> Ready(ConnId c, uint64_t epoch) { return Do(event::LinksReady{c, epoch}); }
+  std::vector<Action> Report(ConnId c, proto::OpKey key, bool ok, uint64_t hash = 7,
+                             std::string reason = "") {
+    event::OpDone e;
+    e.conn = c;
+    e.op.key = key;
+    e.op.ok = ok ? 1 : 0;
+    e.op.descriptor_hash = hash;
+    e.op.reason = std::move(reason);
+    return Do(e);
+  }
+
+  // Messages of `kind` sent to `conn` in `actions`.
+  static std::vector<std::string> Sent(const std::vector<Action>& actions, ConnId conn,
+                                       Kind kind) {
+    std::vector<std::string> out;
+    for (const Action& a : actions) {
+      if (const Send* s = std::get_if<Send>(&a); s && s->conn == conn && s->kind == kind) {
+        out.push_back(s->payload);
+      }
+    }
+    return out;
+  }
+  static std::vector<ConnId> Recipients(const std::vector<Action>& actions, Kind kind) {
+    std::vector<ConnId> out;
+    for (const Action& a : actions) {
+      if (const Send* s = std::get_if<Send>(&a); s && s->kind == kind) out.push_back(s->conn);
+    }
+    return out;
+  }
+  static bool Dropped(const std::vector<Action>& actions, ConnId conn) {
+    return std::any_of(actions.begin(), actions.end(), [conn](const Action& a) {
+      const Drop* d = std::get_if<Drop>(&a);
+      return d && d->conn == conn;
+    });
+  }
+  static proto::Topology OneTopology(const std::vector<Action>& actions, ConnId conn) {
+    auto payloads = Sent(actions, conn, Kind::kTopology);
+    EXPECT_EQ(payloads.size(), 1u);
+    proto::Topology t;
+    if (!payloads.empty()) {
+      EXPECT_TRUE(proto::Decode(payloads[0], &t).ok());
+    }
+    return t;
+  }
+  static proto::Verdict OneVerdict(const std::vector<Action>& actions, ConnId conn) {
+    auto payloads = Sent(actions, conn, Kind::kVerdict);
+    EXPECT_EQ(payloads.size(), 1u) << "verdicts to conn " << conn;
+    proto::Verdict v;
+    if (!payloads.empty()) {
+      EXPECT_TRUE(proto::Decode(payloads[0], &v).ok());
+    }
+    return v;
+  }
+  static proto::ErrorMessage OneError(const std::vector<Action>& actions, ConnId conn) {
+    auto payloads = Sent(actions, conn, Kind::kError);
+    EXPECT_EQ(payloads.size(), 1u);
+    proto::ErrorMessage e;
+    if (!payloads.empty()) {
+      EXPECT_TRUE(proto::Decode(payloads[0], &e).ok());
+    }
+    return e;
+  }
+  static std::vector<uint64_t> Ids(const proto::Topology& t) {
+    std::vector<uint64_t> ids;
+    for (const auto& member : t.members) ids.push_back(member.peer_id);
+    return ids;
+  }
+
+  // Admits conns 1..n (groups from `groups`, default 0) and completes their link phase.
+  void Run(int n, std::vector<uint32_t> groups = {}) {
+    groups.resize(n, 0);
+    Hello(1, groups[0]);
+    Ready(1, 1);
+    for (int c = 2; c <= n; ++c) Hello(c, groups[c - 1]);
+    if (n > 1) Vote(1);
+    for (int c = 1; c <= n; ++c) Ready(c, m_.epoch());
+    ASSERT_FALSE(m_.links_pending());
+    ASSERT_EQ(m_.MemberIds().size(), static_cast<size_t>(n));
+  }
+
+  Membership m_;
+  TimePoint now_ = TimePoint() + std::chrono::hours(1);
+  std::vector<Action> last_;
+};
+
+TEST_F(MembershipTest, FirstPeerIsAdmittedAtOnce) {
+  auto actions = Hello(1);
+  auto welcome_payloads = Sent(actions, 1, Kind::kWelcome);
+  ASSERT_EQ(welcome_payloads.size(), 1u);
+  proto::Welcome w;
+  ASSERT_TRUE(proto::Decode(welcome_payloads[0], &w).ok());
+  EXPECT_EQ(w.accepted, 1);
+  EXPECT_EQ(w.peer_id, 1001u);  // the generator's 0 was skipped
+  proto::Topology t = OneTopology(actions, 1);
+  EXPECT_EQ(t.epoch, 1u);
+  ASSERT_EQ(t.members.size(), 1u);
+  EXPECT_EQ(t.members[0].host, "10.0.0.1");
+  EXPECT_EQ(t.members[0].port, 40001);
+  EXPECT_TRUE(m_.links_pending());
+  EXPECT_EQ(Recipients(Ready(1, 1), Kind::kTopologyComplete), std::vector<ConnId>{1});
+  EXPECT_FALSE(m_.links_pending());
+}
+
+TEST_F(MembershipTest, AdvertiseHostOverridesObservedAddress) {
+  EXPECT_EQ(OneTopology(Hello(1, 0, "peer.example"), 1).members[0].host, "peer.example");
+}
+
+TEST_F(MembershipTest, SecondPeerPendingUntilEveryMemberVotes) {
+  Run(2);
+  auto actions = Hello(3);
+  proto::Welcome w;
+  ASSERT_TRUE(proto::Decode(Sent(actions, 3, Kind::kWelcome).at(0), &w).ok());
+  EXPECT_EQ(w.accepted, 0);
+  EXPECT_EQ(Recipients(actions, Kind::kTopology).size(), 0u);
+  EXPECT_EQ(m_.PendingIds(), std::vector<uint64_t>{1003});
+
+  proto::PendingReply reply;
+  ASSERT_TRUE(proto::Decode(Sent(Do(event::QueryPending{1}), 1, Kind::kPendingReply).at(0),
+                            &reply).ok());
+  EXPECT_EQ(reply.pending, 1);
+
+  EXPECT_TRUE(Vote(2).empty());  // one of two members voted
+  actions = Vote(1);
+  for (ConnId c : {1, 2, 3}) {
+    proto::Topology t = OneTopology(actions, c);
+    EXPECT_EQ(t.epoch, 3u);
+    EXPECT_EQ(Ids(t), (std::vector<uint64_t>{1001, 1002, 1003}));  // ring order, then arrivals
+  }
+  EXPECT_TRUE(m_.PendingIds().empty());
+}
+
+TEST_F(MembershipTest, TopologyUnchangedWhenNobodyIsPending) {
+  Run(2);
+  auto actions = Vote(2);
+  EXPECT_EQ(Recipients(actions, Kind::kTopologyUnchanged), std::vector<ConnId>{2});
+  EXPECT_EQ(actions.size(), 1u);
+}
+
+TEST_F(MembershipTest, VoteByPendingPeerIsRefusedAndKept) {
+  Run(1);
+  Hello(2);
+  auto actions = Vote(2);
+  EXPECT_EQ(OneError(actions, 2).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(Dropped(actions, 2));
+  EXPECT_EQ(m_.PendingIds(), std::vector<uint64_t>{1002});
+}
+
+TEST_F(MembershipTest, LinksPhaseCompletesWhenEveryMemberIsReady) {
+  Run(1);
+  Hello(2);
+  Hello(3);
+  Vote(1);
+  ASSERT_EQ(m_.epoch(), 2u);
+  EXPECT_TRUE(Ready(1, 2).empty());
+  auto wrong = Ready(2, 1);
+  EXPECT_EQ(OneError(wrong, 2).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(Dropped(wrong, 2));
+  EXPECT_TRUE(Ready(2, 2).empty());
+  auto done = Ready(3, 2);
+  EXPECT_EQ(Recipients(done, Kind::kTopologyComplete), (std::vector<ConnId>{1, 2, 3}));
+  proto::EpochMessage e;
+  ASSERT_TRUE(proto::Decode(Sent(done, 1, Kind::kTopologyComplete).at(0), &e).ok());
+  EXPECT_EQ(e.epoch, 2u);
+}
+
+TEST_F(MembershipTest, VoteDuringLinkPhaseIsAnsweredByTopologyComplete) {
+  Run(1);
+  Hello(2);
+  Vote(1);
+  EXPECT_TRUE(Vote(1).empty());
+  Ready(1, 2);
+  EXPECT_EQ(Recipients(Ready(2, 2), Kind::kTopologyComplete), (std::vector<ConnId>{1, 2}));
+}
+
+TEST_F(MembershipTest, LinkTimeoutDropsTheLaggard) {
+  Run(1);
+  Hello(2);
+  Hello(3);
+  Vote(1);
+  TimePoint started = now_;
+  EXPECT_EQ(m_.NextDeadline(), started + kLinkTimeout);
+  Ready(1, 2);
+  Ready(3, 2);
+  now_ = started + kLinkTimeout - std::chrono::milliseconds(1);
+  EXPECT_TRUE(Do(event::Tick{}).empty());
+  now_ = started + kLinkTimeout;
+  auto actions = Do(event::Tick{});
+  EXPECT_EQ(OneError(actions, 2).code, static_cast<uint32_t>(StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(Dropped(actions, 2));
+  for (ConnId c : {1, 3}) {
+    proto::Topology t = OneTopology(actions, c);
+    EXPECT_EQ(t.epoch, 3u);
+    EXPECT_EQ(Ids(t), (std::vector<uint64_t>{1001, 1003}));
+  }
+  EXPECT_TRUE(Sent(actions, 2, Kind::kTopology).empty());
+  EXPECT_EQ(m_.NextDeadline(), now_ + kLinkTimeout);
+}
+
+TEST_F(MembershipTest, AllOkVerdictGoesToTheGroupOnly) {
+  Run(3, {0, 0, 1});
+  proto::OpKey key{m_.epoch(), 0, 9, 0};
+  EXPECT_TRUE(Report(1, key, true).empty());
+  auto actions = Report(2, key, true);
+  EXPECT_EQ(Recipients(actions, Kind::kVerdict), (std::vector<ConnId>{1, 2}));
+  proto::Verdict v = OneVerdict(actions, 1);
+  EXPECT_EQ(v.ok, 1);
+  EXPECT_EQ(v.key, key);
+}
+
+TEST_F(MembershipTest, FailedReportFailsAtOnce) {
+  Run(3);
+  proto::OpKey key{m_.epoch(), 0, 1, 4};
+  auto actions = Report(2, key, false, 7, "connection reset");
+  EXPECT_EQ(Recipients(actions, Kind::kVerdict), (std::vector<ConnId>{1, 2, 3}));
+  proto::Verdict v = OneVerdict(actions, 3);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("peer 1002 (10.0.0.2)"), std::string::npos) << v.reason;
+  EXPECT_NE(v.reason.find("connection reset"), std::string::npos) << v.reason;
+}
+
+TEST_F(MembershipTest, DescriptorMismatchFailsNamingBothPeers) {
+  Run(3);
+  proto::OpKey key{m_.epoch(), 0, 1, 0};
+  Report(1, key, true, 0x11);
+  auto actions = Report(3, key, true, 0x22);
+  EXPECT_EQ(Recipients(actions, Kind::kVerdict), (std::vector<ConnId>{1, 2, 3}));
+  proto::Verdict v = OneVerdict(actions, 2);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("peer 1001"), std::string::npos) << v.reason;
+  EXPECT_NE(v.reason.find("peer 1003"), std::string::npos) << v.reason;
+  EXPECT_NE(v.reason.find("mismatch"), std::string::npos) << v.reason;
+}
+
+TEST_F(MembershipTest, StaleEpochIsAnsweredToTheSenderOnly) {
+  Run(2);
+  proto::OpKey key{m_.epoch() - 1, 0, 1, 0};
+  auto actions = Report(1, key, true);
+  EXPECT_EQ(Recipients(actions, Kind::kVerdict), std::vector<ConnId>{1});
+  proto::Verdict v = OneVerdict(actions, 1);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("stale epoch"), std::string::npos);
+}
+
+TEST_F(MembershipTest, LateOpDoneGetsTheStoredVerdict) {
+  Run(2);
+  proto::OpKey key{m_.epoch(), 0, 3, 1};
+  Report(1, key, false, 7, "boom");
+  auto late = Report(2, key, true);
+  EXPECT_EQ(Recipients(late, Kind::kVerdict), std::vector<ConnId>{2});
+  proto::Verdict v = OneVerdict(late, 2);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("boom"), std::string::npos);
+}
+
+TEST_F(MembershipTest, DuplicateReportIsRefused) {
+  Run(2);
+  proto::OpKey key{m_.epoch(), 0, 3, 1};
+  Report(1, key, true);
+  auto again = Report(1, key, true);
+  EXPECT_EQ(OneError(again, 1).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+}
+
+TEST_F(MembershipTest, ReportForAnotherGroupIsRefused) {
+  Run(2, {0, 1});
+  auto actions = Report(1, proto::OpKey{m_.epoch(), 1, 0, 0}, true);
+  EXPECT_EQ(OneError(actions, 1).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(Dropped(actions, 1));
+}
+
+TEST_F(MembershipTest, MemberDisconnectFailsUndecidedOpsAndStartsNewEpoch) {
+  Run(3, {0, 0, 1});
+  uint64_t epoch = m_.epoch();
+  proto::OpKey key{epoch, 0, 1, 0};
+  Report(1, key, true);
+  auto actions = Do(event::Disconnected{2});
+  // Verdict to the rest of the group first, then the new topology.
+  EXPECT_EQ(Recipients(actions, Kind::kVerdict), std::vector<ConnId>{1});
+  proto::Verdict v = OneVerdict(actions, 1);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("peer 1002 (10.0.0.2) left"), std::string::npos) << v.reason;
+  EXPECT_EQ(Recipients(actions, Kind::kTopology), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(OneTopology(actions, 3).epoch, epoch + 1);
+  EXPECT_EQ(m_.MemberIds(), (std::vector<uint64_t>{1001, 1003}));
+}
+
+TEST_F(MembershipTest, GoodbyeDuringLinkPhaseRestartsItWithTheSurvivors) {
+  Run(1);
+  Hello(2);
+  Hello(3);
+  Vote(1);
+  Ready(1, 2);
+  auto actions = Do(event::Goodbye{3});
+  EXPECT_TRUE(Sent(actions, 3, Kind::kTopology).empty());
+  EXPECT_EQ(OneTopology(actions, 2).epoch, 3u);
+  Ready(1, 3);
+  EXPECT_EQ(Recipients(Ready(2, 3), Kind::kTopologyComplete), (std::vector<ConnId>{1, 2}));
+}
+
+TEST_F(MembershipTest, PeerGroupsAreIndependent) {
+  Run(4, {0, 1, 0, 1});
+  uint64_t e = m_.epoch();
+  proto::OpKey g0{e, 0, 5, 0};
+  proto::OpKey g1{e, 1, 5, 0};
+  Report(2, g1, true, 0x1);
+  auto fail = Report(4, g1, false, 0x1, "oom");
+  EXPECT_EQ(Recipients(fail, Kind::kVerdict), (std::vector<ConnId>{2, 4}));
+  Report(1, g0, true, 0x2);  // a different hash than group 1's: not compared
+  auto ok = Report(3, g0, true, 0x2);
+  EXPECT_EQ(Recipients(ok, Kind::kVerdict), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(OneVerdict(ok, 1).ok, 1);
+}
+
+TEST_F(MembershipTest, PendingPeerLeavingEndsTheRoundUnchanged) {
+  Run(2);
+  Hello(3);
+  Vote(1);
+  auto actions = Do(event::Disconnected{3});
+  EXPECT_EQ(Recipients(actions, Kind::kTopologyUnchanged), std::vector<ConnId>{1});
+  EXPECT_TRUE(m_.PendingIds().empty());
+  EXPECT_EQ(Recipients(Vote(2), Kind::kTopologyUnchanged), std::vector<ConnId>{2});
+}
+
+TEST_F(MembershipTest, LastMemberLeavingAdmitsThePending) {
+  Run(1);
+  Hello(2);
+  auto actions = Do(event::Goodbye{1});
+  EXPECT_EQ(Ids(OneTopology(actions, 2)), std::vector<uint64_t>{1002});
+  EXPECT_TRUE(m_.PendingIds().empty());
+}
+
+TEST_F(MembershipTest, MalformedInputIsRejectedAndDropped) {
+  // A first message that is not Hello.
+  auto actions = Vote(5);
+  EXPECT_EQ(OneError(actions, 5).code, static_cast<uint32_t>(StatusCode::kInvalidArgument));
+  EXPECT_TRUE(Dropped(actions, 5));
+  // A decoding failure reported by the server.
+  actions = Do(event::ProtocolError{6, "bad magic"});
+  EXPECT_EQ(OneError(actions, 6).message, "bad magic");
+  EXPECT_TRUE(Dropped(actions, 6));
+  // A second Hello from a member removes it.
+  Run(2);
+  actions = Hello(2);
+  EXPECT_EQ(OneError(actions, 2).code, static_cast<uint32_t>(StatusCode::kInvalidArgument));
+  EXPECT_TRUE(Dropped(actions, 2));
+  EXPECT_EQ(Ids(OneTopology(actions, 1)), std::vector<uint64_t>{1001});
+}
+
+TEST_F(MembershipTest, UnknownConnectionLeavingIsHarmless) {
+  EXPECT_TRUE(Do(event::Disconnected{42}).empty());
+  EXPECT_TRUE(Do(event::Goodbye{42}).empty());
+  EXPECT_TRUE(Do(event::Tick{}).empty());
+}
+
+TEST_F(MembershipTest, DecidedVerdictsAreBounded) {
+  MembershipOptions o = Options();
+  o.max_decided_ops = 2;
+  Membership m(o, CountingIds());
+  m.Handle(MakeHello(1, 40001, "h"), now_);
+  m.Handle(event::LinksReady{1, 1}, now_);
+  for (uint64_t seq = 0; seq < 3; ++seq) {
+    event::OpDone e;
+    e.conn = 1;
+    e.op.key = proto::OpKey{1, 0, 0, seq};
+    e.op.ok = 1;
+    auto a = m.Handle(e, now_);
+    ASSERT_EQ(Recipients(a, Kind::kVerdict), std::vector<ConnId>{1});
+  }
+  // seq 0 was evicted: a new report of it is a new (single-member, so decided) op.
+  event::OpDone again;
+  again.conn = 1;
+  again.op.key = proto::OpKey{1, 0, 0, 2};
+  again.op.ok = 1;
+  EXPECT_EQ(Recipients(m.Handle(again, now_), Kind::kVerdict), std::vector<ConnId>{1});
+}
+
+TEST_F(MembershipTest, SameEventsGiveSameActions) {
+  auto script = [](Membership& m, TimePoint t) {
+    std::vector<std::string> log;
+    std::vector<Event> events = {
+        MakeHello(1, 1, "a"),    event::LinksReady{1, 1}, MakeHello(2, 2, "b"),
+        event::VoteTopology{1}, event::LinksReady{1, 2}, event::Tick{},
+        event::QueryPending{1}};
+    for (size_t i = 0; i < events.size(); ++i) {
+      TimePoint at = t + (i == 5 ? kLinkTimeout : std::chrono::seconds(0));
+      for (const Action& a : m.Handle(events[i], at)) {
+        if (const Send* s = std::get_if<Send>(&a)) {
+          log.push_back(std::to_string(s->conn) + ":" + std::to_string(int(s->kind)) + ":" +
+                        s->payload);
+        } else {
+          log.push_back("drop " + std::to_string(std::get<Drop>(a).conn));
+        }
+      }
+    }
+    return log;
+  };
+  Membership a(Options(), CountingIds());
+  Membership b(Options(), CountingIds());
+  auto la = script(a, now_);
+  EXPECT_EQ(la, script(b, now_));
+  EXPECT_NE(std::find(la.begin(), la.end(), "drop 2"), la.end());
+}
+
+}  // namespace
+}  // namespace pccl::master

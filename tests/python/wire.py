@@ -1,0 +1,200 @@
+"""pccl's wire format in pure Python, for tests that talk to a master or peer by hand.
+
+Mirrors csrc/pccl/net/wire.h (the 16-byte frame header: u32 magic "PCCL", u16 protocol
+version, u16 kind, u64 payload length; little-endian) and csrc/pccl/proto/messages.h
+(payload fields in order, strings as u32 length + bytes). Encoders take fields as
+arguments; decoders return dicts. `Conn` is a blocking client whose reads time out.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+import struct
+from typing import Any
+
+MAGIC = 0x4C434350
+VERSION = 1
+HEADER = struct.Struct("<IHHQ")
+HEADER_BYTES = HEADER.size  # 16
+MAX_CONTROL_PAYLOAD = 1 << 20
+
+
+class Kind(enum.IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    VOTE_TOPOLOGY = 3
+    TOPOLOGY = 4
+    LINKS_READY = 5
+    TOPOLOGY_COMPLETE = 6
+    TOPOLOGY_UNCHANGED = 7
+    QUERY_PENDING = 8
+    PENDING_REPLY = 9
+    OP_DONE = 10
+    VERDICT = 11
+    GOODBYE = 12
+    ERROR = 13
+    P2P_HELLO = 32
+    P2P_WELCOME = 33
+    DATA = 34
+
+
+class Code(enum.IntEnum):  # pccl::StatusCode
+    OK = 0
+    INVALID_ARGUMENT = 1
+    OUT_OF_RANGE = 2
+    FAILED_PRECONDITION = 3
+    ABORTED = 4
+    UNAVAILABLE = 5
+    DEADLINE_EXCEEDED = 6
+    DATA_LOSS = 7
+    INTERNAL = 8
+
+
+def frame(kind: int, payload: bytes = b"", *, magic: int = MAGIC, version: int = VERSION,
+          length: int | None = None) -> bytes:
+    """A frame; `magic`, `version` and `length` can be falsified for negative tests."""
+    n = len(payload) if length is None else length
+    return HEADER.pack(magic, version, int(kind), n) + payload
+
+
+def string(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<I", len(b)) + b
+
+
+def op_key(epoch: int, peer_group: int, tag: int, seq: int) -> bytes:
+    return struct.pack("<QIQQ", epoch, peer_group, tag, seq)
+
+
+# --- encoders (peer -> master) ------------------------------------------------------------
+
+def hello(peer_group: int = 0, p2p_port: int = 40000, advertise_host: str = "") -> bytes:
+    return struct.pack("<IH", peer_group, p2p_port) + string(advertise_host)
+
+
+def links_ready(epoch: int) -> bytes:
+    return struct.pack("<Q", epoch)
+
+
+def op_done(key: tuple[int, int, int, int], ok: bool, descriptor_hash: int = 0,
+            reason: str = "") -> bytes:
+    return op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
+
+
+# --- decoders (master -> peer) -------------------------------------------------------------
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt: str) -> Any:
+        s = struct.Struct("<" + fmt)
+        values = s.unpack_from(self.data, self.pos)
+        self.pos += s.size
+        return values[0] if len(values) == 1 else values
+
+    def string(self) -> str:
+        n = self.take("I")
+        b = self.data[self.pos : self.pos + n]
+        if len(b) != n:
+            raise ValueError("truncated string")
+        self.pos += n
+        return b.decode()
+
+    def key(self) -> tuple[int, int, int, int]:
+        return self.take("QIQQ")
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise ValueError(f"{len(self.data) - self.pos} trailing bytes")
+
+
+def decode(kind: int, payload: bytes) -> dict[str, Any]:
+    """Decodes a master -> peer message into a dict (with "kind")."""
+    r = _Reader(payload)
+    out: dict[str, Any] = {"kind": Kind(kind)}
+    if kind == Kind.WELCOME:
+        out["peer_id"], out["accepted"] = r.take("QB")
+    elif kind == Kind.TOPOLOGY:
+        out["epoch"], n = r.take("QI")
+        members = []
+        for _ in range(n):
+            peer_id = r.take("Q")
+            host = r.string()
+            port, group = r.take("HI")
+            members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group})
+        out["members"] = members
+    elif kind in (Kind.TOPOLOGY_COMPLETE, Kind.LINKS_READY):
+        out["epoch"] = r.take("Q")
+    elif kind == Kind.PENDING_REPLY:
+        out["pending"] = r.take("B")
+    elif kind == Kind.VERDICT:
+        out["key"] = r.key()
+        out["ok"] = r.take("B")
+        out["reason"] = r.string()
+    elif kind == Kind.ERROR:
+        out["code"] = r.take("I")
+        out["message"] = r.string()
+    r.done()
+    return out
+
+
+class Conn:
+    """A blocking connection speaking frames; every read gives up after `timeout` seconds."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, kind: int, payload: bytes = b"") -> None:
+        self.sock.sendall(frame(kind, payload))
+
+    def _exactly(self, n: int) -> bytes:
+        chunks = []
+        while n > 0:
+            b = self.sock.recv(n)
+            if not b:
+                raise ConnectionError("connection closed by the remote end")
+            chunks.append(b)
+            n -= len(b)
+        return b"".join(chunks)
+
+    def recv(self) -> dict[str, Any]:
+        magic, version, kind, length = HEADER.unpack(self._exactly(HEADER_BYTES))
+        if magic != MAGIC or version != VERSION:
+            raise ValueError(f"bad frame header magic={magic:#x} version={version}")
+        if length > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"frame length {length} over the limit")
+        return decode(kind, self._exactly(length))
+
+    def expect(self, kind: Kind) -> dict[str, Any]:
+        msg = self.recv()
+        if msg["kind"] != kind:
+            raise AssertionError(f"expected {kind.name}, got {msg}")
+        return msg
+
+    def closed_by_peer(self) -> bool:
+        """True if the remote end closed (EOF or reset) before the read timeout."""
+        try:
+            while True:
+                if not self.sock.recv(65536):
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
