@@ -25,6 +25,7 @@ from pccl._types import (
     SharedStateSyncStrategy,
 )
 from pccl.communicator import AsyncReduceHandle, Communicator
+from pccl.master import MasterNode
 from pccl.errors import (
     DataLossError,
     InvalidUsageError,
@@ -47,6 +48,7 @@ __all__ = [
     "DistributionHint",
     "InvalidUsageError",
     "KickedError",
+    "MasterNode",
     "MasterUnavailableError",
     "PCCLError",
     "PCCLTimeoutError",

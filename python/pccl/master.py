@@ -23,6 +23,7 @@ import threading
 from types import FrameType, TracebackType
 
 from pccl import _core
+from pccl.errors import MasterUnavailableError
 
 __all__ = ["MasterNode", "main"]
 
@@ -91,7 +92,10 @@ class MasterNode:
                 return
             self._server.join()
             self._server = None
-        self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms)
+        try:
+            self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms)
+        except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
+            raise RuntimeError(str(e)) from e
 
     def interrupt(self) -> None:
         """Asks the server to stop; returns at once. `run()` may start it again."""

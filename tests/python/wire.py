@@ -78,8 +78,9 @@ def links_ready(epoch: int) -> bytes:
 
 
 def op_done(key: tuple[int, int, int, int], ok: bool, descriptor_hash: int = 0,
-            reason: str = "") -> bytes:
-    return op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
+            reason: str = "", code: int = 0) -> bytes:
+    return (op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
+            + struct.pack("<I", code))
 
 
 # --- decoders (master -> peer) -------------------------------------------------------------
@@ -134,6 +135,7 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         out["key"] = r.key()
         out["ok"] = r.take("B")
         out["reason"] = r.string()
+        out["code"] = r.take("I")
     elif kind == Kind.ERROR:
         out["code"] = r.take("I")
         out["message"] = r.string()

@@ -250,7 +250,11 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
   Report report{e.op.ok != 0, e.op.descriptor_hash};
   if (!report.ok) {
     std::string cause = e.op.reason.empty() ? "no reason given" : e.op.reason;
-    Decide(key, false, Describe(*p) + " failed " + key.ToString() + ": " + cause, step);
+    StatusCode code = e.op.code > static_cast<uint32_t>(StatusCode::kOk) &&
+                              e.op.code <= static_cast<uint32_t>(StatusCode::kKicked)
+                          ? static_cast<StatusCode>(e.op.code)
+                          : StatusCode::kAborted;
+    Decide(key, false, Describe(*p) + " failed " + key.ToString() + ": " + cause, step, code);
     return;
   }
   for (const auto& [conn, earlier] : op.reports) {
@@ -262,7 +266,7 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
              "descriptor mismatch on " + key.ToString() + ": " + other + " has " +
                  HashText(earlier.descriptor_hash) + ", " + Describe(*p) + " has " +
                  HashText(report.descriptor_hash) + " (count, dtype, op or quantization differ)",
-             step);
+             step, StatusCode::kInvalidArgument);
       return;
     }
   }
@@ -403,8 +407,9 @@ void Membership::StartEpoch(std::vector<ConnId> members, Step& step) {
 }
 
 void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
-                        Step& step) {
-  proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason};
+                        Step& step, StatusCode code) {
+  proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason,
+                         ok ? 0u : static_cast<uint32_t>(code)};
   if (verdict.reason.size() > proto::kMaxReasonLength) {
     verdict.reason.resize(proto::kMaxReasonLength);
   }

@@ -158,7 +158,10 @@ class Membership {
   // Topology for the next epoch. Pending peers among them are admitted.
   void StartEpoch(std::vector<ConnId> members, Step& step);
   // Sends verdict `v` for op `key` to every member of key.peer_group and stores it.
-  void Decide(const proto::OpKey& key, bool ok, const std::string& reason, Step& step);
+  // `code`: the StatusCode every peer raises on failure (Aborted: retry after the topology
+  // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
+  void Decide(const proto::OpKey& key, bool ok, const std::string& reason, Step& step,
+              StatusCode code = StatusCode::kAborted);
 
   void SendTo(ConnId conn, proto::Kind kind, std::string payload, Step& step);
   void SendError(ConnId conn, StatusCode code, const std::string& text, Step& step);
