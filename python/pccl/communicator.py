@@ -93,13 +93,14 @@ class Communicator:
         address: the master, "host:port" (hostnames and "[ipv6]:port" work).
         peer_group: collectives and shared state run within a peer group.
         p2p_connection_pool_size: TCP connections per ring neighbour; 0 picks the default (4).
-        listen_address: local host the p2p listener binds (default all IPv4 interfaces).
+        listen_address: local host the p2p listener binds (default: every interface, IPv6
+            and IPv4).
         advertise_address: host other peers should dial to reach this one, when it differs
             from the address the master sees (NAT, containers).
     """
 
     def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
-                 listen_address: str = "0.0.0.0", advertise_address: str | None = None):
+                 listen_address: str | None = None, advertise_address: str | None = None):
         if not isinstance(address, str):
             raise TypeError(f"address must be a str 'host:port', got {type(address).__name__}")
         host, sep, port = address.rpartition(":")
@@ -111,12 +112,12 @@ class Communicator:
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
             if not 0 <= value < upper:
                 raise ValueError(f"{name} must be in [0, {upper}), got {value}")
-        if not isinstance(listen_address, str) or not listen_address:
-            raise TypeError("listen_address must be a non-empty str")
+        if listen_address is not None and not isinstance(listen_address, str):
+            raise TypeError("listen_address must be a str or None")
         if advertise_address is not None and not isinstance(advertise_address, str):
             raise TypeError("advertise_address must be a str or None")
         self._args = (address, peer_group, p2p_connection_pool_size,
-                      _split_host(listen_address), _split_host(advertise_address or ""))
+                      _split_host(listen_address or ""), _split_host(advertise_address or ""))
         self._core: Any = _core.Communicator(*self._args)
         self._closed = False
 

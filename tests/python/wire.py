@@ -136,6 +136,7 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         out["ok"] = r.take("B")
         out["reason"] = r.string()
         out["code"] = r.take("I")
+        out["pending"] = r.take("B")
     elif kind == Kind.ERROR:
         out["code"] = r.take("I")
         out["message"] = r.string()

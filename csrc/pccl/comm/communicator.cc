@@ -61,7 +61,13 @@ Status Communicator::Connect(Deadline deadline) {
   if (listener_.fd() >= 0) return FailedPrecondition("connect() already failed once; create a new communicator");
   net::Endpoint master;
   PCCL_RETURN_IF_ERROR(net::ParseEndpoint(options_.master_address, false, &master));
-  PCCL_RETURN_IF_ERROR(net::Listener::Listen({options_.listen_host, 0}, &listener_));
+  if (options_.listen_host.empty()) {
+    if (!net::Listener::Listen({"::", 0}, &listener_).ok()) {
+      PCCL_RETURN_IF_ERROR(net::Listener::Listen({"0.0.0.0", 0}, &listener_));
+    }
+  } else {
+    PCCL_RETURN_IF_ERROR(net::Listener::Listen({options_.listen_host, 0}, &listener_));
+  }
   acceptor_ = std::thread([this] { AcceptLoop(); });
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
   PCCL_RETURN_IF_ERROR(master_.Connect(master, deadline));
@@ -114,7 +120,13 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
                                           LinkPeer{next.peer_id, {next.host, next.port}},
                                           LinkPeer{prev.peer_id, {prev.host, prev.port}},
                                           pool_size());
-      PCCL_RETURN_IF_ERROR(links->Establish(incoming_, deadline));
+      Status linked = links->Establish(incoming_, deadline);
+      if (!linked.ok()) {  // a neighbour is unreachable: not the master's fault
+        return Status(linked.code() == StatusCode::kUnavailable ? StatusCode::kAborted
+                                                                : linked.code(),
+                      "building ring links for epoch " + std::to_string(topology.epoch) + ": " +
+                          linked.message());
+      }
     }
     PCCL_RETURN_IF_ERROR(master_.Send(Kind::kLinksReady,
                                       proto::Encode(proto::EpochMessage{topology.epoch}),
@@ -144,6 +156,7 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
       rank_ = rank;
       group_world_ = world;
       next_seq_.clear();
+      pending_hint_.reset();
       topology_ = std::move(topology);
       connected_ = true;
     }
@@ -183,6 +196,11 @@ Status Communicator::ArePeersPending(Deadline deadline, bool* pending) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
+    if (pending_hint_.has_value()) {
+      *pending = *pending_hint_;
+      pending_hint_.reset();
+      return Status::Ok();
+    }
   }
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kQueryPending, "", deadline));
   Kind kind;
@@ -314,6 +332,10 @@ Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadlin
   }
   if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
   if (in_place && bytes > 0) std::memcpy(recv, staging.data(), bytes);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (topology_.epoch == key.epoch) pending_hint_ = verdict.pending != 0;
+  }
   info->local_world_size = static_cast<uint32_t>(world);
   info->tx_bytes = stats.tx_bytes;
   info->rx_bytes = stats.rx_bytes;

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -38,8 +39,9 @@ struct CommunicatorOptions {
   uint32_t peer_group = 0;
   // TCP connections to each ring neighbour; 0 means PCCL_DEFAULT_POOL_SIZE (4).
   uint32_t pool_size = 0;
-  // Local address the p2p listener binds (port chosen by the system).
-  std::string listen_host = "0.0.0.0";
+  // Local address the p2p listener binds (port chosen by the system). Empty: every
+  // interface, IPv6 and IPv4 ("::"), or IPv4 only where IPv6 is off.
+  std::string listen_host;
   // Host other peers dial to reach this one; empty: the address the master sees.
   std::string advertise_host;
 };
@@ -80,6 +82,9 @@ class Communicator {
   // Admits pending peers if there are any (every accepted peer must call it); returns at
   // once when nobody is pending.
   Status UpdateTopology(Deadline deadline);
+  // Whether peers wait for admission. The first call after a collective answers from that
+  // collective's verdict, which every peer of the group received alike, so peers that ask
+  // right after the same collective agree; otherwise it asks the master.
   Status ArePeersPending(Deadline deadline, bool* pending);
   Status GetAttribute(Attribute attribute, int64_t* value);
 
@@ -120,6 +125,8 @@ class Communicator {
   int rank_ PCCL_GUARDED_BY(mu_) = 0;
   int group_world_ PCCL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch
+  // The `pending` flag of the latest successful verdict, until ArePeersPending reads it.
+  std::optional<bool> pending_hint_ PCCL_GUARDED_BY(mu_);
 };
 
 }  // namespace pccl::comm

@@ -409,7 +409,8 @@ void Membership::StartEpoch(std::vector<ConnId> members, Step& step) {
 void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
                         Step& step, StatusCode code) {
   proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason,
-                         ok ? 0u : static_cast<uint32_t>(code)};
+                         ok ? 0u : static_cast<uint32_t>(code),
+                         static_cast<uint8_t>(pending_.empty() ? 0 : 1)};
   if (verdict.reason.size() > proto::kMaxReasonLength) {
     verdict.reason.resize(proto::kMaxReasonLength);
   }

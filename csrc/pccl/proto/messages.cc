@@ -195,6 +195,7 @@ std::string Encode(const Verdict& m) {
   w.U8(m.ok);
   w.Str(m.reason);
   w.U32(m.code);
+  w.U8(m.pending);
   return w.Take();
 }
 
@@ -205,6 +206,7 @@ Status Decode(const std::string& payload, Verdict* m) {
   m->ok = GetBool(r, "ok", &fields);
   m->reason = r.Str("reason", kMaxReasonLength);
   m->code = r.U32("code");
+  m->pending = GetBool(r, "pending", &fields);
   return Finish(r, fields, "Verdict");
 }
 

@@ -15,8 +15,8 @@
 //                                  when every member voted (Topology ... TopologyComplete).
 //   peer: QueryPending             master: PendingReply
 //   peer: OpDone (op key, ok, descriptor hash)   after a collective finished locally;
-//   master: Verdict (op key, ok, reason)          to every member of the op's peer group
-//                                  once all reported ok, or as soon as one failed.
+//   master: Verdict (op key, ok, reason, code, pending)   to every member of the op's
+//                                  peer group once all reported ok, or as soon as one failed.
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
@@ -116,6 +116,10 @@ struct Verdict {
   uint8_t ok = 0;
   std::string reason;
   uint32_t code = 0;  // on failure: the StatusCode peers should raise (Aborted by default)
+  // 1 if peers were waiting to be admitted when the verdict was made. Every member of the
+  // group gets the same value, so `if comm.are_peers_pending(): comm.update_topology()`
+  // right after a collective makes every peer take the same branch.
+  uint8_t pending = 0;
 };
 
 struct ErrorMessage {
