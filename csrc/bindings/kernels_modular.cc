@@ -90,7 +90,8 @@ void BindModular(py::module_& m) {
     CheckSameCount(d, "dst", s, "src");
     kernels::FixedPointOptions options;
     options.frac_bits = frac_bits;
-    options.overflow = saturate ? kernels::FixedOverflow::kSaturate : kernels::FixedOverflow::kError;
+    options.overflow =
+        saturate ? kernels::FixedOverflow::kSaturate : kernels::FixedOverflow::kError;
     py::gil_scoped_release release;
     ThrowIfError(kernels::FixedEncode(mod, s.dtype, d.data, s.data, d.count, options));
   }, py::arg("modulus"), py::arg("dst"), py::arg("src"), py::arg("src_dtype"),

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from conftest import ISAS, LENGTHS, unaligned
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
 from pccl import kernels
 from pccl.kernels import modular
 
@@ -103,8 +102,16 @@ def test_modulus_constants(p: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "p, exc", [(0, ValueError), (1, ValueError), (2**32, ValueError), (-7, ValueError),
-               (True, TypeError), (7.0, TypeError), ("7", TypeError)]
+    "p, exc",
+    [
+        (0, ValueError),
+        (1, ValueError),
+        (2**32, ValueError),
+        (-7, ValueError),
+        (True, TypeError),
+        (7.0, TypeError),
+        ("7", TypeError),
+    ],
 )
 def test_modulus_rejects_bad_p(p: object, exc: type) -> None:
     with pytest.raises(exc, match="p must"):
@@ -157,8 +164,12 @@ def test_big_arrays_against_numpy(isa: str, p: int, rng: np.random.Generator) ->
     kernels.mod_reduce(dst, x, p)
     np.testing.assert_array_equal(dst, x % np.uint64(p))
     a, b, c = residues(rng, p, BIG), residues(rng, p, BIG), residues(rng, p, BIG)
-    a64, b64, c64, p64 = (a.astype(np.uint64), b.astype(np.uint64), c.astype(np.uint64),
-                          np.uint64(p))
+    a64, b64, c64, p64 = (
+        a.astype(np.uint64),
+        b.astype(np.uint64),
+        c.astype(np.uint64),
+        np.uint64(p),
+    )
     dst = a.copy()
     kernels.mod_add(dst, b, p)
     np.testing.assert_array_equal(dst, (a64 + b64) % p64)
@@ -247,11 +258,14 @@ def reference_encode(x: np.ndarray, p: int, frac_bits: int, saturate: bool) -> l
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("p, frac_bits", [(P_LARGE, 16), (P_MERSENNE, 8), (P_LARGE, 0),
-                                          (P_MERSENNE, 30), (3, 0), (251, 2)])
+@pytest.mark.parametrize(
+    "p, frac_bits",
+    [(P_LARGE, 16), (P_MERSENNE, 8), (P_LARGE, 0), (P_MERSENNE, 30), (3, 0), (251, 2)],
+)
 @pytest.mark.parametrize("n", [0, 1, 17, 1025, 5000])
-def test_fixed_encode_decode(isa: str, dtype: type, p: int, frac_bits: int, n: int,
-                             rng: np.random.Generator) -> None:
+def test_fixed_encode_decode(
+    isa: str, dtype: type, p: int, frac_bits: int, n: int, rng: np.random.Generator
+) -> None:
     half = (p - 1) // 2
     bound = (half / 2.0**frac_bits) * 0.999
     x = (rng.uniform(-bound, bound, n)).astype(dtype)
@@ -308,15 +322,15 @@ def test_fixed_encode_huge_scale_is_out_of_range(isa: str) -> None:
 @pytest.mark.parametrize("saturate", [False, True])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fixed_encode_rejects_non_finite(isa: str, saturate: bool, bad: float,
-                                         dtype: type) -> None:
+def test_fixed_encode_rejects_non_finite(isa: str, saturate: bool, bad: float, dtype: type) -> None:
     x = np.zeros(5000, dtype)
     x[3001] = bad
     x[4000] = bad
     x[3500] = 1e30  # out of range, but after the first non-finite value
     with pytest.raises(ValueError, match="non-finite.*index 3001"):
-        kernels.fixed_encode(np.empty(x.size, np.uint32), x, P_LARGE, frac_bits=16,
-                             saturate=saturate)
+        kernels.fixed_encode(
+            np.empty(x.size, np.uint32), x, P_LARGE, frac_bits=16, saturate=saturate
+        )
 
 
 def test_fixed_encode_reports_first_out_of_range_index(isa: str) -> None:
@@ -327,8 +341,7 @@ def test_fixed_encode_reports_first_out_of_range_index(isa: str) -> None:
         kernels.fixed_encode(np.empty(x.size, np.uint32), x, P_MERSENNE, frac_bits=8)
     # Saturating, the first failure is the NaN.
     with pytest.raises(ValueError, match="non-finite.*index 2050"):
-        kernels.fixed_encode(np.empty(x.size, np.uint32), x, P_MERSENNE, frac_bits=8,
-                             saturate=True)
+        kernels.fixed_encode(np.empty(x.size, np.uint32), x, P_MERSENNE, frac_bits=8, saturate=True)
 
 
 def test_exact_order_independent_sum(isa: str, rng: np.random.Generator) -> None:
@@ -388,7 +401,8 @@ def test_chacha20_matches_cryptography(rng: np.random.Generator) -> None:
         nonce = rng.bytes(12)
         counter = int(rng.integers(0, 2**32 - 1))
         assert kernels.chacha20_block(key, counter, nonce) == chacha_keystream(
-            key, counter, nonce, 64)
+            key, counter, nonce, 64
+        )
 
 
 @pytest.mark.parametrize("p", PRIMES + [2**32 - 1])
@@ -407,8 +421,7 @@ def test_mask_high_offsets(isa: str) -> None:
         kernels.mask_generate(dst, p, key=KEY, stream_id=7, offset=offset)
         assert py_list(dst) == reference_masks(KEY, 7, offset, n, p)
     with pytest.raises(ValueError, match="offset"):
-        kernels.mask_generate(np.empty(22, np.uint32), p, key=KEY, stream_id=7,
-                              offset=2**56 - 21)
+        kernels.mask_generate(np.empty(22, np.uint32), p, key=KEY, stream_id=7, offset=2**56 - 21)
 
 
 def test_mask_fallback_path(isa: str) -> None:
@@ -528,32 +541,60 @@ def u32(n: int = 4) -> np.ndarray:
         (lambda: kernels.mod_mul_acc(u32(), u32().view(np.int32), u32(), 7), TypeError, "a "),
         (lambda: kernels.mod_add(u32(), u32(), 2**32), ValueError, "p must"),
         (lambda: kernels.fixed_encode(u32(), u32(), 7, frac_bits=1), TypeError, "src"),
-        (lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=-1), ValueError,
-         "frac_bits"),
-        (lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=65), ValueError,
-         "frac_bits"),
-        (lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=1.5), TypeError,
-         "frac_bits"),
-        (lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=1, saturate="yes"),
-         TypeError, "saturate"),
+        (
+            lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=-1),
+            ValueError,
+            "frac_bits",
+        ),
+        (
+            lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=65),
+            ValueError,
+            "frac_bits",
+        ),
+        (
+            lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=1.5),
+            TypeError,
+            "frac_bits",
+        ),
+        (
+            lambda: kernels.fixed_encode(u32(), np.zeros(4), 7, frac_bits=1, saturate="yes"),
+            TypeError,
+            "saturate",
+        ),
         (lambda: kernels.fixed_encode(u32(), np.zeros(5), 7, frac_bits=1), ValueError, "src"),
-        (lambda: kernels.fixed_encode(np.zeros(4, np.int64), np.zeros(4), 7, frac_bits=1),
-         TypeError, "dst"),
-        (lambda: kernels.fixed_decode(np.zeros(4, np.float16), u32(), 7, frac_bits=1),
-         TypeError, "dst"),
-        (lambda: kernels.fixed_decode(np.zeros(4), np.zeros(4), 7, frac_bits=1), TypeError,
-         "src"),
-        (lambda: kernels.mask_generate(u32(), 7, key=b"short", stream_id=0), ValueError,
-         "key must be 32 bytes"),
+        (
+            lambda: kernels.fixed_encode(np.zeros(4, np.int64), np.zeros(4), 7, frac_bits=1),
+            TypeError,
+            "dst",
+        ),
+        (
+            lambda: kernels.fixed_decode(np.zeros(4, np.float16), u32(), 7, frac_bits=1),
+            TypeError,
+            "dst",
+        ),
+        (lambda: kernels.fixed_decode(np.zeros(4), np.zeros(4), 7, frac_bits=1), TypeError, "src"),
+        (
+            lambda: kernels.mask_generate(u32(), 7, key=b"short", stream_id=0),
+            ValueError,
+            "key must be 32 bytes",
+        ),
         (lambda: kernels.mask_generate(u32(), 7, key="k" * 32, stream_id=0), TypeError, "key"),
-        (lambda: kernels.mask_generate(u32(), 7, key=KEY, stream_id=-1), ValueError,
-         "stream_id"),
-        (lambda: kernels.mask_generate(u32(), 7, key=KEY, stream_id=2**64), ValueError,
-         "stream_id"),
-        (lambda: kernels.mask_generate(u32(), 7, key=KEY, stream_id=0, offset=-1), ValueError,
-         "offset"),
-        (lambda: kernels.mask_generate(u32().astype(np.int32), 7, key=KEY, stream_id=0),
-         TypeError, "dst"),
+        (lambda: kernels.mask_generate(u32(), 7, key=KEY, stream_id=-1), ValueError, "stream_id"),
+        (
+            lambda: kernels.mask_generate(u32(), 7, key=KEY, stream_id=2**64),
+            ValueError,
+            "stream_id",
+        ),
+        (
+            lambda: kernels.mask_generate(u32(), 7, key=KEY, stream_id=0, offset=-1),
+            ValueError,
+            "offset",
+        ),
+        (
+            lambda: kernels.mask_generate(u32().astype(np.int32), 7, key=KEY, stream_id=0),
+            TypeError,
+            "dst",
+        ),
         (lambda: kernels.chacha20_block(KEY, 2**32, bytes(12)), ValueError, "counter"),
         (lambda: kernels.chacha20_block(KEY, 0, bytes(8)), ValueError, "nonce"),
     ],

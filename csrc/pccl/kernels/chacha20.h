@@ -16,7 +16,7 @@
 namespace pccl::kernels::chacha20 {
 
 // "expand 32-byte k" as four little-endian words.
-inline constexpr uint32_t kSigma[4] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u};
+constexpr uint32_t kSigma[4] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u};
 
 static inline uint32_t RotateLeft(uint32_t x, int bits) {
   return (x << bits) | (x >> (32 - bits));

@@ -125,8 +125,8 @@ Status FixedEncode(const Modulus& m, DType src_dtype, void* dst, const void* src
   if (count == 0) return Status::Ok();
   const int f = FloatIndex(src_dtype);
   const bool error_on_overflow = options.overflow == FixedOverflow::kError;
-  const size_t bad = Table().encode[f](Constants(m), dst, src, count, std::ldexp(1.0, options.frac_bits),
-                                       error_on_overflow);
+  const size_t bad = Table().encode[f](Constants(m), dst, src, count,
+                                       std::ldexp(1.0, options.frac_bits), error_on_overflow);
   if (bad == count) return Status::Ok();
   const double x = f == 0 ? LoadDouble<float>(src, bad) : LoadDouble<double>(src, bad);
   if (!std::isfinite(x)) {
@@ -135,8 +135,9 @@ Status FixedEncode(const Modulus& m, DType src_dtype, void* dst, const void* src
   }
   return OutOfRange("value " + std::to_string(x) + " at index " + std::to_string(bad) +
                     " does not fit modulus " + std::to_string(m.p()) + " with frac_bits " +
-                    std::to_string(options.frac_bits) + " (|x * 2^frac_bits| must round to at most " +
-                    std::to_string(m.half()) + ")");
+                    std::to_string(options.frac_bits) +
+                    " (|x * 2^frac_bits| must round to at most " + std::to_string(m.half()) +
+                    "; pass saturate to clamp instead)");
 }
 
 Status FixedDecode(const Modulus& m, DType dst_dtype, void* dst, const void* src, size_t count,
@@ -145,7 +146,8 @@ Status FixedDecode(const Modulus& m, DType dst_dtype, void* dst, const void* src
   PCCL_RETURN_IF_ERROR(CheckFracBits(frac_bits));
   PCCL_RETURN_IF_ERROR(CheckPointers(dst, src, count));
   if (count > 0) {
-    Table().decode[FloatIndex(dst_dtype)](Constants(m), dst, src, count, std::ldexp(1.0, -frac_bits));
+    Table().decode[FloatIndex(dst_dtype)](Constants(m), dst, src, count,
+                                          std::ldexp(1.0, -frac_bits));
   }
   return Status::Ok();
 }

@@ -3,8 +3,9 @@
 // Every kernel is a plain element loop that the compiler vectorises: Barrett reduction is
 // written with 32x32->64-bit multiplications (MulHi64 in modular.h), which map to pmuludq
 // on every x86-64 SIMD level, and comparisons become lane masks. Loads and stores go
-// through memcpy, so any alignment works. ChaCha20 for the masks runs 16 blocks at once in
-// GCC vector types (one vector register per state word), and the rare rejected draw is redone in scalar.
+// through memcpy, so any alignment works. ChaCha20 for the masks runs several blocks at once
+// in GCC vector types (one vector register per state word), and the rare rejected draw is
+// redone in scalar.
 #include <cstddef>
 #include <cstdint>
 

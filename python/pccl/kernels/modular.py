@@ -17,7 +17,7 @@ The building blocks of exact and secure aggregation::
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -28,18 +28,18 @@ from pccl._tensors import as_buffer
 _k = _core.kernels
 
 __all__ = [
-    "Modulus",
-    "mod_reduce",
-    "mod_add",
-    "mod_sub",
-    "mod_mul",
-    "mod_mul_acc",
-    "fixed_encode",
-    "fixed_decode",
-    "mask_generate",
-    "chacha20_block",
     "MAX_FRAC_BITS",
     "MAX_MASK_INDEX",
+    "Modulus",
+    "chacha20_block",
+    "fixed_decode",
+    "fixed_encode",
+    "mask_generate",
+    "mod_add",
+    "mod_mul",
+    "mod_mul_acc",
+    "mod_reduce",
+    "mod_sub",
 ]
 
 #: Largest accepted ``frac_bits`` of fixed_encode / fixed_decode.
@@ -108,7 +108,7 @@ class Modulus:
         return f"Modulus({self.p})"
 
 
-ModulusLike = Union[Modulus, int]
+ModulusLike = Modulus | int
 
 
 def _int_arg(value: Any, name: str) -> int:
