@@ -13,7 +13,7 @@
 #include "pccl/kernels/half_isa.h"
 #include "pccl/kernels/modular.h"
 
-#if defined(__AVX2__) || defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -28,15 +28,14 @@ using internal::ModularTable;
 // Add and sub are plain uint32 loops. Reduction and multiplication need Barrett's 64-bit
 // arithmetic; GCC vectorises the scalar BarrettReduce, but it widens every 32x32->64
 // product into a full 64x64 multiply (three pmuludq on AVX2, vpmullq on AVX-512), so the
-// AVX2 and AVX-512 paths spell the same arithmetic with pmuludq intrinsics instead:
+// x86 paths (SSE2 on the generic one) spell the same arithmetic with pmuludq intrinsics:
 // six per 64-bit lane (four for the high product q, two for the low half of q * p).
 // Products of uint32 residues are formed in two halves: the even elements of a vector
 // (pmuludq reads the low 32 bits of each 64-bit lane) and the odd ones (shifted down);
 // the two reduced halves are put back together with a shift and an OR. The scalar loop
 // finishes the tail, with the same bits.
-#if defined(__AVX512F__) || defined(__AVX2__)
-#define PCCL_MODULAR_SIMD 1
 #if defined(__AVX512F__)
+#define PCCL_MODULAR_SIMD 1
 using Vec = __m512i;
 constexpr size_t kVecBytes = 64;
 inline Vec LoadVec(const void* p) { return _mm512_loadu_si512(p); }
@@ -56,7 +55,8 @@ inline Vec Deinterleave32(Vec v) {
   const Vec order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   return _mm512_permutexvar_epi32(order, v);
 }
-#else
+#elif defined(__AVX2__)
+#define PCCL_MODULAR_SIMD 1
 using Vec = __m256i;
 constexpr size_t kVecBytes = 32;
 inline Vec LoadVec(const void* p) { return _mm256_loadu_si256(static_cast<const Vec*>(p)); }
@@ -69,16 +69,40 @@ inline Vec ShiftDown32(Vec a) { return _mm256_srli_epi64(a, 32); }
 inline Vec ShiftUp32(Vec a) { return _mm256_slli_epi64(a, 32); }
 inline Vec Low32(Vec a) { return _mm256_and_si256(a, _mm256_set1_epi64x(0xffffffffLL)); }
 inline Vec Or(Vec a, Vec b) { return _mm256_or_si256(a, b); }
-// r, p < 2^63, so the signed 64-bit comparison AVX2 has is exact.
+// d = r - p is negative exactly when r < p (|d| < 2^33): then add p back.
 inline Vec SubtractIfAtLeast(Vec r, Vec p) {
-  Vec below = _mm256_cmpgt_epi64(p, r);
-  return _mm256_blendv_epi8(_mm256_sub_epi64(r, p), r, below);
+  Vec d = _mm256_sub_epi64(r, p);
+  Vec negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), d);
+  return _mm256_add_epi64(d, _mm256_and_si256(negative, p));
 }
 inline Vec Deinterleave32(Vec v) {
   return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
 }
+#elif defined(__SSE2__)  // the generic x86-64 path
+#define PCCL_MODULAR_SIMD 1
+using Vec = __m128i;
+constexpr size_t kVecBytes = 16;
+inline Vec LoadVec(const void* p) { return _mm_loadu_si128(static_cast<const Vec*>(p)); }
+inline void StoreVec(void* p, Vec v) { _mm_storeu_si128(static_cast<Vec*>(p), v); }
+inline Vec Splat64(uint64_t x) { return _mm_set1_epi64x(static_cast<long long>(x)); }
+inline Vec MulEven(Vec a, Vec b) { return _mm_mul_epu32(a, b); }
+inline Vec Add64(Vec a, Vec b) { return _mm_add_epi64(a, b); }
+inline Vec Sub64(Vec a, Vec b) { return _mm_sub_epi64(a, b); }
+inline Vec ShiftDown32(Vec a) { return _mm_srli_epi64(a, 32); }
+inline Vec ShiftUp32(Vec a) { return _mm_slli_epi64(a, 32); }
+inline Vec Low32(Vec a) { return _mm_and_si128(a, _mm_set1_epi64x(0xffffffffLL)); }
+inline Vec Or(Vec a, Vec b) { return _mm_or_si128(a, b); }
+// SSE2 has no 64-bit comparison: d = r - p is negative exactly when r < p (|d| < 2^33), so
+// its sign, spread over the lane, selects whether to add p back.
+inline Vec SubtractIfAtLeast(Vec r, Vec p) {
+  Vec d = _mm_sub_epi64(r, p);
+  Vec negative = _mm_shuffle_epi32(_mm_srai_epi32(d, 31), _MM_SHUFFLE(3, 3, 1, 1));
+  return _mm_add_epi64(d, _mm_and_si128(negative, p));
+}
+inline Vec Deinterleave32(Vec v) { return _mm_shuffle_epi32(v, _MM_SHUFFLE(3, 1, 2, 0)); }
 #endif
 
+#if defined(PCCL_MODULAR_SIMD)
 // The vector form of BarrettReduce: x mod p in each 64-bit lane.
 struct BarrettVec {
   Vec mu, mu_hi, p;
@@ -102,7 +126,7 @@ inline const char* At(const void* base, size_t byte_offset) {
   return static_cast<const char*>(base) + byte_offset;
 }
 inline char* At(void* base, size_t byte_offset) { return static_cast<char*>(base) + byte_offset; }
-#endif  // AVX-512 or AVX2
+#endif  // PCCL_MODULAR_SIMD
 
 void ReduceLoop(const Barrett& m, void* dst, const void* src, size_t n) {
   size_t i = 0;
