@@ -311,19 +311,18 @@ inline void QuarterRoundLanes(Lanes& a, Lanes& b, Lanes& c, Lanes& d) {
 // draws[l * 8 + k] = words 2k, 2k+1 of the block with counter first_block + l.
 void KeystreamDraws(const MaskParams& params, uint64_t first_block, uint64_t draws[]) {
   Lanes x[16], init[16];
-  for (int w = 0; w < 4; ++w) {
-    for (int l = 0; l < kLanes; ++l) init[w][l] = chacha20::kSigma[w];
-  }
-  for (int w = 0; w < 8; ++w) {
-    for (int l = 0; l < kLanes; ++l) init[4 + w][l] = params.key_words[w];
-  }
-  for (int l = 0; l < kLanes; ++l) {
-    const uint64_t block = first_block + static_cast<uint64_t>(l);
-    init[12][l] = static_cast<uint32_t>(block);
-    init[13][l] = static_cast<uint32_t>(block >> 32);
-    init[14][l] = static_cast<uint32_t>(params.stream_id);
-    init[15][l] = static_cast<uint32_t>(params.stream_id >> 32);
-  }
+  Lanes lane_index;
+  for (int l = 0; l < kLanes; ++l) lane_index[l] = static_cast<uint32_t>(l);
+  const Lanes zero = {};
+  for (int w = 0; w < 4; ++w) init[w] = zero + chacha20::kSigma[w];
+  for (int w = 0; w < 8; ++w) init[4 + w] = zero + params.key_words[w];
+  // Block counters first_block + l, 64-bit: the low words wrap with a carry into the high.
+  const Lanes base_lo = zero + static_cast<uint32_t>(first_block);
+  init[12] = base_lo + lane_index;
+  init[13] = (zero + static_cast<uint32_t>(first_block >> 32)) -
+             reinterpret_cast<Lanes>(init[12] < base_lo);  // true lanes are all ones: +1
+  init[14] = zero + static_cast<uint32_t>(params.stream_id);
+  init[15] = zero + static_cast<uint32_t>(params.stream_id >> 32);
   for (int w = 0; w < 16; ++w) x[w] = init[w];
   for (int round = 0; round < 10; ++round) {
     QuarterRoundLanes(x[0], x[4], x[8], x[12]);
@@ -370,27 +369,26 @@ void MaskLoop(const Barrett& m, const MaskParams& params, void* dst, size_t n) {
   const uint64_t max_accept = params.max_accept;
   const uint64_t begin = params.offset, end = params.offset + n;
   alignas(64) uint64_t draws[kBatchDraws];
-  alignas(64) uint32_t masks[kBatchDraws];
   for (uint64_t block = begin / kDrawsPerBlock; block * kDrawsPerBlock < end; block += kLanes) {
     KeystreamDraws(params, block, draws);
     const uint64_t first = block * kDrawsPerBlock;  // element index of draws[0]
     const size_t lo = static_cast<size_t>(begin > first ? begin - first : 0);
     const size_t hi = static_cast<size_t>(end - first < kBatchDraws ? end - first : kBatchDraws);
-    ReduceLoop(m, masks, draws, kBatchDraws);
+    char* out = static_cast<char*>(dst) + (first + lo - begin) * 4;  // element `lo` goes here
+    ReduceLoop(m, out, draws + lo, hi - lo);
     // rejected = OR of (draws[e] > max_accept), as the borrow of max_accept - draws[e]
     // (bit arithmetic, which vectorises where a comparison in a reduction does not).
     uint64_t rejected = 0;
-    for (int e = 0; e < kBatchDraws; ++e) {
+    for (size_t e = lo; e < hi; ++e) {
       const uint64_t d = draws[e];
       rejected |= ((~max_accept & d) | (~(max_accept ^ d) & (max_accept - d))) >> 63;
     }
-    if (rejected != 0) {
-      for (size_t e = lo; e < hi; ++e) {
-        if (draws[e] > max_accept) masks[e] = FallbackMask(m, params, first + e);
+    if (rejected == 0) continue;
+    for (size_t e = lo; e < hi; ++e) {
+      if (draws[e] > max_accept) {
+        StoreAt<uint32_t>(out, e - lo, FallbackMask(m, params, first + e));
       }
     }
-    const size_t out = static_cast<size_t>(first + lo - begin);
-    __builtin_memcpy(static_cast<char*>(dst) + out * 4, masks + lo, (hi - lo) * 4);
   }
 }
 
