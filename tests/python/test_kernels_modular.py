@@ -290,7 +290,7 @@ def test_fixed_encode_rounds_half_to_even(isa: str) -> None:
     kernels.fixed_encode(dst, x, p, frac_bits=0)
     assert py_list(dst) == [0, 2, 2, 0, p - 2, p - 2, 0, 1, p - 1]
     kernels.fixed_encode(dst, x, p, frac_bits=1)
-    assert py_list(dst) == [1, 3, 5, p - 1, p - 3, p - 5, 0, 2, p - 2]  # 0.5 -> 1 -> 0 (even)
+    assert py_list(dst) == [1, 3, 5, p - 1, p - 3, p - 5, 0, 2, p - 2]  # 0.25 * 2 = 0.5 -> 0 (even)
 
 
 def test_fixed_range_boundaries(isa: str) -> None:

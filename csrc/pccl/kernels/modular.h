@@ -32,9 +32,9 @@ namespace pccl::kernels {
 //   r = x - q * p                (in [0, 2p): q is floor(x / p) or one less, because
 //                                 x * mu / 2^64 > x / p - x / 2^64 > x / p - 1)
 //   if (r >= p) r -= p
-// so x mod p costs a few multiplications and no division. The vector kernels build the
-// 64x64 high product from four 32x32->64 multiplications, which every x86-64 SIMD level
-// has (pmuludq), so the same code vectorises on every path.
+// so x mod p costs a few multiplications and no division. The high product is built from
+// four 32x32->64-bit multiplications, which every x86-64 SIMD level has (pmuludq); the x86
+// paths of modular_isa.cc run it with those intrinsics, 2 to 8 lanes at a time.
 //
 // MulHi64 and BarrettReduce are `static inline` so that kernels/*_isa.cc may use them (see
 // the rules in kernels/isa.h). Every product is spelled as a 32x32->64-bit one (Mul32) so
@@ -154,6 +154,10 @@ Status FixedDecode(const Modulus& m, DType dst_dtype, void* dst, const void* src
 // 2(t % 8) + 1 of block 2^63 | (t / 8) << 56 | j. Primary and fallback blocks never meet
 // because j < 2^56 (kMaxMaskIndex). After kMaxFallbackDraws rejected fallback draws
 // (probability below 2^-32000) the last draw is used mod p.
+//
+// A (key, stream_id) pair must mask one vector only: masking two different vectors with
+// the same stream lets anyone who sees both masked vectors subtract them. Derive stream_id
+// from (step, tag, peer pair), for instance.
 using MaskKey = std::array<uint8_t, 32>;
 inline constexpr uint64_t kMaxMaskIndex = uint64_t{1} << 56;  // offset + count <= this
 inline constexpr int kMaxFallbackDraws = 1024;
