@@ -124,6 +124,12 @@ def test_modulus_value_semantics() -> None:
     assert modular.Modulus(7) == modular.Modulus(7) != modular.Modulus(11)
     assert len({modular.Modulus(7), modular.Modulus(7)}) == 1
     assert repr(modular.Modulus(7)) == "Modulus(7)"
+    assert modular.Modulus(np.int64(7)).p == 7  # numpy integers are ints too
+    dst = np.array([5], np.uint32)
+    kernels.mod_add(dst, np.array([4], np.uint32), np.uint32(7))
+    assert dst[0] == 2
+    with pytest.raises(TypeError, match="modulus must be a Modulus or an int"):
+        kernels.mod_add(dst, dst, 7.0)  # type: ignore[arg-type]
 
 
 # --- arithmetic ----------------------------------------------------------------------------

@@ -120,7 +120,9 @@ def _int_arg(value: Any, name: str) -> int:
 def _modulus(modulus: ModulusLike) -> Any:
     if isinstance(modulus, Modulus):
         return modulus._native
-    return Modulus(_int_arg(modulus, "modulus"))._native
+    if isinstance(modulus, bool) or not isinstance(modulus, (int, np.integer)):
+        raise TypeError(f"modulus must be a Modulus or an int, got {type(modulus).__name__}")
+    return Modulus(int(modulus))._native
 
 
 def _residues(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
