@@ -13,6 +13,18 @@ namespace {
 constexpr int kUint32 = static_cast<int>(DType::kUint32);
 constexpr int kUint64 = static_cast<int>(DType::kUint64);
 
+// Runs `kernel` (which returns a Status) with the GIL released, then raises its error with
+// the GIL held again: building the Python exception needs it.
+template <class Fn>
+void RunWithoutGil(Fn&& kernel) {
+  Status status;
+  {
+    py::gil_scoped_release release;
+    status = kernel();
+  }
+  ThrowIfError(status);
+}
+
 kernels::Modulus MakeModulus(uint64_t p) {
   kernels::Modulus m;
   ThrowIfError(kernels::Modulus::Make(p, &m));
@@ -35,17 +47,18 @@ void BinaryResidues(const kernels::Modulus& m, py::handle dst, py::handle src) {
   Array d = GetArray(dst, "dst", kUint32, true);
   Array s = GetArray(src, "src", kUint32, false);
   CheckSameCount(d, "dst", s, "src");
-  py::gil_scoped_release release;
-  ThrowIfError(kOp(m, d.data, s.data, d.count));
+  RunWithoutGil([&] { return kOp(m, d.data, s.data, d.count); });
 }
 
 void MaskGenerate(const kernels::Modulus& m, py::handle dst, const py::bytes& key,
                   uint64_t stream_id, uint64_t offset, std::optional<uint64_t> max_accept) {
   Array d = GetArray(dst, "dst", kUint32, true);
   kernels::MaskKey k = GetKey(key);
-  py::gil_scoped_release release;
-  ThrowIfError(kernels::internal::MaskGenerateWithBound(
-      m, k, stream_id, offset, d.data, d.count, max_accept.value_or(m.max_accept())));
+  const uint64_t bound = max_accept.value_or(m.max_accept());
+  RunWithoutGil([&] {
+    return kernels::internal::MaskGenerateWithBound(m, k, stream_id, offset, d.data, d.count,
+                                                    bound);
+  });
 }
 
 }  // namespace
@@ -63,8 +76,7 @@ void BindModular(py::module_& m) {
     Array d = GetArray(dst, "dst", kUint32, true);
     Array s = GetArray(src, "src", kUint64, false);
     CheckSameCount(d, "dst", s, "src");
-    py::gil_scoped_release release;
-    ThrowIfError(kernels::ModReduce(mod, d.data, s.data, d.count));
+    RunWithoutGil([&] { return kernels::ModReduce(mod, d.data, s.data, d.count); });
   }, py::arg("modulus"), py::arg("dst"), py::arg("src"));
   m.def("mod_add", &BinaryResidues<&kernels::ModAdd>, py::arg("modulus"), py::arg("dst"),
         py::arg("src"));
@@ -79,8 +91,7 @@ void BindModular(py::module_& m) {
     Array y = GetArray(b, "b", kUint32, false);
     CheckSameCount(c, "acc", x, "a");
     CheckSameCount(c, "acc", y, "b");
-    py::gil_scoped_release release;
-    ThrowIfError(kernels::ModMulAcc(mod, c.data, x.data, y.data, c.count));
+    RunWithoutGil([&] { return kernels::ModMulAcc(mod, c.data, x.data, y.data, c.count); });
   }, py::arg("modulus"), py::arg("acc"), py::arg("a"), py::arg("b"));
 
   m.def("fixed_encode", [](const kernels::Modulus& mod, py::handle dst, py::handle src,
@@ -92,8 +103,9 @@ void BindModular(py::module_& m) {
     options.frac_bits = frac_bits;
     options.overflow =
         saturate ? kernels::FixedOverflow::kSaturate : kernels::FixedOverflow::kError;
-    py::gil_scoped_release release;
-    ThrowIfError(kernels::FixedEncode(mod, s.dtype, d.data, s.data, d.count, options));
+    RunWithoutGil([&] {
+      return kernels::FixedEncode(mod, s.dtype, d.data, s.data, d.count, options);
+    });
   }, py::arg("modulus"), py::arg("dst"), py::arg("src"), py::arg("src_dtype"),
      py::arg("frac_bits"), py::arg("saturate"));
   m.def("fixed_decode", [](const kernels::Modulus& mod, py::handle dst, py::handle src,
@@ -101,8 +113,9 @@ void BindModular(py::module_& m) {
     Array d = GetArray(dst, "dst", dst_dtype, true);
     Array s = GetArray(src, "src", kUint32, false);
     CheckSameCount(d, "dst", s, "src");
-    py::gil_scoped_release release;
-    ThrowIfError(kernels::FixedDecode(mod, d.dtype, d.data, s.data, d.count, frac_bits));
+    RunWithoutGil([&] {
+      return kernels::FixedDecode(mod, d.dtype, d.data, s.data, d.count, frac_bits);
+    });
   }, py::arg("modulus"), py::arg("dst"), py::arg("src"), py::arg("dst_dtype"),
      py::arg("frac_bits"));
 
