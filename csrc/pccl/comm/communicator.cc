@@ -120,8 +120,17 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
                                           LinkPeer{next.peer_id, {next.host, next.port}},
                                           LinkPeer{prev.peer_id, {prev.host, prev.port}},
                                           pool_size());
-      Status linked = links->Establish(incoming_, deadline);
-      if (!linked.ok()) {  // a neighbour is unreachable: not the master's fault
+      Status linked = links->Establish(incoming_, deadline,
+                                       [this] { return master_.Has(Kind::kTopology); });
+      if (!linked.ok()) {
+        // A neighbour is gone or unreachable. If it left, the master replaces this topology
+        // right away: wait for that one instead of failing.
+        Kind kind;
+        std::string payload;
+        if (master_.Wait({Kind::kTopology}, deadline, &kind, &payload).ok() &&
+            kind == Kind::kTopology && proto::Decode(payload, &topology).ok()) {
+          continue;
+        }
         return Status(linked.code() == StatusCode::kUnavailable ? StatusCode::kAborted
                                                                 : linked.code(),
                       "building ring links for epoch " + std::to_string(topology.epoch) + ": " +

@@ -43,28 +43,28 @@ void IncomingPool::Deposit(const proto::P2PHello& hello, net::Socket socket) {
 }
 
 Status IncomingPool::Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
-                          std::vector<net::Socket>* out) {
+                          const std::function<bool()>& give_up, std::vector<net::Socket>* out) {
   std::unique_lock<std::mutex> lock(mu_);
   for (auto it = sockets_.begin(); it != sockets_.end();) {
     it = it->first.epoch < epoch ? sockets_.erase(it) : std::next(it);
   }
-  auto all_there = [&] {
-    for (uint32_t slot = 0; slot < count; ++slot) {
-      if (!sockets_.count(Key{epoch, from_peer, slot})) return false;
-    }
-    return true;
+  auto have = [&] {
+    uint32_t n = 0;
+    for (uint32_t slot = 0; slot < count; ++slot) n += sockets_.count(Key{epoch, from_peer, slot});
+    return n;
   };
-  while (!closed_ && !all_there()) {
-    if (deadline.never()) {
-      cv_.wait(lock);
-    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout && !all_there()) {
-      uint32_t have = 0;
-      for (uint32_t slot = 0; slot < count; ++slot) have += sockets_.count(Key{epoch, from_peer, slot});
+  while (!closed_ && have() < count) {
+    if (deadline.expired()) {
       return Status(StatusCode::kDeadlineExceeded,
                     "previous peer " + std::to_string(from_peer) + " opened " +
-                        std::to_string(have) + " of " + std::to_string(count) +
+                        std::to_string(have()) + " of " + std::to_string(count) +
                         " ring connections for epoch " + std::to_string(epoch) + " in time");
     }
+    lock.unlock();
+    bool stop = give_up();
+    lock.lock();
+    if (stop) return Status(StatusCode::kAborted, "topology superseded");
+    cv_.wait_until(lock, std::min(deadline.when(), Clock::now() + std::chrono::milliseconds(50)));
   }
   if (closed_) return Status(StatusCode::kAborted, "communicator closed");
   out->clear();
@@ -301,7 +301,8 @@ RingLinks::~RingLinks() {
   }
 }
 
-Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline) {
+Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline,
+                            const std::function<bool()>& give_up) {
   const int64_t buffer_bytes = GetParams().socket_buffer_bytes;
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     net::Socket socket;
@@ -329,7 +330,8 @@ Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline) {
     senders_.push_back(std::move(sender));
   }
   std::vector<net::Socket> sockets;
-  PCCL_RETURN_IF_ERROR(incoming.Take(epoch_, prev_.peer_id, pool_size_, deadline, &sockets));
+  PCCL_RETURN_IF_ERROR(
+      incoming.Take(epoch_, prev_.peer_id, pool_size_, deadline, give_up, &sockets));
   for (auto& socket : sockets) {
     socket.SetBufferSizes(buffer_bytes);
     auto receiver = std::make_unique<Receiver>();

@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,9 +48,10 @@ class IncomingPool {
  public:
   void Deposit(const proto::P2PHello& hello, net::Socket socket);
   // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
-  // until all are there. Connections of older epochs are dropped.
+  // until all are there. Connections of older epochs are dropped. Gives up with Aborted
+  // as soon as `give_up()` (polled a few times a second) returns true.
   Status Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
-              std::vector<net::Socket>* out);
+              const std::function<bool()>& give_up, std::vector<net::Socket>* out);
   void Close();
 
  private:
@@ -135,8 +137,10 @@ class RingLinks {
   RingLinks& operator=(const RingLinks&) = delete;
 
   // Dials the pool to the next peer, takes the pool from the previous one out of
-  // `incoming`, and starts the I/O threads.
-  Status Establish(IncomingPool& incoming, Deadline deadline);
+  // `incoming`, and starts the I/O threads. Stops waiting (Aborted) once `give_up()`
+  // returns true, e.g. because the master already replaced this topology.
+  Status Establish(IncomingPool& incoming, Deadline deadline,
+                   const std::function<bool()>& give_up);
 
   // Opens the channel of operation `key` whose local descriptor hashes to
   // `descriptor_hash`. Fails at once if the links are broken.

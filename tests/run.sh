@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test of pccl: the C++ unit tests (GoogleTest, through ctest) and the Python
+# suite (pytest, against the installed pccl package). Needs libgtest-dev, cmake, a C++20
+# compiler and `pip install ".[test]"`. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=build/cpp-tests
+cmake -S . -B "$build" -DPCCL_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j 2 --target membership_test ring_schedule_test proto_test
+ctest --test-dir "$build" --output-on-failure --timeout 60
+python3 -m pytest "$@"
