@@ -13,14 +13,20 @@ namespace {
 using master::MasterServer;
 
 std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
-                                          int64_t link_timeout_ms) {
+                                          int64_t link_timeout_ms,
+                                          int64_t heartbeat_timeout_ms) {
   if (link_timeout_ms <= 0) {
     throw py::value_error("link_timeout_ms must be positive, got " +
                           std::to_string(link_timeout_ms));
   }
+  if (heartbeat_timeout_ms < 4) {
+    throw py::value_error("heartbeat_timeout_ms must be at least 4, got " +
+                          std::to_string(heartbeat_timeout_ms));
+  }
   master::MasterOptions options;
   options.listen_address = listen_address;
   options.link_timeout = std::chrono::milliseconds(link_timeout_ms);
+  options.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms);
   std::unique_ptr<MasterServer> server;
   Status status;
   {
@@ -40,7 +46,7 @@ void BindMaster(py::module_& m) {
   py::class_<MasterServer>(m, "MasterServer",
                            "The master's server thread (use pccl.MasterNode instead).")
       .def_static("start", &StartServer, py::arg("listen_address"),
-                  py::arg("link_timeout_ms") = 30000,
+                  py::arg("link_timeout_ms") = 30000, py::arg("heartbeat_timeout_ms") = 3000,
                   "Binds listen_address ('host:port', port 0 = any) and starts serving.")
       .def_property_readonly("port", &MasterServer::port, "The bound port.")
       .def_property_readonly("address", &MasterServer::address, "The bound 'host:port'.")

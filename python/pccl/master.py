@@ -60,13 +60,16 @@ class MasterNode:
             binds any free port (see `port`).
         link_timeout: seconds a member may take to connect its ring links after a topology
             change before the master drops it.
+        heartbeat_timeout: seconds without a heartbeat after which a peer (hung, stopped or
+            unreachable) is kicked; the others' operations then fail and can be retried.
 
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: an argument has a bad value.
     """
 
-    def __init__(self, listen_address: str, *, link_timeout: float = 30.0) -> None:
+    def __init__(self, listen_address: str, *, link_timeout: float = 30.0,
+                 heartbeat_timeout: float = 3.0) -> None:
         self._server: _core.MasterServer | None = None
         self._closed = False
         self._listen_address = _check_listen_address(listen_address)
@@ -77,6 +80,12 @@ class MasterNode:
         if not 0 < link_timeout < 1e9:
             raise ValueError(f"link_timeout must be positive, got {link_timeout}")
         self._link_timeout_ms = max(1, int(link_timeout * 1000))
+        if isinstance(heartbeat_timeout, bool) or not isinstance(heartbeat_timeout, (int, float)):
+            raise TypeError("heartbeat_timeout must be a number of seconds, got "
+                            f"{type(heartbeat_timeout).__name__}")
+        if not 0.05 <= heartbeat_timeout < 1e9:
+            raise ValueError(f"heartbeat_timeout must be at least 0.05 s, got {heartbeat_timeout}")
+        self._heartbeat_timeout_ms = int(heartbeat_timeout * 1000)
 
     def run(self) -> None:
         """Starts serving in the background and returns at once (no-op if serving).
@@ -93,7 +102,8 @@ class MasterNode:
             self._server.join()
             self._server = None
         try:
-            self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms)
+            self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms,
+                                                    self._heartbeat_timeout_ms)
         except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
             raise RuntimeError(str(e)) from e
 
@@ -175,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds a member may take to connect its ring links (default 30)",
     )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="seconds without a heartbeat before a peer is kicked (default 3)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -187,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         try:
-            node = MasterNode(args.listen_address, link_timeout=args.link_timeout)
+            node = MasterNode(args.listen_address, link_timeout=args.link_timeout,
+                              heartbeat_timeout=args.heartbeat_timeout)
         except (TypeError, ValueError) as e:
             parser.error(str(e))
         try:

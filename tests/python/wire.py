@@ -34,6 +34,7 @@ class Kind(enum.IntEnum):
     VERDICT = 11
     GOODBYE = 12
     ERROR = 13
+    HEARTBEAT = 14
     P2P_HELLO = 32
     P2P_WELCOME = 33
     DATA = 34
@@ -49,6 +50,8 @@ class Code(enum.IntEnum):  # pccl::StatusCode
     DEADLINE_EXCEEDED = 6
     DATA_LOSS = 7
     INTERNAL = 8
+    TOO_FEW_PEERS = 9
+    KICKED = 10
 
 
 def frame(kind: int, payload: bytes = b"", *, magic: int = MAGIC, version: int = VERSION,
@@ -117,7 +120,7 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
     r = _Reader(payload)
     out: dict[str, Any] = {"kind": Kind(kind)}
     if kind == Kind.WELCOME:
-        out["peer_id"], out["accepted"] = r.take("QB")
+        out["peer_id"], out["accepted"], out["heartbeat_interval_ms"] = r.take("QBI")
     elif kind == Kind.TOPOLOGY:
         out["epoch"], n = r.take("QI")
         members = []

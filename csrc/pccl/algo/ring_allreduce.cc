@@ -1,8 +1,10 @@
 #include "pccl/algo/ring_allreduce.h"
 
-#include <vector>
-
 namespace pccl::algo {
+
+size_t WorkspaceBytes(DType dtype, size_t count) {
+  return IsHalfPrecision(dtype) ? count * sizeof(float) : 0;
+}
 
 int RingSchedule::SendChunk(int step) const {
   int shift = IsReduceScatter(step) ? step : step - (world - 1) - 1;
@@ -64,12 +66,15 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   }
   if (options.count == 0) return Status::Ok();
   const bool half = IsHalfPrecision(options.dtype);
+  if (half && options.workspace == nullptr) {
+    return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
+  }
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = half ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
-  std::vector<float> workspace(half ? options.count : 0);
-  char* acc = half ? reinterpret_cast<char*>(workspace.data()) : recv;
+  float* workspace = options.workspace;
+  char* acc = half ? reinterpret_cast<char*>(workspace) : recv;
 
   size_t segment_elements = options.segment_bytes / elem;
   RingSchedule schedule{options.world, options.rank, options.count,
@@ -105,7 +110,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     size_t first, n;
     schedule.Segment(own, seg, &first, &n);
     if (half) {
-      PCCL_RETURN_IF_ERROR(kernels::WidenHalf(options.dtype, workspace.data() + first,
+      PCCL_RETURN_IF_ERROR(kernels::WidenHalf(options.dtype, workspace + first,
                                               send + first * elem, n));
       send_segment(0, seg, acc + first * acc_elem, n * acc_elem);
     } else {

@@ -25,7 +25,13 @@ struct AllReduceOptions {
   int world = 1;            // peers in the ring, >= 2
   // Payload bytes per segment (the unit that moves and is reduced at once). Default 1 MiB.
   size_t segment_bytes = size_t{1} << 20;
+  // float16/bfloat16 only: `count` floats of scratch for the float32 partial sums (any
+  // contents; see WorkspaceBytes).
+  float* workspace = nullptr;
 };
+
+// Bytes of AllReduceOptions::workspace an all-reduce of `count` `dtype` elements needs.
+size_t WorkspaceBytes(DType dtype, size_t count);
 
 // Where one ring step's data comes from and goes to; pure, exposed for tests.
 struct RingSchedule {

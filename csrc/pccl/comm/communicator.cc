@@ -70,6 +70,7 @@ Status Communicator::Connect(Deadline deadline) {
   }
   acceptor_ = std::thread([this] { AcceptLoop(); });
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
+  master_.SetTopologyListener([this] { OnTopologyChange(); });
   PCCL_RETURN_IF_ERROR(master_.Connect(master, deadline));
 
   proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host};
@@ -80,7 +81,14 @@ Status Communicator::Connect(Deadline deadline) {
   if (kind == Kind::kError) return ErrorFromMaster(payload);
   proto::Welcome welcome;
   PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
-  peer_id_.store(welcome.peer_id);
+  {
+    std::lock_guard<std::mutex> lock(id_mu_);
+    peer_id_.store(welcome.peer_id);
+  }
+  id_cv_.notify_all();
+  if (welcome.heartbeat_interval_ms > 0) {
+    master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
+  }
   return WaitAdmissionLocked(deadline);
 }
 
@@ -247,6 +255,21 @@ Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
   return InvalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }
 
+void Communicator::OnTopologyChange() {
+  std::shared_ptr<RingLinks> links;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    links = links_;
+  }
+  // Collectives still running on the old ring can never complete: fail them now (they
+  // report, get a stale-epoch verdict and raise PeerLostError; the retry runs on the new
+  // ring).
+  if (links) {
+    links->Break(Status(StatusCode::kAborted,
+                        "the master changed the ring (a peer left, was removed or joined)"));
+  }
+}
+
 void Communicator::OnVerdict(const proto::Verdict& verdict) {
   if (verdict.ok) return;
   std::shared_ptr<RingLinks> links;
@@ -311,7 +334,9 @@ Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadlin
 
   // In place, the result goes to a side buffer until the verdict says every peer succeeded,
   // so a failed operation leaves the caller's data as it was.
-  std::vector<char> staging(in_place ? bytes : 0);
+  BufferPool::Lease staging = buffers_.Acquire(in_place ? bytes : 0);
+  BufferPool::Lease workspace =
+      buffers_.Acquire(algo::WorkspaceBytes(request.dtype, request.count));
   algo::AllReduceOptions options;
   options.dtype = request.dtype;
   options.op = request.op;
@@ -321,6 +346,7 @@ Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadlin
   options.rank = rank;
   options.world = world;
   options.segment_bytes = segment_bytes;
+  options.workspace = reinterpret_cast<float*>(workspace.data());
   algo::AllReduceStats stats;
   Status local = algo::RingAllReduce(options, *op, deadline, &stats);
   links->CloseOp(op, kAbortGrace);
@@ -369,8 +395,15 @@ void Communicator::AcceptLoop() {
       st = InvalidArgument(std::string("expected P2PHello, got ") + proto::KindName(header.kind));
     }
     if (st.ok()) st = proto::Decode(payload, &hello);
-    if (st.ok() && hello.to_peer_id != peer_id_.load()) {
-      st = InvalidArgument("P2PHello addressed to peer " + std::to_string(hello.to_peer_id));
+    if (st.ok()) {
+      // Ring neighbours may dial as soon as the master announces us, a moment before this
+      // process has read its own id from the Welcome.
+      std::unique_lock<std::mutex> lock(id_mu_);
+      id_cv_.wait_until(lock, handshake.when(), [&] { return peer_id_.load() != 0; });
+      if (hello.to_peer_id != peer_id_.load()) {
+        st = InvalidArgument("P2PHello addressed to peer " + std::to_string(hello.to_peer_id) +
+                             ", this is peer " + std::to_string(peer_id_.load()));
+      }
     }
     proto::P2PWelcome welcome{static_cast<uint8_t>(st.ok() ? 1 : 0), st.ok() ? "" : st.message()};
     if (!st.ok()) {

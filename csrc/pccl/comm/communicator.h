@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -20,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "pccl/comm/buffer_pool.h"
 #include "pccl/comm/master_client.h"
 #include "pccl/comm/ring_links.h"
 #include "pccl/common/clock.h"
@@ -106,6 +108,7 @@ class Communicator {
   Status ApplyPushedTopologiesLocked(Deadline deadline);
   Status WaitAdmissionLocked(Deadline deadline);
   void OnVerdict(const proto::Verdict& verdict);
+  void OnTopologyChange();
   uint32_t pool_size() const;
 
   const CommunicatorOptions options_;
@@ -116,7 +119,10 @@ class Communicator {
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};
 
+  BufferPool buffers_;     // staging and workspaces, reused across collectives
   std::mutex control_mu_;  // one control call at a time
+  std::mutex id_mu_;       // peer_id_ is set once, after Welcome
+  std::condition_variable id_cv_;
 
   std::mutex mu_;
   bool connected_ PCCL_GUARDED_BY(mu_) = false;

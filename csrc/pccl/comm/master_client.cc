@@ -42,8 +42,9 @@ void MasterClient::ReaderLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     if (!st.ok()) {
       if (lost_.ok()) {
-        lost_ = Status(StatusCode::kUnavailable,
-                       closing_ ? "communicator closed" : "master unavailable: " + st.message());
+        lost_ = !kicked_.ok() ? kicked_
+                : closing_    ? Status(StatusCode::kUnavailable, "communicator closed")
+                              : Status(StatusCode::kUnavailable, "master unavailable: " + st.message());
       }
       cv_.notify_all();
       auto listener = listener_;
@@ -51,8 +52,8 @@ void MasterClient::ReaderLoop() {
       if (listener) {  // fail running collectives: nobody will hand out their verdicts now
         proto::Verdict lost_verdict;
         lost_verdict.ok = 0;
-        lost_verdict.code = static_cast<uint32_t>(StatusCode::kUnavailable);
-        lost_verdict.reason = "lost the connection to the master";
+        lost_verdict.code = static_cast<uint32_t>(lost_.code());
+        lost_verdict.reason = lost_.message();
         lost_verdict.key.epoch = UINT64_MAX;  // matches no real operation: means "all"
         listener(lost_verdict);
       }
@@ -79,9 +80,42 @@ void MasterClient::ReaderLoop() {
       if (listener) listener(verdict);
       continue;
     }
+    if (kind == proto::Kind::kError) {
+      proto::ErrorMessage error;
+      if (proto::Decode(payload, &error).ok() &&
+          error.code == static_cast<uint32_t>(StatusCode::kKicked)) {
+        kicked_ = Status(StatusCode::kKicked, "master: " + error.message);
+      }
+    }
     inbox_.emplace_back(kind, std::move(payload));
     cv_.notify_all();
+    if (kind == proto::Kind::kTopology) {
+      auto listener = topology_listener_;
+      lock.unlock();
+      if (listener) listener();
+    }
   }
+}
+
+void MasterClient::HeartbeatLoop(Duration interval) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!closing_ && lost_.ok()) {
+    if (cv_.wait_for(lock, interval, [&] { return closing_ || !lost_.ok(); })) return;
+    lock.unlock();
+    Status st = Send(proto::Kind::kHeartbeat, "", Deadline::In(interval * 4));
+    lock.lock();
+    if (!st.ok()) return;
+  }
+}
+
+void MasterClient::StartHeartbeats(Duration interval) {
+  if (heartbeat_.joinable()) return;
+  heartbeat_ = std::thread([this, interval] { HeartbeatLoop(interval); });
+}
+
+void MasterClient::SetTopologyListener(std::function<void()> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  topology_listener_ = std::move(listener);
 }
 
 Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadline,
@@ -154,7 +188,9 @@ void MasterClient::Close() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
+    cv_.notify_all();
   }
+  if (heartbeat_.joinable()) heartbeat_.join();
   socket_.Shutdown();
   if (reader_.joinable()) reader_.join();
   socket_.Close();

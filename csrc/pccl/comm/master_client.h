@@ -1,6 +1,9 @@
 // The peer's connection to the master: sends requests, and a reader thread that sorts
 // what the master says into an inbox (replies, topologies, errors) and a verdict table.
 //
+// A heartbeat thread tells the master this process is alive; the master kicks peers that
+// fall silent (hung or stopped) and says so with Error{Kicked} before it drops them.
+//
 // Verdicts are special: several collectives may wait for theirs at once, and a failed
 // verdict must reach a running collective immediately (so it stops instead of waiting for
 // data that will never come), so each verdict also goes to a listener callback.
@@ -46,19 +49,26 @@ class MasterClient {
 
   // Called on the reader thread for every verdict.
   void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);
+  // Called on the reader thread when the master sends a Topology (the message also stays
+  // in the inbox): running collectives of the old ring cannot finish any more.
+  void SetTopologyListener(std::function<void()> listener);
+  // Sends a Heartbeat every `interval` from a background thread until Close().
+  void StartHeartbeats(Duration interval);
   // Waits for the verdict of `key` and forgets it.
   Status WaitVerdict(const proto::OpKey& key, Deadline deadline, proto::Verdict* out);
 
-  // Unavailable once the connection is gone.
+  // Unavailable once the connection is gone (Kicked if the master removed this peer).
   Status lost();
   void Close();
 
  private:
   void ReaderLoop();
+  void HeartbeatLoop(Duration interval);
 
   net::Socket socket_;
   std::mutex send_mu_;
   std::thread reader_;
+  std::thread heartbeat_;
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -66,7 +76,9 @@ class MasterClient {
   std::map<proto::OpKey, proto::Verdict> verdicts_ PCCL_GUARDED_BY(mu_);
   std::deque<proto::OpKey> verdict_order_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
+  std::function<void()> topology_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
+  Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
 };
 

@@ -67,7 +67,13 @@ std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
   std::visit(
       [&](const auto& e) {
         using T = std::decay_t<decltype(e)>;
-        if constexpr (std::is_same_v<T, event::Hello>) {
+        if constexpr (!std::is_same_v<T, event::Tick>) {
+          auto it = peers_.find(e.conn);
+          if (it != peers_.end()) it->second.last_seen = now;
+        }
+        if constexpr (std::is_same_v<T, event::Heartbeat>) {
+          OnHeartbeat(e.conn, step);
+        } else if constexpr (std::is_same_v<T, event::Hello>) {
           OnHello(e, step);
         } else if constexpr (std::is_same_v<T, event::VoteTopology>) {
           OnVote(e, step);
@@ -91,7 +97,11 @@ std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
 }
 
 TimePoint Membership::NextDeadline() const {
-  return link_phase_ ? link_deadline_ : TimePoint::max();
+  TimePoint next = link_phase_ ? link_deadline_ : TimePoint::max();
+  for (const auto& [conn, peer] : peers_) {
+    next = std::min(next, peer.last_seen + options_.heartbeat_timeout);
+  }
+  return next;
 }
 
 std::vector<uint64_t> Membership::MemberIds() const {
@@ -119,10 +129,14 @@ void Membership::OnHello(const event::Hello& e, Step& step) {
   peer.host = e.hello.advertise_host.empty() ? e.observed_host : e.hello.advertise_host;
   peer.port = e.hello.p2p_port;
   peer.peer_group = e.hello.peer_group;
+  peer.last_seen = step.now;
   peers_[e.conn] = peer;
 
   proto::Welcome welcome;
   welcome.peer_id = peer.peer_id;
+  welcome.heartbeat_interval_ms = static_cast<uint32_t>(std::max<int64_t>(
+      1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.heartbeat_timeout).count() /
+             4));
   if (members_.empty()) {
     // An empty run has no vote and no link phase: the first peer is the run.
     welcome.accepted = 1;
@@ -288,7 +302,41 @@ void Membership::OnProtocolError(ConnId conn, const std::string& reason, Step& s
   Reject(conn, reason, step);
 }
 
+void Membership::DropConn(ConnId conn, const std::string& reason, Step& step) {
+  // emplace with in_place_type: GCC 12 warns falsely about push_back of a temporary here.
+  step.actions.emplace_back(std::in_place_type<Drop>, Drop{conn, reason});
+}
+
+void Membership::OnHeartbeat(ConnId conn, Step& step) {
+  // last_seen was refreshed in Handle(); only a stranger's heartbeat needs an answer.
+  if (FindPeer(conn) == nullptr) Reject(conn, "first message must be Hello, got Heartbeat", step);
+}
+
+void Membership::KickSilentPeers(Step& step) {
+  std::vector<ConnId> silent;
+  for (const auto& [conn, peer] : peers_) {
+    if (step.now - peer.last_seen >= options_.heartbeat_timeout) silent.push_back(conn);
+  }
+  if (silent.empty()) return;
+  std::string limit = Millis(options_.heartbeat_timeout);
+  for (ConnId c : silent) {
+    const Peer& p = peers_.at(c);
+    SendError(c, StatusCode::kKicked,
+              Describe(p) + " sent no heartbeat for " + limit +
+                  " and was removed from the run; connect again as a new peer",
+              step);
+    DropConn(c, "no heartbeat for " + limit, step);
+  }
+  RemovePeers(
+      silent,
+      [limit, this](const Peer& p) {
+        return Describe(p) + " stopped responding (no heartbeat for " + limit + ")";
+      },
+      step);
+}
+
 void Membership::OnTick(Step& step) {
+  KickSilentPeers(step);
   if (!link_phase_ || step.now < link_deadline_) return;
   std::vector<ConnId> late;
   for (ConnId m : members_) {
@@ -301,7 +349,7 @@ void Membership::OnTick(Step& step) {
               Describe(p) + " did not report its ring links of epoch " + std::to_string(epoch_) +
                   " within " + limit,
               step);
-    step.actions.push_back(Drop{m, "ring links not ready within " + limit});
+    DropConn(m, "ring links not ready within " + limit, step);
   }
   RemovePeers(
       late,
@@ -447,7 +495,7 @@ void Membership::Refuse(ConnId conn, const std::string& text, Step& step) {
 
 void Membership::Reject(ConnId conn, const std::string& text, Step& step) {
   SendError(conn, StatusCode::kInvalidArgument, text, step);
-  step.actions.push_back(Drop{conn, text});
+  DropConn(conn, text, step);
   if (FindPeer(conn) != nullptr) {
     RemovePeers({conn}, [this, text](const Peer& p) {
       return Describe(p) + " was dropped: " + text;

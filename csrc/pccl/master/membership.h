@@ -67,12 +67,16 @@ struct ProtocolError {  // the server could not decode a frame from `conn`
   ConnId conn = 0;
   std::string reason;
 };
+struct Heartbeat {  // the peer is alive (any message counts too)
+  ConnId conn = 0;
+};
 struct Tick {};  // time passed; deadlines are checked against `now`
 }  // namespace event
 
 using Event = std::variant<event::Hello, event::VoteTopology, event::LinksReady,
                            event::QueryPending, event::OpDone, event::Goodbye,
-                           event::Disconnected, event::ProtocolError, event::Tick>;
+                           event::Disconnected, event::ProtocolError, event::Heartbeat,
+                           event::Tick>;
 
 // Actions: what the server must do, in order.
 struct Send {
@@ -92,6 +96,9 @@ using PeerIdGenerator = std::function<uint64_t()>;
 struct MembershipOptions {
   // Members that have not sent LinksReady this long after a Topology are dropped.
   Duration link_timeout = std::chrono::seconds(30);
+  // Peers silent this long (no Heartbeat nor any other message) are kicked: a hung or
+  // stopped process is removed as if it had died. Peers heartbeat 4 times per timeout.
+  Duration heartbeat_timeout = std::chrono::seconds(3);
   // Decided verdicts kept per epoch so that a late OpDone gets the stored answer.
   size_t max_decided_ops = 4096;
   // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
@@ -125,6 +132,7 @@ class Membership {
     uint16_t port = 0;
     uint32_t peer_group = 0;
     Role role = Role::kPending;
+    TimePoint last_seen;  // the last message from this peer
   };
   struct Report {
     bool ok = false;
@@ -149,6 +157,9 @@ class Membership {
   void OnLeave(ConnId conn, Step& step);  // Goodbye and Disconnected
   void OnProtocolError(ConnId conn, const std::string& reason, Step& step);
   void OnTick(Step& step);
+  void OnHeartbeat(ConnId conn, Step& step);
+  void DropConn(ConnId conn, const std::string& reason, Step& step);
+  void KickSilentPeers(Step& step);
 
   // Forgets the peers on `conns`. Undecided operations of a removed member's group fail
   // with `cause(peer)`; if any member went, a new epoch starts with the rest.

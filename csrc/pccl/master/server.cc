@@ -47,6 +47,7 @@ bool IsPeerToMasterKind(uint16_t kind) {
     case proto::Kind::kQueryPending:
     case proto::Kind::kOpDone:
     case proto::Kind::kGoodbye:
+    case proto::Kind::kHeartbeat:
       return true;
     default:
       return false;
@@ -67,7 +68,8 @@ class MasterServer::Loop {
       : options_(options),
         listener_(std::move(listener)),
         wake_fd_(wake_fd),
-        membership_(MembershipOptions{options.link_timeout}, options.peer_ids) {}
+        membership_(MembershipOptions{options.link_timeout, options.heartbeat_timeout},
+                    options.peer_ids) {}
 
   void Run(const std::atomic<bool>& stop);
 
@@ -271,6 +273,10 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
     case proto::Kind::kQueryPending:
       s = proto::DecodeEmpty(payload, "QueryPending");
       if (s.ok()) Dispatch(event::QueryPending{c.id});
+      break;
+    case proto::Kind::kHeartbeat:
+      s = proto::DecodeEmpty(payload, "Heartbeat");
+      if (s.ok()) Dispatch(event::Heartbeat{c.id});
       break;
     case proto::Kind::kOpDone: {
       event::OpDone e;

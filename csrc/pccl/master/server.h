@@ -35,6 +35,8 @@ struct MasterOptions {
   std::string listen_address = "0.0.0.0:48148";
   // Passed to Membership: members not ready this long after a Topology are dropped.
   Duration link_timeout = std::chrono::seconds(30);
+  // Passed to Membership: peers silent this long are kicked (hung or stopped).
+  Duration heartbeat_timeout = std::chrono::seconds(3);
   // Connections beyond this many are closed on accept.
   size_t max_connections = 4096;
   // A connection whose unsent output exceeds this (it stopped reading) is dropped.

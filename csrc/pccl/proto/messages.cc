@@ -24,6 +24,7 @@ const char* KindName(uint16_t kind) {
     case Kind::kVerdict: return "Verdict";
     case Kind::kGoodbye: return "Goodbye";
     case Kind::kError: return "Error";
+    case Kind::kHeartbeat: return "Heartbeat";
     case Kind::kP2PHello: return "P2PHello";
     case Kind::kP2PWelcome: return "P2PWelcome";
     case Kind::kData: return "Data";
@@ -97,6 +98,7 @@ std::string Encode(const Welcome& m) {
   WireWriter w;
   w.U64(m.peer_id);
   w.U8(m.accepted);
+  w.U32(m.heartbeat_interval_ms);
   return w.Take();
 }
 
@@ -105,6 +107,7 @@ Status Decode(const std::string& payload, Welcome* m) {
   Status fields;
   m->peer_id = r.U64("peer_id");
   m->accepted = GetBool(r, "accepted", &fields);
+  m->heartbeat_interval_ms = r.U32("heartbeat_interval_ms");
   return Finish(r, fields, "Welcome");
 }
 

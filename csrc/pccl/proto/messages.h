@@ -18,6 +18,8 @@
 //   master: Verdict (op key, ok, reason, code, pending)   to every member of the op's
 //                                  peer group once all reported ok, or as soon as one failed.
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
+//   peer: Heartbeat                every Welcome.heartbeat_interval_ms; a peer silent for
+//                                  the master's heartbeat timeout is kicked (Error{Kicked}).
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
 //   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
@@ -47,6 +49,7 @@ enum class Kind : uint16_t {
   kVerdict = 11,
   kGoodbye = 12,
   kError = 13,
+  kHeartbeat = 14,
   kP2PHello = 32,
   kP2PWelcome = 33,
   kData = 34,
@@ -68,6 +71,9 @@ struct Hello {
 struct Welcome {
   uint64_t peer_id = 0;
   uint8_t accepted = 0;  // 1: admitted at once (first peer); 0: pending until a vote
+  // How often the peer must send Heartbeat; a peer silent for the master's heartbeat
+  // timeout (a few intervals) is removed from the run as if it had died.
+  uint32_t heartbeat_interval_ms = 0;
 };
 
 struct Member {
