@@ -44,9 +44,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -180,7 +181,7 @@ class PcclPeer:
 
     def run(self, n_bytes: int, iters: int) -> dict[str, Any]:
         x = np.empty(n_bytes // 4, np.float32)
-        SUM = self._pccl.ReduceOp.SUM  # noqa: N806
+        SUM = self._pccl.ReduceOp.SUM
         timeout = op_timeout(n_bytes, iters)
 
         def op() -> None:
