@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
@@ -30,8 +31,18 @@ class RingChannel {
   // Declares that segment (step, segment) from the previous peer is `bytes` long and goes
   // to `data`. A segment of another length is a protocol error that fails the operation.
   virtual void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) = 0;
-  // Waits until one more expected segment has fully arrived and names it.
+  // Waits until one more expected segment has fully arrived (and, if an arrival handler is
+  // set, has been handled) and names it.
   virtual Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) = 0;
+
+  // Optional: runs `handler(step, segment)` for every arrived segment as soon as it lands,
+  // on whichever thread delivered it (often an I/O thread, with the bytes still in its
+  // cache), before WaitRecv reports it. Handlers for different segments may run at the same
+  // time. An error from the handler fails the operation. Set it before the first Expect().
+  // Setting nullptr detaches it and waits until no handler call is running: an algorithm
+  // whose handler captures its stack must do so before it returns.
+  using ArrivalHandler = std::function<Status(uint32_t step, uint32_t segment)>;
+  virtual void SetArrivalHandler(ArrivalHandler handler) = 0;
   // Waits until every queued segment has been handed to the kernel.
   virtual Status WaitSends(Deadline deadline) = 0;
 };

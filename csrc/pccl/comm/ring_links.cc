@@ -139,8 +139,18 @@ void RingOp::Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) {
   std::vector<char>().swap(slot.early);
   slot.has_early = false;
   slot.arrived = true;
-  arrivals_.push_back({step, segment});
+  arrivals_.push_back({{step, segment}, false});  // WaitRecv runs the handler
   cv_.notify_all();
+}
+
+void RingOp::SetArrivalHandler(ArrivalHandler handler) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (handler) {
+    handler_ = std::move(handler);
+    return;
+  }
+  cv_.wait(lock, [&] { return handlers_running_ == 0; });
+  handler_ = nullptr;
 }
 
 Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
@@ -156,9 +166,17 @@ Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
     }
   }
   if (!status_.ok()) return status_;
-  *step = arrivals_.front().first;
-  *segment = arrivals_.front().second;
+  Arrival arrival = arrivals_.front();
   arrivals_.pop_front();
+  *step = arrival.key.first;
+  *segment = arrival.key.second;
+  if (!arrival.handled && handler_) {
+    ArrivalHandler handler = handler_;  // this thread owns the algorithm: no detach races
+    lock.unlock();
+    Status st = handler(*step, *segment);
+    if (!st.ok()) Fail(st);
+    return st;
+  }
   return Status::Ok();
 }
 
@@ -235,29 +253,46 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
 }
 
 void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Slot& slot = slots_[{header.step, header.segment}];
-  slot.writing = false;
-  --active_receives_;
-  if (!status.ok()) {
-    if (status_.ok()) status_ = status;
-  } else if (!slot.writing_early) {
-    slot.arrived = true;
-    arrivals_.push_back({header.step, header.segment});
-  } else if (slot.expected) {
-    // Expect() came while the early copy was being written: deliver it now.
-    if (slot.early.size() != slot.bytes) {
-      if (status_.ok()) status_ = InvalidArgument("size mismatch for " + SegmentName(header));
-    } else {
-      std::memcpy(slot.data, slot.early.data(), slot.bytes);
-      early_bytes_ -= slot.early.size();
-      std::vector<char>().swap(slot.early);
+  const SlotKey key{header.step, header.segment};
+  bool run_handler = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Slot& slot = slots_[key];
+    slot.writing = false;
+    if (!status.ok()) {
+      if (status_.ok()) status_ = status;
+    } else if (!slot.writing_early) {
       slot.arrived = true;
-      arrivals_.push_back({header.step, header.segment});
+      run_handler = handler_ != nullptr && status_.ok();
+    } else if (slot.expected) {
+      // Expect() came while the early copy was being written: deliver it now.
+      if (slot.early.size() != slot.bytes) {
+        if (status_.ok()) status_ = InvalidArgument("size mismatch for " + SegmentName(header));
+      } else {
+        std::memcpy(slot.data, slot.early.data(), slot.bytes);
+        early_bytes_ -= slot.early.size();
+        std::vector<char>().swap(slot.early);
+        slot.arrived = true;
+        run_handler = handler_ != nullptr && status_.ok();
+      }
+    } else {
+      slot.has_early = true;
     }
-  } else {
-    slot.has_early = true;
+    --active_receives_;
+    if (!run_handler) {
+      if (slot.arrived) arrivals_.push_back({key, false});
+      cv_.notify_all();
+      return;
+    }
+    ++handlers_running_;
   }
+  // Handle the segment here, on the thread that received it, while its bytes are hot in
+  // this core's cache. handlers_running_ keeps the algorithm from returning meanwhile.
+  Status st = handler_(header.step, header.segment);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!st.ok() && status_.ok()) status_ = st;
+  arrivals_.push_back({key, true});
+  --handlers_running_;
   cv_.notify_all();
 }
 

@@ -77,6 +77,7 @@ class RingOp : public algo::RingChannel, public std::enable_shared_from_this<Rin
   void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
   Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
   Status WaitSends(Deadline deadline) override;
+  void SetArrivalHandler(ArrivalHandler handler) override;
 
   // Fails the operation (first failure wins); wakes the algorithm. Any thread.
   void Fail(const Status& why);
@@ -117,7 +118,14 @@ class RingOp : public algo::RingChannel, public std::enable_shared_from_this<Rin
   bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
   Deadline deadline_ PCCL_GUARDED_BY(mu_) = Deadline::Never();
   std::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_);
-  std::deque<SlotKey> arrivals_ PCCL_GUARDED_BY(mu_);
+  // Arrived segments not yet reported by WaitRecv; `handled`: the handler already ran.
+  struct Arrival {
+    SlotKey key;
+    bool handled;
+  };
+  std::deque<Arrival> arrivals_ PCCL_GUARDED_BY(mu_);
+  ArrivalHandler handler_ PCCL_GUARDED_BY(mu_);
+  int handlers_running_ PCCL_GUARDED_BY(mu_) = 0;
   Status status_ PCCL_GUARDED_BY(mu_);
   int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
   int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
