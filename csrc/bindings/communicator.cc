@@ -19,6 +19,17 @@ Deadline DeadlineFromSeconds(double seconds) {
   return Deadline::In(std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds)));
 }
 
+// Runs `call` (returning Status) with the GIL released, then raises its error, if any.
+template <class Call>
+void RunWithoutGil(Call&& call) {
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = call();
+  }
+  ThrowIfError(st);
+}
+
 py::tuple InfoTuple(const comm::ReduceInfo& info) {
   return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes);
 }
@@ -88,29 +99,14 @@ void BindCommunicator(py::module_& m) {
            py::arg("master_address"), py::arg("peer_group"), py::arg("pool_size"),
            py::arg("listen_host"), py::arg("advertise_host"))
       .def("connect", [](Communicator& c, double timeout) {
-        Status st;
-        {
-          py::gil_scoped_release release;
-          st = c.Connect(DeadlineFromSeconds(timeout));
-        }
-        ThrowIfError(st);
+        RunWithoutGil([&] { return c.Connect(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))
       .def("update_topology", [](Communicator& c, double timeout) {
-        Status st;
-        {
-          py::gil_scoped_release release;
-          st = c.UpdateTopology(DeadlineFromSeconds(timeout));
-        }
-        ThrowIfError(st);
+        RunWithoutGil([&] { return c.UpdateTopology(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))
       .def("are_peers_pending", [](Communicator& c, double timeout) {
-        Status st;
         bool pending = false;
-        {
-          py::gil_scoped_release release;
-          st = c.ArePeersPending(DeadlineFromSeconds(timeout), &pending);
-        }
-        ThrowIfError(st);
+        RunWithoutGil([&] { return c.ArePeersPending(DeadlineFromSeconds(timeout), &pending); });
         return pending;
       }, py::arg("timeout"))
       .def("get_attribute", [](Communicator& c, int attribute) {
@@ -127,12 +123,7 @@ void BindCommunicator(py::module_& m) {
         Array s, r;
         comm::AllReduceRequest request = MakeRequest(send, recv, dtype, op, tag, &s, &r);
         comm::ReduceInfo info;
-        Status st;
-        {
-          py::gil_scoped_release release;
-          st = c.AllReduce(request, DeadlineFromSeconds(timeout), &info);
-        }
-        ThrowIfError(st);
+        RunWithoutGil([&] { return c.AllReduce(request, DeadlineFromSeconds(timeout), &info); });
         return InfoTuple(info);
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
          py::arg("timeout"))

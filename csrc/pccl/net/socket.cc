@@ -53,6 +53,33 @@ std::string AddressText(const sockaddr* addr) {
   return e.ToString();
 }
 
+// getaddrinfo's result list, freed on scope exit.
+class Resolved {
+ public:
+  // `passive`: addresses to bind (AI_PASSIVE) rather than to connect to.
+  Status Resolve(const Endpoint& endpoint, bool passive) {
+    struct addrinfo hints;
+    std::memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    std::string port = std::to_string(endpoint.port);
+    int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &list_);
+    if (rc != 0) {
+      return Status(passive ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,
+                    "cannot resolve '" + endpoint.host + "': " + gai_strerror(rc));
+    }
+    return Status::Ok();
+  }
+  ~Resolved() {
+    if (list_ != nullptr) ::freeaddrinfo(list_);
+  }
+  struct addrinfo* begin() const { return list_; }
+
+ private:
+  struct addrinfo* list_ = nullptr;
+};
+
 void SetNoDelay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -91,19 +118,10 @@ void Socket::SetBufferSizes(int64_t bytes) {
 }
 
 Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out) {
-  struct addrinfo hints;
-  std::memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  struct addrinfo* results = nullptr;
-  std::string port = std::to_string(endpoint.port);
-  int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &results);
-  if (rc != 0) {
-    return Status(StatusCode::kUnavailable, "cannot resolve '" + endpoint.host +
-                                                "': " + gai_strerror(rc));
-  }
+  Resolved resolved;
+  PCCL_RETURN_IF_ERROR(resolved.Resolve(endpoint, /*passive=*/false));
   Status last = Status(StatusCode::kUnavailable, "no address for " + endpoint.ToString());
-  for (struct addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
+  for (struct addrinfo* ai = resolved.begin(); ai != nullptr; ai = ai->ai_next) {
     int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                       ai->ai_protocol);
     if (fd < 0) {
@@ -126,10 +144,8 @@ Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out)
     }
     SetNoDelay(fd);
     *out = std::move(s);
-    ::freeaddrinfo(results);
     return Status::Ok();
   }
-  ::freeaddrinfo(results);
   return last;
 }
 
@@ -197,20 +213,10 @@ Status Socket::RecvAll(void* data, size_t size, Deadline deadline) {
 }
 
 Status Listener::Listen(const Endpoint& endpoint, Listener* out) {
-  struct addrinfo hints;
-  std::memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  struct addrinfo* results = nullptr;
-  std::string port = std::to_string(endpoint.port);
-  int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &results);
-  if (rc != 0) {
-    return InvalidArgument("cannot resolve listen address '" + endpoint.host +
-                           "': " + gai_strerror(rc));
-  }
+  Resolved resolved;
+  PCCL_RETURN_IF_ERROR(resolved.Resolve(endpoint, /*passive=*/true));
   Status last = InvalidArgument("no address to listen on for " + endpoint.ToString());
-  for (struct addrinfo* ai = results; ai != nullptr; ai = ai->ai_next) {
+  for (struct addrinfo* ai = resolved.begin(); ai != nullptr; ai = ai->ai_next) {
     int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
                       ai->ai_protocol);
     if (fd < 0) {
@@ -239,10 +245,8 @@ Status Listener::Listen(const Endpoint& endpoint, Listener* out) {
                            ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
     out->socket_ = std::move(s);
-    ::freeaddrinfo(results);
     return Status::Ok();
   }
-  ::freeaddrinfo(results);
   return last;
 }
 
