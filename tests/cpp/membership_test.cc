@@ -40,6 +40,7 @@ class MembershipTest : public ::testing::Test {
   static MembershipOptions Options() {
     MembershipOptions o;
     o.link_timeout = kLinkTimeout;
+    o.heartbeat_timeout = std::chrono::hours(1);  // the heartbeat tests set their own
     return o;
   }
 
@@ -456,6 +457,81 @@ TEST_F(MembershipTest, SameEventsGiveSameActions) {
   auto la = script(a, now_);
   EXPECT_EQ(la, script(b, now_));
   EXPECT_NE(std::find(la.begin(), la.end(), "drop 2"), la.end());
+}
+
+TEST(MembershipHeartbeatTest, SilentPeersAreKickedAndTheRestGoOn) {
+  MembershipOptions o;
+  o.heartbeat_timeout = std::chrono::seconds(3);
+  Membership m(o, CountingIds());
+  TimePoint now{};
+  auto hello = [&](ConnId c) {
+    event::Hello e;
+    e.conn = c;
+    e.hello.p2p_port = static_cast<uint16_t>(40000 + c);
+    e.observed_host = "10.0.0." + std::to_string(c);
+    return m.Handle(e, now);
+  };
+  hello(1);
+  m.Handle(event::LinksReady{1, 1}, now);
+  hello(2);
+  m.Handle(event::VoteTopology{1}, now);
+  m.Handle(event::LinksReady{1, 2}, now);
+  m.Handle(event::LinksReady{2, 2}, now);
+  ASSERT_EQ(m.MemberIds().size(), 2u);
+  proto::OpKey key{m.epoch(), 0, 5, 0};
+  proto::OpDone done;
+  done.key = key;
+  done.ok = 1;
+  m.Handle(event::OpDone{1, done}, now);  // peer 2 never reports: it hangs
+
+  // Peer 1 keeps heart-beating, peer 2 is silent.
+  now += std::chrono::seconds(2);
+  EXPECT_TRUE(m.Handle(event::Heartbeat{1}, now).empty());
+  EXPECT_EQ(m.NextDeadline(), TimePoint{} + std::chrono::seconds(3));
+  now += std::chrono::milliseconds(999);
+  EXPECT_TRUE(m.Handle(event::Tick{}, now).empty());
+  now += std::chrono::milliseconds(1);
+  auto actions = m.Handle(event::Tick{}, now);
+
+  bool kicked = false, dropped = false, failed = false, new_epoch = false;
+  for (const Action& a : actions) {
+    if (const auto* send = std::get_if<Send>(&a)) {
+      if (send->conn == 2 && send->kind == Kind::kError) {
+        proto::ErrorMessage error;
+        ASSERT_TRUE(proto::Decode(send->payload, &error).ok());
+        kicked = error.code == static_cast<uint32_t>(StatusCode::kKicked);
+      }
+      if (send->conn == 1 && send->kind == Kind::kVerdict) {
+        proto::Verdict v;
+        ASSERT_TRUE(proto::Decode(send->payload, &v).ok());
+        failed = v.key == key && !v.ok && v.code == static_cast<uint32_t>(StatusCode::kAborted);
+      }
+      if (send->conn == 1 && send->kind == Kind::kTopology) new_epoch = true;
+    } else if (const auto* drop = std::get_if<Drop>(&a)) {
+      dropped = dropped || drop->conn == 2;
+    }
+  }
+  EXPECT_TRUE(kicked);
+  EXPECT_TRUE(dropped);
+  EXPECT_TRUE(failed) << "the hung peer's undecided collective must fail for the others";
+  EXPECT_TRUE(new_epoch);
+  EXPECT_EQ(m.MemberIds(), (std::vector<uint64_t>{1001}));
+}
+
+TEST(MembershipHeartbeatTest, WelcomeTellsTheHeartbeatInterval) {
+  MembershipOptions o;
+  o.heartbeat_timeout = std::chrono::seconds(2);
+  Membership m(o, CountingIds());
+  event::Hello e;
+  e.conn = 1;
+  e.hello.p2p_port = 4000;
+  auto actions = m.Handle(e, TimePoint{});
+  const auto* send = std::get_if<Send>(&actions.at(0));
+  ASSERT_NE(send, nullptr);
+  ASSERT_EQ(send->kind, Kind::kWelcome);
+  proto::Welcome welcome;
+  ASSERT_TRUE(proto::Decode(send->payload, &welcome).ok());
+  EXPECT_EQ(welcome.heartbeat_interval_ms, 500u);
 }
 
 }  // namespace

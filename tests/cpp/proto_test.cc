@@ -57,8 +57,8 @@ TEST(ProtoTest, OversizedStringAndMemberCountAreRefused) {
 }
 
 TEST(ProtoTest, BooleansOtherThanZeroOrOneAreRefused) {
-  std::string payload = Encode(Welcome{9, 1});
-  payload.back() = 2;
+  std::string payload = Encode(Welcome{9, 1, 500});
+  payload[8] = 2;  // the `accepted` byte, after the u64 peer id
   Welcome back;
   EXPECT_EQ(Decode(payload, &back).code(), StatusCode::kInvalidArgument);
 }
