@@ -299,10 +299,7 @@ def test_cli_serves_and_stops_on_signal(how: str, sig: int, tmp_path: Path) -> N
         command = [sys.executable, "-m", "pccl.master"]
     else:
         command = console_script(tmp_path)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "python"), str(REPO / "tests" / "python"), env.get("PYTHONPATH", "")]
-    )
+    env = dict(os.environ)  # the pccl under test: installed, or PYTHONPATH=python in a dev tree
     proc = subprocess.Popen(
         [*command, "--listen-address", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
@@ -331,7 +328,6 @@ def test_cli_serves_and_stops_on_signal(how: str, sig: int, tmp_path: Path) -> N
 
 def test_cli_bad_address_exits_nonzero() -> None:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
         [sys.executable, "-m", "pccl.master", "--listen-address", "nonsense"],
         capture_output=True,
