@@ -2,7 +2,6 @@
 // checked by GetArray; failures become pccl.errors exceptions via ThrowIfError.
 #include <chrono>
 #include <memory>
-#include <thread>
 
 #include "bindings/common.h"
 #include "pccl/comm/communicator.h"
@@ -52,37 +51,32 @@ comm::AllReduceRequest MakeRequest(py::handle send, py::handle recv, int dtype, 
   return request;
 }
 
-// An all-reduce running on its own thread; the Python handle keeps the buffers alive.
-class AsyncAllReduce {
+// The Python side of comm::AsyncAllReduce; the Python handle keeps the buffers alive.
+class AsyncWork {
  public:
-  AsyncAllReduce(std::shared_ptr<Communicator> comm, comm::AllReduceRequest request,
-                 Deadline deadline)
-      : thread_([this, comm, request, deadline] {
-          status_ = comm->AllReduce(request, deadline, &info_);
-        }) {}
-  ~AsyncAllReduce() {
-    if (thread_.joinable()) thread_.join();
-  }
+  explicit AsyncWork(std::unique_ptr<comm::AsyncAllReduce> op) : op_(std::move(op)) {}
   // (ok, status code, message, (world, tx, rx)); blocks without the GIL.
   py::tuple Wait() {
+    comm::ReduceInfo info;
+    Status st;
     {
       py::gil_scoped_release release;
-      if (thread_.joinable()) thread_.join();
+      st = op_->Wait(&info);
     }
-    return py::make_tuple(status_.ok(), static_cast<int>(status_.code()), status_.message(),
-                          InfoTuple(info_));
+    return py::make_tuple(st.ok(), static_cast<int>(st.code()), st.message(), InfoTuple(info));
   }
+  bool Done() { return op_->done(); }
 
  private:
-  Status status_;
-  comm::ReduceInfo info_;
-  std::thread thread_;  // last: starts after the members it writes exist
+  std::unique_ptr<comm::AsyncAllReduce> op_;
 };
 
 }  // namespace
 
 void BindCommunicator(py::module_& m) {
-  py::class_<AsyncAllReduce>(m, "AsyncAllReduce").def("wait", &AsyncAllReduce::Wait);
+  py::class_<AsyncWork>(m, "AsyncAllReduce")
+      .def("wait", &AsyncWork::Wait)
+      .def("done", &AsyncWork::Done);
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
       .def(py::init([](const std::string& master_address, uint32_t peer_group,
@@ -127,14 +121,15 @@ void BindCommunicator(py::module_& m) {
         return InfoTuple(info);
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
          py::arg("timeout"))
-      .def("all_reduce_async", [](std::shared_ptr<Communicator> c, py::handle send,
+      .def("all_reduce_async", [](Communicator& c, py::handle send,
                                   py::handle recv, int dtype, int op, uint64_t tag,
                                   double timeout) {
         Array s, r;
         comm::AllReduceRequest request = MakeRequest(send, recv, dtype, op, tag, &s, &r);
-        return std::make_unique<AsyncAllReduce>(c, request, DeadlineFromSeconds(timeout));
+        return std::make_unique<AsyncWork>(
+            c.StartAllReduce(request, DeadlineFromSeconds(timeout)));
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
-         py::arg("timeout"))
+         py::arg("timeout"), py::keep_alive<0, 1>())  // the op's thread uses the communicator
       .def("close", [](Communicator& c) {
         py::gil_scoped_release release;
         c.Close();

@@ -82,8 +82,8 @@ class AsyncReduceHandle:
         return info
 
     def done(self) -> bool:
-        """True once wait() or result() has returned."""
-        return self._outcome is not None
+        """True once the operation has finished (wait() then returns at once)."""
+        return self._outcome is not None or bool(self._work.done())
 
 
 class Communicator:

@@ -287,6 +287,38 @@ def test_joiner_admitted_while_others_all_reduce() -> None:
             assert values == [3, 3, 1, 3]
 
 
+def async_loop_until_world(comm: pccl.Communicator, index: int, target: int,
+                           extra: int) -> list[int]:
+    """As loop_until_world, but the all-reduce is still in flight when the peer checks for
+    joiners and calls update_topology() (the async DiLoCo pattern)."""
+    seen = []
+    while True:
+        world = comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
+        x = np.ones(1 << 18, dtype=np.float32)
+        handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, tag=3)
+        if comm.are_peers_pending():
+            comm.update_topology()  # waits for the in-flight all-reduce first
+        info = handle.result()
+        assert x[0] == info.local_world_size == world, (x[0], info.local_world_size, world)
+        seen.append(world)
+        if world >= target:  # count only the all-reduces that ran in the full world
+            extra -= 1
+            if extra == 0:
+                return seen
+
+
+@pytest.mark.timeout(120)
+def test_joiner_admitted_while_others_have_async_ops_in_flight() -> None:
+    with Cluster(2) as c:
+        running = c.start(async_loop_until_world, 3, 4)
+        joiner = c.add_peer(2, 2, 0, wait_world=False)
+        c._expect_ready(joiner, timeout=60)
+        joined = c.start(async_loop_until_world, 3, 4, peers=[joiner])
+        for seen in c.collect(running):
+            assert seen[0] == 2 and seen[-4:] == [3] * 4
+        assert c.collect(joined)[0] == [3] * 4
+
+
 def first_step_update(comm: pccl.Communicator, index: int) -> float:
     comm.update_topology()  # a joiner's first iteration: must not block
     return sum_of_indices(comm, index, 3)

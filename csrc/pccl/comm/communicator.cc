@@ -192,8 +192,14 @@ Status Communicator::ApplyPushedTopologiesLocked(Deadline deadline) {
 Status Communicator::UpdateTopology(Deadline deadline) {
   std::lock_guard<std::mutex> control(control_mu_);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
+    // In-flight collectives finish on the ring they started on (the other peers wait for
+    // theirs too before voting).
+    if (!WaitFor(idle_cv_, lock, deadline, [&] { return in_flight_ == 0; })) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "collectives still in flight when update_topology() timed out");
+    }
   }
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kVoteTopology, "", deadline));
@@ -287,8 +293,57 @@ void Communicator::OnVerdict(const proto::Verdict& verdict) {
   }
 }
 
+void Communicator::BeginCollective() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++in_flight_;
+}
+
+void Communicator::EndCollective() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--in_flight_ == 0) idle_cv_.notify_all();
+}
+
 Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadline,
                                ReduceInfo* info) {
+  BeginCollective();
+  Status st = RunAllReduce(request, deadline, info);
+  EndCollective();
+  return st;
+}
+
+std::unique_ptr<AsyncAllReduce> Communicator::StartAllReduce(const AllReduceRequest& request,
+                                                            Deadline deadline) {
+  BeginCollective();  // now, so that an update_topology() right after this call waits for it
+  return std::unique_ptr<AsyncAllReduce>(new AsyncAllReduce(this, request, deadline));
+}
+
+AsyncAllReduce::AsyncAllReduce(Communicator* comm, AllReduceRequest request, Deadline deadline)
+    : thread_([this, comm, request, deadline] {
+        Status st = comm->RunAllReduce(request, deadline, &info_);
+        comm->EndCollective();
+        std::lock_guard<std::mutex> lock(mu_);
+        status_ = st;
+        done_ = true;
+        cv_.notify_all();
+      }) {}
+
+AsyncAllReduce::~AsyncAllReduce() {
+  if (thread_.joinable()) thread_.join();
+}
+
+Status AsyncAllReduce::Wait(ReduceInfo* info) {
+  if (thread_.joinable()) thread_.join();
+  *info = info_;
+  return status_;
+}
+
+bool AsyncAllReduce::done() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline deadline,
+                                  ReduceInfo* info) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   if (request.count > 0 && (request.send == nullptr || request.recv == nullptr)) {
     return InvalidArgument("null buffer for an all-reduce of " + std::to_string(request.count) +

@@ -71,6 +71,30 @@ struct ReduceInfo {
   uint64_t rx_bytes = 0;
 };
 
+class Communicator;
+
+// An all-reduce running on its own thread (Communicator::StartAllReduce). The caller keeps
+// the buffers alive and untouched until Wait() returns. Destroying it waits for the op.
+class AsyncAllReduce {
+ public:
+  ~AsyncAllReduce();
+  AsyncAllReduce(const AsyncAllReduce&) = delete;
+  AsyncAllReduce& operator=(const AsyncAllReduce&) = delete;
+  // Blocks until the operation is done; its status and, on success, its info.
+  Status Wait(ReduceInfo* info);
+  bool done();
+
+ private:
+  friend class Communicator;
+  AsyncAllReduce(Communicator* comm, AllReduceRequest request, Deadline deadline);
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  Status status_;
+  ReduceInfo info_;
+  std::thread thread_;  // last: starts once the members it writes exist
+};
+
 class Communicator {
  public:
   explicit Communicator(CommunicatorOptions options);
@@ -82,7 +106,8 @@ class Communicator {
   // once; later ones when the accepted peers call UpdateTopology).
   Status Connect(Deadline deadline);
   // Admits pending peers if there are any (every accepted peer must call it); returns at
-  // once when nobody is pending.
+  // once when nobody is pending. Waits first for this peer's collectives in flight
+  // (all_reduce_async) to finish, so they complete on the ring they started on.
   Status UpdateTopology(Deadline deadline);
   // Whether peers wait for admission. The first call after a collective answers from that
   // collective's verdict, which every peer of the group received alike, so peers that ask
@@ -93,6 +118,9 @@ class Communicator {
   // Blocks until the all-reduce is done and every peer's verdict is in. On failure the
   // send buffer is intact (in place too) and recv holds no result.
   Status AllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info);
+  // Starts an all-reduce on its own thread. Concurrent ones need distinct tags.
+  std::unique_ptr<AsyncAllReduce> StartAllReduce(const AllReduceRequest& request,
+                                                 Deadline deadline);
 
   // Says goodbye to the master and stops every thread. Idempotent.
   void Close();
@@ -101,6 +129,11 @@ class Communicator {
   uint16_t p2p_port() const { return listener_.port(); }
 
  private:
+  friend class AsyncAllReduce;
+  Status RunAllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info);
+  // In-flight accounting for UpdateTopology.
+  void BeginCollective();
+  void EndCollective();
   void AcceptLoop();
   // Builds the links of `topology`, reports them ready and waits for TopologyComplete.
   Status ApplyTopologyLocked(proto::Topology topology, Deadline deadline);
@@ -123,6 +156,7 @@ class Communicator {
   std::mutex control_mu_;  // one control call at a time
   std::mutex id_mu_;       // peer_id_ is set once, after Welcome
   std::condition_variable id_cv_;
+  std::condition_variable idle_cv_;  // signalled (with mu_) when in_flight_ drops to 0
 
   std::mutex mu_;
   bool connected_ PCCL_GUARDED_BY(mu_) = false;
@@ -133,6 +167,7 @@ class Communicator {
   std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch
   // The `pending` flag of the latest successful verdict, until ArePeersPending reads it.
   std::optional<bool> pending_hint_ PCCL_GUARDED_BY(mu_);
+  int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
 };
 
 }  // namespace pccl::comm

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 
 namespace pccl {
@@ -39,5 +40,16 @@ inline int Deadline::PollTimeoutMs() const {
 }
 
 inline std::chrono::milliseconds Milliseconds(int64_t ms) { return std::chrono::milliseconds(ms); }
+
+// cv.wait(lock, done) bounded by `deadline`; returns done(). (A never-deadline waits
+// without a time limit: wait_until(TimePoint::max()) overflows in some standard libraries.)
+template <class Lock, class Done>
+bool WaitFor(std::condition_variable& cv, Lock& lock, Deadline deadline, Done done) {
+  if (deadline.never()) {
+    cv.wait(lock, done);
+    return true;
+  }
+  return cv.wait_until(lock, deadline.when(), done);
+}
 
 }  // namespace pccl
