@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from pccl import kernels
 
 _SEED = 0x9E3779B97F4A7C15

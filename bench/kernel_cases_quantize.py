@@ -13,7 +13,6 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-
 from pccl import DataType, QuantizationAlgorithm, kernels
 
 BF16 = np.dtype(ml_dtypes.bfloat16)

@@ -11,7 +11,6 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
-
 from pccl import ReduceOp, kernels
 
 BF16 = np.dtype(ml_dtypes.bfloat16)

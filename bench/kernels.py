@@ -16,14 +16,15 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pccl import kernels  # noqa: E402
+from pccl import kernels
 
 FAMILIES = ["reduce", "quantize", "modular", "hash"]
 
@@ -108,12 +109,13 @@ def main() -> int:
     header = (f"{'case':34} {'isa':8} {'GB/s':>7} {'Gel/s':>7} {'touched':>8} "
               f"{'of copy':>8} {'numpy':>7} {'vs np':>6} ok")
     print(header)
+    def fmt(r: dict[str, Any], key: str, spec: str) -> str:
+        return format(r[key], spec) if key in r else "-"
+
     for r in rows:
-        def fmt(key: str, spec: str) -> str:
-            return format(r[key], spec) if key in r else "-"
         print(f"{r['case']:34} {r['isa']:8} {r['gbps']:7.2f} {r['gelems_per_s']:7.2f} "
-              f"{fmt('touched_gbps', '8.2f'):>8} {fmt('fraction_of_copy', '8.0%'):>8} "
-              f"{fmt('numpy_gbps', '7.2f'):>7} {fmt('speedup_vs_numpy', '6.2f'):>6} "
+              f"{fmt(r, 'touched_gbps', '8.2f'):>8} {fmt(r, 'fraction_of_copy', '8.0%'):>8} "
+              f"{fmt(r, 'numpy_gbps', '7.2f'):>7} {fmt(r, 'speedup_vs_numpy', '6.2f'):>6} "
               f"{'yes' if r['verified'] else 'NO'}")
     result = {"mib": args.mib, "copy_touched_gbps": copy_gbps, "rows": rows}
     text = json.dumps(result, indent=1)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import queue
 import sys
 import time
 
 import numpy as np
-
 import pccl
 
 SIZES = [1 << 10, 1 << 20, 16 << 20]  # float32 elements: 4 KiB, 4 MiB, 64 MiB
@@ -70,7 +70,7 @@ def main() -> int:
         while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
             try:
                 index, step, world, nbytes, seconds, busbw = results.get(timeout=1)
-            except Exception:  # noqa: BLE001 - queue.Empty: keep waiting
+            except queue.Empty:
                 continue
             if index == 0:
                 print(f"{index:>4} {step:>4} {world:>5} {nbytes:>10} {seconds * 1e3:>8.2f} "

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
 from pccl import kernels
 
 ISAS = kernels.supported_isas()

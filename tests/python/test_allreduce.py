@@ -9,10 +9,9 @@ import time
 
 import ml_dtypes
 import numpy as np
+import pccl
 import pytest
 from cluster import Cluster, wait_for_world
-
-import pccl
 from pccl import DataType, ReduceOp
 
 BF16 = np.dtype(ml_dtypes.bfloat16)

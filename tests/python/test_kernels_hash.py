@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import xxhash
 from conftest import ISAS, LENGTHS, unaligned
-
 from pccl import kernels
 
 # (input, seed, expected XXH64), written out so that a change of algorithm, byte order or

@@ -6,7 +6,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import ISAS, LENGTHS, unaligned
-
 from pccl import DataType, QuantizationAlgorithm, kernels
 
 MIN_MAX = QuantizationAlgorithm.MIN_MAX

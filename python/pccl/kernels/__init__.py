@@ -11,10 +11,10 @@ One module per kernel family: reduce, quantize, modular, hash; all re-exported h
 from __future__ import annotations
 
 from pccl import _core
-from pccl.kernels.hash import *  # noqa: F403
-from pccl.kernels.modular import *  # noqa: F403
-from pccl.kernels.quantize import *  # noqa: F403
-from pccl.kernels.reduce import *  # noqa: F403
+from pccl.kernels.hash import *
+from pccl.kernels.modular import *
+from pccl.kernels.quantize import *
+from pccl.kernels.reduce import *
 
 _k = _core.kernels
 

@@ -16,7 +16,7 @@ from pccl._tensors import as_buffer
 
 _k = _core.kernels
 
-__all__ = ["hash64", "Hasher"]
+__all__ = ["Hasher", "hash64"]
 
 _SEED_LIMIT = 1 << 64
 

@@ -35,10 +35,10 @@ _k = _core.kernels
 __all__ = [
     "DEFAULT_QUANT_BLOCK_SIZE",
     "MAX_QUANT_BLOCK_SIZE",
-    "quantized_params_bytes",
-    "quantize",
-    "dequantize_set",
     "dequantize_accumulate",
+    "dequantize_set",
+    "quantize",
+    "quantized_params_bytes",
 ]
 
 #: Elements per block of parameters unless a call says otherwise.

@@ -10,7 +10,7 @@ from pccl._tensors import as_buffer
 
 _k = _core.kernels
 
-__all__ = ["reduce", "divide_by", "widen_half", "accumulate_half", "narrow_half"]
+__all__ = ["accumulate_half", "divide_by", "narrow_half", "reduce", "widen_half"]
 
 
 def _op(op: Any, name: str = "op") -> ReduceOp:
