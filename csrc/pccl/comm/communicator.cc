@@ -213,6 +213,14 @@ Status Communicator::ArePeersPending(Deadline deadline, bool* pending) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
+  }
+  PCCL_RETURN_IF_ERROR(master_.lost());
+  // A topology the master pushed (a peer left, or a vote round this peer joined earlier
+  // completed) waits for this peer's LinksReady: apply it now rather than at the next
+  // collective, so that the other members are not held up and attributes are current.
+  PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     if (pending_hint_.has_value()) {
       *pending = *pending_hint_;
       pending_hint_.reset();
