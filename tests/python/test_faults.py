@@ -523,4 +523,4 @@ def test_chaos_kill_stop_spawn() -> None:
               f"{len(steps)} steps completed, longest call {longest:.2f} s, "
               f"survivors' errors {dict(errors)}")
         assert longest <= CHAOS_CALL_TIMEOUT + 1.0, f"a call took {longest:.2f} s"
-        assert len(steps) >= CHAOS_SECONDS, f"only {len(steps)} steps in {CHAOS_SECONDS} s"
+        assert len(steps) >= 2 * CHAOS_SECONDS, f"only {len(steps)} steps in {CHAOS_SECONDS} s"

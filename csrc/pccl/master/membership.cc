@@ -186,6 +186,11 @@ void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
     Refuse(e.conn, Describe(*p) + " is pending and has no ring links to report", step);
     return;
   }
+  if (e.epoch < epoch_) {
+    // A race, not a mistake: the epoch changed (a peer left) while this member built its
+    // links. It has the newer Topology queued and will report that one.
+    return;
+  }
   if (e.epoch != epoch_) {
     Refuse(e.conn,
            "LinksReady for epoch " + std::to_string(e.epoch) + ", but the current epoch is " +
