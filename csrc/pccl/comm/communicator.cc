@@ -310,6 +310,24 @@ Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadlin
     return InvalidArgument("send and recv buffers partially overlap");
   }
   PCCL_RETURN_IF_ERROR(master_.lost());
+  std::shared_ptr<RingLinks> current;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    current = links_;
+  }
+  if (current && !current->broken_status().ok() && !master_.Has(Kind::kTopology)) {
+    // The ring broke (a neighbour died) and this is the retry: the master replaces the
+    // topology as soon as it notices, which may be a moment after this peer did. Wait for
+    // that rather than failing again at once on the broken links.
+    Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline);
+    if (pushed.code() == StatusCode::kDeadlineExceeded) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "the ring links of epoch " + std::to_string(current->epoch()) +
+                        " are broken (" + current->broken_status().message() +
+                        ") and the master sent no new topology in time");
+    }
+    PCCL_RETURN_IF_ERROR(pushed);
+  }
   if (master_.Has(Kind::kTopology)) {  // the master changed the ring (a peer left)
     std::lock_guard<std::mutex> control(control_mu_);
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));

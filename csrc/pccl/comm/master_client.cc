@@ -152,6 +152,25 @@ bool MasterClient::Has(proto::Kind kind) {
   return std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) { return m.first == kind; });
 }
 
+Status MasterClient::WaitUntilHas(proto::Kind kind, Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto queued = [&] {
+    return std::any_of(inbox_.begin(), inbox_.end(),
+                       [&](const auto& m) { return m.first == kind; });
+  };
+  while (!queued()) {
+    if (!lost_.ok()) return lost_;
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout && !queued()) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    std::string("no ") + proto::KindName(static_cast<uint16_t>(kind)) +
+                        " from the master in time");
+    }
+  }
+  return Status::Ok();
+}
+
 void MasterClient::SetVerdictListener(std::function<void(const proto::Verdict&)> listener) {
   std::lock_guard<std::mutex> lock(mu_);
   listener_ = std::move(listener);

@@ -46,6 +46,9 @@ class MasterClient {
               std::string* payload);
   // True if a message of `kind` is queued.
   bool Has(proto::Kind kind);
+  // Waits until a message of `kind` is queued (and leaves it there). DeadlineExceeded if
+  // none came in time; the lost() status once the connection is gone.
+  Status WaitUntilHas(proto::Kind kind, Deadline deadline);
 
   // Called on the reader thread for every verdict.
   void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);
