@@ -242,10 +242,11 @@ class Communicator:
                                        timeout: float | None = None) -> ReduceInfo:
         """Runs several all-reduces (distinct tags), retrying each until it succeeds.
 
-        At most `max_in_flight` run at once. An all-reduce that fails because a peer was
-        lost (PeerLostError, or a PCCLTimeoutError of a hung peer) is relaunched once the
-        operations in flight have finished, after update_topology() if peers are pending;
-        its input is intact, so the retry computes the same result over the survivors.
+        At most `max_in_flight` run at once, launched in list order. An all-reduce that
+        fails because a peer was lost (PeerLostError, or a PCCLTimeoutError of a hung peer)
+        is relaunched; its input is intact, so the retry computes the same result over the
+        survivors (it runs on the master's new topology). Pending peers are admitted with
+        update_topology() before a launch when nothing of this call is in flight.
 
         Args:
             descriptors: from ReduceOpDescriptor.from_numpy / from_torch; the tensors must
@@ -284,44 +285,43 @@ class Communicator:
         deadline = None if timeout is None else time.monotonic() + timeout
 
         info = ReduceInfo(0, 0, 0)
-        todo = list(descriptors)
-        while todo:
-            # One round: launch everything left, max_in_flight at a time.
-            failed: list[ReduceOpDescriptor] = []
-            fatal: PCCLError | None = None
-            in_flight: list[tuple[ReduceOpDescriptor, AsyncReduceHandle]] = []
-            queue = list(todo)
-            while queue or in_flight:
-                while queue and len(in_flight) < max_in_flight and fatal is None:
-                    d = queue.pop(0)
-                    try:
-                        in_flight.append((d, self._launch(d, deadline)))
-                    except PCCLError as e:  # e.g. TooFewPeersError before anything is sent
-                        fatal = fatal or e
-                if fatal is not None:
-                    queue.clear()
-                if not in_flight:
-                    break
-                d, handle = in_flight.pop(0)
+        # Pending work in descriptor order: every peer launches the lowest pending index
+        # first, and a failed all-reduce goes back into its place at once. Waiting for a
+        # whole round to drain before relaunching could deadlock: one peer's round would
+        # wait for an all-reduce that another peer only relaunches in its next round.
+        pending = list(range(len(descriptors)))
+        in_flight: list[tuple[int, AsyncReduceHandle]] = []
+        fatal: PCCLError | None = None
+        while (pending and fatal is None) or in_flight:
+            while pending and fatal is None and len(in_flight) < max_in_flight:
+                if not in_flight and self.are_peers_pending():
+                    # Only between operations: a vote must not wait on our own collectives.
+                    self.update_topology(timeout=self._remaining(deadline))
+                i = pending.pop(0)
                 try:
-                    done = handle.result()
-                except (PeerLostError, PCCLTimeoutError) as e:
-                    _log.info("all-reduce with tag %d failed, will retry: %s",
-                              d.reduce_descriptor.tag, e)
-                    failed.append(d)
-                except PCCLError as e:
-                    fatal = fatal or e
-                else:
-                    info = ReduceInfo(done.local_world_size, info.tx_bytes + done.tx_bytes,
-                                      info.rx_bytes + done.rx_bytes)
-            if fatal is not None:
-                raise fatal
-            if failed and deadline is not None and time.monotonic() >= deadline:
-                raise PCCLTimeoutError(f"{len(failed)} all-reduce(s) still failing after "
-                                       f"{timeout} s of retries")
-            if failed and self.are_peers_pending():
-                self.update_topology(timeout=self._remaining(deadline))
-            todo = failed
+                    in_flight.append((i, self._launch(descriptors[i], deadline)))
+                except PCCLError as e:  # e.g. TooFewPeersError before anything is sent
+                    fatal = e
+            if not in_flight:
+                break
+            i, handle = in_flight.pop(0)
+            try:
+                done = handle.result()
+            except (PeerLostError, PCCLTimeoutError) as e:
+                _log.info("all-reduce with tag %d failed, will retry: %s",
+                          descriptors[i].reduce_descriptor.tag, e)
+                if deadline is not None and time.monotonic() >= deadline:
+                    fatal = fatal or PCCLTimeoutError(
+                        f"all_reduce_multiple_with_retry: still failing after {timeout} s: {e}")
+                pending.insert(0, i)
+                pending.sort()
+            except PCCLError as e:
+                fatal = fatal or e
+            else:
+                info = ReduceInfo(done.local_world_size, info.tx_bytes + done.tx_bytes,
+                                  info.rx_bytes + done.rx_bytes)
+        if fatal is not None:
+            raise fatal
         return info
 
     def _launch(self, d: ReduceOpDescriptor, deadline: float | None) -> AsyncReduceHandle:
