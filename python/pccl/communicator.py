@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pccl import _core
@@ -23,12 +24,15 @@ from pccl._types import (
     Attribute,
     QuantizationOptions,
     ReduceInfo,
+    ReduceOpDescriptor,
     ReduceOperandDescriptor,
 )
 from pccl.errors import (
     InvalidUsageError,
     MasterUnavailableError,
     PCCLError,
+    PCCLTimeoutError,
+    PeerLostError,
     error_for_status,
     result_for_status,
 )
@@ -232,6 +236,113 @@ class Communicator:
         args = self._prepare(send, recv, op, tag, operand_descriptor, quantization_options,
                              timeout)
         return AsyncReduceHandle(self._core.all_reduce_async(*args), (send, recv))
+
+    def all_reduce_multiple_with_retry(self, descriptors: Sequence[ReduceOpDescriptor], *,
+                                       max_in_flight: int = 4,
+                                       timeout: float | None = None) -> ReduceInfo:
+        """Runs several all-reduces (distinct tags), retrying each until it succeeds.
+
+        At most `max_in_flight` run at once, launched in list order. An all-reduce that
+        fails because a peer was lost (PeerLostError, or a PCCLTimeoutError of a hung peer)
+        is relaunched; its input is intact, so the retry computes the same result over the
+        survivors (it runs on the master's new topology). Pending peers are admitted with
+        update_topology() before a launch when nothing of this call is in flight.
+
+        Args:
+            descriptors: from ReduceOpDescriptor.from_numpy / from_torch; the tensors must
+                stay untouched until this returns.
+            max_in_flight: how many all-reduces may run concurrently.
+            timeout: seconds for the whole call, retries included (default: one
+                PCCL_TIMEOUT_MS per attempt).
+
+        Returns:
+            The world size of the last successful all-reduce, and the bytes sent and received
+            by all successful ones together.
+
+        Raises:
+            TooFewPeersError: fewer than two peers remain; drop the step.
+            PCCLTimeoutError: `timeout` passed before every all-reduce succeeded.
+            PCCLError: any error that a retry cannot cure (InvalidUsageError, KickedError,
+                MasterUnavailableError, ...), after the operations in flight finished.
+        """
+        if isinstance(descriptors, (str, bytes)) or not isinstance(descriptors, Sequence):
+            raise TypeError("descriptors must be a sequence of pccl.ReduceOpDescriptor")
+        for d in descriptors:
+            if not isinstance(d, ReduceOpDescriptor):
+                raise TypeError(f"descriptors must hold pccl.ReduceOpDescriptor, got "
+                                f"{type(d).__name__}")
+            if d.send is None or d.recv is None:
+                raise ValueError("descriptors must carry their tensors: build them with "
+                                 "ReduceOpDescriptor.from_numpy or from_torch")
+        tags = [d.reduce_descriptor.tag for d in descriptors]
+        if len(set(tags)) != len(tags):
+            raise ValueError(f"descriptors must have distinct tags, got {tags}")
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+            raise TypeError(f"max_in_flight must be an int, got {type(max_in_flight).__name__}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        _timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        info = ReduceInfo(0, 0, 0)
+        # Pending work in descriptor order: every peer launches the lowest pending index
+        # first, and a failed all-reduce goes back into its place at once. Waiting for a
+        # whole round to drain before relaunching could deadlock: one peer's round would
+        # wait for an all-reduce that another peer only relaunches in its next round.
+        pending = list(range(len(descriptors)))
+        in_flight: list[tuple[int, AsyncReduceHandle]] = []
+        fatal: PCCLError | None = None
+        while (pending and fatal is None) or in_flight:
+            while pending and fatal is None and len(in_flight) < max_in_flight:
+                if not in_flight and self.are_peers_pending():
+                    # Only between operations: a vote must not wait on our own collectives.
+                    self.update_topology(timeout=self._remaining(deadline))
+                i = pending.pop(0)
+                try:
+                    in_flight.append((i, self._launch(descriptors[i], deadline)))
+                except PCCLError as e:  # e.g. TooFewPeersError before anything is sent
+                    fatal = e
+            if not in_flight:
+                break
+            i, handle = in_flight.pop(0)
+            try:
+                done = handle.result()
+            except (PeerLostError, PCCLTimeoutError) as e:
+                _log.info("all-reduce with tag %d failed, will retry: %s",
+                          descriptors[i].reduce_descriptor.tag, e)
+                if deadline is not None and time.monotonic() >= deadline:
+                    fatal = fatal or PCCLTimeoutError(
+                        f"all_reduce_multiple_with_retry: still failing after {timeout} s: {e}")
+                pending.insert(0, i)
+                pending.sort()
+            except PCCLError as e:
+                fatal = fatal or e
+            else:
+                info = ReduceInfo(done.local_world_size, info.tx_bytes + done.tx_bytes,
+                                  info.rx_bytes + done.rx_bytes)
+        if fatal is not None:
+            raise fatal
+        return info
+
+    def _launch(self, d: ReduceOpDescriptor, deadline: float | None) -> AsyncReduceHandle:
+        rd = d.reduce_descriptor
+        send, _ = as_buffer(d.send, "send")
+        if send.size != rd.count:
+            raise ValueError(f"descriptor with tag {rd.tag} says count={rd.count} but its "
+                             f"tensors have {send.size} elements")
+        return self.all_reduce_async(d.send, d.recv, op=rd.op, tag=rd.tag,
+                                     operand_descriptor=rd.operand_descriptor,
+                                     quantization_options=rd.quantization_options,
+                                     timeout=self._remaining(deadline))
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PCCLTimeoutError("all_reduce_multiple_with_retry: timeout passed")
+        return left
 
     def _prepare(self, send: Any, recv: Any, op: Any, tag: Any,
                  operand_descriptor: ReduceOperandDescriptor | None,

@@ -5,13 +5,23 @@ the test sends it work: a module-level function `fn(comm, index, *args)` that ru
 peer at once; `Cluster.run` returns each peer's return value (or raises the first peer
 exception, with its type and message). Processes are reused across calls, so a test module
 pays for process start-up once. Every wait has a deadline.
+
+Fault tests also get: a master with short timeouts (`heartbeat_timeout=`), or one in its own
+process that can be killed (`master_process=True`, `kill_master()`); an event queue
+(`Cluster.events`) to which test functions in the peers post messages with `notify()`
+while they run, e.g. "I am about to start the all-reduce"; and signals to single peers
+(`kill(index, sig)`).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
+import queue
 import signal
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -21,6 +31,46 @@ from typing import Any
 import pccl
 
 _ctx = mp.get_context("spawn")
+_events: Connection | None = None  # in a peer process: its pipe into Cluster.events
+
+
+def notify(*message: Any) -> None:
+    """Posts `message` (a tuple) to the test's Cluster.events; call it from peer functions."""
+    if _events is None:
+        raise RuntimeError("notify() only works inside a Cluster peer process")
+    _events.send(message)
+
+
+class Events:
+    """What peers notify(), in arrival order. One pipe per peer rather than one shared
+    queue: a peer SIGKILLed while writing must not block the others (a multiprocessing
+    Queue shares a lock between writers)."""
+
+    def __init__(self) -> None:
+        self._readers: list[Connection] = []
+
+    def add(self, reader: Connection) -> None:
+        self._readers.append(reader)
+
+    def get(self, timeout: float) -> tuple[Any, ...]:
+        """The next message; raises queue.Empty after `timeout` seconds without one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready = mp_connection.wait(self._readers, timeout=max(0.0, left))
+            for reader in ready:
+                try:
+                    return reader.recv()
+                except (EOFError, OSError):  # the peer is gone
+                    self._readers.remove(reader)
+                    reader.close()
+            if not ready and left <= 0:
+                raise queue.Empty
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
 
 
 class PeerError(Exception):
@@ -45,7 +95,9 @@ def wait_for_world(comm: pccl.Communicator, world: int, deadline: float) -> None
 
 
 def _peer_main(conn: Connection, address: str, index: int, world: int, pool_size: int,
-               peer_group: int, wait_world: bool) -> None:
+               peer_group: int, wait_world: bool, events: Connection | None = None) -> None:
+    global _events
+    _events = events
     try:
         comm = pccl.Communicator(address, peer_group, pool_size)
         comm.connect(timeout=60)
@@ -71,14 +123,22 @@ class Cluster:
     """A master plus `world` peer processes, all admitted before the constructor returns."""
 
     def __init__(self, world: int, *, pool_size: int = 2, peer_groups: list[int] | None = None,
-                 master_address: str = "127.0.0.1:0", connect_host: str = "127.0.0.1"):
-        self.master = pccl.MasterNode(master_address)
-        self.master.run()
-        self.address = f"{connect_host}:{self.master.port}"
+                 master_address: str = "127.0.0.1:0", connect_host: str = "127.0.0.1",
+                 heartbeat_timeout: float = 3.0, master_process: bool = False):
+        self.master: pccl.MasterNode | None = None
+        self.master_proc: subprocess.Popen[str] | None = None
         self.world = world
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
         self.pids: list[int] = []
+        self.events = Events()
+        if master_process:
+            port = self._start_master_process(master_address, heartbeat_timeout)
+        else:
+            self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout)
+            self.master.run()
+            port = self.master.port
+        self.address = f"{connect_host}:{port}"
         groups = peer_groups or [0] * world
         try:
             for index in range(world):
@@ -91,14 +151,43 @@ class Cluster:
 
     def add_peer(self, index: int, pool_size: int, peer_group: int, *, wait_world: bool) -> int:
         parent, child = _ctx.Pipe()
+        events_reader, events_writer = _ctx.Pipe(duplex=False)
         proc = _ctx.Process(target=_peer_main, daemon=True,
                             args=(child, self.address, index, self.world, pool_size, peer_group,
-                                  wait_world))
+                                  wait_world, events_writer))
         proc.start()
+        child.close()
+        events_writer.close()
+        self.events.add(events_reader)
         self.conns.append(parent)
         self.procs.append(proc)
         self.pids.append(proc.pid or 0)
         return len(self.conns) - 1
+
+    def _start_master_process(self, listen_address: str, heartbeat_timeout: float) -> int:
+        """Runs `python -m pccl.master` and returns the port it printed."""
+        env = dict(os.environ)
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(pccl.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self.master_proc = subprocess.Popen(
+            [sys.executable, "-m", "pccl.master", "--listen-address", listen_address,
+             "--heartbeat-timeout", str(heartbeat_timeout)],
+            stdout=subprocess.PIPE, text=True, env=env)
+        assert self.master_proc.stdout is not None
+        # The master prints "pccl master listening on HOST:PORT" once bound; readline ends
+        # at EOF if it dies first.
+        line = self.master_proc.stdout.readline()
+        if "listening on" not in line:
+            self.master_proc.kill()
+            self.master_proc.wait(timeout=10)
+            raise RuntimeError(f"the master process did not start: {line!r}")
+        return int(line.rsplit(":", 1)[1])
+
+    def kill_master(self, sig: int = signal.SIGKILL) -> None:
+        """Signals the master process (master_process=True only)."""
+        if self.master_proc is None:
+            raise RuntimeError("kill_master() needs Cluster(master_process=True)")
+        self.master_proc.send_signal(sig)
 
     def _expect_ready(self, index: int, timeout: float) -> None:
         reply = self._recv(index, timeout)
@@ -141,6 +230,7 @@ class Cluster:
         for conn, proc in zip(self.conns, self.procs):
             try:
                 if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGCONT)  # a test may have stopped it
                     conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
@@ -149,7 +239,19 @@ class Cluster:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
-        self.master.close()
+        if self.master is not None:
+            self.master.close()
+        if self.master_proc is not None:
+            if self.master_proc.poll() is None:
+                self.master_proc.terminate()
+                try:
+                    self.master_proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.master_proc.kill()
+                    self.master_proc.wait(timeout=10)
+            if self.master_proc.stdout is not None:
+                self.master_proc.stdout.close()
+        self.events.close()
 
     def __enter__(self) -> Cluster:
         return self

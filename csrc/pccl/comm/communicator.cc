@@ -17,6 +17,8 @@ using proto::Kind;
 
 // How long a failed collective may take to let go of its buffers before its links are cut.
 constexpr auto kAbortGrace = std::chrono::milliseconds(500);
+// How often a collective waiting for a new topology checks whether another one applied it.
+constexpr auto kRelook = std::chrono::milliseconds(20);
 // Deadline for a p2p handshake and for the goodbye to the master.
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 
@@ -70,7 +72,7 @@ Status Communicator::Connect(Deadline deadline) {
   }
   acceptor_ = std::thread([this] { AcceptLoop(); });
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
-  master_.SetTopologyListener([this] { OnTopologyChange(); });
+  master_.SetTopologyListener([this](uint64_t epoch) { OnTopologyChange(epoch); });
   PCCL_RETURN_IF_ERROR(master_.Connect(master, deadline));
 
   proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host};
@@ -219,6 +221,14 @@ Status Communicator::ArePeersPending(Deadline deadline, bool* pending) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
+  }
+  PCCL_RETURN_IF_ERROR(master_.lost());
+  // A topology the master pushed (a peer left, or a vote round this peer joined earlier
+  // completed) waits for this peer's LinksReady: apply it now rather than at the next
+  // collective, so that the other members are not held up and attributes are current.
+  PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
     if (pending_hint_.has_value()) {
       *pending = *pending_hint_;
       pending_hint_.reset();
@@ -261,7 +271,7 @@ Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
   return InvalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }
 
-void Communicator::OnTopologyChange() {
+void Communicator::OnTopologyChange(uint64_t epoch) {
   std::shared_ptr<RingLinks> links;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -269,8 +279,9 @@ void Communicator::OnTopologyChange() {
   }
   // Collectives still running on the old ring can never complete: fail them now (they
   // report, get a stale-epoch verdict and raise PeerLostError; the retry runs on the new
-  // ring).
-  if (links) {
+  // ring). Only older rings: another thread may already have applied this very topology
+  // between the reader queuing it and calling here, and its links are the new ones.
+  if (links && links->epoch() < epoch) {
     links->Break(Status(StatusCode::kAborted,
                         "the master changed the ring (a peer left, was removed or joined)"));
   }
@@ -357,6 +368,26 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     return InvalidArgument("send and recv buffers partially overlap");
   }
   PCCL_RETURN_IF_ERROR(master_.lost());
+  // If the ring broke (a neighbour died) and this is the retry, the master replaces the
+  // topology as soon as it notices, which may be a moment after this peer did: wait for
+  // that rather than failing again at once on the broken links. Another collective of
+  // this peer may apply the new topology meanwhile, so look again every few ms.
+  while (true) {
+    std::shared_ptr<RingLinks> current;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      current = links_;
+    }
+    if (!current || current->broken_status().ok() || master_.Has(Kind::kTopology)) break;
+    if (deadline.expired()) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "the ring links of epoch " + std::to_string(current->epoch()) +
+                        " are broken (" + current->broken_status().message() +
+                        ") and the master sent no new topology in time");
+    }
+    Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline.Min(Deadline::In(kRelook)));
+    if (!pushed.ok() && pushed.code() != StatusCode::kDeadlineExceeded) return pushed;
+  }
   if (master_.Has(Kind::kTopology)) {  // the master changed the ring (a peer left)
     std::lock_guard<std::mutex> control(control_mu_);
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));

@@ -141,7 +141,7 @@ class Communicator {
   Status ApplyPushedTopologiesLocked(Deadline deadline);
   Status WaitAdmissionLocked(Deadline deadline);
   void OnVerdict(const proto::Verdict& verdict);
-  void OnTopologyChange();
+  void OnTopologyChange(uint64_t epoch);
   uint32_t pool_size() const;
 
   const CommunicatorOptions options_;

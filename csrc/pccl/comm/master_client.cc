@@ -9,6 +9,8 @@ namespace pccl::comm {
 namespace {
 // Verdicts kept for collectives that have not asked for theirs yet.
 constexpr size_t kVerdictMemory = 4096;
+// How long a failed send waits for the reader to learn why the connection is gone.
+constexpr auto kLostGrace = std::chrono::milliseconds(500);
 }  // namespace
 
 MasterClient::~MasterClient() { Close(); }
@@ -28,6 +30,11 @@ Status MasterClient::Send(proto::Kind kind, const std::string& payload, Deadline
   std::lock_guard<std::mutex> lock(send_mu_);
   Status st = net::SendFrame(socket_, static_cast<uint16_t>(kind), payload, deadline);
   if (!st.ok()) {
+    // The master may have dropped this peer on purpose (Error{Kicked} before the close):
+    // give the reader a moment to read that, so the caller learns the real cause.
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, kLostGrace, [&] { return !lost_.ok(); });
+    if (lost_.code() == StatusCode::kKicked) return lost_;
     return Status(StatusCode::kUnavailable, "master unavailable: " + st.message());
   }
   return st;
@@ -87,12 +94,15 @@ void MasterClient::ReaderLoop() {
         kicked_ = Status(StatusCode::kKicked, "master: " + error.message);
       }
     }
+    proto::Topology topology;
+    const bool is_topology =
+        kind == proto::Kind::kTopology && proto::Decode(payload, &topology).ok();
     inbox_.emplace_back(kind, std::move(payload));
     cv_.notify_all();
-    if (kind == proto::Kind::kTopology) {
+    if (is_topology) {
       auto listener = topology_listener_;
       lock.unlock();
-      if (listener) listener();
+      if (listener) listener(topology.epoch);
     }
   }
 }
@@ -113,7 +123,7 @@ void MasterClient::StartHeartbeats(Duration interval) {
   heartbeat_ = std::thread([this, interval] { HeartbeatLoop(interval); });
 }
 
-void MasterClient::SetTopologyListener(std::function<void()> listener) {
+void MasterClient::SetTopologyListener(std::function<void(uint64_t)> listener) {
   std::lock_guard<std::mutex> lock(mu_);
   topology_listener_ = std::move(listener);
 }
@@ -150,6 +160,25 @@ Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadli
 bool MasterClient::Has(proto::Kind kind) {
   std::lock_guard<std::mutex> lock(mu_);
   return std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) { return m.first == kind; });
+}
+
+Status MasterClient::WaitUntilHas(proto::Kind kind, Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto queued = [&] {
+    return std::any_of(inbox_.begin(), inbox_.end(),
+                       [&](const auto& m) { return m.first == kind; });
+  };
+  while (!queued()) {
+    if (!lost_.ok()) return lost_;
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout && !queued()) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    std::string("no ") + proto::KindName(static_cast<uint16_t>(kind)) +
+                        " from the master in time");
+    }
+  }
+  return Status::Ok();
 }
 
 void MasterClient::SetVerdictListener(std::function<void(const proto::Verdict&)> listener) {

@@ -46,12 +46,15 @@ class MasterClient {
               std::string* payload);
   // True if a message of `kind` is queued.
   bool Has(proto::Kind kind);
+  // Waits until a message of `kind` is queued (and leaves it there). DeadlineExceeded if
+  // none came in time; the lost() status once the connection is gone.
+  Status WaitUntilHas(proto::Kind kind, Deadline deadline);
 
   // Called on the reader thread for every verdict.
   void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);
-  // Called on the reader thread when the master sends a Topology (the message also stays
-  // in the inbox): running collectives of the old ring cannot finish any more.
-  void SetTopologyListener(std::function<void()> listener);
+  // Called on the reader thread with the epoch when the master sends a Topology (the
+  // message also stays in the inbox): running collectives of older rings cannot finish.
+  void SetTopologyListener(std::function<void(uint64_t epoch)> listener);
   // Sends a Heartbeat every `interval` from a background thread until Close().
   void StartHeartbeats(Duration interval);
   // Waits for the verdict of `key` and forgets it.
@@ -76,7 +79,7 @@ class MasterClient {
   std::map<proto::OpKey, proto::Verdict> verdicts_ PCCL_GUARDED_BY(mu_);
   std::deque<proto::OpKey> verdict_order_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
-  std::function<void()> topology_listener_ PCCL_GUARDED_BY(mu_);
+  std::function<void(uint64_t)> topology_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
   Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
   bool closing_ PCCL_GUARDED_BY(mu_) = false;

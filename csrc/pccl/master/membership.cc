@@ -18,7 +18,10 @@ namespace pccl::master {
 // when every member has voted, the next epoch starts with the members in their ring order
 // followed by the pending peers in arrival order. A vote that arrives during a link phase
 // is answered by the TopologyComplete that ends it. If the pending peers leave before the
-// round finishes, the voters get TopologyUnchanged.
+// round finishes, the voters get TopologyUnchanged. If a member leaves before the round
+// finishes, the survivors' epoch starts without the pending peers (the voters take its
+// Topology as their answer) but their votes carry over: the round completes as soon as
+// the remaining members have voted too.
 //
 // Epochs and links. Starting an epoch sends Topology(epoch, members) to every member; each
 // connects its ring neighbours and reports LinksReady(epoch). When all have, every member
@@ -181,6 +184,11 @@ void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
   }
   if (p->role != Role::kMember) {
     Refuse(e.conn, Describe(*p) + " is pending and has no ring links to report", step);
+    return;
+  }
+  if (e.epoch < epoch_) {
+    // A race, not a mistake: the epoch changed (a peer left) while this member built its
+    // links. It has the newer Topology queued and will report that one.
     return;
   }
   if (e.epoch != epoch_) {
@@ -397,7 +405,14 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
                        std::all_of(members_.begin(), members_.end(),
                                    [this](ConnId m) { return votes_.count(m) > 0; });
       if (all_voted) next.insert(next.end(), pending_.begin(), pending_.end());
+      // Otherwise the survivors' votes stay valid for the next epoch: a voter gets that
+      // epoch's Topology as the answer to its update_topology() and goes on with its
+      // step, so if its vote were forgotten, the members that vote later would wait
+      // for it until their deadline.
+      std::set<ConnId> carried;
+      if (!all_voted && !pending_.empty()) carried = votes_;
       StartEpoch(std::move(next), step);
+      votes_ = std::move(carried);
     } else {
       link_phase_ = false;
       link_deadline_ = TimePoint::max();
