@@ -1,11 +1,53 @@
 #include "pccl/algo/ring_allreduce.h"
 
 #include <atomic>
+#include <cstring>
+#include <vector>
 
 namespace pccl::algo {
 
 size_t WorkspaceBytes(DType dtype, size_t count) {
   return IsHalfPrecision(dtype) ? count * sizeof(float) : 0;
+}
+
+size_t ScratchBytes(DType dtype, size_t count) {
+  return IsHalfPrecision(dtype) ? 0 : count * DTypeSize(dtype);
+}
+
+size_t BackupBytes(DType dtype, size_t count) { return count * DTypeSize(dtype); }
+
+namespace {
+
+RingSchedule ScheduleOf(const AllReduceOptions& options) {
+  size_t segment_elements = options.segment_bytes / DTypeSize(options.dtype);
+  return RingSchedule{options.world, options.rank, options.count,
+                      segment_elements > 0 ? segment_elements : 1};
+}
+
+// Index of the first segment of each chunk when all segments are numbered in chunk order.
+std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
+  std::vector<size_t> base(schedule.world + 1, 0);
+  for (int c = 0; c < schedule.world; ++c) base[c + 1] = base[c] + schedule.Segments(c);
+  return base;
+}
+
+}  // namespace
+
+void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
+  if (options.backup == nullptr || stats.backed_up.empty()) return;
+  const RingSchedule schedule = ScheduleOf(options);
+  const std::vector<size_t> base = SegmentBase(schedule);
+  const size_t elem = DTypeSize(options.dtype);
+  auto* input = static_cast<char*>(options.recv);
+  const auto* saved = static_cast<const char*>(options.backup);
+  for (int c = 0; c < schedule.world; ++c) {
+    for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg) {
+      if (!stats.backed_up[base[c] + seg]) continue;
+      size_t first, n;
+      schedule.Segment(c, seg, &first, &n);
+      std::memcpy(input + first * elem, saved + first * elem, n * elem);
+    }
+  }
 }
 
 int RingSchedule::SendChunk(int step) const {
@@ -72,16 +114,32 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   if (half && options.workspace == nullptr) {
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
+  const bool in_place = options.send == options.recv;
+  if (in_place && (options.backup == nullptr || (!half && options.scratch == nullptr))) {
+    return InvalidArgument("an in-place all-reduce needs scratch and backup buffers");
+  }
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = half ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
   float* workspace = options.workspace;
-  char* acc = half ? reinterpret_cast<char*>(workspace) : recv;
+  // Where reduce-scatter partials accumulate: never in the caller's input.
+  char* acc = half       ? reinterpret_cast<char*>(workspace)
+              : in_place ? static_cast<char*>(options.scratch)
+                         : recv;
+  auto* backup = static_cast<char*>(options.backup);
 
-  size_t segment_elements = options.segment_bytes / elem;
-  RingSchedule schedule{options.world, options.rank, options.count,
-                        segment_elements > 0 ? segment_elements : 1};
+  const RingSchedule schedule = ScheduleOf(options);
+  const std::vector<size_t> segment_base = SegmentBase(schedule);
+  if (in_place) stats->backed_up.assign(segment_base.back(), 0);
+  // In place, saves the input of a segment before anything can overwrite it: the owner's
+  // result or all-gather data for that chunk can only exist after this peer's own
+  // contribution to it was read, which happens right after this call.
+  auto save_input = [&](int chunk, uint32_t seg, size_t first, size_t n) {
+    if (!in_place) return;
+    std::memcpy(backup + first * elem, send + first * elem, n * elem);
+    stats->backed_up[segment_base[chunk] + seg] = 1;  // distinct bytes per segment
+  };
   const int steps = schedule.steps();
   const int last_reduce_step = options.world - 2;
   const uint64_t divisor = options.op == kernels::ReduceOp::kAvg ? options.world : 1;
@@ -109,15 +167,17 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     }
     rx_bytes.fetch_add(n * acc_elem, std::memory_order_relaxed);
     char* partial = acc + first * acc_elem;
+    save_input(chunk, seg, first, n);
+    const bool owner = step == last_reduce_step;
     if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
                                                    reinterpret_cast<float*>(partial),
                                                    send + first * elem, n));
-    } else {
+    } else if (!owner || partial == result) {
       PCCL_RETURN_IF_ERROR(
           kernels::Reduce(options.dtype, options.op, partial, send + first * elem, n));
     }
-    if (step < last_reduce_step) {
+    if (!owner) {
       send_segment(step + 1, seg, partial, n * acc_elem);
       return Status::Ok();
     }
@@ -125,8 +185,15 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     if (half) {
       PCCL_RETURN_IF_ERROR(kernels::NarrowHalf(options.dtype, result,
                                                reinterpret_cast<float*>(partial), n, divisor));
-    } else if (divisor != 1) {
-      PCCL_RETURN_IF_ERROR(kernels::DivideBy(options.dtype, result, n, divisor));
+    } else {
+      if (partial != result) {
+        // In place the partial sits in scratch: fold it into the input, whose segment was
+        // saved above, instead of reducing into scratch and copying the result over.
+        PCCL_RETURN_IF_ERROR(kernels::Reduce(options.dtype, options.op, result, partial, n));
+      }
+      if (divisor != 1) {
+        PCCL_RETURN_IF_ERROR(kernels::DivideBy(options.dtype, result, n, divisor));
+      }
     }
     send_segment(step + 1, seg, result, n * elem);
     return Status::Ok();
@@ -159,6 +226,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   for (uint32_t seg = 0; seg < schedule.Segments(own); ++seg) {
     size_t first, n;
     schedule.Segment(own, seg, &first, &n);
+    save_input(own, seg, first, n);  // all-gather data for it arrives later
     if (half) {
       PCCL_RETURN_IF_ERROR(kernels::WidenHalf(options.dtype, workspace + first,
                                               send + first * elem, n));

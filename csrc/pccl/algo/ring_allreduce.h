@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "pccl/algo/channel.h"
 #include "pccl/common/clock.h"
@@ -19,8 +20,10 @@ struct AllReduceOptions {
   DType dtype = DType::kFloat32;
   kernels::ReduceOp op = kernels::ReduceOp::kSum;
   size_t count = 0;         // elements in send and in recv
-  const void* send = nullptr;  // this peer's contribution; never written
-  void* recv = nullptr;     // the result; must not overlap `send`
+  // This peer's contribution. Never written, except in place (send == recv).
+  const void* send = nullptr;
+  // The result: a buffer that does not overlap `send`, or `send` itself (in place).
+  void* recv = nullptr;
   int rank = 0;             // position in the ring, 0 <= rank < world
   int world = 1;            // peers in the ring, >= 2
   // Payload bytes per segment (the unit that moves and is reduced at once). Default 1 MiB.
@@ -28,10 +31,19 @@ struct AllReduceOptions {
   // float16/bfloat16 only: `count` floats of scratch for the float32 partial sums (any
   // contents; see WorkspaceBytes).
   float* workspace = nullptr;
+  // In place only: `count` elements of scratch for the reduce-scatter partials (not needed
+  // for float16/bfloat16, whose partials live in `workspace`), and `count` elements where
+  // each segment of the input is saved right before its first overwrite, so that a failed
+  // operation can be undone with RestoreInput (see ScratchBytes / BackupBytes).
+  void* scratch = nullptr;
+  void* backup = nullptr;
 };
 
 // Bytes of AllReduceOptions::workspace an all-reduce of `count` `dtype` elements needs.
 size_t WorkspaceBytes(DType dtype, size_t count);
+// Bytes of AllReduceOptions::scratch and ::backup an in-place all-reduce needs.
+size_t ScratchBytes(DType dtype, size_t count);
+size_t BackupBytes(DType dtype, size_t count);
 
 // Where one ring step's data comes from and goes to; pure, exposed for tests.
 struct RingSchedule {
@@ -54,11 +66,17 @@ struct RingSchedule {
 struct AllReduceStats {
   uint64_t tx_bytes = 0;
   uint64_t rx_bytes = 0;
+  // In place: 1 for every segment (in schedule order) whose input is saved in `backup`.
+  std::vector<uint8_t> backed_up;
 };
 
-// Runs the all-reduce of `options` over `channel`. On error `recv` holds garbage and
-// `send` is intact.
+// Runs the all-reduce of `options` over `channel`. On error (or when the master's verdict
+// says another peer failed) `recv` holds garbage; `send` is intact out of place, and in
+// place RestoreInput() makes it so.
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats);
+
+// In place, after a failure: copies every saved input segment back from `backup`.
+void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats);
 
 }  // namespace pccl::algo

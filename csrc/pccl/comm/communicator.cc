@@ -418,9 +418,13 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
   std::shared_ptr<RingOp> op;
   PCCL_RETURN_IF_ERROR(links->OpenOp(key, descriptor_hash, deadline, &op));
 
-  // In place, the result goes to a side buffer until the verdict says every peer succeeded,
-  // so a failed operation leaves the caller's data as it was.
-  BufferPool::Lease staging = buffers_.Acquire(in_place ? bytes : 0);
+  // In place, the algorithm saves each input segment before overwriting it; unless every
+  // peer succeeded (the verdict), the saved input is put back, so a failed operation
+  // leaves the caller's data as it was.
+  BufferPool::Lease scratch =
+      buffers_.Acquire(in_place ? algo::ScratchBytes(request.dtype, request.count) : 0);
+  BufferPool::Lease backup =
+      buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
   BufferPool::Lease workspace =
       buffers_.Acquire(algo::WorkspaceBytes(request.dtype, request.count));
   algo::AllReduceOptions options;
@@ -428,14 +432,26 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
   options.op = request.op;
   options.count = request.count;
   options.send = send;
-  options.recv = in_place ? staging.data() : recv;
+  options.recv = recv;
   options.rank = rank;
   options.world = world;
   options.segment_bytes = segment_bytes;
   options.workspace = reinterpret_cast<float*>(workspace.data());
+  options.scratch = scratch.data();
+  options.backup = backup.data();
   algo::AllReduceStats stats;
+  bool committed = false;
+  struct UndoUnlessCommitted {
+    const bool& committed;
+    const algo::AllReduceOptions& options;
+    const algo::AllReduceStats& stats;
+    ~UndoUnlessCommitted() {
+      if (!committed) algo::RestoreInput(options, stats);
+    }
+  } undo{committed, options, stats};
+
   Status local = algo::RingAllReduce(options, *op, deadline, &stats);
-  links->CloseOp(op, kAbortGrace);
+  links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 
   proto::OpDone done;
   done.key = key;
@@ -452,7 +468,7 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     return Status(code, verdict.reason.empty() ? local.message() : verdict.reason);
   }
   if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
-  if (in_place && bytes > 0) std::memcpy(recv, staging.data(), bytes);
+  committed = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (topology_.epoch == key.epoch) pending_hint_ = verdict.pending != 0;
