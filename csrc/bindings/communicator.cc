@@ -130,6 +130,32 @@ void BindCommunicator(py::module_& m) {
             c.StartAllReduce(request, DeadlineFromSeconds(timeout)));
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
          py::arg("timeout"), py::keep_alive<0, 1>())  // the op's thread uses the communicator
+      .def("sync_shared_state", [](Communicator& c, const py::list& entries, uint64_t revision,
+                                   int strategy, double timeout) {
+        // entries: (key, data pointer, bytes, dtype, allow_content_inequality) tuples; the
+        // Python SharedState keeps the tensors alive.
+        if (strategy < 0 || strategy > 2) {
+          throw py::value_error("strategy must be a pccl.SharedStateSyncStrategy, got " +
+                                std::to_string(strategy));
+        }
+        comm::SharedStateSyncRequest request;
+        request.revision = revision;
+        request.strategy = static_cast<proto::SyncStrategy>(strategy);
+        for (const py::handle item : entries) {
+          auto t = item.cast<py::tuple>();
+          comm::SharedStateEntry e;
+          e.key = t[0].cast<std::string>();
+          e.data = reinterpret_cast<void*>(t[1].cast<uintptr_t>());
+          e.bytes = t[2].cast<size_t>();
+          e.dtype = GetDType(t[3].cast<int>(), "dtype");
+          e.allow_content_inequality = t[4].cast<bool>();
+          request.entries.push_back(std::move(e));
+        }
+        comm::SharedStateSyncInfo info;
+        RunWithoutGil(
+            [&] { return c.SyncSharedState(request, DeadlineFromSeconds(timeout), &info); });
+        return py::make_tuple(info.revision, info.tx_bytes, info.rx_bytes);
+      }, py::arg("entries"), py::arg("revision"), py::arg("strategy"), py::arg("timeout"))
       .def("close", [](Communicator& c) {
         py::gil_scoped_release release;
         c.Close();

@@ -26,6 +26,7 @@ from pccl._types import (
 )
 from pccl.communicator import AsyncReduceHandle, Communicator
 from pccl.master import MasterNode
+from pccl.shared_state import SharedState, TensorInfo
 from pccl.errors import (
     DataLossError,
     InvalidUsageError,
@@ -61,8 +62,10 @@ __all__ = [
     "ReduceOpDescriptor",
     "ReduceOperandDescriptor",
     "Result",
+    "SharedState",
     "SharedStateSyncInfo",
     "SharedStateSyncStrategy",
+    "TensorInfo",
     "TooFewPeersError",
     "kernels",
 ]

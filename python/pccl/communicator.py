@@ -26,7 +26,10 @@ from pccl._types import (
     ReduceInfo,
     ReduceOpDescriptor,
     ReduceOperandDescriptor,
+    SharedStateSyncInfo,
+    SharedStateSyncStrategy,
 )
+from pccl.shared_state import SharedState
 from pccl.errors import (
     InvalidUsageError,
     MasterUnavailableError,
@@ -343,6 +346,41 @@ class Communicator:
         if left <= 0:
             raise PCCLTimeoutError("all_reduce_multiple_with_retry: timeout passed")
         return left
+
+    # -- shared state -----------------------------------------------------------------
+
+    def sync_shared_state(self, shared_state: SharedState,
+                          strategy: SharedStateSyncStrategy = SharedStateSyncStrategy.ENFORCE_POPULAR,
+                          *, timeout: float | None = None) -> SharedStateSyncInfo:
+        """Makes this peer's shared state the group's elected one; every peer of the group
+        must call it. Advance `shared_state.revision` by one before each sync (the first
+        sync may start at any revision); afterwards it holds the group's revision.
+
+        Strategies: ENFORCE_POPULAR votes and receives; RECEIVE_ONLY never votes nor sends
+        and adopts the popular content; SEND_ONLY votes and sends but never receives (the
+        sync fails on every peer, naming it, if its content loses the election).
+
+        Raises:
+            InvalidUsageError: collectives in flight, keys/sizes/dtypes that differ between
+                peers, a revision that jumps by more than one, a losing SEND_ONLY peer.
+            PeerLostError: a peer died during the sync: retry.
+        """
+        self._check_open()
+        if not isinstance(shared_state, SharedState):
+            raise TypeError(f"shared_state must be a pccl.SharedState, "
+                            f"got {type(shared_state).__name__}")
+        if isinstance(strategy, bool) or not isinstance(strategy, int):
+            raise TypeError(f"strategy must be a pccl.SharedStateSyncStrategy, "
+                            f"got {type(strategy).__name__}")
+        try:
+            strategy = SharedStateSyncStrategy(strategy)
+        except ValueError:
+            raise ValueError(f"strategy must be a pccl.SharedStateSyncStrategy, "
+                             f"got {strategy!r}") from None
+        revision, tx, rx = self._core.sync_shared_state(
+            shared_state._entries(), shared_state.revision, int(strategy), _timeout(timeout))
+        shared_state.revision = int(revision)
+        return SharedStateSyncInfo(int(tx), int(rx))
 
     def _prepare(self, send: Any, recv: Any, op: Any, tag: Any,
                  operand_descriptor: ReduceOperandDescriptor | None,

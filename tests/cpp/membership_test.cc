@@ -540,6 +540,97 @@ TEST(MembershipHeartbeatTest, SilentPeersAreKickedAndTheRestGoOn) {
   EXPECT_EQ(m.MemberIds(), (std::vector<uint64_t>{1001}));
 }
 
+// --- shared state ----------------------------------------------------------------------
+
+proto::SyncState State(uint64_t revision, uint64_t hash, std::string key = "w") {
+  proto::SyncState s;
+  s.revision = revision;
+  s.entries.push_back(proto::StateEntry{std::move(key), 16, 10, hash, 0});
+  return s;
+}
+
+proto::SyncResult Result(const std::vector<Action>& actions, ConnId conn) {
+  std::vector<std::string> payloads;
+  for (const Action& a : actions) {
+    if (const Send* s = std::get_if<Send>(&a); s && s->conn == conn && s->kind == Kind::kSyncComplete) {
+      payloads.push_back(s->payload);
+    }
+  }
+  EXPECT_EQ(payloads.size(), 1u) << "SyncComplete to conn " << conn;
+  proto::SyncResult r;
+  if (!payloads.empty()) {
+    EXPECT_TRUE(proto::Decode(payloads[0], &r).ok());
+  }
+  return r;
+}
+
+TEST_F(MembershipTest, SyncPlansOnceEveryGroupMemberReportedAndCompletesWhenAllAreDone) {
+  Run(3);
+  EXPECT_TRUE(Do(event::SyncState{1, State(1, 5)}).empty());
+  EXPECT_TRUE(Do(event::SyncState{2, State(1, 5)}).empty());
+  auto plans = Do(event::SyncState{3, State(1, 6)});
+  EXPECT_EQ(Recipients(plans, Kind::kSyncPlan), (std::vector<ConnId>{1, 2, 3}));
+  proto::SyncPlan plan;
+  ASSERT_TRUE(proto::Decode(Sent(plans, 3, Kind::kSyncPlan).at(0), &plan).ok());
+  ASSERT_EQ(plan.fetches.size(), 1u);
+  EXPECT_EQ(plan.fetches[0].hash, 5u);
+  EXPECT_EQ(plan.revision, 1u);
+  EXPECT_TRUE(Do(event::SyncDone{1, {1, 0, ""}}).empty());
+  EXPECT_TRUE(Do(event::SyncDone{3, {1, 0, ""}}).empty());
+  auto done = Do(event::SyncDone{2, {1, 0, ""}});
+  for (ConnId c : {1, 2, 3}) EXPECT_EQ(Result(done, c).ok, 1);
+  // The next sync may advance by one, not more.
+  Do(event::SyncState{1, State(3, 5)});
+  Do(event::SyncState{2, State(3, 5)});
+  auto jump = Do(event::SyncState{3, State(3, 5)});
+  EXPECT_TRUE(Recipients(jump, Kind::kSyncPlan).empty());
+  proto::SyncResult r = Result(jump, 2);
+  EXPECT_EQ(r.ok, 0);
+  EXPECT_EQ(r.code, static_cast<uint32_t>(StatusCode::kInvalidArgument));
+  EXPECT_NE(r.reason.find("revision"), std::string::npos);
+}
+
+TEST_F(MembershipTest, SyncDisagreementFailsEveryPeerNamingTheKey) {
+  Run(2);
+  Do(event::SyncState{1, State(0, 5, "a")});
+  auto actions = Do(event::SyncState{2, State(0, 5, "b")});
+  for (ConnId c : {1, 2}) {
+    proto::SyncResult r = Result(actions, c);
+    EXPECT_EQ(r.ok, 0);
+    EXPECT_NE(r.reason.find("'a'"), std::string::npos) << r.reason;
+  }
+}
+
+TEST_F(MembershipTest, SyncFailsWhenAParticipantFailsOrAMemberLeaves) {
+  Run(3);
+  for (ConnId c : {1, 2, 3}) Do(event::SyncState{c, State(0, c == 3 ? 6 : 5)});
+  auto failed = Do(event::SyncDone{3, {0, static_cast<uint32_t>(StatusCode::kAborted), "boom"}});
+  for (ConnId c : {1, 2, 3}) {
+    proto::SyncResult r = Result(failed, c);
+    EXPECT_EQ(r.ok, 0);
+    EXPECT_EQ(r.code, static_cast<uint32_t>(StatusCode::kAborted));
+    EXPECT_NE(r.reason.find("boom"), std::string::npos);
+  }
+  EXPECT_TRUE(Do(event::SyncDone{1, {1, 0, ""}}).empty());  // late report of the failed round
+  // A source leaves after the plan: the survivors' round fails with Aborted.
+  for (ConnId c : {1, 2, 3}) Do(event::SyncState{c, State(0, c == 3 ? 6 : 5)});
+  auto left = Do(event::Disconnected{1});
+  for (ConnId c : {2, 3}) {
+    proto::SyncResult r = Result(left, c);
+    EXPECT_EQ(r.ok, 0);
+    EXPECT_EQ(r.code, static_cast<uint32_t>(StatusCode::kAborted));
+  }
+}
+
+TEST_F(MembershipTest, SyncRoundsArePerPeerGroup) {
+  Run(4, {0, 0, 1, 1});
+  Do(event::SyncState{1, State(0, 5)});
+  auto g1 = Do(event::SyncState{3, State(0, 7)});
+  EXPECT_TRUE(g1.empty());
+  auto g0 = Do(event::SyncState{2, State(0, 5)});
+  EXPECT_EQ(Recipients(g0, Kind::kSyncPlan), (std::vector<ConnId>{1, 2}));
+}
+
 TEST(MembershipHeartbeatTest, WelcomeTellsTheHeartbeatInterval) {
   MembershipOptions o;
   o.heartbeat_timeout = std::chrono::seconds(2);

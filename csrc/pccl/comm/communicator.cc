@@ -479,6 +479,75 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
   return Status::Ok();
 }
 
+Status Communicator::SyncSharedState(const SharedStateSyncRequest& request, Deadline deadline,
+                                     SharedStateSyncInfo* info) {
+  if (closed_.load()) return FailedPrecondition("communicator is closed");
+  PCCL_RETURN_IF_ERROR(ValidateEntries(request.entries));
+  std::lock_guard<std::mutex> control(control_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!connected_) return FailedPrecondition("call connect() first");
+    if (in_flight_ > 0) {
+      return FailedPrecondition("sync_shared_state() called while " +
+                                std::to_string(in_flight_) +
+                                " collectives of this peer are in flight; wait for them first");
+    }
+  }
+  PCCL_RETURN_IF_ERROR(master_.lost());
+  PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
+  *info = SharedStateSyncInfo{};
+  Status st = RunSyncLocked(request, deadline, info);
+  // Sources serve until the master's SyncComplete; after it nobody fetches from us.
+  info->tx_bytes = state_server_.Withdraw();
+  return st;
+}
+
+Status Communicator::RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
+                                   SharedStateSyncInfo* info) {
+  proto::SyncState state = DescribeSharedState(request);
+  std::vector<uint64_t> hashes;
+  for (const proto::StateEntry& e : state.entries) hashes.push_back(e.hash);
+  state_server_.Publish(request.entries, hashes);
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kSyncState, proto::Encode(state), deadline));
+
+  auto complete = [&](const std::string& payload) -> Status {
+    proto::SyncResult result;
+    PCCL_RETURN_IF_ERROR(proto::Decode(payload, &result));
+    if (result.ok) return Status::Ok();
+    StatusCode code = result.code > static_cast<uint32_t>(StatusCode::kOk) &&
+                              result.code <= static_cast<uint32_t>(StatusCode::kKicked)
+                          ? static_cast<StatusCode>(result.code)
+                          : StatusCode::kAborted;
+    return Status(code, result.reason);
+  };
+  Kind kind;
+  std::string payload;
+  PCCL_RETURN_IF_ERROR(
+      master_.Wait({Kind::kSyncPlan, Kind::kSyncComplete}, deadline, &kind, &payload));
+  if (kind == Kind::kError) return ErrorFromMaster(payload);
+  if (kind == Kind::kSyncComplete) {  // failed before any transfer (or a lone, empty sync)
+    Status st = complete(payload);
+    return st.ok() ? Internal("the master completed a shared-state sync without a plan") : st;
+  }
+  proto::SyncPlan plan;
+  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &plan));
+  Status local = FetchSharedState(peer_id_.load(), plan, request.entries, deadline,
+                                  &info->rx_bytes);
+  proto::SyncResult done{static_cast<uint8_t>(local.ok() ? 1 : 0),
+                         static_cast<uint32_t>(local.code()), local.message()};
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kSyncDone, proto::Encode(done), deadline));
+  PCCL_RETURN_IF_ERROR(master_.Wait({Kind::kSyncComplete}, deadline, &kind, &payload));
+  if (kind == Kind::kError) return ErrorFromMaster(payload);
+  Status verdict = complete(payload);
+  if (!local.ok()) return verdict.ok() ? local : (local.code() == StatusCode::kAborted ||
+                                                   local.code() == StatusCode::kDataLoss
+                                                      ? local
+                                                      : verdict);
+  PCCL_RETURN_IF_ERROR(verdict);
+  info->revision = plan.revision;
+  return Status::Ok();
+}
+
 void Communicator::AcceptLoop() {
   while (!closed_.load()) {
     net::Socket socket;
@@ -493,10 +562,18 @@ void Communicator::AcceptLoop() {
     std::string payload;
     st = net::RecvFrame(socket, net::kMaxControlPayload, handshake, &header, &payload);
     proto::P2PHello hello;
-    if (st.ok() && header.kind != static_cast<uint16_t>(Kind::kP2PHello)) {
-      st = InvalidArgument(std::string("expected P2PHello, got ") + proto::KindName(header.kind));
+    proto::StateHello state_hello;
+    // Ring links open with P2PHello, shared-state fetches with StateHello.
+    const bool state = st.ok() && header.kind == static_cast<uint16_t>(Kind::kStateHello);
+    if (state) {
+      st = proto::Decode(payload, &state_hello);
+      hello.to_peer_id = state_hello.to_peer_id;
+    } else if (st.ok() && header.kind != static_cast<uint16_t>(Kind::kP2PHello)) {
+      st = InvalidArgument(std::string("expected P2PHello or StateHello, got ") +
+                           proto::KindName(header.kind));
+    } else if (st.ok()) {
+      st = proto::Decode(payload, &hello);
     }
-    if (st.ok()) st = proto::Decode(payload, &hello);
     if (st.ok()) {
       // Ring neighbours may dial as soon as the master announces us, a moment before this
       // process has read its own id from the Welcome.
@@ -517,7 +594,11 @@ void Communicator::AcceptLoop() {
     if (net::SendFrame(socket, static_cast<uint16_t>(Kind::kP2PWelcome), proto::Encode(welcome),
                        handshake)
             .ok()) {
-      incoming_.Deposit(hello, std::move(socket));
+      if (state) {
+        state_server_.Serve(std::move(socket));
+      } else {
+        incoming_.Deposit(hello, std::move(socket));
+      }
     }
   }
 }
@@ -540,6 +621,7 @@ void Communicator::Close() {
   incoming_.Close();
   listener_.Shutdown();
   if (acceptor_.joinable()) acceptor_.join();
+  (void)state_server_.Withdraw();
   listener_.Close();
   master_.Close();
 }

@@ -24,6 +24,7 @@
 #include "pccl/comm/buffer_pool.h"
 #include "pccl/comm/master_client.h"
 #include "pccl/comm/ring_links.h"
+#include "pccl/comm/shared_state.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
@@ -122,6 +123,13 @@ class Communicator {
   std::unique_ptr<AsyncAllReduce> StartAllReduce(const AllReduceRequest& request,
                                                  Deadline deadline);
 
+  // Syncs the shared state of this peer's group (comm/shared_state.h): every member of
+  // the group must call it; the master elects the content and this peer fetches what
+  // differs, straight into the entries' memory. Returns the elected revision and the bytes
+  // moved. FailedPrecondition while collectives of this peer are in flight.
+  Status SyncSharedState(const SharedStateSyncRequest& request, Deadline deadline,
+                         SharedStateSyncInfo* info);
+
   // Says goodbye to the master and stops every thread. Idempotent.
   void Close();
 
@@ -135,6 +143,8 @@ class Communicator {
   void BeginCollective();
   void EndCollective();
   void AcceptLoop();
+  Status RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
+                       SharedStateSyncInfo* info);
   // Builds the links of `topology`, reports them ready and waits for TopologyComplete.
   Status ApplyTopologyLocked(proto::Topology topology, Deadline deadline);
   // Applies topologies the master pushed on its own (after a peer left).
@@ -148,6 +158,7 @@ class Communicator {
   MasterClient master_;
   net::Listener listener_;
   IncomingPool incoming_;
+  StateServer state_server_;  // serves this peer's shared state while a sync runs
   std::thread acceptor_;
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};

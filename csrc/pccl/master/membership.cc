@@ -34,6 +34,13 @@ namespace pccl::master {
 // equal hashes. Decided verdicts are kept (bounded) for late reporters; everything about
 // collectives is forgotten, undecided ones failed, when the epoch changes.
 //
+// Shared state. A member calls sync_shared_state(), which sends SyncState (revision,
+// strategy, per-entry hashes). Once every member of its group has, the election
+// (state_election.h) picks the content and each member gets a SyncPlan; members fetch what
+// differs from their sources over p2p and report SyncDone. Every participant gets one
+// SyncComplete per round: success when all are done, failure as soon as the election fails,
+// one fails, or a member of the group leaves (sources serve until SyncComplete).
+//
 // Leaving. Goodbye, a disconnect, a protocol error or a link timeout removes a peer. A
 // pending peer is simply forgotten. A removed member fails the undecided collectives of
 // its group, and the survivors start a new epoch (which restarts any link phase). When the
@@ -89,6 +96,10 @@ std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
         } else if constexpr (std::is_same_v<T, event::Goodbye> ||
                              std::is_same_v<T, event::Disconnected>) {
           OnLeave(e.conn, step);
+        } else if constexpr (std::is_same_v<T, event::SyncState>) {
+          OnSyncState(e, step);
+        } else if constexpr (std::is_same_v<T, event::SyncDone>) {
+          OnSyncDone(e, step);
         } else if constexpr (std::is_same_v<T, event::ProtocolError>) {
           OnProtocolError(e.conn, e.reason, step);
         } else {
@@ -301,6 +312,106 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
   Decide(key, true, "", step);
 }
 
+void Membership::OnSyncState(const event::SyncState& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got SyncState", step);
+    return;
+  }
+  if (p->role != Role::kMember) {
+    Refuse(e.conn, Describe(*p) + " is pending and has no shared state to sync", step);
+    return;
+  }
+  SyncRound& round = syncs_[p->peer_group];
+  bool again = std::any_of(round.reports.begin(), round.reports.end(),
+                           [&](const auto& r) { return r.first == e.conn; });
+  if (round.planned || again) {
+    // Answer this request alone; the round in progress goes on without it.
+    proto::SyncResult refused{0, static_cast<uint32_t>(StatusCode::kFailedPrecondition),
+                              Describe(*p) + " started a shared-state sync while group " +
+                                  std::to_string(p->peer_group) + "'s sync is in progress"};
+    SendTo(e.conn, proto::Kind::kSyncComplete, proto::Encode(refused), step);
+    return;
+  }
+  round.reports.emplace_back(e.conn, e.state);
+  MaybePlanSync(p->peer_group, step);
+}
+
+void Membership::MaybePlanSync(uint32_t peer_group, Step& step) {
+  SyncRound& round = syncs_[peer_group];
+  std::map<ConnId, const proto::SyncState*> by_conn;
+  for (const auto& [conn, state] : round.reports) by_conn[conn] = &state;
+  std::vector<SyncParticipant> participants;
+  std::vector<ConnId> conns;
+  for (ConnId m : GroupMembers(peer_group)) {
+    auto it = by_conn.find(m);
+    if (it == by_conn.end()) return;  // not everyone reported yet
+    const Peer& p = peers_.at(m);
+    participants.push_back(SyncParticipant{p.peer_id, p.host, p.port, p.synced_state, *it->second});
+    conns.push_back(m);
+  }
+  std::optional<uint64_t> last;
+  if (auto it = state_revision_.find(peer_group); it != state_revision_.end()) last = it->second;
+  Election election = ElectSharedState(participants, last);
+  if (!election.status.ok()) {
+    CompleteSync(peer_group, false, election.status.code(), election.status.message(), step);
+    return;
+  }
+  round.planned = true;
+  round.revision = election.revision;
+  for (size_t i = 0; i < conns.size(); ++i) {
+    SendTo(conns[i], proto::Kind::kSyncPlan, proto::Encode(election.plans[i]), step);
+  }
+}
+
+void Membership::OnSyncDone(const event::SyncDone& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got SyncDone", step);
+    return;
+  }
+  auto it = syncs_.find(p->peer_group);
+  if (it == syncs_.end() || !it->second.planned) return;  // its round failed already
+  SyncRound& round = it->second;
+  bool participant = std::any_of(round.reports.begin(), round.reports.end(),
+                                 [&](const auto& r) { return r.first == e.conn; });
+  if (!participant) return;  // a report of an earlier, failed round
+  if (!e.result.ok) {
+    StatusCode code = e.result.code > static_cast<uint32_t>(StatusCode::kOk) &&
+                              e.result.code <= static_cast<uint32_t>(StatusCode::kKicked)
+                          ? static_cast<StatusCode>(e.result.code)
+                          : StatusCode::kAborted;
+    std::string cause = e.result.reason.empty() ? "no reason given" : e.result.reason;
+    CompleteSync(p->peer_group, false, code,
+                 Describe(*p) + " failed its shared-state transfer: " + cause, step);
+    return;
+  }
+  round.done.insert(e.conn);
+  for (const auto& [conn, state] : round.reports) {
+    if (!round.done.count(conn)) return;
+  }
+  CompleteSync(p->peer_group, true, StatusCode::kOk, "", step);
+}
+
+void Membership::CompleteSync(uint32_t peer_group, bool ok, StatusCode code,
+                              const std::string& reason, Step& step) {
+  auto it = syncs_.find(peer_group);
+  if (it == syncs_.end()) return;
+  SyncRound round = std::move(it->second);
+  syncs_.erase(it);
+  if (ok) state_revision_[peer_group] = round.revision;
+  proto::SyncResult result{static_cast<uint8_t>(ok ? 1 : 0),
+                           ok ? 0u : static_cast<uint32_t>(code),
+                           reason.substr(0, proto::kMaxReasonLength)};
+  std::string payload = proto::Encode(result);
+  for (const auto& [conn, state] : round.reports) {
+    auto peer = peers_.find(conn);
+    if (peer == peers_.end()) continue;
+    if (ok) peer->second.synced_state = true;
+    SendTo(conn, proto::Kind::kSyncComplete, payload, step);
+  }
+}
+
 void Membership::OnLeave(ConnId conn, Step& step) {
   if (FindPeer(conn) == nullptr) return;  // never said Hello: nothing to forget
   RemovePeers({conn}, [this](const Peer& p) { return Describe(p) + " left"; }, step);
@@ -394,6 +505,11 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       if (key.peer_group == peer.peer_group) doomed.push_back(key);
     }
     for (const proto::OpKey& key : doomed) Decide(key, false, cause(peer), step);
+    // A shared-state sync of its group can no longer complete (it may be a source).
+    if (syncs_.count(peer.peer_group)) {
+      CompleteSync(peer.peer_group, false, StatusCode::kAborted,
+                   "shared-state sync failed: " + cause(peer), step);
+    }
   }
   const bool member_left = !gone_members.empty();
 

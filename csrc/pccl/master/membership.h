@@ -29,6 +29,7 @@
 
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
+#include "pccl/master/state_election.h"
 #include "pccl/proto/messages.h"
 
 namespace pccl::master {
@@ -70,13 +71,21 @@ struct ProtocolError {  // the server could not decode a frame from `conn`
 struct Heartbeat {  // the peer is alive (any message counts too)
   ConnId conn = 0;
 };
+struct SyncState {  // sync_shared_state(): the peer's revision, strategy and hashes
+  ConnId conn = 0;
+  proto::SyncState state;
+};
+struct SyncDone {  // the peer fetched what its SyncPlan said (or failed to)
+  ConnId conn = 0;
+  proto::SyncResult result;
+};
 struct Tick {};  // time passed; deadlines are checked against `now`
 }  // namespace event
 
 using Event = std::variant<event::Hello, event::VoteTopology, event::LinksReady,
                            event::QueryPending, event::OpDone, event::Goodbye,
                            event::Disconnected, event::ProtocolError, event::Heartbeat,
-                           event::Tick>;
+                           event::SyncState, event::SyncDone, event::Tick>;
 
 // Actions: what the server must do, in order.
 struct Send {
@@ -133,6 +142,15 @@ class Membership {
     uint32_t peer_group = 0;
     Role role = Role::kPending;
     TimePoint last_seen;  // the last message from this peer
+    bool synced_state = false;  // completed a shared-state sync
+  };
+  // A shared-state sync of one peer group: collecting SyncState until every member of the
+  // group reported, then (planned) collecting SyncDone until every participant is done.
+  struct SyncRound {
+    std::vector<std::pair<ConnId, proto::SyncState>> reports;  // report order
+    bool planned = false;
+    uint64_t revision = 0;
+    std::set<ConnId> done;
   };
   struct Report {
     bool ok = false;
@@ -156,6 +174,13 @@ class Membership {
   void OnOpDone(const event::OpDone& e, Step& step);
   void OnLeave(ConnId conn, Step& step);  // Goodbye and Disconnected
   void OnProtocolError(ConnId conn, const std::string& reason, Step& step);
+  void OnSyncState(const event::SyncState& e, Step& step);
+  void OnSyncDone(const event::SyncDone& e, Step& step);
+  // Elects the group's content once every member reported, and sends the plans.
+  void MaybePlanSync(uint32_t peer_group, Step& step);
+  // Ends the round of `peer_group`: one SyncComplete to each participant still here.
+  void CompleteSync(uint32_t peer_group, bool ok, StatusCode code, const std::string& reason,
+                    Step& step);
   void OnTick(Step& step);
   void OnHeartbeat(ConnId conn, Step& step);
   void DropConn(ConnId conn, const std::string& reason, Step& step);
@@ -205,6 +230,11 @@ class Membership {
   std::map<proto::OpKey, OpState> open_ops_;
   std::map<proto::OpKey, proto::Verdict> decided_;
   std::deque<proto::OpKey> decided_order_;  // oldest first, for eviction
+
+  // Shared state, per peer group: the round in progress, and the revision of the last
+  // successful sync (revisions advance by at most one per sync).
+  std::map<uint32_t, SyncRound> syncs_;
+  std::map<uint32_t, uint64_t> state_revision_;
 };
 
 }  // namespace pccl::master

@@ -48,6 +48,8 @@ bool IsPeerToMasterKind(uint16_t kind) {
     case proto::Kind::kOpDone:
     case proto::Kind::kGoodbye:
     case proto::Kind::kHeartbeat:
+    case proto::Kind::kSyncState:
+    case proto::Kind::kSyncDone:
       return true;
     default:
       return false;
@@ -282,6 +284,20 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
       event::OpDone e;
       e.conn = c.id;
       s = proto::Decode(payload, &e.op);
+      if (s.ok()) Dispatch(std::move(e));
+      break;
+    }
+    case proto::Kind::kSyncState: {
+      event::SyncState e;
+      e.conn = c.id;
+      s = proto::Decode(payload, &e.state);
+      if (s.ok()) Dispatch(std::move(e));
+      break;
+    }
+    case proto::Kind::kSyncDone: {
+      event::SyncDone e;
+      e.conn = c.id;
+      s = proto::Decode(payload, &e.result);
       if (s.ok()) Dispatch(std::move(e));
       break;
     }

@@ -28,6 +28,13 @@ const char* KindName(uint16_t kind) {
     case Kind::kP2PHello: return "P2PHello";
     case Kind::kP2PWelcome: return "P2PWelcome";
     case Kind::kData: return "Data";
+    case Kind::kSyncState: return "SyncState";
+    case Kind::kSyncPlan: return "SyncPlan";
+    case Kind::kSyncDone: return "SyncDone";
+    case Kind::kSyncComplete: return "SyncComplete";
+    case Kind::kStateHello: return "StateHello";
+    case Kind::kStateRequest: return "StateRequest";
+    case Kind::kStateData: return "StateData";
   }
   return "unknown";
 }
@@ -258,6 +265,142 @@ Status Decode(const std::string& payload, P2PWelcome* m) {
   m->ok = GetBool(r, "ok", &fields);
   m->reason = r.Str("reason", kMaxReasonLength);
   return Finish(r, fields, "P2PWelcome");
+}
+
+namespace {
+
+// Reads a u32 element count and checks it against `limit`.
+uint32_t GetCount(WireReader& r, const char* field, uint32_t limit, Status* status) {
+  uint32_t n = r.U32(field);
+  if (r.ok() && n > limit) {
+    if (status->ok()) {
+      *status = InvalidArgument(std::string("field '") + field + "' is " + std::to_string(n) +
+                                ", above the limit of " + std::to_string(limit));
+    }
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string Encode(const SyncState& m) {
+  WireWriter w;
+  w.U64(m.revision);
+  w.U8(m.strategy);
+  w.U32(static_cast<uint32_t>(m.entries.size()));
+  for (const StateEntry& e : m.entries) {
+    w.Str(e.key);
+    w.U64(e.bytes);
+    w.U8(e.dtype);
+    w.U64(e.hash);
+    w.U8(e.allow_content_inequality);
+  }
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, SyncState* m) {
+  WireReader r(payload);
+  Status fields;
+  m->revision = r.U64("revision");
+  m->strategy = r.U8("strategy");
+  if (r.ok() && m->strategy > static_cast<uint8_t>(SyncStrategy::kSendOnly) && fields.ok()) {
+    fields = InvalidArgument("field 'strategy' must be 0, 1 or 2, got " +
+                             std::to_string(m->strategy));
+  }
+  uint32_t n = GetCount(r, "entry_count", kMaxStateEntries, &fields);
+  m->entries.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    StateEntry e;
+    e.key = r.Str("key", kMaxStateKeyLength);
+    e.bytes = r.U64("bytes");
+    e.dtype = r.U8("dtype");
+    e.hash = r.U64("hash");
+    e.allow_content_inequality = GetBool(r, "allow_content_inequality", &fields);
+    if (r.ok() && e.dtype >= 12 && fields.ok()) {
+      fields = InvalidArgument("field 'dtype' of key '" + e.key + "' must be a DataType, got " +
+                               std::to_string(e.dtype));
+    }
+    m->entries.push_back(std::move(e));
+  }
+  return Finish(r, fields, "SyncState");
+}
+
+std::string Encode(const SyncPlan& m) {
+  WireWriter w;
+  w.U64(m.revision);
+  w.U32(static_cast<uint32_t>(m.fetches.size()));
+  for (const StateFetch& f : m.fetches) {
+    w.Str(f.key);
+    w.U64(f.hash);
+    w.U64(f.source_peer_id);
+    w.Str(f.source_host);
+    w.U16(f.source_port);
+  }
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, SyncPlan* m) {
+  WireReader r(payload);
+  Status fields;
+  m->revision = r.U64("revision");
+  uint32_t n = GetCount(r, "fetch_count", kMaxStateEntries, &fields);
+  m->fetches.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    StateFetch f;
+    f.key = r.Str("key", kMaxStateKeyLength);
+    f.hash = r.U64("hash");
+    f.source_peer_id = r.U64("source_peer_id");
+    f.source_host = r.Str("source_host", kMaxHostLength);
+    f.source_port = r.U16("source_port");
+    m->fetches.push_back(std::move(f));
+  }
+  return Finish(r, fields, "SyncPlan");
+}
+
+std::string Encode(const SyncResult& m) {
+  WireWriter w;
+  w.U8(m.ok);
+  w.U32(m.code);
+  w.Str(m.reason);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, SyncResult* m) {
+  WireReader r(payload);
+  Status fields;
+  m->ok = GetBool(r, "ok", &fields);
+  m->code = r.U32("code");
+  m->reason = r.Str("reason", kMaxReasonLength);
+  return Finish(r, fields, "SyncResult");
+}
+
+std::string Encode(const StateHello& m) {
+  WireWriter w;
+  w.U64(m.from_peer_id);
+  w.U64(m.to_peer_id);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, StateHello* m) {
+  WireReader r(payload);
+  m->from_peer_id = r.U64("from_peer_id");
+  m->to_peer_id = r.U64("to_peer_id");
+  return Finish(r, Status::Ok(), "StateHello");
+}
+
+std::string Encode(const StateRequest& m) {
+  WireWriter w;
+  w.Str(m.key);
+  w.U64(m.hash);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, StateRequest* m) {
+  WireReader r(payload);
+  m->key = r.Str("key", kMaxStateKeyLength);
+  m->hash = r.U64("hash");
+  return Finish(r, Status::Ok(), "StateRequest");
 }
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

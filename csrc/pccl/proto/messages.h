@@ -20,9 +20,21 @@
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
 //   peer: Heartbeat                every Welcome.heartbeat_interval_ms; a peer silent for
 //                                  the master's heartbeat timeout is kicked (Error{Kicked}).
+// Shared state (sync_shared_state), one round per peer group at a time:
+//   peer: SyncState (revision, strategy, entries: key, size, dtype, content hash)
+//   master: SyncPlan (elected revision, what to fetch from whom)   once every member of the
+//           group sent SyncState and the election succeeded; every member gets one, maybe
+//           empty. Peers fetch over p2p, then send SyncDone (ok or why not).
+//   master: SyncComplete (ok, code, reason)   exactly one per participant and round: success
+//           once every participant reported done, failure as soon as the election failed,
+//           a participant failed or a member of the group left (before or after the plan).
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
 //   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
+// Peer -> peer (shared state, one connection per source and sync):
+//   receiver: StateHello (from, to)         source: P2PWelcome (ok, reason)
+//   receiver: StateRequest (key, hash)      source: StateData frame whose payload is the
+//                                           entry's raw bytes, or Error (code, text)
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -53,6 +65,13 @@ enum class Kind : uint16_t {
   kP2PHello = 32,
   kP2PWelcome = 33,
   kData = 34,
+  kSyncState = 40,
+  kSyncPlan = 41,
+  kSyncDone = 42,
+  kSyncComplete = 43,
+  kStateHello = 44,
+  kStateRequest = 45,
+  kStateData = 46,
 };
 const char* KindName(uint16_t kind);
 
@@ -60,6 +79,8 @@ const char* KindName(uint16_t kind);
 inline constexpr size_t kMaxHostLength = 255;
 inline constexpr size_t kMaxReasonLength = 4096;
 inline constexpr uint32_t kMaxMembers = 4096;
+inline constexpr size_t kMaxStateKeyLength = 1024;
+inline constexpr uint32_t kMaxStateEntries = 16384;
 
 struct Hello {
   uint32_t peer_group = 0;
@@ -156,6 +177,53 @@ struct DataHeader {
 };
 inline constexpr size_t kDataHeaderBytes = 40;
 
+// One entry of a peer's shared state, as the master sees it: no bytes, only their hash.
+struct StateEntry {
+  std::string key;
+  uint64_t bytes = 0;
+  uint8_t dtype = 0;  // a pccl::DType
+  uint64_t hash = 0;  // kernels::Hash64 of the bytes
+  uint8_t allow_content_inequality = 0;
+};
+
+enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2 };
+
+struct SyncState {
+  uint64_t revision = 0;
+  uint8_t strategy = 0;  // a SyncStrategy
+  std::vector<StateEntry> entries;
+};
+
+// Fetch entry `key` (content hash `hash`) from the source peer at host:port.
+struct StateFetch {
+  std::string key;
+  uint64_t hash = 0;
+  uint64_t source_peer_id = 0;
+  std::string source_host;
+  uint16_t source_port = 0;
+};
+
+struct SyncPlan {
+  uint64_t revision = 0;  // the elected revision every participant has once it completes
+  std::vector<StateFetch> fetches;
+};
+
+struct SyncResult {  // SyncDone and SyncComplete
+  uint8_t ok = 0;
+  uint32_t code = 0;  // on failure: the StatusCode to raise
+  std::string reason;
+};
+
+struct StateHello {
+  uint64_t from_peer_id = 0;
+  uint64_t to_peer_id = 0;
+};
+
+struct StateRequest {
+  std::string key;
+  uint64_t hash = 0;  // the content the receiver expects; the source refuses another
+};
+
 std::string Encode(const Hello& m);
 std::string Encode(const Welcome& m);
 std::string Encode(const Topology& m);
@@ -166,6 +234,11 @@ std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
 std::string Encode(const P2PHello& m);
 std::string Encode(const P2PWelcome& m);
+std::string Encode(const SyncState& m);
+std::string Encode(const SyncPlan& m);
+std::string Encode(const SyncResult& m);
+std::string Encode(const StateHello& m);
+std::string Encode(const StateRequest& m);
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]);
 
 Status Decode(const std::string& payload, Hello* m);
@@ -178,6 +251,11 @@ Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
 Status Decode(const std::string& payload, P2PHello* m);
 Status Decode(const std::string& payload, P2PWelcome* m);
+Status Decode(const std::string& payload, SyncState* m);
+Status Decode(const std::string& payload, SyncPlan* m);
+Status Decode(const std::string& payload, SyncResult* m);
+Status Decode(const std::string& payload, StateHello* m);
+Status Decode(const std::string& payload, StateRequest* m);
 DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
 // An empty payload (VoteTopology, QueryPending, Goodbye): InvalidArgument otherwise.
 Status DecodeEmpty(const std::string& payload, const char* name);
