@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build/cpp-tests
 cmake -S . -B "$build" -DPCCL_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j 2 --target membership_test ring_schedule_test proto_test
+cmake --build "$build" -j 2 --target pccl_cpp_tests
 ctest --test-dir "$build" --output-on-failure --timeout 60
 python3 -m pytest "$@"
