@@ -192,17 +192,18 @@ Status Communicator::ApplyPushedTopologiesLocked(Deadline deadline) {
 }
 
 Status Communicator::UpdateTopology(Deadline deadline) {
-  std::lock_guard<std::mutex> control(control_mu_);
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
     // In-flight collectives finish on the ring they started on (the other peers wait for
-    // theirs too before voting).
+    // theirs too before voting). Not under control_mu_: a collective starting may need it
+    // to apply a topology the master pushed.
     if (!WaitFor(idle_cv_, lock, deadline, [&] { return in_flight_ == 0; })) {
       return Status(StatusCode::kDeadlineExceeded,
                     "collectives still in flight when update_topology() timed out");
     }
   }
+  std::lock_guard<std::mutex> control(control_mu_);
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kVoteTopology, "", deadline));
   Kind kind;
