@@ -37,6 +37,17 @@ class StatusError : public std::exception {
 void ThrowIfError(const Status& status);
 void RegisterStatusTranslator();
 
+// Runs `call` (returning Status) with the GIL released, then raises its error, if any.
+template <class Call>
+void RunWithoutGil(Call&& call) {
+  Status status;
+  {
+    py::gil_scoped_release release;
+    status = call();
+  }
+  ThrowIfError(status);
+}
+
 // A C-contiguous buffer taken from a Python object (numpy array, memoryview, bytearray,
 // anything with the buffer protocol). Holds the buffer (and so the object) alive.
 struct Array {

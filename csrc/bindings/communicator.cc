@@ -18,17 +18,6 @@ Deadline DeadlineFromSeconds(double seconds) {
   return Deadline::In(std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds)));
 }
 
-// Runs `call` (returning Status) with the GIL released, then raises its error, if any.
-template <class Call>
-void RunWithoutGil(Call&& call) {
-  Status st;
-  {
-    py::gil_scoped_release release;
-    st = call();
-  }
-  ThrowIfError(st);
-}
-
 py::tuple InfoTuple(const comm::ReduceInfo& info) {
   return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes);
 }

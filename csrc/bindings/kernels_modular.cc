@@ -13,18 +13,6 @@ namespace {
 constexpr int kUint32 = static_cast<int>(DType::kUint32);
 constexpr int kUint64 = static_cast<int>(DType::kUint64);
 
-// Runs `kernel` (which returns a Status) with the GIL released, then raises its error with
-// the GIL held again: building the Python exception needs it.
-template <class Fn>
-void RunWithoutGil(Fn&& kernel) {
-  Status status;
-  {
-    py::gil_scoped_release release;
-    status = kernel();
-  }
-  ThrowIfError(status);
-}
-
 kernels::Modulus MakeModulus(uint64_t p) {
   kernels::Modulus m;
   ThrowIfError(kernels::Modulus::Make(p, &m));
