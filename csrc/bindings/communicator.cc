@@ -23,7 +23,8 @@ py::tuple InfoTuple(const comm::ReduceInfo& info) {
 }
 
 comm::AllReduceRequest MakeRequest(py::handle send, py::handle recv, int dtype, int op,
-                                   uint64_t tag, Array* s, Array* r) {
+                                   uint64_t tag, int quant_algorithm, int quant_dtype,
+                                   Array* s, Array* r) {
   *s = GetArray(send, "send", dtype, false);
   *r = GetArray(recv, "recv", dtype, true);
   CheckSameCount(*s, "send", *r, "recv");
@@ -37,6 +38,12 @@ comm::AllReduceRequest MakeRequest(py::handle send, py::handle recv, int dtype, 
   request.dtype = s->dtype;
   request.op = static_cast<kernels::ReduceOp>(op);
   request.tag = tag;
+  if (!kernels::IsValidQuantAlgorithm(quant_algorithm)) {
+    throw py::value_error("quantization algorithm must be a pccl.QuantizationAlgorithm, got " +
+                          std::to_string(quant_algorithm));
+  }
+  request.quant.algorithm = static_cast<kernels::QuantAlgorithm>(quant_algorithm);
+  request.quant.quantized_dtype = GetDType(quant_dtype, "quantized_datatype");
   return request;
 }
 
@@ -102,23 +109,26 @@ void BindCommunicator(py::module_& m) {
         return value;
       }, py::arg("attribute"))
       .def("all_reduce", [](Communicator& c, py::handle send, py::handle recv, int dtype, int op,
-                            uint64_t tag, double timeout) {
+                            uint64_t tag, double timeout, int quant_algorithm, int quant_dtype) {
         Array s, r;
-        comm::AllReduceRequest request = MakeRequest(send, recv, dtype, op, tag, &s, &r);
+        comm::AllReduceRequest request =
+            MakeRequest(send, recv, dtype, op, tag, quant_algorithm, quant_dtype, &s, &r);
         comm::ReduceInfo info;
         RunWithoutGil([&] { return c.AllReduce(request, DeadlineFromSeconds(timeout), &info); });
         return InfoTuple(info);
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
-         py::arg("timeout"))
+         py::arg("timeout"), py::arg("quant_algorithm") = 0, py::arg("quant_dtype") = 0)
       .def("all_reduce_async", [](Communicator& c, py::handle send,
                                   py::handle recv, int dtype, int op, uint64_t tag,
-                                  double timeout) {
+                                  double timeout, int quant_algorithm, int quant_dtype) {
         Array s, r;
-        comm::AllReduceRequest request = MakeRequest(send, recv, dtype, op, tag, &s, &r);
+        comm::AllReduceRequest request =
+            MakeRequest(send, recv, dtype, op, tag, quant_algorithm, quant_dtype, &s, &r);
         return std::make_unique<AsyncWork>(
             c.StartAllReduce(request, DeadlineFromSeconds(timeout)));
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
-         py::arg("timeout"), py::keep_alive<0, 1>())  // the op's thread uses the communicator
+         py::arg("timeout"), py::arg("quant_algorithm") = 0, py::arg("quant_dtype") = 0,
+         py::keep_alive<0, 1>())  // the op's thread uses the communicator
       .def("sync_shared_state", [](Communicator& c, const py::list& entries, uint64_t revision,
                                    int strategy, double timeout) {
         // entries: (key, data pointer, bytes, dtype, allow_content_inequality) tuples; the

@@ -217,6 +217,11 @@ class Communicator:
         Blocks with the GIL released. On failure `send` is intact (in place too), so the
         call can be retried after update_topology().
 
+        With `quantization_options` (MIN_MAX or ZERO_POINT_SCALE into UINT8 or UINT16; float
+        data; SUM or AVG) segments travel quantized with per-block parameters, partial sums
+        accumulate in float32 (float64 for float64 data) and every peer still ends with
+        identical bytes; other combinations raise InvalidUsageError before anything is sent.
+
         Raises:
             PeerLostError: a peer died or hung: retry.
             TooFewPeersError: alone in the group: drop the step.
@@ -408,13 +413,20 @@ class Communicator:
                 raise TypeError(f"operand_descriptor.datatype is "
                                 f"{DataType(operand_descriptor.datatype).name} but the tensors "
                                 f"are {sdt.name}")
+        algorithm, quantized = QuantizationAlgorithm.NONE, DataType.UINT8
         if quantization_options is not None:
             if not isinstance(quantization_options, QuantizationOptions):
                 raise TypeError("quantization_options must be a pccl.QuantizationOptions")
-            if quantization_options.algorithm != QuantizationAlgorithm.NONE:
-                raise InvalidUsageError("quantized all-reduce is not implemented yet; "
-                                        "use QuantizationAlgorithm.NONE")
-        return (s, r, int(sdt), int(op), tag, _timeout(timeout))
+            try:
+                algorithm = QuantizationAlgorithm(quantization_options.algorithm)
+                quantized = DataType(quantization_options.quantized_datatype)
+            except ValueError as e:
+                raise ValueError(f"quantization_options: {e}") from None
+            if algorithm is not QuantizationAlgorithm.NONE and quantized not in (
+                    DataType.UINT8, DataType.UINT16):
+                raise InvalidUsageError("quantization_options.quantized_datatype must be "
+                                        f"UINT8 or UINT16, got {quantized.name}")
+        return (s, r, int(sdt), int(op), tag, _timeout(timeout), int(algorithm), int(quantized))
 
     def _check_open(self) -> None:
         if self._closed:

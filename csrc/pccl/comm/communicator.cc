@@ -4,6 +4,7 @@
 #include <set>
 #include <vector>
 
+#include "pccl/algo/quantized_allreduce.h"
 #include "pccl/algo/ring_allreduce.h"
 #include "pccl/common/logging.h"
 #include "pccl/common/params.h"
@@ -24,11 +25,14 @@ constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 
 // What every peer of a collective must agree on, hashed into every data frame and report.
 uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
-  uint8_t bytes[8 + 1 + 1 + 8];
+  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8];
   net::PutU64(bytes, request.count);
   bytes[8] = static_cast<uint8_t>(request.dtype);
   bytes[9] = static_cast<uint8_t>(request.op);
   net::PutU64(bytes + 10, segment_bytes);
+  bytes[18] = static_cast<uint8_t>(request.quant.algorithm);
+  bytes[19] = static_cast<uint8_t>(request.quant.quantized_dtype);
+  net::PutU64(bytes + 20, request.quant.block_size);
   return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
 }
 
@@ -394,6 +398,14 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   }
 
+  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
+  if (quantized) {  // refuse what is not supported before anything is sent
+    algo::AllReduceOptions shape;
+    shape.dtype = request.dtype;
+    shape.op = request.op;
+    PCCL_RETURN_IF_ERROR(algo::CheckQuantizedAllReduce(shape, request.quant));
+  }
+
   proto::OpKey key;
   std::shared_ptr<RingLinks> links;
   int rank = 0;
@@ -423,11 +435,12 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
   // peer succeeded (the verdict), the saved input is put back, so a failed operation
   // leaves the caller's data as it was.
   BufferPool::Lease scratch =
-      buffers_.Acquire(in_place ? algo::ScratchBytes(request.dtype, request.count) : 0);
+      buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(request.dtype, request.count)
+                                              : 0);
   BufferPool::Lease backup =
       buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
   BufferPool::Lease workspace =
-      buffers_.Acquire(algo::WorkspaceBytes(request.dtype, request.count));
+      buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
   algo::AllReduceOptions options;
   options.dtype = request.dtype;
   options.op = request.op;
@@ -451,7 +464,9 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     }
   } undo{committed, options, stats};
 
-  Status local = algo::RingAllReduce(options, *op, deadline, &stats);
+  Status local = quantized
+                     ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline, &stats)
+                     : algo::RingAllReduce(options, *op, deadline, &stats);
   links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 
   proto::OpDone done;

@@ -29,6 +29,7 @@
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
+#include "pccl/kernels/quantize.h"
 #include "pccl/kernels/reduce.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
@@ -64,6 +65,9 @@ struct AllReduceRequest {
   DType dtype = DType::kFloat32;
   kernels::ReduceOp op = kernels::ReduceOp::kSum;
   uint64_t tag = 0;
+  // algorithm kNone: exact all-reduce; otherwise segments travel quantized
+  // (algo/quantized_allreduce.h).
+  kernels::QuantizeOptions quant{kernels::QuantAlgorithm::kNone};
 };
 
 struct ReduceInfo {

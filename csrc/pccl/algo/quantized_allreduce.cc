@@ -1,0 +1,193 @@
+#include "pccl/algo/quantized_allreduce.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace pccl::algo {
+namespace {
+
+// The accumulator type: float32 for float16/bfloat16/float32 data, float64 for float64.
+DType AccumulatorOf(DType dtype) {
+  return dtype == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32;
+}
+
+// Bytes one quantized segment of `n` elements takes on the wire: values, then parameters.
+size_t WireBytes(DType acc, size_t n, const kernels::QuantizeOptions& quant, size_t* values) {
+  size_t params = 0;
+  (void)kernels::QuantizedValuesBytes(n, quant, values);
+  (void)kernels::QuantizedParamsBytes(acc, n, quant, &params);
+  return *values + params;
+}
+
+}  // namespace
+
+Status CheckQuantizedAllReduce(const AllReduceOptions& options,
+                               const kernels::QuantizeOptions& quant) {
+  if (!IsFloatingPoint(options.dtype)) {
+    return InvalidArgument(std::string("quantized all-reduce needs float data, got ") +
+                           DTypeName(options.dtype));
+  }
+  if (options.op != kernels::ReduceOp::kSum && options.op != kernels::ReduceOp::kAvg) {
+    return InvalidArgument(std::string("quantized all-reduce supports SUM and AVG, not ") +
+                           kernels::ReduceOpName(options.op));
+  }
+  return kernels::CheckQuantizeOptions(AccumulatorOf(options.dtype), quant);
+}
+
+// The quantized ring: the schedule of RingAllReduce (reduce-scatter, then all-gather), but
+// every segment travels as quantized values plus per-block parameters.
+//
+// Reduce-scatter: partial sums accumulate in float32 (float64 for float64 data). At each hop
+// a peer sets its accumulator segment to its own contribution, adds the dequantized segment
+// it received, and quantizes the sum afresh (per-block parameters fit the sum, so rounding
+// errors add up like a random walk instead of compounding). The owner of a chunk finishes
+// the sum (AVG divides), quantizes it once, and adopts the dequantized value itself.
+// All-gather: every peer dequantizes the owner's bytes into its result and forwards those
+// very bytes, so every peer ends with bit-identical results.
+Status QuantizedRingAllReduce(const AllReduceOptions& options,
+                              const kernels::QuantizeOptions& quant, RingChannel& channel,
+                              Deadline deadline, AllReduceStats* stats) {
+  PCCL_RETURN_IF_ERROR(CheckQuantizedAllReduce(options, quant));
+  if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
+    return InvalidArgument("ring all-reduce needs world >= 2 and 0 <= rank < world");
+  }
+  if (options.count == 0) return Status::Ok();
+  const bool in_place = options.send == options.recv;
+  if (in_place && options.backup == nullptr) {
+    return InvalidArgument("an in-place all-reduce needs a backup buffer");
+  }
+  const DType dtype = options.dtype;
+  const DType acc_dtype = AccumulatorOf(dtype);
+  const size_t elem = DTypeSize(dtype);
+  const size_t acc_elem = DTypeSize(acc_dtype);
+  const auto* send = static_cast<const char*>(options.send);
+  auto* recv = static_cast<char*>(options.recv);
+  auto* backup = static_cast<char*>(options.backup);
+  const uint64_t divisor = options.op == kernels::ReduceOp::kAvg ? options.world : 1;
+
+  size_t segment_elements = options.segment_bytes / elem;
+  const RingSchedule schedule{options.world, options.rank, options.count,
+                              segment_elements > 0 ? segment_elements : 1};
+  const int steps = schedule.steps();
+  const int last_reduce_step = options.world - 2;
+
+  // Wire slots: every (step, segment) has its own, for what arrives (rx) and for what this
+  // peer quantizes and sends (tx: reduce-scatter steps and the owner's first all-gather).
+  std::vector<size_t> first_segment(options.world + 1, 0);
+  uint32_t max_segments = 0;
+  for (int c = 0; c < options.world; ++c) {
+    first_segment[c + 1] = first_segment[c] + schedule.Segments(c);
+    max_segments = std::max(max_segments, schedule.Segments(c));
+  }
+  size_t unused;
+  const size_t max_segment_wire = WireBytes(acc_dtype, schedule.segment_elements, quant, &unused);
+  auto slot = [&](int step, uint32_t seg) {
+    return (static_cast<size_t>(step) * max_segments + seg) * max_segment_wire;
+  };
+  const size_t wire_total = static_cast<size_t>(steps) * max_segments * max_segment_wire;
+  std::unique_ptr<char[]> rx(new char[wire_total]);
+  std::unique_ptr<char[]> tx(new char[wire_total]);
+  std::unique_ptr<char[]> acc(new char[options.count * acc_elem]);
+  if (in_place) stats->backed_up.assign(first_segment.back(), 0);
+
+  std::atomic<uint64_t> tx_bytes{0};
+  std::atomic<uint64_t> rx_bytes{0};
+
+  // acc segment := own contribution (widened), saving the input first when in place.
+  auto start_sum = [&](int chunk, uint32_t seg, size_t first, size_t n) -> Status {
+    if (in_place) {
+      std::memcpy(backup + first * elem, send + first * elem, n * elem);
+      stats->backed_up[first_segment[chunk] + seg] = 1;
+    }
+    char* a = acc.get() + first * acc_elem;
+    if (IsHalfPrecision(dtype)) {
+      return kernels::WidenHalf(dtype, reinterpret_cast<float*>(a), send + first * elem, n);
+    }
+    std::memcpy(a, send + first * elem, n * elem);
+    return Status::Ok();
+  };
+  // Quantizes acc segment into tx slot (step, seg) and sends it.
+  auto quantize_and_send = [&](int step, uint32_t seg, size_t first, size_t n,
+                               char** wire_out) -> Status {
+    size_t values;
+    const size_t bytes = WireBytes(acc_dtype, n, quant, &values);
+    char* wire = tx.get() + slot(step, seg);
+    PCCL_RETURN_IF_ERROR(kernels::Quantize(acc_dtype, acc.get() + first * acc_elem, n, quant,
+                                           wire, wire + values, bytes - values));
+    channel.Send(step, seg, wire, bytes);
+    tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    if (wire_out != nullptr) *wire_out = wire;
+    return Status::Ok();
+  };
+
+  auto on_arrival = [&](uint32_t step_u, uint32_t seg) -> Status {
+    const int step = static_cast<int>(step_u);
+    const int chunk = schedule.RecvChunk(step);
+    size_t first, n;
+    schedule.Segment(chunk, seg, &first, &n);
+    size_t values;
+    const size_t bytes = WireBytes(acc_dtype, n, quant, &values);
+    char* wire = rx.get() + slot(step, seg);
+    rx_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    if (!schedule.IsReduceScatter(step)) {
+      PCCL_RETURN_IF_ERROR(kernels::DequantizeSet(dtype, recv + first * elem, acc_dtype, wire,
+                                                  wire + values, bytes - values, n, quant));
+      if (step + 1 < steps) {
+        channel.Send(step + 1, seg, wire, bytes);  // the owner's bytes, verbatim
+        tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
+      }
+      return Status::Ok();
+    }
+    PCCL_RETURN_IF_ERROR(start_sum(chunk, seg, first, n));
+    PCCL_RETURN_IF_ERROR(kernels::DequantizeAccumulate(acc_dtype, acc.get() + first * acc_elem,
+                                                       acc_dtype, wire, wire + values,
+                                                       bytes - values, n, quant));
+    if (step < last_reduce_step) return quantize_and_send(step + 1, seg, first, n, nullptr);
+    // We own this chunk: finish the sum, quantize it once, adopt what the others will see.
+    if (divisor != 1) {
+      PCCL_RETURN_IF_ERROR(
+          kernels::DivideBy(acc_dtype, acc.get() + first * acc_elem, n, divisor));
+    }
+    char* final_wire = nullptr;
+    PCCL_RETURN_IF_ERROR(quantize_and_send(step + 1, seg, first, n, &final_wire));
+    return kernels::DequantizeSet(dtype, recv + first * elem, acc_dtype, final_wire,
+                                  final_wire + values, bytes - values, n, quant);
+  };
+  channel.SetArrivalHandler(on_arrival);
+  struct Detach {
+    RingChannel& channel;
+    ~Detach() { channel.SetArrivalHandler(nullptr); }
+  } detach{channel};
+
+  size_t expected = 0;
+  for (int step = 0; step < steps; ++step) {
+    int chunk = schedule.RecvChunk(step);
+    for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
+      size_t first, n, values;
+      schedule.Segment(chunk, seg, &first, &n);
+      channel.Expect(step, seg, rx.get() + slot(step, seg),
+                     WireBytes(acc_dtype, n, quant, &values));
+      ++expected;
+    }
+  }
+  const int own = schedule.SendChunk(0);
+  for (uint32_t seg = 0; seg < schedule.Segments(own); ++seg) {
+    size_t first, n;
+    schedule.Segment(own, seg, &first, &n);
+    PCCL_RETURN_IF_ERROR(start_sum(own, seg, first, n));
+    PCCL_RETURN_IF_ERROR(quantize_and_send(0, seg, first, n, nullptr));
+  }
+  for (size_t received = 0; received < expected; ++received) {
+    uint32_t step, seg;
+    PCCL_RETURN_IF_ERROR(channel.WaitRecv(deadline, &step, &seg));
+  }
+  Status sent = channel.WaitSends(deadline);
+  stats->tx_bytes = tx_bytes.load();
+  stats->rx_bytes = rx_bytes.load();
+  return sent;
+}
+
+}  // namespace pccl::algo

@@ -1,0 +1,26 @@
+// Quantized ring all-reduce: the ring of ring_allreduce.h with compressed segments.
+//
+// Thread-safety: runs on the calling thread (and the channel's I/O threads, through the
+// arrival handler); its buffers belong to the caller until it returns.
+#pragma once
+
+#include "pccl/algo/channel.h"
+#include "pccl/algo/ring_allreduce.h"
+#include "pccl/kernels/quantize.h"
+
+namespace pccl::algo {
+
+// OK if `options` (dtype, op) can be all-reduced with `quant`: float16, bfloat16, float32 or
+// float64 data, SUM or AVG, MIN_MAX or ZERO_POINT_SCALE into uint8 or uint16. Otherwise
+// InvalidArgument naming what is not supported; callers check this before sending anything.
+Status CheckQuantizedAllReduce(const AllReduceOptions& options,
+                               const kernels::QuantizeOptions& quant);
+
+// Runs the all-reduce of `options` over `channel`, every segment on the wire quantized with
+// `quant`. `options.workspace` is not used; in place, `options.backup` is required (as for
+// RingAllReduce) and RestoreInput undoes a failed operation.
+Status QuantizedRingAllReduce(const AllReduceOptions& options,
+                              const kernels::QuantizeOptions& quant, RingChannel& channel,
+                              Deadline deadline, AllReduceStats* stats);
+
+}  // namespace pccl::algo
