@@ -401,7 +401,8 @@ def bad_arguments(comm: pccl.Communicator, index: int) -> list[str]:
         lambda: comm.all_reduce(x, x, op="sum"),
         lambda: comm.all_reduce(x, x, op=ReduceOp.SUM, tag=-1),
         lambda: comm.all_reduce(x, np.ones(16, np.float32)[::2], op=ReduceOp.SUM),
-        lambda: comm.all_reduce(x, x, op=ReduceOp.SUM, quantization_options=pccl.QuantizationOptions()),
+        lambda: comm.all_reduce(x, x, op=ReduceOp.MAX,
+                                quantization_options=pccl.QuantizationOptions()),
     ]
     names = []
     for call in calls:
