@@ -572,8 +572,10 @@ TEST_F(MembershipTest, SyncPlansOnceEveryGroupMemberReportedAndCompletesWhenAllA
   EXPECT_EQ(Recipients(plans, Kind::kSyncPlan), (std::vector<ConnId>{1, 2, 3}));
   proto::SyncPlan plan;
   ASSERT_TRUE(proto::Decode(Sent(plans, 3, Kind::kSyncPlan).at(0), &plan).ok());
-  ASSERT_EQ(plan.fetches.size(), 1u);
+  ASSERT_EQ(plan.fetches.size(), 2u);  // the one differing key, from both holders
   EXPECT_EQ(plan.fetches[0].hash, 5u);
+  EXPECT_EQ(plan.fetches[1].hash, 5u);
+  EXPECT_NE(plan.fetches[0].source_peer_id, plan.fetches[1].source_peer_id);
   EXPECT_EQ(plan.revision, 1u);
   EXPECT_TRUE(Do(event::SyncDone{1, {1, 0, ""}}).empty());
   EXPECT_TRUE(Do(event::SyncDone{3, {1, 0, ""}}).empty());

@@ -30,10 +30,22 @@ SyncParticipant Peer(uint64_t id, uint64_t revision, std::vector<uint64_t> hashe
   return p;
 }
 
+// The keys a plan fetches, once each, in plan order (a key repeats once per source).
 std::vector<std::string> Keys(const proto::SyncPlan& plan) {
   std::vector<std::string> keys;
-  for (const auto& f : plan.fetches) keys.push_back(f.key);
+  for (const auto& f : plan.fetches) {
+    if (keys.empty() || keys.back() != f.key) keys.push_back(f.key);
+  }
   return keys;
+}
+
+// The sources a plan lists for `key`, in plan order.
+std::vector<uint64_t> Sources(const proto::SyncPlan& plan, const std::string& key) {
+  std::vector<uint64_t> sources;
+  for (const auto& f : plan.fetches) {
+    if (f.key == key) sources.push_back(f.source_peer_id);
+  }
+  return sources;
 }
 
 TEST(StateElectionTest, AgreementMovesNothing) {
@@ -100,8 +112,10 @@ TEST(StateElectionTest, ReceiveOnlyNeitherVotesNorSends) {
                                 std::nullopt);
   ASSERT_TRUE(e.status.ok());
   EXPECT_EQ(e.revision, 1u);
-  ASSERT_EQ(e.plans[0].fetches.size(), 1u);
+  ASSERT_EQ(Keys(e.plans[0]), std::vector<std::string>{"k0"});
   EXPECT_EQ(e.plans[0].fetches[0].hash, 2u);
+  std::vector<uint64_t> sources = Sources(e.plans[0], "k0");
+  EXPECT_EQ(std::set<uint64_t>(sources.begin(), sources.end()), (std::set<uint64_t>{3, 4}));
   for (const auto& plan : e.plans) {
     for (const auto& f : plan.fetches) EXPECT_NE(f.source_peer_id, 1u);
   }
@@ -156,10 +170,12 @@ TEST(StateElectionTest, ContentInequalityGoesOnlyToNewPeers) {
   c.state.entries[0].hash = 9;
   e = ElectSharedState({a, b, c}, std::nullopt);
   ASSERT_TRUE(e.status.ok());
-  ASSERT_EQ(e.plans[2].fetches.size(), 2u);
-  EXPECT_EQ(e.plans[2].fetches[1].key, "k1");
-  uint64_t src = e.plans[2].fetches[1].source_peer_id;
-  EXPECT_EQ(e.plans[2].fetches[1].hash, src == 1 ? 2u : 3u);
+  ASSERT_EQ(Keys(e.plans[2]), (std::vector<std::string>{"k0", "k1"}));
+  EXPECT_EQ(Sources(e.plans[2], "k0").size(), 2u);
+  // The winners' "k1" differ, so only one of them is listed: striping never mixes contents.
+  std::vector<uint64_t> k1 = Sources(e.plans[2], "k1");
+  ASSERT_EQ(k1.size(), 1u);
+  EXPECT_EQ(e.plans[2].fetches.back().hash, k1[0] == 1 ? 2u : 3u);
 }
 
 TEST(StateElectionTest, SourcesRotateOverKeys) {
@@ -167,9 +183,39 @@ TEST(StateElectionTest, SourcesRotateOverKeys) {
       {Peer(1, 0, {1, 2, 3, 4}), Peer(2, 0, {1, 2, 3, 4}), Peer(3, 0, {0, 0, 0, 0})},
       std::nullopt);
   ASSERT_TRUE(e.status.ok());
-  std::set<uint64_t> sources;
-  for (const auto& f : e.plans[2].fetches) sources.insert(f.source_peer_id);
-  EXPECT_EQ(sources, (std::set<uint64_t>{1, 2}));
+  std::set<uint64_t> preferred;
+  for (const std::string& key : Keys(e.plans[2])) preferred.insert(Sources(e.plans[2], key)[0]);
+  EXPECT_EQ(preferred, (std::set<uint64_t>{1, 2}));
+}
+
+TEST(StateElectionTest, EveryHolderIsListedOnce) {
+  // A joiner (peer 9) and three holders of the elected content, one of them stale.
+  Election e = ElectSharedState(
+      {Peer(1, 4, {5, 6}), Peer(2, 4, {5, 6}), Peer(3, 3, {5, 6}), Peer(9, 0, {0, 0})}, 3);
+  ASSERT_TRUE(e.status.ok()) << e.status.ToString();
+  ASSERT_EQ(Keys(e.plans[3]), (std::vector<std::string>{"k0", "k1"}));
+  for (const std::string key : {"k0", "k1"}) {
+    std::vector<uint64_t> sources = Sources(e.plans[3], key);
+    EXPECT_EQ(sources.size(), 3u) << key;
+    EXPECT_EQ(std::set<uint64_t>(sources.begin(), sources.end()), (std::set<uint64_t>{1, 2, 3}));
+  }
+  for (const auto& f : e.plans[3].fetches) {
+    EXPECT_EQ(f.hash, f.key == "k0" ? 5u : 6u);
+    EXPECT_EQ(f.source_port, 4000 + f.source_peer_id);
+  }
+  // The plan survives its encoding.
+  proto::SyncPlan decoded;
+  ASSERT_TRUE(proto::Decode(proto::Encode(e.plans[3]), &decoded).ok());
+  EXPECT_EQ(decoded.fetches.size(), 6u);
+}
+
+TEST(StateElectionTest, SourcesPerKeyAreBounded) {
+  std::vector<SyncParticipant> peers;
+  for (uint64_t id = 1; id <= proto::kMaxStateSources + 3; ++id) peers.push_back(Peer(id, 0, {7}));
+  peers.push_back(Peer(100, 0, {8}));
+  Election e = ElectSharedState(peers, std::nullopt);
+  ASSERT_TRUE(e.status.ok());
+  EXPECT_EQ(e.plans.back().fetches.size(), proto::kMaxStateSources);
 }
 
 }  // namespace

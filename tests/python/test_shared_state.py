@@ -3,12 +3,14 @@ revisions, peer groups, every dtype, joiners and disagreement errors."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
-from cluster import Cluster, PeerError, wait_for_world
+from cluster import Cluster, PeerError, notify, wait_for_world
 
 import pccl
 from pccl import SharedStateSyncStrategy as Strategy
@@ -347,3 +349,103 @@ def test_source_killed_during_sync_survivors_complete() -> None:
             assert first == "ok" or "PeerLostError" in first
         assert results[0][2] == results[1][2]
         assert results[1][1] in (0, numel * 4)
+
+
+# --- striped transfers ----------------------------------------------------------------------
+
+PIECE = 8 << 20  # csrc/pccl/comm/shared_state.cc kPieceBytes
+
+
+def join_one(c: Cluster, index: int) -> None:
+    """Admits a new peer `index` into `c` (the others run admit)."""
+    admitting = c.start(admit, index + 1)
+    joiner = c.add_peer(index, 2, 0, wait_world=False)
+    c._expect_ready(joiner, timeout=60)
+    c.collect(admitting)
+
+
+def test_joiner_receives_from_three_sources() -> None:
+    with Cluster(3) as c:
+        # 5 pieces of 8 MiB (the last one short) and two one-piece tensors
+        tensors = {"w": ("float32", 1, (5 * PIECE - 4096) // 4), "b": ("bfloat16", 2),
+                   "i": ("int16", 3)}
+        plan = {i: {"tensors": tensors, "revision": 5} for i in range(3)}
+        c.run(sync_once, plan)
+        join_one(c, 3)
+        for i in range(3):
+            plan[i]["revision"] = 6
+        plan[3] = {"tensors": {"w": ("float32", 0, (5 * PIECE - 4096) // 4),
+                               "b": ("bfloat16", 0), "i": ("int16", 0)}}
+        results = c.run(sync_once, plan)
+        total = 5 * PIECE - 4096 + nbytes("bfloat16") + nbytes("int16")
+        assert results[3][1] == total
+        assert [r[1] for r in results[:3]] == [0, 0, 0]
+        assert results[0][3] == results[1][3] == results[2][3] == results[3][3]
+        assert [r[2] for r in results] == [6] * 4
+        # every source sent a share, and together exactly what the joiner received
+        assert all(r[0] > 0 for r in results[:3]), [r[0] for r in results]
+        assert sum(r[0] for r in results[:3]) == total
+
+
+def test_tensor_of_several_pieces_from_one_source() -> None:
+    with Cluster(2) as c:
+        numel = (2 * PIECE + 12_345 * 4) // 4 + 1  # 3 pieces, the last one short and odd
+        plan = {i: {"tensors": {"w": ("float32", 60 + i, numel)}} for i in range(2)}
+        results = c.run(sync_once, plan)
+        assert results[0][3] == results[1][3]
+        assert results[0][3]["w"] in {digest(make_tensor("float32", s, numel)) for s in (60, 61)}
+        assert sorted(r[1] for r in results) == [0, numel * 4]
+        assert sorted(r[0] for r in results) == [0, numel * 4]
+
+
+def sync_filled_with_retry(comm: pccl.Communicator, index: int, fill: float, numel: int,
+                           watch: bool) -> tuple[str, int, int]:
+    """Syncs one float32 tensor filled with `fill`; retries once after PeerLostError. With
+    `watch`, notifies ("landed",) as soon as the first piece's bytes start to arrive."""
+    weights = np.full(numel, fill, np.float32)
+    starts = weights[:: PIECE // 4]
+    stop = threading.Event()
+
+    def watcher() -> None:
+        while not stop.is_set():
+            if starts.any():
+                notify("landed")
+                return
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=watcher, daemon=True)
+    if watch:
+        thread.start()
+    state = pccl.SharedState([pccl.TensorInfo.from_numpy(weights, "weights")])
+    state.revision = 1
+    first = "ok"
+    try:
+        info = comm.sync_shared_state(state, timeout=60)
+    except pccl.PeerLostError as e:
+        first = f"PeerLostError: {e}"
+        info = comm.sync_shared_state(state, timeout=60)
+    finally:
+        stop.set()
+    return first, info.rx_bytes, digest(weights)
+
+
+def test_source_killed_mid_transfer_retry_completes() -> None:
+    numel = (512 << 20) // 4  # 64 pieces over two sources
+    with Cluster(2) as c:
+        c.run(sync_filled_with_retry, 1.5, 16, False)  # revision 1, the group's base
+        join_one(c, 2)
+        c.conns[0].send((sync_filled_with_retry, (1.5, numel, False)))
+        c.conns[1].send((sync_filled_with_retry, (1.5, numel, False)))
+        c.conns[2].send((sync_filled_with_retry, (0.0, numel, True)))
+        assert c.events.get(timeout=60) == ("landed",)
+        c.kill(0)  # a source, while the joiner is receiving the first pieces
+        results = c.collect([1, 2], timeout=90)
+        expected = digest(np.full(numel, 1.5, np.float32))
+        assert [r[2] for r in results] == [expected, expected]
+        # The master fails the round on every survivor (a member left mid-round); the retry
+        # completes: the joiner's fetch already took the lost pieces from the other source,
+        # or fetches what is missing now.
+        for first, _, _ in results:
+            assert "PeerLostError" in first, first
+        assert results[0][1] == 0
+

@@ -21,8 +21,9 @@ namespace pccl::master {
 //    entries that are compared, in key order) held by the most peers wins; a tie goes to
 //    the fingerprint whose first holder comes first in ring order (the oldest member).
 // 4. Plans. A peer fetches every compared entry whose hash differs from the elected one,
-//    from a voter that holds the elected hash (sources rotate over keys and receivers to
-//    spread load). Entries with allow_content_inequality are not compared; a peer that
+//    from the voters that hold the elected hash: the plan lists up to kMaxStateSources of
+//    them per key, the preferred one first (it rotates over keys and receivers to spread
+//    load); the receiver stripes the entry's bytes over all of them. Entries with allow_content_inequality are not compared; a peer that
 //    has never synced and is not a winner fetches them from a winner. A SEND_ONLY peer
 //    never receives: if it would have to, the round fails with InvalidArgument naming it
 //    (its content lost the election; make it RECEIVE_ONLY or ENFORCE_POPULAR, or fix it).
@@ -175,9 +176,20 @@ Election ElectSharedState(const std::vector<SyncParticipant>& peers,
         out.plans.clear();
         return out;
       }
-      const SyncParticipant& src = peers[sources[(i + key_index) % sources.size()]];
-      out.plans[i].fetches.push_back(proto::StateFetch{key, maps[&src - peers.data()].at(key)->hash,
-                                                       src.peer_id, src.host, src.port});
+      // The preferred source first, then the other holders of the same bytes in rotation
+      // order (an allow_content_inequality entry may differ between winners: only those
+      // with the preferred source's hash qualify).
+      const size_t first = (i + key_index) % sources.size();
+      const uint64_t hash = maps[sources[first]].at(key)->hash;
+      size_t listed = 0;
+      for (size_t n = 0; n < sources.size() && listed < proto::kMaxStateSources; ++n) {
+        const size_t s = sources[(first + n) % sources.size()];
+        if (maps[s].at(key)->hash != hash) continue;
+        const SyncParticipant& src = peers[s];
+        out.plans[i].fetches.push_back(
+            proto::StateFetch{key, hash, src.peer_id, src.host, src.port});
+        ++listed;
+      }
     }
     ++key_index;
   }

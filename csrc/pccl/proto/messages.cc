@@ -344,7 +344,7 @@ Status Decode(const std::string& payload, SyncPlan* m) {
   WireReader r(payload);
   Status fields;
   m->revision = r.U64("revision");
-  uint32_t n = GetCount(r, "fetch_count", kMaxStateEntries, &fields);
+  uint32_t n = GetCount(r, "fetch_count", kMaxStateEntries * kMaxStateSources, &fields);
   m->fetches.clear();
   for (uint32_t i = 0; i < n && r.ok(); ++i) {
     StateFetch f;
@@ -393,6 +393,8 @@ std::string Encode(const StateRequest& m) {
   WireWriter w;
   w.Str(m.key);
   w.U64(m.hash);
+  w.U64(m.offset);
+  w.U64(m.length);
   return w.Take();
 }
 
@@ -400,6 +402,8 @@ Status Decode(const std::string& payload, StateRequest* m) {
   WireReader r(payload);
   m->key = r.Str("key", kMaxStateKeyLength);
   m->hash = r.U64("hash");
+  m->offset = r.U64("offset");
+  m->length = r.U64("length");
   return Finish(r, Status::Ok(), "StateRequest");
 }
 

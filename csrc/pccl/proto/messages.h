@@ -24,17 +24,22 @@
 //   peer: SyncState (revision, strategy, entries: key, size, dtype, content hash)
 //   master: SyncPlan (elected revision, what to fetch from whom)   once every member of the
 //           group sent SyncState and the election succeeded; every member gets one, maybe
-//           empty. Peers fetch over p2p, then send SyncDone (ok or why not).
+//           empty. A key appears once per source that holds its elected content (at most
+//           kMaxStateSources, preferred source first). Peers fetch over p2p, then send
+//           SyncDone (ok or why not).
 //   master: SyncComplete (ok, code, reason)   exactly one per participant and round: success
 //           once every participant reported done, failure as soon as the election failed,
 //           a participant failed or a member of the group left (before or after the plan).
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
 //   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
-// Peer -> peer (shared state, one connection per source and sync):
+// Peer -> peer (shared state; a receiver opens several connections to every source):
 //   receiver: StateHello (from, to)         source: P2PWelcome (ok, reason)
-//   receiver: StateRequest (key, hash)      source: StateData frame whose payload is the
-//                                           entry's raw bytes, or Error (code, text)
+//   receiver: StateRequest (key, hash,      source: StateData frame whose payload is exactly
+//             offset, length)                       bytes [offset, offset + length) of the
+//                                                   entry, or Error (code, text) if the key,
+//                                                   hash or range is not what it serves
+//   (requests repeat on a connection; the receiver closes it when done)
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -81,6 +86,9 @@ inline constexpr size_t kMaxReasonLength = 4096;
 inline constexpr uint32_t kMaxMembers = 4096;
 inline constexpr size_t kMaxStateKeyLength = 1024;
 inline constexpr uint32_t kMaxStateEntries = 16384;
+// Sources a SyncPlan lists per key: enough to stripe a joiner's transfer over several
+// holders, few enough that a plan stays small.
+inline constexpr uint32_t kMaxStateSources = 8;
 
 struct Hello {
   uint32_t peer_group = 0;
@@ -194,7 +202,9 @@ struct SyncState {
   std::vector<StateEntry> entries;
 };
 
-// Fetch entry `key` (content hash `hash`) from the source peer at host:port.
+// Fetch entry `key` (content hash `hash`) from the source peer at host:port. A plan holds
+// one StateFetch per (key, source), all with the same hash; the receiver may take any
+// range of the entry from any of them.
 struct StateFetch {
   std::string key;
   uint64_t hash = 0;
@@ -222,6 +232,8 @@ struct StateHello {
 struct StateRequest {
   std::string key;
   uint64_t hash = 0;  // the content the receiver expects; the source refuses another
+  uint64_t offset = 0;  // the range of the entry's bytes wanted; the source refuses a
+  uint64_t length = 0;  // range that does not lie inside the entry
 };
 
 std::string Encode(const Hello& m);
