@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <utility>
 
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
@@ -46,5 +47,30 @@ class RingChannel {
   // Waits until every queued segment has been handed to the kernel.
   virtual Status WaitSends(Deadline deadline) = 0;
 };
+
+// Sets an arrival handler for the lifetime of a scope and detaches it (waiting out running
+// calls) on every way out, so a handler that captures its algorithm's stack stays safe.
+class ScopedArrivalHandler {
+ public:
+  ScopedArrivalHandler(RingChannel& channel, RingChannel::ArrivalHandler handler)
+      : channel_(channel) {
+    channel_.SetArrivalHandler(std::move(handler));
+  }
+  ~ScopedArrivalHandler() { channel_.SetArrivalHandler(nullptr); }
+  ScopedArrivalHandler(const ScopedArrivalHandler&) = delete;
+  ScopedArrivalHandler& operator=(const ScopedArrivalHandler&) = delete;
+
+ private:
+  RingChannel& channel_;
+};
+
+// Waits for `expected` arrivals (each handled by the arrival handler), then for every send.
+inline Status AwaitArrivalsAndSends(RingChannel& channel, size_t expected, Deadline deadline) {
+  for (size_t received = 0; received < expected; ++received) {
+    uint32_t step, segment;
+    PCCL_RETURN_IF_ERROR(channel.WaitRecv(deadline, &step, &segment));
+  }
+  return channel.WaitSends(deadline);
+}
 
 }  // namespace pccl::algo

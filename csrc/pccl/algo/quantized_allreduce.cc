@@ -68,9 +68,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   auto* backup = static_cast<char*>(options.backup);
   const uint64_t divisor = options.op == kernels::ReduceOp::kAvg ? options.world : 1;
 
-  size_t segment_elements = options.segment_bytes / elem;
-  const RingSchedule schedule{options.world, options.rank, options.count,
-                              segment_elements > 0 ? segment_elements : 1};
+  const RingSchedule schedule = ScheduleFor(options);
   const int steps = schedule.steps();
   const int last_reduce_step = options.world - 2;
 
@@ -156,11 +154,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     return kernels::DequantizeSet(dtype, recv + first * elem, acc_dtype, final_wire,
                                   final_wire + values, bytes - values, n, quant);
   };
-  channel.SetArrivalHandler(on_arrival);
-  struct Detach {
-    RingChannel& channel;
-    ~Detach() { channel.SetArrivalHandler(nullptr); }
-  } detach{channel};
+  ScopedArrivalHandler handler_scope(channel, on_arrival);
 
   size_t expected = 0;
   for (int step = 0; step < steps; ++step) {
@@ -180,11 +174,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     PCCL_RETURN_IF_ERROR(start_sum(own, seg, first, n));
     PCCL_RETURN_IF_ERROR(quantize_and_send(0, seg, first, n, nullptr));
   }
-  for (size_t received = 0; received < expected; ++received) {
-    uint32_t step, seg;
-    PCCL_RETURN_IF_ERROR(channel.WaitRecv(deadline, &step, &seg));
-  }
-  Status sent = channel.WaitSends(deadline);
+  Status sent = AwaitArrivalsAndSends(channel, expected, deadline);
   stats->tx_bytes = tx_bytes.load();
   stats->rx_bytes = rx_bytes.load();
   return sent;

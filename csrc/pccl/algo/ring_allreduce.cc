@@ -16,13 +16,13 @@ size_t ScratchBytes(DType dtype, size_t count) {
 
 size_t BackupBytes(DType dtype, size_t count) { return count * DTypeSize(dtype); }
 
-namespace {
-
-RingSchedule ScheduleOf(const AllReduceOptions& options) {
+RingSchedule ScheduleFor(const AllReduceOptions& options) {
   size_t segment_elements = options.segment_bytes / DTypeSize(options.dtype);
   return RingSchedule{options.world, options.rank, options.count,
                       segment_elements > 0 ? segment_elements : 1};
 }
+
+namespace {
 
 // Index of the first segment of each chunk when all segments are numbered in chunk order.
 std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
@@ -35,7 +35,7 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
 
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
   if (options.backup == nullptr || stats.backed_up.empty()) return;
-  const RingSchedule schedule = ScheduleOf(options);
+  const RingSchedule schedule = ScheduleFor(options);
   const std::vector<size_t> base = SegmentBase(schedule);
   const size_t elem = DTypeSize(options.dtype);
   auto* input = static_cast<char*>(options.recv);
@@ -129,7 +129,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
                          : recv;
   auto* backup = static_cast<char*>(options.backup);
 
-  const RingSchedule schedule = ScheduleOf(options);
+  const RingSchedule schedule = ScheduleFor(options);
   const std::vector<size_t> segment_base = SegmentBase(schedule);
   if (in_place) stats->backed_up.assign(segment_base.back(), 0);
   // In place, saves the input of a segment before anything can overwrite it: the owner's
@@ -198,12 +198,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     send_segment(step + 1, seg, result, n * elem);
     return Status::Ok();
   };
-  channel.SetArrivalHandler(on_arrival);
-  // The handler captures this frame: detach it (waiting out running calls) on every exit.
-  struct Detach {
-    RingChannel& channel;
-    ~Detach() { channel.SetArrivalHandler(nullptr); }
-  } detach{channel};
+  ScopedArrivalHandler handler_scope(channel, on_arrival);
 
   // Every destination, declared before anything is sent.
   size_t expected = 0;
@@ -237,11 +232,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   }
 
   // Every arrival is handled by on_arrival; here we only count them.
-  for (size_t received = 0; received < expected; ++received) {
-    uint32_t step, seg;
-    PCCL_RETURN_IF_ERROR(channel.WaitRecv(deadline, &step, &seg));
-  }
-  Status sent = channel.WaitSends(deadline);
+  Status sent = AwaitArrivalsAndSends(channel, expected, deadline);
   stats->tx_bytes = tx_bytes.load();
   stats->rx_bytes = rx_bytes.load();
   return sent;

@@ -63,6 +63,10 @@ struct RingSchedule {
   void Segment(int chunk, uint32_t segment, size_t* first, size_t* n) const;
 };
 
+// The schedule of an all-reduce: `options`' world, rank and count, cut in segments of
+// options.segment_bytes.
+RingSchedule ScheduleFor(const AllReduceOptions& options);
+
 struct AllReduceStats {
   uint64_t tx_bytes = 0;
   uint64_t rx_bytes = 0;
