@@ -185,7 +185,12 @@ class Communicator:
         self._core.update_topology(_timeout(timeout))
 
     def are_peers_pending(self, *, timeout: float | None = None) -> bool:
-        """True if peers wait to be admitted by update_topology()."""
+        """True if peers wait to be admitted by update_topology().
+
+        Waits for this peer's all-reduces in flight first. Right after a collective the
+        answer comes from that collective's verdict, so every peer that asks after the same
+        collectives gets the same answer and takes the same branch.
+        """
         self._check_open()
         return bool(self._core.are_peers_pending(_timeout(timeout)))
 

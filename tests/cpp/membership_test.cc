@@ -222,9 +222,10 @@ TEST_F(MembershipTest, LinksPhaseCompletesWhenEveryMemberIsReady) {
   EXPECT_TRUE(Ready(2, 2).empty());
   auto done = Ready(3, 2);
   EXPECT_EQ(Recipients(done, Kind::kTopologyComplete), (std::vector<ConnId>{1, 2, 3}));
-  proto::EpochMessage e;
+  proto::TopologyComplete e;
   ASSERT_TRUE(proto::Decode(Sent(done, 1, Kind::kTopologyComplete).at(0), &e).ok());
   EXPECT_EQ(e.epoch, 2u);
+  EXPECT_EQ(e.pending, 0u);  // nobody is waiting any more: every member learns the same
 }
 
 TEST_F(MembershipTest, VoteDuringLinkPhaseIsAnsweredByTopologyComplete) {

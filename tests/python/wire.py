@@ -130,7 +130,9 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
             port, group = r.take("HI")
             members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group})
         out["members"] = members
-    elif kind in (Kind.TOPOLOGY_COMPLETE, Kind.LINKS_READY):
+    elif kind == Kind.TOPOLOGY_COMPLETE:
+        out["epoch"], out["pending"] = r.take("QB")
+    elif kind == Kind.LINKS_READY:
         out["epoch"] = r.take("Q")
     elif kind == Kind.PENDING_REPLY:
         out["pending"] = r.take("B")

@@ -155,6 +155,7 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
                                       proto::Encode(proto::EpochMessage{topology.epoch}),
                                       deadline));
     bool complete = false;
+    bool pending_at_start = false;
     while (!complete) {
       Kind kind;
       std::string payload;
@@ -165,9 +166,10 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
         PCCL_RETURN_IF_ERROR(proto::Decode(payload, &topology));
         break;
       }
-      proto::EpochMessage done;
+      proto::TopologyComplete done;
       PCCL_RETURN_IF_ERROR(proto::Decode(payload, &done));
       complete = done.epoch == topology.epoch;
+      pending_at_start = done.pending != 0;
     }
     if (!complete) continue;
 
@@ -179,7 +181,7 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
       rank_ = rank;
       group_world_ = world;
       next_seq_.clear();
-      pending_hint_.reset();
+      pending_hint_ = pending_at_start;  // what every member's first are_peers_pending() says
       topology_ = std::move(topology);
       connected_ = true;
     }
@@ -195,18 +197,22 @@ Status Communicator::ApplyPushedTopologiesLocked(Deadline deadline) {
   return Status::Ok();
 }
 
-Status Communicator::UpdateTopology(Deadline deadline) {
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!connected_) return FailedPrecondition("call connect() first");
-    // In-flight collectives finish on the ring they started on (the other peers wait for
-    // theirs too before voting). Not under control_mu_: a collective starting may need it
-    // to apply a topology the master pushed.
-    if (!WaitFor(idle_cv_, lock, deadline, [&] { return in_flight_ == 0; })) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    "collectives still in flight when update_topology() timed out");
-    }
+Status Communicator::WaitForIdle(Deadline deadline, const char* caller) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!connected_) return FailedPrecondition("call connect() first");
+  // Not under control_mu_: a collective starting may need it to apply a topology the
+  // master pushed.
+  if (!WaitFor(idle_cv_, lock, deadline, [&] { return in_flight_ == 0; })) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  std::string("collectives still in flight when ") + caller + " timed out");
   }
+  return Status::Ok();
+}
+
+Status Communicator::UpdateTopology(Deadline deadline) {
+  // In-flight collectives finish on the ring they started on (the other peers wait for
+  // theirs too before voting).
+  PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "update_topology()"));
   std::lock_guard<std::mutex> control(control_mu_);
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kVoteTopology, "", deadline));
@@ -222,11 +228,11 @@ Status Communicator::UpdateTopology(Deadline deadline) {
 }
 
 Status Communicator::ArePeersPending(Deadline deadline, bool* pending) {
+  // The answer comes from the verdict of this peer's latest collective; with collectives
+  // in flight "latest" would depend on timing, so wait for them: then every peer that asks
+  // after the same sequence of collectives gets the same answer.
+  PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "are_peers_pending()"));
   std::lock_guard<std::mutex> control(control_mu_);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!connected_) return FailedPrecondition("call connect() first");
-  }
   PCCL_RETURN_IF_ERROR(master_.lost());
   // A topology the master pushed (a peer left, or a vote round this peer joined earlier
   // completed) waits for this peer's LinksReady: apply it now rather than at the next

@@ -114,9 +114,10 @@ class Communicator {
   // once when nobody is pending. Waits first for this peer's collectives in flight
   // (all_reduce_async) to finish, so they complete on the ring they started on.
   Status UpdateTopology(Deadline deadline);
-  // Whether peers wait for admission. The first call after a collective answers from that
-  // collective's verdict, which every peer of the group received alike, so peers that ask
-  // right after the same collective agree; otherwise it asks the master.
+  // Whether peers wait for admission. Waits for this peer's collectives in flight first;
+  // the first call after a collective answers from that collective's verdict, which every
+  // peer of the group received alike, so peers that ask after the same collectives agree;
+  // otherwise it asks the master.
   Status ArePeersPending(Deadline deadline, bool* pending);
   Status GetAttribute(Attribute attribute, int64_t* value);
 
@@ -143,9 +144,10 @@ class Communicator {
  private:
   friend class AsyncAllReduce;
   Status RunAllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info);
-  // In-flight accounting for UpdateTopology.
+  // In-flight accounting for UpdateTopology and ArePeersPending.
   void BeginCollective();
   void EndCollective();
+  Status WaitForIdle(Deadline deadline, const char* caller);
   void AcceptLoop();
   Status RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
                        SharedStateSyncInfo* info);

@@ -217,7 +217,7 @@ void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
   link_phase_ = false;
   link_deadline_ = TimePoint::max();
   links_ready_.clear();
-  proto::EpochMessage done{epoch_};
+  proto::TopologyComplete done{epoch_, static_cast<uint8_t>(pending_.empty() ? 0 : 1)};
   for (ConnId m : members_) SendTo(m, proto::Kind::kTopologyComplete, proto::Encode(done), step);
 }
 

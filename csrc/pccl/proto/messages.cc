@@ -165,6 +165,21 @@ Status Decode(const std::string& payload, EpochMessage* m) {
   return Finish(r, Status::Ok(), "EpochMessage");
 }
 
+std::string Encode(const TopologyComplete& m) {
+  WireWriter w;
+  w.U64(m.epoch);
+  w.U8(m.pending);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, TopologyComplete* m) {
+  WireReader r(payload);
+  Status fields;
+  m->epoch = r.U64("epoch");
+  m->pending = GetBool(r, "pending", &fields);
+  return Finish(r, fields, "TopologyComplete");
+}
+
 std::string Encode(const PendingReply& m) {
   WireWriter w;
   w.U8(m.pending);

@@ -118,8 +118,15 @@ struct Topology {
   std::vector<Member> members;
 };
 
-struct EpochMessage {  // LinksReady, TopologyComplete
+struct EpochMessage {  // LinksReady
   uint64_t epoch = 0;
+};
+
+struct TopologyComplete {
+  uint64_t epoch = 0;
+  // 1 if peers were waiting for admission when the epoch completed. Every member gets the
+  // same value, so a peer's first are_peers_pending() in an epoch agrees with the others'.
+  uint8_t pending = 0;
 };
 
 struct PendingReply {
@@ -240,6 +247,7 @@ std::string Encode(const Hello& m);
 std::string Encode(const Welcome& m);
 std::string Encode(const Topology& m);
 std::string Encode(const EpochMessage& m);
+std::string Encode(const TopologyComplete& m);
 std::string Encode(const PendingReply& m);
 std::string Encode(const OpDone& m);
 std::string Encode(const Verdict& m);
@@ -257,6 +265,7 @@ Status Decode(const std::string& payload, Hello* m);
 Status Decode(const std::string& payload, Welcome* m);
 Status Decode(const std::string& payload, Topology* m);
 Status Decode(const std::string& payload, EpochMessage* m);
+Status Decode(const std::string& payload, TopologyComplete* m);
 Status Decode(const std::string& payload, PendingReply* m);
 Status Decode(const std::string& payload, OpDone* m);
 Status Decode(const std::string& payload, Verdict* m);
