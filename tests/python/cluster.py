@@ -223,8 +223,13 @@ class Cluster:
             timeout: float = 60) -> list[Any]:
         return self.collect(self.start(fn, *args, peers=peers), timeout)
 
-    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
-        os.kill(self.pids[index], sig)
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> bool:
+        """Sends `sig` to peer `index`; False if the process had already exited."""
+        try:
+            os.kill(self.pids[index], sig)
+        except ProcessLookupError:
+            return False
+        return True
 
     def close(self) -> None:
         for conn, proc in zip(self.conns, self.procs):

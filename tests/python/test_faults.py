@@ -465,7 +465,7 @@ def test_chaos_kill_stop_spawn() -> None:
             now = time.monotonic()
             for i, when in list(stopped.items()):
                 if now >= when:
-                    os.kill(c.pids[i], signal.SIGCONT)
+                    c.kill(i, signal.SIGCONT)
                     del stopped[i]
             action = rng.choice(["kill", "stop", "spawn"])
             alive = running()
@@ -487,7 +487,7 @@ def test_chaos_kill_stop_spawn() -> None:
                 stopped[victim] = now + rng.uniform(0.5, 3.0)
                 actions["stop"] += 1
         for i in stopped:
-            os.kill(c.pids[i], signal.SIGCONT)
+            c.kill(i, signal.SIGCONT)
         stopped.clear()
 
         summaries = []
