@@ -1,0 +1,83 @@
+"""pccl-run: real peers through the launcher, a failing peer, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PEER_SCRIPT = '''
+import os, sys, time
+import numpy as np
+import pccl
+comm = pccl.Communicator(os.environ["PCCL_MASTER_ADDR"])
+comm.connect(timeout=60)
+world = int(os.environ["PCCL_WORLD_SIZE"])
+deadline = time.monotonic() + 60
+while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
+    assert time.monotonic() < deadline
+    if comm.are_peers_pending():
+        comm.update_topology()
+    else:
+        time.sleep(0.005)
+x = np.ones(8, dtype=np.float32)
+comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
+print(f"sum={x[0]}", flush=True)
+comm.close()
+sys.exit(int(sys.argv[1]) if os.environ["PCCL_PEER_INDEX"] == "1" else 0)
+'''
+
+SLEEPER = '''
+import os, sys, time
+print(f"pid={os.getpid()}", flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def run_launcher(script: Path, *args: str, peers: int = 2) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pccl.launcher", "-n", str(peers), str(script),
+                           *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.timeout(150)
+def test_peers_run_the_script_with_prefixed_output(tmp_path: Path) -> None:
+    script = tmp_path / "peer.py"
+    script.write_text(PEER_SCRIPT)
+    done = run_launcher(script, "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[peer 0] sum=2.0" in done.stdout
+    assert "[peer 1] sum=2.0" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_a_failing_peer_makes_the_launcher_fail(tmp_path: Path) -> None:
+    script = tmp_path / "peer.py"
+    script.write_text(PEER_SCRIPT)
+    done = run_launcher(script, "3")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "peer 1 failed with status 3" in done.stdout
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    with subprocess.Popen([sys.executable, "-m", "pccl.launcher", "-n", "2", str(script)],
+                          stdout=subprocess.PIPE, text=True) as launcher:
+        assert launcher.stdout is not None
+        pids = []
+        for line in launcher.stdout:  # read until both peers said who they are
+            if "pid=" in line:
+                pids.append(int(line.split("pid=")[1]))
+                if len(pids) == 2:
+                    break
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=30) == 130
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
