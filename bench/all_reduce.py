@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from _procs import stop_workers  # bench/ is the script directory, on sys.path
+
 DEFAULT_SIZES = ["4KiB", "1MiB", "16MiB", "64MiB", "256MiB"]
 QUICK_SIZES = ["4KiB", "64KiB", "1MiB"]
 BACKENDS = ["pccl", "gloo", "ceiling"]
@@ -421,21 +423,7 @@ class Group:
         return [r[1] for r in self._gather("result", deadline)]
 
     def close(self, *, graceful: bool) -> None:
-        if graceful:
-            for conn in self.conns:
-                try:
-                    conn.send(None)
-                except OSError:
-                    pass
-            deadline = time.monotonic() + 15
-            for proc in self.procs:
-                proc.join(timeout=max(0.1, deadline - time.monotonic()))
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
+        stop_workers(self.conns, self.procs, graceful=graceful)
 
 
 def free_port() -> int:

@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from _procs import stop_workers  # bench/ is the script directory, on sys.path
+
 _ctx = mp.get_context("spawn")
 TIMEOUT = 300.0  # seconds for any one step (start-up, admission, a transfer)
 BLOCK = 1 << 20  # elements of random float32 that fill each tensor, tiled
@@ -302,21 +304,7 @@ class Procs:
         return reply
 
     def close(self, graceful: bool = True) -> None:
-        if graceful:
-            for conn in self.conns:
-                try:
-                    conn.send(None)
-                except OSError:
-                    pass
-            deadline = time.monotonic() + 15
-            for proc in self.procs:
-                proc.join(timeout=max(0.1, deadline - time.monotonic()))
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
+        stop_workers(self.conns, self.procs, graceful=graceful)
 
 
 def run_pccl(sources: int, n_tensors: int, numel: int, pool_size: int, strategy: str,
