@@ -91,6 +91,9 @@ void BindCommunicator(py::module_& m) {
       .def("connect", [](Communicator& c, double timeout) {
         RunWithoutGil([&] { return c.Connect(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))
+      .def("optimize_topology", [](Communicator& c, double timeout) {
+        RunWithoutGil([&] { return c.OptimizeTopology(DeadlineFromSeconds(timeout)); });
+      }, py::arg("timeout"))
       .def("update_topology", [](Communicator& c, double timeout) {
         RunWithoutGil([&] { return c.UpdateTopology(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))
@@ -158,6 +161,11 @@ void BindCommunicator(py::module_& m) {
       .def("close", [](Communicator& c) {
         py::gil_scoped_release release;
         c.Close();
+      })
+      .def("ring_order", [](Communicator& c) {
+        py::list out;
+        for (uint64_t id : c.RingOrder()) out.append(id);
+        return out;
       })
       .def_property_readonly("peer_id", &Communicator::peer_id)
       .def_property_readonly("p2p_port", &Communicator::p2p_port);

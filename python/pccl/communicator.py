@@ -195,10 +195,19 @@ class Communicator:
         return bool(self._core.are_peers_pending(_timeout(timeout)))
 
     def optimize_topology(self, *, timeout: float | None = None) -> None:
-        """Reorders the ring by measured bandwidth. Not implemented yet: the ring keeps its
-        join order, and this call only checks that the communicator is usable."""
-        _timeout(timeout)
+        """Reorders the ring by measured bandwidth; every accepted peer must call it.
+
+        Peers probe each other (a few hundred ms per pair, one probe per peer at a time,
+        pairs measured recently are not probed again) and the master adopts the ring order
+        whose slowest link is fastest. Waits for this peer's all-reduces in flight first.
+        """
         self._check_open()
+        self._core.optimize_topology(_timeout(timeout))
+
+    def ring_order(self) -> list[int]:
+        """The peer ids of this peer's group in ring order (each peer sends to the next)."""
+        self._check_open()
+        return list(self._core.ring_order())
 
     def get_attribute(self, attribute: Attribute) -> int:
         """World sizes and peer-group counts of the current topology."""

@@ -282,6 +282,62 @@ Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
   return InvalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }
 
+Status Communicator::OptimizeTopology(Deadline deadline) {
+  PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "optimize_topology()"));
+  std::lock_guard<std::mutex> control(control_mu_);
+  PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
+  uint64_t epoch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    epoch = topology_.epoch;
+  }
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kOptimizeTopology,
+                                    proto::Encode(proto::EpochMessage{epoch}), deadline));
+  // Measurement rounds until the master's answer: TopologyUnchanged, or the Topology of
+  // the new order (or of an epoch a departure forced, which ends the optimization too).
+  while (true) {
+    Kind kind;
+    std::string payload;
+    PCCL_RETURN_IF_ERROR(master_.Wait(
+        {Kind::kMeasureBandwidth, Kind::kTopologyUnchanged, Kind::kTopology}, deadline, &kind,
+        &payload));
+    if (kind == Kind::kError) return ErrorFromMaster(payload);
+    if (kind == Kind::kTopologyUnchanged) return Status::Ok();
+    if (kind == Kind::kTopology) {
+      proto::Topology topology;
+      PCCL_RETURN_IF_ERROR(proto::Decode(payload, &topology));
+      return ApplyTopologyLocked(std::move(topology), deadline);
+    }
+    proto::MeasureBandwidth measure;
+    PCCL_RETURN_IF_ERROR(proto::Decode(payload, &measure));
+    proto::BandwidthReport report{measure.round, {}};
+    for (const proto::Member& target : measure.targets) {
+      uint64_t rate = 0;
+      // The probe's own deadline: its duration plus time to connect and to drain.
+      Deadline probe = deadline.Min(
+          Deadline::In(Milliseconds(measure.duration_ms) + std::chrono::seconds(5)));
+      Status st = ProbeBandwidth(peer_id_.load(), target, pool_size(),
+                                 Milliseconds(measure.duration_ms), probe, &rate);
+      if (!st.ok()) {
+        PCCL_LOG(kWarning, "bandwidth probe to peer " + std::to_string(target.peer_id) +
+                               " failed: " + st.ToString());
+        rate = 0;  // unreachable: the solver avoids this link
+      }
+      report.samples.push_back(proto::BandwidthSample{target.peer_id, rate});
+    }
+    PCCL_RETURN_IF_ERROR(master_.Send(Kind::kBandwidthReport, proto::Encode(report), deadline));
+  }
+}
+
+std::vector<uint64_t> Communicator::RingOrder() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> order;
+  for (const auto& m : topology_.members) {
+    if (m.peer_group == options_.peer_group) order.push_back(m.peer_id);
+  }
+  return order;
+}
+
 void Communicator::OnTopologyChange(uint64_t epoch) {
   std::shared_ptr<RingLinks> links;
   {
@@ -585,13 +641,15 @@ void Communicator::AcceptLoop() {
     st = net::RecvFrame(socket, net::kMaxControlPayload, handshake, &header, &payload);
     proto::P2PHello hello;
     proto::StateHello state_hello;
-    // Ring links open with P2PHello, shared-state fetches with StateHello.
+    // Ring links open with P2PHello, shared-state fetches with StateHello, bandwidth
+    // probes with ProbeHello.
     const bool state = st.ok() && header.kind == static_cast<uint16_t>(Kind::kStateHello);
-    if (state) {
+    const bool probe = st.ok() && header.kind == static_cast<uint16_t>(Kind::kProbeHello);
+    if (state || probe) {
       st = proto::Decode(payload, &state_hello);
       hello.to_peer_id = state_hello.to_peer_id;
     } else if (st.ok() && header.kind != static_cast<uint16_t>(Kind::kP2PHello)) {
-      st = InvalidArgument(std::string("expected P2PHello or StateHello, got ") +
+      st = InvalidArgument(std::string("expected P2PHello, StateHello or ProbeHello, got ") +
                            proto::KindName(header.kind));
     } else if (st.ok()) {
       st = proto::Decode(payload, &hello);
@@ -618,6 +676,8 @@ void Communicator::AcceptLoop() {
             .ok()) {
       if (state) {
         state_server_.Serve(std::move(socket));
+      } else if (probe) {
+        probe_server_.Serve(std::move(socket));
       } else {
         incoming_.Deposit(hello, std::move(socket));
       }
@@ -644,6 +704,7 @@ void Communicator::Close() {
   listener_.Shutdown();
   if (acceptor_.joinable()) acceptor_.join();
   (void)state_server_.Withdraw();
+  probe_server_.Close();
   listener_.Close();
   master_.Close();
 }

@@ -20,7 +20,9 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "pccl/comm/bandwidth_probe.h"
 #include "pccl/comm/buffer_pool.h"
 #include "pccl/comm/master_client.h"
 #include "pccl/comm/ring_links.h"
@@ -120,6 +122,13 @@ class Communicator {
   // otherwise it asks the master.
   Status ArePeersPending(Deadline deadline, bool* pending);
   Status GetAttribute(Attribute attribute, int64_t* value);
+  // Measures the bandwidth between the members of each group as the master asks (this
+  // peer probes at most one peer at a time, comm/bandwidth_probe.h) and adopts the ring
+  // order the master picks from it (master/ring_solver.h). Every member must call it.
+  // Waits for this peer's collectives in flight first, like UpdateTopology.
+  Status OptimizeTopology(Deadline deadline);
+  // This peer's group in ring order (peer ids); empty before Connect.
+  std::vector<uint64_t> RingOrder();
 
   // Blocks until the all-reduce is done and every peer's verdict is in. On failure the
   // send buffer is intact (in place too) and recv holds no result.
@@ -165,6 +174,7 @@ class Communicator {
   net::Listener listener_;
   IncomingPool incoming_;
   StateServer state_server_;  // serves this peer's shared state while a sync runs
+  ProbeServer probe_server_;  // answers other peers' bandwidth probes
   std::thread acceptor_;
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};

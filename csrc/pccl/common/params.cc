@@ -43,6 +43,8 @@ const Params& GetParams() {
     p.default_pool_size = EnvInt("PCCL_DEFAULT_POOL_SIZE", 4, 1, 64);
     p.timeout_ms = EnvInt("PCCL_TIMEOUT_MS", 60000, 10, int64_t{1} << 40);
     p.connect_timeout_ms = EnvInt("PCCL_CONNECT_TIMEOUT_MS", 10000, 10, int64_t{1} << 40);
+    p.probe_ms = EnvInt("PCCL_PROBE_MS", 300, 10, 600000);
+    p.bandwidth_max_age_s = EnvInt("PCCL_BANDWIDTH_MAX_AGE_S", 600, 0, int64_t{1} << 30);
     return p;
   }();
   return params;

@@ -22,6 +22,12 @@ struct Params {
   int64_t timeout_ms;
   // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect (default 10000).
   int64_t connect_timeout_ms;
+  // PCCL_PROBE_MS (read by the master): how long each bandwidth probe of
+  // optimize_topology() streams (default 300). Longer is more accurate on long fat pipes.
+  int64_t probe_ms;
+  // PCCL_BANDWIDTH_MAX_AGE_S (read by the master): a measured bandwidth older than this is
+  // measured again by the next optimize_topology() (default 600).
+  int64_t bandwidth_max_age_s;
 };
 
 const Params& GetParams();

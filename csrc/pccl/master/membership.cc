@@ -4,6 +4,7 @@
 #include <random>
 
 #include "pccl/common/logging.h"
+#include "pccl/master/ring_solver.h"
 
 namespace pccl::master {
 
@@ -40,6 +41,16 @@ namespace pccl::master {
 // differs from their sources over p2p and report SyncDone. Every participant gets one
 // SyncComplete per round: success when all are done, failure as soon as the election fails,
 // one fails, or a member of the group leaves (sources serve until SyncComplete).
+//
+// Ring order. Every member calls optimize_topology(), which sends OptimizeTopology. Once
+// all have (and no link phase runs), the master measures the pairs of each group whose
+// bandwidth it does not know or measured too long ago: in round k, the i-th member of a
+// group probes the (i+k)-th, so each member sends one probe and receives one at a time,
+// and every member reports each round before the next starts. Then each group's ring is
+// solved (ring_solver.h) and, if the order changes, a new epoch starts in that order
+// (Topology ... TopologyComplete answers the members); otherwise every member gets
+// TopologyUnchanged. Any epoch change (a peer left) ends the round: its Topology answers
+// the members, whose later reports are ignored.
 //
 // Leaving. Goodbye, a disconnect, a protocol error or a link timeout removes a peer. A
 // pending peer is simply forgotten. A removed member fails the undecided collectives of
@@ -100,6 +111,10 @@ std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
           OnSyncState(e, step);
         } else if constexpr (std::is_same_v<T, event::SyncDone>) {
           OnSyncDone(e, step);
+        } else if constexpr (std::is_same_v<T, event::OptimizeTopology>) {
+          OnOptimize(e, step);
+        } else if constexpr (std::is_same_v<T, event::BandwidthReport>) {
+          OnBandwidthReport(e, step);
         } else if constexpr (std::is_same_v<T, event::ProtocolError>) {
           OnProtocolError(e.conn, e.reason, step);
         } else {
@@ -128,6 +143,13 @@ std::vector<uint64_t> Membership::PendingIds() const {
   std::vector<uint64_t> out;
   for (ConnId c : pending_) out.push_back(peers_.at(c).peer_id);
   return out;
+}
+
+std::optional<double> Membership::MeasuredBandwidth(uint64_t from_peer_id,
+                                                   uint64_t to_peer_id) const {
+  auto it = bandwidth_.find({from_peer_id, to_peer_id});
+  if (it == bandwidth_.end()) return std::nullopt;
+  return it->second.bytes_per_second;
 }
 
 // --- events ------------------------------------------------------------------------------
@@ -219,6 +241,7 @@ void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
   links_ready_.clear();
   proto::TopologyComplete done{epoch_, static_cast<uint8_t>(pending_.empty() ? 0 : 1)};
   for (ConnId m : members_) SendTo(m, proto::Kind::kTopologyComplete, proto::Encode(done), step);
+  MaybeStartOptimize(step);
 }
 
 void Membership::OnQueryPending(const event::QueryPending& e, Step& step) {
@@ -310,6 +333,146 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
     if (!reported) return;
   }
   Decide(key, true, "", step);
+}
+
+void Membership::OnOptimize(const event::OptimizeTopology& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got OptimizeTopology", step);
+    return;
+  }
+  if (p->role != Role::kMember) {
+    Refuse(e.conn, Describe(*p) + " is pending: only members optimize the topology", step);
+    return;
+  }
+  // Sent before the peer saw the newer epoch's Topology, which answered it.
+  if (e.epoch < epoch_) return;
+  if (e.epoch > epoch_ || optimize_.requested.count(e.conn) || optimize_.measuring) {
+    Refuse(e.conn,
+           Describe(*p) + " asked to optimize the topology of epoch " + std::to_string(e.epoch) +
+               (optimize_.measuring ? " while a measurement round is in progress"
+                                    : ", but the current epoch is " + std::to_string(epoch_) +
+                                          " (or it asked twice)"),
+           step);
+    return;
+  }
+  optimize_.requested.insert(e.conn);
+  MaybeStartOptimize(step);
+}
+
+void Membership::MaybeStartOptimize(Step& step) {
+  if (link_phase_ || optimize_.measuring || optimize_.requested.empty()) return;
+  for (ConnId m : members_) {
+    if (!optimize_.requested.count(m)) return;
+  }
+  // The pairs to measure: within each group (rings are per group), those never measured
+  // or measured too long ago, scheduled as shifts of the group's ring order.
+  std::map<uint32_t, std::vector<ConnId>> groups;
+  for (ConnId m : members_) groups[peers_.at(m).peer_group].push_back(m);
+  size_t largest = 0;
+  for (const auto& [group, conns] : groups) largest = std::max(largest, conns.size());
+  std::vector<std::map<ConnId, ConnId>> rounds;
+  for (size_t shift = 1; shift < largest; ++shift) {
+    std::map<ConnId, ConnId> round;
+    for (const auto& [group, conns] : groups) {
+      if (shift >= conns.size()) continue;
+      for (size_t i = 0; i < conns.size(); ++i) {
+        ConnId from = conns[i];
+        ConnId to = conns[(i + shift) % conns.size()];
+        auto it = bandwidth_.find({peers_.at(from).peer_id, peers_.at(to).peer_id});
+        if (it == bandwidth_.end() || step.now - it->second.when >= options_.bandwidth_max_age) {
+          round[from] = to;
+        }
+      }
+    }
+    if (!round.empty()) rounds.push_back(std::move(round));
+  }
+  optimize_.measuring = true;
+  optimize_.rounds = std::move(rounds);
+  optimize_.round = 0;
+  if (optimize_.rounds.empty()) {
+    FinishOptimize(step);
+    return;
+  }
+  SendMeasureRound(step);
+}
+
+void Membership::SendMeasureRound(Step& step) {
+  optimize_.reported.clear();
+  const auto& round = optimize_.rounds[optimize_.round];
+  for (ConnId m : members_) {
+    proto::MeasureBandwidth measure;
+    measure.round = static_cast<uint32_t>(optimize_.round);
+    measure.duration_ms = static_cast<uint32_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.probe_duration).count());
+    if (auto it = round.find(m); it != round.end()) {
+      const Peer& t = peers_.at(it->second);
+      measure.targets.push_back(proto::Member{t.peer_id, t.host, t.port, t.peer_group});
+    }
+    SendTo(m, proto::Kind::kMeasureBandwidth, proto::Encode(measure), step);
+  }
+}
+
+void Membership::OnBandwidthReport(const event::BandwidthReport& e, Step& step) {
+  const Peer* p = FindPeer(e.conn);
+  if (p == nullptr) {
+    Reject(e.conn, "first message must be Hello, got BandwidthReport", step);
+    return;
+  }
+  // A report of a round that an epoch change ended.
+  if (!optimize_.measuring || e.report.round != optimize_.round) return;
+  const auto& round = optimize_.rounds[optimize_.round];
+  auto assigned = round.find(e.conn);
+  for (const proto::BandwidthSample& sample : e.report.samples) {
+    if (assigned == round.end() || peers_.at(assigned->second).peer_id != sample.to_peer_id ||
+        e.report.samples.size() != 1) {
+      Refuse(e.conn, Describe(*p) + " reported bandwidth to peers it was not asked to probe",
+             step);
+      return;
+    }
+    bandwidth_[{p->peer_id, sample.to_peer_id}] =
+        Measurement{static_cast<double>(sample.bytes_per_second), step.now};
+  }
+  optimize_.reported.insert(e.conn);
+  for (ConnId m : members_) {
+    if (!optimize_.reported.count(m)) return;
+  }
+  if (++optimize_.round < optimize_.rounds.size()) {
+    SendMeasureRound(step);
+    return;
+  }
+  FinishOptimize(step);
+}
+
+void Membership::FinishOptimize(Step& step) {
+  optimize_ = OptimizeRound{};
+  // Each group's members keep their slots in members_; only their order among those
+  // slots changes, so the groups stay interleaved as before.
+  std::map<uint32_t, std::vector<size_t>> slots;
+  for (size_t i = 0; i < members_.size(); ++i) slots[peers_.at(members_[i]).peer_group].push_back(i);
+  std::vector<ConnId> next = members_;
+  for (const auto& [group, positions] : slots) {
+    const size_t n = positions.size();
+    BandwidthMatrix matrix(n, std::vector<double>(n, 0));
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < n; ++j) {
+        if (i == j) continue;
+        auto it = bandwidth_.find({peers_.at(members_[positions[i]]).peer_id,
+                                   peers_.at(members_[positions[j]]).peer_id});
+        if (it != bandwidth_.end()) matrix[i][j] = it->second.bytes_per_second;
+      }
+    }
+    std::vector<int> current(n);
+    for (size_t i = 0; i < n; ++i) current[i] = static_cast<int>(i);
+    std::vector<int> order = SolveRing(matrix, current);
+    for (size_t i = 0; i < n; ++i) next[positions[i]] = members_[positions[order[i]]];
+  }
+  if (next == members_) {
+    for (ConnId m : members_) SendTo(m, proto::Kind::kTopologyUnchanged, "", step);
+    return;
+  }
+  PCCL_LOG(kInfo, "master: optimize_topology() found a better ring order");
+  StartEpoch(std::move(next), step);
 }
 
 void Membership::OnSyncState(const event::SyncState& e, Step& step) {
@@ -494,6 +657,9 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       continue;
     }
     members_.erase(std::remove(members_.begin(), members_.end(), conn), members_.end());
+    std::erase_if(bandwidth_, [&](const auto& kv) {
+      return kv.first.first == peer.peer_id || kv.first.second == peer.peer_id;
+    });
     votes_.erase(conn);
     links_ready_.erase(conn);
     gone_members.push_back(std::move(peer));
@@ -530,6 +696,7 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       StartEpoch(std::move(next), step);
       votes_ = std::move(carried);
     } else {
+      optimize_ = OptimizeRound{};
       link_phase_ = false;
       link_deadline_ = TimePoint::max();
       links_ready_.clear();
@@ -559,6 +726,7 @@ void Membership::StartEpoch(std::vector<ConnId> members, Step& step) {
   decided_order_.clear();
 
   ++epoch_;
+  optimize_ = OptimizeRound{};  // its members get this epoch's Topology as their answer
   for (ConnId c : members) {
     Peer& p = peers_.at(c);
     if (p.role == Role::kPending) {

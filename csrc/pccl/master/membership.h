@@ -22,6 +22,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <variant>
@@ -79,13 +80,22 @@ struct SyncDone {  // the peer fetched what its SyncPlan said (or failed to)
   ConnId conn = 0;
   proto::SyncResult result;
 };
+struct OptimizeTopology {  // optimize_topology(): the epoch the peer is in
+  ConnId conn = 0;
+  uint64_t epoch = 0;
+};
+struct BandwidthReport {  // a member's probes of one measurement round
+  ConnId conn = 0;
+  proto::BandwidthReport report;
+};
 struct Tick {};  // time passed; deadlines are checked against `now`
 }  // namespace event
 
 using Event = std::variant<event::Hello, event::VoteTopology, event::LinksReady,
                            event::QueryPending, event::OpDone, event::Goodbye,
                            event::Disconnected, event::ProtocolError, event::Heartbeat,
-                           event::SyncState, event::SyncDone, event::Tick>;
+                           event::SyncState, event::SyncDone, event::OptimizeTopology,
+                           event::BandwidthReport, event::Tick>;
 
 // Actions: what the server must do, in order.
 struct Send {
@@ -112,6 +122,10 @@ struct MembershipOptions {
   size_t max_decided_ops = 4096;
   // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
   size_t max_open_ops = 65536;
+  // optimize_topology(): how long each probe streams, and how long a measured bandwidth
+  // is trusted before the next optimize_topology() measures that pair again.
+  Duration probe_duration = std::chrono::milliseconds(300);
+  Duration bandwidth_max_age = std::chrono::minutes(10);
 };
 
 class Membership {
@@ -131,6 +145,8 @@ class Membership {
   bool links_pending() const { return link_phase_; }
   std::vector<uint64_t> MemberIds() const;   // in ring order
   std::vector<uint64_t> PendingIds() const;  // in arrival order
+  // The latest measured bandwidth from one peer to another (bytes/s), if any.
+  std::optional<double> MeasuredBandwidth(uint64_t from_peer_id, uint64_t to_peer_id) const;
 
  private:
   enum class Role { kPending, kMember };
@@ -155,6 +171,19 @@ class Membership {
   struct Report {
     bool ok = false;
     uint64_t descriptor_hash = 0;
+  };
+  // optimize_topology(): the members that asked (in the current epoch), then the
+  // measurement rounds: in each, a member probes at most one peer of its group.
+  struct OptimizeRound {
+    std::set<ConnId> requested;
+    bool measuring = false;
+    std::vector<std::map<ConnId, ConnId>> rounds;  // prober -> target
+    size_t round = 0;
+    std::set<ConnId> reported;
+  };
+  struct Measurement {
+    double bytes_per_second = 0;
+    TimePoint when;
   };
   // An undecided collective: who reported what, in report order.
   struct OpState {
@@ -181,6 +210,13 @@ class Membership {
   // Ends the round of `peer_group`: one SyncComplete to each participant still here.
   void CompleteSync(uint32_t peer_group, bool ok, StatusCode code, const std::string& reason,
                     Step& step);
+  void OnOptimize(const event::OptimizeTopology& e, Step& step);
+  void OnBandwidthReport(const event::BandwidthReport& e, Step& step);
+  // Starts measuring once every member asked (outside a link phase).
+  void MaybeStartOptimize(Step& step);
+  void SendMeasureRound(Step& step);
+  // Solves each group's ring from the measurements and adopts the new order, if better.
+  void FinishOptimize(Step& step);
   void OnTick(Step& step);
   void OnHeartbeat(ConnId conn, Step& step);
   void DropConn(ConnId conn, const std::string& reason, Step& step);
@@ -235,6 +271,11 @@ class Membership {
   // successful sync (revisions advance by at most one per sync).
   std::map<uint32_t, SyncRound> syncs_;
   std::map<uint32_t, uint64_t> state_revision_;
+
+  // Ring order: the optimize_topology() round in progress, and what was measured, by
+  // (from peer id, to peer id).
+  OptimizeRound optimize_;
+  std::map<std::pair<uint64_t, uint64_t>, Measurement> bandwidth_;
 };
 
 }  // namespace pccl::master

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pccl/common/logging.h"
+#include "pccl/common/params.h"
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
 #include "pccl/net/wire.h"
@@ -50,6 +51,8 @@ bool IsPeerToMasterKind(uint16_t kind) {
     case proto::Kind::kHeartbeat:
     case proto::Kind::kSyncState:
     case proto::Kind::kSyncDone:
+    case proto::Kind::kOptimizeTopology:
+    case proto::Kind::kBandwidthReport:
       return true;
     default:
       return false;
@@ -62,6 +65,15 @@ std::string HostOf(const std::string& peer) {
   return peer;
 }
 
+MembershipOptions MembershipFor(const MasterOptions& options) {
+  MembershipOptions m;
+  m.link_timeout = options.link_timeout;
+  m.heartbeat_timeout = options.heartbeat_timeout;
+  m.probe_duration = std::chrono::milliseconds(GetParams().probe_ms);
+  m.bandwidth_max_age = std::chrono::seconds(GetParams().bandwidth_max_age_s);
+  return m;
+}
+
 }  // namespace
 
 class MasterServer::Loop {
@@ -70,8 +82,7 @@ class MasterServer::Loop {
       : options_(options),
         listener_(std::move(listener)),
         wake_fd_(wake_fd),
-        membership_(MembershipOptions{options.link_timeout, options.heartbeat_timeout},
-                    options.peer_ids) {}
+        membership_(MembershipFor(options), options.peer_ids) {}
 
   void Run(const std::atomic<bool>& stop);
 
@@ -298,6 +309,19 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
       event::SyncDone e;
       e.conn = c.id;
       s = proto::Decode(payload, &e.result);
+      if (s.ok()) Dispatch(std::move(e));
+      break;
+    }
+    case proto::Kind::kOptimizeTopology: {
+      proto::EpochMessage m;
+      s = proto::Decode(payload, &m);
+      if (s.ok()) Dispatch(event::OptimizeTopology{c.id, m.epoch});
+      break;
+    }
+    case proto::Kind::kBandwidthReport: {
+      event::BandwidthReport e;
+      e.conn = c.id;
+      s = proto::Decode(payload, &e.report);
       if (s.ok()) Dispatch(std::move(e));
       break;
     }

@@ -25,6 +25,9 @@ const char* KindName(uint16_t kind) {
     case Kind::kGoodbye: return "Goodbye";
     case Kind::kError: return "Error";
     case Kind::kHeartbeat: return "Heartbeat";
+    case Kind::kOptimizeTopology: return "OptimizeTopology";
+    case Kind::kMeasureBandwidth: return "MeasureBandwidth";
+    case Kind::kBandwidthReport: return "BandwidthReport";
     case Kind::kP2PHello: return "P2PHello";
     case Kind::kP2PWelcome: return "P2PWelcome";
     case Kind::kData: return "Data";
@@ -35,6 +38,9 @@ const char* KindName(uint16_t kind) {
     case Kind::kStateHello: return "StateHello";
     case Kind::kStateRequest: return "StateRequest";
     case Kind::kStateData: return "StateData";
+    case Kind::kProbeHello: return "ProbeHello";
+    case Kind::kProbeData: return "ProbeData";
+    case Kind::kProbeResult: return "ProbeResult";
   }
   return "unknown";
 }
@@ -420,6 +426,78 @@ Status Decode(const std::string& payload, StateRequest* m) {
   m->offset = r.U64("offset");
   m->length = r.U64("length");
   return Finish(r, Status::Ok(), "StateRequest");
+}
+
+std::string Encode(const MeasureBandwidth& m) {
+  WireWriter w;
+  w.U32(m.round);
+  w.U32(m.duration_ms);
+  w.U32(static_cast<uint32_t>(m.targets.size()));
+  for (const Member& t : m.targets) {
+    w.U64(t.peer_id);
+    w.Str(t.host);
+    w.U16(t.port);
+    w.U32(t.peer_group);
+  }
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, MeasureBandwidth* m) {
+  WireReader r(payload);
+  Status fields;
+  m->round = r.U32("round");
+  m->duration_ms = r.U32("duration_ms");
+  uint32_t n = GetCount(r, "target_count", kMaxMembers, &fields);
+  m->targets.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    Member t;
+    t.peer_id = r.U64("peer_id");
+    t.host = r.Str("host", kMaxHostLength);
+    t.port = r.U16("port");
+    t.peer_group = r.U32("peer_group");
+    m->targets.push_back(std::move(t));
+  }
+  return Finish(r, fields, "MeasureBandwidth");
+}
+
+std::string Encode(const BandwidthReport& m) {
+  WireWriter w;
+  w.U32(m.round);
+  w.U32(static_cast<uint32_t>(m.samples.size()));
+  for (const BandwidthSample& s : m.samples) {
+    w.U64(s.to_peer_id);
+    w.U64(s.bytes_per_second);
+  }
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, BandwidthReport* m) {
+  WireReader r(payload);
+  Status fields;
+  m->round = r.U32("round");
+  uint32_t n = GetCount(r, "sample_count", kMaxMembers, &fields);
+  m->samples.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    BandwidthSample s;
+    s.to_peer_id = r.U64("to_peer_id");
+    s.bytes_per_second = r.U64("bytes_per_second");
+    m->samples.push_back(s);
+  }
+  return Finish(r, fields, "BandwidthReport");
+}
+
+std::string Encode(const ProbeResult& m) {
+  WireWriter w;
+  w.U64(m.bytes);
+  w.U64(m.nanoseconds);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, ProbeResult* m) {
+  WireReader r(payload);
+  m->bytes = r.U64("bytes");
+  m->nanoseconds = r.U64("nanoseconds");
+  return Finish(r, Status::Ok(), "ProbeResult");
 }
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

@@ -20,6 +20,13 @@
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
 //   peer: Heartbeat                every Welcome.heartbeat_interval_ms; a peer silent for
 //                                  the master's heartbeat timeout is kicked (Error{Kicked}).
+// Ring order (optimize_topology), every member takes part:
+//   peer: OptimizeTopology (the epoch it is in)
+//   master: MeasureBandwidth (round, probe duration, the peers to measure: zero or one)
+//           once every member asked, one round at a time; each member probes its target
+//   peer: BandwidthReport (round, bytes/s to each target)   when its probe is done;
+//   master: the next round's MeasureBandwidth, and after the last round either
+//           TopologyUnchanged or a Topology in the new ring order (then as above).
 // Shared state (sync_shared_state), one round per peer group at a time:
 //   peer: SyncState (revision, strategy, entries: key, size, dtype, content hash)
 //   master: SyncPlan (elected revision, what to fetch from whom)   once every member of the
@@ -40,6 +47,11 @@
 //                                                   entry, or Error (code, text) if the key,
 //                                                   hash or range is not what it serves
 //   (requests repeat on a connection; the receiver closes it when done)
+// Peer -> peer (bandwidth probe; the prober opens one connection per pool slot):
+//   prober: ProbeHello (from, to)           target: P2PWelcome (ok, reason)
+//   prober: ProbeData frames (filler bytes) for the probe's duration, then one empty one;
+//                                           target: ProbeResult (bytes, nanoseconds it
+//                                           measured between the first and last frame)
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -67,6 +79,9 @@ enum class Kind : uint16_t {
   kGoodbye = 12,
   kError = 13,
   kHeartbeat = 14,
+  kOptimizeTopology = 15,
+  kMeasureBandwidth = 16,
+  kBandwidthReport = 17,
   kP2PHello = 32,
   kP2PWelcome = 33,
   kData = 34,
@@ -77,6 +92,9 @@ enum class Kind : uint16_t {
   kStateHello = 44,
   kStateRequest = 45,
   kStateData = 46,
+  kProbeHello = 47,
+  kProbeData = 48,
+  kProbeResult = 49,
 };
 const char* KindName(uint16_t kind);
 
@@ -118,7 +136,7 @@ struct Topology {
   std::vector<Member> members;
 };
 
-struct EpochMessage {  // LinksReady
+struct EpochMessage {  // LinksReady, OptimizeTopology
   uint64_t epoch = 0;
 };
 
@@ -231,7 +249,7 @@ struct SyncResult {  // SyncDone and SyncComplete
   std::string reason;
 };
 
-struct StateHello {
+struct StateHello {  // also ProbeHello
   uint64_t from_peer_id = 0;
   uint64_t to_peer_id = 0;
 };
@@ -241,6 +259,31 @@ struct StateRequest {
   uint64_t hash = 0;  // the content the receiver expects; the source refuses another
   uint64_t offset = 0;  // the range of the entry's bytes wanted; the source refuses a
   uint64_t length = 0;  // range that does not lie inside the entry
+};
+
+// One round of bandwidth measurement: probe each target for `duration_ms` (the master
+// sends at most one target per member and round, so probes do not share a sender).
+struct MeasureBandwidth {
+  uint32_t round = 0;
+  uint32_t duration_ms = 0;
+  std::vector<Member> targets;
+};
+
+struct BandwidthSample {
+  uint64_t to_peer_id = 0;
+  uint64_t bytes_per_second = 0;  // 0: the probe failed
+};
+
+struct BandwidthReport {
+  uint32_t round = 0;
+  std::vector<BandwidthSample> samples;
+};
+
+// What a probed peer measured: `bytes` of ProbeData payload that arrived `nanoseconds`
+// after the first ProbeData frame (the first frame itself is not counted).
+struct ProbeResult {
+  uint64_t bytes = 0;
+  uint64_t nanoseconds = 0;
 };
 
 std::string Encode(const Hello& m);
@@ -259,6 +302,9 @@ std::string Encode(const SyncPlan& m);
 std::string Encode(const SyncResult& m);
 std::string Encode(const StateHello& m);
 std::string Encode(const StateRequest& m);
+std::string Encode(const MeasureBandwidth& m);
+std::string Encode(const BandwidthReport& m);
+std::string Encode(const ProbeResult& m);
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]);
 
 Status Decode(const std::string& payload, Hello* m);
@@ -277,6 +323,9 @@ Status Decode(const std::string& payload, SyncPlan* m);
 Status Decode(const std::string& payload, SyncResult* m);
 Status Decode(const std::string& payload, StateHello* m);
 Status Decode(const std::string& payload, StateRequest* m);
+Status Decode(const std::string& payload, MeasureBandwidth* m);
+Status Decode(const std::string& payload, BandwidthReport* m);
+Status Decode(const std::string& payload, ProbeResult* m);
 DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
 // An empty payload (VoteTopology, QueryPending, Goodbye): InvalidArgument otherwise.
 Status DecodeEmpty(const std::string& payload, const char* name);
