@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -480,6 +482,155 @@ TEST_F(MembershipTest, SameEventsGiveSameActions) {
   auto la = script(a, now_);
   EXPECT_EQ(la, script(b, now_));
   EXPECT_NE(std::find(la.begin(), la.end(), "drop 2"), la.end());
+}
+
+// --- optimize_topology() -------------------------------------------------------------------
+
+// Bandwidth between peer ids 1001.. by region: peers in the same region are fast, peers in
+// different regions share a narrow link.
+double RegionBandwidth(const std::vector<int>& region, uint64_t from, uint64_t to) {
+  return region[from - 1001] == region[to - 1001] ? 1000.0 : 10.0;
+}
+
+class OptimizeTest : public MembershipTest {
+ protected:
+  // Every conn in `conns` asks to optimize; measurement rounds are answered with
+  // `bandwidth(from id, to id)` until the master stops asking. Returns the last round's
+  // actions (the answer) and counts the rounds and probes.
+  template <typename Bandwidth>
+  std::vector<Action> Optimize(const std::vector<ConnId>& conns, Bandwidth bandwidth) {
+    std::vector<Action> actions;
+    for (ConnId c : conns) {
+      auto more = Do(event::OptimizeTopology{c, m_.epoch()});
+      actions.insert(actions.end(), more.begin(), more.end());
+    }
+    rounds_ = probes_ = 0;
+    while (true) {
+      std::map<ConnId, proto::MeasureBandwidth> asks;
+      for (ConnId c : conns) {
+        auto payloads = Sent(actions, c, Kind::kMeasureBandwidth);
+        if (payloads.empty()) continue;
+        EXPECT_EQ(payloads.size(), 1u);
+        EXPECT_TRUE(proto::Decode(payloads[0], &asks[c]).ok());
+      }
+      if (asks.empty()) return actions;
+      EXPECT_EQ(asks.size(), conns.size()) << "every member takes part in every round";
+      ++rounds_;
+      actions.clear();
+      for (const auto& [c, ask] : asks) {
+        EXPECT_LE(ask.targets.size(), 1u) << "one probe per peer and round";
+        event::BandwidthReport report;
+        report.conn = c;
+        report.report.round = ask.round;
+        for (const proto::Member& t : ask.targets) {
+          ++probes_;
+          probed_.insert({1000 + c, t.peer_id});
+          report.report.samples.push_back(
+              {t.peer_id, static_cast<uint64_t>(bandwidth(1000 + c, t.peer_id))});
+        }
+        auto more = Do(report);
+        actions.insert(actions.end(), more.begin(), more.end());
+      }
+    }
+  }
+  // How many links of the ring `ids` join different regions.
+  static int Crossings(const std::vector<uint64_t>& ids, const std::vector<int>& region) {
+    int n = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      n += region[ids[i] - 1001] != region[ids[(i + 1) % ids.size()] - 1001];
+    }
+    return n;
+  }
+  int rounds_ = 0;
+  int probes_ = 0;
+  std::set<std::pair<uint64_t, uint64_t>> probed_;
+};
+
+TEST_F(OptimizeTest, TwoRegionsEndUpCrossingTheNarrowLinkTwice) {
+  const std::vector<int> region{0, 1, 0, 1, 0, 1};  // join order alternates regions
+  Run(6);
+  ASSERT_EQ(Crossings(m_.MemberIds(), region), 6);
+  const uint64_t epoch = m_.epoch();
+  auto bw = [&](uint64_t a, uint64_t b) { return RegionBandwidth(region, a, b); };
+  auto answer = Optimize({1, 2, 3, 4, 5, 6}, bw);
+  EXPECT_EQ(rounds_, 5);   // shifts 1..5 of a 6-peer ring
+  EXPECT_EQ(probes_, 30);  // every ordered pair once
+  EXPECT_EQ(probed_.size(), 30u);
+  proto::Topology t = OneTopology(answer, 1);
+  EXPECT_EQ(t.epoch, epoch + 1);
+  EXPECT_EQ(Crossings(Ids(t), region), 2);
+  EXPECT_EQ(Ids(t)[0], 1001u);  // the ring keeps its first member
+  EXPECT_EQ(Recipients(answer, Kind::kTopology).size(), 6u);
+  EXPECT_TRUE(m_.MeasuredBandwidth(1001, 1002).has_value());
+  EXPECT_EQ(*m_.MeasuredBandwidth(1001, 1003), 1000.0);
+
+  // Measured recently: the next call probes nothing and keeps the (already good) ring.
+  for (ConnId c = 1; c <= 6; ++c) Ready(c, m_.epoch());
+  answer = Optimize({1, 2, 3, 4, 5, 6}, bw);
+  EXPECT_EQ(rounds_, 0);
+  EXPECT_EQ(Recipients(answer, Kind::kTopologyUnchanged).size(), 6u);
+  EXPECT_EQ(Recipients(answer, Kind::kTopology).size(), 0u);
+}
+
+TEST_F(OptimizeTest, OldMeasurementsAreTakenAgain) {
+  const std::vector<int> region{0, 0, 0};
+  Run(3);
+  auto bw = [&](uint64_t a, uint64_t b) { return RegionBandwidth(region, a, b); };
+  Optimize({1, 2, 3}, bw);
+  EXPECT_EQ(probes_, 6);
+  now_ += MembershipOptions{}.bandwidth_max_age + std::chrono::seconds(1);
+  auto answer = Optimize({1, 2, 3}, bw);
+  EXPECT_EQ(probes_, 6);
+  EXPECT_EQ(Recipients(answer, Kind::kTopologyUnchanged).size(), 3u);  // equal links
+}
+
+TEST_F(OptimizeTest, OnlyPairsWithinAPeerGroupAreMeasured) {
+  Run(4, {0, 1, 0, 1});
+  Optimize({1, 2, 3, 4}, [](uint64_t, uint64_t) { return 100.0; });
+  EXPECT_EQ(rounds_, 1);
+  EXPECT_EQ(probed_, (std::set<std::pair<uint64_t, uint64_t>>{
+                         {1001, 1003}, {1003, 1001}, {1002, 1004}, {1004, 1002}}));
+}
+
+TEST_F(OptimizeTest, WaitsForEveryMemberAndADepartureEndsTheRound) {
+  Run(3);
+  EXPECT_TRUE(Do(event::OptimizeTopology{1, m_.epoch()}).empty());
+  EXPECT_TRUE(Do(event::OptimizeTopology{2, m_.epoch()}).empty());
+  auto first_round = Do(event::OptimizeTopology{3, m_.epoch()});
+  EXPECT_EQ(Recipients(first_round, Kind::kMeasureBandwidth).size(), 3u);
+  // Peer 3 dies mid-round: the survivors' new epoch answers their optimize_topology().
+  auto gone = Do(event::Disconnected{3});
+  EXPECT_EQ(Recipients(gone, Kind::kTopology), (std::vector<ConnId>{1, 2}));
+  EXPECT_FALSE(m_.MeasuredBandwidth(1003, 1001).has_value());
+  // A report of the abandoned round is ignored, not refused.
+  event::BandwidthReport late;
+  late.conn = 1;
+  late.report.samples.push_back({1002, 5});
+  EXPECT_TRUE(Do(late).empty());
+  // An optimize request of the epoch before is answered already (by that Topology).
+  EXPECT_TRUE(Do(event::OptimizeTopology{1, m_.epoch() - 1}).empty());
+}
+
+TEST_F(OptimizeTest, ReportForAPeerNotAskedIsRefused) {
+  Run(3);
+  Do(event::OptimizeTopology{1, m_.epoch()});
+  Do(event::OptimizeTopology{2, m_.epoch()});
+  Do(event::OptimizeTopology{3, m_.epoch()});
+  event::BandwidthReport wrong;
+  wrong.conn = 1;
+  wrong.report.samples.push_back({1001, 5});  // itself: never a target
+  auto actions = Do(wrong);
+  EXPECT_EQ(OneError(actions, 1).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(Dropped(actions, 1));
+}
+
+TEST_F(OptimizeTest, AskingForAnotherEpochOrTwiceIsRefused) {
+  Run(2);
+  auto actions = Do(event::OptimizeTopology{1, m_.epoch() + 1});
+  EXPECT_EQ(OneError(actions, 1).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  Do(event::OptimizeTopology{1, m_.epoch()});
+  actions = Do(event::OptimizeTopology{1, m_.epoch()});
+  EXPECT_EQ(OneError(actions, 1).code, static_cast<uint32_t>(StatusCode::kFailedPrecondition));
 }
 
 TEST(MembershipHeartbeatTest, SilentPeersAreKickedAndTheRestGoOn) {

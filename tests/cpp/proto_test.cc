@@ -63,6 +63,34 @@ TEST(ProtoTest, BooleansOtherThanZeroOrOneAreRefused) {
   EXPECT_EQ(Decode(payload, &back).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(ProtoTest, BandwidthMessagesRoundTrip) {
+  MeasureBandwidth m{3, 300, {Member{42, "10.0.0.2", 4000, 1}}};
+  MeasureBandwidth m2;
+  ASSERT_TRUE(Decode(Encode(m), &m2).ok());
+  EXPECT_EQ(m2.round, 3u);
+  EXPECT_EQ(m2.duration_ms, 300u);
+  ASSERT_EQ(m2.targets.size(), 1u);
+  EXPECT_EQ(m2.targets[0].host, "10.0.0.2");
+  EXPECT_EQ(m2.targets[0].peer_group, 1u);
+
+  BandwidthReport r{2, {{42, 123456789}, {43, 0}}};
+  BandwidthReport r2;
+  ASSERT_TRUE(Decode(Encode(r), &r2).ok());
+  EXPECT_EQ(r2.round, 2u);
+  ASSERT_EQ(r2.samples.size(), 2u);
+  EXPECT_EQ(r2.samples[0].bytes_per_second, 123456789u);
+
+  ProbeResult p{1 << 20, 5000}, p2;
+  ASSERT_TRUE(Decode(Encode(p), &p2).ok());
+  EXPECT_EQ(p2.bytes, uint64_t{1} << 20);
+  EXPECT_EQ(p2.nanoseconds, 5000u);
+
+  std::string truncated = Encode(r).substr(0, 10);
+  Status st = Decode(truncated, &r2);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("BandwidthReport"), std::string::npos) << st.message();
+}
+
 TEST(WireTest, FrameHeaderChecksMagicVersionAndLength) {
   uint8_t header[net::kFrameHeaderBytes];
   net::FrameHeader out;

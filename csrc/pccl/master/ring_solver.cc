@@ -68,6 +68,75 @@ std::vector<int> GreedyRing(const BandwidthMatrix& bw, int start) {
   return order;
 }
 
+// Depth-first search for a ring that uses only links of at least `threshold`, widest
+// links first, giving up after `budget` extensions (the problem is NP-hard in general;
+// the budget keeps the master responsive and the widest-first order finds rings quickly
+// when many exist).
+bool RingAbove(const BandwidthMatrix& bw, double threshold, int start, long budget,
+               std::vector<int>* out) {
+  const int n = static_cast<int>(bw.size());
+  std::vector<std::vector<int>> next(n);  // per peer: targets >= threshold, widest first
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      if (i != j && bw[i][j] >= threshold) next[i].push_back(j);
+    }
+    std::sort(next[i].begin(), next[i].end(), [&](int a, int b) { return bw[i][a] > bw[i][b]; });
+  }
+  std::vector<int> path{start};
+  std::vector<size_t> tried{0};  // per depth: how many of next[path[d]] were tried
+  std::vector<bool> used(n, false);
+  used[start] = true;
+  while (!path.empty() && budget-- > 0) {
+    if (static_cast<int>(path.size()) == n) {
+      if (bw[path.back()][start] >= threshold) {
+        *out = path;
+        return true;
+      }
+      used[path.back()] = false;
+      path.pop_back();
+      tried.pop_back();
+      continue;
+    }
+    const int at = path.back();
+    size_t& k = tried.back();
+    while (k < next[at].size() && used[next[at][k]]) ++k;
+    if (k == next[at].size()) {
+      used[at] = false;
+      path.pop_back();
+      tried.pop_back();
+      continue;
+    }
+    const int to = next[at][k++];
+    used[to] = true;
+    path.push_back(to);
+    tried.push_back(0);
+  }
+  return false;
+}
+
+// The ring with the highest bottleneck RingAbove() finds: binary search over the
+// distinct link bandwidths.
+std::vector<int> WidestRingFound(const BandwidthMatrix& bw, int start) {
+  std::vector<double> values;
+  for (const auto& row : bw) values.insert(values.end(), row.begin(), row.end());
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  constexpr long kBudget = 20000;
+  std::vector<int> best;
+  size_t lo = 0, hi = values.size();  // invariant: no ring found at values[hi] and above
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    std::vector<int> ring;
+    if (RingAbove(bw, values[mid], start, kBudget, &ring)) {
+      best = std::move(ring);
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return best;
+}
+
 // Local search by relocating one peer at a time, keeping a move while `better` says so.
 template <typename Better>
 void Relocate(const BandwidthMatrix& bw, std::vector<int>& order, Better better) {
@@ -94,7 +163,8 @@ void Relocate(const BandwidthMatrix& bw, std::vector<int>& order, Better better)
   }
 }
 
-// Large worlds: the best greedy ring, then two local searches: first raise the bottleneck
+// Large worlds: the best of the greedy rings and the bottleneck search, then two local
+// searches: first raise the bottleneck
 // (ties: lower cost), then lower the cost while the bottleneck stays within tolerance of
 // what the first search reached. Both accept strict improvements only, so they end.
 std::vector<int> SolveHeuristically(const BandwidthMatrix& bw, const std::vector<int>& current,
@@ -106,6 +176,10 @@ std::vector<int> SolveHeuristically(const BandwidthMatrix& bw, const std::vector
   for (int start = 0; start < static_cast<int>(bw.size()); ++start) {
     std::vector<int> ring = GreedyRing(bw, start);
     if (wider(ScoreRing(bw, ring), ScoreRing(bw, best))) best = std::move(ring);
+  }
+  std::vector<int> searched = WidestRingFound(bw, current[0]);
+  if (!searched.empty() && wider(ScoreRing(bw, searched), ScoreRing(bw, best))) {
+    best = std::move(searched);
   }
   Relocate(bw, best, wider);
   const double floor = ScoreRing(bw, best).bottleneck * (1 - tolerance);

@@ -11,7 +11,8 @@
 // Links are directed (bandwidth[i][j] is i sending to j; uplinks are often asymmetric);
 // 0 means unknown or unreachable. Small worlds (up to kExactRingLimit peers) are solved
 // exactly by enumerating every ring; larger ones by a heuristic: greedy "widest next
-// link" rings from every start, improved by moving single peers while that helps.
+// link" rings from every start and a budgeted search for a ring above a threshold
+// (binary search on the threshold), improved by moving single peers while that helps.
 //
 // Thread-safety: pure functions.
 #pragma once
