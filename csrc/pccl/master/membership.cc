@@ -432,6 +432,9 @@ void Membership::OnBandwidthReport(const event::BandwidthReport& e, Step& step) 
     }
     bandwidth_[{p->peer_id, sample.to_peer_id}] =
         Measurement{static_cast<double>(sample.bytes_per_second), step.now};
+    PCCL_LOG(kInfo, "master: bandwidth " + Describe(*p) + " -> peer " +
+                        std::to_string(sample.to_peer_id) + ": " +
+                        std::to_string(sample.bytes_per_second / 1000000) + " MB/s");
   }
   optimize_.reported.insert(e.conn);
   for (ConnId m : members_) {

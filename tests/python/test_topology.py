@@ -1,0 +1,134 @@
+"""optimize_topology(): measured bandwidths choose the ring order, on loopback and on a
+shaped two-region network (network namespaces + tc htb; skipped without root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pccl
+from cluster import Cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from netns import ShapedNetwork, unavailable_reason  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def optimize_and_reduce(comm: pccl.Communicator, index: int) -> tuple[list[int], list[int], bool]:
+    before = comm.ring_order()
+    comm.optimize_topology(timeout=60)
+    after = comm.ring_order()
+    x = np.full(4096, index + 1, dtype=np.float32)
+    comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, tag=3)
+    world = comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
+    return before, after, bool(np.all(x == world * (world + 1) / 2))
+
+
+@pytest.mark.timeout(60)
+def test_every_peer_adopts_the_same_ring_and_results_stay_exact() -> None:
+    with Cluster(4) as c:
+        results = c.run(optimize_and_reduce)
+        befores = {tuple(r[0]) for r in results}
+        afters = {tuple(r[1]) for r in results}
+        assert len(befores) == 1 and len(afters) == 1
+        assert sorted(afters.pop()) == sorted(befores.pop())
+        assert all(r[2] for r in results)
+        # Measured moments ago: a second call probes nothing and still agrees.
+        again = c.run(optimize_and_reduce)
+        assert len({tuple(r[1]) for r in again}) == 1
+        assert all(r[2] for r in again)
+
+
+def optimize_only(comm: pccl.Communicator, index: int) -> int:
+    comm.optimize_topology(timeout=30)
+    return comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
+
+
+def world_size(comm: pccl.Communicator, index: int) -> int:
+    return comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
+
+
+@pytest.mark.timeout(60)
+def test_a_peer_killed_before_it_joins_the_optimization_does_not_block_the_others() -> None:
+    with Cluster(3, heartbeat_timeout=1.0) as c:
+        c.kill(2, signal.SIGKILL)
+        # The master waits for every member; the dead one's departure starts a new epoch,
+        # whose topology answers the survivors' call.
+        assert c.run(optimize_only, peers=[0, 1], timeout=30) == [2, 2]
+        assert c.run(optimize_and_reduce, peers=[0, 1])[0][2]
+
+
+@pytest.mark.timeout(60)
+def test_optimize_topology_needs_a_connected_communicator() -> None:
+    comm = pccl.Communicator("127.0.0.1:1")
+    with pytest.raises(pccl.PCCLError, match="connect"):
+        comm.optimize_topology(timeout=1)
+    with pytest.raises(ValueError, match="timeout"):
+        comm.optimize_topology(timeout=-1)
+
+
+# -- the shaped two-region network --------------------------------------------------------
+
+REGION = {"a1": "A", "b1": "B", "a2": "A", "b2": "B"}  # also the join order
+
+
+def crossings(ring: list[int], region_of: dict[int, str]) -> int:
+    return sum(region_of[a] != region_of[b] for a, b in zip(ring, ring[1:] + ring[:1]))
+
+
+@pytest.mark.timeout(120)
+def test_two_regions_cross_the_narrow_link_only_twice_after_optimizing() -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"shaped network unavailable: {reason}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(pccl.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    procs: list[subprocess.Popen] = []
+    with ShapedNetwork({"A": ["a1", "a2"], "B": ["b1", "b2"]}, inter_region_mbit=40) as net:
+        try:
+            master = net.popen("a1", [sys.executable, "-m", "pccl.master", "--listen-address",
+                                      f"{net.ip('a1')}:0"], stdout=subprocess.PIPE, text=True,
+                               env=env)
+            procs.append(master)
+            line = master.stdout.readline()
+            assert "listening on" in line, line
+            address = line.split()[-1]
+            region_of: dict[int, str] = {}
+            peers = {}
+            # Joining one at a time makes the naive ring alternate regions: 4 crossings.
+            for name in REGION:
+                p = net.popen(name, [sys.executable, str(HERE / "topology_peer.py"), address,
+                                     str(len(REGION)), name],
+                              stdout=subprocess.PIPE, text=True, env=env)
+                procs.append(p)
+                peers[name] = p
+                admitted = json.loads(p.stdout.readline())
+                assert admitted["admitted"] == name
+                region_of[admitted["peer_id"]] = REGION[name]
+            results = []
+            for name, p in peers.items():
+                out, _ = p.communicate(timeout=90)
+                assert p.returncode == 0, f"{name} failed"
+                results.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+                if p.stdout is not None:
+                    p.stdout.close()
+    before = results[0]["before"]
+    after = results[0]["after"]
+    assert all(r["before"] == before and r["after"] == after for r in results)
+    assert crossings(before, region_of) == 4
+    assert crossings(after, region_of) == 2, (after, region_of)
+    assert all(r["sum_ok"] for r in results)
