@@ -3,6 +3,8 @@
 Usage: python bench/all_reduce.py [--world 2 4] [--sizes 4KiB 1MiB 16MiB 64MiB 256MiB]
                                   [--backends pccl gloo ceiling] [--iters N] [--pool-size K]
                                   [--json out.json] [--quick]
+       python bench/all_reduce.py --quant ...   quantized vs float32 on capped uplinks
+                                                (bench/shaped_quant.py; needs root)
 
 For every world size the script starts one group of N spawned processes per backend and
 keeps them for the whole world size; sizes then run interleaved (size 1 on every backend,
@@ -480,6 +482,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 # --- main ----------------------------------------------------------------------------------
 
 def main() -> int:
+    if "--quant" in sys.argv[1:]:  # the shaped-network quantization benchmark
+        from shaped_quant import main as quant_main
+        return quant_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--sizes", type=parse_size, nargs="+", default=None,

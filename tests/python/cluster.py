@@ -144,7 +144,7 @@ class Cluster:
             for index in range(world):
                 self.add_peer(index, pool_size, groups[index], wait_world=True)
             for index in range(world):
-                self._expect_ready(index, timeout=90)
+                self.expect_ready(index, timeout=90)
         except BaseException:
             self.close()
             raise
@@ -189,7 +189,7 @@ class Cluster:
             raise RuntimeError("kill_master() needs Cluster(master_process=True)")
         self.master_proc.send_signal(sig)
 
-    def _expect_ready(self, index: int, timeout: float) -> None:
+    def expect_ready(self, index: int, timeout: float) -> None:
         reply = self._recv(index, timeout)
         if reply[0] != "ready":
             raise PeerError(index, *reply[1:])

@@ -275,7 +275,7 @@ def test_joiner_admitted_while_others_all_reduce() -> None:
     with Cluster(2) as c:
         running = c.start(loop_until_world, 3, 5)
         joiner = c.add_peer(2, 2, 0, wait_world=False)
-        c._expect_ready(joiner, timeout=60)  # connect() returned: admitted
+        c.expect_ready(joiner, timeout=60)  # connect() returned: admitted
         joined = c.start(loop_until_world, 3, 5, peers=[joiner])
         before = c.collect(running)
         after = c.collect(joined)
@@ -311,7 +311,7 @@ def test_joiner_admitted_while_others_have_async_ops_in_flight() -> None:
     with Cluster(2) as c:
         running = c.start(async_loop_until_world, 3, 4)
         joiner = c.add_peer(2, 2, 0, wait_world=False)
-        c._expect_ready(joiner, timeout=60)
+        c.expect_ready(joiner, timeout=60)
         joined = c.start(async_loop_until_world, 3, 4, peers=[joiner])
         for seen in c.collect(running):
             assert seen[0] == 2 and seen[-4:] == [3] * 4

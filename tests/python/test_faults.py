@@ -306,7 +306,7 @@ def test_peer_closing_during_update_topology() -> None:
         c.run(close_comm, peers=[1])  # leaves while member 0's vote is open
         c.start(vote_then_step, 3, peers=[2])
         assert c.events.get(timeout=30)[0] == "voting"
-        c._expect_ready(joiner, timeout=30)  # admitted
+        c.expect_ready(joiner, timeout=30)  # admitted
         c.start(settle_and_sum, 3, peers=[joiner])
         # update_topology() returned on both voters (within its 15 s deadline: a hang raises
         # PCCLTimeoutError), and all three then agree on the run.

@@ -292,7 +292,7 @@ def test_joiner_receives_everything() -> None:
         c.run(sync_once, plan)
         admitting = c.start(admit, 3)
         joiner = c.add_peer(2, 2, 0, wait_world=False)
-        c._expect_ready(joiner, timeout=60)
+        c.expect_ready(joiner, timeout=60)
         c.collect(admitting)
         plan[0]["revision"] = plan[1]["revision"] = 6
         plan[2] = {"tensors": {"w": ("float32", 0), "b": ("bfloat16", 0), "i": ("int16", 0)}}
@@ -360,7 +360,7 @@ def join_one(c: Cluster, index: int) -> None:
     """Admits a new peer `index` into `c` (the others run admit)."""
     admitting = c.start(admit, index + 1)
     joiner = c.add_peer(index, 2, 0, wait_world=False)
-    c._expect_ready(joiner, timeout=60)
+    c.expect_ready(joiner, timeout=60)
     c.collect(admitting)
 
 

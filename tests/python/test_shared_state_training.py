@@ -114,7 +114,7 @@ def test_adam_training_bit_parity_with_joiner() -> None:
         for _ in range(3):  # all three trained FIRST_STEPS steps: the joiner joins mid-run
             assert c.events.get(timeout=30)[0] == "phase1"
         joiner = c.add_peer(JOINER, 2, 0, wait_world=False)
-        c._expect_ready(joiner, timeout=60)
+        c.expect_ready(joiner, timeout=60)
         joined = c.start(train, True, peers=[joiner])
         results = c.collect(running, timeout=60) + c.collect(joined, timeout=60)
 

@@ -20,6 +20,8 @@ using proto::Kind;
 constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 // How often a collective waiting for a new topology checks whether another one applied it.
 constexpr auto kRelook = std::chrono::milliseconds(20);
+// How often the topology watcher looks whether it should stop.
+constexpr auto kWatchInterval = std::chrono::milliseconds(200);
 // Deadline for a p2p handshake and for the goodbye to the master.
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
 
@@ -95,7 +97,30 @@ Status Communicator::Connect(Deadline deadline) {
   if (welcome.heartbeat_interval_ms > 0) {
     master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
   }
-  return WaitAdmissionLocked(deadline);
+  PCCL_RETURN_IF_ERROR(WaitAdmissionLocked(deadline));
+  topology_watcher_ = std::thread([this] { WatchTopologies(); });
+  return Status::Ok();
+}
+
+// A topology the master pushes on its own (a peer left, maybe of another group) has a
+// link phase that completes only when every member reported its links. A peer between
+// calls (a long compute step, or a group with nothing to reduce right now) would hold up
+// everyone until its next call, so this thread applies such topologies as soon as they
+// come, whenever no control call holds the control lock (a control call applies them
+// itself). Its errors are logged: the peer's next call meets their consequence (a kick,
+// a lost master) and reports it.
+void Communicator::WatchTopologies() {
+  while (!closed_.load()) {
+    Status st = master_.WaitUntilHas(Kind::kTopology, Deadline::In(kWatchInterval));
+    if (closed_.load()) return;
+    if (st.code() == StatusCode::kDeadlineExceeded) continue;
+    if (!st.ok()) return;  // the master is gone: every later call reports it
+    std::lock_guard<std::mutex> control(control_mu_);
+    if (closed_.load()) return;
+    st = ApplyPushedTopologiesLocked(Deadline::In(Milliseconds(GetParams().timeout_ms)));
+    // Info, not a warning: peers leaving at the end of a run cause these routinely.
+    if (!st.ok()) PCCL_LOG(kInfo, "applying a topology the master pushed: " + st.ToString());
+  }
 }
 
 Status Communicator::WaitAdmissionLocked(Deadline deadline) {
@@ -176,6 +201,10 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
     std::shared_ptr<RingLinks> old;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (closed_.load()) {  // Close() ran meanwhile (the topology watcher applies too)
+        if (links) links->Break(Status(StatusCode::kAborted, "communicator closed"));
+        return FailedPrecondition("communicator is closed");
+      }
       old = std::move(links_);
       links_ = std::move(links);
       rank_ = rank;
@@ -706,7 +735,8 @@ void Communicator::Close() {
   (void)state_server_.Withdraw();
   probe_server_.Close();
   listener_.Close();
-  master_.Close();
+  master_.Close();  // wakes the topology watcher
+  if (topology_watcher_.joinable()) topology_watcher_.join();
 }
 
 }  // namespace pccl::comm

@@ -158,6 +158,8 @@ class Communicator {
   void EndCollective();
   Status WaitForIdle(Deadline deadline, const char* caller);
   void AcceptLoop();
+  // Applies topologies the master pushes while this peer makes no call (see .cc).
+  void WatchTopologies();
   Status RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
                        SharedStateSyncInfo* info);
   // Builds the links of `topology`, reports them ready and waits for TopologyComplete.
@@ -176,6 +178,7 @@ class Communicator {
   StateServer state_server_;  // serves this peer's shared state while a sync runs
   ProbeServer probe_server_;  // answers other peers' bandwidth probes
   std::thread acceptor_;
+  std::thread topology_watcher_;  // started once Connect succeeded
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};
 
