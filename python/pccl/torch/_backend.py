@@ -73,7 +73,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                   opts: dist.AllreduceOptions | None = None) -> PcclWork:
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
         for t in tensors:
-            check_reducible(t, "all_reduce's tensor")
+            check_reducible(t, op, "all_reduce's tensor")
         staged = [HostTensor(t) for t in tensors]
         handles = [self._launch(s.host, s.host, op) for s in staged]
 
@@ -150,7 +150,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
         buffers = []
         for out, inputs in zip(output_tensors, input_tensors):
-            check_reducible(out, "reduce_scatter's output")
+            check_reducible(out, op, "reduce_scatter's output")
             if len(inputs) != self._size:
                 raise ValueError(f"reduce_scatter needs {self._size} input tensors (one per "
                                  f"rank), got {len(inputs)}")
@@ -169,7 +169,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,  # noqa: A002
                               opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
-        check_reducible(input, "reduce_scatter_tensor's input")
+        check_reducible(input, op, "reduce_scatter_tensor's input")
         if output.dtype != input.dtype or input.numel() != output.numel() * self._size:
             raise ValueError(f"reduce_scatter_tensor needs an input of {self._size} x "
                              f"{output.numel()} elements of {output.dtype}, got "

@@ -49,7 +49,7 @@ class Rendezvous:
             self.comm.connect(timeout=_left(deadline, address, world_size, 0))
             self._admit_until_full(deadline, address)
         except BaseException:
-            self.close()
+            self.close(wait_for_others=False)
             raise
 
     def _master_address(self) -> str:
@@ -80,14 +80,14 @@ class Rendezvous:
             else:
                 time.sleep(_POLL_S)  # the other ranks are still starting
 
-    def close(self) -> None:
-        """Leaves the run; rank 0 then stops its master once every rank has left."""
+    def close(self, *, wait_for_others: bool = True) -> None:
+        """Leaves the run; rank 0 then stops its master once every rank has left (after
+        at most a short grace period, and at once when `wait_for_others` is False)."""
         self.comm.close()
-        if self._master is None:
-            self._check_out()
-            return
         self._check_out()
-        give_up = time.monotonic() + _CHECKOUT_GRACE_S
+        if self._master is None:
+            return
+        give_up = time.monotonic() + (_CHECKOUT_GRACE_S if wait_for_others else 0.0)
         while time.monotonic() < give_up and self._checked_out() < self.world_size:
             time.sleep(_POLL_S * 4)
         self._master.close()
