@@ -88,8 +88,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     return {"pccl": collect(pccl_procs, "pccl", out), "gloo": collect(gloo_procs, "gloo", out)}
 
 
-def outputs(run: Run, prefix: str) -> list[str]:
-    return [name for name, value in run[0].items()
+def outputs(run: Run, prefix: str, rank: int = 0) -> list[str]:
+    """Names of rank `rank`'s tensor outputs that start with `prefix`."""
+    return [name for name, value in run[rank].items()
             if name.startswith(prefix) and isinstance(value, torch.Tensor)]
 
 
@@ -107,15 +108,16 @@ def assert_matches_gloo(pccl_out: torch.Tensor, gloo_out: torch.Tensor, name: st
 
 @pytest.mark.timeout(120)
 def test_collectives_match_gloo(runs: dict[str, Run]) -> None:
-    names = [n for n in outputs(runs["pccl"], "")
-             if n.split("/")[0] in ("all_reduce", "all_reduce_normal", "broadcast",
-                                    "all_gather", "all_gather_single", "reduce_scatter",
-                                    "reduce_scatter_single")
-             and n != "broadcast/strided"]  # Gloo broadcasts strided views wrongly
-    assert len(names) > 60
     for rank in range(WORLD):
         assert runs["pccl"][rank]["backend"] == "pccl"
         assert runs["pccl"][rank]["world_size"] == WORLD
+        names = [n for n in outputs(runs["pccl"], "", rank)
+                 if n.split("/")[0] in ("all_reduce", "all_reduce_normal", "broadcast",
+                                        "reduce", "all_gather", "all_gather_single",
+                                        "reduce_scatter", "reduce_scatter_single")
+                 and n != "broadcast/strided"]  # Gloo broadcasts strided views wrongly
+        assert len(names) > 60
+        assert f"reduce/{rank}/SUM" in names
         for name in names:
             gloo_out = runs["gloo"][rank][name]
             assert isinstance(gloo_out, torch.Tensor), (name, gloo_out)
@@ -125,7 +127,7 @@ def test_collectives_match_gloo(runs: dict[str, Run]) -> None:
 @pytest.mark.timeout(120)
 def test_pccl_ranks_get_bit_identical_results(runs: dict[str, Run]) -> None:
     replicated = [n for n in outputs(runs["pccl"], "")
-                  if not n.startswith(("reduce_scatter", "ddp/grad"))]
+                  if not n.startswith("reduce")]  # reduce, reduce_scatter: per rank
     for name in replicated:
         for rank in range(1, WORLD):
             assert torch.equal(runs["pccl"][rank][name], runs["pccl"][0][name]), name

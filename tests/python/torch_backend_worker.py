@@ -20,10 +20,9 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import pccl.torch  # noqa: F401 - registers the "pccl" backend
 import torch
 import torch.distributed as dist
-
-import pccl.torch  # noqa: F401 - registers the "pccl" backend
 
 Results = dict[str, Any]
 OPS = {"SUM": dist.ReduceOp.SUM, "AVG": dist.ReduceOp.AVG, "PRODUCT": dist.ReduceOp.PRODUCT,
@@ -42,10 +41,10 @@ def data(name: str, rank: int, shape: tuple[int, ...], dtype: torch.dtype, *,
     return torch.randint(low, high, shape, generator=g).to(dtype)
 
 
-def attempt(results: Results, name: str, fn: Callable[[], Any]) -> None:
-    """Stores fn()'s result under `name`, or the error it raised."""
+def attempt(results: Results, name: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Stores fn(*args) under `name`, or the error it raised."""
     try:
-        results[name] = fn()
+        results[name] = fn(*args)
     except Exception as e:  # noqa: BLE001 - recorded for the test to judge
         results[name] = ("error", type(e).__name__, str(e))
 
@@ -62,11 +61,11 @@ def check_all_reduce(rank: int, results: Results) -> None:
                   torch.int32, torch.int8, torch.uint8):
         for op_name, op in OPS.items():
             name = f"all_reduce/{dtype}/{op_name}"
-            attempt(results, name, lambda: all_reduce(data(name, rank, (COUNT,), dtype), op))
+            attempt(results, name, all_reduce, data(name, rank, (COUNT,), dtype), op)
     for op_name in ("SUM", "AVG"):  # real gradients: results differ by summation order
         name = f"all_reduce_normal/float32/{op_name}"
-        attempt(results, name, lambda: all_reduce(
-            data(name, rank, (COUNT,), torch.float32, integral=False), OPS[op_name]))
+        attempt(results, name, all_reduce,
+                data(name, rank, (COUNT,), torch.float32, integral=False), OPS[op_name])
     # A strided view (staged through a contiguous copy) and a 0-d tensor.
     strided = data("all_reduce/strided", rank, (9, 7), torch.float32).t()
     results["all_reduce/strided"] = all_reduce(strided, dist.ReduceOp.SUM).clone()
@@ -84,6 +83,16 @@ def check_broadcast(rank: int, world: int, results: Results) -> None:
     strided = data("broadcast/strided", rank, (5, 6), torch.float64)[:, ::2]
     dist.broadcast(strided, src=world - 1)
     results["broadcast/strided"] = strided.clone()
+
+
+def check_reduce(rank: int, world: int, results: Results) -> None:
+    for op_name in ("SUM", "MAX"):
+        for dst in range(world):
+            name = f"reduce/{dst}/{op_name}"
+            tensor = data(name, rank, (COUNT,), torch.float32)
+            dist.reduce(tensor, dst=dst, op=OPS[op_name])
+            if rank == dst:  # other ranks' tensors are unspecified afterwards
+                results[name] = tensor
 
 
 def check_all_gather(rank: int, world: int, results: Results) -> None:
@@ -135,12 +144,11 @@ def check_async(rank: int, results: Results) -> None:
 def check_refused(rank: int, results: Results) -> None:
     """Calls a backend may refuse; each must raise on every rank, then the group must still
     work."""
-    attempt(results, "refused/band_float",
-            lambda: all_reduce(torch.ones(4), dist.ReduceOp.BAND))
-    attempt(results, "refused/avg_int",
-            lambda: all_reduce(torch.ones(4, dtype=torch.int64), dist.ReduceOp.AVG))
-    attempt(results, "refused/bool_sum",
-            lambda: all_reduce(torch.ones(4, dtype=torch.bool), dist.ReduceOp.SUM))
+    attempt(results, "refused/band_float", all_reduce, torch.ones(4), dist.ReduceOp.BAND)
+    attempt(results, "refused/avg_int", all_reduce, torch.ones(4, dtype=torch.int64),
+            dist.ReduceOp.AVG)
+    attempt(results, "refused/bool_sum", all_reduce, torch.ones(4, dtype=torch.bool),
+            dist.ReduceOp.SUM)
     results["refused/then_ok"] = all_reduce(torch.full((3,), float(rank)), dist.ReduceOp.SUM)
 
 
@@ -188,6 +196,7 @@ def main(argv: list[str]) -> None:
     if scenario == "all":
         check_all_reduce(rank, results)
         check_broadcast(rank, world, results)
+        check_reduce(rank, world, results)
         check_all_gather(rank, world, results)
         check_reduce_scatter(rank, world, results)
         check_async(rank, results)

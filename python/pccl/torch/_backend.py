@@ -10,6 +10,7 @@ copies:
                      mod 256, and x + 0 + ... + 0 = x for any dtype's bit pattern).
     all_gather       a zeroed uint8 buffer of world_size slots; each rank writes its
                      tensor's bytes into its own slot; uint8 SUM fills every slot.
+    reduce           all_reduce into a host copy that only the destination keeps.
     reduce_scatter   the world_size inputs laid end to end, reduced with the op; each rank
                      keeps its own slice.
     barrier          a one-byte SUM.
@@ -64,7 +65,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         self._completer = Completer()
         self._shut_down = False
 
-    def getBackendName(self) -> str:  # noqa: N802 - torch's name
+    def getBackendName(self) -> str:
         return BACKEND_NAME
 
     # -- collectives ------------------------------------------------------------------
@@ -87,6 +88,25 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     def allreduce_coalesced(self, tensors: list[torch.Tensor],
                             opts: Any = None) -> PcclWork:
         return self.allreduce(tensors, opts)
+
+    def reduce(self, tensors: list[torch.Tensor],
+               opts: dist.ReduceOptions | None = None) -> PcclWork:
+        op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
+        dst = 0 if opts is None else opts.rootRank
+        for t in tensors:
+            check_reducible(t, op, "reduce's tensor")
+        # An all-reduce into host copies; only the destination keeps the result.
+        sources = [HostTensor(t).host for t in tensors]
+        reduced = [torch.empty_like(s) for s in sources]
+        handles = [self._launch(s, r, op) for s, r in zip(sources, reduced)]
+
+        def finish() -> list[torch.Tensor]:
+            if self._rank == dst:
+                for t, r in zip(tensors, reduced):
+                    t.detach().copy_(r)
+            return tensors
+
+        return self._submit(handles, finish)
 
     def broadcast(self, tensors: list[torch.Tensor],
                   opts: dist.BroadcastOptions | None = None) -> PcclWork:
@@ -129,7 +149,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit(handles, finish)
 
-    def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,  # noqa: A002
+    def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
                           opts: dist.AllgatherOptions | None = None) -> PcclWork:
         if output.dtype != input.dtype or output.numel() != input.numel() * self._size:
             raise ValueError(f"all_gather_into_tensor needs an output of {self._size} x "
@@ -166,7 +186,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit(handles, finish)
 
-    def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,  # noqa: A002
+    def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,
                               opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
         check_reducible(input, op, "reduce_scatter_tensor's input")
@@ -212,13 +232,14 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     def _launch(self, send: torch.Tensor, recv: torch.Tensor,
                 op: pccl.ReduceOp) -> AsyncReduceHandle | None:
-        """Starts one pccl all-reduce under the next tag; None for empty tensors."""
-        with self._tags_lock:
+        """Starts one pccl all-reduce under the next tag; None for empty tensors (they
+        still take a tag, so the ranks' counters stay equal)."""
+        with self._tags_lock:  # tags in launch order, even with several calling threads
             tag = next(self._tags)
-        if send.numel() == 0:
-            return None
-        return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
-                                           timeout=self._timeout_s)
+            if send.numel() == 0:
+                return None
+            return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
+                                               timeout=self._timeout_s)
 
     def _submit(self, handles: Sequence[AsyncReduceHandle | None],
                 finish: Callable[[], Any]) -> PcclWork:

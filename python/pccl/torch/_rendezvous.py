@@ -17,6 +17,7 @@ peer loses its master while saying goodbye.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import time
@@ -94,10 +95,8 @@ class Rendezvous:
         self._master = None
 
     def _check_out(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the store may already be gone at exit
             self._store.add(_CHECKOUT_KEY, 1)
-        except Exception:  # noqa: BLE001 - the store may already be gone at exit
-            pass
 
     def _checked_out(self) -> int:
         try:

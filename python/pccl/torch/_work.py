@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from torch.futures import Future
 from pccl.communicator import AsyncReduceHandle
 
 Finish = Callable[[], Any]
+_POLL_S = 0.001
 
 
 class PcclWork(dist.Work):
@@ -38,9 +40,16 @@ class PcclWork(dist.Work):
     def wait(self, timeout: timedelta | None = None) -> bool:
         """Blocks until the collective finished; raises its error if it failed.
 
-        The collective's own deadline is the process group's timeout; `timeout` is
-        accepted for torch's signature and not used.
+        The collective itself fails after the process group's timeout. A positive
+        `timeout` bounds this wait only: TimeoutError if the collective is still running
+        then (it keeps running).
         """
+        if timeout is not None and timeout.total_seconds() > 0:
+            deadline = time.monotonic() + timeout.total_seconds()
+            while not self._future.done():
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"pccl collective not finished after {timeout}")
+                time.sleep(_POLL_S)
         self._future.wait()
         return True
 
