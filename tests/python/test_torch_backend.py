@@ -169,6 +169,22 @@ def test_async_work(runs: dict[str, Run]) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_subgroup_and_object_collectives(runs: dict[str, Run]) -> None:
+    members = range(1, WORLD)
+    reference = sum(data("subgroup", r, (1037,), torch.float32) for r in members)
+    for rank in range(WORLD):
+        result = runs["pccl"][rank]
+        if rank in members:
+            assert torch.equal(result["subgroup/all_reduce"], reference)
+        else:
+            assert "subgroup/all_reduce" not in result
+        assert result["objects/all_gather"] == [{"rank": r, "name": "x" * r}
+                                                for r in range(WORLD)]
+        assert result["objects/broadcast"] == {"from": WORLD - 1,
+                                               "list": list(range(WORLD + 2))}
+
+
+@pytest.mark.timeout(120)
 def test_refused_calls_raise_clear_errors_on_every_rank(runs: dict[str, Run]) -> None:
     for rank in range(WORLD):
         result = runs["pccl"][rank]

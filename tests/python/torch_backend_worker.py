@@ -141,6 +141,23 @@ def check_async(rank: int, results: Results) -> None:
     dist.barrier()
 
 
+def check_groups_and_objects(rank: int, world: int, results: Results) -> None:
+    """A subgroup (its own pccl run, mastered by its first rank) and the object
+    collectives torch builds from all_gather and broadcast."""
+    members = list(range(1, world))
+    group = dist.new_group(members)
+    if rank in members:
+        tensor = data("subgroup", rank, (COUNT,), torch.float32)
+        dist.all_reduce(tensor, group=group)
+        results["subgroup/all_reduce"] = tensor
+    objects: list[Any] = [None] * world
+    dist.all_gather_object(objects, {"rank": rank, "name": "x" * rank})
+    results["objects/all_gather"] = objects
+    payload = [{"from": rank, "list": list(range(rank + 3))}]
+    dist.broadcast_object_list(payload, src=world - 1)
+    results["objects/broadcast"] = payload[0]
+
+
 def check_refused(rank: int, results: Results) -> None:
     """Calls a backend may refuse; each must raise on every rank, then the group must still
     work."""
@@ -200,6 +217,7 @@ def main(argv: list[str]) -> None:
         check_all_gather(rank, world, results)
         check_reduce_scatter(rank, world, results)
         check_async(rank, results)
+        check_groups_and_objects(rank, world, results)
         check_refused(rank, results)
         check_ddp(rank, results)
     elif scenario == "smoke":

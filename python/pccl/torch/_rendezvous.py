@@ -2,8 +2,9 @@
 
 torch hands the backend a c10d store that every rank of the group shares. Rank 0 starts
 a pccl master inside its own process (threads, port 0) and publishes the master's address
-in that store; the others read it from there. With PCCL_MASTER_ADDR set, every rank uses
-that external master instead and nobody starts one.
+in that store: its own address on the route to the store's host (which every rank
+reaches), loopback on a single machine. The others read it from there. With
+PCCL_MASTER_ADDR set, every rank uses that external master instead and nobody starts one.
 
 Then every rank connects and runs the admission loop: the run grows only when its
 accepted peers call update_topology(), so each rank keeps admitting pending peers until
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import socket
 import time
 from typing import Any
 
@@ -43,10 +45,11 @@ class Rendezvous:
         self.world_size = world_size
         self._store = store
         self._master: pccl.MasterNode | None = None
+        self._comm: pccl.Communicator | None = None
         deadline = time.monotonic() + timeout.total_seconds()
-        address = self._master_address()
-        self.comm = pccl.Communicator(address)
         try:
+            address = self._master_address()
+            self.comm = self._comm = pccl.Communicator(address)
             self.comm.connect(timeout=_left(deadline, address, world_size, 0))
             self._admit_until_full(deadline, address)
         except BaseException:
@@ -58,9 +61,11 @@ class Rendezvous:
         if external:
             return external
         if self.rank == 0:
-            self._master = pccl.MasterNode("0.0.0.0:0")
+            host = _local_address_towards(_store_host(self._store))
+            v6 = ":" in host
+            self._master = pccl.MasterNode("[::]:0" if v6 else "0.0.0.0:0")
             self._master.run()
-            address = f"{_advertised_host(self._store)}:{self._master.port}"
+            address = f"[{host}]:{self._master.port}" if v6 else f"{host}:{self._master.port}"
             self._store.set(_MASTER_KEY, address)
             return address
         return self._store.get(_MASTER_KEY).decode()  # blocks up to the store's timeout
@@ -84,7 +89,8 @@ class Rendezvous:
     def close(self, *, wait_for_others: bool = True) -> None:
         """Leaves the run; rank 0 then stops its master once every rank has left (after
         at most a short grace period, and at once when `wait_for_others` is False)."""
-        self.comm.close()
+        if self._comm is not None:
+            self._comm.close()
         self._check_out()
         if self._master is None:
             return
@@ -116,12 +122,25 @@ def _left(deadline: float, address: str, world_size: int, world: int) -> float:
     return left
 
 
-def _advertised_host(store: Any) -> str:
-    """The host the other ranks reach rank 0 at: the host of torch's TCPStore (rank 0 runs
-    it under env:// and tcp://), else loopback."""
+def _store_host(store: Any) -> str:
+    """The host of torch's TCPStore under `store`'s prefixes (env://, tcp://), else
+    loopback."""
     while store is not None:
         host = getattr(store, "host", None)
         if isinstance(host, str) and host:
-            return f"[{host}]" if ":" in host else host
+            return host
         store = getattr(store, "underlying_store", None)
     return "127.0.0.1"
+
+
+def _local_address_towards(host: str) -> str:
+    """This machine's address on its route to `host`: the address the other ranks, which
+    reach the store at `host`, can most likely reach rank 0 at. Connecting a UDP socket
+    only picks the route; nothing is sent."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(sockaddr)
+            return str(probe.getsockname()[0])
+    except OSError:
+        return host
