@@ -160,8 +160,10 @@ def test_async_work(runs: dict[str, Run]) -> None:
         result = runs["pccl"][rank]
         assert result["async/completed"].all()
         assert result["async/future_value_is_tensor"].all()
+        assert result["async/timed_wait"].item()
         for name in outputs(runs["pccl"], "async/"):
-            if name not in ("async/completed", "async/future_value_is_tensor"):
+            if name not in ("async/completed", "async/future_value_is_tensor",
+                            "async/timed_wait"):
                 assert torch.equal(result[name], runs["gloo"][rank][name]), name
         assert torch.equal(result["async/chained"],
                            2 * sum(data("async/chained", r, (5,), torch.float32)

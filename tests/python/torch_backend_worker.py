@@ -130,7 +130,10 @@ def check_async(rank: int, results: Results) -> None:
         work.wait()
     results["async/completed"] = torch.tensor([w.is_completed() for w in works])
     results["async/future_value_is_tensor"] = torch.tensor(
-        [works[i].get_future().value()[0] is tensors[i] for i in range(3)])
+        [works[i].get_future().value()[0] is tensors[i] and works[i].result()[0] is tensors[i]
+         for i in range(3)])
+    timed = dist.all_reduce(torch.ones(3), async_op=True)
+    results["async/timed_wait"] = torch.tensor(timed.wait(datetime.timedelta(seconds=30)))
     for i, t in enumerate(tensors):
         results[f"async/{i}"] = t
     results["async/broadcast"] = bcast

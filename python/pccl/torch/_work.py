@@ -74,6 +74,10 @@ class PcclWork(dist.Work):
             return e
         return None
 
+    def result(self) -> list[torch.Tensor]:
+        """The collective's output tensors; waits for them (raises its error)."""
+        return self._future.wait()
+
     def get_future(self) -> Future:
         """Completes with the collective's output tensors (a list), or its error."""
         return self._future
