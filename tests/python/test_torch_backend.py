@@ -20,8 +20,9 @@ from typing import Any
 
 import pccl
 import pytest
-import torch
-from torch_backend_worker import data
+
+torch = pytest.importorskip("torch")
+from torch_backend_worker import data  # noqa: E402 - imports torch
 
 WORLD = 3
 WORKER = Path(__file__).with_name("torch_backend_worker.py")
