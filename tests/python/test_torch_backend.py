@@ -22,7 +22,7 @@ import pccl
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch_backend_worker import data  # noqa: E402 - imports torch
+from torch_backend_worker import data
 
 WORLD = 3
 WORKER = Path(__file__).with_name("torch_backend_worker.py")
