@@ -238,6 +238,28 @@ def test_rendezvous_times_out_with_a_clear_error() -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_group_of_one_returns_its_inputs() -> None:
+    import torch.distributed as dist
+    from pccl.torch import ProcessGroupPCCL
+
+    pg = ProcessGroupPCCL(dist.HashStore(), 0, 1, datetime.timedelta(seconds=30))
+    try:
+        tensor = torch.arange(5.0)
+        opts = dist.AllreduceOptions()
+        opts.reduceOp = dist.ReduceOp.AVG
+        pg.allreduce([tensor], opts).wait()
+        gathered = torch.zeros(5)
+        pg.all_gather_single(gathered, tensor).wait()
+        scattered = torch.zeros(5)
+        pg.reduce_scatter_single(scattered, tensor).wait()
+        pg.barrier().wait()
+        for result in (tensor, gathered, scattered):
+            assert torch.equal(result, torch.arange(5.0))
+    finally:
+        pg.shutdown()
+
+
+@pytest.mark.timeout(60)
 def test_import_pccl_does_not_import_torch() -> None:
     code = "import sys, pccl; assert 'torch' not in sys.modules, 'pccl imported torch'"
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))

@@ -232,11 +232,16 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     def _launch(self, send: torch.Tensor, recv: torch.Tensor,
                 op: pccl.ReduceOp) -> AsyncReduceHandle | None:
-        """Starts one pccl all-reduce under the next tag; None for empty tensors (they
-        still take a tag, so the ranks' counters stay equal)."""
+        """Starts one pccl all-reduce under the next tag. Returns None, with recv already
+        final, for an empty tensor or a group of one (they still take a tag, so the
+        ranks' counters stay equal)."""
         with self._tags_lock:  # tags in launch order, even with several calling threads
             tag = next(self._tags)
             if send.numel() == 0:
+                return None
+            if self._size == 1:  # pccl needs two peers; alone, every op is the identity
+                if recv.data_ptr() != send.data_ptr():
+                    recv.copy_(send)
                 return None
             return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
                                                timeout=self._timeout_s)
