@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ def free_port() -> int:
 
 
 def launch(backend: str, world: int, out: Path, *, scenario: str = "all",
-           init: str = "tcp", extra_env: dict[str, str] | None = None) -> list[subprocess.Popen]:
+           init: str = "tcp") -> list[subprocess.Popen]:
     """Starts `world` worker ranks; init "env" sets MASTER_ADDR/MASTER_PORT for env://."""
     port = free_port()
-    env = dict(os.environ, **(extra_env or {}))
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT),
                                                       env.get("PYTHONPATH")]))
     if init == "env":
@@ -216,14 +217,37 @@ def test_ddp_matches_gloo_and_is_bit_identical_across_ranks(runs: dict[str, Run]
 
 # --- set-up paths ---------------------------------------------------------------------------
 
-@pytest.mark.timeout(120)
-def test_external_master_from_env(tmp_path: Path) -> None:
+@pytest.mark.timeout(60)
+def test_external_master_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks as threads of this process, joining a master that nobody of them runs."""
+    import torch.distributed as dist
+    from pccl.torch import MASTER_ADDR_ENV, ProcessGroupPCCL
+
+    store = dist.HashStore()
+    results: list[Any] = [None, None]
+
+    def rank_main(rank: int) -> None:
+        try:
+            pg = ProcessGroupPCCL(store, rank, 2, datetime.timedelta(seconds=30))
+            try:
+                tensor = torch.full((3,), float(rank))
+                pg.allreduce([tensor]).wait()
+                results[rank] = tensor
+            finally:
+                pg.shutdown()
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            results[rank] = e
+
     with pccl.MasterNode("127.0.0.1:0") as master:
-        procs = launch("pccl", 2, tmp_path, scenario="smoke",
-                       extra_env={"PCCL_MASTER_ADDR": master.address})
-        results = collect(procs, "pccl", tmp_path)
+        monkeypatch.setenv(MASTER_ADDR_ENV, master.address)
+        threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=45)
     for result in results:
-        assert torch.equal(result["smoke"], torch.full((3,), 1.0))
+        assert isinstance(result, torch.Tensor), result
+        assert torch.equal(result, torch.full((3,), 1.0))
 
 
 @pytest.mark.timeout(60)

@@ -8,8 +8,8 @@ tensor(s), or to ("error", type name, message) where the call raised. The test c
 the pccl run against the Gloo run and pccl's ranks against each other. Inputs depend only
 on (check name, rank), so both runs see the same data.
 
-Scenarios: "all" (collectives, async work, refused calls, DDP), "smoke" (one all-reduce),
-"cuda" (collectives on CUDA tensors, staged through host memory).
+Scenarios: "all" (collectives, async work, refused calls, DDP) and "cuda" (collectives
+on CUDA tensors, staged through host memory).
 """
 
 from __future__ import annotations
@@ -223,8 +223,6 @@ def main(argv: list[str]) -> None:
         check_groups_and_objects(rank, world, results)
         check_refused(rank, results)
         check_ddp(rank, results)
-    elif scenario == "smoke":
-        results["smoke"] = all_reduce(torch.full((3,), float(rank)), dist.ReduceOp.SUM)
     elif scenario == "cuda":
         check_cuda(rank, world, results)
     else:
