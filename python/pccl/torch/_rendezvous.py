@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
 import os
 import socket
 import time
@@ -49,12 +50,18 @@ class Rendezvous:
         deadline = time.monotonic() + timeout.total_seconds()
         try:
             address = self._master_address()
-            self.comm = self._comm = pccl.Communicator(address)
-            self.comm.connect(timeout=_left(deadline, address, world_size, 0))
+            self._comm = pccl.Communicator(address)
+            self._comm.connect(timeout=_left(deadline, address, world_size, 0))
             self._admit_until_full(deadline, address)
         except BaseException:
             self.close(wait_for_others=False)
             raise
+
+    @property
+    def comm(self) -> pccl.Communicator:
+        """This rank's peer in the run (admitted, with all world_size peers present)."""
+        assert self._comm is not None, "Rendezvous.__init__ raises before this is unset"
+        return self._comm
 
     def _master_address(self) -> str:
         external = os.environ.get(MASTER_ADDR_ENV)
@@ -62,10 +69,10 @@ class Rendezvous:
             return external
         if self.rank == 0:
             host = _local_address_towards(_store_host(self._store))
-            v6 = ":" in host
-            self._master = pccl.MasterNode("[::]:0" if v6 else "0.0.0.0:0")
+            self._master = pccl.MasterNode(_bind_address(host))
             self._master.run()
-            address = f"[{host}]:{self._master.port}" if v6 else f"{host}:{self._master.port}"
+            port = self._master.port
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             self._store.set(_MASTER_KEY, address)
             return address
         return self._store.get(_MASTER_KEY).decode()  # blocks up to the store's timeout
@@ -78,7 +85,8 @@ class Rendezvous:
             if world > self.world_size:
                 raise RuntimeError(
                     f"pccl backend: the run at {address} has {world} peers but the process "
-                    f"group has world_size={self.world_size}; is another job using this master?")
+                    f"group has world_size={self.world_size}; is another job (or, with "
+                    f"{MASTER_ADDR_ENV}, another process group) using this master?")
             _left(deadline, address, self.world_size, world)
             if self.comm.are_peers_pending():
                 self.comm.update_topology(timeout=_left(deadline, address, self.world_size,
@@ -131,6 +139,16 @@ def _store_host(store: Any) -> str:
             return host
         store = getattr(store, "underlying_store", None)
     return "127.0.0.1"
+
+
+def _bind_address(host: str) -> str:
+    """Where rank 0's master listens: on the advertised address when it is an IP literal
+    (loopback stays private to the machine), else on every IPv4 interface."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "0.0.0.0:0"
+    return f"[{ip}]:0" if ip.version == 6 else f"{ip}:0"
 
 
 def _local_address_towards(host: str) -> str:
