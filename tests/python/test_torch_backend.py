@@ -217,37 +217,69 @@ def test_ddp_matches_gloo_and_is_bit_identical_across_ranks(runs: dict[str, Run]
 
 # --- set-up paths ---------------------------------------------------------------------------
 
-@pytest.mark.timeout(60)
-def test_external_master_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two ranks as threads of this process, joining a master that nobody of them runs."""
+def groups_in_threads(world: int) -> list[Any]:
+    """`world` ProcessGroupPCCLs of one run, each built in its own thread of this process
+    (their constructors block until all joined)."""
     import torch.distributed as dist
-    from pccl.torch import MASTER_ADDR_ENV, ProcessGroupPCCL
+    from pccl.torch import ProcessGroupPCCL
 
     store = dist.HashStore()
-    results: list[Any] = [None, None]
+    groups: list[Any] = [None] * world
 
-    def rank_main(rank: int) -> None:
+    def build(rank: int) -> None:
         try:
-            pg = ProcessGroupPCCL(store, rank, 2, datetime.timedelta(seconds=30))
-            try:
-                tensor = torch.full((3,), float(rank))
-                pg.allreduce([tensor]).wait()
-                results[rank] = tensor
-            finally:
-                pg.shutdown()
-        except BaseException as e:  # noqa: BLE001 - reported by the test
-            results[rank] = e
+            groups[rank] = ProcessGroupPCCL(store, rank, world, datetime.timedelta(seconds=30))
+        except BaseException as e:  # noqa: BLE001 - raised below
+            groups[rank] = e
+
+    threads = [threading.Thread(target=build, args=(rank,)) for rank in range(world)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=45)
+    for group in groups:
+        if not hasattr(group, "allreduce"):
+            for other in groups:
+                if hasattr(other, "shutdown"):
+                    other.shutdown()
+            raise AssertionError(f"building the groups failed: {groups}")
+    return groups
+
+
+@pytest.mark.timeout(60)
+def test_external_master_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pccl.torch import MASTER_ADDR_ENV
 
     with pccl.MasterNode("127.0.0.1:0") as master:
         monkeypatch.setenv(MASTER_ADDR_ENV, master.address)
-        threads = [threading.Thread(target=rank_main, args=(rank,)) for rank in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=45)
-    for result in results:
-        assert isinstance(result, torch.Tensor), result
-        assert torch.equal(result, torch.full((3,), 1.0))
+        groups = groups_in_threads(2)
+        try:
+            tensors = [torch.full((3,), float(rank)) for rank in range(2)]
+            works = [g.allreduce([t]) for g, t in zip(groups, tensors)]
+            for work in works:
+                work.wait()
+        finally:
+            for group in reversed(groups):  # rank 0 last, as it would stop its own master
+                group.shutdown()
+    for tensor in tensors:
+        assert torch.equal(tensor, torch.full((3,), 1.0))
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_rank_fails_the_work_with_pccls_error() -> None:
+    groups = groups_in_threads(2)
+    try:
+        work = groups[0].allreduce([torch.ones(1000)])
+        groups[1].shutdown()  # leaves the run instead of joining the all-reduce
+        with pytest.raises(pccl.PeerLostError):
+            work.wait()
+        assert work.is_completed() and not work.is_success()
+        assert isinstance(work.exception(), pccl.PeerLostError)
+        with pytest.raises(pccl.TooFewPeersError):  # alone now: a clear error, no hang
+            groups[0].allreduce([torch.ones(3)]).wait()
+    finally:
+        for group in reversed(groups):
+            group.shutdown()
 
 
 @pytest.mark.timeout(60)

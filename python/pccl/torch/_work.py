@@ -97,6 +97,8 @@ class Completer:
     def submit(self, handles: Sequence[AsyncReduceHandle], finish: Finish) -> PcclWork:
         """Returns the Work that completes once `handles` are done and `finish` ran;
         the Work's future holds what `finish` returns."""
+        if self._closed:
+            raise RuntimeError("the pccl process group was shut down")
         future: Future = Future()
         self._queue.put((handles, finish, future))
         return PcclWork(future)
