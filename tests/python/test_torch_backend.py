@@ -4,7 +4,8 @@ One launch runs torch_backend_worker.py in 3 pccl ranks (init via env://) and, a
 same time, in 3 Gloo ranks (init via tcp://); every check of the worker then compares
 the two runs' saved outputs: exact where the op is exact, within float tolerance where
 the summation order differs, and bit-identical across pccl's ranks. Starting a torch
-process costs seconds, so the checks share that one launch.
+process costs seconds, so the checks share that one launch. Set-up and failure paths run
+their ranks as threads of the test process instead.
 """
 
 from __future__ import annotations
