@@ -267,17 +267,21 @@ def test_external_master_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_lost_rank_fails_the_work_with_pccls_error() -> None:
-    groups = groups_in_threads(2)
+def test_a_lost_rank_fails_the_survivors_collectives() -> None:
+    groups = groups_in_threads(3)
     try:
-        work = groups[0].allreduce([torch.ones(1000)])
-        groups[1].shutdown()  # leaves the run instead of joining the all-reduce
-        with pytest.raises(pccl.PeerLostError):
-            work.wait()
-        assert work.is_completed() and not work.is_success()
-        assert isinstance(work.exception(), pccl.PeerLostError)
-        with pytest.raises(pccl.TooFewPeersError):  # alone now: a clear error, no hang
-            groups[0].allreduce([torch.ones(3)]).wait()
+        works = [groups[rank].allreduce([torch.ones(1000)]) for rank in range(2)]
+        groups[2].shutdown()  # leaves the run instead of joining the all-reduce
+        for work in works:
+            with pytest.raises(pccl.PeerLostError):
+                work.wait()
+            assert work.is_completed() and not work.is_success()
+            assert isinstance(work.exception(), pccl.PeerLostError)
+        # pccl would carry on with the two survivors; torch's group of three must not.
+        works = [groups[rank].allreduce([torch.ones(3)]) for rank in range(2)]
+        for work in works:
+            with pytest.raises(pccl.PeerLostError, match="ran with 2 of the process group's 3"):
+                work.wait()
     finally:
         for group in reversed(groups):
             group.shutdown()

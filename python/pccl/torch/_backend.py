@@ -62,7 +62,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         self._comm = self._rendezvous.comm
         self._tags = itertools.count(1)
         self._tags_lock = threading.Lock()
-        self._completer = Completer()
+        self._completer = Completer(size)
         self._shut_down = False
 
     def getBackendName(self) -> str:

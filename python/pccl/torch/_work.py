@@ -8,7 +8,10 @@ therefore completes on its own: DDP chains its bucket callbacks on it
 (`work.get_future()`) and never calls `wait()` on the Work.
 
 A failed collective completes the future with pccl's exception (PeerLostError,
-PCCLTimeoutError, ...); `wait()` and `get_future().wait()` raise it.
+PCCLTimeoutError, ...); `wait()` and `get_future().wait()` raise it. So does a collective
+that succeeded among fewer peers than the group has: after a lost rank pccl carries on
+with the survivors, but a torch process group has a fixed size, and a sum, average or
+gather over the survivors only would be silently wrong.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.distributed as dist
 from torch.futures import Future
 
 from pccl.communicator import AsyncReduceHandle
+from pccl.errors import PeerLostError
 
 Finish = Callable[[], Any]
 _POLL_S = 0.001
@@ -84,9 +88,14 @@ class PcclWork(dist.Work):
 
 
 class Completer:
-    """Finishes launched collectives in launch order on one background thread."""
+    """Finishes launched collectives in launch order on one background thread.
 
-    def __init__(self) -> None:
+    Args:
+        world_size: the peers every collective must have run with.
+    """
+
+    def __init__(self, world_size: int) -> None:
+        self._world_size = world_size
         self._queue: queue.SimpleQueue[tuple[Sequence[AsyncReduceHandle], Finish, Future]
                                        | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="pccl-torch-completer",
@@ -116,7 +125,12 @@ class Completer:
             error: BaseException | None = None
             for handle in handles:  # wait for every one: their buffers are in use
                 try:
-                    handle.result()
+                    peers = handle.result().local_world_size
+                    if peers != self._world_size:
+                        raise PeerLostError(
+                            f"pccl backend: the collective ran with {peers} of the process "
+                            f"group's {self._world_size} ranks (a rank was lost); its result "
+                            "is not the group's, and the group cannot continue")
                 except BaseException as e:  # noqa: BLE001 - handed to the future
                     error = error or e
             if error is None:
