@@ -316,6 +316,11 @@ def test_a_group_of_one_returns_its_inputs() -> None:
         pg.barrier().wait()
         for result in (tensor, gathered, scattered):
             assert torch.equal(result, torch.arange(5.0))
+        with pytest.raises(ValueError, match="all_gather_single needs an output of 1 x 5"):
+            pg.all_gather_single(torch.zeros(3), tensor)
+        opts.reduceOp = dist.ReduceOp.BXOR
+        with pytest.raises(ValueError, match="does not support ReduceOp.BXOR"):
+            pg.allreduce([tensor], opts)
     finally:
         pg.shutdown()
 

@@ -9,10 +9,12 @@
 
 Rank 0 starts a pccl master in its own process and publishes its address in torch's
 store; set PCCL_MASTER_ADDR=host:port to use an external master (`pccl_master`) instead.
-Collectives: all_reduce (SUM, AVG, PRODUCT, MIN, MAX), broadcast, all_gather,
-all_gather_into_tensor, reduce_scatter, reduce_scatter_tensor and barrier, synchronous or
-with async_op=True. CUDA tensors are staged through host memory. The adapter is pure
-Python over pccl's all-reduce; it does not link libtorch.
+Collectives: all_reduce and reduce (SUM, AVG, PRODUCT, MIN, MAX), broadcast, all_gather,
+all_gather_single (all_gather_into_tensor), reduce_scatter, reduce_scatter_single
+(reduce_scatter_tensor) and barrier, synchronous or with async_op=True. CUDA tensors are
+staged through host memory. Errors are pccl's (pccl.PeerLostError when a rank is lost),
+or ValueError/TypeError for calls the backend refuses. The adapter is pure Python over
+pccl's all-reduce; it does not link libtorch.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
                           opts: dist.AllgatherOptions | None = None) -> PcclWork:
         if output.dtype != input.dtype or output.numel() != input.numel() * self._size:
-            raise ValueError(f"all_gather_into_tensor needs an output of {self._size} x "
+            raise ValueError(f"all_gather_single needs an output of {self._size} x "
                              f"{input.numel()} elements of {input.dtype}, got "
                              f"{output.numel()} of {output.dtype}")
         handle, slots = self._gather_bytes(input)
@@ -189,9 +189,9 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,
                               opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
-        check_reducible(input, op, "reduce_scatter_tensor's input")
+        check_reducible(input, op, "reduce_scatter_single's input")
         if output.dtype != input.dtype or input.numel() != output.numel() * self._size:
-            raise ValueError(f"reduce_scatter_tensor needs an input of {self._size} x "
+            raise ValueError(f"reduce_scatter_single needs an input of {self._size} x "
                              f"{output.numel()} elements of {output.dtype}, got "
                              f"{input.numel()} of {input.dtype}")
         send = HostTensor(input).host  # read only: the caller's input stays as it was
