@@ -1,0 +1,271 @@
+"""ProcessGroupPCCL: torch.distributed collectives as pccl all-reduces.
+
+pccl has one collective, a ring all-reduce whose result is bit-identical on every peer.
+Every torch collective here is one all-reduce (one per tensor of a list) plus local
+copies:
+
+    all_reduce       the tensor itself, with the requested op.
+    broadcast        the tensor's bytes as uint8 SUM; every rank but the source first
+                     zeroes them, so the sum is the source's bytes exactly (uint8 wraps
+                     mod 256, and x + 0 + ... + 0 = x for any dtype's bit pattern).
+    all_gather       a zeroed uint8 buffer of world_size slots; each rank writes its
+                     tensor's bytes into its own slot; uint8 SUM fills every slot.
+    reduce           all_reduce into a host copy that only the destination keeps.
+    reduce_scatter   the world_size inputs laid end to end, reduced with the op; each rank
+                     keeps its own slice.
+    barrier          a one-byte SUM.
+
+Ranks must issue the same collectives in the same order (torch requires it too): each
+launch takes the next tag of the group's sequence counter, so the same call carries the
+same tag on every rank and concurrent collectives (async_op=True, DDP's buckets) never
+share one.
+
+Every collective is launched in the calling thread and completed by the Completer
+(_work.py); with async_op=False torch waits on the returned Work.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+import pccl
+from pccl.communicator import AsyncReduceHandle
+from pccl.torch._ops import check_reducible, reduce_op
+from pccl.torch._rendezvous import Rendezvous
+from pccl.torch._staging import HostTensor, as_bytes, host_copy
+from pccl.torch._work import Completer, PcclWork
+
+BACKEND_NAME = "pccl"
+
+
+class ProcessGroupPCCL(dist.ProcessGroup):
+    """A torch process group whose ranks are the peers of one pccl run.
+
+    Created by `dist.init_process_group(backend="pccl", ...)` (see pccl.torch); the
+    constructor blocks until all `size` ranks joined the run or `timeout` passed.
+    """
+
+    def __init__(self, store: dist.Store, rank: int, size: int,
+                 timeout: datetime.timedelta):
+        super().__init__(rank, size)
+        self._rank = rank
+        self._size = size
+        self._timeout_s = timeout.total_seconds()
+        self._rendezvous = Rendezvous(store, rank, size, timeout)
+        self._comm = self._rendezvous.comm
+        self._tags = itertools.count(1)
+        self._tags_lock = threading.Lock()
+        self._completer = Completer(size)
+        self._shut_down = False
+
+    def getBackendName(self) -> str:
+        return BACKEND_NAME
+
+    # -- collectives ------------------------------------------------------------------
+
+    def allreduce(self, tensors: list[torch.Tensor],
+                  opts: dist.AllreduceOptions | None = None) -> PcclWork:
+        op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
+        for t in tensors:
+            check_reducible(t, op, "all_reduce's tensor")
+        staged = [HostTensor(t) for t in tensors]
+        handles = [self._launch(s.host, s.host, op) for s in staged]
+
+        def finish() -> list[torch.Tensor]:
+            for s in staged:
+                s.write_back()
+            return tensors
+
+        return self._submit(handles, finish)
+
+    def allreduce_coalesced(self, tensors: list[torch.Tensor],
+                            opts: Any = None) -> PcclWork:
+        return self.allreduce(tensors, opts)
+
+    def reduce(self, tensors: list[torch.Tensor],
+               opts: dist.ReduceOptions | None = None) -> PcclWork:
+        op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
+        dst = 0 if opts is None else opts.rootRank
+        for t in tensors:
+            check_reducible(t, op, "reduce's tensor")
+        # An all-reduce into host copies; only the destination keeps the result.
+        sources = [HostTensor(t).host for t in tensors]
+        reduced = [torch.empty_like(s) for s in sources]
+        handles = [self._launch(s, r, op) for s, r in zip(sources, reduced)]
+
+        def finish() -> list[torch.Tensor]:
+            if self._rank == dst:
+                for t, r in zip(tensors, reduced):
+                    t.detach().copy_(r)
+            return tensors
+
+        return self._submit(handles, finish)
+
+    def broadcast(self, tensors: list[torch.Tensor],
+                  opts: dist.BroadcastOptions | None = None) -> PcclWork:
+        src = 0 if opts is None else opts.rootRank
+        staged = [HostTensor(t) for t in tensors]
+        handles = []
+        for s in staged:
+            data = as_bytes(s.host)
+            if self._rank != src:
+                data.zero_()
+            handles.append(self._launch(data, data, pccl.ReduceOp.SUM))
+
+        def finish() -> list[torch.Tensor]:
+            if self._rank != src:
+                for s in staged:
+                    s.write_back()
+            return tensors
+
+        return self._submit(handles, finish)
+
+    def allgather(self, output_tensors: list[list[torch.Tensor]],
+                  input_tensors: list[torch.Tensor],
+                  opts: dist.AllgatherOptions | None = None) -> PcclWork:
+        _same_length(output_tensors, input_tensors, "all_gather")
+        gathered = []
+        for outputs, tensor in zip(output_tensors, input_tensors):
+            if len(outputs) != self._size:
+                raise ValueError(f"all_gather needs {self._size} output tensors (one per "
+                                 f"rank), got {len(outputs)}")
+            for out in outputs:
+                _same_elements(out, tensor, "all_gather's output", "its input")
+            gathered.append(self._gather_bytes(tensor))
+        handles = [handle for handle, _ in gathered]
+
+        def finish() -> list[list[torch.Tensor]]:
+            for outputs, tensor, (_, slots) in zip(output_tensors, input_tensors, gathered):
+                for out, slot in zip(outputs, slots.chunk(self._size)):
+                    out.copy_(slot.view(tensor.dtype).view(out.shape))
+            return output_tensors
+
+        return self._submit(handles, finish)
+
+    def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
+                          opts: dist.AllgatherOptions | None = None) -> PcclWork:
+        if output.dtype != input.dtype or output.numel() != input.numel() * self._size:
+            raise ValueError(f"all_gather_single needs an output of {self._size} x "
+                             f"{input.numel()} elements of {input.dtype}, got "
+                             f"{output.numel()} of {output.dtype}")
+        handle, slots = self._gather_bytes(input)
+
+        def finish() -> list[torch.Tensor]:
+            output.copy_(slots.view(input.dtype).view(output.shape))
+            return [output]
+
+        return self._submit([handle], finish)
+
+    def reduce_scatter(self, output_tensors: list[torch.Tensor],
+                       input_tensors: list[list[torch.Tensor]],
+                       opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
+        _same_length(output_tensors, input_tensors, "reduce_scatter")
+        op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
+        buffers = []
+        for out, inputs in zip(output_tensors, input_tensors):
+            check_reducible(out, op, "reduce_scatter's output")
+            if len(inputs) != self._size:
+                raise ValueError(f"reduce_scatter needs {self._size} input tensors (one per "
+                                 f"rank), got {len(inputs)}")
+            for tensor in inputs:
+                _same_elements(tensor, out, "reduce_scatter's input", "its output")
+            buffers.append(torch.cat([host_copy(t).reshape(-1) for t in inputs]))
+        handles = [self._launch(b, b, op) for b in buffers]
+
+        def finish() -> list[torch.Tensor]:
+            for out, b in zip(output_tensors, buffers):
+                out.copy_(b.chunk(self._size)[self._rank].view(out.shape))
+            return output_tensors
+
+        return self._submit(handles, finish)
+
+    def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,
+                              opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
+        op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
+        check_reducible(input, op, "reduce_scatter_single's input")
+        if output.dtype != input.dtype or input.numel() != output.numel() * self._size:
+            raise ValueError(f"reduce_scatter_single needs an input of {self._size} x "
+                             f"{output.numel()} elements of {output.dtype}, got "
+                             f"{input.numel()} of {input.dtype}")
+        send = HostTensor(input).host  # read only: the caller's input stays as it was
+        reduced = torch.empty_like(send)
+        handle = self._launch(send, reduced, op)
+
+        def finish() -> list[torch.Tensor]:
+            output.copy_(reduced.reshape(-1).chunk(self._size)[self._rank].view(output.shape))
+            return [output]
+
+        return self._submit([handle], finish)
+
+    def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:
+        token = torch.zeros(1, dtype=torch.uint8)
+        return self._submit([self._launch(token, token, pccl.ReduceOp.SUM)], lambda: [token])
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Finishes collectives in flight, leaves the pccl run. Idempotent."""
+        if not self._shut_down:
+            self._shut_down = True
+            self._completer.close()
+            self._rendezvous.close()
+
+    def abort(self) -> None:
+        self.shutdown()
+
+    # -- building blocks --------------------------------------------------------------
+
+    def _gather_bytes(self, tensor: torch.Tensor) -> tuple[AsyncReduceHandle | None,
+                                                           torch.Tensor]:
+        """Launches the all-gather of `tensor`'s bytes; returns the slots buffer."""
+        data = as_bytes(HostTensor(tensor).host)
+        slots = torch.zeros(data.numel() * self._size, dtype=torch.uint8)
+        slots[self._rank * data.numel():(self._rank + 1) * data.numel()] = data
+        return self._launch(slots, slots, pccl.ReduceOp.SUM), slots
+
+    def _launch(self, send: torch.Tensor, recv: torch.Tensor,
+                op: pccl.ReduceOp) -> AsyncReduceHandle | None:
+        """Starts one pccl all-reduce under the next tag. Returns None, with recv already
+        final, for an empty tensor or a group of one (they still take a tag, so the
+        ranks' counters stay equal)."""
+        with self._tags_lock:  # tags in launch order, even with several calling threads
+            tag = next(self._tags)
+            if send.numel() == 0:
+                return None
+            if self._size == 1:  # pccl needs two peers; alone, every op is the identity
+                if recv.data_ptr() != send.data_ptr():
+                    recv.copy_(send)
+                return None
+            return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
+                                               timeout=self._timeout_s)
+
+    def _submit(self, handles: Sequence[AsyncReduceHandle | None],
+                finish: Callable[[], Any]) -> PcclWork:
+        return self._completer.submit([h for h in handles if h is not None], finish)
+
+    def __repr__(self) -> str:
+        return f"ProcessGroupPCCL(rank={self._rank}, size={self._size})"
+
+
+def _same_length(a: Sequence[Any], b: Sequence[Any], what: str) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"{what}: {len(a)} output lists for {len(b)} inputs")
+
+
+def _same_elements(tensor: torch.Tensor, like: torch.Tensor, name: str, like_name: str) -> None:
+    if tensor.dtype != like.dtype or tensor.numel() != like.numel():
+        raise ValueError(f"{name} has {tensor.numel()} elements of {tensor.dtype} but "
+                         f"{like_name} has {like.numel()} of {like.dtype}")
+
+
+def create_process_group(store: dist.Store, rank: int, world_size: int,
+                         timeout: datetime.timedelta) -> ProcessGroupPCCL:
+    """torch's creation hook for backend "pccl" (see dist.Backend.register_backend)."""
+    return ProcessGroupPCCL(store, rank, world_size, timeout)

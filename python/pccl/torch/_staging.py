@@ -1,0 +1,44 @@
+"""Host memory for pccl: it reduces contiguous CPU buffers only.
+
+A contiguous CPU tensor is used in place. Anything else (a CUDA tensor, a strided view)
+is staged: copied into a contiguous CPU tensor before the collective and copied back
+after it. CUDA copies are blocking, so the host copy is complete before pccl reads it;
+the copy back is ordered on the current CUDA stream of the thread that finishes the
+collective.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class HostTensor:
+    """A contiguous CPU tensor holding `tensor`'s values, shared with it where possible.
+
+    Attributes:
+        tensor: the caller's tensor.
+        host: what pccl reads and writes.
+    """
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self.staged = tensor.device.type != "cpu" or not tensor.is_contiguous()
+        if self.staged:
+            self.host = tensor.detach().to("cpu", copy=True).contiguous()
+        else:
+            self.host = tensor.detach()
+
+    def write_back(self) -> None:
+        """Makes `tensor` hold `host`'s values (a no-op when they share memory)."""
+        if self.staged:
+            self.tensor.detach().copy_(self.host)
+
+
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor with `tensor`'s values, never sharing its memory."""
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def as_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """The flat uint8 view of a contiguous tensor (any dtype, 0-d included)."""
+    return tensor.reshape(-1).view(torch.uint8)

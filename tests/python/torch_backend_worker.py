@@ -1,0 +1,236 @@
+"""One rank of a torch.distributed job for test_torch_backend.py.
+
+    python torch_backend_worker.py BACKEND RANK WORLD INIT_METHOD OUT_DIR [SCENARIO]
+
+Runs the same checks with any backend ("pccl" or "gloo") and saves what every
+collective produced to OUT_DIR/BACKEND_RANK.pt: a dict from a check's name to its output
+tensor(s), or to ("error", type name, message) where the call raised. The test compares
+the pccl run against the Gloo run and pccl's ranks against each other. Inputs depend only
+on (check name, rank), so both runs see the same data.
+
+Scenarios: "all" (collectives, async work, refused calls, DDP) and "cuda" (collectives
+on CUDA tensors, staged through host memory).
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import pccl.torch  # noqa: F401 - registers the "pccl" backend
+import torch
+import torch.distributed as dist
+
+Results = dict[str, Any]
+OPS = {"SUM": dist.ReduceOp.SUM, "AVG": dist.ReduceOp.AVG, "PRODUCT": dist.ReduceOp.PRODUCT,
+       "MIN": dist.ReduceOp.MIN, "MAX": dist.ReduceOp.MAX}
+COUNT = 1037  # odd, so ring chunks are uneven
+
+
+def data(name: str, rank: int, shape: tuple[int, ...], dtype: torch.dtype, *,
+         integral: bool = True) -> torch.Tensor:
+    """Rank `rank`'s input for check `name`. Integral values (small, so sums and products
+    stay exact in every dtype and order) unless `integral` is False (normal floats)."""
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()) * 16 + rank)
+    if not integral:
+        return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    low, high = (0, 4) if dtype == torch.uint8 else (-3, 4)
+    return torch.randint(low, high, shape, generator=g).to(dtype)
+
+
+def attempt(results: Results, name: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Stores fn(*args) under `name`, or the error it raised."""
+    try:
+        results[name] = fn(*args)
+    except Exception as e:  # noqa: BLE001 - recorded for the test to judge
+        results[name] = ("error", type(e).__name__, str(e))
+
+
+def all_reduce(tensor: torch.Tensor, op: Any) -> torch.Tensor:
+    dist.all_reduce(tensor, op=op)
+    return tensor
+
+
+# --- checks -------------------------------------------------------------------------------
+
+def check_all_reduce(rank: int, results: Results) -> None:
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                  torch.int32, torch.int8, torch.uint8):
+        for op_name, op in OPS.items():
+            name = f"all_reduce/{dtype}/{op_name}"
+            attempt(results, name, all_reduce, data(name, rank, (COUNT,), dtype), op)
+    for op_name in ("SUM", "AVG"):  # real gradients: results differ by summation order
+        name = f"all_reduce_normal/float32/{op_name}"
+        attempt(results, name, all_reduce,
+                data(name, rank, (COUNT,), torch.float32, integral=False), OPS[op_name])
+    # A strided view (staged through a contiguous copy) and a 0-d tensor.
+    strided = data("all_reduce/strided", rank, (9, 7), torch.float32).t()
+    results["all_reduce/strided"] = all_reduce(strided, dist.ReduceOp.SUM).clone()
+    results["all_reduce/scalar"] = all_reduce(torch.tensor(float(rank + 1)), dist.ReduceOp.MAX)
+    results["all_reduce/empty"] = all_reduce(torch.zeros(0), dist.ReduceOp.SUM)
+
+
+def check_broadcast(rank: int, world: int, results: Results) -> None:
+    for src in range(world):
+        for dtype in (torch.float32, torch.bfloat16, torch.int64, torch.bool):
+            name = f"broadcast/{src}/{dtype}"
+            tensor = data(name, rank, (COUNT,), torch.int64).to(dtype)
+            dist.broadcast(tensor, src=src)
+            results[name] = tensor
+    strided = data("broadcast/strided", rank, (5, 6), torch.float64)[:, ::2]
+    dist.broadcast(strided, src=world - 1)
+    results["broadcast/strided"] = strided.clone()
+
+
+def check_reduce(rank: int, world: int, results: Results) -> None:
+    for op_name in ("SUM", "MAX"):
+        for dst in range(world):
+            name = f"reduce/{dst}/{op_name}"
+            tensor = data(name, rank, (COUNT,), torch.float32)
+            dist.reduce(tensor, dst=dst, op=OPS[op_name])
+            if rank == dst:  # other ranks' tensors are unspecified afterwards
+                results[name] = tensor
+
+
+def check_all_gather(rank: int, world: int, results: Results) -> None:
+    for dtype in (torch.float32, torch.int8, torch.bfloat16):
+        name = f"all_gather/{dtype}"
+        outputs = [torch.zeros((3, 5), dtype=dtype) for _ in range(world)]
+        dist.all_gather(outputs, data(name, rank, (3, 5), torch.int64).to(dtype))
+        results[name] = torch.stack(outputs)
+    output = torch.zeros(world * 7, dtype=torch.float64)
+    dist.all_gather_single(output, data("all_gather_single", rank, (7,), torch.float64))
+    results["all_gather_single"] = output
+
+
+def check_reduce_scatter(rank: int, world: int, results: Results) -> None:
+    for op_name in ("SUM", "MAX"):
+        name = f"reduce_scatter/{op_name}"
+        inputs = [data(f"{name}/{i}", rank, (4, 3), torch.float32) for i in range(world)]
+        output = torch.zeros((4, 3))
+        dist.reduce_scatter(output, inputs, op=OPS[op_name])
+        results[name] = output
+        name = f"reduce_scatter_single/{op_name}"
+        single = data(name, rank, (world * 11,), torch.int64)
+        output = torch.zeros(11, dtype=torch.int64)
+        dist.reduce_scatter_single(output, single, op=OPS[op_name])
+        results[name] = output
+        results[name + "/input_kept"] = single  # the input must not be overwritten
+
+
+def check_async(rank: int, results: Results) -> None:
+    tensors = [data(f"async/{i}", rank, (COUNT * (i + 1),), torch.float32) for i in range(3)]
+    works = [dist.all_reduce(t, async_op=True) for t in tensors]
+    bcast = data("async/broadcast", rank, (10,), torch.int32)
+    works.append(dist.broadcast(bcast, src=1, async_op=True))
+    for work in reversed(works):
+        work.wait()
+    results["async/completed"] = torch.tensor([w.is_completed() for w in works])
+    results["async/future_value_is_tensor"] = torch.tensor(
+        [works[i].get_future().value()[0] is tensors[i] and works[i].result()[0] is tensors[i]
+         for i in range(3)])
+    timed = dist.all_reduce(torch.ones(3), async_op=True)
+    results["async/timed_wait"] = torch.tensor(timed.wait(datetime.timedelta(seconds=30)))
+    for i, t in enumerate(tensors):
+        results[f"async/{i}"] = t
+    results["async/broadcast"] = bcast
+    # A callback chained on the future, as DDP's comm hooks do.
+    doubled = dist.all_reduce(data("async/chained", rank, (5,), torch.float32),
+                              async_op=True).get_future().then(lambda f: f.value()[0] * 2)
+    results["async/chained"] = doubled.wait()
+    dist.barrier()
+
+
+def check_groups_and_objects(rank: int, world: int, results: Results) -> None:
+    """A subgroup (its own pccl run, mastered by its first rank) and the object
+    collectives torch builds from all_gather and broadcast."""
+    members = list(range(1, world))
+    group = dist.new_group(members)
+    if rank in members:
+        tensor = data("subgroup", rank, (COUNT,), torch.float32)
+        dist.all_reduce(tensor, group=group)
+        results["subgroup/all_reduce"] = tensor
+    objects: list[Any] = [None] * world
+    dist.all_gather_object(objects, {"rank": rank, "name": "x" * rank})
+    results["objects/all_gather"] = objects
+    payload = [{"from": rank, "list": list(range(rank + 3))}]
+    dist.broadcast_object_list(payload, src=world - 1)
+    results["objects/broadcast"] = payload[0]
+
+
+def check_refused(rank: int, results: Results) -> None:
+    """Calls a backend may refuse; each must raise on every rank, then the group must still
+    work."""
+    attempt(results, "refused/band_float", all_reduce, torch.ones(4), dist.ReduceOp.BAND)
+    attempt(results, "refused/avg_int", all_reduce, torch.ones(4, dtype=torch.int64),
+            dist.ReduceOp.AVG)
+    attempt(results, "refused/bool_sum", all_reduce, torch.ones(4, dtype=torch.bool),
+            dist.ReduceOp.SUM)
+    results["refused/then_ok"] = all_reduce(torch.full((3,), float(rank)), dist.ReduceOp.SUM)
+
+
+def check_ddp(rank: int, results: Results) -> None:
+    """A few SGD steps of a small model under DDP. Every rank starts from different weights:
+    DDP must broadcast rank 0's at construction."""
+    torch.manual_seed(100 + rank)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+    # Tiny buckets: several all-reduces in flight per backward pass.
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.001)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1000 + rank)
+    for _ in range(4):
+        x = torch.randn(16, 8, generator=g)
+        y = torch.randn(16, 4, generator=g)
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(ddp(x), y).backward()
+        optimizer.step()
+    for name, p in model.named_parameters():
+        results[f"ddp/param/{name}"] = p.detach().clone()
+        results[f"ddp/grad/{name}"] = p.grad.detach().clone()
+
+
+def check_cuda(rank: int, world: int, results: Results) -> None:
+    device = torch.device("cuda", rank % torch.cuda.device_count())
+    tensor = data("cuda/all_reduce", rank, (COUNT,), torch.float32).to(device)
+    dist.all_reduce(tensor)
+    results["cuda/all_reduce"] = tensor.cpu()
+    results["cuda/all_reduce/device"] = str(tensor.device)
+    tensor = data("cuda/broadcast", rank, (COUNT,), torch.int64).to(device)
+    dist.broadcast(tensor, src=world - 1)
+    results["cuda/broadcast"] = tensor.cpu()
+    outputs = [torch.zeros(7, device=device) for _ in range(world)]
+    dist.all_gather(outputs, data("cuda/all_gather", rank, (7,), torch.float32).to(device))
+    results["cuda/all_gather"] = torch.stack(outputs).cpu()
+
+
+def main(argv: list[str]) -> None:
+    backend, rank, world, init_method, out_dir = argv[:5]
+    scenario = argv[5] if len(argv) > 5 else "all"
+    rank, world = int(rank), int(world)
+    dist.init_process_group(backend=backend, init_method=init_method, world_size=world,
+                            rank=rank, timeout=datetime.timedelta(seconds=60))
+    results: Results = {"world_size": dist.get_world_size(), "backend": dist.get_backend()}
+    if scenario == "all":
+        check_all_reduce(rank, results)
+        check_broadcast(rank, world, results)
+        check_reduce(rank, world, results)
+        check_all_gather(rank, world, results)
+        check_reduce_scatter(rank, world, results)
+        check_async(rank, results)
+        check_groups_and_objects(rank, world, results)
+        check_refused(rank, results)
+        check_ddp(rank, results)
+    elif scenario == "cuda":
+        check_cuda(rank, world, results)
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    dist.barrier()
+    dist.destroy_process_group()
+    torch.save(results, f"{out_dir}/{backend}_{rank}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
