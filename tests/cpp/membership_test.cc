@@ -322,7 +322,22 @@ TEST_F(MembershipTest, StaleEpochIsAnsweredToTheSenderOnly) {
   EXPECT_EQ(Recipients(actions, Kind::kVerdict), std::vector<ConnId>{1});
   proto::Verdict v = OneVerdict(actions, 1);
   EXPECT_EQ(v.ok, 0);
-  EXPECT_NE(v.reason.find("stale epoch"), std::string::npos);
+  EXPECT_NE(v.reason.find("the ring changed"), std::string::npos) << v.reason;
+  EXPECT_NE(v.reason.find("pending peers were admitted"), std::string::npos) << v.reason;
+}
+
+TEST_F(MembershipTest, InterruptedCollectivesNameWhoLeft) {
+  Run(3);
+  proto::OpKey key{m_.epoch(), 0, 1, 0};
+  Report(1, key, true);
+  auto actions = Do(event::Disconnected{3});
+  proto::Verdict v = OneVerdict(actions, 1);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("peer 1003"), std::string::npos) << v.reason;
+  EXPECT_NE(v.reason.find("left"), std::string::npos) << v.reason;
+  // A report of that op arriving after the epoch changed says why too.
+  v = OneVerdict(Report(2, key, true), 2);
+  EXPECT_NE(v.reason.find("peer 1003 (10.0.0.3) left"), std::string::npos) << v.reason;
 }
 
 TEST_F(MembershipTest, LateOpDoneGetsTheStoredVerdict) {

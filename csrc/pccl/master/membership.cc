@@ -177,7 +177,7 @@ void Membership::OnHello(const event::Hello& e, Step& step) {
     // An empty run has no vote and no link phase: the first peer is the run.
     welcome.accepted = 1;
     SendTo(e.conn, proto::Kind::kWelcome, proto::Encode(welcome), step);
-    StartEpoch({e.conn}, step);
+    StartEpoch({e.conn}, "the first peer joined", step);
     return;
   }
   welcome.accepted = 0;
@@ -206,7 +206,7 @@ void Membership::OnVote(const event::VoteTopology& e, Step& step) {
   }
   std::vector<ConnId> next = members_;
   next.insert(next.end(), pending_.begin(), pending_.end());
-  StartEpoch(std::move(next), step);
+  StartEpoch(std::move(next), "pending peers were admitted", step);
 }
 
 void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
@@ -277,9 +277,9 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
   };
   if (key.epoch != epoch_) {
     answer_sender(proto::Verdict{key, 0,
-                                 "stale epoch: " + key.ToString() + " is of epoch " +
-                                     std::to_string(key.epoch) + ", the current epoch is " +
-                                     std::to_string(epoch_)});
+                                 "the ring changed while " + key.ToString() +
+                                     " ran (now epoch " + std::to_string(epoch_) + ": " +
+                                     epoch_cause_ + "); retry"});
     return;
   }
   if (auto it = decided_.find(key); it != decided_.end()) {
@@ -475,7 +475,7 @@ void Membership::FinishOptimize(Step& step) {
     return;
   }
   PCCL_LOG(kInfo, "master: optimize_topology() found a better ring order");
-  StartEpoch(std::move(next), step);
+  StartEpoch(std::move(next), "optimize_topology() reordered the ring", step);
 }
 
 void Membership::OnSyncState(const event::SyncState& e, Step& step) {
@@ -696,7 +696,7 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       // for it until their deadline.
       std::set<ConnId> carried;
       if (!all_voted && !pending_.empty()) carried = votes_;
-      StartEpoch(std::move(next), step);
+      StartEpoch(std::move(next), cause(gone_members.front()), step);
       votes_ = std::move(carried);
     } else {
       optimize_ = OptimizeRound{};
@@ -704,7 +704,8 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       link_deadline_ = TimePoint::max();
       links_ready_.clear();
       votes_.clear();
-      if (!pending_.empty()) StartEpoch(pending_, step);  // nobody is left to vote them in
+      // Nobody is left to vote the pending peers in.
+      if (!pending_.empty()) StartEpoch(pending_, "every member left", step);
     }
     return;
   }
@@ -715,13 +716,15 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
   }
 }
 
-void Membership::StartEpoch(std::vector<ConnId> members, Step& step) {
+void Membership::StartEpoch(std::vector<ConnId> members, const std::string& cause,
+                            Step& step) {
+  epoch_cause_ = cause;
   std::vector<proto::OpKey> undecided;
   for (const auto& [key, op] : open_ops_) undecided.push_back(key);
   for (const proto::OpKey& key : undecided) {
     Decide(key, false,
-           "topology changed to epoch " + std::to_string(epoch_ + 1) + " before every peer of " +
-               key.ToString() + " reported",
+           "the ring changed (epoch " + std::to_string(epoch_ + 1) + ": " + cause +
+               ") before every peer of " + key.ToString() + " reported; retry",
            step);
   }
   open_ops_.clear();

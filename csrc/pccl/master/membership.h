@@ -228,7 +228,8 @@ class Membership {
                    const std::function<std::string(const Peer&)>& cause, Step& step);
   // Fails every undecided operation, makes `members` (ring order) the run and sends them
   // Topology for the next epoch. Pending peers among them are admitted.
-  void StartEpoch(std::vector<ConnId> members, Step& step);
+  // `cause` says why, in the failures of collectives the change interrupts.
+  void StartEpoch(std::vector<ConnId> members, const std::string& cause, Step& step);
   // Sends verdict `v` for op `key` to every member of key.peer_group and stores it.
   // `code`: the StatusCode every peer raises on failure (Aborted: retry after the topology
   // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
@@ -253,6 +254,7 @@ class Membership {
   std::vector<ConnId> members_;   // ring order
   std::vector<ConnId> pending_;   // arrival order
   uint64_t epoch_ = 0;
+  std::string epoch_cause_;  // why epoch_ started, e.g. "peer 42 (10.0.0.3) left"
 
   // Vote round: members that voted since the last epoch; only while someone is pending.
   std::set<ConnId> votes_;
