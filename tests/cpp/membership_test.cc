@@ -326,6 +326,34 @@ TEST_F(MembershipTest, StaleEpochIsAnsweredToTheSenderOnly) {
   EXPECT_NE(v.reason.find("pending peers were admitted"), std::string::npos) << v.reason;
 }
 
+TEST_F(MembershipTest, AChangeInOneGroupLeavesAnotherGroupsRingAndCollectivesAlone) {
+  Run(4, {0, 1, 0, 1});
+  const uint64_t before = m_.epoch();
+  proto::OpKey group1{before, 1, 9, 0};
+  EXPECT_TRUE(Report(2, group1, true).empty());  // group 1's op: one of two reported
+  // Peer 3 (group 0) leaves: a new epoch, group 0's ring changes, group 1's does not.
+  auto actions = Do(event::Disconnected{3});
+  proto::Topology t = OneTopology(actions, 2);
+  EXPECT_EQ(t.epoch, before + 1);
+  for (const auto& m : t.members) {
+    EXPECT_EQ(m.ring_epoch, m.peer_group == 0 ? before + 1 : before) << m.peer_id;
+  }
+  EXPECT_TRUE(Sent(actions, 2, Kind::kVerdict).empty()) << "group 1's op was not failed";
+  auto done = Report(4, group1, true);
+  EXPECT_EQ(OneVerdict(done, 2).ok, 1);
+  EXPECT_EQ(OneVerdict(done, 4).ok, 1);
+  // A joiner into group 1 changes group 1's ring and leaves group 0's.
+  for (ConnId c : {1, 2, 4}) Ready(c, m_.epoch());
+  Hello(5, 1);
+  Vote(1);
+  Vote(2);
+  actions = Vote(4);
+  t = OneTopology(actions, 1);
+  for (const auto& m : t.members) {
+    EXPECT_EQ(m.ring_epoch, m.peer_group == 1 ? t.epoch : before + 1) << m.peer_id;
+  }
+}
+
 TEST_F(MembershipTest, InterruptedCollectivesNameWhoLeft) {
   Run(3);
   proto::OpKey key{m_.epoch(), 0, 1, 0};

@@ -127,8 +127,9 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         for _ in range(n):
             peer_id = r.take("Q")
             host = r.string()
-            port, group = r.take("HI")
-            members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group})
+            port, group, ring_epoch = r.take("HIQ")
+            members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group,
+                            "ring_epoch": ring_epoch})
         out["members"] = members
     elif kind == Kind.TOPOLOGY_COMPLETE:
         out["epoch"], out["pending"] = r.take("QB")

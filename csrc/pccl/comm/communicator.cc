@@ -78,7 +78,7 @@ Status Communicator::Connect(Deadline deadline) {
   }
   acceptor_ = std::thread([this] { AcceptLoop(); });
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
-  master_.SetTopologyListener([this](uint64_t epoch) { OnTopologyChange(epoch); });
+  master_.SetTopologyListener([this](const proto::Topology& t) { OnTopologyChange(t); });
   PCCL_RETURN_IF_ERROR(master_.Connect(master, deadline));
 
   proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host};
@@ -139,10 +139,12 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
     std::vector<proto::Member> ring;
     int rank = -1;
     bool present = false;
+    uint64_t ring_epoch = 0;
     for (const auto& member : topology.members) {
       if (member.peer_id == self) present = true;
       if (member.peer_group != options_.peer_group) continue;
       if (member.peer_id == self) rank = static_cast<int>(ring.size());
+      ring_epoch = member.ring_epoch;
       ring.push_back(member);
     }
     if (!present || rank < 0) {
@@ -152,10 +154,18 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
     }
     const int world = static_cast<int>(ring.size());
     std::shared_ptr<RingLinks> links;
-    if (world >= 2) {
+    bool same_ring = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // The master keeps a group's ring epoch while its ring stays the same: then the
+      // links (and the collectives running on them) carry on untouched.
+      same_ring = connected_ && ring_epoch == ring_epoch_;
+      if (same_ring) links = links_;
+    }
+    if (world >= 2 && !same_ring) {
       const auto& next = ring[(rank + 1) % world];
       const auto& prev = ring[(rank + world - 1) % world];
-      links = std::make_shared<RingLinks>(topology.epoch, self,
+      links = std::make_shared<RingLinks>(ring_epoch, self,
                                           LinkPeer{next.peer_id, {next.host, next.port}},
                                           LinkPeer{prev.peer_id, {prev.host, prev.port}},
                                           pool_size());
@@ -202,14 +212,17 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_.load()) {  // Close() ran meanwhile (the topology watcher applies too)
-        if (links) links->Break(Status(StatusCode::kAborted, "communicator closed"));
+        if (links && !same_ring) links->Break(Status(StatusCode::kAborted, "communicator closed"));
         return FailedPrecondition("communicator is closed");
       }
-      old = std::move(links_);
-      links_ = std::move(links);
+      if (!same_ring) {
+        old = std::move(links_);
+        links_ = std::move(links);
+        next_seq_.clear();  // a new ring epoch: OpKeys start over
+      }
+      ring_epoch_ = ring_epoch;
       rank_ = rank;
       group_world_ = world;
-      next_seq_.clear();
       pending_hint_ = pending_at_start;  // what every member's first are_peers_pending() says
       topology_ = std::move(topology);
       connected_ = true;
@@ -358,6 +371,11 @@ Status Communicator::OptimizeTopology(Deadline deadline) {
   }
 }
 
+bool Communicator::RingChangePushed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pushed_ring_epoch_.load() != ring_epoch_;
+}
+
 std::vector<uint64_t> Communicator::RingOrder() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<uint64_t> order;
@@ -367,19 +385,27 @@ std::vector<uint64_t> Communicator::RingOrder() {
   return order;
 }
 
-void Communicator::OnTopologyChange(uint64_t epoch) {
+void Communicator::OnTopologyChange(const proto::Topology& topology) {
+  // This peer's group's ring epoch in the new topology (0: this peer is not in it).
+  uint64_t ring_epoch = 0;
+  for (const auto& m : topology.members) {
+    if (m.peer_id == peer_id_.load()) ring_epoch = m.ring_epoch;
+  }
+  pushed_ring_epoch_.store(ring_epoch);
   std::shared_ptr<RingLinks> links;
   {
     std::lock_guard<std::mutex> lock(mu_);
     links = links_;
   }
-  // Collectives still running on the old ring can never complete: fail them now (they
+  // Collectives still running on an older ring can never complete: fail them now (they
   // report, get a stale-epoch verdict and raise PeerLostError; the retry runs on the new
-  // ring). Only older rings: another thread may already have applied this very topology
-  // between the reader queuing it and calling here, and its links are the new ones.
-  if (links && links->epoch() < epoch) {
+  // ring). A topology that keeps this group's ring leaves its links and collectives alone.
+  // (This runs before the topology is queued, so no thread has applied it yet.)
+  if (links && links->epoch() < ring_epoch) {
     links->Break(Status(StatusCode::kAborted,
                         "the master changed the ring (a peer left, was removed or joined)"));
+  } else if (links && ring_epoch == 0) {
+    links->Break(Status(StatusCode::kKicked, "the master's topology no longer includes this peer"));
   }
 }
 
@@ -468,13 +494,15 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
   // topology as soon as it notices, which may be a moment after this peer did: wait for
   // that rather than failing again at once on the broken links. Another collective of
   // this peer may apply the new topology meanwhile, so look again every few ms.
+  bool broken = false;
   while (true) {
     std::shared_ptr<RingLinks> current;
     {
       std::lock_guard<std::mutex> lock(mu_);
       current = links_;
     }
-    if (!current || current->broken_status().ok() || master_.Has(Kind::kTopology)) break;
+    broken = current && !current->broken_status().ok();
+    if (!broken || master_.Has(Kind::kTopology)) break;
     if (deadline.expired()) {
       return Status(StatusCode::kDeadlineExceeded,
                     "the ring links of epoch " + std::to_string(current->epoch()) +
@@ -484,7 +512,10 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline.Min(Deadline::In(kRelook)));
     if (!pushed.ok() && pushed.code() != StatusCode::kDeadlineExceeded) return pushed;
   }
-  if (master_.Has(Kind::kTopology)) {  // the master changed the ring (a peer left)
+  if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
+    // The master changed this group's ring (a peer left or joined): run on the new one.
+    // A topology that keeps this ring (a change in another group) is left to the topology
+    // watcher, and this collective runs on the links it has.
     std::lock_guard<std::mutex> control(control_mu_);
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   }
@@ -511,7 +542,7 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
                         std::to_string(options_.peer_group) + ", this group has " +
                         std::to_string(world));
     }
-    key = proto::OpKey{topology_.epoch, options_.peer_group, request.tag,
+    key = proto::OpKey{ring_epoch_, options_.peer_group, request.tag,
                        next_seq_[request.tag]++};
     links = links_;
     rank = rank_;
@@ -578,7 +609,7 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
   committed = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (topology_.epoch == key.epoch) pending_hint_ = verdict.pending != 0;
+    if (ring_epoch_ == key.epoch) pending_hint_ = verdict.pending != 0;
   }
   info->local_world_size = static_cast<uint32_t>(world);
   info->tx_bytes = stats.tx_bytes;

@@ -168,7 +168,9 @@ class Communicator {
   Status ApplyPushedTopologiesLocked(Deadline deadline);
   Status WaitAdmissionLocked(Deadline deadline);
   void OnVerdict(const proto::Verdict& verdict);
-  void OnTopologyChange(uint64_t epoch);
+  void OnTopologyChange(const proto::Topology& topology);
+  // Whether the latest topology the master pushed changes this peer's group's ring.
+  bool RingChangePushed();
   uint32_t pool_size() const;
 
   const CommunicatorOptions options_;
@@ -181,6 +183,8 @@ class Communicator {
   std::thread topology_watcher_;  // started once Connect succeeded
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};
+  // This group's ring epoch in the latest Topology the master sent (reader thread).
+  std::atomic<uint64_t> pushed_ring_epoch_{0};
 
   BufferPool buffers_;     // staging and workspaces, reused across collectives
   std::mutex control_mu_;  // one control call at a time
@@ -192,6 +196,7 @@ class Communicator {
   bool connected_ PCCL_GUARDED_BY(mu_) = false;
   proto::Topology topology_ PCCL_GUARDED_BY(mu_);
   std::shared_ptr<RingLinks> links_ PCCL_GUARDED_BY(mu_);
+  uint64_t ring_epoch_ PCCL_GUARDED_BY(mu_) = 0;  // the OpKey epoch of this group's ring
   int rank_ PCCL_GUARDED_BY(mu_) = 0;
   int group_world_ PCCL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch

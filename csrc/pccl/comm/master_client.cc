@@ -95,15 +95,16 @@ void MasterClient::ReaderLoop() {
       }
     }
     proto::Topology topology;
-    const bool is_topology =
-        kind == proto::Kind::kTopology && proto::Decode(payload, &topology).ok();
-    inbox_.emplace_back(kind, std::move(payload));
-    cv_.notify_all();
-    if (is_topology) {
+    if (kind == proto::Kind::kTopology && proto::Decode(payload, &topology).ok()) {
+      // The listener runs before the topology is queued: once a caller can see the
+      // message, the listener has seen it too.
       auto listener = topology_listener_;
       lock.unlock();
-      if (listener) listener(topology.epoch);
+      if (listener) listener(topology);
+      lock.lock();
     }
+    inbox_.emplace_back(kind, std::move(payload));
+    cv_.notify_all();
   }
 }
 
@@ -123,7 +124,7 @@ void MasterClient::StartHeartbeats(Duration interval) {
   heartbeat_ = std::thread([this, interval] { HeartbeatLoop(interval); });
 }
 
-void MasterClient::SetTopologyListener(std::function<void(uint64_t)> listener) {
+void MasterClient::SetTopologyListener(std::function<void(const proto::Topology&)> listener) {
   std::lock_guard<std::mutex> lock(mu_);
   topology_listener_ = std::move(listener);
 }

@@ -52,9 +52,9 @@ class MasterClient {
 
   // Called on the reader thread for every verdict.
   void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);
-  // Called on the reader thread with the epoch when the master sends a Topology (the
-  // message also stays in the inbox): running collectives of older rings cannot finish.
-  void SetTopologyListener(std::function<void(uint64_t epoch)> listener);
+  // Called on the reader thread when the master sends a Topology (the message also stays
+  // in the inbox): running collectives of rings it replaces cannot finish.
+  void SetTopologyListener(std::function<void(const proto::Topology&)> listener);
   // Sends a Heartbeat every `interval` from a background thread until Close().
   void StartHeartbeats(Duration interval);
   // Waits for the verdict of `key` and forgets it.
@@ -79,7 +79,7 @@ class MasterClient {
   std::map<proto::OpKey, proto::Verdict> verdicts_ PCCL_GUARDED_BY(mu_);
   std::deque<proto::OpKey> verdict_order_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
-  std::function<void(uint64_t)> topology_listener_ PCCL_GUARDED_BY(mu_);
+  std::function<void(const proto::Topology&)> topology_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
   Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
   bool closing_ PCCL_GUARDED_BY(mu_) = false;

@@ -431,6 +431,7 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
   std::shared_ptr<RingOp> op;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (key.epoch != epoch_) return;  // a verdict about another ring's operation
     auto it = ops_.find({key.tag, key.seq});
     if (it == ops_.end()) return;
     op = it->second;

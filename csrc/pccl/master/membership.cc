@@ -32,8 +32,10 @@ namespace pccl::master {
 // Verdicts. After a collective a member reports OpDone(key, ok, descriptor hash). The
 // master answers the whole peer group with one verdict: failure as soon as one member
 // failed or two hashes differ, success once every member of the group reported ok with
-// equal hashes. Decided verdicts are kept (bounded) for late reporters; everything about
-// collectives is forgotten, undecided ones failed, when the epoch changes.
+// equal hashes. Decided verdicts are kept (bounded) for late reporters. Collectives carry
+// their group's ring epoch: the epoch in which the group's ring (members and order) last
+// changed. A new epoch that changes a group's ring fails that group's undecided
+// collectives and forgets its verdicts; groups whose ring stays the same carry on.
 //
 // Shared state. A member calls sync_shared_state(), which sends SyncState (revision,
 // strategy, per-entry hashes). Once every member of its group has, the election
@@ -275,7 +277,7 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
   auto answer_sender = [&](const proto::Verdict& v) {
     SendTo(e.conn, proto::Kind::kVerdict, proto::Encode(v), step);
   };
-  if (key.epoch != epoch_) {
+  if (key.epoch != RingEpoch(key.peer_group)) {
     answer_sender(proto::Verdict{key, 0,
                                  "the ring changed while " + key.ToString() +
                                      " ran (now epoch " + std::to_string(epoch_) + ": " +
@@ -719,19 +721,47 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
 void Membership::StartEpoch(std::vector<ConnId> members, const std::string& cause,
                             Step& step) {
   epoch_cause_ = cause;
+  // Groups whose ring (members and order) changes get this epoch as their ring epoch and
+  // lose their undecided collectives; the others keep both, so a peer leaving or joining
+  // one group does not interrupt another group's collectives.
+  auto rings_of = [this](const std::vector<ConnId>& order) {
+    std::map<uint32_t, std::vector<ConnId>> rings;
+    for (ConnId c : order) rings[peers_.at(c).peer_group].push_back(c);
+    return rings;
+  };
+  const auto& old_rings = group_rings_;  // members_ may have lost departed peers already
+  auto new_rings = rings_of(members);
+  std::set<uint32_t> changed;
+  for (const auto& [group, ring] : old_rings) {
+    auto it = new_rings.find(group);
+    if (it == new_rings.end() || it->second != ring) changed.insert(group);
+  }
+  for (const auto& [group, ring] : new_rings) {
+    if (!old_rings.count(group)) changed.insert(group);
+  }
   std::vector<proto::OpKey> undecided;
-  for (const auto& [key, op] : open_ops_) undecided.push_back(key);
+  for (const auto& [key, op] : open_ops_) {
+    if (changed.count(key.peer_group)) undecided.push_back(key);
+  }
   for (const proto::OpKey& key : undecided) {
     Decide(key, false,
            "the ring changed (epoch " + std::to_string(epoch_ + 1) + ": " + cause +
                ") before every peer of " + key.ToString() + " reported; retry",
            step);
   }
-  open_ops_.clear();
-  decided_.clear();
-  decided_order_.clear();
+  std::erase_if(decided_, [&](const auto& kv) { return changed.count(kv.first.peer_group) > 0; });
+  std::erase_if(decided_order_,
+                [&](const proto::OpKey& key) { return changed.count(key.peer_group) > 0; });
 
   ++epoch_;
+  for (uint32_t group : changed) {
+    if (new_rings.count(group)) {
+      ring_epoch_[group] = epoch_;
+    } else {
+      ring_epoch_.erase(group);
+    }
+  }
+  group_rings_ = std::move(new_rings);
   optimize_ = OptimizeRound{};  // its members get this epoch's Topology as their answer
   for (ConnId c : members) {
     Peer& p = peers_.at(c);
@@ -750,13 +780,14 @@ void Membership::StartEpoch(std::vector<ConnId> members, const std::string& caus
   topology.epoch = epoch_;
   for (ConnId c : members_) {
     const Peer& p = peers_.at(c);
-    topology.members.push_back(proto::Member{p.peer_id, p.host, p.port, p.peer_group});
+    topology.members.push_back(
+        proto::Member{p.peer_id, p.host, p.port, p.peer_group, ring_epoch_.at(p.peer_group)});
   }
   std::string payload = proto::Encode(topology);
   for (ConnId c : members_) SendTo(c, proto::Kind::kTopology, payload, step);
   PCCL_LOG(kInfo, "master: epoch " + std::to_string(epoch_) + " with " +
                       std::to_string(members_.size()) + " members, " +
-                      std::to_string(pending_.size()) + " pending");
+                      std::to_string(pending_.size()) + " pending (" + cause + ")");
 }
 
 void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
@@ -772,7 +803,7 @@ void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& rea
     SendTo(m, proto::Kind::kVerdict, payload, step);
   }
   open_ops_.erase(key);
-  if (key.epoch != epoch_) return;
+  if (key.epoch != RingEpoch(key.peer_group)) return;
   decided_[key] = std::move(verdict);
   decided_order_.push_back(key);
   while (decided_order_.size() > options_.max_decided_ops) {
@@ -815,6 +846,11 @@ const Membership::Peer* Membership::FindPeer(ConnId conn) const {
 
 std::string Membership::Describe(const Peer& p) const {
   return "peer " + std::to_string(p.peer_id) + " (" + p.host + ")";
+}
+
+uint64_t Membership::RingEpoch(uint32_t peer_group) const {
+  auto it = ring_epoch_.find(peer_group);
+  return it == ring_epoch_.end() ? 0 : it->second;
 }
 
 std::vector<ConnId> Membership::GroupMembers(uint32_t peer_group) const {

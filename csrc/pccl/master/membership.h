@@ -245,6 +245,7 @@ class Membership {
   const Peer* FindPeer(ConnId conn) const;
   std::string Describe(const Peer& p) const;  // "peer <id> (<host>)"
   std::vector<ConnId> GroupMembers(uint32_t peer_group) const;
+  uint64_t RingEpoch(uint32_t peer_group) const;  // 0 for a group without members
   uint64_t NewPeerId();
 
   MembershipOptions options_;
@@ -255,6 +256,10 @@ class Membership {
   std::vector<ConnId> pending_;   // arrival order
   uint64_t epoch_ = 0;
   std::string epoch_cause_;  // why epoch_ started, e.g. "peer 42 (10.0.0.3) left"
+  // Per group, the epoch in which its ring last changed (proto::Member::ring_epoch): the
+  // epoch its collectives carry in their OpKeys.
+  std::map<uint32_t, uint64_t> ring_epoch_;
+  std::map<uint32_t, std::vector<ConnId>> group_rings_;  // each group's ring, as last sent
 
   // Vote round: members that voted since the last epoch; only while someone is pending.
   std::set<ConnId> votes_;

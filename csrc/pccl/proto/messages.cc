@@ -133,6 +133,7 @@ std::string Encode(const Topology& m) {
     w.Str(member.host);
     w.U16(member.port);
     w.U32(member.peer_group);
+    w.U64(member.ring_epoch);
   }
   return w.Take();
 }
@@ -154,6 +155,7 @@ Status Decode(const std::string& payload, Topology* m) {
     member.host = r.Str("host", kMaxHostLength);
     member.port = r.U16("port");
     member.peer_group = r.U32("peer_group");
+    member.ring_epoch = r.U64("ring_epoch");
     m->members.push_back(std::move(member));
   }
   return Finish(r, fields, "Topology");

@@ -128,6 +128,10 @@ struct Member {
   std::string host;
   uint16_t port = 0;
   uint32_t peer_group = 0;
+  // Topology only: the epoch in which this member's group got its current ring (its
+  // members and their order). Ring links and collectives of a group carry this epoch, so
+  // a topology change that leaves a group's ring as it was does not disturb that group.
+  uint64_t ring_epoch = 0;
 };
 
 // All members, in ring order; a group's ring is the members of that group in this order.
