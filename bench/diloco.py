@@ -1,7 +1,7 @@
 """DiLoCo vs async DiLoCo vs DDP on the example model: time per outer step and bytes sent.
 
 Usage: python bench/diloco.py [--peers 3] [--inner-steps 40] [--steps 8] [--warmup 2]
-                              [--hidden 512] [--json out.json]
+                              [--hidden 512] [--repeat 3] [--json out.json]
 
 All modes train examples/diloco_train.py's MLP on the sklearn digits (each peer on its own
 shard) with the same per-peer work per "outer step": H = --inner-steps AdamW steps of one
@@ -16,7 +16,9 @@ batch each. `--peers` spawned processes per mode, one mode after another, in one
   ddp gloo      the same over Gloo.
 
 Time: wall seconds per outer step (H inner steps plus communication), the slowest peer's
-mean over --steps timed outer steps after --warmup. Bytes sent per peer per outer step:
+mean over --steps timed outer steps after --warmup, and for DiLoCo the part spent inside
+outer_step() (blocked on communication, plus the outer optimizer step); the median over
+--repeat rounds, the modes interleaved within each round. Bytes sent per peer per outer step:
 for DiLoCo measured by pccl (ReduceInfo.tx_bytes of the all-reduces plus the shared-state
 syncs' tx_bytes, as pccl counts them); for DDP computed, not measured: a communication
 hook records the size of every gradient bucket DDP all-reduces, and a ring all-reduce sends
@@ -31,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import socket
+import statistics
 import sys
 import time
 import traceback
@@ -96,18 +99,21 @@ def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], asynchr
     diloco = DiLoCo(model, inner, comm, asynchronous=asynchronous)
     diloco.start()
     gen = torch.Generator().manual_seed(rank)
-    times, tx = [], []
+    times, outer, tx = [], [], []
     for step in range(args["warmup"] + args["steps"]):
         t0 = time.perf_counter()
         _inner_steps(model, inner, data, gen, args["inner_steps"], args["batch"])
+        t1 = time.perf_counter()
         info = diloco.outer_step()
         if step >= args["warmup"]:
             times.append(time.perf_counter() - t0)
+            outer.append(time.perf_counter() - t1)
             tx.append(info.tx_bytes)
     diloco.close()
     digest = diloco.state_hashes()
     comm.close()
-    return {"times": times, "tx": tx, "hash": digest, "params": diloco.state.numel}
+    return {"times": times, "outer": outer, "tx": tx, "hash": digest,
+            "params": diloco.state.numel}
 
 
 def ddp_worker(rank: int, n: int, address: str, args: dict[str, Any], backend: str
@@ -199,9 +205,12 @@ def run_mode(name: str, n: int, args: dict[str, Any]) -> dict[str, Any]:
     if len({tuple(r["hash"]) for r in results}) != 1:
         raise RuntimeError(f"{name}: peers ended with different parameters")
     step_s = max(sum(r["times"]) / len(r["times"]) for r in results)
+    outer_s = (max(sum(r["outer"]) / len(r["outer"]) for r in results)
+               if "outer" in results[0] else None)
     tx = sum(sum(r["tx"]) / len(r["tx"]) for r in results) / len(results)
     return {"mode": name, "peers": n, "inner_steps": args["inner_steps"],
             "params": results[0]["params"], "s_per_outer_step": step_s,
+            "s_in_outer_step_call": outer_s,
             "mb_sent_per_peer_per_outer_step": tx / 1e6,
             "bytes": "measured by pccl" if "diloco" in name else "computed from DDP buckets"}
 
@@ -214,6 +223,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed outer steps first")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--repeat", type=int, default=3, help="rounds over all modes (median)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     args = {"inner_steps": a.inner_steps, "steps": a.steps, "warmup": a.warmup,
@@ -224,28 +234,45 @@ def main() -> int:
     except ImportError:
         have_backend = False
 
+    modes = ("diloco", "async diloco", "ddp pccl", "ddp gloo")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
+    errors: dict[str, str] = {}
+    if not have_backend:
+        errors["ddp pccl"] = "pccl backend not available"
+    for _ in range(a.repeat):  # modes interleaved, so that load changes hit all of them
+        for name in modes:
+            if name in errors:
+                continue
+            try:
+                runs[name].append(run_mode(name, a.peers, args))
+            except Exception as e:  # noqa: BLE001 - reported in the table, exit status 1
+                errors[name] = str(e).splitlines()[0]
+                print(e, file=sys.stderr)
     rows: list[dict[str, Any]] = []
-    failed = False
-    for name in ("diloco", "async diloco", "ddp pccl", "ddp gloo"):
-        if name == "ddp pccl" and not have_backend:
-            rows.append({"mode": name, "error": "pccl backend not available"})
+    for name in modes:
+        if name in errors:
+            rows.append({"mode": name, "error": errors[name]})
             continue
-        try:
-            rows.append(run_mode(name, a.peers, args))
-        except Exception as e:  # noqa: BLE001 - reported in the table, exit status 1
-            failed = True
-            rows.append({"mode": name, "error": str(e).splitlines()[0]})
-            print(e, file=sys.stderr)
+        row = dict(runs[name][0])
+        for key in ("s_per_outer_step", "s_in_outer_step_call"):
+            if row[key] is not None:  # the median over repetitions
+                row[key] = statistics.median(r[key] for r in runs[name])
+        row["repeats"] = len(runs[name])
+        rows.append(row)
+    failed = any(e != "pccl backend not available" for e in errors.values())
 
     print(f"\n{a.peers} peers, H = {a.inner_steps} inner steps of batch {a.batch} per outer step, "
           f"MLP 64-{a.hidden}-{a.hidden}-10\n")
-    print("| mode | s / outer step | MB sent / peer / outer step | bytes |")
-    print("|---|---|---|---|")
+    print("| mode | s / outer step | of which in outer_step() | MB sent / peer / outer step "
+          "| bytes |")
+    print("|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['mode']} | {r['error']} | | |")
+            print(f"| {r['mode']} | {r['error']} | | | |")
         else:
+            inside = r["s_in_outer_step_call"]
             print(f"| {r['mode']} | {r['s_per_outer_step']:.3f} | "
+                  f"{'-' if inside is None else f'{inside:.3f}'} | "
                   f"{r['mb_sent_per_peer_per_outer_step']:.2f} | {r['bytes']} |")
     if a.json is not None:
         a.json.write_text(json.dumps({"args": args, "peers": a.peers, "rows": rows}, indent=2))
