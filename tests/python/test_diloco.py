@@ -166,3 +166,78 @@ def test_diloco_survives_sigkilled_peer(asynchronous: bool) -> None:
         worlds = [s[2] for s in steps[1:]]
         assert 3 in worlds and worlds[-1] == 2, worlds
         assert steps[-1][3] < 0.5 * steps[1][3], [s[3] for s in steps]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_alone_a_peer_applies_its_own_pseudo_gradient(asynchronous: bool) -> None:
+    """World of one: the outer step is the outer optimizer applied to this peer's own
+    pseudo-gradient (checked against a plain torch SGD)."""
+    from pccl.diloco import DiLoCo
+
+    with pccl.MasterNode("127.0.0.1:0") as master:
+        master.run()
+        with pccl.Communicator(f"127.0.0.1:{master.port}") as comm:
+            comm.connect(timeout=30)
+            torch.manual_seed(0)
+            model = torch.nn.Linear(4, 3)
+            diloco = DiLoCo(model, torch.optim.SGD(model.parameters(), lr=0.1), comm,
+                            asynchronous=asynchronous)
+            assert diloco.start().sync_rx_bytes == 0
+            reference = [p.detach().clone() for p in model.parameters()]
+            ref_opt = torch.optim.SGD(reference, lr=0.7, momentum=0.9, nesterov=True)
+
+            def ref_apply(delta: list[Any]) -> None:
+                for r, d in zip(reference, delta):
+                    r.grad = d
+                ref_opt.step()
+
+            in_flight: list[Any] | None = None  # async: applied one step late
+            for step in range(1, 4):
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(0.01 * step)  # stands in for the inner phase
+                if asynchronous:
+                    if in_flight is not None:
+                        ref_apply(in_flight)
+                    in_flight = [r - p.detach() for r, p in zip(reference, model.parameters())]
+                else:
+                    ref_apply([r - p.detach() for r, p in zip(reference, model.parameters())])
+                info = diloco.outer_step()
+                assert info.step == step
+                assert info.world == (0 if asynchronous and step == 1 else 1)
+                for o, r, p in zip(diloco.outer_parameters, reference, model.parameters()):
+                    assert torch.equal(o, r)
+                    assert torch.equal(p, o)  # the next inner phase starts from outer
+            diloco.close()
+
+
+def test_outer_optimizer_state_is_shared_in_place() -> None:
+    """Momentum buffers exist (zeros) before the first step, are registered as shared state,
+    and keep their memory across steps; an optimizer that replaces them is refused."""
+    from pccl.diloco import OuterState, default_outer_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    state = OuterState(model, default_outer_optimizer)
+    names = [info.name for info in state.shared.tensor_infos]
+    assert names == ["outer/0.weight", "outer_opt/0.weight/momentum_buffer", "outer/0.bias",
+                     "outer_opt/0.bias/momentum_buffer", "outer/1.weight",
+                     "outer_opt/1.weight/momentum_buffer", "outer/1.bias",
+                     "outer_opt/1.bias/momentum_buffer"]
+    assert all(torch.equal(p, q) for p, q in zip(state.outer, model.parameters()))
+    assert all(not t.any() for t in state.tensors[1::2])
+    flat = state.new_buffer()
+    flat.fill_(1.0)
+    state.apply(flat)  # moves the outer parameters by lr * (1 + momentum) with Nesterov
+    assert all(torch.allclose(o, p.detach() - 0.7 * 1.9) for o, p in
+               zip(state.outer, model.parameters()))
+
+    class Replacing(torch.optim.SGD):
+        def step(self, closure: Any = None) -> Any:
+            super().step(closure)
+            for p in self.state:  # new tensors for the momentum buffers on every step
+                self.state[p]["momentum_buffer"] = self.state[p]["momentum_buffer"].clone()
+
+    bad = OuterState(model, lambda params: Replacing(params, lr=0.1, momentum=0.9))
+    with pytest.raises(RuntimeError, match="replaced a state tensor"):
+        bad.apply(flat)

@@ -57,17 +57,21 @@ class OuterState:
             raise ValueError(f"all parameters must share one dtype, got {sorted(map(str, dtypes))}")
         self.dtype = dtypes.pop()
 
-        self.tensors: list[torch.Tensor] = []
-        infos = []
+        named = self._named_tensors(names)
+        self.tensors = [t for _, t in named]
+        self.shared = pccl.SharedState(pccl.TensorInfo.from_torch(t, n) for n, t in named)
+        self._names = names
+        self._addresses = [t.data_ptr() for t in self.tensors]
+
+    def _named_tensors(self, names: list[str]) -> list[tuple[str, torch.Tensor]]:
+        """The shared tensors: each outer parameter, then its optimizer state tensors."""
+        out = []
         for name, p in zip(names, self.outer):
-            self.tensors.append(p)
-            infos.append(pccl.TensorInfo.from_torch(p, f"outer/{name}"))
+            out.append((f"outer/{name}", p))
             for key, value in sorted(self.optimizer.state[p].items()):
                 if isinstance(value, torch.Tensor):
-                    self.tensors.append(value)
-                    infos.append(pccl.TensorInfo.from_torch(value, f"outer_opt/{name}/{key}"))
-        self.shared = pccl.SharedState(infos)
-        self._addresses = [t.data_ptr() for t in self.tensors]
+                    out.append((f"outer_opt/{name}/{key}", value))
+        return out
 
     def _materialise_optimizer_state(self) -> None:
         saved = [group["lr"] for group in self.optimizer.param_groups]
@@ -112,7 +116,9 @@ class OuterState:
         self.optimizer.step()
         for o in self.outer:
             o.grad = None
-        if [t.data_ptr() for t in self.tensors] != self._addresses:
+        now = [t for _, t in self._named_tensors(self._names)]
+        if (len(now) != len(self.tensors) or any(a is not b for a, b in zip(now, self.tensors))
+                or [t.data_ptr() for t in now] != self._addresses):
             raise RuntimeError("the outer optimizer replaced a state tensor; shared state would "
                                "point at stale memory (use an optimizer that updates in place)")
 
