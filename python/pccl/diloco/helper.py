@@ -227,7 +227,9 @@ class DiLoCo:
         return info
 
     def close(self) -> None:
-        """Waits for an all-reduce still in flight (async), so its tensors can be freed."""
+        """Waits for an all-reduce still in flight (async), so its tensors can be freed. Its
+        result is not applied: the outer state stays that of the last outer step, the same
+        on every peer. Call it on every peer after the same last outer step."""
         if self._in_flight is not None and self._in_flight[1] is not None:
             self._in_flight[1].wait()
         self._in_flight = None
