@@ -9,7 +9,8 @@ batch each. `--peers` spawned processes per mode, one mode after another, in one
 
   diloco        pccl.diloco.DiLoCo: H local steps, then one outer step (all-reduce of the
                 pseudo-gradient, outer SGD step, shared-state sync).
-  async diloco  the same with asynchronous=True: the all-reduce overlaps the next H steps.
+  diloco uint8  the same with uint8 (MIN_MAX) quantized pseudo-gradients.
+  async diloco  asynchronous=True: the all-reduce overlaps the next H steps.
   ddp pccl      torch DistributedDataParallel over the "pccl" torch.distributed backend
                 (`import pccl.torch`); a gradient all-reduce after every one of the H steps.
                 Printed as "pccl backend not available" when that module is missing.
@@ -82,7 +83,7 @@ def _param_hash(tensors: list[Any]) -> tuple[int, ...]:
     return tuple(pccl.kernels.hash64(t.detach().reshape(-1).contiguous()) for t in tensors)
 
 
-def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], asynchronous: bool
+def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], mode: str
                   ) -> dict[str, Any]:
     import pccl
     import torch
@@ -96,7 +97,9 @@ def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], asynchr
     comm = pccl.Communicator(address, p2p_connection_pool_size=2)
     comm.connect(timeout=60)
     wait_for_world(comm, n)
-    diloco = DiLoCo(model, inner, comm, asynchronous=asynchronous)
+    quantization = pccl.QuantizationOptions(pccl.DataType.UINT8) if "uint8" in mode else None
+    diloco = DiLoCo(model, inner, comm, asynchronous=mode.startswith("async"),
+                    quantization=quantization)
     diloco.start()
     gen = torch.Generator().manual_seed(rank)
     times, outer, tx = [], [], []
@@ -168,13 +171,13 @@ def _worker_main(conn: Connection, fn: Any, *fn_args: Any) -> None:
 def run_mode(name: str, n: int, args: dict[str, Any]) -> dict[str, Any]:
     """Runs one mode on n spawned peers; returns its row (or raises on failure)."""
     master = None
-    if name in ("diloco", "async diloco"):
+    if "diloco" in name:
         import pccl
 
         master = pccl.MasterNode("127.0.0.1:0")
         master.run()
         address = f"127.0.0.1:{master.port}"
-        fn, extra = diloco_worker, name == "async diloco"
+        fn, extra = diloco_worker, name
     else:
         address = f"127.0.0.1:{_free_port()}"
         fn, extra = ddp_worker, name.split()[1]
@@ -234,7 +237,7 @@ def main() -> int:
     except ImportError:
         have_backend = False
 
-    modes = ("diloco", "async diloco", "ddp pccl", "ddp gloo")
+    modes = ("diloco", "diloco uint8", "async diloco", "ddp pccl", "ddp gloo")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
     errors: dict[str, str] = {}
     if not have_backend:

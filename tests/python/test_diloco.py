@@ -36,9 +36,9 @@ def task(seed: int, n: int) -> tuple[Any, Any]:
 
 
 def train(comm: pccl.Communicator, index: int, asynchronous: bool, joiner: bool,
-          until: str) -> list[tuple[Any, ...]]:
+          until: str, quantized: bool = False) -> list[tuple[Any, ...]]:
     """Outer steps until the test's event (`until`: "join" or "loss") is EXTRA_STEPS steps
-    old. Returns per step (revision, hashes, world, held-out loss, sync rx, sync tx); the
+    old; `quantized`: uint8 pseudo-gradients. Returns per step (revision, hashes, world, held-out loss, sync rx, sync tx); the
     first entry is start()'s, with world -1."""
     from pccl.diloco import DiLoCo  # needs torch
 
@@ -47,7 +47,8 @@ def train(comm: pccl.Communicator, index: int, asynchronous: bool, joiner: bool,
     model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.Tanh(),
                                 torch.nn.Linear(HIDDEN, OUT))
     inner = torch.optim.Adam(model.parameters(), lr=3e-3)
-    diloco = DiLoCo(model, inner, comm, asynchronous=asynchronous)
+    quantization = pccl.QuantizationOptions(pccl.DataType.UINT8) if quantized else None
+    diloco = DiLoCo(model, inner, comm, asynchronous=asynchronous, quantization=quantization)
     x_eval, y_eval = task(99, 256)
     gen = torch.Generator().manual_seed(100 + index)  # own data on every peer
     w_true = torch.randn(IN, OUT, generator=torch.Generator().manual_seed(7))
@@ -151,10 +152,13 @@ def test_diloco_parity_loss_and_late_joiner(asynchronous: bool) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_diloco_survives_sigkilled_peer(asynchronous: bool) -> None:
+@pytest.mark.parametrize("asynchronous,quantized", [(False, False), (True, True)],
+                         ids=["sync", "async-uint8"])
+def test_diloco_survives_sigkilled_peer(asynchronous: bool, quantized: bool) -> None:
+    """Survivors retry on each other and go on, bit-identical (also with quantized
+    pseudo-gradients: every peer gets the same dequantized bytes)."""
     with Cluster(3) as c:
-        running = c.start(train, asynchronous, False, "loss")
+        running = c.start(train, asynchronous, False, "loss", quantized)
         for _ in range(3):
             assert c.events.get(timeout=40)[0] == "phase1"
         assert c.kill(2)
