@@ -13,7 +13,10 @@ batch each. `--peers` spawned processes per mode, one mode after another, in one
   async diloco  asynchronous=True: the all-reduce overlaps the next H steps.
   ddp pccl      torch DistributedDataParallel over the "pccl" torch.distributed backend
                 (`import pccl.torch`); a gradient all-reduce after every one of the H steps.
-                Printed as "pccl backend not available" when that module is missing.
+                Printed as "pccl backend not available" when that module is missing. A
+                MasterNode runs in this process and the workers get its address in
+                PCCL_MASTER_ADDR (an assumption about the backend, which is not written
+                yet); torch's tcp:// rendezvous uses another port.
   ddp gloo      the same over Gloo.
 
 Time: wall seconds per outer step (H inner steps plus communication), the slowest peer's
@@ -119,14 +122,17 @@ def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], mode: s
             "params": diloco.state.numel}
 
 
-def ddp_worker(rank: int, n: int, address: str, args: dict[str, Any], backend: str
-               ) -> dict[str, Any]:
+def ddp_worker(rank: int, n: int, address: str, args: dict[str, Any], backend: str,
+               pccl_master: str | None = None) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
     from torch.nn.parallel import DistributedDataParallel
 
     if backend == "pccl":
+        # Assumed interface: the backend reads the pccl master from PCCL_MASTER_ADDR (as
+        # under pccl-run); torch's tcp:// rendezvous is separate.
+        os.environ["PCCL_MASTER_ADDR"] = str(pccl_master)
         import pccl.torch  # noqa: F401  registers the backend
     dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=n)
     ex = _example()
@@ -171,22 +177,27 @@ def _worker_main(conn: Connection, fn: Any, *fn_args: Any) -> None:
 def run_mode(name: str, n: int, args: dict[str, Any]) -> dict[str, Any]:
     """Runs one mode on n spawned peers; returns its row (or raises on failure)."""
     master = None
-    if "diloco" in name:
+    if "diloco" in name or name == "ddp pccl":
         import pccl
 
         master = pccl.MasterNode("127.0.0.1:0")
         master.run()
+    if "diloco" in name:
         address = f"127.0.0.1:{master.port}"
-        fn, extra = diloco_worker, name
+        extra: tuple[Any, ...] = (name,)
+        fn = diloco_worker
     else:
         address = f"127.0.0.1:{_free_port()}"
-        fn, extra = ddp_worker, name.split()[1]
+        backend = name.split()[1]
+        extra = (backend, f"127.0.0.1:{master.port}") if master is not None else (backend,)
+        fn = ddp_worker
     conns, procs = [], []
     ok = False
     try:
         for rank in range(n):
             parent, child = _ctx.Pipe()
-            proc = _ctx.Process(target=_worker_main, args=(child, fn, rank, n, address, args, extra))
+            proc = _ctx.Process(target=_worker_main,
+                                args=(child, fn, rank, n, address, args, *extra))
             proc.start()
             child.close()
             conns.append(parent)
