@@ -9,7 +9,8 @@ Shared state points at tensor memory, so the optimizer state must exist, and kee
 address, before it is registered. torch optimizers create state lazily on the first step;
 `OuterState` creates it with one step at learning rate 0 on zero gradients (the parameters
 do not move; SGD's momentum buffers start at zero, which gives the same first update as a
-lazily created buffer) and checks after every step that no state tensor was replaced.
+lazily created buffer; Adam-like optimizers count that step in their step counters) and
+checks after every step that no state tensor was replaced.
 
 Only this module touches the layout of the flat pseudo-gradient buffers: parameters in
 `model.parameters()` order, each flattened.
