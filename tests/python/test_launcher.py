@@ -81,3 +81,80 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+JOIN_SCRIPT = '''
+import os, time
+import numpy as np
+import pccl
+comm = pccl.Communicator(os.environ["PCCL_MASTER_ADDR"])
+comm.connect(timeout=60)  # the late peer returns once peer 0 admits it
+deadline = time.monotonic() + 60
+while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < 2:
+    assert time.monotonic() < deadline
+    if comm.are_peers_pending():
+        comm.update_topology()
+    else:
+        time.sleep(0.005)
+x = np.ones(8, dtype=np.float32)
+comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
+print(f"index={os.environ['PCCL_PEER_INDEX']} world={os.environ['PCCL_WORLD_SIZE']} "
+      f"sum={x[0]}", flush=True)
+comm.close()
+'''
+
+KILL_SCRIPT = '''
+import os, time
+import numpy as np
+import pccl
+comm = pccl.Communicator(os.environ["PCCL_MASTER_ADDR"])
+comm.connect(timeout=60)
+deadline = time.monotonic() + 60
+while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < 2:
+    assert time.monotonic() < deadline
+    if comm.are_peers_pending():
+        comm.update_topology()
+    else:
+        time.sleep(0.005)
+x = np.ones(8, dtype=np.float32)
+comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
+print("both admitted", flush=True)
+if os.environ["PCCL_PEER_INDEX"] == "1":
+    time.sleep(120)  # the launcher kills this peer
+while time.monotonic() < deadline:  # peer 0 all-reduces until its partner is gone
+    try:
+        comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, timeout=10)
+    except (pccl.PeerLostError, pccl.TooFewPeersError) as e:
+        print(f"partner gone: {type(e).__name__}", flush=True)
+        break
+    time.sleep(0.05)
+comm.close()
+'''
+
+
+@pytest.mark.timeout(150)
+def test_spawn_later_starts_a_peer_that_joins_the_run(tmp_path: Path) -> None:
+    script = tmp_path / "join.py"
+    script.write_text(JOIN_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "pccl.launcher", "-n", "1", "--spawn-later",
+                           "1", str(script)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[pccl-run] started peer 1" in done.stdout
+    # the late peer has the next index and sees the launch-time world size
+    assert "[peer 0] index=0 world=1 sum=2.0" in done.stdout
+    assert "[peer 1] index=1 world=1 sum=2.0" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_kill_sigkills_a_peer_and_the_run_still_succeeds(tmp_path: Path) -> None:
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "pccl.launcher", "-n", "2", "--kill", "1@5",
+                           str(script)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    # a peer killed on purpose does not make the launcher fail
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[pccl-run] killed peer 1" in done.stdout
+    assert "[peer 1] both admitted" in done.stdout
+    assert "[peer 0] partner gone:" in done.stdout
