@@ -467,6 +467,10 @@ class Lab:
             except subprocess.TimeoutExpired:
                 self._emu.kill()
                 self._emu.wait(timeout=5)
+        if self._emu is not None:
+            for pipe in (self._emu.stdout, self._emu.stderr):
+                if pipe is not None:
+                    pipe.close()
         for ns in reversed(self._namespaces):
             _sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self._tmp, ignore_errors=True)
