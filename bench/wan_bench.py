@@ -51,9 +51,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "wan"))
-import lab as wanlab  # noqa: E402 - bench/wan is not a package
-from _procs import stop_workers  # noqa: E402 - bench/ is the script directory
-from all_reduce import bus_factor, check_sum, fill_input, parse_size, size_name  # noqa: E402
+import lab as wanlab  # bench/wan is not a package
+from _procs import stop_workers  # bench/ is the script directory
+from all_reduce import bus_factor, check_sum, fill_input, parse_size, size_name
 
 _ctx = mp.get_context("spawn")
 BARRIER_TAG = 1 << 20

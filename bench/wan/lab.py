@@ -89,7 +89,7 @@ def build_emulator() -> Path:
     tmp = BINARY.with_suffix(".tmp")
     cmd = ["g++", "-O2", "-std=c++20", "-pthread", "-Wall", "-Wextra", "-o", str(tmp),
            str(SOURCE)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"building the emulator failed: {' '.join(cmd)}\n{done.stderr}")
     tmp.replace(BINARY)
@@ -279,14 +279,25 @@ def _in_netns(netns: str, target: Callable[..., Any], args: tuple[Any, ...]) -> 
 
 
 def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), capture_output=True, text=True)
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
     return done
 
 
-def _sysctl(netns: str, settings: list[tuple[str, str]]) -> None:
-    _sh("ip", "netns", "exec", netns, "sysctl", "-q", "-w", *(f"{k}={v}" for k, v in settings))
+def _sysctl(netns: str, settings: list[tuple[str, str]], *, check: bool = True) -> bool:
+    """Writes /proc/sys keys inside `netns` (a shell, not procps' sysctl: one package less).
+    /proc/sys/net shows the namespace of the process that opens it."""
+    for key, value in settings:
+        if not re.fullmatch(r"[\w.]+", key) or not re.fullmatch(r"[\w ]+", value):
+            raise ValueError(f"bad sysctl {key}={value!r}")
+    script = "set -e; " + "; ".join(f"printf '%s' '{v}' > /proc/sys/{k.replace('.', '/')}"
+                                    for k, v in settings)
+    return _sh("ip", "netns", "exec", netns, "sh", "-c", script, check=check).returncode == 0
+
+
+def _read_sysctl(netns: str, key: str) -> str:
+    return _sh("ip", "netns", "exec", netns, "cat", "/proc/sys/" + key.replace(".", "/")).stdout
 
 
 _live: list[Lab] = []
@@ -294,7 +305,7 @@ _handlers_installed = False
 
 
 def _close_all() -> None:
-    for lab in list(_live):
+    for lab in _live[::-1]:  # a copy: close() removes the lab from _live
         lab.close()
 
 
@@ -410,9 +421,9 @@ class Lab:
                          ("net.ipv4.tcp_wmem", f"4096 {min(16384, w)} {w}")]
         _sysctl(ns, settings)
         if w is not None:
-            _sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", f"net.core.rmem_max={w // 2}",
-                f"net.core.wmem_max={w // 2}", check=False)
-            now = _sh("ip", "netns", "exec", ns, "sysctl", "-n", "net.core.rmem_max").stdout
+            _sysctl(ns, [("net.core.rmem_max", str(w // 2)), ("net.core.wmem_max", str(w // 2))],
+                    check=False)
+            now = _read_sysctl(ns, "net.core.rmem_max")
             self.socket_max_enforced = now.strip() == str(w // 2)
 
     def _config_text(self) -> str:
@@ -458,8 +469,8 @@ class Lab:
                 elif proc.is_alive():
                     proc.kill()
                     proc.join(timeout=10)
-            except Exception:  # noqa: BLE001 - teardown goes on
-                pass
+            except Exception as e:  # noqa: BLE001 - teardown goes on
+                print(f"lab: stopping {proc}: {e}", file=sys.stderr)
         if self._emu is not None and self._emu.poll() is None:
             self._emu.terminate()
             try:
@@ -681,7 +692,7 @@ def selfcheck(args: argparse.Namespace) -> int:
         rows.append({"what": what, "expected": expected, "measured": measured, "unit": unit,
                      "ratio": ratio, "pass": passed, "note": note})
 
-    with Lab("peers=2 master=none mtu=%d" % args.mtu) as lab:
+    with Lab(f"peers=2 master=none mtu={args.mtu}") as lab:
         for streams in (1, 4):
             rate = measure_throughput(lab, "p0", "p1", streams, args.duration, 1.0)
             row(f"raw forwarding, {streams} stream(s), no shaping", None, rate / 1e6, "MB/s",

@@ -24,7 +24,7 @@ from cluster import Cluster, notify
 from pccl import ReduceOp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "wan"))
-import lab as wanlab  # noqa: E402 - bench/wan is not a package
+import lab as wanlab  # bench/wan is not a package
 
 TOPOLOGY = "peers=3 master=own rtt=40ms rate=200mbit window=1MiB"
 KILL_COUNT = 8 << 20  # 32 MiB of float32: about a second on these links, time to kill mid-way
