@@ -97,7 +97,8 @@ def build_emulator() -> Path:
 
 
 def requirements() -> str | None:
-    """Why the lab cannot run here, or None if it can (root, TUN, ip, a built emulator)."""
+    """Why the lab cannot run here, or None if it can (root, TUN, ip, a built emulator, and
+    the right to create a namespace with a TUN device in it)."""
     if os.geteuid() != 0:
         return "the WAN lab needs root (network namespaces, TUN)"
     if not os.path.exists("/dev/net/tun"):
@@ -108,6 +109,14 @@ def requirements() -> str | None:
         build_emulator()
     except (RuntimeError, OSError) as e:
         return f"the WAN link emulator does not build: {e}"
+    probe = f"pwl-{os.getpid()}-probe"
+    try:  # a container may be root without the right to make namespaces or TUN devices
+        _sh("ip", "netns", "add", probe)
+        _sh("ip", "-n", probe, "tuntap", "add", "dev", "tun0", "mode", "tun")
+    except RuntimeError as e:
+        return f"cannot create a network namespace with a TUN device here: {e}"
+    finally:
+        _sh("ip", "netns", "del", probe, check=False)
     return None
 
 
