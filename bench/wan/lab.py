@@ -473,7 +473,10 @@ class Lab:
             try:
                 if isinstance(proc, subprocess.Popen):
                     if proc.poll() is None:
-                        proc.kill()
+                        try:  # its own session (popen): the whole group, shell children too
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        except (ProcessLookupError, PermissionError):
+                            proc.kill()
                         proc.wait(timeout=10)
                 elif proc.is_alive():
                     proc.kill()
@@ -506,7 +509,9 @@ class Lab:
     # -- running things in nodes -------------------------------------------------------
 
     def popen(self, node: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Starts `argv` inside `node`'s namespace; the lab kills it on close()."""
+        """Starts `argv` inside `node`'s namespace, in a session of its own; the lab kills
+        its process group on close()."""
+        kwargs.setdefault("start_new_session", True)
         proc = subprocess.Popen(["ip", "netns", "exec", self.netns(node), *argv], **kwargs)
         self._procs.append(proc)
         return proc
@@ -750,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--node", action="append", nargs=2, metavar=("NODE", "COMMAND"), default=[],
                    help="run COMMAND (a shell line) in NODE; repeatable; $MASTER, $IP_<NODE>"
                         " are set")
+    p.add_argument("--bg", action="append", nargs=2, metavar=("NODE", "COMMAND"), default=[],
+                   help="like --node, but not waited for (e.g. the master); killed at the end")
     p.add_argument("--timeout", type=float, default=600)
     c = sub.add_parser("selfcheck", help="measure RTT, throughput and forwarding rate")
     c.add_argument("--rtt", type=float, nargs="+", default=[50, 100], help="ms")
@@ -779,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             env["MASTER"] = f"{lab.master_ip()}:48148"
         for node in lab.top.nodes:
             env[f"IP_{node.upper()}"] = lab.ip(node)
+        for node, cmd in args.bg:
+            lab.popen(node, ["sh", "-c", cmd], env=env)
         procs = [(node, lab.popen(node, ["sh", "-c", cmd], env=env)) for node, cmd in args.node]
         rc = 0
         deadline = time.monotonic() + args.timeout
