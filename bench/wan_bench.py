@@ -2,7 +2,7 @@
 
 Usage: sudo python bench/wan_bench.py [--rtt 50 100] [--pools 1 2 4 8 16 32] [--world 3]
            [--rate 400mbit] [--window 512KiB] [--big 128MiB] [--many 16x8MiB] [--iters 2]
-           [--cases sweep gloo latency join loss] [--loss 0.1%] [--join 256MiB]
+           [--cases sweep gloo latency join loss] [--loss 0.1%] [--join 256MiB] [--cc reno]
            [--json out.json] [--png out.png] [--quick]
 
 Per RTT the script builds one lab: `world` peers p0.. plus a joiner node and the pccl
@@ -455,7 +455,7 @@ class Bench:
     def topology(self, rtt_ms: float, loss: float = 0.0) -> str:
         a = self.args
         return (f"regions=p:{a.world},joiner:1 master=own rtt={rtt_ms}ms rate={a.rate} "
-                f"window={a.window} loss={loss}")
+                f"window={a.window} loss={loss}" + (f" cc={a.cc}" if a.cc else ""))
 
     def run(self) -> None:
         a = self.args
@@ -525,7 +525,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
             if g["backend"] == "gloo" and g["rtt_ms"] == rtt and g["workload"] == workload:
                 ax.axhline(g["busbw_MBps"], color=line.get_color(), linestyle=":",
                            label=f"Gloo {workload}, RTT {rtt:g} ms")
+    caps = {round(r["busbw_MBps"] / r["of_cap"], 3) for r in rows if r.get("of_cap")}
+    for cap in caps:
+        ax.axhline(cap, color="black", linestyle="--", linewidth=0.8, label="rate cap")
     ax.set_xscale("log", base=2)
+    pools = sorted({r["pool"] for r in rows if r["backend"] == "pccl" and r["pool"]})
+    ax.set_xticks(pools, [str(p) for p in pools])
     ax.set_xlabel("p2p_connection_pool_size")
     ax.set_ylabel("bus bandwidth (MB/s)")
     ax.legend(fontsize=7)
@@ -548,6 +553,9 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", default=["sweep", "gloo", "latency", "join", "loss"],
                         choices=["sweep", "gloo", "latency", "join", "loss"])
     parser.add_argument("--loss", default="0.1%")
+    parser.add_argument("--cc", default=None,
+                        help="TCP congestion control in the namespaces (default: the host's; "
+                             "only net.ipv4.tcp_allowed_congestion_control, e.g. reno)")
     parser.add_argument("--join", type=parse_size, default=parse_size("256MiB"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--png", type=Path, default=None)
@@ -574,6 +582,7 @@ def main() -> int:
     cap = wanlab.parse_rate(args.rate) / 8 / 1e6
     print_table(bench.rows, cap)
     meta = {"world": args.world, "rate": args.rate, "window": args.window,
+            "cc": args.cc or "host default",
             "master": "own namespace, one WAN RTT from every peer",
             "mtu": wanlab.Topology().mtu, "seconds": time.monotonic() - started,
             "cpus": os.cpu_count(), "pccl_defaults": {
