@@ -86,7 +86,7 @@ def build_emulator() -> Path:
     if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
         return BINARY
     BINARY.parent.mkdir(parents=True, exist_ok=True)
-    tmp = BINARY.with_suffix(".tmp")
+    tmp = BINARY.with_suffix(f".tmp{os.getpid()}")  # concurrent builders don't collide
     cmd = ["g++", "-O2", "-std=c++20", "-pthread", "-Wall", "-Wextra", "-o", str(tmp),
            str(SOURCE)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -122,8 +122,8 @@ def requirements() -> str | None:
 
 # --- topology -----------------------------------------------------------------------------
 
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1024, "m": 1e6, "mb": 1e6,
-          "mib": 1 << 20, "g": 1e9, "gb": 1e9, "gib": 1 << 30}
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "ki": 1024, "kib": 1024, "m": 1e6, "mb": 1e6,
+          "mi": 1 << 20, "mib": 1 << 20, "g": 1e9, "gb": 1e9, "gi": 1 << 30, "gib": 1 << 30}
 
 
 def parse_bytes(text: str) -> int:

@@ -260,6 +260,7 @@ class Emulator {
         continue;
       }
       buf.resize(static_cast<size_t>(n));
+      if (buf.size() <= kMaxPacket / 4) buf.shrink_to_fit();  // ACKs: don't hold 64 KiB each
       Clock::time_point now = Clock::now();
       Link* link = Classify(buf.data(), buf.size());
       if (link == nullptr) {
