@@ -11,6 +11,11 @@ process that can be killed (`master_process=True`, `kill_master()`); an event qu
 (`Cluster.events`) to which test functions in the peers post messages with `notify()`
 while they run, e.g. "I am about to start the all-reduce"; and signals to single peers
 (`kill(index, sig)`).
+
+Peers and the master can live elsewhere than on loopback (the WAN lab, bench/wan/lab.py):
+`peer_prelude(index)` runs first in each peer process (e.g. to enter a network namespace),
+and `master_prefix` is prepended to the master process's command line (e.g.
+["ip", "netns", "exec", NS]); `connect_host` then names the master's address.
 """
 
 from __future__ import annotations
@@ -95,10 +100,13 @@ def wait_for_world(comm: pccl.Communicator, world: int, deadline: float) -> None
 
 
 def _peer_main(conn: Connection, address: str, index: int, world: int, pool_size: int,
-               peer_group: int, wait_world: bool, events: Connection | None = None) -> None:
+               peer_group: int, wait_world: bool, events: Connection | None = None,
+               prelude: Callable[[int], Any] | None = None) -> None:
     global _events
     _events = events
     try:
+        if prelude is not None:
+            prelude(index)
         comm = pccl.Communicator(address, peer_group, pool_size)
         comm.connect(timeout=60)
         if wait_world:
@@ -124,7 +132,9 @@ class Cluster:
 
     def __init__(self, world: int, *, pool_size: int = 2, peer_groups: list[int] | None = None,
                  master_address: str = "127.0.0.1:0", connect_host: str = "127.0.0.1",
-                 heartbeat_timeout: float = 3.0, master_process: bool = False):
+                 heartbeat_timeout: float = 3.0, master_process: bool = False,
+                 peer_prelude: Callable[[int], Any] | None = None,
+                 master_prefix: list[str] | None = None):
         self.master: pccl.MasterNode | None = None
         self.master_proc: subprocess.Popen[str] | None = None
         self.world = world
@@ -132,8 +142,10 @@ class Cluster:
         self.procs: list[Any] = []
         self.pids: list[int] = []
         self.events = Events()
-        if master_process:
-            port = self._start_master_process(master_address, heartbeat_timeout)
+        self.peer_prelude = peer_prelude
+        if master_process or master_prefix:
+            port = self._start_master_process(master_address, heartbeat_timeout,
+                                              master_prefix or [])
         else:
             self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout)
             self.master.run()
@@ -154,7 +166,7 @@ class Cluster:
         events_reader, events_writer = _ctx.Pipe(duplex=False)
         proc = _ctx.Process(target=_peer_main, daemon=True,
                             args=(child, self.address, index, self.world, pool_size, peer_group,
-                                  wait_world, events_writer))
+                                  wait_world, events_writer, self.peer_prelude))
         proc.start()
         child.close()
         events_writer.close()
@@ -164,13 +176,14 @@ class Cluster:
         self.pids.append(proc.pid or 0)
         return len(self.conns) - 1
 
-    def _start_master_process(self, listen_address: str, heartbeat_timeout: float) -> int:
-        """Runs `python -m pccl.master` and returns the port it printed."""
+    def _start_master_process(self, listen_address: str, heartbeat_timeout: float,
+                              prefix: list[str]) -> int:
+        """Runs `python -m pccl.master` (after `prefix`) and returns the port it printed."""
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(pccl.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self.master_proc = subprocess.Popen(
-            [sys.executable, "-m", "pccl.master", "--listen-address", listen_address,
+            [*prefix, sys.executable, "-m", "pccl.master", "--listen-address", listen_address,
              "--heartbeat-timeout", str(heartbeat_timeout)],
             stdout=subprocess.PIPE, text=True, env=env)
         assert self.master_proc.stdout is not None
