@@ -107,7 +107,7 @@ def run_with_joiner(asynchronous: bool) -> list[list[tuple[Any, ...]]]:
         for _ in range(3):  # all three trained FIRST_STEPS outer steps
             assert c.events.get(timeout=40)[0] == "phase1"
         joiner = c.add_peer(JOINER, 2, 0, wait_world=False)
-        c._expect_ready(joiner, timeout=60)
+        c.expect_ready(joiner, timeout=60)
         joined = c.start(train, asynchronous, True, "join", peers=[joiner])
         return c.collect(running, timeout=60) + c.collect(joined, timeout=60)
 
