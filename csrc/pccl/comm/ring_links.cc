@@ -339,29 +339,19 @@ RingLinks::~RingLinks() {
 Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline,
                             const std::function<bool()>& give_up) {
   const int64_t buffer_bytes = GetParams().socket_buffer_bytes;
+  // Dial every slot at once: each costs a TCP handshake and a P2PHello round trip, which
+  // on a long link adds up to seconds for a large pool if done one after another.
+  std::vector<net::Socket> dialed(pool_size_);
+  std::vector<Status> statuses(pool_size_);
+  std::vector<std::thread> dialers;
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
-    net::Socket socket;
-    PCCL_RETURN_IF_ERROR(net::Socket::Connect(next_.endpoint, deadline, &socket));
-    socket.SetBufferSizes(buffer_bytes);
-    proto::P2PHello hello{epoch_, self_id_, next_.peer_id, slot};
-    PCCL_RETURN_IF_ERROR(net::SendFrame(socket, static_cast<uint16_t>(Kind::kP2PHello),
-                                        proto::Encode(hello), deadline));
-    net::FrameHeader header;
-    std::string payload;
-    PCCL_RETURN_IF_ERROR(
-        net::RecvFrame(socket, net::kMaxControlPayload, deadline, &header, &payload));
-    proto::P2PWelcome welcome;
-    if (header.kind != static_cast<uint16_t>(Kind::kP2PWelcome)) {
-      return InvalidArgument("peer " + next_.endpoint.ToString() + " answered P2PHello with " +
-                             proto::KindName(header.kind));
-    }
-    PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
-    if (!welcome.ok) {
-      return Status(StatusCode::kUnavailable,
-                    "peer " + next_.endpoint.ToString() + " refused the ring link: " + welcome.reason);
-    }
+    dialers.emplace_back([&, slot] { statuses[slot] = Dial(slot, buffer_bytes, deadline, &dialed[slot]); });
+  }
+  for (auto& t : dialers) t.join();
+  for (uint32_t slot = 0; slot < pool_size_; ++slot) {
+    PCCL_RETURN_IF_ERROR(statuses[slot]);
     auto sender = std::make_unique<Sender>();
-    sender->socket = std::move(socket);
+    sender->socket = std::move(dialed[slot]);
     senders_.push_back(std::move(sender));
   }
   std::vector<net::Socket> sockets;
@@ -432,8 +422,15 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (key.epoch != epoch_) return;  // a verdict about another ring's operation
-    auto it = ops_.find({key.tag, key.seq});
-    if (it == ops_.end()) return;
+    auto id = std::make_pair(key.tag, key.seq);
+    if (closed_.count(id)) return;  // done with already
+    auto it = ops_.find(id);
+    if (it == ops_.end()) {
+      // The verdict came before this peer started the operation (another peer failed
+      // early): create it failed, so that OpenOp() finds it failed instead of running it
+      // until its deadline for data nobody sends.
+      it = ops_.emplace(id, std::make_shared<RingOp>(this, key)).first;
+    }
     op = it->second;
   }
   op->Fail(why);
@@ -462,6 +459,30 @@ void RingLinks::Break(const Status& why) {
 Status RingLinks::broken_status() {
   std::lock_guard<std::mutex> lock(mu_);
   return broken_;
+}
+
+Status RingLinks::Dial(uint32_t slot, int64_t buffer_bytes, Deadline deadline, net::Socket* out) {
+  net::Socket socket;
+  PCCL_RETURN_IF_ERROR(net::Socket::Connect(next_.endpoint, deadline, &socket));
+  socket.SetBufferSizes(buffer_bytes);
+  proto::P2PHello hello{epoch_, self_id_, next_.peer_id, slot};
+  PCCL_RETURN_IF_ERROR(net::SendFrame(socket, static_cast<uint16_t>(Kind::kP2PHello),
+                                      proto::Encode(hello), deadline));
+  net::FrameHeader header;
+  std::string payload;
+  PCCL_RETURN_IF_ERROR(net::RecvFrame(socket, net::kMaxControlPayload, deadline, &header, &payload));
+  if (header.kind != static_cast<uint16_t>(Kind::kP2PWelcome)) {
+    return InvalidArgument("peer " + next_.endpoint.ToString() + " answered P2PHello with " +
+                           proto::KindName(header.kind));
+  }
+  proto::P2PWelcome welcome;
+  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
+  if (!welcome.ok) {
+    return Status(StatusCode::kUnavailable,
+                  "peer " + next_.endpoint.ToString() + " refused the ring link: " + welcome.reason);
+  }
+  *out = std::move(socket);
+  return Status::Ok();
 }
 
 void RingLinks::Enqueue(SendItem item) {

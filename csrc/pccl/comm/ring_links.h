@@ -158,7 +158,8 @@ class RingLinks {
   // breaking the links if that takes longer, and forgets it. Frames of it that still
   // arrive are discarded.
   void CloseOp(const std::shared_ptr<RingOp>& op, Duration grace);
-  // Fails the operation `key` if it is known here (e.g. a failed verdict from the master).
+  // Fails the operation `key` of this ring (a failed verdict from the master); one not
+  // started yet starts failed.
   void FailOp(const proto::OpKey& key, const Status& why);
 
   // Breaks the links: fails every operation, wakes and stops every I/O thread.
@@ -175,6 +176,9 @@ class RingLinks {
     const void* data;
     Deadline deadline;
   };
+  // Connects pool slot `slot` to the next peer and completes its P2PHello.
+  Status Dial(uint32_t slot, int64_t buffer_bytes, Deadline deadline, net::Socket* out);
+
   struct Sender {
     net::Socket socket;
     std::mutex mu;
