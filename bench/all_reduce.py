@@ -509,7 +509,7 @@ def main() -> int:
             return args.iters
         return max(3, default_iters(n) // 5) if args.quick else default_iters(n)
 
-    pool = args.pool_size or int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "4"))
+    pool = args.pool_size or int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "8"))
     pool_text = f"{pool}" + ("" if args.pool_size else " (library default)")
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {"cpus": os.cpu_count(), "pool_size": pool,

@@ -459,7 +459,7 @@ class Bench:
 
     def run(self) -> None:
         a = self.args
-        default_pool = int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "4"))
+        default_pool = int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "8"))
         for index, rtt_ms in enumerate(a.rtt):
             with wanlab.Lab(self.topology(rtt_ms)) as lab:
                 if "sweep" in a.cases:
@@ -586,7 +586,7 @@ def main() -> int:
             "master": "own namespace, one WAN RTT from every peer",
             "mtu": wanlab.Topology().mtu, "seconds": time.monotonic() - started,
             "cpus": os.cpu_count(), "pccl_defaults": {
-                "pool": int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "4")),
+                "pool": int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "8")),
                 "segment_bytes": os.environ.get("PCCL_SEGMENT_BYTES", "1MiB (default)"),
                 "socket_buffer_bytes": os.environ.get("PCCL_SOCKET_BUFFER_BYTES", "0 (default)")}}
     result = {"meta": meta, "rows": bench.rows}

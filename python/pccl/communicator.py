@@ -99,7 +99,7 @@ class Communicator:
     Args:
         address: the master, "host:port" (hostnames and "[ipv6]:port" work).
         peer_group: collectives and shared state run within a peer group.
-        p2p_connection_pool_size: TCP connections per ring neighbour; 0 picks the default (4).
+        p2p_connection_pool_size: TCP connections per ring neighbour; 0 picks the default (8).
         listen_address: local host the p2p listener binds (default: every interface, IPv6
             and IPv4).
         advertise_address: host other peers should dial to reach this one, when it differs

@@ -43,7 +43,7 @@ struct CommunicatorOptions {
   std::string master_address;
   // Collectives and shared state run within a peer group; membership is global.
   uint32_t peer_group = 0;
-  // TCP connections to each ring neighbour; 0 means PCCL_DEFAULT_POOL_SIZE (4).
+  // TCP connections to each ring neighbour; 0 means PCCL_DEFAULT_POOL_SIZE (8).
   uint32_t pool_size = 0;
   // Local address the p2p listener binds (port chosen by the system). Empty: every
   // interface, IPv6 and IPv4 ("::"), or IPv4 only where IPv6 is off.

@@ -15,7 +15,9 @@ struct Params {
   // PCCL_SEGMENT_BYTES: bytes per data frame of a ring step (default 1 MiB). Smaller
   // segments pipeline earlier; larger ones cost fewer headers and syscalls.
   int64_t segment_bytes;
-  // PCCL_DEFAULT_POOL_SIZE: connections per ring neighbour when the user passes 0 (default 4).
+  // PCCL_DEFAULT_POOL_SIZE: connections per ring neighbour when the user passes 0 (default
+  // 8: on long links each connection is capped at window / RTT, and the WAN lab showed 8
+  // reaching 93 % of a 400 Mbit/s link at 50 ms where 4 reached 59 %; loopback is the same).
   int64_t default_pool_size;
   // PCCL_TIMEOUT_MS: default deadline of one blocking call, e.g. an all-reduce or a
   // topology update (default 60000).
