@@ -172,14 +172,7 @@ class PcclPeer:
         self.rank, self.world = rank, world
         self.comm = pccl.Communicator(setup["address"], 0, setup["pool_size"])
         self.comm.connect(timeout=60)
-        deadline = time.monotonic() + 60
-        while self.comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"pccl: the run did not reach {world} peers in 60 s")
-            if self.comm.are_peers_pending():
-                self.comm.update_topology()
-            else:
-                time.sleep(0.005)
+        self.comm.wait_for_world(world, timeout=60)
         self._one = np.zeros(1, np.float32)
         self.info = {"isa": pccl.kernels.active_isa()}
 

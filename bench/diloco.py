@@ -90,7 +90,7 @@ def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], mode: s
                   ) -> dict[str, Any]:
     import pccl
     import torch
-    from pccl.diloco import DiLoCo, wait_for_world
+    from pccl.diloco import DiLoCo
 
     ex = _example()
     data = ex.load_shard(rank, n, 0)
@@ -99,7 +99,7 @@ def diloco_worker(rank: int, n: int, address: str, args: dict[str, Any], mode: s
     inner = torch.optim.AdamW(model.parameters(), lr=1e-4)
     comm = pccl.Communicator(address, p2p_connection_pool_size=2)
     comm.connect(timeout=60)
-    wait_for_world(comm, n)
+    comm.wait_for_world(n)
     quantization = pccl.QuantizationOptions(pccl.DataType.UINT8) if "uint8" in mode else None
     diloco = DiLoCo(model, inner, comm, asynchronous=mode.startswith("async"),
                     quantization=quantization)

@@ -47,11 +47,7 @@ def _pccl_peer(conn: Connection, address: str, world: int, count: int, rank: int
 
     with pccl.Communicator(address, p2p_connection_pool_size=4) as comm:
         comm.connect(timeout=60)
-        while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-            if comm.are_peers_pending():
-                comm.update_topology()
-            else:
-                time.sleep(0.005)  # other processes still starting
+        comm.wait_for_world(world)
         conn.send("ready")
         conn.recv()  # go
         x = np.full(count, rank + 1, dtype=np.float32)

@@ -34,14 +34,7 @@ def main() -> int:
     comm = pccl.Communicator(address, 0, 0)
     comm.connect(timeout=120)
     print(json.dumps({"admitted": rank, "peer_id": comm.peer_id}), flush=True)
-    deadline = time.monotonic() + 120
-    while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the run did not reach {world} peers")
-        if comm.are_peers_pending():
-            comm.update_topology()
-        else:
-            time.sleep(0.01)
+    comm.wait_for_world(world, timeout=120)
     tiny = np.zeros(1, dtype=np.float32)
     for step, item in enumerate(plan):
         out: dict = {"step": step, "op": item["op"], "rank": rank}

@@ -76,6 +76,15 @@ def run_plan(net: ShapedNetwork, hosts: list[str], plan: list[dict[str, Any]],
                 p.stdout.close()
 
 
+def parse_size(text: str) -> int:
+    """'16MiB', '4KiB', '1GiB' or a plain number of bytes."""
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
 def slowest(outputs: list[list[dict[str, Any]]], step: int) -> list[float]:
     """Per iteration, the slowest peer's time of plan step `step`."""
     per_peer = [lines[step]["times"] for lines in outputs]

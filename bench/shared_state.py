@@ -87,15 +87,7 @@ def digests(arrays: list[np.ndarray]) -> list[int]:
 # --- pccl peers --------------------------------------------------------------------------------
 
 def _admit_until(comm: Any, world: int, deadline: float) -> None:
-    import pccl
-
-    while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the run did not reach {world} peers in time")
-        if comm.are_peers_pending():
-            comm.update_topology()
-        else:
-            time.sleep(0.002)
+    comm.wait_for_world(world, timeout=max(0.001, deadline - time.monotonic()))
 
 
 def _source_main(conn: Connection, address: str, sources: int, n_tensors: int, numel: int,

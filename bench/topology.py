@@ -20,15 +20,7 @@ import sys
 from pathlib import Path
 
 from netns import ShapedNetwork, unavailable_reason
-from shaped_run import run_plan, slowest
-
-
-def parse_size(text: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+from shaped_run import parse_size, run_plan, slowest
 
 
 def main() -> int:

@@ -70,14 +70,7 @@ class PcclWorker:
         self.rank, self.world = rank, world
         self.comm = pccl.Communicator(setup["address"], 0, setup["pool_size"])
         self.comm.connect(timeout=120)
-        deadline = time.monotonic() + 120
-        while self.comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the run did not reach {world} peers")
-            if self.comm.are_peers_pending():
-                self.comm.update_topology()
-            else:
-                time.sleep(0.01)
+        self.comm.wait_for_world(world, timeout=120)
         self._one = np.zeros(1, np.float32)
 
     def barrier(self) -> None:
@@ -106,14 +99,7 @@ class PcclWorker:
         self.comm.sync_shared_state(state, timeout=300)
         self.barrier()  # everyone holds the state: the parent may start the joiner
         _send(("joinready",))
-        deadline = time.monotonic() + 300
-        while self.comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the joiner did not show up")
-            if self.comm.are_peers_pending():
-                self.comm.update_topology()
-            else:
-                time.sleep(0.005)
+        self.comm.wait_for_world(world, timeout=300)
         state.revision = 2
         info = self.comm.sync_shared_state(state, timeout=600)
         return {"tx": info.tx_bytes}

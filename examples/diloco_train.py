@@ -32,7 +32,7 @@ import time
 import numpy as np
 import pccl
 import torch
-from pccl.diloco import DiLoCo, wait_for_world
+from pccl.diloco import DiLoCo
 from sklearn.datasets import load_digits
 
 
@@ -138,7 +138,7 @@ def main() -> None:
     comm = pccl.Communicator(address, p2p_connection_pool_size=2)
     comm.connect(n_attempts=10)
     if index < founders:
-        wait_for_world(comm, founders, timeout=120)
+        comm.wait_for_world(founders, timeout=120)
     diloco = DiLoCo(model, inner, comm, asynchronous=args.asynchronous,
                     outer_optimizer=lambda params: torch.optim.SGD(
                         params, lr=args.outer_lr, momentum=args.outer_momentum, nesterov=True,

@@ -184,6 +184,26 @@ class Communicator:
         self._check_open()
         self._core.update_topology(_timeout(timeout))
 
+    def wait_for_world(self, world: int, *, timeout: float = 60.0) -> None:
+        """Admits pending peers until the run has `world` peers (an addition to upstream's
+        API), polling every 10 ms while the other processes start.
+
+        For the peers that found a run together: each calls it with the same `world`, since
+        admission is a vote of every accepted peer. A peer joining a running run does not
+        call it; its connect() returns once the others admit it. Raises PCCLTimeoutError
+        after `timeout` seconds.
+        """
+        if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+            raise ValueError(f"world must be a positive int, got {world!r}")
+        deadline = time.monotonic() + _timeout(timeout)
+        while self.get_attribute(Attribute.GLOBAL_WORLD_SIZE) < world:
+            if time.monotonic() > deadline:
+                raise PCCLTimeoutError(f"the run did not reach {world} peers in {timeout} s")
+            if self.are_peers_pending():
+                self.update_topology()
+            else:
+                time.sleep(0.01)
+
     def are_peers_pending(self, *, timeout: float | None = None) -> bool:
         """True if peers wait to be admitted by update_topology().
 

@@ -89,14 +89,8 @@ class PeerError(Exception):
 
 
 def wait_for_world(comm: pccl.Communicator, world: int, deadline: float) -> None:
-    """Admits pending peers until the run has `world` peers (polls the master)."""
-    while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the run did not reach {world} peers in time")
-        if comm.are_peers_pending():
-            comm.update_topology()
-        else:
-            time.sleep(0.005)  # polling interval while other processes start
+    """Admits pending peers until the run has `world` peers, by `deadline` (monotonic)."""
+    comm.wait_for_world(world, timeout=max(0.001, deadline - time.monotonic()))
 
 
 def _peer_main(conn: Connection, address: str, index: int, world: int, pool_size: int,

@@ -17,13 +17,7 @@ import pccl
 comm = pccl.Communicator(os.environ["PCCL_MASTER_ADDR"])
 comm.connect(timeout=60)
 world = int(os.environ["PCCL_WORLD_SIZE"])
-deadline = time.monotonic() + 60
-while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-    assert time.monotonic() < deadline
-    if comm.are_peers_pending():
-        comm.update_topology()
-    else:
-        time.sleep(0.005)
+comm.wait_for_world(world, timeout=60)
 x = np.ones(8, dtype=np.float32)
 comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
 print(f"sum={x[0]}", flush=True)
@@ -89,13 +83,7 @@ import numpy as np
 import pccl
 comm = pccl.Communicator(os.environ["PCCL_MASTER_ADDR"])
 comm.connect(timeout=60)  # the late peer returns once peer 0 admits it
-deadline = time.monotonic() + 60
-while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < 2:
-    assert time.monotonic() < deadline
-    if comm.are_peers_pending():
-        comm.update_topology()
-    else:
-        time.sleep(0.005)
+comm.wait_for_world(2, timeout=60)
 x = np.ones(8, dtype=np.float32)
 comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
 print(f"index={os.environ['PCCL_PEER_INDEX']} world={os.environ['PCCL_WORLD_SIZE']} "
@@ -109,18 +97,13 @@ import numpy as np
 import pccl
 comm = pccl.Communicator(os.environ["PCCL_MASTER_ADDR"])
 comm.connect(timeout=60)
-deadline = time.monotonic() + 60
-while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < 2:
-    assert time.monotonic() < deadline
-    if comm.are_peers_pending():
-        comm.update_topology()
-    else:
-        time.sleep(0.005)
+comm.wait_for_world(2, timeout=60)
 x = np.ones(8, dtype=np.float32)
 comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
 print("both admitted", flush=True)
 if os.environ["PCCL_PEER_INDEX"] == "1":
     time.sleep(120)  # the launcher kills this peer
+deadline = time.monotonic() + 60
 while time.monotonic() < deadline:  # peer 0 all-reduces until its partner is gone
     try:
         comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, timeout=10)

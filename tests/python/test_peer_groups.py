@@ -68,13 +68,7 @@ def group_work_by_index(comm: pccl.Communicator, index: int, groups: list[int]) 
 
 
 def attributes_after_join(comm: pccl.Communicator, index: int, world: int) -> dict[str, int]:
-    deadline = time.monotonic() + 30
-    while comm.get_attribute(A.GLOBAL_WORLD_SIZE) < world:
-        assert time.monotonic() < deadline, "the joiner was not admitted"
-        if comm.are_peers_pending():
-            comm.update_topology()
-        else:
-            time.sleep(0.01)
+    comm.wait_for_world(world, timeout=30)
     return attributes(comm)
 
 

@@ -101,7 +101,7 @@ def refused(comm: pccl.Communicator, index: int, case: str) -> str:
     try:
         comm.all_reduce(x, x, op=op, tag=9, timeout=20,
                         quantization_options=QuantizationOptions(quantized))
-    except pccl.InvalidUsageError as e:
+    except pccl.InvalidUsageError:
         return "InvalidUsageError" if x[0] == 1 else "input changed"
     except pccl.PCCLError as e:
         return f"{type(e).__name__}: {e}"

@@ -3,12 +3,8 @@ shaped two-region network (network namespaces + tc htb; skipped without root).""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +15,7 @@ from cluster import Cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from netns import ShapedNetwork, unavailable_reason  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
+from shaped_run import run_plan  # noqa: E402
 
 
 def optimize_and_reduce(comm: pccl.Communicator, index: int) -> tuple[list[int], list[int], bool]:
@@ -78,7 +73,8 @@ def test_optimize_topology_needs_a_connected_communicator() -> None:
 
 # -- the shaped two-region network --------------------------------------------------------
 
-REGION = {"a1": "A", "b1": "B", "a2": "A", "b2": "B"}  # also the join order
+HOSTS = ["a1", "b1", "a2", "b2"]  # the join order alternates regions: the naive ring
+REGION = {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}  # crosses the narrow link 4 times
 
 
 def crossings(ring: list[int], region_of: dict[int, str]) -> int:
@@ -90,47 +86,16 @@ def test_two_regions_cross_the_narrow_link_only_twice_after_optimizing() -> None
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(f"shaped network unavailable: {reason}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(pccl.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
-    procs: list[subprocess.Popen] = []
+    plan = [{"op": "ring"}, {"op": "optimize"},
+            {"op": "allreduce", "bytes": 1 << 18, "iters": 1}]
     with ShapedNetwork({"A": ["a1", "a2"], "B": ["b1", "b2"]}, inter_region_mbit=40) as net:
-        try:
-            master = net.popen("a1", [sys.executable, "-m", "pccl.master", "--listen-address",
-                                      f"{net.ip('a1')}:0"], stdout=subprocess.PIPE, text=True,
-                               env=env)
-            procs.append(master)
-            line = master.stdout.readline()
-            assert "listening on" in line, line
-            address = line.split()[-1]
-            region_of: dict[int, str] = {}
-            peers = {}
-            # Joining one at a time makes the naive ring alternate regions: 4 crossings.
-            for name in REGION:
-                p = net.popen(name, [sys.executable, str(HERE / "topology_peer.py"), address,
-                                     str(len(REGION)), name],
-                              stdout=subprocess.PIPE, text=True, env=env)
-                procs.append(p)
-                peers[name] = p
-                admitted = json.loads(p.stdout.readline())
-                assert admitted["admitted"] == name
-                region_of[admitted["peer_id"]] = REGION[name]
-            results = []
-            for name, p in peers.items():
-                # read() on the stream that read the first line (communicate() would skip
-                # what it buffered); the test's timeout bounds the wait.
-                out = p.stdout.read()
-                assert p.wait() == 0, f"{name} failed"
-                results.append(json.loads(out.strip().splitlines()[-1]))
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                p.wait()
-                if p.stdout is not None:
-                    p.stdout.close()
-    before = results[0]["before"]
-    after = results[0]["after"]
-    assert all(r["before"] == before and r["after"] == after for r in results)
-    assert crossings(before, region_of) == 4
-    assert crossings(after, region_of) == 2, (after, region_of)
-    assert all(r["sum_ok"] for r in results)
+        outputs = run_plan(net, HOSTS, plan, timeout=100)
+    before = [lines[0]["ring"] for lines in outputs]
+    after = [lines[1]["ring"] for lines in outputs]
+    assert all(r == before[0] for r in before) and all(r == after[0] for r in after)
+    # Peers joined one at a time in HOSTS order, so the first ring lists them in that order.
+    region_of = {peer: REGION[host] for peer, host in zip(before[0], HOSTS)}
+    assert crossings(before[0], region_of) == 4
+    assert crossings(after[0], region_of) == 2, (after[0], region_of)
+    # Every peer's result equals the exact float64 sum to float32 rounding.
+    assert all(lines[2]["rel_rms_error"] < 1e-6 for lines in outputs)

@@ -6,7 +6,7 @@ helper.py runs the outer step protocol over a Communicator (its docstring tells 
 
 from __future__ import annotations
 
-from pccl.diloco.helper import DiLoCo, OuterStepInfo, wait_for_world
+from pccl.diloco.helper import DiLoCo, OuterStepInfo
 from pccl.diloco.outer_state import OuterState, default_outer_optimizer
 
-__all__ = ["DiLoCo", "OuterState", "OuterStepInfo", "default_outer_optimizer", "wait_for_world"]
+__all__ = ["DiLoCo", "OuterState", "OuterStepInfo", "default_outer_optimizer"]

@@ -297,18 +297,4 @@ class DiLoCo:
         raise AssertionError("unreachable")
 
 
-def wait_for_world(comm: pccl.Communicator, world: int, timeout: float = 60.0) -> None:
-    """Admits peers until the run has `world` members: for the founding peers, before
-    start(). Every admitted peer must call it with the same `world` (admission is a vote);
-    a peer that joins a running run must not (it would vote alone)."""
-    deadline = time.monotonic() + timeout
-    while comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) < world:
-        if time.monotonic() > deadline:
-            raise pccl.PCCLTimeoutError(f"the run did not reach {world} peers in {timeout} s")
-        if comm.are_peers_pending():
-            comm.update_topology()
-        else:
-            time.sleep(0.01)  # polling while the other processes start
-
-
-__all__ = ["DiLoCo", "OuterStepInfo", "wait_for_world"]
+__all__ = ["DiLoCo", "OuterStepInfo"]
