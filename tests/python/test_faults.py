@@ -55,11 +55,15 @@ def report(name: str, **values: float) -> None:
 # --- functions that run inside the peers ------------------------------------------------------
 
 def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
-                    count: int) -> dict[str, Any]:
-    """In-place SUM that a fault interrupts, then one retry over `survivors`."""
+                    count: int, stall: float = 0.0) -> dict[str, Any]:
+    """In-place SUM that a fault interrupts, then one retry over `survivors`. The victim
+    passes `stall`: it waits that long before its all-reduce, so the signal reaches it
+    while the others are certainly inside theirs (a fast machine could finish the whole
+    all-reduce before the test process delivers the signal)."""
     x = contribution(index, count)
     original = x.copy()
     notify("starting", index)
+    time.sleep(stall)
     started = time.monotonic()
     try:
         comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=30)
@@ -236,7 +240,7 @@ def multiple_with_retry(comm: pccl.Communicator, index: int, survivors: list[int
 def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int) -> tuple[float, list[dict]]:
     survivors = [i for i in range(c.world) if i != victim]
     c.start(fail_then_retry, survivors, BIG_COUNT, peers=survivors)
-    c.start(fail_then_retry, survivors, BIG_COUNT, peers=[victim])
+    c.start(fail_then_retry, survivors, BIG_COUNT, 5.0, peers=[victim])
     for _ in range(c.world):
         assert c.events.get(timeout=60)[0] == "starting"
     signalled_at = time.monotonic()
@@ -246,7 +250,7 @@ def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int) -> tuple[float, li
 
 def _check_survivors(results: list[dict], signalled_at: float, bound: float, name: str) -> None:
     for r in results:
-        assert r["first"] == "PeerLostError", r
+        assert r["first"] == "PeerLostError", r.get("message")
         assert r["intact"], "the in-place input changed although the all-reduce failed"
         assert r["retry"] == "ok", r
         assert r["world"] == 3 and r["exact"], r

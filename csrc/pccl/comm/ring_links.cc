@@ -495,11 +495,18 @@ void RingLinks::Enqueue(SendItem item) {
       best_bytes = s->queued_bytes;
     }
   }
-  if (best == nullptr || stopping_.load()) {
+  if (best == nullptr) {
     item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
     return;
   }
-  std::lock_guard<std::mutex> lock(best->mu);
+  std::unique_lock<std::mutex> lock(best->mu);
+  // Checked under the sender's lock: a sender that saw stopping_ drains its queue under
+  // this lock and exits, so an item queued after that would never be finished.
+  if (stopping_.load()) {
+    lock.unlock();
+    item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
+    return;
+  }
   best->queued_bytes += item.header.payload_bytes;
   best->queue.push_back(std::move(item));
   best->cv.notify_one();
@@ -595,6 +602,11 @@ void RingLinks::ReceiverLoop(Receiver* receiver) {
     void* dest = op ? op->ClaimForReceive(header, prev_.endpoint.ToString()) : nullptr;
     if (dest != nullptr) {
       st = socket.RecvAll(dest, header.payload_bytes, Deadline::Never());
+      if (!st.ok()) {
+        // The previous peer is gone mid-segment: the op fails as a lost peer (Aborted),
+        // not with the socket's Unavailable, which would read as a lost master.
+        st = Status(StatusCode::kAborted, "ring link from " + peer + ": " + st.message());
+      }
       op->FinishReceive(header, st);
       if (!st.ok()) return lost(st);
       continue;
