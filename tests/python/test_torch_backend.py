@@ -271,6 +271,10 @@ def test_a_lost_rank_fails_the_survivors_collectives() -> None:
     groups = groups_in_threads(3)
     try:
         works = [groups[rank].allreduce([torch.ones(1000)]) for rank in range(2)]
+        # Give the two collectives time to start on the three-rank ring (they wait there
+        # for rank 2): one that only started after rank 2 left would run on the
+        # survivors' ring, where the other rank, already failed, never joins it.
+        time.sleep(0.5)
         groups[2].shutdown()  # leaves the run instead of joining the all-reduce
         for work in works:
             with pytest.raises(pccl.PeerLostError):
@@ -278,10 +282,16 @@ def test_a_lost_rank_fails_the_survivors_collectives() -> None:
             assert work.is_completed() and not work.is_success()
             assert isinstance(work.exception(), pccl.PeerLostError)
         # pccl would carry on with the two survivors; torch's group of three must not.
-        works = [groups[rank].allreduce([torch.ones(3)]) for rank in range(2)]
-        for work in works:
-            with pytest.raises(pccl.PeerLostError, match="ran with 2 of the process group's 3"):
-                work.wait()
+        # Once the survivors know (pccl applies the new topology in the background), every
+        # later collective is refused at launch.
+        deadline = time.monotonic() + 30
+        while any(g._comm.get_attribute(pccl.Attribute.LOCAL_WORLD_SIZE) != 2
+                  for g in groups[:2]):
+            assert time.monotonic() < deadline, "the survivors never saw the new topology"
+            time.sleep(0.01)
+        for rank in range(2):
+            with pytest.raises(pccl.PeerLostError, match="2 of the process group's 3"):
+                groups[rank].allreduce([torch.ones(3)]).wait()
     finally:
         for group in reversed(groups):
             group.shutdown()

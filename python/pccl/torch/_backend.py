@@ -243,6 +243,14 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                 if recv.data_ptr() != send.data_ptr():
                     recv.copy_(send)
                 return None
+            # A rank already lost (pccl applies the master's new topology in the
+            # background): fail now rather than run on the survivors' ring, where a rank
+            # whose previous collective failed would never join this one.
+            peers = self._comm.get_attribute(pccl.Attribute.LOCAL_WORLD_SIZE)
+            if peers != self._size:
+                raise pccl.PeerLostError(
+                    f"pccl backend: the run has {peers} of the process group's {self._size} "
+                    "ranks (a rank was lost); the group cannot continue")
             return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
                                                timeout=self._timeout_s)
 
