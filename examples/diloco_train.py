@@ -1,7 +1,7 @@
 """DiLoCo training of a digit classifier with pccl: peers join late, crash, and agree bit for bit.
 
     pip install ".[examples]"
-    pccl-run -n 3 --spawn-later 20 --kill 1@45 examples/diloco_train.py --plot diloco_loss.png
+    pccl-run -n 3 --spawn-later 15 --kill 1@30 examples/diloco_train.py --plot diloco_loss.png
 
 Data: scikit-learn's bundled handwritten digits (1797 8x8 images, no download). A fixed
 20 % is held out; the rest is cut into --shards shards and peer i trains on shard
