@@ -60,7 +60,8 @@ uint32_t Communicator::pool_size() const {
 }
 
 Status Communicator::Connect(Deadline deadline) {
-  std::lock_guard<std::mutex> control(control_mu_);
+  std::unique_lock<std::timed_mutex> control;
+  PCCL_RETURN_IF_ERROR(LockControl(deadline, "connect()", &control));
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -115,7 +116,7 @@ void Communicator::WatchTopologies() {
     if (closed_.load()) return;
     if (st.code() == StatusCode::kDeadlineExceeded) continue;
     if (!st.ok()) return;  // the master is gone: every later call reports it
-    std::lock_guard<std::mutex> control(control_mu_);
+    std::unique_lock<std::timed_mutex> control(control_mu_);
     if (closed_.load()) return;
     st = ApplyPushedTopologiesLocked(Deadline::In(Milliseconds(GetParams().timeout_ms)));
     // Info, not a warning: peers leaving at the end of a run cause these routinely.
@@ -239,6 +240,22 @@ Status Communicator::ApplyPushedTopologiesLocked(Deadline deadline) {
   return Status::Ok();
 }
 
+Status Communicator::LockControl(Deadline deadline, const char* caller,
+                                 std::unique_lock<std::timed_mutex>* lock) {
+  // Another control call, or the topology watcher applying a pushed topology, may hold
+  // it (the latter until that topology's link phase completes): wait no longer than the
+  // caller's deadline.
+  std::unique_lock<std::timed_mutex> taken(control_mu_, std::defer_lock);
+  if (deadline.never()) {
+    taken.lock();
+  } else if (!taken.try_lock_until(deadline.when())) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  std::string(caller) + " timed out waiting for a topology change in progress");
+  }
+  *lock = std::move(taken);
+  return Status::Ok();
+}
+
 Status Communicator::WaitForIdle(Deadline deadline, const char* caller) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!connected_) return FailedPrecondition("call connect() first");
@@ -255,7 +272,8 @@ Status Communicator::UpdateTopology(Deadline deadline) {
   // In-flight collectives finish on the ring they started on (the other peers wait for
   // theirs too before voting).
   PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "update_topology()"));
-  std::lock_guard<std::mutex> control(control_mu_);
+  std::unique_lock<std::timed_mutex> control;
+  PCCL_RETURN_IF_ERROR(LockControl(deadline, "update_topology()", &control));
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kVoteTopology, "", deadline));
   Kind kind;
@@ -274,7 +292,8 @@ Status Communicator::ArePeersPending(Deadline deadline, bool* pending) {
   // in flight "latest" would depend on timing, so wait for them: then every peer that asks
   // after the same sequence of collectives gets the same answer.
   PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "are_peers_pending()"));
-  std::lock_guard<std::mutex> control(control_mu_);
+  std::unique_lock<std::timed_mutex> control;
+  PCCL_RETURN_IF_ERROR(LockControl(deadline, "are_peers_pending()", &control));
   PCCL_RETURN_IF_ERROR(master_.lost());
   // A topology the master pushed (a peer left, or a vote round this peer joined earlier
   // completed) waits for this peer's LinksReady: apply it now rather than at the next
@@ -326,7 +345,8 @@ Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
 
 Status Communicator::OptimizeTopology(Deadline deadline) {
   PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "optimize_topology()"));
-  std::lock_guard<std::mutex> control(control_mu_);
+  std::unique_lock<std::timed_mutex> control;
+  PCCL_RETURN_IF_ERROR(LockControl(deadline, "optimize_topology()", &control));
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   uint64_t epoch;
   {
@@ -516,7 +536,8 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     // The master changed this group's ring (a peer left or joined): run on the new one.
     // A topology that keeps this ring (a change in another group) is left to the topology
     // watcher, and this collective runs on the links it has.
-    std::lock_guard<std::mutex> control(control_mu_);
+    std::unique_lock<std::timed_mutex> control;
+    PCCL_RETURN_IF_ERROR(LockControl(deadline, "all_reduce()", &control));
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   }
 
@@ -621,7 +642,8 @@ Status Communicator::SyncSharedState(const SharedStateSyncRequest& request, Dead
                                      SharedStateSyncInfo* info) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   PCCL_RETURN_IF_ERROR(ValidateEntries(request.entries));
-  std::lock_guard<std::mutex> control(control_mu_);
+  std::unique_lock<std::timed_mutex> control;
+  PCCL_RETURN_IF_ERROR(LockControl(deadline, "sync_shared_state()", &control));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");

@@ -157,6 +157,9 @@ class Communicator {
   void BeginCollective();
   void EndCollective();
   Status WaitForIdle(Deadline deadline, const char* caller);
+  // Takes control_mu_ by `deadline` (DeadlineExceeded naming `caller` otherwise).
+  Status LockControl(Deadline deadline, const char* caller,
+                     std::unique_lock<std::timed_mutex>* lock);
   void AcceptLoop();
   // Applies topologies the master pushes while this peer makes no call (see .cc).
   void WatchTopologies();
@@ -187,7 +190,7 @@ class Communicator {
   std::atomic<uint64_t> pushed_ring_epoch_{0};
 
   BufferPool buffers_;     // staging and workspaces, reused across collectives
-  std::mutex control_mu_;  // one control call at a time
+  std::timed_mutex control_mu_;  // one control call at a time (LockControl)
   std::mutex id_mu_;       // peer_id_ is set once, after Welcome
   std::condition_variable id_cv_;
   std::condition_variable idle_cv_;  // signalled (with mu_) when in_flight_ drops to 0
