@@ -127,8 +127,13 @@ void BindCommunicator(py::module_& m) {
         Array s, r;
         comm::AllReduceRequest request =
             MakeRequest(send, recv, dtype, op, tag, quant_algorithm, quant_dtype, &s, &r);
-        return std::make_unique<AsyncWork>(
-            c.StartAllReduce(request, DeadlineFromSeconds(timeout)));
+        std::unique_ptr<comm::AsyncAllReduce> work;
+        {
+          // Binding the operation to the ring may wait for a topology change.
+          py::gil_scoped_release release;
+          work = c.StartAllReduce(request, DeadlineFromSeconds(timeout));
+        }
+        return std::make_unique<AsyncWork>(std::move(work));
       }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
          py::arg("timeout"), py::arg("quant_algorithm") = 0, py::arg("quant_dtype") = 0,
          py::keep_alive<0, 1>())  // the op's thread uses the communicator

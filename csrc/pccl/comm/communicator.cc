@@ -467,12 +467,20 @@ Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadlin
 std::unique_ptr<AsyncAllReduce> Communicator::StartAllReduce(const AllReduceRequest& request,
                                                             Deadline deadline) {
   BeginCollective();  // now, so that an update_topology() right after this call waits for it
-  return std::unique_ptr<AsyncAllReduce>(new AsyncAllReduce(this, request, deadline));
+  // Bound to the ring here, on the caller's thread: an all-reduce started before a
+  // topology change runs (or fails) on the ring it was started on, as its peers' do,
+  // however late its own thread gets to run.
+  BoundAllReduce bound;
+  Status bind_status = BindAllReduce(request, deadline, &bound);
+  return std::unique_ptr<AsyncAllReduce>(
+      new AsyncAllReduce(this, request, std::move(bound), std::move(bind_status), deadline));
 }
 
-AsyncAllReduce::AsyncAllReduce(Communicator* comm, AllReduceRequest request, Deadline deadline)
-    : thread_([this, comm, request, deadline] {
-        Status st = comm->RunAllReduce(request, deadline, &info_);
+AsyncAllReduce::AsyncAllReduce(Communicator* comm, AllReduceRequest request,
+                               BoundAllReduce bound, Status bind_status, Deadline deadline)
+    : thread_([this, comm, request, bound = std::move(bound), bind_status, deadline] {
+        Status st = bind_status.ok() ? comm->ExecuteAllReduce(request, bound, deadline, &info_)
+                                     : bind_status;
         comm->EndCollective();
         std::lock_guard<std::mutex> lock(mu_);
         status_ = st;
@@ -497,6 +505,13 @@ bool AsyncAllReduce::done() {
 
 Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline deadline,
                                   ReduceInfo* info) {
+  BoundAllReduce bound;
+  PCCL_RETURN_IF_ERROR(BindAllReduce(request, deadline, &bound));
+  return ExecuteAllReduce(request, bound, deadline, info);
+}
+
+Status Communicator::BindAllReduce(const AllReduceRequest& request, Deadline deadline,
+                                   BoundAllReduce* bound) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   if (request.count > 0 && (request.send == nullptr || request.recv == nullptr)) {
     return InvalidArgument("null buffer for an all-reduce of " + std::to_string(request.count) +
@@ -568,7 +583,21 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
     links = links_;
     rank = rank_;
   }
+  *bound = BoundAllReduce{key, std::move(links), rank, world};
+  return Status::Ok();
+}
 
+Status Communicator::ExecuteAllReduce(const AllReduceRequest& request,
+                                      const BoundAllReduce& bound, Deadline deadline,
+                                      ReduceInfo* info) {
+  const proto::OpKey& key = bound.key;
+  const std::shared_ptr<RingLinks>& links = bound.links;
+  const int rank = bound.rank;
+  const int world = bound.world;
+  const auto* send = static_cast<const char*>(request.send);
+  auto* recv = static_cast<char*>(request.recv);
+  const bool in_place = send == recv;
+  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
   const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
   const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
   std::shared_ptr<RingOp> op;

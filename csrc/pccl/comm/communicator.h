@@ -80,6 +80,15 @@ struct ReduceInfo {
 
 class Communicator;
 
+// An all-reduce bound to the ring it runs on: its key (ring epoch, group, tag, sequence
+// number) and the links, rank and group size of that ring.
+struct BoundAllReduce {
+  proto::OpKey key;
+  std::shared_ptr<RingLinks> links;
+  int rank = 0;
+  int world = 0;
+};
+
 // An all-reduce running on its own thread (Communicator::StartAllReduce). The caller keeps
 // the buffers alive and untouched until Wait() returns. Destroying it waits for the op.
 class AsyncAllReduce {
@@ -93,7 +102,8 @@ class AsyncAllReduce {
 
  private:
   friend class Communicator;
-  AsyncAllReduce(Communicator* comm, AllReduceRequest request, Deadline deadline);
+  AsyncAllReduce(Communicator* comm, AllReduceRequest request, BoundAllReduce bound,
+                 Status bind_status, Deadline deadline);
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -153,6 +163,13 @@ class Communicator {
  private:
   friend class AsyncAllReduce;
   Status RunAllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info);
+  // RunAllReduce in two halves: check the request, apply a topology that changes this
+  // group's ring, and bind the operation to the current ring (taking its sequence number);
+  // then run it there and wait for the verdict.
+  Status BindAllReduce(const AllReduceRequest& request, Deadline deadline,
+                       BoundAllReduce* bound);
+  Status ExecuteAllReduce(const AllReduceRequest& request, const BoundAllReduce& bound,
+                          Deadline deadline, ReduceInfo* info);
   // In-flight accounting for UpdateTopology and ArePeersPending.
   void BeginCollective();
   void EndCollective();
