@@ -55,18 +55,25 @@ def report(name: str, **values: float) -> None:
 # --- functions that run inside the peers ------------------------------------------------------
 
 def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
-                    count: int, stall: float = 0.0) -> dict[str, Any]:
-    """In-place SUM that a fault interrupts, then one retry over `survivors`. The victim
-    passes `stall`: it waits that long before its all-reduce, so the signal reaches it
-    while the others are certainly inside theirs (a fast machine could finish the whole
-    all-reduce before the test process delivers the signal)."""
+                    count: int, victim_stall: float = 0.0) -> dict[str, Any]:
+    """In-place SUM that a fault interrupts, then one retry over `survivors`.
+
+    A survivor starts its all-reduce (all_reduce_async binds it to the current ring at
+    once) before it says "starting", so the signal always lands while its operation waits
+    on the victim. The victim (victim_stall > 0) says "starting" and waits that long before
+    joining, so the survivors cannot finish before the signal (a fast machine could
+    otherwise complete the whole all-reduce before the test process delivers it)."""
     x = contribution(index, count)
     original = x.copy()
-    notify("starting", index)
-    time.sleep(stall)
     started = time.monotonic()
+    if victim_stall > 0:
+        notify("starting", index)
+        time.sleep(victim_stall)  # killed, or stopped and kicked, meanwhile
+    handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30)
+    if victim_stall == 0:
+        notify("starting", index)
     try:
-        comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=30)
+        handle.result()
         first = "no error"
     except pccl.PCCLError as e:
         first = type(e).__name__
