@@ -521,7 +521,7 @@ def main() -> int:
                     if backend == "pccl":  # a fresh master per world: epochs start from scratch
                         import pccl
 
-                        master = pccl.MasterNode("127.0.0.1:0")
+                        master = pccl.MasterNode("127.0.0.1:0", daemon=True)
                         master.run()
                         setup = {"address": f"127.0.0.1:{master.port}",
                                  "pool_size": args.pool_size}

@@ -180,7 +180,7 @@ def run_mode(name: str, n: int, args: dict[str, Any]) -> dict[str, Any]:
     if "diloco" in name or name == "ddp pccl":
         import pccl
 
-        master = pccl.MasterNode("127.0.0.1:0")
+        master = pccl.MasterNode("127.0.0.1:0", daemon=True)
         master.run()
     if "diloco" in name:
         address = f"127.0.0.1:{master.port}"

@@ -109,7 +109,8 @@ def run_case(system: str, sig: int, args: argparse.Namespace) -> dict[str, Any]:
     if system == "pccl":
         import pccl
 
-        master = pccl.MasterNode("127.0.0.1:0", heartbeat_timeout=args.heartbeat_timeout)
+        master = pccl.MasterNode("127.0.0.1:0", heartbeat_timeout=args.heartbeat_timeout,
+                                   daemon=True)
         master.run()
         address = f"127.0.0.1:{master.port}"
         target, extra = _pccl_peer, ()

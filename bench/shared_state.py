@@ -303,7 +303,7 @@ def run_pccl(sources: int, n_tensors: int, numel: int, pool_size: int, strategy:
              repeat: int) -> list[dict[str, Any]]:
     import pccl
 
-    master = pccl.MasterNode("127.0.0.1:0")
+    master = pccl.MasterNode("127.0.0.1:0", daemon=True)
     master.run()
     address = f"127.0.0.1:{master.port}"
     procs = Procs()

@@ -1,6 +1,7 @@
 // Bindings of comm::Communicator: every blocking call releases the GIL; buffers are
 // checked by GetArray; failures become pccl.errors exceptions via ThrowIfError.
 #include <chrono>
+#include <cmath>
 #include <memory>
 
 #include "bindings/common.h"
@@ -12,9 +13,11 @@ namespace {
 
 using comm::Communicator;
 
-// Python passes a timeout in seconds, or a negative number for the PCCL_TIMEOUT_MS default.
+// Python passes a timeout in seconds, a negative number for the PCCL_TIMEOUT_MS default,
+// or infinity for none.
 Deadline DeadlineFromSeconds(double seconds) {
-  if (seconds < 0) return Deadline::In(Milliseconds(GetParams().timeout_ms));
+  if (seconds < 0) return DefaultCallDeadline();
+  if (std::isinf(seconds)) return Deadline::Never();
   return Deadline::In(std::chrono::duration_cast<Duration>(std::chrono::duration<double>(seconds)));
 }
 
@@ -22,28 +25,37 @@ py::tuple InfoTuple(const comm::ReduceInfo& info) {
   return py::make_tuple(info.local_world_size, info.tx_bytes, info.rx_bytes);
 }
 
-comm::AllReduceRequest MakeRequest(py::handle send, py::handle recv, int dtype, int op,
-                                   uint64_t tag, int quant_algorithm, int quant_dtype,
-                                   Array* s, Array* r) {
-  *s = GetArray(send, "send", dtype, false);
-  *r = GetArray(recv, "recv", dtype, true);
-  CheckSameCount(*s, "send", *r, "recv");
-  if (!kernels::IsValidReduceOp(op)) {
-    throw py::value_error("op must be a pccl.ReduceOp, got " + std::to_string(op));
+// The request as Python fills it: tensors arrive as addresses (pccl._tensors checked them
+// and keeps them alive), enums as their values, checked here once more because a bad value
+// would index tables in the core.
+struct PyAllReduceRequest {
+  uintptr_t send = 0;
+  uintptr_t recv = 0;
+  size_t count = 0;
+  int dtype = 0;
+  int op = 0;
+  uint64_t tag = 0;
+  int quant_algorithm = 0;
+  int quant_dtype = 0;
+};
+
+comm::AllReduceRequest MakeRequest(const PyAllReduceRequest& r) {
+  if (!kernels::IsValidReduceOp(r.op)) {
+    throw py::value_error("op must be a pccl.ReduceOp, got " + std::to_string(r.op));
+  }
+  if (!kernels::IsValidQuantAlgorithm(r.quant_algorithm)) {
+    throw py::value_error("quantization algorithm must be a pccl.QuantizationAlgorithm, got " +
+                          std::to_string(r.quant_algorithm));
   }
   comm::AllReduceRequest request;
-  request.send = s->data;
-  request.recv = r->data;
-  request.count = s->count;
-  request.dtype = s->dtype;
-  request.op = static_cast<kernels::ReduceOp>(op);
-  request.tag = tag;
-  if (!kernels::IsValidQuantAlgorithm(quant_algorithm)) {
-    throw py::value_error("quantization algorithm must be a pccl.QuantizationAlgorithm, got " +
-                          std::to_string(quant_algorithm));
-  }
-  request.quant.algorithm = static_cast<kernels::QuantAlgorithm>(quant_algorithm);
-  request.quant.quantized_dtype = GetDType(quant_dtype, "quantized_datatype");
+  request.send = reinterpret_cast<const void*>(r.send);
+  request.recv = reinterpret_cast<void*>(r.recv);
+  request.count = r.count;
+  request.dtype = GetDType(r.dtype, "dtype");
+  request.op = static_cast<kernels::ReduceOp>(r.op);
+  request.tag = r.tag;
+  request.quant.algorithm = static_cast<kernels::QuantAlgorithm>(r.quant_algorithm);
+  request.quant.quantized_dtype = GetDType(r.quant_dtype, "quantized_datatype");
   return request;
 }
 
@@ -70,6 +82,18 @@ class AsyncWork {
 }  // namespace
 
 void BindCommunicator(py::module_& m) {
+  py::class_<PyAllReduceRequest>(m, "AllReduceRequest")
+      .def(py::init([](uintptr_t send, uintptr_t recv, size_t count, int dtype, int op,
+                       uint64_t tag, int quant_algorithm, int quant_dtype) {
+             return PyAllReduceRequest{send, recv, count, dtype, op, tag, quant_algorithm,
+                                       quant_dtype};
+           }),
+           py::kw_only(), py::arg("send"), py::arg("recv"), py::arg("count"), py::arg("dtype"),
+           py::arg("op"), py::arg("tag") = 0, py::arg("quant_algorithm") = 0,
+           py::arg("quant_dtype") = 0)
+      .def_readonly("count", &PyAllReduceRequest::count)
+      .def_readonly("tag", &PyAllReduceRequest::tag);
+
   py::class_<AsyncWork>(m, "AsyncAllReduce")
       .def("wait", &AsyncWork::Wait)
       .def("done", &AsyncWork::Done);
@@ -97,13 +121,14 @@ void BindCommunicator(py::module_& m) {
       .def("update_topology", [](Communicator& c, double timeout) {
         RunWithoutGil([&] { return c.UpdateTopology(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))
-      .def("are_peers_pending", [](Communicator& c, double timeout) {
+      .def("are_peers_pending", [](Communicator& c, double timeout, bool joint) {
         bool pending = false;
-        RunWithoutGil([&] { return c.ArePeersPending(DeadlineFromSeconds(timeout), &pending); });
+        RunWithoutGil(
+            [&] { return c.ArePeersPending(DeadlineFromSeconds(timeout), joint, &pending); });
         return pending;
-      }, py::arg("timeout"))
+      }, py::arg("timeout"), py::kw_only(), py::arg("joint") = true)
       .def("get_attribute", [](Communicator& c, int attribute) {
-        if (attribute < 0 || attribute > 3) {
+        if (attribute < 1 || attribute > 4) {
           throw py::value_error("attribute must be a pccl.Attribute, got " +
                                 std::to_string(attribute));
         }
@@ -111,31 +136,20 @@ void BindCommunicator(py::module_& m) {
         ThrowIfError(c.GetAttribute(static_cast<comm::Attribute>(attribute), &value));
         return value;
       }, py::arg("attribute"))
-      .def("all_reduce", [](Communicator& c, py::handle send, py::handle recv, int dtype, int op,
-                            uint64_t tag, double timeout, int quant_algorithm, int quant_dtype) {
-        Array s, r;
-        comm::AllReduceRequest request =
-            MakeRequest(send, recv, dtype, op, tag, quant_algorithm, quant_dtype, &s, &r);
+      .def("all_reduce", [](Communicator& c, const PyAllReduceRequest& r, double timeout) {
+        comm::AllReduceRequest request = MakeRequest(r);
         comm::ReduceInfo info;
         RunWithoutGil([&] { return c.AllReduce(request, DeadlineFromSeconds(timeout), &info); });
         return InfoTuple(info);
-      }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
-         py::arg("timeout"), py::arg("quant_algorithm") = 0, py::arg("quant_dtype") = 0)
-      .def("all_reduce_async", [](Communicator& c, py::handle send,
-                                  py::handle recv, int dtype, int op, uint64_t tag,
-                                  double timeout, int quant_algorithm, int quant_dtype) {
-        Array s, r;
-        comm::AllReduceRequest request =
-            MakeRequest(send, recv, dtype, op, tag, quant_algorithm, quant_dtype, &s, &r);
+      }, py::arg("request"), py::arg("timeout"))
+      .def("all_reduce_async", [](Communicator& c, const PyAllReduceRequest& r, double timeout) {
+        comm::AllReduceRequest request = MakeRequest(r);
         std::unique_ptr<comm::AsyncAllReduce> work;
-        {
-          // Binding the operation to the ring may wait for a topology change.
-          py::gil_scoped_release release;
-          work = c.StartAllReduce(request, DeadlineFromSeconds(timeout));
-        }
+        // Binding the operation to the ring may wait for a topology change.
+        RunWithoutGil(
+            [&] { return c.StartAllReduce(request, DeadlineFromSeconds(timeout), &work); });
         return std::make_unique<AsyncWork>(std::move(work));
-      }, py::arg("send"), py::arg("recv"), py::arg("dtype"), py::arg("op"), py::arg("tag"),
-         py::arg("timeout"), py::arg("quant_algorithm") = 0, py::arg("quant_dtype") = 0,
+      }, py::arg("request"), py::arg("timeout"),
          py::keep_alive<0, 1>())  // the op's thread uses the communicator
       .def("sync_shared_state", [](Communicator& c, const py::list& entries, uint64_t revision,
                                    int strategy, double timeout) {
@@ -167,12 +181,14 @@ void BindCommunicator(py::module_& m) {
         py::gil_scoped_release release;
         c.Close();
       })
+      .def("refresh_view", &Communicator::RefreshView)
       .def("ring_order", [](Communicator& c) {
         py::list out;
         for (uint64_t id : c.RingOrder()) out.append(id);
         return out;
       })
       .def_property_readonly("peer_id", &Communicator::peer_id)
+      .def_property_readonly("collectives_in_flight", &Communicator::collectives_in_flight)
       .def_property_readonly("p2p_port", &Communicator::p2p_port);
 }
 

@@ -59,6 +59,14 @@ void BindHash(py::module_& m) {
     return kernels::Hash64(a.data, a.count, seed);
   }, py::arg("data"), py::arg("seed") = 0);
 
+  // For callers that hold an address rather than a buffer (a torch tensor without numpy):
+  // pccl._tensors.as_buffer checked it and keeps the memory alive during the call.
+  m.def("hash64_address", [](uintptr_t address, size_t nbytes, uint64_t seed) {
+    if (address == 0 && nbytes > 0) throw py::value_error("address is null");
+    py::gil_scoped_release release;
+    return kernels::Hash64(reinterpret_cast<const void*>(address), nbytes, seed);
+  }, py::arg("address"), py::arg("nbytes"), py::arg("seed") = 0);
+
   py::class_<PyHasher>(m, "Hasher")
       .def(py::init<uint64_t>(), py::arg("seed") = 0)
       .def("update", &PyHasher::Update, py::arg("data"))

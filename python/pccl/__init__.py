@@ -6,7 +6,10 @@ drop-in for PCCL 1.0's (`import pccl`).
 
 from __future__ import annotations
 
-from pccl import _core, kernels
+from importlib import metadata as _metadata
+from typing import TYPE_CHECKING, Any
+
+from pccl import _core, cuda
 from pccl._enums import (
     DataType,
     DeviceType,
@@ -25,7 +28,7 @@ from pccl._types import (
     SharedStateSyncStrategy,
 )
 from pccl.communicator import AsyncReduceHandle, Communicator
-from pccl.master import MasterNode
+from pccl._master import MasterNode
 from pccl.shared_state import SharedState, TensorInfo
 from pccl.errors import (
     DataLossError,
@@ -67,7 +70,26 @@ __all__ = [
     "SharedStateSyncStrategy",
     "TensorInfo",
     "TooFewPeersError",
+    "cuda",
     "kernels",
 ]
 
-del _core
+try:
+    __version__ = _metadata.version("pccl")
+except _metadata.PackageNotFoundError:  # run from a source tree
+    __version__ = "dev"
+
+del _core, _metadata
+
+if TYPE_CHECKING:
+    from pccl import kernels
+
+
+def __getattr__(name: str) -> Any:
+    # pccl.kernels speaks numpy: import it (and numpy) on first use, so that `import pccl`
+    # works with torch alone.
+    if name == "kernels":
+        import importlib
+
+        return importlib.import_module("pccl.kernels")
+    raise AttributeError(f"module 'pccl' has no attribute {name!r}")

@@ -7,8 +7,7 @@ csrc/pccl/kernels/reduce.h); tests check the two agree.
 from __future__ import annotations
 
 import enum
-
-import numpy as np
+from typing import Any
 
 
 class DataType(enum.IntEnum):
@@ -39,6 +38,8 @@ class DataType(enum.IntEnum):
         Raises:
             TypeError: numpy has no such dtype or pccl does not support it.
         """
+        import numpy as np
+
         try:
             np_dtype = np.dtype(dtype)  # type: ignore[call-overload]
         except TypeError as e:
@@ -50,8 +51,10 @@ class DataType(enum.IntEnum):
         except KeyError:
             raise TypeError(f"pccl does not support numpy dtype {np_dtype.name}") from None
 
-    def to_numpy_dtype(self) -> np.dtype:
-        """The numpy dtype; BFLOAT16 needs the ml_dtypes package."""
+    def to_numpy_dtype(self) -> Any:
+        """The numpy dtype (imports numpy); BFLOAT16 needs the ml_dtypes package."""
+        import numpy as np
+
         if self is DataType.BFLOAT16:
             try:
                 import ml_dtypes
@@ -96,9 +99,9 @@ _TO_NUMPY_NAME = {
 _FROM_NUMPY_NAME = {name: dt for dt, name in _TO_NUMPY_NAME.items()}
 _TO_TORCH_NAME = {**_TO_NUMPY_NAME, DataType.BFLOAT16: "bfloat16"}
 _FROM_TORCH_NAME = {name: dt for dt, name in _TO_TORCH_NAME.items()}
-_ITEMSIZE = {dt: (2 if dt is DataType.BFLOAT16 else np.dtype(n).itemsize)
-             for dt, n in _TO_TORCH_NAME.items() if n != "bfloat16"}
-_ITEMSIZE[DataType.BFLOAT16] = 2
+_ITEMSIZE = {dt: 1 << (int(dt) // 2) for dt in DataType if dt < DataType.FLOAT16}
+_ITEMSIZE.update({DataType.FLOAT16: 2, DataType.BFLOAT16: 2, DataType.FLOAT: 4,
+                  DataType.DOUBLE: 8})
 
 
 class ReduceOp(enum.IntEnum):
@@ -132,3 +135,8 @@ class DeviceType(enum.IntEnum):
 
     CPU = 0
     CUDA = 1
+
+    @classmethod
+    def from_torch_device_type(cls, device_type: str) -> DeviceType | None:
+        """The DeviceType of a torch device type ("cpu", "cuda"); None for others."""
+        return {"cpu": cls.CPU, "cuda": cls.CUDA}.get(device_type)

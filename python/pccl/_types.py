@@ -11,12 +11,12 @@ from pccl._tensors import as_buffer
 
 
 class Attribute(enum.IntEnum):
-    """What get_attribute() can report."""
+    """What get_attribute() can report (PCCL 1.0's values)."""
 
-    GLOBAL_WORLD_SIZE = 0
-    LOCAL_WORLD_SIZE = 1
-    NUM_DISTINCT_PEER_GROUPS = 2
-    LARGEST_PEER_GROUP_WORLD_SIZE = 3
+    GLOBAL_WORLD_SIZE = 1
+    LOCAL_WORLD_SIZE = 2
+    NUM_DISTINCT_PEER_GROUPS = 3
+    LARGEST_PEER_GROUP_WORLD_SIZE = 4
 
 
 class SharedStateSyncStrategy(enum.IntEnum):
@@ -79,9 +79,9 @@ class ReduceOpDescriptor:
 
     @staticmethod
     def _from_buffers(send: Any, recv: Any, descriptor: ReduceDescriptor) -> ReduceOpDescriptor:
-        s, _ = as_buffer(send, "send")
-        r, _ = as_buffer(recv, "recv", writable=True)
-        return ReduceOpDescriptor(s.ctypes.data, r.ctypes.data, descriptor, send, recv)
+        s = as_buffer(send, "send")
+        r = as_buffer(recv, "recv", writable=True)
+        return ReduceOpDescriptor(s.ptr, r.ptr, descriptor, send, recv)
 
 
 @dataclass
@@ -91,6 +91,11 @@ class ReduceInfo:
     local_world_size: int
     tx_bytes: int
     rx_bytes: int
+
+    @property
+    def world_size(self) -> int:
+        """`local_world_size`, by the name of PCCL's earlier API."""
+        return self.local_world_size
 
 
 @dataclass

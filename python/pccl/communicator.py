@@ -13,13 +13,14 @@ releases the GIL. Failures raise pccl.errors classes that say what to do next.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from pccl import _core
 from pccl._enums import DataType, QuantizationAlgorithm, ReduceOp
-from pccl._tensors import as_buffer
+from pccl._tensors import Buffer, as_buffer, is_torch_tensor
 from pccl._types import (
     Attribute,
     QuantizationOptions,
@@ -36,8 +37,11 @@ from pccl.errors import (
     PCCLError,
     PCCLTimeoutError,
     PeerLostError,
+    Result,
+    TooFewPeersError,
     error_for_status,
     result_for_status,
+    result_on_failure,
 )
 
 _log = logging.getLogger("pccl")
@@ -69,7 +73,8 @@ class AsyncReduceHandle:
     def _finish(self) -> tuple[bool, int, str, ReduceInfo]:
         if self._outcome is None:
             ok, status, message, (world, tx, rx) = self._work.wait()
-            self._outcome = (bool(ok), int(status), str(message), ReduceInfo(world, tx, rx))
+            info = ReduceInfo(world, tx, rx) if ok else ReduceInfo(0, 0, 0)
+            self._outcome = (bool(ok), int(status), str(message), info)
             self._keep_alive = None
         return self._outcome
 
@@ -134,16 +139,18 @@ class Communicator:
         """Registers with the master and waits until admitted into the run.
 
         The first peer is admitted at once; later peers when the accepted peers call
-        update_topology(). An unreachable master is retried `n_attempts` times, one
-        second apart.
+        update_topology(), which in a DiLoCo run may be minutes away: by default this waits
+        for admission without limit (as PCCL 1.0 does) while the master is reachable. An
+        unreachable master is retried `n_attempts` times, one second apart.
 
         Raises:
-            MasterUnavailableError: no master after n_attempts.
-            PCCLTimeoutError: not admitted before `timeout` (default: PCCL_TIMEOUT_MS).
+            MasterUnavailableError: no master after n_attempts ("Failed to connect to the
+                master node", as PCCL 1.0 says), or the master went away meanwhile.
+            PCCLTimeoutError: not admitted before `timeout`, if one is given.
         """
         if isinstance(n_attempts, bool) or not isinstance(n_attempts, int) or n_attempts < 1:
             raise ValueError(f"n_attempts must be a positive int, got {n_attempts!r}")
-        seconds = _timeout(timeout)
+        seconds = math.inf if timeout is None else _timeout(timeout)
         self._check_open()
         for attempt in range(1, n_attempts + 1):
             try:
@@ -155,7 +162,9 @@ class Communicator:
                 self._core.close()
                 self._core = _core.Communicator(*self._args)
                 if attempt == n_attempts:
-                    raise
+                    raise MasterUnavailableError(
+                        f"Failed to connect to the master node after {n_attempts} attempts: "
+                        f"{e}", e.result, e.status) from e
                 time.sleep(1.0)
 
     def close(self) -> None:
@@ -180,9 +189,16 @@ class Communicator:
 
     def update_topology(self, *, timeout: float | None = None) -> None:
         """Admits pending peers; every accepted peer must call it. Returns at once when no
-        peer is pending, so calling it every step (even on a joiner's first step) is safe."""
+        peer is pending, so calling it every step (even on a joiner's first step) is safe.
+
+        All-reduces of this peer still in flight (all_reduce_async, or another thread) are
+        not waited for: if every peer of the group started them, they finish on the old ring
+        before the new peers are admitted; otherwise they fail at once with PeerLostError
+        (inputs intact). Start no new collective while it runs.
+        """
         self._check_open()
-        self._core.update_topology(_timeout(timeout))
+        with result_on_failure(Result.UPDATE_TOPOLOGY_FAILED):
+            self._core.update_topology(_timeout(timeout))
 
     def wait_for_world(self, world: int, *, timeout: float = 60.0) -> None:
         """Admits pending peers until the run has `world` peers (an addition to upstream's
@@ -190,29 +206,33 @@ class Communicator:
 
         For the peers that found a run together: each calls it with the same `world`, since
         admission is a vote of every accepted peer. A peer joining a running run does not
-        call it; its connect() returns once the others admit it. Raises PCCLTimeoutError
-        after `timeout` seconds.
+        call it; its connect() returns once the others admit it. It asks the master alone
+        (not the joint are_peers_pending()), so members may call it at slightly different
+        times. Raises PCCLTimeoutError after `timeout` seconds.
         """
         if isinstance(world, bool) or not isinstance(world, int) or world < 1:
             raise ValueError(f"world must be a positive int, got {world!r}")
         deadline = time.monotonic() + _timeout(timeout)
         while self.get_attribute(Attribute.GLOBAL_WORLD_SIZE) < world:
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise PCCLTimeoutError(f"the run did not reach {world} peers in {timeout} s")
-            if self.are_peers_pending():
-                self.update_topology()
+            if self._core.are_peers_pending(left, joint=False):
+                self.update_topology(timeout=max(0.001, deadline - time.monotonic()))
             else:
                 time.sleep(0.01)
 
     def are_peers_pending(self, *, timeout: float | None = None) -> bool:
         """True if peers wait to be admitted by update_topology().
 
-        Waits for this peer's all-reduces in flight first. Right after a collective the
-        answer comes from that collective's verdict, so every peer that asks after the same
-        collectives gets the same answer and takes the same branch.
+        A joint call, as in PCCL 1.0: every accepted peer must call it, and it returns once
+        all have, with the same answer everywhere, so all take the same branch. It does not
+        wait for collectives in flight (a background thread may keep all-reducing), which is
+        what it is for: `if comm.are_peers_pending(): <finish the collectives in flight>;
+        comm.update_topology()`.
         """
         self._check_open()
-        return bool(self._core.are_peers_pending(_timeout(timeout)))
+        return bool(self._core.are_peers_pending(_timeout(timeout), joint=True))
 
     def optimize_topology(self, *, timeout: float | None = None) -> None:
         """Reorders the ring by measured bandwidth; every accepted peer must call it.
@@ -220,17 +240,41 @@ class Communicator:
         Peers probe each other (a few hundred ms per pair, one probe per peer at a time,
         pairs measured recently are not probed again) and the master adopts the ring order
         whose slowest link is fastest. Waits for this peer's all-reduces in flight first.
+
+        Raises:
+            TooFewPeersError: the run has fewer than two peers (PCCL 1.0: INVALID_USAGE).
         """
+        seconds = _timeout(timeout)
         self._check_open()
-        self._core.optimize_topology(_timeout(timeout))
+        world = self.get_attribute(Attribute.GLOBAL_WORLD_SIZE)
+        if world < 2:
+            raise TooFewPeersError(f"optimize_topology() needs at least 2 peers, the run has "
+                                   f"{world}", Result.INVALID_USAGE)
+        with result_on_failure(Result.TOPOLOGY_OPTIMIZATION_FAILED):
+            self._core.optimize_topology(seconds)
 
     def ring_order(self) -> list[int]:
         """The peer ids of this peer's group in ring order (each peer sends to the next)."""
         self._check_open()
         return list(self._core.ring_order())
 
+    def _refresh_attributes(self) -> None:
+        """For pccl's adapters: attributes reflect the topology applied by now, not only as
+        of this peer's latest call (see get_attribute)."""
+        self._check_open()
+        self._core.refresh_view()
+
+    def current_world_size(self) -> int:
+        """GLOBAL_WORLD_SIZE, by the name of PCCL's earlier API."""
+        return self.get_attribute(Attribute.GLOBAL_WORLD_SIZE)
+
     def get_attribute(self, attribute: Attribute) -> int:
-        """World sizes and peer-group counts of the current topology."""
+        """World sizes and peer-group counts of the topology as of this peer's latest call.
+
+        As in PCCL 1.0 the values change only inside calls (connect, update_topology,
+        are_peers_pending, optimize_topology, sync_shared_state, a collective's start),
+        never in between, so peers that read them between the same two joint calls agree.
+        """
         if isinstance(attribute, bool) or not isinstance(attribute, int):
             raise TypeError(f"attribute must be a pccl.Attribute, got {type(attribute).__name__}")
         try:
@@ -245,7 +289,7 @@ class Communicator:
     def all_reduce(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
                    operand_descriptor: ReduceOperandDescriptor | None = None,
                    quantization_options: QuantizationOptions | None = None,
-                   timeout: float | None = None) -> ReduceInfo:
+                   timeout: float | None = None, numel: int | None = None) -> ReduceInfo:
         """All-reduces `send` into `recv` (they may be the same tensor) across the group.
 
         Blocks with the GIL released. On failure `send` is intact (in place too), so the
@@ -256,28 +300,37 @@ class Communicator:
         accumulate in float32 (float64 for float64 data) and every peer still ends with
         identical bytes; other combinations raise InvalidUsageError before anything is sent.
 
+        `numel` (PCCL's earlier API) must equal the tensors' element count if given.
+
         Raises:
             PeerLostError: a peer died or hung: retry.
             TooFewPeersError: alone in the group: drop the step.
             InvalidUsageError: bad arguments, or peers that disagree on the operation.
         """
-        args = self._prepare(send, recv, op, tag, operand_descriptor, quantization_options,
-                             timeout)
-        world, tx, rx = self._core.all_reduce(*args)
+        s, r = self._buffers(send, recv, numel)
+        request = self._request(s, r, op, tag, operand_descriptor, quantization_options)
+        world, tx, rx = self._core.all_reduce(request, _timeout(timeout))
         return ReduceInfo(world, tx, rx)
 
     def all_reduce_async(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
                          operand_descriptor: ReduceOperandDescriptor | None = None,
                          quantization_options: QuantizationOptions | None = None,
-                         timeout: float | None = None) -> AsyncReduceHandle:
+                         timeout: float | None = None,
+                         numel: int | None = None) -> AsyncReduceHandle:
         """Starts an all-reduce and returns a handle; concurrent ones need distinct tags.
 
         The handle keeps `send` and `recv` alive until the operation completes; do not
         touch them before wait() or result() returns.
+
+        Raises:
+            The errors of all_reduce() that arise before anything is sent (bad arguments,
+            TooFewPeersError, MasterUnavailableError, ...) are raised here, at the call, as
+            PCCL 1.0 does; failures while it runs come from wait() / result().
         """
-        args = self._prepare(send, recv, op, tag, operand_descriptor, quantization_options,
-                             timeout)
-        return AsyncReduceHandle(self._core.all_reduce_async(*args), (send, recv))
+        s, r = self._buffers(send, recv, numel)
+        request = self._request(s, r, op, tag, operand_descriptor, quantization_options)
+        work = self._core.all_reduce_async(request, _timeout(timeout))
+        return AsyncReduceHandle(work, (send, recv))
 
     def all_reduce_multiple_with_retry(self, descriptors: Sequence[ReduceOpDescriptor], *,
                                        max_in_flight: int = 4,
@@ -287,8 +340,9 @@ class Communicator:
         At most `max_in_flight` run at once, launched in list order. An all-reduce that
         fails because a peer was lost (PeerLostError, or a PCCLTimeoutError of a hung peer)
         is relaunched; its input is intact, so the retry computes the same result over the
-        survivors (it runs on the master's new topology). Pending peers are admitted with
-        update_topology() before a launch when nothing of this call is in flight.
+        survivors (it runs on the master's new topology). As in PCCL 1.0 it never admits
+        pending peers: that is update_topology()'s job, so this call may run on a
+        background thread while the main thread decides when the topology changes.
 
         Args:
             descriptors: from ReduceOpDescriptor.from_numpy / from_torch; the tensors must
@@ -313,9 +367,6 @@ class Communicator:
             if not isinstance(d, ReduceOpDescriptor):
                 raise TypeError(f"descriptors must hold pccl.ReduceOpDescriptor, got "
                                 f"{type(d).__name__}")
-            if d.send is None or d.recv is None:
-                raise ValueError("descriptors must carry their tensors: build them with "
-                                 "ReduceOpDescriptor.from_numpy or from_torch")
         tags = [d.reduce_descriptor.tag for d in descriptors]
         if len(set(tags)) != len(tags):
             raise ValueError(f"descriptors must have distinct tags, got {tags}")
@@ -336,9 +387,6 @@ class Communicator:
         fatal: PCCLError | None = None
         while (pending and fatal is None) or in_flight:
             while pending and fatal is None and len(in_flight) < max_in_flight:
-                if not in_flight and self.are_peers_pending():
-                    # Only between operations: a vote must not wait on our own collectives.
-                    self.update_topology(timeout=self._remaining(deadline))
                 i = pending.pop(0)
                 try:
                     in_flight.append((i, self._launch(descriptors[i], deadline)))
@@ -368,14 +416,24 @@ class Communicator:
 
     def _launch(self, d: ReduceOpDescriptor, deadline: float | None) -> AsyncReduceHandle:
         rd = d.reduce_descriptor
-        send, _ = as_buffer(d.send, "send")
-        if send.size != rd.count:
-            raise ValueError(f"descriptor with tag {rd.tag} says count={rd.count} but its "
-                             f"tensors have {send.size} elements")
-        return self.all_reduce_async(d.send, d.recv, op=rd.op, tag=rd.tag,
-                                     operand_descriptor=rd.operand_descriptor,
-                                     quantization_options=rd.quantization_options,
-                                     timeout=self._remaining(deadline))
+        if d.send is not None and d.recv is not None:
+            s, r = self._buffers(d.send, d.recv, None)
+            if s.count != rd.count:
+                raise ValueError(f"descriptor with tag {rd.tag} says count={rd.count} but its "
+                                 f"tensors have {s.count} elements")
+        else:  # built from raw addresses, as PCCL 1.0 allows: the caller keeps them valid
+            dtype = DataType(rd.operand_descriptor.datatype)
+            for name, ptr in (("sendbuf_ptr", d.sendbuf_ptr), ("recvbuf_ptr", d.recvbuf_ptr)):
+                if isinstance(ptr, bool) or not isinstance(ptr, int) or (ptr == 0 and rd.count):
+                    raise ValueError(f"descriptor with tag {rd.tag}: {name} must be a non-null "
+                                     f"address, got {ptr!r}")
+            s = Buffer(d.sendbuf_ptr, rd.count, dtype, None)
+            r = Buffer(d.recvbuf_ptr, rd.count, dtype, None)
+        self._check_open()
+        request = self._request(s, r, rd.op, rd.tag, rd.operand_descriptor,
+                                rd.quantization_options)
+        work = self._core.all_reduce_async(request, _timeout(self._remaining(deadline)))
+        return AsyncReduceHandle(work, (d.send, d.recv))
 
     @staticmethod
     def _remaining(deadline: float | None) -> float | None:
@@ -416,22 +474,38 @@ class Communicator:
         except ValueError:
             raise ValueError(f"strategy must be a pccl.SharedStateSyncStrategy, "
                              f"got {strategy!r}") from None
+        if self._core.collectives_in_flight:
+            raise InvalidUsageError("sync_shared_state() called while all-reduces of this peer "
+                                    "are in flight; wait for them first",
+                                    Result.PENDING_ASYNC_OPS)
         revision, tx, rx = self._core.sync_shared_state(
             shared_state._entries(), shared_state.revision, int(strategy), _timeout(timeout))
         shared_state.revision = int(revision)
         return SharedStateSyncInfo(int(tx), int(rx))
 
-    def _prepare(self, send: Any, recv: Any, op: Any, tag: Any,
-                 operand_descriptor: ReduceOperandDescriptor | None,
-                 quantization_options: QuantizationOptions | None,
-                 timeout: float | None) -> tuple[Any, ...]:
+    def _buffers(self, send: Any, recv: Any, numel: Any) -> tuple[Buffer, Buffer]:
         self._check_open()
-        s, sdt = as_buffer(send, "send")
-        r, rdt = as_buffer(recv, "recv", writable=True)
+        s = as_buffer(send, "send")
+        r = as_buffer(recv, "recv", writable=True)
+        if type(s.owner) is not type(r.owner) and not (is_torch_tensor(s.owner) and
+                                                       is_torch_tensor(r.owner)):
+            raise TypeError(f"send and recv must be of one kind, got {type(send).__name__} "
+                            f"and {type(recv).__name__}")
+        sdt, rdt = s.dtype, r.dtype
         if sdt is not rdt:
             raise TypeError(f"send has dtype {sdt.name} but recv has dtype {rdt.name}")
-        if s.size != r.size:
-            raise ValueError(f"send has {s.size} elements but recv has {r.size}")
+        if s.count != r.count:
+            raise ValueError(f"send has {s.count} elements but recv has {r.count}")
+        if numel is not None and (isinstance(numel, bool) or not isinstance(numel, int)
+                                  or numel != s.count):
+            raise ValueError(f"numel is {numel!r} but the tensors have {s.count} elements")
+        return s, r
+
+    @staticmethod
+    def _request(s: Buffer, r: Buffer, op: Any, tag: Any,
+                 operand_descriptor: ReduceOperandDescriptor | None,
+                 quantization_options: QuantizationOptions | None) -> _core.AllReduceRequest:
+        sdt = s.dtype
         if isinstance(op, bool) or not isinstance(op, int):
             raise TypeError(f"op must be a pccl.ReduceOp, got {type(op).__name__}")
         try:
@@ -460,7 +534,9 @@ class Communicator:
                     DataType.UINT8, DataType.UINT16):
                 raise InvalidUsageError("quantization_options.quantized_datatype must be "
                                         f"UINT8 or UINT16, got {quantized.name}")
-        return (s, r, int(sdt), int(op), tag, _timeout(timeout), int(algorithm), int(quantized))
+        return _core.AllReduceRequest(send=s.ptr, recv=r.ptr, count=s.count, dtype=int(sdt),
+                                      op=int(op), tag=tag, quant_algorithm=int(algorithm),
+                                      quant_dtype=int(quantized))
 
     def _check_open(self) -> None:
         if self._closed:

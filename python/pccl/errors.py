@@ -7,7 +7,9 @@ classes. All of them derive from PCCLError, which carries upstream's `Result` co
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 
 
 class Result(enum.IntEnum):
@@ -31,6 +33,9 @@ class Result(enum.IntEnum):
 class PCCLError(Exception):
     """Base class of pccl's errors.
 
+    `PCCLError(message, result=None, status=None)`; PCCL 1.0's form
+    `PCCLError(result, func_name)` works too.
+
     Attributes:
         result: upstream's Result code for this failure.
         status: the core's status code (an int), or None for errors raised in Python.
@@ -38,10 +43,22 @@ class PCCLError(Exception):
 
     default_result = Result.INTERNAL_ERROR
 
-    def __init__(self, message: str, result: Result | None = None, status: int | None = None):
+    def __init__(self, message: str | Result, result: Result | str | None = None,
+                 status: int | None = None):
+        if isinstance(message, Result):  # PCCL 1.0: PCCLError(result, func_name)
+            message, result = f"{result} failed with error: {message.name}", message
+        if not isinstance(result, Result):
+            result = None
         super().__init__(message)
-        self.result = result if result is not None else self.default_result
+        self.result: Result = result if result is not None else self.default_result
         self.status = status
+
+    @staticmethod
+    def check(result: int | Result, func_name: str = "pccl") -> None:
+        """Raises the PCCLError of a Result code unless it is SUCCESS (PCCL 1.0's helper)."""
+        code = Result(result)
+        if code is not Result.SUCCESS:
+            raise PCCLError(code, func_name)
 
 
 class InvalidUsageError(PCCLError, ValueError):
@@ -105,6 +122,20 @@ def error_for_status(status: int, message: str) -> PCCLError:
     """The exception for a core status code (called by the compiled core)."""
     cls, result = _BY_STATUS.get(status, (PCCLError, Result.INTERNAL_ERROR))
     return cls(message, result, status)
+
+
+@contextlib.contextmanager
+def result_on_failure(result: Result) -> Iterator[None]:
+    """Gives the PCCLErrors raised inside (except InvalidUsageError) upstream's Result code
+    for the call, e.g. UPDATE_TOPOLOGY_FAILED for update_topology(): PCCL 1.0 reports one
+    code per call where pccl's classes say why."""
+    try:
+        yield
+    except InvalidUsageError:
+        raise
+    except PCCLError as e:
+        e.result = result
+        raise
 
 
 def result_for_status(status: int) -> Result:

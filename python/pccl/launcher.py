@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
     try:
         if args.master is None:
-            master = MasterNode("127.0.0.1:0")
+            master = MasterNode("127.0.0.1:0", daemon=True)  # closed below, even on errors
             master.run()
             address = f"127.0.0.1:{master.port}"
         else:

@@ -80,11 +80,10 @@ class TensorInfo:
 
     @staticmethod
     def _from_buffer(obj: Any, name: str, allow: bool) -> TensorInfo:
-        view, dtype = as_buffer(obj, name if isinstance(name, str) else "tensor",
-                                writable=True)
-        info = TensorInfo(name, int(view.ctypes.data), numel=int(view.size), dtype=dtype,
+        buffer = as_buffer(obj, name if isinstance(name, str) else "tensor", writable=True)
+        info = TensorInfo(name, buffer.ptr, numel=buffer.count, dtype=buffer.dtype,
                           allow_content_inequality=allow)
-        info._tensor = (obj, view)
+        info._tensor = obj
         return info
 
     def __repr__(self) -> str:
@@ -122,6 +121,10 @@ class SharedState:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
             raise ValueError(f"revision must be an int in [0, 2**64), got {value!r}")
         self._revision = value
+
+    def push_revision(self) -> None:
+        """revision += 1 (PCCL 1.0's helper)."""
+        self.revision = self._revision + 1
 
     def _entries(self) -> list[tuple[str, int, int, int, bool]]:
         return [(i.name, i.data_ptr, i.nbytes, int(i.dtype), i.allow_content_inequality)

@@ -59,7 +59,7 @@ class MembershipTest : public ::testing::Test {
     e.observed_host = "10.0.0." + std::to_string(conn);
     return Do(e);
   }
-  std::vector<Action> Vote(ConnId c) { return Do(event::VoteTopology{c}); }
+  std::vector<Action> Vote(ConnId c) { return Do(event::VoteTopology{c, {}}); }
   std::vector<Action> Ready(ConnId c, uint64_t epoch) { return Do(event::LinksReady{c, epoch}); }
   std::vector<Action> Report(ConnId c, proto::OpKey key, bool ok, uint64_t hash = 7,
                              std::string reason = "") {
@@ -177,10 +177,17 @@ TEST_F(MembershipTest, SecondPeerPendingUntilEveryMemberVotes) {
   EXPECT_EQ(Recipients(actions, Kind::kTopology).size(), 0u);
   EXPECT_EQ(m_.PendingIds(), std::vector<uint64_t>{1003});
 
+  // are_peers_pending() is a joint call: the answer comes once every member asked.
+  EXPECT_TRUE(Do(event::QueryPending{1, 5, true}).empty());
+  actions = Do(event::QueryPending{2, 9, true});
+  EXPECT_EQ(Recipients(actions, Kind::kPendingReply), (std::vector<ConnId>{1, 2}));
   proto::PendingReply reply;
-  ASSERT_TRUE(proto::Decode(Sent(Do(event::QueryPending{1}), 1, Kind::kPendingReply).at(0),
-                            &reply).ok());
+  ASSERT_TRUE(proto::Decode(Sent(actions, 1, Kind::kPendingReply).at(0), &reply).ok());
   EXPECT_EQ(reply.pending, 1);
+  EXPECT_EQ(reply.seq, 5u);  // each member's own query number comes back
+  ASSERT_TRUE(proto::Decode(Sent(actions, 2, Kind::kPendingReply).at(0), &reply).ok());
+  EXPECT_EQ(reply.pending, 1);
+  EXPECT_EQ(reply.seq, 9u);
 
   EXPECT_TRUE(Vote(2).empty());  // one of two members voted
   actions = Vote(1);
@@ -227,7 +234,66 @@ TEST_F(MembershipTest, LinksPhaseCompletesWhenEveryMemberIsReady) {
   proto::TopologyComplete e;
   ASSERT_TRUE(proto::Decode(Sent(done, 1, Kind::kTopologyComplete).at(0), &e).ok());
   EXPECT_EQ(e.epoch, 2u);
-  EXPECT_EQ(e.pending, 0u);  // nobody is waiting any more: every member learns the same
+}
+
+TEST_F(MembershipTest, PendingQueryRoundCompletesWhenTheMemberItWaitsForLeaves) {
+  Run(3);
+  EXPECT_TRUE(Do(event::QueryPending{1, 1, true}).empty());
+  EXPECT_TRUE(Do(event::QueryPending{2, 1, true}).empty());
+  auto actions = Do(event::Disconnected{3});
+  EXPECT_EQ(Recipients(actions, Kind::kPendingReply), (std::vector<ConnId>{1, 2}));
+}
+
+TEST_F(MembershipTest, NonJointQueryIsAnsweredAtOnce) {
+  Run(2);
+  Hello(3);
+  auto actions = Do(event::QueryPending{1, 2, false});
+  EXPECT_EQ(Recipients(actions, Kind::kPendingReply), std::vector<ConnId>{1});
+}
+
+TEST_F(MembershipTest, PendingPeerQueryIsAnsweredAlone) {
+  Run(2);
+  Hello(3);
+  auto actions = Do(event::QueryPending{3, 4, true});
+  EXPECT_EQ(Recipients(actions, Kind::kPendingReply), std::vector<ConnId>{3});
+}
+
+// update_topology() while collectives are in flight: the vote lists what each member
+// started on its ring. When all started the same, the master lets them finish first.
+TEST_F(MembershipTest, AdmissionWaitsForCollectivesEveryMemberStarted) {
+  Run(2);
+  Hello(3);
+  const uint64_t ring = m_.epoch();
+  proto::Vote vote{ring, {proto::TagCount{5, 1}}};
+  EXPECT_TRUE(Do(event::VoteTopology{1, vote}).empty());
+  EXPECT_TRUE(Do(event::VoteTopology{2, vote}).empty());  // all voted; op (tag 5, seq 0) runs
+  EXPECT_EQ(m_.epoch(), ring);
+  proto::OpKey key{ring, 0, 5, 0};
+  EXPECT_TRUE(Report(1, key, true).empty());
+  auto actions = Report(2, key, true);
+  // The verdict (success) goes out before the Topology that admits peer 3.
+  EXPECT_EQ(OneVerdict(actions, 1).ok, 1);
+  size_t verdict_at = 0, topology_at = 0;
+  for (size_t i = 0; i < actions.size(); ++i) {
+    if (const Send* send = std::get_if<Send>(&actions[i]); send && send->conn == 1) {
+      if (send->kind == Kind::kVerdict) verdict_at = i;
+      if (send->kind == Kind::kTopology) topology_at = i;
+    }
+  }
+  EXPECT_LT(verdict_at, topology_at);
+  EXPECT_EQ(Ids(OneTopology(actions, 3)), (std::vector<uint64_t>{1001, 1002, 1003}));
+}
+
+TEST_F(MembershipTest, AdmissionFailsCollectivesNotEveryMemberStarted) {
+  Run(2);
+  Hello(3);
+  const uint64_t ring = m_.epoch();
+  proto::OpKey key{ring, 0, 5, 0};
+  Report(1, key, true);  // member 1 ran it; member 2 never started it
+  EXPECT_TRUE(Do(event::VoteTopology{1, proto::Vote{ring, {proto::TagCount{5, 1}}}}).empty());
+  auto actions = Do(event::VoteTopology{2, proto::Vote{ring, {}}});
+  EXPECT_EQ(OneVerdict(actions, 1).ok, 0);  // failed at once: it could never complete
+  EXPECT_EQ(Ids(OneTopology(actions, 3)), (std::vector<uint64_t>{1001, 1002, 1003}));
 }
 
 TEST_F(MembershipTest, VoteDuringLinkPhaseIsAnsweredByTopologyComplete) {
@@ -505,8 +571,8 @@ TEST_F(MembershipTest, SameEventsGiveSameActions) {
     std::vector<std::string> log;
     std::vector<Event> events = {
         MakeHello(1, 1, "a"),    event::LinksReady{1, 1}, MakeHello(2, 2, "b"),
-        event::VoteTopology{1}, event::LinksReady{1, 2}, event::Tick{},
-        event::QueryPending{1}};
+        event::VoteTopology{1, {}}, event::LinksReady{1, 2}, event::Tick{},
+        event::QueryPending{1, 0, true}};
     for (size_t i = 0; i < events.size(); ++i) {
       TimePoint at = t + (i == 5 ? kLinkTimeout : std::chrono::seconds(0));
       for (const Action& a : m.Handle(events[i], at)) {
@@ -691,7 +757,7 @@ TEST(MembershipHeartbeatTest, SilentPeersAreKickedAndTheRestGoOn) {
   hello(1);
   m.Handle(event::LinksReady{1, 1}, now);
   hello(2);
-  m.Handle(event::VoteTopology{1}, now);
+  m.Handle(event::VoteTopology{1, {}}, now);
   m.Handle(event::LinksReady{1, 2}, now);
   m.Handle(event::LinksReady{2, 2}, now);
   ASSERT_EQ(m.MemberIds().size(), 2u);
@@ -772,9 +838,9 @@ TEST_F(MembershipTest, SyncPlansOnceEveryGroupMemberReportedAndCompletesWhenAllA
   EXPECT_EQ(plan.fetches[1].hash, 5u);
   EXPECT_NE(plan.fetches[0].source_peer_id, plan.fetches[1].source_peer_id);
   EXPECT_EQ(plan.revision, 1u);
-  EXPECT_TRUE(Do(event::SyncDone{1, {1, 0, ""}}).empty());
-  EXPECT_TRUE(Do(event::SyncDone{3, {1, 0, ""}}).empty());
-  auto done = Do(event::SyncDone{2, {1, 0, ""}});
+  EXPECT_TRUE(Do(event::SyncDone{1, {0, 1, 0, ""}}).empty());
+  EXPECT_TRUE(Do(event::SyncDone{3, {0, 1, 0, ""}}).empty());
+  auto done = Do(event::SyncDone{2, {0, 1, 0, ""}});
   for (ConnId c : {1, 2, 3}) EXPECT_EQ(Result(done, c).ok, 1);
   // The next sync may advance by one, not more.
   Do(event::SyncState{1, State(3, 5)});
@@ -785,6 +851,27 @@ TEST_F(MembershipTest, SyncPlansOnceEveryGroupMemberReportedAndCompletesWhenAllA
   EXPECT_EQ(r.ok, 0);
   EXPECT_EQ(r.code, static_cast<uint32_t>(StatusCode::kInvalidArgument));
   EXPECT_NE(r.reason.find("revision"), std::string::npos);
+}
+
+TEST_F(MembershipTest, SyncFailsForEveryoneWhenAParticipantGivesUpBeforeThePlan) {
+  Run(2);
+  proto::SyncState first = State(1, 5);
+  first.call = 7;
+  EXPECT_TRUE(Do(event::SyncState{1, first}).empty());
+  // Peer 1's call reached its deadline while peer 2 was late: it gives up.
+  auto gave_up = Do(event::SyncDone{1, {7, 0, static_cast<uint32_t>(StatusCode::kDeadlineExceeded),
+                                         "gave up: deadline"}});
+  proto::SyncResult r = Result(gave_up, 1);
+  EXPECT_EQ(r.ok, 0);
+  EXPECT_EQ(r.call, 7u);  // the answer names the call it belongs to
+  // The group's next round starts afresh instead of being refused as "in progress".
+  first.call = 8;
+  EXPECT_TRUE(Do(event::SyncState{2, State(1, 5)}).empty());
+  auto plans = Do(event::SyncState{1, first});
+  EXPECT_EQ(Recipients(plans, Kind::kSyncPlan), (std::vector<ConnId>{1, 2}));
+  proto::SyncPlan plan;
+  ASSERT_TRUE(proto::Decode(Sent(plans, 1, Kind::kSyncPlan).at(0), &plan).ok());
+  EXPECT_EQ(plan.call, 8u);
 }
 
 TEST_F(MembershipTest, SyncDisagreementFailsEveryPeerNamingTheKey) {
@@ -801,14 +888,14 @@ TEST_F(MembershipTest, SyncDisagreementFailsEveryPeerNamingTheKey) {
 TEST_F(MembershipTest, SyncFailsWhenAParticipantFailsOrAMemberLeaves) {
   Run(3);
   for (ConnId c : {1, 2, 3}) Do(event::SyncState{c, State(0, c == 3 ? 6 : 5)});
-  auto failed = Do(event::SyncDone{3, {0, static_cast<uint32_t>(StatusCode::kAborted), "boom"}});
+  auto failed = Do(event::SyncDone{3, {0, 0, static_cast<uint32_t>(StatusCode::kAborted), "boom"}});
   for (ConnId c : {1, 2, 3}) {
     proto::SyncResult r = Result(failed, c);
     EXPECT_EQ(r.ok, 0);
     EXPECT_EQ(r.code, static_cast<uint32_t>(StatusCode::kAborted));
     EXPECT_NE(r.reason.find("boom"), std::string::npos);
   }
-  EXPECT_TRUE(Do(event::SyncDone{1, {1, 0, ""}}).empty());  // late report of the failed round
+  EXPECT_TRUE(Do(event::SyncDone{1, {0, 1, 0, ""}}).empty());  // late report of the failed round
   // A source leaves after the plan: the survivors' round fails with Aborted.
   for (ConnId c : {1, 2, 3}) Do(event::SyncState{c, State(0, c == 3 ? 6 : 5)});
   auto left = Do(event::Disconnected{1});

@@ -21,14 +21,40 @@ TEST(ProtoTest, TopologyRoundTrip) {
   EXPECT_EQ(back.members[1].peer_group, 3u);
 }
 
-TEST(ProtoTest, VerdictRoundTripKeepsCodeAndPending) {
-  Verdict v{OpKey{1, 2, 3, 4}, 0, "peer left", 4, 1};
+TEST(ProtoTest, VerdictRoundTripKeepsCode) {
+  Verdict v{OpKey{1, 2, 3, 4}, 0, "peer left", 4};
   Verdict back;
   ASSERT_TRUE(Decode(Encode(v), &back).ok());
   EXPECT_EQ(back.key, v.key);
   EXPECT_EQ(back.code, 4u);
-  EXPECT_EQ(back.pending, 1u);
   EXPECT_EQ(back.reason, "peer left");
+}
+
+TEST(ProtoTest, VoteRoundTripAndValidation) {
+  Vote v{9, {TagCount{0, 3}, TagCount{7, 1}}};
+  Vote back;
+  ASSERT_TRUE(Decode(Encode(v), &back).ok());
+  EXPECT_EQ(back.ring_epoch, 9u);
+  ASSERT_EQ(back.started.size(), 2u);
+  EXPECT_EQ(back.started[1].tag, 7u);
+  EXPECT_EQ(back.started[1].count, 1u);
+  // Tags must ascend and counts be positive: a vote lists each tag once.
+  Vote unsorted{9, {TagCount{7, 1}, TagCount{0, 3}}};
+  EXPECT_EQ(Decode(Encode(unsorted), &back).code(), StatusCode::kInvalidArgument);
+  Vote zero{9, {TagCount{7, 0}}};
+  EXPECT_EQ(Decode(Encode(zero), &back).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ProtoTest, PendingQueryAndReplyCarryTheirNumber) {
+  PendingQuery q{41};
+  PendingQuery q_back;
+  ASSERT_TRUE(Decode(Encode(q), &q_back).ok());
+  EXPECT_EQ(q_back.seq, 41u);
+  PendingReply r{41, 1};
+  PendingReply r_back;
+  ASSERT_TRUE(Decode(Encode(r), &r_back).ok());
+  EXPECT_EQ(r_back.seq, 41u);
+  EXPECT_EQ(r_back.pending, 1u);
 }
 
 TEST(ProtoTest, TruncatedPayloadNamesTheField) {

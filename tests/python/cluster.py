@@ -141,7 +141,8 @@ class Cluster:
             port = self._start_master_process(master_address, heartbeat_timeout,
                                               master_prefix or [])
         else:
-            self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout)
+            self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout,
+                                          daemon=True)
             self.master.run()
             port = self.master.port
         self.address = f"{connect_host}:{port}"

@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import pccl
 import pytest
-from cluster import Cluster, wait_for_world
+from cluster import Cluster, notify, wait_for_world
 from pccl import DataType, ReduceOp
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -252,18 +252,23 @@ def test_disagreeing_dtype_raises_on_every_peer(cluster: Cluster) -> None:
 
 # --- membership -------------------------------------------------------------------------------
 
-def loop_until_world(comm: pccl.Communicator, index: int, target: int, extra: int) -> list[int]:
+def loop_until_world(comm: pccl.Communicator, index: int, target: int, extra: int,
+                     joined: bool = False) -> list[int]:
     """All-reduces every step, admitting pending peers, until the world is `target`, then
-    `extra` more steps. Returns the world size seen at each step."""
+    `extra` more steps. Returns the world size seen at each step. A peer that `joined` a
+    running loop skips the joint are_peers_pending() of its first step (PCCL 1.0's idiom):
+    the members that admitted it have passed theirs."""
     seen = []
     while True:
-        if comm.are_peers_pending():
+        if not (joined and not seen) and comm.are_peers_pending():
             comm.update_topology()
         world = comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
         x = np.ones(4096, dtype=np.float32)
         comm.all_reduce(x, x, op=ReduceOp.SUM)
         assert x[0] == world, (x[0], world)
         seen.append(world)
+        if len(seen) == 1 and not joined:
+            notify("first step", index)
         if world >= target:
             extra -= 1
             if extra == 0:
@@ -274,9 +279,11 @@ def loop_until_world(comm: pccl.Communicator, index: int, target: int, extra: in
 def test_joiner_admitted_while_others_all_reduce() -> None:
     with Cluster(2) as c:
         running = c.start(loop_until_world, 3, 5)
+        for _ in running:  # the joiner arrives once the run is under way
+            assert c.events.get(timeout=30)[0] == "first step"
         joiner = c.add_peer(2, 2, 0, wait_world=False)
         c.expect_ready(joiner, timeout=60)  # connect() returned: admitted
-        joined = c.start(loop_until_world, 3, 5, peers=[joiner])
+        joined = c.start(loop_until_world, 3, 5, True, peers=[joiner])
         before = c.collect(running)
         after = c.collect(joined)
         for seen in before:
@@ -287,19 +294,24 @@ def test_joiner_admitted_while_others_all_reduce() -> None:
 
 
 def async_loop_until_world(comm: pccl.Communicator, index: int, target: int,
-                           extra: int) -> list[int]:
+                           extra: int, joined: bool = False) -> list[int]:
     """As loop_until_world, but the all-reduce is still in flight when the peer checks for
-    joiners and calls update_topology() (the async DiLoCo pattern)."""
+    joiners and calls update_topology(): every member started it, so it completes on the
+    old ring before the joiner is admitted. Here a joiner does not skip are_peers_pending()
+    in its first step: the members launch their next all-reduce before their next call, as
+    it does."""
     seen = []
     while True:
         world = comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
         x = np.ones(1 << 18, dtype=np.float32)
         handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, tag=3)
         if comm.are_peers_pending():
-            comm.update_topology()  # waits for the in-flight all-reduce first
+            comm.update_topology()
         info = handle.result()
         assert x[0] == info.local_world_size == world, (x[0], info.local_world_size, world)
         seen.append(world)
+        if len(seen) == 1 and not joined:
+            notify("first step", index)
         if world >= target:  # count only the all-reduces that ran in the full world
             extra -= 1
             if extra == 0:
@@ -310,9 +322,11 @@ def async_loop_until_world(comm: pccl.Communicator, index: int, target: int,
 def test_joiner_admitted_while_others_have_async_ops_in_flight() -> None:
     with Cluster(2) as c:
         running = c.start(async_loop_until_world, 3, 4)
+        for _ in running:  # the joiner arrives once the run is under way
+            assert c.events.get(timeout=30)[0] == "first step"
         joiner = c.add_peer(2, 2, 0, wait_world=False)
         c.expect_ready(joiner, timeout=60)
-        joined = c.start(async_loop_until_world, 3, 4, peers=[joiner])
+        joined = c.start(async_loop_until_world, 3, 4, True, peers=[joiner])
         for seen in c.collect(running):
             assert seen[0] == 2 and seen[-4:] == [3] * 4
         assert c.collect(joined)[0] == [3] * 4
@@ -321,6 +335,40 @@ def test_joiner_admitted_while_others_have_async_ops_in_flight() -> None:
 def first_step_update(comm: pccl.Communicator, index: int) -> float:
     comm.update_topology()  # a joiner's first iteration: must not block
     return sum_of_indices(comm, index, 3)
+
+
+def vote_with_a_lone_collective_in_flight(comm: pccl.Communicator, index: int) -> tuple:
+    """Peer 0 starts an all-reduce that peer 1 never starts, then both admit the joiner:
+    the all-reduce can never complete, so the admission fails it at once (inputs intact)
+    instead of letting it wait for its deadline."""
+    x = np.full(1 << 12, index + 1.0, dtype=np.float32)
+    # A deadline far beyond the test's: only the admission can end this all-reduce in time.
+    handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, tag=7, timeout=600) if index == 0 \
+        else None
+    while not comm.are_peers_pending(timeout=30):  # joint: both peers loop alike
+        time.sleep(0.01)
+    comm.update_topology(timeout=30)
+    outcome = "none"
+    if handle is not None:
+        try:
+            handle.result()
+            outcome = "completed"
+        except pccl.PCCLError as e:
+            outcome = type(e).__name__
+    return (outcome, bool(np.all(x == index + 1.0)),
+            comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE))
+
+
+@pytest.mark.timeout(120)
+def test_admission_fails_collectives_not_every_member_started_at_once() -> None:
+    with Cluster(2) as c:
+        joiner = c.add_peer(2, 2, 0, wait_world=False)
+        results = c.run(vote_with_a_lone_collective_in_flight, peers=[0, 1], timeout=60)
+        c.expect_ready(joiner, timeout=60)
+        (outcome, intact, world), (_, _, world_1) = results
+        assert outcome == "PeerLostError" and intact, results
+        assert world == world_1 == 3
+        assert c.run(sum_of_indices, 5) == [6.0] * 3
 
 
 def test_update_topology_without_pending_peers_returns_at_once() -> None:

@@ -69,10 +69,11 @@ def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
     if victim_stall > 0:
         notify("starting", index)
         time.sleep(victim_stall)  # killed, or stopped and kicked, meanwhile
-    handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30)
-    if victim_stall == 0:
-        notify("starting", index)
     try:
+        # Errors before anything is sent (the victim, kicked while stopped) raise here.
+        handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30)
+        if victim_stall == 0:
+            notify("starting", index)
         handle.result()
         first = "no error"
     except pccl.PCCLError as e:
@@ -311,7 +312,7 @@ def test_peer_closing_between_steps() -> None:
 def test_peer_closing_during_update_topology() -> None:
     with Cluster(3) as c:
         joiner = c.add_peer(3, 2, 0, wait_world=False)
-        c.run(wait_pending, peers=[0])
+        c.run(wait_pending, peers=[0, 1, 2])  # a joint call of every member
         c.start(vote_then_step, 3, peers=[0])
         assert c.events.get(timeout=30)[0] == "voting"
         c.run(close_comm, peers=[1])  # leaves while member 0's vote is open
@@ -379,7 +380,8 @@ CHAOS_COUNT = 1 << 18  # 1 MiB of float32 per step
 CHAOS_CALL_TIMEOUT = 8.0
 
 
-def chaos_loop(comm: pccl.Communicator, index: int, address: str, end_at: float) -> dict[str, Any]:
+def chaos_loop(comm: pccl.Communicator, index: int, address: str, end_at: float,
+               joined: bool = False) -> dict[str, Any]:
     """All-reduces until the group agrees the run is over, surviving anything but SIGKILL.
 
     Each step first agrees on its number: a MAX all-reduce of (next step, wants to stop),
@@ -402,10 +404,14 @@ def chaos_loop(comm: pccl.Communicator, index: int, address: str, end_at: float)
         finally:
             longest = max(longest, time.monotonic() - t0)
 
+    # Admitted just now (a spawned peer, or a kicked one that connected again): the members
+    # are past this step's joint are_peers_pending().
+    rejoined = joined
     while True:
         try:
-            if timed(comm.are_peers_pending):
+            if not rejoined and timed(comm.are_peers_pending):
                 timed(comm.update_topology)
+            rejoined = False
             agree = np.array([step, 1.0 if time.monotonic() > end_at else 0.0])
             timed(comm.all_reduce, agree, agree, op=ReduceOp.MAX, tag=1)
             if agree[1] > 0:
@@ -435,6 +441,7 @@ def chaos_loop(comm: pccl.Communicator, index: int, address: str, end_at: float)
                 comm = pccl.Communicator(address, p2p_connection_pool_size=2)
                 try:
                     timed(comm.connect)
+                    rejoined = True
                     break
                 except (pccl.KickedError, pccl.PCCLTimeoutError) as e:
                     errors[f"connect: {type(e).__name__}"] += 1
@@ -483,7 +490,7 @@ def test_chaos_kill_stop_spawn() -> None:
             if action == "spawn" or len(alive) <= 3:
                 if len(alive) + len(stopped) < 7:
                     index = c.add_peer(len(c.procs), 2, 0, wait_world=False)
-                    c.start(chaos_loop, c.address, end_at, peers=[index])
+                    c.start(chaos_loop, c.address, end_at, True, peers=[index])
                     actions["spawn"] += 1
             elif action == "kill":
                 victim = rng.choice(alive)

@@ -67,9 +67,9 @@ def test_one_peer_hello_topology_links_complete(master: MasterNode) -> None:
         ]
         c.send(Kind.LINKS_READY, wire.links_ready(1))
         assert c.expect(Kind.TOPOLOGY_COMPLETE)["epoch"] == 1
-        c.send(Kind.QUERY_PENDING)
+        c.send(Kind.QUERY_PENDING, wire.pending_query(1))
         assert c.expect(Kind.PENDING_REPLY)["pending"] == 0
-        c.send(Kind.VOTE_TOPOLOGY)
+        c.send(Kind.VOTE_TOPOLOGY, wire.vote())
         c.expect(Kind.TOPOLOGY_UNCHANGED)
         c.send(Kind.GOODBYE)
         assert c.closed_by_peer()
@@ -82,11 +82,11 @@ def test_second_peer_admitted_by_vote_and_verdicts(master: MasterNode) -> None:
         welcome = b.expect(Kind.WELCOME)
         assert welcome["accepted"] == 0
         b_id = welcome["peer_id"]
-        a.send(Kind.QUERY_PENDING)
+        a.send(Kind.QUERY_PENDING, wire.pending_query(1))
         assert a.expect(Kind.PENDING_REPLY)["pending"] == 1
-        b.send(Kind.VOTE_TOPOLOGY)  # pending peers do not vote: refused, kept
+        b.send(Kind.VOTE_TOPOLOGY, wire.vote())  # pending peers do not vote: refused, kept
         assert b.expect(Kind.ERROR)["code"] == Code.FAILED_PRECONDITION
-        a.send(Kind.VOTE_TOPOLOGY)
+        a.send(Kind.VOTE_TOPOLOGY, wire.vote())
         for c in (a, b):
             topo = c.expect(Kind.TOPOLOGY)
             assert topo["epoch"] == 2
@@ -137,7 +137,8 @@ BAD_INPUTS = {
     "trailing_bytes": wire.frame(Kind.HELLO, wire.hello() + b"x"),
     "port_zero": wire.frame(Kind.HELLO, wire.hello(p2p_port=0)),
     "huge_string_length": wire.frame(Kind.HELLO, b"\0" * 6 + b"\xff\xff\xff\xff"),
-    "empty_message_with_bytes": wire.frame(Kind.QUERY_PENDING, b"zz"),
+    "empty_message_with_bytes": wire.frame(Kind.HEARTBEAT, b"zz"),
+    "truncated_query": wire.frame(Kind.QUERY_PENDING, b"zz"),
 }
 
 
@@ -149,7 +150,7 @@ def test_bad_input_drops_only_that_connection(master: MasterNode, name: str) -> 
             bad.send_raw(BAD_INPUTS[name])
             expect_dropped(bad)
         # The member is unaffected and a newcomer is served.
-        a.send(Kind.QUERY_PENDING)
+        a.send(Kind.QUERY_PENDING, wire.pending_query(1))
         assert a.expect(Kind.PENDING_REPLY)["pending"] == 0
         with Conn("127.0.0.1", master.port) as good:
             good.send(Kind.HELLO, wire.hello())
@@ -181,7 +182,7 @@ def test_refusal_keeps_the_connection(master: MasterNode) -> None:
         a.send(Kind.LINKS_READY, wire.links_ready(42))
         err = a.expect(Kind.ERROR)
         assert err["code"] == Code.FAILED_PRECONDITION and "epoch" in err["message"]
-        a.send(Kind.QUERY_PENDING)
+        a.send(Kind.QUERY_PENDING, wire.pending_query(1))
         assert a.expect(Kind.PENDING_REPLY)["pending"] == 0
 
 

@@ -97,12 +97,13 @@ def lambda_attributes(comm: pccl.Communicator, index: int) -> dict[str, int]:
 
 
 def attributes_after_departure(comm: pccl.Communicator, index: int, world: int) -> dict[str, int]:
-    # The master pushes the new epoch; are_peers_pending() applies it (polling the master).
+    # The master pushes the new epoch and the topology watcher applies it in the background;
+    # attributes show it from this peer's next call on, or, as here, once refreshed.
     deadline = time.monotonic() + 30
     while comm.get_attribute(A.GLOBAL_WORLD_SIZE) != world:
         assert time.monotonic() < deadline, "the departure was not noticed"
-        comm.are_peers_pending()
         time.sleep(0.01)
+        comm._refresh_attributes()
     return attributes(comm)
 
 

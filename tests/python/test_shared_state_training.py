@@ -70,7 +70,8 @@ def train(comm: pccl.Communicator, index: int, joiner: bool) -> list[tuple[Any, 
     first = True
     started = time.monotonic()
     while True:
-        if comm.are_peers_pending():
+        # A joint call; the joiner skips it on its first step (the members are past theirs).
+        if not (joiner and first) and comm.are_peers_pending():
             comm.update_topology()
         world = comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
         x = torch.randn(BATCH, IN, generator=gen)

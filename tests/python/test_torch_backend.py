@@ -285,6 +285,8 @@ def test_a_lost_rank_fails_the_survivors_collectives() -> None:
                   for g in groups[:2]):
             assert time.monotonic() < deadline, "the survivors never saw the new topology"
             time.sleep(0.01)
+            for g in groups[:2]:
+                g._comm._refresh_attributes()
         for rank in range(2):
             with pytest.raises(pccl.PeerLostError, match="2 of the process group's 3"):
                 groups[rank].allreduce([torch.ones(3)]).wait()

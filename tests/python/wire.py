@@ -80,6 +80,16 @@ def links_ready(epoch: int) -> bytes:
     return struct.pack("<Q", epoch)
 
 
+def vote(ring_epoch: int = 0, started: tuple[tuple[int, int], ...] = ()) -> bytes:
+    """VoteTopology: the ring epoch and (tag, count) of the collectives started on it."""
+    return (struct.pack("<QI", ring_epoch, len(started))
+            + b"".join(struct.pack("<QQ", tag, count) for tag, count in started))
+
+
+def pending_query(seq: int, joint: bool = True) -> bytes:
+    return struct.pack("<QB", seq, int(joint))
+
+
 def op_done(key: tuple[int, int, int, int], ok: bool, descriptor_hash: int = 0,
             reason: str = "", code: int = 0) -> bytes:
     return (op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
@@ -132,17 +142,16 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
                             "ring_epoch": ring_epoch})
         out["members"] = members
     elif kind == Kind.TOPOLOGY_COMPLETE:
-        out["epoch"], out["pending"] = r.take("QB")
+        out["epoch"] = r.take("Q")
     elif kind == Kind.LINKS_READY:
         out["epoch"] = r.take("Q")
     elif kind == Kind.PENDING_REPLY:
-        out["pending"] = r.take("B")
+        out["seq"], out["pending"] = r.take("QB")
     elif kind == Kind.VERDICT:
         out["key"] = r.key()
         out["ok"] = r.take("B")
         out["reason"] = r.string()
         out["code"] = r.take("I")
-        out["pending"] = r.take("B")
     elif kind == Kind.ERROR:
         out["code"] = r.take("I")
         out["message"] = r.string()

@@ -99,6 +99,7 @@ Status Communicator::Connect(Deadline deadline) {
     master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
   }
   PCCL_RETURN_IF_ERROR(WaitAdmissionLocked(deadline));
+  RefreshView();
   topology_watcher_ = std::thread([this] { WatchTopologies(); });
   return Status::Ok();
 }
@@ -118,7 +119,7 @@ void Communicator::WatchTopologies() {
     if (!st.ok()) return;  // the master is gone: every later call reports it
     std::unique_lock<std::timed_mutex> control(control_mu_);
     if (closed_.load()) return;
-    st = ApplyPushedTopologiesLocked(Deadline::In(Milliseconds(GetParams().timeout_ms)));
+    st = ApplyPushedTopologiesLocked(DefaultCallDeadline());
     // Info, not a warning: peers leaving at the end of a run cause these routinely.
     if (!st.ok()) PCCL_LOG(kInfo, "applying a topology the master pushed: " + st.ToString());
   }
@@ -191,7 +192,6 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
                                       proto::Encode(proto::EpochMessage{topology.epoch}),
                                       deadline));
     bool complete = false;
-    bool pending_at_start = false;
     while (!complete) {
       Kind kind;
       std::string payload;
@@ -205,7 +205,6 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
       proto::TopologyComplete done;
       PCCL_RETURN_IF_ERROR(proto::Decode(payload, &done));
       complete = done.epoch == topology.epoch;
-      pending_at_start = done.pending != 0;
     }
     if (!complete) continue;
 
@@ -224,7 +223,6 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
       ring_epoch_ = ring_epoch;
       rank_ = rank;
       group_world_ = world;
-      pending_hint_ = pending_at_start;  // what every member's first are_peers_pending() says
       topology_ = std::move(topology);
       connected_ = true;
     }
@@ -269,13 +267,25 @@ Status Communicator::WaitForIdle(Deadline deadline, const char* caller) {
 }
 
 Status Communicator::UpdateTopology(Deadline deadline) {
-  // In-flight collectives finish on the ring they started on (the other peers wait for
-  // theirs too before voting).
-  PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "update_topology()"));
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "update_topology()", &control));
+  RefreshViewOnReturn refresh{this};
+  PCCL_RETURN_IF_ERROR(master_.lost());
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
-  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kVoteTopology, "", deadline));
+  // The vote says which collectives this peer has started on its ring. Collectives still in
+  // flight on other threads are not waited for here: if every member of the group started
+  // them, the master lets them finish on the old ring before it admits anyone; if not, they
+  // can never complete, and the new epoch fails them at once (PeerLostError, input intact).
+  proto::Vote vote;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!connected_) return FailedPrecondition("call connect() first");
+    vote.ring_epoch = ring_epoch_;
+    for (const auto& [tag, count] : next_seq_) {
+      if (count > 0) vote.started.push_back(proto::TagCount{tag, count});
+    }
+  }
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kVoteTopology, proto::Encode(vote), deadline));
   Kind kind;
   std::string payload;
   PCCL_RETURN_IF_ERROR(
@@ -287,58 +297,81 @@ Status Communicator::UpdateTopology(Deadline deadline) {
   return ApplyTopologyLocked(std::move(topology), deadline);
 }
 
-Status Communicator::ArePeersPending(Deadline deadline, bool* pending) {
-  // The answer comes from the verdict of this peer's latest collective; with collectives
-  // in flight "latest" would depend on timing, so wait for them: then every peer that asks
-  // after the same sequence of collectives gets the same answer.
-  PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "are_peers_pending()"));
+Status Communicator::ArePeersPending(Deadline deadline, bool joint, bool* pending) {
+  // A joint call, as in PCCL 1.0: the master answers once every member asked, and gives
+  // every member the same answer, so all take the same branch. Collectives in flight on
+  // other threads go on meanwhile.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!connected_) return FailedPrecondition("call connect() first");
+  }
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "are_peers_pending()", &control));
+  RefreshViewOnReturn refresh{this};  // before `control` is released: the joint point's view
   PCCL_RETURN_IF_ERROR(master_.lost());
   // A topology the master pushed (a peer left, or a vote round this peer joined earlier
   // completed) waits for this peer's LinksReady: apply it now rather than at the next
   // collective, so that the other members are not held up and attributes are current.
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (pending_hint_.has_value()) {
-      *pending = *pending_hint_;
-      pending_hint_.reset();
-      return Status::Ok();
+  const uint64_t seq = ++pending_query_seq_;
+  PCCL_RETURN_IF_ERROR(master_.Send(
+      Kind::kQueryPending, proto::Encode(proto::PendingQuery{seq, joint ? uint8_t{1} : uint8_t{0}}),
+      deadline));
+  while (true) {
+    Kind kind;
+    std::string payload;
+    uint64_t arrival = 0;
+    PCCL_RETURN_IF_ERROR(
+        master_.Wait({Kind::kPendingReply}, deadline, &kind, &payload, &arrival));
+    if (kind == Kind::kError) return ErrorFromMaster(payload);
+    proto::PendingReply reply;
+    PCCL_RETURN_IF_ERROR(proto::Decode(payload, &reply));
+    if (reply.seq != seq) continue;  // the answer to an earlier call that timed out
+    *pending = reply.pending != 0;
+    // What the master decided before it answered (a departure's new epoch) came before
+    // the reply, alike for every member: apply exactly that, so that every member leaves
+    // with the same topology (what came after is the next call's business).
+    while (master_.HasBefore(Kind::kTopology, arrival)) {
+      PCCL_RETURN_IF_ERROR(WaitAdmissionLocked(deadline));
     }
+    return Status::Ok();
   }
-  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kQueryPending, "", deadline));
-  Kind kind;
-  std::string payload;
-  PCCL_RETURN_IF_ERROR(master_.Wait({Kind::kPendingReply}, deadline, &kind, &payload));
-  if (kind == Kind::kError) return ErrorFromMaster(payload);
-  proto::PendingReply reply;
-  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &reply));
-  *pending = reply.pending != 0;
-  return Status::Ok();
+}
+
+void Communicator::RefreshView() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!connected_) return;
+  std::map<uint32_t, int64_t> group_sizes;
+  View view;
+  for (const auto& m : topology_.members) {
+    ++group_sizes[m.peer_group];
+    if (m.peer_group == options_.peer_group) view.ring.push_back(m.peer_id);
+  }
+  view.global_world = static_cast<int64_t>(topology_.members.size());
+  view.local_world = group_world_;
+  view.groups = static_cast<int64_t>(group_sizes.size());
+  for (const auto& [group, size] : group_sizes) {
+    view.largest_group = std::max(view.largest_group, size);
+  }
+  view_ = std::move(view);
 }
 
 Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!connected_) return FailedPrecondition("call connect() first");
-  std::map<uint32_t, int64_t> group_sizes;
-  for (const auto& m : topology_.members) ++group_sizes[m.peer_group];
   switch (attribute) {
     case Attribute::kGlobalWorldSize:
-      *value = static_cast<int64_t>(topology_.members.size());
+      *value = view_.global_world;
       return Status::Ok();
     case Attribute::kLocalWorldSize:
-      *value = group_world_;
+      *value = view_.local_world;
       return Status::Ok();
     case Attribute::kNumDistinctPeerGroups:
-      *value = static_cast<int64_t>(group_sizes.size());
+      *value = view_.groups;
       return Status::Ok();
-    case Attribute::kLargestPeerGroupWorldSize: {
-      int64_t largest = 0;
-      for (const auto& [group, size] : group_sizes) largest = std::max(largest, size);
-      *value = largest;
+    case Attribute::kLargestPeerGroupWorldSize:
+      *value = view_.largest_group;
       return Status::Ok();
-    }
   }
   return InvalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }
@@ -347,6 +380,7 @@ Status Communicator::OptimizeTopology(Deadline deadline) {
   PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "optimize_topology()"));
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "optimize_topology()", &control));
+  RefreshViewOnReturn refresh{this};
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   uint64_t epoch;
   {
@@ -398,11 +432,7 @@ bool Communicator::RingChangePushed() {
 
 std::vector<uint64_t> Communicator::RingOrder() {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<uint64_t> order;
-  for (const auto& m : topology_.members) {
-    if (m.peer_group == options_.peer_group) order.push_back(m.peer_id);
-  }
-  return order;
+  return view_.ring;
 }
 
 void Communicator::OnTopologyChange(const proto::Topology& topology) {
@@ -464,23 +494,26 @@ Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadlin
   return st;
 }
 
-std::unique_ptr<AsyncAllReduce> Communicator::StartAllReduce(const AllReduceRequest& request,
-                                                            Deadline deadline) {
-  BeginCollective();  // now, so that an update_topology() right after this call waits for it
+Status Communicator::StartAllReduce(const AllReduceRequest& request, Deadline deadline,
+                                    std::unique_ptr<AsyncAllReduce>* started) {
+  BeginCollective();
   // Bound to the ring here, on the caller's thread: an all-reduce started before a
   // topology change runs (or fails) on the ring it was started on, as its peers' do,
-  // however late its own thread gets to run.
+  // however late its own thread gets to run. What cannot start fails here, at the call.
   BoundAllReduce bound;
-  Status bind_status = BindAllReduce(request, deadline, &bound);
-  return std::unique_ptr<AsyncAllReduce>(
-      new AsyncAllReduce(this, request, std::move(bound), std::move(bind_status), deadline));
+  Status bound_status = BindAllReduce(request, deadline, &bound);
+  if (!bound_status.ok()) {
+    EndCollective();
+    return bound_status;
+  }
+  started->reset(new AsyncAllReduce(this, request, std::move(bound), deadline));
+  return Status::Ok();
 }
 
 AsyncAllReduce::AsyncAllReduce(Communicator* comm, AllReduceRequest request,
-                               BoundAllReduce bound, Status bind_status, Deadline deadline)
-    : thread_([this, comm, request, bound = std::move(bound), bind_status, deadline] {
-        Status st = bind_status.ok() ? comm->ExecuteAllReduce(request, bound, deadline, &info_)
-                                     : bind_status;
+                               BoundAllReduce bound, Deadline deadline)
+    : thread_([this, comm, request, bound = std::move(bound), deadline] {
+        Status st = comm->ExecuteAllReduce(request, bound, deadline, &info_);
         comm->EndCollective();
         std::lock_guard<std::mutex> lock(mu_);
         status_ = st;
@@ -513,6 +546,7 @@ Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline dead
 Status Communicator::BindAllReduce(const AllReduceRequest& request, Deadline deadline,
                                    BoundAllReduce* bound) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
+  RefreshViewOnReturn refresh{this};
   if (request.count > 0 && (request.send == nullptr || request.recv == nullptr)) {
     return InvalidArgument("null buffer for an all-reduce of " + std::to_string(request.count) +
                            " elements");
@@ -657,10 +691,6 @@ Status Communicator::ExecuteAllReduce(const AllReduceRequest& request,
   }
   if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
   committed = true;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (ring_epoch_ == key.epoch) pending_hint_ = verdict.pending != 0;
-  }
   info->local_world_size = static_cast<uint32_t>(world);
   info->tx_bytes = stats.tx_bytes;
   info->rx_bytes = stats.rx_bytes;
@@ -673,6 +703,7 @@ Status Communicator::SyncSharedState(const SharedStateSyncRequest& request, Dead
   PCCL_RETURN_IF_ERROR(ValidateEntries(request.entries));
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "sync_shared_state()", &control));
+  RefreshViewOnReturn refresh{this};
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
@@ -694,14 +725,41 @@ Status Communicator::SyncSharedState(const SharedStateSyncRequest& request, Dead
 Status Communicator::RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
                                    SharedStateSyncInfo* info) {
   proto::SyncState state = DescribeSharedState(request);
+  state.call = ++sync_call_;
   std::vector<uint64_t> hashes;
   for (const proto::StateEntry& e : state.entries) hashes.push_back(e.hash);
   state_server_.Publish(request.entries, hashes);
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kSyncState, proto::Encode(state), deadline));
 
-  auto complete = [&](const std::string& payload) -> Status {
-    proto::SyncResult result;
-    PCCL_RETURN_IF_ERROR(proto::Decode(payload, &result));
+  // The next SyncPlan or SyncComplete of this call; answers to earlier calls that gave up
+  // are skipped. Exactly one of `plan` and `result` is filled.
+  auto next = [&](std::optional<proto::SyncPlan>* plan, proto::SyncResult* result) -> Status {
+    while (true) {
+      Kind kind;
+      std::string payload;
+      PCCL_RETURN_IF_ERROR(
+          master_.Wait({Kind::kSyncPlan, Kind::kSyncComplete}, deadline, &kind, &payload));
+      if (kind == Kind::kError) return ErrorFromMaster(payload);
+      if (kind == Kind::kSyncPlan) {
+        proto::SyncPlan p;
+        PCCL_RETURN_IF_ERROR(proto::Decode(payload, &p));
+        if (p.call != state.call) continue;
+        *plan = std::move(p);
+        return Status::Ok();
+      }
+      PCCL_RETURN_IF_ERROR(proto::Decode(payload, result));
+      if (result->call == state.call) return Status::Ok();
+    }
+  };
+  // Giving up (deadline, lost link) tells the master, so that the group's round fails for
+  // everyone at once instead of waiting for this peer forever.
+  auto give_up = [&](const Status& why) {
+    proto::SyncResult abandon{state.call, 0, static_cast<uint32_t>(why.code()),
+                              "gave up: " + why.message()};
+    (void)master_.Send(Kind::kSyncDone, proto::Encode(abandon), Deadline::In(kHandshakeTimeout));
+    return why;
+  };
+  auto failure = [](const proto::SyncResult& result) -> Status {
     if (result.ok) return Status::Ok();
     StatusCode code = result.code > static_cast<uint32_t>(StatusCode::kOk) &&
                               result.code <= static_cast<uint32_t>(StatusCode::kKicked)
@@ -709,31 +767,28 @@ Status Communicator::RunSyncLocked(const SharedStateSyncRequest& request, Deadli
                           : StatusCode::kAborted;
     return Status(code, result.reason);
   };
-  Kind kind;
-  std::string payload;
-  PCCL_RETURN_IF_ERROR(
-      master_.Wait({Kind::kSyncPlan, Kind::kSyncComplete}, deadline, &kind, &payload));
-  if (kind == Kind::kError) return ErrorFromMaster(payload);
-  if (kind == Kind::kSyncComplete) {  // failed before any transfer (or a lone, empty sync)
-    Status st = complete(payload);
+  std::optional<proto::SyncPlan> plan;
+  proto::SyncResult result;
+  if (Status st = next(&plan, &result); !st.ok()) return give_up(st);
+  if (!plan) {  // failed before any transfer (or a lone, empty sync)
+    Status st = failure(result);
     return st.ok() ? Internal("the master completed a shared-state sync without a plan") : st;
   }
-  proto::SyncPlan plan;
-  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &plan));
-  Status local = FetchSharedState(peer_id_.load(), plan, request.entries, deadline,
+  Status local = FetchSharedState(peer_id_.load(), *plan, request.entries, deadline,
                                   &info->rx_bytes);
-  proto::SyncResult done{static_cast<uint8_t>(local.ok() ? 1 : 0),
+  proto::SyncResult done{state.call, static_cast<uint8_t>(local.ok() ? 1 : 0),
                          static_cast<uint32_t>(local.code()), local.message()};
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kSyncDone, proto::Encode(done), deadline));
-  PCCL_RETURN_IF_ERROR(master_.Wait({Kind::kSyncComplete}, deadline, &kind, &payload));
-  if (kind == Kind::kError) return ErrorFromMaster(payload);
-  Status verdict = complete(payload);
+  std::optional<proto::SyncPlan> second;
+  if (Status st = next(&second, &result); !st.ok()) return give_up(st);
+  if (second) return Internal("the master sent a second SyncPlan");
+  Status verdict = failure(result);
   if (!local.ok()) return verdict.ok() ? local : (local.code() == StatusCode::kAborted ||
                                                    local.code() == StatusCode::kDataLoss
                                                       ? local
                                                       : verdict);
   PCCL_RETURN_IF_ERROR(verdict);
-  info->revision = plan.revision;
+  info->revision = plan->revision;
   return Status::Ok();
 }
 

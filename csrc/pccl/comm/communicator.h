@@ -52,12 +52,12 @@ struct CommunicatorOptions {
   std::string advertise_host;
 };
 
-// Upstream's attribute numbering.
+// PCCL 1.0's attribute numbering (PCCL_ATTRIBUTE_*).
 enum class Attribute : int {
-  kGlobalWorldSize = 0,
-  kLocalWorldSize = 1,
-  kNumDistinctPeerGroups = 2,
-  kLargestPeerGroupWorldSize = 3,
+  kGlobalWorldSize = 1,
+  kLocalWorldSize = 2,
+  kNumDistinctPeerGroups = 3,
+  kLargestPeerGroupWorldSize = 4,
 };
 
 struct AllReduceRequest {
@@ -103,7 +103,7 @@ class AsyncAllReduce {
  private:
   friend class Communicator;
   AsyncAllReduce(Communicator* comm, AllReduceRequest request, BoundAllReduce bound,
-                 Status bind_status, Deadline deadline);
+                 Deadline deadline);
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -123,14 +123,13 @@ class Communicator {
   // once; later ones when the accepted peers call UpdateTopology).
   Status Connect(Deadline deadline);
   // Admits pending peers if there are any (every accepted peer must call it); returns at
-  // once when nobody is pending. Waits first for this peer's collectives in flight
-  // (all_reduce_async) to finish, so they complete on the ring they started on.
+  // once when nobody is pending. Collectives in flight on other threads finish on the ring
+  // they started on when every member started them, and fail at once otherwise.
   Status UpdateTopology(Deadline deadline);
-  // Whether peers wait for admission. Waits for this peer's collectives in flight first;
-  // the first call after a collective answers from that collective's verdict, which every
-  // peer of the group received alike, so peers that ask after the same collectives agree;
-  // otherwise it asks the master.
-  Status ArePeersPending(Deadline deadline, bool* pending);
+  // Whether peers wait for admission: a joint call of every member (PCCL 1.0's semantics),
+  // answered alike for all by the master once all asked. Does not wait for collectives.
+  // `joint` false asks the master alone (an answer that other members may not share).
+  Status ArePeersPending(Deadline deadline, bool joint, bool* pending);
   Status GetAttribute(Attribute attribute, int64_t* value);
   // Measures the bandwidth between the members of each group as the master asks (this
   // peer probes at most one peer at a time, comm/bandwidth_probe.h) and adopts the ring
@@ -139,13 +138,18 @@ class Communicator {
   Status OptimizeTopology(Deadline deadline);
   // This peer's group in ring order (peer ids); empty before Connect.
   std::vector<uint64_t> RingOrder();
+  // Makes GetAttribute and RingOrder report the topology applied now (they otherwise
+  // change only inside calls; see view_). For pccl's own adapters, e.g. the torch backend.
+  void RefreshView();
 
   // Blocks until the all-reduce is done and every peer's verdict is in. On failure the
   // send buffer is intact (in place too) and recv holds no result.
   Status AllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info);
-  // Starts an all-reduce on its own thread. Concurrent ones need distinct tags.
-  std::unique_ptr<AsyncAllReduce> StartAllReduce(const AllReduceRequest& request,
-                                                 Deadline deadline);
+  // Starts an all-reduce on its own thread. Concurrent ones need distinct tags. An
+  // all-reduce that cannot start (bad request, too few peers, no master) fails here, with
+  // the error AllReduce would return, and `started` stays empty.
+  Status StartAllReduce(const AllReduceRequest& request, Deadline deadline,
+                        std::unique_ptr<AsyncAllReduce>* started);
 
   // Syncs the shared state of this peer's group (comm/shared_state.h): every member of
   // the group must call it; the master elects the content and this peer fetches what
@@ -158,6 +162,11 @@ class Communicator {
   void Close();
 
   uint64_t peer_id() const { return peer_id_.load(); }
+  // Collectives of this peer running now (all_reduce on any thread, all_reduce_async).
+  int collectives_in_flight() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_flight_;
+  }
   uint16_t p2p_port() const { return listener_.port(); }
 
  private:
@@ -192,6 +201,11 @@ class Communicator {
   // Whether the latest topology the master pushed changes this peer's group's ring.
   bool RingChangePushed();
   uint32_t pool_size() const;
+  // Refreshes the view when the call that declares it returns, whatever the outcome.
+  struct RefreshViewOnReturn {
+    Communicator* comm;
+    ~RefreshViewOnReturn() { comm->RefreshView(); }
+  };
 
   const CommunicatorOptions options_;
   MasterClient master_;
@@ -205,6 +219,8 @@ class Communicator {
   std::atomic<bool> closed_{false};
   // This group's ring epoch in the latest Topology the master sent (reader thread).
   std::atomic<uint64_t> pushed_ring_epoch_{0};
+  uint64_t pending_query_seq_ = 0;  // under control_mu_: ArePeersPending's query numbers
+  uint64_t sync_call_ = 0;          // under control_mu_: SyncSharedState's call numbers
 
   BufferPool buffers_;     // staging and workspaces, reused across collectives
   std::timed_mutex control_mu_;  // one control call at a time (LockControl)
@@ -220,9 +236,20 @@ class Communicator {
   int rank_ PCCL_GUARDED_BY(mu_) = 0;
   int group_world_ PCCL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch
-  // The `pending` flag of the latest successful verdict, until ArePeersPending reads it.
-  std::optional<bool> pending_hint_ PCCL_GUARDED_BY(mu_);
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
+  // What GetAttribute and RingOrder report: the topology as of this peer's latest call
+  // (connect, update_topology, are_peers_pending, optimize_topology, sync_shared_state, a
+  // collective's start). A topology the watcher applies between calls shows at the next
+  // call, so attributes change only inside calls, as in PCCL 1.0: peers that read them
+  // between the same two joint calls agree (`if world < 2: continue` takes one branch).
+  struct View {
+    int64_t global_world = 0;
+    int64_t local_world = 0;
+    int64_t groups = 0;
+    int64_t largest_group = 0;
+    std::vector<uint64_t> ring;  // this peer's group in ring order
+  };
+  View view_ PCCL_GUARDED_BY(mu_);
 };
 
 }  // namespace pccl::comm

@@ -103,7 +103,7 @@ void MasterClient::ReaderLoop() {
       if (listener) listener(topology);
       lock.lock();
     }
-    inbox_.emplace_back(kind, std::move(payload));
+    inbox_.push_back(Message{kind, std::move(payload), ++arrivals_});
     cv_.notify_all();
   }
 }
@@ -130,14 +130,15 @@ void MasterClient::SetTopologyListener(std::function<void(const proto::Topology&
 }
 
 Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadline,
-                          proto::Kind* kind, std::string* payload) {
+                          proto::Kind* kind, std::string* payload, uint64_t* arrival) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
-      if (it->first == proto::Kind::kError ||
-          std::find(kinds.begin(), kinds.end(), it->first) != kinds.end()) {
-        *kind = it->first;
-        *payload = std::move(it->second);
+      if (it->kind == proto::Kind::kError ||
+          std::find(kinds.begin(), kinds.end(), it->kind) != kinds.end()) {
+        *kind = it->kind;
+        *payload = std::move(it->payload);
+        if (arrival != nullptr) *arrival = it->arrival;
         inbox_.erase(it);
         return Status::Ok();
       }
@@ -148,8 +149,8 @@ Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadli
     } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout) {
       // One last look happens at the top of the loop only if something arrived.
       bool found = std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) {
-        return m.first == proto::Kind::kError ||
-               std::find(kinds.begin(), kinds.end(), m.first) != kinds.end();
+        return m.kind == proto::Kind::kError ||
+               std::find(kinds.begin(), kinds.end(), m.kind) != kinds.end();
       });
       if (!found) {
         return Status(StatusCode::kDeadlineExceeded, "no answer from the master in time");
@@ -160,14 +161,20 @@ Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadli
 
 bool MasterClient::Has(proto::Kind kind) {
   std::lock_guard<std::mutex> lock(mu_);
-  return std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) { return m.first == kind; });
+  return std::any_of(inbox_.begin(), inbox_.end(), [&](const auto& m) { return m.kind == kind; });
+}
+
+bool MasterClient::HasBefore(proto::Kind kind, uint64_t arrival) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::any_of(inbox_.begin(), inbox_.end(),
+                     [&](const auto& m) { return m.kind == kind && m.arrival < arrival; });
 }
 
 Status MasterClient::WaitUntilHas(proto::Kind kind, Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   auto queued = [&] {
     return std::any_of(inbox_.begin(), inbox_.end(),
-                       [&](const auto& m) { return m.first == kind; });
+                       [&](const auto& m) { return m.kind == kind; });
   };
   while (!queued()) {
     if (!lost_.ok()) return lost_;

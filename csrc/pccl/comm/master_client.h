@@ -41,11 +41,13 @@ class MasterClient {
   Status Send(proto::Kind kind, const std::string& payload, Deadline deadline);
 
   // Waits for the oldest queued message whose kind is in `kinds` (or an Error message,
-  // which is always returned) and removes it from the inbox.
+  // which is always returned) and removes it from the inbox. `arrival`, if given, receives
+  // its place in the order in which the master's messages arrived.
   Status Wait(const std::vector<proto::Kind>& kinds, Deadline deadline, proto::Kind* kind,
-              std::string* payload);
-  // True if a message of `kind` is queued.
+              std::string* payload, uint64_t* arrival = nullptr);
+  // True if a message of `kind` is queued; HasBefore: one that arrived before `arrival`.
   bool Has(proto::Kind kind);
+  bool HasBefore(proto::Kind kind, uint64_t arrival);
   // Waits until a message of `kind` is queued (and leaves it there). DeadlineExceeded if
   // none came in time; the lost() status once the connection is gone.
   Status WaitUntilHas(proto::Kind kind, Deadline deadline);
@@ -75,7 +77,13 @@ class MasterClient {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<proto::Kind, std::string>> inbox_ PCCL_GUARDED_BY(mu_);
+  struct Message {
+    proto::Kind kind;
+    std::string payload;
+    uint64_t arrival;  // 1, 2, ... in the order the master sent them
+  };
+  std::deque<Message> inbox_ PCCL_GUARDED_BY(mu_);
+  uint64_t arrivals_ PCCL_GUARDED_BY(mu_) = 0;
   std::map<proto::OpKey, proto::Verdict> verdicts_ PCCL_GUARDED_BY(mu_);
   std::deque<proto::OpKey> verdict_order_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);

@@ -41,13 +41,18 @@ const Params& GetParams() {
     p.socket_buffer_bytes = EnvInt("PCCL_SOCKET_BUFFER_BYTES", 0, 0, int64_t{1} << 30);
     p.segment_bytes = EnvInt("PCCL_SEGMENT_BYTES", int64_t{1} << 20, 4096, int64_t{64} << 20);
     p.default_pool_size = EnvInt("PCCL_DEFAULT_POOL_SIZE", 8, 1, 64);
-    p.timeout_ms = EnvInt("PCCL_TIMEOUT_MS", 60000, 10, int64_t{1} << 40);
+    p.timeout_ms = EnvInt("PCCL_TIMEOUT_MS", 60000, 0, int64_t{1} << 40);
     p.connect_timeout_ms = EnvInt("PCCL_CONNECT_TIMEOUT_MS", 10000, 10, int64_t{1} << 40);
     p.probe_ms = EnvInt("PCCL_PROBE_MS", 300, 10, 600000);
     p.bandwidth_max_age_s = EnvInt("PCCL_BANDWIDTH_MAX_AGE_S", 600, 0, int64_t{1} << 30);
     return p;
   }();
   return params;
+}
+
+Deadline DefaultCallDeadline() {
+  const int64_t ms = GetParams().timeout_ms;
+  return ms == 0 ? Deadline::Never() : Deadline::In(Milliseconds(ms));
 }
 
 }  // namespace pccl

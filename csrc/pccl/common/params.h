@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "pccl/common/clock.h"
+
 namespace pccl {
 
 struct Params {
@@ -20,7 +22,8 @@ struct Params {
   // reaching 93 % of a 400 Mbit/s link at 50 ms where 4 reached 59 %; loopback is the same).
   int64_t default_pool_size;
   // PCCL_TIMEOUT_MS: default deadline of one blocking call, e.g. an all-reduce or a
-  // topology update (default 60000).
+  // topology update (default 60000). 0: no default deadline (PCCL 1.0's behaviour): calls
+  // wait as long as the master and the peers they wait for are alive.
   int64_t timeout_ms;
   // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect (default 10000).
   int64_t connect_timeout_ms;
@@ -33,5 +36,8 @@ struct Params {
 };
 
 const Params& GetParams();
+
+// The deadline of a blocking call that names none: PCCL_TIMEOUT_MS from now, or never.
+Deadline DefaultCallDeadline();
 
 }  // namespace pccl

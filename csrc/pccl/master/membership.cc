@@ -202,13 +202,48 @@ void Membership::OnVote(const event::VoteTopology& e, Step& step) {
     SendTo(e.conn, proto::Kind::kTopologyUnchanged, "", step);
     return;
   }
-  votes_.insert(e.conn);
+  votes_[e.conn] = e.vote;
+  MaybeAdmit(step);
+}
+
+void Membership::MaybeAdmit(Step& step) {
+  if (link_phase_ || pending_.empty() || members_.empty()) return;
   for (ConnId m : members_) {
     if (!votes_.count(m)) return;
   }
+  if (!StartedOpsDecided()) return;  // OnOpDone calls again after each verdict
   std::vector<ConnId> next = members_;
   next.insert(next.end(), pending_.begin(), pending_.end());
   StartEpoch(std::move(next), "pending peers were admitted", step);
+}
+
+bool Membership::StartedOpsDecided() const {
+  // Only the groups that gain a peer change their ring; the others' collectives carry on.
+  std::set<uint32_t> changing;
+  for (ConnId c : pending_) changing.insert(peers_.at(c).peer_group);
+  for (uint32_t group : changing) {
+    const proto::Vote* first = nullptr;
+    bool agree = true;
+    for (ConnId m : GroupMembers(group)) {
+      const proto::Vote& vote = votes_.at(m);
+      if (vote.ring_epoch != RingEpoch(group)) agree = false;  // voted on an older ring
+      if (first == nullptr) first = &vote;
+      if (vote.started.size() != first->started.size()) agree = false;
+      for (size_t i = 0; agree && i < vote.started.size(); ++i) {
+        agree = vote.started[i].tag == first->started[i].tag &&
+                vote.started[i].count == first->started[i].count;
+      }
+      if (!agree) break;
+    }
+    // Collectives that not every member started can never complete: the new epoch fails
+    // them. Those that all started finish on the old ring first.
+    if (!agree || first == nullptr) continue;
+    for (const proto::TagCount& t : first->started) {
+      auto it = decided_seqs_.find({group, t.tag});
+      if (it == decided_seqs_.end() || it->second.prefix < t.count) return false;
+    }
+  }
+  return true;
 }
 
 void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
@@ -241,7 +276,7 @@ void Membership::OnLinksReady(const event::LinksReady& e, Step& step) {
   link_phase_ = false;
   link_deadline_ = TimePoint::max();
   links_ready_.clear();
-  proto::TopologyComplete done{epoch_, static_cast<uint8_t>(pending_.empty() ? 0 : 1)};
+  proto::TopologyComplete done{epoch_};
   for (ConnId m : members_) SendTo(m, proto::Kind::kTopologyComplete, proto::Encode(done), step);
   MaybeStartOptimize(step);
 }
@@ -251,9 +286,27 @@ void Membership::OnQueryPending(const event::QueryPending& e, Step& step) {
     Reject(e.conn, "first message must be Hello, got QueryPending", step);
     return;
   }
-  proto::PendingReply reply;
-  reply.pending = pending_.empty() ? 0 : 1;
-  SendTo(e.conn, proto::Kind::kPendingReply, proto::Encode(reply), step);
+  if (!e.joint || FindPeer(e.conn)->role != Role::kMember) {  // answered alone, at once
+    proto::PendingReply reply{e.seq, static_cast<uint8_t>(pending_.empty() ? 0 : 1)};
+    SendTo(e.conn, proto::Kind::kPendingReply, proto::Encode(reply), step);
+    return;
+  }
+  pending_queries_[e.conn] = e.seq;
+  MaybeAnswerPending(step);
+}
+
+void Membership::MaybeAnswerPending(Step& step) {
+  if (pending_queries_.empty()) return;
+  for (ConnId m : members_) {
+    if (!pending_queries_.count(m)) return;
+  }
+  // Every member asked: all get the same answer, so all take the same branch.
+  const uint8_t pending = pending_.empty() ? 0 : 1;
+  for (const auto& [conn, seq] : pending_queries_) {
+    SendTo(conn, proto::Kind::kPendingReply, proto::Encode(proto::PendingReply{seq, pending}),
+           step);
+  }
+  pending_queries_.clear();
 }
 
 void Membership::OnOpDone(const event::OpDone& e, Step& step) {
@@ -313,6 +366,7 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
                           ? static_cast<StatusCode>(e.op.code)
                           : StatusCode::kAborted;
     Decide(key, false, Describe(*p) + " failed " + key.ToString() + ": " + cause, step, code);
+    MaybeAdmit(step);
     return;
   }
   for (const auto& [conn, earlier] : op.reports) {
@@ -325,6 +379,7 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
                  HashText(earlier.descriptor_hash) + ", " + Describe(*p) + " has " +
                  HashText(report.descriptor_hash) + " (count, dtype, op or quantization differ)",
              step, StatusCode::kInvalidArgument);
+      MaybeAdmit(step);
       return;
     }
   }
@@ -335,6 +390,7 @@ void Membership::OnOpDone(const event::OpDone& e, Step& step) {
     if (!reported) return;
   }
   Decide(key, true, "", step);
+  MaybeAdmit(step);  // a vote may wait for this collective
 }
 
 void Membership::OnOptimize(const event::OptimizeTopology& e, Step& step) {
@@ -495,7 +551,8 @@ void Membership::OnSyncState(const event::SyncState& e, Step& step) {
                            [&](const auto& r) { return r.first == e.conn; });
   if (round.planned || again) {
     // Answer this request alone; the round in progress goes on without it.
-    proto::SyncResult refused{0, static_cast<uint32_t>(StatusCode::kFailedPrecondition),
+    proto::SyncResult refused{e.state.call, 0,
+                              static_cast<uint32_t>(StatusCode::kFailedPrecondition),
                               Describe(*p) + " started a shared-state sync while group " +
                                   std::to_string(p->peer_group) + "'s sync is in progress"};
     SendTo(e.conn, proto::Kind::kSyncComplete, proto::Encode(refused), step);
@@ -528,6 +585,7 @@ void Membership::MaybePlanSync(uint32_t peer_group, Step& step) {
   round.planned = true;
   round.revision = election.revision;
   for (size_t i = 0; i < conns.size(); ++i) {
+    election.plans[i].call = by_conn.at(conns[i])->call;
     SendTo(conns[i], proto::Kind::kSyncPlan, proto::Encode(election.plans[i]), step);
   }
 }
@@ -539,11 +597,16 @@ void Membership::OnSyncDone(const event::SyncDone& e, Step& step) {
     return;
   }
   auto it = syncs_.find(p->peer_group);
-  if (it == syncs_.end() || !it->second.planned) return;  // its round failed already
+  if (it == syncs_.end()) return;  // its round failed already
   SyncRound& round = it->second;
-  bool participant = std::any_of(round.reports.begin(), round.reports.end(),
-                                 [&](const auto& r) { return r.first == e.conn; });
+  bool participant = std::any_of(round.reports.begin(), round.reports.end(), [&](const auto& r) {
+    return r.first == e.conn && r.second.call == e.result.call;
+  });
   if (!participant) return;  // a report of an earlier, failed round
+  // A failure before the plan: the participant gave up waiting (its call's deadline). The
+  // round cannot complete without it, so it fails for everyone now instead of blocking
+  // every later sync of the group.
+  if (!round.planned && e.result.ok) return;
   if (!e.result.ok) {
     StatusCode code = e.result.code > static_cast<uint32_t>(StatusCode::kOk) &&
                               e.result.code <= static_cast<uint32_t>(StatusCode::kKicked)
@@ -568,15 +631,15 @@ void Membership::CompleteSync(uint32_t peer_group, bool ok, StatusCode code,
   SyncRound round = std::move(it->second);
   syncs_.erase(it);
   if (ok) state_revision_[peer_group] = round.revision;
-  proto::SyncResult result{static_cast<uint8_t>(ok ? 1 : 0),
+  proto::SyncResult result{0, static_cast<uint8_t>(ok ? 1 : 0),
                            ok ? 0u : static_cast<uint32_t>(code),
                            reason.substr(0, proto::kMaxReasonLength)};
-  std::string payload = proto::Encode(result);
   for (const auto& [conn, state] : round.reports) {
     auto peer = peers_.find(conn);
     if (peer == peers_.end()) continue;
     if (ok) peer->second.synced_state = true;
-    SendTo(conn, proto::Kind::kSyncComplete, payload, step);
+    result.call = state.call;
+    SendTo(conn, proto::Kind::kSyncComplete, proto::Encode(result), step);
   }
 }
 
@@ -666,6 +729,7 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       return kv.first.first == peer.peer_id || kv.first.second == peer.peer_id;
     });
     votes_.erase(conn);
+    pending_queries_.erase(conn);
     links_ready_.erase(conn);
     gone_members.push_back(std::move(peer));
   }
@@ -696,7 +760,7 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       // epoch's Topology as the answer to its update_topology() and goes on with its
       // step, so if its vote were forgotten, the members that vote later would wait
       // for it until their deadline.
-      std::set<ConnId> carried;
+      std::map<ConnId, proto::Vote> carried;
       if (!all_voted && !pending_.empty()) carried = votes_;
       StartEpoch(std::move(next), cause(gone_members.front()), step);
       votes_ = std::move(carried);
@@ -709,13 +773,15 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns,
       // Nobody is left to vote the pending peers in.
       if (!pending_.empty()) StartEpoch(pending_, "every member left", step);
     }
+    MaybeAnswerPending(step);
     return;
   }
   if (pending_.empty() && !votes_.empty()) {
     // The peers this round would admit are gone.
-    for (ConnId m : votes_) SendTo(m, proto::Kind::kTopologyUnchanged, "", step);
+    for (const auto& [m, vote] : votes_) SendTo(m, proto::Kind::kTopologyUnchanged, "", step);
     votes_.clear();
   }
+  MaybeAnswerPending(step);
 }
 
 void Membership::StartEpoch(std::vector<ConnId> members, const std::string& cause,
@@ -752,6 +818,8 @@ void Membership::StartEpoch(std::vector<ConnId> members, const std::string& caus
   std::erase_if(decided_, [&](const auto& kv) { return changed.count(kv.first.peer_group) > 0; });
   std::erase_if(decided_order_,
                 [&](const proto::OpKey& key) { return changed.count(key.peer_group) > 0; });
+  std::erase_if(decided_seqs_,
+                [&](const auto& kv) { return changed.count(kv.first.first) > 0; });
 
   ++epoch_;
   for (uint32_t group : changed) {
@@ -793,8 +861,7 @@ void Membership::StartEpoch(std::vector<ConnId> members, const std::string& caus
 void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
                         Step& step, StatusCode code) {
   proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason,
-                         ok ? 0u : static_cast<uint32_t>(code),
-                         static_cast<uint8_t>(pending_.empty() ? 0 : 1)};
+                         ok ? 0u : static_cast<uint32_t>(code)};
   if (verdict.reason.size() > proto::kMaxReasonLength) {
     verdict.reason.resize(proto::kMaxReasonLength);
   }
@@ -804,6 +871,7 @@ void Membership::Decide(const proto::OpKey& key, bool ok, const std::string& rea
   }
   open_ops_.erase(key);
   if (key.epoch != RingEpoch(key.peer_group)) return;
+  decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);
   decided_[key] = std::move(verdict);
   decided_order_.push_back(key);
   while (decided_order_.size() > options_.max_decided_ops) {

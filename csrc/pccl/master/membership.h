@@ -47,13 +47,16 @@ struct Hello {
 };
 struct VoteTopology {
   ConnId conn = 0;
+  proto::Vote vote;
 };
 struct LinksReady {
   ConnId conn = 0;
   uint64_t epoch = 0;
 };
-struct QueryPending {
+struct QueryPending {  // are_peers_pending(): answered once every member asked
   ConnId conn = 0;
+  uint64_t seq = 0;
+  bool joint = true;  // false: answered at once, to this peer alone
 };
 struct OpDone {
   ConnId conn = 0;
@@ -200,6 +203,12 @@ class Membership {
   void OnVote(const event::VoteTopology& e, Step& step);
   void OnLinksReady(const event::LinksReady& e, Step& step);
   void OnQueryPending(const event::QueryPending& e, Step& step);
+  // Answers the are_peers_pending() round once every member asked.
+  void MaybeAnswerPending(Step& step);
+  // Admits the pending peers once every member voted and the collectives every member of
+  // a changing group started are decided.
+  void MaybeAdmit(Step& step);
+  bool StartedOpsDecided() const;
   void OnOpDone(const event::OpDone& e, Step& step);
   void OnLeave(ConnId conn, Step& step);  // Goodbye and Disconnected
   void OnProtocolError(ConnId conn, const std::string& reason, Step& step);
@@ -261,8 +270,11 @@ class Membership {
   std::map<uint32_t, uint64_t> ring_epoch_;
   std::map<uint32_t, std::vector<ConnId>> group_rings_;  // each group's ring, as last sent
 
-  // Vote round: members that voted since the last epoch; only while someone is pending.
-  std::set<ConnId> votes_;
+  // Vote round: members that voted since the last epoch, with the collectives each had
+  // started; only while someone is pending.
+  std::map<ConnId, proto::Vote> votes_;
+  // are_peers_pending() round: the members that asked, with their query numbers.
+  std::map<ConnId, uint64_t> pending_queries_;
 
   // Link phase of epoch_: members that sent LinksReady, and the deadline for the rest.
   bool link_phase_ = false;
@@ -273,6 +285,21 @@ class Membership {
   std::map<proto::OpKey, OpState> open_ops_;
   std::map<proto::OpKey, proto::Verdict> decided_;
   std::deque<proto::OpKey> decided_order_;  // oldest first, for eviction
+  // Which sequence numbers of a (group, tag) are decided on the group's current ring: all
+  // below `prefix`, and those in `beyond` (decided out of order). Not evicted.
+  struct DecidedSeqs {
+    uint64_t prefix = 0;
+    std::set<uint64_t> beyond;
+    void Add(uint64_t seq) {
+      if (seq < prefix) return;
+      beyond.insert(seq);
+      while (!beyond.empty() && *beyond.begin() == prefix) {
+        beyond.erase(beyond.begin());
+        ++prefix;
+      }
+    }
+  };
+  std::map<std::pair<uint32_t, uint64_t>, DecidedSeqs> decided_seqs_;
 
   // Shared state, per peer group: the round in progress, and the revision of the last
   // successful sync (revisions advance by at most one per sync).

@@ -273,20 +273,25 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
       if (s.ok()) Dispatch(std::move(e));
       break;
     }
-    case proto::Kind::kVoteTopology:
-      s = proto::DecodeEmpty(payload, "VoteTopology");
-      if (s.ok()) Dispatch(event::VoteTopology{c.id});
+    case proto::Kind::kVoteTopology: {
+      event::VoteTopology e;
+      e.conn = c.id;
+      s = proto::Decode(payload, &e.vote);
+      if (s.ok()) Dispatch(std::move(e));
       break;
+    }
     case proto::Kind::kLinksReady: {
       proto::EpochMessage m;
       s = proto::Decode(payload, &m);
       if (s.ok()) Dispatch(event::LinksReady{c.id, m.epoch});
       break;
     }
-    case proto::Kind::kQueryPending:
-      s = proto::DecodeEmpty(payload, "QueryPending");
-      if (s.ok()) Dispatch(event::QueryPending{c.id});
+    case proto::Kind::kQueryPending: {
+      proto::PendingQuery m;
+      s = proto::Decode(payload, &m);
+      if (s.ok()) Dispatch(event::QueryPending{c.id, m.seq, m.joint != 0});
       break;
+    }
     case proto::Kind::kHeartbeat:
       s = proto::DecodeEmpty(payload, "Heartbeat");
       if (s.ok()) Dispatch(event::Heartbeat{c.id});

@@ -81,6 +81,20 @@ uint8_t GetBool(WireReader& r, const char* field, Status* status) {
   return v;
 }
 
+// Reads a u32 element count and checks it against `limit`.
+uint32_t GetCount(WireReader& r, const char* field, uint32_t limit, Status* status) {
+  uint32_t n = r.U32(field);
+  if (r.ok() && n > limit) {
+    if (status->ok()) {
+      *status = InvalidArgument(std::string("field '") + field + "' is " + std::to_string(n) +
+                                ", above the limit of " + std::to_string(limit));
+    }
+    return 0;
+  }
+  return n;
+}
+
+
 Status Finish(WireReader& r, const Status& field_status, const char* name) {
   PCCL_RETURN_IF_ERROR(r.Finish(name));
   if (!field_status.ok()) return InvalidArgument(std::string(name) + ": " + field_status.message());
@@ -176,20 +190,62 @@ Status Decode(const std::string& payload, EpochMessage* m) {
 std::string Encode(const TopologyComplete& m) {
   WireWriter w;
   w.U64(m.epoch);
-  w.U8(m.pending);
   return w.Take();
 }
 
 Status Decode(const std::string& payload, TopologyComplete* m) {
   WireReader r(payload);
-  Status fields;
   m->epoch = r.U64("epoch");
-  m->pending = GetBool(r, "pending", &fields);
-  return Finish(r, fields, "TopologyComplete");
+  return Finish(r, Status::Ok(), "TopologyComplete");
+}
+
+std::string Encode(const Vote& m) {
+  WireWriter w;
+  w.U64(m.ring_epoch);
+  w.U32(static_cast<uint32_t>(m.started.size()));
+  for (const TagCount& t : m.started) {
+    w.U64(t.tag);
+    w.U64(t.count);
+  }
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, Vote* m) {
+  WireReader r(payload);
+  Status fields;
+  m->ring_epoch = r.U64("ring_epoch");
+  uint32_t n = GetCount(r, "started_count", kMaxVoteTags, &fields);
+  m->started.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    TagCount t;
+    t.tag = r.U64("tag");
+    t.count = r.U64("count");
+    if (r.ok() && fields.ok() && (t.count == 0 || (i > 0 && t.tag <= m->started.back().tag))) {
+      fields = InvalidArgument("field 'started' must list ascending tags with counts > 0");
+    }
+    m->started.push_back(t);
+  }
+  return Finish(r, fields, "VoteTopology");
+}
+
+std::string Encode(const PendingQuery& m) {
+  WireWriter w;
+  w.U64(m.seq);
+  w.U8(m.joint);
+  return w.Take();
+}
+
+Status Decode(const std::string& payload, PendingQuery* m) {
+  WireReader r(payload);
+  Status fields;
+  m->seq = r.U64("seq");
+  m->joint = GetBool(r, "joint", &fields);
+  return Finish(r, fields, "QueryPending");
 }
 
 std::string Encode(const PendingReply& m) {
   WireWriter w;
+  w.U64(m.seq);
   w.U8(m.pending);
   return w.Take();
 }
@@ -197,6 +253,7 @@ std::string Encode(const PendingReply& m) {
 Status Decode(const std::string& payload, PendingReply* m) {
   WireReader r(payload);
   Status fields;
+  m->seq = r.U64("seq");
   m->pending = GetBool(r, "pending", &fields);
   return Finish(r, fields, "PendingReply");
 }
@@ -228,7 +285,6 @@ std::string Encode(const Verdict& m) {
   w.U8(m.ok);
   w.Str(m.reason);
   w.U32(m.code);
-  w.U8(m.pending);
   return w.Take();
 }
 
@@ -239,7 +295,6 @@ Status Decode(const std::string& payload, Verdict* m) {
   m->ok = GetBool(r, "ok", &fields);
   m->reason = r.Str("reason", kMaxReasonLength);
   m->code = r.U32("code");
-  m->pending = GetBool(r, "pending", &fields);
   return Finish(r, fields, "Verdict");
 }
 
@@ -290,25 +345,10 @@ Status Decode(const std::string& payload, P2PWelcome* m) {
   return Finish(r, fields, "P2PWelcome");
 }
 
-namespace {
-
-// Reads a u32 element count and checks it against `limit`.
-uint32_t GetCount(WireReader& r, const char* field, uint32_t limit, Status* status) {
-  uint32_t n = r.U32(field);
-  if (r.ok() && n > limit) {
-    if (status->ok()) {
-      *status = InvalidArgument(std::string("field '") + field + "' is " + std::to_string(n) +
-                                ", above the limit of " + std::to_string(limit));
-    }
-    return 0;
-  }
-  return n;
-}
-
-}  // namespace
 
 std::string Encode(const SyncState& m) {
   WireWriter w;
+  w.U64(m.call);
   w.U64(m.revision);
   w.U8(m.strategy);
   w.U32(static_cast<uint32_t>(m.entries.size()));
@@ -325,6 +365,7 @@ std::string Encode(const SyncState& m) {
 Status Decode(const std::string& payload, SyncState* m) {
   WireReader r(payload);
   Status fields;
+  m->call = r.U64("call");
   m->revision = r.U64("revision");
   m->strategy = r.U8("strategy");
   if (r.ok() && m->strategy > static_cast<uint8_t>(SyncStrategy::kSendOnly) && fields.ok()) {
@@ -351,6 +392,7 @@ Status Decode(const std::string& payload, SyncState* m) {
 
 std::string Encode(const SyncPlan& m) {
   WireWriter w;
+  w.U64(m.call);
   w.U64(m.revision);
   w.U32(static_cast<uint32_t>(m.fetches.size()));
   for (const StateFetch& f : m.fetches) {
@@ -366,6 +408,7 @@ std::string Encode(const SyncPlan& m) {
 Status Decode(const std::string& payload, SyncPlan* m) {
   WireReader r(payload);
   Status fields;
+  m->call = r.U64("call");
   m->revision = r.U64("revision");
   uint32_t n = GetCount(r, "fetch_count", kMaxStateEntries * kMaxStateSources, &fields);
   m->fetches.clear();
@@ -383,6 +426,7 @@ Status Decode(const std::string& payload, SyncPlan* m) {
 
 std::string Encode(const SyncResult& m) {
   WireWriter w;
+  w.U64(m.call);
   w.U8(m.ok);
   w.U32(m.code);
   w.Str(m.reason);
@@ -392,6 +436,7 @@ std::string Encode(const SyncResult& m) {
 Status Decode(const std::string& payload, SyncResult* m) {
   WireReader r(payload);
   Status fields;
+  m->call = r.U64("call");
   m->ok = GetBool(r, "ok", &fields);
   m->code = r.U32("code");
   m->reason = r.Str("reason", kMaxReasonLength);

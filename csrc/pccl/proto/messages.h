@@ -10,13 +10,17 @@
 //   master: Topology (epoch, members in ring order)   when the peer is admitted, and on
 //           every later change; the peer connects its ring links, then sends LinksReady;
 //   master: TopologyComplete       once every member's links are ready.
-//   peer: VoteTopology             update_topology(); master answers TopologyUnchanged at
-//                                  once if nobody is pending, else admits the pending peers
-//                                  when every member voted (Topology ... TopologyComplete).
-//   peer: QueryPending             master: PendingReply
+//   peer: VoteTopology (ring epoch, collectives started per tag)   update_topology();
+//                                  master answers TopologyUnchanged at once if nobody is
+//                                  pending, else admits the pending peers when every member
+//                                  voted and the collectives every member had started are
+//                                  decided (Topology ... TopologyComplete).
+//   peer: QueryPending (seq, joint) are_peers_pending(), a joint call: master answers every
+//                                  member with the same PendingReply (seq echoed) once
+//                                  every member asked (joint 0: at once, to this peer).
 //   peer: OpDone (op key, ok, descriptor hash)   after a collective finished locally;
-//   master: Verdict (op key, ok, reason, code, pending)   to every member of the op's
-//                                  peer group once all reported ok, or as soon as one failed.
+//   master: Verdict (op key, ok, reason, code)   to every member of the op's peer group
+//                                  once all reported ok, or as soon as one failed.
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
 //   peer: Heartbeat                every Welcome.heartbeat_interval_ms; a peer silent for
 //                                  the master's heartbeat timeout is kicked (Error{Kicked}).
@@ -36,7 +40,8 @@
 //           SyncDone (ok or why not).
 //   master: SyncComplete (ok, code, reason)   exactly one per participant and round: success
 //           once every participant reported done, failure as soon as the election failed,
-//           a participant failed or a member of the group left (before or after the plan).
+//           a participant failed or gave up (SyncDone ok=0, also before its plan came)
+//           or a member of the group left (before or after the plan).
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
 //   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
@@ -146,12 +151,34 @@ struct EpochMessage {  // LinksReady, OptimizeTopology
 
 struct TopologyComplete {
   uint64_t epoch = 0;
-  // 1 if peers were waiting for admission when the epoch completed. Every member gets the
-  // same value, so a peer's first are_peers_pending() in an epoch agrees with the others'.
-  uint8_t pending = 0;
+};
+
+// How many collectives with `tag` a peer has started on its group's current ring.
+struct TagCount {
+  uint64_t tag = 0;
+  uint64_t count = 0;
+};
+
+// update_topology(): a member's vote to admit the pending peers, with the collectives it
+// has started on its group's ring (ring epoch) so far. When every member of a group that
+// the admission changes started the same ones, the master lets them finish on the old
+// ring before it starts the new epoch; otherwise it fails them at once.
+struct Vote {
+  uint64_t ring_epoch = 0;
+  std::vector<TagCount> started;  // ascending tags, counts > 0
+};
+inline constexpr uint32_t kMaxVoteTags = 16384;
+
+// are_peers_pending(): the query's number, echoed by the reply, so that a reply to a query
+// whose caller timed out is never taken for the answer to a later one. `joint` 1: answered
+// once every member asked (the same answer for all); 0: answered at once, to this peer.
+struct PendingQuery {
+  uint64_t seq = 0;
+  uint8_t joint = 1;
 };
 
 struct PendingReply {
+  uint64_t seq = 0;
   uint8_t pending = 0;
 };
 
@@ -180,10 +207,6 @@ struct Verdict {
   uint8_t ok = 0;
   std::string reason;
   uint32_t code = 0;  // on failure: the StatusCode peers should raise (Aborted by default)
-  // 1 if peers were waiting to be admitted when the verdict was made. Every member of the
-  // group gets the same value, so `if comm.are_peers_pending(): comm.update_topology()`
-  // right after a collective makes every peer take the same branch.
-  uint8_t pending = 0;
 };
 
 struct ErrorMessage {
@@ -226,6 +249,9 @@ struct StateEntry {
 enum class SyncStrategy : uint8_t { kEnforcePopular = 0, kReceiveOnly = 1, kSendOnly = 2 };
 
 struct SyncState {
+  // The peer's sync_shared_state() call number, echoed in its SyncPlan and SyncComplete, so
+  // that the answer to a call that gave up is never taken for the answer to a later one.
+  uint64_t call = 0;
   uint64_t revision = 0;
   uint8_t strategy = 0;  // a SyncStrategy
   std::vector<StateEntry> entries;
@@ -243,11 +269,13 @@ struct StateFetch {
 };
 
 struct SyncPlan {
+  uint64_t call = 0;      // the SyncState's
   uint64_t revision = 0;  // the elected revision every participant has once it completes
   std::vector<StateFetch> fetches;
 };
 
 struct SyncResult {  // SyncDone and SyncComplete
+  uint64_t call = 0;  // the SyncState's
   uint8_t ok = 0;
   uint32_t code = 0;  // on failure: the StatusCode to raise
   std::string reason;
@@ -295,6 +323,8 @@ std::string Encode(const Welcome& m);
 std::string Encode(const Topology& m);
 std::string Encode(const EpochMessage& m);
 std::string Encode(const TopologyComplete& m);
+std::string Encode(const Vote& m);
+std::string Encode(const PendingQuery& m);
 std::string Encode(const PendingReply& m);
 std::string Encode(const OpDone& m);
 std::string Encode(const Verdict& m);
@@ -316,6 +346,8 @@ Status Decode(const std::string& payload, Welcome* m);
 Status Decode(const std::string& payload, Topology* m);
 Status Decode(const std::string& payload, EpochMessage* m);
 Status Decode(const std::string& payload, TopologyComplete* m);
+Status Decode(const std::string& payload, Vote* m);
+Status Decode(const std::string& payload, PendingQuery* m);
 Status Decode(const std::string& payload, PendingReply* m);
 Status Decode(const std::string& payload, OpDone* m);
 Status Decode(const std::string& payload, Verdict* m);
@@ -331,7 +363,7 @@ Status Decode(const std::string& payload, MeasureBandwidth* m);
 Status Decode(const std::string& payload, BandwidthReport* m);
 Status Decode(const std::string& payload, ProbeResult* m);
 DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
-// An empty payload (VoteTopology, QueryPending, Goodbye): InvalidArgument otherwise.
+// An empty payload (TopologyUnchanged, Heartbeat, Goodbye): InvalidArgument otherwise.
 Status DecodeEmpty(const std::string& payload, const char* name);
 
 }  // namespace pccl::proto

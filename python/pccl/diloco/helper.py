@@ -26,10 +26,8 @@ the model, which started the inner phase from S_{t-1}):
      all-reduce leaves its input intact and the core reruns it on the survivors. Async
      results land one step late; delta_t is measured from S_t, which already holds the
      update applied at E, so progress the inner phase re-finds is not counted twice.
-  P  Once per step, right after the step's collective: the core answers from that
-     collective's verdict (or from the admission round that followed it), so every member
-     gets the same answer and takes the same branch. Skipped on the founding peers' first
-     async step: no shared collective precedes it.
+  P  Once per step: a joint call of every member, which the master answers alike for all,
+     so every member takes the same branch.
   F  Moves nothing while peers advance identically, and verifies that they do.
   J  update_topology() admits the joiners -- async first finishes delta_t, so the ring does
      not change under it, and the next inner phase runs without overlap -- then every
@@ -151,9 +149,6 @@ class DiLoCo:
         self._in_flight: tuple[torch.Tensor, pccl.AsyncReduceHandle | None] | None = None
         self._finished: tuple[torch.Tensor, int] | None = None  # (averaged, world) to apply
         self._receive_only_next = False
-        # Whether this peer's latest collective or admission is one every member shares, so
-        # that are_peers_pending() answers alike everywhere (see P).
-        self._anchored = False
         self._started = False
 
     @property
@@ -180,9 +175,8 @@ class DiLoCo:
         info = OuterStepInfo(step=0, world=0)
         self.state.shared.revision = 0
         self._sync(info)
-        # Joining a running group: our admission is the members' latest event too. In async
-        # mode their in-flight result reaches us at the next F.
-        self._anchored = self.step > 0
+        # Joining a running async group: the members' in-flight result reaches us at the
+        # next F.
         self._receive_only_next = self.asynchronous and self.step > 0
         self.state.reset_local()
         return info
@@ -202,10 +196,7 @@ class DiLoCo:
             averaged, info.world = self._finished
             self._finished = None
             self.state.apply(averaged)
-        admit = False                                                           # P
-        if self._anchored:
-            admit = self.comm.are_peers_pending(timeout=self.timeout)
-            self._anchored = False
+        admit = self._call(self.comm.are_peers_pending)                        # P
         self.state.shared.revision = info.step                                 # F
         strategy = (pccl.SharedStateSyncStrategy.RECEIVE_ONLY if self._receive_only_next
                     else pccl.SharedStateSyncStrategy.ENFORCE_POPULAR)
@@ -219,7 +210,6 @@ class DiLoCo:
             if self._in_flight is not None:
                 self._finish(info)
             self._call(self.comm.update_topology)
-            self._anchored = True
             self._sync(info)
             self.state.reset_local()
             info.admitted = True
@@ -263,7 +253,6 @@ class DiLoCo:
                         quantization_options=self.quantization, timeout=self.timeout)
             except pccl.TooFewPeersError:
                 self._finished = (buffer, 1)  # alone: the average of one is our own
-                self._anchored = True  # nobody else can disagree with P
                 return
             except _RETRYABLE as e:
                 handle = None
@@ -274,7 +263,6 @@ class DiLoCo:
             info.reduce_tx_bytes += done.tx_bytes
             info.reduce_rx_bytes += done.rx_bytes
             self._finished = (buffer, done.local_world_size)
-            self._anchored = True
             return
 
     def _sync(self, info: OuterStepInfo,

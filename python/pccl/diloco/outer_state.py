@@ -23,6 +23,8 @@ from collections.abc import Callable
 import torch
 
 import pccl
+from pccl import _core
+from pccl._tensors import as_buffer
 
 OuterOptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -131,7 +133,10 @@ class OuterState:
 
     def hashes(self) -> tuple[int, ...]:
         """XXH64 of every shared tensor (outer parameters and optimizer state), in order."""
-        return tuple(pccl.kernels.hash64(t.reshape(-1)) for t in self.tensors)
+        # Through the buffer's address, so that DiLoCo works with torch alone (pccl.kernels
+        # speaks numpy); the same XXH64 as pccl.kernels.hash64.
+        return tuple(_core.kernels.hash64_address(b.ptr, b.nbytes)
+                     for b in (as_buffer(t, "state tensor") for t in self.tensors))
 
 
 __all__ = ["OuterOptimizerFactory", "OuterState", "default_outer_optimizer"]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pccl import _core
-from pccl._tensors import as_buffer
+from pccl._tensors import as_array
 
 _k = _core.kernels
 
@@ -42,7 +42,7 @@ def _as_bytes(obj: Any, name: str) -> Any:
         return obj.cast("B")
     if isinstance(obj, np.ndarray) or type(obj).__module__.startswith("torch"):
         try:
-            array, _ = as_buffer(obj, name)
+            array, _ = as_array(obj, name)
         except TypeError as e:
             if str(e).startswith(name):
                 raise

@@ -23,7 +23,7 @@ import numpy as np
 
 from pccl import _core
 from pccl._enums import DataType
-from pccl._tensors import as_buffer
+from pccl._tensors import as_array
 
 _k = _core.kernels
 
@@ -126,7 +126,7 @@ def _modulus(modulus: ModulusLike) -> Any:
 
 
 def _residues(obj: Any, name: str, *, writable: bool = False) -> np.ndarray:
-    array, dtype = as_buffer(obj, name, writable=writable)
+    array, dtype = as_array(obj, name, writable=writable)
     if dtype is not DataType.UINT32:
         raise TypeError(f"{name} must hold uint32 residues, got {dtype.name}")
     return array
@@ -138,7 +138,7 @@ def _same_length(a_name: str, a: np.ndarray, b_name: str, b: np.ndarray) -> None
 
 
 def _float_array(obj: Any, name: str, *, writable: bool = False) -> tuple[np.ndarray, DataType]:
-    array, dtype = as_buffer(obj, name, writable=writable)
+    array, dtype = as_array(obj, name, writable=writable)
     if dtype not in (DataType.FLOAT, DataType.DOUBLE):
         raise TypeError(f"{name} must be float32 or float64, got {dtype.name}")
     return array, dtype
@@ -155,7 +155,7 @@ def mod_reduce(dst: Any, src: Any, modulus: ModulusLike) -> None:
     """dst[i] = src[i] mod p for uint64 src (any values) into uint32 dst."""
     m = _modulus(modulus)
     d = _residues(dst, "dst", writable=True)
-    s, st = as_buffer(src, "src")
+    s, st = as_array(src, "src")
     if st is not DataType.UINT64:
         raise TypeError(f"src must be uint64, got {st.name}")
     _same_length("dst", d, "src", s)

@@ -28,7 +28,7 @@ import numpy as np
 
 from pccl import _core
 from pccl._enums import DataType, QuantizationAlgorithm
-from pccl._tensors import as_buffer
+from pccl._tensors import as_array
 
 _k = _core.kernels
 
@@ -99,7 +99,7 @@ def _no_overlap(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> None:
 
 
 def _params(params: Any, expected: int, *, writable: bool) -> np.ndarray:
-    p, pt = as_buffer(params, "params", writable=writable)
+    p, pt = as_array(params, "params", writable=writable)
     if pt is not DataType.UINT8:
         raise TypeError(f"params must be a uint8 array of raw bytes, got {pt.name}")
     if p.size != expected:
@@ -160,9 +160,9 @@ def quantize(
             options, NaN/Inf in src (the message names the element; q is then all 0 and
             params all NaN), or a block whose range overflows the parameter type.
     """
-    s, st = as_buffer(src, "src")
+    s, st = as_array(src, "src")
     _require(st, "src", _FLOATS)
-    qa, qt = as_buffer(q, "q", writable=True)
+    qa, qt = as_array(q, "q", writable=True)
     _require(qt, "q", _QUANTIZED)
     if qa.size != s.size:
         raise ValueError(f"q has {qa.size} elements but src has {s.size}")
@@ -185,9 +185,9 @@ def _dequantize(
     block_size: int,
     accumulate: bool,
 ) -> None:
-    d, dt = as_buffer(dst, "dst", writable=True)
+    d, dt = as_array(dst, "dst", writable=True)
     _require(dt, "dst", _FLOATS)
-    qa, qt = as_buffer(q, "q")
+    qa, qt = as_array(q, "q")
     _require(qt, "q", _QUANTIZED)
     if qa.size != d.size:
         raise ValueError(f"dst has {d.size} elements but q has {qa.size}")

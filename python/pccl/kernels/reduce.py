@@ -6,7 +6,7 @@ from typing import Any
 
 from pccl import _core
 from pccl._enums import DataType, ReduceOp
-from pccl._tensors import as_buffer
+from pccl._tensors import as_array
 
 _k = _core.kernels
 
@@ -32,15 +32,15 @@ def reduce(dst: Any, src: Any, op: ReduceOp) -> None:
 
     Integers wrap on overflow; float16/bfloat16 compute in float and round once.
     """
-    d, dt = as_buffer(dst, "dst", writable=True)
-    s, st = as_buffer(src, "src")
+    d, dt = as_array(dst, "dst", writable=True)
+    s, st = as_array(src, "src")
     _same_dtype("dst", dt, "src", st)
     _k.reduce(d, s, int(dt), int(_op(op)))
 
 
 def divide_by(data: Any, divisor: int) -> None:
     """data[i] /= divisor in place (integers truncate toward zero)."""
-    d, dt = as_buffer(data, "data", writable=True)
+    d, dt = as_array(data, "data", writable=True)
     if isinstance(divisor, bool) or not isinstance(divisor, int):
         raise TypeError(f"divisor must be an int, got {type(divisor).__name__}")
     if divisor <= 0:
@@ -50,24 +50,24 @@ def divide_by(data: Any, divisor: int) -> None:
 
 def widen_half(acc: Any, src: Any) -> None:
     """acc[i] = float(src[i]) for float16/bfloat16 src and a float32 acc."""
-    a, at = as_buffer(acc, "acc", writable=True)
-    s, st = as_buffer(src, "src")
+    a, at = as_array(acc, "acc", writable=True)
+    s, st = as_array(src, "src")
     _require_float32_acc(at)
     _k.widen_half(a, s, int(st))
 
 
 def accumulate_half(acc: Any, src: Any, op: ReduceOp) -> None:
     """acc[i] = op(acc[i], float(src[i])) for float16/bfloat16 src and a float32 acc."""
-    a, at = as_buffer(acc, "acc", writable=True)
-    s, st = as_buffer(src, "src")
+    a, at = as_array(acc, "acc", writable=True)
+    s, st = as_array(src, "src")
     _require_float32_acc(at)
     _k.accumulate_half(a, s, int(st), int(_op(op)))
 
 
 def narrow_half(dst: Any, acc: Any, divisor: int = 1) -> None:
     """dst[i] = round_to_nearest_even(acc[i] / divisor) for float16/bfloat16 dst."""
-    d, dt = as_buffer(dst, "dst", writable=True)
-    a, at = as_buffer(acc, "acc")
+    d, dt = as_array(dst, "dst", writable=True)
+    a, at = as_array(acc, "acc")
     _require_float32_acc(at)
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor <= 0:
         raise ValueError(f"divisor must be a positive int, got {divisor!r}")

@@ -246,6 +246,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
             # A rank already lost (pccl applies the master's new topology in the
             # background): fail now rather than run on the survivors' ring, where a rank
             # whose previous collective failed would never join this one.
+            self._comm._refresh_attributes()
             peers = self._comm.get_attribute(pccl.Attribute.LOCAL_WORLD_SIZE)
             if peers != self._size:
                 raise pccl.PeerLostError(

@@ -69,7 +69,7 @@ class Rendezvous:
             return external
         if self.rank == 0:
             host = _local_address_towards(_store_host(self._store))
-            self._master = pccl.MasterNode(_bind_address(host))
+            self._master = pccl.MasterNode(_bind_address(host), daemon=True)
             self._master.run()
             port = self._master.port
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -88,7 +88,9 @@ class Rendezvous:
                     f"group has world_size={self.world_size}; is another job (or, with "
                     f"{MASTER_ADDR_ENV}, another process group) using this master?")
             _left(deadline, address, self.world_size, world)
-            if self.comm.are_peers_pending():
+            # Not the joint are_peers_pending(): ranks poll at their own pace while the
+            # others start, as Communicator.wait_for_world does.
+            if self.comm._core.are_peers_pending(_POLL_S * 100, joint=False):
                 self.comm.update_topology(timeout=_left(deadline, address, self.world_size,
                                                         world))
             else:

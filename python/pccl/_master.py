@@ -1,0 +1,187 @@
+"""The pccl master: `MasterNode` (re-exported by pccl and pccl.master).
+
+A run has one master. Peers connect to it to join; it decides who is in the ring, when
+the topology changes, and the verdict of every collective. The master holds no tensors
+and moves no bulk data, so one small process serves a whole run.
+
+Example:
+    >>> from pccl.master import MasterNode
+    >>> with MasterNode("127.0.0.1:0") as master:  # port 0: any free port
+    ...     print(master.port > 0)
+    True
+
+From a shell: ``pccl_master --listen-address 0.0.0.0:48148`` or ``python -m pccl.master``
+(pccl/master.py). The class lives here, apart from that command, so that running the
+command's module does not find it already imported by `import pccl`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from types import TracebackType
+
+from pccl import _core
+from pccl.errors import MasterUnavailableError
+
+__all__ = ["DEFAULT_LISTEN_ADDRESS", "MasterNode"]
+
+DEFAULT_LISTEN_ADDRESS = "0.0.0.0:48148"
+
+
+def _check_listen_address(listen_address: object) -> str:
+    if not isinstance(listen_address, str):
+        raise TypeError(
+            f"listen_address must be a str 'host:port', got {type(listen_address).__name__}"
+        )
+    if listen_address.startswith("["):
+        host, sep, port = listen_address[1:].partition("]:")
+    else:
+        host, sep, port = listen_address.rpartition(":")
+        if ":" in host:
+            raise ValueError(
+                f"listen_address {listen_address!r}: put IPv6 literals in brackets, '[::1]:port'"
+            )
+    if not sep or not host:
+        raise ValueError(f"listen_address must look like 'host:port', got {listen_address!r}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(
+            f"listen_address {listen_address!r} has an invalid port {port!r} (0-65535)"
+        )
+    return listen_address
+
+
+class MasterNode:
+    """Serves a pccl run from a background thread.
+
+    As in PCCL 1.0, `run()` returns at once and a running master keeps the process alive
+    at interpreter exit until `interrupt()` or a signal (SIGINT, SIGTERM) stops it, so a
+    script may end with `MasterNode(listen_address=...).run()`. Dropping the last reference
+    does not stop it either. `with MasterNode(...)` and `close()` stop it.
+
+    Args:
+        listen_address: "host:port" to bind, e.g. "0.0.0.0:48148", "[::]:48148"; port 0
+            binds any free port (see `port`).
+        link_timeout: seconds a member may take to connect its ring links after a topology
+            change before the master drops it.
+        heartbeat_timeout: seconds without a heartbeat after which a peer (hung, stopped or
+            unreachable) is kicked; the others' operations then fail and can be retried.
+        daemon: True lets the process exit while the master serves (as a daemon thread
+            does); for masters embedded in a larger program, e.g. the torch backend's.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: an argument has a bad value.
+    """
+
+    def __init__(self, listen_address: str, *, link_timeout: float = 30.0,
+                 heartbeat_timeout: float = 3.0, daemon: bool = False) -> None:
+        self._server: _core.MasterServer | None = None
+        self._keeper: threading.Thread | None = None
+        self._closed = False
+        if not isinstance(daemon, bool):
+            raise TypeError(f"daemon must be a bool, got {type(daemon).__name__}")
+        self._daemon = daemon
+        self._listen_address = _check_listen_address(listen_address)
+        if isinstance(link_timeout, bool) or not isinstance(link_timeout, (int, float)):
+            raise TypeError(
+                f"link_timeout must be a number of seconds, got {type(link_timeout).__name__}"
+            )
+        if not 0 < link_timeout < 1e9:
+            raise ValueError(f"link_timeout must be positive, got {link_timeout}")
+        self._link_timeout_ms = max(1, int(link_timeout * 1000))
+        if isinstance(heartbeat_timeout, bool) or not isinstance(heartbeat_timeout, (int, float)):
+            raise TypeError("heartbeat_timeout must be a number of seconds, got "
+                            f"{type(heartbeat_timeout).__name__}")
+        if not 0.05 <= heartbeat_timeout < 1e9:
+            raise ValueError(f"heartbeat_timeout must be at least 0.05 s, got {heartbeat_timeout}")
+        self._heartbeat_timeout_ms = int(heartbeat_timeout * 1000)
+
+    def run(self) -> None:
+        """Starts serving in the background and returns at once (no-op if serving).
+
+        Raises:
+            ValueError: listen_address cannot be resolved.
+            RuntimeError: the address cannot be bound, or the node was closed.
+        """
+        if self._closed:
+            raise RuntimeError("MasterNode is closed")
+        if self._server is not None:
+            if self._server.running:
+                return
+            self._server.join()
+            self._server = None
+        try:
+            self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms,
+                                                    self._heartbeat_timeout_ms)
+        except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
+            raise RuntimeError(str(e)) from e
+        if not self._daemon:
+            # A non-daemon thread that waits for the server keeps the interpreter from
+            # exiting while it serves; it holds the server, not this node, so the node may
+            # be garbage collected meanwhile.
+            self._keeper = threading.Thread(target=self._server.join, daemon=False,
+                                            name=f"pccl-master {self._server.address}")
+            self._keeper.start()
+
+    def interrupt(self) -> None:
+        """Asks the server to stop; returns at once. `run()` may start it again."""
+        if self._server is not None:
+            self._server.interrupt()
+
+    def join(self) -> None:
+        """Waits until the server thread has stopped (after `interrupt()`)."""
+        if self._server is not None:
+            self._server.join()
+
+    def close(self) -> None:
+        """Stops the server and frees its port. Idempotent."""
+        self._closed = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.interrupt()
+            server.join()
+
+    @property
+    def running(self) -> bool:
+        """True while the server thread is serving."""
+        return self._server is not None and bool(self._server.running)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the address asked for port 0)."""
+        return int(self._require_server().port)
+
+    @property
+    def address(self) -> str:
+        """The bound address, "host:port" ("[v6]:port" for IPv6)."""
+        return str(self._require_server().address)
+
+    def _require_server(self) -> _core.MasterServer:
+        if self._server is None:
+            raise RuntimeError("MasterNode is not serving: call run() first")
+        return self._server
+
+    def __enter__(self) -> MasterNode:
+        self.run()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A serving non-daemon master outlives its node (see the class docstring): its
+        # keeper thread holds the server until interrupt() or a signal.
+        if self._daemon or self._server is None or not self._server.running:
+            with contextlib.suppress(Exception):  # never raise from a finalizer
+                self.close()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.running else ("closed" if self._closed else "stopped")
+        where = self._server.address if self._server is not None else self._listen_address
+        return f"MasterNode({where!r}, {state})"
