@@ -7,6 +7,9 @@
 #include <vector>
 
 namespace pccl::algo {
+
+using link::AwaitArrivalsAndSends;
+using link::ScopedArrivalHandler;
 namespace {
 
 // The accumulator type: float32 for float16/bfloat16/float32 data, float64 for float64.

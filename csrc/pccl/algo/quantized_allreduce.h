@@ -4,11 +4,13 @@
 // arrival handler); its buffers belong to the caller until it returns.
 #pragma once
 
-#include "pccl/algo/channel.h"
+#include "pccl/link/channel.h"
 #include "pccl/algo/ring_allreduce.h"
 #include "pccl/kernels/quantize.h"
 
 namespace pccl::algo {
+
+using link::RingChannel;
 
 // OK if `options` (dtype, op) can be all-reduced with `quant`: float16, bfloat16, float32 or
 // float64 data, SUM or AVG, MIN_MAX or ZERO_POINT_SCALE into uint8 or uint16. Otherwise

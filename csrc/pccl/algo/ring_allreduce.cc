@@ -6,6 +6,9 @@
 
 namespace pccl::algo {
 
+using link::AwaitArrivalsAndSends;
+using link::ScopedArrivalHandler;
+
 size_t WorkspaceBytes(DType dtype, size_t count) {
   return IsHalfPrecision(dtype) ? count * sizeof(float) : 0;
 }

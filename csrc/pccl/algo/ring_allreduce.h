@@ -8,13 +8,15 @@
 #include <cstdint>
 #include <vector>
 
-#include "pccl/algo/channel.h"
+#include "pccl/link/channel.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
 #include "pccl/kernels/reduce.h"
 
 namespace pccl::algo {
+
+using link::RingChannel;
 
 struct AllReduceOptions {
   DType dtype = DType::kFloat32;

@@ -6,6 +6,16 @@
 #include "pccl/net/wire.h"
 
 namespace pccl::comm {
+
+Status ErrorFromMaster(const std::string& payload) {
+  proto::ErrorMessage error;
+  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &error));
+  StatusCode code = static_cast<StatusCode>(error.code);
+  if (error.code > static_cast<uint32_t>(StatusCode::kKicked) || code == StatusCode::kOk) {
+    code = StatusCode::kInternal;
+  }
+  return Status(code, "master: " + error.message);
+}
 namespace {
 // Verdicts kept for collectives that have not asked for theirs yet.
 constexpr size_t kVerdictMemory = 4096;

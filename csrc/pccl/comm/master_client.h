@@ -29,6 +29,9 @@
 
 namespace pccl::comm {
 
+// The Status of an Error message from the master (its code, "master: " + its text).
+Status ErrorFromMaster(const std::string& payload);
+
 class MasterClient {
  public:
   MasterClient() = default;

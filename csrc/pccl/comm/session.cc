@@ -1,65 +1,37 @@
-#include "pccl/comm/communicator.h"
+#include "pccl/comm/session.h"
 
-#include <cstring>
 #include <set>
 #include <vector>
 
-#include "pccl/algo/quantized_allreduce.h"
-#include "pccl/algo/ring_allreduce.h"
 #include "pccl/common/logging.h"
 #include "pccl/common/params.h"
-#include "pccl/kernels/hash.h"
-#include "pccl/net/wire.h"
 
 namespace pccl::comm {
 namespace {
 
+using link::LinkPeer;
+using link::RingLinks;
 using proto::Kind;
 
-// How long a failed collective may take to let go of its buffers before its links are cut.
-constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 // How often a collective waiting for a new topology checks whether another one applied it.
 constexpr auto kRelook = std::chrono::milliseconds(20);
 // How often the topology watcher looks whether it should stop.
 constexpr auto kWatchInterval = std::chrono::milliseconds(200);
-// Deadline for a p2p handshake and for the goodbye to the master.
-constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
-
-// What every peer of a collective must agree on, hashed into every data frame and report.
-uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
-  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8];
-  net::PutU64(bytes, request.count);
-  bytes[8] = static_cast<uint8_t>(request.dtype);
-  bytes[9] = static_cast<uint8_t>(request.op);
-  net::PutU64(bytes + 10, segment_bytes);
-  bytes[18] = static_cast<uint8_t>(request.quant.algorithm);
-  bytes[19] = static_cast<uint8_t>(request.quant.quantized_dtype);
-  net::PutU64(bytes + 20, request.quant.block_size);
-  return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
-}
-
-Status ErrorFromMaster(const std::string& payload) {
-  proto::ErrorMessage error;
-  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &error));
-  StatusCode code = static_cast<StatusCode>(error.code);
-  if (error.code > static_cast<uint32_t>(StatusCode::kKicked) || code == StatusCode::kOk) {
-    code = StatusCode::kInternal;
-  }
-  return Status(code, "master: " + error.message);
-}
+// Deadline for the goodbye to the master.
+constexpr auto kGoodbyeTimeout = std::chrono::seconds(5);
 
 }  // namespace
 
-Communicator::Communicator(CommunicatorOptions options) : options_(std::move(options)) {}
+Session::Session(CommunicatorOptions options) : options_(std::move(options)) {}
 
-Communicator::~Communicator() { Close(); }
+Session::~Session() { Close(); }
 
-uint32_t Communicator::pool_size() const {
+uint32_t Session::pool_size() const {
   return options_.pool_size > 0 ? options_.pool_size
                                 : static_cast<uint32_t>(GetParams().default_pool_size);
 }
 
-Status Communicator::Connect(Deadline deadline) {
+Status Session::Connect(Deadline deadline) {
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "connect()", &control));
   if (closed_.load()) return FailedPrecondition("communicator is closed");
@@ -67,17 +39,24 @@ Status Communicator::Connect(Deadline deadline) {
     std::lock_guard<std::mutex> lock(mu_);
     if (connected_) return FailedPrecondition("already connected");
   }
-  if (listener_.fd() >= 0) return FailedPrecondition("connect() already failed once; create a new communicator");
+  if (listener_.listening()) {
+    return FailedPrecondition("connect() already failed once; create a new communicator");
+  }
   net::Endpoint master;
   PCCL_RETURN_IF_ERROR(net::ParseEndpoint(options_.master_address, false, &master));
-  if (options_.listen_host.empty()) {
-    if (!net::Listener::Listen({"::", 0}, &listener_).ok()) {
-      PCCL_RETURN_IF_ERROR(net::Listener::Listen({"0.0.0.0", 0}, &listener_));
-    }
-  } else {
-    PCCL_RETURN_IF_ERROR(net::Listener::Listen({options_.listen_host, 0}, &listener_));
-  }
-  acceptor_ = std::thread([this] { AcceptLoop(); });
+  PCCL_RETURN_IF_ERROR(listener_.Listen(options_.listen_host));
+  // Every p2p connection of this peer arrives through the listener: ring links wait in the
+  // incoming pool for their epoch, shared-state fetches and probes get served.
+  listener_.Handle(link::Purpose::kRing, [this](const link::Hello& hello, net::Socket socket) {
+    incoming_.Deposit(hello, std::move(socket));
+  });
+  listener_.Handle(link::Purpose::kState, [this](const link::Hello&, net::Socket socket) {
+    state_server_.Serve(std::move(socket));
+  });
+  listener_.Handle(link::Purpose::kProbe, [this](const link::Hello&, net::Socket socket) {
+    probe_server_.Serve(std::move(socket));
+  });
+  listener_.Start();
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
   master_.SetTopologyListener([this](const proto::Topology& t) { OnTopologyChange(t); });
   PCCL_RETURN_IF_ERROR(master_.Connect(master, deadline));
@@ -90,11 +69,8 @@ Status Communicator::Connect(Deadline deadline) {
   if (kind == Kind::kError) return ErrorFromMaster(payload);
   proto::Welcome welcome;
   PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
-  {
-    std::lock_guard<std::mutex> lock(id_mu_);
-    peer_id_.store(welcome.peer_id);
-  }
-  id_cv_.notify_all();
+  peer_id_.store(welcome.peer_id);
+  listener_.SetSelfId(welcome.peer_id);
   if (welcome.heartbeat_interval_ms > 0) {
     master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
   }
@@ -111,7 +87,7 @@ Status Communicator::Connect(Deadline deadline) {
 // come, whenever no control call holds the control lock (a control call applies them
 // itself). Its errors are logged: the peer's next call meets their consequence (a kick,
 // a lost master) and reports it.
-void Communicator::WatchTopologies() {
+void Session::WatchTopologies() {
   while (!closed_.load()) {
     Status st = master_.WaitUntilHas(Kind::kTopology, Deadline::In(kWatchInterval));
     if (closed_.load()) return;
@@ -125,7 +101,7 @@ void Communicator::WatchTopologies() {
   }
 }
 
-Status Communicator::WaitAdmissionLocked(Deadline deadline) {
+Status Session::WaitAdmissionLocked(Deadline deadline) {
   Kind kind;
   std::string payload;
   PCCL_RETURN_IF_ERROR(master_.Wait({Kind::kTopology}, deadline, &kind, &payload));
@@ -135,7 +111,7 @@ Status Communicator::WaitAdmissionLocked(Deadline deadline) {
   return ApplyTopologyLocked(std::move(topology), deadline);
 }
 
-Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline deadline) {
+Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline) {
   while (true) {
     const uint64_t self = peer_id_.load();
     std::vector<proto::Member> ring;
@@ -231,14 +207,14 @@ Status Communicator::ApplyTopologyLocked(proto::Topology topology, Deadline dead
   }
 }
 
-Status Communicator::ApplyPushedTopologiesLocked(Deadline deadline) {
+Status Session::ApplyPushedTopologiesLocked(Deadline deadline) {
   while (master_.Has(Kind::kTopology)) {
     PCCL_RETURN_IF_ERROR(WaitAdmissionLocked(deadline));
   }
   return Status::Ok();
 }
 
-Status Communicator::LockControl(Deadline deadline, const char* caller,
+Status Session::LockControl(Deadline deadline, const char* caller,
                                  std::unique_lock<std::timed_mutex>* lock) {
   // Another control call, or the topology watcher applying a pushed topology, may hold
   // it (the latter until that topology's link phase completes): wait no longer than the
@@ -254,7 +230,7 @@ Status Communicator::LockControl(Deadline deadline, const char* caller,
   return Status::Ok();
 }
 
-Status Communicator::WaitForIdle(Deadline deadline, const char* caller) {
+Status Session::WaitForIdle(Deadline deadline, const char* caller) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!connected_) return FailedPrecondition("call connect() first");
   // Not under control_mu_: a collective starting may need it to apply a topology the
@@ -266,7 +242,7 @@ Status Communicator::WaitForIdle(Deadline deadline, const char* caller) {
   return Status::Ok();
 }
 
-Status Communicator::UpdateTopology(Deadline deadline) {
+Status Session::UpdateTopology(Deadline deadline) {
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "update_topology()", &control));
   RefreshViewOnReturn refresh{this};
@@ -297,7 +273,7 @@ Status Communicator::UpdateTopology(Deadline deadline) {
   return ApplyTopologyLocked(std::move(topology), deadline);
 }
 
-Status Communicator::ArePeersPending(Deadline deadline, bool joint, bool* pending) {
+Status Session::ArePeersPending(Deadline deadline, bool joint, bool* pending) {
   // A joint call, as in PCCL 1.0: the master answers once every member asked, and gives
   // every member the same answer, so all take the same branch. Collectives in flight on
   // other threads go on meanwhile.
@@ -338,7 +314,7 @@ Status Communicator::ArePeersPending(Deadline deadline, bool joint, bool* pendin
   }
 }
 
-void Communicator::RefreshView() {
+void Session::RefreshView() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!connected_) return;
   std::map<uint32_t, int64_t> group_sizes;
@@ -356,7 +332,7 @@ void Communicator::RefreshView() {
   view_ = std::move(view);
 }
 
-Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
+Status Session::GetAttribute(Attribute attribute, int64_t* value) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!connected_) return FailedPrecondition("call connect() first");
   switch (attribute) {
@@ -376,7 +352,7 @@ Status Communicator::GetAttribute(Attribute attribute, int64_t* value) {
   return InvalidArgument("unknown attribute " + std::to_string(static_cast<int>(attribute)));
 }
 
-Status Communicator::OptimizeTopology(Deadline deadline) {
+Status Session::OptimizeTopology(Deadline deadline) {
   PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "optimize_topology()"));
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "optimize_topology()", &control));
@@ -412,7 +388,7 @@ Status Communicator::OptimizeTopology(Deadline deadline) {
       // The probe's own deadline: its duration plus time to connect and to drain.
       Deadline probe = deadline.Min(
           Deadline::In(Milliseconds(measure.duration_ms) + std::chrono::seconds(5)));
-      Status st = ProbeBandwidth(peer_id_.load(), target, pool_size(),
+      Status st = link::ProbeBandwidth(peer_id_.load(), target, pool_size(),
                                  Milliseconds(measure.duration_ms), probe, &rate);
       if (!st.ok()) {
         PCCL_LOG(kWarning, "bandwidth probe to peer " + std::to_string(target.peer_id) +
@@ -425,17 +401,17 @@ Status Communicator::OptimizeTopology(Deadline deadline) {
   }
 }
 
-bool Communicator::RingChangePushed() {
+bool Session::RingChangePushed() {
   std::lock_guard<std::mutex> lock(mu_);
   return pushed_ring_epoch_.load() != ring_epoch_;
 }
 
-std::vector<uint64_t> Communicator::RingOrder() {
+std::vector<uint64_t> Session::RingOrder() {
   std::lock_guard<std::mutex> lock(mu_);
   return view_.ring;
 }
 
-void Communicator::OnTopologyChange(const proto::Topology& topology) {
+void Session::OnTopologyChange(const proto::Topology& topology) {
   // This peer's group's ring epoch in the new topology (0: this peer is not in it).
   uint64_t ring_epoch = 0;
   for (const auto& m : topology.members) {
@@ -459,7 +435,7 @@ void Communicator::OnTopologyChange(const proto::Topology& topology) {
   }
 }
 
-void Communicator::OnVerdict(const proto::Verdict& verdict) {
+void Session::OnVerdict(const proto::Verdict& verdict) {
   if (verdict.ok) return;
   std::shared_ptr<RingLinks> links;
   {
@@ -476,88 +452,24 @@ void Communicator::OnVerdict(const proto::Verdict& verdict) {
   }
 }
 
-void Communicator::BeginCollective() {
+void Session::BeginCollective() {
   std::lock_guard<std::mutex> lock(mu_);
   ++in_flight_;
 }
 
-void Communicator::EndCollective() {
+void Session::EndCollective() {
   std::lock_guard<std::mutex> lock(mu_);
   if (--in_flight_ == 0) idle_cv_.notify_all();
 }
 
-Status Communicator::AllReduce(const AllReduceRequest& request, Deadline deadline,
-                               ReduceInfo* info) {
-  BeginCollective();
-  Status st = RunAllReduce(request, deadline, info);
-  EndCollective();
-  return st;
-}
-
-Status Communicator::StartAllReduce(const AllReduceRequest& request, Deadline deadline,
-                                    std::unique_ptr<AsyncAllReduce>* started) {
-  BeginCollective();
-  // Bound to the ring here, on the caller's thread: an all-reduce started before a
-  // topology change runs (or fails) on the ring it was started on, as its peers' do,
-  // however late its own thread gets to run. What cannot start fails here, at the call.
-  BoundAllReduce bound;
-  Status bound_status = BindAllReduce(request, deadline, &bound);
-  if (!bound_status.ok()) {
-    EndCollective();
-    return bound_status;
-  }
-  started->reset(new AsyncAllReduce(this, request, std::move(bound), deadline));
-  return Status::Ok();
-}
-
-AsyncAllReduce::AsyncAllReduce(Communicator* comm, AllReduceRequest request,
-                               BoundAllReduce bound, Deadline deadline)
-    : thread_([this, comm, request, bound = std::move(bound), deadline] {
-        Status st = comm->ExecuteAllReduce(request, bound, deadline, &info_);
-        comm->EndCollective();
-        std::lock_guard<std::mutex> lock(mu_);
-        status_ = st;
-        done_ = true;
-        cv_.notify_all();
-      }) {}
-
-AsyncAllReduce::~AsyncAllReduce() {
-  if (thread_.joinable()) thread_.join();
-}
-
-Status AsyncAllReduce::Wait(ReduceInfo* info) {
-  if (thread_.joinable()) thread_.join();
-  *info = info_;
-  return status_;
-}
-
-bool AsyncAllReduce::done() {
+int Session::collectives_in_flight() {
   std::lock_guard<std::mutex> lock(mu_);
-  return done_;
+  return in_flight_;
 }
 
-Status Communicator::RunAllReduce(const AllReduceRequest& request, Deadline deadline,
-                                  ReduceInfo* info) {
-  BoundAllReduce bound;
-  PCCL_RETURN_IF_ERROR(BindAllReduce(request, deadline, &bound));
-  return ExecuteAllReduce(request, bound, deadline, info);
-}
-
-Status Communicator::BindAllReduce(const AllReduceRequest& request, Deadline deadline,
-                                   BoundAllReduce* bound) {
+Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   RefreshViewOnReturn refresh{this};
-  if (request.count > 0 && (request.send == nullptr || request.recv == nullptr)) {
-    return InvalidArgument("null buffer for an all-reduce of " + std::to_string(request.count) +
-                           " elements");
-  }
-  const size_t bytes = request.count * DTypeSize(request.dtype);
-  const auto* send = static_cast<const char*>(request.send);
-  auto* recv = static_cast<char*>(request.recv);
-  const bool in_place = send == recv;
-  if (!in_place && send < recv + bytes && recv < send + bytes) {
-    return InvalidArgument("send and recv buffers partially overlap");
-  }
   PCCL_RETURN_IF_ERROR(master_.lost());
   // If the ring broke (a neighbour died) and this is the retry, the master replaces the
   // topology as soon as it notices, which may be a moment after this peer did: wait for
@@ -590,13 +502,6 @@ Status Communicator::BindAllReduce(const AllReduceRequest& request, Deadline dea
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   }
 
-  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
-  if (quantized) {  // refuse what is not supported before anything is sent
-    algo::AllReduceOptions shape;
-    shape.dtype = request.dtype;
-    shape.op = request.op;
-    PCCL_RETURN_IF_ERROR(algo::CheckQuantizedAllReduce(shape, request.quant));
-  }
 
   proto::OpKey key;
   std::shared_ptr<RingLinks> links;
@@ -612,246 +517,21 @@ Status Communicator::BindAllReduce(const AllReduceRequest& request, Deadline dea
                         std::to_string(options_.peer_group) + ", this group has " +
                         std::to_string(world));
     }
-    key = proto::OpKey{ring_epoch_, options_.peer_group, request.tag,
-                       next_seq_[request.tag]++};
+    key = proto::OpKey{ring_epoch_, options_.peer_group, tag, next_seq_[tag]++};
     links = links_;
     rank = rank_;
   }
-  *bound = BoundAllReduce{key, std::move(links), rank, world};
+  *out = RingBinding{key, std::move(links), rank, world};
   return Status::Ok();
 }
 
-Status Communicator::ExecuteAllReduce(const AllReduceRequest& request,
-                                      const BoundAllReduce& bound, Deadline deadline,
-                                      ReduceInfo* info) {
-  const proto::OpKey& key = bound.key;
-  const std::shared_ptr<RingLinks>& links = bound.links;
-  const int rank = bound.rank;
-  const int world = bound.world;
-  const auto* send = static_cast<const char*>(request.send);
-  auto* recv = static_cast<char*>(request.recv);
-  const bool in_place = send == recv;
-  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
-  const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
-  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
-  std::shared_ptr<RingOp> op;
-  PCCL_RETURN_IF_ERROR(links->OpenOp(key, descriptor_hash, deadline, &op));
-
-  // In place, the algorithm saves each input segment before overwriting it; unless every
-  // peer succeeded (the verdict), the saved input is put back, so a failed operation
-  // leaves the caller's data as it was.
-  BufferPool::Lease scratch =
-      buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(request.dtype, request.count)
-                                              : 0);
-  BufferPool::Lease backup =
-      buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
-  BufferPool::Lease workspace =
-      buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
-  algo::AllReduceOptions options;
-  options.dtype = request.dtype;
-  options.op = request.op;
-  options.count = request.count;
-  options.send = send;
-  options.recv = recv;
-  options.rank = rank;
-  options.world = world;
-  options.segment_bytes = segment_bytes;
-  options.workspace = reinterpret_cast<float*>(workspace.data());
-  options.scratch = scratch.data();
-  options.backup = backup.data();
-  algo::AllReduceStats stats;
-  bool committed = false;
-  struct UndoUnlessCommitted {
-    const bool& committed;
-    const algo::AllReduceOptions& options;
-    const algo::AllReduceStats& stats;
-    ~UndoUnlessCommitted() {
-      if (!committed) algo::RestoreInput(options, stats);
-    }
-  } undo{committed, options, stats};
-
-  Status local = quantized
-                     ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline, &stats)
-                     : algo::RingAllReduce(options, *op, deadline, &stats);
-  links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
-
-  proto::OpDone done;
-  done.key = key;
-  done.ok = local.ok() ? 1 : 0;
-  done.descriptor_hash = descriptor_hash;
-  done.reason = local.ok() ? "" : local.message();
-  done.code = static_cast<uint32_t>(local.code());
+Status Session::AwaitVerdict(const proto::OpDone& done, Deadline deadline,
+                             proto::Verdict* verdict) {
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kOpDone, proto::Encode(done), deadline));
-  proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(master_.WaitVerdict(key, deadline, &verdict));
-  if (!verdict.ok) {
-    StatusCode code = verdict.code != 0 ? static_cast<StatusCode>(verdict.code)
-                                        : StatusCode::kAborted;
-    return Status(code, verdict.reason.empty() ? local.message() : verdict.reason);
-  }
-  if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
-  committed = true;
-  info->local_world_size = static_cast<uint32_t>(world);
-  info->tx_bytes = stats.tx_bytes;
-  info->rx_bytes = stats.rx_bytes;
-  return Status::Ok();
+  return master_.WaitVerdict(done.key, deadline, verdict);
 }
 
-Status Communicator::SyncSharedState(const SharedStateSyncRequest& request, Deadline deadline,
-                                     SharedStateSyncInfo* info) {
-  if (closed_.load()) return FailedPrecondition("communicator is closed");
-  PCCL_RETURN_IF_ERROR(ValidateEntries(request.entries));
-  std::unique_lock<std::timed_mutex> control;
-  PCCL_RETURN_IF_ERROR(LockControl(deadline, "sync_shared_state()", &control));
-  RefreshViewOnReturn refresh{this};
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!connected_) return FailedPrecondition("call connect() first");
-    if (in_flight_ > 0) {
-      return FailedPrecondition("sync_shared_state() called while " +
-                                std::to_string(in_flight_) +
-                                " collectives of this peer are in flight; wait for them first");
-    }
-  }
-  PCCL_RETURN_IF_ERROR(master_.lost());
-  PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
-  *info = SharedStateSyncInfo{};
-  Status st = RunSyncLocked(request, deadline, info);
-  // Sources serve until the master's SyncComplete; after it nobody fetches from us.
-  info->tx_bytes = state_server_.Withdraw();
-  return st;
-}
-
-Status Communicator::RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
-                                   SharedStateSyncInfo* info) {
-  proto::SyncState state = DescribeSharedState(request);
-  state.call = ++sync_call_;
-  std::vector<uint64_t> hashes;
-  for (const proto::StateEntry& e : state.entries) hashes.push_back(e.hash);
-  state_server_.Publish(request.entries, hashes);
-  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kSyncState, proto::Encode(state), deadline));
-
-  // The next SyncPlan or SyncComplete of this call; answers to earlier calls that gave up
-  // are skipped. Exactly one of `plan` and `result` is filled.
-  auto next = [&](std::optional<proto::SyncPlan>* plan, proto::SyncResult* result) -> Status {
-    while (true) {
-      Kind kind;
-      std::string payload;
-      PCCL_RETURN_IF_ERROR(
-          master_.Wait({Kind::kSyncPlan, Kind::kSyncComplete}, deadline, &kind, &payload));
-      if (kind == Kind::kError) return ErrorFromMaster(payload);
-      if (kind == Kind::kSyncPlan) {
-        proto::SyncPlan p;
-        PCCL_RETURN_IF_ERROR(proto::Decode(payload, &p));
-        if (p.call != state.call) continue;
-        *plan = std::move(p);
-        return Status::Ok();
-      }
-      PCCL_RETURN_IF_ERROR(proto::Decode(payload, result));
-      if (result->call == state.call) return Status::Ok();
-    }
-  };
-  // Giving up (deadline, lost link) tells the master, so that the group's round fails for
-  // everyone at once instead of waiting for this peer forever.
-  auto give_up = [&](const Status& why) {
-    proto::SyncResult abandon{state.call, 0, static_cast<uint32_t>(why.code()),
-                              "gave up: " + why.message()};
-    (void)master_.Send(Kind::kSyncDone, proto::Encode(abandon), Deadline::In(kHandshakeTimeout));
-    return why;
-  };
-  auto failure = [](const proto::SyncResult& result) -> Status {
-    if (result.ok) return Status::Ok();
-    StatusCode code = result.code > static_cast<uint32_t>(StatusCode::kOk) &&
-                              result.code <= static_cast<uint32_t>(StatusCode::kKicked)
-                          ? static_cast<StatusCode>(result.code)
-                          : StatusCode::kAborted;
-    return Status(code, result.reason);
-  };
-  std::optional<proto::SyncPlan> plan;
-  proto::SyncResult result;
-  if (Status st = next(&plan, &result); !st.ok()) return give_up(st);
-  if (!plan) {  // failed before any transfer (or a lone, empty sync)
-    Status st = failure(result);
-    return st.ok() ? Internal("the master completed a shared-state sync without a plan") : st;
-  }
-  Status local = FetchSharedState(peer_id_.load(), *plan, request.entries, deadline,
-                                  &info->rx_bytes);
-  proto::SyncResult done{state.call, static_cast<uint8_t>(local.ok() ? 1 : 0),
-                         static_cast<uint32_t>(local.code()), local.message()};
-  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kSyncDone, proto::Encode(done), deadline));
-  std::optional<proto::SyncPlan> second;
-  if (Status st = next(&second, &result); !st.ok()) return give_up(st);
-  if (second) return Internal("the master sent a second SyncPlan");
-  Status verdict = failure(result);
-  if (!local.ok()) return verdict.ok() ? local : (local.code() == StatusCode::kAborted ||
-                                                   local.code() == StatusCode::kDataLoss
-                                                      ? local
-                                                      : verdict);
-  PCCL_RETURN_IF_ERROR(verdict);
-  info->revision = plan->revision;
-  return Status::Ok();
-}
-
-void Communicator::AcceptLoop() {
-  while (!closed_.load()) {
-    net::Socket socket;
-    Status st = listener_.Accept(Deadline::Never(), &socket);
-    if (!st.ok()) {
-      if (closed_.load() || st.code() == StatusCode::kAborted) return;
-      PCCL_LOG(kWarning, "p2p accept: " + st.ToString());
-      continue;
-    }
-    Deadline handshake = Deadline::In(kHandshakeTimeout);
-    net::FrameHeader header;
-    std::string payload;
-    st = net::RecvFrame(socket, net::kMaxControlPayload, handshake, &header, &payload);
-    proto::P2PHello hello;
-    proto::StateHello state_hello;
-    // Ring links open with P2PHello, shared-state fetches with StateHello, bandwidth
-    // probes with ProbeHello.
-    const bool state = st.ok() && header.kind == static_cast<uint16_t>(Kind::kStateHello);
-    const bool probe = st.ok() && header.kind == static_cast<uint16_t>(Kind::kProbeHello);
-    if (state || probe) {
-      st = proto::Decode(payload, &state_hello);
-      hello.to_peer_id = state_hello.to_peer_id;
-    } else if (st.ok() && header.kind != static_cast<uint16_t>(Kind::kP2PHello)) {
-      st = InvalidArgument(std::string("expected P2PHello, StateHello or ProbeHello, got ") +
-                           proto::KindName(header.kind));
-    } else if (st.ok()) {
-      st = proto::Decode(payload, &hello);
-    }
-    if (st.ok()) {
-      // Ring neighbours may dial as soon as the master announces us, a moment before this
-      // process has read its own id from the Welcome.
-      std::unique_lock<std::mutex> lock(id_mu_);
-      id_cv_.wait_until(lock, handshake.when(), [&] { return peer_id_.load() != 0; });
-      if (hello.to_peer_id != peer_id_.load()) {
-        st = InvalidArgument("P2PHello addressed to peer " + std::to_string(hello.to_peer_id) +
-                             ", this is peer " + std::to_string(peer_id_.load()));
-      }
-    }
-    proto::P2PWelcome welcome{static_cast<uint8_t>(st.ok() ? 1 : 0), st.ok() ? "" : st.message()};
-    if (!st.ok()) {
-      PCCL_LOG(kWarning, "p2p connection from " + socket.peer() + " dropped: " + st.ToString());
-      (void)net::SendFrame(socket, static_cast<uint16_t>(Kind::kP2PWelcome),
-                           proto::Encode(welcome), handshake);
-      continue;
-    }
-    if (net::SendFrame(socket, static_cast<uint16_t>(Kind::kP2PWelcome), proto::Encode(welcome),
-                       handshake)
-            .ok()) {
-      if (state) {
-        state_server_.Serve(std::move(socket));
-      } else if (probe) {
-        probe_server_.Serve(std::move(socket));
-      } else {
-        incoming_.Deposit(hello, std::move(socket));
-      }
-    }
-  }
-}
-
-void Communicator::Close() {
+void Session::Close() {
   if (closed_.exchange(true)) return;
   bool connected;
   std::shared_ptr<RingLinks> links;
@@ -862,16 +542,14 @@ void Communicator::Close() {
     connected_ = false;
   }
   if (connected) {
-    (void)master_.Send(Kind::kGoodbye, "", Deadline::In(kHandshakeTimeout));
+    (void)master_.Send(Kind::kGoodbye, "", Deadline::In(kGoodbyeTimeout));
   }
   if (links) links->Break(Status(StatusCode::kAborted, "communicator closed"));
   links.reset();
   incoming_.Close();
-  listener_.Shutdown();
-  if (acceptor_.joinable()) acceptor_.join();
+  listener_.Close();
   (void)state_server_.Withdraw();
   probe_server_.Close();
-  listener_.Close();
   master_.Close();  // wakes the topology watcher
   if (topology_watcher_.joinable()) topology_watcher_.join();
 }

@@ -8,8 +8,8 @@
 // connection's start-up and the sender's socket buffer do not count), and answers with
 // what it measured; the prober adds the connections' rates.
 //
-// Thread-safety: ProbeServer methods may be called from any thread (the acceptor thread
-// calls Serve); ProbeBandwidth runs on the caller's thread and one thread per connection.
+// Thread-safety: ProbeServer methods may be called from any thread (the listener's
+// handshake threads call Serve); ProbeBandwidth runs on the caller's thread and one thread per connection.
 #pragma once
 
 #include <atomic>
@@ -25,7 +25,7 @@
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
 
-namespace pccl::comm {
+namespace pccl::link {
 
 // Measures the bytes per second from peer `self_peer_id` to `target` over `streams`
 // connections for about `duration`. Fails if the target cannot be reached or answers
@@ -57,4 +57,4 @@ class ProbeServer {
   std::vector<Connection> connections_ PCCL_GUARDED_BY(mu_);
 };
 
-}  // namespace pccl::comm
+}  // namespace pccl::link

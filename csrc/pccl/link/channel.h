@@ -1,8 +1,8 @@
-// RingChannel: the only way a collective algorithm talks to its ring neighbours.
+// RingChannel: the only way a collective algorithm (algo/) talks to its ring neighbours.
 //
 // One channel belongs to one collective operation. The algorithm queues segments for the
 // next peer with Send(), says where each segment from the previous peer should land with
-// Expect(), and waits for arrivals with WaitRecv(). The implementation (comm/ring_links.h)
+// Expect(), and waits for arrivals with WaitRecv(). The implementation (link/ring_op.h)
 // stripes the segments over every connection of the pool and delivers payloads straight
 // into the expected memory. Failures (a broken connection, a peer that disagrees on the
 // operation, a failed verdict from the master, the deadline) surface as the Status of
@@ -20,7 +20,7 @@
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 
-namespace pccl::algo {
+namespace pccl::link {
 
 class RingChannel {
  public:
@@ -73,4 +73,4 @@ inline Status AwaitArrivalsAndSends(RingChannel& channel, size_t expected, Deadl
   return channel.WaitSends(deadline);
 }
 
-}  // namespace pccl::algo
+}  // namespace pccl::link

@@ -1,6 +1,6 @@
-// The ring links of one topology epoch: a pool of TCP connections to the next peer (each
-// with a sender thread) and a pool from the previous peer (each with a receiver thread),
-// and the RingOp channels that collectives run over them.
+// RingLinks: the ring links of one topology epoch: a pool of TCP connections to the next
+// peer (each with a sender thread) and a pool from the previous peer (each with a receiver
+// thread), and the RingOp channels (link/ring_op.h) that collectives run over them.
 //
 // Striping: every segment a collective sends goes to the connection whose queue holds the
 // fewest bytes, so one large operation uses the whole pool and concurrent operations share
@@ -28,109 +28,19 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
-#include "pccl/algo/channel.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
+#include "pccl/link/incoming_pool.h"
+#include "pccl/link/ring_op.h"
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
 
-namespace pccl::comm {
-
-class RingLinks;
-
-// Accepted p2p connections waiting for the links of their epoch. The communicator's
-// acceptor thread deposits them after a valid P2PHello; RingLinks::Establish takes them.
-class IncomingPool {
- public:
-  void Deposit(const proto::P2PHello& hello, net::Socket socket);
-  // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
-  // until all are there. Connections of older epochs are dropped. Gives up with Aborted
-  // as soon as `give_up()` (polled a few times a second) returns true.
-  Status Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
-              const std::function<bool()>& give_up, std::vector<net::Socket>* out);
-  void Close();
-
- private:
-  struct Key {
-    uint64_t epoch;
-    uint64_t from;
-    uint32_t slot;
-    bool operator<(const Key& o) const;
-  };
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<Key, net::Socket> sockets_ PCCL_GUARDED_BY(mu_);
-  bool closed_ PCCL_GUARDED_BY(mu_) = false;
-};
-
-// One collective operation's RingChannel on a RingLinks.
-class RingOp : public algo::RingChannel, public std::enable_shared_from_this<RingOp> {
- public:
-  RingOp(RingLinks* links, proto::OpKey key);
-  ~RingOp() override = default;
-
-  void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override;
-  void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
-  Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
-  Status WaitSends(Deadline deadline) override;
-  void SetArrivalHandler(ArrivalHandler handler) override;
-
-  // Fails the operation (first failure wins); wakes the algorithm. Any thread.
-  void Fail(const Status& why);
-  Status status();
-  const proto::OpKey& key() const { return key_; }
-
- private:
-  friend class RingLinks;
-  struct Slot {
-    void* data = nullptr;
-    size_t bytes = 0;
-    bool expected = false;
-    bool arrived = false;
-    bool writing = false;
-    bool writing_early = false;
-    std::vector<char> early;  // payload that arrived before Expect()
-    bool has_early = false;
-  };
-  using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
-
-  // Called by RingLinks when the local algorithm opens the op.
-  void Open(uint64_t descriptor_hash, Deadline deadline);
-  // Receiver side: where `header`'s payload goes (nullptr: drain it).
-  void* ClaimForReceive(const proto::DataHeader& header, const std::string& peer);
-  void FinishReceive(const proto::DataHeader& header, const Status& status);
-  void FinishSend(const Status& status);
-  // Waits until no I/O thread uses the op's memory.
-  bool WaitQuiet(Deadline deadline);
-  bool IdleLocked() const { return active_receives_ == 0 && pending_sends_ == 0; }
-
-  RingLinks* links_;
-  const proto::OpKey key_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool opened_ PCCL_GUARDED_BY(mu_) = false;
-  uint64_t descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
-  uint64_t peer_descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
-  bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
-  Deadline deadline_ PCCL_GUARDED_BY(mu_) = Deadline::Never();
-  std::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_);
-  // Arrived segments not yet reported by WaitRecv; `handled`: the handler already ran.
-  struct Arrival {
-    SlotKey key;
-    bool handled;
-  };
-  std::deque<Arrival> arrivals_ PCCL_GUARDED_BY(mu_);
-  ArrivalHandler handler_ PCCL_GUARDED_BY(mu_);
-  int handlers_running_ PCCL_GUARDED_BY(mu_) = 0;
-  Status status_ PCCL_GUARDED_BY(mu_);
-  int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
-  int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
-  uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;
-};
+namespace pccl::link {
 
 struct LinkPeer {
   uint64_t peer_id = 0;
@@ -176,8 +86,6 @@ class RingLinks {
     const void* data;
     Deadline deadline;
   };
-  // Connects pool slot `slot` to the next peer and completes its P2PHello.
-  Status Dial(uint32_t slot, int64_t buffer_bytes, Deadline deadline, net::Socket* out);
 
   struct Sender {
     net::Socket socket;
@@ -214,4 +122,4 @@ class RingLinks {
   Status broken_ PCCL_GUARDED_BY(mu_);
 };
 
-}  // namespace pccl::comm
+}  // namespace pccl::link

@@ -1,13 +1,13 @@
-#include "pccl/comm/bandwidth_probe.h"
+#include "pccl/link/probe.h"
 
 #include <algorithm>
 #include <string>
 
 #include "pccl/common/logging.h"
-#include "pccl/common/params.h"
+#include "pccl/link/handshake.h"
 #include "pccl/net/wire.h"
 
-namespace pccl::comm {
+namespace pccl::link {
 namespace {
 
 using proto::Kind;
@@ -28,18 +28,11 @@ Status ProbeOne(uint64_t self, const proto::Member& target, TimePoint stop, Dead
                 proto::ProbeResult* result) {
   const std::string who = "peer " + std::to_string(target.peer_id);
   net::Socket socket;
-  PCCL_RETURN_IF_ERROR(net::Socket::Connect({target.host, target.port}, deadline, &socket));
-  socket.SetBufferSizes(GetParams().socket_buffer_bytes);
-  proto::StateHello hello{self, target.peer_id};
-  PCCL_RETURN_IF_ERROR(net::SendFrame(socket, static_cast<uint16_t>(Kind::kProbeHello),
-                                      proto::Encode(hello), deadline));
+  PCCL_RETURN_IF_ERROR(DialPeer({target.host, target.port},
+                                Hello{Purpose::kProbe, self, target.peer_id, 0, 0}, deadline,
+                                &socket));
   net::FrameHeader header;
   std::string payload;
-  PCCL_RETURN_IF_ERROR(net::RecvFrame(socket, net::kMaxControlPayload, deadline, &header, &payload));
-  PCCL_RETURN_IF_ERROR(ExpectKind(header, Kind::kP2PWelcome, who));
-  proto::P2PWelcome welcome;
-  PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
-  if (!welcome.ok) return Status(StatusCode::kUnavailable, who + " refused the probe: " + welcome.reason);
 
   static const std::string filler(kFrameBytes, '\0');
   do {
@@ -139,4 +132,4 @@ void ProbeServer::Close() {
   }
 }
 
-}  // namespace pccl::comm
+}  // namespace pccl::link

@@ -1,0 +1,183 @@
+#include "pccl/comm/collectives.h"
+
+#include "pccl/algo/quantized_allreduce.h"
+#include "pccl/algo/ring_allreduce.h"
+#include "pccl/common/params.h"
+#include "pccl/kernels/hash.h"
+#include "pccl/net/wire.h"
+
+namespace pccl::comm {
+namespace {
+
+using link::RingLinks;
+using link::RingOp;
+
+// How long a failed collective may take to let go of its buffers before its links are cut.
+constexpr auto kAbortGrace = std::chrono::milliseconds(500);
+
+// What every peer of a collective must agree on, hashed into every data frame and report.
+uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
+  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8];
+  net::PutU64(bytes, request.count);
+  bytes[8] = static_cast<uint8_t>(request.dtype);
+  bytes[9] = static_cast<uint8_t>(request.op);
+  net::PutU64(bytes + 10, segment_bytes);
+  bytes[18] = static_cast<uint8_t>(request.quant.algorithm);
+  bytes[19] = static_cast<uint8_t>(request.quant.quantized_dtype);
+  net::PutU64(bytes + 20, request.quant.block_size);
+  return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
+}
+
+}  // namespace
+
+Status Collectives::AllReduce(const AllReduceRequest& request, Deadline deadline,
+                               ReduceInfo* info) {
+  session_.BeginCollective();
+  RingBinding bound;
+  Status st = Bind(request, deadline, &bound);
+  if (st.ok()) st = Execute(request, bound, deadline, info);
+  session_.EndCollective();
+  return st;
+}
+
+Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline deadline,
+                                    std::unique_ptr<AsyncAllReduce>* started) {
+  session_.BeginCollective();
+  // Bound to the ring here, on the caller's thread: an all-reduce started before a
+  // topology change runs (or fails) on the ring it was started on, as its peers' do,
+  // however late its own thread gets to run. What cannot start fails here, at the call.
+  RingBinding bound;
+  Status bound_status = Bind(request, deadline, &bound);
+  if (!bound_status.ok()) {
+    session_.EndCollective();
+    return bound_status;
+  }
+  started->reset(new AsyncAllReduce(this, request, std::move(bound), deadline));
+  return Status::Ok();
+}
+
+AsyncAllReduce::AsyncAllReduce(Collectives* collectives, AllReduceRequest request,
+                               RingBinding bound, Deadline deadline)
+    : thread_([this, collectives, request, bound = std::move(bound), deadline] {
+        Status st = collectives->Execute(request, bound, deadline, &info_);
+        collectives->session_.EndCollective();
+        std::lock_guard<std::mutex> lock(mu_);
+        status_ = st;
+        done_ = true;
+        cv_.notify_all();
+      }) {}
+
+AsyncAllReduce::~AsyncAllReduce() {
+  if (thread_.joinable()) thread_.join();
+}
+
+Status AsyncAllReduce::Wait(ReduceInfo* info) {
+  if (thread_.joinable()) thread_.join();
+  *info = info_;
+  return status_;
+}
+
+bool AsyncAllReduce::done() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
+                         RingBinding* bound) {
+  if (request.count > 0 && (request.send == nullptr || request.recv == nullptr)) {
+    return InvalidArgument("null buffer for an all-reduce of " + std::to_string(request.count) +
+                           " elements");
+  }
+  const size_t bytes = request.count * DTypeSize(request.dtype);
+  const auto* send = static_cast<const char*>(request.send);
+  auto* recv = static_cast<char*>(request.recv);
+  const bool in_place = send == recv;
+  if (!in_place && send < recv + bytes && recv < send + bytes) {
+    return InvalidArgument("send and recv buffers partially overlap");
+  }
+  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
+  if (quantized) {  // refuse what is not supported before anything is sent
+    algo::AllReduceOptions shape;
+    shape.dtype = request.dtype;
+    shape.op = request.op;
+    PCCL_RETURN_IF_ERROR(algo::CheckQuantizedAllReduce(shape, request.quant));
+  }
+
+  return session_.BindRing(request.tag, deadline, bound);
+}
+
+Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& bound,
+                            Deadline deadline, ReduceInfo* info) {
+  const proto::OpKey& key = bound.key;
+  const std::shared_ptr<RingLinks>& links = bound.links;
+  const int rank = bound.rank;
+  const int world = bound.world;
+  const auto* send = static_cast<const char*>(request.send);
+  auto* recv = static_cast<char*>(request.recv);
+  const bool in_place = send == recv;
+  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
+  const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
+  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
+  std::shared_ptr<RingOp> op;
+  PCCL_RETURN_IF_ERROR(links->OpenOp(key, descriptor_hash, deadline, &op));
+
+  // In place, the algorithm saves each input segment before overwriting it; unless every
+  // peer succeeded (the verdict), the saved input is put back, so a failed operation
+  // leaves the caller's data as it was.
+  BufferPool::Lease scratch =
+      buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(request.dtype, request.count)
+                                              : 0);
+  BufferPool::Lease backup =
+      buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
+  BufferPool::Lease workspace =
+      buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
+  algo::AllReduceOptions options;
+  options.dtype = request.dtype;
+  options.op = request.op;
+  options.count = request.count;
+  options.send = send;
+  options.recv = recv;
+  options.rank = rank;
+  options.world = world;
+  options.segment_bytes = segment_bytes;
+  options.workspace = reinterpret_cast<float*>(workspace.data());
+  options.scratch = scratch.data();
+  options.backup = backup.data();
+  algo::AllReduceStats stats;
+  bool committed = false;
+  struct UndoUnlessCommitted {
+    const bool& committed;
+    const algo::AllReduceOptions& options;
+    const algo::AllReduceStats& stats;
+    ~UndoUnlessCommitted() {
+      if (!committed) algo::RestoreInput(options, stats);
+    }
+  } undo{committed, options, stats};
+
+  Status local = quantized
+                     ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline, &stats)
+                     : algo::RingAllReduce(options, *op, deadline, &stats);
+  links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
+
+  proto::OpDone done;
+  done.key = key;
+  done.ok = local.ok() ? 1 : 0;
+  done.descriptor_hash = descriptor_hash;
+  done.reason = local.ok() ? "" : local.message();
+  done.code = static_cast<uint32_t>(local.code());
+  proto::Verdict verdict;
+  PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, &verdict));
+  if (!verdict.ok) {
+    StatusCode code = verdict.code != 0 ? static_cast<StatusCode>(verdict.code)
+                                        : StatusCode::kAborted;
+    return Status(code, verdict.reason.empty() ? local.message() : verdict.reason);
+  }
+  if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
+  committed = true;
+  info->local_world_size = static_cast<uint32_t>(world);
+  info->tx_bytes = stats.tx_bytes;
+  info->rx_bytes = stats.rx_bytes;
+  return Status::Ok();
+}
+
+}  // namespace pccl::comm

@@ -1,0 +1,192 @@
+// Session: one peer's membership in a pccl run: the master connection, admission and
+// topology changes, the ring links of this peer's group, attributes, and shared-state
+// sync. The collectives (comm/collectives.h) run on the ring it keeps, through BindRing
+// and AwaitVerdict.
+//
+// A peer registers with the master, is admitted into the ring when the accepted peers
+// vote (UpdateTopology), and then keeps the links to its ring neighbours (link/ring_links.h)
+// for as long as its group's ring stays the same. Topologies the master pushes on its own
+// (a peer left) are applied by a watcher thread when no call of this peer holds the
+// control lock, so a peer between calls does not hold the others up.
+//
+// Thread-safety: every method may be called from any thread. Control calls (Connect,
+// UpdateTopology, ArePeersPending, OptimizeTopology, SyncSharedState) are serialised by the
+// control lock; collectives bind and report concurrently.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pccl/comm/master_client.h"
+#include "pccl/comm/shared_state.h"
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
+#include "pccl/link/incoming_pool.h"
+#include "pccl/link/listener.h"
+#include "pccl/link/probe.h"
+#include "pccl/link/ring_links.h"
+#include "pccl/link/state_transfer.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::comm {
+
+struct CommunicatorOptions {
+  // The master, "host:port" (hostnames and [ipv6]:port work).
+  std::string master_address;
+  // Collectives and shared state run within a peer group; membership is global.
+  uint32_t peer_group = 0;
+  // TCP connections to each ring neighbour; 0 means PCCL_DEFAULT_POOL_SIZE (8).
+  uint32_t pool_size = 0;
+  // Local address the p2p listener binds (port chosen by the system). Empty: every
+  // interface, IPv6 and IPv4 ("::"), or IPv4 only where IPv6 is off.
+  std::string listen_host;
+  // Host other peers dial to reach this one; empty: the address the master sees.
+  std::string advertise_host;
+};
+
+// PCCL 1.0's attribute numbering (PCCL_ATTRIBUTE_*).
+enum class Attribute : int {
+  kGlobalWorldSize = 1,
+  kLocalWorldSize = 2,
+  kNumDistinctPeerGroups = 3,
+  kLargestPeerGroupWorldSize = 4,
+};
+
+// A collective bound to the ring it runs on: its key (ring epoch, group, tag, sequence
+// number) and the links, rank and group size of that ring.
+struct RingBinding {
+  proto::OpKey key;
+  std::shared_ptr<link::RingLinks> links;
+  int rank = 0;
+  int world = 0;
+};
+
+class Session {
+ public:
+  explicit Session(CommunicatorOptions options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Registers with the master and returns once admitted into the ring (the first peer at
+  // once; later ones when the accepted peers call UpdateTopology).
+  Status Connect(Deadline deadline);
+  // Admits pending peers if there are any (every accepted peer must call it); returns at
+  // once when nobody is pending. Collectives in flight on other threads finish on the ring
+  // they started on when every member started them, and fail at once otherwise.
+  Status UpdateTopology(Deadline deadline);
+  // Whether peers wait for admission: a joint call of every member (PCCL 1.0's semantics),
+  // answered alike for all by the master once all asked. Does not wait for collectives.
+  // `joint` false asks the master alone (an answer that other members may not share).
+  Status ArePeersPending(Deadline deadline, bool joint, bool* pending);
+  Status GetAttribute(Attribute attribute, int64_t* value);
+  // Measures the bandwidth between the members of each group as the master asks (this
+  // peer probes at most one peer at a time, link/probe.h) and adopts the ring order the
+  // master picks from it (master/ring_solver.h). Every member must call it. Waits for this
+  // peer's collectives in flight first.
+  Status OptimizeTopology(Deadline deadline);
+  // This peer's group in ring order (peer ids); empty before Connect.
+  std::vector<uint64_t> RingOrder();
+  // Makes GetAttribute and RingOrder report the topology applied now (they otherwise
+  // change only inside calls; see view_). For pccl's own adapters, e.g. the torch backend.
+  void RefreshView();
+  // Syncs the shared state of this peer's group (comm/shared_state.h): every member of
+  // the group must call it; the master elects the content and this peer fetches what
+  // differs, straight into the entries' memory. FailedPrecondition while collectives of
+  // this peer are in flight.
+  Status SyncSharedState(const SharedStateSyncRequest& request, Deadline deadline,
+                         SharedStateSyncInfo* info);
+  // Says goodbye to the master and stops every thread. Idempotent.
+  void Close();
+
+  // --- for the collectives (comm/collectives.h) -------------------------------------------
+  // Binds a collective with `tag` to this group's current ring and takes the tag's next
+  // sequence number. If the ring broke, waits for the master's replacement (or the
+  // deadline); a ring change the master pushed is applied first. TooFewPeers alone.
+  Status BindRing(uint64_t tag, Deadline deadline, RingBinding* out);
+  // Reports a finished collective to the master and waits for its group's verdict.
+  Status AwaitVerdict(const proto::OpDone& done, Deadline deadline, proto::Verdict* verdict);
+  // In-flight accounting of collectives (any thread).
+  void BeginCollective();
+  void EndCollective();
+  int collectives_in_flight();
+
+  uint64_t peer_id() const { return peer_id_.load(); }
+  uint16_t p2p_port() const { return listener_.port(); }
+
+ private:
+  // Refreshes the view when the call that declares it returns, whatever the outcome.
+  struct RefreshViewOnReturn {
+    Session* session;
+    ~RefreshViewOnReturn() { session->RefreshView(); }
+  };
+
+  Status WaitForIdle(Deadline deadline, const char* caller);
+  // Takes control_mu_ by `deadline` (DeadlineExceeded naming `caller` otherwise).
+  Status LockControl(Deadline deadline, const char* caller,
+                     std::unique_lock<std::timed_mutex>* lock);
+  // Applies topologies the master pushes while this peer makes no call (see .cc).
+  void WatchTopologies();
+  Status RunSyncLocked(const SharedStateSyncRequest& request, Deadline deadline,
+                       SharedStateSyncInfo* info);
+  // Builds the links of `topology`, reports them ready and waits for TopologyComplete.
+  Status ApplyTopologyLocked(proto::Topology topology, Deadline deadline);
+  // Applies topologies the master pushed on its own (after a peer left).
+  Status ApplyPushedTopologiesLocked(Deadline deadline);
+  Status WaitAdmissionLocked(Deadline deadline);
+  void OnVerdict(const proto::Verdict& verdict);
+  void OnTopologyChange(const proto::Topology& topology);
+  // Whether the latest topology the master pushed changes this peer's group's ring.
+  bool RingChangePushed();
+  uint32_t pool_size() const;
+
+  const CommunicatorOptions options_;
+  MasterClient master_;
+  link::Listener listener_;
+  link::IncomingPool incoming_;
+  link::StateServer state_server_;  // serves this peer's shared state while a sync runs
+  link::ProbeServer probe_server_;  // answers other peers' bandwidth probes
+  std::thread topology_watcher_;    // started once Connect succeeded
+  std::atomic<uint64_t> peer_id_{0};
+  std::atomic<bool> closed_{false};
+  // This group's ring epoch in the latest Topology the master sent (reader thread).
+  std::atomic<uint64_t> pushed_ring_epoch_{0};
+
+  std::timed_mutex control_mu_;     // one control call at a time (LockControl)
+  uint64_t pending_query_seq_ = 0;  // under control_mu_: ArePeersPending's query numbers
+  uint64_t sync_call_ = 0;          // under control_mu_: SyncSharedState's call numbers
+  std::condition_variable idle_cv_;  // signalled (with mu_) when in_flight_ drops to 0
+
+  std::mutex mu_;
+  bool connected_ PCCL_GUARDED_BY(mu_) = false;
+  proto::Topology topology_ PCCL_GUARDED_BY(mu_);
+  std::shared_ptr<link::RingLinks> links_ PCCL_GUARDED_BY(mu_);
+  uint64_t ring_epoch_ PCCL_GUARDED_BY(mu_) = 0;  // the OpKey epoch of this group's ring
+  int rank_ PCCL_GUARDED_BY(mu_) = 0;
+  int group_world_ PCCL_GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch
+  int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
+  // What GetAttribute and RingOrder report: the topology as of this peer's latest call
+  // (connect, update_topology, are_peers_pending, optimize_topology, sync_shared_state, a
+  // collective's start). A topology the watcher applies between calls shows at the next
+  // call, so attributes change only inside calls, as in PCCL 1.0: peers that read them
+  // between the same two joint calls agree (`if world < 2: continue` takes one branch).
+  struct View {
+    int64_t global_world = 0;
+    int64_t local_world = 0;
+    int64_t groups = 0;
+    int64_t largest_group = 0;
+    std::vector<uint64_t> ring;  // this peer's group in ring order
+  };
+  View view_ PCCL_GUARDED_BY(mu_);
+};
+
+}  // namespace pccl::comm

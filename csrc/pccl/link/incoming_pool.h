@@ -1,0 +1,48 @@
+// IncomingPool: accepted ring connections waiting for the RingLinks of their epoch.
+//
+// The listener (link/listener.h) hands every ring connection whose P2PHello it accepted to
+// Deposit(); RingLinks::Establish takes the pool of its previous peer out with Take().
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
+#include "pccl/link/handshake.h"
+#include "pccl/net/socket.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::link {
+
+class IncomingPool {
+ public:
+  void Deposit(const Hello& hello, net::Socket socket);  // a ring link's hello
+  // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
+  // until all are there. Connections of older epochs are dropped. Gives up with Aborted
+  // as soon as `give_up()` (polled a few times a second) returns true.
+  Status Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
+              const std::function<bool()>& give_up, std::vector<net::Socket>* out);
+  void Close();
+
+ private:
+  struct Key {
+    uint64_t epoch;
+    uint64_t from;
+    uint32_t slot;
+    bool operator<(const Key& o) const;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<Key, net::Socket> sockets_ PCCL_GUARDED_BY(mu_);
+  bool closed_ PCCL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace pccl::link

@@ -1,0 +1,126 @@
+#include "pccl/link/listener.h"
+
+#include "pccl/common/logging.h"
+
+namespace pccl::link {
+
+Status Listener::Listen(const std::string& host) {
+  if (host.empty()) {
+    if (net::Listener::Listen({"::", 0}, &socket_).ok()) return Status::Ok();
+    return net::Listener::Listen({"0.0.0.0", 0}, &socket_);
+  }
+  return net::Listener::Listen({host, 0}, &socket_);
+}
+
+void Listener::Handle(Purpose purpose, Handler handler) {
+  handlers_[purpose] = std::move(handler);
+}
+
+void Listener::Start() {
+  acceptor_ = std::thread([this] { AcceptLoop(); });
+}
+
+void Listener::SetSelfId(uint64_t peer_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    self_id_ = peer_id;
+  }
+  id_cv_.notify_all();
+}
+
+void Listener::AcceptLoop() {
+  while (!closed_.load()) {
+    net::Socket socket;
+    Status st = socket_.Accept(Deadline::Never(), &socket);
+    if (!st.ok()) {
+      if (closed_.load() || st.code() == StatusCode::kAborted) return;
+      PCCL_LOG(kWarning, "p2p accept: " + st.ToString());
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    ReapLocked();
+    if (closed_.load()) return;
+    if (handshakes_.size() >= kMaxHandshakes) {
+      PCCL_LOG(kWarning, "p2p connection from " + socket.peer() + " closed: " +
+                             std::to_string(kMaxHandshakes) + " handshakes in progress");
+      continue;  // `socket` closes here
+    }
+    auto handshake = std::make_unique<Handshake>();
+    Handshake* raw = handshake.get();
+    {
+      std::lock_guard<std::mutex> hs_lock(raw->mu);
+      raw->socket = std::move(socket);
+    }
+    raw->thread = std::thread([this, raw] { RunHandshake(raw); });
+    handshakes_.push_back(std::move(handshake));
+  }
+}
+
+void Listener::RunHandshake(Handshake* handshake) {
+  const Deadline deadline = Deadline::In(kHandshakeTimeout);
+  net::Socket* socket = &handshake->socket;  // ours until handed over, under handshake->mu
+  std::string peer = socket->peer();
+  Hello hello;
+  Status st = ReadHello(*socket, deadline, &hello);
+  if (st.ok()) st = CheckAddressee(hello, deadline);
+  auto handler = handlers_.find(hello.purpose);
+  if (st.ok() && handler == handlers_.end()) {
+    st = FailedPrecondition(std::string(PurposeName(hello.purpose)) + " is not served here");
+  }
+  Status answered = AnswerHello(*socket, st, deadline);
+  if (!st.ok()) {
+    PCCL_LOG(kWarning, "p2p connection from " + peer + " dropped: " + st.ToString());
+  } else if (answered.ok()) {
+    net::Socket owned;
+    {
+      std::lock_guard<std::mutex> lock(handshake->mu);
+      owned = std::move(handshake->socket);
+    }
+    if (!closed_.load()) handler->second(hello, std::move(owned));
+  }
+  handshake->done.store(true);
+}
+
+Status Listener::CheckAddressee(const Hello& hello, Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  id_cv_.wait_until(lock, deadline.when(), [&] { return self_id_ != 0 || closed_.load(); });
+  if (hello.to_peer_id != self_id_) {
+    return InvalidArgument(std::string(PurposeName(hello.purpose)) + " addressed to peer " +
+                           std::to_string(hello.to_peer_id) + ", this is peer " +
+                           std::to_string(self_id_));
+  }
+  return Status::Ok();
+}
+
+void Listener::ReapLocked() {
+  for (auto it = handshakes_.begin(); it != handshakes_.end();) {
+    if ((*it)->done.load()) {
+      (*it)->thread.join();
+      it = handshakes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Listener::Close() {
+  if (closed_.exchange(true)) return;
+  socket_.Shutdown();
+  if (acceptor_.joinable()) acceptor_.join();
+  std::list<std::unique_ptr<Handshake>> handshakes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    handshakes.swap(handshakes_);
+  }
+  id_cv_.notify_all();
+  for (auto& handshake : handshakes) {
+    {
+      std::lock_guard<std::mutex> lock(handshake->mu);
+      handshake->socket.Shutdown();  // a no-op once handed over (moved from)
+    }
+    if (handshake->thread.joinable()) handshake->thread.join();
+  }
+  socket_.Close();
+}
+
+}  // namespace pccl::link

@@ -1,0 +1,87 @@
+// The peer's listener: accepts peer-to-peer connections and hands each to the handler of
+// its purpose (ring link, shared-state fetch, bandwidth probe; later relays).
+//
+// One accept thread takes connections; each one's handshake (link/handshake.h: read the
+// hello, check that it is addressed to this peer, answer P2PWelcome) runs on a short-lived
+// thread of its own, so a slow or silent dialer holds up nobody else. At most
+// kMaxHandshakes run at once; a connection beyond that is closed at once, so a flood of
+// connections that never say hello can neither keep real peers out for long nor grow
+// threads without bound. A handshake that does not finish within kHandshakeTimeout is cut.
+// After a successful handshake the connection belongs to the handler, which runs on the
+// handshake's thread and must return promptly (hand the socket to a thread of its own).
+//
+// Thread-safety: Listen, Handle and Start from one thread before any connection arrives;
+// SetSelfId, port() and Close() from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
+#include "pccl/link/handshake.h"
+#include "pccl/net/socket.h"
+
+namespace pccl::link {
+
+class Listener {
+ public:
+  // Handshakes in progress at once; more connections are closed on arrival.
+  static constexpr size_t kMaxHandshakes = 64;
+  static constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+
+  using Handler = std::function<void(const Hello& hello, net::Socket socket)>;
+
+  Listener() = default;
+  ~Listener() { Close(); }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Binds `host` on a port the system picks; empty `host`: every interface, IPv6 and IPv4
+  // ("::"), or IPv4 only where IPv6 is off.
+  Status Listen(const std::string& host);
+  // Registers the handler of connections for `purpose` (before Start).
+  void Handle(Purpose purpose, Handler handler);
+  // Starts the accept thread.
+  void Start();
+  // This peer's id, which hellos must name. Ring neighbours may dial as soon as the master
+  // announces this peer, a moment before it has read its own id: handshakes wait for it.
+  void SetSelfId(uint64_t peer_id);
+  uint16_t port() const { return socket_.port(); }
+  bool listening() const { return socket_.fd() >= 0; }
+  // Stops accepting, cuts the handshakes in progress and joins every thread. Idempotent.
+  void Close();
+
+ private:
+  struct Handshake {
+    std::mutex mu;
+    net::Socket socket PCCL_GUARDED_BY(mu);  // until handed to a handler
+    std::atomic<bool> done{false};
+    std::thread thread;
+  };
+  void AcceptLoop();
+  void RunHandshake(Handshake* handshake);
+  Status CheckAddressee(const Hello& hello, Deadline deadline);
+  void ReapLocked();  // joins finished handshakes; needs mu_
+
+  net::Listener socket_;
+  std::map<Purpose, Handler> handlers_;  // written before Start, read-only after
+  std::thread acceptor_;
+  std::atomic<bool> closed_{false};
+
+  std::mutex mu_;
+  std::condition_variable id_cv_;
+  uint64_t self_id_ PCCL_GUARDED_BY(mu_) = 0;
+  std::list<std::unique_ptr<Handshake>> handshakes_ PCCL_GUARDED_BY(mu_);
+};
+
+}  // namespace pccl::link

@@ -1,0 +1,308 @@
+#include "pccl/link/ring_links.h"
+
+#include <algorithm>
+
+#include "pccl/common/logging.h"
+#include "pccl/common/params.h"
+#include "pccl/link/handshake.h"
+#include "pccl/net/wire.h"
+
+namespace pccl::link {
+namespace {
+
+using proto::DataHeader;
+using proto::Kind;
+
+// Largest data frame anyone accepts: a segment of float32 partials of the largest segment
+// size, plus its header.
+constexpr uint64_t kMaxDataFrameBytes = (uint64_t{64} << 20) * 4 + proto::kDataHeaderBytes;
+// Closed operations remembered so that their late frames are discarded, not buffered.
+constexpr size_t kClosedMemory = 4096;
+
+}  // namespace
+
+RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev,
+                     uint32_t pool_size)
+    : epoch_(epoch),
+      self_id_(self_id),
+      next_(std::move(next)),
+      prev_(std::move(prev)),
+      pool_size_(pool_size) {}
+
+RingLinks::~RingLinks() {
+  Break(Status(StatusCode::kAborted, "ring links closed"));
+  for (auto& s : senders_) {
+    if (s->thread.joinable()) s->thread.join();
+  }
+  for (auto& r : receivers_) {
+    if (r->thread.joinable()) r->thread.join();
+  }
+}
+
+Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline,
+                            const std::function<bool()>& give_up) {
+  const int64_t buffer_bytes = GetParams().socket_buffer_bytes;
+  // Dial every slot at once: each costs a TCP handshake and a P2PHello round trip, which
+  // on a long link adds up to seconds for a large pool if done one after another.
+  std::vector<net::Socket> dialed(pool_size_);
+  std::vector<Status> statuses(pool_size_);
+  std::vector<std::thread> dialers;
+  for (uint32_t slot = 0; slot < pool_size_; ++slot) {
+    dialers.emplace_back([&, slot] {
+      Hello hello{Purpose::kRing, self_id_, next_.peer_id, epoch_, slot};
+      statuses[slot] = DialPeer(next_.endpoint, hello, deadline, &dialed[slot]);
+    });
+  }
+  for (auto& t : dialers) t.join();
+  for (uint32_t slot = 0; slot < pool_size_; ++slot) {
+    PCCL_RETURN_IF_ERROR(statuses[slot]);
+    auto sender = std::make_unique<Sender>();
+    sender->socket = std::move(dialed[slot]);
+    senders_.push_back(std::move(sender));
+  }
+  std::vector<net::Socket> sockets;
+  PCCL_RETURN_IF_ERROR(
+      incoming.Take(epoch_, prev_.peer_id, pool_size_, deadline, give_up, &sockets));
+  for (auto& socket : sockets) {
+    socket.SetBufferSizes(buffer_bytes);
+    auto receiver = std::make_unique<Receiver>();
+    receiver->socket = std::move(socket);
+    receivers_.push_back(std::move(receiver));
+  }
+  for (auto& s : senders_) {
+    Sender* raw = s.get();
+    s->thread = std::thread([this, raw] { SenderLoop(raw); });
+  }
+  for (auto& r : receivers_) {
+    Receiver* raw = r.get();
+    r->thread = std::thread([this, raw] { ReceiverLoop(raw); });
+  }
+  return Status::Ok();
+}
+
+Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Deadline deadline,
+                         std::shared_ptr<RingOp>* out) {
+  std::shared_ptr<RingOp> op;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!broken_.ok()) return broken_;
+    auto id = std::make_pair(key.tag, key.seq);
+    if (closed_.count(id)) {
+      return FailedPrecondition(key.ToString() + " was already run on these links");
+    }
+    auto it = ops_.find(id);
+    if (it == ops_.end()) {
+      op = std::make_shared<RingOp>(this, key);
+      ops_[id] = op;
+    } else {
+      op = it->second;
+    }
+  }
+  op->Open(descriptor_hash, deadline);
+  *out = op;
+  return Status::Ok();
+}
+
+void RingLinks::CloseOp(const std::shared_ptr<RingOp>& op, Duration grace) {
+  if (!op->WaitQuiet(Deadline::In(grace))) {
+    // Some I/O of the op is stuck (a hung peer): cut the links so the I/O threads let go
+    // of the op's memory.
+    Break(Status(StatusCode::kAborted, "ring links cut: " + op->key().ToString() +
+                                           " did not stop in time after failing"));
+    op->WaitQuiet(Deadline::Never());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto id = std::make_pair(op->key().tag, op->key().seq);
+  ops_.erase(id);
+  if (closed_.insert(id).second) {
+    closed_order_.push_back(id);
+    if (closed_order_.size() > kClosedMemory) {
+      closed_.erase(closed_order_.front());
+      closed_order_.pop_front();
+    }
+  }
+}
+
+void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
+  std::shared_ptr<RingOp> op;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (key.epoch != epoch_) return;  // a verdict about another ring's operation
+    auto id = std::make_pair(key.tag, key.seq);
+    if (closed_.count(id)) return;  // done with already
+    auto it = ops_.find(id);
+    if (it == ops_.end()) {
+      // The verdict came before this peer started the operation (another peer failed
+      // early): create it failed, so that OpenOp() finds it failed instead of running it
+      // until its deadline for data nobody sends.
+      it = ops_.emplace(id, std::make_shared<RingOp>(this, key)).first;
+    }
+    op = it->second;
+  }
+  op->Fail(why);
+}
+
+void RingLinks::Break(const Status& why) {
+  std::vector<std::shared_ptr<RingOp>> ops;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (broken_.ok()) {
+      broken_ = why;
+      if (why.code() != StatusCode::kAborted) PCCL_LOG(kWarning, "ring links broken: " + why.ToString());
+    }
+    for (auto& [id, op] : ops_) ops.push_back(op);
+  }
+  stopping_.store(true);
+  for (auto& op : ops) op->Fail(why);
+  for (auto& s : senders_) {
+    s->socket.Shutdown();
+    std::lock_guard<std::mutex> lock(s->mu);
+    s->cv.notify_all();
+  }
+  for (auto& r : receivers_) r->socket.Shutdown();
+}
+
+Status RingLinks::broken_status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
+}
+
+void RingLinks::Enqueue(SendItem item) {
+  Sender* best = nullptr;
+  uint64_t best_bytes = 0;
+  for (auto& s : senders_) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (best == nullptr || s->queued_bytes < best_bytes) {
+      best = s.get();
+      best_bytes = s->queued_bytes;
+    }
+  }
+  if (best == nullptr) {
+    item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
+    return;
+  }
+  std::unique_lock<std::mutex> lock(best->mu);
+  // Checked under the sender's lock: a sender that saw stopping_ drains its queue under
+  // this lock and exits, so an item queued after that would never be finished.
+  if (stopping_.load()) {
+    lock.unlock();
+    item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
+    return;
+  }
+  best->queued_bytes += item.header.payload_bytes;
+  best->queue.push_back(std::move(item));
+  best->cv.notify_one();
+}
+
+void RingLinks::SenderLoop(Sender* sender) {
+  while (true) {
+    SendItem item;
+    {
+      std::unique_lock<std::mutex> lock(sender->mu);
+      sender->cv.wait(lock, [&] { return stopping_.load() || !sender->queue.empty(); });
+      if (stopping_.load()) {
+        for (auto& dropped : sender->queue) {
+          dropped.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
+        }
+        sender->queue.clear();
+        return;
+      }
+      item = std::move(sender->queue.front());
+      sender->queue.pop_front();
+      sender->queued_bytes -= item.header.payload_bytes;
+    }
+    if (!item.op->status().ok()) {  // the operation failed: skip its remaining segments
+      item.op->FinishSend(Status::Ok());
+      continue;
+    }
+    uint8_t frame[net::kFrameHeaderBytes];
+    net::EncodeFrameHeader(static_cast<uint16_t>(Kind::kData),
+                           proto::kDataHeaderBytes + item.header.payload_bytes, frame);
+    uint8_t data_header[proto::kDataHeaderBytes];
+    proto::EncodeDataHeader(item.header, data_header);
+    struct iovec iov[3] = {{frame, sizeof(frame)},
+                           {data_header, sizeof(data_header)},
+                           {const_cast<void*>(item.data), item.header.payload_bytes}};
+    Status st = sender->socket.SendAllV(iov, 3, item.deadline);
+    if (!st.ok()) {  // the next peer is gone or stuck
+      st = Status(StatusCode::kAborted,
+                  "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
+    }
+    item.op->FinishSend(st);
+    if (!st.ok()) Break(st);
+  }
+}
+
+std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool* closed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *closed = false;
+  if (!broken_.ok()) return nullptr;
+  auto id = std::make_pair(header.tag, header.seq);
+  auto it = ops_.find(id);
+  if (it != ops_.end()) return it->second;
+  if (closed_.count(id)) {
+    *closed = true;
+    return nullptr;
+  }
+  proto::OpKey key{epoch_, 0, header.tag, header.seq};
+  auto op = std::make_shared<RingOp>(this, key);
+  ops_[id] = op;
+  return op;
+}
+
+void RingLinks::ReceiverLoop(Receiver* receiver) {
+  net::Socket& socket = receiver->socket;
+  const std::string peer = "previous peer " + prev_.endpoint.ToString();
+  std::vector<char> scratch;
+  auto lost = [&](const Status& st) {
+    if (!stopping_.load()) {
+      // A protocol violation stays InvalidArgument; anything else means the peer is gone.
+      Break(Status(st.code() == StatusCode::kInvalidArgument ? st.code() : StatusCode::kAborted,
+                   "ring link from " + peer + ": " + st.message()));
+    }
+  };
+  while (!stopping_.load()) {
+    net::FrameHeader frame;
+    Status st = net::RecvFrameHeader(socket, kMaxDataFrameBytes, Deadline::Never(), &frame);
+    if (!st.ok()) return lost(st);
+    if (frame.kind != static_cast<uint16_t>(Kind::kData) ||
+        frame.length < proto::kDataHeaderBytes) {
+      return lost(InvalidArgument(std::string("unexpected ") + proto::KindName(frame.kind) +
+                                  " frame of " + std::to_string(frame.length) + " bytes"));
+    }
+    uint8_t bytes[proto::kDataHeaderBytes];
+    st = socket.RecvAll(bytes, sizeof(bytes), Deadline::Never());
+    if (!st.ok()) return lost(st);
+    DataHeader header = proto::DecodeDataHeader(bytes);
+    if (header.payload_bytes != frame.length - proto::kDataHeaderBytes) {
+      return lost(InvalidArgument("data header says " + std::to_string(header.payload_bytes) +
+                                  " payload bytes, frame carries " +
+                                  std::to_string(frame.length - proto::kDataHeaderBytes)));
+    }
+    bool closed = false;
+    std::shared_ptr<RingOp> op = FindOrCreateOp(header, &closed);
+    void* dest = op ? op->ClaimForReceive(header, prev_.endpoint.ToString()) : nullptr;
+    if (dest != nullptr) {
+      st = socket.RecvAll(dest, header.payload_bytes, Deadline::Never());
+      if (!st.ok()) {
+        // The previous peer is gone mid-segment: the op fails as a lost peer (Aborted),
+        // not with the socket's Unavailable, which would read as a lost master.
+        st = Status(StatusCode::kAborted, "ring link from " + peer + ": " + st.message());
+      }
+      op->FinishReceive(header, st);
+      if (!st.ok()) return lost(st);
+      continue;
+    }
+    // Nobody wants this payload (a failed or finished operation): read and drop it.
+    uint64_t left = header.payload_bytes;
+    scratch.resize(std::min<uint64_t>(left, 1 << 20));
+    while (left > 0) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(left, scratch.size()));
+      st = socket.RecvAll(scratch.data(), n, Deadline::Never());
+      if (!st.ok()) return lost(st);
+      left -= n;
+    }
+  }
+}
+
+}  // namespace pccl::link

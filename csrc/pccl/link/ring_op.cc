@@ -1,0 +1,251 @@
+#include "pccl/link/ring_op.h"
+
+#include <cstring>
+
+#include "pccl/link/ring_links.h"
+
+namespace pccl::link {
+namespace {
+
+using proto::DataHeader;
+
+// Bytes an operation may buffer for segments that arrive before it starts locally.
+constexpr uint64_t kMaxEarlyBytes = uint64_t{1} << 30;
+
+std::string SegmentName(const DataHeader& h) {
+  return "segment " + std::to_string(h.segment) + " of step " + std::to_string(h.step) +
+         " (tag " + std::to_string(h.tag) + ", seq " + std::to_string(h.seq) + ")";
+}
+
+}  // namespace
+
+RingOp::RingOp(RingLinks* links, proto::OpKey key) : links_(links), key_(key) {}
+
+void RingOp::Open(uint64_t descriptor_hash, Deadline deadline) {
+  std::lock_guard<std::mutex> lock(mu_);
+  opened_ = true;
+  descriptor_hash_ = descriptor_hash;
+  deadline_ = deadline;
+  if (have_peer_hash_ && peer_descriptor_hash_ != descriptor_hash && status_.ok()) {
+    status_ = InvalidArgument("the previous peer runs a different operation for tag " +
+                              std::to_string(key_.tag) +
+                              " (count, dtype, op or quantization differ)");
+    cv_.notify_all();
+  }
+}
+
+void RingOp::Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) {
+  DataHeader header;
+  Deadline deadline = Deadline::Never();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!status_.ok()) return;
+    ++pending_sends_;
+    header.descriptor_hash = descriptor_hash_;
+    deadline = deadline_;
+  }
+  header.tag = key_.tag;
+  header.seq = key_.seq;
+  header.step = step;
+  header.segment = segment;
+  header.payload_bytes = bytes;
+  links_->Enqueue(RingLinks::SendItem{shared_from_this(), header, data, deadline});
+}
+
+void RingOp::Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Slot& slot = slots_[{step, segment}];
+  slot.expected = true;
+  slot.data = data;
+  slot.bytes = bytes;
+  if (!slot.has_early) return;
+  if (slot.early.size() != bytes && status_.ok()) {
+    status_ = InvalidArgument("segment " + std::to_string(segment) + " of step " +
+                              std::to_string(step) + " arrived with " +
+                              std::to_string(slot.early.size()) + " bytes, expected " +
+                              std::to_string(bytes));
+    cv_.notify_all();
+    return;
+  }
+  std::memcpy(data, slot.early.data(), bytes);
+  early_bytes_ -= slot.early.size();
+  std::vector<char>().swap(slot.early);
+  slot.has_early = false;
+  slot.arrived = true;
+  arrivals_.push_back({{step, segment}, false});  // WaitRecv runs the handler
+  cv_.notify_all();
+}
+
+void RingOp::SetArrivalHandler(ArrivalHandler handler) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (handler) {
+    handler_ = std::move(handler);
+    return;
+  }
+  cv_.wait(lock, [&] { return handlers_running_ == 0; });
+  handler_ = nullptr;
+}
+
+Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (status_.ok() && arrivals_.empty()) {
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
+               status_.ok() && arrivals_.empty()) {
+      status_ = Status(StatusCode::kDeadlineExceeded,
+                       "no data from the previous peer before the deadline (" +
+                           key_.ToString() + ")");
+    }
+  }
+  if (!status_.ok()) return status_;
+  Arrival arrival = arrivals_.front();
+  arrivals_.pop_front();
+  *step = arrival.key.first;
+  *segment = arrival.key.second;
+  if (!arrival.handled && handler_) {
+    ArrivalHandler handler = handler_;  // this thread owns the algorithm: no detach races
+    lock.unlock();
+    Status st = handler(*step, *segment);
+    if (!st.ok()) Fail(st);
+    return st;
+  }
+  return Status::Ok();
+}
+
+Status RingOp::WaitSends(Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (status_.ok() && pending_sends_ > 0) {
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
+               status_.ok() && pending_sends_ > 0) {
+      status_ = Status(StatusCode::kDeadlineExceeded,
+                       "sends to the next peer did not finish before the deadline (" +
+                           key_.ToString() + ")");
+    }
+  }
+  return status_;
+}
+
+void RingOp::Fail(const Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (status_.ok()) status_ = why;
+  cv_.notify_all();
+}
+
+Status RingOp::status() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return status_;
+}
+
+void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!status_.ok()) return nullptr;
+  auto fail = [&](const std::string& why) {
+    status_ = InvalidArgument(why);
+    cv_.notify_all();
+    return nullptr;
+  };
+  if (opened_ && header.descriptor_hash != descriptor_hash_) {
+    return fail("peer " + peer + " runs a different operation for tag " +
+                std::to_string(key_.tag) + " (count, dtype, op or quantization differ)");
+  }
+  if (!opened_) {
+    if (have_peer_hash_ && peer_descriptor_hash_ != header.descriptor_hash) {
+      return fail("peer " + peer + " changed the descriptor of tag " + std::to_string(key_.tag));
+    }
+    have_peer_hash_ = true;
+    peer_descriptor_hash_ = header.descriptor_hash;
+  }
+  Slot& slot = slots_[{header.step, header.segment}];
+  if (slot.arrived || slot.writing || slot.has_early) {
+    return fail("peer " + peer + " sent " + SegmentName(header) + " twice");
+  }
+  if (slot.expected) {
+    if (slot.bytes != header.payload_bytes) {
+      return fail("peer " + peer + " sent " + SegmentName(header) + " with " +
+                  std::to_string(header.payload_bytes) + " bytes, expected " +
+                  std::to_string(slot.bytes) + " (do the peers agree on count and dtype?)");
+    }
+    slot.writing = true;
+    slot.writing_early = false;
+    ++active_receives_;
+    return slot.data;
+  }
+  if (early_bytes_ + header.payload_bytes > kMaxEarlyBytes) {
+    return fail("peer " + peer + " sent more than " + std::to_string(kMaxEarlyBytes) +
+                " bytes for an operation that has not started here");
+  }
+  slot.early.resize(header.payload_bytes);
+  early_bytes_ += header.payload_bytes;
+  slot.writing = true;
+  slot.writing_early = true;
+  ++active_receives_;
+  return slot.early.data();
+}
+
+void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
+  const SlotKey key{header.step, header.segment};
+  bool run_handler = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Slot& slot = slots_[key];
+    slot.writing = false;
+    if (!status.ok()) {
+      if (status_.ok()) status_ = status;
+    } else if (!slot.writing_early) {
+      slot.arrived = true;
+      run_handler = handler_ != nullptr && status_.ok();
+    } else if (slot.expected) {
+      // Expect() came while the early copy was being written: deliver it now.
+      if (slot.early.size() != slot.bytes) {
+        if (status_.ok()) status_ = InvalidArgument("size mismatch for " + SegmentName(header));
+      } else {
+        std::memcpy(slot.data, slot.early.data(), slot.bytes);
+        early_bytes_ -= slot.early.size();
+        std::vector<char>().swap(slot.early);
+        slot.arrived = true;
+        run_handler = handler_ != nullptr && status_.ok();
+      }
+    } else {
+      slot.has_early = true;
+    }
+    --active_receives_;
+    if (!run_handler) {
+      if (slot.arrived) arrivals_.push_back({key, false});
+      cv_.notify_all();
+      return;
+    }
+    ++handlers_running_;
+  }
+  // Handle the segment here, on the thread that received it, while its bytes are hot in
+  // this core's cache. handlers_running_ keeps the algorithm from returning meanwhile.
+  Status st = handler_(header.step, header.segment);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!st.ok() && status_.ok()) status_ = st;
+  arrivals_.push_back({key, true});
+  --handlers_running_;
+  cv_.notify_all();
+}
+
+void RingOp::FinishSend(const Status& status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  --pending_sends_;
+  if (!status.ok() && status_.ok()) status_ = status;
+  cv_.notify_all();
+}
+
+bool RingOp::WaitQuiet(Deadline deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!IdleLocked()) {
+    if (deadline.never()) {
+      cv_.wait(lock);
+    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout) {
+      return IdleLocked();
+    }
+  }
+  return true;
+}
+
+}  // namespace pccl::link

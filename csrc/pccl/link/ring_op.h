@@ -1,0 +1,100 @@
+// RingOp: one collective operation's RingChannel (link/channel.h) on a RingLinks.
+//
+// The algorithm sends segments (queued on the links' senders, striped over the pool) and
+// declares where expected segments land; the links' receivers claim that memory for each
+// arriving payload (ClaimForReceive) and finish it (FinishReceive), which wakes WaitRecv or
+// runs the arrival handler on the receiving thread. A segment that arrives before the
+// local operation declared it waits in a side buffer (bounded). The first failure (a
+// peer that disagrees on the descriptor, a duplicate or mis-sized segment, the deadline,
+// a failed verdict) sticks and wakes the algorithm.
+//
+// Thread-safety: the algorithm's thread calls the RingChannel methods; the links' I/O
+// threads call the private receive/send hooks; Fail() may come from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pccl/link/channel.h"
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::link {
+
+class RingLinks;
+
+// One collective operation's RingChannel on a RingLinks.
+class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
+ public:
+  RingOp(RingLinks* links, proto::OpKey key);
+  ~RingOp() override = default;
+
+  void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override;
+  void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
+  Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
+  Status WaitSends(Deadline deadline) override;
+  void SetArrivalHandler(ArrivalHandler handler) override;
+
+  // Fails the operation (first failure wins); wakes the algorithm. Any thread.
+  void Fail(const Status& why);
+  Status status();
+  const proto::OpKey& key() const { return key_; }
+
+ private:
+  friend class RingLinks;
+  struct Slot {
+    void* data = nullptr;
+    size_t bytes = 0;
+    bool expected = false;
+    bool arrived = false;
+    bool writing = false;
+    bool writing_early = false;
+    std::vector<char> early;  // payload that arrived before Expect()
+    bool has_early = false;
+  };
+  using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
+
+  // Called by RingLinks when the local algorithm opens the op.
+  void Open(uint64_t descriptor_hash, Deadline deadline);
+  // Receiver side: where `header`'s payload goes (nullptr: drain it).
+  void* ClaimForReceive(const proto::DataHeader& header, const std::string& peer);
+  void FinishReceive(const proto::DataHeader& header, const Status& status);
+  void FinishSend(const Status& status);
+  // Waits until no I/O thread uses the op's memory.
+  bool WaitQuiet(Deadline deadline);
+  bool IdleLocked() const { return active_receives_ == 0 && pending_sends_ == 0; }
+
+  RingLinks* links_;
+  const proto::OpKey key_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool opened_ PCCL_GUARDED_BY(mu_) = false;
+  uint64_t descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
+  uint64_t peer_descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
+  bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
+  Deadline deadline_ PCCL_GUARDED_BY(mu_) = Deadline::Never();
+  std::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_);
+  // Arrived segments not yet reported by WaitRecv; `handled`: the handler already ran.
+  struct Arrival {
+    SlotKey key;
+    bool handled;
+  };
+  std::deque<Arrival> arrivals_ PCCL_GUARDED_BY(mu_);
+  ArrivalHandler handler_ PCCL_GUARDED_BY(mu_);
+  int handlers_running_ PCCL_GUARDED_BY(mu_) = 0;
+  Status status_ PCCL_GUARDED_BY(mu_);
+  int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
+  int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
+  uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace pccl::link
