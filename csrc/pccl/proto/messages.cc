@@ -3,11 +3,9 @@
 #include <tuple>
 
 #include "pccl/net/wire.h"
+#include "pccl/proto/codec.h"
 
 namespace pccl::proto {
-
-using net::WireReader;
-using net::WireWriter;
 
 const char* KindName(uint16_t kind) {
   switch (static_cast<Kind>(kind)) {
@@ -56,514 +54,241 @@ std::string OpKey::ToString() const {
 
 namespace {
 
-void PutKey(WireWriter& w, const OpKey& k) {
-  w.U64(k.epoch);
-  w.U32(k.peer_group);
-  w.U64(k.tag);
-  w.U64(k.seq);
-}
+using codec::Bool;
+using codec::List;
+using codec::MessageOf;
+using codec::Nested;
+using codec::Rule;
+using codec::Str;
+using codec::U16;
+using codec::U32;
+using codec::U64;
+using codec::U8;
 
-OpKey GetKey(WireReader& r) {
-  OpKey k;
-  k.epoch = r.U64("epoch");
-  k.peer_group = r.U32("peer_group");
-  k.tag = r.U64("tag");
-  k.seq = r.U64("seq");
-  return k;
-}
+// --- Rules beyond a field's own width and limit -------------------------------------------
 
-uint8_t GetBool(WireReader& r, const char* field, Status* status) {
-  uint8_t v = r.U8(field);
-  if (r.ok() && v > 1 && status->ok()) {
-    *status = InvalidArgument(std::string("field '") + field + "' must be 0 or 1, got " +
-                              std::to_string(v));
-  }
-  return v;
-}
-
-// Reads a u32 element count and checks it against `limit`.
-uint32_t GetCount(WireReader& r, const char* field, uint32_t limit, Status* status) {
-  uint32_t n = r.U32(field);
-  if (r.ok() && n > limit) {
-    if (status->ok()) {
-      *status = InvalidArgument(std::string("field '") + field + "' is " + std::to_string(n) +
-                                ", above the limit of " + std::to_string(limit));
-    }
-    return 0;
-  }
-  return n;
-}
-
-
-Status Finish(WireReader& r, const Status& field_status, const char* name) {
-  PCCL_RETURN_IF_ERROR(r.Finish(name));
-  if (!field_status.ok()) return InvalidArgument(std::string(name) + ": " + field_status.message());
+Status PortIsSet(const Hello& m) {
+  if (m.p2p_port == 0) return InvalidArgument("field 'p2p_port' must not be 0");
   return Status::Ok();
 }
 
+Status StrategyIsKnown(const SyncState& m) {
+  if (m.strategy <= static_cast<uint8_t>(SyncStrategy::kSendOnly)) return Status::Ok();
+  return InvalidArgument("field 'strategy' must be 0, 1 or 2, got " +
+                         std::to_string(m.strategy));
+}
+
+Status DTypeIsKnown(const StateEntry& e) {
+  if (e.dtype < 12) return Status::Ok();  // pccl::DType has 12 values
+  return InvalidArgument("field 'dtype' of key '" + e.key + "' must be a DataType, got " +
+                         std::to_string(e.dtype));
+}
+
+Status StartedAscends(const Vote& m) {
+  for (size_t i = 0; i < m.started.size(); ++i) {
+    if (m.started[i].count == 0 || (i > 0 && m.started[i].tag <= m.started[i - 1].tag)) {
+      return InvalidArgument("field 'started' must list ascending tags with counts > 0");
+    }
+  }
+  return Status::Ok();
+}
+
+// --- The field lists: every message's fields, once, in wire order ---------------------------
+// First the parts several messages share, then the messages (in the order of messages.h but
+// Error last). The names are what errors call the fields; a message's name starts its errors.
+
+constexpr std::tuple kOpKey{
+    U64("epoch", &OpKey::epoch),
+    U32("peer_group", &OpKey::peer_group),
+    U64("tag", &OpKey::tag),
+    U64("seq", &OpKey::seq),
+};
+// A bandwidth target; a Topology member also carries its ring epoch.
+constexpr std::tuple kMember{
+    U64("peer_id", &Member::peer_id),
+    Str("host", &Member::host, kMaxHostLength),
+    U16("port", &Member::port),
+    U32("peer_group", &Member::peer_group),
+};
+constexpr auto kRingMember =
+    std::tuple_cat(kMember, std::tuple{U64("ring_epoch", &Member::ring_epoch)});
+constexpr std::tuple kTagCount{
+    U64("tag", &TagCount::tag),
+    U64("count", &TagCount::count),
+};
+constexpr std::tuple kStateEntry{
+    Str("key", &StateEntry::key, kMaxStateKeyLength),
+    U64("bytes", &StateEntry::bytes),
+    U8("dtype", &StateEntry::dtype),
+    U64("hash", &StateEntry::hash),
+    Bool("allow_content_inequality", &StateEntry::allow_content_inequality),
+    Rule(&DTypeIsKnown),
+};
+constexpr std::tuple kStateFetch{
+    Str("key", &StateFetch::key, kMaxStateKeyLength),
+    U64("hash", &StateFetch::hash),
+    U64("source_peer_id", &StateFetch::source_peer_id),
+    Str("source_host", &StateFetch::source_host, kMaxHostLength),
+    U16("source_port", &StateFetch::source_port),
+};
+constexpr std::tuple kBandwidthSample{
+    U64("to_peer_id", &BandwidthSample::to_peer_id),
+    U64("bytes_per_second", &BandwidthSample::bytes_per_second),
+};
+
+constexpr auto kHello = MessageOf<Hello>("Hello", std::tuple{
+    U32("peer_group", &Hello::peer_group),
+    U16("p2p_port", &Hello::p2p_port),
+    Str("advertise_host", &Hello::advertise_host, kMaxHostLength),
+    Rule(&PortIsSet),
+});
+constexpr auto kWelcome = MessageOf<Welcome>("Welcome", std::tuple{
+    U64("peer_id", &Welcome::peer_id),
+    Bool("accepted", &Welcome::accepted),
+    U32("heartbeat_interval_ms", &Welcome::heartbeat_interval_ms),
+});
+constexpr auto kTopology = MessageOf<Topology>("Topology", std::tuple{
+    U64("epoch", &Topology::epoch),
+    List("member_count", &Topology::members, kMaxMembers, kRingMember),
+});
+constexpr auto kEpochMessage = MessageOf<EpochMessage>("EpochMessage", std::tuple{
+    U64("epoch", &EpochMessage::epoch),
+});
+constexpr auto kTopologyComplete = MessageOf<TopologyComplete>("TopologyComplete", std::tuple{
+    U64("epoch", &TopologyComplete::epoch),
+});
+constexpr auto kVote = MessageOf<Vote>("VoteTopology", std::tuple{
+    U64("ring_epoch", &Vote::ring_epoch),
+    List("started_count", &Vote::started, kMaxVoteTags, kTagCount),
+    Rule(&StartedAscends),
+});
+constexpr auto kPendingQuery = MessageOf<PendingQuery>("QueryPending", std::tuple{
+    U64("seq", &PendingQuery::seq),
+    Bool("joint", &PendingQuery::joint),
+});
+constexpr auto kPendingReply = MessageOf<PendingReply>("PendingReply", std::tuple{
+    U64("seq", &PendingReply::seq),
+    Bool("pending", &PendingReply::pending),
+});
+constexpr auto kOpDone = MessageOf<OpDone>("OpDone", std::tuple{
+    Nested(&OpDone::key, kOpKey),
+    Bool("ok", &OpDone::ok),
+    U64("descriptor_hash", &OpDone::descriptor_hash),
+    Str("reason", &OpDone::reason, kMaxReasonLength),
+    U32("code", &OpDone::code),
+});
+constexpr auto kVerdict = MessageOf<Verdict>("Verdict", std::tuple{
+    Nested(&Verdict::key, kOpKey),
+    Bool("ok", &Verdict::ok),
+    Str("reason", &Verdict::reason, kMaxReasonLength),
+    U32("code", &Verdict::code),
+});
+constexpr auto kP2PHello = MessageOf<P2PHello>("P2PHello", std::tuple{
+    U64("epoch", &P2PHello::epoch),
+    U64("from_peer_id", &P2PHello::from_peer_id),
+    U64("to_peer_id", &P2PHello::to_peer_id),
+    U32("slot", &P2PHello::slot),
+});
+constexpr auto kP2PWelcome = MessageOf<P2PWelcome>("P2PWelcome", std::tuple{
+    Bool("ok", &P2PWelcome::ok),
+    Str("reason", &P2PWelcome::reason, kMaxReasonLength),
+});
+constexpr auto kSyncState = MessageOf<SyncState>("SyncState", std::tuple{
+    U64("call", &SyncState::call),
+    U64("revision", &SyncState::revision),
+    U8("strategy", &SyncState::strategy),
+    Rule(&StrategyIsKnown),
+    List("entry_count", &SyncState::entries, kMaxStateEntries, kStateEntry),
+});
+constexpr auto kSyncPlan = MessageOf<SyncPlan>("SyncPlan", std::tuple{
+    U64("call", &SyncPlan::call),
+    U64("revision", &SyncPlan::revision),
+    List("fetch_count", &SyncPlan::fetches, kMaxStateEntries * kMaxStateSources, kStateFetch),
+});
+constexpr auto kSyncResult = MessageOf<SyncResult>("SyncResult", std::tuple{
+    U64("call", &SyncResult::call),
+    Bool("ok", &SyncResult::ok),
+    U32("code", &SyncResult::code),
+    Str("reason", &SyncResult::reason, kMaxReasonLength),
+});
+constexpr auto kStateHello = MessageOf<StateHello>("StateHello", std::tuple{
+    U64("from_peer_id", &StateHello::from_peer_id),
+    U64("to_peer_id", &StateHello::to_peer_id),
+});
+constexpr auto kStateRequest = MessageOf<StateRequest>("StateRequest", std::tuple{
+    Str("key", &StateRequest::key, kMaxStateKeyLength),
+    U64("hash", &StateRequest::hash),
+    U64("offset", &StateRequest::offset),
+    U64("length", &StateRequest::length),
+});
+constexpr auto kMeasureBandwidth = MessageOf<MeasureBandwidth>("MeasureBandwidth", std::tuple{
+    U32("round", &MeasureBandwidth::round),
+    U32("duration_ms", &MeasureBandwidth::duration_ms),
+    List("target_count", &MeasureBandwidth::targets, kMaxMembers, kMember),
+});
+constexpr auto kBandwidthReport = MessageOf<BandwidthReport>("BandwidthReport", std::tuple{
+    U32("round", &BandwidthReport::round),
+    List("sample_count", &BandwidthReport::samples, kMaxMembers, kBandwidthSample),
+});
+constexpr auto kProbeResult = MessageOf<ProbeResult>("ProbeResult", std::tuple{
+    U64("bytes", &ProbeResult::bytes),
+    U64("nanoseconds", &ProbeResult::nanoseconds),
+});
+// Both planes send it: the master before it drops a peer, a state source refusing a request.
+constexpr auto kErrorMessage = MessageOf<ErrorMessage>("Error", std::tuple{
+    U32("code", &ErrorMessage::code),
+    Str("message", &ErrorMessage::message, kMaxReasonLength),
+});
+
+// Not a framed message: a fixed block in front of every data payload.
+constexpr std::tuple kDataHeader{
+    U64("tag", &DataHeader::tag),
+    U64("seq", &DataHeader::seq),
+    U64("descriptor_hash", &DataHeader::descriptor_hash),
+    U32("step", &DataHeader::step),
+    U32("segment", &DataHeader::segment),
+    U64("payload_bytes", &DataHeader::payload_bytes),
+};
+static_assert(codec::FixedWireBytes(kDataHeader) == kDataHeaderBytes);
+
 }  // namespace
 
-std::string Encode(const Hello& m) {
-  WireWriter w;
-  w.U32(m.peer_group);
-  w.U16(m.p2p_port);
-  w.Str(m.advertise_host);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, Hello* m) {
-  WireReader r(payload);
-  m->peer_group = r.U32("peer_group");
-  m->p2p_port = r.U16("p2p_port");
-  m->advertise_host = r.Str("advertise_host", kMaxHostLength);
-  Status fields;
-  if (r.ok() && m->p2p_port == 0) fields = InvalidArgument("field 'p2p_port' must not be 0");
-  return Finish(r, fields, "Hello");
-}
-
-std::string Encode(const Welcome& m) {
-  WireWriter w;
-  w.U64(m.peer_id);
-  w.U8(m.accepted);
-  w.U32(m.heartbeat_interval_ms);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, Welcome* m) {
-  WireReader r(payload);
-  Status fields;
-  m->peer_id = r.U64("peer_id");
-  m->accepted = GetBool(r, "accepted", &fields);
-  m->heartbeat_interval_ms = r.U32("heartbeat_interval_ms");
-  return Finish(r, fields, "Welcome");
-}
-
-std::string Encode(const Topology& m) {
-  WireWriter w;
-  w.U64(m.epoch);
-  w.U32(static_cast<uint32_t>(m.members.size()));
-  for (const Member& member : m.members) {
-    w.U64(member.peer_id);
-    w.Str(member.host);
-    w.U16(member.port);
-    w.U32(member.peer_group);
-    w.U64(member.ring_epoch);
-  }
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, Topology* m) {
-  WireReader r(payload);
-  Status fields;
-  m->epoch = r.U64("epoch");
-  uint32_t n = r.U32("member_count");
-  if (r.ok() && n > kMaxMembers) {
-    fields = InvalidArgument("member_count " + std::to_string(n) + " exceeds " +
-                             std::to_string(kMaxMembers));
-    n = 0;
-  }
-  m->members.clear();
-  for (uint32_t i = 0; i < n && r.ok(); ++i) {
-    Member member;
-    member.peer_id = r.U64("peer_id");
-    member.host = r.Str("host", kMaxHostLength);
-    member.port = r.U16("port");
-    member.peer_group = r.U32("peer_group");
-    member.ring_epoch = r.U64("ring_epoch");
-    m->members.push_back(std::move(member));
-  }
-  return Finish(r, fields, "Topology");
-}
-
-std::string Encode(const EpochMessage& m) {
-  WireWriter w;
-  w.U64(m.epoch);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, EpochMessage* m) {
-  WireReader r(payload);
-  m->epoch = r.U64("epoch");
-  return Finish(r, Status::Ok(), "EpochMessage");
-}
-
-std::string Encode(const TopologyComplete& m) {
-  WireWriter w;
-  w.U64(m.epoch);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, TopologyComplete* m) {
-  WireReader r(payload);
-  m->epoch = r.U64("epoch");
-  return Finish(r, Status::Ok(), "TopologyComplete");
-}
-
-std::string Encode(const Vote& m) {
-  WireWriter w;
-  w.U64(m.ring_epoch);
-  w.U32(static_cast<uint32_t>(m.started.size()));
-  for (const TagCount& t : m.started) {
-    w.U64(t.tag);
-    w.U64(t.count);
-  }
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, Vote* m) {
-  WireReader r(payload);
-  Status fields;
-  m->ring_epoch = r.U64("ring_epoch");
-  uint32_t n = GetCount(r, "started_count", kMaxVoteTags, &fields);
-  m->started.clear();
-  for (uint32_t i = 0; i < n && r.ok(); ++i) {
-    TagCount t;
-    t.tag = r.U64("tag");
-    t.count = r.U64("count");
-    if (r.ok() && fields.ok() && (t.count == 0 || (i > 0 && t.tag <= m->started.back().tag))) {
-      fields = InvalidArgument("field 'started' must list ascending tags with counts > 0");
-    }
-    m->started.push_back(t);
-  }
-  return Finish(r, fields, "VoteTopology");
-}
-
-std::string Encode(const PendingQuery& m) {
-  WireWriter w;
-  w.U64(m.seq);
-  w.U8(m.joint);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, PendingQuery* m) {
-  WireReader r(payload);
-  Status fields;
-  m->seq = r.U64("seq");
-  m->joint = GetBool(r, "joint", &fields);
-  return Finish(r, fields, "QueryPending");
-}
-
-std::string Encode(const PendingReply& m) {
-  WireWriter w;
-  w.U64(m.seq);
-  w.U8(m.pending);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, PendingReply* m) {
-  WireReader r(payload);
-  Status fields;
-  m->seq = r.U64("seq");
-  m->pending = GetBool(r, "pending", &fields);
-  return Finish(r, fields, "PendingReply");
-}
-
-std::string Encode(const OpDone& m) {
-  WireWriter w;
-  PutKey(w, m.key);
-  w.U8(m.ok);
-  w.U64(m.descriptor_hash);
-  w.Str(m.reason);
-  w.U32(m.code);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, OpDone* m) {
-  WireReader r(payload);
-  Status fields;
-  m->key = GetKey(r);
-  m->ok = GetBool(r, "ok", &fields);
-  m->descriptor_hash = r.U64("descriptor_hash");
-  m->reason = r.Str("reason", kMaxReasonLength);
-  m->code = r.U32("code");
-  return Finish(r, fields, "OpDone");
-}
-
-std::string Encode(const Verdict& m) {
-  WireWriter w;
-  PutKey(w, m.key);
-  w.U8(m.ok);
-  w.Str(m.reason);
-  w.U32(m.code);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, Verdict* m) {
-  WireReader r(payload);
-  Status fields;
-  m->key = GetKey(r);
-  m->ok = GetBool(r, "ok", &fields);
-  m->reason = r.Str("reason", kMaxReasonLength);
-  m->code = r.U32("code");
-  return Finish(r, fields, "Verdict");
-}
-
-std::string Encode(const ErrorMessage& m) {
-  WireWriter w;
-  w.U32(m.code);
-  w.Str(m.message);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, ErrorMessage* m) {
-  WireReader r(payload);
-  m->code = r.U32("code");
-  m->message = r.Str("message", kMaxReasonLength);
-  return Finish(r, Status::Ok(), "Error");
-}
-
-std::string Encode(const P2PHello& m) {
-  WireWriter w;
-  w.U64(m.epoch);
-  w.U64(m.from_peer_id);
-  w.U64(m.to_peer_id);
-  w.U32(m.slot);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, P2PHello* m) {
-  WireReader r(payload);
-  m->epoch = r.U64("epoch");
-  m->from_peer_id = r.U64("from_peer_id");
-  m->to_peer_id = r.U64("to_peer_id");
-  m->slot = r.U32("slot");
-  return Finish(r, Status::Ok(), "P2PHello");
-}
-
-std::string Encode(const P2PWelcome& m) {
-  WireWriter w;
-  w.U8(m.ok);
-  w.Str(m.reason);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, P2PWelcome* m) {
-  WireReader r(payload);
-  Status fields;
-  m->ok = GetBool(r, "ok", &fields);
-  m->reason = r.Str("reason", kMaxReasonLength);
-  return Finish(r, fields, "P2PWelcome");
-}
-
-
-std::string Encode(const SyncState& m) {
-  WireWriter w;
-  w.U64(m.call);
-  w.U64(m.revision);
-  w.U8(m.strategy);
-  w.U32(static_cast<uint32_t>(m.entries.size()));
-  for (const StateEntry& e : m.entries) {
-    w.Str(e.key);
-    w.U64(e.bytes);
-    w.U8(e.dtype);
-    w.U64(e.hash);
-    w.U8(e.allow_content_inequality);
-  }
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, SyncState* m) {
-  WireReader r(payload);
-  Status fields;
-  m->call = r.U64("call");
-  m->revision = r.U64("revision");
-  m->strategy = r.U8("strategy");
-  if (r.ok() && m->strategy > static_cast<uint8_t>(SyncStrategy::kSendOnly) && fields.ok()) {
-    fields = InvalidArgument("field 'strategy' must be 0, 1 or 2, got " +
-                             std::to_string(m->strategy));
-  }
-  uint32_t n = GetCount(r, "entry_count", kMaxStateEntries, &fields);
-  m->entries.clear();
-  for (uint32_t i = 0; i < n && r.ok(); ++i) {
-    StateEntry e;
-    e.key = r.Str("key", kMaxStateKeyLength);
-    e.bytes = r.U64("bytes");
-    e.dtype = r.U8("dtype");
-    e.hash = r.U64("hash");
-    e.allow_content_inequality = GetBool(r, "allow_content_inequality", &fields);
-    if (r.ok() && e.dtype >= 12 && fields.ok()) {
-      fields = InvalidArgument("field 'dtype' of key '" + e.key + "' must be a DataType, got " +
-                               std::to_string(e.dtype));
-    }
-    m->entries.push_back(std::move(e));
-  }
-  return Finish(r, fields, "SyncState");
-}
-
-std::string Encode(const SyncPlan& m) {
-  WireWriter w;
-  w.U64(m.call);
-  w.U64(m.revision);
-  w.U32(static_cast<uint32_t>(m.fetches.size()));
-  for (const StateFetch& f : m.fetches) {
-    w.Str(f.key);
-    w.U64(f.hash);
-    w.U64(f.source_peer_id);
-    w.Str(f.source_host);
-    w.U16(f.source_port);
-  }
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, SyncPlan* m) {
-  WireReader r(payload);
-  Status fields;
-  m->call = r.U64("call");
-  m->revision = r.U64("revision");
-  uint32_t n = GetCount(r, "fetch_count", kMaxStateEntries * kMaxStateSources, &fields);
-  m->fetches.clear();
-  for (uint32_t i = 0; i < n && r.ok(); ++i) {
-    StateFetch f;
-    f.key = r.Str("key", kMaxStateKeyLength);
-    f.hash = r.U64("hash");
-    f.source_peer_id = r.U64("source_peer_id");
-    f.source_host = r.Str("source_host", kMaxHostLength);
-    f.source_port = r.U16("source_port");
-    m->fetches.push_back(std::move(f));
-  }
-  return Finish(r, fields, "SyncPlan");
-}
-
-std::string Encode(const SyncResult& m) {
-  WireWriter w;
-  w.U64(m.call);
-  w.U8(m.ok);
-  w.U32(m.code);
-  w.Str(m.reason);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, SyncResult* m) {
-  WireReader r(payload);
-  Status fields;
-  m->call = r.U64("call");
-  m->ok = GetBool(r, "ok", &fields);
-  m->code = r.U32("code");
-  m->reason = r.Str("reason", kMaxReasonLength);
-  return Finish(r, fields, "SyncResult");
-}
-
-std::string Encode(const StateHello& m) {
-  WireWriter w;
-  w.U64(m.from_peer_id);
-  w.U64(m.to_peer_id);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, StateHello* m) {
-  WireReader r(payload);
-  m->from_peer_id = r.U64("from_peer_id");
-  m->to_peer_id = r.U64("to_peer_id");
-  return Finish(r, Status::Ok(), "StateHello");
-}
-
-std::string Encode(const StateRequest& m) {
-  WireWriter w;
-  w.Str(m.key);
-  w.U64(m.hash);
-  w.U64(m.offset);
-  w.U64(m.length);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, StateRequest* m) {
-  WireReader r(payload);
-  m->key = r.Str("key", kMaxStateKeyLength);
-  m->hash = r.U64("hash");
-  m->offset = r.U64("offset");
-  m->length = r.U64("length");
-  return Finish(r, Status::Ok(), "StateRequest");
-}
-
-std::string Encode(const MeasureBandwidth& m) {
-  WireWriter w;
-  w.U32(m.round);
-  w.U32(m.duration_ms);
-  w.U32(static_cast<uint32_t>(m.targets.size()));
-  for (const Member& t : m.targets) {
-    w.U64(t.peer_id);
-    w.Str(t.host);
-    w.U16(t.port);
-    w.U32(t.peer_group);
-  }
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, MeasureBandwidth* m) {
-  WireReader r(payload);
-  Status fields;
-  m->round = r.U32("round");
-  m->duration_ms = r.U32("duration_ms");
-  uint32_t n = GetCount(r, "target_count", kMaxMembers, &fields);
-  m->targets.clear();
-  for (uint32_t i = 0; i < n && r.ok(); ++i) {
-    Member t;
-    t.peer_id = r.U64("peer_id");
-    t.host = r.Str("host", kMaxHostLength);
-    t.port = r.U16("port");
-    t.peer_group = r.U32("peer_group");
-    m->targets.push_back(std::move(t));
-  }
-  return Finish(r, fields, "MeasureBandwidth");
-}
-
-std::string Encode(const BandwidthReport& m) {
-  WireWriter w;
-  w.U32(m.round);
-  w.U32(static_cast<uint32_t>(m.samples.size()));
-  for (const BandwidthSample& s : m.samples) {
-    w.U64(s.to_peer_id);
-    w.U64(s.bytes_per_second);
-  }
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, BandwidthReport* m) {
-  WireReader r(payload);
-  Status fields;
-  m->round = r.U32("round");
-  uint32_t n = GetCount(r, "sample_count", kMaxMembers, &fields);
-  m->samples.clear();
-  for (uint32_t i = 0; i < n && r.ok(); ++i) {
-    BandwidthSample s;
-    s.to_peer_id = r.U64("to_peer_id");
-    s.bytes_per_second = r.U64("bytes_per_second");
-    m->samples.push_back(s);
-  }
-  return Finish(r, fields, "BandwidthReport");
-}
-
-std::string Encode(const ProbeResult& m) {
-  WireWriter w;
-  w.U64(m.bytes);
-  w.U64(m.nanoseconds);
-  return w.Take();
-}
-
-Status Decode(const std::string& payload, ProbeResult* m) {
-  WireReader r(payload);
-  m->bytes = r.U64("bytes");
-  m->nanoseconds = r.U64("nanoseconds");
-  return Finish(r, Status::Ok(), "ProbeResult");
-}
+// The overloads messages.h declares, each a call into its field list.
+#define PCCL_PROTO_CODEC(Type, fields)                          \
+  std::string Encode(const Type& m) { return fields.Encode(m); } \
+  Status Decode(const std::string& payload, Type* m) { return fields.Decode(payload, m); }
+PCCL_PROTO_CODEC(Hello, kHello)
+PCCL_PROTO_CODEC(Welcome, kWelcome)
+PCCL_PROTO_CODEC(Topology, kTopology)
+PCCL_PROTO_CODEC(EpochMessage, kEpochMessage)
+PCCL_PROTO_CODEC(TopologyComplete, kTopologyComplete)
+PCCL_PROTO_CODEC(Vote, kVote)
+PCCL_PROTO_CODEC(PendingQuery, kPendingQuery)
+PCCL_PROTO_CODEC(PendingReply, kPendingReply)
+PCCL_PROTO_CODEC(OpDone, kOpDone)
+PCCL_PROTO_CODEC(Verdict, kVerdict)
+PCCL_PROTO_CODEC(ErrorMessage, kErrorMessage)
+PCCL_PROTO_CODEC(P2PHello, kP2PHello)
+PCCL_PROTO_CODEC(P2PWelcome, kP2PWelcome)
+PCCL_PROTO_CODEC(SyncState, kSyncState)
+PCCL_PROTO_CODEC(SyncPlan, kSyncPlan)
+PCCL_PROTO_CODEC(SyncResult, kSyncResult)
+PCCL_PROTO_CODEC(StateHello, kStateHello)
+PCCL_PROTO_CODEC(StateRequest, kStateRequest)
+PCCL_PROTO_CODEC(MeasureBandwidth, kMeasureBandwidth)
+PCCL_PROTO_CODEC(BandwidthReport, kBandwidthReport)
+PCCL_PROTO_CODEC(ProbeResult, kProbeResult)
+#undef PCCL_PROTO_CODEC
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {
-  net::PutU64(out, h.tag);
-  net::PutU64(out + 8, h.seq);
-  net::PutU64(out + 16, h.descriptor_hash);
-  net::PutU32(out + 24, h.step);
-  net::PutU32(out + 28, h.segment);
-  net::PutU64(out + 32, h.payload_bytes);
+  codec::BlockWriter w(out);
+  codec::EncodeFields(w, h, kDataHeader);
 }
 
 DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]) {
   DataHeader h;
-  h.tag = net::GetU64(in);
-  h.seq = net::GetU64(in + 8);
-  h.descriptor_hash = net::GetU64(in + 16);
-  h.step = net::GetU32(in + 24);
-  h.segment = net::GetU32(in + 28);
-  h.payload_bytes = net::GetU64(in + 32);
+  codec::Decoder d(in, kDataHeaderBytes);
+  codec::DecodeFields(d, h, kDataHeader);  // cannot fail: the block is exactly the fields' width
   return h;
 }
 

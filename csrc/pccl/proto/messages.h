@@ -5,6 +5,13 @@
 // length-prefixed. Decode() validates every field (lengths, ranges, trailing bytes) and
 // returns InvalidArgument naming the message and field; the receiver then drops the sender.
 //
+// Each message's fields are listed ONCE, in wire order, in its field list in messages.cc, and
+// that list drives both Encode and Decode (proto/codec.h tells how). To add a field, add the
+// member to the struct below and one line to the message's list, e.g. for a new
+// `uint32_t priority` of P2PHello: `U32("priority", &P2PHello::priority),` (Bool, Str, List,
+// Nested and Rule cover the other shapes and checks). The format has no optional fields:
+// every such change is a new net::kProtocolVersion, and tests/cpp/proto_test.cc pins the bytes.
+//
 // The conversation, master <-> peer:
 //   peer: Hello                    master: Welcome (peer id; accepted now or pending)
 //   master: Topology (epoch, members in ring order)   when the peer is admitted, and on
