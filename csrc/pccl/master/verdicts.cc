@@ -1,0 +1,175 @@
+#include "pccl/master/verdicts.h"
+
+#include <algorithm>
+
+namespace pccl::master {
+
+// The story of a run, as the master sees it: verdicts.
+// (Joining, voting, epochs and leaving: admission.cc.)
+//
+// Verdicts. After a collective a member reports OpDone(key, ok, descriptor hash). The
+// master answers the whole peer group with one verdict: failure as soon as one member
+// failed or two hashes differ, success once every member of the group reported ok with
+// equal hashes. Decided verdicts are kept (bounded) for late reporters. Collectives carry
+// their group's ring epoch: the epoch in which the group's ring (members and order) last
+// changed. A new epoch that changes a group's ring fails that group's undecided
+// collectives and forgets its verdicts; groups whose ring stays the same carry on. A
+// member leaving fails its group's undecided collectives at once, naming it. A report
+// that carries an older ring epoch is answered to its sender alone, saying why the ring
+// changed.
+
+namespace {
+
+std::string HashText(uint64_t h) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s = "0x";
+  for (int shift = 60; shift >= 0; shift -= 4) s.push_back(kDigits[(h >> shift) & 0xF]);
+  return s;
+}
+
+}  // namespace
+
+void Verdicts::DecidedSeqs::Add(uint64_t seq) {
+  if (seq < prefix) return;
+  beyond.insert(seq);
+  while (!beyond.empty() && *beyond.begin() == prefix) {
+    beyond.erase(beyond.begin());
+    ++prefix;
+  }
+}
+
+bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster& roster,
+                        Step& step) {
+  const proto::OpKey& key = op.key;
+  if (peer.role != Role::kMember) {
+    step.Refuse(peer.conn, Describe(peer) + " is pending and takes part in no collective");
+    return false;
+  }
+  if (key.peer_group != peer.peer_group) {
+    step.Refuse(peer.conn, Describe(peer) + " is in peer group " +
+                               std::to_string(peer.peer_group) + " but reported " +
+                               key.ToString());
+    return false;
+  }
+  auto answer_sender = [&](const proto::Verdict& v) {
+    step.SendTo(peer.conn, proto::Kind::kVerdict, proto::Encode(v));
+  };
+  if (key.epoch != roster.RingEpoch(key.peer_group)) {
+    answer_sender(proto::Verdict{key, 0,
+                                 "the ring changed while " + key.ToString() +
+                                     " ran (now epoch " + std::to_string(roster.epoch()) +
+                                     ": " + roster.epoch_cause() + "); retry"});
+    return false;
+  }
+  if (auto it = decided_.find(key); it != decided_.end()) {
+    answer_sender(it->second);
+    return false;
+  }
+  auto it = open_ops_.find(key);
+  if (it == open_ops_.end()) {
+    if (open_ops_.size() >= options_.max_open_ops) {
+      answer_sender(proto::Verdict{key, 0,
+                                   "the master tracks " + std::to_string(open_ops_.size()) +
+                                       " undecided collectives, its limit"});
+      return false;
+    }
+    it = open_ops_.emplace(key, OpState{}).first;
+  }
+  OpState& state = it->second;
+  for (const auto& [conn, report] : state.reports) {
+    if (conn == peer.conn) {
+      step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() + " twice");
+      return false;
+    }
+  }
+  Report report{op.ok != 0, op.descriptor_hash};
+  if (!report.ok) {
+    std::string cause = op.reason.empty() ? "no reason given" : op.reason;
+    StatusCode code = op.code > static_cast<uint32_t>(StatusCode::kOk) &&
+                              op.code <= static_cast<uint32_t>(StatusCode::kKicked)
+                          ? static_cast<StatusCode>(op.code)
+                          : StatusCode::kAborted;
+    Decide(key, false, Describe(peer) + " failed " + key.ToString() + ": " + cause, roster,
+           step, code);
+    return true;
+  }
+  for (const auto& [conn, earlier] : state.reports) {
+    if (earlier.descriptor_hash != report.descriptor_hash) {
+      const Peer* q = roster.Find(conn);
+      std::string other =
+          q != nullptr ? Describe(*q) : "peer on connection " + std::to_string(conn);
+      Decide(key, false,
+             "descriptor mismatch on " + key.ToString() + ": " + other + " has " +
+                 HashText(earlier.descriptor_hash) + ", " + Describe(peer) + " has " +
+                 HashText(report.descriptor_hash) + " (count, dtype, op or quantization differ)",
+             roster, step, StatusCode::kInvalidArgument);
+      return true;
+    }
+  }
+  state.reports.emplace_back(peer.conn, report);
+  for (ConnId m : roster.GroupMembers(key.peer_group)) {
+    bool reported = std::any_of(state.reports.begin(), state.reports.end(),
+                                [m](const auto& r) { return r.first == m; });
+    if (!reported) return false;
+  }
+  Decide(key, true, "", roster, step);
+  return true;
+}
+
+bool Verdicts::Decided(uint32_t peer_group, uint64_t tag, uint64_t count) const {
+  auto it = decided_seqs_.find({peer_group, tag});
+  return it != decided_seqs_.end() && it->second.prefix >= count;
+}
+
+void Verdicts::FailGroup(uint32_t peer_group, const std::string& reason, const Roster& roster,
+                         Step& step) {
+  for (const proto::OpKey& key : OpenOpsOf({peer_group})) {
+    Decide(key, false, reason, roster, step);
+  }
+}
+
+void Verdicts::OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_epoch,
+                              const std::string& cause, const Roster& roster, Step& step) {
+  for (const proto::OpKey& key : OpenOpsOf(groups)) {
+    Decide(key, false,
+           "the ring changed (epoch " + std::to_string(next_epoch) + ": " + cause +
+               ") before every peer of " + key.ToString() + " reported; retry",
+           roster, step);
+  }
+  std::erase_if(decided_, [&](const auto& kv) { return groups.count(kv.first.peer_group) > 0; });
+  std::erase_if(decided_order_,
+                [&](const proto::OpKey& key) { return groups.count(key.peer_group) > 0; });
+  std::erase_if(decided_seqs_, [&](const auto& kv) { return groups.count(kv.first.first) > 0; });
+}
+
+void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
+                      const Roster& roster, Step& step, StatusCode code) {
+  proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason,
+                         ok ? 0u : static_cast<uint32_t>(code)};
+  if (verdict.reason.size() > proto::kMaxReasonLength) {
+    verdict.reason.resize(proto::kMaxReasonLength);
+  }
+  std::string payload = proto::Encode(verdict);
+  for (ConnId m : roster.GroupMembers(key.peer_group)) {
+    step.SendTo(m, proto::Kind::kVerdict, payload);
+  }
+  open_ops_.erase(key);
+  if (key.epoch != roster.RingEpoch(key.peer_group)) return;
+  decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);
+  decided_[key] = std::move(verdict);
+  decided_order_.push_back(key);
+  while (decided_order_.size() > options_.max_decided_ops) {
+    decided_.erase(decided_order_.front());
+    decided_order_.pop_front();
+  }
+}
+
+std::vector<proto::OpKey> Verdicts::OpenOpsOf(const std::set<uint32_t>& groups) const {
+  std::vector<proto::OpKey> keys;
+  for (const auto& [key, op] : open_ops_) {
+    if (groups.count(key.peer_group)) keys.push_back(key);
+  }
+  return keys;
+}
+
+}  // namespace pccl::master

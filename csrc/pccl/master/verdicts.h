@@ -1,0 +1,96 @@
+// Operation verdicts: the master's answer to every collective, one verdict per operation
+// for its whole peer group. One of the master's state machines (membership.h routes the
+// events to them).
+//
+// Verdicts holds the undecided operations (who reported what) and the decided ones (kept,
+// bounded, for late reporters), and reads the run from the Roster (roster.h): a group's
+// members in ring order, and the ring epoch its collectives must carry. Membership calls it
+// for OpDone, and for what other machines decide: a member leaving (FailGroup), a new
+// epoch (OnRingsChanged). Admission waits on it through Decided().
+//
+// Thread-safety: none; the thread that owns the Membership owns its Verdicts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pccl/common/status.h"
+#include "pccl/master/roster.h"
+#include "pccl/master/step.h"
+#include "pccl/proto/messages.h"
+
+namespace pccl::master {
+
+struct VerdictOptions {
+  // Decided verdicts kept per epoch so that a late OpDone gets the stored answer.
+  size_t max_decided_ops = 4096;
+  // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
+  size_t max_open_ops = 65536;
+};
+
+class Verdicts {
+ public:
+  explicit Verdicts(VerdictOptions options = {}) : options_(options) {}
+
+  // OpDone from `peer`. Returns true when it decided a verdict (an admission may be
+  // waiting for it: Membership asks Admission again).
+  bool OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster& roster, Step& step);
+
+  // Whether collectives seq 0 .. count-1 of (peer_group, tag) are all decided on the
+  // group's current ring (false while none of (peer_group, tag) is, even for count 0).
+  bool Decided(uint32_t peer_group, uint64_t tag, uint64_t count) const;
+
+  // A member of `peer_group` left (roster no longer lists it): the group's undecided
+  // collectives fail with `reason` (Aborted), sent to the members that remain.
+  void FailGroup(uint32_t peer_group, const std::string& reason, const Roster& roster,
+                 Step& step);
+
+  // The rings of `groups` change with epoch `next_epoch`, started for `cause`; `roster` is
+  // still the old epoch's. Their undecided collectives fail (Aborted) and their verdicts
+  // are forgotten; other groups' collectives carry on.
+  void OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_epoch,
+                      const std::string& cause, const Roster& roster, Step& step);
+
+  // Observers (tests).
+  size_t open_ops() const { return open_ops_.size(); }
+  size_t decided_ops() const { return decided_.size(); }
+
+ private:
+  struct Report {
+    bool ok = false;
+    uint64_t descriptor_hash = 0;
+  };
+  // An undecided collective: who reported what, in report order.
+  struct OpState {
+    std::vector<std::pair<ConnId, Report>> reports;
+  };
+  // Which sequence numbers of a (group, tag) are decided on the group's current ring: all
+  // below `prefix`, and those in `beyond` (decided out of order). Not evicted.
+  struct DecidedSeqs {
+    uint64_t prefix = 0;
+    std::set<uint64_t> beyond;
+    void Add(uint64_t seq);
+  };
+
+  // Sends verdict `ok` for op `key` to every member of key.peer_group and stores it.
+  // `code`: the StatusCode every peer raises on failure (Aborted: retry after the topology
+  // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
+  void Decide(const proto::OpKey& key, bool ok, const std::string& reason,
+              const Roster& roster, Step& step, StatusCode code = StatusCode::kAborted);
+  // The undecided collectives of `groups`, in key order.
+  std::vector<proto::OpKey> OpenOpsOf(const std::set<uint32_t>& groups) const;
+
+  VerdictOptions options_;
+  std::map<proto::OpKey, OpState> open_ops_;
+  std::map<proto::OpKey, proto::Verdict> decided_;
+  std::deque<proto::OpKey> decided_order_;  // oldest first, for eviction
+  std::map<std::pair<uint32_t, uint64_t>, DecidedSeqs> decided_seqs_;
+};
+
+}  // namespace pccl::master
