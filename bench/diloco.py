@@ -1,6 +1,6 @@
 """DiLoCo vs async DiLoCo vs DDP on the example model: time per outer step and bytes sent.
 
-Usage: python bench/diloco.py [--peers 3] [--inner-steps 40] [--steps 8] [--warmup 2]
+Usage: python -m bench.diloco [--peers 3] [--inner-steps 40] [--steps 8] [--warmup 2]
                               [--hidden 512] [--repeat 3] [--json out.json]
 
 All modes train examples/diloco_train.py's MLP on the sklearn digits (each peer on its own
@@ -33,10 +33,7 @@ parameters (DiLoCo: outer state hashes; DDP: parameter hashes). Exits non-zero o
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import time
@@ -45,10 +42,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _procs import stop_workers  # bench/ is the script directory, on sys.path
+from bench.lib.common import dash, emit_json, free_port
+from bench.lib.procs import ctx, stop_workers
 
 ROOT = Path(__file__).resolve().parent.parent
-_ctx = mp.get_context("spawn")
 TIMEOUT = 300.0
 
 
@@ -58,12 +55,6 @@ def _example() -> Any:
     import diloco_train
 
     return diloco_train
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _inner_steps(model: Any, inner: Any, data: tuple[Any, ...], gen: Any, h: int,
@@ -187,7 +178,7 @@ def run_mode(name: str, n: int, args: dict[str, Any]) -> dict[str, Any]:
         extra: tuple[Any, ...] = (name,)
         fn = diloco_worker
     else:
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         backend = name.split()[1]
         extra = (backend, f"127.0.0.1:{master.port}") if master is not None else (backend,)
         fn = ddp_worker
@@ -195,8 +186,8 @@ def run_mode(name: str, n: int, args: dict[str, Any]) -> dict[str, Any]:
     ok = False
     try:
         for rank in range(n):
-            parent, child = _ctx.Pipe()
-            proc = _ctx.Process(target=_worker_main,
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main,
                                 args=(child, fn, rank, n, address, args, *extra))
             proc.start()
             child.close()
@@ -286,10 +277,9 @@ def main() -> int:
         else:
             inside = r["s_in_outer_step_call"]
             print(f"| {r['mode']} | {r['s_per_outer_step']:.3f} | "
-                  f"{'-' if inside is None else f'{inside:.3f}'} | "
+                  f"{dash(inside, '.3f')} | "
                   f"{r['mb_sent_per_peer_per_outer_step']:.2f} | {r['bytes']} |")
-    if a.json is not None:
-        a.json.write_text(json.dumps({"args": args, "peers": a.peers, "rows": rows}, indent=2))
+    emit_json({"args": args, "peers": a.peers, "rows": rows}, a.json, indent=2, echo=False)
     return 1 if failed else 0
 
 

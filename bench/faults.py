@@ -12,7 +12,7 @@ pccl detects a hung peer by heartbeats (`--heartbeat-timeout`, the master's defa
 Gloo only by its collective timeout (`--gloo-timeout`): without one it would hang forever.
 Every successful result is checked (the sum of integer-valued inputs is exact).
 
-    PYTHONPATH=python python bench/faults.py [--world 4] [--mib 64] [--json out.json]
+    python -m bench.faults [--world 4] [--mib 64] [--json out.json]
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing as mp
 import os
 import signal
-import socket
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -31,14 +29,8 @@ from typing import Any
 
 import numpy as np
 
-_ctx = mp.get_context("spawn")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from bench.lib.common import dash, emit_json, free_port
+from bench.lib.procs import ctx
 
 # --- peers --------------------------------------------------------------------------------------
 
@@ -115,13 +107,13 @@ def run_case(system: str, sig: int, args: argparse.Namespace) -> dict[str, Any]:
         address = f"127.0.0.1:{master.port}"
         target, extra = _pccl_peer, ()
     else:
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         target, extra = _gloo_peer, (args.gloo_timeout,)
     conns, procs = [], []
     try:
         for rank in range(args.world):
-            parent, child = _ctx.Pipe()
-            p = _ctx.Process(target=target, args=(child, address, args.world, count, rank) + extra,
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=target, args=(child, address, args.world, count, rank) + extra,
                              daemon=True)
             p.start()
             conns.append(parent)
@@ -202,12 +194,10 @@ def main() -> int:
         for sig in (signal.SIGKILL, signal.SIGSTOP):
             rows.append(run_case(system, sig, args))
             print(json.dumps(rows[-1]), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    emit_json(rows, args.json, indent=2, echo=False)
 
     def fmt(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}"
+        return dash(v, ".3f")
 
     print(f"\n{'system':6} {'signal':8} {'error (min..max) s':>20} {'retry ok s':>11}  "
           f"detector  errors / retry")

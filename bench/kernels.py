@@ -1,8 +1,8 @@
 """Kernel throughput per ISA path, next to numpy and a plain memory copy, in one run.
 
-Usage: python bench/kernels.py [--mib 16] [--isa avx512 ...] [--json out.json]
+Usage: python -m bench.kernels [--mib 16] [--isa avx512 ...] [--json out.json]
 
-Each case (bench/kernel_cases_*.py) runs its pccl kernel and, where one exists, the numpy
+Each case (bench/lib/kernel_cases/) runs its pccl kernel and, where one exists, the numpy
 equivalent on the same preallocated buffers; the best of --repeat timed calls counts. Every
 case is verified first (its output checked against a reference); a failed check makes the
 script exit non-zero. GB/s is input bytes per second; "touched" GB/s counts every
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from pccl import kernels
+
+from bench.lib.common import dash, emit_json
 
 FAMILIES = ["reduce", "quantize", "modular", "hash"]
 
@@ -55,7 +53,7 @@ def load_cases(n_bytes: int, families: list[str]) -> list[dict[str, Any]]:
     out = []
     for family in families:
         try:
-            module = importlib.import_module(f"kernel_cases_{family}")
+            module = importlib.import_module(f"bench.lib.kernel_cases.{family}")
         except ModuleNotFoundError:
             continue
         for case in module.cases(n_bytes):
@@ -110,7 +108,7 @@ def main() -> int:
               f"{'of copy':>8} {'numpy':>7} {'vs np':>6} ok")
     print(header)
     def fmt(r: dict[str, Any], key: str, spec: str) -> str:
-        return format(r[key], spec) if key in r else "-"
+        return dash(r.get(key), spec)
 
     for r in rows:
         print(f"{r['case']:34} {r['isa']:8} {r['gbps']:7.2f} {r['gelems_per_s']:7.2f} "
@@ -118,10 +116,7 @@ def main() -> int:
               f"{fmt(r, 'numpy_gbps', '7.2f'):>7} {fmt(r, 'speedup_vs_numpy', '6.2f'):>6} "
               f"{'yes' if r['verified'] else 'NO'}")
     result = {"mib": args.mib, "copy_touched_gbps": copy_gbps, "rows": rows}
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit_json(result, args.json)
     if failures:
         print(f"{failures} case(s) failed verification", file=sys.stderr)
         return 1

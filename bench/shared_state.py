@@ -1,6 +1,6 @@
 """Shared-state transfer to a joiner on loopback: pccl sync_shared_state vs plain TCP.
 
-Usage: python bench/shared_state.py [--mib 1024] [--tensors 16] [--sources 1 3]
+Usage: python -m bench.shared_state [--mib 1024] [--tensors 16] [--sources 1 3]
                                     [--strategy receive_only|enforce_popular]
                                     [--tcp-streams 1 4] [--repeat 3] [--pool-size K]
                                     [--json out.json]
@@ -38,50 +38,23 @@ verification fails or anything times out; children are killed on every failure p
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
 import os
 import socket
 import statistics
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from _procs import stop_workers  # bench/ is the script directory, on sys.path
+from bench.lib.common import emit_json
+from bench.lib.data import digests, make_state
+from bench.lib.procs import BenchError, ctx, gather, report_error, stop_workers
 
-_ctx = mp.get_context("spawn")
 TIMEOUT = 300.0  # seconds for any one step (start-up, admission, a transfer)
-BLOCK = 1 << 20  # elements of random float32 that fill each tensor, tiled
-
-
-# --- content ---------------------------------------------------------------------------------
-
-def make_state(seed: int, n_tensors: int, numel: int) -> list[np.ndarray]:
-    """n_tensors float32 arrays, distinct from each other and from other seeds. Pages are
-    touched (filled) here, outside any timing."""
-    rng = np.random.default_rng(seed)
-    block = rng.standard_normal(min(BLOCK, numel), dtype=np.float32)
-    out = []
-    for i in range(n_tensors):
-        a = np.empty(numel, np.float32)
-        reps = numel // block.size
-        a[:reps * block.size].reshape(reps, block.size)[:] = block
-        a[reps * block.size:] = block[:numel - reps * block.size]
-        a[:64] = rng.standard_normal(64, dtype=np.float32) + i  # distinct per tensor
-        out.append(a)
-    return out
-
-
-def digests(arrays: list[np.ndarray]) -> list[int]:
-    import pccl
-
-    return [pccl.kernels.hash64(a) for a in arrays]
 
 
 # --- pccl peers --------------------------------------------------------------------------------
@@ -123,7 +96,7 @@ def _source_main(conn: Connection, address: str, sources: int, n_tensors: int, n
     except EOFError:
         return
     except BaseException as e:  # noqa: BLE001 - reported to the parent
-        _report(conn, e)
+        report_error(conn, e)
 
 
 def _joiner_main(conn: Connection, address: str, n_tensors: int, numel: int,
@@ -159,7 +132,7 @@ def _joiner_main(conn: Connection, address: str, n_tensors: int, numel: int,
     except EOFError:
         return
     except BaseException as e:  # noqa: BLE001 - reported to the parent
-        _report(conn, e)
+        report_error(conn, e)
 
 
 # --- plain TCP -----------------------------------------------------------------------------
@@ -213,7 +186,7 @@ def _tcp_receiver_main(conn: Connection, n_tensors: int, numel: int, streams: in
     except EOFError:
         return
     except BaseException as e:  # noqa: BLE001
-        _report(conn, e)
+        report_error(conn, e)
 
 
 def _tcp_sender_main(conn: Connection, n_tensors: int, numel: int, streams: int) -> None:
@@ -242,21 +215,10 @@ def _tcp_sender_main(conn: Connection, n_tensors: int, numel: int, streams: int)
     except EOFError:
         return
     except BaseException as e:  # noqa: BLE001
-        _report(conn, e)
-
-
-def _report(conn: Connection, e: BaseException) -> None:
-    try:
-        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
-    except OSError:
-        pass
+        report_error(conn, e)
 
 
 # --- the parent ---------------------------------------------------------------------------
-
-class BenchError(Exception):
-    pass
-
 
 class Procs:
     """Spawned children with one pipe each; killed on close."""
@@ -267,8 +229,8 @@ class Procs:
         self.names: list[str] = []
 
     def spawn(self, name: str, target: Any, *args: Any) -> Connection:
-        parent, child = _ctx.Pipe()
-        proc = _ctx.Process(target=target, args=(child, *args), daemon=True, name=name)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(child, *args), daemon=True, name=name)
         proc.start()
         child.close()
         self.conns.append(parent)
@@ -277,23 +239,9 @@ class Procs:
         return parent
 
     def expect(self, conn: Connection, kind: str, timeout: float = TIMEOUT) -> tuple[Any, ...]:
-        name = self.names[self.conns.index(conn)]
-        deadline = time.monotonic() + timeout
-        while not conn.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
-            proc = self.procs[self.conns.index(conn)]
-            if not proc.is_alive() and not conn.poll():
-                raise BenchError(f"{name} exited with code {proc.exitcode}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name}: no {kind!r} within {timeout:.0f} s")
-        try:
-            reply = conn.recv()
-        except EOFError:
-            raise BenchError(f"{name} died") from None
-        if reply[0] == "error":
-            raise BenchError(f"{name}: {reply[1]}\n{reply[2]}")
-        if reply[0] != kind:
-            raise BenchError(f"{name}: expected {kind!r}, got {reply[0]!r}")
-        return reply
+        """The next reply of `conn`'s child, which must be of `kind`, within `timeout` s."""
+        i = self.conns.index(conn)
+        return gather([conn], [self.procs[i]], kind, timeout, "shared_state", [self.names[i]])[0]
 
     def close(self, graceful: bool = True) -> None:
         stop_workers(self.conns, self.procs, graceful=graceful)
@@ -446,7 +394,7 @@ def main() -> int:
             rows += run_pccl(sources, args.tensors, numel, args.pool_size, args.strategy,
                              args.repeat)
     except (BenchError, OSError, KeyboardInterrupt) as e:
-        print(f"shared_state.py: {e}", file=sys.stderr)
+        print(f"bench.shared_state: {e}", file=sys.stderr)
         failed = True
     meta["seconds"] = time.monotonic() - started
     failed = failed or not all(r["verified"] for r in rows)
@@ -460,12 +408,9 @@ def main() -> int:
     if rows:
         meta["median_tcp_gbps"] = statistics.median(
             [r["gbps"] for r in rows if r["kind"] == "tcp"] or [0.0])
-    text = json.dumps({"meta": meta, "rows": rows}, indent=1)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit_json({"meta": meta, "rows": rows}, args.json)
     if failed:
-        print("shared_state.py: FAILED (verification or run error)", file=sys.stderr)
+        print("bench.shared_state: FAILED (verification or run error)", file=sys.stderr)
         return 1
     return 0
 

@@ -1,10 +1,10 @@
 """All-reduce time on a two-region network before and after optimize_topology().
 
-Usage: sudo python bench/topology.py [--per-region 2] [--inter-mbit 100] [--size 16MiB]
+Usage: sudo python -m bench.topology [--per-region 2] [--inter-mbit 100] [--size 16MiB]
                                      [--iters 3] [--json out.json]
 
-Two regions of peers behind one narrow shared link (bench/netns.py: namespaces, veth, tc
-htb; needs root). Peers join alternating regions (a1, b1, a2, b2, ...), so the join-order
+Two regions of peers behind one narrow shared link (bench/lib/shaped.py: namespaces, veth,
+tc htb; needs root). Peers join alternating regions (a1, b1, a2, b2, ...), so the join-order
 ring crosses the narrow link at every hop; optimize_topology() should reorder the ring so
 it crosses only twice (once each way). Prints the ring's crossings, the median time of a
 float32 SUM all-reduce before and after, the optimize call's duration, and checks every
@@ -14,13 +14,12 @@ result against the exact sum.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-from netns import ShapedNetwork, unavailable_reason
-from shaped_run import parse_size, run_plan, slowest
+from bench.lib.common import emit_json, parse_size
+from bench.lib.shaped import ShapedNetwork, run_plan, slowest, unavailable_reason
 
 
 def main() -> int:
@@ -75,8 +74,7 @@ def main() -> int:
     ok = result["max_rel_error"] < 1e-6
     print(f"  results    : max relative RMS error vs float64 {result['max_rel_error']:.1e} "
           f"({'ok' if ok else 'WRONG'})")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit_json(result, args.json, indent=2, echo=False)
     return 0 if ok else 1
 
 

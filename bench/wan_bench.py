@@ -1,6 +1,6 @@
-"""pccl vs torch.distributed Gloo across an emulated WAN (the lab in bench/wan/lab.py).
+"""pccl vs torch.distributed Gloo across an emulated WAN (the lab in bench/wan/).
 
-Usage: sudo python bench/wan_bench.py [--rtt 50 100] [--pools 1 2 4 8 16 32] [--world 3]
+Usage: sudo python -m bench.wan_bench [--rtt 50 100] [--pools 1 2 4 8 16 32] [--world 3]
            [--rate 400mbit] [--window 512KiB] [--big 128MiB] [--many 16x8MiB] [--iters 2]
            [--cases sweep gloo latency join loss] [--loss 0.1%] [--join 256MiB] [--cc reno]
            [--json out.json] [--png out.png] [--quick]
@@ -26,36 +26,34 @@ buffer). The master is one WAN round trip away from every peer. Then:
   loss     (first RTT only) a second lab with `--loss` random loss on every link: the big
            all-reduce with the default pool and the largest pool, results verified.
 
-Every timed op is verified: inputs are integer-valued float32 (bench/all_reduce.py's
+Every timed op is verified: inputs are integer-valued float32 (bench/lib/data.py's
 pattern, different per rank, tensor and iteration), every peer checks the exact sum after
 each op. Before each op the peers refill their inputs and pass a 1-element all-reduce as a
 barrier (both untimed). time/op = mean over iterations of the slowest peer's time;
 busbw = bytes x 2(n-1)/n / time (NCCL-tests); "of cap" = busbw / (rate / 8). The emulator's
-drop counters over each case are in the JSON. Needs root (see bench/wan/lab.py).
+drop counters over each case are in the JSON. Needs root (see bench/wan/network.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import time
-import traceback
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "wan"))
-import lab as wanlab  # bench/wan is not a package
-from _procs import stop_workers  # bench/ is the script directory
-from all_reduce import bus_factor, check_sum, fill_input, parse_size, size_name
+from bench.lib.common import bus_factor, emit_json, parse_size, size_name
+from bench.lib.data import check_sum, digests, fill_input, make_state
+from bench.lib.procs import BenchError, ctx, gather, report_error, stop_workers
+from bench.wan.network import Lab, requirements
+from bench.wan.topology import Topology, parse_fraction, parse_rate
 
-_ctx = mp.get_context("spawn")
 BARRIER_TAG = 1 << 20
 STATE_TENSORS = 16
 
@@ -89,8 +87,6 @@ class PcclWorker:
 
     def join_sources(self, state_bytes: int, world: int) -> dict[str, Any]:
         """Hold shared state, admit the joiner, sync (the joiner fetches from us)."""
-        from shared_state import make_state
-
         arrays = make_state(1, STATE_TENSORS, state_bytes // 4 // STATE_TENSORS)
         pccl = self.pccl
         state = pccl.SharedState([pccl.TensorInfo.from_numpy(a, f"t{i}")
@@ -184,10 +180,7 @@ def _worker_main(conn: Connection, backend: str, rank: int, world: int,
     except EOFError:
         return
     except BaseException as e:  # noqa: BLE001 - reported to the parent
-        try:
-            conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
-        except OSError:
-            pass
+        report_error(conn, e)
         return
     if worker is not None:
         worker.close()
@@ -196,7 +189,6 @@ def _worker_main(conn: Connection, backend: str, rank: int, world: int,
 def _joiner_main(conn: Connection, address: str, pool_size: int, state_bytes: int) -> None:
     try:
         import pccl
-        from shared_state import digests, make_state
 
         arrays = make_state(2, STATE_TENSORS, state_bytes // 4 // STATE_TENSORS)
         state = pccl.SharedState([pccl.TensorInfo.from_numpy(a, f"t{i}")
@@ -217,54 +209,23 @@ def _joiner_main(conn: Connection, address: str, pool_size: int, state_bytes: in
         comm.close()
     except EOFError:
         return
-    except BaseException as e:  # noqa: BLE001
-        try:
-            conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
-        except OSError:
-            pass
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        report_error(conn, e)
 
 
 # --- the parent ----------------------------------------------------------------------------
 
-class BenchError(Exception):
-    pass
-
-
-def gather(conns: list[Connection], procs: list[Any], kind: str, timeout: float,
-           what: str) -> list[tuple[Any, ...]]:
-    replies: dict[int, tuple[Any, ...]] = {}
-    deadline = time.monotonic() + timeout
-    while len(replies) < len(conns):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BenchError(f"{what}: no {kind!r} in {timeout:.0f} s")
-        pending = [c for i, c in enumerate(conns) if i not in replies]
-        for conn in wait(pending, timeout=min(left, 1.0)):
-            i = conns.index(conn)
-            try:
-                reply = conn.recv()
-            except EOFError:
-                raise BenchError(f"{what}: process {i} died") from None
-            if reply[0] == "error":
-                raise BenchError(f"{what}: process {i}: {reply[1]}\n{reply[2]}")
-            replies[i] = reply
-        for i, proc in enumerate(procs):
-            if i not in replies and not proc.is_alive() and not conns[i].poll():
-                raise BenchError(f"{what}: process {i} exited with {proc.exitcode}")
-    return [replies[i] for i in range(len(conns))]
-
-
 class Group:
     """`world` worker processes of one backend, one per peer namespace."""
 
-    def __init__(self, lab: wanlab.Lab, backend: str, world: int, setup: dict[str, Any]):
+    def __init__(self, lab: Lab, backend: str, world: int, setup: dict[str, Any]):
         self.lab, self.backend, self.world = lab, backend, world
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
         self.name = f"{backend} {setup}"
         try:
             for rank, node in enumerate(lab.top.peers()[:world]):
-                parent, child = _ctx.Pipe()
+                parent, child = ctx.Pipe()
                 self.procs.append(lab.process(node, _worker_main,
                                               (child, backend, rank, world, setup)))
                 child.close()
@@ -292,10 +253,8 @@ class Master:
 
     port = 48148
 
-    def __init__(self, lab: wanlab.Lab):
+    def __init__(self, lab: Lab):
         Master.port += 1
-        import subprocess
-
         self.proc = lab.popen("master", [sys.executable, "-m", "pccl.master", "--listen-address",
                                          f"0.0.0.0:{Master.port}"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -329,7 +288,7 @@ class Bench:
         self.rows: list[dict[str, Any]] = []
         self.failed = False
 
-    def row(self, lab: wanlab.Lab, rtt_ms: float, backend: str, pool: int | None,
+    def row(self, lab: Lab, rtt_ms: float, backend: str, pool: int | None,
             workload: str, n_bytes: int, n_tensors: int, res: dict[str, Any],
             stats0: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
         world = self.args.world
@@ -350,7 +309,7 @@ class Bench:
               f"{'' if res['verified'] else '  VERIFICATION FAILED'}", file=sys.stderr,
               flush=True)
 
-    def workloads(self, lab: wanlab.Lab, rtt_ms: float, group: Group, backend: str,
+    def workloads(self, lab: Lab, rtt_ms: float, group: Group, backend: str,
                   pool: int | None, which: list[str]) -> None:
         a = self.args
         for name in which:
@@ -366,7 +325,7 @@ class Bench:
                      "many": f"{n_tensors}x{size_name(n_bytes)}", "latency": "4KiB"}[name]
             self.row(lab, rtt_ms, backend, pool, label, n_bytes, n_tensors, res, stats0)
 
-    def pccl_group(self, lab: wanlab.Lab, rtt_ms: float, pool: int, which: list[str]) -> None:
+    def pccl_group(self, lab: Lab, rtt_ms: float, pool: int, which: list[str]) -> None:
         master = Master(lab)
         group = None
         try:
@@ -380,7 +339,7 @@ class Bench:
                 group.close(graceful=False)
             master.close()
 
-    def gloo_group(self, lab: wanlab.Lab, rtt_ms: float, which: list[str]) -> None:
+    def gloo_group(self, lab: Lab, rtt_ms: float, which: list[str]) -> None:
         Master.port += 1
         group = Group(lab, "gloo", self.args.world, {"host": lab.ip("p0"), "port": Master.port})
         try:
@@ -390,7 +349,7 @@ class Bench:
             group.close(graceful=False)
             raise
 
-    def join(self, lab: wanlab.Lab, rtt_ms: float, pool: int) -> None:
+    def join(self, lab: Lab, rtt_ms: float, pool: int) -> None:
         a = self.args
         master = Master(lab)
         group = None
@@ -400,7 +359,7 @@ class Bench:
             for conn in group.conns:
                 conn.send(("join_sources", a.join, a.world + 1))
             gather(group.conns, group.procs, "joinready", 300, "join sources")
-            jconn, child = _ctx.Pipe()
+            jconn, child = ctx.Pipe()
             jproc = lab.process("joiner0", _joiner_main, (child, master.address, pool, a.join))
             child.close()
             gather([jconn], [jproc], "allocated", 300, "joiner")
@@ -408,8 +367,6 @@ class Bench:
             jconn.send("go")
             res = gather([jconn], [jproc], "result", 900, "joiner")[0][1]
             src = [r[1] for r in gather(group.conns, group.procs, "result", 900, "sources")]
-            from shared_state import digests, make_state
-
             want = digests(make_state(1, STATE_TENSORS, a.join // 4 // STATE_TENSORS))
             ok = res["digests"] == want and res["rx"] == a.join
             total = res["admit_s"] + res["sync_s"]
@@ -447,7 +404,7 @@ class Bench:
         a = self.args
         default_pool = int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "8"))
         for index, rtt_ms in enumerate(a.rtt):
-            with wanlab.Lab(self.topology(rtt_ms)) as lab:
+            with Lab(self.topology(rtt_ms)) as lab:
                 if "sweep" in a.cases:
                     for pool in a.pools:
                         which = ["big", "many"]
@@ -463,7 +420,7 @@ class Bench:
                     for pool in sorted({default_pool, max(a.pools)}):
                         self.join(lab, rtt_ms, pool)
             if "loss" in a.cases and index == 0:
-                with wanlab.Lab(self.topology(rtt_ms, a.loss)) as lab:
+                with Lab(self.topology(rtt_ms, a.loss)) as lab:
                     for pool in sorted({default_pool, max(a.pools)}):
                         self.pccl_group(lab, rtt_ms, pool, ["big"])
 
@@ -550,41 +507,38 @@ def main() -> int:
     args = parser.parse_args()
     count, _, size = args.many.partition("x")
     args.many = (int(count), parse_size(size))
-    args.loss = wanlab.parse_fraction(args.loss)
+    args.loss = parse_fraction(args.loss)
     if args.quick:
         args.rtt, args.pools, args.big = [50.0], [1, 4, 16], parse_size("16MiB")
         args.many, args.join, args.iters = (4, parse_size("4MiB")), parse_size("32MiB"), 1
-    reason = wanlab.requirements()
+    reason = requirements()
     if reason is not None:
-        print(f"wan_bench.py: skipped: {reason}", file=sys.stderr)
+        print(f"bench.wan_bench: skipped: {reason}", file=sys.stderr)
         return 2
     bench = Bench(args)
     started = time.monotonic()
     try:
         bench.run()
     except (BenchError, OSError, RuntimeError, KeyboardInterrupt) as e:
-        print(f"wan_bench.py: {e}", file=sys.stderr)
+        print(f"bench.wan_bench: {e}", file=sys.stderr)
         bench.failed = True
-    cap = wanlab.parse_rate(args.rate) / 8 / 1e6
+    cap = parse_rate(args.rate) / 8 / 1e6
     print_table(bench.rows, cap)
     meta = {"world": args.world, "rate": args.rate, "window": args.window,
             "cc": args.cc or "host default",
             "master": "own namespace, one WAN RTT from every peer",
-            "mtu": wanlab.Topology().mtu, "seconds": time.monotonic() - started,
+            "mtu": Topology().mtu, "seconds": time.monotonic() - started,
             "cpus": os.cpu_count(), "pccl_defaults": {
                 "pool": int(os.environ.get("PCCL_DEFAULT_POOL_SIZE", "8")),
                 "segment_bytes": os.environ.get("PCCL_SEGMENT_BYTES", "1MiB (default)"),
                 "socket_buffer_bytes": os.environ.get("PCCL_SOCKET_BUFFER_BYTES", "0 (default)")}}
     result = {"meta": meta, "rows": bench.rows}
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text)
     if args.png:
         if plot(bench.rows, args.png):
             print(f"plot: {args.png}")
         else:
             print("plot: matplotlib is not installed; JSON only", file=sys.stderr)
-    print(text)
+    emit_json(result, args.json)
     return 1 if bench.failed else 0
 
 

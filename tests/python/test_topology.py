@@ -4,18 +4,13 @@ shaped two-region network (network namespaces + tc htb; skipped without root).""
 from __future__ import annotations
 
 import signal
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
-
 import pccl
+import pytest
 from cluster import Cluster
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from netns import ShapedNetwork, unavailable_reason  # noqa: E402
-from shaped_run import run_plan  # noqa: E402
+from bench.lib.shaped import ShapedNetwork, run_plan, unavailable_reason
 
 
 def optimize_and_reduce(comm: pccl.Communicator, index: int) -> tuple[list[int], list[int], bool]:

@@ -1,6 +1,6 @@
 """pccl across an emulated WAN: three peers and a master in their own network namespaces,
 every packet between them delayed 20 ms each way (RTT 40 ms) and capped at 200 Mbit/s per
-direction by the lab's link emulator (bench/wan/lab.py, bench/wan/wanemu.cc).
+direction by the lab's link emulator (bench/wan/network.py, bench/wan/wanemu.cc).
 
 Checks that all-reduce results stay exact (integer-valued data, compared with numpy) when
 the bytes take tens of milliseconds per hop, and that a SIGKILLed peer is still detected
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +21,8 @@ import pytest
 from cluster import Cluster, notify
 from pccl import ReduceOp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "wan"))
-import lab as wanlab  # bench/wan is not a package
+from bench.lib.netns import enter_netns
+from bench.wan.network import Lab, requirements
 
 TOPOLOGY = "peers=3 master=own rtt=40ms rate=200mbit window=1MiB"
 KILL_COUNT = 8 << 20  # 32 MiB of float32: about a second on these links, time to kill mid-way
@@ -34,19 +32,19 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def lab() -> Any:
-    reason = wanlab.requirements()
+    reason = requirements()
     if reason is not None:
         pytest.skip(reason)
-    with wanlab.Lab(TOPOLOGY) as running:
+    with Lab(TOPOLOGY) as running:
         yield running
 
 
 def enter_peer_netns(namespaces: list[str], index: int) -> None:
     """Peer prelude (runs in the peer process): move into peer `index`'s namespace."""
-    wanlab.enter_netns(namespaces[index])
+    enter_netns(namespaces[index])
 
 
-def wan_cluster(lab: wanlab.Lab, **kwargs: Any) -> Cluster:
+def wan_cluster(lab: Lab, **kwargs: Any) -> Cluster:
     peers = lab.top.peers()
     return Cluster(len(peers), master_address="0.0.0.0:0", connect_host=lab.master_ip(),
                    master_prefix=["ip", "netns", "exec", lab.netns("master")],
@@ -110,7 +108,7 @@ def expected_digest(count: int, dtype: str, op: str, salt: int, world: int) -> s
     return digest(x)
 
 
-def test_all_reduce_exact_across_the_wan(lab: wanlab.Lab) -> None:
+def test_all_reduce_exact_across_the_wan(lab: Lab) -> None:
     with wan_cluster(lab) as c:
         results = c.run(reduce_cases, CASES, timeout=50)
     for salt, (count, dtype, op) in enumerate(CASES):
@@ -125,7 +123,7 @@ def test_all_reduce_exact_across_the_wan(lab: wanlab.Lab) -> None:
     assert sum(link["tx_bytes"] for link in stats["links"].values()) > 3 * (1 << 20)
 
 
-def test_killed_peer_detected_and_retry_succeeds(lab: wanlab.Lab) -> None:
+def test_killed_peer_detected_and_retry_succeeds(lab: Lab) -> None:
     victim = 2
     with wan_cluster(lab, heartbeat_timeout=3.0) as c:
         survivors = [i for i in range(c.world) if i != victim]

@@ -1,4 +1,4 @@
-"""Benchmark cases for the quantize kernels (used by bench/kernels.py).
+"""Benchmark cases for the quantize kernels (used by bench.kernels).
 
 "bytes" counts the bytes of float input per call: the source floats for quantize, the
 float destination for dequantize. "touched" counts bytes read plus written (source, q,

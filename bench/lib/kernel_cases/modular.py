@@ -1,4 +1,4 @@
-"""Benchmark cases for the modular-arithmetic kernels (used by bench/kernels.py).
+"""Benchmark cases for the modular-arithmetic kernels (used by bench.kernels).
 
 "bytes" counts the input bytes per call: n_bytes of uint64 for mod_reduce, of uint32
 residues (one operand's worth) for the arithmetic, of float32 for encode / decode, of uint32

@@ -1,6 +1,7 @@
-"""One pccl peer of a shaped-network benchmark, run inside its network namespace.
+"""One pccl peer of a shaped-network benchmark, run inside its network namespace by
+bench/lib/shaped.py's run_plan.
 
-Usage: python shaped_peer.py MASTER_ADDR WORLD RANK PLAN_JSON
+Usage: python -m bench.lib.shaped_peer MASTER_ADDR WORLD RANK PLAN_JSON
 
 Connects, waits until WORLD peers are admitted, then runs PLAN_JSON, a list of steps:
   {"op": "ring"}                                  record the ring order (peer ids)
@@ -21,7 +22,6 @@ import sys
 import time
 
 import numpy as np
-
 import pccl
 
 

@@ -1,4 +1,4 @@
-"""Benchmark cases of the content hash kernels, for bench/kernels.py.
+"""Benchmark cases of the content hash kernels (used by bench.kernels).
 
 `cases(n_bytes)` returns one dict per kernel: the one-shot hash64 over a float32 buffer
 and the streaming Hasher fed in 1 MiB pieces (the way large tensors are hashed piecewise).

@@ -1,4 +1,4 @@
-"""Benchmark cases for the reduce kernels (used by bench/kernels.py).
+"""Benchmark cases for the reduce kernels (used by bench.kernels).
 
 "bytes" counts the bytes of input data per call (n elements of the dtype); "touched" the
 bytes read plus written (dst read, src read, dst written), which is what a memory copy of
