@@ -24,17 +24,9 @@ void RegisterStatusTranslator() {
   });
 }
 
-DType GetDType(int value, const char* name) {
-  if (!IsValidDType(value)) {
-    throw py::value_error(std::string(name) + " must be a pccl.DataType, got " +
-                          std::to_string(value));
-  }
-  return static_cast<DType>(value);
-}
-
-Array GetArray(py::handle obj, const char* name, int dtype, bool writable) {
+Array GetArray(py::handle obj, const char* name, DType dtype, bool writable) {
   Array a;
-  a.dtype = GetDType(dtype, "dtype");
+  a.dtype = dtype;
   if (!PyObject_CheckBuffer(obj.ptr())) {
     throw py::type_error(std::string(name) + " must support the buffer protocol, got " +
                          std::string(py::str(py::type::of(obj).attr("__name__"))));

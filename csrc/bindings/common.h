@@ -57,19 +57,18 @@ struct Array {
   DType dtype = DType::kUint8;
 };
 
-// Reads argument `name`. `dtype` is the element type the caller states (pccl.DataType
-// value); the buffer's item size must match it. `writable` demands a writable buffer.
-// Raises TypeError (not a buffer, wrong item size) or ValueError (not contiguous,
-// read-only) naming `name`.
-Array GetArray(py::handle obj, const char* name, int dtype, bool writable);
-
-// DType from a pccl.DataType value; raises ValueError naming `name` if out of range.
-DType GetDType(int value, const char* name);
+// Reads argument `name`. `dtype` is the element type the caller states; the buffer's item
+// size must match it (memory safety: the kernels index it by that size). `writable`
+// demands a writable buffer. Raises TypeError (not a buffer, wrong item size) or
+// ValueError (not contiguous, read-only) naming `name`.
+Array GetArray(py::handle obj, const char* name, DType dtype, bool writable);
 
 // Raises ValueError unless a.count == b.count, naming both arguments.
 void CheckSameCount(const Array& a, const char* a_name, const Array& b, const char* b_name);
 
-// Registration of each part of the module (one file each).
+// Registration of each part of the module (one file each). BindEnums comes first: the
+// others take its enums as argument types.
+void BindEnums(py::module_& m);
 void BindReduce(py::module_& m);
 void BindQuantize(py::module_& m);
 void BindModular(py::module_& m);

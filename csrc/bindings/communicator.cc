@@ -4,6 +4,8 @@
 #include <cmath>
 #include <memory>
 
+#include <pybind11/stl.h>
+
 #include "bindings/common.h"
 #include "pccl/comm/communicator.h"
 #include "pccl/common/params.h"
@@ -26,36 +28,28 @@ py::tuple InfoTuple(const comm::ReduceInfo& info) {
 }
 
 // The request as Python fills it: tensors arrive as addresses (pccl._tensors checked them
-// and keeps them alive), enums as their values, checked here once more because a bad value
-// would index tables in the core.
+// and keeps them alive), enums as the core's own (pybind11 admits nothing else).
 struct PyAllReduceRequest {
   uintptr_t send = 0;
   uintptr_t recv = 0;
   size_t count = 0;
-  int dtype = 0;
-  int op = 0;
+  DType dtype = DType::kFloat32;
+  kernels::ReduceOp op = kernels::ReduceOp::kSum;
   uint64_t tag = 0;
-  int quant_algorithm = 0;
-  int quant_dtype = 0;
+  kernels::QuantAlgorithm quant_algorithm = kernels::QuantAlgorithm::kNone;
+  DType quant_dtype = DType::kUint8;
 };
 
 comm::AllReduceRequest MakeRequest(const PyAllReduceRequest& r) {
-  if (!kernels::IsValidReduceOp(r.op)) {
-    throw py::value_error("op must be a pccl.ReduceOp, got " + std::to_string(r.op));
-  }
-  if (!kernels::IsValidQuantAlgorithm(r.quant_algorithm)) {
-    throw py::value_error("quantization algorithm must be a pccl.QuantizationAlgorithm, got " +
-                          std::to_string(r.quant_algorithm));
-  }
   comm::AllReduceRequest request;
   request.send = reinterpret_cast<const void*>(r.send);
   request.recv = reinterpret_cast<void*>(r.recv);
   request.count = r.count;
-  request.dtype = GetDType(r.dtype, "dtype");
-  request.op = static_cast<kernels::ReduceOp>(r.op);
+  request.dtype = r.dtype;
+  request.op = r.op;
   request.tag = r.tag;
-  request.quant.algorithm = static_cast<kernels::QuantAlgorithm>(r.quant_algorithm);
-  request.quant.quantized_dtype = GetDType(r.quant_dtype, "quantized_datatype");
+  request.quant.algorithm = r.quant_algorithm;
+  request.quant.quantized_dtype = r.quant_dtype;
   return request;
 }
 
@@ -83,16 +77,29 @@ class AsyncWork {
 
 void BindCommunicator(py::module_& m) {
   py::class_<PyAllReduceRequest>(m, "AllReduceRequest")
-      .def(py::init([](uintptr_t send, uintptr_t recv, size_t count, int dtype, int op,
-                       uint64_t tag, int quant_algorithm, int quant_dtype) {
+      .def(py::init([](uintptr_t send, uintptr_t recv, size_t count, DType dtype,
+                       kernels::ReduceOp op, uint64_t tag, kernels::QuantAlgorithm quant_algorithm,
+                       DType quant_dtype) {
              return PyAllReduceRequest{send, recv, count, dtype, op, tag, quant_algorithm,
                                        quant_dtype};
            }),
            py::kw_only(), py::arg("send"), py::arg("recv"), py::arg("count"), py::arg("dtype"),
-           py::arg("op"), py::arg("tag") = 0, py::arg("quant_algorithm") = 0,
-           py::arg("quant_dtype") = 0)
+           py::arg("op"), py::arg("tag") = 0,
+           py::arg("quant_algorithm") = kernels::QuantAlgorithm::kNone,
+           py::arg("quant_dtype") = DType::kUint8)
       .def_readonly("count", &PyAllReduceRequest::count)
       .def_readonly("tag", &PyAllReduceRequest::tag);
+
+  py::class_<comm::SharedStateEntry>(m, "SharedStateEntry")
+      .def(py::init([](std::string key, uintptr_t address, size_t nbytes, DType dtype,
+                       bool allow_content_inequality) {
+             return comm::SharedStateEntry{std::move(key), reinterpret_cast<void*>(address),
+                                           nbytes, dtype, allow_content_inequality};
+           }),
+           py::kw_only(), py::arg("key"), py::arg("address"), py::arg("nbytes"),
+           py::arg("dtype"), py::arg("allow_content_inequality") = false)
+      .def_readonly("key", &comm::SharedStateEntry::key)
+      .def_readonly("nbytes", &comm::SharedStateEntry::bytes);
 
   py::class_<AsyncWork>(m, "AsyncAllReduce")
       .def("wait", &AsyncWork::Wait)
@@ -127,13 +134,9 @@ void BindCommunicator(py::module_& m) {
             [&] { return c.ArePeersPending(DeadlineFromSeconds(timeout), joint, &pending); });
         return pending;
       }, py::arg("timeout"), py::kw_only(), py::arg("joint") = true)
-      .def("get_attribute", [](Communicator& c, int attribute) {
-        if (attribute < 1 || attribute > 4) {
-          throw py::value_error("attribute must be a pccl.Attribute, got " +
-                                std::to_string(attribute));
-        }
+      .def("get_attribute", [](Communicator& c, comm::Attribute attribute) {
         int64_t value = 0;
-        ThrowIfError(c.GetAttribute(static_cast<comm::Attribute>(attribute), &value));
+        ThrowIfError(c.GetAttribute(attribute, &value));
         return value;
       }, py::arg("attribute"))
       .def("all_reduce", [](Communicator& c, const PyAllReduceRequest& r, double timeout) {
@@ -151,27 +154,15 @@ void BindCommunicator(py::module_& m) {
         return std::make_unique<AsyncWork>(std::move(work));
       }, py::arg("request"), py::arg("timeout"),
          py::keep_alive<0, 1>())  // the op's thread uses the communicator
-      .def("sync_shared_state", [](Communicator& c, const py::list& entries, uint64_t revision,
-                                   int strategy, double timeout) {
-        // entries: (key, data pointer, bytes, dtype, allow_content_inequality) tuples; the
-        // Python SharedState keeps the tensors alive.
-        if (strategy < 0 || strategy > 2) {
-          throw py::value_error("strategy must be a pccl.SharedStateSyncStrategy, got " +
-                                std::to_string(strategy));
-        }
+      .def("sync_shared_state", [](Communicator& c,
+                                   const std::vector<comm::SharedStateEntry>& entries,
+                                   uint64_t revision, proto::SyncStrategy strategy,
+                                   double timeout) {
+        // The Python SharedState keeps the entries' tensors alive.
         comm::SharedStateSyncRequest request;
         request.revision = revision;
-        request.strategy = static_cast<proto::SyncStrategy>(strategy);
-        for (const py::handle item : entries) {
-          auto t = item.cast<py::tuple>();
-          comm::SharedStateEntry e;
-          e.key = t[0].cast<std::string>();
-          e.data = reinterpret_cast<void*>(t[1].cast<uintptr_t>());
-          e.bytes = t[2].cast<size_t>();
-          e.dtype = GetDType(t[3].cast<int>(), "dtype");
-          e.allow_content_inequality = t[4].cast<bool>();
-          request.entries.push_back(std::move(e));
-        }
+        request.strategy = strategy;
+        request.entries = entries;
         comm::SharedStateSyncInfo info;
         RunWithoutGil(
             [&] { return c.SyncSharedState(request, DeadlineFromSeconds(timeout), &info); });

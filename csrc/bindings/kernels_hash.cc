@@ -14,7 +14,7 @@
 namespace pccl::bindings {
 namespace {
 
-constexpr int kBytesDType = static_cast<int>(DType::kUint8);
+constexpr DType kBytesDType = DType::kUint8;
 
 class PyHasher {
  public:

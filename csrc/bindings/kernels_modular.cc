@@ -10,8 +10,8 @@
 namespace pccl::bindings {
 namespace {
 
-constexpr int kUint32 = static_cast<int>(DType::kUint32);
-constexpr int kUint64 = static_cast<int>(DType::kUint64);
+constexpr DType kUint32 = DType::kUint32;
+constexpr DType kUint64 = DType::kUint64;
 
 kernels::Modulus MakeModulus(uint64_t p) {
   kernels::Modulus m;
@@ -83,7 +83,7 @@ void BindModular(py::module_& m) {
   }, py::arg("modulus"), py::arg("acc"), py::arg("a"), py::arg("b"));
 
   m.def("fixed_encode", [](const kernels::Modulus& mod, py::handle dst, py::handle src,
-                           int src_dtype, int frac_bits, bool saturate) {
+                           DType src_dtype, int frac_bits, bool saturate) {
     Array d = GetArray(dst, "dst", kUint32, true);
     Array s = GetArray(src, "src", src_dtype, false);
     CheckSameCount(d, "dst", s, "src");
@@ -97,7 +97,7 @@ void BindModular(py::module_& m) {
   }, py::arg("modulus"), py::arg("dst"), py::arg("src"), py::arg("src_dtype"),
      py::arg("frac_bits"), py::arg("saturate"));
   m.def("fixed_decode", [](const kernels::Modulus& mod, py::handle dst, py::handle src,
-                           int dst_dtype, int frac_bits) {
+                           DType dst_dtype, int frac_bits) {
     Array d = GetArray(dst, "dst", dst_dtype, true);
     Array s = GetArray(src, "src", kUint32, false);
     CheckSameCount(d, "dst", s, "src");

@@ -5,14 +5,13 @@
 namespace pccl::bindings {
 namespace {
 
-kernels::QuantizeOptions GetOptions(int algorithm, int quantized_dtype, size_t block_size) {
-  if (!kernels::IsValidQuantAlgorithm(algorithm)) {
-    throw py::value_error("algorithm must be a pccl.QuantizationAlgorithm, got " +
-                          std::to_string(algorithm));
-  }
+using kernels::QuantAlgorithm;
+
+kernels::QuantizeOptions GetOptions(QuantAlgorithm algorithm, DType quantized_dtype,
+                                    size_t block_size) {
   kernels::QuantizeOptions options;
-  options.algorithm = static_cast<kernels::QuantAlgorithm>(algorithm);
-  options.quantized_dtype = GetDType(quantized_dtype, "quantized_dtype");
+  options.algorithm = algorithm;
+  options.quantized_dtype = quantized_dtype;
   options.block_size = block_size;
   return options;
 }
@@ -24,11 +23,11 @@ void BindQuantize(py::module_& m) {
   m.attr("MAX_QUANT_BLOCK_SIZE") = kernels::kMaxQuantBlockSize;
 
   m.def("quantized_params_bytes",
-        [](size_t count, int source_dtype, int algorithm, int quantized_dtype,
+        [](size_t count, DType source_dtype, QuantAlgorithm algorithm, DType quantized_dtype,
            size_t block_size) {
           kernels::QuantizeOptions options = GetOptions(algorithm, quantized_dtype, block_size);
           size_t bytes = 0;
-          ThrowIfError(kernels::QuantizedParamsBytes(GetDType(source_dtype, "source_dtype"), count,
+          ThrowIfError(kernels::QuantizedParamsBytes(source_dtype, count,
                                                      options, &bytes));
           return bytes;
         },
@@ -37,11 +36,11 @@ void BindQuantize(py::module_& m) {
 
   // params is a uint8 buffer of quantized_params_bytes() bytes.
   m.def("quantize",
-        [](py::handle src, py::handle q, py::handle params, int source_dtype, int quantized_dtype,
-           int algorithm, size_t block_size) {
+        [](py::handle src, py::handle q, py::handle params, DType source_dtype,
+           DType quantized_dtype, QuantAlgorithm algorithm, size_t block_size) {
           Array s = GetArray(src, "src", source_dtype, false);
           Array qa = GetArray(q, "q", quantized_dtype, true);
-          Array p = GetArray(params, "params", static_cast<int>(DType::kUint8), true);
+          Array p = GetArray(params, "params", DType::kUint8, true);
           CheckSameCount(qa, "q", s, "src");
           kernels::QuantizeOptions options = GetOptions(algorithm, quantized_dtype, block_size);
           py::gil_scoped_release release;
@@ -53,14 +52,15 @@ void BindQuantize(py::module_& m) {
 
   // accumulate: dst += deq(q); otherwise dst = deq(q).
   m.def("dequantize",
-        [](py::handle dst, py::handle q, py::handle params, int dst_dtype, int source_dtype,
-           int quantized_dtype, int algorithm, size_t block_size, bool accumulate) {
+        [](py::handle dst, py::handle q, py::handle params, DType dst_dtype, DType source_dtype,
+           DType quantized_dtype, QuantAlgorithm algorithm, size_t block_size,
+           bool accumulate) {
           Array d = GetArray(dst, "dst", dst_dtype, true);
           Array qa = GetArray(q, "q", quantized_dtype, false);
-          Array p = GetArray(params, "params", static_cast<int>(DType::kUint8), false);
+          Array p = GetArray(params, "params", DType::kUint8, false);
           CheckSameCount(d, "dst", qa, "q");
           kernels::QuantizeOptions options = GetOptions(algorithm, quantized_dtype, block_size);
-          DType source = GetDType(source_dtype, "source_dtype");
+          DType source = source_dtype;
           py::gil_scoped_release release;
           if (accumulate) {
             ThrowIfError(kernels::DequantizeAccumulate(d.dtype, d.data, source, qa.data, p.data,

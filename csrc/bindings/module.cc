@@ -20,6 +20,7 @@ pccl::kernels::Isa IsaFromName(const std::string& name) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pccl compiled core";
   pccl::bindings::RegisterStatusTranslator();
+  pccl::bindings::BindEnums(m);
   py::module_ k = m.def_submodule("kernels", "compute kernels on host buffers");
 
   k.def("supported_isas", [] {

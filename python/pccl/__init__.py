@@ -17,6 +17,7 @@ from pccl._enums import (
     QuantizationAlgorithm,
     ReduceOp,
 )
+from pccl._master import MasterNode
 from pccl._types import (
     Attribute,
     QuantizationOptions,
@@ -28,8 +29,6 @@ from pccl._types import (
     SharedStateSyncStrategy,
 )
 from pccl.communicator import AsyncReduceHandle, Communicator
-from pccl._master import MasterNode
-from pccl.shared_state import SharedState, TensorInfo
 from pccl.errors import (
     DataLossError,
     InvalidUsageError,
@@ -41,6 +40,7 @@ from pccl.errors import (
     Result,
     TooFewPeersError,
 )
+from pccl.shared_state import SharedState, TensorInfo
 
 __all__ = [
     "AsyncReduceHandle",

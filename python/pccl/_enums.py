@@ -1,7 +1,10 @@
 """Enumerations of pccl's public API (names as in PCCL 1.0).
 
-Their integer values are the values the C++ core uses (csrc/pccl/common/dtype.h,
-csrc/pccl/kernels/reduce.h); tests check the two agree.
+The core defines the values: DataType, ReduceOp and QuantizationAlgorithm take each
+member's value from the enum of the same name that pccl._core exports (csrc/bindings/
+enums.cc), and calls into the core pass the core's member, e.g. `_core.DataType(dtype)`.
+These classes add what Python users need on top: docs and conversions to numpy and torch.
+DistributionHint and DeviceType are API-only: the core has no such notion.
 """
 
 from __future__ import annotations
@@ -9,22 +12,28 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from pccl import _core
+
+_D = _core.DataType
+_R = _core.ReduceOp
+_Q = _core.QuantizationAlgorithm
+
 
 class DataType(enum.IntEnum):
     """Element type of a buffer."""
 
-    UINT8 = 0
-    INT8 = 1
-    UINT16 = 2
-    INT16 = 3
-    UINT32 = 4
-    INT32 = 5
-    UINT64 = 6
-    INT64 = 7
-    FLOAT16 = 8
-    BFLOAT16 = 9
-    FLOAT = 10
-    DOUBLE = 11
+    UINT8 = _D.UINT8.value
+    INT8 = _D.INT8.value
+    UINT16 = _D.UINT16.value
+    INT16 = _D.INT16.value
+    UINT32 = _D.UINT32.value
+    INT32 = _D.INT32.value
+    UINT64 = _D.UINT64.value
+    INT64 = _D.INT64.value
+    FLOAT16 = _D.FLOAT16.value
+    BFLOAT16 = _D.BFLOAT16.value
+    FLOAT = _D.FLOAT.value
+    DOUBLE = _D.DOUBLE.value
 
     @property
     def itemsize(self) -> int:
@@ -107,19 +116,19 @@ _ITEMSIZE.update({DataType.FLOAT16: 2, DataType.BFLOAT16: 2, DataType.FLOAT: 4,
 class ReduceOp(enum.IntEnum):
     """Reduction of an all-reduce."""
 
-    SUM = 0
-    AVG = 1
-    PROD = 2
-    MAX = 3
-    MIN = 4
+    SUM = _R.SUM.value
+    AVG = _R.AVG.value
+    PROD = _R.PROD.value
+    MAX = _R.MAX.value
+    MIN = _R.MIN.value
 
 
 class QuantizationAlgorithm(enum.IntEnum):
     """How floats are compressed on the wire."""
 
-    NONE = 0
-    MIN_MAX = 1
-    ZERO_POINT_SCALE = 2
+    NONE = _Q.NONE.value
+    MIN_MAX = _Q.MIN_MAX.value
+    ZERO_POINT_SCALE = _Q.ZERO_POINT_SCALE.value
 
 
 class DistributionHint(enum.IntEnum):

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pccl._enums import DataType
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def as_buffer(obj: Any, name: str, *, writable: bool = False) -> Buffer:
     raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(obj).__name__}")
 
 
-def as_array(obj: Any, name: str, *, writable: bool = False) -> tuple[Any, DataType]:
+def as_array(obj: Any, name: str, *, writable: bool = False) -> tuple[np.ndarray, DataType]:
     """`as_buffer`, then a flat numpy view of the same memory (for pccl.kernels, whose API
     is numpy's). bfloat16 data comes back as a uint16 view (numpy has no bfloat16).
 
@@ -94,7 +97,7 @@ def as_array(obj: Any, name: str, *, writable: bool = False) -> tuple[Any, DataT
         array = t.numpy()
     else:
         array = obj
-    array = array.reshape(-1)
+    flat: np.ndarray = array.reshape(-1)
     if buffer.dtype is DataType.BFLOAT16:
-        array = array.view(np.uint16)
-    return array, buffer.dtype
+        flat = flat.view(np.uint16)
+    return flat, buffer.dtype

@@ -6,25 +6,26 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from pccl import _core
 from pccl._enums import DataType, DistributionHint, QuantizationAlgorithm, ReduceOp
 from pccl._tensors import as_buffer
 
 
 class Attribute(enum.IntEnum):
-    """What get_attribute() can report (PCCL 1.0's values)."""
+    """What get_attribute() can report (PCCL 1.0's values, defined by the core)."""
 
-    GLOBAL_WORLD_SIZE = 1
-    LOCAL_WORLD_SIZE = 2
-    NUM_DISTINCT_PEER_GROUPS = 3
-    LARGEST_PEER_GROUP_WORLD_SIZE = 4
+    GLOBAL_WORLD_SIZE = _core.Attribute.GLOBAL_WORLD_SIZE.value
+    LOCAL_WORLD_SIZE = _core.Attribute.LOCAL_WORLD_SIZE.value
+    NUM_DISTINCT_PEER_GROUPS = _core.Attribute.NUM_DISTINCT_PEER_GROUPS.value
+    LARGEST_PEER_GROUP_WORLD_SIZE = _core.Attribute.LARGEST_PEER_GROUP_WORLD_SIZE.value
 
 
 class SharedStateSyncStrategy(enum.IntEnum):
     """Who may send and who may receive during sync_shared_state()."""
 
-    ENFORCE_POPULAR = 0
-    RECEIVE_ONLY = 1
-    SEND_ONLY = 2
+    ENFORCE_POPULAR = _core.SharedStateSyncStrategy.ENFORCE_POPULAR.value
+    RECEIVE_ONLY = _core.SharedStateSyncStrategy.RECEIVE_ONLY.value
+    SEND_ONLY = _core.SharedStateSyncStrategy.SEND_ONLY.value
 
 
 @dataclass

@@ -30,7 +30,6 @@ from pccl._types import (
     SharedStateSyncInfo,
     SharedStateSyncStrategy,
 )
-from pccl.shared_state import SharedState
 from pccl.errors import (
     InvalidUsageError,
     MasterUnavailableError,
@@ -43,6 +42,7 @@ from pccl.errors import (
     result_for_status,
     result_on_failure,
 )
+from pccl.shared_state import SharedState
 
 _log = logging.getLogger("pccl")
 
@@ -282,7 +282,7 @@ class Communicator:
         except ValueError:
             raise ValueError(f"attribute must be a pccl.Attribute, got {attribute!r}") from None
         self._check_open()
-        return int(self._core.get_attribute(int(attribute)))
+        return int(self._core.get_attribute(_core.Attribute(attribute)))
 
     # -- collectives ------------------------------------------------------------------
 
@@ -479,7 +479,8 @@ class Communicator:
                                     "are in flight; wait for them first",
                                     Result.PENDING_ASYNC_OPS)
         revision, tx, rx = self._core.sync_shared_state(
-            shared_state._entries(), shared_state.revision, int(strategy), _timeout(timeout))
+            shared_state._entries(), shared_state.revision,
+            _core.SharedStateSyncStrategy(strategy), _timeout(timeout))
         shared_state.revision = int(revision)
         return SharedStateSyncInfo(int(tx), int(rx))
 
@@ -534,9 +535,10 @@ class Communicator:
                     DataType.UINT8, DataType.UINT16):
                 raise InvalidUsageError("quantization_options.quantized_datatype must be "
                                         f"UINT8 or UINT16, got {quantized.name}")
-        return _core.AllReduceRequest(send=s.ptr, recv=r.ptr, count=s.count, dtype=int(sdt),
-                                      op=int(op), tag=tag, quant_algorithm=int(algorithm),
-                                      quant_dtype=int(quantized))
+        return _core.AllReduceRequest(send=s.ptr, recv=r.ptr, count=s.count,
+                                      dtype=_core.DataType(sdt), op=_core.ReduceOp(op), tag=tag,
+                                      quant_algorithm=_core.QuantizationAlgorithm(algorithm),
+                                      quant_dtype=_core.DataType(quantized))
 
     def _check_open(self) -> None:
         if self._closed:

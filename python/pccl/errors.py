@@ -1,8 +1,9 @@
 """pccl's exceptions: each class says what the caller should do next.
 
-Every failure of the core arrives here as a status code (csrc/pccl/common/status.h) and
-is turned into one exception by `error_for_status`, the only place that maps codes to
-classes. All of them derive from PCCLError, which carries upstream's `Result` code.
+Every failure of the core arrives here as a status code (pccl._core.StatusCode, defined by
+csrc/pccl/common/status.h) and is turned into one exception by `error_for_status`, the
+only place that maps codes to classes. All of them derive from PCCLError, which carries
+upstream's `Result` code.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Iterator
+
+from pccl import _core
 
 
 class Result(enum.IntEnum):
@@ -103,18 +106,19 @@ class DataLossError(PCCLError):
     default_result = Result.INTERNAL_ERROR
 
 
-# Core status codes (csrc/pccl/common/status.h) -> exception class and upstream Result.
+# The core's status codes -> exception class and upstream Result.
+_S = _core.StatusCode
 _BY_STATUS: dict[int, tuple[type[PCCLError], Result]] = {
-    1: (InvalidUsageError, Result.INVALID_ARGUMENT),  # InvalidArgument
-    2: (InvalidUsageError, Result.INVALID_ARGUMENT),  # OutOfRange
-    3: (InvalidUsageError, Result.INVALID_USAGE),  # FailedPrecondition
-    4: (PeerLostError, Result.RANK_CONNECTION_LOST),  # Aborted
-    5: (MasterUnavailableError, Result.MASTER_CONNECTION_FAILED),  # Unavailable
-    6: (PCCLTimeoutError, Result.RANK_CONNECTION_LOST),  # DeadlineExceeded
-    7: (DataLossError, Result.INTERNAL_ERROR),  # DataLoss
-    8: (PCCLError, Result.INTERNAL_ERROR),  # Internal
-    9: (TooFewPeersError, Result.TOO_FEW_PEERS),  # TooFewPeers
-    10: (KickedError, Result.RANK_CONNECTION_LOST),  # Kicked
+    _S.INVALID_ARGUMENT: (InvalidUsageError, Result.INVALID_ARGUMENT),
+    _S.OUT_OF_RANGE: (InvalidUsageError, Result.INVALID_ARGUMENT),
+    _S.FAILED_PRECONDITION: (InvalidUsageError, Result.INVALID_USAGE),
+    _S.ABORTED: (PeerLostError, Result.RANK_CONNECTION_LOST),
+    _S.UNAVAILABLE: (MasterUnavailableError, Result.MASTER_CONNECTION_FAILED),
+    _S.DEADLINE_EXCEEDED: (PCCLTimeoutError, Result.RANK_CONNECTION_LOST),
+    _S.DATA_LOSS: (DataLossError, Result.INTERNAL_ERROR),
+    _S.INTERNAL: (PCCLError, Result.INTERNAL_ERROR),
+    _S.TOO_FEW_PEERS: (TooFewPeersError, Result.TOO_FEW_PEERS),
+    _S.KICKED: (KickedError, Result.RANK_CONNECTION_LOST),
 }
 
 
@@ -139,7 +143,7 @@ def result_on_failure(result: Result) -> Iterator[None]:
 
 
 def result_for_status(status: int) -> Result:
-    """Upstream's Result code for a core status code (0 is SUCCESS)."""
-    if status == 0:
+    """Upstream's Result code for a core status code (OK is SUCCESS)."""
+    if status == _S.OK:
         return Result.SUCCESS
     return _BY_STATUS.get(status, (PCCLError, Result.INTERNAL_ERROR))[1]

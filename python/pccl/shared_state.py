@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pccl import _core
 from pccl._enums import DataType, DeviceType
 from pccl._tensors import as_buffer
 
@@ -126,8 +127,10 @@ class SharedState:
         """revision += 1 (PCCL 1.0's helper)."""
         self.revision = self._revision + 1
 
-    def _entries(self) -> list[tuple[str, int, int, int, bool]]:
-        return [(i.name, i.data_ptr, i.nbytes, int(i.dtype), i.allow_content_inequality)
+    def _entries(self) -> list[_core.SharedStateEntry]:
+        return [_core.SharedStateEntry(key=i.name, address=i.data_ptr, nbytes=i.nbytes,
+                                       dtype=_core.DataType(i.dtype),
+                                       allow_content_inequality=i.allow_content_inequality)
                 for i in self.tensor_infos]
 
 

@@ -23,7 +23,7 @@ def main(kind: str) -> None:
     assert "numpy" not in sys.modules and "torch" not in sys.modules, "import pccl pulled them"
     assert pccl.cuda.is_available() is False
 
-    def tensor(value: float):  # noqa: ANN202 - numpy array or torch tensor
+    def tensor(value: float):
         if have["torch"]:
             import torch
 

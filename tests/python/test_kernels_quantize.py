@@ -474,18 +474,21 @@ def test_core_checks_without_the_python_wrapper(n):
     from pccl import _core
 
     core = _core.kernels
+    D, A = _core.DataType, _core.QuantizationAlgorithm
+    f32, u8, i8, i32 = D.FLOAT, D.UINT8, D.INT8, D.INT32
     x = np.zeros(n, np.float32)
     q = np.zeros(n, np.uint8)
     nb = -(-n // 1024)
     with pytest.raises(ValueError, match="params has"):
-        core.quantize(x, q, np.zeros(8 * nb + 1, np.uint8), 10, 0, 1, 1024)
+        core.quantize(x, q, np.zeros(8 * nb + 1, np.uint8), f32, u8, A.MIN_MAX, 1024)
     with pytest.raises(ValueError, match="algorithm must be MIN_MAX or ZERO_POINT_SCALE"):
-        core.quantize(x, q, np.zeros(8 * nb, np.uint8), 10, 0, 0, 1024)
+        core.quantize(x, q, np.zeros(8 * nb, np.uint8), f32, u8, A.NONE, 1024)
     with pytest.raises(ValueError, match="quantized dtype must be uint8 or uint16"):
-        core.quantize(x, q.view(np.int8), np.zeros(8 * nb, np.uint8), 10, 1, 1, 1024)
+        core.quantize(x, q.view(np.int8), np.zeros(8 * nb, np.uint8), f32, i8, A.MIN_MAX, 1024)
     with pytest.raises(ValueError, match="source dtype must be"):
-        core.quantize(x.view(np.int32), q, np.zeros(8 * nb, np.uint8), 5, 0, 1, 1024)
+        core.quantize(x.view(np.int32), q, np.zeros(8 * nb, np.uint8), i32, u8, A.MIN_MAX, 1024)
     with pytest.raises(ValueError, match="block size"):
-        core.quantize(x, q, np.zeros(8 * nb, np.uint8), 10, 0, 1, 0)
+        core.quantize(x, q, np.zeros(8 * nb, np.uint8), f32, u8, A.MIN_MAX, 0)
     with pytest.raises(ValueError, match="destination dtype must be"):
-        core.dequantize(x.view(np.int32), q, np.zeros(8 * nb, np.uint8), 5, 10, 0, 1, 1024, True)
+        core.dequantize(x.view(np.int32), q, np.zeros(8 * nb, np.uint8), i32, f32, u8, A.MIN_MAX,
+                        1024, True)

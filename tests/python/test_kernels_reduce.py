@@ -271,11 +271,27 @@ class TestBadInput:
             kernels.widen_half(np.zeros(3, np.float32), np.zeros(3, np.float32))
 
     def test_raw_core_checks_item_size(self) -> None:
+        from pccl import _core
+
         core = pccl.kernels._k
         with pytest.raises(TypeError, match="dst has items of 4 bytes, but dtype float64 needs 8"):
-            core.reduce(np.zeros(3, np.float32), np.zeros(3, np.float64), int(DataType.DOUBLE), 0)
+            core.reduce(np.zeros(3, np.float32), np.zeros(3, np.float64), _core.DataType.DOUBLE,
+                        _core.ReduceOp.SUM)
         with pytest.raises(TypeError, match="src must support the buffer protocol"):
-            core.reduce(np.zeros(3, np.float32), 5, int(DataType.FLOAT), 0)
+            core.reduce(np.zeros(3, np.float32), 5, _core.DataType.FLOAT, _core.ReduceOp.SUM)
+
+    def test_raw_core_takes_only_its_own_enums(self) -> None:
+        # The binding's argument types are the core's enums: an int (or pccl's public
+        # IntEnum) is refused by pybind11 before any memory is touched.
+        from pccl import _core
+
+        core = pccl.kernels._k
+        x = np.zeros(3, np.float32)
+        with pytest.raises(TypeError):
+            core.reduce(x, x, 10, 0)
+        with pytest.raises(TypeError):
+            core.reduce(x, x, DataType.FLOAT, _core.ReduceOp.SUM)
+        core.reduce(x, x, _core.DataType.FLOAT, _core.ReduceOp.SUM)
 
     def test_unknown_isa(self) -> None:
         with pytest.raises(ValueError, match="isa must be one of"):

@@ -7,9 +7,8 @@ import signal
 import time
 
 import numpy as np
-import pytest
-
 import pccl
+import pytest
 from cluster import Cluster, notify
 
 A = pccl.Attribute

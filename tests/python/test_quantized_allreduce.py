@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
+import pccl
 import pytest
 from cluster import Cluster
-
-import pccl
 from pccl import DataType, QuantizationAlgorithm, QuantizationOptions, ReduceOp
 
 BF16 = np.dtype(ml_dtypes.bfloat16)

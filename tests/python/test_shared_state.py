@@ -9,10 +9,9 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+import pccl
 import pytest
 from cluster import Cluster, PeerError, notify, wait_for_world
-
-import pccl
 from pccl import SharedStateSyncStrategy as Strategy
 
 pytestmark = pytest.mark.timeout(120)

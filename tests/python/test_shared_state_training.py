@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pccl
 import pytest
 from cluster import Cluster, notify
-
-import pccl
 
 torch = pytest.importorskip("torch")
 

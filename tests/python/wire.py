@@ -141,9 +141,7 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
             members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group,
                             "ring_epoch": ring_epoch})
         out["members"] = members
-    elif kind == Kind.TOPOLOGY_COMPLETE:
-        out["epoch"] = r.take("Q")
-    elif kind == Kind.LINKS_READY:
+    elif kind == Kind.TOPOLOGY_COMPLETE or kind == Kind.LINKS_READY:
         out["epoch"] = r.take("Q")
     elif kind == Kind.PENDING_REPLY:
         out["seq"], out["pending"] = r.take("QB")

@@ -226,7 +226,7 @@ def fixed_encode(
     f = _frac_bits(frac_bits)
     if not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be a bool, got {type(saturate).__name__}")
-    _k.fixed_encode(m, d, s, int(st), f, bool(saturate))
+    _k.fixed_encode(m, d, s, _core.DataType(st), f, bool(saturate))
 
 
 def fixed_decode(dst: Any, src: Any, modulus: ModulusLike, *, frac_bits: int) -> None:
@@ -244,7 +244,7 @@ def fixed_decode(dst: Any, src: Any, modulus: ModulusLike, *, frac_bits: int) ->
     d, dt = _float_array(dst, "dst", writable=True)
     s = _residues(src, "src")
     _same_length("dst", d, "src", s)
-    _k.fixed_decode(m, d, s, int(dt), _frac_bits(frac_bits))
+    _k.fixed_decode(m, d, s, _core.DataType(dt), _frac_bits(frac_bits))
 
 
 def mask_generate(

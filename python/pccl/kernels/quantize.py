@@ -132,7 +132,8 @@ def quantized_params_bytes(
     qdt = _data_type(quantized_dtype, "quantized_dtype", _QUANTIZED)
     return int(
         _k.quantized_params_bytes(
-            int(count), int(src), int(_algorithm(algorithm)), int(qdt), _block_size(block_size)
+            int(count), _core.DataType(src), _core.QuantizationAlgorithm(_algorithm(algorithm)),
+            _core.DataType(qdt), _block_size(block_size)
         )
     )
 
@@ -168,12 +169,12 @@ def quantize(
         raise ValueError(f"q has {qa.size} elements but src has {s.size}")
     alg = _algorithm(algorithm)
     bs = _block_size(block_size)
-    expected = int(_k.quantized_params_bytes(s.size, int(st), int(alg), int(qt), bs))
+    expected = int(_k.quantized_params_bytes(s.size, _core.DataType(st), _core.QuantizationAlgorithm(alg), _core.DataType(qt), bs))
     p = _params(params, expected, writable=True)
     _no_overlap(qa, "q", s, "src")
     _no_overlap(p, "params", s, "src")
     _no_overlap(p, "params", qa, "q")
-    _k.quantize(s, qa, p, int(st), int(qt), int(alg), bs)
+    _k.quantize(s, qa, p, _core.DataType(st), _core.DataType(qt), _core.QuantizationAlgorithm(alg), bs)
 
 
 def _dequantize(
@@ -194,11 +195,11 @@ def _dequantize(
     src = _data_type(source_dtype, "source_dtype", _FLOATS)
     alg = _algorithm(algorithm)
     bs = _block_size(block_size)
-    expected = int(_k.quantized_params_bytes(d.size, int(src), int(alg), int(qt), bs))
+    expected = int(_k.quantized_params_bytes(d.size, _core.DataType(src), _core.QuantizationAlgorithm(alg), _core.DataType(qt), bs))
     p = _params(params, expected, writable=False)
     _no_overlap(d, "dst", qa, "q")
     _no_overlap(d, "dst", p, "params")
-    _k.dequantize(d, qa, p, int(dt), int(src), int(qt), int(alg), bs, accumulate)
+    _k.dequantize(d, qa, p, _core.DataType(dt), _core.DataType(src), _core.DataType(qt), _core.QuantizationAlgorithm(alg), bs, accumulate)
 
 
 def dequantize_set(

@@ -35,7 +35,7 @@ def reduce(dst: Any, src: Any, op: ReduceOp) -> None:
     d, dt = as_array(dst, "dst", writable=True)
     s, st = as_array(src, "src")
     _same_dtype("dst", dt, "src", st)
-    _k.reduce(d, s, int(dt), int(_op(op)))
+    _k.reduce(d, s, _core.DataType(dt), _core.ReduceOp(_op(op)))
 
 
 def divide_by(data: Any, divisor: int) -> None:
@@ -45,7 +45,7 @@ def divide_by(data: Any, divisor: int) -> None:
         raise TypeError(f"divisor must be an int, got {type(divisor).__name__}")
     if divisor <= 0:
         raise ValueError(f"divisor must be positive, got {divisor}")
-    _k.divide_by(d, int(dt), divisor)
+    _k.divide_by(d, _core.DataType(dt), divisor)
 
 
 def widen_half(acc: Any, src: Any) -> None:
@@ -53,7 +53,7 @@ def widen_half(acc: Any, src: Any) -> None:
     a, at = as_array(acc, "acc", writable=True)
     s, st = as_array(src, "src")
     _require_float32_acc(at)
-    _k.widen_half(a, s, int(st))
+    _k.widen_half(a, s, _core.DataType(st))
 
 
 def accumulate_half(acc: Any, src: Any, op: ReduceOp) -> None:
@@ -61,7 +61,7 @@ def accumulate_half(acc: Any, src: Any, op: ReduceOp) -> None:
     a, at = as_array(acc, "acc", writable=True)
     s, st = as_array(src, "src")
     _require_float32_acc(at)
-    _k.accumulate_half(a, s, int(st), int(_op(op)))
+    _k.accumulate_half(a, s, _core.DataType(st), _core.ReduceOp(_op(op)))
 
 
 def narrow_half(dst: Any, acc: Any, divisor: int = 1) -> None:
@@ -71,7 +71,7 @@ def narrow_half(dst: Any, acc: Any, divisor: int = 1) -> None:
     _require_float32_acc(at)
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor <= 0:
         raise ValueError(f"divisor must be a positive int, got {divisor!r}")
-    _k.narrow_half(d, a, int(dt), divisor)
+    _k.narrow_half(d, a, _core.DataType(dt), divisor)
 
 
 def _require_float32_acc(dtype: DataType) -> None:

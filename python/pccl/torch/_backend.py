@@ -44,6 +44,10 @@ from pccl.torch._work import Completer, PcclWork
 
 BACKEND_NAME = "pccl"
 
+# torch.distributed's type stubs do not name these; typed loosely here.
+Store = Any
+AllgatherOptions = Any
+
 
 class ProcessGroupPCCL(dist.ProcessGroup):
     """A torch process group whose ranks are the peers of one pccl run.
@@ -52,9 +56,9 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     constructor blocks until all `size` ranks joined the run or `timeout` passed.
     """
 
-    def __init__(self, store: dist.Store, rank: int, size: int,
+    def __init__(self, store: Store, rank: int, size: int,
                  timeout: datetime.timedelta):
-        super().__init__(rank, size)
+        super().__init__(rank, size)  # type: ignore[call-arg]  # the stubs want a store
         self._rank = rank
         self._size = size
         self._timeout_s = timeout.total_seconds()
@@ -70,7 +74,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     # -- collectives ------------------------------------------------------------------
 
-    def allreduce(self, tensors: list[torch.Tensor],
+    def allreduce(self, tensors: list[torch.Tensor],  # type: ignore[override]
                   opts: dist.AllreduceOptions | None = None) -> PcclWork:
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
         for t in tensors:
@@ -89,7 +93,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                             opts: Any = None) -> PcclWork:
         return self.allreduce(tensors, opts)
 
-    def reduce(self, tensors: list[torch.Tensor],
+    def reduce(self, tensors: list[torch.Tensor],  # type: ignore[override]
                opts: dist.ReduceOptions | None = None) -> PcclWork:
         op = reduce_op(dist.ReduceOp.SUM if opts is None else opts.reduceOp)
         dst = 0 if opts is None else opts.rootRank
@@ -108,7 +112,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit(handles, finish)
 
-    def broadcast(self, tensors: list[torch.Tensor],
+    def broadcast(self, tensors: list[torch.Tensor],  # type: ignore[override]
                   opts: dist.BroadcastOptions | None = None) -> PcclWork:
         src = 0 if opts is None else opts.rootRank
         staged = [HostTensor(t) for t in tensors]
@@ -127,9 +131,9 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit(handles, finish)
 
-    def allgather(self, output_tensors: list[list[torch.Tensor]],
+    def allgather(self, output_tensors: list[list[torch.Tensor]],  # type: ignore[override]
                   input_tensors: list[torch.Tensor],
-                  opts: dist.AllgatherOptions | None = None) -> PcclWork:
+                  opts: AllgatherOptions | None = None) -> PcclWork:
         _same_length(output_tensors, input_tensors, "all_gather")
         gathered = []
         for outputs, tensor in zip(output_tensors, input_tensors):
@@ -150,7 +154,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         return self._submit(handles, finish)
 
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
-                          opts: dist.AllgatherOptions | None = None) -> PcclWork:
+                          opts: AllgatherOptions | None = None) -> PcclWork:
         if output.dtype != input.dtype or output.numel() != input.numel() * self._size:
             raise ValueError(f"all_gather_single needs an output of {self._size} x "
                              f"{input.numel()} elements of {input.dtype}, got "
@@ -163,7 +167,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit([handle], finish)
 
-    def reduce_scatter(self, output_tensors: list[torch.Tensor],
+    def reduce_scatter(self, output_tensors: list[torch.Tensor],  # type: ignore[override]
                        input_tensors: list[list[torch.Tensor]],
                        opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
         _same_length(output_tensors, input_tensors, "reduce_scatter")
@@ -204,7 +208,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit([handle], finish)
 
-    def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:
+    def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:  # type: ignore[override]
         token = torch.zeros(1, dtype=torch.uint8)
         return self._submit([self._launch(token, token, pccl.ReduceOp.SUM)], lambda: [token])
 
@@ -274,7 +278,7 @@ def _same_elements(tensor: torch.Tensor, like: torch.Tensor, name: str, like_nam
                          f"{like_name} has {like.numel()} of {like.dtype}")
 
 
-def create_process_group(store: dist.Store, rank: int, world_size: int,
+def create_process_group(store: Store, rank: int, world_size: int,
                          timeout: datetime.timedelta) -> ProcessGroupPCCL:
     """torch's creation hook for backend "pccl" (see dist.Backend.register_backend)."""
     return ProcessGroupPCCL(store, rank, world_size, timeout)

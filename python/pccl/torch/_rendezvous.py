@@ -75,7 +75,7 @@ class Rendezvous:
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             self._store.set(_MASTER_KEY, address)
             return address
-        return self._store.get(_MASTER_KEY).decode()  # blocks up to the store's timeout
+        return str(self._store.get(_MASTER_KEY).decode())  # blocks up to the store's timeout
 
     def _admit_until_full(self, deadline: float, address: str) -> None:
         while True:

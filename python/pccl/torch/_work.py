@@ -37,7 +37,7 @@ _POLL_S = 0.001
 class PcclWork(dist.Work):
     """One collective of the pccl process group (what `async_op=True` returns)."""
 
-    def __init__(self, future: Future):
+    def __init__(self, future: Future[list[torch.Tensor]]):
         super().__init__()
         self._future = future
 
@@ -80,9 +80,9 @@ class PcclWork(dist.Work):
 
     def result(self) -> list[torch.Tensor]:
         """The collective's output tensors; waits for them (raises its error)."""
-        return self._future.wait()
+        return list(self._future.wait())
 
-    def get_future(self) -> Future:
+    def get_future(self) -> Future[list[torch.Tensor]]:
         """Completes with the collective's output tensors (a list), or its error."""
         return self._future
 
@@ -96,7 +96,8 @@ class Completer:
 
     def __init__(self, world_size: int) -> None:
         self._world_size = world_size
-        self._queue: queue.SimpleQueue[tuple[Sequence[AsyncReduceHandle], Finish, Future]
+        self._queue: queue.SimpleQueue[tuple[Sequence[AsyncReduceHandle], Finish,
+                                             Future[list[torch.Tensor]]]
                                        | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="pccl-torch-completer",
                                         daemon=True)
@@ -108,7 +109,7 @@ class Completer:
         the Work's future holds what `finish` returns."""
         if self._closed:
             raise RuntimeError("the pccl process group was shut down")
-        future: Future = Future()
+        future: Future[list[torch.Tensor]] = Future()
         self._queue.put((handles, finish, future))
         return PcclWork(future)
 
@@ -142,4 +143,4 @@ class Completer:
             if error is None:
                 future.set_result(value)
             else:
-                future.set_exception(error)
+                future.set_exception(error)  # type: ignore[arg-type]  # torch stub: T

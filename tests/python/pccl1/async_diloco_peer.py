@@ -17,10 +17,20 @@ import threading
 import time
 
 import torch
-from pccl import (Attribute, Communicator, DataType, QuantizationAlgorithm, QuantizationOptions,
-                  ReduceDescriptor,
-                  ReduceOp, ReduceOperandDescriptor, ReduceOpDescriptor, SharedState,
-                  SharedStateSyncStrategy, TensorInfo)
+from pccl import (
+    Attribute,
+    Communicator,
+    DataType,
+    QuantizationAlgorithm,
+    QuantizationOptions,
+    ReduceDescriptor,
+    ReduceOp,
+    ReduceOpDescriptor,
+    ReduceOperandDescriptor,
+    SharedState,
+    SharedStateSyncStrategy,
+    TensorInfo,
+)
 
 DIM = 4096
 INNER_STEPS = 5

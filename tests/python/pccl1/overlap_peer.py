@@ -16,9 +16,17 @@ import threading
 import time
 
 import numpy as np
-from pccl import (Attribute, Communicator, DataType, QuantizationAlgorithm, QuantizationOptions,
-                  ReduceDescriptor,
-                  ReduceOp, ReduceOperandDescriptor, ReduceOpDescriptor)
+from pccl import (
+    Attribute,
+    Communicator,
+    DataType,
+    QuantizationAlgorithm,
+    QuantizationOptions,
+    ReduceDescriptor,
+    ReduceOp,
+    ReduceOpDescriptor,
+    ReduceOperandDescriptor,
+)
 
 N_TENSORS = 3
 COUNT = 1 << 16
