@@ -27,6 +27,20 @@ def alone() -> Iterator[pccl.Communicator]:
         yield comm
 
 
+@pytest.fixture
+def pair() -> Iterator[tuple[pccl.Communicator, pccl.Communicator]]:
+    """Two communicators of one process that make up a run (threads stand in for peers)."""
+    with pccl.MasterNode("127.0.0.1:0") as master:
+        address = f"127.0.0.1:{master.port}"
+        with pccl.Communicator(address) as a, pccl.Communicator(address) as b:
+            a.connect(timeout=10)
+            t = threading.Thread(target=b.connect, kwargs={"timeout": 10})
+            t.start()
+            a.wait_for_world(2, timeout=10)
+            t.join()
+            yield a, b
+
+
 def test_all_reduce_async_raises_at_the_call_when_it_cannot_start(
         alone: pccl.Communicator) -> None:
     x = torch.ones(8)
@@ -70,24 +84,18 @@ def test_pcclerror_accepts_pccl1s_constructor_and_check() -> None:
     assert mine.result is Result.RANK_CONNECTION_LOST and str(mine) == "peer gone"
 
 
-def test_sync_with_collectives_in_flight_says_pending_async_ops() -> None:
-    with pccl.MasterNode("127.0.0.1:0") as master:
-        address = f"127.0.0.1:{master.port}"
-        with pccl.Communicator(address) as a, pccl.Communicator(address) as b:
-            a.connect(timeout=10)
-            t = threading.Thread(target=b.connect, kwargs={"timeout": 10})
-            t.start()
-            a.wait_for_world(2, timeout=10)
-            t.join()
-            x = np.ones(1 << 10, dtype=np.float32)
-            handle = a.all_reduce_async(x, x, op=pccl.ReduceOp.SUM, timeout=10)
-            state = pccl.SharedState([pccl.TensorInfo.from_numpy(np.zeros(4), "w")])
-            with pytest.raises(pccl.InvalidUsageError) as e:
-                a.sync_shared_state(state)
-            assert e.value.result is Result.PENDING_ASYNC_OPS
-            y = np.ones(1 << 10, dtype=np.float32)
-            b.all_reduce(y, y, op=pccl.ReduceOp.SUM, timeout=10)
-            assert handle.result().local_world_size == 2 and x[0] == 2
+def test_sync_with_collectives_in_flight_says_pending_async_ops(
+        pair: tuple[pccl.Communicator, pccl.Communicator]) -> None:
+    a, b = pair
+    x = np.ones(1 << 10, dtype=np.float32)
+    handle = a.all_reduce_async(x, x, op=pccl.ReduceOp.SUM, timeout=10)
+    state = pccl.SharedState([pccl.TensorInfo.from_numpy(np.zeros(4), "w")])
+    with pytest.raises(pccl.InvalidUsageError) as e:
+        a.sync_shared_state(state)
+    assert e.value.result is Result.PENDING_ASYNC_OPS
+    y = np.ones(1 << 10, dtype=np.float32)
+    b.all_reduce(y, y, op=pccl.ReduceOp.SUM, timeout=10)
+    assert handle.result().local_world_size == 2 and x[0] == 2
 
 
 def test_earlier_api_aliases(alone: pccl.Communicator) -> None:
@@ -149,34 +157,28 @@ def test_with_master_node_stops_at_block_end_and_collected_nodes_keep_serving() 
     assert not server.running
 
 
-def test_raw_pointer_descriptors_are_accepted() -> None:
-    with pccl.MasterNode("127.0.0.1:0") as master:
-        address = f"127.0.0.1:{master.port}"
-        with pccl.Communicator(address) as a, pccl.Communicator(address) as b:
-            a.connect(timeout=10)
-            t = threading.Thread(target=b.connect, kwargs={"timeout": 10})
-            t.start()
-            a.wait_for_world(2, timeout=10)
-            t.join()
-            arrays = [np.full(64, i + 1, dtype=np.float32) for i in range(2)]
+def test_raw_pointer_descriptors_are_accepted(
+        pair: tuple[pccl.Communicator, pccl.Communicator]) -> None:
+    a, b = pair
+    arrays = [np.full(64, i + 1, dtype=np.float32) for i in range(2)]
 
-            def raw(x: np.ndarray) -> pccl.ReduceOpDescriptor:
-                return pccl.ReduceOpDescriptor(
-                    x.ctypes.data, x.ctypes.data,
-                    pccl.ReduceDescriptor(64, pccl.ReduceOp.SUM, 0,
-                                          pccl.ReduceOperandDescriptor(pccl.DataType.FLOAT),
-                                          pccl.QuantizationOptions(
-                                              pccl.DataType.FLOAT,
-                                              pccl.QuantizationAlgorithm.NONE)))
+    def raw(x: np.ndarray) -> pccl.ReduceOpDescriptor:
+        return pccl.ReduceOpDescriptor(
+            x.ctypes.data, x.ctypes.data,
+            pccl.ReduceDescriptor(64, pccl.ReduceOp.SUM, 0,
+                                  pccl.ReduceOperandDescriptor(pccl.DataType.FLOAT),
+                                  pccl.QuantizationOptions(
+                                      pccl.DataType.FLOAT,
+                                      pccl.QuantizationAlgorithm.NONE)))
 
-            out: list[pccl.ReduceInfo] = []
-            t = threading.Thread(
-                target=lambda: out.append(b.all_reduce_multiple_with_retry([raw(arrays[1])])))
-            t.start()
-            info = a.all_reduce_multiple_with_retry([raw(arrays[0])])
-            t.join()
-            assert info.local_world_size == 2 and out[0].local_world_size == 2
-            assert all(np.all(x == 3) for x in arrays)
+    out: list[pccl.ReduceInfo] = []
+    t = threading.Thread(
+        target=lambda: out.append(b.all_reduce_multiple_with_retry([raw(arrays[1])])))
+    t.start()
+    info = a.all_reduce_multiple_with_retry([raw(arrays[0])])
+    t.join()
+    assert info.local_world_size == 2 and out[0].local_world_size == 2
+    assert all(np.all(x == 3) for x in arrays)
 
 
 def test_importing_pccl_does_not_import_torch_or_numpy() -> None:

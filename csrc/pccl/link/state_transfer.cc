@@ -22,13 +22,6 @@ constexpr uint64_t kRecvChunk = 4 << 20;
 // Withdraw() end it earlier.
 constexpr auto kServeIdle = std::chrono::minutes(10);
 
-std::string HashText(uint64_t h) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string s = "0x";
-  for (int shift = 60; shift >= 0; shift -= 4) s.push_back(kDigits[(h >> shift) & 0xF]);
-  return s;
-}
-
 }  // namespace
 
 // --- StateServer ----------------------------------------------------------------------------

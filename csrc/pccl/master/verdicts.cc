@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "pccl/common/logging.h"
+
 namespace pccl::master {
 
 // The story of a run, as the master sees it: verdicts.
@@ -17,17 +19,6 @@ namespace pccl::master {
 // member leaving fails its group's undecided collectives at once, naming it. A report
 // that carries an older ring epoch is answered to its sender alone, saying why the ring
 // changed.
-
-namespace {
-
-std::string HashText(uint64_t h) {
-  static const char* kDigits = "0123456789abcdef";
-  std::string s = "0x";
-  for (int shift = 60; shift >= 0; shift -= 4) s.push_back(kDigits[(h >> shift) & 0xF]);
-  return s;
-}
-
-}  // namespace
 
 void Verdicts::DecidedSeqs::Add(uint64_t seq) {
   if (seq < prefix) return;
