@@ -4,6 +4,7 @@
         lab.popen("p1", ["python3", "-c", "..."])          # a command inside p1's namespace
         proc = lab.process("p0", some_function, args)       # a Python function inside p0
         print(lab.ip("master"), lab.stats())
+        lab.blackhole("p0", "p1", seconds=2)               # faults at run time: faults.py
 
 How the lab is wired (namespaces, veths and processes come from bench/lib/netns.py, so
 their names start with its per-process prefix, `pccl-<pid>-<n>-`):
@@ -18,11 +19,13 @@ their names start with its per-process prefix, `pccl-<pid>-<n>-`):
 
 Every packet between two nodes crosses the emulator (bench/wan/wanemu.cc) exactly once, on
 the link (src node -> dst node); that link's one-way delay, jitter, rate cap, random loss
-and drop-tail queue come from the topology (bench/wan/topology.py). TCP buffers in every
-node namespace are capped at `window` bytes (tcp_rmem / tcp_wmem max; rmem_max / wmem_max
-so that an explicit SO_RCVBUF / SO_SNDBUF ends at the same size), so one TCP stream moves
-at most about window / RTT. MTU is large (65000 by default) so the emulator moves few
-packets.
+and drop-tail queue come from the topology (bench/wan/topology.py), and can change at run
+time, with blackholes, flaps and TCP resets, through the emulator's control socket
+(bench/wan/faults.py: the Lab methods blackhole, heal, flap, loss_burst, set_link,
+reset_link, restore). TCP buffers in every node namespace are capped at `window` bytes
+(tcp_rmem / tcp_wmem max; rmem_max / wmem_max so that an explicit SO_RCVBUF / SO_SNDBUF
+ends at the same size), so one TCP stream moves at most about window / RTT. MTU is large
+(65000 by default) so the emulator moves few packets.
 
 Requires root, /dev/net/tun, `ip` and g++; `requirements()` says which is missing. The lab
 tears everything down on close(), at exit, and on SIGINT / SIGTERM / SIGHUP.
@@ -37,17 +40,20 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.lib import netns
+from bench.wan.faults import Faults
 from bench.wan.topology import Topology
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-SOURCE = HERE / "wanemu.cc"
+SOURCES = [HERE / "wanemu.cc", HERE / "wanemu_faults.cc"]
+HEADERS = [HERE / "wanemu.h"]
 BINARY = REPO / "build" / "wan" / "wanemu"
 SUBNET = "10.201"
 TABLE = 100
@@ -56,13 +62,14 @@ TABLE = 100
 # --- the emulator binary ------------------------------------------------------------------
 
 def build_emulator() -> Path:
-    """Compiles wanemu into build/wan/ when the binary is missing or older than its source."""
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+    """Compiles wanemu into build/wan/ when the binary is missing or older than a source."""
+    newest = max(f.stat().st_mtime for f in SOURCES + HEADERS)
+    if BINARY.exists() and BINARY.stat().st_mtime >= newest:
         return BINARY
     BINARY.parent.mkdir(parents=True, exist_ok=True)
     tmp = BINARY.with_suffix(f".tmp{os.getpid()}")  # concurrent builders don't collide
     cmd = ["g++", "-O2", "-std=c++20", "-pthread", "-Wall", "-Wextra", "-o", str(tmp),
-           str(SOURCE)]
+           *map(str, SOURCES)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"building the emulator failed: {' '.join(cmd)}\n{done.stderr}")
@@ -85,8 +92,10 @@ def requirements() -> str | None:
 
 # --- the lab ------------------------------------------------------------------------------
 
-class Lab:
-    """A running topology: namespaces, veths, the TUN, routing, and the emulator."""
+class Lab(Faults):
+    """A running topology: namespaces, veths, the TUN, routing, and the emulator; the
+    fault methods (blackhole, heal, flap, loss_burst, set_link, reset_link, restore,
+    link_state, fault, control) come from bench/wan/faults.py."""
 
     def __init__(self, topology: Topology | str, *, prefix: str | None = None):
         self.top = Topology.parse(topology) if isinstance(topology, str) else topology
@@ -100,6 +109,9 @@ class Lab:
         self._tmp = Path(tempfile.mkdtemp(prefix="pccl-wan-"))
         self._stats_path = self._tmp / "stats.json"
         self._stats_seq = 0
+        self._control_path = self._tmp / "control.sock"
+        self._control_sock = None
+        self._control_lock = threading.Lock()
         self._closed = False
         self.socket_max_enforced = False
         netns.close_at_exit(self)  # after its namespaces: closes first
@@ -193,7 +205,8 @@ class Lab:
         config.write_text(self._config_text())
         self._emu = subprocess.Popen(
             self._net.command(self.router, [str(BINARY), "--config", str(config),
-                                            "--stats", str(self._stats_path)]),
+                                            "--stats", str(self._stats_path),
+                                            "--control", str(self._control_path)]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self._emu.stdout is not None
         line = self._emu.stdout.readline()
@@ -207,6 +220,7 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        self._close_control()
         self._net.stop_processes()
         if self._emu is not None and self._emu.poll() is None:
             self._emu.terminate()
@@ -254,7 +268,8 @@ class Lab:
         return self._net.spawn(self.netns(node), target, args, **kwargs)
 
     def stats(self) -> dict[str, Any]:
-        """The emulator's per-link counters (packets, bytes, drops), keyed 'src->dst'."""
+        """The emulator's per-link counters (packets, bytes, drops; drop_fault: dropped by a
+        blackhole or a reset), keyed 'src->dst', and the RSTs it injected."""
         if self._emu is None or self._emu.poll() is not None:
             raise RuntimeError("the emulator is not running")
         self._stats_seq += 1
@@ -273,6 +288,7 @@ class Lab:
                            f"{names[link['src']]}->{names[link['dst']]}")
                     links[key] = link
                 return {"unknown_packets": data["unknown_packets"],
-                        "write_errors": data["write_errors"], "links": links}
+                        "write_errors": data["write_errors"],
+                        "rst_injected": data["rst_injected"], "links": links}
             time.sleep(0.01)
         raise TimeoutError("the emulator did not write its stats")

@@ -88,6 +88,45 @@ TEST_F(MembershipTest, LastMemberLeavingAdmitsThePending) {
   EXPECT_TRUE(m_.PendingIds().empty());
 }
 
+TEST(MembershipHeartbeatTest, APeerOnASlowPathGetsALongerAllowance) {
+  MembershipOptions o;
+  o.heartbeat_timeout = std::chrono::seconds(3);
+  Membership m(o, CountingIds());
+  TimePoint now{};
+  m.Handle(MakeHello(1, 40001, "10.0.0.1"), now);
+  m.Handle(MakeHello(2, 40002, "10.0.0.2"), now);
+  // Peer 2's connection retransmits after 500 ms (a long, lossy path): 3 s plus room for
+  // four back-to-back retransmissions beyond the 200 ms floor, 15 x 300 ms.
+  m.Handle(event::Heartbeat{2, std::chrono::milliseconds(500)}, now);
+  m.Handle(event::Heartbeat{1, std::chrono::milliseconds(200)}, now);
+  now += std::chrono::seconds(3);
+  auto first = m.Handle(event::Tick{}, now);
+  EXPECT_TRUE(Dropped(first, 1));   // loopback-like: 3 s
+  EXPECT_FALSE(Dropped(first, 2));
+  now += std::chrono::milliseconds(4499);
+  EXPECT_FALSE(Dropped(m.Handle(event::Tick{}, now), 2));
+  now += std::chrono::milliseconds(1);
+  auto second = m.Handle(event::Tick{}, now);
+  EXPECT_TRUE(Dropped(second, 2));
+  EXPECT_NE(OneError(second, 2).message.find("7500 ms"), std::string::npos)
+      << OneError(second, 2).message;
+}
+
+TEST(MembershipHeartbeatTest, TheMastersOwnPauseIsForgiven) {
+  MembershipOptions o;
+  o.heartbeat_timeout = std::chrono::seconds(3);
+  Membership m(o, CountingIds());
+  TimePoint now{};
+  m.Handle(MakeHello(1, 40001, "10.0.0.1"), now);
+  // The master process was stopped for 10 s: its server reports the pause before anything
+  // else, and the peer, whose beats wait unread, is not kicked for it.
+  now += std::chrono::seconds(10);
+  EXPECT_TRUE(m.Handle(event::Resumed{std::chrono::seconds(10)}, now).empty());
+  EXPECT_FALSE(Dropped(m.Handle(event::Tick{}, now), 1));
+  now += std::chrono::seconds(3);  // then real silence counts again
+  EXPECT_TRUE(Dropped(m.Handle(event::Tick{}, now), 1));
+}
+
 TEST(MembershipHeartbeatTest, SilentPeersAreKickedAndTheRestGoOn) {
   MembershipOptions o;
   o.heartbeat_timeout = std::chrono::seconds(3);
@@ -115,7 +154,11 @@ TEST(MembershipHeartbeatTest, SilentPeersAreKickedAndTheRestGoOn) {
 
   // Peer 1 keeps heart-beating, peer 2 is silent.
   now += std::chrono::seconds(2);
-  EXPECT_TRUE(m.Handle(event::Heartbeat{1}, now).empty());
+  // A beat is answered (the peer's proof that the master lives), and nothing else happens.
+  auto beat = m.Handle(event::Heartbeat{1}, now);
+  ASSERT_EQ(beat.size(), 1u);
+  EXPECT_EQ(std::get<Send>(beat[0]).kind, Kind::kHeartbeatAck);
+  EXPECT_EQ(std::get<Send>(beat[0]).conn, 1u);
   EXPECT_EQ(m.NextDeadline(), TimePoint{} + std::chrono::seconds(3));
   now += std::chrono::milliseconds(999);
   EXPECT_TRUE(m.Handle(event::Tick{}, now).empty());

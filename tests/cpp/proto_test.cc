@@ -351,5 +351,37 @@ TEST(ProtoValidationTest, EmptyMessages) {
   EXPECT_EQ(DecodeEmpty("ab", "Heartbeat").message(), "Heartbeat carries 2 unexpected bytes");
 }
 
+// The frame caps (net/wire.h) bound what a stranger can send, never an honest message: the
+// largest messages the decoders' own limits admit fit their direction's cap.
+TEST(ProtoTest, TheLargestHonestMessagesFitTheFrameCaps) {
+  const std::string host(kMaxHostLength, 'h');
+  const std::string key(kMaxStateKeyLength, 'k');
+  Topology topology;
+  for (uint32_t i = 0; i < kMaxMembers; ++i) {
+    topology.members.push_back(Member{i + 1, host, 4000, i % 7, 3});
+  }
+  const size_t topology_bytes = Encode(topology).size();
+  EXPECT_GT(topology_bytes, size_t{1} << 20);  // beyond the old single cap
+  EXPECT_LE(topology_bytes, net::kMaxMasterMessage);
+
+  SyncState state;  // a peer's report: kMaxStateEntries entries with the longest keys
+  for (uint32_t i = 0; i < kMaxStateEntries; ++i) state.entries.push_back(StateEntry{key, 8, 10, i, 0});
+  EXPECT_LE(Encode(state).size(), net::kMaxPeerMessage);
+
+  SyncPlan plan;  // 10,000 keys of 100 bytes, each from kMaxStateSources sources
+  const std::string name(100, 'n');
+  for (uint32_t i = 0; i < 10000; ++i) {
+    for (uint32_t s = 0; s < kMaxStateSources; ++s) {
+      plan.fetches.push_back(StateFetch{name, i, s + 1, host, 4000});
+    }
+  }
+  EXPECT_LE(Encode(plan).size(), net::kMaxMasterMessage);
+
+  BandwidthReport report;
+  for (uint32_t i = 0; i < kMaxMembers; ++i) report.samples.push_back(BandwidthSample{i, 1});
+  EXPECT_LE(Encode(report).size(), net::kMaxPeerMessage);
+  EXPECT_LE(Encode(Hello{1, 4000, host}).size(), net::kMaxHelloPayload);
+}
+
 }  // namespace
 }  // namespace pccl::proto

@@ -95,14 +95,23 @@ def wait_for_world(comm: pccl.Communicator, world: int, deadline: float) -> None
 
 def _peer_main(conn: Connection, address: str, index: int, world: int, pool_size: int,
                peer_group: int, wait_world: bool, events: Connection | None = None,
-               prelude: Callable[[int], Any] | None = None) -> None:
+               prelude: Callable[[int], Any] | None = None, rejoin: bool = False) -> None:
     global _events
     _events = events
     try:
         if prelude is not None:
             prelude(index)
-        comm = pccl.Communicator(address, peer_group, pool_size)
-        comm.connect(timeout=60)
+        while True:
+            comm = pccl.Communicator(address, peer_group, pool_size)
+            try:
+                comm.connect(timeout=60)
+                break
+            except pccl.KickedError:
+                # Stopped by a fault test while it waited for admission, and kicked: a
+                # peer that means to join connects again (rejoin=True), as users do.
+                comm.close()
+                if not rejoin:
+                    raise
         if wait_world:
             wait_for_world(comm, world, time.monotonic() + 60)
         conn.send(("ready", os.getpid()))
@@ -156,12 +165,14 @@ class Cluster:
             self.close()
             raise
 
-    def add_peer(self, index: int, pool_size: int, peer_group: int, *, wait_world: bool) -> int:
+    def add_peer(self, index: int, pool_size: int, peer_group: int, *, wait_world: bool,
+                 rejoin: bool = False) -> int:
+        """Starts peer `index`; `rejoin`: it connects again if kicked while connecting."""
         parent, child = _ctx.Pipe()
         events_reader, events_writer = _ctx.Pipe(duplex=False)
         proc = _ctx.Process(target=_peer_main, daemon=True,
                             args=(child, self.address, index, self.world, pool_size, peer_group,
-                                  wait_world, events_writer, self.peer_prelude))
+                                  wait_world, events_writer, self.peer_prelude, rejoin))
         proc.start()
         child.close()
         events_writer.close()

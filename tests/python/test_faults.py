@@ -489,7 +489,7 @@ def test_chaos_kill_stop_spawn() -> None:
             alive = running()
             if action == "spawn" or len(alive) <= 3:
                 if len(alive) + len(stopped) < 7:
-                    index = c.add_peer(len(c.procs), 2, 0, wait_world=False)
+                    index = c.add_peer(len(c.procs), 2, 0, wait_world=False, rejoin=True)
                     c.start(chaos_loop, c.address, end_at, True, peers=[index])
                     actions["spawn"] += 1
             elif action == "kill":

@@ -54,9 +54,10 @@ void MasterClient::ReaderLoop() {
   while (true) {
     net::FrameHeader header;
     std::string payload;
-    Status st = net::RecvFrame(socket_, net::kMaxControlPayload, Deadline::Never(), &header,
+    Status st = net::RecvFrame(socket_, net::kMaxMasterMessage, Deadline::Never(), &header,
                                &payload);
     std::unique_lock<std::mutex> lock(mu_);
+    last_heard_ = Clock::now();
     if (!st.ok()) {
       if (lost_.ok()) {
         lost_ = !kicked_.ok() ? kicked_
@@ -77,6 +78,7 @@ void MasterClient::ReaderLoop() {
       return;
     }
     auto kind = static_cast<proto::Kind>(header.kind);
+    if (kind == proto::Kind::kHeartbeatAck) continue;  // only its arrival (last_heard_) counts
     if (kind == proto::Kind::kVerdict) {
       proto::Verdict verdict;
       st = proto::Decode(payload, &verdict);
@@ -119,9 +121,41 @@ void MasterClient::ReaderLoop() {
 }
 
 void MasterClient::HeartbeatLoop(Duration interval) {
+  // The master answers every beat and kicks a peer silent for 4 intervals; the same
+  // silence from the master (stopped, partitioned, its host gone) makes this peer give it
+  // up: every waiting call fails with Unavailable instead of waiting for its deadline.
+  // On a path slower than loopback the limit grows with the connection's retransmission
+  // timeout, as the master's allowance for this peer does (master/admission.h).
+  constexpr Duration kRtoFloor = std::chrono::milliseconds(200);
   std::unique_lock<std::mutex> lock(mu_);
+  last_heard_ = Clock::now();
+  TimePoint last_wake = Clock::now();
   while (!closing_ && lost_.ok()) {
     if (cv_.wait_for(lock, interval, [&] { return closing_ || !lost_.ok(); })) return;
+    const TimePoint woke = Clock::now();
+    if (woke - last_wake > interval * 2) {
+      // This process was stopped or starved, not the master silent: what the master sent
+      // meanwhile waits unread in the socket. Count silence from now on.
+      last_heard_ = woke;
+    }
+    last_wake = woke;
+    const Duration rto = socket_.RetransmitTimeout();
+    const Duration silence_limit = interval * 4 + 15 * (rto > kRtoFloor ? rto - kRtoFloor
+                                                                        : Duration(0));
+    const Duration silent = Clock::now() - last_heard_;
+    if (silent > silence_limit) {
+      lost_ = Status(StatusCode::kUnavailable,
+                     "master unavailable: nothing heard from it for " +
+                         std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +
+                         " ms (its heartbeat timeout is " +
+                         std::to_string(
+                             std::chrono::duration_cast<std::chrono::milliseconds>(silence_limit).count()) +
+                         " ms): stopped, partitioned or overloaded");
+      cv_.notify_all();
+      lock.unlock();
+      socket_.Shutdown();  // the reader wakes, fails the running collectives and exits
+      return;
+    }
     lock.unlock();
     Status st = Send(proto::Kind::kHeartbeat, "", Deadline::In(interval * 4));
     lock.lock();

@@ -92,6 +92,7 @@ class MasterClient {
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Topology&)> topology_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
+  TimePoint last_heard_ PCCL_GUARDED_BY(mu_) = Clock::now();  // the master's latest frame
   Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
 };

@@ -19,6 +19,8 @@ constexpr auto kRelook = std::chrono::milliseconds(20);
 constexpr auto kWatchInterval = std::chrono::milliseconds(200);
 // Deadline for the goodbye to the master.
 constexpr auto kGoodbyeTimeout = std::chrono::seconds(5);
+// Deadline for handing a finished collective's report to the master's socket.
+constexpr auto kReportTimeout = std::chrono::seconds(5);
 
 }  // namespace
 
@@ -59,7 +61,10 @@ Status Session::Connect(Deadline deadline) {
   listener_.Start();
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
   master_.SetTopologyListener([this](const proto::Topology& t) { OnTopologyChange(t); });
-  PCCL_RETURN_IF_ERROR(master_.Connect(master, deadline));
+  // Reaching the master (name resolution included) is bounded by the connect timeout even
+  // when waiting for admission is not.
+  PCCL_RETURN_IF_ERROR(master_.Connect(
+      master, deadline.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms)))));
 
   proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host};
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kHello, proto::Encode(hello), deadline));
@@ -143,10 +148,12 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
     if (world >= 2 && !same_ring) {
       const auto& next = ring[(rank + 1) % world];
       const auto& prev = ring[(rank + world - 1) % world];
-      links = std::make_shared<RingLinks>(ring_epoch, self,
-                                          LinkPeer{next.peer_id, {next.host, next.port}},
-                                          LinkPeer{prev.peer_id, {prev.host, prev.port}},
-                                          pool_size());
+      links = std::make_shared<RingLinks>(
+          ring_epoch, self, LinkPeer{next.peer_id, {next.host, next.port}},
+          LinkPeer{prev.peer_id, {prev.host, prev.port}}, pool_size(),
+          [this, ring_epoch](uint64_t peer, const Status& why) {
+            ReportBrokenLink(ring_epoch, peer, why);
+          });
       Status linked = links->Establish(incoming_, deadline,
                                        [this] { return master_.Has(Kind::kTopology); });
       if (!linked.ok()) {
@@ -525,10 +532,26 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
   return Status::Ok();
 }
 
-Status Session::AwaitVerdict(const proto::OpDone& done, Deadline deadline,
-                             proto::Verdict* verdict) {
-  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kOpDone, proto::Encode(done), deadline));
-  return master_.WaitVerdict(done.key, deadline, verdict);
+void Session::ReportBrokenLink(uint64_t ring_epoch, uint64_t peer_id, const Status& why) {
+  // A link of this peer's ring failed between live peers (a reset, a partition, an idle
+  // mapping a NAT forgot): the master re-dials the ring as a new epoch (master/
+  // link_repairs.h). Best effort: without a master, every call reports that anyway.
+  if (closed_.load()) return;
+  proto::LinkBroken report{ring_epoch, peer_id, why.message()};
+  if (report.reason.size() > proto::kMaxReasonLength) report.reason.resize(proto::kMaxReasonLength);
+  PCCL_LOG(kInfo, "ring link to peer " + std::to_string(peer_id) + " broke: " + why.ToString());
+  (void)master_.Send(Kind::kLinkBroken, proto::Encode(report), Deadline::In(kReportTimeout));
+}
+
+Status Session::AwaitVerdict(const proto::OpDone& done, Deadline, proto::Verdict* verdict) {
+  // Once the operation ended here, its verdict is what every peer must apply: the wait is
+  // not cut at the call's deadline (a peer that gave up would restore its input while the
+  // others commit, and its next retry would run out of step with theirs). It is bounded all
+  // the same: the master decides as soon as every member reported, failed or left, and a
+  // master that goes silent is given up within its heartbeat timeout.
+  PCCL_RETURN_IF_ERROR(
+      master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout)));
+  return master_.WaitVerdict(done.key, Deadline::Never(), verdict);
 }
 
 void Session::Close() {

@@ -112,7 +112,8 @@ class Session {
   // sequence number. If the ring broke, waits for the master's replacement (or the
   // deadline); a ring change the master pushed is applied first. TooFewPeers alone.
   Status BindRing(uint64_t tag, Deadline deadline, RingBinding* out);
-  // Reports a finished collective to the master and waits for its group's verdict.
+  // Reports a finished collective to the master and waits for its group's verdict, past
+  // `deadline` if need be (every peer must apply the same verdict; see the .cc).
   Status AwaitVerdict(const proto::OpDone& done, Deadline deadline, proto::Verdict* verdict);
   // In-flight accounting of collectives (any thread).
   void BeginCollective();
@@ -143,6 +144,8 @@ class Session {
   Status ApplyPushedTopologiesLocked(Deadline deadline);
   Status WaitAdmissionLocked(Deadline deadline);
   void OnVerdict(const proto::Verdict& verdict);
+  // Tells the master that this peer's ring link to `peer_id` broke (links' fault handler).
+  void ReportBrokenLink(uint64_t ring_epoch, uint64_t peer_id, const Status& why);
   void OnTopologyChange(const proto::Topology& topology);
   // Whether the latest topology the master pushed changes this peer's group's ring.
   bool RingChangePushed();

@@ -25,8 +25,17 @@ struct Params {
   // topology update (default 60000). 0: no default deadline (PCCL 1.0's behaviour): calls
   // wait as long as the master and the peers they wait for are alive.
   int64_t timeout_ms;
-  // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect (default 10000).
+  // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect, name resolution included
+  // (default 10000).
   int64_t connect_timeout_ms;
+  // PCCL_TCP_USER_TIMEOUT_MS: TCP_USER_TIMEOUT of every connection: data unacknowledged
+  // this long (a partition, a peer's machine gone) fails the connection instead of letting
+  // TCP retransmit for many minutes (default 20000; 0 keeps the kernel's).
+  int64_t tcp_user_timeout_ms;
+  // PCCL_KEEPALIVE_S: TCP keepalive of every connection: a probe after this many seconds
+  // idle and every third of it after, three unanswered probes fail the connection. Keeps
+  // NAT and firewall mappings alive through idle minutes (default 15; 0: off).
+  int64_t keepalive_s;
   // PCCL_PROBE_MS (read by the master): how long each bandwidth probe of
   // optimize_topology() streams (default 300). Longer is more accurate on long fat pipes.
   int64_t probe_ms;

@@ -57,8 +57,7 @@ Status DialPeer(const net::Endpoint& to, const Hello& hello, Deadline deadline,
 Status ReadHello(net::Socket& socket, Deadline deadline, Hello* out) {
   net::FrameHeader header;
   std::string payload;
-  PCCL_RETURN_IF_ERROR(
-      net::RecvFrame(socket, net::kMaxControlPayload, deadline, &header, &payload));
+  PCCL_RETURN_IF_ERROR(net::RecvFrame(socket, net::kMaxHelloPayload, deadline, &header, &payload));
   switch (static_cast<Kind>(header.kind)) {
     case Kind::kP2PHello: {
       proto::P2PHello hello;

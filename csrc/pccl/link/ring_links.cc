@@ -22,12 +22,13 @@ constexpr size_t kClosedMemory = 4096;
 }  // namespace
 
 RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev,
-                     uint32_t pool_size)
+                     uint32_t pool_size, FaultHandler on_fault)
     : epoch_(epoch),
       self_id_(self_id),
       next_(std::move(next)),
       prev_(std::move(prev)),
-      pool_size_(pool_size) {}
+      pool_size_(pool_size),
+      on_fault_(std::move(on_fault)) {}
 
 RingLinks::~RingLinks() {
   Break(Status(StatusCode::kAborted, "ring links closed"));
@@ -55,14 +56,20 @@ Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline,
   }
   for (auto& t : dialers) t.join();
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
-    PCCL_RETURN_IF_ERROR(statuses[slot]);
+    if (!statuses[slot].ok()) {
+      Fault(next_.peer_id, statuses[slot]);
+      return statuses[slot];
+    }
     auto sender = std::make_unique<Sender>();
     sender->socket = std::move(dialed[slot]);
     senders_.push_back(std::move(sender));
   }
   std::vector<net::Socket> sockets;
-  PCCL_RETURN_IF_ERROR(
-      incoming.Take(epoch_, prev_.peer_id, pool_size_, deadline, give_up, &sockets));
+  Status taken = incoming.Take(epoch_, prev_.peer_id, pool_size_, deadline, give_up, &sockets);
+  if (!taken.ok()) {
+    if (taken.code() == StatusCode::kDeadlineExceeded) Fault(prev_.peer_id, taken);
+    return taken;
+  }
   for (auto& socket : sockets) {
     socket.SetBufferSizes(buffer_bytes);
     auto receiver = std::make_unique<Receiver>();
@@ -106,7 +113,9 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
 void RingLinks::CloseOp(const std::shared_ptr<RingOp>& op, Duration grace) {
   if (!op->WaitQuiet(Deadline::In(grace))) {
     // Some I/O of the op is stuck (a hung peer): cut the links so the I/O threads let go
-    // of the op's memory.
+    // of the op's memory. The wait that follows has no deadline and needs none: Break
+    // shuts every socket down, so blocked sends and receives return at once, and what is
+    // left of a handler is bounded compute on memory the op still owns.
     Break(Status(StatusCode::kAborted, "ring links cut: " + op->key().ToString() +
                                            " did not stop in time after failing"));
     op->WaitQuiet(Deadline::Never());
@@ -140,6 +149,12 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
     op = it->second;
   }
   op->Fail(why);
+}
+
+void RingLinks::Fault(uint64_t peer_id, const Status& why) {
+  if (stopping_.load()) return;  // broken on purpose first: nothing to report
+  Break(why);
+  if (on_fault_ && !fault_reported_.exchange(true)) on_fault_(peer_id, why);
 }
 
 void RingLinks::Break(const Status& why) {
@@ -229,7 +244,7 @@ void RingLinks::SenderLoop(Sender* sender) {
                   "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
     }
     item.op->FinishSend(st);
-    if (!st.ok()) Break(st);
+    if (!st.ok()) Fault(next_.peer_id, st);
   }
 }
 
@@ -257,7 +272,8 @@ void RingLinks::ReceiverLoop(Receiver* receiver) {
   auto lost = [&](const Status& st) {
     if (!stopping_.load()) {
       // A protocol violation stays InvalidArgument; anything else means the peer is gone.
-      Break(Status(st.code() == StatusCode::kInvalidArgument ? st.code() : StatusCode::kAborted,
+      Fault(prev_.peer_id,
+            Status(st.code() == StatusCode::kInvalidArgument ? st.code() : StatusCode::kAborted,
                    "ring link from " + peer + ": " + st.message()));
     }
   };

@@ -49,14 +49,20 @@ struct LinkPeer {
 
 class RingLinks {
  public:
-  RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev, uint32_t pool_size);
+  // Told once when the links fail on their own (a connection to `peer_id` broke, or could
+  // not be built), as opposed to Break() by their owner; runs on the failing thread.
+  using FaultHandler = std::function<void(uint64_t peer_id, const Status& why)>;
+
+  RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev, uint32_t pool_size,
+            FaultHandler on_fault = nullptr);
   ~RingLinks();
   RingLinks(const RingLinks&) = delete;
   RingLinks& operator=(const RingLinks&) = delete;
 
   // Dials the pool to the next peer, takes the pool from the previous one out of
   // `incoming`, and starts the I/O threads. Stops waiting (Aborted) once `give_up()`
-  // returns true, e.g. because the master already replaced this topology.
+  // returns true, e.g. because the master already replaced this topology. A neighbour that
+  // cannot be dialled, or does not dial in time, is a fault (see FaultHandler).
   Status Establish(IncomingPool& incoming, Deadline deadline,
                    const std::function<bool()>& give_up);
 
@@ -101,6 +107,8 @@ class RingLinks {
   };
 
   void Enqueue(SendItem item);
+  // Breaks the links because of a failure involving `peer_id`, and reports it once.
+  void Fault(uint64_t peer_id, const Status& why);
   void SenderLoop(Sender* sender);
   void ReceiverLoop(Receiver* receiver);
   std::shared_ptr<RingOp> FindOrCreateOp(const proto::DataHeader& header, bool* closed);
@@ -114,6 +122,8 @@ class RingLinks {
   std::vector<std::unique_ptr<Sender>> senders_;
   std::vector<std::unique_ptr<Receiver>> receivers_;
   std::atomic<bool> stopping_{false};
+  const FaultHandler on_fault_;
+  std::atomic<bool> fault_reported_{false};
 
   std::mutex mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<RingOp>> ops_ PCCL_GUARDED_BY(mu_);

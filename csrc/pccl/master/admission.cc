@@ -65,10 +65,16 @@ Admission::Admission(AdmissionOptions options, PeerIdGenerator ids)
   }
 }
 
+Duration Admission::SilenceAllowance(const Peer& peer) const {
+  constexpr Duration kRtoFloor = std::chrono::milliseconds(200);  // Linux's minimum RTO
+  const Duration excess = peer.rto > kRtoFloor ? peer.rto - kRtoFloor : Duration(0);
+  return options_.heartbeat_timeout + 15 * excess;
+}
+
 TimePoint Admission::NextDeadline() const {
   TimePoint next = link_phase_ ? link_deadline_ : TimePoint::max();
   for (const auto& [conn, peer] : roster_.peers()) {
-    next = std::min(next, peer.last_seen + options_.heartbeat_timeout);
+    next = std::min(next, peer.last_seen + SilenceAllowance(peer));
   }
   return next;
 }
@@ -95,7 +101,7 @@ std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
   roster_.Add(std::move(peer), /*queue=*/!first);
   step.SendTo(e.conn, proto::Kind::kWelcome, proto::Encode(welcome));
   if (!first) return std::nullopt;
-  return NextEpoch{{e.conn}, "the first peer joined", false};
+  return NextEpoch{{e.conn}, "the first peer joined", false, {}};
 }
 
 bool Admission::OnVote(const Peer& peer, const proto::Vote& vote, Step& step) {
@@ -238,7 +244,7 @@ std::optional<NextEpoch> Admission::AfterMembersLeft(const std::string& cause) {
   const std::vector<ConnId>& pending = roster_.pending();
   if (!members.empty()) {
     // A vote round whose every surviving member voted is complete: admit the pending too.
-    NextEpoch next{members, cause, false};
+    NextEpoch next{members, cause, false, {}};
     bool all_voted = !votes_.empty() && !link_phase_ &&
                      std::all_of(members.begin(), members.end(),
                                  [this](ConnId m) { return votes_.count(m) > 0; });
@@ -256,7 +262,7 @@ std::optional<NextEpoch> Admission::AfterMembersLeft(const std::string& cause) {
   votes_.clear();
   // Nobody is left to vote the pending peers in.
   if (pending.empty()) return std::nullopt;
-  return NextEpoch{pending, "every member left", false};
+  return NextEpoch{pending, "every member left", false, {}};
 }
 
 void Admission::AfterPendingLeft(Step& step) {
@@ -270,19 +276,23 @@ void Admission::AfterPendingLeft(Step& step) {
 
 Removal Admission::KickSilent(Step& step) {
   Removal removal;
+  std::map<ConnId, std::string> limits;
   for (const auto& [conn, peer] : roster_.peers()) {
-    if (step.now() - peer.last_seen >= options_.heartbeat_timeout) removal.conns.push_back(conn);
+    const Duration allowance = SilenceAllowance(peer);
+    if (step.now() - peer.last_seen >= allowance) {
+      removal.conns.push_back(conn);
+      limits[conn] = Millis(allowance);
+    }
   }
   if (removal.conns.empty()) return removal;
-  std::string limit = Millis(options_.heartbeat_timeout);
   for (ConnId c : removal.conns) {
     step.SendError(c, StatusCode::kKicked,
-                   Describe(roster_.at(c)) + " sent no heartbeat for " + limit +
+                   Describe(roster_.at(c)) + " sent no heartbeat for " + limits[c] +
                        " and was removed from the run; connect again as a new peer");
-    step.DropConn(c, "no heartbeat for " + limit);
+    step.DropConn(c, "no heartbeat for " + limits[c]);
   }
-  removal.cause = [limit](const Peer& p) {
-    return Describe(p) + " stopped responding (no heartbeat for " + limit + ")";
+  removal.cause = [limits](const Peer& p) {
+    return Describe(p) + " stopped responding (no heartbeat for " + limits.at(p.conn) + ")";
   };
   return removal;
 }

@@ -46,6 +46,9 @@ struct NextEpoch {
   // The vote round goes on into the new epoch (a member left mid-round): the survivors'
   // votes stay recorded instead of being cleared.
   bool keep_votes = false;
+  // Groups whose ring stays the same but is re-dialled (a link broke): they get the new
+  // epoch as their ring epoch, like groups whose ring changes.
+  std::set<uint32_t> relink;
 };
 
 // Collectives seq 0 .. count-1 of (peer_group, tag), which every member of a group whose
@@ -80,6 +83,15 @@ class Admission {
   TimePoint NextDeadline() const;
   // Every message from a peer shows it alive.
   void Touch(ConnId conn, TimePoint now) { roster_.Touch(conn, now); }
+  // The master was stopped for `gap`: every peer's silence so far is shortened by it.
+  void Forgive(Duration gap) { roster_.Forgive(gap); }
+  // A heartbeat also brings the path's retransmission timeout (events.h).
+  void OnHeartbeat(ConnId conn, Duration rto) { roster_.SetRto(conn, rto); }
+  // How long `peer` may stay silent before it is kicked: the heartbeat timeout, plus, on a
+  // path slower than loopback, time for four back-to-back retransmissions of a lost beat
+  // (1 + 2 + 4 + 8 times the retransmission timeout beyond its 200 ms floor), so that loss
+  // on a long path does not pass for a dead peer.
+  Duration SilenceAllowance(const Peer& peer) const;
 
   // --- events (the peer said Hello before, except for OnHello) ---
   // A new connection's Hello: Welcome. The first peer of an empty run is admitted at once:

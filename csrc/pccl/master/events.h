@@ -54,6 +54,9 @@ struct ProtocolError {  // the server could not decode a frame from `conn`
 };
 struct Heartbeat {  // the peer is alive (any message counts too)
   ConnId conn = 0;
+  // The connection's retransmission timeout as the server's kernel measures it: a long or
+  // lossy path earns a longer allowance before silence means death (admission.h).
+  Duration rto{0};
 };
 struct SyncState {  // sync_shared_state(): the peer's revision, strategy and hashes
   ConnId conn = 0;
@@ -71,14 +74,24 @@ struct BandwidthReport {  // a member's probes of one measurement round
   ConnId conn = 0;
   proto::BandwidthReport report;
 };
+struct LinkBroken {  // a ring link of the member's group broke between live peers
+  ConnId conn = 0;
+  proto::LinkBroken report;
+};
 struct Tick {};  // time passed; deadlines are checked against `now`
+// The server's loop did not run for `gap` (the process was stopped or starved): the
+// silence of every peer during it is the master's, not theirs.
+struct Resumed {
+  Duration gap{0};
+};
 }  // namespace event
 
 using Event = std::variant<event::Hello, event::VoteTopology, event::LinksReady,
                            event::QueryPending, event::OpDone, event::Goodbye,
                            event::Disconnected, event::ProtocolError, event::Heartbeat,
                            event::SyncState, event::SyncDone, event::OptimizeTopology,
-                           event::BandwidthReport, event::Tick>;
+                           event::BandwidthReport, event::LinkBroken, event::Tick,
+                           event::Resumed>;
 
 // Actions: what the server must do, in order.
 struct Send {

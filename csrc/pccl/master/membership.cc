@@ -49,6 +49,7 @@ const char* NameOf(const event::SyncState&) { return "SyncState"; }
 const char* NameOf(const event::SyncDone&) { return "SyncDone"; }
 const char* NameOf(const event::OptimizeTopology&) { return "OptimizeTopology"; }
 const char* NameOf(const event::BandwidthReport&) { return "BandwidthReport"; }
+const char* NameOf(const event::LinkBroken&) { return "LinkBroken"; }
 
 constexpr const char* kReordered = "optimize_topology() reordered the ring";
 
@@ -67,6 +68,10 @@ std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
         using T = std::decay_t<decltype(e)>;
         if constexpr (std::is_same_v<T, event::Tick>) {
           OnTick(step);
+        } else if constexpr (std::is_same_v<T, event::Resumed>) {
+          // The master itself was stopped or starved, not every peer silent: their beats
+          // wait unread in the sockets. Forgive the gap rather than kick the whole run.
+          admission_.Forgive(e.gap);
         } else {
           admission_.Touch(e.conn, now);  // any message shows the peer alive
           if constexpr (std::is_same_v<T, event::Hello>) {
@@ -117,8 +122,11 @@ void Membership::On(const Peer& peer, const event::OpDone& e, Step& step) {
   if (verdicts_.OnOpDone(peer, e.op, roster(), step)) MaybeAdmit(step);  // a vote may wait
 }
 
-void Membership::On(const Peer&, const event::Heartbeat&, Step&) {
-  // Handle() refreshed the peer's liveness; only a stranger's heartbeat needs an answer.
+void Membership::On(const Peer& peer, const event::Heartbeat& e, Step& step) {
+  admission_.OnHeartbeat(peer.conn, e.rto);
+  // Handle() refreshed the peer's liveness. The answer tells the peer that the master is
+  // alive: a peer that hears nothing for the heartbeat timeout gives the master up.
+  step.SendTo(peer.conn, proto::Kind::kHeartbeatAck, "");
 }
 
 void Membership::On(const Peer& peer, const event::SyncState& e, Step& step) {
@@ -135,8 +143,12 @@ void Membership::On(const Peer& peer, const event::OptimizeTopology& e, Step& st
 
 void Membership::On(const Peer& peer, const event::BandwidthReport& e, Step& step) {
   if (auto order = optimizer_.OnBandwidthReport(peer, e.report, roster(), step)) {
-    StartEpoch(NextEpoch{std::move(*order), kReordered, false}, step);
+    StartEpoch(NextEpoch{std::move(*order), kReordered, false, {}}, step);
   }
+}
+
+void Membership::On(const Peer& peer, const event::LinkBroken& e, Step& step) {
+  repairs_.OnLinkBroken(peer, e.report, roster(), step.now());  // acted on at its Tick
 }
 
 void Membership::OnLeave(ConnId conn, Step& step) {
@@ -150,6 +162,7 @@ void Membership::OnTick(Step& step) {
   if (std::optional<Removal> late = admission_.DropLateLinks(step)) {
     RemovePeers(late->conns, late->cause, step);
   }
+  RepairLinks(step);
 }
 
 // --- interactions --------------------------------------------------------------------------
@@ -167,15 +180,33 @@ void Membership::MaybeAdmit(Step& step) {
 void Membership::MaybeOptimize(Step& step) {
   if (admission_.links_pending()) return;  // the TopologyComplete that ends it calls again
   if (auto order = optimizer_.MaybeStart(roster(), step)) {
-    StartEpoch(NextEpoch{std::move(*order), kReordered, false}, step);
+    StartEpoch(NextEpoch{std::move(*order), kReordered, false, {}}, step);
   }
+}
+
+void Membership::RepairLinks(Step& step) {
+  while (auto unreachable = repairs_.TakeUnreachable(roster())) {
+    const ConnId conn = unreachable->first;
+    step.SendError(conn, StatusCode::kKicked, unreachable->second);
+    step.DropConn(conn, unreachable->second);
+    std::string why = unreachable->second;
+    RemovePeers({conn}, [why](const Peer& p) { return Describe(p) + ": " + why; }, step);
+  }
+  std::set<uint32_t> due = repairs_.TakeDue(step.now());
+  if (due.empty() || roster().members().empty()) return;
+  std::string cause = "a ring link of peer group " + std::to_string(*due.begin()) +
+                      " broke between live peers: re-dialling";
+  StartEpoch(NextEpoch{roster().members(), cause, /*keep_votes=*/true, due}, step);
 }
 
 void Membership::StartEpoch(const NextEpoch& next, Step& step) {
   // Groups whose ring (members and order) changes get the new epoch as their ring epoch and
   // lose their undecided collectives; the others keep both, so a peer leaving or joining
-  // one group does not interrupt another group's collectives.
+  // one group does not interrupt another group's collectives. Groups to re-dial count as
+  // changed.
   std::set<uint32_t> changed = roster().ChangedGroups(next.members);
+  changed.insert(next.relink.begin(), next.relink.end());
+  repairs_.OnRingsChanged(changed);
   verdicts_.OnRingsChanged(changed, roster().epoch() + 1, next.cause, roster(), step);
   optimizer_.Abandon();  // its members get this epoch's Topology as their answer
   admission_.StartEpoch(next, changed, step);
@@ -185,7 +216,10 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns, const CauseFn& ca
                              Step& step) {
   // Forget them all first, so that no verdict below goes to a peer being removed.
   std::vector<Peer> gone_members = admission_.Forget(conns);
-  for (const Peer& peer : gone_members) optimizer_.ForgetPeer(peer.peer_id);
+  for (const Peer& peer : gone_members) {
+    optimizer_.ForgetPeer(peer.peer_id);
+    repairs_.ForgetPeer(peer.peer_id);
+  }
   // Their groups' undecided collectives and sync rounds can no longer complete.
   for (const Peer& peer : gone_members) {
     verdicts_.FailGroup(peer.peer_group, cause(peer), roster(), step);

@@ -22,10 +22,12 @@
 //   verdicts.h        the verdict of every collective
 //   sync_rounds.h     shared-state sync rounds
 //   ring_optimizer.h  optimize_topology(): bandwidth measurements and the ring order
+//   link_repairs.h    re-dialling a ring after a link broke between live peers
 //
 // Thread-safety: none; one thread (the server loop) owns a Membership.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -35,6 +37,7 @@
 #include "pccl/common/clock.h"
 #include "pccl/master/admission.h"
 #include "pccl/master/events.h"
+#include "pccl/master/link_repairs.h"
 #include "pccl/master/ring_optimizer.h"
 #include "pccl/master/roster.h"
 #include "pccl/master/step.h"
@@ -69,7 +72,9 @@ class Membership {
   std::vector<Action> Handle(const Event& event, TimePoint now);
 
   // The earliest time at which a Tick may change something; TimePoint::max() if none.
-  TimePoint NextDeadline() const { return admission_.NextDeadline(); }
+  TimePoint NextDeadline() const {
+    return std::min(admission_.NextDeadline(), repairs_.NextDeadline());
+  }
 
   // Observers (status, tests).
   uint64_t epoch() const { return admission_.roster().epoch(); }
@@ -94,6 +99,7 @@ class Membership {
   void On(const Peer& peer, const event::SyncDone& e, Step& step);
   void On(const Peer& peer, const event::OptimizeTopology& e, Step& step);
   void On(const Peer& peer, const event::BandwidthReport& e, Step& step);
+  void On(const Peer& peer, const event::LinkBroken& e, Step& step);
   void OnHello(const event::Hello& e, Step& step);
   void OnLeave(ConnId conn, Step& step);  // Goodbye and Disconnected
   void OnTick(Step& step);
@@ -103,6 +109,9 @@ class Membership {
   void MaybeAdmit(Step& step);
   // Starts an optimize_topology() round outside a link phase; adopts its order if better.
   void MaybeOptimize(Step& step);
+  // Removes one end of a pair whose link keeps breaking, and re-dials the rings whose
+  // repair is due.
+  void RepairLinks(Step& step);
   // Starts `next`: the undecided collectives of the groups whose ring changes fail, the
   // optimize_topology() round ends, and Admission sends the Topology.
   void StartEpoch(const NextEpoch& next, Step& step);
@@ -116,6 +125,7 @@ class Membership {
   Verdicts verdicts_;
   SyncRounds syncs_;
   RingOptimizer optimizer_;
+  LinkRepairs repairs_;
 };
 
 }  // namespace pccl::master

@@ -80,6 +80,15 @@ void Roster::Touch(ConnId conn, TimePoint now) {
   if (it != peers_.end()) it->second.last_seen = now;
 }
 
+void Roster::Forgive(Duration gap) {
+  for (auto& [conn, peer] : peers_) peer.last_seen += gap;
+}
+
+void Roster::SetRto(ConnId conn, Duration rto) {
+  auto it = peers_.find(conn);
+  if (it != peers_.end()) it->second.rto = rto;
+}
+
 std::optional<Peer> Roster::Remove(ConnId conn) {
   auto it = peers_.find(conn);
   if (it == peers_.end()) return std::nullopt;

@@ -35,6 +35,7 @@ struct Peer {
   uint32_t peer_group = 0;
   Role role = Role::kPending;
   TimePoint last_seen;  // the last message from this peer
+  Duration rto{0};      // its connection's retransmission timeout, at its latest heartbeat
 };
 
 // "peer <id> (<host>)": how messages and verdicts name a peer.
@@ -74,6 +75,8 @@ class Roster {
   // Adds a peer that said Hello; `queue`: it waits in pending() for the vote.
   void Add(Peer peer, bool queue);
   void Touch(ConnId conn, TimePoint now);  // a message arrived from `conn`
+  void SetRto(ConnId conn, Duration rto);   // its latest heartbeat's measurement
+  void Forgive(Duration gap);               // every peer's last_seen moves `gap` later
   // Forgets `conn` (pending or member); nullopt if it was not a peer.
   std::optional<Peer> Remove(ConnId conn);
   // Starts the next epoch, started for `cause`, with `members` (ring order): pending peers

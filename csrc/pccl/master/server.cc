@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -38,6 +39,8 @@ namespace {
 
 constexpr size_t kReadChunk = 64 << 10;
 constexpr int kMaxTickMs = 100;
+// A poll() that returns this much later than asked means the process itself was paused.
+constexpr Duration kStallGap = std::chrono::seconds(1);
 
 // Kinds a peer may send to the master; anything else is a protocol error.
 bool IsPeerToMasterKind(uint16_t kind) {
@@ -53,6 +56,7 @@ bool IsPeerToMasterKind(uint16_t kind) {
     case proto::Kind::kSyncDone:
     case proto::Kind::kOptimizeTopology:
     case proto::Kind::kBandwidthReport:
+    case proto::Kind::kLinkBroken:
       return true;
     default:
       return false;
@@ -100,6 +104,7 @@ class MasterServer::Loop {
     bool write_shut = false;
     TimePoint close_deadline = TimePoint::max();
     bool failed = false;  // closed by error or EOF: close now, no linger
+    bool said_hello = false;  // a Hello decoded: larger frames are allowed from now on
   };
 
   void AcceptAll();
@@ -140,10 +145,23 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
       fds.push_back({c.socket.fd(), events, 0});
       ids.push_back(id);
     }
-    int rc = ::poll(fds.data(), fds.size(), PollTimeoutMs(Clock::now()));
+    const TimePoint before = Clock::now();
+    const int timeout_ms = PollTimeoutMs(before);
+    int rc = ::poll(fds.data(), fds.size(), timeout_ms);
     if (rc < 0 && errno != EINTR) {
       PCCL_LOG(kError, std::string("master: poll failed: ") + std::strerror(errno));
       break;
+    }
+    // poll() returned far later than it was asked to: this process was stopped (SIGSTOP)
+    // or starved. The peers' beats of that time wait unread; tell Membership before it
+    // reads the clock, so that it does not kick them for the master's own silence.
+    const Duration late = Clock::now() - before - Milliseconds(std::max(timeout_ms, 0));
+    if (timeout_ms >= 0 && late > kStallGap) {
+      PCCL_LOG(kWarning, "master: the server loop was paused for " +
+                             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                late).count()) +
+                             " ms; peers' silence during it is forgiven");
+      Dispatch(event::Resumed{late});
     }
     if (rc > 0) {
       if (fds[0].revents & POLLIN) {
@@ -239,8 +257,10 @@ void MasterServer::Loop::ParseFrames(Connection& c) {
   while (c.state == State::kOpen) {
     if (!c.have_header) {
       if (c.in.size() - pos < net::kFrameHeaderBytes) break;
+      // A stranger gets room for its Hello only; a peer, for its largest honest message.
+      const uint64_t cap = c.said_hello ? net::kMaxPeerMessage : net::kMaxHelloPayload;
       Status s = net::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(c.in.data() + pos),
-                                        net::kMaxControlPayload, c.socket.peer(), &c.header);
+                                        cap, c.socket.peer(), &c.header);
       if (s.ok() && !IsPeerToMasterKind(c.header.kind)) {
         s = InvalidArgument(std::string("unexpected message kind ") +
                             std::to_string(c.header.kind) + " (" +
@@ -270,7 +290,10 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
       e.conn = c.id;
       e.observed_host = HostOf(c.socket.peer());
       s = proto::Decode(payload, &e.hello);
-      if (s.ok()) Dispatch(std::move(e));
+      if (s.ok()) {
+        c.said_hello = true;
+        Dispatch(std::move(e));
+      }
       break;
     }
     case proto::Kind::kVoteTopology: {
@@ -294,7 +317,7 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
     }
     case proto::Kind::kHeartbeat:
       s = proto::DecodeEmpty(payload, "Heartbeat");
-      if (s.ok()) Dispatch(event::Heartbeat{c.id});
+      if (s.ok()) Dispatch(event::Heartbeat{c.id, c.socket.RetransmitTimeout()});
       break;
     case proto::Kind::kOpDone: {
       event::OpDone e;
@@ -325,6 +348,13 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
     }
     case proto::Kind::kBandwidthReport: {
       event::BandwidthReport e;
+      e.conn = c.id;
+      s = proto::Decode(payload, &e.report);
+      if (s.ok()) Dispatch(std::move(e));
+      break;
+    }
+    case proto::Kind::kLinkBroken: {
+      event::LinkBroken e;
       e.conn = c.id;
       s = proto::Decode(payload, &e.report);
       if (s.ok()) Dispatch(std::move(e));

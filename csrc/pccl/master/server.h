@@ -4,8 +4,8 @@
 // The thread poll()s the listener, each connection and a wake-up eventfd. Sockets are
 // non-blocking with an input buffer (frames may arrive in pieces) and an output buffer (a
 // slow peer never blocks anyone else). Each frame header is validated (magic, version,
-// kind, length <= net::kMaxControlPayload) as soon as its 16 bytes are in, before any of
-// its payload is buffered; a bad frame or an undecodable message is logged with the remote
+// kind, length <= net::kMaxHelloPayload before a Hello, net::kMaxPeerMessage after it) as
+// soon as its 16 bytes are in, before any of its payload is buffered; a bad frame or an undecodable message is logged with the remote
 // address, answered with Error and that connection alone is dropped. Decoded messages
 // become Membership events; time passing becomes Tick events (poll wakes at least every
 // 100 ms while a deadline is pending). A dropped connection is closed gracefully: its

@@ -9,9 +9,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <utility>
+
+#include "pccl/common/params.h"
 
 namespace pccl::net {
 namespace {
@@ -53,21 +60,54 @@ std::string AddressText(const sockaddr* addr) {
   return e.ToString();
 }
 
-// getaddrinfo's result list, freed on scope exit.
+// getaddrinfo's result list, freed on scope exit. getaddrinfo itself cannot be given a
+// deadline (a DNS server that does not answer holds it for its own timeouts, easily half
+// a minute), so a resolution runs on a thread of its own and the caller waits for it no
+// longer than its deadline; a resolution given up finishes in the background and frees
+// its own result.
 class Resolved {
  public:
   // `passive`: addresses to bind (AI_PASSIVE) rather than to connect to.
-  Status Resolve(const Endpoint& endpoint, bool passive) {
-    struct addrinfo hints;
-    std::memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = passive ? AI_PASSIVE : 0;
+  Status Resolve(const Endpoint& endpoint, bool passive, Deadline deadline) {
+    struct Job {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+      bool abandoned = false;
+      int rc = 0;
+      struct addrinfo* list = nullptr;
+    };
+    auto job = std::make_shared<Job>();
+    std::string host = endpoint.host;
     std::string port = std::to_string(endpoint.port);
-    int rc = ::getaddrinfo(endpoint.host.c_str(), port.c_str(), &hints, &list_);
-    if (rc != 0) {
+    std::thread([job, host, port, passive] {
+      struct addrinfo hints;
+      std::memset(&hints, 0, sizeof(hints));
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = passive ? AI_PASSIVE : 0;
+      struct addrinfo* list = nullptr;
+      int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
+      std::lock_guard<std::mutex> lock(job->mu);
+      if (job->abandoned) {
+        if (list != nullptr) ::freeaddrinfo(list);
+        return;
+      }
+      job->rc = rc;
+      job->list = list;
+      job->done = true;
+      job->cv.notify_all();
+    }).detach();
+    std::unique_lock<std::mutex> lock(job->mu);
+    if (!WaitFor(job->cv, lock, deadline, [&] { return job->done; })) {
+      job->abandoned = true;
+      return Status(StatusCode::kDeadlineExceeded,
+                    "resolving '" + endpoint.host + "' did not finish in time");
+    }
+    list_ = job->list;
+    if (job->rc != 0) {
       return Status(passive ? StatusCode::kInvalidArgument : StatusCode::kUnavailable,
-                    "cannot resolve '" + endpoint.host + "': " + gai_strerror(rc));
+                    "cannot resolve '" + endpoint.host + "': " + gai_strerror(job->rc));
     }
     return Status::Ok();
   }
@@ -83,6 +123,27 @@ class Resolved {
 void SetNoDelay(int fd) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Every connection fails, rather than hangs, when its path dies without a FIN or RST (a
+// partition, a machine gone): unacknowledged data for PCCL_TCP_USER_TIMEOUT_MS, or no
+// answer to keepalive probes when idle; the probes also keep idle NAT mappings alive.
+void SetLiveness(int fd) {
+  const Params& params = GetParams();
+  if (params.keepalive_s > 0) {
+    int on = 1;
+    int idle = static_cast<int>(params.keepalive_s);
+    int interval = std::max(1, idle / 3);
+    int count = 3;
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  }
+  if (params.tcp_user_timeout_ms > 0) {
+    unsigned int ms = static_cast<unsigned int>(params.tcp_user_timeout_ms);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms));
+  }
 }
 
 }  // namespace
@@ -106,6 +167,13 @@ void Socket::Close() {
   }
 }
 
+Duration Socket::RetransmitTimeout() const {
+  struct tcp_info info;
+  socklen_t len = sizeof(info);
+  if (fd_ < 0 || ::getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return Duration(0);
+  return std::chrono::duration_cast<Duration>(std::chrono::microseconds(info.tcpi_rto));
+}
+
 void Socket::Shutdown() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
@@ -119,7 +187,7 @@ void Socket::SetBufferSizes(int64_t bytes) {
 
 Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out) {
   Resolved resolved;
-  PCCL_RETURN_IF_ERROR(resolved.Resolve(endpoint, /*passive=*/false));
+  PCCL_RETURN_IF_ERROR(resolved.Resolve(endpoint, /*passive=*/false, deadline));
   Status last = Status(StatusCode::kUnavailable, "no address for " + endpoint.ToString());
   for (struct addrinfo* ai = resolved.begin(); ai != nullptr; ai = ai->ai_next) {
     int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
@@ -143,6 +211,7 @@ Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out)
       continue;
     }
     SetNoDelay(fd);
+    SetLiveness(fd);
     *out = std::move(s);
     return Status::Ok();
   }
@@ -214,7 +283,9 @@ Status Socket::RecvAll(void* data, size_t size, Deadline deadline) {
 
 Status Listener::Listen(const Endpoint& endpoint, Listener* out) {
   Resolved resolved;
-  PCCL_RETURN_IF_ERROR(resolved.Resolve(endpoint, /*passive=*/true));
+  PCCL_RETURN_IF_ERROR(resolved.Resolve(
+      endpoint, /*passive=*/true,
+      Deadline::In(Milliseconds(GetParams().connect_timeout_ms))));
   Status last = InvalidArgument("no address to listen on for " + endpoint.ToString());
   for (struct addrinfo* ai = resolved.begin(); ai != nullptr; ai = ai->ai_next) {
     int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
@@ -259,6 +330,7 @@ Status Listener::Accept(Deadline deadline, Socket* out) {
                        SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd >= 0) {
       SetNoDelay(fd);
+      SetLiveness(fd);
       *out = Socket(fd, AddressText(reinterpret_cast<sockaddr*>(&addr)));
       return Status::Ok();
     }

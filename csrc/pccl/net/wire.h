@@ -24,8 +24,20 @@ namespace pccl::net {
 inline constexpr uint32_t kMagic = 0x4C434350;  // "PCCL" as little-endian bytes
 inline constexpr uint16_t kProtocolVersion = 1;
 inline constexpr size_t kFrameHeaderBytes = 16;
-// Largest control-message payload anyone accepts.
+// Largest payloads anyone accepts, by who may send them. The caps bound what a stranger
+// can make a process buffer, while no honest message reaches them: the largest messages
+// are sync plans and shared-state reports (10,000+ tensors, several sources each) and
+// topologies of thousands of peers, all within the limits proto/messages.h enforces.
+//   kMaxHelloPayload: the first frame of any connection (Hello to the master, the
+//                     hellos of peer-to-peer connections), before anyone is known.
+//   kMaxControlPayload: control frames between peers (shared-state requests, probes).
+//   kMaxPeerMessage: what a peer that said Hello may send the master (SyncState of
+//                    kMaxStateEntries entries with the longest keys fits).
+//   kMaxMasterMessage: what the master may send a peer (SyncPlan, Topology).
+inline constexpr uint64_t kMaxHelloPayload = 64 << 10;
 inline constexpr uint64_t kMaxControlPayload = 1 << 20;
+inline constexpr uint64_t kMaxPeerMessage = 32 << 20;
+inline constexpr uint64_t kMaxMasterMessage = 256 << 20;
 
 void PutU16(uint8_t* p, uint16_t v);
 void PutU32(uint8_t* p, uint32_t v);

@@ -23,6 +23,8 @@ const char* KindName(uint16_t kind) {
     case Kind::kGoodbye: return "Goodbye";
     case Kind::kError: return "Error";
     case Kind::kHeartbeat: return "Heartbeat";
+    case Kind::kHeartbeatAck: return "HeartbeatAck";
+    case Kind::kLinkBroken: return "LinkBroken";
     case Kind::kOptimizeTopology: return "OptimizeTopology";
     case Kind::kMeasureBandwidth: return "MeasureBandwidth";
     case Kind::kBandwidthReport: return "BandwidthReport";
@@ -234,6 +236,11 @@ constexpr auto kProbeResult = MessageOf<ProbeResult>("ProbeResult", std::tuple{
     U64("bytes", &ProbeResult::bytes),
     U64("nanoseconds", &ProbeResult::nanoseconds),
 });
+constexpr auto kLinkBroken = MessageOf<LinkBroken>("LinkBroken", std::tuple{
+    U64("ring_epoch", &LinkBroken::ring_epoch),
+    U64("peer_id", &LinkBroken::peer_id),
+    Str("reason", &LinkBroken::reason, kMaxReasonLength),
+});
 // Both planes send it: the master before it drops a peer, a state source refusing a request.
 constexpr auto kErrorMessage = MessageOf<ErrorMessage>("Error", std::tuple{
     U32("code", &ErrorMessage::code),
@@ -278,6 +285,7 @@ PCCL_PROTO_CODEC(StateRequest, kStateRequest)
 PCCL_PROTO_CODEC(MeasureBandwidth, kMeasureBandwidth)
 PCCL_PROTO_CODEC(BandwidthReport, kBandwidthReport)
 PCCL_PROTO_CODEC(ProbeResult, kProbeResult)
+PCCL_PROTO_CODEC(LinkBroken, kLinkBroken)
 #undef PCCL_PROTO_CODEC
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

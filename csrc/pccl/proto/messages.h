@@ -31,6 +31,12 @@
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
 //   peer: Heartbeat                every Welcome.heartbeat_interval_ms; a peer silent for
 //                                  the master's heartbeat timeout is kicked (Error{Kicked}).
+//   master: HeartbeatAck           answers each Heartbeat: a peer that hears nothing from
+//                                  the master for the heartbeat timeout calls it lost.
+//   peer: LinkBroken (ring epoch, other peer, reason)   a ring link of this peer's group
+//                                  broke (or could not be built) while both ends live; the
+//                                  master starts an epoch that re-dials the group's ring,
+//                                  or removes one end of a pair that keeps failing.
 // Ring order (optimize_topology), every member takes part:
 //   peer: OptimizeTopology (the epoch it is in)
 //   master: MeasureBandwidth (round, probe duration, the peers to measure: zero or one)
@@ -94,6 +100,8 @@ enum class Kind : uint16_t {
   kOptimizeTopology = 15,
   kMeasureBandwidth = 16,
   kBandwidthReport = 17,
+  kHeartbeatAck = 18,
+  kLinkBroken = 19,
   kP2PHello = 32,
   kP2PWelcome = 33,
   kData = 34,
@@ -216,6 +224,14 @@ struct Verdict {
   uint32_t code = 0;  // on failure: the StatusCode peers should raise (Aborted by default)
 };
 
+// A ring link of the sender's group broke, or could not be built, between it and
+// `peer_id` (its ring neighbour), in the group's ring epoch `ring_epoch`.
+struct LinkBroken {
+  uint64_t ring_epoch = 0;
+  uint64_t peer_id = 0;
+  std::string reason;
+};
+
 struct ErrorMessage {
   uint32_t code = 0;  // a pccl::StatusCode
   std::string message;
@@ -336,6 +352,7 @@ std::string Encode(const PendingReply& m);
 std::string Encode(const OpDone& m);
 std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
+std::string Encode(const LinkBroken& m);
 std::string Encode(const P2PHello& m);
 std::string Encode(const P2PWelcome& m);
 std::string Encode(const SyncState& m);
@@ -359,6 +376,7 @@ Status Decode(const std::string& payload, PendingReply* m);
 Status Decode(const std::string& payload, OpDone* m);
 Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
+Status Decode(const std::string& payload, LinkBroken* m);
 Status Decode(const std::string& payload, P2PHello* m);
 Status Decode(const std::string& payload, P2PWelcome* m);
 Status Decode(const std::string& payload, SyncState* m);
