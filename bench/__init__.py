@@ -10,6 +10,7 @@ Run them from the repository root, against the installed pccl:
     sudo python -m bench.topology            optimize_topology() on a two-region network
     python -m bench.kernels                  kernel throughput per ISA path
     sudo python -m bench.wan_bench           pccl vs Gloo across the emulated WAN
+    sudo python -m bench.wan_chaos           a DiLoCo-shaped run under seeded WAN faults
     sudo python -m bench.wan.lab ...         the WAN lab itself (run, selfcheck, cleanup)
 
 The modules directly in bench/ are entry points and never import each other; what they

@@ -168,9 +168,8 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   proto::Verdict verdict;
   PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, &verdict));
   if (!verdict.ok) {
-    StatusCode code = verdict.code != 0 ? static_cast<StatusCode>(verdict.code)
-                                        : StatusCode::kAborted;
-    return Status(code, verdict.reason.empty() ? local.message() : verdict.reason);
+    if (verdict.reason.empty()) verdict.reason = local.message();
+    return VerdictFailure(verdict);
   }
   if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
   committed = true;

@@ -16,6 +16,14 @@ Status ErrorFromMaster(const std::string& payload) {
   }
   return Status(code, "master: " + error.message);
 }
+
+Status VerdictFailure(const proto::Verdict& verdict) {
+  StatusCode code = verdict.code != 0 && verdict.code <= static_cast<uint32_t>(StatusCode::kKicked)
+                        ? static_cast<StatusCode>(verdict.code)
+                        : StatusCode::kAborted;
+  return Status(code, verdict.reason);
+}
+
 namespace {
 // Verdicts kept for collectives that have not asked for theirs yet.
 constexpr size_t kVerdictMemory = 4096;
@@ -58,6 +66,7 @@ void MasterClient::ReaderLoop() {
                                &payload);
     std::unique_lock<std::mutex> lock(mu_);
     last_heard_ = Clock::now();
+    if (st.ok()) heard_rto_ = socket_.RetransmitTimeout();
     if (!st.ok()) {
       if (lost_.ok()) {
         lost_ = !kicked_.ok() ? kicked_
@@ -125,7 +134,9 @@ void MasterClient::HeartbeatLoop(Duration interval) {
   // silence from the master (stopped, partitioned, its host gone) makes this peer give it
   // up: every waiting call fails with Unavailable instead of waiting for its deadline.
   // On a path slower than loopback the limit grows with the connection's retransmission
-  // timeout, as the master's allowance for this peer does (master/admission.h).
+  // timeout, as the master's allowance for this peer does (master/admission.h). The RTO
+  // is the one measured when the master was last heard: during an outage it only tells
+  // how long the outage has lasted.
   constexpr Duration kRtoFloor = std::chrono::milliseconds(200);
   std::unique_lock<std::mutex> lock(mu_);
   last_heard_ = Clock::now();
@@ -139,7 +150,7 @@ void MasterClient::HeartbeatLoop(Duration interval) {
       last_heard_ = woke;
     }
     last_wake = woke;
-    const Duration rto = socket_.RetransmitTimeout();
+    const Duration rto = heard_rto_;
     const Duration silence_limit = interval * 4 + 15 * (rto > kRtoFloor ? rto - kRtoFloor
                                                                         : Duration(0));
     const Duration silent = Clock::now() - last_heard_;
@@ -238,17 +249,25 @@ void MasterClient::SetVerdictListener(std::function<void(const proto::Verdict&)>
   listener_ = std::move(listener);
 }
 
+bool MasterClient::TakeVerdict(const proto::OpKey& key, proto::Verdict* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return TakeVerdictLocked(key, out);
+}
+
+bool MasterClient::TakeVerdictLocked(const proto::OpKey& key, proto::Verdict* out) {
+  auto it = verdicts_.find(key);
+  if (it == verdicts_.end()) return false;
+  *out = std::move(it->second);
+  verdicts_.erase(it);
+  verdict_order_.erase(std::find(verdict_order_.begin(), verdict_order_.end(), key));
+  return true;
+}
+
 Status MasterClient::WaitVerdict(const proto::OpKey& key, Deadline deadline,
                                  proto::Verdict* out) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    auto it = verdicts_.find(key);
-    if (it != verdicts_.end()) {
-      *out = it->second;
-      verdicts_.erase(it);
-      verdict_order_.erase(std::find(verdict_order_.begin(), verdict_order_.end(), key));
-      return Status::Ok();
-    }
+    if (TakeVerdictLocked(key, out)) return Status::Ok();
     if (!lost_.ok()) return lost_;
     if (deadline.never()) {
       cv_.wait(lock);

@@ -31,6 +31,8 @@ namespace pccl::comm {
 
 // The Status of an Error message from the master (its code, "master: " + its text).
 Status ErrorFromMaster(const std::string& payload);
+// The Status a failed verdict gives its collective (its code, Aborted if it has none).
+Status VerdictFailure(const proto::Verdict& verdict);
 
 class MasterClient {
  public:
@@ -64,6 +66,9 @@ class MasterClient {
   void StartHeartbeats(Duration interval);
   // Waits for the verdict of `key` and forgets it.
   Status WaitVerdict(const proto::OpKey& key, Deadline deadline, proto::Verdict* out);
+  // Takes the verdict of `key` if it came already (a verdict may arrive before this peer
+  // started the operation, when the others failed it).
+  bool TakeVerdict(const proto::OpKey& key, proto::Verdict* out);
 
   // Unavailable once the connection is gone (Kicked if the master removed this peer).
   Status lost();
@@ -71,6 +76,7 @@ class MasterClient {
 
  private:
   void ReaderLoop();
+  bool TakeVerdictLocked(const proto::OpKey& key, proto::Verdict* out);  // needs mu_
   void HeartbeatLoop(Duration interval);
 
   net::Socket socket_;
@@ -93,6 +99,7 @@ class MasterClient {
   std::function<void(const proto::Topology&)> topology_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
   TimePoint last_heard_ PCCL_GUARDED_BY(mu_) = Clock::now();  // the master's latest frame
+  Duration heard_rto_ PCCL_GUARDED_BY(mu_){0};  // the socket's RTO at that moment
   Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
 };

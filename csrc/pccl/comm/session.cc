@@ -304,8 +304,8 @@ Status Session::ArePeersPending(Deadline deadline, bool joint, bool* pending) {
     Kind kind;
     std::string payload;
     uint64_t arrival = 0;
-    PCCL_RETURN_IF_ERROR(
-        master_.Wait({Kind::kPendingReply}, deadline, &kind, &payload, &arrival));
+    PCCL_RETURN_IF_ERROR(WaitApplyingTopologiesLocked({Kind::kPendingReply}, deadline, &kind,
+                                                      &payload, &arrival));
     if (kind == Kind::kError) return ErrorFromMaster(payload);
     proto::PendingReply reply;
     PCCL_RETURN_IF_ERROR(proto::Decode(payload, &reply));
@@ -478,10 +478,20 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   RefreshViewOnReturn refresh{this};
   PCCL_RETURN_IF_ERROR(master_.lost());
+  // The key this collective takes on the ring of the moment; the others may have failed
+  // that very operation already (see TakeEarlyVerdict below).
+  proto::OpKey first_key;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = next_seq_.find(tag);
+    first_key = proto::OpKey{ring_epoch_, options_.peer_group, tag,
+                             it == next_seq_.end() ? 0 : it->second};
+  }
   // If the ring broke (a neighbour died) and this is the retry, the master replaces the
   // topology as soon as it notices, which may be a moment after this peer did: wait for
   // that rather than failing again at once on the broken links. Another collective of
-  // this peer may apply the new topology meanwhile, so look again every few ms.
+  // this peer, or the topology watcher, may apply the new topology meanwhile, so look
+  // again every few ms.
   bool broken = false;
   while (true) {
     std::shared_ptr<RingLinks> current;
@@ -500,6 +510,10 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
     Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline.Min(Deadline::In(kRelook)));
     if (!pushed.ok() && pushed.code() != StatusCode::kDeadlineExceeded) return pushed;
   }
+  // The others may have failed this very operation already (its links broke under them
+  // before this peer started it): then it fails here too, so that every peer sees the same
+  // outcome for it and their next calls line up.
+  PCCL_RETURN_IF_ERROR(TakeEarlyVerdict(first_key));
   if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
     // The master changed this group's ring (a peer left or joined): run on the new one.
     // A topology that keeps this ring (a change in another group) is left to the topology
@@ -508,7 +522,6 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
     PCCL_RETURN_IF_ERROR(LockControl(deadline, "all_reduce()", &control));
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   }
-
 
   proto::OpKey key;
   std::shared_ptr<RingLinks> links;
@@ -530,6 +543,34 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
   }
   *out = RingBinding{key, std::move(links), rank, world};
   return Status::Ok();
+}
+
+Status Session::TakeEarlyVerdict(const proto::OpKey& key) {
+  proto::Verdict verdict;
+  if (!master_.TakeVerdict(key, &verdict)) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) ++next_seq_[key.tag];
+  }
+  if (verdict.ok) return Status::Ok();  // cannot happen: an ok verdict needs this peer's report
+  return VerdictFailure(verdict);
+}
+
+Status Session::WaitApplyingTopologiesLocked(const std::vector<Kind>& kinds, Deadline deadline,
+                                             Kind* kind, std::string* payload,
+                                             uint64_t* arrival) {
+  // A control call that waits for the other members (a joint query, a sync round) must
+  // not hold up a topology's link phase meanwhile: a member busy in a collective may be
+  // waiting for that very topology (its ring broke) before it can make the same call.
+  std::vector<Kind> also_topology = kinds;
+  also_topology.push_back(Kind::kTopology);
+  while (true) {
+    PCCL_RETURN_IF_ERROR(master_.Wait(also_topology, deadline, kind, payload, arrival));
+    if (*kind != Kind::kTopology) return Status::Ok();
+    proto::Topology topology;
+    PCCL_RETURN_IF_ERROR(proto::Decode(*payload, &topology));
+    PCCL_RETURN_IF_ERROR(ApplyTopologyLocked(std::move(topology), deadline));
+  }
 }
 
 void Session::ReportBrokenLink(uint64_t ring_epoch, uint64_t peer_id, const Status& why) {

@@ -143,6 +143,13 @@ class Session {
   // Applies topologies the master pushed on its own (after a peer left).
   Status ApplyPushedTopologiesLocked(Deadline deadline);
   Status WaitAdmissionLocked(Deadline deadline);
+  // master_.Wait for `kinds`, applying each Topology the master pushes before one came.
+  Status WaitApplyingTopologiesLocked(const std::vector<proto::Kind>& kinds, Deadline deadline,
+                                      proto::Kind* kind, std::string* payload,
+                                      uint64_t* arrival = nullptr);
+  // The failure of the collective `key` (the next one of its tag when it started), if the
+  // master failed it before this peer ran it (the sequence number is then used up).
+  Status TakeEarlyVerdict(const proto::OpKey& key);
   void OnVerdict(const proto::Verdict& verdict);
   // Tells the master that this peer's ring link to `peer_id` broke (links' fault handler).
   void ReportBrokenLink(uint64_t ring_epoch, uint64_t peer_id, const Status& why);

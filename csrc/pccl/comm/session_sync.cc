@@ -53,8 +53,8 @@ Status Session::RunSyncLocked(const SharedStateSyncRequest& request, Deadline de
     while (true) {
       Kind kind;
       std::string payload;
-      PCCL_RETURN_IF_ERROR(
-          master_.Wait({Kind::kSyncPlan, Kind::kSyncComplete}, deadline, &kind, &payload));
+      PCCL_RETURN_IF_ERROR(WaitApplyingTopologiesLocked({Kind::kSyncPlan, Kind::kSyncComplete},
+                                                        deadline, &kind, &payload));
       if (kind == Kind::kError) return ErrorFromMaster(payload);
       if (kind == Kind::kSyncPlan) {
         proto::SyncPlan p;

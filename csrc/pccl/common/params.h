@@ -33,8 +33,9 @@ struct Params {
   // TCP retransmit for many minutes (default 20000; 0 keeps the kernel's).
   int64_t tcp_user_timeout_ms;
   // PCCL_KEEPALIVE_S: TCP keepalive of every connection: a probe after this many seconds
-  // idle and every third of it after, three unanswered probes fail the connection. Keeps
-  // NAT and firewall mappings alive through idle minutes (default 15; 0: off).
+  // idle and every third of it (at least every second) after; the connection fails when
+  // nothing answers for PCCL_TCP_USER_TIMEOUT_MS. Keeps NAT and firewall mappings alive
+  // through idle minutes (default 5; 0: off).
   int64_t keepalive_s;
   // PCCL_PROBE_MS (read by the master): how long each bandwidth probe of
   // optimize_topology() streams (default 300). Longer is more accurate on long fat pipes.

@@ -131,6 +131,10 @@ void SetNoDelay(int fd) {
 void SetLiveness(int fd) {
   const Params& params = GetParams();
   if (params.keepalive_s > 0) {
+    // Probes every idle/3 seconds (at least one a second) once the connection has been
+    // idle `keepalive_s`. With TCP_USER_TIMEOUT set, Linux fails the connection only when
+    // nothing came back for the user timeout, whatever the probe count: frequent probes
+    // mean that losing one or two on a lossy path costs nothing.
     int on = 1;
     int idle = static_cast<int>(params.keepalive_s);
     int interval = std::max(1, idle / 3);
@@ -171,7 +175,10 @@ Duration Socket::RetransmitTimeout() const {
   struct tcp_info info;
   socklen_t len = sizeof(info);
   if (fd_ < 0 || ::getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return Duration(0);
-  return std::chrono::duration_cast<Duration>(std::chrono::microseconds(info.tcpi_rto));
+  // The RTO without the exponential backoff of retransmissions in progress: the path's
+  // round trip and jitter, not how long the current outage has lasted.
+  return std::chrono::duration_cast<Duration>(
+      std::chrono::microseconds(info.tcpi_rto >> std::min<int>(info.tcpi_backoff, 16)));
 }
 
 void Socket::Shutdown() {

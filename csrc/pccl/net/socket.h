@@ -48,8 +48,9 @@ class Socket {
 
   // Applies SO_SNDBUF/SO_RCVBUF when bytes > 0.
   void SetBufferSizes(int64_t bytes);
-  // The kernel's current retransmission timeout for this connection (TCP_INFO), which
-  // grows with the path's round-trip time and jitter; zero if unknown.
+  // The kernel's retransmission timeout for this connection (TCP_INFO) without the backoff
+  // of retransmissions in progress: it grows with the path's round-trip time and jitter,
+  // not with an outage. Zero if unknown.
   Duration RetransmitTimeout() const;
   // Wakes any thread blocked on this socket; later I/O fails. Safe from any thread.
   void Shutdown();
