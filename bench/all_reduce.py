@@ -13,6 +13,8 @@ then size 2, ...) so that the backends share the same machine conditions. The ba
 
   pccl     a MasterNode in this process, N Communicator peers admitted with
            are_peers_pending()/update_topology(); comm.all_reduce(x, x, op=SUM).
+  pccl-auth       (optional) the same in a run with a secret: authenticated connections.
+  pccl-encrypted  (optional) the same with transport="encrypted": every frame sealed.
   gloo     torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.all_reduce(x).
   ceiling  N processes in a ring of plain TCP sockets; per op each one streams the bytes a
            ring all-reduce puts on one link, 2(n-1)/n x size, to its successor while it
@@ -45,13 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.lib.common import bus_factor, dash, emit_json, free_port, parse_size, size_name
-from bench.lib.loopback import Group
+from bench.lib.loopback import PCCL_AUTH, Group
 from bench.lib.procs import BenchError
 from bench.lib.shaped import ShapedNetwork, run_plan, slowest, unavailable_reason
 
 DEFAULT_SIZES = ["4KiB", "1MiB", "16MiB", "64MiB", "256MiB"]
 QUICK_SIZES = ["4KiB", "64KiB", "1MiB"]
 BACKENDS = ["pccl", "gloo", "ceiling"]
+ALL_BACKENDS = ["pccl", "pccl-auth", "pccl-encrypted", "gloo", "ceiling"]
 SETUP_ATTEMPTS = 3  # a group that fails to start is started again this many times in all
 
 
@@ -118,7 +121,9 @@ def main() -> int:
                         help="timed ops per measurement (default: by size, 200 small .. 4 at 256 MiB)")
     parser.add_argument("--pool-size", type=int, default=0,
                         help="pccl p2p_connection_pool_size (default 0: the library default)")
-    parser.add_argument("--backends", nargs="+", default=BACKENDS, choices=BACKENDS)
+    parser.add_argument("--backends", nargs="+", default=BACKENDS, choices=ALL_BACKENDS,
+                        help="pccl-auth: a run with a secret; pccl-encrypted: "
+                             "transport='encrypted' (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: sizes {' '.join(QUICK_SIZES)}, fewer iterations")
@@ -140,7 +145,7 @@ def main() -> int:
     meta: dict[str, Any] = {"cpus": os.cpu_count(), "pool_size": pool,
                             "pool_size_arg": args.pool_size, "setup_failures": [], "timing": "max over peers of "
                             "mean op time (loop wall / iters)"}
-    master = None
+    masters: list[Any] = []  # the pccl variants' masters of the current world size
     groups: list[Group] = []
     failed = False
     started = time.monotonic()
@@ -150,13 +155,17 @@ def main() -> int:
             for backend in args.backends:
                 t0 = time.monotonic()
                 for attempt in range(1, SETUP_ATTEMPTS + 1):
-                    if backend == "pccl":  # a fresh master per world: epochs start from scratch
+                    if backend in PCCL_AUTH:  # a fresh master per world: epochs from scratch
                         import pccl
 
-                        master = pccl.MasterNode("127.0.0.1:0", daemon=True)
+                        secret, transport = PCCL_AUTH[backend]
+                        master = pccl.MasterNode("127.0.0.1:0", daemon=True, secret=secret,
+                                                 transport=transport)
                         master.run()
+                        masters.append(master)
                         setup = {"address": f"127.0.0.1:{master.port}",
-                                 "pool_size": args.pool_size}
+                                 "pool_size": args.pool_size, "secret": secret,
+                                 "transport": transport}
                     elif backend == "gloo":
                         setup = {"port": free_port()}
                     else:
@@ -172,14 +181,13 @@ def main() -> int:
                               f"{str(e).splitlines()[0]}", file=sys.stderr, flush=True)
                         meta["setup_failures"].append({"backend": backend, "world": world,
                                                        "error": str(e).splitlines()[0]})
-                        if master is not None and backend == "pccl":
-                            master.close()
-                            master = None
+                        if backend in PCCL_AUTH:
+                            masters.pop().close()
                         if attempt == SETUP_ATTEMPTS:
                             raise
                 print(f"# world {world}: {backend} ready in {time.monotonic() - t0:.1f} s "
                       f"{groups[-1].info}", file=sys.stderr, flush=True)
-                if backend == "pccl":
+                if backend in PCCL_AUTH:
                     meta["pccl_isa"] = groups[-1].info["isa"]
                 if backend == "gloo":
                     meta["torch"] = groups[-1].info["torch"]
@@ -188,7 +196,7 @@ def main() -> int:
                 for group in groups:
                     c0 = time.process_time()
                     results = group.run(n_bytes, iters)
-                    mcpu = time.process_time() - c0 if group.backend == "pccl" else None
+                    mcpu = time.process_time() - c0 if group.backend in PCCL_AUTH else None
                     row = summarize(group.backend, world, n_bytes, iters, results, mcpu)
                     rows.append(row)
                     if row["verified"] is False:
@@ -200,17 +208,16 @@ def main() -> int:
             for group in groups:
                 group.close(graceful=True)
             groups = []
-            if master is not None:
-                master.close()
-                master = None
+            while masters:
+                masters.pop().close()
     except (BenchError, OSError, KeyboardInterrupt) as e:
         print(f"bench.all_reduce: {e}", file=sys.stderr)
         failed = True
     finally:
         for group in groups:
             group.close(graceful=False)
-        if master is not None:
-            master.close()
+        while masters:
+            masters.pop().close()
 
     meta["seconds"] = time.monotonic() - started
     if "pccl_isa" in meta:

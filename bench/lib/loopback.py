@@ -2,6 +2,8 @@
 (used by bench.all_reduce).
 
   pccl     N Communicator peers of a MasterNode the parent runs; comm.all_reduce(x, x, op=SUM).
+  pccl-auth       the same in a run with a secret (every connection authenticated).
+  pccl-encrypted  the same with transport="encrypted" (every frame sealed, AES-256-GCM).
   gloo     torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.all_reduce(x).
   ceiling  N processes in a ring of plain TCP sockets; per op each one streams the bytes a
            ring all-reduce puts on one link, 2(n-1)/n x size, to its successor while it
@@ -83,7 +85,9 @@ class PcclPeer:
 
         self._pccl = pccl
         self.rank, self.world = rank, world
-        self.comm = pccl.Communicator(setup["address"], 0, setup["pool_size"])
+        self.comm = pccl.Communicator(setup["address"], 0, setup["pool_size"],
+                                      secret=setup.get("secret"),
+                                      transport=setup.get("transport"))
         self.comm.connect(timeout=60)
         self.comm.wait_for_world(world, timeout=60)
         self._one = np.zeros(1, np.float32)
@@ -224,7 +228,12 @@ class CeilingPeer:
         self.inp.close()
 
 
-PEERS = {"pccl": PcclPeer, "gloo": GlooPeer, "ceiling": CeilingPeer}
+PEERS = {"pccl": PcclPeer, "pccl-auth": PcclPeer, "pccl-encrypted": PcclPeer,
+         "gloo": GlooPeer, "ceiling": CeilingPeer}
+# The secret and transport of the pccl variants (the master and every peer take them).
+PCCL_AUTH = {"pccl": (None, None),
+             "pccl-auth": ("bench run secret: 32 bytes long", "plain"),
+             "pccl-encrypted": ("bench run secret: 32 bytes long", "encrypted")}
 
 
 def _peer_main(conn: Connection, backend: str, rank: int, world: int,

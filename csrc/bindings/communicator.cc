@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings/common.h"
+#include "pccl/auth/handshake.h"
 #include "pccl/comm/communicator.h"
 #include "pccl/common/params.h"
 
@@ -108,17 +109,25 @@ void BindCommunicator(py::module_& m) {
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
       .def(py::init([](const std::string& master_address, uint32_t peer_group,
                        uint32_t pool_size, const std::string& listen_host,
-                       const std::string& advertise_host) {
+                       const std::string& advertise_host, const std::string& secret,
+                       const std::string& transport) {
              comm::CommunicatorOptions options;
              options.master_address = master_address;
              options.peer_group = peer_group;
              options.pool_size = pool_size;
              options.listen_host = listen_host;
              options.advertise_host = advertise_host;
+             options.secret = secret;
+             options.transport = transport;
+             // Checked here so that a wrong secret or transport fails at construction.
+             auth::RunAuth run;
+             Status valid = auth::MakeRunAuth(secret, transport, &run);
+             if (!valid.ok()) throw py::value_error(valid.message());
              return std::make_shared<Communicator>(options);
            }),
            py::arg("master_address"), py::arg("peer_group"), py::arg("pool_size"),
-           py::arg("listen_host"), py::arg("advertise_host"))
+           py::arg("listen_host"), py::arg("advertise_host"), py::arg("secret") = "",
+           py::arg("transport") = "")
       .def("connect", [](Communicator& c, double timeout) {
         RunWithoutGil([&] { return c.Connect(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))

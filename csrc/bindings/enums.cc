@@ -65,6 +65,7 @@ void BindEnums(py::module_& m) {
       .value("INTERNAL", StatusCode::kInternal)
       .value("TOO_FEW_PEERS", StatusCode::kTooFewPeers)
       .value("KICKED", StatusCode::kKicked)
+      .value("UNAUTHENTICATED", StatusCode::kUnauthenticated)
       .finalize();
 }
 

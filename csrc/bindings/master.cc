@@ -4,6 +4,7 @@
 #include <string>
 
 #include "bindings/common.h"
+#include "pccl/auth/handshake.h"
 #include "pccl/master/server.h"
 
 namespace pccl::bindings {
@@ -13,8 +14,9 @@ namespace {
 using master::MasterServer;
 
 std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
-                                          int64_t link_timeout_ms,
-                                          int64_t heartbeat_timeout_ms) {
+                                          int64_t link_timeout_ms, int64_t heartbeat_timeout_ms,
+                                          const std::string& secret,
+                                          const std::string& transport) {
   if (link_timeout_ms <= 0) {
     throw py::value_error("link_timeout_ms must be positive, got " +
                           std::to_string(link_timeout_ms));
@@ -27,6 +29,9 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
   options.listen_address = listen_address;
   options.link_timeout = std::chrono::milliseconds(link_timeout_ms);
   options.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms);
+  if (Status valid = auth::MakeRunAuth(secret, transport, &options.auth); !valid.ok()) {
+    throw py::value_error(valid.message());
+  }
   std::unique_ptr<MasterServer> server;
   Status status;
   {
@@ -47,7 +52,10 @@ void BindMaster(py::module_& m) {
                            "The master's server thread (use pccl.MasterNode instead).")
       .def_static("start", &StartServer, py::arg("listen_address"),
                   py::arg("link_timeout_ms") = 30000, py::arg("heartbeat_timeout_ms") = 3000,
-                  "Binds listen_address ('host:port', port 0 = any) and starts serving.")
+                  py::arg("secret") = "", py::arg("transport") = "",
+                  "Binds listen_address ('host:port', port 0 = any) and starts serving. "
+                  "secret: the run secret (empty: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE or "
+                  "none); transport: 'plain' or 'encrypted' (empty: PCCL_TRANSPORT).")
       .def_property_readonly("port", &MasterServer::port, "The bound port.")
       .def_property_readonly("address", &MasterServer::address, "The bound 'host:port'.")
       .def_property_readonly("running", &MasterServer::running,

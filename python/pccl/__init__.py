@@ -30,6 +30,7 @@ from pccl._types import (
 )
 from pccl.communicator import AsyncReduceHandle, Communicator
 from pccl.errors import (
+    AuthenticationError,
     DataLossError,
     InvalidUsageError,
     KickedError,
@@ -45,6 +46,7 @@ from pccl.shared_state import SharedState, TensorInfo
 __all__ = [
     "AsyncReduceHandle",
     "Attribute",
+    "AuthenticationError",
     "Communicator",
     "DataLossError",
     "DataType",

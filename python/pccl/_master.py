@@ -22,6 +22,7 @@ import threading
 from types import TracebackType
 
 from pccl import _core
+from pccl._auth import check_secret, check_transport
 from pccl.errors import MasterUnavailableError
 
 __all__ = ["DEFAULT_LISTEN_ADDRESS", "MasterNode"]
@@ -68,6 +69,13 @@ class MasterNode:
             unreachable) is kicked; the others' operations then fail and can be retried.
         daemon: True lets the process exit while the master serves (as a daemon thread
             does); for masters embedded in a larger program, e.g. the torch backend's.
+        secret: the run secret (at least 16 bytes); every connection must prove it
+            (docs/security.md). None reads PCCL_RUN_SECRET, then the file named by
+            PCCL_RUN_SECRET_FILE; without any, anyone who reaches the master may join (it
+            warns when it listens beyond loopback).
+        transport: "plain" or "encrypted" (every frame of every connection sealed with
+            AES-256-GCM or ChaCha20-Poly1305; needs a secret). None reads PCCL_TRANSPORT
+            (default plain). Every process of a run must use the same one.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -75,7 +83,8 @@ class MasterNode:
     """
 
     def __init__(self, listen_address: str, *, link_timeout: float = 30.0,
-                 heartbeat_timeout: float = 3.0, daemon: bool = False) -> None:
+                 heartbeat_timeout: float = 3.0, daemon: bool = False,
+                 secret: str | bytes | None = None, transport: str | None = None) -> None:
         self._server: _core.MasterServer | None = None
         self._keeper: threading.Thread | None = None
         self._closed = False
@@ -96,6 +105,8 @@ class MasterNode:
         if not 0.05 <= heartbeat_timeout < 1e9:
             raise ValueError(f"heartbeat_timeout must be at least 0.05 s, got {heartbeat_timeout}")
         self._heartbeat_timeout_ms = int(heartbeat_timeout * 1000)
+        self._secret = check_secret(secret)
+        self._transport = check_transport(transport)
 
     def run(self) -> None:
         """Starts serving in the background and returns at once (no-op if serving).
@@ -113,7 +124,8 @@ class MasterNode:
             self._server = None
         try:
             self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms,
-                                                    self._heartbeat_timeout_ms)
+                                                    self._heartbeat_timeout_ms, self._secret,
+                                                    self._transport)
         except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
             raise RuntimeError(str(e)) from e
         if not self._daemon:

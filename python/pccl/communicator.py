@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pccl import _core
+from pccl._auth import check_secret, check_transport
 from pccl._enums import DataType, QuantizationAlgorithm, ReduceOp
 from pccl._tensors import Buffer, as_buffer, is_torch_tensor
 from pccl._types import (
@@ -109,10 +110,18 @@ class Communicator:
             and IPv4).
         advertise_address: host other peers should dial to reach this one, when it differs
             from the address the master sees (NAT, containers).
+        secret: the run secret, the same as the master's (at least 16 bytes); every
+            connection proves it and peers prove who they are to each other
+            (docs/security.md). None reads PCCL_RUN_SECRET, then the file named by
+            PCCL_RUN_SECRET_FILE; a master or peer with another secret, or none, is refused
+            with AuthenticationError.
+        transport: "plain" or "encrypted", as the master's (None: PCCL_TRANSPORT, default
+            plain); encrypted seals every frame of every connection (needs a secret).
     """
 
     def __init__(self, address: str, peer_group: int = 0, p2p_connection_pool_size: int = 0, *,
-                 listen_address: str | None = None, advertise_address: str | None = None):
+                 listen_address: str | None = None, advertise_address: str | None = None,
+                 secret: str | bytes | None = None, transport: str | None = None):
         if not isinstance(address, str):
             raise TypeError(f"address must be a str 'host:port', got {type(address).__name__}")
         host, sep, port = address.rpartition(":")
@@ -129,7 +138,8 @@ class Communicator:
         if advertise_address is not None and not isinstance(advertise_address, str):
             raise TypeError("advertise_address must be a str or None")
         self._args = (address, peer_group, p2p_connection_pool_size,
-                      _split_host(listen_address or ""), _split_host(advertise_address or ""))
+                      _split_host(listen_address or ""), _split_host(advertise_address or ""),
+                      check_secret(secret), check_transport(transport))
         self._core: Any = _core.Communicator(*self._args)
         self._closed = False
 
@@ -147,6 +157,8 @@ class Communicator:
             MasterUnavailableError: no master after n_attempts ("Failed to connect to the
                 master node", as PCCL 1.0 says), or the master went away meanwhile.
             PCCLTimeoutError: not admitted before `timeout`, if one is given.
+            AuthenticationError: the master (or this peer) has another run secret, or none;
+                not retried.
         """
         if isinstance(n_attempts, bool) or not isinstance(n_attempts, int) or n_attempts < 1:
             raise ValueError(f"n_attempts must be a positive int, got {n_attempts!r}")
@@ -548,6 +560,11 @@ class Communicator:
     def peer_id(self) -> int:
         """This peer's id, given by the master on connect()."""
         return int(self._core.peer_id)
+
+    @property
+    def p2p_port(self) -> int:
+        """The port of this peer's listener for other peers (0 before connect())."""
+        return int(self._core.p2p_port)
 
 
 __all__ = ["AsyncReduceHandle", "Communicator", "PCCLError"]

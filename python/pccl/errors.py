@@ -100,6 +100,14 @@ class KickedError(PCCLError):
     default_result = Result.RANK_CONNECTION_LOST
 
 
+class AuthenticationError(PCCLError, PermissionError):
+    """The other end does not know the run secret, or this process does not, or they use
+    different ones or different transports: give every process of the run the same secret
+    and transport."""
+
+    default_result = Result.MASTER_CONNECTION_FAILED
+
+
 class DataLossError(PCCLError):
     """Received data failed verification."""
 
@@ -119,6 +127,7 @@ _BY_STATUS: dict[int, tuple[type[PCCLError], Result]] = {
     _S.INTERNAL: (PCCLError, Result.INTERNAL_ERROR),
     _S.TOO_FEW_PEERS: (TooFewPeersError, Result.TOO_FEW_PEERS),
     _S.KICKED: (KickedError, Result.RANK_CONNECTION_LOST),
+    _S.UNAUTHENTICATED: (AuthenticationError, Result.MASTER_CONNECTION_FAILED),
 }
 
 

@@ -6,6 +6,12 @@
 Every peer runs `python script.py args...` with these environment variables:
 PCCL_MASTER_ADDR (host:port of the master), PCCL_PEER_INDEX (0, 1, ... in start order) and
 PCCL_WORLD_SIZE (peers started at launch). Output lines are prefixed with `[peer i]`.
+
+The run is authenticated (docs/security.md): with --secret-file, every peer gets
+PCCL_RUN_SECRET_FILE; else a secret already in the environment (PCCL_RUN_SECRET or
+PCCL_RUN_SECRET_FILE) passes through; else, when pccl-run starts the master itself, it makes
+a fresh secret for the run and gives it to its master and, as PCCL_RUN_SECRET, to every
+peer. --transport encrypted (or PCCL_TRANSPORT) encrypts every connection.
 Ctrl-C or SIGTERM stops every peer (SIGTERM, then SIGKILL after a grace period) and the
 master. The exit status is 0 if every peer exited 0 (peers killed with --kill excepted),
 else the first failing peer's status (128 + signal number for a signal).
@@ -22,6 +28,8 @@ import threading
 import time
 from typing import IO, cast
 
+from pccl._auth import (SECRET_ENV, SECRET_FILE_ENV, TRANSPORT_ENV, new_run_secret,
+                        read_secret_file, secret_in_environment)
 from pccl.master import MasterNode
 
 GRACE_SECONDS = 5.0
@@ -66,6 +74,25 @@ def _parse_kill(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(f"--kill takes PEER@SECONDS, got {text!r}") from None
 
 
+def _run_auth(args: argparse.Namespace) -> tuple[dict[str, str], bytes | None]:
+    """The variables that carry the run's secret and transport to the peers, and the secret
+    for a master started here (None: the environment's). Raises OSError if --secret-file
+    cannot be read."""
+    env: dict[str, str] = {}
+    if args.transport is not None:
+        env[TRANSPORT_ENV] = args.transport
+    if args.secret_file is not None:
+        path = os.path.abspath(args.secret_file)
+        secret = read_secret_file(path)
+        env[SECRET_FILE_ENV] = path
+        env[SECRET_ENV] = ""  # the file wins over a secret the environment may hold
+        return env, secret
+    if args.master is None and not secret_in_environment():
+        env[SECRET_ENV] = new_run_secret()
+        return env, env[SECRET_ENV].encode()
+    return env, None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pccl-run", description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--peers", type=int, required=True, help="peers to start")
@@ -75,11 +102,21 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="SECONDS", help="start one more peer after SECONDS (repeatable)")
     parser.add_argument("--kill", type=_parse_kill, action="append", default=[],
                         metavar="PEER@SECONDS", help="SIGKILL peer PEER after SECONDS")
+    parser.add_argument("--secret-file", metavar="PATH",
+                        help="file holding the run secret (default: PCCL_RUN_SECRET, "
+                             "PCCL_RUN_SECRET_FILE, else a fresh one for a master started here)")
+    parser.add_argument("--transport", choices=("plain", "encrypted"),
+                        help="plain or encrypted (default: PCCL_TRANSPORT, else plain)")
     parser.add_argument("script", help="the Python script every peer runs")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     args = parser.parse_args(argv)
     if args.peers < 1:
         parser.error("-n must be at least 1")
+
+    try:
+        run_env, master_secret = _run_auth(args)
+    except OSError as e:
+        parser.error(f"--secret-file: {e}")
 
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -88,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
     try:
         if args.master is None:
-            master = MasterNode("127.0.0.1:0", daemon=True)  # closed below, even on errors
+            # Closed below, even on errors. With secret=None it reads the environment.
+            master = MasterNode("127.0.0.1:0", daemon=True, secret=master_secret,
+                                transport=args.transport)
             master.run()
             address = f"127.0.0.1:{master.port}"
         else:
@@ -96,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pccl-run] master {address}; {args.peers} peers", flush=True)
 
         def start_peer() -> None:
-            env = dict(os.environ, PCCL_MASTER_ADDR=address, PCCL_PEER_INDEX=str(len(peers)),
-                       PCCL_WORLD_SIZE=str(args.peers))
+            env = dict(os.environ, **run_env, PCCL_MASTER_ADDR=address,
+                       PCCL_PEER_INDEX=str(len(peers)), PCCL_WORLD_SIZE=str(args.peers))
             peers.append(_Peer(len(peers), [sys.executable, args.script, *args.args], env, lock))
 
         for _ in range(args.peers):

@@ -2,6 +2,11 @@
 SIGTERM.
 
     pccl_master --listen-address 0.0.0.0:48148 [--heartbeat-timeout 3] [--link-timeout 30]
+                [--secret-file PATH] [--transport plain|encrypted]
+
+Without --secret-file the run secret comes from PCCL_RUN_SECRET or PCCL_RUN_SECRET_FILE, if
+set (docs/security.md); a secret is never taken on the command line, where other users of
+the machine could read it.
 
 `from pccl.master import MasterNode` works as in PCCL 1.0; the class is pccl._master's.
 """
@@ -14,6 +19,7 @@ import sys
 import threading
 from types import FrameType
 
+from pccl._auth import read_secret_file
 from pccl._master import DEFAULT_LISTEN_ADDRESS, MasterNode
 
 __all__ = ["MasterNode", "main"]
@@ -44,7 +50,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds without a heartbeat before a peer is kicked (default 3)",
     )
+    parser.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="file holding the run secret (default: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("plain", "encrypted"),
+        help="plain or encrypted (default: PCCL_TRANSPORT, else plain)",
+    )
     args = parser.parse_args(argv)
+    secret = None
+    if args.secret_file is not None:
+        try:
+            secret = read_secret_file(args.secret_file)
+        except OSError as e:
+            parser.error(f"--secret-file: {e}")
 
     stop = threading.Event()
 
@@ -57,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             node = MasterNode(args.listen_address, link_timeout=args.link_timeout,
-                              heartbeat_timeout=args.heartbeat_timeout)
+                              heartbeat_timeout=args.heartbeat_timeout, secret=secret,
+                              transport=args.transport)
         except (TypeError, ValueError) as e:
             parser.error(str(e))
         try:

@@ -60,6 +60,29 @@ TEST_F(LinkRepairTest, TheRepairFailsTheCollectivesOfTheBrokenRing) {
   EXPECT_EQ(OneTopology(actions, 2).epoch, epoch + 1);
 }
 
+TEST_F(LinkRepairTest, FailuresWhileALinkIsBrokenTellThePeersToWaitForTheNewRing) {
+  Run(2);
+  const uint64_t epoch = m_.epoch();
+  proto::OpKey before{epoch, 0, 3, 0};
+  EXPECT_EQ(OneVerdict(Report(1, before, false), 1).ring_replaced, 0);  // links still fine
+  // A link breaks (peer 2 reports it before its failed OpDone): until the re-dial, failed
+  // verdicts say the ring is being replaced, so that nobody retries on its links.
+  proto::OpKey during{epoch, 0, 3, 1};
+  Broken(2, 1001, epoch);
+  Report(1, during, true);
+  proto::Verdict verdict = OneVerdict(Report(2, during, false), 1);
+  EXPECT_EQ(verdict.ok, 0);
+  EXPECT_EQ(verdict.ring_replaced, 1);
+  // The repair fails what is still open the same way; on the new ring the mark is gone.
+  proto::OpKey open{epoch, 0, 3, 2};
+  Report(1, open, true);
+  auto actions = After(kGrace);
+  EXPECT_EQ(OneVerdict(actions, 1).ring_replaced, 1);
+  AllReady(2);
+  proto::OpKey after{m_.epoch(), 0, 3, 0};
+  EXPECT_EQ(OneVerdict(Report(1, after, false), 1).ring_replaced, 0);
+}
+
 TEST_F(LinkRepairTest, AReportAboutAnOlderRingOrAStrangerIsIgnored) {
   Run(2);
   Broken(1, 1002, m_.epoch() - 1);

@@ -211,13 +211,14 @@ class MembershipTest : public ::testing::Test {
   std::vector<Action> Vote(ConnId c) { return Do(event::VoteTopology{c, {}}); }
   std::vector<Action> Ready(ConnId c, uint64_t epoch) { return Do(event::LinksReady{c, epoch}); }
   std::vector<Action> Report(ConnId c, proto::OpKey key, bool ok, uint64_t hash = 7,
-                             std::string reason = "") {
+                             std::string reason = "", uint32_t code = 0) {
     event::OpDone e;
     e.conn = c;
     e.op.key = key;
     e.op.ok = ok ? 1 : 0;
     e.op.descriptor_hash = hash;
     e.op.reason = std::move(reason);
+    e.op.code = code;
     return Do(e);
   }
 

@@ -11,8 +11,8 @@ namespace {
 TEST(ProtoTest, TopologyRoundTrip) {
   Topology t;
   t.epoch = 7;
-  t.members.push_back(Member{1, "10.0.0.1", 4000, 0});
-  t.members.push_back(Member{2, "::1", 4001, 3});
+  t.members.push_back(Member{1, "10.0.0.1", 4000, 0, ""});
+  t.members.push_back(Member{2, "::1", 4001, 3, ""});
   Topology back;
   ASSERT_TRUE(Decode(Encode(t), &back).ok());
   EXPECT_EQ(back.epoch, 7u);
@@ -22,12 +22,13 @@ TEST(ProtoTest, TopologyRoundTrip) {
 }
 
 TEST(ProtoTest, VerdictRoundTripKeepsCode) {
-  Verdict v{OpKey{1, 2, 3, 4}, 0, "peer left", 4};
+  Verdict v{OpKey{1, 2, 3, 4}, 0, "peer left", 4, 1};
   Verdict back;
   ASSERT_TRUE(Decode(Encode(v), &back).ok());
   EXPECT_EQ(back.key, v.key);
   EXPECT_EQ(back.code, 4u);
   EXPECT_EQ(back.reason, "peer left");
+  EXPECT_EQ(back.ring_replaced, 1);
 }
 
 TEST(ProtoTest, VoteRoundTripAndValidation) {
@@ -58,9 +59,9 @@ TEST(ProtoTest, PendingQueryAndReplyCarryTheirNumber) {
 }
 
 TEST(ProtoTest, TruncatedPayloadNamesTheField) {
-  std::string payload = Encode(Hello{5, 4000, "host"});
+  std::string payload = Encode(Hello{5, 4000, "host", ""});
   Hello back;
-  Status st = Decode(payload.substr(0, payload.size() - 2), &back);
+  Status st = Decode(payload.substr(0, payload.size() - 6), &back);  // into "host"
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("advertise_host"), std::string::npos) << st.message();
 }
@@ -77,7 +78,7 @@ TEST(ProtoTest, OversizedStringAndMemberCountAreRefused) {
   w.U32(kMaxMembers + 1);
   Topology t;
   EXPECT_EQ(Decode(w.data(), &t).code(), StatusCode::kInvalidArgument);
-  Hello h{0, 1, std::string(kMaxHostLength + 1, 'a')};
+  Hello h{0, 1, std::string(kMaxHostLength + 1, 'a'), ""};
   Hello back;
   EXPECT_EQ(Decode(Encode(h), &back).code(), StatusCode::kInvalidArgument);
 }
@@ -90,7 +91,7 @@ TEST(ProtoTest, BooleansOtherThanZeroOrOneAreRefused) {
 }
 
 TEST(ProtoTest, BandwidthMessagesRoundTrip) {
-  MeasureBandwidth m{3, 300, {Member{42, "10.0.0.2", 4000, 1}}};
+  MeasureBandwidth m{3, 300, {Member{42, "10.0.0.2", 4000, 1, ""}}};
   MeasureBandwidth m2;
   ASSERT_TRUE(Decode(Encode(m), &m2).ok());
   EXPECT_EQ(m2.round, 3u);
@@ -146,8 +147,9 @@ TEST(WireTest, DataHeaderRoundTrip) {
 
 // --- The wire format, pinned ------------------------------------------------------------------
 // One sample of every message with every field set, and its bytes as the hand-written encoder
-// wrote them before the field-list codec existed (hex captured from that encoder): a change
-// here is a protocol change and needs a new net::kProtocolVersion. Each sample also
+// wrote them before the field-list codec existed (hex captured from that encoder; version 2
+// added the public keys of Hello and Member, and the handshake): a change here is a
+// protocol change and needs a new net::kProtocolVersion. Each sample also
 // round-trips (re-encoding what was decoded gives the same bytes, so no field is dropped),
 // and every strict prefix and one trailing byte are refused with the message's name.
 
@@ -182,13 +184,14 @@ void ExpectWire(const M& sample, const std::string& name, const std::string& gol
 const OpKey kSampleKey{0x0102030405060708, 9, 0x0a0b, 0x0c0d};
 
 TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
-  ExpectWire(Hello{0x01020304, 8080, "peer.example"}, "Hello",
-             "04030201901f0c000000706565722e6578616d706c65");
+  ExpectWire(Hello{0x01020304, 8080, "peer.example", ""}, "Hello",
+             "04030201901f0c000000706565722e6578616d706c6500000000");
   ExpectWire(Welcome{0x1122334455667788, 1, 2500}, "Welcome", "887766554433221101c4090000");
-  ExpectWire(Topology{7, {Member{1, "10.0.0.1", 4000, 2, 5}, Member{2, "::1", 4001, 3, 6}}},
+  ExpectWire(Topology{7, {Member{1, "10.0.0.1", 4000, 2, "", 5}, Member{2, "::1", 4001, 3, "", 6}}},
              "Topology",
              "07000000000000000200000001000000000000000800000031302e302e302e31a00f02000000"
-             "05000000000000000200000000000000030000003a3a31a10f030000000600000000000000");
+             "000000000500000000000000"
+             "0200000000000000030000003a3a31a10f03000000000000000600000000000000");
   ExpectWire(EpochMessage{9}, "EpochMessage", "0900000000000000");
   ExpectWire(TopologyComplete{10}, "TopologyComplete", "0a00000000000000");
   ExpectWire(Vote{11, {TagCount{1, 2}, TagCount{5, 1}}}, "VoteTopology",
@@ -199,9 +202,9 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6}, "OpDone",
              "0807060504030201090000000b0a0000000000000d0c00000000000001efcdab000000000009"
              "00000074696d6564206f757406000000");
-  ExpectWire(Verdict{kSampleKey, 1, "late", 4}, "Verdict",
-             "0807060504030201090000000b0a0000000000000d0c00000000000001040000006c61746504"
-             "000000");
+  ExpectWire(Verdict{kSampleKey, 0, "late", 4, 1}, "Verdict",
+             "0807060504030201090000000b0a0000000000000d0c00000000000000040000006c61746504"
+             "00000001");
   ExpectWire(ErrorMessage{10, "kicked"}, "Error", "0a000000060000006b69636b6564");
   ExpectWire(P2PHello{17, 18, 19, 3}, "P2PHello",
              "11000000000000001200000000000000130000000000000003000000");
@@ -220,8 +223,15 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(StateRequest{"w", 0x1234, 16, 48}, "StateRequest",
              "0100000077341200000000000010000000000000003000000000000000");
   // Bandwidth targets carry no ring epoch on the wire.
-  ExpectWire(MeasureBandwidth{27, 300, {Member{42, "10.0.0.3", 4003, 1, 0}}}, "MeasureBandwidth",
-             "1b0000002c010000010000002a000000000000000800000031302e302e302e33a30f01000000");
+  ExpectWire(MeasureBandwidth{27, 300, {Member{42, "10.0.0.3", 4003, 1, "", 0}}}, "MeasureBandwidth",
+             "1b0000002c010000010000002a000000000000000800000031302e302e302e33a30f0100000000000000");
+  // The handshake of a run with a secret (protocol version 2).
+  ExpectWire(Greeting{32, 1, 2, 3, 4, 1, 1, std::string(32, '\xaa')}, "Greeting",
+             "200001000000000000000200000000000000030000000000000004000000010120000000" +
+                 std::string(64, 'a'));
+  ExpectWire(Challenge{2, std::string(32, '\xbb'), std::string(32, '\xcc')}, "Challenge",
+             "0220000000" + std::string(64, 'b') + "20000000" + std::string(64, 'c'));
+  ExpectWire(Proof{std::string(32, '\xdd')}, "Proof", "20000000" + std::string(64, 'd'));
   ExpectWire(BandwidthReport{28, {BandwidthSample{42, 123456789}, BandwidthSample{43, 0}}},
              "BandwidthReport",
              "1c000000020000002a0000000000000015cd5b07000000002b00000000000000000000000000"
@@ -289,7 +299,7 @@ TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
 }
 
 TEST(ProtoValidationTest, RangesAndOrder) {
-  EXPECT_EQ(DecodeError<Hello>(Encode(Hello{1, 0, "h"})), "Hello: field 'p2p_port' must not be 0");
+  EXPECT_EQ(DecodeError<Hello>(Encode(Hello{1, 0, "h", ""})), "Hello: field 'p2p_port' must not be 0");
   // SyncState{call, revision, strategy, entries}: strategy at byte 16; the first entry's
   // dtype at 34 and allow_content_inequality at 43 (key "w"). The first broken rule, in wire
   // order, is the one reported (an entry's dtype is checked once the whole entry is read).
@@ -307,8 +317,8 @@ TEST(ProtoValidationTest, RangesAndOrder) {
   EXPECT_EQ(DecodeError<Vote>(Encode(Vote{1, {TagCount{4, 1}, TagCount{5, 0}}})),
             "VoteTopology: field 'started' must list ascending tags with counts > 0");
   // A truncated payload names the field that did not fit, before any broken rule.
-  std::string hello = Encode(Hello{1, 0, "h"});
-  EXPECT_EQ(DecodeError<Hello>(hello.substr(0, hello.size() - 1)),
+  std::string hello = Encode(Hello{1, 0, "h", ""});
+  EXPECT_EQ(DecodeError<Hello>(hello.substr(0, hello.size() - 5)),  // no key, no "h"
             "Hello: truncated message: field 'advertise_host' needs 1 bytes, 0 left");
 }
 
@@ -328,9 +338,9 @@ TEST(ProtoValidationTest, CountsAndLengthsHaveLimits) {
             "BandwidthReport: field 'sample_count' is 4097, above the limit of 4096");
   // A count over its limit reads no elements: the elements that follow are trailing bytes.
   // (A Topology is the epoch, 8 bytes, the count, 4, then the members.)
-  std::string member = Encode(Topology{1, {Member{1, "h", 1, 0, 0}}}).substr(12);
+  std::string member = Encode(Topology{1, {Member{1, "h", 1, 0, "", 0}}}).substr(12);
   EXPECT_EQ(DecodeError<Topology>(WithCount(Encode(Topology{}), kMaxMembers + 1) + member),
-            "Topology: 27 unexpected trailing bytes");
+            "Topology: 31 unexpected trailing bytes");
 
   std::string reason(kMaxReasonLength + 1, 'r');
   std::string key(kMaxStateKeyLength + 1, 'k');
@@ -339,8 +349,12 @@ TEST(ProtoValidationTest, CountsAndLengthsHaveLimits) {
             "Error: field 'message' is 4097 bytes, limit 4096");
   EXPECT_EQ(DecodeError<StateRequest>(Encode(StateRequest{key, 1, 2, 3})),
             "StateRequest: field 'key' is 1025 bytes, limit 1024");
-  EXPECT_EQ(DecodeError<Topology>(Encode(Topology{1, {Member{1, host, 1, 0, 0}}})),
+  EXPECT_EQ(DecodeError<Topology>(Encode(Topology{1, {Member{1, host, 1, 0, "", 0}}})),
             "Topology: field 'host' is 256 bytes, limit 255");
+  EXPECT_EQ(DecodeError<Topology>(Encode(Topology{1, {Member{1, "h", 1, 0, "short", 0}}})),
+            "Topology: field 'public_key' must be empty or 32 bytes, got 5");
+  EXPECT_EQ(DecodeError<Hello>(Encode(Hello{1, 4000, "h", std::string(33, 'k')})),
+            "Hello: field 'public_key' is 33 bytes, limit 32");
   // At the limit is fine.
   reason.pop_back();
   EXPECT_EQ(DecodeError<Verdict>(Encode(Verdict{kSampleKey, 0, reason, 4})), "");
@@ -358,7 +372,7 @@ TEST(ProtoTest, TheLargestHonestMessagesFitTheFrameCaps) {
   const std::string key(kMaxStateKeyLength, 'k');
   Topology topology;
   for (uint32_t i = 0; i < kMaxMembers; ++i) {
-    topology.members.push_back(Member{i + 1, host, 4000, i % 7, 3});
+    topology.members.push_back(Member{i + 1, host, 4000, i % 7, "", 3});
   }
   const size_t topology_bytes = Encode(topology).size();
   EXPECT_GT(topology_bytes, size_t{1} << 20);  // beyond the old single cap
@@ -380,7 +394,7 @@ TEST(ProtoTest, TheLargestHonestMessagesFitTheFrameCaps) {
   BandwidthReport report;
   for (uint32_t i = 0; i < kMaxMembers; ++i) report.samples.push_back(BandwidthSample{i, 1});
   EXPECT_LE(Encode(report).size(), net::kMaxPeerMessage);
-  EXPECT_LE(Encode(Hello{1, 4000, host}).size(), net::kMaxHelloPayload);
+  EXPECT_LE(Encode(Hello{1, 4000, host, std::string(kPublicKeyLength, 'k')}).size(), net::kMaxHelloPayload);
 }
 
 }  // namespace

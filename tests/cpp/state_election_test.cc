@@ -106,6 +106,19 @@ TEST(StateElectionTest, RevisionJumpIsRefused) {
   EXPECT_TRUE(ElectSharedState({Peer(1, 2, {1})}, 5).status.ok());
 }
 
+TEST(StateElectionTest, AbsurdRevisionsAreRefusedSoNoGroupCanBeWedged) {
+  // A revision of 2^64 - 1 would make every later sync overflow L + 1: refused, as every
+  // revision of 2^63 or more, whatever the group's history.
+  for (uint64_t lie : {~uint64_t{0}, uint64_t{1} << 63}) {
+    Election e = ElectSharedState({Peer(1, 3, {1}), Peer(2, lie, {2})}, std::nullopt);
+    EXPECT_EQ(e.status.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(e.status.message().find("peer 2"), std::string::npos) << e.status.message();
+    EXPECT_NE(e.status.message().find("below 2^63"), std::string::npos) << e.status.message();
+  }
+  const uint64_t top = (uint64_t{1} << 63) - 1;
+  EXPECT_TRUE(ElectSharedState({Peer(1, top, {1})}, top - 1).status.ok());
+}
+
 TEST(StateElectionTest, ReceiveOnlyNeitherVotesNorSends) {
   Election e = ElectSharedState({Peer(1, 9, {4}, SyncStrategy::kReceiveOnly), Peer(2, 1, {1}),
                                  Peer(3, 1, {2}), Peer(4, 1, {2})},

@@ -40,6 +40,43 @@ TEST_F(MembershipTest, FailedReportFailsAtOnce) {
   EXPECT_NE(v.reason.find("connection reset"), std::string::npos) << v.reason;
 }
 
+TEST_F(MembershipTest, AFailureReportCannotMakeTheOthersThinkTheyLostTheRun) {
+  // A member's report may fail a collective, not make the others raise KickedError,
+  // MasterUnavailableError or AuthenticationError (which they would not retry).
+  Run(3);
+  const std::vector<std::pair<StatusCode, StatusCode>> cases = {
+      {StatusCode::kKicked, StatusCode::kAborted},
+      {StatusCode::kUnavailable, StatusCode::kAborted},
+      {StatusCode::kUnauthenticated, StatusCode::kAborted},
+      {StatusCode::kInternal, StatusCode::kAborted},
+      {static_cast<StatusCode>(99), StatusCode::kAborted},
+      {StatusCode::kDeadlineExceeded, StatusCode::kDeadlineExceeded},
+      {StatusCode::kDataLoss, StatusCode::kDataLoss},
+  };
+  uint64_t seq = 0;
+  for (const auto& [reported, raised] : cases) {
+    proto::OpKey key{m_.epoch(), 0, 1, seq++};
+    auto actions = Report(2, key, false, 7, "evil", static_cast<uint32_t>(reported));
+    EXPECT_EQ(OneVerdict(actions, 1).code, static_cast<uint32_t>(raised))
+        << StatusCodeName(reported);
+  }
+}
+
+TEST_F(MembershipTest, AMemberThatReportsTooManyCollectivesAloneIsDropped) {
+  Run(2);
+  const size_t limit = MembershipOptions{}.max_open_ops_per_peer;
+  for (uint64_t seq = 0; seq < limit; ++seq) {
+    ASSERT_TRUE(Report(1, proto::OpKey{m_.epoch(), 0, 99, seq}, true).empty()) << seq;
+  }
+  // The other member's reports decide them one by one; only undecided ones count.
+  Report(2, proto::OpKey{m_.epoch(), 0, 99, 0}, true);
+  EXPECT_FALSE(Dropped(Report(1, proto::OpKey{m_.epoch(), 0, 99, limit}, true), 1));
+  auto actions = Report(1, proto::OpKey{m_.epoch(), 0, 99, limit + 1}, true);
+  ASSERT_TRUE(Dropped(actions, 1));
+  EXPECT_NE(OneError(actions, 1).message.find("no other member has reported"), std::string::npos);
+  EXPECT_EQ(Ids(OneTopology(actions, 2)), std::vector<uint64_t>{1002});  // the run goes on
+}
+
 TEST_F(MembershipTest, DescriptorMismatchFailsNamingBothPeers) {
   Run(3);
   proto::OpKey key{m_.epoch(), 0, 1, 0};

@@ -10,7 +10,8 @@ Fault tests also get: a master with short timeouts (`heartbeat_timeout=`), or on
 process that can be killed (`master_process=True`, `kill_master()`); an event queue
 (`Cluster.events`) to which test functions in the peers post messages with `notify()`
 while they run, e.g. "I am about to start the all-reduce"; and signals to single peers
-(`kill(index, sig)`).
+(`kill(index, sig)`). `secret=` and `transport=` go to the master and every peer
+(docs/security.md).
 
 Peers and the master can live elsewhere than on loopback (the WAN lab, bench/wan/lab.py):
 `peer_prelude(index)` runs first in each peer process (e.g. to enter a network namespace),
@@ -95,14 +96,17 @@ def wait_for_world(comm: pccl.Communicator, world: int, deadline: float) -> None
 
 def _peer_main(conn: Connection, address: str, index: int, world: int, pool_size: int,
                peer_group: int, wait_world: bool, events: Connection | None = None,
-               prelude: Callable[[int], Any] | None = None, rejoin: bool = False) -> None:
+               prelude: Callable[[int], Any] | None = None, rejoin: bool = False,
+               auth: tuple[str | None, str | None] = (None, None),
+               options: dict[str, Any] | None = None) -> None:
     global _events
     _events = events
     try:
         if prelude is not None:
             prelude(index)
         while True:
-            comm = pccl.Communicator(address, peer_group, pool_size)
+            comm = pccl.Communicator(address, peer_group, pool_size, secret=auth[0],
+                                     transport=auth[1], **(options or {}))
             try:
                 comm.connect(timeout=60)
                 break
@@ -137,7 +141,9 @@ class Cluster:
                  master_address: str = "127.0.0.1:0", connect_host: str = "127.0.0.1",
                  heartbeat_timeout: float = 3.0, master_process: bool = False,
                  peer_prelude: Callable[[int], Any] | None = None,
-                 master_prefix: list[str] | None = None):
+                 master_prefix: list[str] | None = None, secret: str | None = None,
+                 transport: str | None = None,
+                 peer_options: list[dict[str, Any]] | None = None):
         self.master: pccl.MasterNode | None = None
         self.master_proc: subprocess.Popen[str] | None = None
         self.world = world
@@ -146,19 +152,21 @@ class Cluster:
         self.pids: list[int] = []
         self.events = Events()
         self.peer_prelude = peer_prelude
+        self.auth = (secret, transport)
         if master_process or master_prefix:
             port = self._start_master_process(master_address, heartbeat_timeout,
                                               master_prefix or [])
         else:
             self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout,
-                                          daemon=True)
+                                          daemon=True, secret=secret, transport=transport)
             self.master.run()
             port = self.master.port
         self.address = f"{connect_host}:{port}"
         groups = peer_groups or [0] * world
         try:
             for index in range(world):
-                self.add_peer(index, pool_size, groups[index], wait_world=True)
+                self.add_peer(index, pool_size, groups[index], wait_world=True,
+                              options=peer_options[index] if peer_options else None)
             for index in range(world):
                 self.expect_ready(index, timeout=90)
         except BaseException:
@@ -166,13 +174,15 @@ class Cluster:
             raise
 
     def add_peer(self, index: int, pool_size: int, peer_group: int, *, wait_world: bool,
-                 rejoin: bool = False) -> int:
-        """Starts peer `index`; `rejoin`: it connects again if kicked while connecting."""
+                 rejoin: bool = False, options: dict[str, Any] | None = None) -> int:
+        """Starts peer `index`; `rejoin`: it connects again if kicked while connecting;
+        `options`: more keyword arguments for its Communicator (listen_address, ...)."""
         parent, child = _ctx.Pipe()
         events_reader, events_writer = _ctx.Pipe(duplex=False)
         proc = _ctx.Process(target=_peer_main, daemon=True,
                             args=(child, self.address, index, self.world, pool_size, peer_group,
-                                  wait_world, events_writer, self.peer_prelude, rejoin))
+                                  wait_world, events_writer, self.peer_prelude, rejoin,
+                                  self.auth, options))
         proc.start()
         child.close()
         events_writer.close()
@@ -188,6 +198,11 @@ class Cluster:
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(pccl.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        secret, transport = self.auth
+        if secret is not None:
+            env["PCCL_RUN_SECRET"] = secret
+        if transport is not None:
+            env["PCCL_TRANSPORT"] = transport
         self.master_proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "pccl.master", "--listen-address", listen_address,
              "--heartbeat-timeout", str(heartbeat_timeout)],

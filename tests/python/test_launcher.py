@@ -141,3 +141,64 @@ def test_kill_sigkills_a_peer_and_the_run_still_succeeds(tmp_path: Path) -> None
     assert "[pccl-run] killed peer 1" in done.stdout
     assert "[peer 1] both admitted" in done.stdout
     assert "[peer 0] partner gone:" in done.stdout
+
+
+AUTH_SCRIPT = '''
+import os
+import numpy as np
+import pccl
+address = os.environ["PCCL_MASTER_ADDR"]
+if os.environ["PCCL_PEER_INDEX"] == "0":
+    # A process that does not hold the run's secret, at the same master.
+    stranger = pccl.Communicator(address, secret="not the secret of this run")
+    try:
+        stranger.connect(timeout=20)
+        print("stranger admitted", flush=True)
+    except pccl.AuthenticationError:
+        print("stranger refused", flush=True)
+    finally:
+        stranger.close()
+comm = pccl.Communicator(address)  # the secret and transport come from the environment
+comm.connect(timeout=60)
+comm.wait_for_world(2, timeout=60)
+x = np.ones(8, dtype=np.float32)
+comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
+source = ("file" if os.environ.get("PCCL_RUN_SECRET_FILE") else
+          "env" if os.environ.get("PCCL_RUN_SECRET") else "none")
+print(f"sum={x[0]} secret={source} transport={os.environ.get('PCCL_TRANSPORT', 'plain')}",
+      flush=True)
+comm.close()
+'''
+
+
+@pytest.mark.timeout(150)
+def test_a_master_started_by_the_launcher_gets_a_fresh_secret(tmp_path: Path) -> None:
+    script = tmp_path / "auth.py"
+    script.write_text(AUTH_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCCL_")}
+    done = subprocess.run([sys.executable, "-m", "pccl.launcher", "-n", "2", str(script)],
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[peer 0] stranger refused" in done.stdout
+    for index in (0, 1):
+        assert f"[peer {index}] sum=2.0 secret=env transport=plain" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_secret_file_and_transport_reach_the_master_and_every_peer(tmp_path: Path) -> None:
+    script = tmp_path / "auth.py"
+    script.write_text(AUTH_SCRIPT)
+    secret = tmp_path / "secret"
+    secret.write_text("a secret the operator chose, 40 bytes\n")
+    env = dict(os.environ, PCCL_RUN_SECRET="the environment's secret loses to the file")
+    done = subprocess.run([sys.executable, "-m", "pccl.launcher", "-n", "2", "--secret-file",
+                           str(secret), "--transport", "encrypted", str(script)],
+                          capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[peer 0] stranger refused" in done.stdout
+    for index in (0, 1):
+        assert f"[peer {index}] sum=2.0 secret=file transport=encrypted" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "pccl.launcher", "-n", "1", "--secret-file",
+                              str(tmp_path / "nowhere"), str(script)],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 2 and "--secret-file" in missing.stderr

@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 MAGIC = 0x4C434350
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<IHHQ")
 HEADER_BYTES = HEADER.size  # 16
 MAX_CONTROL_PAYLOAD = 1 << 20
@@ -38,6 +38,15 @@ class Kind(enum.IntEnum):
     P2P_HELLO = 32
     P2P_WELCOME = 33
     DATA = 34
+    SYNC_STATE = 40
+    SYNC_PLAN = 41
+    SYNC_DONE = 42
+    SYNC_COMPLETE = 43
+    STATE_HELLO = 44
+    PROBE_HELLO = 47
+    GREETING = 60
+    CHALLENGE = 61
+    PROOF = 62
 
 
 class Code(enum.IntEnum):  # pccl::StatusCode
@@ -52,6 +61,7 @@ class Code(enum.IntEnum):  # pccl::StatusCode
     INTERNAL = 8
     TOO_FEW_PEERS = 9
     KICKED = 10
+    UNAUTHENTICATED = 11
 
 
 def frame(kind: int, payload: bytes = b"", *, magic: int = MAGIC, version: int = VERSION,
@@ -72,8 +82,22 @@ def op_key(epoch: int, peer_group: int, tag: int, seq: int) -> bytes:
 
 # --- encoders (peer -> master) ------------------------------------------------------------
 
-def hello(peer_group: int = 0, p2p_port: int = 40000, advertise_host: str = "") -> bytes:
-    return struct.pack("<IH", peer_group, p2p_port) + string(advertise_host)
+def hello(peer_group: int = 0, p2p_port: int = 40000, advertise_host: str = "",
+          public_key: bytes = b"") -> bytes:
+    return (struct.pack("<IH", peer_group, p2p_port) + string(advertise_host)
+            + string(public_key))
+
+
+def greeting(purpose: int = Kind.HELLO, from_peer_id: int = 0, to_peer_id: int = 0,
+             epoch: int = 0, slot: int = 0, transport: int = 0, cipher: int = 0,
+             nonce: bytes = bytes(32)) -> bytes:
+    """The first frame of a connection in a run with a secret (auth/handshake.h)."""
+    return (struct.pack("<HQQQIBB", int(purpose), from_peer_id, to_peer_id, epoch, slot,
+                        transport, cipher) + string(nonce))
+
+
+def proof(value: bytes = bytes(32)) -> bytes:
+    return string(value)
 
 
 def links_ready(epoch: int) -> bytes:
@@ -109,13 +133,16 @@ class _Reader:
         self.pos += s.size
         return values[0] if len(values) == 1 else values
 
-    def string(self) -> str:
+    def raw(self) -> bytes:
         n = self.take("I")
         b = self.data[self.pos : self.pos + n]
         if len(b) != n:
             raise ValueError("truncated string")
         self.pos += n
-        return b.decode()
+        return b
+
+    def string(self) -> str:
+        return self.raw().decode()
 
     def key(self) -> tuple[int, int, int, int]:
         return self.take("QIQQ")
@@ -137,9 +164,11 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         for _ in range(n):
             peer_id = r.take("Q")
             host = r.string()
-            port, group, ring_epoch = r.take("HIQ")
+            port, group = r.take("HI")
+            public_key = r.raw()
+            ring_epoch = r.take("Q")
             members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group,
-                            "ring_epoch": ring_epoch})
+                            "public_key": public_key, "ring_epoch": ring_epoch})
         out["members"] = members
     elif kind == Kind.TOPOLOGY_COMPLETE or kind == Kind.LINKS_READY:
         out["epoch"] = r.take("Q")
@@ -150,6 +179,7 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         out["ok"] = r.take("B")
         out["reason"] = r.string()
         out["code"] = r.take("I")
+        out["ring_replaced"] = r.take("B")
     elif kind == Kind.ERROR:
         out["code"] = r.take("I")
         out["message"] = r.string()
@@ -181,13 +211,26 @@ class Conn:
             n -= len(b)
         return b"".join(chunks)
 
-    def recv(self) -> dict[str, Any]:
+    def recv_header(self) -> dict[str, int]:
+        """The next frame header as it came (no checks): magic, version, kind, length."""
         magic, version, kind, length = HEADER.unpack(self._exactly(HEADER_BYTES))
-        if magic != MAGIC or version != VERSION:
-            raise ValueError(f"bad frame header magic={magic:#x} version={version}")
-        if length > MAX_CONTROL_PAYLOAD:
-            raise ValueError(f"frame length {length} over the limit")
-        return decode(kind, self._exactly(length))
+        return {"magic": magic, "version": version, "kind": kind, "length": length}
+
+    def recv_payload(self, header: dict[str, int]) -> bytes:
+        if header["length"] > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"frame length {header['length']} over the limit")
+        return self._exactly(header["length"])
+
+    def recv_frame(self) -> tuple[int, bytes]:
+        """The next frame's kind and raw payload (for messages decode() does not know)."""
+        header = self.recv_header()
+        if header["magic"] != MAGIC or header["version"] != VERSION:
+            raise ValueError(f"bad frame header {header}")
+        return header["kind"], self.recv_payload(header)
+
+    def recv(self) -> dict[str, Any]:
+        kind, payload = self.recv_frame()
+        return decode(kind, payload)
 
     def expect(self, kind: Kind) -> dict[str, Any]:
         msg = self.recv()

@@ -10,18 +10,11 @@ namespace pccl::comm {
 Status ErrorFromMaster(const std::string& payload) {
   proto::ErrorMessage error;
   PCCL_RETURN_IF_ERROR(proto::Decode(payload, &error));
-  StatusCode code = static_cast<StatusCode>(error.code);
-  if (error.code > static_cast<uint32_t>(StatusCode::kKicked) || code == StatusCode::kOk) {
-    code = StatusCode::kInternal;
-  }
-  return Status(code, "master: " + error.message);
+  return Status(StatusCodeFromWire(error.code, StatusCode::kInternal), "master: " + error.message);
 }
 
 Status VerdictFailure(const proto::Verdict& verdict) {
-  StatusCode code = verdict.code != 0 && verdict.code <= static_cast<uint32_t>(StatusCode::kKicked)
-                        ? static_cast<StatusCode>(verdict.code)
-                        : StatusCode::kAborted;
-  return Status(code, verdict.reason);
+  return Status(StatusCodeFromWire(verdict.code, StatusCode::kAborted), verdict.reason);
 }
 
 namespace {
@@ -33,11 +26,22 @@ constexpr auto kLostGrace = std::chrono::milliseconds(500);
 
 MasterClient::~MasterClient() { Close(); }
 
-Status MasterClient::Connect(const net::Endpoint& master, Deadline deadline) {
+Status MasterClient::Connect(const net::Endpoint& master, const auth::RunAuth& auth,
+                             Deadline deadline) {
   Status st = net::Socket::Connect(master, deadline, &socket_);
   if (!st.ok()) {
     return Status(StatusCode::kUnavailable,
                   "cannot reach the master at " + master.ToString() + ": " + st.message());
+  }
+  if (auth.enabled()) {
+    proto::Greeting greeting;
+    greeting.purpose = static_cast<uint16_t>(proto::Kind::kHello);
+    st = auth::DialHandshake(socket_, auth, greeting, "", deadline);
+    if (!st.ok()) {
+      const StatusCode code =
+          st.code() == StatusCode::kUnauthenticated ? st.code() : StatusCode::kUnavailable;
+      return Status(code, "the master " + st.message());
+    }
   }
   reader_ = std::thread([this] { ReaderLoop(); });
   return Status::Ok();
@@ -95,6 +99,12 @@ void MasterClient::ReaderLoop() {
         PCCL_LOG(kWarning, "bad verdict from the master: " + st.ToString());
         continue;
       }
+      // The listener runs before the verdict is stored: once a caller can see it, the
+      // listener has acted on it (failed the operation, set aside a ring being replaced).
+      auto listener = listener_;
+      lock.unlock();
+      if (listener) listener(verdict);
+      lock.lock();
       if (verdicts_.emplace(verdict.key, verdict).second) {
         verdict_order_.push_back(verdict.key);
         if (verdict_order_.size() > kVerdictMemory) {
@@ -103,9 +113,6 @@ void MasterClient::ReaderLoop() {
         }
       }
       cv_.notify_all();
-      auto listener = listener_;
-      lock.unlock();
-      if (listener) listener(verdict);
       continue;
     }
     if (kind == proto::Kind::kError) {

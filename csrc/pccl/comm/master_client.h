@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "pccl/auth/handshake.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
@@ -41,8 +42,9 @@ class MasterClient {
   MasterClient(const MasterClient&) = delete;
   MasterClient& operator=(const MasterClient&) = delete;
 
-  // Connects and starts the reader thread.
-  Status Connect(const net::Endpoint& master, Deadline deadline);
+  // Connects, proves the run secret if `auth` has one (auth/handshake.h; Unauthenticated
+  // if either side cannot), and starts the reader thread.
+  Status Connect(const net::Endpoint& master, const auth::RunAuth& auth, Deadline deadline);
   Status Send(proto::Kind kind, const std::string& payload, Deadline deadline);
 
   // Waits for the oldest queued message whose kind is in `kinds` (or an Error message,

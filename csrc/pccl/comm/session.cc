@@ -46,6 +46,9 @@ Status Session::Connect(Deadline deadline) {
   }
   net::Endpoint master;
   PCCL_RETURN_IF_ERROR(net::ParseEndpoint(options_.master_address, false, &master));
+  auth::RunAuth run;
+  PCCL_RETURN_IF_ERROR(auth::MakeRunAuth(options_.secret, options_.transport, &run));
+  PCCL_RETURN_IF_ERROR(credentials_.Init(std::move(run)));
   PCCL_RETURN_IF_ERROR(listener_.Listen(options_.listen_host));
   // Every p2p connection of this peer arrives through the listener: ring links wait in the
   // incoming pool for their epoch, shared-state fetches and probes get served.
@@ -58,15 +61,17 @@ Status Session::Connect(Deadline deadline) {
   listener_.Handle(link::Purpose::kProbe, [this](const link::Hello&, net::Socket socket) {
     probe_server_.Serve(std::move(socket));
   });
-  listener_.Start();
+  listener_.Start(&credentials_);
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
   master_.SetTopologyListener([this](const proto::Topology& t) { OnTopologyChange(t); });
   // Reaching the master (name resolution included) is bounded by the connect timeout even
   // when waiting for admission is not.
   PCCL_RETURN_IF_ERROR(master_.Connect(
-      master, deadline.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms)))));
+      master, credentials_.run(),
+      deadline.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms)))));
 
-  proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host};
+  proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host,
+                     credentials_.public_key()};
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kHello, proto::Encode(hello), deadline));
   Kind kind;
   std::string payload;
@@ -154,7 +159,7 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
           [this, ring_epoch](uint64_t peer, const Status& why) {
             ReportBrokenLink(ring_epoch, peer, why);
           });
-      Status linked = links->Establish(incoming_, deadline,
+      Status linked = links->Establish(incoming_, credentials_, deadline,
                                        [this] { return master_.Has(Kind::kTopology); });
       if (!linked.ok()) {
         // A neighbour is gone or unreachable. If it left, the master replaces this topology
@@ -396,7 +401,8 @@ Status Session::OptimizeTopology(Deadline deadline) {
       Deadline probe = deadline.Min(
           Deadline::In(Milliseconds(measure.duration_ms) + std::chrono::seconds(5)));
       Status st = link::ProbeBandwidth(peer_id_.load(), target, pool_size(),
-                                 Milliseconds(measure.duration_ms), probe, &rate);
+                                       Milliseconds(measure.duration_ms), credentials_, probe,
+                                       &rate);
       if (!st.ok()) {
         PCCL_LOG(kWarning, "bandwidth probe to peer " + std::to_string(target.peer_id) +
                                " failed: " + st.ToString());
@@ -419,6 +425,8 @@ std::vector<uint64_t> Session::RingOrder() {
 }
 
 void Session::OnTopologyChange(const proto::Topology& topology) {
+  // The members' keys first: their peer-to-peer handshakes may arrive any moment now.
+  credentials_.Learn(topology.members);
   // This peer's group's ring epoch in the new topology (0: this peer is not in it).
   uint64_t ring_epoch = 0;
   for (const auto& m : topology.members) {
@@ -454,6 +462,13 @@ void Session::OnVerdict(const proto::Verdict& verdict) {
   Status why(code, verdict.reason);
   if (verdict.key.epoch == UINT64_MAX) {
     links->Break(why);  // the master is gone
+  } else if (verdict.ring_replaced && links->epoch() == verdict.key.epoch) {
+    // The master replaces this ring (a link broke somewhere on it, a member left): links
+    // that look healthy here may already be cut at a neighbour, so the retry must wait for
+    // the new topology (BindRing waits while the links are broken) rather than fail again
+    // on them.
+    links->Break(Status(code, "the ring of epoch " + std::to_string(verdict.key.epoch) +
+                                  " is being replaced: " + verdict.reason));
   } else {
     links->FailOp(verdict.key, why);
   }

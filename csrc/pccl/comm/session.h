@@ -50,6 +50,10 @@ struct CommunicatorOptions {
   std::string listen_host;
   // Host other peers dial to reach this one; empty: the address the master sees.
   std::string advertise_host;
+  // The run secret (empty: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE, or none) and the
+  // transport, "plain" or "encrypted" (empty: PCCL_TRANSPORT, or plain); auth/handshake.h.
+  std::string secret;
+  std::string transport;
 };
 
 // PCCL 1.0's attribute numbering (PCCL_ATTRIBUTE_*).
@@ -164,6 +168,7 @@ class Session {
   link::IncomingPool incoming_;
   link::StateServer state_server_;  // serves this peer's shared state while a sync runs
   link::ProbeServer probe_server_;  // answers other peers' bandwidth probes
+  link::Credentials credentials_;   // set by Connect, read-only after
   std::thread topology_watcher_;    // started once Connect succeeded
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};

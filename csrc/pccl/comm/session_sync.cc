@@ -77,11 +77,7 @@ Status Session::RunSyncLocked(const SharedStateSyncRequest& request, Deadline de
   };
   auto failure = [](const proto::SyncResult& result) -> Status {
     if (result.ok) return Status::Ok();
-    StatusCode code = result.code > static_cast<uint32_t>(StatusCode::kOk) &&
-                              result.code <= static_cast<uint32_t>(StatusCode::kKicked)
-                          ? static_cast<StatusCode>(result.code)
-                          : StatusCode::kAborted;
-    return Status(code, result.reason);
+    return Status(StatusCodeFromWire(result.code, StatusCode::kAborted), result.reason);
   };
   std::optional<proto::SyncPlan> plan;
   proto::SyncResult result;
@@ -90,7 +86,7 @@ Status Session::RunSyncLocked(const SharedStateSyncRequest& request, Deadline de
     Status st = failure(result);
     return st.ok() ? Internal("the master completed a shared-state sync without a plan") : st;
   }
-  Status local = FetchSharedState(peer_id_.load(), *plan, request.entries, deadline,
+  Status local = FetchSharedState(peer_id_.load(), *plan, request.entries, credentials_, deadline,
                                   &info->rx_bytes);
   proto::SyncResult done{state.call, static_cast<uint8_t>(local.ok() ? 1 : 0),
                          static_cast<uint32_t>(local.code()), local.message()};

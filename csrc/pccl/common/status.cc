@@ -18,8 +18,14 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kInternal: return "Internal";
     case StatusCode::kTooFewPeers: return "TooFewPeers";
     case StatusCode::kKicked: return "Kicked";
+    case StatusCode::kUnauthenticated: return "Unauthenticated";
   }
   return "Unknown";
+}
+
+StatusCode StatusCodeFromWire(uint32_t code, StatusCode fallback) {
+  if (code == 0 || code > static_cast<uint32_t>(StatusCode::kUnauthenticated)) return fallback;
+  return static_cast<StatusCode>(code);
 }
 
 std::string Status::ToString() const {

@@ -6,6 +6,7 @@
 // Thread-safe: a Status is an immutable value.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,9 +25,13 @@ enum class StatusCode : int {
   kInternal = 8,            // a bug in pccl
   kTooFewPeers = 9,         // fewer than two peers: drop the step and wait for joiners
   kKicked = 10,             // the master removed this peer: reconnect as a new peer
+  kUnauthenticated = 11,    // the other end does not know the run secret (or we do not)
 };
 
 const char* StatusCodeName(StatusCode code);
+// A status code that came over the wire: the code if it is a failure pccl knows, else
+// `fallback`.
+StatusCode StatusCodeFromWire(uint32_t code, StatusCode fallback);
 
 class [[nodiscard]] Status {
  public:

@@ -1,23 +1,38 @@
 // The handshake: the first exchange on every peer-to-peer connection.
 //
-// The dialer sends one hello frame that says what the connection is for and whom it is
-// for: a ring link (P2PHello: epoch, from, to, pool slot), a shared-state fetch
-// (StateHello: from, to) or a bandwidth probe (ProbeHello, the same fields). The acceptor
-// reads it within a short deadline, checks that it is addressed to this peer, and answers
-// P2PWelcome (ok, or the reason it refuses); only then does the connection carry data.
-// This is the step where the run secret will authenticate both ends.
+// The dialer says what the connection is for and whom it is for: a ring link (epoch,
+// from, to, pool slot), a shared-state fetch (from, to) or a bandwidth probe (the same).
+// The acceptor checks that it is addressed to this peer and answers P2PWelcome (ok, or the
+// reason it refuses); only then does the connection carry data.
 //
-// Thread-safety: plain functions; each runs on the calling thread with the socket it owns.
+// In a run without a secret that is one frame each way: P2PHello, StateHello or ProbeHello,
+// then P2PWelcome. In a run with a secret the dialer sends a Greeting with the same fields
+// instead, and both ends prove the run secret and their own identity (auth/handshake.h:
+// Greeting, Challenge, Proof, P2PWelcome); the proofs include the X25519 agreement of the two
+// peers' keys, which the master announced with the topology (Credentials below), so each
+// end knows the other is the member it claims to be. An encrypted run's connection carries
+// only sealed records after that. Either end with a secret refuses an end without one.
+//
+// Thread-safety: plain functions, each on the calling thread with the socket it owns;
+// Credentials is thread-safe.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <string>
+#include <vector>
 
+#include "pccl/auth/handshake.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
+#include "pccl/common/thread_annotations.h"
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
+#include "pccl/secure/crypto.h"
 
 namespace pccl::link {
 
@@ -29,6 +44,10 @@ enum class Purpose : uint16_t {
 };
 const char* PurposeName(Purpose purpose);
 
+// Connections per ring link at most (Communicator's p2p_connection_pool_size); a ring
+// hello for a slot beyond it is refused.
+inline constexpr uint32_t kMaxPoolSize = 64;
+
 struct Hello {
   Purpose purpose = Purpose::kRing;
   uint64_t from_peer_id = 0;
@@ -37,20 +56,55 @@ struct Hello {
   uint32_t slot = 0;
 };
 
+// How this peer proves itself on its peer-to-peer connections: the run's secret and
+// transport, its own X25519 key pair, and the other members' public keys as the master
+// announced them.
+class Credentials {
+ public:
+  Credentials() = default;  // a run without a secret, until Init
+  Credentials(const Credentials&) = delete;
+  Credentials& operator=(const Credentials&) = delete;
+  // Takes the run's secret and transport and, with a secret, makes this peer's key pair
+  // (Internal if the system has no randomness). Once, before any connection.
+  Status Init(auth::RunAuth run);
+
+  const auth::RunAuth& run() const { return run_; }
+  bool enabled() const { return run_.enabled(); }
+  // This peer's public key (empty without a secret), for its Hello to the master.
+  const std::string& public_key() const { return identity_.public_key; }
+  // Records the public keys of a topology's members (the Session does, as topologies come).
+  void Learn(const std::vector<proto::Member>& members);
+  // The pair secret with `peer_id` (X25519 of our private key and its public key). A peer
+  // may dial before this one has read the topology that announces it: waits for its key
+  // until `deadline`; Unauthenticated if it never comes (not a member of this run).
+  Status PairSecret(uint64_t peer_id, Deadline deadline, std::string* out) const;
+
+ private:
+  auth::RunAuth run_;
+  secure::KeyPair identity_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::map<uint64_t, std::string> public_keys_ PCCL_GUARDED_BY(mu_);
+};
+
 // Dialer: connects to `to` (TCP connect bounded by PCCL_CONNECT_TIMEOUT_MS and
-// `deadline`), sets the socket buffers, sends `hello` and waits for the P2PWelcome.
-// Unavailable if the peer refuses (with its reason); the socket's error otherwise.
-Status DialPeer(const net::Endpoint& to, const Hello& hello, Deadline deadline,
-                net::Socket* out);
+// `deadline`), sets the socket buffers and runs the handshake. Unavailable if the peer
+// refuses (with its reason), Unauthenticated if either end cannot prove itself; the
+// socket's error otherwise.
+Status DialPeer(const net::Endpoint& to, const Hello& hello, const Credentials& credentials,
+                Deadline deadline, net::Socket* out);
 // DialPeer in two halves, for a caller that must publish the socket (so that another
 // thread can cut it) before it blocks on the handshake.
 Status Connect(const net::Endpoint& to, Deadline deadline, net::Socket* out);
-Status SendHello(net::Socket& socket, const Hello& hello, Deadline deadline);
+Status SendHello(net::Socket& socket, const Hello& hello, const Credentials& credentials,
+                 Deadline deadline);
 
-// Acceptor: reads the hello of a freshly accepted connection (InvalidArgument naming what
-// arrived if it is not a hello or does not decode).
-Status ReadHello(net::Socket& socket, Deadline deadline, Hello* out);
-// Acceptor: answers the hello; `verdict` not ok refuses it with its message.
-Status AnswerHello(net::Socket& socket, const Status& verdict, Deadline deadline);
+// Acceptor: reads the first frame of a freshly accepted connection and runs the plain or
+// the authenticated handshake; `check` says whether this peer takes the connection (is it
+// addressed here, is the purpose served). A refusal is answered before it is returned. On
+// success *hello says what the connection is for.
+using HelloCheck = std::function<Status(const Hello& hello)>;
+Status AcceptHello(net::Socket& socket, const Credentials& credentials, const HelloCheck& check,
+                   Deadline deadline, Hello* hello);
 
 }  // namespace pccl::link

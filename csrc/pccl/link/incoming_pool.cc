@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <tuple>
 
+#include "pccl/common/logging.h"
+
 namespace pccl::link {
 
 bool IncomingPool::Key::operator<(const Key& o) const {
@@ -12,7 +14,14 @@ bool IncomingPool::Key::operator<(const Key& o) const {
 void IncomingPool::Deposit(const Hello& hello, net::Socket socket) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return;
-  sockets_[Key{hello.epoch, hello.from_peer_id, hello.slot}] = std::move(socket);
+  const Key key{hello.epoch, hello.from_peer_id, hello.slot};
+  if (sockets_.size() >= kMaxWaiting && !sockets_.count(key)) {
+    PCCL_LOG(kWarning, "ring connection from peer " + std::to_string(hello.from_peer_id) +
+                           " for epoch " + std::to_string(hello.epoch) + " closed: " +
+                           std::to_string(kMaxWaiting) + " connections already wait here");
+    return;  // `socket` closes here
+  }
+  sockets_[key] = std::move(socket);
   cv_.notify_all();
 }
 

@@ -2,6 +2,9 @@
 //
 // The listener (link/listener.h) hands every ring connection whose P2PHello it accepted to
 // Deposit(); RingLinks::Establish takes the pool of its previous peer out with Take().
+// Connections for epochs this peer has not reached yet wait here; at most kMaxWaiting
+// of them (a full pool from each of a few epochs ahead), so that nobody can park
+// connections without bound: one beyond that is closed.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
@@ -24,6 +27,8 @@ namespace pccl::link {
 
 class IncomingPool {
  public:
+  static constexpr size_t kMaxWaiting = 4 * kMaxPoolSize;
+
   void Deposit(const Hello& hello, net::Socket socket);  // a ring link's hello
   // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
   // until all are there. Connections of older epochs are dropped. Gives up with Aborted

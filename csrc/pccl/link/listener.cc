@@ -1,6 +1,7 @@
 #include "pccl/link/listener.h"
 
 #include "pccl/common/logging.h"
+#include "pccl/net/address.h"
 
 namespace pccl::link {
 
@@ -16,7 +17,8 @@ void Listener::Handle(Purpose purpose, Handler handler) {
   handlers_[purpose] = std::move(handler);
 }
 
-void Listener::Start() {
+void Listener::Start(const Credentials* credentials) {
+  credentials_ = credentials;
   acceptor_ = std::thread([this] { AcceptLoop(); });
 }
 
@@ -34,18 +36,26 @@ void Listener::AcceptLoop() {
     Status st = socket_.Accept(Deadline::Never(), &socket);
     if (!st.ok()) {
       if (closed_.load() || st.code() == StatusCode::kAborted) return;
+      // Out of descriptors, most likely: the connection stays in the backlog, so accepting
+      // again at once would spin. Rest a moment (Close() waits for it at most that long).
       PCCL_LOG(kWarning, "p2p accept: " + st.ToString());
+      std::this_thread::sleep_for(kAcceptBackoff);
       continue;
     }
+    const std::string host = net::HostOfPeer(socket.peer());
     std::lock_guard<std::mutex> lock(mu_);
     ReapLocked();
     if (closed_.load()) return;
-    if (handshakes_.size() >= kMaxHandshakes) {
-      PCCL_LOG(kWarning, "p2p connection from " + socket.peer() + " closed: " +
-                             std::to_string(kMaxHandshakes) + " handshakes in progress");
+    size_t from_host = 0;
+    for (const auto& h : handshakes_) from_host += h->host == host ? 1 : 0;
+    if (handshakes_.size() >= kMaxHandshakes || from_host >= kMaxHandshakesPerHost) {
+      PCCL_LOG(kDebug, "p2p connection from " + socket.peer() + " closed: " +
+                           std::to_string(handshakes_.size()) + " handshakes in progress, " +
+                           std::to_string(from_host) + " from " + host);
       continue;  // `socket` closes here
     }
     auto handshake = std::make_unique<Handshake>();
+    handshake->host = host;
     Handshake* raw = handshake.get();
     {
       std::lock_guard<std::mutex> hs_lock(raw->mu);
@@ -61,22 +71,29 @@ void Listener::RunHandshake(Handshake* handshake) {
   net::Socket* socket = &handshake->socket;  // ours until handed over, under handshake->mu
   std::string peer = socket->peer();
   Hello hello;
-  Status st = ReadHello(*socket, deadline, &hello);
-  if (st.ok()) st = CheckAddressee(hello, deadline);
-  auto handler = handlers_.find(hello.purpose);
-  if (st.ok() && handler == handlers_.end()) {
-    st = FailedPrecondition(std::string(PurposeName(hello.purpose)) + " is not served here");
-  }
-  Status answered = AnswerHello(*socket, st, deadline);
+  Status st = AcceptHello(
+      *socket, *credentials_,
+      [&](const Hello& h) -> Status {
+        PCCL_RETURN_IF_ERROR(CheckAddressee(h, deadline));
+        if (!handlers_.count(h.purpose)) {
+          return FailedPrecondition(std::string(PurposeName(h.purpose)) + " is not served here");
+        }
+        if (h.purpose == Purpose::kRing && h.slot >= kMaxPoolSize) {
+          return InvalidArgument("ring link slot " + std::to_string(h.slot) + ", at most " +
+                                 std::to_string(kMaxPoolSize) + " connections per link");
+        }
+        return Status::Ok();
+      },
+      deadline, &hello);
   if (!st.ok()) {
     PCCL_LOG(kWarning, "p2p connection from " + peer + " dropped: " + st.ToString());
-  } else if (answered.ok()) {
+  } else {
     net::Socket owned;
     {
       std::lock_guard<std::mutex> lock(handshake->mu);
       owned = std::move(handshake->socket);
     }
-    if (!closed_.load()) handler->second(hello, std::move(owned));
+    if (!closed_.load()) handlers_.at(hello.purpose)(hello, std::move(owned));
   }
   handshake->done.store(true);
 }

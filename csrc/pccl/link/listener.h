@@ -2,11 +2,15 @@
 // its purpose (ring link, shared-state fetch, bandwidth probe; later relays).
 //
 // One accept thread takes connections; each one's handshake (link/handshake.h: read the
-// hello, check that it is addressed to this peer, answer P2PWelcome) runs on a short-lived
+// hello or Greeting, check that it is addressed to this peer, prove and check the run
+// secret in a run that has one, answer P2PWelcome) runs on a short-lived
 // thread of its own, so a slow or silent dialer holds up nobody else. At most
-// kMaxHandshakes run at once; a connection beyond that is closed at once, so a flood of
-// connections that never say hello can neither keep real peers out for long nor grow
+// kMaxHandshakes run at once, and at most kMaxHandshakesPerHost from one address; a
+// connection beyond either is closed at once, so a flood of connections that never say
+// hello (or say it wrong) can neither keep the peers of other addresses out nor grow
 // threads without bound. A handshake that does not finish within kHandshakeTimeout is cut.
+// When accept() fails for want of descriptors (EMFILE, ENFILE) the acceptor rests for
+// kAcceptBackoff instead of spinning on the connection that stays in the backlog.
 // After a successful handshake the connection belongs to the handler, which runs on the
 // handshake's thread and must return promptly (hand the socket to a thread of its own).
 //
@@ -36,8 +40,11 @@ namespace pccl::link {
 class Listener {
  public:
   // Handshakes in progress at once; more connections are closed on arrival.
-  static constexpr size_t kMaxHandshakes = 64;
+  // Per host: a neighbour dials its whole pool at once.
+  static constexpr size_t kMaxHandshakesPerHost = kMaxPoolSize;
+  static constexpr size_t kMaxHandshakes = 4 * kMaxHandshakesPerHost;
   static constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
+  static constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 
   using Handler = std::function<void(const Hello& hello, net::Socket socket)>;
 
@@ -51,8 +58,9 @@ class Listener {
   Status Listen(const std::string& host);
   // Registers the handler of connections for `purpose` (before Start).
   void Handle(Purpose purpose, Handler handler);
-  // Starts the accept thread.
-  void Start();
+  // Starts the accept thread; `credentials` (outliving the listener) authenticate the
+  // connections of a run with a secret.
+  void Start(const Credentials* credentials);
   // This peer's id, which hellos must name. Ring neighbours may dial as soon as the master
   // announces this peer, a moment before it has read its own id: handshakes wait for it.
   void SetSelfId(uint64_t peer_id);
@@ -63,6 +71,7 @@ class Listener {
 
  private:
   struct Handshake {
+    std::string host;  // the dialer's address
     std::mutex mu;
     net::Socket socket PCCL_GUARDED_BY(mu);  // until handed to a handler
     std::atomic<bool> done{false};
@@ -75,6 +84,7 @@ class Listener {
 
   net::Listener socket_;
   std::map<Purpose, Handler> handlers_;  // written before Start, read-only after
+  const Credentials* credentials_ = nullptr;  // set by Start
   std::thread acceptor_;
   std::atomic<bool> closed_{false};
 

@@ -24,13 +24,13 @@ Status ExpectKind(const net::FrameHeader& header, Kind kind, const std::string& 
 
 // One connection of a probe: handshake, filler frames until `stop`, the empty frame, and
 // the target's measurement.
-Status ProbeOne(uint64_t self, const proto::Member& target, TimePoint stop, Deadline deadline,
-                proto::ProbeResult* result) {
+Status ProbeOne(uint64_t self, const proto::Member& target, const Credentials& credentials,
+                TimePoint stop, Deadline deadline, proto::ProbeResult* result) {
   const std::string who = "peer " + std::to_string(target.peer_id);
   net::Socket socket;
   PCCL_RETURN_IF_ERROR(DialPeer({target.host, target.port},
-                                Hello{Purpose::kProbe, self, target.peer_id, 0, 0}, deadline,
-                                &socket));
+                                Hello{Purpose::kProbe, self, target.peer_id, 0, 0}, credentials,
+                                deadline, &socket));
   net::FrameHeader header;
   std::string payload;
 
@@ -80,7 +80,8 @@ void Drain(net::Socket& socket) {
 }  // namespace
 
 Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32_t streams,
-                      Duration duration, Deadline deadline, uint64_t* bytes_per_second) {
+                      Duration duration, const Credentials& credentials, Deadline deadline,
+                      uint64_t* bytes_per_second) {
   streams = std::max<uint32_t>(streams, 1);
   const TimePoint stop = Clock::now() + duration;
   std::vector<proto::ProbeResult> results(streams);
@@ -88,7 +89,7 @@ Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < streams; ++i) {
     threads.emplace_back([&, i] {
-      statuses[i] = ProbeOne(self_peer_id, target, stop, deadline, &results[i]);
+      statuses[i] = ProbeOne(self_peer_id, target, credentials, stop, deadline, &results[i]);
     });
   }
   for (auto& t : threads) t.join();
@@ -102,34 +103,9 @@ Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32
 }
 
 void ProbeServer::Serve(net::Socket socket) {
-  auto shared = std::make_shared<net::Socket>(std::move(socket));
-  auto done = std::make_shared<std::atomic<bool>>(false);
-  std::lock_guard<std::mutex> lock(mu_);
-  // Join the threads of probes that ended, so that a long run keeps no dead threads.
-  for (auto it = connections_.begin(); it != connections_.end();) {
-    if (it->done->load()) {
-      it->thread.join();
-      it = connections_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  connections_.push_back(Connection{shared, done, std::thread([shared, done] {
-                                      Drain(*shared);
-                                      done->store(true);
-                                    })});
+  threads_.Start(std::move(socket), [](net::Socket& s) { Drain(s); });
 }
 
-void ProbeServer::Close() {
-  std::vector<Connection> connections;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    connections.swap(connections_);
-  }
-  for (Connection& c : connections) c.socket->Shutdown();
-  for (Connection& c : connections) {
-    if (c.thread.joinable()) c.thread.join();
-  }
-}
+void ProbeServer::Close() { threads_.CutAll(); }
 
 }  // namespace pccl::link

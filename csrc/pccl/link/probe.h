@@ -22,6 +22,8 @@
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
+#include "pccl/link/handshake.h"
+#include "pccl/link/serving_threads.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
 
@@ -31,7 +33,8 @@ namespace pccl::link {
 // connections for about `duration`. Fails if the target cannot be reached or answers
 // wrongly; the probe is abandoned at `deadline`.
 Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32_t streams,
-                      Duration duration, Deadline deadline, uint64_t* bytes_per_second);
+                      Duration duration, const Credentials& credentials, Deadline deadline,
+                      uint64_t* bytes_per_second);
 
 // Answers probes: each connection (handshake done) is drained and timed on a thread of
 // its own.
@@ -47,14 +50,7 @@ class ProbeServer {
   void Close();
 
  private:
-  struct Connection {
-    std::shared_ptr<net::Socket> socket;
-    std::shared_ptr<std::atomic<bool>> done;
-    std::thread thread;
-  };
-
-  std::mutex mu_;
-  std::vector<Connection> connections_ PCCL_GUARDED_BY(mu_);
+  ServingThreads threads_{"probe", 4 * kMaxPoolSize};
 };
 
 }  // namespace pccl::link

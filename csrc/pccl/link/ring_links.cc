@@ -18,6 +18,9 @@ using proto::Kind;
 constexpr uint64_t kMaxDataFrameBytes = (uint64_t{64} << 20) * 4 + proto::kDataHeaderBytes;
 // Closed operations remembered so that their late frames are discarded, not buffered.
 constexpr size_t kClosedMemory = 4096;
+// Bytes the links hold for segments whose operation has not started here; a receiver
+// whose segment does not fit waits for the operation (link/ring_op.h).
+constexpr uint64_t kEarlyBudgetBytes = uint64_t{256} << 20;
 
 }  // namespace
 
@@ -28,6 +31,7 @@ RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer p
       next_(std::move(next)),
       prev_(std::move(prev)),
       pool_size_(pool_size),
+      early_budget_(std::make_shared<EarlyBudget>(kEarlyBudgetBytes)),
       on_fault_(std::move(on_fault)) {}
 
 RingLinks::~RingLinks() {
@@ -40,8 +44,8 @@ RingLinks::~RingLinks() {
   }
 }
 
-Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline,
-                            const std::function<bool()>& give_up) {
+Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentials,
+                            Deadline deadline, const std::function<bool()>& give_up) {
   const int64_t buffer_bytes = GetParams().socket_buffer_bytes;
   // Dial every slot at once: each costs a TCP handshake and a P2PHello round trip, which
   // on a long link adds up to seconds for a large pool if done one after another.
@@ -51,7 +55,7 @@ Status RingLinks::Establish(IncomingPool& incoming, Deadline deadline,
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     dialers.emplace_back([&, slot] {
       Hello hello{Purpose::kRing, self_id_, next_.peer_id, epoch_, slot};
-      statuses[slot] = DialPeer(next_.endpoint, hello, deadline, &dialed[slot]);
+      statuses[slot] = DialPeer(next_.endpoint, hello, credentials, deadline, &dialed[slot]);
     });
   }
   for (auto& t : dialers) t.join();
@@ -99,7 +103,7 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
     }
     auto it = ops_.find(id);
     if (it == ops_.end()) {
-      op = std::make_shared<RingOp>(this, key);
+      op = std::make_shared<RingOp>(this, key, early_budget_);
       ops_[id] = op;
     } else {
       op = it->second;
@@ -144,7 +148,7 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
       // The verdict came before this peer started the operation (another peer failed
       // early): create it failed, so that OpenOp() finds it failed instead of running it
       // until its deadline for data nobody sends.
-      it = ops_.emplace(id, std::make_shared<RingOp>(this, key)).first;
+      it = ops_.emplace(id, std::make_shared<RingOp>(this, key, early_budget_)).first;
     }
     op = it->second;
   }
@@ -153,8 +157,10 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
 
 void RingLinks::Fault(uint64_t peer_id, const Status& why) {
   if (stopping_.load()) return;  // broken on purpose first: nothing to report
-  Break(why);
+  // Report first, then fail the operations: the master then hears of the broken link
+  // before this peer's failed OpDone, and marks the verdict "ring replaced".
   if (on_fault_ && !fault_reported_.exchange(true)) on_fault_(peer_id, why);
+  Break(why);
 }
 
 void RingLinks::Break(const Status& why) {
@@ -260,7 +266,7 @@ std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool
     return nullptr;
   }
   proto::OpKey key{epoch_, 0, header.tag, header.seq};
-  auto op = std::make_shared<RingOp>(this, key);
+  auto op = std::make_shared<RingOp>(this, key, early_budget_);
   ops_[id] = op;
   return op;
 }

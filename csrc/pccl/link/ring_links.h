@@ -37,6 +37,7 @@
 #include "pccl/link/incoming_pool.h"
 #include "pccl/link/ring_op.h"
 #include "pccl/net/address.h"
+#include "pccl/link/handshake.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
 
@@ -63,7 +64,7 @@ class RingLinks {
   // `incoming`, and starts the I/O threads. Stops waiting (Aborted) once `give_up()`
   // returns true, e.g. because the master already replaced this topology. A neighbour that
   // cannot be dialled, or does not dial in time, is a fault (see FaultHandler).
-  Status Establish(IncomingPool& incoming, Deadline deadline,
+  Status Establish(IncomingPool& incoming, const Credentials& credentials, Deadline deadline,
                    const std::function<bool()>& give_up);
 
   // Opens the channel of operation `key` whose local descriptor hashes to
@@ -119,6 +120,8 @@ class RingLinks {
   const LinkPeer next_;
   const LinkPeer prev_;
   const uint32_t pool_size_;
+  // Room for segments that come before their operation starts here (link/ring_op.h).
+  const std::shared_ptr<EarlyBudget> early_budget_;
   std::vector<std::unique_ptr<Sender>> senders_;
   std::vector<std::unique_ptr<Receiver>> receivers_;
   std::atomic<bool> stopping_{false};

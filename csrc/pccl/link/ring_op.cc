@@ -9,8 +9,9 @@ namespace {
 
 using proto::DataHeader;
 
-// Bytes an operation may buffer for segments that arrive before it starts locally.
-constexpr uint64_t kMaxEarlyBytes = uint64_t{1} << 30;
+// How often a receiver waiting for room in the early budget looks again (besides being
+// woken when its own operation declares the segment or fails).
+constexpr auto kEarlyRetry = std::chrono::milliseconds(10);
 
 std::string SegmentName(const DataHeader& h) {
   return "segment " + std::to_string(h.segment) + " of step " + std::to_string(h.step) +
@@ -19,7 +20,18 @@ std::string SegmentName(const DataHeader& h) {
 
 }  // namespace
 
-RingOp::RingOp(RingLinks* links, proto::OpKey key) : links_(links), key_(key) {}
+bool EarlyBudget::TryReserve(uint64_t bytes) {
+  uint64_t used = used_.load();
+  do {
+    if (used + bytes > limit_ && used > 0) return false;  // one oversized segment may pass alone
+  } while (!used_.compare_exchange_weak(used, used + bytes));
+  return true;
+}
+
+RingOp::RingOp(RingLinks* links, proto::OpKey key, std::shared_ptr<EarlyBudget> budget)
+    : links_(links), key_(key), budget_(std::move(budget)) {}
+
+RingOp::~RingOp() { budget_->Release(early_bytes_); }
 
 void RingOp::Open(uint64_t descriptor_hash, Deadline deadline) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -69,6 +81,7 @@ void RingOp::Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) {
   }
   std::memcpy(data, slot.early.data(), bytes);
   early_bytes_ -= slot.early.size();
+  budget_->Release(slot.early.size());
   std::vector<char>().swap(slot.early);
   slot.has_early = false;
   slot.arrived = true;
@@ -140,7 +153,7 @@ Status RingOp::status() {
 }
 
 void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (!status_.ok()) return nullptr;
   auto fail = [&](const std::string& why) {
     status_ = InvalidArgument(why);
@@ -159,26 +172,30 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
     peer_descriptor_hash_ = header.descriptor_hash;
   }
   Slot& slot = slots_[{header.step, header.segment}];
-  if (slot.arrived || slot.writing || slot.has_early) {
-    return fail("peer " + peer + " sent " + SegmentName(header) + " twice");
-  }
-  if (slot.expected) {
-    if (slot.bytes != header.payload_bytes) {
-      return fail("peer " + peer + " sent " + SegmentName(header) + " with " +
-                  std::to_string(header.payload_bytes) + " bytes, expected " +
-                  std::to_string(slot.bytes) + " (do the peers agree on count and dtype?)");
+  const uint64_t bytes = header.payload_bytes;
+  while (true) {
+    // Looked at again after every wait: the operation may have started (Expect), failed,
+    // or another connection may have brought the same segment meanwhile.
+    if (!status_.ok()) return nullptr;
+    if (slot.arrived || slot.writing || slot.has_early) {
+      return fail("peer " + peer + " sent " + SegmentName(header) + " twice");
     }
-    slot.writing = true;
-    slot.writing_early = false;
-    ++active_receives_;
-    return slot.data;
+    if (slot.expected) {
+      if (slot.bytes != bytes) {
+        return fail("peer " + peer + " sent " + SegmentName(header) + " with " +
+                    std::to_string(bytes) + " bytes, expected " + std::to_string(slot.bytes) +
+                    " (do the peers agree on count and dtype?)");
+      }
+      slot.writing = true;
+      slot.writing_early = false;
+      ++active_receives_;
+      return slot.data;
+    }
+    if (budget_->TryReserve(bytes)) break;
+    cv_.wait_for(lock, kEarlyRetry);  // Expect() and Fail() wake it at once
   }
-  if (early_bytes_ + header.payload_bytes > kMaxEarlyBytes) {
-    return fail("peer " + peer + " sent more than " + std::to_string(kMaxEarlyBytes) +
-                " bytes for an operation that has not started here");
-  }
-  slot.early.resize(header.payload_bytes);
-  early_bytes_ += header.payload_bytes;
+  slot.early.resize(bytes);
+  early_bytes_ += bytes;
   slot.writing = true;
   slot.writing_early = true;
   ++active_receives_;
@@ -204,6 +221,7 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
       } else {
         std::memcpy(slot.data, slot.early.data(), slot.bytes);
         early_bytes_ -= slot.early.size();
+        budget_->Release(slot.early.size());
         std::vector<char>().swap(slot.early);
         slot.arrived = true;
         run_handler = handler_ != nullptr && status_.ok();

@@ -4,7 +4,11 @@
 // declares where expected segments land; the links' receivers claim that memory for each
 // arriving payload (ClaimForReceive) and finish it (FinishReceive), which wakes WaitRecv or
 // runs the arrival handler on the receiving thread. A segment that arrives before the
-// local operation declared it waits in a side buffer (bounded). The first failure (a
+// local operation declared it waits in a side buffer; all operations of one RingLinks
+// share a budget for those (EarlyBudget), and a receiver whose segment does not fit waits
+// (its connection stalls, and TCP holds the sender back) until the operation starts here
+// and declares it, so no neighbour, honest or not, can make a peer buffer more than the
+// budget. The first failure (a
 // peer that disagrees on the descriptor, a duplicate or mis-sized segment, the deadline,
 // a failed verdict) sticks and wakes the algorithm.
 //
@@ -12,6 +16,7 @@
 // threads call the private receive/send hooks; Fail() may come from any thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -32,11 +37,25 @@ namespace pccl::link {
 
 class RingLinks;
 
+// Bytes the operations of one RingLinks may hold for segments that arrived before their
+// operation started here; shared by the links and their operations.
+class EarlyBudget {
+ public:
+  explicit EarlyBudget(uint64_t limit) : limit_(limit) {}
+  bool TryReserve(uint64_t bytes);
+  void Release(uint64_t bytes) { used_.fetch_sub(bytes); }
+  uint64_t used() const { return used_.load(); }
+
+ private:
+  const uint64_t limit_;
+  std::atomic<uint64_t> used_{0};
+};
+
 // One collective operation's RingChannel on a RingLinks.
 class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
  public:
-  RingOp(RingLinks* links, proto::OpKey key);
-  ~RingOp() override = default;
+  RingOp(RingLinks* links, proto::OpKey key, std::shared_ptr<EarlyBudget> budget);
+  ~RingOp() override;
 
   void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override;
   void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
@@ -75,6 +94,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
 
   RingLinks* links_;
   const proto::OpKey key_;
+  const std::shared_ptr<EarlyBudget> budget_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool opened_ PCCL_GUARDED_BY(mu_) = false;
@@ -94,7 +114,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   Status status_ PCCL_GUARDED_BY(mu_);
   int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
   int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
-  uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;
+  uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;  // reserved from budget_
 };
 
 }  // namespace pccl::link

@@ -37,17 +37,15 @@ void StateServer::Publish(const std::vector<SharedStateEntry>& entries,
 }
 
 void StateServer::Serve(net::Socket socket) {
-  auto shared = std::make_shared<net::Socket>(std::move(socket));
-  std::lock_guard<std::mutex> lock(mu_);
-  connections_.push_back(Connection{shared, std::thread([this, shared] { ServeLoop(shared); })});
+  threads_.Start(std::move(socket), [this](net::Socket& s) { ServeLoop(s); });
 }
 
-void StateServer::ServeLoop(const std::shared_ptr<net::Socket>& socket) {
+void StateServer::ServeLoop(net::Socket& socket) {
   while (true) {
     Deadline deadline = Deadline::In(kServeIdle);
     net::FrameHeader header;
     std::string payload;
-    Status st = net::RecvFrame(*socket, net::kMaxControlPayload, deadline, &header, &payload);
+    Status st = net::RecvFrame(socket, net::kMaxControlPayload, deadline, &header, &payload);
     if (!st.ok()) return;  // the fetcher is done (EOF), or Withdraw() cut the connection
     proto::StateRequest request;
     if (header.kind != static_cast<uint16_t>(Kind::kStateRequest)) {
@@ -57,7 +55,7 @@ void StateServer::ServeLoop(const std::shared_ptr<net::Socket>& socket) {
       st = proto::Decode(payload, &request);
     }
     if (!st.ok()) {
-      PCCL_LOG(kWarning, "shared state: dropping " + socket->peer() + ": " + st.ToString());
+      PCCL_LOG(kWarning, "shared state: dropping " + socket.peer() + ": " + st.ToString());
       return;
     }
     Published entry{nullptr, 0, 0};
@@ -83,7 +81,7 @@ void StateServer::ServeLoop(const std::shared_ptr<net::Socket>& socket) {
     }
     if (!st.ok()) {
       proto::ErrorMessage error{static_cast<uint32_t>(st.code()), st.message()};
-      if (!net::SendFrame(*socket, static_cast<uint16_t>(Kind::kError), proto::Encode(error),
+      if (!net::SendFrame(socket, static_cast<uint16_t>(Kind::kError), proto::Encode(error),
                           deadline)
                .ok()) {
         return;
@@ -97,22 +95,17 @@ void StateServer::ServeLoop(const std::shared_ptr<net::Socket>& socket) {
         {frame, sizeof(frame)},
         {const_cast<uint8_t*>(static_cast<const uint8_t*>(entry.data)) + request.offset,
          request.length}};
-    if (!socket->SendAllV(iov, request.length > 0 ? 2 : 1, deadline).ok()) return;
+    if (!socket.SendAllV(iov, request.length > 0 ? 2 : 1, deadline).ok()) return;
     tx_bytes_ += request.length;
   }
 }
 
 uint64_t StateServer::Withdraw() {
-  std::vector<Connection> connections;
   {
     std::lock_guard<std::mutex> lock(mu_);
     entries_.clear();
-    connections.swap(connections_);
   }
-  for (Connection& c : connections) c.socket->Shutdown();
-  for (Connection& c : connections) {
-    if (c.thread.joinable()) c.thread.join();
-  }
+  threads_.CutAll();
   return tx_bytes_.exchange(0);
 }
 
@@ -174,7 +167,8 @@ struct Piece {
 // The state every connection thread shares.
 class Fetch {
  public:
-  Fetch(uint64_t self, Deadline deadline) : self_(self), deadline_(deadline) {}
+  Fetch(uint64_t self, const Credentials& credentials, Deadline deadline)
+      : self_(self), credentials_(credentials), deadline_(deadline) {}
 
   Status Plan(const proto::SyncPlan& plan, const std::vector<SharedStateEntry>& entries);
   // Opens the connections, runs them to the end and joins them.
@@ -197,6 +191,7 @@ class Fetch {
   std::string Describe(const Piece& piece) const;
 
   const uint64_t self_;
+  const Credentials& credentials_;
   const Deadline deadline_;
   std::vector<FetchedEntry> entries_;  // fixed after Plan(), except pieces_left (mu_)
   std::vector<Source> sources_;        // fixed after Plan(), except dead/why (mu_)
@@ -331,11 +326,8 @@ std::string Fetch::Describe(const Piece& piece) const {
 Status Fetch::Handshake(size_t source, net::Socket* socket) {
   const Source& src = sources_[source];
   net::Socket connected;
-  Status st = net::Socket::Connect(
-      {src.host, src.port},
-      deadline_.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms))), &connected);
+  Status st = Connect({src.host, src.port}, deadline_, &connected);
   if (!st.ok()) return Status(StatusCode::kAborted, "connect: " + st.message());
-  connected.SetBufferSizes(GetParams().socket_buffer_bytes);
   {
     // Publish the socket before blocking on it, so that a failure elsewhere can cut it.
     std::lock_guard<std::mutex> lock(mu_);
@@ -345,19 +337,10 @@ Status Fetch::Handshake(size_t source, net::Socket* socket) {
   // A source that accepts but does not answer (stopped) must not hold its pieces long.
   const Deadline handshake =
       deadline_.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms)));
-  st = net::SendFrame(*socket, static_cast<uint16_t>(Kind::kStateHello),
-                      proto::Encode(proto::StateHello{self_, src.peer_id}), handshake);
-  net::FrameHeader header;
-  std::string payload;
-  if (st.ok()) st = net::RecvFrame(*socket, net::kMaxControlPayload, handshake, &header, &payload);
-  if (!st.ok()) return Status(StatusCode::kAborted, "handshake: " + st.message());
-  proto::P2PWelcome welcome;
-  if (header.kind != static_cast<uint16_t>(Kind::kP2PWelcome) ||
-      !proto::Decode(payload, &welcome).ok() || !welcome.ok) {
-    return Status(StatusCode::kAborted,
-                  "refused: " + (welcome.reason.empty() ? "bad handshake" : welcome.reason));
-  }
-  return Status::Ok();
+  st = SendHello(*socket, Hello{Purpose::kState, self_, src.peer_id, 0, 0}, credentials_,
+                 handshake);
+  if (st.ok() || st.code() == StatusCode::kUnauthenticated) return st;
+  return Status(StatusCode::kAborted, "handshake: " + st.message());
 }
 
 Status Fetch::Receive(net::Socket& socket, const Piece& piece, uint64_t* received) {
@@ -503,9 +486,9 @@ void Fetch::ConnectionLoop(size_t source, const std::shared_ptr<net::Socket>& so
 }  // namespace
 
 Status FetchSharedState(uint64_t self_peer_id, const proto::SyncPlan& plan,
-                        const std::vector<SharedStateEntry>& entries, Deadline deadline,
-                        uint64_t* rx_bytes) {
-  Fetch fetch(self_peer_id, deadline);
+                        const std::vector<SharedStateEntry>& entries,
+                        const Credentials& credentials, Deadline deadline, uint64_t* rx_bytes) {
+  Fetch fetch(self_peer_id, credentials, deadline);
   Status st = fetch.Plan(plan, entries);
   if (st.ok()) st = fetch.Run();
   *rx_bytes += fetch.rx_bytes();

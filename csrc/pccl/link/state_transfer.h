@@ -27,6 +27,8 @@
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
+#include "pccl/link/serving_threads.h"
+#include "pccl/link/handshake.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
 
@@ -64,16 +66,13 @@ class StateServer {
     size_t bytes;
     uint64_t hash;
   };
-  struct Connection {
-    std::shared_ptr<net::Socket> socket;
-    std::thread thread;
-  };
-  void ServeLoop(const std::shared_ptr<net::Socket>& socket);
+  void ServeLoop(net::Socket& socket);
 
   std::mutex mu_;
   std::map<std::string, Published> entries_ PCCL_GUARDED_BY(mu_);
-  std::vector<Connection> connections_ PCCL_GUARDED_BY(mu_);
   std::atomic<uint64_t> tx_bytes_{0};
+  // A full pool from each of a few fetchers at once.
+  ServingThreads threads_{"shared state", 4 * kMaxPoolSize};
 };
 
 // Fetches `plan`'s entries into `entries`' memory: one connection per source peer, entries
@@ -81,7 +80,7 @@ class StateServer {
 // source that fails mid-transfer gives Aborted naming it (retry: the master fails the round
 // on every peer and the next round picks other sources).
 Status FetchSharedState(uint64_t self_peer_id, const proto::SyncPlan& plan,
-                        const std::vector<SharedStateEntry>& entries, Deadline deadline,
-                        uint64_t* rx_bytes);
+                        const std::vector<SharedStateEntry>& entries,
+                        const Credentials& credentials, Deadline deadline, uint64_t* rx_bytes);
 
 }  // namespace pccl::link

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "pccl/common/logging.h"
+#include "pccl/net/address.h"
 
 namespace pccl::master {
 
@@ -82,12 +83,26 @@ TimePoint Admission::NextDeadline() const {
 // --- events --------------------------------------------------------------------------------
 
 std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
+  // Every member dials what a peer advertises: only a host it could really be reached at.
+  if (const std::string& host = e.hello.advertise_host; !host.empty()) {
+    Status st = net::CheckDialableHost(host);
+    if (st.ok() && net::IsLoopbackHost(host) && !net::IsLoopbackHost(e.observed_host)) {
+      st = InvalidArgument("host '" + host + "' is a loopback address, but the peer connects from " +
+                           e.observed_host);
+    }
+    if (!st.ok()) {
+      step.SendError(e.conn, StatusCode::kInvalidArgument, "advertised address refused: " + st.message());
+      step.DropConn(e.conn, "advertised address refused: " + st.message());
+      return std::nullopt;
+    }
+  }
   Peer peer;
   peer.conn = e.conn;
   peer.peer_id = NewPeerId();
   peer.host = e.hello.advertise_host.empty() ? e.observed_host : e.hello.advertise_host;
   peer.port = e.hello.p2p_port;
   peer.peer_group = e.hello.peer_group;
+  peer.public_key = e.hello.public_key;
   peer.last_seen = step.now();
 
   proto::Welcome welcome;

@@ -4,16 +4,16 @@
 
 namespace pccl::master {
 
-void LinkRepairs::OnLinkBroken(const Peer& reporter, const proto::LinkBroken& report,
+bool LinkRepairs::OnLinkBroken(const Peer& reporter, const proto::LinkBroken& report,
                                const Roster& roster, TimePoint now) {
-  if (reporter.role != Role::kMember) return;
+  if (reporter.role != Role::kMember) return false;
   const uint32_t group = reporter.peer_group;
-  if (report.ring_epoch != roster.RingEpoch(group)) return;  // about a ring already replaced
+  if (report.ring_epoch != roster.RingEpoch(group)) return false;  // about a ring already replaced
   const Peer* other = nullptr;
   for (ConnId c : roster.GroupMembers(group)) {
     if (roster.at(c).peer_id == report.peer_id) other = &roster.at(c);
   }
-  if (other == nullptr || other->conn == reporter.conn) return;
+  if (other == nullptr || other->conn == reporter.conn) return false;
   due_.try_emplace(group, now + options_.grace);  // a repair already due keeps its time
   Pair pair = std::minmax(reporter.peer_id, other->peer_id);
   History& history = history_[pair];
@@ -25,6 +25,7 @@ void LinkRepairs::OnLinkBroken(const Peer& reporter, const proto::LinkBroken& re
     history.breaks.pop_front();
   }
   history.last_reason = report.reason;
+  return true;
 }
 
 std::set<uint32_t> LinkRepairs::TakeDue(TimePoint now) {

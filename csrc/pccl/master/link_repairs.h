@@ -47,7 +47,8 @@ class LinkRepairs {
 
   // A member reported a broken link. A report about an older ring epoch, or about a peer
   // that is not its group's member, is ignored (a later epoch answered it already).
-  void OnLinkBroken(const Peer& reporter, const proto::LinkBroken& report, const Roster& roster,
+  // Returns whether the report schedules (or joins) a repair of the reporter's group.
+  bool OnLinkBroken(const Peer& reporter, const proto::LinkBroken& report, const Roster& roster,
                     TimePoint now);
   // The groups whose repair is due at `now` (forgotten once returned).
   std::set<uint32_t> TakeDue(TimePoint now);

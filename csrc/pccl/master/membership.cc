@@ -58,7 +58,8 @@ constexpr const char* kReordered = "optimize_topology() reordered the ring";
 Membership::Membership(MembershipOptions options, PeerIdGenerator ids)
     : admission_(AdmissionOptions{options.link_timeout, options.heartbeat_timeout},
                  std::move(ids)),
-      verdicts_(VerdictOptions{options.max_decided_ops, options.max_open_ops}),
+      verdicts_(VerdictOptions{options.max_decided_ops, options.max_open_ops,
+                               options.max_open_ops_per_peer}),
       optimizer_(RingOptimizerOptions{options.probe_duration, options.bandwidth_max_age}) {}
 
 std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
@@ -119,6 +120,10 @@ void Membership::On(const Peer& peer, const event::QueryPending& e, Step& step) 
 }
 
 void Membership::On(const Peer& peer, const event::OpDone& e, Step& step) {
+  if (Status admitted = verdicts_.Admits(peer, e.op.key); !admitted.ok()) {
+    Reject(peer.conn, admitted.message(), step);
+    return;
+  }
   if (verdicts_.OnOpDone(peer, e.op, roster(), step)) MaybeAdmit(step);  // a vote may wait
 }
 
@@ -148,7 +153,11 @@ void Membership::On(const Peer& peer, const event::BandwidthReport& e, Step& ste
 }
 
 void Membership::On(const Peer& peer, const event::LinkBroken& e, Step& step) {
-  repairs_.OnLinkBroken(peer, e.report, roster(), step.now());  // acted on at its Tick
+  // Acted on at its Tick, after a grace; meanwhile the group's failed verdicts tell its
+  // members to wait for the re-dialled ring.
+  if (repairs_.OnLinkBroken(peer, e.report, roster(), step.now())) {
+    verdicts_.OnRingBreaking(peer.peer_group);
+  }
 }
 
 void Membership::OnLeave(ConnId conn, Step& step) {

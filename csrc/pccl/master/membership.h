@@ -56,6 +56,7 @@ struct MembershipOptions {
   size_t max_decided_ops = 4096;
   // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
   size_t max_open_ops = 65536;
+  size_t max_open_ops_per_peer = 4096;
   // optimize_topology(): how long each probe streams, and how long a measured bandwidth
   // is trusted before the next optimize_topology() measures that pair again.
   Duration probe_duration = std::chrono::milliseconds(300);

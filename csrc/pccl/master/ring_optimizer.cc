@@ -90,7 +90,7 @@ void RingOptimizer::SendMeasureRound(const Roster& roster, Step& step) {
         std::chrono::duration_cast<std::chrono::milliseconds>(options_.probe_duration).count());
     if (auto it = round.find(m); it != round.end()) {
       const Peer& t = roster.at(it->second);
-      measure.targets.push_back(proto::Member{t.peer_id, t.host, t.port, t.peer_group});
+      measure.targets.push_back(proto::Member{t.peer_id, t.host, t.port, t.peer_group, t.public_key});
     }
     step.SendTo(m, proto::Kind::kMeasureBandwidth, proto::Encode(measure));
   }

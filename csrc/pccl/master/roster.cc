@@ -8,6 +8,16 @@ std::string Describe(const Peer& peer) {
   return "peer " + std::to_string(peer.peer_id) + " (" + peer.host + ")";
 }
 
+StatusCode MemberReportedCode(uint32_t wire_code) {
+  switch (StatusCodeFromWire(wire_code, StatusCode::kAborted)) {
+    case StatusCode::kInvalidArgument: return StatusCode::kInvalidArgument;
+    case StatusCode::kOutOfRange: return StatusCode::kOutOfRange;
+    case StatusCode::kDeadlineExceeded: return StatusCode::kDeadlineExceeded;
+    case StatusCode::kDataLoss: return StatusCode::kDataLoss;
+    default: return StatusCode::kAborted;
+  }
+}
+
 const Peer* Roster::Find(ConnId conn) const {
   auto it = peers_.find(conn);
   return it == peers_.end() ? nullptr : &it->second;
@@ -64,7 +74,8 @@ proto::Topology Roster::Topology() const {
   for (ConnId c : members_) {
     const Peer& p = peers_.at(c);
     topology.members.push_back(
-        proto::Member{p.peer_id, p.host, p.port, p.peer_group, ring_epoch_.at(p.peer_group)});
+        proto::Member{p.peer_id, p.host, p.port, p.peer_group, p.public_key,
+                      ring_epoch_.at(p.peer_group)});
   }
   return topology;
 }

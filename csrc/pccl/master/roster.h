@@ -33,6 +33,7 @@ struct Peer {
   std::string host;  // where other peers reach its p2p listener
   uint16_t port = 0;
   uint32_t peer_group = 0;
+  std::string public_key;  // from its Hello: the other members check its handshakes with it
   Role role = Role::kPending;
   TimePoint last_seen;  // the last message from this peer
   Duration rto{0};      // its connection's retransmission timeout, at its latest heartbeat
@@ -40,6 +41,12 @@ struct Peer {
 
 // "peer <id> (<host>)": how messages and verdicts name a peer.
 std::string Describe(const Peer& peer);
+
+// The code the others get for a failure a member reported (OpDone, SyncDone): a member
+// may say that its operation was torn down, timed out, lost data or was called wrongly,
+// nothing else. A code that would make the others act as if the master had failed or
+// removed them (Unavailable, Kicked, ...) becomes Aborted: retry.
+StatusCode MemberReportedCode(uint32_t wire_code);
 
 // Why a removed peer went, e.g. "peer 42 (10.0.0.3) left": the failures of the
 // collectives and syncs its departure interrupts say it.

@@ -18,6 +18,7 @@
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
 #include "pccl/net/wire.h"
+#include "pccl/master/connection.h"
 
 namespace pccl::master {
 
@@ -37,37 +38,9 @@ namespace pccl::master {
 
 namespace {
 
-constexpr size_t kReadChunk = 64 << 10;
 constexpr int kMaxTickMs = 100;
 // A poll() that returns this much later than asked means the process itself was paused.
 constexpr Duration kStallGap = std::chrono::seconds(1);
-
-// Kinds a peer may send to the master; anything else is a protocol error.
-bool IsPeerToMasterKind(uint16_t kind) {
-  switch (static_cast<proto::Kind>(kind)) {
-    case proto::Kind::kHello:
-    case proto::Kind::kVoteTopology:
-    case proto::Kind::kLinksReady:
-    case proto::Kind::kQueryPending:
-    case proto::Kind::kOpDone:
-    case proto::Kind::kGoodbye:
-    case proto::Kind::kHeartbeat:
-    case proto::Kind::kSyncState:
-    case proto::Kind::kSyncDone:
-    case proto::Kind::kOptimizeTopology:
-    case proto::Kind::kBandwidthReport:
-    case proto::Kind::kLinkBroken:
-      return true;
-    default:
-      return false;
-  }
-}
-
-std::string HostOf(const std::string& peer) {
-  net::Endpoint endpoint;
-  if (net::ParseEndpoint(peer, /*allow_port_zero=*/true, &endpoint).ok()) return endpoint.host;
-  return peer;
-}
 
 MembershipOptions MembershipFor(const MasterOptions& options) {
   MembershipOptions m;
@@ -92,31 +65,33 @@ class MasterServer::Loop {
 
  private:
   enum class State { kOpen, kClosing };
-  struct Connection {
-    ConnId id = 0;
-    net::Socket socket;
+  // A connection (master/connection.h) and where it is in its life.
+  struct Entry {
+    Entry(ConnId id, net::Socket socket, const auth::RunAuth& auth, TimePoint now)
+        : link(id, std::move(socket), auth, now) {}
+    Connection link;
+    std::string host;  // the remote address, for the per-address limits
     State state = State::kOpen;
-    std::string in;
-    std::string out;
-    size_t out_offset = 0;  // bytes of `out` already sent
-    bool have_header = false;
-    net::FrameHeader header;
     bool write_shut = false;
     TimePoint close_deadline = TimePoint::max();
     bool failed = false;  // closed by error or EOF: close now, no linger
-    bool said_hello = false;  // a Hello decoded: larger frames are allowed from now on
+    bool stranger = true;  // counted in strangers_ (no Hello yet)
   };
 
   void AcceptAll();
-  void ReadFrom(Connection& c);
-  // Cuts complete frames out of c.in; returns false once the connection stopped being open.
-  void ParseFrames(Connection& c);
-  void OnFrame(Connection& c, uint16_t kind, const std::string& payload);
-  void FailProtocol(Connection& c, const std::string& reason);
+  // Whether a new connection from `host` may stay (the limits on strangers, see .h).
+  Status Admissible(const std::string& host) const;
+  void ReadFrom(Entry& c);
+  void OnFrame(Entry& c, uint16_t kind, const std::string& payload);
+  void FailProtocol(Entry& c, const std::string& reason);
+  // Takes a connection out of the strangers' counts (it said Hello, or it is gone).
+  void ForgetStranger(Entry& c);
   void Dispatch(Event event);
   void Apply(std::vector<Action> actions);
-  void Flush(Connection& c);
-  void BeginClose(Connection& c);
+  void Flush(Entry& c);
+  void BeginClose(Entry& c);
+  // Drops connections that did not say Hello within options_.hello_timeout.
+  void DropSilentStrangers(TimePoint now);
   void Reap(TimePoint now);
   void ShutdownAll();
   int PollTimeoutMs(TimePoint now) const;
@@ -125,8 +100,13 @@ class MasterServer::Loop {
   net::Listener listener_;
   int wake_fd_;
   Membership membership_;
-  std::map<ConnId, Connection> conns_;
+  std::map<ConnId, Entry> conns_;
   ConnId next_id_ = 1;
+  // Connections that have not said Hello yet, in all and per remote address.
+  size_t strangers_ = 0;
+  std::map<std::string, size_t> strangers_by_host_;
+  // accept() ran out of file descriptors: the listener rests until then.
+  TimePoint accept_resumes_ = TimePoint::min();
   std::deque<Event> queue_;
   bool dispatching_ = false;
 };
@@ -138,11 +118,12 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
     fds.clear();
     ids.clear();
     fds.push_back({wake_fd_, POLLIN, 0});
-    fds.push_back({listener_.fd(), POLLIN, 0});
+    // The listener rests (fd -1: poll ignores it) while accept() is out of descriptors.
+    fds.push_back({Clock::now() >= accept_resumes_ ? listener_.fd() : -1, POLLIN, 0});
     for (auto& [id, c] : conns_) {
       short events = POLLIN;
-      if (c.out_offset < c.out.size()) events |= POLLOUT;
-      fds.push_back({c.socket.fd(), events, 0});
+      if (c.link.unsent() > 0) events |= POLLOUT;
+      fds.push_back({c.link.fd(), events, 0});
       ids.push_back(id);
     }
     const TimePoint before = Clock::now();
@@ -176,15 +157,16 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
         if (revents == 0) continue;
         auto it = conns_.find(ids[i]);
         if (it == conns_.end()) continue;
-        Connection& c = it->second;
+        Entry& c = it->second;
         if (revents & (POLLIN | POLLHUP | POLLERR)) ReadFrom(c);
         if ((revents & POLLOUT) && !c.failed) Flush(c);
       }
     }
     TimePoint now = Clock::now();
     if (now >= membership_.NextDeadline()) Dispatch(event::Tick{});
+    DropSilentStrangers(now);
     for (auto& [id, c] : conns_) {
-      bool unsent = c.out_offset < c.out.size();
+      bool unsent = c.link.unsent() > 0;
       bool unshut = c.state == State::kClosing && !c.write_shut;
       if (!c.failed && (unsent || unshut)) Flush(c);
     }
@@ -195,8 +177,12 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
 
 int MasterServer::Loop::PollTimeoutMs(TimePoint now) const {
   TimePoint next = membership_.NextDeadline();
+  if (accept_resumes_ > now) next = std::min(next, accept_resumes_);
   for (const auto& [id, c] : conns_) {
     if (c.close_deadline < next) next = c.close_deadline;
+    if (c.state == State::kOpen && !c.link.said_hello()) {
+      next = std::min(next, c.link.accepted_at() + options_.hello_timeout);
+    }
   }
   if (next == TimePoint::max()) return -1;
   if (next <= now) return 0;
@@ -210,95 +196,108 @@ void MasterServer::Loop::AcceptAll() {
     Status s = listener_.Accept(Deadline::At(Clock::now()), &socket);
     if (s.code() == StatusCode::kDeadlineExceeded) return;  // nobody else waiting
     if (!s.ok()) {
-      PCCL_LOG(kWarning, "master: accept failed: " + s.ToString());
+      // Out of descriptors (EMFILE, ENFILE) or another failure: the waiting connection stays
+      // in the backlog, so polling the listener again at once would spin. Rest a moment.
+      accept_resumes_ = Clock::now() + options_.accept_backoff;
+      PCCL_LOG(kWarning, "master: accept failed: " + s.ToString() + "; accepting again in " +
+                             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                options_.accept_backoff).count()) + " ms");
       return;
     }
-    if (conns_.size() >= options_.max_connections) {
-      PCCL_LOG(kWarning, "master: refusing " + socket.peer() + ": already " +
-                             std::to_string(conns_.size()) + " connections");
+    const std::string host = net::HostOfPeer(socket.peer());
+    if (Status why = Admissible(host); !why.ok()) {
+      PCCL_LOG(kDebug, "master: refusing " + socket.peer() + ": " + why.message());
       continue;  // the socket closes here
     }
     ConnId id = next_id_++;
-    Connection& c = conns_[id];
-    c.id = id;
-    c.socket = std::move(socket);
-    PCCL_LOG(kDebug, "master: connection " + std::to_string(id) + " from " + c.socket.peer());
+    auto [it, inserted] =
+        conns_.try_emplace(id, id, std::move(socket), options_.auth, Clock::now());
+    it->second.host = host;
+    ++strangers_;
+    ++strangers_by_host_[host];
+    PCCL_LOG(kDebug, "master: connection " + std::to_string(id) + " from " + it->second.link.peer());
   }
 }
 
-void MasterServer::Loop::ReadFrom(Connection& c) {
-  char buffer[kReadChunk];
-  // A bounded number of reads per pass keeps one busy peer from starving the others.
-  for (int round = 0; round < 4; ++round) {
-    ssize_t n = ::recv(c.socket.fd(), buffer, sizeof(buffer), 0);
-    if (n > 0) {
-      if (c.state != State::kOpen) continue;  // closing: discard until the peer's FIN
-      c.in.append(buffer, static_cast<size_t>(n));
-      ParseFrames(c);
-      if (c.state != State::kOpen) continue;
-      if (static_cast<size_t>(n) < sizeof(buffer)) return;
+Status MasterServer::Loop::Admissible(const std::string& host) const {
+  if (conns_.size() >= options_.max_connections) {
+    return Status(StatusCode::kUnavailable,
+                  "already " + std::to_string(conns_.size()) + " connections");
+  }
+  if (strangers_ >= options_.max_strangers) {
+    return Status(StatusCode::kUnavailable, "already " + std::to_string(strangers_) +
+                                                " connections that have not said Hello");
+  }
+  auto it = strangers_by_host_.find(host);
+  if (it != strangers_by_host_.end() && it->second >= options_.max_strangers_per_host) {
+    return Status(StatusCode::kUnavailable,
+                  "already " + std::to_string(it->second) + " connections from " + host +
+                      " that have not said Hello");
+  }
+  return Status::Ok();
+}
+
+void MasterServer::Loop::ReadFrom(Entry& c) {
+  std::vector<Connection::Frame> frames;
+  const Connection::Outcome outcome = c.link.Read(&frames);
+  for (Connection::Frame& frame : frames) {
+    if (c.state != State::kOpen) break;
+    OnFrame(c, frame.kind, frame.payload);
+  }
+  switch (outcome) {
+    case Connection::Outcome::kOk:
+      return;
+    case Connection::Outcome::kClosed:
+      c.failed = true;
+      if (c.state == State::kOpen) {
+        PCCL_LOG(kInfo, "master: " + c.link.peer() + " " + c.link.why());
+        Dispatch(event::Disconnected{c.link.id()});
+      }
+      return;
+    case Connection::Outcome::kRefused:
+      PCCL_LOG(kWarning, "master: refused " + c.link.peer() + ": " + c.link.why());
+      BeginClose(c);  // its Error answer is queued: flush it, then close
+      return;
+    case Connection::Outcome::kInvalid:
+      if (c.state == State::kOpen) FailProtocol(c, c.link.why());
+      return;
+  }
+}
+
+void MasterServer::Loop::DropSilentStrangers(TimePoint now) {
+  for (auto& [id, c] : conns_) {
+    if (c.state != State::kOpen || c.link.said_hello() ||
+        now - c.link.accepted_at() < options_.hello_timeout) {
       continue;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n < 0 && errno == EINTR) continue;
-    // EOF or a socket error.
-    std::string why = n == 0 ? "closed the connection" : std::strerror(errno);
-    c.failed = true;
-    if (c.state == State::kOpen) {
-      PCCL_LOG(kInfo, "master: " + c.socket.peer() + " " + why);
-      Dispatch(event::Disconnected{c.id});
-    }
-    return;
+    PCCL_LOG(kInfo, "master: dropping " + c.link.peer() + ": no Hello within " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           options_.hello_timeout).count()) + " ms");
+    c.failed = true;  // a stranger: no goodbye owed
   }
 }
 
-void MasterServer::Loop::ParseFrames(Connection& c) {
-  size_t pos = 0;
-  while (c.state == State::kOpen) {
-    if (!c.have_header) {
-      if (c.in.size() - pos < net::kFrameHeaderBytes) break;
-      // A stranger gets room for its Hello only; a peer, for its largest honest message.
-      const uint64_t cap = c.said_hello ? net::kMaxPeerMessage : net::kMaxHelloPayload;
-      Status s = net::DecodeFrameHeader(reinterpret_cast<const uint8_t*>(c.in.data() + pos),
-                                        cap, c.socket.peer(), &c.header);
-      if (s.ok() && !IsPeerToMasterKind(c.header.kind)) {
-        s = InvalidArgument(std::string("unexpected message kind ") +
-                            std::to_string(c.header.kind) + " (" +
-                            proto::KindName(c.header.kind) + ") from " + c.socket.peer());
-      }
-      if (!s.ok()) {
-        FailProtocol(c, s.message());
-        return;
-      }
-      pos += net::kFrameHeaderBytes;
-      c.have_header = true;
-    }
-    if (c.in.size() - pos < c.header.length) break;
-    std::string payload = c.in.substr(pos, c.header.length);
-    pos += c.header.length;
-    c.have_header = false;
-    OnFrame(c, c.header.kind, payload);
-  }
-  if (c.state == State::kOpen) c.in.erase(0, pos);
-}
-
-void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string& payload) {
+void MasterServer::Loop::OnFrame(Entry& c, uint16_t kind, const std::string& payload) {
   Status s;
   switch (static_cast<proto::Kind>(kind)) {
     case proto::Kind::kHello: {
       event::Hello e;
-      e.conn = c.id;
-      e.observed_host = HostOf(c.socket.peer());
+      e.conn = c.link.id();
+      e.observed_host = net::HostOfPeer(c.link.peer());
       s = proto::Decode(payload, &e.hello);
+      if (s.ok() && options_.auth.enabled() && e.hello.public_key.empty()) {
+        s = InvalidArgument("a Hello in a run with a secret must carry the peer's public key");
+      }
       if (s.ok()) {
-        c.said_hello = true;
+        c.link.SaidHello();
+        ForgetStranger(c);
         Dispatch(std::move(e));
       }
       break;
     }
     case proto::Kind::kVoteTopology: {
       event::VoteTopology e;
-      e.conn = c.id;
+      e.conn = c.link.id();
       s = proto::Decode(payload, &e.vote);
       if (s.ok()) Dispatch(std::move(e));
       break;
@@ -306,36 +305,36 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
     case proto::Kind::kLinksReady: {
       proto::EpochMessage m;
       s = proto::Decode(payload, &m);
-      if (s.ok()) Dispatch(event::LinksReady{c.id, m.epoch});
+      if (s.ok()) Dispatch(event::LinksReady{c.link.id(), m.epoch});
       break;
     }
     case proto::Kind::kQueryPending: {
       proto::PendingQuery m;
       s = proto::Decode(payload, &m);
-      if (s.ok()) Dispatch(event::QueryPending{c.id, m.seq, m.joint != 0});
+      if (s.ok()) Dispatch(event::QueryPending{c.link.id(), m.seq, m.joint != 0});
       break;
     }
     case proto::Kind::kHeartbeat:
       s = proto::DecodeEmpty(payload, "Heartbeat");
-      if (s.ok()) Dispatch(event::Heartbeat{c.id, c.socket.RetransmitTimeout()});
+      if (s.ok()) Dispatch(event::Heartbeat{c.link.id(), c.link.RetransmitTimeout()});
       break;
     case proto::Kind::kOpDone: {
       event::OpDone e;
-      e.conn = c.id;
+      e.conn = c.link.id();
       s = proto::Decode(payload, &e.op);
       if (s.ok()) Dispatch(std::move(e));
       break;
     }
     case proto::Kind::kSyncState: {
       event::SyncState e;
-      e.conn = c.id;
+      e.conn = c.link.id();
       s = proto::Decode(payload, &e.state);
       if (s.ok()) Dispatch(std::move(e));
       break;
     }
     case proto::Kind::kSyncDone: {
       event::SyncDone e;
-      e.conn = c.id;
+      e.conn = c.link.id();
       s = proto::Decode(payload, &e.result);
       if (s.ok()) Dispatch(std::move(e));
       break;
@@ -343,19 +342,19 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
     case proto::Kind::kOptimizeTopology: {
       proto::EpochMessage m;
       s = proto::Decode(payload, &m);
-      if (s.ok()) Dispatch(event::OptimizeTopology{c.id, m.epoch});
+      if (s.ok()) Dispatch(event::OptimizeTopology{c.link.id(), m.epoch});
       break;
     }
     case proto::Kind::kBandwidthReport: {
       event::BandwidthReport e;
-      e.conn = c.id;
+      e.conn = c.link.id();
       s = proto::Decode(payload, &e.report);
       if (s.ok()) Dispatch(std::move(e));
       break;
     }
     case proto::Kind::kLinkBroken: {
       event::LinkBroken e;
-      e.conn = c.id;
+      e.conn = c.link.id();
       s = proto::Decode(payload, &e.report);
       if (s.ok()) Dispatch(std::move(e));
       break;
@@ -363,20 +362,28 @@ void MasterServer::Loop::OnFrame(Connection& c, uint16_t kind, const std::string
     case proto::Kind::kGoodbye:
       s = proto::DecodeEmpty(payload, "Goodbye");
       if (s.ok()) {
-        Dispatch(event::Goodbye{c.id});
+        Dispatch(event::Goodbye{c.link.id()});
         BeginClose(c);
       }
       break;
     default:
       s = InvalidArgument("unexpected message kind " + std::to_string(kind));
   }
-  if (!s.ok()) FailProtocol(c, s.message() + " from " + c.socket.peer());
+  if (!s.ok()) FailProtocol(c, s.message() + " from " + c.link.peer());
 }
 
-void MasterServer::Loop::FailProtocol(Connection& c, const std::string& reason) {
-  PCCL_LOG(kWarning, "master: dropping " + c.socket.peer() + ": " + reason);
-  Dispatch(event::ProtocolError{c.id, reason});
+void MasterServer::Loop::FailProtocol(Entry& c, const std::string& reason) {
+  PCCL_LOG(kWarning, "master: dropping " + c.link.peer() + ": " + reason);
+  Dispatch(event::ProtocolError{c.link.id(), reason});
   BeginClose(c);  // Membership asked for it already; this covers a peer it never knew
+}
+
+void MasterServer::Loop::ForgetStranger(Entry& c) {
+  if (!c.stranger) return;
+  c.stranger = false;
+  --strangers_;
+  auto it = strangers_by_host_.find(c.host);
+  if (it != strangers_by_host_.end() && --it->second == 0) strangers_by_host_.erase(it);
 }
 
 void MasterServer::Loop::Dispatch(Event event) {
@@ -396,70 +403,53 @@ void MasterServer::Loop::Apply(std::vector<Action> actions) {
     if (Send* send = std::get_if<Send>(&action)) {
       auto it = conns_.find(send->conn);
       if (it == conns_.end() || it->second.failed) continue;
-      Connection& c = it->second;
+      Entry& c = it->second;
       if (c.write_shut) continue;
-      uint8_t header[net::kFrameHeaderBytes];
-      net::EncodeFrameHeader(static_cast<uint16_t>(send->kind), send->payload.size(), header);
-      c.out.append(reinterpret_cast<const char*>(header), sizeof(header));
-      c.out.append(send->payload);
-      if (c.out.size() - c.out_offset > options_.max_output_bytes && c.state == State::kOpen) {
-        PCCL_LOG(kWarning, "master: dropping " + c.socket.peer() + ": " +
-                               std::to_string(c.out.size() - c.out_offset) +
+      c.link.Queue(static_cast<uint16_t>(send->kind), send->payload);
+      if (c.link.unsent() > options_.max_output_bytes && c.state == State::kOpen) {
+        PCCL_LOG(kWarning, "master: dropping " + c.link.peer() + ": " +
+                               std::to_string(c.link.unsent()) +
                                " bytes unsent (the peer stopped reading)");
         c.failed = true;
-        queue_.push_back(event::Disconnected{c.id});
+        queue_.push_back(event::Disconnected{c.link.id()});
       }
     } else {
       const Drop& drop = std::get<Drop>(action);
       auto it = conns_.find(drop.conn);
       if (it == conns_.end()) continue;
-      PCCL_LOG(kInfo, "master: dropping " + it->second.socket.peer() + ": " + drop.reason);
+      PCCL_LOG(kInfo, "master: dropping " + it->second.link.peer() + ": " + drop.reason);
       BeginClose(it->second);
     }
   }
 }
 
-void MasterServer::Loop::Flush(Connection& c) {
-  while (c.out_offset < c.out.size()) {
-    ssize_t n = ::send(c.socket.fd(), c.out.data() + c.out_offset, c.out.size() - c.out_offset,
-                       MSG_NOSIGNAL);
-    if (n > 0) {
-      c.out_offset += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+void MasterServer::Loop::Flush(Entry& c) {
+  if (!c.link.Flush()) {
     c.failed = true;
     if (c.state == State::kOpen) {
-      PCCL_LOG(kInfo, "master: send to " + c.socket.peer() + " failed: " + std::strerror(errno));
-      Dispatch(event::Disconnected{c.id});
+      PCCL_LOG(kInfo, "master: " + c.link.peer() + ": " + c.link.why());
+      Dispatch(event::Disconnected{c.link.id()});
     }
     return;
   }
-  if (c.out_offset == c.out.size()) {
-    c.out.clear();
-    c.out_offset = 0;
-    if (c.state == State::kClosing && !c.write_shut) {
-      ::shutdown(c.socket.fd(), SHUT_WR);  // FIN after the last byte; linger for the peer's
-      c.write_shut = true;
-    }
-  } else if (c.out_offset > (1 << 20)) {
-    c.out.erase(0, c.out_offset);
-    c.out_offset = 0;
+  if (c.link.unsent() == 0 && c.state == State::kClosing && !c.write_shut) {
+    c.link.ShutWrite();  // FIN after the last byte; linger for the peer's
+    c.write_shut = true;
   }
 }
 
-void MasterServer::Loop::BeginClose(Connection& c) {
+void MasterServer::Loop::BeginClose(Entry& c) {
   if (c.state == State::kClosing) return;
   c.state = State::kClosing;
-  c.in.clear();
+  c.link.StopReading();
   c.close_deadline = Clock::now() + options_.drop_linger;
 }
 
 void MasterServer::Loop::Reap(TimePoint now) {
   for (auto it = conns_.begin(); it != conns_.end();) {
-    Connection& c = it->second;
+    Entry& c = it->second;
     if (c.failed || (c.state == State::kClosing && now >= c.close_deadline)) {
+      ForgetStranger(c);
       it = conns_.erase(it);  // the Socket closes the fd
     } else {
       ++it;
@@ -473,10 +463,7 @@ void MasterServer::Loop::ShutdownAll() {
   std::string payload = proto::Encode(bye);
   for (auto& [id, c] : conns_) {
     if (c.failed || c.state != State::kOpen) continue;
-    uint8_t header[net::kFrameHeaderBytes];
-    net::EncodeFrameHeader(static_cast<uint16_t>(proto::Kind::kError), payload.size(), header);
-    c.out.append(reinterpret_cast<const char*>(header), sizeof(header));
-    c.out.append(payload);
+    c.link.Queue(static_cast<uint16_t>(proto::Kind::kError), payload);
     c.state = State::kClosing;
     Flush(c);  // best effort, never blocks
   }
@@ -508,7 +495,17 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
     self->loop_->Run(self->stop_);
     self->running_ = false;
   });
-  PCCL_LOG(kInfo, "master: listening on " + server->address_);
+  PCCL_LOG(kInfo, "master: listening on " + server->address_ +
+                     (options.auth.enabled()
+                          ? std::string(options.auth.encrypted ? ", encrypted" : "") +
+                                ", peers must prove the run secret"
+                          : ""));
+  if (!options.auth.enabled() && !net::IsLoopbackHost(endpoint.host)) {
+    PCCL_LOG(kWarning, "master: listening on " + server->address_ +
+                           " without a run secret: anyone who can reach it can join the run, "
+                           "read the shared state and send gradients (give every process the "
+                           "same secret: PCCL_RUN_SECRET or secret=...)");
+  }
   *out = std::move(server);
   return Status::Ok();
 }

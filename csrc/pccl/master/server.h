@@ -2,15 +2,20 @@
 // and the Membership state machine (membership.h).
 //
 // The thread poll()s the listener, each connection and a wake-up eventfd. Sockets are
-// non-blocking with an input buffer (frames may arrive in pieces) and an output buffer (a
-// slow peer never blocks anyone else). Each frame header is validated (magic, version,
-// kind, length <= net::kMaxHelloPayload before a Hello, net::kMaxPeerMessage after it) as
-// soon as its 16 bytes are in, before any of its payload is buffered; a bad frame or an undecodable message is logged with the remote
-// address, answered with Error and that connection alone is dropped. Decoded messages
+// non-blocking; each connection (connection.h) buffers what comes in and what goes out,
+// checks every frame header before buffering its payload, answers the handshake of a run
+// with a secret, and seals and opens the records of an encrypted run. Decoded messages
 // become Membership events; time passing becomes Tick events (poll wakes at least every
-// 100 ms while a deadline is pending). A dropped connection is closed gracefully: its
-// output is flushed, its write side shut, and it lingers (bounded) until the peer closes,
-// so that the final Error is not lost to a reset.
+// 100 ms while a deadline is pending). A bad frame or an undecodable message is logged with
+// the remote address, answered with Error and that connection alone is dropped. A dropped
+// connection is closed gracefully: its output is flushed, its write side shut, and it
+// lingers (bounded) until the peer closes, so that the final Error is not lost to a reset.
+//
+// Strangers are bounded: a connection must say Hello (after the handshake, in a run with a
+// secret) within hello_timeout; at most max_strangers connections may be waiting to, at
+// most max_strangers_per_host from one address, and max_connections in all; the rest are
+// closed on arrival. When accept() runs out of file descriptors the listener rests for
+// accept_backoff instead of spinning.
 //
 // Thread-safety: Start() and the destructor from one thread; port()/address() from any
 // thread; Interrupt() from any thread (not from a signal handler); Join() from any thread
@@ -24,6 +29,7 @@
 #include <string>
 #include <thread>
 
+#include "pccl/auth/handshake.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/master/membership.h"
@@ -37,8 +43,18 @@ struct MasterOptions {
   Duration link_timeout = std::chrono::seconds(30);
   // Passed to Membership: peers silent this long are kicked (hung or stopped).
   Duration heartbeat_timeout = std::chrono::seconds(3);
+  // Who may connect: the run secret's key and the transport (auth/handshake.h); without a
+  // secret anyone who reaches the listener may join.
+  auth::RunAuth auth;
   // Connections beyond this many are closed on accept.
   size_t max_connections = 4096;
+  // A connection that has not said Hello this long after it was accepted is dropped.
+  Duration hello_timeout = std::chrono::seconds(10);
+  // Connections that have not said Hello yet, in all and from one address.
+  size_t max_strangers = 1024;
+  size_t max_strangers_per_host = 64;
+  // How long the listener rests after accept() failed (out of file descriptors).
+  Duration accept_backoff = std::chrono::milliseconds(100);
   // A connection whose unsent output exceeds this (it stopped reading) is dropped.
   size_t max_output_bytes = 64 << 20;
   // How long a dropped connection may take to drain its output and close.

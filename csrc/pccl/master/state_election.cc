@@ -16,7 +16,9 @@ namespace pccl::master {
 // 2. Voters. RECEIVE_ONLY peers never vote and never send; if nobody else is there the
 //    round fails. The elected revision R is the highest revision among voters. If the group
 //    synced before at revision L, R may be at most L + 1: a jump fails the round
-//    (InvalidArgument naming the peer). Voters below R are outdated.
+//    (InvalidArgument naming the peer). A revision counts syncs, so one of 2^63 or more is
+//    a lie or a wrap, refused alike: no peer can put the group where L + 1 overflows and
+//    every later sync would fail. Voters below R are outdated.
 // 3. Popularity. Among voters at revision R, the content fingerprint (the hashes of all
 //    entries that are compared, in key order) held by the most peers wins; a tie goes to
 //    the fingerprint whose first holder comes first in ring order (the oldest member).
@@ -104,8 +106,17 @@ Election ElectSharedState(const std::vector<SyncParticipant>& peers,
         "every peer of the group syncs its shared state with RECEIVE_ONLY: nobody can send");
     return out;
   }
+  constexpr uint64_t kMaxRevision = uint64_t{1} << 63;
   uint64_t revision = 0;
-  for (size_t i : voters) revision = std::max(revision, peers[i].state.revision);
+  for (size_t i : voters) {
+    if (peers[i].state.revision >= kMaxRevision) {
+      out.status = InvalidArgument("shared state revision violation: " + PeerName(peers[i]) +
+                                   " claims revision " + std::to_string(peers[i].state.revision) +
+                                   " (revisions count syncs and stay below 2^63)");
+      return out;
+    }
+    revision = std::max(revision, peers[i].state.revision);
+  }
   if (last_revision.has_value() && revision > *last_revision + 1) {
     for (size_t i : voters) {
       if (peers[i].state.revision == revision) {

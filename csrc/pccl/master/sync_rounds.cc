@@ -19,17 +19,6 @@ namespace pccl::master {
 // everyone at once, so that the group's next sync starts afresh instead of waiting on a
 // round that cannot complete.
 
-namespace {
-
-StatusCode CodeOf(uint32_t code) {
-  return code > static_cast<uint32_t>(StatusCode::kOk) &&
-                 code <= static_cast<uint32_t>(StatusCode::kKicked)
-             ? static_cast<StatusCode>(code)
-             : StatusCode::kAborted;
-}
-
-}  // namespace
-
 std::optional<uint64_t> SyncRounds::revision(uint32_t peer_group) const {
   auto it = state_revision_.find(peer_group);
   if (it == state_revision_.end()) return std::nullopt;
@@ -101,7 +90,7 @@ void SyncRounds::OnSyncDone(const Peer& peer, const proto::SyncResult& result,
   if (!round.planned && result.ok) return;
   if (!result.ok) {
     std::string cause = result.reason.empty() ? "no reason given" : result.reason;
-    Complete(peer.peer_group, false, CodeOf(result.code),
+    Complete(peer.peer_group, false, MemberReportedCode(result.code),
              Describe(peer) + " failed its shared-state transfer: " + cause, roster, step);
     return;
   }

@@ -49,7 +49,8 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
     answer_sender(proto::Verdict{key, 0,
                                  "the ring changed while " + key.ToString() +
                                      " ran (now epoch " + std::to_string(roster.epoch()) +
-                                     ": " + roster.epoch_cause() + "); retry"});
+                                     ": " + roster.epoch_cause() + "); retry",
+                                 static_cast<uint32_t>(StatusCode::kAborted), 1});
     return false;
   }
   if (auto it = decided_.find(key); it != decided_.end()) {
@@ -64,7 +65,8 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
                                        " undecided collectives, its limit"});
       return false;
     }
-    it = open_ops_.emplace(key, OpState{}).first;
+    ++opened_by_[peer.conn];  // within its limit: Membership checked Admits() first
+    it = open_ops_.emplace(key, OpState{peer.conn, {}}).first;
   }
   OpState& state = it->second;
   for (const auto& [conn, report] : state.reports) {
@@ -76,12 +78,8 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   Report report{op.ok != 0, op.descriptor_hash};
   if (!report.ok) {
     std::string cause = op.reason.empty() ? "no reason given" : op.reason;
-    StatusCode code = op.code > static_cast<uint32_t>(StatusCode::kOk) &&
-                              op.code <= static_cast<uint32_t>(StatusCode::kKicked)
-                          ? static_cast<StatusCode>(op.code)
-                          : StatusCode::kAborted;
     Decide(key, false, Describe(peer) + " failed " + key.ToString() + ": " + cause, roster,
-           step, code);
+           step, MemberReportedCode(op.code));
     return true;
   }
   for (const auto& [conn, earlier] : state.reports) {
@@ -107,6 +105,16 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   return true;
 }
 
+Status Verdicts::Admits(const Peer& peer, const proto::OpKey& key) const {
+  if (open_ops_.count(key) || decided_.count(key)) return Status::Ok();
+  auto it = opened_by_.find(peer.conn);
+  const size_t opened = it == opened_by_.end() ? 0 : it->second;
+  if (opened < options_.max_open_ops_per_peer) return Status::Ok();
+  return InvalidArgument(Describe(peer) + " reported " + std::to_string(opened) +
+                         " collectives that no other member has reported yet (the limit is " +
+                         std::to_string(options_.max_open_ops_per_peer) + ")");
+}
+
 bool Verdicts::Decided(uint32_t peer_group, uint64_t tag, uint64_t count) const {
   auto it = decided_seqs_.find({peer_group, tag});
   return it != decided_seqs_.end() && it->second.prefix >= count;
@@ -115,7 +123,7 @@ bool Verdicts::Decided(uint32_t peer_group, uint64_t tag, uint64_t count) const 
 void Verdicts::FailGroup(uint32_t peer_group, const std::string& reason, const Roster& roster,
                          Step& step) {
   for (const proto::OpKey& key : OpenOpsOf({peer_group})) {
-    Decide(key, false, reason, roster, step);
+    Decide(key, false, reason, roster, step, StatusCode::kAborted, /*ring_replaced=*/true);
   }
 }
 
@@ -125,8 +133,9 @@ void Verdicts::OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_ep
     Decide(key, false,
            "the ring changed (epoch " + std::to_string(next_epoch) + ": " + cause +
                ") before every peer of " + key.ToString() + " reported; retry",
-           roster, step);
+           roster, step, StatusCode::kAborted, /*ring_replaced=*/true);
   }
+  for (uint32_t group : groups) breaking_.erase(group);
   std::erase_if(decided_, [&](const auto& kv) { return groups.count(kv.first.peer_group) > 0; });
   std::erase_if(decided_order_,
                 [&](const proto::OpKey& key) { return groups.count(key.peer_group) > 0; });
@@ -134,9 +143,10 @@ void Verdicts::OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_ep
 }
 
 void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
-                      const Roster& roster, Step& step, StatusCode code) {
+                      const Roster& roster, Step& step, StatusCode code, bool ring_replaced) {
   proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason,
                          ok ? 0u : static_cast<uint32_t>(code)};
+  verdict.ring_replaced = !ok && (ring_replaced || breaking_.count(key.peer_group) > 0);
   if (verdict.reason.size() > proto::kMaxReasonLength) {
     verdict.reason.resize(proto::kMaxReasonLength);
   }
@@ -144,7 +154,11 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
   for (ConnId m : roster.GroupMembers(key.peer_group)) {
     step.SendTo(m, proto::Kind::kVerdict, payload);
   }
-  open_ops_.erase(key);
+  if (auto op = open_ops_.find(key); op != open_ops_.end()) {
+    auto opened = opened_by_.find(op->second.opener);
+    if (opened != opened_by_.end() && --opened->second == 0) opened_by_.erase(opened);
+    open_ops_.erase(op);
+  }
   if (key.epoch != roster.RingEpoch(key.peer_group)) return;
   decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);
   decided_[key] = std::move(verdict);

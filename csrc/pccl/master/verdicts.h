@@ -32,6 +32,10 @@ struct VerdictOptions {
   size_t max_decided_ops = 4096;
   // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
   size_t max_open_ops = 65536;
+  // Undecided operations one peer may open (be the first to report): honest peers report
+  // each collective within moments of each other, so a peer beyond it is making keys up,
+  // and Membership removes it (Admits()).
+  size_t max_open_ops_per_peer = 4096;
 };
 
 class Verdicts {
@@ -41,6 +45,9 @@ class Verdicts {
   // OpDone from `peer`. Returns true when it decided a verdict (an admission may be
   // waiting for it: Membership asks Admission again).
   bool OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster& roster, Step& step);
+  // Whether `peer` may report `key`: not if that would open one undecided operation more
+  // than its limit (InvalidArgument saying so).
+  Status Admits(const Peer& peer, const proto::OpKey& key) const;
 
   // Whether collectives seq 0 .. count-1 of (peer_group, tag) are all decided on the
   // group's current ring (false while none of (peer_group, tag) is, even for count 0).
@@ -57,6 +64,11 @@ class Verdicts {
   void OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_epoch,
                       const std::string& cause, const Roster& roster, Step& step);
 
+  // A ring link of `peer_group` broke and its ring will be re-dialled: until then its
+  // failed verdicts say "ring replaced", so that no member retries on links a neighbour
+  // has cut already. OnRingsChanged ends it.
+  void OnRingBreaking(uint32_t peer_group) { breaking_.insert(peer_group); }
+
   // Observers (tests).
   size_t open_ops() const { return open_ops_.size(); }
   size_t decided_ops() const { return decided_.size(); }
@@ -68,6 +80,7 @@ class Verdicts {
   };
   // An undecided collective: who reported what, in report order.
   struct OpState {
+    ConnId opener = 0;  // who reported first
     std::vector<std::pair<ConnId, Report>> reports;
   };
   // Which sequence numbers of a (group, tag) are decided on the group's current ring: all
@@ -81,16 +94,21 @@ class Verdicts {
   // Sends verdict `ok` for op `key` to every member of key.peer_group and stores it.
   // `code`: the StatusCode every peer raises on failure (Aborted: retry after the topology
   // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
+  // `ring_replaced`: a failure because the group's ring is being replaced (also said of
+  // every failure while a link of the group is broken).
   void Decide(const proto::OpKey& key, bool ok, const std::string& reason,
-              const Roster& roster, Step& step, StatusCode code = StatusCode::kAborted);
+              const Roster& roster, Step& step, StatusCode code = StatusCode::kAborted,
+              bool ring_replaced = false);
   // The undecided collectives of `groups`, in key order.
   std::vector<proto::OpKey> OpenOpsOf(const std::set<uint32_t>& groups) const;
 
   VerdictOptions options_;
   std::map<proto::OpKey, OpState> open_ops_;
+  std::map<ConnId, size_t> opened_by_;  // open_ops_ per opener
   std::map<proto::OpKey, proto::Verdict> decided_;
   std::deque<proto::OpKey> decided_order_;  // oldest first, for eviction
   std::map<std::pair<uint32_t, uint64_t>, DecidedSeqs> decided_seqs_;
+  std::set<uint32_t> breaking_;  // groups with a broken ring link, not yet re-dialled
 };
 
 }  // namespace pccl::master

@@ -1,5 +1,8 @@
 #include "pccl/net/address.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cstdlib>
 
 namespace pccl::net {
@@ -38,6 +41,46 @@ Status ParseEndpoint(const std::string& text, bool allow_port_zero, Endpoint* ou
   }
   out->host = host;
   out->port = static_cast<uint16_t>(port);
+  return Status::Ok();
+}
+
+std::string HostOfPeer(const std::string& peer) {
+  Endpoint endpoint;
+  if (ParseEndpoint(peer, /*allow_port_zero=*/true, &endpoint).ok()) return endpoint.host;
+  return peer;
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  struct in_addr v4;
+  return ::inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+Status CheckDialableHost(const std::string& host) {
+  struct in_addr v4;
+  struct in6_addr v6;
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    const uint32_t a = ntohl(v4.s_addr);
+    if (a == 0 || a == 0xFFFFFFFFu || (a >> 28) == 0xE) {
+      return InvalidArgument("host '" + host + "' is an unspecified, broadcast or multicast address");
+    }
+    return Status::Ok();
+  }
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_UNSPECIFIED(&v6) || IN6_IS_ADDR_MULTICAST(&v6)) {
+      return InvalidArgument("host '" + host + "' is an unspecified or multicast address");
+    }
+    return Status::Ok();
+  }
+  if (host.empty() || host.size() > 253) {
+    return InvalidArgument("host name of " + std::to_string(host.size()) +
+                           " characters (1 to 253 allowed)");
+  }
+  for (char ch : host) {
+    const bool fits = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '-' || ch == '.';
+    if (!fits) return InvalidArgument("host name '" + host + "' has a character DNS names do not");
+  }
   return Status::Ok();
 }
 

@@ -152,16 +152,39 @@ void SetLiveness(int fd) {
 
 }  // namespace
 
+struct Socket::Records {
+  std::unique_ptr<secure::RecordSealer> sealer;  // the sender's
+  std::string sealed;                            // records waiting to be sent (reused)
+  std::unique_ptr<secure::RecordOpener> opener;  // the receiver's
+  std::string opened;                            // plaintext of a record not yet handed out
+  size_t opened_pos = 0;
+  Status broken;  // a record that did not open: the stream is unusable from there on
+};
+
+Socket::Socket() = default;
+Socket::Socket(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) {}
+Socket::~Socket() { Close(); }
+
 Socket::Socket(Socket&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), peer_(std::move(other.peer_)) {}
+    : fd_(std::exchange(other.fd_, -1)),
+      peer_(std::move(other.peer_)),
+      secure_(std::move(other.secure_)) {}
 
 Socket& Socket::operator=(Socket&& other) noexcept {
   if (this != &other) {
     Close();
     fd_ = std::exchange(other.fd_, -1);
     peer_ = std::move(other.peer_);
+    secure_ = std::move(other.secure_);
   }
   return *this;
+}
+
+void Socket::Secure(std::unique_ptr<secure::RecordSealer> sealer,
+                    std::unique_ptr<secure::RecordOpener> opener) {
+  secure_ = std::make_unique<Records>();
+  secure_->sealer = std::move(sealer);
+  secure_->opener = std::move(opener);
 }
 
 void Socket::Close() {
@@ -226,6 +249,14 @@ Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out)
 }
 
 Status Socket::SendAllV(struct iovec* iov, int iovcnt, Deadline deadline) {
+  if (!secure_) return SendRawV(iov, iovcnt, deadline);
+  secure_->sealed.clear();
+  PCCL_RETURN_IF_ERROR(secure_->sealer->Seal(iov, iovcnt, &secure_->sealed));
+  struct iovec sealed = {secure_->sealed.data(), secure_->sealed.size()};
+  return SendRawV(&sealed, 1, deadline);
+}
+
+Status Socket::SendRawV(struct iovec* iov, int iovcnt, Deadline deadline) {
   while (iovcnt > 0) {
     if (iov->iov_len == 0) {
       ++iov;
@@ -265,6 +296,51 @@ Status Socket::SendAll(const void* data, size_t size, Deadline deadline) {
 }
 
 Status Socket::RecvAll(void* data, size_t size, Deadline deadline) {
+  if (secure_) return RecvRecords(static_cast<char*>(data), size, deadline);
+  return RecvRaw(data, size, deadline);
+}
+
+Status Socket::RecvRecords(char* data, size_t size, Deadline deadline) {
+  Records& r = *secure_;
+  if (!r.broken.ok()) return r.broken;
+  while (size > 0) {
+    if (r.opened_pos < r.opened.size()) {  // what is left of the last record first
+      const size_t n = std::min(size, r.opened.size() - r.opened_pos);
+      std::memcpy(data, r.opened.data() + r.opened_pos, n);
+      r.opened_pos += n;
+      data += n;
+      size -= n;
+      continue;
+    }
+    uint8_t header[secure::kRecordHeaderBytes];
+    PCCL_RETURN_IF_ERROR(RecvRaw(header, sizeof(header), deadline));
+    size_t length = 0;
+    if (Status st = secure::RecordOpener::PayloadLength(header, &length); !st.ok()) {
+      return r.broken = Status(st.code(), st.message() + " from " + peer_);
+    }
+    uint8_t tag[secure::kTagBytes];
+    if (length <= size) {  // the whole record fits: open it where the caller wants it
+      auto* p = reinterpret_cast<uint8_t*>(data);
+      PCCL_RETURN_IF_ERROR(RecvRaw(p, length, deadline));
+      PCCL_RETURN_IF_ERROR(RecvRaw(tag, sizeof(tag), deadline));
+      Status opened = r.opener->Open(header, p, length, tag);
+      if (!opened.ok()) return r.broken = Status(opened.code(), opened.message() + " from " + peer_);
+      data += length;
+      size -= length;
+      continue;
+    }
+    r.opened.resize(length + secure::kTagBytes);
+    auto* p = reinterpret_cast<uint8_t*>(r.opened.data());
+    PCCL_RETURN_IF_ERROR(RecvRaw(p, length + secure::kTagBytes, deadline));
+    Status opened = r.opener->Open(header, p, length, p + length);
+    if (!opened.ok()) return r.broken = Status(opened.code(), opened.message() + " from " + peer_);
+    r.opened.resize(length);
+    r.opened_pos = 0;
+  }
+  return Status::Ok();
+}
+
+Status Socket::RecvRaw(void* data, size_t size, Deadline deadline) {
   char* p = static_cast<char*>(data);
   size_t got = 0;
   while (got < size) {

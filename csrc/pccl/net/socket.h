@@ -5,6 +5,10 @@
 // thread may call Shutdown() to make a blocked SendAll/RecvAll return at once (abort).
 // Errors name the syscall, errno text and the remote endpoint.
 //
+// An encrypted connection (Secure(), after its handshake) carries everything in sealed
+// records (secure/records.h): SendAllV seals the bytes and sends the records, RecvAll opens
+// records and hands out their plaintext; callers see the same byte stream either way.
+//
 // Thread-safety: one thread may send while another receives; Shutdown() from any thread.
 // Close/move only when no other thread uses the socket.
 #pragma once
@@ -13,19 +17,21 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/net/address.h"
+#include "pccl/secure/records.h"
 
 namespace pccl::net {
 
 class Socket {
  public:
-  Socket() = default;
-  explicit Socket(int fd, std::string peer = "") : fd_(fd), peer_(std::move(peer)) {}
-  ~Socket() { Close(); }
+  Socket();
+  explicit Socket(int fd, std::string peer = "");
+  ~Socket();
   Socket(Socket&& other) noexcept;
   Socket& operator=(Socket&& other) noexcept;
   Socket(const Socket&) = delete;
@@ -46,6 +52,13 @@ class Socket {
   // Receives exactly `size` bytes or fails.
   Status RecvAll(void* data, size_t size, Deadline deadline);
 
+  // From now on every byte sent is sealed by `sealer` and every byte received must open
+  // with `opener` (DataLoss if one does not). Called once, by the handshake, before the
+  // socket is shared between threads.
+  void Secure(std::unique_ptr<secure::RecordSealer> sealer,
+              std::unique_ptr<secure::RecordOpener> opener);
+  bool encrypted() const { return secure_ != nullptr; }
+
   // Applies SO_SNDBUF/SO_RCVBUF when bytes > 0.
   void SetBufferSizes(int64_t bytes);
   // The kernel's retransmission timeout for this connection (TCP_INFO) without the backoff
@@ -57,8 +70,14 @@ class Socket {
   void Close();
 
  private:
+  struct Records;  // an encrypted connection's sealer and opener, with their buffers
+  Status SendRawV(struct iovec* iov, int iovcnt, Deadline deadline);
+  Status RecvRaw(void* data, size_t size, Deadline deadline);
+  Status RecvRecords(char* data, size_t size, Deadline deadline);
+
   int fd_ = -1;
   std::string peer_;
+  std::unique_ptr<Records> secure_;
 };
 
 // A listening socket on a local address (port 0 picks a free port).

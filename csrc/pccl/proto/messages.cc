@@ -41,6 +41,9 @@ const char* KindName(uint16_t kind) {
     case Kind::kProbeHello: return "ProbeHello";
     case Kind::kProbeData: return "ProbeData";
     case Kind::kProbeResult: return "ProbeResult";
+    case Kind::kGreeting: return "Greeting";
+    case Kind::kChallenge: return "Challenge";
+    case Kind::kProof: return "Proof";
   }
   return "unknown";
 }
@@ -73,6 +76,43 @@ Status PortIsSet(const Hello& m) {
   if (m.p2p_port == 0) return InvalidArgument("field 'p2p_port' must not be 0");
   return Status::Ok();
 }
+
+Status PublicKeyFits(const std::string& key) {
+  if (key.empty() || key.size() == kPublicKeyLength) return Status::Ok();
+  return InvalidArgument("field 'public_key' must be empty or " +
+                         std::to_string(kPublicKeyLength) + " bytes, got " +
+                         std::to_string(key.size()));
+}
+Status HelloKeyFits(const Hello& m) { return PublicKeyFits(m.public_key); }
+Status MemberKeyFits(const Member& m) { return PublicKeyFits(m.public_key); }
+
+Status ExactLength(const std::string& value, size_t length, const char* field) {
+  if (value.size() == length) return Status::Ok();
+  return InvalidArgument(std::string("field '") + field + "' must be " + std::to_string(length) +
+                         " bytes, got " + std::to_string(value.size()));
+}
+
+Status GreetingIsWellFormed(const Greeting& m) {
+  const auto purpose = static_cast<Kind>(m.purpose);
+  if (purpose != Kind::kHello && purpose != Kind::kP2PHello && purpose != Kind::kStateHello &&
+      purpose != Kind::kProbeHello) {
+    return InvalidArgument("field 'purpose' must be Hello, P2PHello, StateHello or ProbeHello, got " +
+                           std::to_string(m.purpose));
+  }
+  if (m.transport > 1) {
+    return InvalidArgument("field 'transport' must be 0 or 1, got " + std::to_string(m.transport));
+  }
+  if (m.cipher > 2) return InvalidArgument("field 'cipher' is " + std::to_string(m.cipher));
+  return ExactLength(m.nonce, kNonceLength, "nonce");
+}
+
+Status ChallengeIsWellFormed(const Challenge& m) {
+  if (m.cipher > 2) return InvalidArgument("field 'cipher' is " + std::to_string(m.cipher));
+  PCCL_RETURN_IF_ERROR(ExactLength(m.nonce, kNonceLength, "nonce"));
+  return ExactLength(m.proof, kProofLength, "proof");
+}
+
+Status ProofIsWellFormed(const Proof& m) { return ExactLength(m.proof, kProofLength, "proof"); }
 
 Status StrategyIsKnown(const SyncState& m) {
   if (m.strategy <= static_cast<uint8_t>(SyncStrategy::kSendOnly)) return Status::Ok();
@@ -111,6 +151,8 @@ constexpr std::tuple kMember{
     Str("host", &Member::host, kMaxHostLength),
     U16("port", &Member::port),
     U32("peer_group", &Member::peer_group),
+    Str("public_key", &Member::public_key, kPublicKeyLength),
+    Rule(&MemberKeyFits),
 };
 constexpr auto kRingMember =
     std::tuple_cat(kMember, std::tuple{U64("ring_epoch", &Member::ring_epoch)});
@@ -142,7 +184,9 @@ constexpr auto kHello = MessageOf<Hello>("Hello", std::tuple{
     U32("peer_group", &Hello::peer_group),
     U16("p2p_port", &Hello::p2p_port),
     Str("advertise_host", &Hello::advertise_host, kMaxHostLength),
+    Str("public_key", &Hello::public_key, kPublicKeyLength),
     Rule(&PortIsSet),
+    Rule(&HelloKeyFits),
 });
 constexpr auto kWelcome = MessageOf<Welcome>("Welcome", std::tuple{
     U64("peer_id", &Welcome::peer_id),
@@ -184,12 +228,34 @@ constexpr auto kVerdict = MessageOf<Verdict>("Verdict", std::tuple{
     Bool("ok", &Verdict::ok),
     Str("reason", &Verdict::reason, kMaxReasonLength),
     U32("code", &Verdict::code),
+    Bool("ring_replaced", &Verdict::ring_replaced),
 });
 constexpr auto kP2PHello = MessageOf<P2PHello>("P2PHello", std::tuple{
     U64("epoch", &P2PHello::epoch),
     U64("from_peer_id", &P2PHello::from_peer_id),
     U64("to_peer_id", &P2PHello::to_peer_id),
     U32("slot", &P2PHello::slot),
+});
+constexpr auto kGreeting = MessageOf<Greeting>("Greeting", std::tuple{
+    U16("purpose", &Greeting::purpose),
+    U64("from_peer_id", &Greeting::from_peer_id),
+    U64("to_peer_id", &Greeting::to_peer_id),
+    U64("epoch", &Greeting::epoch),
+    U32("slot", &Greeting::slot),
+    U8("transport", &Greeting::transport),
+    U8("cipher", &Greeting::cipher),
+    Str("nonce", &Greeting::nonce, kNonceLength),
+    Rule(&GreetingIsWellFormed),
+});
+constexpr auto kChallenge = MessageOf<Challenge>("Challenge", std::tuple{
+    U8("cipher", &Challenge::cipher),
+    Str("nonce", &Challenge::nonce, kNonceLength),
+    Str("proof", &Challenge::proof, kProofLength),
+    Rule(&ChallengeIsWellFormed),
+});
+constexpr auto kProof = MessageOf<Proof>("Proof", std::tuple{
+    Str("proof", &Proof::proof, kProofLength),
+    Rule(&ProofIsWellFormed),
 });
 constexpr auto kP2PWelcome = MessageOf<P2PWelcome>("P2PWelcome", std::tuple{
     Bool("ok", &P2PWelcome::ok),
@@ -275,6 +341,9 @@ PCCL_PROTO_CODEC(PendingReply, kPendingReply)
 PCCL_PROTO_CODEC(OpDone, kOpDone)
 PCCL_PROTO_CODEC(Verdict, kVerdict)
 PCCL_PROTO_CODEC(ErrorMessage, kErrorMessage)
+PCCL_PROTO_CODEC(Greeting, kGreeting)
+PCCL_PROTO_CODEC(Challenge, kChallenge)
+PCCL_PROTO_CODEC(Proof, kProof)
 PCCL_PROTO_CODEC(P2PHello, kP2PHello)
 PCCL_PROTO_CODEC(P2PWelcome, kP2PWelcome)
 PCCL_PROTO_CODEC(SyncState, kSyncState)

@@ -55,6 +55,13 @@
 //           once every participant reported done, failure as soon as the election failed,
 //           a participant failed or gave up (SyncDone ok=0, also before its plan came)
 //           or a member of the group left (before or after the plan).
+// Any connection in a run with a secret starts with a handshake instead of its plain first
+// frame (auth/handshake.h); once it succeeds the conversation goes on as below:
+//   dialer: Greeting (purpose, from, to, epoch, slot, transport, cipher, nonce)
+//   acceptor: Challenge (cipher, nonce, proof)   or Error (code, text): refused
+//   dialer: Proof (proof)          acceptor: P2PWelcome (ok) on every plane, or Error
+//   then the plane's conversation (Hello to the master, data on a ring link, ...), as
+//   records (secure/records.h) if the transport is encrypted.
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
 //   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
@@ -115,6 +122,9 @@ enum class Kind : uint16_t {
   kProbeHello = 47,
   kProbeData = 48,
   kProbeResult = 49,
+  kGreeting = 60,
+  kChallenge = 61,
+  kProof = 62,
 };
 const char* KindName(uint16_t kind);
 
@@ -127,12 +137,20 @@ inline constexpr uint32_t kMaxStateEntries = 16384;
 // Sources a SyncPlan lists per key: enough to stripe a joiner's transfer over several
 // holders, few enough that a plan stays small.
 inline constexpr uint32_t kMaxStateSources = 8;
+// A peer's X25519 public key: 32 bytes, or none in a run without a secret.
+inline constexpr size_t kPublicKeyLength = 32;
+// Handshake nonces and proofs.
+inline constexpr size_t kNonceLength = 32;
+inline constexpr size_t kProofLength = 32;
 
 struct Hello {
   uint32_t peer_group = 0;
   uint16_t p2p_port = 0;
   // Host other peers should dial; empty: the address the master sees this peer at.
   std::string advertise_host;
+  // In a run with a secret: the peer's X25519 public key, which the master passes on to the
+  // other members so that peer-to-peer handshakes prove who is at each end. Empty otherwise.
+  std::string public_key;
 };
 
 struct Welcome {
@@ -148,6 +166,7 @@ struct Member {
   std::string host;
   uint16_t port = 0;
   uint32_t peer_group = 0;
+  std::string public_key;  // from the member's Hello (empty in a run without a secret)
   // Topology only: the epoch in which this member's group got its current ring (its
   // members and their order). Ring links and collectives of a group carry this epoch, so
   // a topology change that leaves a group's ring as it was does not disturb that group.
@@ -222,6 +241,10 @@ struct Verdict {
   uint8_t ok = 0;
   std::string reason;
   uint32_t code = 0;  // on failure: the StatusCode peers should raise (Aborted by default)
+  // On failure: the master is replacing the group's ring (a member left, a ring link broke,
+  // the ring changed). The links of key.epoch are finished: a retry waits for the new
+  // Topology instead of running on them.
+  uint8_t ring_replaced = 0;
 };
 
 // A ring link of the sender's group broke, or could not be built, between it and
@@ -235,6 +258,33 @@ struct LinkBroken {
 struct ErrorMessage {
   uint32_t code = 0;  // a pccl::StatusCode
   std::string message;
+};
+
+// The handshake of a connection in a run with a secret (any plane; auth/handshake.h tells
+// the story). The dialer's first frame says what the connection is for, whom it is for,
+// and the transport it expects, with a fresh nonce:
+struct Greeting {
+  // The kind of the plain first frame this greeting stands for: Hello (the master link),
+  // P2PHello (a ring link), StateHello or ProbeHello.
+  uint16_t purpose = 0;
+  uint64_t from_peer_id = 0;  // peer-to-peer only; 0 on the master link
+  uint64_t to_peer_id = 0;    // peer-to-peer only
+  uint64_t epoch = 0;         // ring links only
+  uint32_t slot = 0;          // ring links only
+  uint8_t transport = 0;      // 0 plain, 1 encrypted
+  uint8_t cipher = 0;         // encrypted: the dialer's preferred secure::Cipher
+  std::string nonce;          // kNonceLength bytes
+};
+// The acceptor's answer: its nonce, the cipher both will use (0 when plain), and its proof
+// that it knows the run secret (and, peer to peer, its own private key).
+struct Challenge {
+  uint8_t cipher = 0;
+  std::string nonce;  // kNonceLength bytes
+  std::string proof;  // kProofLength bytes
+};
+// The dialer's proof; after it, an encrypted connection carries only records.
+struct Proof {
+  std::string proof;  // kProofLength bytes
 };
 
 struct P2PHello {
@@ -353,6 +403,9 @@ std::string Encode(const OpDone& m);
 std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
 std::string Encode(const LinkBroken& m);
+std::string Encode(const Greeting& m);
+std::string Encode(const Challenge& m);
+std::string Encode(const Proof& m);
 std::string Encode(const P2PHello& m);
 std::string Encode(const P2PWelcome& m);
 std::string Encode(const SyncState& m);
@@ -377,6 +430,9 @@ Status Decode(const std::string& payload, OpDone* m);
 Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
 Status Decode(const std::string& payload, LinkBroken* m);
+Status Decode(const std::string& payload, Greeting* m);
+Status Decode(const std::string& payload, Challenge* m);
+Status Decode(const std::string& payload, Proof* m);
 Status Decode(const std::string& payload, P2PHello* m);
 Status Decode(const std::string& payload, P2PWelcome* m);
 Status Decode(const std::string& payload, SyncState* m);
