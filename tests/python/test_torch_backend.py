@@ -267,6 +267,29 @@ def test_external_master_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_the_master_of_rank_0_refuses_whoever_lacks_the_groups_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PCCL_RUN_SECRET", raising=False)
+    monkeypatch.delenv("PCCL_RUN_SECRET_FILE", raising=False)
+    groups = groups_in_threads(2)
+    try:
+        master = groups[0]._rendezvous._master
+        assert master is not None
+        # Neither without a secret nor with another one does a stranger get in.
+        for secret in (None, "some other run's secret, 32 b"):
+            with pccl.Communicator(master.address, secret=secret) as stranger:
+                with pytest.raises(pccl.AuthenticationError):
+                    stranger.connect(timeout=10)
+        tensors = [torch.full((3,), float(rank)) for rank in range(2)]
+        for work in [g.allreduce([t]) for g, t in zip(groups, tensors)]:
+            work.wait()
+        assert all(torch.equal(t, torch.full((3,), 1.0)) for t in tensors)
+    finally:
+        for group in reversed(groups):
+            group.shutdown()
+
+
+@pytest.mark.timeout(60)
 def test_a_lost_rank_fails_the_survivors_collectives() -> None:
     groups = groups_in_threads(3)
     try:

@@ -9,6 +9,9 @@
 
 Rank 0 starts a pccl master in its own process and publishes its address in torch's
 store; set PCCL_MASTER_ADDR=host:port to use an external master (`pccl_master`) instead.
+The run is authenticated with PCCL_RUN_SECRET / PCCL_RUN_SECRET_FILE where set, else with a
+fresh secret rank 0 shares through the store; PCCL_TRANSPORT=encrypted encrypts it
+(docs/security.md).
 Collectives: all_reduce and reduce (SUM, AVG, PRODUCT, MIN, MAX), broadcast, all_gather,
 all_gather_single (all_gather_into_tensor), reduce_scatter, reduce_scatter_single
 (reduce_scatter_tensor) and barrier, synchronous or with async_op=True. CUDA tensors are

@@ -5,6 +5,9 @@ a pccl master inside its own process (threads, port 0) and publishes the master'
 in that store: its own address on the route to the store's host (which every rank
 reaches), loopback on a single machine. The others read it from there. With
 PCCL_MASTER_ADDR set, every rank uses that external master instead and nobody starts one.
+The run has a secret: PCCL_RUN_SECRET or PCCL_RUN_SECRET_FILE where set (and needed for an
+external master that has one), else a fresh one rank 0 makes and shares through the store.
+PCCL_TRANSPORT=encrypted encrypts every connection.
 
 Then every rank connects and runs the admission loop: the run grows only when its
 accepted peers call update_topology(), so each rank keeps admitting pending peers until
@@ -27,9 +30,11 @@ import time
 from typing import Any
 
 import pccl
+from pccl._auth import new_run_secret, secret_in_environment
 
 MASTER_ADDR_ENV = "PCCL_MASTER_ADDR"
 _MASTER_KEY = "pccl/master_address"
+_SECRET_KEY = "pccl/run_secret"
 _CHECKOUT_KEY = "pccl/checked_out"
 _CHECKOUT_GRACE_S = 10.0
 _POLL_S = 0.005
@@ -49,8 +54,8 @@ class Rendezvous:
         self._comm: pccl.Communicator | None = None
         deadline = time.monotonic() + timeout.total_seconds()
         try:
-            address = self._master_address()
-            self._comm = pccl.Communicator(address)
+            address, secret = self._master_address()
+            self._comm = pccl.Communicator(address, secret=secret)
             self._comm.connect(timeout=_left(deadline, address, world_size, 0))
             self._admit_until_full(deadline, address)
         except BaseException:
@@ -63,19 +68,27 @@ class Rendezvous:
         assert self._comm is not None, "Rendezvous.__init__ raises before this is unset"
         return self._comm
 
-    def _master_address(self) -> str:
+    def _master_address(self) -> tuple[str, bytes | None]:
+        """The master's address, and the run secret (None: the environment's, if any).
+
+        Rank 0 starts the master unless PCCL_MASTER_ADDR names one. Without a secret in the
+        environment it makes a fresh one for that master and shares it through the store,
+        so the run is as closed as torch's store is (docs/security.md)."""
         external = os.environ.get(MASTER_ADDR_ENV)
         if external:
-            return external
+            return external, None
         if self.rank == 0:
+            secret = None if secret_in_environment() else new_run_secret().encode()
             host = _local_address_towards(_store_host(self._store))
-            self._master = pccl.MasterNode(_bind_address(host), daemon=True)
+            self._master = pccl.MasterNode(_bind_address(host), daemon=True, secret=secret)
             self._master.run()
             port = self._master.port
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            self._store.set(_SECRET_KEY, secret or b"")
             self._store.set(_MASTER_KEY, address)
-            return address
-        return str(self._store.get(_MASTER_KEY).decode())  # blocks up to the store's timeout
+            return address, secret
+        address = self._store.get(_MASTER_KEY).decode()  # blocks up to the store's timeout
+        return str(address), bytes(self._store.get(_SECRET_KEY)) or None
 
     def _admit_until_full(self, deadline: float, address: str) -> None:
         while True:
