@@ -3,7 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
+
+#include "pccl/common/clock.h"
 
 namespace pccl {
 
@@ -26,5 +29,26 @@ void LogLine(LogLevel level, const std::string& message);
       ::pccl::LogLine(::pccl::LogLevel::level, (message));                    \
     }                                                                         \
   } while (0)
+
+// A log line that strangers can make repeat without bound (a refused connection: one per
+// connection of a flood). The first `burst` lines of each `interval` go out as they come;
+// the rest are counted, and the next line written says how many were held back. So a flood
+// costs a few lines every interval, not a line per connection. Thread-safe.
+class RateLimitedLog {
+ public:
+  explicit RateLimitedLog(LogLevel level, Duration interval = std::chrono::seconds(10),
+                          int burst = 5)
+      : level_(level), interval_(interval), burst_(burst) {}
+  void Log(const std::string& message);
+
+ private:
+  const LogLevel level_;
+  const Duration interval_;
+  const int burst_;
+  std::mutex mu_;
+  TimePoint window_start_{};
+  int written_ = 0;           // lines written in the current window
+  uint64_t held_back_ = 0;    // lines not written since the last one written
+};
 
 }  // namespace pccl

@@ -38,7 +38,7 @@ void Listener::AcceptLoop() {
       if (closed_.load() || st.code() == StatusCode::kAborted) return;
       // Out of descriptors, most likely: the connection stays in the backlog, so accepting
       // again at once would spin. Rest a moment (Close() waits for it at most that long).
-      PCCL_LOG(kWarning, "p2p accept: " + st.ToString());
+      refusals_.Log("p2p accept: " + st.ToString());
       std::this_thread::sleep_for(kAcceptBackoff);
       continue;
     }
@@ -86,7 +86,9 @@ void Listener::RunHandshake(Handshake* handshake) {
       },
       deadline, &hello);
   if (!st.ok()) {
-    PCCL_LOG(kWarning, "p2p connection from " + peer + " dropped: " + st.ToString());
+    refusals_.Log("p2p connection from " + peer + " dropped: " + st.ToString());
+    std::lock_guard<std::mutex> lock(handshake->mu);
+    handshake->socket.Close();  // now, not when the acceptor next reaps this handshake
   } else {
     net::Socket owned;
     {

@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "pccl/common/clock.h"
+#include "pccl/common/logging.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
 #include "pccl/link/handshake.h"
@@ -83,6 +84,7 @@ class Listener {
   void ReapLocked();  // joins finished handshakes; needs mu_
 
   net::Listener socket_;
+  RateLimitedLog refusals_{LogLevel::kWarning};  // strangers may cause them without bound
   std::map<Purpose, Handler> handlers_;  // written before Start, read-only after
   const Credentials* credentials_ = nullptr;  // set by Start
   std::thread acceptor_;

@@ -8,8 +8,8 @@ bool ServingThreads::Start(net::Socket socket, Serve serve) {
   std::lock_guard<std::mutex> lock(mu_);
   ReapLocked();
   if (threads_.size() >= limit_) {
-    PCCL_LOG(kWarning, what_ + " connection from " + socket.peer() + " closed: " +
-                           std::to_string(limit_) + " connections served already");
+    refusals_.Log(what_ + " connection from " + socket.peer() + " closed: " +
+                  std::to_string(limit_) + " connections served already");
     return false;  // `socket` closes here
   }
   auto shared = std::make_shared<net::Socket>(std::move(socket));

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "pccl/common/logging.h"
 #include "pccl/common/thread_annotations.h"
 #include "pccl/net/socket.h"
 
@@ -52,6 +53,7 @@ class ServingThreads {
 
   const std::string what_;
   const size_t limit_;
+  RateLimitedLog refusals_{LogLevel::kWarning};
   std::mutex mu_;
   std::vector<Thread> threads_ PCCL_GUARDED_BY(mu_);
 };

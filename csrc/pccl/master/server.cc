@@ -107,6 +107,7 @@ class MasterServer::Loop {
   std::map<std::string, size_t> strangers_by_host_;
   // accept() ran out of file descriptors: the listener rests until then.
   TimePoint accept_resumes_ = TimePoint::min();
+  RateLimitedLog refusals_{LogLevel::kWarning};  // strangers may cause them without bound
   std::deque<Event> queue_;
   bool dispatching_ = false;
 };
@@ -199,7 +200,7 @@ void MasterServer::Loop::AcceptAll() {
       // Out of descriptors (EMFILE, ENFILE) or another failure: the waiting connection stays
       // in the backlog, so polling the listener again at once would spin. Rest a moment.
       accept_resumes_ = Clock::now() + options_.accept_backoff;
-      PCCL_LOG(kWarning, "master: accept failed: " + s.ToString() + "; accepting again in " +
+      refusals_.Log("master: accept failed: " + s.ToString() + "; accepting again in " +
                              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                 options_.accept_backoff).count()) + " ms");
       return;
@@ -255,7 +256,7 @@ void MasterServer::Loop::ReadFrom(Entry& c) {
       }
       return;
     case Connection::Outcome::kRefused:
-      PCCL_LOG(kWarning, "master: refused " + c.link.peer() + ": " + c.link.why());
+      refusals_.Log("master: refused " + c.link.peer() + ": " + c.link.why());
       BeginClose(c);  // its Error answer is queued: flush it, then close
       return;
     case Connection::Outcome::kInvalid:
@@ -373,7 +374,7 @@ void MasterServer::Loop::OnFrame(Entry& c, uint16_t kind, const std::string& pay
 }
 
 void MasterServer::Loop::FailProtocol(Entry& c, const std::string& reason) {
-  PCCL_LOG(kWarning, "master: dropping " + c.link.peer() + ": " + reason);
+  refusals_.Log("master: dropping " + c.link.peer() + ": " + reason);
   Dispatch(event::ProtocolError{c.link.id(), reason});
   BeginClose(c);  // Membership asked for it already; this covers a peer it never knew
 }
