@@ -2,7 +2,8 @@
 
 Usage: sudo python -m bench.wan_bench [--rtt 50 100] [--pools 1 2 4 8 16 32] [--world 3]
            [--rate 400mbit] [--window 512KiB] [--big 128MiB] [--many 16x8MiB] [--iters 2]
-           [--cases sweep gloo latency join loss] [--loss 0.1%] [--join 256MiB] [--cc reno]
+           [--cases sweep gloo latency join loss transport] [--loss 0.1%] [--join 256MiB]
+           [--cc reno]
            [--json out.json] [--png out.png] [--quick]
 
 Per RTT the script builds one lab: `world` peers p0.. plus a joiner node and the pccl
@@ -25,6 +26,10 @@ buffer). The master is one WAN round trip away from every peer. Then:
            and the largest pool of the sweep.
   loss     (first RTT only) a second lab with `--loss` random loss on every link: the big
            all-reduce with the default pool and the largest pool, results verified.
+  transport  (not by default) the big, many and latency workloads with the default pool in a
+           run without a secret ("pccl"), with one on the plain transport ("pccl-auth") and
+           encrypted ("pccl-enc"), one after the other in the same lab: what
+           authentication and encryption cost.
 
 Every timed op is verified: inputs are integer-valued float32 (bench/lib/data.py's
 pattern, different per rank, tensor and iteration), every peer checks the exact sum after
@@ -66,7 +71,9 @@ class PcclWorker:
 
         self.pccl = pccl
         self.rank, self.world = rank, world
-        self.comm = pccl.Communicator(setup["address"], 0, setup["pool_size"])
+        self.comm = pccl.Communicator(setup["address"], 0, setup["pool_size"],
+                                      secret=setup.get("secret"),
+                                      transport=setup.get("transport"))
         self.comm.connect(timeout=120)
         self.comm.wait_for_world(world, timeout=120)
         self._one = np.zeros(1, np.float32)
@@ -248,16 +255,24 @@ class Group:
         stop_workers(self.conns, self.procs, graceful=graceful)
 
 
+TRANSPORT_SECRET = "wan bench run secret, 32 bytes!"
+
+
 class Master:
-    """`python -m pccl.master` in the master's namespace, one per pccl group."""
+    """`python -m pccl.master` in the master's namespace, one per pccl group; `auth`: the
+    run secret and transport (None: no secret)."""
 
     port = 48148
 
-    def __init__(self, lab: Lab):
+    def __init__(self, lab: Lab, auth: tuple[str, str] | None = None):
         Master.port += 1
+        env = dict(os.environ)
+        if auth is not None:
+            env.update(PCCL_RUN_SECRET=auth[0], PCCL_TRANSPORT=auth[1])
         self.proc = lab.popen("master", [sys.executable, "-m", "pccl.master", "--listen-address",
                                          f"0.0.0.0:{Master.port}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env=env)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if "listening on" not in line:
             raise BenchError(f"the master did not start: {line!r}")
@@ -303,7 +318,7 @@ class Bench:
         r.update(extra or {})
         self.rows.append(r)
         self.failed |= not res["verified"]
-        print(f"# rtt {rtt_ms:g} ms loss {r['loss']:g} {backend:5} pool {pool or '-':>2} "
+        print(f"# rtt {rtt_ms:g} ms loss {r['loss']:g} {backend:9} pool {pool or '-':>2} "
               f"{workload:>11}: {res['time_s']:.3f} s/op, busbw {busbw / 1e6:.1f} MB/s "
               f"({r['of_cap']:.0%} of cap), {r['rtts']:.1f} RTT"
               f"{'' if res['verified'] else '  VERIFICATION FAILED'}", file=sys.stderr,
@@ -325,13 +340,19 @@ class Bench:
                      "many": f"{n_tensors}x{size_name(n_bytes)}", "latency": "4KiB"}[name]
             self.row(lab, rtt_ms, backend, pool, label, n_bytes, n_tensors, res, stats0)
 
-    def pccl_group(self, lab: Lab, rtt_ms: float, pool: int, which: list[str]) -> None:
-        master = Master(lab)
+    def pccl_group(self, lab: Lab, rtt_ms: float, pool: int, which: list[str],
+                   transport: str | None = None) -> None:
+        """`transport` None: a run without a secret; "plain" or "encrypted": with one."""
+        auth = None if transport is None else (TRANSPORT_SECRET, transport)
+        master = Master(lab, auth)
         group = None
         try:
-            group = Group(lab, "pccl", self.args.world,
-                          {"address": master.address, "pool_size": pool})
-            self.workloads(lab, rtt_ms, group, "pccl", pool, which)
+            setup: dict[str, Any] = {"address": master.address, "pool_size": pool}
+            if auth is not None:
+                setup.update(secret=auth[0], transport=auth[1])
+            group = Group(lab, "pccl", self.args.world, setup)
+            backend = {None: "pccl", "plain": "pccl-auth", "encrypted": "pccl-enc"}[transport]
+            self.workloads(lab, rtt_ms, group, backend, pool, which)
             group.close(graceful=True)
             group = None
         finally:
@@ -416,6 +437,10 @@ class Bench:
                 if "gloo" in a.cases:
                     self.gloo_group(lab, rtt_ms, ["big", "many"] +
                                     (["latency"] if "latency" in a.cases else []))
+                if "transport" in a.cases:
+                    for transport in (None, "plain", "encrypted"):
+                        self.pccl_group(lab, rtt_ms, default_pool, ["big", "many", "latency"],
+                                        transport)
                 if "join" in a.cases and index == 0:
                     for pool in sorted({default_pool, max(a.pools)}):
                         self.join(lab, rtt_ms, pool)
@@ -427,7 +452,7 @@ class Bench:
 
 def print_table(rows: list[dict[str, Any]], cap_MBps: float) -> None:
     print(f"cap {cap_MBps:.0f} MB/s per direction per peer pair; busbw = bytes x 2(n-1)/n / time")
-    print(f"{'rtt':>4} {'loss':>6} {'backend':7} {'pool':>4} {'workload':>12} {'s/op':>8} "
+    print(f"{'rtt':>4} {'loss':>6} {'backend':9} {'pool':>4} {'workload':>12} {'s/op':>8} "
           f"{'busbw MB/s':>10} {'of cap':>6} {'RTTs':>6} {'vs gloo':>7} {'drops q/l':>9} ok")
     gloo = {(r["rtt_ms"], r["workload"]): r for r in rows if r["backend"] == "gloo"}
     for r in rows:
@@ -438,7 +463,7 @@ def print_table(rows: list[dict[str, Any]], cap_MBps: float) -> None:
         bus = r.get("busbw_MBps")
         of_cap = r.get("of_cap")
         d = r.get("drops", {})
-        print(f"{r['rtt_ms']:4g} {r['loss']:6.2%} {r['backend']:7} {r['pool'] or '-':>4} "
+        print(f"{r['rtt_ms']:4g} {r['loss']:6.2%} {r['backend']:9} {r['pool'] or '-':>4} "
               f"{r['workload']:>12} {r['time_s']:8.3f} "
               f"{'-' if bus is None else format(bus, '.1f'):>10} "
               f"{'-' if of_cap is None else format(of_cap, '.0%'):>6} "
@@ -494,7 +519,7 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=2, help="timed ops per bandwidth case")
     parser.add_argument("--latency-iters", type=int, default=10)
     parser.add_argument("--cases", nargs="+", default=["sweep", "gloo", "latency", "join", "loss"],
-                        choices=["sweep", "gloo", "latency", "join", "loss"])
+                        choices=["sweep", "gloo", "latency", "join", "loss", "transport"])
     parser.add_argument("--loss", default="0.1%")
     parser.add_argument("--cc", default=None,
                         help="TCP congestion control in the namespaces (default: the host's; "
