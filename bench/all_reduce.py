@@ -88,7 +88,7 @@ def summarize(backend: str, world: int, n_bytes: int, iters: int,
 def print_table(rows: list[dict[str, Any]]) -> None:
     ceil = {(r["world"], r["bytes"]): r["busbw_gbps"] for r in rows if r["backend"] == "ceiling"}
     gloo = {(r["world"], r["bytes"]): r for r in rows if r["backend"] == "gloo"}
-    print(f"{'backend':8} {'world':>5} {'size':>7} {'iters':>5} {'time/op':>10} "
+    print(f"{'backend':14} {'world':>5} {'size':>7} {'iters':>5} {'time/op':>10} "
           f"{'algbw':>7} {'busbw':>7} {'of ceil':>7} {'cores':>5} {'cpu-s/GB':>8} "
           f"{'vs gloo':>7} ok")
     for r in rows:
@@ -101,7 +101,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         t = r["time_s"]
         t_text = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.3f} s"
         ok = "-" if r["verified"] is None else ("yes" if r["verified"] else "NO")
-        print(f"{r['backend']:8} {r['world']:5d} {r['size']:>7} {r['iters']:5d} {t_text:>10} "
+        print(f"{r['backend']:14} {r['world']:5d} {r['size']:>7} {r['iters']:5d} {t_text:>10} "
               f"{r['algbw_gbps']:7.3f} {r['busbw_gbps']:7.3f} "
               f"{dash(frac, '.0%'):>7} {r['cores']:5.2f} "
               f"{r['cpu_s_per_bus_gb']:8.2f} {'-' if vs is None else format(vs, '.2f') + 'x':>7} "
