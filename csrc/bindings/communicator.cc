@@ -189,7 +189,13 @@ void BindCommunicator(py::module_& m) {
       })
       .def_property_readonly("peer_id", &Communicator::peer_id)
       .def_property_readonly("collectives_in_flight", &Communicator::collectives_in_flight)
-      .def_property_readonly("p2p_port", &Communicator::p2p_port);
+      .def_property_readonly("p2p_port", &Communicator::p2p_port)
+      // (reachable, observed host, observed port, detail), or None until the master answered.
+      .def_property_readonly("reachability", [](Communicator& c) -> py::object {
+        std::optional<proto::Reachability> r = c.reachability();
+        if (!r) return py::none();
+        return py::make_tuple(r->reachable != 0, r->observed_host, r->observed_port, r->detail);
+      });
 }
 
 }  // namespace pccl::bindings

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pccl import _core
 from pccl._auth import check_secret, check_transport
@@ -61,6 +61,21 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
 
 def _split_host(address: str) -> str:
     return address[1:-1] if address.startswith("[") and address.endswith("]") else address
+
+
+class Reachability(NamedTuple):
+    """Whether other peers can dial this one (`Communicator.reachability`).
+
+    After connect() the master dials the endpoint this peer advertised (its listener, where
+    ring neighbours will dial) and answers: `reachable` says whether that connected, and
+    `observed_address` is where the master sees this peer's own connection come from
+    ("host:port"; behind a NAT, the NAT's public mapping). `detail` names the endpoint
+    dialled and, if it failed, why (refused, or timed out: a NAT or firewall in the way).
+    """
+
+    reachable: bool
+    observed_address: str
+    detail: str
 
 
 class AsyncReduceHandle:
@@ -566,5 +581,16 @@ class Communicator:
         """The port of this peer's listener for other peers (0 before connect())."""
         return int(self._core.p2p_port)
 
+    @property
+    def reachability(self) -> Reachability | None:
+        """Whether the master could dial this peer back (see Reachability); None until its
+        answer came (a moment after connect(): at most a few seconds behind a NAT)."""
+        answer = self._core.reachability
+        if answer is None:
+            return None
+        reachable, host, port, detail = answer
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return Reachability(bool(reachable), address, str(detail))
 
-__all__ = ["AsyncReduceHandle", "Communicator", "PCCLError"]
+
+__all__ = ["AsyncReduceHandle", "Communicator", "PCCLError", "Reachability"]

@@ -238,6 +238,8 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
              "0000");
   ExpectWire(ProbeResult{uint64_t{1} << 20, 5000}, "ProbeResult",
              "00001000000000008813000000000000");
+  ExpectWire(Reachability{"1.2", 0x1234, 1, "x"}, "Reachability",
+             "03000000312e323412010100000078");
 }
 
 TEST(ProtoGoldenTest, DataHeaderKeepsItsBytes) {

@@ -69,6 +69,11 @@ inline void Invariants(const ErrorMessage& m) {
   FUZZ_CHECK(code != StatusCode::kOk && code <= StatusCode::kUnauthenticated);
 }
 inline void Invariants(const LinkBroken& m) { FUZZ_CHECK(m.reason.size() <= kMaxReasonLength); }
+inline void Invariants(const Reachability& m) {
+  FUZZ_CHECK(m.observed_host.size() <= kMaxHostLength);
+  FUZZ_CHECK(m.reachable <= 1);
+  FUZZ_CHECK(m.detail.size() <= kMaxReasonLength);
+}
 inline void Invariants(const Greeting& m) {
   const auto purpose = static_cast<Kind>(m.purpose);
   FUZZ_CHECK(purpose == Kind::kHello || purpose == Kind::kP2PHello ||

@@ -59,6 +59,9 @@ inline std::vector<Verdict> Samples(const Verdict*) {
 inline std::vector<ErrorMessage> Samples(const ErrorMessage*) {
   return {ErrorMessage{}, ErrorMessage{10, "kicked: no heartbeat for 30 s"}};
 }
+inline std::vector<Reachability> Samples(const Reachability*) {
+  return {Reachability{}, Reachability{"203.0.113.7", 40123, 1, "dialled 203.0.113.7:40000"}};
+}
 inline std::vector<LinkBroken> Samples(const LinkBroken*) {
   return {LinkBroken{}, LinkBroken{4, 17, "connection reset by peer"}};
 }

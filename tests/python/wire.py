@@ -35,6 +35,8 @@ class Kind(enum.IntEnum):
     GOODBYE = 12
     ERROR = 13
     HEARTBEAT = 14
+    REACHABILITY_QUERY = 20
+    REACHABILITY = 21
     P2P_HELLO = 32
     P2P_WELCOME = 33
     DATA = 34
@@ -44,6 +46,7 @@ class Kind(enum.IntEnum):
     SYNC_COMPLETE = 43
     STATE_HELLO = 44
     PROBE_HELLO = 47
+    DIAL_BACK = 50
     GREETING = 60
     CHALLENGE = 61
     PROOF = 62
@@ -180,6 +183,11 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         out["reason"] = r.string()
         out["code"] = r.take("I")
         out["ring_replaced"] = r.take("B")
+    elif kind == Kind.REACHABILITY:
+        out["observed_host"] = r.string()
+        out["observed_port"] = r.take("H")
+        out["reachable"] = r.take("B")
+        out["detail"] = r.string()
     elif kind == Kind.ERROR:
         out["code"] = r.take("I")
         out["message"] = r.string()

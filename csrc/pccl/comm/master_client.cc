@@ -26,6 +26,11 @@ constexpr auto kLostGrace = std::chrono::milliseconds(500);
 
 MasterClient::~MasterClient() { Close(); }
 
+std::optional<proto::Reachability> MasterClient::reachability() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reachability_;
+}
+
 Status MasterClient::Connect(const net::Endpoint& master, const auth::RunAuth& auth,
                              Deadline deadline) {
   Status st = net::Socket::Connect(master, deadline, &socket_);
@@ -92,6 +97,11 @@ void MasterClient::ReaderLoop() {
     }
     auto kind = static_cast<proto::Kind>(header.kind);
     if (kind == proto::Kind::kHeartbeatAck) continue;  // only its arrival (last_heard_) counts
+    if (kind == proto::Kind::kReachability) {
+      proto::Reachability answer;
+      if (proto::Decode(payload, &answer).ok()) reachability_ = std::move(answer);
+      continue;
+    }
     if (kind == proto::Kind::kVerdict) {
       proto::Verdict verdict;
       st = proto::Decode(payload, &verdict);

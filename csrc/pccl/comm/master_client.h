@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -58,6 +59,9 @@ class MasterClient {
   // Waits until a message of `kind` is queued (and leaves it there). DeadlineExceeded if
   // none came in time; the lost() status once the connection is gone.
   Status WaitUntilHas(proto::Kind kind, Deadline deadline);
+
+  // The master's answer to ReachabilityQuery (master/dial_back.h), once it came.
+  std::optional<proto::Reachability> reachability();
 
   // Called on the reader thread for every verdict.
   void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);
@@ -103,6 +107,7 @@ class MasterClient {
   TimePoint last_heard_ PCCL_GUARDED_BY(mu_) = Clock::now();  // the master's latest frame
   Duration heard_rto_ PCCL_GUARDED_BY(mu_){0};  // the socket's RTO at that moment
   Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
+  std::optional<proto::Reachability> reachability_ PCCL_GUARDED_BY(mu_);
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
 };
 

@@ -84,6 +84,9 @@ Status Session::Connect(Deadline deadline) {
   if (welcome.heartbeat_interval_ms > 0) {
     master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
   }
+  // Can the others dial this peer (or is it behind a NAT)? The master dials back and
+  // answers while admission runs; reachability() shows the answer.
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kReachabilityQuery, "", deadline));
   PCCL_RETURN_IF_ERROR(WaitAdmissionLocked(deadline));
   RefreshView();
   topology_watcher_ = std::thread([this] { WatchTopologies(); });

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,6 +127,9 @@ class Session {
 
   uint64_t peer_id() const { return peer_id_.load(); }
   uint16_t p2p_port() const { return listener_.port(); }
+  // Whether the master could dial this peer's advertised endpoint, and where it sees this
+  // peer's connection come from; empty until the master answered.
+  std::optional<proto::Reachability> reachability() { return master_.reachability(); }
 
  private:
   // Refreshes the view when the call that declares it returns, whatever the outcome.

@@ -160,6 +160,10 @@ Status AcceptHello(net::Socket& socket, const Credentials& credentials, const He
   net::FrameHeader header;
   std::string payload;
   PCCL_RETURN_IF_ERROR(net::RecvFrame(socket, net::kMaxHelloPayload, deadline, &header, &payload));
+  if (header.kind == static_cast<uint16_t>(Kind::kDialBack)) {
+    *hello = Hello{Purpose::kDialBack, 0, 0, 0, 0};  // answered by closing: it connected
+    return Status::Ok();
+  }
   if (header.kind == static_cast<uint16_t>(Kind::kGreeting)) {
     // auth::Acceptor refuses a Greeting in a run without a secret.
     proto::Greeting greeting;

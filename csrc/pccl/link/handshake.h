@@ -41,6 +41,9 @@ enum class Purpose : uint16_t {
   kRing = static_cast<uint16_t>(proto::Kind::kP2PHello),
   kState = static_cast<uint16_t>(proto::Kind::kStateHello),
   kProbe = static_cast<uint16_t>(proto::Kind::kProbeHello),
+  // The master checking that this peer accepts connections (master/dial_back.h): nothing
+  // follows, and the listener closes the connection quietly.
+  kDialBack = static_cast<uint16_t>(proto::Kind::kDialBack),
 };
 const char* PurposeName(Purpose purpose);
 

@@ -89,6 +89,10 @@ void Listener::RunHandshake(Handshake* handshake) {
     refusals_.Log("p2p connection from " + peer + " dropped: " + st.ToString());
     std::lock_guard<std::mutex> lock(handshake->mu);
     handshake->socket.Close();  // now, not when the acceptor next reaps this handshake
+  } else if (hello.purpose == Purpose::kDialBack) {
+    PCCL_LOG(kDebug, "p2p connection from " + peer + ": the master's reachability check");
+    std::lock_guard<std::mutex> lock(handshake->mu);
+    handshake->socket.Close();
   } else {
     net::Socket owned;
     {

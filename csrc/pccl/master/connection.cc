@@ -28,6 +28,7 @@ bool IsPeerToMasterKind(uint16_t kind) {
     case proto::Kind::kOptimizeTopology:
     case proto::Kind::kBandwidthReport:
     case proto::Kind::kLinkBroken:
+    case proto::Kind::kReachabilityQuery:
       return true;
     default:
       return false;

@@ -38,6 +38,7 @@
 #include "pccl/master/admission.h"
 #include "pccl/master/events.h"
 #include "pccl/master/link_repairs.h"
+#include "pccl/net/address.h"
 #include "pccl/master/ring_optimizer.h"
 #include "pccl/master/roster.h"
 #include "pccl/master/step.h"
@@ -82,6 +83,12 @@ class Membership {
   bool links_pending() const { return admission_.links_pending(); }
   std::vector<uint64_t> MemberIds() const;   // in ring order
   std::vector<uint64_t> PendingIds() const;  // in arrival order
+  // The endpoint other peers dial for the peer on `conn` (member or pending), if it said Hello.
+  std::optional<net::Endpoint> AdvertisedEndpoint(ConnId conn) const {
+    const Peer* peer = roster().Find(conn);
+    if (peer == nullptr) return std::nullopt;
+    return net::Endpoint{peer->host, peer->port};
+  }
   // The latest measured bandwidth from one peer to another (bytes/s), if any.
   std::optional<double> MeasuredBandwidth(uint64_t from_peer_id, uint64_t to_peer_id) const {
     return optimizer_.MeasuredBandwidth(from_peer_id, to_peer_id);

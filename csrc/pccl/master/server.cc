@@ -19,6 +19,7 @@
 #include "pccl/net/socket.h"
 #include "pccl/net/wire.h"
 #include "pccl/master/connection.h"
+#include "pccl/master/dial_back.h"
 
 namespace pccl::master {
 
@@ -84,6 +85,9 @@ class MasterServer::Loop {
   void ReadFrom(Entry& c);
   void OnFrame(Entry& c, uint16_t kind, const std::string& payload);
   void FailProtocol(Entry& c, const std::string& reason);
+  // ReachabilityQuery from a peer that said Hello: dial back its advertised endpoint.
+  void CheckReachability(Entry& c);
+  void AnswerReachability(const DialBacks::Done& done);
   // Takes a connection out of the strangers' counts (it said Hello, or it is gone).
   void ForgetStranger(Entry& c);
   void Dispatch(Event event);
@@ -108,6 +112,7 @@ class MasterServer::Loop {
   // accept() ran out of file descriptors: the listener rests until then.
   TimePoint accept_resumes_ = TimePoint::min();
   RateLimitedLog refusals_{LogLevel::kWarning};  // strangers may cause them without bound
+  DialBacks dial_backs_;  // reachability checks in progress (dial_back.h)
   std::deque<Event> queue_;
   bool dispatching_ = false;
 };
@@ -127,6 +132,9 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
       fds.push_back({c.link.fd(), events, 0});
       ids.push_back(id);
     }
+    const size_t dial_base = fds.size();
+    dial_backs_.AddPollFds(&fds);
+    const size_t dial_count = fds.size() - dial_base;
     const TimePoint before = Clock::now();
     const int timeout_ms = PollTimeoutMs(before);
     int rc = ::poll(fds.data(), fds.size(), timeout_ms);
@@ -164,6 +172,10 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
       }
     }
     TimePoint now = Clock::now();
+    for (const DialBacks::Done& done :
+         dial_backs_.Collect(fds.data() + dial_base, dial_count, now)) {
+      AnswerReachability(done);
+    }
     if (now >= membership_.NextDeadline()) Dispatch(event::Tick{});
     DropSilentStrangers(now);
     for (auto& [id, c] : conns_) {
@@ -179,6 +191,7 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
 int MasterServer::Loop::PollTimeoutMs(TimePoint now) const {
   TimePoint next = membership_.NextDeadline();
   if (accept_resumes_ > now) next = std::min(next, accept_resumes_);
+  next = std::min(next, dial_backs_.NextDeadline());
   for (const auto& [id, c] : conns_) {
     if (c.close_deadline < next) next = c.close_deadline;
     if (c.state == State::kOpen && !c.link.said_hello()) {
@@ -353,6 +366,10 @@ void MasterServer::Loop::OnFrame(Entry& c, uint16_t kind, const std::string& pay
       if (s.ok()) Dispatch(std::move(e));
       break;
     }
+    case proto::Kind::kReachabilityQuery:
+      s = proto::DecodeEmpty(payload, "ReachabilityQuery");
+      if (s.ok()) CheckReachability(c);
+      break;
     case proto::Kind::kLinkBroken: {
       event::LinkBroken e;
       e.conn = c.link.id();
@@ -371,6 +388,35 @@ void MasterServer::Loop::OnFrame(Entry& c, uint16_t kind, const std::string& pay
       s = InvalidArgument("unexpected message kind " + std::to_string(kind));
   }
   if (!s.ok()) FailProtocol(c, s.message() + " from " + c.link.peer());
+}
+
+void MasterServer::Loop::CheckReachability(Entry& c) {
+  std::optional<net::Endpoint> advertised = membership_.AdvertisedEndpoint(c.link.id());
+  if (!advertised) {
+    FailProtocol(c, "ReachabilityQuery before Hello from " + c.link.peer());
+    return;
+  }
+  if (auto done = dial_backs_.Start(c.link.id(), *advertised, Clock::now())) {
+    AnswerReachability(*done);
+  }
+}
+
+void MasterServer::Loop::AnswerReachability(const DialBacks::Done& done) {
+  auto it = conns_.find(done.conn);
+  if (it == conns_.end() || it->second.state != State::kOpen || it->second.failed) return;
+  Entry& c = it->second;
+  proto::Reachability answer;
+  net::Endpoint observed;
+  if (net::ParseEndpoint(c.link.peer(), /*allow_port_zero=*/true, &observed).ok()) {
+    answer.observed_host = observed.host;
+    answer.observed_port = observed.port;
+  }
+  answer.reachable = done.reachable ? 1 : 0;
+  answer.detail = done.detail.substr(0, proto::kMaxReasonLength);
+  PCCL_LOG(kInfo, "master: " + c.link.peer() + " " +
+                      (done.reachable ? "accepts connections: " : "cannot be dialled: ") +
+                      done.detail);
+  c.link.Queue(static_cast<uint16_t>(proto::Kind::kReachability), proto::Encode(answer));
 }
 
 void MasterServer::Loop::FailProtocol(Entry& c, const std::string& reason) {
@@ -451,6 +497,7 @@ void MasterServer::Loop::Reap(TimePoint now) {
     Entry& c = it->second;
     if (c.failed || (c.state == State::kClosing && now >= c.close_deadline)) {
       ForgetStranger(c);
+      dial_backs_.Forget(it->first);
       it = conns_.erase(it);  // the Socket closes the fd
     } else {
       ++it;

@@ -17,6 +17,10 @@
 // closed on arrival. When accept() runs out of file descriptors the listener rests for
 // accept_backoff instead of spinning.
 //
+// A peer's ReachabilityQuery is answered here, not by Membership: the same poll() watches
+// the non-blocking dial-backs to peers' advertised endpoints (dial_back.h), and their
+// outcome goes back to the peer as Reachability, with the address the server sees it at.
+//
 // Thread-safety: Start() and the destructor from one thread; port()/address() from any
 // thread; Interrupt() from any thread (not from a signal handler); Join() from any thread
 // but the server's own.

@@ -25,6 +25,9 @@ const char* KindName(uint16_t kind) {
     case Kind::kHeartbeat: return "Heartbeat";
     case Kind::kHeartbeatAck: return "HeartbeatAck";
     case Kind::kLinkBroken: return "LinkBroken";
+    case Kind::kReachabilityQuery: return "ReachabilityQuery";
+    case Kind::kReachability: return "Reachability";
+    case Kind::kDialBack: return "DialBack";
     case Kind::kOptimizeTopology: return "OptimizeTopology";
     case Kind::kMeasureBandwidth: return "MeasureBandwidth";
     case Kind::kBandwidthReport: return "BandwidthReport";
@@ -307,6 +310,12 @@ constexpr auto kLinkBroken = MessageOf<LinkBroken>("LinkBroken", std::tuple{
     U64("peer_id", &LinkBroken::peer_id),
     Str("reason", &LinkBroken::reason, kMaxReasonLength),
 });
+constexpr auto kReachability = MessageOf<Reachability>("Reachability", std::tuple{
+    Str("observed_host", &Reachability::observed_host, kMaxHostLength),
+    U16("observed_port", &Reachability::observed_port),
+    Bool("reachable", &Reachability::reachable),
+    Str("detail", &Reachability::detail, kMaxReasonLength),
+});
 // Both planes send it: the master before it drops a peer, a state source refusing a request.
 constexpr auto kErrorMessage = MessageOf<ErrorMessage>("Error", std::tuple{
     U32("code", &ErrorMessage::code),
@@ -355,6 +364,7 @@ PCCL_PROTO_CODEC(MeasureBandwidth, kMeasureBandwidth)
 PCCL_PROTO_CODEC(BandwidthReport, kBandwidthReport)
 PCCL_PROTO_CODEC(ProbeResult, kProbeResult)
 PCCL_PROTO_CODEC(LinkBroken, kLinkBroken)
+PCCL_PROTO_CODEC(Reachability, kReachability)
 #undef PCCL_PROTO_CODEC
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

@@ -109,6 +109,8 @@ enum class Kind : uint16_t {
   kBandwidthReport = 17,
   kHeartbeatAck = 18,
   kLinkBroken = 19,
+  kReachabilityQuery = 20,
+  kReachability = 21,
   kP2PHello = 32,
   kP2PWelcome = 33,
   kData = 34,
@@ -122,6 +124,7 @@ enum class Kind : uint16_t {
   kProbeHello = 47,
   kProbeData = 48,
   kProbeResult = 49,
+  kDialBack = 50,
   kGreeting = 60,
   kChallenge = 61,
   kProof = 62,
@@ -245,6 +248,16 @@ struct Verdict {
   // the ring changed). The links of key.epoch are finished: a retry waits for the new
   // Topology instead of running on them.
   uint8_t ring_replaced = 0;
+};
+
+// The master's answer to ReachabilityQuery (empty, peer -> master: "can others dial me?").
+// The master dials the endpoint the peer advertised, sends DialBack (empty) on that
+// connection if it opens, and answers with what it saw.
+struct Reachability {
+  std::string observed_host;  // where the master sees the peer's own connection come from
+  uint16_t observed_port = 0;
+  uint8_t reachable = 0;  // 1: the dial to the advertised endpoint connected
+  std::string detail;     // the endpoint dialled, and why it failed if it did
 };
 
 // A ring link of the sender's group broke, or could not be built, between it and
@@ -403,6 +416,7 @@ std::string Encode(const OpDone& m);
 std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
 std::string Encode(const LinkBroken& m);
+std::string Encode(const Reachability& m);
 std::string Encode(const Greeting& m);
 std::string Encode(const Challenge& m);
 std::string Encode(const Proof& m);
@@ -430,6 +444,7 @@ Status Decode(const std::string& payload, OpDone* m);
 Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
 Status Decode(const std::string& payload, LinkBroken* m);
+Status Decode(const std::string& payload, Reachability* m);
 Status Decode(const std::string& payload, Greeting* m);
 Status Decode(const std::string& payload, Challenge* m);
 Status Decode(const std::string& payload, Proof* m);
