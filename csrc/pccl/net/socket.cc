@@ -250,9 +250,14 @@ Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out)
 
 Status Socket::SendAllV(struct iovec* iov, int iovcnt, Deadline deadline) {
   if (!secure_) return SendRawV(iov, iovcnt, deadline);
-  secure_->sealed.clear();
-  PCCL_RETURN_IF_ERROR(secure_->sealer->Seal(iov, iovcnt, &secure_->sealed));
-  struct iovec sealed = {secure_->sealed.data(), secure_->sealed.size()};
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
+  const size_t size = secure::RecordSealer::SealedSize(total);
+  // The buffer only grows (a resize zero-fills what it adds: not on every send).
+  if (secure_->sealed.size() < size) secure_->sealed.resize(size);
+  auto* out = reinterpret_cast<uint8_t*>(secure_->sealed.data());
+  PCCL_RETURN_IF_ERROR(secure_->sealer->SealTo(iov, iovcnt, out));
+  struct iovec sealed = {out, size};
   return SendRawV(&sealed, 1, deadline);
 }
 

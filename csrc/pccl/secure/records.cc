@@ -121,13 +121,23 @@ Status RecordSealer::Create(Cipher cipher, std::string_view key,
 RecordSealer::RecordSealer(std::unique_ptr<Aead> aead) : aead_(std::move(aead)) {}
 RecordSealer::~RecordSealer() = default;
 
+size_t RecordSealer::SealedSize(size_t plaintext_bytes) {
+  const size_t records = (plaintext_bytes + kMaxRecordPayload - 1) / kMaxRecordPayload;
+  return plaintext_bytes + records * kRecordOverhead;
+}
+
 Status RecordSealer::Seal(const struct iovec* iov, int iovcnt, std::string* out) {
   size_t total = 0;
   for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
-  const size_t records = (total + kMaxRecordPayload - 1) / kMaxRecordPayload;
-  size_t pos = out->size();
-  out->resize(pos + total + records * kRecordOverhead);
-  auto* dst = reinterpret_cast<uint8_t*>(out->data());
+  const size_t pos = out->size();
+  out->resize(pos + SealedSize(total));
+  return SealTo(iov, iovcnt, reinterpret_cast<uint8_t*>(out->data()) + pos);
+}
+
+Status RecordSealer::SealTo(const struct iovec* iov, int iovcnt, uint8_t* dst) {
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
+  size_t pos = 0;
   int piece = 0;
   size_t piece_offset = 0;
   size_t left = total;

@@ -57,7 +57,12 @@ class RecordSealer {
   RecordSealer(const RecordSealer&) = delete;
   RecordSealer& operator=(const RecordSealer&) = delete;
 
-  // Appends records carrying every byte of the iovecs to *out.
+  // The bytes of the records that carry `plaintext_bytes`.
+  static size_t SealedSize(size_t plaintext_bytes);
+  // Writes the records carrying every byte of the iovecs to `out`, which holds
+  // SealedSize(their total) bytes.
+  Status SealTo(const struct iovec* iov, int iovcnt, uint8_t* out);
+  // Appends the records carrying every byte of the iovecs (or `bytes`) to *out.
   Status Seal(const struct iovec* iov, int iovcnt, std::string* out);
   Status Seal(std::string_view bytes, std::string* out);
 
