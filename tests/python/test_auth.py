@@ -15,7 +15,10 @@ import hmac
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pccl
@@ -233,3 +236,43 @@ def test_a_peer_facing_a_newer_master_says_so() -> None:
         comm.close()
         server.close()
         thread.join(timeout=10)
+
+
+# --- secrets from files ------------------------------------------------------------------------
+
+def test_pccl_master_reads_its_secret_file_and_peers_read_theirs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_file = tmp_path / "run.secret"
+    secret_file.write_text(SECRET + "\n")  # one trailing newline is not part of the secret
+    master = subprocess.Popen(
+        [sys.executable, "-m", "pccl.master", "--listen-address", "127.0.0.1:0",
+         "--secret-file", str(secret_file), "--transport", "encrypted"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PCCL_")})
+    try:
+        assert master.stdout is not None
+        line = master.stdout.readline()
+        assert "listening on" in line, line
+        address = line.strip().rsplit(" ", 1)[1]
+        monkeypatch.setenv("PCCL_RUN_SECRET_FILE", str(secret_file))
+        monkeypatch.setenv("PCCL_TRANSPORT", "encrypted")
+        with pccl.Communicator(address) as comm:  # the secret and transport from the environment
+            comm.connect(timeout=30)
+            assert comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 1
+        with pccl.Communicator(address, secret=OTHER_SECRET) as stranger:
+            with pytest.raises(pccl.AuthenticationError):
+                stranger.connect(timeout=30)
+        with pccl.Communicator(address, secret=SECRET, transport="plain") as plain:
+            with pytest.raises(pccl.AuthenticationError):
+                plain.connect(timeout=30)
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
+        if master.stdout is not None:
+            master.stdout.close()
+        if master.stderr is not None:
+            master.stderr.close()
+    missing = subprocess.run([sys.executable, "-m", "pccl.master", "--listen-address",
+                              "127.0.0.1:0", "--secret-file", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert missing.returncode == 2 and "--secret-file" in missing.stderr
