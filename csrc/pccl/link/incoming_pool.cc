@@ -15,10 +15,13 @@ void IncomingPool::Deposit(const Hello& hello, net::Socket socket) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return;
   const Key key{hello.epoch, hello.from_peer_id, hello.slot};
-  if (sockets_.size() >= kMaxWaiting && !sockets_.count(key)) {
-    PCCL_LOG(kWarning, "ring connection from peer " + std::to_string(hello.from_peer_id) +
-                           " for epoch " + std::to_string(hello.epoch) + " closed: " +
-                           std::to_string(kMaxWaiting) + " connections already wait here");
+  size_t from_peer = 0;
+  for (const auto& [k, s] : sockets_) from_peer += k.from == hello.from_peer_id ? 1 : 0;
+  if (!sockets_.count(key) && (sockets_.size() >= kMaxWaiting || from_peer >= kMaxWaitingPerPeer)) {
+    refusals_.Log("ring connection from peer " + std::to_string(hello.from_peer_id) +
+                  " for epoch " + std::to_string(hello.epoch) + " closed: " +
+                  std::to_string(sockets_.size()) + " connections already wait here, " +
+                  std::to_string(from_peer) + " of them from that peer");
     return;  // `socket` closes here
   }
   sockets_[key] = std::move(socket);

@@ -3,8 +3,9 @@
 // The listener (link/listener.h) hands every ring connection whose P2PHello it accepted to
 // Deposit(); RingLinks::Establish takes the pool of its previous peer out with Take().
 // Connections for epochs this peer has not reached yet wait here; at most kMaxWaiting
-// of them (a full pool from each of a few epochs ahead), so that nobody can park
-// connections without bound: one beyond that is closed.
+// of them (a full pool from each of a few epochs ahead), and kMaxWaitingPerPeer from any
+// one peer, so that nobody can park connections without bound or crowd the others out:
+// one beyond that is closed.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "pccl/common/clock.h"
+#include "pccl/common/logging.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
 #include "pccl/link/handshake.h"
@@ -28,6 +30,9 @@ namespace pccl::link {
 class IncomingPool {
  public:
   static constexpr size_t kMaxWaiting = 4 * kMaxPoolSize;
+  // From one peer: so that one member (a buggy or hostile one, parking connections for
+  // epochs far ahead) cannot fill the pool and keep every other neighbour out.
+  static constexpr size_t kMaxWaitingPerPeer = 2 * kMaxPoolSize;
 
   void Deposit(const Hello& hello, net::Socket socket);  // a ring link's hello
   // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
@@ -48,6 +53,7 @@ class IncomingPool {
   std::condition_variable cv_;
   std::map<Key, net::Socket> sockets_ PCCL_GUARDED_BY(mu_);
   bool closed_ PCCL_GUARDED_BY(mu_) = false;
+  RateLimitedLog refusals_{LogLevel::kWarning};
 };
 
 }  // namespace pccl::link
