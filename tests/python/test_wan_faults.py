@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import shutil
 import socket
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from wan_lab import module_lab, undo_faults  # noqa: F401 - undo_faults is autouse
 
 from bench.lib.netns import enter_netns
 from bench.wan.network import Lab, requirements
@@ -32,18 +32,7 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    reason = requirements() or (None if shutil.which("ss") else "the WAN lab needs `ss`")
-    if reason is not None:
-        pytest.skip(reason)
-    with Lab(TOPOLOGY) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def undo_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "lab" in request.fixturenames:
-        request.getfixturevalue("lab").restore()
+    yield from module_lab(TOPOLOGY)
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ import functools
 import itertools
 import os
 import queue
-import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -46,9 +45,10 @@ import pccl
 import pytest
 from cluster import Cluster, notify
 from pccl import ReduceOp
+from wan_lab import module_lab, undo_faults  # noqa: F401 - undo_faults is autouse
 
 from bench.lib.netns import enter_netns
-from bench.wan.network import Lab, requirements
+from bench.wan.network import Lab
 
 TOPOLOGY = "peers=3 master=own rtt=40ms rate=200mbit window=1MiB"
 WORLD = 3
@@ -62,18 +62,7 @@ LOSS_SECONDS = float(os.environ.get("PCCL_WAN_LOSS_SECONDS", "30"))
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    reason = requirements() or (None if shutil.which("ss") else "the WAN lab needs `ss`")
-    if reason is not None:
-        pytest.skip(reason)
-    with Lab(TOPOLOGY) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def undo_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "lab" in request.fixturenames:
-        request.getfixturevalue("lab").restore()
+    yield from module_lab(TOPOLOGY)
 
 
 def peer_prelude(namespaces: list[str], env: dict[str, str], index: int) -> None:
