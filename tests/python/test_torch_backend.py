@@ -347,6 +347,12 @@ def test_a_group_of_one_returns_its_inputs() -> None:
         pg.barrier().wait()
         for result in (tensor, gathered, scattered):
             assert torch.equal(result, torch.arange(5.0))
+        # The names torch before 2.13 calls for all_gather_into_tensor/reduce_scatter_tensor.
+        gathered, scattered = torch.zeros(5), torch.zeros(5)
+        pg._allgather_base(gathered, tensor).wait()
+        pg._reduce_scatter_base(scattered, tensor).wait()
+        assert torch.equal(gathered, torch.arange(5.0))
+        assert torch.equal(scattered, torch.arange(5.0))
         with pytest.raises(ValueError, match="all_gather_single needs an output of 1 x 5"):
             pg.all_gather_single(torch.zeros(3), tensor)
         opts.reduceOp = dist.ReduceOp.BXOR
@@ -368,7 +374,7 @@ def test_import_pccl_does_not_import_torch() -> None:
 def test_cuda_tensors_are_staged_through_host_memory(tmp_path: Path) -> None:
     world = 2
     results = collect(launch("pccl", world, tmp_path, scenario="cuda"), "pccl", tmp_path)
-    for result in results:
+    for rank, result in enumerate(results):
         assert result["cuda/all_reduce/device"].startswith("cuda")
         assert torch.equal(result["cuda/all_reduce"],
                            sum(data("cuda/all_reduce", r, (1037,), torch.float32)
@@ -378,3 +384,14 @@ def test_cuda_tensors_are_staged_through_host_memory(tmp_path: Path) -> None:
         assert torch.equal(result["cuda/all_gather"],
                            torch.stack([data("cuda/all_gather", r, (7,), torch.float32)
                                         for r in range(world)]))
+        scattered = sum(data("cuda/reduce_scatter", r, (5 * world,), torch.float32)
+                        for r in range(world))
+        assert torch.equal(result["cuda/reduce_scatter"], scattered[5 * rank:5 * rank + 5])
+        assert torch.equal(result["cuda/async"],
+                           sum(data("cuda/async", r, (1037,), torch.float32) * 2
+                               for r in range(world)))
+        for name in ("weight", "bias"):
+            mean = sum(r[f"cuda/ddp/local_grad/{name}"] for r in results) / world
+            assert torch.allclose(result[f"cuda/ddp/grad/{name}"], mean, atol=1e-6)
+            assert torch.equal(result[f"cuda/ddp/grad/{name}"],
+                               results[0][f"cuda/ddp/grad/{name}"])

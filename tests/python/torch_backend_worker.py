@@ -28,6 +28,10 @@ Results = dict[str, Any]
 OPS = {"SUM": dist.ReduceOp.SUM, "AVG": dist.ReduceOp.AVG, "PRODUCT": dist.ReduceOp.PRODUCT,
        "MIN": dist.ReduceOp.MIN, "MAX": dist.ReduceOp.MAX}
 COUNT = 1037  # odd, so ring chunks are uneven
+# torch 2.13 names these all_gather_single and reduce_scatter_single; earlier versions
+# have only the older names (which 2.13 keeps as aliases).
+all_gather_single = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+reduce_scatter_single = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
 
 
 def data(name: str, rank: int, shape: tuple[int, ...], dtype: torch.dtype, *,
@@ -102,7 +106,7 @@ def check_all_gather(rank: int, world: int, results: Results) -> None:
         dist.all_gather(outputs, data(name, rank, (3, 5), torch.int64).to(dtype))
         results[name] = torch.stack(outputs)
     output = torch.zeros(world * 7, dtype=torch.float64)
-    dist.all_gather_single(output, data("all_gather_single", rank, (7,), torch.float64))
+    all_gather_single(output, data("all_gather_single", rank, (7,), torch.float64))
     results["all_gather_single"] = output
 
 
@@ -116,7 +120,7 @@ def check_reduce_scatter(rank: int, world: int, results: Results) -> None:
         name = f"reduce_scatter_single/{op_name}"
         single = data(name, rank, (world * 11,), torch.int64)
         output = torch.zeros(11, dtype=torch.int64)
-        dist.reduce_scatter_single(output, single, op=OPS[op_name])
+        reduce_scatter_single(output, single, op=OPS[op_name])
         results[name] = output
         results[name + "/input_kept"] = single  # the input must not be overwritten
 
@@ -204,6 +208,32 @@ def check_cuda(rank: int, world: int, results: Results) -> None:
     outputs = [torch.zeros(7, device=device) for _ in range(world)]
     dist.all_gather(outputs, data("cuda/all_gather", rank, (7,), torch.float32).to(device))
     results["cuda/all_gather"] = torch.stack(outputs).cpu()
+    output = torch.zeros(5, device=device)
+    dist.reduce_scatter_tensor(
+        output, data("cuda/reduce_scatter", rank, (5 * world,), torch.float32).to(device))
+    results["cuda/reduce_scatter"] = output.cpu()
+    # Async on a side stream: the input is produced by a kernel on that stream, and the
+    # result must be in place once wait() returns, before any synchronize.
+    side = torch.cuda.Stream(device)
+    with torch.cuda.stream(side):
+        tensor = data("cuda/async", rank, (COUNT,), torch.float32).to(device) * 2
+        work = dist.all_reduce(tensor, async_op=True)
+        work.wait()
+        results["cuda/async"] = (tensor + 0).cpu()
+    # DDP on a CUDA model: its gradients are the mean of each rank's local gradients.
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4).to(device)
+    local = torch.nn.Linear(8, 4).to(device)
+    local.load_state_dict(model.state_dict())
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.001)
+    g = torch.Generator().manual_seed(2000 + rank)
+    x = torch.randn(16, 8, generator=g).to(device)
+    y = torch.randn(16, 4, generator=g).to(device)
+    torch.nn.functional.mse_loss(ddp(x), y).backward()
+    torch.nn.functional.mse_loss(local(x), y).backward()
+    for name, p in model.named_parameters():
+        results[f"cuda/ddp/grad/{name}"] = p.grad.detach().cpu()
+        results[f"cuda/ddp/local_grad/{name}"] = dict(local.named_parameters())[name].grad.cpu()
 
 
 def main(argv: list[str]) -> None:

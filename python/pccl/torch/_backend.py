@@ -208,6 +208,11 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit([handle], finish)
 
+    # torch before 2.13 calls these two by their older names (all_gather_into_tensor and
+    # reduce_scatter_tensor go through _allgather_base and _reduce_scatter_base there).
+    _allgather_base = all_gather_single
+    _reduce_scatter_base = reduce_scatter_single  # type: ignore[assignment]  # argument names
+
     def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:  # type: ignore[override]
         token = torch.zeros(1, dtype=torch.uint8)
         return self._submit([self._launch(token, token, pccl.ReduceOp.SUM)], lambda: [token])
