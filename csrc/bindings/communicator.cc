@@ -195,6 +195,15 @@ void BindCommunicator(py::module_& m) {
         std::optional<proto::Reachability> r = c.reachability();
         if (!r) return py::none();
         return py::make_tuple(r->reachable != 0, r->observed_host, r->observed_port, r->detail);
+      })
+      // [(peer id, "next" or "prev", "direct"/"relayed"/"unknown", bytes per second)]
+      .def("links", [](Communicator& c) {
+        py::list out;
+        for (const auto& l : c.Links()) {
+          out.append(py::make_tuple(l.peer_id, l.next ? "next" : "prev",
+                                    link::RouteName(l.route), l.bytes_per_second));
+        }
+        return out;
       });
 }
 

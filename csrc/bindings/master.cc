@@ -16,7 +16,8 @@ using master::MasterServer;
 std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
                                           int64_t link_timeout_ms, int64_t heartbeat_timeout_ms,
                                           const std::string& secret,
-                                          const std::string& transport) {
+                                          const std::string& transport,
+                                          const std::string& relay_address) {
   if (link_timeout_ms <= 0) {
     throw py::value_error("link_timeout_ms must be positive, got " +
                           std::to_string(link_timeout_ms));
@@ -29,6 +30,7 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
   options.listen_address = listen_address;
   options.link_timeout = std::chrono::milliseconds(link_timeout_ms);
   options.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms);
+  options.relay_address = relay_address;
   if (Status valid = auth::MakeRunAuth(secret, transport, &options.auth); !valid.ok()) {
     throw py::value_error(valid.message());
   }
@@ -53,9 +55,20 @@ void BindMaster(py::module_& m) {
       .def_static("start", &StartServer, py::arg("listen_address"),
                   py::arg("link_timeout_ms") = 30000, py::arg("heartbeat_timeout_ms") = 3000,
                   py::arg("secret") = "", py::arg("transport") = "",
+                  py::arg("relay_address") = "",
                   "Binds listen_address ('host:port', port 0 = any) and starts serving. "
                   "secret: the run secret (empty: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE or "
-                  "none); transport: 'plain' or 'encrypted' (empty: PCCL_TRANSPORT).")
+                  "none); transport: 'plain' or 'encrypted' (empty: PCCL_TRANSPORT); "
+                  "relay_address: '' (the listen host, any port), 'off' or 'host:port'.")
+      .def_property_readonly("relay_port", &MasterServer::relay_port,
+                             "The relay's port (0: none).")
+      .def("relay_links", [](MasterServer& s) {
+        py::list out;
+        for (const auto& l : s.relay_links()) {
+          out.append(py::make_tuple(l.from_peer, l.to_peer, l.bytes, l.open, l.connections));
+        }
+        return out;
+      }, "[(from peer, to peer, bytes forwarded, open connections, connections so far)]")
       .def_property_readonly("port", &MasterServer::port, "The bound port.")
       .def_property_readonly("address", &MasterServer::address, "The bound 'host:port'.")
       .def_property_readonly("running", &MasterServer::running,

@@ -28,7 +28,7 @@ from pccl._types import (
     SharedStateSyncInfo,
     SharedStateSyncStrategy,
 )
-from pccl.communicator import AsyncReduceHandle, Communicator, Reachability
+from pccl.communicator import AsyncReduceHandle, Communicator, LinkInfo, Reachability
 from pccl.errors import (
     AuthenticationError,
     DataLossError,
@@ -61,6 +61,7 @@ __all__ = [
     "PeerLostError",
     "QuantizationAlgorithm",
     "QuantizationOptions",
+    "LinkInfo",
     "Reachability",
     "ReduceDescriptor",
     "ReduceInfo",

@@ -76,6 +76,11 @@ class MasterNode:
         transport: "plain" or "encrypted" (every frame of every connection sealed with
             AES-256-GCM or ChaCha20-Poly1305; needs a secret). None reads PCCL_TRANSPORT
             (default plain). Every process of a run must use the same one.
+        relay_address: where the run's relay listens, for peers that cannot be dialled
+            (behind a NAT or a firewall): None runs it on listen_address's host on a free
+            port (`relay_port`), "off" runs none, "host:port" binds there (open that port
+            on a firewalled host). Relayed bytes stay end-to-end authenticated (and
+            encrypted in an encrypted run); docs/security.md.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -84,7 +89,8 @@ class MasterNode:
 
     def __init__(self, listen_address: str, *, link_timeout: float = 30.0,
                  heartbeat_timeout: float = 3.0, daemon: bool = False,
-                 secret: str | bytes | None = None, transport: str | None = None) -> None:
+                 secret: str | bytes | None = None, transport: str | None = None,
+                 relay_address: str | None = None) -> None:
         self._server: _core.MasterServer | None = None
         self._keeper: threading.Thread | None = None
         self._closed = False
@@ -107,6 +113,10 @@ class MasterNode:
         self._heartbeat_timeout_ms = int(heartbeat_timeout * 1000)
         self._secret = check_secret(secret)
         self._transport = check_transport(transport)
+        if relay_address is None or relay_address == "off":
+            self._relay_address = relay_address or ""
+        else:
+            self._relay_address = _check_listen_address(relay_address)
 
     def run(self) -> None:
         """Starts serving in the background and returns at once (no-op if serving).
@@ -125,7 +135,7 @@ class MasterNode:
         try:
             self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms,
                                                     self._heartbeat_timeout_ms, self._secret,
-                                                    self._transport)
+                                                    self._transport, self._relay_address)
         except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
             raise RuntimeError(str(e)) from e
         if not self._daemon:
@@ -163,6 +173,16 @@ class MasterNode:
     def port(self) -> int:
         """The bound port (the real one when the address asked for port 0)."""
         return int(self._require_server().port)
+
+    @property
+    def relay_port(self) -> int:
+        """The relay's port on the master's host (0: relay_address="off")."""
+        return int(self._require_server().relay_port)
+
+    def relay_links(self) -> list[tuple[int, int, int, int, int]]:
+        """What the relay forwarded, per ordered pair of peers: (from peer, to peer, bytes,
+        connections open now, connections so far)."""
+        return list(self._require_server().relay_links())
 
     @property
     def address(self) -> str:

@@ -63,6 +63,22 @@ def _split_host(address: str) -> str:
     return address[1:-1] if address.startswith("[") and address.endswith("]") else address
 
 
+class LinkInfo(NamedTuple):
+    """One of this peer's ring links (`Communicator.link_info()`).
+
+    `direction` is "next" (this peer sends to `peer_id`) or "prev" (receives from it);
+    `route` is "direct" (a TCP connection to the peer's listener), "relayed" (through the
+    run's relay, because the peer could not be dialled: behind a NAT or a firewall) or
+    "unknown" (no connection yet); `bytes_per_second` is what this peer's latest
+    optimize_topology() measured towards `peer_id` (0: not measured).
+    """
+
+    peer_id: int
+    direction: str
+    route: str
+    bytes_per_second: int
+
+
 class Reachability(NamedTuple):
     """Whether other peers can dial this one (`Communicator.reachability`).
 
@@ -284,6 +300,12 @@ class Communicator:
         """The peer ids of this peer's group in ring order (each peer sends to the next)."""
         self._check_open()
         return list(self._core.ring_order())
+
+    def link_info(self) -> list[LinkInfo]:
+        """This peer's links to its ring neighbours (next, then previous): direct or relayed,
+        and the bandwidth measured towards each (see LinkInfo). Empty alone in its group."""
+        self._check_open()
+        return [LinkInfo(int(p), str(d), str(r), int(b)) for p, d, r, b in self._core.links()]
 
     def _refresh_attributes(self) -> None:
         """For pccl's adapters: attributes reflect the topology applied by now, not only as
@@ -593,4 +615,4 @@ class Communicator:
         return Reachability(bool(reachable), address, str(detail))
 
 
-__all__ = ["AsyncReduceHandle", "Communicator", "PCCLError", "Reachability"]
+__all__ = ["AsyncReduceHandle", "Communicator", "LinkInfo", "PCCLError", "Reachability"]

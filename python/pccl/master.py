@@ -56,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         help="file holding the run secret (default: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE)",
     )
     parser.add_argument(
+        "--relay-address",
+        metavar="HOST:PORT",
+        help="where the relay for peers behind NAT listens: 'off', or HOST:PORT "
+             "(default: the listen host, any free port)",
+    )
+    parser.add_argument(
         "--transport",
         choices=("plain", "encrypted"),
         help="plain or encrypted (default: PCCL_TRANSPORT, else plain)",
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             node = MasterNode(args.listen_address, link_timeout=args.link_timeout,
                               heartbeat_timeout=args.heartbeat_timeout, secret=secret,
-                              transport=args.transport)
+                              transport=args.transport, relay_address=args.relay_address)
         except (TypeError, ValueError) as e:
             parser.error(str(e))
         try:

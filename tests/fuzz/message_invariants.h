@@ -74,6 +74,9 @@ inline void Invariants(const Reachability& m) {
   FUZZ_CHECK(m.reachable <= 1);
   FUZZ_CHECK(m.detail.size() <= kMaxReasonLength);
 }
+inline void Invariants(const RelayPark& m) { FUZZ_CHECK(m.ticket.size() <= kMaxTicketLength); }
+inline void Invariants(const RelayDial& m) { FUZZ_CHECK(m.ticket.size() <= kMaxTicketLength); }
+inline void Invariants(const RelayIncoming&) {}
 inline void Invariants(const Greeting& m) {
   const auto purpose = static_cast<Kind>(m.purpose);
   FUZZ_CHECK(purpose == Kind::kHello || purpose == Kind::kP2PHello ||

@@ -26,7 +26,7 @@ inline std::vector<Hello> Samples(const Hello*) {
   return {Hello{0, 1, "", ""}, Hello{3, 4000, "peer-1.example.org", Bytes(kPublicKeyLength, 'k')}};
 }
 inline std::vector<Welcome> Samples(const Welcome*) {
-  return {Welcome{}, Welcome{42, 1, 500}};
+  return {Welcome{}, Welcome{42, 1, 500, 0, ""}, Welcome{43, 0, 500, 40001, Bytes(32, 't')}};
 }
 inline std::vector<Topology> Samples(const Topology*) {
   return {Topology{}, Topology{7, {SampleMember(1, 7)}},
@@ -58,6 +58,15 @@ inline std::vector<Verdict> Samples(const Verdict*) {
 }
 inline std::vector<ErrorMessage> Samples(const ErrorMessage*) {
   return {ErrorMessage{}, ErrorMessage{10, "kicked: no heartbeat for 30 s"}};
+}
+inline std::vector<RelayPark> Samples(const RelayPark*) {
+  return {RelayPark{}, RelayPark{7, Bytes(32, 't')}};
+}
+inline std::vector<RelayDial> Samples(const RelayDial*) {
+  return {RelayDial{}, RelayDial{7, Bytes(32, 't'), 9}};
+}
+inline std::vector<RelayIncoming> Samples(const RelayIncoming*) {
+  return {RelayIncoming{}, RelayIncoming{7}};
 }
 inline std::vector<Reachability> Samples(const Reachability*) {
   return {Reachability{}, Reachability{"203.0.113.7", 40123, 1, "dialled 203.0.113.7:40000"}};

@@ -1,5 +1,9 @@
-"""A peer behind a real NAT learns that nobody can dial it, and its public mapping
-(issue 16, step 1). Needs root, `ip` and `nft`; skipped with the reason otherwise.
+"""Peers behind real NATs (issue 16). Needs root, `ip` and `nft`; skipped with the reason
+otherwise.
+
+Step 1: a peer behind a NAT learns that nobody can dial it, and its public mapping.
+Step 2: a run with peers behind an endpoint-independent NAT and a symmetric NAT works
+through the master's relay with default settings (see `lab` below for that network).
 
 Three network namespaces (bench/lib/netns.py):
 
@@ -16,13 +20,18 @@ public peer is dialled back and reachable.
 
 from __future__ import annotations
 
+import functools
 import shutil
+import signal
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
 import pccl
 import pytest
+from cluster import Cluster
+from pccl import ReduceOp
 
 from bench.lib import netns
 
@@ -102,3 +111,144 @@ def test_a_peer_behind_a_nat_is_told_it_cannot_be_dialled_and_its_public_mapping
         assert reachable, detail
         assert observed.startswith("10.77.0.1:") and detail == f"dialled 10.77.0.1:{public_port}"
         master.send(None)
+
+
+# --- step 2: a run across NATs ---------------------------------------------------------------
+#
+#     public      10.77.0.1 (lo)  the master and two public peers
+#                 10.77.1.1 -- 10.77.1.2  nat-eim   masquerade (endpoint-independent:
+#                                         192.168.7.1   the source port is kept)
+#                                            |
+#                                         192.168.7.2  home-eim  one or two peers
+#                 10.77.2.1 -- 10.77.2.2  nat-sym   masquerade fully-random (symmetric:
+#                                         192.168.8.1   a random port per connection)
+#                                            |
+#                                         192.168.8.2  home-sym  one peer
+#
+# The public namespace has no route into either private network; each NAT has its default
+# route into the public one. A peer behind a NAT is advertised at the NAT's public address
+# (what the master observes), where its router refuses the connection: the others reach it
+# through the master's relay, which nobody configured.
+
+
+def build_lab(net: netns.Namespaces) -> dict[str, str]:
+    public = net.add("public")
+    net.address(public, "lo", "10.77.0.1/32")
+    names = {"public": public}
+    for kind, octet, masquerade in (("eim", 1, ["masquerade"]),
+                                    ("sym", 2, ["masquerade", "fully-random"])):
+        nat, home = net.add(f"nat-{kind}"), net.add(f"home-{kind}")
+        net.veth(public, f"eth{octet}", nat, "wan0")
+        net.veth(home, "eth0", nat, "lan0")
+        net.address(public, f"eth{octet}", f"10.77.{octet}.1/24")
+        net.address(nat, "wan0", f"10.77.{octet}.2/24")
+        net.address(nat, "lan0", f"192.168.{6 + octet}.1/24")
+        net.address(home, "eth0", f"192.168.{6 + octet}.2/24")
+        net.ip(nat, "route", "add", "default", "via", f"10.77.{octet}.1")
+        net.ip(home, "route", "add", "default", "via", f"192.168.{6 + octet}.1")
+        net.sysctl(nat, [("net.ipv4.ip_forward", "1")])
+        for rule in (["add", "table", "ip", "nat"],
+                     ["add", "chain", "ip", "nat", "post",
+                      "{ type nat hook postrouting priority 100 ; }"],
+                     ["add", "rule", "ip", "nat", "post", "oifname", "wan0", "ip", "saddr",
+                      f"192.168.{6 + octet}.0/24", *masquerade]):
+            net.run(nat, "nft", *rule)
+        names[kind] = home
+    return names
+
+
+def enter(namespaces: list[str], index: int) -> None:
+    """Peer prelude: peer `index` runs in namespaces[index]."""
+    netns.enter_netns(namespaces[index])
+
+
+def reduce_until_done(comm: pccl.Communicator, index: int) -> dict[str, Any]:
+    """One all-reduce, retried while peers are lost; exact for the world it ran with."""
+    while True:
+        x = np.full(1 << 18, float(index + 1), dtype=np.float32)
+        try:
+            info = comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=60)
+            break
+        except (pccl.PeerLostError, pccl.PCCLTimeoutError):
+            continue
+    world = info.world_size
+    return {"peer_id": comm._core.peer_id, "world": world, "sum": float(x[0]),
+            "exact": bool(np.all(x == x[0])),
+            "reachable": comm.reachability.reachable if comm.reachability else None,
+            "links": [tuple(link) for link in comm.link_info()]}
+
+
+def admit(comm: pccl.Communicator, index: int, world: int) -> None:
+    comm.wait_for_world(world, timeout=90)
+
+
+def sync_state(comm: pccl.Communicator, index: int, fill: float) -> dict[str, Any]:
+    weights = np.full(1 << 16, fill, dtype=np.float32)
+    state = pccl.SharedState([pccl.TensorInfo.from_numpy(weights, "weights")])
+    state.revision = 1
+    info = comm.sync_shared_state(state, timeout=90)
+    return {"rx_bytes": info.rx_bytes, "exact": bool(np.all(weights == 5.0))}
+
+
+def routes_by_peer(results: list[dict[str, Any]]) -> dict[tuple[int, int], str]:
+    """(sender, receiver) -> route of each ring link, as its sender reports it."""
+    return {(r["peer_id"], peer): route for r in results
+            for peer, direction, route, _ in r["links"] if direction == "next"}
+
+
+@pytest.mark.timeout(300)
+def test_peers_behind_an_eim_and_a_symmetric_nat_reduce_and_one_restarts() -> None:
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.Namespaces() as net:
+        names = build_lab(net)
+        where = ["public", "public", "eim", "sym", "sym"]  # the last: the restarted peer
+        with Cluster(4, master_address="0.0.0.0:0", connect_host="10.77.0.1",
+                     master_prefix=["ip", "netns", "exec", names["public"]],
+                     peer_prelude=functools.partial(enter, [names[w] for w in where])) as c:
+            results = c.run(reduce_until_done, timeout=120)
+            assert [(r["world"], r["sum"], r["exact"]) for r in results] == [(4, 10.0, True)] * 4
+            assert [r["reachable"] for r in results] == [True, True, False, False]
+            # Every link into a NATed peer is relayed; every other one is direct.
+            natted = {results[2]["peer_id"], results[3]["peer_id"]}
+            routes = routes_by_peer(results)
+            assert len(routes) == 4, routes
+            for (sender, receiver), route in routes.items():
+                assert route == ("relayed" if receiver in natted else "direct"), routes
+
+            # The peer behind the symmetric NAT is killed; the survivors go on, exact.
+            assert c.kill(3, signal.SIGKILL)
+            survivors = c.run(reduce_until_done, peers=[0, 1, 2], timeout=120)
+            assert [(r["world"], r["sum"], r["exact"]) for r in survivors] == [(3, 6.0, True)] * 3
+            # It starts again behind the same NAT: admitted, it syncs the shared state
+            # exactly, and the sums of four are exact again.
+            joiner = c.add_peer(4, pool_size=2, peer_group=0, wait_world=False)
+            c.start(admit, 4, peers=[0, 1, 2])
+            c.expect_ready(joiner, timeout=120)
+            c.collect([0, 1, 2], timeout=120)
+            c.start(sync_state, 5.0, peers=[0, 1, 2])
+            joined = c.run(sync_state, 0.0, peers=[4], timeout=120)[0]
+            c.collect([0, 1, 2], timeout=120)
+            assert joined == {"rx_bytes": (1 << 16) * 4, "exact": True}, joined
+            again = c.run(reduce_until_done, peers=[0, 1, 2, 4], timeout=120)
+            assert [(r["world"], r["sum"], r["exact"]) for r in again] == [
+                (4, 1.0 + 2.0 + 3.0 + 5.0, True)] * 4, again
+            assert again[3]["reachable"] is False
+
+
+@pytest.mark.timeout(180)
+def test_two_peers_behind_the_same_nat_reach_each_other() -> None:
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.Namespaces() as net:
+        names = build_lab(net)
+        with Cluster(2, master_address="0.0.0.0:0", connect_host="10.77.0.1",
+                     master_prefix=["ip", "netns", "exec", names["public"]],
+                     peer_prelude=functools.partial(enter, [names["eim"]] * 2)) as c:
+            results = c.run(reduce_until_done, timeout=120)
+            assert [(r["world"], r["sum"], r["exact"]) for r in results] == [(2, 3.0, True)] * 2
+            # Each is advertised at the NAT's public address, where the router refuses (no
+            # hairpin): they reach each other through the relay.
+            assert set(routes_by_peer(results).values()) == {"relayed"}

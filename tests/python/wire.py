@@ -47,6 +47,10 @@ class Kind(enum.IntEnum):
     STATE_HELLO = 44
     PROBE_HELLO = 47
     DIAL_BACK = 50
+    RELAY_PARK = 70
+    RELAY_DIAL = 71
+    RELAY_READY = 72
+    RELAY_INCOMING = 73
     GREETING = 60
     CHALLENGE = 61
     PROOF = 62
@@ -161,6 +165,8 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": Kind(kind)}
     if kind == Kind.WELCOME:
         out["peer_id"], out["accepted"], out["heartbeat_interval_ms"] = r.take("QBI")
+        out["relay_port"] = r.take("H")
+        out["relay_ticket"] = r.raw()
     elif kind == Kind.TOPOLOGY:
         out["epoch"], n = r.take("QI")
         members = []

@@ -99,7 +99,13 @@ void MasterClient::ReaderLoop() {
     if (kind == proto::Kind::kHeartbeatAck) continue;  // only its arrival (last_heard_) counts
     if (kind == proto::Kind::kReachability) {
       proto::Reachability answer;
-      if (proto::Decode(payload, &answer).ok()) reachability_ = std::move(answer);
+      if (proto::Decode(payload, &answer).ok()) {
+        reachability_ = answer;
+        auto listener = reachability_listener_;
+        lock.unlock();
+        if (listener) listener(answer);
+        lock.lock();
+      }
       continue;
     }
     if (kind == proto::Kind::kVerdict) {
@@ -194,6 +200,12 @@ void MasterClient::HeartbeatLoop(Duration interval) {
 void MasterClient::StartHeartbeats(Duration interval) {
   if (heartbeat_.joinable()) return;
   heartbeat_ = std::thread([this, interval] { HeartbeatLoop(interval); });
+}
+
+void MasterClient::SetReachabilityListener(
+    std::function<void(const proto::Reachability&)> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reachability_listener_ = std::move(listener);
 }
 
 void MasterClient::SetTopologyListener(std::function<void(const proto::Topology&)> listener) {

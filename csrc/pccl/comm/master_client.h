@@ -68,6 +68,8 @@ class MasterClient {
   // Called on the reader thread when the master sends a Topology (the message also stays
   // in the inbox): running collectives of rings it replaces cannot finish.
   void SetTopologyListener(std::function<void(const proto::Topology&)> listener);
+  // Called (on the reader thread) with the master's Reachability answer when it comes.
+  void SetReachabilityListener(std::function<void(const proto::Reachability&)> listener);
   // Sends a Heartbeat every `interval` from a background thread until Close().
   void StartHeartbeats(Duration interval);
   // Waits for the verdict of `key` and forgets it.
@@ -103,6 +105,7 @@ class MasterClient {
   std::deque<proto::OpKey> verdict_order_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Topology&)> topology_listener_ PCCL_GUARDED_BY(mu_);
+  std::function<void(const proto::Reachability&)> reachability_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
   TimePoint last_heard_ PCCL_GUARDED_BY(mu_) = Clock::now();  // the master's latest frame
   Duration heard_rto_ PCCL_GUARDED_BY(mu_){0};  // the socket's RTO at that moment

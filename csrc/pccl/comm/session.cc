@@ -1,5 +1,6 @@
 #include "pccl/comm/session.h"
 
+#include <algorithm>
 #include <set>
 #include <vector>
 
@@ -53,6 +54,8 @@ Status Session::Connect(Deadline deadline) {
   // Every p2p connection of this peer arrives through the listener: ring links wait in the
   // incoming pool for their epoch, shared-state fetches and probes get served.
   listener_.Handle(link::Purpose::kRing, [this](const link::Hello& hello, net::Socket socket) {
+    routes_.NoteIncoming(hello.from_peer_id,
+                         hello.relayed ? link::Route::kRelayed : link::Route::kDirect);
     incoming_.Deposit(hello, std::move(socket));
   });
   listener_.Handle(link::Purpose::kState, [this](const link::Hello&, net::Socket socket) {
@@ -64,6 +67,13 @@ Status Session::Connect(Deadline deadline) {
   listener_.Start(&credentials_);
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
   master_.SetTopologyListener([this](const proto::Topology& t) { OnTopologyChange(t); });
+  // A peer the master cannot dial parks connections at the run's relay, so that the
+  // others reach it through the relay (link/routes.h).
+  master_.SetReachabilityListener([this](const proto::Reachability& r) {
+    std::optional<link::RelayAccess> relay = routes_.relay();
+    if (r.reachable || !relay || closed_.load()) return;
+    parker_.Start(*relay, [this](net::Socket socket) { listener_.Adopt(std::move(socket)); });
+  });
   // Reaching the master (name resolution included) is bounded by the connect timeout even
   // when waiting for admission is not.
   PCCL_RETURN_IF_ERROR(master_.Connect(
@@ -81,6 +91,9 @@ Status Session::Connect(Deadline deadline) {
   PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
   peer_id_.store(welcome.peer_id);
   listener_.SetSelfId(welcome.peer_id);
+  if (welcome.relay_port != 0) {
+    routes_.SetRelay({{master.host, welcome.relay_port}, welcome.peer_id, welcome.relay_ticket});
+  }
   if (welcome.heartbeat_interval_ms > 0) {
     master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
   }
@@ -162,7 +175,7 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
           [this, ring_epoch](uint64_t peer, const Status& why) {
             ReportBrokenLink(ring_epoch, peer, why);
           });
-      Status linked = links->Establish(incoming_, credentials_, deadline,
+      Status linked = links->Establish(incoming_, credentials_, routes_, deadline,
                                        [this] { return master_.Has(Kind::kTopology); });
       if (!linked.ok()) {
         // A neighbour is gone or unreachable. If it left, the master replaces this topology
@@ -404,7 +417,7 @@ Status Session::OptimizeTopology(Deadline deadline) {
       Deadline probe = deadline.Min(
           Deadline::In(Milliseconds(measure.duration_ms) + std::chrono::seconds(5)));
       Status st = link::ProbeBandwidth(peer_id_.load(), target, pool_size(),
-                                       Milliseconds(measure.duration_ms), credentials_, probe,
+                                       Milliseconds(measure.duration_ms), credentials_, routes_, probe,
                                        &rate);
       if (!st.ok()) {
         PCCL_LOG(kWarning, "bandwidth probe to peer " + std::to_string(target.peer_id) +
@@ -412,6 +425,10 @@ Status Session::OptimizeTopology(Deadline deadline) {
         rate = 0;  // unreachable: the solver avoids this link
       }
       report.samples.push_back(proto::BandwidthSample{target.peer_id, rate});
+      if (rate > 0) {
+        std::lock_guard<std::mutex> lock(mu_);
+        measured_rates_[target.peer_id] = rate;
+      }
     }
     PCCL_RETURN_IF_ERROR(master_.Send(Kind::kBandwidthReport, proto::Encode(report), deadline));
   }
@@ -420,6 +437,27 @@ Status Session::OptimizeTopology(Deadline deadline) {
 bool Session::RingChangePushed() {
   std::lock_guard<std::mutex> lock(mu_);
   return pushed_ring_epoch_.load() != ring_epoch_;
+}
+
+std::vector<Session::LinkInfo> Session::Links() {
+  std::vector<uint64_t> ring;
+  std::map<uint64_t, uint64_t> rates;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ring = view_.ring;
+    rates = measured_rates_;
+  }
+  const uint64_t self = peer_id_.load();
+  auto at = std::find(ring.begin(), ring.end(), self);
+  std::vector<LinkInfo> out;
+  if (ring.size() < 2 || at == ring.end()) return out;
+  const size_t i = static_cast<size_t>(at - ring.begin());
+  const uint64_t next = ring[(i + 1) % ring.size()];
+  const uint64_t prev = ring[(i + ring.size() - 1) % ring.size()];
+  auto rate = [&](uint64_t peer) { return rates.count(peer) ? rates.at(peer) : 0; };
+  out.push_back(LinkInfo{next, true, routes_.RouteTo(next), rate(next)});
+  out.push_back(LinkInfo{prev, false, routes_.RouteFrom(prev), rate(prev)});
+  return out;
 }
 
 std::vector<uint64_t> Session::RingOrder() {
@@ -628,6 +666,7 @@ void Session::Close() {
   }
   if (links) links->Break(Status(StatusCode::kAborted, "communicator closed"));
   links.reset();
+  parker_.Stop();
   incoming_.Close();
   listener_.Close();
   (void)state_server_.Withdraw();

@@ -34,6 +34,7 @@
 #include "pccl/link/listener.h"
 #include "pccl/link/probe.h"
 #include "pccl/link/ring_links.h"
+#include "pccl/link/routes.h"
 #include "pccl/link/state_transfer.h"
 #include "pccl/proto/messages.h"
 
@@ -130,6 +131,15 @@ class Session {
   // Whether the master could dial this peer's advertised endpoint, and where it sees this
   // peer's connection come from; empty until the master answered.
   std::optional<proto::Reachability> reachability() { return master_.reachability(); }
+  // This peer's links to its ring neighbours: how each was reached (directly or through
+  // the run's relay) and the bandwidth this peer last measured towards it (0: none yet).
+  struct LinkInfo {
+    uint64_t peer_id = 0;
+    bool next = true;  // the neighbour this peer sends to (false: receives from)
+    link::Route route = link::Route::kUnknown;
+    uint64_t bytes_per_second = 0;
+  };
+  std::vector<LinkInfo> Links();
 
  private:
   // Refreshes the view when the call that declares it returns, whatever the outcome.
@@ -173,6 +183,8 @@ class Session {
   link::StateServer state_server_;  // serves this peer's shared state while a sync runs
   link::ProbeServer probe_server_;  // answers other peers' bandwidth probes
   link::Credentials credentials_;   // set by Connect, read-only after
+  link::Routes routes_;             // how this peer reaches the others (direct or relayed)
+  link::Parker parker_;             // connections parked at the relay, if undialable
   std::thread topology_watcher_;    // started once Connect succeeded
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};
@@ -193,6 +205,8 @@ class Session {
   int group_world_ PCCL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
+  // optimize_topology()'s probes: bytes per second measured towards each peer.
+  std::map<uint64_t, uint64_t> measured_rates_ PCCL_GUARDED_BY(mu_);
   // What GetAttribute and RingOrder report: the topology as of this peer's latest call
   // (connect, update_topology, are_peers_pending, optimize_topology, sync_shared_state, a
   // collective's start). A topology the watcher applies between calls shows at the next

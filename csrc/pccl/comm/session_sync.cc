@@ -86,7 +86,7 @@ Status Session::RunSyncLocked(const SharedStateSyncRequest& request, Deadline de
     Status st = failure(result);
     return st.ok() ? Internal("the master completed a shared-state sync without a plan") : st;
   }
-  Status local = FetchSharedState(peer_id_.load(), *plan, request.entries, credentials_, deadline,
+  Status local = FetchSharedState(peer_id_.load(), *plan, request.entries, credentials_, routes_, deadline,
                                   &info->rx_bytes);
   proto::SyncResult done{state.call, static_cast<uint8_t>(local.ok() ? 1 : 0),
                          static_cast<uint32_t>(local.code()), local.message()};

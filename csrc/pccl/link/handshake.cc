@@ -46,11 +46,9 @@ Status Credentials::PairSecret(uint64_t peer_id, Deadline deadline, std::string*
 
 // --- dialer --------------------------------------------------------------------------------
 
-Status Connect(const net::Endpoint& to, Deadline deadline, net::Socket* out) {
-  PCCL_RETURN_IF_ERROR(net::Socket::Connect(
-      to, deadline.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms))), out));
-  out->SetBufferSizes(GetParams().socket_buffer_bytes);
-  return Status::Ok();
+Status Connect(Routes& routes, uint64_t peer_id, const net::Endpoint& to, Deadline deadline,
+               net::Socket* out) {
+  return routes.Connect(peer_id, to, deadline, out);
 }
 
 namespace {
@@ -112,10 +110,10 @@ Status SendHello(net::Socket& socket, const Hello& hello, const Credentials& cre
   return Status::Ok();
 }
 
-Status DialPeer(const net::Endpoint& to, const Hello& hello, const Credentials& credentials,
-                Deadline deadline, net::Socket* out) {
+Status DialPeer(Routes& routes, const net::Endpoint& to, const Hello& hello,
+                const Credentials& credentials, Deadline deadline, net::Socket* out) {
   net::Socket socket;
-  PCCL_RETURN_IF_ERROR(Connect(to, deadline, &socket));
+  PCCL_RETURN_IF_ERROR(Connect(routes, hello.to_peer_id, to, deadline, &socket));
   PCCL_RETURN_IF_ERROR(SendHello(socket, hello, credentials, deadline));
   *out = std::move(socket);
   return Status::Ok();

@@ -29,6 +29,7 @@
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
+#include "pccl/link/routes.h"
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
 #include "pccl/proto/messages.h"
@@ -57,6 +58,8 @@ struct Hello {
   uint64_t to_peer_id = 0;
   uint64_t epoch = 0;
   uint32_t slot = 0;
+  // Set by the listener, never sent: the connection came through the run's relay.
+  bool relayed = false;
 };
 
 // How this peer proves itself on its peer-to-peer connections: the run's secret and
@@ -90,15 +93,17 @@ class Credentials {
   std::map<uint64_t, std::string> public_keys_ PCCL_GUARDED_BY(mu_);
 };
 
-// Dialer: connects to `to` (TCP connect bounded by PCCL_CONNECT_TIMEOUT_MS and
-// `deadline`), sets the socket buffers and runs the handshake. Unavailable if the peer
-// refuses (with its reason), Unauthenticated if either end cannot prove itself; the
-// socket's error otherwise.
-Status DialPeer(const net::Endpoint& to, const Hello& hello, const Credentials& credentials,
-                Deadline deadline, net::Socket* out);
+// Dialer: connects to peer hello.to_peer_id advertised at `to` (routes.h: directly, or
+// through the run's relay; TCP connect bounded by PCCL_CONNECT_TIMEOUT_MS and `deadline`),
+// sets the socket buffers and runs the handshake. Unavailable if the peer refuses (with
+// its reason), Unauthenticated if either end cannot prove itself; the socket's error
+// otherwise.
+Status DialPeer(Routes& routes, const net::Endpoint& to, const Hello& hello,
+                const Credentials& credentials, Deadline deadline, net::Socket* out);
 // DialPeer in two halves, for a caller that must publish the socket (so that another
 // thread can cut it) before it blocks on the handshake.
-Status Connect(const net::Endpoint& to, Deadline deadline, net::Socket* out);
+Status Connect(Routes& routes, uint64_t peer_id, const net::Endpoint& to, Deadline deadline,
+               net::Socket* out);
 Status SendHello(net::Socket& socket, const Hello& hello, const Credentials& credentials,
                  Deadline deadline);
 

@@ -43,27 +43,37 @@ void Listener::AcceptLoop() {
       continue;
     }
     const std::string host = net::HostOfPeer(socket.peer());
-    std::lock_guard<std::mutex> lock(mu_);
-    ReapLocked();
-    if (closed_.load()) return;
-    size_t from_host = 0;
-    for (const auto& h : handshakes_) from_host += h->host == host ? 1 : 0;
-    if (handshakes_.size() >= kMaxHandshakes || from_host >= kMaxHandshakesPerHost) {
-      PCCL_LOG(kDebug, "p2p connection from " + socket.peer() + " closed: " +
-                           std::to_string(handshakes_.size()) + " handshakes in progress, " +
-                           std::to_string(from_host) + " from " + host);
-      continue;  // `socket` closes here
-    }
-    auto handshake = std::make_unique<Handshake>();
-    handshake->host = host;
-    Handshake* raw = handshake.get();
-    {
-      std::lock_guard<std::mutex> hs_lock(raw->mu);
-      raw->socket = std::move(socket);
-    }
-    raw->thread = std::thread([this, raw] { RunHandshake(raw); });
-    handshakes_.push_back(std::move(handshake));
+    StartHandshake(std::move(socket), host, /*relayed=*/false);
   }
+}
+
+void Listener::Adopt(net::Socket socket) {
+  if (closed_.load()) return;
+  StartHandshake(std::move(socket), "relay", /*relayed=*/true);
+}
+
+void Listener::StartHandshake(net::Socket socket, const std::string& host, bool relayed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ReapLocked();
+  if (closed_.load()) return;
+  size_t from_host = 0;
+  for (const auto& h : handshakes_) from_host += h->host == host ? 1 : 0;
+  if (handshakes_.size() >= kMaxHandshakes || from_host >= kMaxHandshakesPerHost) {
+    PCCL_LOG(kDebug, "p2p connection from " + socket.peer() + " closed: " +
+                         std::to_string(handshakes_.size()) + " handshakes in progress, " +
+                         std::to_string(from_host) + " from " + host);
+    return;  // `socket` closes here
+  }
+  auto handshake = std::make_unique<Handshake>();
+  handshake->host = host;
+  handshake->relayed = relayed;
+  Handshake* raw = handshake.get();
+  {
+    std::lock_guard<std::mutex> hs_lock(raw->mu);
+    raw->socket = std::move(socket);
+  }
+  raw->thread = std::thread([this, raw] { RunHandshake(raw); });
+  handshakes_.push_back(std::move(handshake));
 }
 
 void Listener::RunHandshake(Handshake* handshake) {
@@ -85,6 +95,7 @@ void Listener::RunHandshake(Handshake* handshake) {
         return Status::Ok();
       },
       deadline, &hello);
+  hello.relayed = handshake->relayed;
   if (!st.ok()) {
     refusals_.Log("p2p connection from " + peer + " dropped: " + st.ToString());
     std::lock_guard<std::mutex> lock(handshake->mu);

@@ -29,10 +29,10 @@ Status ExpectKind(const net::FrameHeader& header, Kind kind, const std::string& 
 // One connection of a probe: handshake, filler frames until `stop`, the empty frame, and
 // the target's measurement.
 Status ProbeOne(uint64_t self, const proto::Member& target, const Credentials& credentials,
-                TimePoint stop, Deadline deadline, proto::ProbeResult* result) {
+                Routes& routes, TimePoint stop, Deadline deadline, proto::ProbeResult* result) {
   const std::string who = "peer " + std::to_string(target.peer_id);
   net::Socket socket;
-  PCCL_RETURN_IF_ERROR(DialPeer({target.host, target.port},
+  PCCL_RETURN_IF_ERROR(DialPeer(routes, {target.host, target.port},
                                 Hello{Purpose::kProbe, self, target.peer_id, 0, 0}, credentials,
                                 deadline, &socket));
   net::FrameHeader header;
@@ -84,8 +84,8 @@ void Drain(net::Socket& socket) {
 }  // namespace
 
 Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32_t streams,
-                      Duration duration, const Credentials& credentials, Deadline deadline,
-                      uint64_t* bytes_per_second) {
+                      Duration duration, const Credentials& credentials, Routes& routes,
+                      Deadline deadline, uint64_t* bytes_per_second) {
   streams = std::max<uint32_t>(streams, 1);
   const TimePoint stop = Clock::now() + duration;
   std::vector<proto::ProbeResult> results(streams);
@@ -93,7 +93,8 @@ Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32
   std::vector<std::thread> threads;
   for (uint32_t i = 0; i < streams; ++i) {
     threads.emplace_back([&, i] {
-      statuses[i] = ProbeOne(self_peer_id, target, credentials, stop, deadline, &results[i]);
+      statuses[i] = ProbeOne(self_peer_id, target, credentials, routes, stop, deadline,
+                             &results[i]);
     });
   }
   for (auto& t : threads) t.join();

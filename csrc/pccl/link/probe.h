@@ -33,8 +33,8 @@ namespace pccl::link {
 // connections for about `duration`. Fails if the target cannot be reached or answers
 // wrongly; the probe is abandoned at `deadline`.
 Status ProbeBandwidth(uint64_t self_peer_id, const proto::Member& target, uint32_t streams,
-                      Duration duration, const Credentials& credentials, Deadline deadline,
-                      uint64_t* bytes_per_second);
+                      Duration duration, const Credentials& credentials, Routes& routes,
+                      Deadline deadline, uint64_t* bytes_per_second);
 
 // Answers probes: each connection (handshake done) is drained and timed on a thread of
 // its own.

@@ -44,7 +44,7 @@ RingLinks::~RingLinks() {
   }
 }
 
-Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentials,
+Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentials, Routes& routes,
                             Deadline deadline, const std::function<bool()>& give_up) {
   const int64_t buffer_bytes = GetParams().socket_buffer_bytes;
   // Dial every slot at once: each costs a TCP handshake and a P2PHello round trip, which
@@ -55,7 +55,7 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     dialers.emplace_back([&, slot] {
       Hello hello{Purpose::kRing, self_id_, next_.peer_id, epoch_, slot};
-      statuses[slot] = DialPeer(next_.endpoint, hello, credentials, deadline, &dialed[slot]);
+      statuses[slot] = DialPeer(routes, next_.endpoint, hello, credentials, deadline, &dialed[slot]);
     });
   }
   for (auto& t : dialers) t.join();

@@ -64,8 +64,8 @@ class RingLinks {
   // `incoming`, and starts the I/O threads. Stops waiting (Aborted) once `give_up()`
   // returns true, e.g. because the master already replaced this topology. A neighbour that
   // cannot be dialled, or does not dial in time, is a fault (see FaultHandler).
-  Status Establish(IncomingPool& incoming, const Credentials& credentials, Deadline deadline,
-                   const std::function<bool()>& give_up);
+  Status Establish(IncomingPool& incoming, const Credentials& credentials, Routes& routes,
+                   Deadline deadline, const std::function<bool()>& give_up);
 
   // Opens the channel of operation `key` whose local descriptor hashes to
   // `descriptor_hash`. Fails at once if the links are broken.

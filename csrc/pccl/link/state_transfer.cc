@@ -167,8 +167,8 @@ struct Piece {
 // The state every connection thread shares.
 class Fetch {
  public:
-  Fetch(uint64_t self, const Credentials& credentials, Deadline deadline)
-      : self_(self), credentials_(credentials), deadline_(deadline) {}
+  Fetch(uint64_t self, const Credentials& credentials, Routes& routes, Deadline deadline)
+      : self_(self), credentials_(credentials), routes_(routes), deadline_(deadline) {}
 
   Status Plan(const proto::SyncPlan& plan, const std::vector<SharedStateEntry>& entries);
   // Opens the connections, runs them to the end and joins them.
@@ -192,6 +192,7 @@ class Fetch {
 
   const uint64_t self_;
   const Credentials& credentials_;
+  Routes& routes_;
   const Deadline deadline_;
   std::vector<FetchedEntry> entries_;  // fixed after Plan(), except pieces_left (mu_)
   std::vector<Source> sources_;        // fixed after Plan(), except dead/why (mu_)
@@ -326,7 +327,7 @@ std::string Fetch::Describe(const Piece& piece) const {
 Status Fetch::Handshake(size_t source, net::Socket* socket) {
   const Source& src = sources_[source];
   net::Socket connected;
-  Status st = Connect({src.host, src.port}, deadline_, &connected);
+  Status st = Connect(routes_, src.peer_id, {src.host, src.port}, deadline_, &connected);
   if (!st.ok()) return Status(StatusCode::kAborted, "connect: " + st.message());
   {
     // Publish the socket before blocking on it, so that a failure elsewhere can cut it.
@@ -487,8 +488,9 @@ void Fetch::ConnectionLoop(size_t source, const std::shared_ptr<net::Socket>& so
 
 Status FetchSharedState(uint64_t self_peer_id, const proto::SyncPlan& plan,
                         const std::vector<SharedStateEntry>& entries,
-                        const Credentials& credentials, Deadline deadline, uint64_t* rx_bytes) {
-  Fetch fetch(self_peer_id, credentials, deadline);
+                        const Credentials& credentials, Routes& routes, Deadline deadline,
+                        uint64_t* rx_bytes) {
+  Fetch fetch(self_peer_id, credentials, routes, deadline);
   Status st = fetch.Plan(plan, entries);
   if (st.ok()) st = fetch.Run();
   *rx_bytes += fetch.rx_bytes();

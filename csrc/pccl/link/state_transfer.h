@@ -81,6 +81,7 @@ class StateServer {
 // on every peer and the next round picks other sources).
 Status FetchSharedState(uint64_t self_peer_id, const proto::SyncPlan& plan,
                         const std::vector<SharedStateEntry>& entries,
-                        const Credentials& credentials, Deadline deadline, uint64_t* rx_bytes);
+                        const Credentials& credentials, Routes& routes, Deadline deadline,
+                        uint64_t* rx_bytes);
 
 }  // namespace pccl::link

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "pccl/common/logging.h"
+#include "pccl/master/relay.h"
 #include "pccl/net/address.h"
 
 namespace pccl::master {
@@ -113,6 +114,10 @@ std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
   // An empty run has no vote and no link phase: the first peer is the run.
   const bool first = roster_.members().empty();
   welcome.accepted = first ? 1 : 0;
+  if (options_.relay_port != 0) {
+    welcome.relay_port = options_.relay_port;
+    welcome.relay_ticket = RelayTicket(options_.relay_key, peer.peer_id);
+  }
   roster_.Add(std::move(peer), /*queue=*/!first);
   step.SendTo(e.conn, proto::Kind::kWelcome, proto::Encode(welcome));
   if (!first) return std::nullopt;

@@ -56,7 +56,8 @@ constexpr const char* kReordered = "optimize_topology() reordered the ring";
 }  // namespace
 
 Membership::Membership(MembershipOptions options, PeerIdGenerator ids)
-    : admission_(AdmissionOptions{options.link_timeout, options.heartbeat_timeout},
+    : admission_(AdmissionOptions{options.link_timeout, options.heartbeat_timeout,
+                                  options.relay_port, options.relay_key},
                  std::move(ids)),
       verdicts_(VerdictOptions{options.max_decided_ops, options.max_open_ops,
                                options.max_open_ops_per_peer}),

@@ -56,11 +56,12 @@ MembershipOptions MembershipFor(const MasterOptions& options) {
 
 class MasterServer::Loop {
  public:
-  Loop(const MasterOptions& options, net::Listener listener, int wake_fd)
+  Loop(const MasterOptions& options, MembershipOptions membership, net::Listener listener,
+       int wake_fd)
       : options_(options),
         listener_(std::move(listener)),
         wake_fd_(wake_fd),
-        membership_(MembershipFor(options), options.peer_ids) {}
+        membership_(std::move(membership), options.peer_ids) {}
 
   void Run(const std::atomic<bool>& stop);
 
@@ -536,7 +537,22 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
   server->wake_fd_ = wake_fd;
   server->port_ = listener.port();
   server->address_ = net::Endpoint{endpoint.host, listener.port()}.ToString();
-  server->loop_ = std::make_unique<Loop>(options, std::move(listener), wake_fd);
+  MembershipOptions membership = MembershipFor(options);
+  if (options.relay_address != "off") {
+    RelayOptions relay;
+    relay.listen_address = options.relay_address.empty()
+                               ? net::Endpoint{endpoint.host, 0}.ToString()
+                               : options.relay_address;
+    Status st = Relay::Start(relay, &server->relay_);
+    if (!st.ok()) {
+      ::close(wake_fd);
+      server->wake_fd_ = -1;
+      return Status(st.code(), "relay: " + st.message());
+    }
+    membership.relay_port = server->relay_->port();
+    membership.relay_key = server->relay_->key();
+  }
+  server->loop_ = std::make_unique<Loop>(options, membership, std::move(listener), wake_fd);
   server->running_ = true;
   MasterServer* self = server.get();
   server->thread_ = std::thread([self] {

@@ -32,11 +32,13 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pccl/auth/handshake.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/master/membership.h"
+#include "pccl/master/relay.h"
 
 namespace pccl::master {
 
@@ -65,6 +67,10 @@ struct MasterOptions {
   Duration drop_linger = std::chrono::seconds(1);
   // Peer-id generator for Membership; nullptr: random.
   PeerIdGenerator peer_ids;
+  // The run's relay (relay.h), for peers that cannot be dialled: "" runs it on the
+  // listen address's host on a port the system picks, "off" runs none, "host:port" binds
+  // there. Welcome tells each peer its port and ticket.
+  std::string relay_address;
 };
 
 class MasterServer {
@@ -80,6 +86,11 @@ class MasterServer {
   uint16_t port() const { return port_; }
   // The bound address as "host:port".
   const std::string& address() const { return address_; }
+  // The relay's port (0: none) and what it forwarded.
+  uint16_t relay_port() const { return relay_ ? relay_->port() : 0; }
+  std::vector<Relay::LinkBytes> relay_links() const {
+    return relay_ ? relay_->Links() : std::vector<Relay::LinkBytes>{};
+  }
 
   // Asks the thread to stop: it closes every connection and the listener, then exits.
   void Interrupt();
@@ -92,6 +103,7 @@ class MasterServer {
   class Loop;
   MasterServer() = default;
 
+  std::unique_ptr<Relay> relay_;  // started before the loop, closed after it
   std::unique_ptr<Loop> loop_;
   int wake_fd_ = -1;
   uint16_t port_ = 0;

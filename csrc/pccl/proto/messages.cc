@@ -28,6 +28,10 @@ const char* KindName(uint16_t kind) {
     case Kind::kReachabilityQuery: return "ReachabilityQuery";
     case Kind::kReachability: return "Reachability";
     case Kind::kDialBack: return "DialBack";
+    case Kind::kRelayPark: return "RelayPark";
+    case Kind::kRelayDial: return "RelayDial";
+    case Kind::kRelayReady: return "RelayReady";
+    case Kind::kRelayIncoming: return "RelayIncoming";
     case Kind::kOptimizeTopology: return "OptimizeTopology";
     case Kind::kMeasureBandwidth: return "MeasureBandwidth";
     case Kind::kBandwidthReport: return "BandwidthReport";
@@ -195,6 +199,8 @@ constexpr auto kWelcome = MessageOf<Welcome>("Welcome", std::tuple{
     U64("peer_id", &Welcome::peer_id),
     Bool("accepted", &Welcome::accepted),
     U32("heartbeat_interval_ms", &Welcome::heartbeat_interval_ms),
+    U16("relay_port", &Welcome::relay_port),
+    Str("relay_ticket", &Welcome::relay_ticket, kMaxTicketLength),
 });
 constexpr auto kTopology = MessageOf<Topology>("Topology", std::tuple{
     U64("epoch", &Topology::epoch),
@@ -316,6 +322,18 @@ constexpr auto kReachability = MessageOf<Reachability>("Reachability", std::tupl
     Bool("reachable", &Reachability::reachable),
     Str("detail", &Reachability::detail, kMaxReasonLength),
 });
+constexpr auto kRelayPark = MessageOf<RelayPark>("RelayPark", std::tuple{
+    U64("peer_id", &RelayPark::peer_id),
+    Str("ticket", &RelayPark::ticket, kMaxTicketLength),
+});
+constexpr auto kRelayDial = MessageOf<RelayDial>("RelayDial", std::tuple{
+    U64("from_peer_id", &RelayDial::from_peer_id),
+    Str("ticket", &RelayDial::ticket, kMaxTicketLength),
+    U64("to_peer_id", &RelayDial::to_peer_id),
+});
+constexpr auto kRelayIncoming = MessageOf<RelayIncoming>("RelayIncoming", std::tuple{
+    U64("from_peer_id", &RelayIncoming::from_peer_id),
+});
 // Both planes send it: the master before it drops a peer, a state source refusing a request.
 constexpr auto kErrorMessage = MessageOf<ErrorMessage>("Error", std::tuple{
     U32("code", &ErrorMessage::code),
@@ -365,6 +383,9 @@ PCCL_PROTO_CODEC(BandwidthReport, kBandwidthReport)
 PCCL_PROTO_CODEC(ProbeResult, kProbeResult)
 PCCL_PROTO_CODEC(LinkBroken, kLinkBroken)
 PCCL_PROTO_CODEC(Reachability, kReachability)
+PCCL_PROTO_CODEC(RelayPark, kRelayPark)
+PCCL_PROTO_CODEC(RelayDial, kRelayDial)
+PCCL_PROTO_CODEC(RelayIncoming, kRelayIncoming)
 #undef PCCL_PROTO_CODEC
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

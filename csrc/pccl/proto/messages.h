@@ -125,6 +125,11 @@ enum class Kind : uint16_t {
   kProbeData = 48,
   kProbeResult = 49,
   kDialBack = 50,
+  // Relay connections (master/relay.h), the first frames on the relay's own port.
+  kRelayPark = 70,
+  kRelayDial = 71,
+  kRelayReady = 72,
+  kRelayIncoming = 73,
   kGreeting = 60,
   kChallenge = 61,
   kProof = 62,
@@ -162,6 +167,10 @@ struct Welcome {
   // How often the peer must send Heartbeat; a peer silent for the master's heartbeat
   // timeout (a few intervals) is removed from the run as if it had died.
   uint32_t heartbeat_interval_ms = 0;
+  // The run's relay (master/relay.h), on the master's host: its port (0: the master runs
+  // none) and this peer's ticket for it.
+  uint16_t relay_port = 0;
+  std::string relay_ticket;
 };
 
 struct Member {
@@ -258,6 +267,24 @@ struct Reachability {
   uint16_t observed_port = 0;
   uint8_t reachable = 0;  // 1: the dial to the advertised endpoint connected
   std::string detail;     // the endpoint dialled, and why it failed if it did
+};
+
+// Relay connections (master/relay.h). A peer that cannot be dialled parks connections at
+// the relay (RelayPark); a dialer asks for one of them (RelayDial) and is answered
+// RelayReady (P2PWelcome's fields) once paired, or with the reason it is not; the parked
+// connection is told RelayIncoming. From then on the relay forwards raw bytes both ways.
+inline constexpr size_t kMaxTicketLength = 64;
+struct RelayPark {
+  uint64_t peer_id = 0;
+  std::string ticket;
+};
+struct RelayDial {
+  uint64_t from_peer_id = 0;
+  std::string ticket;  // the dialer's
+  uint64_t to_peer_id = 0;
+};
+struct RelayIncoming {
+  uint64_t from_peer_id = 0;
 };
 
 // A ring link of the sender's group broke, or could not be built, between it and
@@ -417,6 +444,9 @@ std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
 std::string Encode(const LinkBroken& m);
 std::string Encode(const Reachability& m);
+std::string Encode(const RelayPark& m);
+std::string Encode(const RelayDial& m);
+std::string Encode(const RelayIncoming& m);
 std::string Encode(const Greeting& m);
 std::string Encode(const Challenge& m);
 std::string Encode(const Proof& m);
@@ -445,6 +475,9 @@ Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
 Status Decode(const std::string& payload, LinkBroken* m);
 Status Decode(const std::string& payload, Reachability* m);
+Status Decode(const std::string& payload, RelayPark* m);
+Status Decode(const std::string& payload, RelayDial* m);
+Status Decode(const std::string& payload, RelayIncoming* m);
 Status Decode(const std::string& payload, Greeting* m);
 Status Decode(const std::string& payload, Challenge* m);
 Status Decode(const std::string& payload, Proof* m);
