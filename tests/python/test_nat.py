@@ -157,6 +157,64 @@ def build_lab(net: netns.Namespaces) -> dict[str, str]:
     return names
 
 
+def observe_sources(conn: Connection, count: int) -> None:
+    """In the public namespace: `count` listeners; reports their ports, then the source
+    port each one's first connection came from."""
+    import socket
+
+    listeners = [socket.create_server(("10.77.0.1", 0)) for _ in range(count)]
+    conn.send([listener.getsockname()[1] for listener in listeners])
+    seen = []
+    for listener in listeners:
+        listener.settimeout(20)
+        accepted, (_, port) = listener.accept()
+        seen.append(port)
+        accepted.close()
+    conn.send(seen)
+
+
+def dial_from_one_port(conn: Connection, ports: list[int]) -> None:
+    """Behind a NAT: connects to each of `ports` on 10.77.0.1 from one local port."""
+    import socket
+
+    local = 0
+    sockets = []
+    for port in ports:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", local))
+        local = s.getsockname()[1]
+        s.connect(("10.77.0.1", port))
+        sockets.append(s)
+    conn.send(local)
+    conn.recv()  # hold the connections until the test read the mappings
+    for s in sockets:
+        s.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_lab_nats_map_ports_as_they_claim() -> None:
+    """The lab is what the other tests say it is: the endpoint-independent NAT keeps one
+    local port's mapping for every destination, the symmetric one maps each anew."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.Namespaces() as net:
+        names = build_lab(net)
+        mappings = {}
+        for kind in ("eim", "sym"):
+            server = start(net, names["public"], observe_sources, 3)
+            ports = recv(server, "the listeners")
+            client = start(net, names[kind], dial_from_one_port, ports)
+            local = recv(client, "the dialler")
+            mappings[kind] = (local, recv(server, "the observed sources"))
+            client.send(None)
+        local, seen = mappings["eim"]
+        assert seen == [local] * 3, mappings
+        local, seen = mappings["sym"]
+        assert len(set(seen)) == 3 and local not in seen, mappings
+
+
 def enter(namespaces: list[str], index: int) -> None:
     """Peer prelude: peer `index` runs in namespaces[index]."""
     netns.enter_netns(namespaces[index])
