@@ -1,27 +1,22 @@
 """Peers behind real NATs (issue 16). Needs root, `ip` and `nft`; skipped with the reason
 otherwise.
 
-Step 1: a peer behind a NAT learns that nobody can dial it, and its public mapping.
-Step 2: a run with peers behind an endpoint-independent NAT and a symmetric NAT works
-through the master's relay with default settings (see `lab` below for that network).
+The network (bench/lib/nat_lab.py): a public namespace with the master and public
+peers, a private network behind an endpoint-independent NAT and one behind a symmetric NAT;
+the public side has no route into either, and the lab checks that its NATs map ports as
+claimed.
 
-Three network namespaces (bench/lib/netns.py):
-
-    public  10.77.0.1   the master and a public peer
-    nat     10.77.0.2   a router that masquerades (nftables) what comes from
-            192.168.7.1 its private side
-    home    192.168.7.2 a peer behind that NAT (default route via the router)
-
-The public namespace has no route to 192.168.7.0/24: the home peer reaches the master
-only through the NAT, as on the internet. The master sees it at the NAT's address, dials
-back its advertised endpoint there, and is refused (nothing listens on the router); the
+Step 1: a peer behind a NAT learns that nobody can dial it, and its public mapping: it
+reaches the master only through the NAT; the master sees it at the NAT's public address,
+dials back its advertised endpoint there and is refused (nothing listens on the router); a
 public peer is dialled back and reachable.
+Step 2: a run with peers behind both NATs works through the master's relay with default
+settings: exact sums, a restart behind the symmetric NAT, two peers behind one NAT.
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
 import signal
 import time
 from multiprocessing.connection import Connection
@@ -33,13 +28,11 @@ import pytest
 from cluster import Cluster
 from pccl import ReduceOp
 
-from bench.lib import netns
+from bench.lib import nat_lab, netns
 
 
 def unavailable() -> str | None:
-    if shutil.which("nft") is None:
-        return "needs the `nft` command (apt-get install nftables)"
-    return netns.unavailable_reason()
+    return nat_lab.unavailable_reason()
 
 
 def master_main(conn: Connection) -> None:
@@ -82,30 +75,16 @@ def test_a_peer_behind_a_nat_is_told_it_cannot_be_dialled_and_its_public_mapping
     if reason is not None:
         pytest.skip(reason)
     with netns.Namespaces() as net:
-        public, nat, home = net.add("public"), net.add("nat"), net.add("home")
-        net.veth(public, "eth0", nat, "wan0")
-        net.veth(home, "eth0", nat, "lan0")
-        net.address(public, "eth0", "10.77.0.1/24")
-        net.address(nat, "wan0", "10.77.0.2/24")
-        net.address(nat, "lan0", "192.168.7.1/24")
-        net.address(home, "eth0", "192.168.7.2/24")
-        net.ip(home, "route", "add", "default", "via", "192.168.7.1")
-        net.sysctl(nat, [("net.ipv4.ip_forward", "1")])
-        for rule in (["add", "table", "ip", "nat"],
-                     ["add", "chain", "ip", "nat", "post",
-                      "{ type nat hook postrouting priority 100 ; }"],
-                     ["add", "rule", "ip", "nat", "post", "oifname", "wan0", "ip", "saddr",
-                      "192.168.7.0/24", "masquerade"]):
-            net.run(nat, "nft", *rule)
-
+        names = nat_lab.build(net)
+        public, home = names["public"], names["eim"]
         master = start(net, public, master_main)
         address = f"10.77.0.1:{recv(master, 'the master')}"
         behind = start(net, home, peer_main, address)
         reachable, observed, detail, home_port = recv(behind, "the peer behind the NAT")
         assert not reachable, detail
         # The master saw the NAT's public address, and dialled the peer's port there.
-        assert observed.startswith("10.77.0.2:"), observed
-        assert f"dialling 10.77.0.2:{home_port} failed" in detail, detail
+        assert observed.startswith("10.77.1.2:"), observed
+        assert f"dialling 10.77.1.2:{home_port} failed" in detail, detail
         in_public = start(net, public, peer_main, address)
         reachable, observed, detail, public_port = recv(in_public, "the public peer")
         assert reachable, detail
@@ -113,48 +92,13 @@ def test_a_peer_behind_a_nat_is_told_it_cannot_be_dialled_and_its_public_mapping
         master.send(None)
 
 
-# --- step 2: a run across NATs ---------------------------------------------------------------
+# --- step 2: a run across NATs (the lab: bench/lib/nat_lab.py) -------------------------------
 #
-#     public      10.77.0.1 (lo)  the master and two public peers
-#                 10.77.1.1 -- 10.77.1.2  nat-eim   masquerade (endpoint-independent:
-#                                         192.168.7.1   the source port is kept)
-#                                            |
-#                                         192.168.7.2  home-eim  one or two peers
-#                 10.77.2.1 -- 10.77.2.2  nat-sym   masquerade fully-random (symmetric:
-#                                         192.168.8.1   a random port per connection)
-#                                            |
-#                                         192.168.8.2  home-sym  one peer
-#
-# The public namespace has no route into either private network; each NAT has its default
-# route into the public one. A peer behind a NAT is advertised at the NAT's public address
-# (what the master observes), where its router refuses the connection: the others reach it
-# through the master's relay, which nobody configured.
-
-
-def build_lab(net: netns.Namespaces) -> dict[str, str]:
-    public = net.add("public")
-    net.address(public, "lo", "10.77.0.1/32")
-    names = {"public": public}
-    for kind, octet, masquerade in (("eim", 1, ["masquerade"]),
-                                    ("sym", 2, ["masquerade", "fully-random"])):
-        nat, home = net.add(f"nat-{kind}"), net.add(f"home-{kind}")
-        net.veth(public, f"eth{octet}", nat, "wan0")
-        net.veth(home, "eth0", nat, "lan0")
-        net.address(public, f"eth{octet}", f"10.77.{octet}.1/24")
-        net.address(nat, "wan0", f"10.77.{octet}.2/24")
-        net.address(nat, "lan0", f"192.168.{6 + octet}.1/24")
-        net.address(home, "eth0", f"192.168.{6 + octet}.2/24")
-        net.ip(nat, "route", "add", "default", "via", f"10.77.{octet}.1")
-        net.ip(home, "route", "add", "default", "via", f"192.168.{6 + octet}.1")
-        net.sysctl(nat, [("net.ipv4.ip_forward", "1")])
-        for rule in (["add", "table", "ip", "nat"],
-                     ["add", "chain", "ip", "nat", "post",
-                      "{ type nat hook postrouting priority 100 ; }"],
-                     ["add", "rule", "ip", "nat", "post", "oifname", "wan0", "ip", "saddr",
-                      f"192.168.{6 + octet}.0/24", *masquerade]):
-            net.run(nat, "nft", *rule)
-        names[kind] = home
-    return names
+# A public namespace with the master and public peers, one private network behind an
+# endpoint-independent NAT ("eim") and one behind a symmetric NAT ("sym"). A peer behind a
+# NAT is advertised at the NAT's public address (what the master observes), where its
+# router refuses the connection: the others reach it through the master's relay, which
+# nobody configured.
 
 
 def observe_sources(conn: Connection, count: int) -> None:
@@ -200,7 +144,7 @@ def test_the_lab_nats_map_ports_as_they_claim() -> None:
     if reason is not None:
         pytest.skip(reason)
     with netns.Namespaces() as net:
-        names = build_lab(net)
+        names = nat_lab.build(net)
         mappings = {}
         for kind in ("eim", "sym"):
             server = start(net, names["public"], observe_sources, 3)
@@ -260,7 +204,7 @@ def test_peers_behind_an_eim_and_a_symmetric_nat_reduce_and_one_restarts() -> No
     if reason is not None:
         pytest.skip(reason)
     with netns.Namespaces() as net:
-        names = build_lab(net)
+        names = nat_lab.build(net)
         where = ["public", "public", "eim", "sym", "sym"]  # the last: the restarted peer
         with Cluster(4, master_address="0.0.0.0:0", connect_host="10.77.0.1",
                      master_prefix=["ip", "netns", "exec", names["public"]],
@@ -301,7 +245,7 @@ def test_two_peers_behind_the_same_nat_reach_each_other() -> None:
     if reason is not None:
         pytest.skip(reason)
     with netns.Namespaces() as net:
-        names = build_lab(net)
+        names = nat_lab.build(net)
         with Cluster(2, master_address="0.0.0.0:0", connect_host="10.77.0.1",
                      master_prefix=["ip", "netns", "exec", names["public"]],
                      peer_prelude=functools.partial(enter, [names["eim"]] * 2)) as c:
