@@ -190,8 +190,9 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
              "887766554433221101c4090000" "0000" "00000000");
   ExpectWire(Welcome{1, 0, 1, 0x1234, "tk"}, "Welcome",
              "01000000000000000001000000" "3412" "02000000746b");
-  ExpectWire(RelayDial{1, "t", 2}, "RelayDial",
-             "0100000000000000" "0100000074" "0200000000000000");
+  ExpectWire(RelayDial{1, "t", 2, 1}, "RelayDial",
+             "0100000000000000" "0100000074" "0200000000000000" "01");
+  ExpectWire(RelayReady{1, "", "h", 0x1234}, "RelayReady", "01" "00000000" "0100000068" "3412");
   ExpectWire(Topology{7, {Member{1, "10.0.0.1", 4000, 2, "", 5}, Member{2, "::1", 4001, 3, "", 6}}},
              "Topology",
              "07000000000000000200000001000000000000000800000031302e302e302e31a00f02000000"

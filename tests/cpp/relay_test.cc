@@ -39,10 +39,12 @@ link::RelayAccess Access(const Relay& relay, uint64_t self) {
 struct Handed {
   std::mutex mu;
   std::vector<net::Socket> sockets;
+  std::vector<link::Route> routes;
   link::Parker::Incoming Sink() {
-    return [this](net::Socket s) {
+    return [this](net::Socket s, link::Route route) {
       std::lock_guard<std::mutex> lock(mu);
       sockets.push_back(std::move(s));
+      routes.push_back(route);
     };
   }
   size_t count() {
@@ -72,7 +74,7 @@ TEST(RelayTest, PairsAParkedConnectionWithADialerAndCountsTheBytes) {
   link::Parker parker;
   parker.Start(Access(*relay, kParkedPeer), handed.Sink());
   net::Socket dialer;
-  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, Deadline::In(10s),
+  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
                                      &dialer).ok());
   ASSERT_TRUE(WaitUntil([&] { return handed.count() == 1; }));
   net::Socket parked = handed.Take();
@@ -100,7 +102,7 @@ TEST(RelayTest, PairsAParkedConnectionWithADialerAndCountsTheBytes) {
   EXPECT_EQ(open, 1u);
   // The parker parked a fresh connection in place of the claimed one.
   net::Socket second;
-  EXPECT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, Deadline::In(10s),
+  EXPECT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
                                      &second).ok());
   // A close passes through: the other end reads EOF.
   dialer.Close();
@@ -115,7 +117,7 @@ TEST(RelayTest, ADialerForAPeerWithNothingParkedIsRefusedAfterTheWait) {
   auto relay = StartRelay(options);
   net::Socket dialer;
   const auto start = Clock::now();
-  Status st = link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, Deadline::In(10s),
+  Status st = link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
                                      &dialer);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("has no connection parked at the relay"), std::string::npos)
@@ -128,7 +130,7 @@ TEST(RelayTest, WrongTicketsAreRefused) {
   link::RelayAccess forged = Access(*relay, kDialer);
   forged.ticket = relay->TicketFor(kDialer + 1);  // another peer's ticket
   net::Socket dialer;
-  Status st = link::DialThroughRelay(forged, kParkedPeer, Deadline::In(10s), &dialer);
+  Status st = link::DialThroughRelay(forged, kParkedPeer, false, Deadline::In(10s), &dialer);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("wrong ticket for peer 22"), std::string::npos) << st.ToString();
 }
@@ -143,17 +145,17 @@ TEST(RelayTest, PairsPerLinkAreBounded) {
   parker.Start(Access(*relay, kParkedPeer), handed.Sink());
   std::vector<net::Socket> open(2);
   for (auto& s : open) {
-    ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer,
+    ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false,
                                        Deadline::In(10s), &s).ok());
   }
   net::Socket third;
-  Status st = link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, Deadline::In(10s),
+  Status st = link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
                                      &third);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("are open already"), std::string::npos) << st.ToString();
   // Another dialer is not held back by this pair's bound.
   net::Socket other;
-  EXPECT_TRUE(link::DialThroughRelay(Access(*relay, kDialer + 1), kParkedPeer,
+  EXPECT_TRUE(link::DialThroughRelay(Access(*relay, kDialer + 1), kParkedPeer, false,
                                      Deadline::In(10s), &other).ok());
   parker.Stop();
 }
@@ -177,8 +179,11 @@ TEST(RelayTest, RoutesFallBackToTheRelayAndRememberIt) {
   link::Route route = link::Route::kUnknown;
   ASSERT_TRUE(routes.Connect(kParkedPeer, {"127.0.0.1", closed_port}, Deadline::In(10s), &s,
                              &route).ok());
-  EXPECT_EQ(route, link::Route::kRelayed);
-  EXPECT_EQ(routes.RouteTo(kParkedPeer), link::Route::kRelayed);
+  // Arranged through the relay either way: relayed, or punched when the two ends'
+  // simultaneous connects met (on loopback they usually do; the punch test pins that).
+  EXPECT_TRUE(route == link::Route::kRelayed || route == link::Route::kPunched)
+      << link::RouteName(route);
+  EXPECT_EQ(routes.RouteTo(kParkedPeer), route);
   ASSERT_TRUE(WaitUntil([&] { return handed.count() == 1; }));
   // Without a relay the direct error comes back as it was.
   link::Routes alone;
@@ -188,13 +193,44 @@ TEST(RelayTest, RoutesFallBackToTheRelayAndRememberIt) {
   parker.Stop();
 }
 
+// On loopback each end's "mapping" is its own port, as behind an endpoint-independent NAT:
+// the two ends' simultaneous connects meet, and the relay forwards nothing but the two
+// bytes of the agreement.
+TEST(RelayTest, HolePunchingReplacesTheRelayedConnectionWhereTheMappingHolds) {
+  auto relay = StartRelay();
+  Handed handed;
+  link::Parker parker;
+  parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  net::Socket dialer;
+  link::Route route = link::Route::kUnknown;
+  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, /*punch=*/true,
+                                     Deadline::In(10s), &dialer, &route).ok());
+  EXPECT_EQ(route, link::Route::kPunched);
+  ASSERT_TRUE(WaitUntil([&] { return handed.count() == 1; }));
+  EXPECT_EQ(handed.routes.front(), link::Route::kPunched);
+  net::Socket parked = handed.Take();
+  const std::string hello = "straight through";
+  ASSERT_TRUE(dialer.SendAll(hello.data(), hello.size(), Deadline::In(10s)).ok());
+  std::string got(hello.size(), 0);
+  ASSERT_TRUE(parked.RecvAll(got.data(), got.size(), Deadline::In(10s)).ok());
+  EXPECT_EQ(got, hello);
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& l : relay->Links()) {
+      if (l.from_peer == kDialer && l.open == 0) return true;
+    }
+    return false;
+  }));
+  for (const auto& l : relay->Links()) EXPECT_EQ(l.bytes, 1u);  // 'P' one way, 'P' back
+  parker.Stop();
+}
+
 TEST(RelayTest, CloseCutsOpenPairsAndJoins) {
   auto relay = StartRelay();
   Handed handed;
   link::Parker parker;
   parker.Start(Access(*relay, kParkedPeer), handed.Sink());
   net::Socket dialer;
-  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, Deadline::In(10s),
+  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
                                      &dialer).ok());
   parker.Stop();
   relay->Close();  // returns: every thread joined

@@ -75,8 +75,16 @@ inline void Invariants(const Reachability& m) {
   FUZZ_CHECK(m.detail.size() <= kMaxReasonLength);
 }
 inline void Invariants(const RelayPark& m) { FUZZ_CHECK(m.ticket.size() <= kMaxTicketLength); }
-inline void Invariants(const RelayDial& m) { FUZZ_CHECK(m.ticket.size() <= kMaxTicketLength); }
-inline void Invariants(const RelayIncoming&) {}
+inline void Invariants(const RelayDial& m) {
+  FUZZ_CHECK(m.ticket.size() <= kMaxTicketLength && m.punch <= 1);
+}
+inline void Invariants(const RelayIncoming& m) {
+  FUZZ_CHECK(m.punch <= 1 && m.peer_host.size() <= kMaxHostLength);
+}
+inline void Invariants(const RelayReady& m) {
+  FUZZ_CHECK(m.ok <= 1 && m.reason.size() <= kMaxReasonLength);
+  FUZZ_CHECK(m.peer_host.size() <= kMaxHostLength);
+}
 inline void Invariants(const Greeting& m) {
   const auto purpose = static_cast<Kind>(m.purpose);
   FUZZ_CHECK(purpose == Kind::kHello || purpose == Kind::kP2PHello ||

@@ -63,10 +63,14 @@ inline std::vector<RelayPark> Samples(const RelayPark*) {
   return {RelayPark{}, RelayPark{7, Bytes(32, 't')}};
 }
 inline std::vector<RelayDial> Samples(const RelayDial*) {
-  return {RelayDial{}, RelayDial{7, Bytes(32, 't'), 9}};
+  return {RelayDial{}, RelayDial{7, Bytes(32, 't'), 9, 1}};
 }
 inline std::vector<RelayIncoming> Samples(const RelayIncoming*) {
-  return {RelayIncoming{}, RelayIncoming{7}};
+  return {RelayIncoming{}, RelayIncoming{7, 1, "203.0.113.9", 40001}};
+}
+inline std::vector<RelayReady> Samples(const RelayReady*) {
+  return {RelayReady{}, RelayReady{1, "", "198.51.100.4", 5123},
+          RelayReady{0, "peer 9 has no connection parked at the relay", "", 0}};
 }
 inline std::vector<Reachability> Samples(const Reachability*) {
   return {Reachability{}, Reachability{"203.0.113.7", 40123, 1, "dialled 203.0.113.7:40000"}};

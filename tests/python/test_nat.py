@@ -212,12 +212,17 @@ def test_peers_behind_an_eim_and_a_symmetric_nat_reduce_and_one_restarts() -> No
             results = c.run(reduce_until_done, timeout=120)
             assert [(r["world"], r["sum"], r["exact"]) for r in results] == [(4, 10.0, True)] * 4
             assert [r["reachable"] for r in results] == [True, True, False, False]
-            # Every link into a NATed peer is relayed; every other one is direct.
+            # Links into public peers are direct. Into a NATed peer: hole punching works from
+            # a public peer (behind the symmetric NAT too: the NATed end's dial reaches the
+            # public end's listener), and fails between the two NATs (the symmetric one
+            # maps the punch anew), so that link stays relayed.
             natted = {results[2]["peer_id"], results[3]["peer_id"]}
             routes = routes_by_peer(results)
             assert len(routes) == 4, routes
             for (sender, receiver), route in routes.items():
-                assert route == ("relayed" if receiver in natted else "direct"), routes
+                expected = ("direct" if receiver not in natted
+                            else "relayed" if sender in natted else "punched")
+                assert route == expected, (sender, receiver, routes)
 
             # The peer behind the symmetric NAT is killed; the survivors go on, exact.
             assert c.kill(3, signal.SIGKILL)
@@ -237,6 +242,11 @@ def test_peers_behind_an_eim_and_a_symmetric_nat_reduce_and_one_restarts() -> No
             assert [(r["world"], r["sum"], r["exact"]) for r in again] == [
                 (4, 1.0 + 2.0 + 3.0 + 5.0, True)] * 4, again
             assert again[3]["reachable"] is False
+            natted = {again[2]["peer_id"], again[3]["peer_id"]}
+            for (sender, receiver), route in routes_by_peer(again).items():
+                expected = ("direct" if receiver not in natted
+                            else "relayed" if sender in natted else "punched")
+                assert route == expected, (sender, receiver, route)
 
 
 @pytest.mark.timeout(180)
@@ -251,6 +261,7 @@ def test_two_peers_behind_the_same_nat_reach_each_other() -> None:
                      peer_prelude=functools.partial(enter, [names["eim"]] * 2)) as c:
             results = c.run(reduce_until_done, timeout=120)
             assert [(r["world"], r["sum"], r["exact"]) for r in results] == [(2, 3.0, True)] * 2
-            # Each is advertised at the NAT's public address, where the router refuses (no
-            # hairpin): they reach each other through the relay.
+            # Each is advertised at the NAT's public address, where the router refuses, and
+            # punching to that address fails the same way (the NAT does no hairpinning):
+            # they reach each other through the relay.
             assert set(routes_by_peer(results).values()) == {"relayed"}

@@ -4,10 +4,13 @@ master/relay.h, link/routes.h), on loopback, in real processes.
 A peer that listens on 127.0.0.1 but advertises 127.0.0.3 (where nothing listens) is, for
 the others, a peer behind a NAT: the master's dial-back is refused, so it parks
 connections at the relay, and every member that fails to dial it directly goes through
-the relay. Ring links, the shared-state fetch of a joiner and optimize_topology()'s probes
-all take that way; the results are exact; link_info() and the relay's counters say which
-links were relayed. The relay itself refuses connections without a valid ticket. The
-same in a network lab with real NATs is tests/python/test_nat.py.
+the relay. With hole punching off (PCCL_PUNCH_MS=0) the bytes stay on the relay: ring
+links, optimize_topology()'s probes and a joiner's shared-state sync all work, exactly,
+and link_info() and the relay's counters say which links were relayed. With hole punching
+on (the default) the two ends' simultaneous connects meet on loopback (each "NAT mapping"
+is the port itself), and the links are punched: the relay carried only the rendezvous.
+The relay refuses connections without a valid ticket. The same in a network lab with real
+NATs is tests/python/test_nat.py.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def optimize(comm: pccl.Communicator, index: int) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.timeout(180)
-def test_a_peer_nobody_can_dial_is_reached_through_the_relay() -> None:
+def test_a_peer_nobody_can_dial_is_reached_through_the_relay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCCL_PUNCH_MS", "0")  # the peer processes inherit it
     with Cluster(3, peer_options=[{}, {}, UNDIALLABLE]) as c:
         assert c.master is not None and c.master.relay_port > 0
         results = c.run(reduce_and_report)
@@ -101,6 +106,24 @@ def test_a_peer_nobody_can_dial_is_reached_through_the_relay() -> None:
         assert routes["prev"] == "relayed", results[3]
 
 
+@pytest.mark.timeout(120)
+def test_hole_punching_replaces_the_relay_where_the_mappings_hold() -> None:
+    with Cluster(3, peer_options=[{}, {}, UNDIALLABLE]) as c:
+        assert c.master is not None
+        results = c.run(reduce_and_report)
+        assert all(r["exact"] and r["world"] == 3 for r in results), results
+        hidden = results[2]["peer_id"]
+        for r in results:
+            for peer, d, route, _ in r["links"]:
+                punched = (d == "next" and peer == hidden) or (
+                    d == "prev" and r["peer_id"] == hidden)
+                assert route == ("punched" if punched else "direct"), (r, peer, d)
+        # The relay paired the connections and carried one agreement byte each way on each.
+        relayed = c.master.relay_links()
+        connections = sum(n for _, _, _, _, n in relayed)
+        assert connections >= 2 and sum(b for _, _, b, _, _ in relayed) == 2 * connections, relayed
+
+
 def admit(comm: pccl.Communicator, index: int, world: int) -> None:
     comm.wait_for_world(world, timeout=60)
 
@@ -115,7 +138,7 @@ def test_the_relay_refuses_connections_without_a_valid_ticket() -> None:
             conn = wire.Conn(*relay)
             payload = (5).to_bytes(8, "little") + wire.string(b"x" * 32)
             if kind == Kind.RELAY_DIAL:
-                payload += (6).to_bytes(8, "little")
+                payload += (6).to_bytes(8, "little") + b"\x00"  # to peer 6, no punching
             conn.send(kind, payload)
             answer_kind, answer = conn.recv_frame()
             assert answer_kind == Kind.RELAY_READY

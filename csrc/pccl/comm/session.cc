@@ -54,8 +54,7 @@ Status Session::Connect(Deadline deadline) {
   // Every p2p connection of this peer arrives through the listener: ring links wait in the
   // incoming pool for their epoch, shared-state fetches and probes get served.
   listener_.Handle(link::Purpose::kRing, [this](const link::Hello& hello, net::Socket socket) {
-    routes_.NoteIncoming(hello.from_peer_id,
-                         hello.relayed ? link::Route::kRelayed : link::Route::kDirect);
+    routes_.NoteIncoming(hello.from_peer_id, hello.route);
     incoming_.Deposit(hello, std::move(socket));
   });
   listener_.Handle(link::Purpose::kState, [this](const link::Hello&, net::Socket socket) {
@@ -72,7 +71,9 @@ Status Session::Connect(Deadline deadline) {
   master_.SetReachabilityListener([this](const proto::Reachability& r) {
     std::optional<link::RelayAccess> relay = routes_.relay();
     if (r.reachable || !relay || closed_.load()) return;
-    parker_.Start(*relay, [this](net::Socket socket) { listener_.Adopt(std::move(socket)); });
+    parker_.Start(*relay, [this](net::Socket socket, link::Route route) {
+      listener_.Adopt(std::move(socket), route);
+    });
   });
   // Reaching the master (name resolution included) is bounded by the connect timeout even
   // when waiting for admission is not.

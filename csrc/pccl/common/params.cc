@@ -45,6 +45,7 @@ const Params& GetParams() {
     p.connect_timeout_ms = EnvInt("PCCL_CONNECT_TIMEOUT_MS", 10000, 10, int64_t{1} << 40);
     p.tcp_user_timeout_ms = EnvInt("PCCL_TCP_USER_TIMEOUT_MS", 20000, 0, int64_t{1} << 31);
     p.keepalive_s = EnvInt("PCCL_KEEPALIVE_S", 5, 0, 3600);
+    p.punch_ms = EnvInt("PCCL_PUNCH_MS", 2000, 0, 60000);
     p.probe_ms = EnvInt("PCCL_PROBE_MS", 300, 10, 600000);
     p.bandwidth_max_age_s = EnvInt("PCCL_BANDWIDTH_MAX_AGE_S", 600, 0, int64_t{1} << 30);
     return p;

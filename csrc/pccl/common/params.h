@@ -37,6 +37,10 @@ struct Params {
   // nothing answers for PCCL_TCP_USER_TIMEOUT_MS. Keeps NAT and firewall mappings alive
   // through idle minutes (default 5; 0: off).
   int64_t keepalive_s;
+  // PCCL_PUNCH_MS: how long the two ends of a relayed connection try to open a direct one
+  // by hole punching (TCP simultaneous open, link/routes.h) before they stay on the relay
+  // (default 2000; 0: no hole punching).
+  int64_t punch_ms;
   // PCCL_PROBE_MS (read by the master): how long each bandwidth probe of
   // optimize_topology() streams (default 300). Longer is more accurate on long fat pipes.
   int64_t probe_ms;

@@ -58,8 +58,9 @@ struct Hello {
   uint64_t to_peer_id = 0;
   uint64_t epoch = 0;
   uint32_t slot = 0;
-  // Set by the listener, never sent: the connection came through the run's relay.
-  bool relayed = false;
+  // Set by the listener, never sent: how the connection came (direct, or by way of the
+  // run's relay: relayed or punched).
+  Route route = Route::kDirect;
 };
 
 // How this peer proves itself on its peer-to-peer connections: the run's secret and

@@ -43,16 +43,16 @@ void Listener::AcceptLoop() {
       continue;
     }
     const std::string host = net::HostOfPeer(socket.peer());
-    StartHandshake(std::move(socket), host, /*relayed=*/false);
+    StartHandshake(std::move(socket), host, Route::kDirect);
   }
 }
 
-void Listener::Adopt(net::Socket socket) {
+void Listener::Adopt(net::Socket socket, Route route) {
   if (closed_.load()) return;
-  StartHandshake(std::move(socket), "relay", /*relayed=*/true);
+  StartHandshake(std::move(socket), "relay", route);
 }
 
-void Listener::StartHandshake(net::Socket socket, const std::string& host, bool relayed) {
+void Listener::StartHandshake(net::Socket socket, const std::string& host, Route route) {
   std::lock_guard<std::mutex> lock(mu_);
   ReapLocked();
   if (closed_.load()) return;
@@ -66,7 +66,7 @@ void Listener::StartHandshake(net::Socket socket, const std::string& host, bool 
   }
   auto handshake = std::make_unique<Handshake>();
   handshake->host = host;
-  handshake->relayed = relayed;
+  handshake->route = route;
   Handshake* raw = handshake.get();
   {
     std::lock_guard<std::mutex> hs_lock(raw->mu);
@@ -95,7 +95,7 @@ void Listener::RunHandshake(Handshake* handshake) {
         return Status::Ok();
       },
       deadline, &hello);
-  hello.relayed = handshake->relayed;
+  hello.route = handshake->route;
   if (!st.ok()) {
     refusals_.Log("p2p connection from " + peer + " dropped: " + st.ToString());
     std::lock_guard<std::mutex> lock(handshake->mu);

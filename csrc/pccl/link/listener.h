@@ -67,24 +67,25 @@ class Listener {
   void SetSelfId(uint64_t peer_id);
   uint16_t port() const { return socket_.port(); }
   bool listening() const { return socket_.fd() >= 0; }
-  // Runs the handshake on a connection that came through the run's relay (a parked
-  // connection the relay paired with a dialer, link/relay_client.h), as if accepted here;
-  // its Hello says `relayed`. The same limits apply (all relayed ones count as one host).
-  void Adopt(net::Socket socket);
+  // Runs the handshake on a connection that came by way of the run's relay (a parked
+  // connection the relay paired with a dialer, or the punched connection that replaced it;
+  // link/routes.h), as if accepted here; its Hello says `route`. The same limits apply (all
+  // adopted ones count as one host).
+  void Adopt(net::Socket socket, Route route);
   // Stops accepting, cuts the handshakes in progress and joins every thread. Idempotent.
   void Close();
 
  private:
   struct Handshake {
     std::string host;  // the dialer's address ("relay" for adopted connections)
-    bool relayed = false;
+    Route route = Route::kDirect;
     std::mutex mu;
     net::Socket socket PCCL_GUARDED_BY(mu);  // until handed to a handler
     std::atomic<bool> done{false};
     std::thread thread;
   };
   void AcceptLoop();
-  void StartHandshake(net::Socket socket, const std::string& host, bool relayed);
+  void StartHandshake(net::Socket socket, const std::string& host, Route route);
   void RunHandshake(Handshake* handshake);
   Status CheckAddressee(const Hello& hello, Deadline deadline);
   void ReapLocked();  // joins finished handshakes; needs mu_

@@ -20,9 +20,87 @@ constexpr auto kRelaySetup = std::chrono::seconds(15);  // the relay may wait 10
 constexpr auto kParkRetry = std::chrono::seconds(1);
 constexpr auto kParkRetryMax = std::chrono::seconds(5);
 constexpr int kParkPollMs = 250;
+constexpr auto kPunchAttempt = std::chrono::milliseconds(500);  // one SYN's wait
+constexpr auto kPunchPause = std::chrono::milliseconds(50);     // between SYNs
+constexpr auto kPunchSettle = std::chrono::milliseconds(100);   // for the other way, too
+constexpr auto kPunchAgreement = std::chrono::seconds(5);       // after the punch time
+constexpr char kStayRelayed = 'R';
 
 Deadline ConnectDeadline(Deadline deadline) {
   return deadline.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms)));
+}
+
+// What one end's punch got: the connection it dialled (`out`) and the one its listener
+// accepted (`in`); either, both or neither.
+struct Punched {
+  net::Socket out;
+  net::Socket in;
+  char Report() const {
+    return static_cast<char>('0' + (out.valid() ? 1 : 0) + (in.valid() ? 2 : 0));
+  }
+};
+
+// On `local` (the address and shared port of our relay connection: what the relay saw,
+// through our NAT) listens, and dials `remote` again and again, until a connection opens
+// either way or `until`; then takes what else arrives within kPunchSettle. Our dial opens
+// our NAT for the other end's; the other end's dial arrives at our listener, or at our
+// dialling socket (simultaneous open). Connections from any other host are closed.
+void Punch(const net::Endpoint& local, const net::Endpoint& remote, Deadline until,
+           Punched* got) {
+  if (local.port == 0 || remote.host.empty() || remote.port == 0) return;
+  net::Listener listener;
+  const bool listening = net::Listener::Listen(local, &listener, /*shared=*/true).ok();
+  auto take_incoming = [&](Deadline wait) {
+    net::Socket s;
+    while (listening && !got->in.valid() && listener.Accept(wait, &s).ok()) {
+      if (net::HostOfPeer(s.peer()) == remote.host) {
+        s.SetBufferSizes(GetParams().socket_buffer_bytes);
+        got->in = std::move(s);
+      }
+    }
+  };
+  Status last;
+  while (!until.expired() && !got->out.valid() && !got->in.valid()) {
+    last = net::Socket::Connect(remote, until.Min(Deadline::In(kPunchAttempt)), &got->out,
+                                {local.host, local.port, /*shared=*/true});
+    if (last.ok()) {
+      got->out.SetBufferSizes(GetParams().socket_buffer_bytes);
+      break;
+    }
+    take_incoming(until.Min(Deadline::In(kPunchPause)));
+  }
+  take_incoming(Deadline::In(kPunchSettle));
+  if (!got->out.valid() && !got->in.valid()) {
+    PCCL_LOG(kDebug, "hole punching from " + local.ToString() + " to " + remote.ToString() +
+                         " failed: " + last.ToString());
+  }
+}
+
+// Which connection both ends use, from each end's Report(): the parked end's dial (the
+// dialer accepted it), else the dialer's (the parked end accepted it), else the one
+// simultaneous open made of both dials; else none (stay relayed).
+char Decide(char dialer, char parked) {
+  const int d = dialer - '0';
+  const int p = parked - '0';
+  if ((d & 2) && (p & 1)) return 'B';  // parked -> dialer
+  if ((d & 1) && (p & 2)) return 'A';  // dialer -> parked
+  if ((d & 1) && (p & 1)) return 'S';  // simultaneous open: one connection
+  return kStayRelayed;
+}
+
+// The connection `decision` names, from this end's point of view.
+net::Socket Chosen(char decision, bool dialer, Punched& got) {
+  if (decision == 'S') return std::move(got.out);
+  const bool ours = (decision == 'A') == dialer;  // this end dialled it
+  return ours ? std::move(got.out) : std::move(got.in);
+}
+
+Status SendByte(net::Socket& socket, char byte, Deadline deadline) {
+  return socket.SendAll(&byte, 1, deadline);
+}
+
+Status RecvByte(net::Socket& socket, Deadline deadline, char* byte) {
+  return socket.RecvAll(byte, 1, deadline);
 }
 
 }  // namespace
@@ -31,25 +109,30 @@ const char* RouteName(Route route) {
   switch (route) {
     case Route::kDirect: return "direct";
     case Route::kRelayed: return "relayed";
+    case Route::kPunched: return "punched";
     case Route::kUnknown: break;
   }
   return "unknown";
 }
 
-Status DialThroughRelay(const RelayAccess& access, uint64_t to_peer, Deadline deadline,
-                        net::Socket* out) {
+Status DialThroughRelay(const RelayAccess& access, uint64_t to_peer, bool punch,
+                        Deadline deadline, net::Socket* out, Route* route) {
+  punch = punch && GetParams().punch_ms > 0;
   net::Socket socket;
-  PCCL_RETURN_IF_ERROR(net::Socket::Connect(access.relay, ConnectDeadline(deadline), &socket));
+  PCCL_RETURN_IF_ERROR(net::Socket::Connect(access.relay, ConnectDeadline(deadline), &socket,
+                                            {"", 0, /*shared=*/punch}));
   socket.SetBufferSizes(GetParams().socket_buffer_bytes);
   const Deadline setup = deadline.Min(Deadline::In(kRelaySetup));
   PCCL_RETURN_IF_ERROR(net::SendFrame(
       socket, static_cast<uint16_t>(Kind::kRelayDial),
-      proto::Encode(proto::RelayDial{access.self_id, access.ticket, to_peer}), setup));
+      proto::Encode(proto::RelayDial{access.self_id, access.ticket, to_peer,
+                                     punch ? uint8_t{1} : uint8_t{0}}),
+      setup));
   net::FrameHeader header;
   std::string payload;
   PCCL_RETURN_IF_ERROR(
       net::RecvFrame(socket, net::kMaxControlPayload, setup, &header, &payload));
-  proto::P2PWelcome ready;
+  proto::RelayReady ready;
   if (header.kind != static_cast<uint16_t>(Kind::kRelayReady) ||
       !proto::Decode(payload, &ready).ok()) {
     return InvalidArgument("the relay at " + access.relay.ToString() + " answered " +
@@ -58,6 +141,22 @@ Status DialThroughRelay(const RelayAccess& access, uint64_t to_peer, Deadline de
   if (!ready.ok) {
     return Status(StatusCode::kUnavailable,
                   "the relay at " + access.relay.ToString() + " refused: " + ready.reason);
+  }
+  if (route != nullptr) *route = Route::kRelayed;
+  if (punch) {
+    Punched got;
+    Punch(socket.local_endpoint(), {ready.peer_host, ready.peer_port},
+          deadline.Min(Deadline::In(Milliseconds(GetParams().punch_ms))), &got);
+    const Deadline agree = deadline.Min(Deadline::In(kPunchAgreement));
+    char decision = kStayRelayed;
+    PCCL_RETURN_IF_ERROR(SendByte(socket, got.Report(), agree));
+    PCCL_RETURN_IF_ERROR(RecvByte(socket, agree, &decision));
+    net::Socket chosen = Chosen(decision, /*dialer=*/true, got);
+    if (decision != kStayRelayed && chosen.valid()) {
+      *out = std::move(chosen);
+      if (route != nullptr) *route = Route::kPunched;
+      return Status::Ok();
+    }
   }
   *out = std::move(socket);
   return Status::Ok();
@@ -79,14 +178,16 @@ Status Routes::Connect(uint64_t peer_id, const net::Endpoint& to, Deadline deadl
                        net::Socket* out, Route* route) {
   std::optional<RelayAccess> relay;
   Route known = Route::kUnknown;
+  bool punch = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
     relay = relay_;
     auto it = to_.find(peer_id);
     if (it != to_.end()) known = it->second;
+    punch = !punch_failed_[peer_id];
   }
   Status direct = Status::Ok();
-  if (known != Route::kRelayed || !relay) {
+  if ((known != Route::kRelayed && known != Route::kPunched) || !relay) {
     // With a relay to fall back on, an endpoint that never answers must not cost the whole
     // connect timeout (a private address of a peer behind a NAT is often blackholed).
     const Deadline attempt = relay && known == Route::kUnknown
@@ -102,7 +203,8 @@ Status Routes::Connect(uint64_t peer_id, const net::Endpoint& to, Deadline deadl
     }
     if (!relay) return direct;
   }
-  Status st = DialThroughRelay(*relay, peer_id, deadline, out);
+  Route used = Route::kRelayed;
+  Status st = DialThroughRelay(*relay, peer_id, punch, deadline, out, &used);
   if (!st.ok()) {
     if (direct.ok()) return st;
     return Status(st.code(), "direct: " + direct.message() + "; through the relay: " +
@@ -110,13 +212,20 @@ Status Routes::Connect(uint64_t peer_id, const net::Endpoint& to, Deadline deadl
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (known != Route::kRelayed) {
-      PCCL_LOG(kInfo, "peer " + std::to_string(peer_id) + " at " + to.ToString() +
-                          " is reached through the relay (direct: " + direct.message() + ")");
+    if (known != used) {
+      PCCL_LOG(kInfo, "peer " + std::to_string(peer_id) + " at " + to.ToString() + " is " +
+                          (used == Route::kPunched ? "reached by hole punching"
+                                                   : "reached through the relay") +
+                          (direct.ok() ? "" : " (direct: " + direct.message() + ")"));
     }
-    to_[peer_id] = Route::kRelayed;
+    // A punch that failed once (a symmetric NAT) fails again: later connections to this
+    // peer go through the relay at once.
+    if (punch && used == Route::kRelayed && GetParams().punch_ms > 0) {
+      punch_failed_[peer_id] = true;
+    }
+    to_[peer_id] = used;
   }
-  if (route != nullptr) *route = Route::kRelayed;
+  if (route != nullptr) *route = used;
   return Status::Ok();
 }
 
@@ -183,8 +292,8 @@ void Parker::Run() {
 
 Status Parker::ParkOnce() {
   net::Socket socket;
-  PCCL_RETURN_IF_ERROR(
-      net::Socket::Connect(access_.relay, Deadline::In(Routes::kDirectAttempt), &socket));
+  PCCL_RETURN_IF_ERROR(net::Socket::Connect(access_.relay, Deadline::In(Routes::kDirectAttempt),
+                                            &socket, {"", 0, /*shared=*/true}));
   socket.SetBufferSizes(GetParams().socket_buffer_bytes);
   const int fd = socket.fd();
   {
@@ -214,7 +323,7 @@ Status Parker::ParkOnce() {
   if (stop_.load()) return Status(StatusCode::kAborted, "stopped");
   if (!st.ok()) return st;
   if (header.kind == static_cast<uint16_t>(Kind::kRelayReady)) {
-    proto::P2PWelcome refusal;
+    proto::RelayReady refusal;
     (void)proto::Decode(payload, &refusal);
     return Status(StatusCode::kUnavailable, "the relay refused: " + refusal.reason);
   }
@@ -225,7 +334,28 @@ Status Parker::ParkOnce() {
                            " to a parked connection");
   }
   PCCL_LOG(kDebug, "relay: a connection from peer " + std::to_string(incoming.from_peer_id));
-  incoming_(std::move(socket));
+  if (!incoming.punch) {
+    incoming_(std::move(socket), Route::kRelayed);
+    return Status::Ok();
+  }
+  // The dialer asked for hole punching: punch towards where the relay saw it, then take
+  // its word and decide for both (see the file comment).
+  Punched got;
+  if (GetParams().punch_ms > 0) {
+    Punch(socket.local_endpoint(), {incoming.peer_host, incoming.peer_port},
+          Deadline::In(Milliseconds(GetParams().punch_ms)), &got);
+  }
+  const Deadline agree = Deadline::In(kPunchAgreement);
+  char dialer = '0';
+  PCCL_RETURN_IF_ERROR(RecvByte(socket, agree, &dialer));
+  const char decision = Decide(dialer, got.Report());
+  PCCL_RETURN_IF_ERROR(SendByte(socket, decision, agree));
+  net::Socket chosen = Chosen(decision, /*dialer=*/false, got);
+  if (decision != kStayRelayed && chosen.valid()) {
+    incoming_(std::move(chosen), Route::kPunched);
+  } else {
+    incoming_(std::move(socket), Route::kRelayed);
+  }
   return Status::Ok();
 }
 

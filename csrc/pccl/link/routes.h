@@ -13,6 +13,20 @@
 // parked at the relay and hands each one a dialer claims to the listener (Adopt), which
 // runs the handshake on it as on an accepted connection.
 //
+// Hole punching. Both ends' connections to the relay come from ports bound shared
+// (SO_REUSEPORT), and with `punch` the relay tells each end where it sees the other's
+// connection come from: the public mapping of that port on the other's NAT. For up to
+// PCCL_PUNCH_MS both ends then connect from their own relay connection's port to the
+// other's mapping, again and again (TCP simultaneous open): each end's outgoing SYN opens
+// its own NAT for the other's, and when the two cross, one TCP connection opens, with no
+// relay in it. Then, over the relayed connection, the dialer says whether its punch
+// connected ('P' or 'N') and the parked end decides for both: 'P' (both connected) or
+// 'R'. The decided connection carries the handshake; the other is closed. This works
+// where each NAT maps a local port to the same public port whatever the destination
+// (endpoint-independent mapping); behind a NAT that maps each connection anew (symmetric)
+// the mapping the relay saw is not the one the peer sees, the punch fails, and the
+// connection stays relayed; the dialer then stops punching towards that peer.
+//
 // Thread-safety: all of Routes and Parker is thread-safe.
 #pragma once
 
@@ -35,8 +49,8 @@
 
 namespace pccl::link {
 
-enum class Route : uint8_t { kUnknown = 0, kDirect = 1, kRelayed = 2 };
-const char* RouteName(Route route);  // "unknown", "direct", "relayed"
+enum class Route : uint8_t { kUnknown = 0, kDirect = 1, kRelayed = 2, kPunched = 3 };
+const char* RouteName(Route route);  // "unknown", "direct", "relayed", "punched"
 
 // What this peer needs to use the run's relay (the master's Welcome says it).
 struct RelayAccess {
@@ -45,11 +59,12 @@ struct RelayAccess {
   std::string ticket;
 };
 
-// Connects to the relay and asks it for a connection to `to_peer` (RelayDial). The socket
-// then carries bytes to and from that peer. Unavailable with the relay's reason if it
-// cannot pair us.
-Status DialThroughRelay(const RelayAccess& access, uint64_t to_peer, Deadline deadline,
-                        net::Socket* out);
+// Connects to the relay and asks it for a connection to `to_peer` (RelayDial); with
+// `punch` (and PCCL_PUNCH_MS > 0) tries hole punching as above. The socket then carries
+// bytes to and from that peer; *route (optional) says kRelayed or kPunched. Unavailable
+// with the relay's reason if it cannot pair us.
+Status DialThroughRelay(const RelayAccess& access, uint64_t to_peer, bool punch,
+                        Deadline deadline, net::Socket* out, Route* route = nullptr);
 
 class Routes {
  public:
@@ -71,12 +86,13 @@ class Routes {
   std::optional<RelayAccess> relay_ PCCL_GUARDED_BY(mu_);
   std::map<uint64_t, Route> to_ PCCL_GUARDED_BY(mu_);
   std::map<uint64_t, Route> from_ PCCL_GUARDED_BY(mu_);
+  std::map<uint64_t, bool> punch_failed_ PCCL_GUARDED_BY(mu_);
 };
 
 class Parker {
  public:
   static constexpr size_t kParked = 8;
-  using Incoming = std::function<void(net::Socket socket)>;
+  using Incoming = std::function<void(net::Socket socket, Route route)>;
 
   Parker() = default;
   ~Parker() { Stop(); }

@@ -146,14 +146,14 @@ void Relay::Serve(Conn* conn) {
       st = Status(StatusCode::kUnauthenticated, "wrong ticket for peer " +
                                                     std::to_string(dial.from_peer_id));
     }
-    if (st.ok()) return Dial(conn, dial.from_peer_id, dial.to_peer_id);
+    if (st.ok()) return Dial(conn, dial.from_peer_id, dial.to_peer_id, dial.punch != 0);
   } else {
     st = InvalidArgument(std::string("a relay connection must start with RelayPark or "
                                      "RelayDial, not ") + proto::KindName(header.kind));
   }
   refusals_.Log("relay: refused " + conn->socket.peer() + ": " + st.ToString());
   (void)net::SendFrame(conn->socket, static_cast<uint16_t>(Kind::kRelayReady),
-                       proto::Encode(proto::P2PWelcome{0, st.message()}),
+                       proto::Encode(proto::RelayReady{0, st.message(), "", 0}),
                        Deadline::In(options_.setup_timeout));
 }
 
@@ -195,7 +195,7 @@ void Relay::Park(Conn* conn, uint64_t peer_id) {
   if (list.empty()) parked_.erase(peer_id);
 }
 
-void Relay::Dial(Conn* conn, uint64_t from, uint64_t to) {
+void Relay::Dial(Conn* conn, uint64_t from, uint64_t to, bool punch) {
   std::shared_ptr<Parked> parked;
   Status refusal;
   {
@@ -230,23 +230,36 @@ void Relay::Dial(Conn* conn, uint64_t from, uint64_t to) {
   }
   if (!parked) {
     (void)net::SendFrame(conn->socket, static_cast<uint16_t>(Kind::kRelayReady),
-                         proto::Encode(proto::P2PWelcome{0, refusal.message()}),
+                         proto::Encode(proto::RelayReady{0, refusal.message(), "", 0}),
                          Deadline::In(options_.setup_timeout));
     return;
   }
   cv_.notify_all();
   net::Socket& other = parked->conn->socket;
   const Deadline setup = Deadline::In(options_.setup_timeout);
-  Status st = net::SendFrame(other, static_cast<uint16_t>(Kind::kRelayIncoming),
-                             proto::Encode(proto::RelayIncoming{from}), setup);
+  // With punch, each end learns where this relay sees the other's connection come from:
+  // the public mapping its NAT gave the local port it will punch from (link/routes.h).
+  net::Endpoint dialer_seen, parked_seen;
+  if (punch) {
+    (void)net::ParseEndpoint(conn->socket.peer(), /*allow_port_zero=*/true, &dialer_seen);
+    (void)net::ParseEndpoint(other.peer(), /*allow_port_zero=*/true, &parked_seen);
+  }
+  Status st = net::SendFrame(
+      other, static_cast<uint16_t>(Kind::kRelayIncoming),
+      proto::Encode(proto::RelayIncoming{from, punch ? uint8_t{1} : uint8_t{0},
+                                         dialer_seen.host, dialer_seen.port}),
+      setup);
   if (st.ok()) {
     st = net::SendFrame(conn->socket, static_cast<uint16_t>(Kind::kRelayReady),
-                        proto::Encode(proto::P2PWelcome{1, ""}), setup);
+                        proto::Encode(proto::RelayReady{1, "", parked_seen.host,
+                                                        parked_seen.port}),
+                        setup);
   } else {
     (void)net::SendFrame(conn->socket, static_cast<uint16_t>(Kind::kRelayReady),
-                         proto::Encode(proto::P2PWelcome{0, "the parked connection of peer " +
+                         proto::Encode(proto::RelayReady{0, "the parked connection of peer " +
                                                                 std::to_string(to) +
-                                                                " failed: " + st.message()}),
+                                                                " failed: " + st.message(),
+                                                         "", 0}),
                          setup);
   }
   if (st.ok()) Forward(conn->socket, other, from, to);

@@ -118,7 +118,7 @@ class Relay {
   void AcceptLoop();
   void Serve(Conn* conn);
   void Park(Conn* conn, uint64_t peer_id);
-  void Dial(Conn* conn, uint64_t from, uint64_t to);
+  void Dial(Conn* conn, uint64_t from, uint64_t to, bool punch);
   // Copies bytes between the two sockets until both directions are done.
   void Forward(net::Socket& dialer, net::Socket& parked, uint64_t from, uint64_t to);
   bool TicketValid(uint64_t peer_id, const std::string& ticket) const;

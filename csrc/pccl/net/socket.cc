@@ -215,7 +215,55 @@ void Socket::SetBufferSizes(int64_t bytes) {
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &value, sizeof(value));
 }
 
+Endpoint Socket::local_endpoint() const {
+  struct sockaddr_storage addr;
+  socklen_t len = sizeof(addr);
+  if (fd_ < 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
+  Endpoint e;
+  if (!ParseEndpoint(AddressText(reinterpret_cast<sockaddr*>(&addr)), true, &e).ok()) return {};
+  return e;
+}
+
+namespace {
+
+// Binds `fd` (of `family`) to `local` (its host an IP literal of that family, or empty for
+// any address), shared if asked. -1 with errno set on failure.
+int BindLocal(int fd, int family, const Socket::LocalEnd& local) {
+  if (local.shared) {
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  }
+  if (family == AF_INET6) {
+    struct sockaddr_in6 a = {};
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_any;
+    a.sin6_port = htons(local.port);
+    if (!local.host.empty() && ::inet_pton(AF_INET6, local.host.c_str(), &a.sin6_addr) != 1) {
+      errno = EINVAL;
+      return -1;
+    }
+    return ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  }
+  struct sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  a.sin_port = htons(local.port);
+  if (!local.host.empty() && ::inet_pton(AF_INET, local.host.c_str(), &a.sin_addr) != 1) {
+    errno = EINVAL;
+    return -1;
+  }
+  return ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+}
+
+}  // namespace
+
 Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out) {
+  return Connect(endpoint, deadline, out, LocalEnd{"", 0, false});
+}
+
+Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out,
+                       LocalEnd local) {
   Resolved resolved;
   PCCL_RETURN_IF_ERROR(resolved.Resolve(endpoint, /*passive=*/false, deadline));
   Status last = Status(StatusCode::kUnavailable, "no address for " + endpoint.ToString());
@@ -227,6 +275,11 @@ Status Socket::Connect(const Endpoint& endpoint, Deadline deadline, Socket* out)
       continue;
     }
     Socket s(fd, endpoint.ToString());
+    if ((local.shared || local.port != 0 || !local.host.empty()) &&
+        BindLocal(fd, ai->ai_family, local) != 0) {
+      last = SysError("bind", errno, endpoint.ToString());
+      continue;
+    }
     if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
       last = SysError("connect", errno, endpoint.ToString());
       continue;
@@ -369,7 +422,7 @@ Status Socket::RecvRaw(void* data, size_t size, Deadline deadline) {
   return Status::Ok();
 }
 
-Status Listener::Listen(const Endpoint& endpoint, Listener* out) {
+Status Listener::Listen(const Endpoint& endpoint, Listener* out, bool shared) {
   Resolved resolved;
   PCCL_RETURN_IF_ERROR(resolved.Resolve(
       endpoint, /*passive=*/true,
@@ -385,6 +438,7 @@ Status Listener::Listen(const Endpoint& endpoint, Listener* out) {
     Socket s(fd, endpoint.ToString());
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (shared) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (ai->ai_family == AF_INET6) {
       int zero = 0;  // "::" also accepts IPv4 (dual stack)
       ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));

@@ -37,9 +37,22 @@ class Socket {
   Socket(const Socket&) = delete;
   Socket& operator=(const Socket&) = delete;
 
+  // Where a connection's local end is bound. `shared`: with SO_REUSEADDR and SO_REUSEPORT,
+  // so that connections to different remotes can share the port (hole punching dials from
+  // the address and port whose NAT mapping the relay saw, link/routes.h); `host` empty:
+  // any address; `port` 0: any.
+  struct LocalEnd {
+    std::string host;
+    uint16_t port = 0;
+    bool shared = false;
+  };
   // Resolves `endpoint` (hostname, IPv4 or IPv6) and connects to the first address that
   // answers before `deadline`. Sets TCP_NODELAY.
   static Status Connect(const Endpoint& endpoint, Deadline deadline, Socket* out);
+  static Status Connect(const Endpoint& endpoint, Deadline deadline, Socket* out,
+                        LocalEnd local);
+  // The local end's address and port (empty and 0 if unknown).
+  Endpoint local_endpoint() const;
 
   bool valid() const { return fd_ >= 0; }
   int fd() const { return fd_; }
@@ -88,8 +101,9 @@ class Listener {
   Listener(Listener&&) noexcept = default;
   Listener& operator=(Listener&&) noexcept = default;
 
-  // Binds `endpoint` ("0.0.0.0", "::", a hostname or literal) and listens.
-  static Status Listen(const Endpoint& endpoint, Listener* out);
+  // Binds `endpoint` ("0.0.0.0", "::", a hostname or literal) and listens. `shared`: with
+  // SO_REUSEPORT, beside connections bound to the same port (hole punching).
+  static Status Listen(const Endpoint& endpoint, Listener* out, bool shared = false);
   // Waits for a connection until `deadline`; DeadlineExceeded if none came.
   Status Accept(Deadline deadline, Socket* out);
   uint16_t port() const { return port_; }

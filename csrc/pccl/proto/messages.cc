@@ -330,9 +330,19 @@ constexpr auto kRelayDial = MessageOf<RelayDial>("RelayDial", std::tuple{
     U64("from_peer_id", &RelayDial::from_peer_id),
     Str("ticket", &RelayDial::ticket, kMaxTicketLength),
     U64("to_peer_id", &RelayDial::to_peer_id),
+    Bool("punch", &RelayDial::punch),
+});
+constexpr auto kRelayReady = MessageOf<RelayReady>("RelayReady", std::tuple{
+    Bool("ok", &RelayReady::ok),
+    Str("reason", &RelayReady::reason, kMaxReasonLength),
+    Str("peer_host", &RelayReady::peer_host, kMaxHostLength),
+    U16("peer_port", &RelayReady::peer_port),
 });
 constexpr auto kRelayIncoming = MessageOf<RelayIncoming>("RelayIncoming", std::tuple{
     U64("from_peer_id", &RelayIncoming::from_peer_id),
+    Bool("punch", &RelayIncoming::punch),
+    Str("peer_host", &RelayIncoming::peer_host, kMaxHostLength),
+    U16("peer_port", &RelayIncoming::peer_port),
 });
 // Both planes send it: the master before it drops a peer, a state source refusing a request.
 constexpr auto kErrorMessage = MessageOf<ErrorMessage>("Error", std::tuple{
@@ -386,6 +396,7 @@ PCCL_PROTO_CODEC(Reachability, kReachability)
 PCCL_PROTO_CODEC(RelayPark, kRelayPark)
 PCCL_PROTO_CODEC(RelayDial, kRelayDial)
 PCCL_PROTO_CODEC(RelayIncoming, kRelayIncoming)
+PCCL_PROTO_CODEC(RelayReady, kRelayReady)
 #undef PCCL_PROTO_CODEC
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

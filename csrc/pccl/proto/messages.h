@@ -271,8 +271,10 @@ struct Reachability {
 
 // Relay connections (master/relay.h). A peer that cannot be dialled parks connections at
 // the relay (RelayPark); a dialer asks for one of them (RelayDial) and is answered
-// RelayReady (P2PWelcome's fields) once paired, or with the reason it is not; the parked
-// connection is told RelayIncoming. From then on the relay forwards raw bytes both ways.
+// RelayReady once paired, or with the reason it is not; the parked connection is told
+// RelayIncoming. From then on the relay forwards raw bytes both ways. With `punch`, each
+// end is also told where the relay sees the other's connection come from (its NAT's
+// mapping), for a hole-punching attempt (link/routes.h).
 inline constexpr size_t kMaxTicketLength = 64;
 struct RelayPark {
   uint64_t peer_id = 0;
@@ -282,9 +284,19 @@ struct RelayDial {
   uint64_t from_peer_id = 0;
   std::string ticket;  // the dialer's
   uint64_t to_peer_id = 0;
+  uint8_t punch = 0;   // 1: both ends try hole punching after the pairing
+};
+struct RelayReady {
+  uint8_t ok = 0;
+  std::string reason;      // why not, when !ok
+  std::string peer_host;   // with punch: where the relay sees the parked connection from
+  uint16_t peer_port = 0;
 };
 struct RelayIncoming {
   uint64_t from_peer_id = 0;
+  uint8_t punch = 0;
+  std::string peer_host;   // with punch: where the relay sees the dialer from
+  uint16_t peer_port = 0;
 };
 
 // A ring link of the sender's group broke, or could not be built, between it and
@@ -447,6 +459,7 @@ std::string Encode(const Reachability& m);
 std::string Encode(const RelayPark& m);
 std::string Encode(const RelayDial& m);
 std::string Encode(const RelayIncoming& m);
+std::string Encode(const RelayReady& m);
 std::string Encode(const Greeting& m);
 std::string Encode(const Challenge& m);
 std::string Encode(const Proof& m);
@@ -478,6 +491,7 @@ Status Decode(const std::string& payload, Reachability* m);
 Status Decode(const std::string& payload, RelayPark* m);
 Status Decode(const std::string& payload, RelayDial* m);
 Status Decode(const std::string& payload, RelayIncoming* m);
+Status Decode(const std::string& payload, RelayReady* m);
 Status Decode(const std::string& payload, Greeting* m);
 Status Decode(const std::string& payload, Challenge* m);
 Status Decode(const std::string& payload, Proof* m);
