@@ -7,10 +7,14 @@ Needs root, `ip` and `nft`. One master process (`python -m pccl.master`, default
 so its relay runs) in the lab's public namespace. Per case, two fresh peer processes: the
 first in the public namespace, the second where the case says:
 
-  direct   public + public: both links direct
-  eim      public + behind the endpoint-independent NAT: the link into the NATed peer is
-           relayed by the master, the other one direct
-  sym      public + behind the symmetric NAT: the same
+  direct       public + public: both links direct
+  eim          public + behind the endpoint-independent NAT: the link into the NATed peer
+               is opened by hole punching (through the master relay's rendezvous)
+  sym          public + behind the symmetric NAT: the same (the NATed end's dial reaches
+               the public end's listener)
+  eim-relayed  as eim with hole punching off (PCCL_PUNCH_MS=0 in the peers): the link into
+               the NATed peer is relayed by the master
+  sym-relayed  as sym, relayed
 
 Admission: the second peer's connect() (Hello, the master's vote among the members, the
 ring links of the new topology, through the relay where needed), `--admits` times per
@@ -21,8 +25,8 @@ peer, compared element by element), then `--iters` timed in-place SUM all-reduce
 `--size` zeros (checked to stay zero). time/op = max over the two peers; busbw = size /
 time (2 peers: each link carries the whole buffer once per op). Relay CPU: the master
 process's user+system CPU seconds during the timed loop (from /proc), per GB it relayed
-(size x iters: one link of two is relayed), minus the same process's CPU in the direct
-case (heartbeats and verdicts, which every case has). Exits non-zero when a verification
+(size x iters in the -relayed cases: one link of two is relayed), minus the same process's
+CPU in the direct case (heartbeats and verdicts, which every case has). Exits non-zero when a verification
 fails or anything times out.
 """
 
@@ -41,12 +45,14 @@ from typing import Any
 from bench.lib import nat_lab, netns
 from bench.lib.common import emit_json, parse_size, size_name
 
-CASES = ("direct", "eim", "sym")
+CASES = ("direct", "eim", "sym", "eim-relayed", "sym-relayed")
 TIMEOUT_S = 120
 
 
 def peer_main(conn: Connection, master: str, index: int, size: int, iters: int,
-              measure: bool) -> None:
+              measure: bool, punch: bool) -> None:
+    if not punch:
+        os.environ["PCCL_PUNCH_MS"] = "0"  # before pccl reads its parameters
     import numpy as np
     import pccl
 
@@ -107,9 +113,11 @@ def cpu_seconds(pid: int) -> float:
 def start_pair(net: netns.Namespaces, names: dict[str, str], case: str, master: str,
                size: int, iters: int, measure: bool) -> list[Connection]:
     conns = []
-    for index, kind in enumerate(("public", "public" if case == "direct" else case)):
+    where = case.split("-")[0]
+    for index, kind in enumerate(("public", "public" if where == "direct" else where)):
         parent, child = mp.get_context("spawn").Pipe()
-        net.spawn(names[kind], peer_main, (child, master, index, size, iters, measure))
+        net.spawn(names[kind], peer_main, (child, master, index, size, iters, measure,
+                                           not case.endswith("-relayed")))
         child.close()
         conns.append(parent)
         if index == 0:
@@ -180,17 +188,18 @@ def main() -> None:
     baseline_cpu = results[0]["master_cpu_s"] / (results[0]["time_per_op_s"] * args.iters)
     print(f"NAT lab, 2 peers, {size_name(size)} float32 SUM, {args.iters} timed ops, "
           f"median of {args.admits} admissions")
-    print(f"{'case':>7} {'admit s':>8} {'ms/op':>8} {'busbw GB/s':>11} {'relay cpu-s/GB':>15}"
+    print(f"{'case':>11} {'admit s':>8} {'ms/op':>8} {'busbw GB/s':>11} {'relay cpu-s/GB':>15}"
           "  routes (first/second peer: next link)")
     for r in results:
         relayed_gb = size * args.iters / 1e9
         wall = r["time_per_op_s"] * args.iters
         relay_cpu = (r["master_cpu_s"] - baseline_cpu * wall) / relayed_gb
-        r["relay_cpu_s_per_GB"] = None if r["case"] == "direct" else relay_cpu
+        relayed = r["case"].endswith("-relayed")
+        r["relay_cpu_s_per_GB"] = relay_cpu if relayed else None
         routes = ", ".join(f"{who}:{route}" for who, d, route in r["routes"] if d == "next")
-        print(f"{r['case']:>7} {r['admit_median_s']:8.2f} {r['time_per_op_s'] * 1e3:8.1f} "
+        print(f"{r['case']:>11} {r['admit_median_s']:8.2f} {r['time_per_op_s'] * 1e3:8.1f} "
               f"{r['busbw_GBps']:11.2f} "
-              f"{'-' if r['case'] == 'direct' else f'{relay_cpu:.2f}':>15}  {routes}")
+              f"{f'{relay_cpu:.2f}' if relayed else '-':>15}  {routes}")
     emit_json({"size": size, "iters": args.iters, "results": results}, args.json, echo=False)
 
 

@@ -1,10 +1,13 @@
-// Bindings of master/server.h: pccl._core.MasterServer, wrapped by pccl.master.MasterNode.
-// Start and join release the GIL; the server thread never touches Python.
+// Bindings of master/server.h and master/relay.h: pccl._core.MasterServer, wrapped by
+// pccl.MasterNode, and pccl._core.RelayServer, wrapped by pccl.RelayNode. Start and join
+// release the GIL; the server threads never touch Python.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bindings/common.h"
 #include "pccl/auth/handshake.h"
+#include "pccl/master/relay.h"
 #include "pccl/master/server.h"
 
 namespace pccl::bindings {
@@ -17,7 +20,9 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
                                           int64_t link_timeout_ms, int64_t heartbeat_timeout_ms,
                                           const std::string& secret,
                                           const std::string& transport,
-                                          const std::string& relay_address) {
+                                          const std::string& relay_address,
+                                          const std::string& external_relay,
+                                          const py::bytes& relay_key) {
   if (link_timeout_ms <= 0) {
     throw py::value_error("link_timeout_ms must be positive, got " +
                           std::to_string(link_timeout_ms));
@@ -31,6 +36,8 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
   options.link_timeout = std::chrono::milliseconds(link_timeout_ms);
   options.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms);
   options.relay_address = relay_address;
+  options.external_relay = external_relay;
+  options.relay_key = relay_key;
   if (Status valid = auth::MakeRunAuth(secret, transport, &options.auth); !valid.ok()) {
     throw py::value_error(valid.message());
   }
@@ -47,28 +54,63 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
   return server;
 }
 
+std::unique_ptr<master::Relay> StartRelay(const std::string& listen_address,
+                                          const py::bytes& key) {
+  master::RelayOptions options;
+  options.listen_address = listen_address;
+  options.key = key;
+  if (options.key.size() < 16) {
+    throw py::value_error("the relay key must be at least 16 bytes");
+  }
+  std::unique_ptr<master::Relay> relay;
+  Status status;
+  {
+    py::gil_scoped_release release;
+    status = master::Relay::Start(options, &relay);
+  }
+  if (status.code() == StatusCode::kInvalidArgument) {
+    throw py::value_error("listen_address: " + status.message());
+  }
+  ThrowIfError(status);
+  return relay;
+}
+
+py::list RelayLinks(const std::vector<master::Relay::LinkBytes>& links) {
+  py::list out;
+  for (const auto& l : links) {
+    out.append(py::make_tuple(l.from_peer, l.to_peer, l.bytes, l.open, l.connections));
+  }
+  return out;
+}
+
 }  // namespace
 
 void BindMaster(py::module_& m) {
+  py::class_<master::Relay>(m, "RelayServer",
+                            "A relay in its own process (use pccl.RelayNode instead).")
+      .def_static("start", &StartRelay, py::arg("listen_address"), py::arg("key"),
+                  "Binds listen_address and relays for the masters that share `key`.")
+      .def_property_readonly("port", &master::Relay::port, "The bound port.")
+      .def("links", [](master::Relay& r) { return RelayLinks(r.Links()); },
+           "[(from peer, to peer, bytes forwarded, open connections, connections so far)]")
+      .def("close", &master::Relay::Close, py::call_guard<py::gil_scoped_release>(),
+           "Cuts every connection and joins the threads.");
   py::class_<MasterServer>(m, "MasterServer",
                            "The master's server thread (use pccl.MasterNode instead).")
       .def_static("start", &StartServer, py::arg("listen_address"),
                   py::arg("link_timeout_ms") = 30000, py::arg("heartbeat_timeout_ms") = 3000,
                   py::arg("secret") = "", py::arg("transport") = "",
-                  py::arg("relay_address") = "",
+                  py::arg("relay_address") = "", py::arg("external_relay") = "",
+                  py::arg("relay_key") = py::bytes(),
                   "Binds listen_address ('host:port', port 0 = any) and starts serving. "
                   "secret: the run secret (empty: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE or "
                   "none); transport: 'plain' or 'encrypted' (empty: PCCL_TRANSPORT); "
-                  "relay_address: '' (the listen host, any port), 'off' or 'host:port'.")
+                  "relay_address: '' (the listen host, any port), 'off' or 'host:port'; "
+                  "external_relay: 'host:port' of a pccl_relay started with relay_key.")
       .def_property_readonly("relay_port", &MasterServer::relay_port,
                              "The relay's port (0: none).")
-      .def("relay_links", [](MasterServer& s) {
-        py::list out;
-        for (const auto& l : s.relay_links()) {
-          out.append(py::make_tuple(l.from_peer, l.to_peer, l.bytes, l.open, l.connections));
-        }
-        return out;
-      }, "[(from peer, to peer, bytes forwarded, open connections, connections so far)]")
+      .def("relay_links", [](MasterServer& s) { return RelayLinks(s.relay_links()); },
+           "[(from peer, to peer, bytes forwarded, open connections, connections so far)]")
       .def_property_readonly("port", &MasterServer::port, "The bound port.")
       .def_property_readonly("address", &MasterServer::address, "The bound 'host:port'.")
       .def_property_readonly("running", &MasterServer::running,

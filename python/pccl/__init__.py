@@ -17,7 +17,7 @@ from pccl._enums import (
     QuantizationAlgorithm,
     ReduceOp,
 )
-from pccl._master import MasterNode
+from pccl._master import MasterNode, RelayNode
 from pccl._types import (
     Attribute,
     QuantizationOptions,
@@ -55,6 +55,7 @@ __all__ = [
     "InvalidUsageError",
     "KickedError",
     "MasterNode",
+    "RelayNode",
     "MasterUnavailableError",
     "PCCLError",
     "PCCLTimeoutError",

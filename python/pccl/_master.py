@@ -25,7 +25,7 @@ from pccl import _core
 from pccl._auth import check_secret, check_transport
 from pccl.errors import MasterUnavailableError
 
-__all__ = ["DEFAULT_LISTEN_ADDRESS", "MasterNode"]
+__all__ = ["DEFAULT_LISTEN_ADDRESS", "MasterNode", "RelayNode"]
 
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:48148"
 
@@ -81,6 +81,10 @@ class MasterNode:
             port (`relay_port`), "off" runs none, "host:port" binds there (open that port
             on a firewalled host). Relayed bytes stay end-to-end authenticated (and
             encrypted in an encrypted run); docs/security.md.
+        external_relay: "host:port" of a relay in another process (`pccl_relay`, or
+            `pccl.RelayNode`), as peers dial it; the master then runs none of its own.
+        relay_key: the key that relay was started with (bytes, at least 16): the master
+            makes each peer's ticket for it. Needed with external_relay.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -90,7 +94,8 @@ class MasterNode:
     def __init__(self, listen_address: str, *, link_timeout: float = 30.0,
                  heartbeat_timeout: float = 3.0, daemon: bool = False,
                  secret: str | bytes | None = None, transport: str | None = None,
-                 relay_address: str | None = None) -> None:
+                 relay_address: str | None = None, external_relay: str | None = None,
+                 relay_key: bytes | None = None) -> None:
         self._server: _core.MasterServer | None = None
         self._keeper: threading.Thread | None = None
         self._closed = False
@@ -117,6 +122,16 @@ class MasterNode:
             self._relay_address = relay_address or ""
         else:
             self._relay_address = _check_listen_address(relay_address)
+        self._external_relay = ""
+        self._relay_key = b""
+        if external_relay is not None:
+            self._external_relay = _check_listen_address(external_relay)
+            if not isinstance(relay_key, bytes) or len(relay_key) < 16:
+                raise ValueError("external_relay needs relay_key: the bytes (at least 16) "
+                                 "the relay was started with")
+            self._relay_key = relay_key
+        elif relay_key is not None:
+            raise ValueError("relay_key goes with external_relay")
 
     def run(self) -> None:
         """Starts serving in the background and returns at once (no-op if serving).
@@ -135,7 +150,8 @@ class MasterNode:
         try:
             self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms,
                                                     self._heartbeat_timeout_ms, self._secret,
-                                                    self._transport, self._relay_address)
+                                                    self._transport, self._relay_address,
+                                                    self._external_relay, self._relay_key)
         except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
             raise RuntimeError(str(e)) from e
         if not self._daemon:
@@ -217,3 +233,50 @@ class MasterNode:
         state = "serving" if self.running else ("closed" if self._closed else "stopped")
         where = self._server.address if self._server is not None else self._listen_address
         return f"MasterNode({where!r}, {state})"
+
+
+class RelayNode:
+    """A relay for peers behind NAT in a process of its own, for the masters started with
+    `external_relay=` (its address) and `relay_key=` (the same key); see docs/security.md.
+
+    Args:
+        listen_address: "host:port" to bind; port 0 binds any free port (see `port`).
+        key: at least 16 bytes, secret: tickets for this relay are HMACs under it.
+
+    Raises:
+        TypeError, ValueError: bad arguments.
+        RuntimeError: the address cannot be bound.
+    """
+
+    def __init__(self, listen_address: str, key: bytes) -> None:
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, got {type(key).__name__}")
+        try:
+            self._server: _core.RelayServer | None = _core.RelayServer.start(
+                _check_listen_address(listen_address), key)
+        except MasterUnavailableError as e:
+            raise RuntimeError(str(e)) from e
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._server is None:
+            raise RuntimeError("RelayNode is closed")
+        return int(self._server.port)
+
+    def links(self) -> list[tuple[int, int, int, int, int]]:
+        """What it forwarded, per ordered pair of peers: (from peer, to peer, bytes,
+        connections open now, connections so far)."""
+        return [] if self._server is None else list(self._server.links())
+
+    def close(self) -> None:
+        """Cuts every connection and frees the port. Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    def __enter__(self) -> RelayNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -3,6 +3,7 @@ SIGTERM.
 
     pccl_master --listen-address 0.0.0.0:48148 [--heartbeat-timeout 3] [--link-timeout 30]
                 [--secret-file PATH] [--transport plain|encrypted]
+                [--relay-address HOST:PORT|off | --external-relay HOST:PORT --relay-key-file PATH]
 
 Without --secret-file the run secret comes from PCCL_RUN_SECRET or PCCL_RUN_SECRET_FILE, if
 set (docs/security.md); a secret is never taken on the command line, where other users of
@@ -62,6 +63,16 @@ def main(argv: list[str] | None = None) -> int:
              "(default: the listen host, any free port)",
     )
     parser.add_argument(
+        "--external-relay",
+        metavar="HOST:PORT",
+        help="a pccl_relay, as peers dial it, instead of the master's own relay",
+    )
+    parser.add_argument(
+        "--relay-key-file",
+        metavar="PATH",
+        help="file holding the key the external relay was started with",
+    )
+    parser.add_argument(
         "--transport",
         choices=("plain", "encrypted"),
         help="plain or encrypted (default: PCCL_TRANSPORT, else plain)",
@@ -73,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             secret = read_secret_file(args.secret_file)
         except OSError as e:
             parser.error(f"--secret-file: {e}")
+
+    relay_key = None
+    if args.relay_key_file is not None:
+        try:
+            relay_key = read_secret_file(args.relay_key_file)
+        except OSError as e:
+            parser.error(f"--relay-key-file: {e}")
 
     stop = threading.Event()
 
@@ -86,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             node = MasterNode(args.listen_address, link_timeout=args.link_timeout,
                               heartbeat_timeout=args.heartbeat_timeout, secret=secret,
-                              transport=args.transport, relay_address=args.relay_address)
+                              transport=args.transport, relay_address=args.relay_address,
+                              external_relay=args.external_relay, relay_key=relay_key)
         except (TypeError, ValueError) as e:
             parser.error(str(e))
         try:

@@ -84,7 +84,7 @@ TEST(ProtoTest, OversizedStringAndMemberCountAreRefused) {
 }
 
 TEST(ProtoTest, BooleansOtherThanZeroOrOneAreRefused) {
-  std::string payload = Encode(Welcome{9, 1, 500, 0, ""});
+  std::string payload = Encode(Welcome{9, 1, 500, 0, "", ""});
   payload[8] = 2;  // the `accepted` byte, after the u64 peer id
   Welcome back;
   EXPECT_EQ(Decode(payload, &back).code(), StatusCode::kInvalidArgument);
@@ -186,10 +186,10 @@ const OpKey kSampleKey{0x0102030405060708, 9, 0x0a0b, 0x0c0d};
 TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(Hello{0x01020304, 8080, "peer.example", ""}, "Hello",
              "04030201901f0c000000706565722e6578616d706c6500000000");
-  ExpectWire(Welcome{0x1122334455667788, 1, 2500, 0, ""}, "Welcome",
-             "887766554433221101c4090000" "0000" "00000000");
-  ExpectWire(Welcome{1, 0, 1, 0x1234, "tk"}, "Welcome",
-             "01000000000000000001000000" "3412" "02000000746b");
+  ExpectWire(Welcome{0x1122334455667788, 1, 2500, 0, "", ""}, "Welcome",
+             "887766554433221101c4090000" "0000" "00000000" "00000000");
+  ExpectWire(Welcome{1, 0, 1, 0x1234, "tk", "r"}, "Welcome",
+             "01000000000000000001000000" "3412" "02000000746b" "0100000072");
   ExpectWire(RelayDial{1, "t", 2, 1}, "RelayDial",
              "0100000000000000" "0100000074" "0200000000000000" "01");
   ExpectWire(RelayReady{1, "", "h", 0x1234}, "RelayReady", "01" "00000000" "0100000068" "3412");
@@ -289,7 +289,7 @@ std::string WithCount(const std::string& empty, uint32_t count) {
 }
 
 TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
-  EXPECT_EQ(DecodeError<Welcome>(WithByte(Encode(Welcome{1, 1, 1, 0, ""}), 8, 2)),
+  EXPECT_EQ(DecodeError<Welcome>(WithByte(Encode(Welcome{1, 1, 1, 0, "", ""}), 8, 2)),
             "Welcome: field 'accepted' must be 0 or 1, got 2");
   EXPECT_EQ(DecodeError<PendingQuery>(WithByte(Encode(PendingQuery{1, 1}), 8, 2)),
             "QueryPending: field 'joint' must be 0 or 1, got 2");

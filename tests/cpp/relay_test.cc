@@ -194,8 +194,8 @@ TEST(RelayTest, RoutesFallBackToTheRelayAndRememberIt) {
 }
 
 // On loopback each end's "mapping" is its own port, as behind an endpoint-independent NAT:
-// the two ends' simultaneous connects meet, and the relay forwards nothing but the two
-// bytes of the agreement.
+// the two ends' dials meet (or one reaches the other's listener), and the relay forwards
+// nothing but the two bytes of the agreement.
 TEST(RelayTest, HolePunchingReplacesTheRelayedConnectionWhereTheMappingHolds) {
   auto relay = StartRelay();
   Handed handed;
@@ -220,7 +220,8 @@ TEST(RelayTest, HolePunchingReplacesTheRelayedConnectionWhereTheMappingHolds) {
     }
     return false;
   }));
-  for (const auto& l : relay->Links()) EXPECT_EQ(l.bytes, 1u);  // 'P' one way, 'P' back
+  // The dialer's report one way, the decision back.
+  for (const auto& l : relay->Links()) EXPECT_EQ(l.bytes, 1u);
   parker.Stop();
 }
 

@@ -26,7 +26,8 @@ inline std::vector<Hello> Samples(const Hello*) {
   return {Hello{0, 1, "", ""}, Hello{3, 4000, "peer-1.example.org", Bytes(kPublicKeyLength, 'k')}};
 }
 inline std::vector<Welcome> Samples(const Welcome*) {
-  return {Welcome{}, Welcome{42, 1, 500, 0, ""}, Welcome{43, 0, 500, 40001, Bytes(32, 't')}};
+  return {Welcome{}, Welcome{42, 1, 500, 0, "", ""}, Welcome{43, 0, 500, 40001, Bytes(32, 't'), ""},
+          Welcome{44, 0, 500, 40002, Bytes(32, 't'), "relay.example.org"}};
 }
 inline std::vector<Topology> Samples(const Topology*) {
   return {Topology{}, Topology{7, {SampleMember(1, 7)}},

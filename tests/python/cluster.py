@@ -143,7 +143,8 @@ class Cluster:
                  peer_prelude: Callable[[int], Any] | None = None,
                  master_prefix: list[str] | None = None, secret: str | None = None,
                  transport: str | None = None,
-                 peer_options: list[dict[str, Any]] | None = None):
+                 peer_options: list[dict[str, Any]] | None = None,
+                 master_options: dict[str, Any] | None = None):
         self.master: pccl.MasterNode | None = None
         self.master_proc: subprocess.Popen[str] | None = None
         self.world = world
@@ -158,7 +159,8 @@ class Cluster:
                                               master_prefix or [])
         else:
             self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout,
-                                          daemon=True, secret=secret, transport=transport)
+                                          daemon=True, secret=secret, transport=transport,
+                                          **(master_options or {}))
             self.master.run()
             port = self.master.port
         self.address = f"{connect_host}:{port}"

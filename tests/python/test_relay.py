@@ -15,7 +15,11 @@ NATs is tests/python/test_nat.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +48,14 @@ def reduce_and_report(comm: pccl.Communicator, index: int) -> dict[str, Any]:
             "reachable": reachability is not None and reachability.reachable}
 
 
+def check_routes(results: list[dict[str, Any]], hidden: int, into_hidden: str) -> None:
+    """Every link into the undiallable peer went `into_hidden`; every other one direct."""
+    for r in results:
+        for peer, d, route, _ in r["links"]:
+            into = (d == "next" and peer == hidden) or (d == "prev" and r["peer_id"] == hidden)
+            assert route == (into_hidden if into else "direct"), (r, peer, d)
+
+
 def sync_state(comm: pccl.Communicator, index: int, fill: float) -> dict[str, Any]:
     weights = np.full(50_000, fill, dtype=np.float32)
     state = pccl.SharedState([pccl.TensorInfo.from_numpy(weights, "weights")])
@@ -70,11 +82,7 @@ def test_a_peer_nobody_can_dial_is_reached_through_the_relay(
         # The undiallable peer dials its next neighbour directly (it can dial out), and its
         # previous neighbour reaches it through the relay; the others dial each other
         # directly.
-        for r in results:
-            for peer, d, route, _ in r["links"]:
-                through_relay = (d == "next" and peer == hidden) or (
-                    d == "prev" and r["peer_id"] == hidden)
-                assert route == ("relayed" if through_relay else "direct"), (r, peer, d)
+        check_routes(results, hidden, "relayed")
         relayed = {(f, t): (b, n) for f, t, b, _, n in c.master.relay_links()}
         # What the hidden peer received on its ring link crossed the relay: a ring
         # all-reduce sends 2(n-1)/n of the buffer on each link.
@@ -112,12 +120,7 @@ def test_hole_punching_replaces_the_relay_where_the_mappings_hold() -> None:
         assert c.master is not None
         results = c.run(reduce_and_report)
         assert all(r["exact"] and r["world"] == 3 for r in results), results
-        hidden = results[2]["peer_id"]
-        for r in results:
-            for peer, d, route, _ in r["links"]:
-                punched = (d == "next" and peer == hidden) or (
-                    d == "prev" and r["peer_id"] == hidden)
-                assert route == ("punched" if punched else "direct"), (r, peer, d)
+        check_routes(results, results[2]["peer_id"], "punched")
         # The relay paired the connections and carried one agreement byte each way on each.
         relayed = c.master.relay_links()
         connections = sum(n for _, _, _, _, n in relayed)
@@ -160,3 +163,41 @@ def test_a_master_without_relay_has_none() -> None:
         master.run()
         assert master.relay_port == 0
         assert master.relay_links() == []
+
+
+@pytest.mark.timeout(120)
+def test_a_standalone_relay_serves_the_run(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCCL_PUNCH_MS", "0")  # so that the bytes cross the relay
+    key = os.urandom(32)
+    key_file = tmp_path / "relay.key"
+    key_file.write_bytes(key)
+    env = dict(os.environ, PYTHONPATH=str(Path(pccl.__file__).resolve().parent.parent))
+    relay = subprocess.Popen([sys.executable, "-m", "pccl.relay", "--listen-address",
+                              "127.0.0.1:0", "--key-file", str(key_file)],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert relay.stdout is not None
+        line = relay.stdout.readline()
+        assert line.startswith("pccl relay listening on 127.0.0.1:"), line
+        address = line.split()[-1]
+        with Cluster(3, peer_options=[{}, {}, UNDIALLABLE],
+                     master_options={"external_relay": address, "relay_key": key}) as c:
+            assert c.master is not None and c.master.relay_port == 0  # none of its own
+            results = c.run(reduce_and_report)
+            assert all(r["exact"] and r["world"] == 3 for r in results), results
+            check_routes(results, results[2]["peer_id"], "relayed")
+    finally:
+        relay.terminate()
+        assert relay.wait(timeout=10) == 0  # SIGTERM: a clean exit
+        assert relay.stdout is not None
+        relay.stdout.close()
+
+
+def test_an_external_relay_needs_its_key() -> None:
+    with pytest.raises(ValueError, match="external_relay needs relay_key"):
+        pccl.MasterNode("127.0.0.1:0", external_relay="127.0.0.1:9")
+    with pytest.raises(ValueError, match="relay_key goes with external_relay"):
+        pccl.MasterNode("127.0.0.1:0", relay_key=b"k" * 32)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        pccl.RelayNode("127.0.0.1:0", b"short")

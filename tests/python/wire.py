@@ -167,6 +167,7 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         out["peer_id"], out["accepted"], out["heartbeat_interval_ms"] = r.take("QBI")
         out["relay_port"] = r.take("H")
         out["relay_ticket"] = r.raw()
+        out["relay_host"] = r.string()
     elif kind == Kind.TOPOLOGY:
         out["epoch"], n = r.take("QI")
         members = []

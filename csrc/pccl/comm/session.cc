@@ -93,7 +93,8 @@ Status Session::Connect(Deadline deadline) {
   peer_id_.store(welcome.peer_id);
   listener_.SetSelfId(welcome.peer_id);
   if (welcome.relay_port != 0) {
-    routes_.SetRelay({{master.host, welcome.relay_port}, welcome.peer_id, welcome.relay_ticket});
+    const std::string& host = welcome.relay_host.empty() ? master.host : welcome.relay_host;
+    routes_.SetRelay({{host, welcome.relay_port}, welcome.peer_id, welcome.relay_ticket});
   }
   if (welcome.heartbeat_interval_ms > 0) {
     master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));

@@ -115,6 +115,7 @@ std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
   const bool first = roster_.members().empty();
   welcome.accepted = first ? 1 : 0;
   if (options_.relay_port != 0) {
+    welcome.relay_host = options_.relay_host;
     welcome.relay_port = options_.relay_port;
     welcome.relay_ticket = RelayTicket(options_.relay_key, peer.peer_id);
   }

@@ -37,7 +37,9 @@ struct AdmissionOptions {
   // Peers silent this long (no message at all) are kicked. Peers heartbeat 4 times per
   // timeout (Welcome tells them the interval).
   Duration heartbeat_timeout = std::chrono::seconds(3);
-  // The run's relay (relay.h): its port (0: none) and key, for each Welcome's ticket.
+  // The run's relay (relay.h): its host (empty: the master's) and port (0: none), and the
+  // key each Welcome's ticket is made with.
+  std::string relay_host;
   uint16_t relay_port = 0;
   std::string relay_key;
 };

@@ -57,7 +57,7 @@ constexpr const char* kReordered = "optimize_topology() reordered the ring";
 
 Membership::Membership(MembershipOptions options, PeerIdGenerator ids)
     : admission_(AdmissionOptions{options.link_timeout, options.heartbeat_timeout,
-                                  options.relay_port, options.relay_key},
+                                  options.relay_host, options.relay_port, options.relay_key},
                  std::move(ids)),
       verdicts_(VerdictOptions{options.max_decided_ops, options.max_open_ops,
                                options.max_open_ops_per_peer}),

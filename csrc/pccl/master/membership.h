@@ -62,7 +62,9 @@ struct MembershipOptions {
   // is trusted before the next optimize_topology() measures that pair again.
   Duration probe_duration = std::chrono::milliseconds(300);
   Duration bandwidth_max_age = std::chrono::minutes(10);
-  // Passed to Admission: the run's relay port (0: none) and ticket key.
+  // Passed to Admission: the run's relay host (empty: the master's), port (0: none) and
+  // ticket key.
+  std::string relay_host;
   uint16_t relay_port = 0;
   std::string relay_key;
 };

@@ -526,6 +526,14 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
   net::Endpoint endpoint;
   PCCL_RETURN_IF_ERROR(net::ParseEndpoint(options.listen_address, /*allow_port_zero=*/true,
                                           &endpoint));
+  net::Endpoint external_relay;
+  if (!options.external_relay.empty()) {
+    PCCL_RETURN_IF_ERROR(net::ParseEndpoint(options.external_relay, false, &external_relay));
+    if (options.relay_key.size() < 16) {
+      return InvalidArgument("an external relay needs the key it was started with (at least "
+                             "16 bytes)");
+    }
+  }
   net::Listener listener;
   PCCL_RETURN_IF_ERROR(net::Listener::Listen(endpoint, &listener));
   int wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -538,7 +546,11 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
   server->port_ = listener.port();
   server->address_ = net::Endpoint{endpoint.host, listener.port()}.ToString();
   MembershipOptions membership = MembershipFor(options);
-  if (options.relay_address != "off") {
+  if (!options.external_relay.empty()) {
+    membership.relay_host = external_relay.host;
+    membership.relay_port = external_relay.port;
+    membership.relay_key = options.relay_key;
+  } else if (options.relay_address != "off") {
     RelayOptions relay;
     relay.listen_address = options.relay_address.empty()
                                ? net::Endpoint{endpoint.host, 0}.ToString()

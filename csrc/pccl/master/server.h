@@ -71,6 +71,10 @@ struct MasterOptions {
   // listen address's host on a port the system picks, "off" runs none, "host:port" binds
   // there. Welcome tells each peer its port and ticket.
   std::string relay_address;
+  // A relay in another process (pccl_relay) instead: "host:port" as peers dial it, and the
+  // key it was started with (tickets are made with it). relay_address is then ignored.
+  std::string external_relay;
+  std::string relay_key;
 };
 
 class MasterServer {

@@ -201,6 +201,7 @@ constexpr auto kWelcome = MessageOf<Welcome>("Welcome", std::tuple{
     U32("heartbeat_interval_ms", &Welcome::heartbeat_interval_ms),
     U16("relay_port", &Welcome::relay_port),
     Str("relay_ticket", &Welcome::relay_ticket, kMaxTicketLength),
+    Str("relay_host", &Welcome::relay_host, kMaxHostLength),
 });
 constexpr auto kTopology = MessageOf<Topology>("Topology", std::tuple{
     U64("epoch", &Topology::epoch),

@@ -167,10 +167,11 @@ struct Welcome {
   // How often the peer must send Heartbeat; a peer silent for the master's heartbeat
   // timeout (a few intervals) is removed from the run as if it had died.
   uint32_t heartbeat_interval_ms = 0;
-  // The run's relay (master/relay.h), on the master's host: its port (0: the master runs
-  // none) and this peer's ticket for it.
+  // The run's relay (master/relay.h): its host (empty: the master's, as the peer dialled
+  // it) and port (0: no relay), and this peer's ticket for it.
   uint16_t relay_port = 0;
   std::string relay_ticket;
+  std::string relay_host;
 };
 
 struct Member {
