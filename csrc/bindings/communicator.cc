@@ -196,7 +196,12 @@ void BindCommunicator(py::module_& m) {
         if (!r) return py::none();
         return py::make_tuple(r->reachable != 0, r->observed_host, r->observed_port, r->detail);
       })
-      // [(peer id, "next" or "prev", "direct"/"relayed"/"unknown", bytes per second)]
+      .def("wait_reachability", [](Communicator& c, double timeout) {
+        proto::Reachability r;
+        RunWithoutGil([&] { return c.WaitReachability(DeadlineFromSeconds(timeout), &r); });
+        return py::make_tuple(r.reachable != 0, r.observed_host, r.observed_port, r.detail);
+      })
+      // [(peer id, "next"/"prev", "direct"/"punched"/"relayed"/"unknown", bytes per second)]
       .def("links", [](Communicator& c) {
         py::list out;
         for (const auto& l : c.Links()) {

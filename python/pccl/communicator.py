@@ -59,6 +59,11 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
     return float(timeout)
 
 
+def _reachability(reachable: bool, host: str, port: int, detail: str) -> Reachability:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return Reachability(bool(reachable), address, str(detail))
+
+
 def _split_host(address: str) -> str:
     return address[1:-1] if address.startswith("[") and address.endswith("]") else address
 
@@ -608,11 +613,18 @@ class Communicator:
         """Whether the master could dial this peer back (see Reachability); None until its
         answer came (a moment after connect(): at most a few seconds behind a NAT)."""
         answer = self._core.reachability
-        if answer is None:
-            return None
-        reachable, host, port, detail = answer
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return Reachability(bool(reachable), address, str(detail))
+        return None if answer is None else _reachability(*answer)
+
+    def wait_for_reachability(self, *, timeout: float | None = None) -> Reachability:
+        """Waits for the master's answer to whether this peer can be dialled (see
+        Reachability): a moment after connect(), a few seconds behind a NAT.
+
+        Raises:
+            PCCLTimeoutError: no answer within `timeout` seconds (default PCCL_TIMEOUT_MS).
+            MasterUnavailableError: the master connection was lost first.
+        """
+        self._check_open()
+        return _reachability(*self._core.wait_reachability(_timeout(timeout)))
 
 
 __all__ = ["AsyncReduceHandle", "Communicator", "LinkInfo", "PCCLError", "Reachability"]

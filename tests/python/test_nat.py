@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -46,12 +45,9 @@ def peer_main(conn: Connection, master: str) -> None:
     """Joins the run (alone in it), reports the master's answer, and leaves."""
     with pccl.Communicator(master) as comm:
         comm.connect(timeout=30)
-        deadline = time.monotonic() + 20
-        while comm.reachability is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        answer = comm.reachability
+        answer = comm.wait_for_reachability(timeout=20)
         port = comm.p2p_port
-    conn.send(None if answer is None else (*answer, port))
+    conn.send((*answer, port))
 
 
 def start(net: netns.Namespaces, ns: str, target: Any, *args: Any) -> Connection:
@@ -176,7 +172,7 @@ def reduce_until_done(comm: pccl.Communicator, index: int) -> dict[str, Any]:
     world = info.world_size
     return {"peer_id": comm._core.peer_id, "world": world, "sum": float(x[0]),
             "exact": bool(np.all(x == x[0])),
-            "reachable": comm.reachability.reachable if comm.reachability else None,
+            "reachable": comm.wait_for_reachability(timeout=20).reachable,
             "links": [tuple(link) for link in comm.link_info()]}
 
 

@@ -11,7 +11,6 @@ dial-back itself and the observed endpoint; a query before Hello is refused.
 from __future__ import annotations
 
 import socket
-import time
 
 import pccl
 import pytest
@@ -20,13 +19,9 @@ from wire import Kind
 
 
 def wait_for_reachability(comm: pccl.Communicator, timeout: float = 10.0) -> pccl.Reachability:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = comm.reachability
-        if answer is not None:
-            return answer
-        time.sleep(0.01)
-    raise TimeoutError("the master never answered the reachability query")
+    answer = comm.wait_for_reachability(timeout=timeout)
+    assert comm.reachability == answer  # the property shows the same answer from now on
+    return answer
 
 
 @pytest.mark.timeout(60)
@@ -98,3 +93,10 @@ def test_a_query_before_hello_is_refused() -> None:
             assert error["code"] == wire.Code.INVALID_ARGUMENT
             assert "ReachabilityQuery before Hello" in error["message"]
             assert conn.closed_by_peer()
+
+
+@pytest.mark.timeout(30)
+def test_waiting_for_an_answer_that_cannot_come_times_out() -> None:
+    with pccl.Communicator("127.0.0.1:9") as comm:  # never connected: nobody asked
+        with pytest.raises(pccl.PCCLTimeoutError, match="has not answered"):
+            comm.wait_for_reachability(timeout=0.2)

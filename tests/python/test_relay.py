@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,10 @@ def reduce_and_report(comm: pccl.Communicator, index: int) -> dict[str, Any]:
     x = np.full(COUNT, float(index + 1), dtype=np.float32)
     comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=60)
     world = comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)
-    deadline = time.monotonic() + 20
-    while comm.reachability is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    reachability = comm.reachability
     return {"exact": bool(np.all(x == float(world * (world + 1) // 2))), "world": world,
             "peer_id": comm._core.peer_id, "ring": comm.ring_order(),
             "links": [tuple(link) for link in comm.link_info()],
-            "reachable": reachability is not None and reachability.reachable}
+            "reachable": comm.wait_for_reachability(timeout=20).reachable}
 
 
 def check_routes(results: list[dict[str, Any]], hidden: int, into_hidden: str) -> None:

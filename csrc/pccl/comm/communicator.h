@@ -60,6 +60,9 @@ class Communicator {
   uint64_t peer_id() const { return session_.peer_id(); }
   uint16_t p2p_port() const { return session_.p2p_port(); }
   std::optional<proto::Reachability> reachability() { return session_.reachability(); }
+  Status WaitReachability(Deadline deadline, proto::Reachability* out) {
+    return session_.WaitReachability(deadline, out);
+  }
   std::vector<Session::LinkInfo> Links() { return session_.Links(); }
   int collectives_in_flight() { return session_.collectives_in_flight(); }
 

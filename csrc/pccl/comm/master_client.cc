@@ -31,6 +31,17 @@ std::optional<proto::Reachability> MasterClient::reachability() {
   return reachability_;
 }
 
+Status MasterClient::WaitReachability(Deadline deadline, proto::Reachability* out) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!WaitFor(cv_, lock, deadline, [&] { return reachability_.has_value() || !lost_.ok(); })) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  "the master has not answered whether this peer can be dialled");
+  }
+  if (!reachability_) return lost_;
+  *out = *reachability_;
+  return Status::Ok();
+}
+
 Status MasterClient::Connect(const net::Endpoint& master, const auth::RunAuth& auth,
                              Deadline deadline) {
   Status st = net::Socket::Connect(master, deadline, &socket_);
@@ -101,6 +112,7 @@ void MasterClient::ReaderLoop() {
       proto::Reachability answer;
       if (proto::Decode(payload, &answer).ok()) {
         reachability_ = answer;
+        cv_.notify_all();
         auto listener = reachability_listener_;
         lock.unlock();
         if (listener) listener(answer);

@@ -62,6 +62,9 @@ class MasterClient {
 
   // The master's answer to ReachabilityQuery (master/dial_back.h), once it came.
   std::optional<proto::Reachability> reachability();
+  // Waits for that answer until `deadline`: DeadlineExceeded if it has not come, the loss
+  // if the master connection is lost first.
+  Status WaitReachability(Deadline deadline, proto::Reachability* out);
 
   // Called on the reader thread for every verdict.
   void SetVerdictListener(std::function<void(const proto::Verdict&)> listener);

@@ -131,6 +131,9 @@ class Session {
   // Whether the master could dial this peer's advertised endpoint, and where it sees this
   // peer's connection come from; empty until the master answered.
   std::optional<proto::Reachability> reachability() { return master_.reachability(); }
+  Status WaitReachability(Deadline deadline, proto::Reachability* out) {
+    return master_.WaitReachability(deadline, out);
+  }
   // This peer's links to its ring neighbours: how each was reached (directly or through
   // the run's relay) and the bandwidth this peer last measured towards it (0: none yet).
   struct LinkInfo {
