@@ -42,11 +42,11 @@ struct Punched {
 
 // On `local` (the address and shared port of our relay connection: what the relay saw,
 // through our NAT) listens, and dials `remote` again and again, until a connection opens
-// either way or `until`; then takes what else arrives within kPunchSettle. Our dial opens
+// either way, `until` or `stop`; then takes what else arrives within kPunchSettle. Our dial opens
 // our NAT for the other end's; the other end's dial arrives at our listener, or at our
 // dialling socket (simultaneous open). Connections from any other host are closed.
 void Punch(const net::Endpoint& local, const net::Endpoint& remote, Deadline until,
-           Punched* got) {
+           const std::atomic<bool>& stop, Punched* got) {
   if (local.port == 0 || remote.host.empty() || remote.port == 0) return;
   net::Listener listener;
   const bool listening = net::Listener::Listen(local, &listener, /*shared=*/true).ok();
@@ -60,7 +60,7 @@ void Punch(const net::Endpoint& local, const net::Endpoint& remote, Deadline unt
     }
   };
   Status last;
-  while (!until.expired() && !got->out.valid() && !got->in.valid()) {
+  while (!until.expired() && !stop.load() && !got->out.valid() && !got->in.valid()) {
     last = net::Socket::Connect(remote, until.Min(Deadline::In(kPunchAttempt)), &got->out,
                                 {local.host, local.port, /*shared=*/true});
     if (last.ok()) {
@@ -145,8 +145,9 @@ Status DialThroughRelay(const RelayAccess& access, uint64_t to_peer, bool punch,
   if (route != nullptr) *route = Route::kRelayed;
   if (punch) {
     Punched got;
+    static const std::atomic<bool> kNever{false};
     Punch(socket.local_endpoint(), {ready.peer_host, ready.peer_port},
-          deadline.Min(Deadline::In(Milliseconds(GetParams().punch_ms))), &got);
+          deadline.Min(Deadline::In(Milliseconds(GetParams().punch_ms))), kNever, &got);
     const Deadline agree = deadline.Min(Deadline::In(kPunchAgreement));
     char decision = kStayRelayed;
     PCCL_RETURN_IF_ERROR(SendByte(socket, got.Report(), agree));
@@ -301,10 +302,20 @@ Status Parker::ParkOnce() {
     if (stop_.load()) return Status(StatusCode::kAborted, "stopped");
     parked_fds_.push_back(fd);
   }
-  auto unpublish = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    parked_fds_.erase(std::find(parked_fds_.begin(), parked_fds_.end(), fd));
-  };
+  // Stop() may cut the connection until it is handed over (through the punch and the
+  // agreement, which wait on it); not after: the descriptor is the listener's then.
+  struct Published {
+    Parker* parker;
+    int fd;
+    void Withdraw() {
+      if (fd < 0) return;
+      std::lock_guard<std::mutex> lock(parker->mu_);
+      auto& fds = parker->parked_fds_;
+      fds.erase(std::find(fds.begin(), fds.end(), fd));
+      fd = -1;
+    }
+    ~Published() { Withdraw(); }
+  } published{this, fd};
   Status st = net::SendFrame(socket, static_cast<uint16_t>(Kind::kRelayPark),
                              proto::Encode(proto::RelayPark{access_.self_id, access_.ticket}),
                              Deadline::In(kRelaySetup));
@@ -319,7 +330,6 @@ Status Parker::ParkOnce() {
     st = net::RecvFrame(socket, net::kMaxControlPayload, Deadline::In(kRelaySetup), &header,
                         &payload);
   }
-  unpublish();
   if (stop_.load()) return Status(StatusCode::kAborted, "stopped");
   if (!st.ok()) return st;
   if (header.kind == static_cast<uint16_t>(Kind::kRelayReady)) {
@@ -335,6 +345,7 @@ Status Parker::ParkOnce() {
   }
   PCCL_LOG(kDebug, "relay: a connection from peer " + std::to_string(incoming.from_peer_id));
   if (!incoming.punch) {
+    published.Withdraw();
     incoming_(std::move(socket), Route::kRelayed);
     return Status::Ok();
   }
@@ -343,7 +354,7 @@ Status Parker::ParkOnce() {
   Punched got;
   if (GetParams().punch_ms > 0) {
     Punch(socket.local_endpoint(), {incoming.peer_host, incoming.peer_port},
-          Deadline::In(Milliseconds(GetParams().punch_ms)), &got);
+          Deadline::In(Milliseconds(GetParams().punch_ms)), stop_, &got);
   }
   const Deadline agree = Deadline::In(kPunchAgreement);
   char dialer = '0';
@@ -351,6 +362,7 @@ Status Parker::ParkOnce() {
   const char decision = Decide(dialer, got.Report());
   PCCL_RETURN_IF_ERROR(SendByte(socket, decision, agree));
   net::Socket chosen = Chosen(decision, /*dialer=*/false, got);
+  published.Withdraw();
   if (decision != kStayRelayed && chosen.valid()) {
     incoming_(std::move(chosen), Route::kPunched);
   } else {

@@ -16,16 +16,19 @@
 // Hole punching. Both ends' connections to the relay come from ports bound shared
 // (SO_REUSEPORT), and with `punch` the relay tells each end where it sees the other's
 // connection come from: the public mapping of that port on the other's NAT. For up to
-// PCCL_PUNCH_MS both ends then connect from their own relay connection's port to the
-// other's mapping, again and again (TCP simultaneous open): each end's outgoing SYN opens
-// its own NAT for the other's, and when the two cross, one TCP connection opens, with no
-// relay in it. Then, over the relayed connection, the dialer says whether its punch
-// connected ('P' or 'N') and the parked end decides for both: 'P' (both connected) or
-// 'R'. The decided connection carries the handshake; the other is closed. This works
-// where each NAT maps a local port to the same public port whatever the destination
-// (endpoint-independent mapping); behind a NAT that maps each connection anew (symmetric)
-// the mapping the relay saw is not the one the peer sees, the punch fails, and the
-// connection stays relayed; the dialer then stops punching towards that peer.
+// PCCL_PUNCH_MS each end then listens on its own relay connection's address and port and
+// dials the other's mapping from there, again and again: each end's outgoing SYN opens its
+// own NAT for the other's, so a connection opens when one end's SYN reaches the other's
+// listener, or when the two SYNs cross (TCP simultaneous open), with no relay in it. Then,
+// over the relayed connection, the dialer reports what it got (its dial connected, its
+// listener accepted, both, neither) and the parked end decides for both which connection
+// to keep (Decide in the .cc), or to stay relayed. The kept connection carries the
+// handshake; the others are closed. This works where the NATed end's mapping does not
+// depend on the destination (endpoint-independent mapping), and also from a public peer to
+// one behind a NAT that maps each connection anew (symmetric): that end's dial reaches the
+// public end's listener. Between two NATs of which one is symmetric the mapping the relay
+// saw is not the one the other end meets, the punch fails, and the connection stays
+// relayed; the dialer then stops punching towards that peer.
 //
 // Thread-safety: all of Routes and Parker is thread-safe.
 #pragma once
