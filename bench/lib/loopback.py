@@ -4,6 +4,9 @@
   pccl     N Communicator peers of a MasterNode the parent runs; comm.all_reduce(x, x, op=SUM).
   pccl-auth       the same in a run with a secret (every connection authenticated).
   pccl-encrypted  the same with transport="encrypted" (every frame sealed, AES-256-GCM).
+  pccl-exact      the same with mode=ReduceMode.EXACT (fixed point mod p; pccl/_exact.py).
+  pccl-uint8      the same quantized: QuantizationOptions(UINT8, MIN_MAX) (lossy: not
+                  verified; the zeros of the timed loop still are).
   gloo     torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.all_reduce(x).
   ceiling  N processes in a ring of plain TCP sockets; per op each one streams the bytes a
            ring all-reduce puts on one link, 2(n-1)/n x size, to its successor while it
@@ -92,6 +95,14 @@ class PcclPeer:
         self.comm.wait_for_world(world, timeout=60)
         self._one = np.zeros(1, np.float32)
         self.info = {"isa": pccl.kernels.active_isa()}
+        variant = setup.get("variant", "pccl")
+        self.options: dict[str, Any] = {}
+        if variant == "pccl-exact":
+            self.options["mode"] = pccl.ReduceMode.EXACT
+        elif variant == "pccl-uint8":
+            self.options["quantization_options"] = pccl.QuantizationOptions(
+                pccl.DataType.UINT8, pccl.QuantizationAlgorithm.MIN_MAX)
+        self.verify = variant != "pccl-uint8"
 
     def run(self, n_bytes: int, iters: int) -> dict[str, Any]:
         x = np.empty(n_bytes // 4, np.float32)
@@ -99,12 +110,13 @@ class PcclPeer:
         timeout = op_timeout(n_bytes, iters)
 
         def op() -> None:
-            self.comm.all_reduce(x, x, op=SUM, timeout=timeout)
+            self.comm.all_reduce(x, x, op=SUM, timeout=timeout, **self.options)
 
         def tiny() -> None:
             self.comm.all_reduce(self._one, self._one, op=SUM, timeout=timeout)
 
-        return measure(op, tiny, x, self.rank, self.world, iters, warmups(n_bytes), True)
+        return measure(op, tiny, x, self.rank, self.world, iters, warmups(n_bytes),
+                       self.verify)
 
     def close(self) -> None:
         self.comm.close()
@@ -229,11 +241,13 @@ class CeilingPeer:
 
 
 PEERS = {"pccl": PcclPeer, "pccl-auth": PcclPeer, "pccl-encrypted": PcclPeer,
-         "gloo": GlooPeer, "ceiling": CeilingPeer}
+         "pccl-exact": PcclPeer, "pccl-uint8": PcclPeer, "gloo": GlooPeer,
+         "ceiling": CeilingPeer}
 # The secret and transport of the pccl variants (the master and every peer take them).
 PCCL_AUTH = {"pccl": (None, None),
              "pccl-auth": ("bench run secret: 32 bytes long", "plain"),
-             "pccl-encrypted": ("bench run secret: 32 bytes long", "encrypted")}
+             "pccl-encrypted": ("bench run secret: 32 bytes long", "encrypted"),
+             "pccl-exact": (None, None), "pccl-uint8": (None, None)}
 
 
 def _peer_main(conn: Connection, backend: str, rank: int, world: int,

@@ -15,6 +15,7 @@ from pccl._enums import (
     DeviceType,
     DistributionHint,
     QuantizationAlgorithm,
+    ReduceMode,
     ReduceOp,
 )
 from pccl._master import MasterNode, RelayNode
@@ -66,6 +67,7 @@ __all__ = [
     "Reachability",
     "ReduceDescriptor",
     "ReduceInfo",
+    "ReduceMode",
     "ReduceOp",
     "ReduceOpDescriptor",
     "ReduceOperandDescriptor",

@@ -123,6 +123,18 @@ class ReduceOp(enum.IntEnum):
     MIN = _R.MIN.value
 
 
+class ReduceMode(enum.IntFlag):
+    """What an all-reduce guarantees beyond the default floating-point ring sum.
+
+    EXACT: float32/float64 SUM and AVG as fixed-point residues summed mod a prime, so that
+    the result's bytes are the same whatever the ring order, membership history or retries
+    (pccl/_exact.py says how, and how precise).
+    """
+
+    DEFAULT = 0
+    EXACT = 1
+
+
 class QuantizationAlgorithm(enum.IntEnum):
     """How floats are compressed on the wire."""
 

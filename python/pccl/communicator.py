@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 
 from pccl import _core
 from pccl._auth import check_secret, check_transport
-from pccl._enums import DataType, QuantizationAlgorithm, ReduceOp
+from pccl._enums import DataType, QuantizationAlgorithm, ReduceMode, ReduceOp
+from pccl._exact import all_reduce_exact
 from pccl._tensors import Buffer, as_buffer, is_torch_tensor
 from pccl._types import (
     Attribute,
@@ -57,6 +58,15 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
     if not timeout > 0:
         raise ValueError(f"{name} must be positive, got {timeout}")
     return float(timeout)
+
+
+def _mode(mode: Any) -> ReduceMode:
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(f"mode must be a pccl.ReduceMode, got {type(mode).__name__}")
+    try:
+        return ReduceMode(mode)
+    except ValueError:
+        raise ValueError(f"mode must be a pccl.ReduceMode, got {mode!r}") from None
 
 
 def _reachability(reachable: bool, host: str, port: int, detail: str) -> Reachability:
@@ -343,7 +353,8 @@ class Communicator:
     def all_reduce(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
                    operand_descriptor: ReduceOperandDescriptor | None = None,
                    quantization_options: QuantizationOptions | None = None,
-                   timeout: float | None = None, numel: int | None = None) -> ReduceInfo:
+                   timeout: float | None = None, numel: int | None = None,
+                   mode: ReduceMode = ReduceMode.DEFAULT) -> ReduceInfo:
         """All-reduces `send` into `recv` (they may be the same tensor) across the group.
 
         Blocks with the GIL released. On failure `send` is intact (in place too), so the
@@ -356,6 +367,11 @@ class Communicator:
 
         `numel` (PCCL's earlier API) must equal the tensors' element count if given.
 
+        `mode=ReduceMode.EXACT` (float32/float64, SUM or AVG; needs numpy): every peer's
+        result is the same bytes whatever the ring order, membership history or retries;
+        every peer of the group must use it for the call (pccl/_exact.py: how, and the
+        precision). It runs two collectives on `tag` (the scale, then the sum).
+
         Raises:
             PeerLostError: a peer died or hung: retry.
             TooFewPeersError: alone in the group: drop the step.
@@ -363,6 +379,11 @@ class Communicator:
         """
         s, r = self._buffers(send, recv, numel)
         request = self._request(s, r, op, tag, operand_descriptor, quantization_options)
+        if _mode(mode) & ReduceMode.EXACT:
+            if quantization_options is not None:
+                raise InvalidUsageError("ReduceMode.EXACT is not quantized: drop "
+                                        "quantization_options")
+            return all_reduce_exact(self._core, s, r, ReduceOp(op), tag, _timeout(timeout))
         world, tx, rx = self._core.all_reduce(request, _timeout(timeout))
         return ReduceInfo(world, tx, rx)
 

@@ -34,6 +34,12 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
   return base;
 }
 
+// dst op= src over n elements: the request's reduction, or the sum mod its modulus.
+Status ReduceInto(const AllReduceOptions& options, void* dst, const void* src, size_t n) {
+  if (options.modulus != nullptr) return kernels::ModAdd(*options.modulus, dst, src, n);
+  return kernels::Reduce(options.dtype, options.op, dst, src, n);
+}
+
 }  // namespace
 
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
@@ -177,8 +183,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
                                                    reinterpret_cast<float*>(partial),
                                                    send + first * elem, n));
     } else if (!owner || partial == result) {
-      PCCL_RETURN_IF_ERROR(
-          kernels::Reduce(options.dtype, options.op, partial, send + first * elem, n));
+      PCCL_RETURN_IF_ERROR(ReduceInto(options, partial, send + first * elem, n));
     }
     if (!owner) {
       send_segment(step + 1, seg, partial, n * acc_elem);
@@ -192,7 +197,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
       if (partial != result) {
         // In place the partial sits in scratch: fold it into the input, whose segment was
         // saved above, instead of reducing into scratch and copying the result over.
-        PCCL_RETURN_IF_ERROR(kernels::Reduce(options.dtype, options.op, result, partial, n));
+        PCCL_RETURN_IF_ERROR(ReduceInto(options, result, partial, n));
       }
       if (divisor != 1) {
         PCCL_RETURN_IF_ERROR(kernels::DivideBy(options.dtype, result, n, divisor));

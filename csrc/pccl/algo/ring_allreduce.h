@@ -12,6 +12,7 @@
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
+#include "pccl/kernels/modular.h"
 #include "pccl/kernels/reduce.h"
 
 namespace pccl::algo {
@@ -39,6 +40,8 @@ struct AllReduceOptions {
   // operation can be undone with RestoreInput (see ScratchBytes / BackupBytes).
   void* scratch = nullptr;
   void* backup = nullptr;
+  // Non-null: uint32 residues summed mod this modulus (kernels::ModAdd) instead of `op`.
+  const kernels::Modulus* modulus = nullptr;
 };
 
 // Bytes of AllReduceOptions::workspace an all-reduce of `count` `dtype` elements needs.

@@ -17,7 +17,7 @@ constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 
 // What every peer of a collective must agree on, hashed into every data frame and report.
 uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
-  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8];
+  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4];
   net::PutU64(bytes, request.count);
   bytes[8] = static_cast<uint8_t>(request.dtype);
   bytes[9] = static_cast<uint8_t>(request.op);
@@ -25,6 +25,7 @@ uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
   bytes[18] = static_cast<uint8_t>(request.quant.algorithm);
   bytes[19] = static_cast<uint8_t>(request.quant.quantized_dtype);
   net::PutU64(bytes + 20, request.quant.block_size);
+  net::PutU32(bytes + 28, request.modulus);
   return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
 }
 
@@ -96,7 +97,14 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
     return InvalidArgument("send and recv buffers partially overlap");
   }
   const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
-  if (quantized) {  // refuse what is not supported before anything is sent
+  if (request.modulus != 0) {  // refuse what is not supported before anything is sent
+    kernels::Modulus m;
+    PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &m));
+    if (request.dtype != DType::kUint32 || request.op != kernels::ReduceOp::kSum || quantized) {
+      return InvalidArgument("a modular all-reduce sums uint32 residues, unquantized");
+    }
+  }
+  if (quantized) {
     algo::AllReduceOptions shape;
     shape.dtype = request.dtype;
     shape.op = request.op;
@@ -131,7 +139,12 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
       buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
   BufferPool::Lease workspace =
       buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
+  kernels::Modulus modulus;
+  if (request.modulus != 0) {
+    PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &modulus));
+  }
   algo::AllReduceOptions options;
+  options.modulus = request.modulus != 0 ? &modulus : nullptr;
   options.dtype = request.dtype;
   options.op = request.op;
   options.count = request.count;

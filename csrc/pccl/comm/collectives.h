@@ -39,6 +39,10 @@ struct AllReduceRequest {
   // algorithm kNone: exact all-reduce; otherwise segments travel quantized
   // (algo/quantized_allreduce.h).
   kernels::QuantizeOptions quant{kernels::QuantAlgorithm::kNone};
+  // Nonzero: the buffers hold uint32 residues mod this modulus and the sum is taken mod it
+  // (kernels/modular.h, ModAdd): integer arithmetic, so every peer's result is the same
+  // whatever the ring order (pccl.ReduceMode.EXACT encodes floats this way).
+  uint32_t modulus = 0;
 };
 
 struct ReduceInfo {
