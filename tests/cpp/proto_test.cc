@@ -193,11 +193,12 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(RelayDial{1, "t", 2, 1}, "RelayDial",
              "0100000000000000" "0100000074" "0200000000000000" "01");
   ExpectWire(RelayReady{1, "", "h", 0x1234}, "RelayReady", "01" "00000000" "0100000068" "3412");
-  ExpectWire(Topology{7, {Member{1, "10.0.0.1", 4000, 2, "", 5}, Member{2, "::1", 4001, 3, "", 6}}},
+  ExpectWire(Topology{7, {Member{1, "10.0.0.1", 4000, 2, "", 5, 1},
+                          Member{2, "::1", 4001, 3, "", 6, 2}}},
              "Topology",
              "07000000000000000200000001000000000000000800000031302e302e302e31a00f02000000"
-             "000000000500000000000000"
-             "0200000000000000030000003a3a31a10f03000000000000000600000000000000");
+             "00000000050000000000000001"
+             "0200000000000000030000003a3a31a10f0300000000000000060000000000000002");
   ExpectWire(EpochMessage{9}, "EpochMessage", "0900000000000000");
   ExpectWire(TopologyComplete{10}, "TopologyComplete", "0a00000000000000");
   ExpectWire(Vote{11, {TagCount{1, 2}, TagCount{5, 1}}}, "VoteTopology",
@@ -348,7 +349,7 @@ TEST(ProtoValidationTest, CountsAndLengthsHaveLimits) {
   // (A Topology is the epoch, 8 bytes, the count, 4, then the members.)
   std::string member = Encode(Topology{1, {Member{1, "h", 1, 0, "", 0}}}).substr(12);
   EXPECT_EQ(DecodeError<Topology>(WithCount(Encode(Topology{}), kMaxMembers + 1) + member),
-            "Topology: 31 unexpected trailing bytes");
+            "Topology: 32 unexpected trailing bytes");
 
   std::string reason(kMaxReasonLength + 1, 'r');
   std::string key(kMaxStateKeyLength + 1, 'k');

@@ -29,7 +29,8 @@ inline bool IsCipher(uint8_t v) { return v <= 2; }  // secure::Cipher: none, AES
 inline void CheckMember(const Member& m, bool ring) {
   FUZZ_CHECK(m.host.size() <= kMaxHostLength);
   FUZZ_CHECK(IsPublicKey(m.public_key));
-  if (!ring) FUZZ_CHECK(m.ring_epoch == 0);
+  FUZZ_CHECK(m.reachable <= kUnreachable);
+  if (!ring) FUZZ_CHECK(m.ring_epoch == 0 && m.reachable == 0);
 }
 
 inline void Invariants(const Hello& m) {

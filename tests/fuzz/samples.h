@@ -18,7 +18,8 @@ inline std::string Bytes(size_t n, char c) { return std::string(n, c); }
 
 inline Member SampleMember(uint64_t id, uint64_t ring_epoch) {
   return Member{id, "10.0.0." + std::to_string(id), static_cast<uint16_t>(4000 + id), 1,
-                Bytes(kPublicKeyLength, static_cast<char>('a' + id)), ring_epoch};
+                Bytes(kPublicKeyLength, static_cast<char>('a' + id)), ring_epoch,
+                static_cast<uint8_t>(id % 3)};
 }
 
 // Each overload returns valid messages of one type, the richest last.

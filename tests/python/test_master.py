@@ -63,7 +63,7 @@ def test_one_peer_hello_topology_links_complete(master: MasterNode) -> None:
         assert topo["epoch"] == 1
         assert topo["members"] == [
             {"peer_id": welcome["peer_id"], "host": "127.0.0.1", "port": 40001, "peer_group": 7,
-             "public_key": b"", "ring_epoch": 1}
+             "public_key": b"", "ring_epoch": 1, "reachable": 0}  # it never asked
         ]
         c.send(Kind.LINKS_READY, wire.links_ready(1))
         assert c.expect(Kind.TOPOLOGY_COMPLETE)["epoch"] == 1

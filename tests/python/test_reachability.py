@@ -61,7 +61,8 @@ def test_the_dial_back_and_the_observed_endpoint_on_the_wire() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
     p2p_port = listener.getsockname()[1]
-    with pccl.MasterNode("127.0.0.1:0", daemon=True) as master, listener:
+    # Raw members send no heartbeats: a long timeout keeps them in the run.
+    with pccl.MasterNode("127.0.0.1:0", daemon=True, heartbeat_timeout=60) as master, listener:
         master.run()
         with wire.Conn("127.0.0.1", master.port) as conn:
             conn.send(Kind.HELLO, wire.hello(p2p_port=p2p_port))
@@ -81,6 +82,16 @@ def test_the_dial_back_and_the_observed_endpoint_on_the_wire() -> None:
             assert answer["detail"] == f"dialled 127.0.0.1:{p2p_port}"
             assert (answer["observed_host"], answer["observed_port"]) == \
                 conn.sock.getsockname()
+            # Later topologies say who could be dialled back: the dialers skip the relay
+            # for this member (link/routes.h); the next one never asked.
+            conn.send(Kind.LINKS_READY, wire.links_ready(1))
+            conn.expect(Kind.TOPOLOGY_COMPLETE)
+            with wire.Conn("127.0.0.1", master.port) as second:
+                second.send(Kind.HELLO, wire.hello(p2p_port=p2p_port + 1))
+                second.expect(Kind.WELCOME)
+                conn.send(Kind.VOTE_TOPOLOGY, wire.vote())
+                topology = conn.expect(Kind.TOPOLOGY)
+                assert sorted(m["reachable"] for m in topology["members"]) == [0, 1]
 
 
 @pytest.mark.timeout(60)

@@ -176,9 +176,10 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
             host = r.string()
             port, group = r.take("HI")
             public_key = r.raw()
-            ring_epoch = r.take("Q")
+            ring_epoch, reachable = r.take("QB")
             members.append({"peer_id": peer_id, "host": host, "port": port, "peer_group": group,
-                            "public_key": public_key, "ring_epoch": ring_epoch})
+                            "public_key": public_key, "ring_epoch": ring_epoch,
+                            "reachable": reachable})
         out["members"] = members
     elif kind == Kind.TOPOLOGY_COMPLETE or kind == Kind.LINKS_READY:
         out["epoch"] = r.take("Q")

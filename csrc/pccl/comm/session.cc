@@ -470,6 +470,7 @@ std::vector<uint64_t> Session::RingOrder() {
 void Session::OnTopologyChange(const proto::Topology& topology) {
   // The members' keys first: their peer-to-peer handshakes may arrive any moment now.
   credentials_.Learn(topology.members);
+  routes_.Learn(topology.members);
   // This peer's group's ring epoch in the new topology (0: this peer is not in it).
   uint64_t ring_epoch = 0;
   for (const auto& m : topology.members) {

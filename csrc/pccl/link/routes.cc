@@ -186,6 +186,8 @@ Status Routes::Connect(uint64_t peer_id, const net::Endpoint& to, Deadline deadl
     auto it = to_.find(peer_id);
     if (it != to_.end()) known = it->second;
     punch = !punch_failed_[peer_id];
+    auto reach = reachable_.find(peer_id);
+    if (reach != reachable_.end() && reach->second == proto::kReachable) relay.reset();
   }
   Status direct = Status::Ok();
   if ((known != Route::kRelayed && known != Route::kPunched) || !relay) {
@@ -228,6 +230,11 @@ Status Routes::Connect(uint64_t peer_id, const net::Endpoint& to, Deadline deadl
   }
   if (route != nullptr) *route = used;
   return Status::Ok();
+}
+
+void Routes::Learn(const std::vector<proto::Member>& members) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const proto::Member& m : members) reachable_[m.peer_id] = m.reachable;
 }
 
 Route Routes::RouteTo(uint64_t peer_id) const {

@@ -49,6 +49,7 @@
 #include "pccl/common/thread_annotations.h"
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
+#include "pccl/proto/messages.h"
 
 namespace pccl::link {
 
@@ -83,6 +84,10 @@ class Routes {
   Route RouteTo(uint64_t peer_id) const;
   Route RouteFrom(uint64_t peer_id) const;
   void NoteIncoming(uint64_t peer_id, Route route);
+  // What the master's latest topology says of each member's reachability: a member the
+  // master dialled back is not tried through the relay (it parks nothing there; a failed
+  // direct dial to it is a fault to report at once, not to wait out at the relay).
+  void Learn(const std::vector<proto::Member>& members);
 
  private:
   mutable std::mutex mu_;
@@ -90,6 +95,7 @@ class Routes {
   std::map<uint64_t, Route> to_ PCCL_GUARDED_BY(mu_);
   std::map<uint64_t, Route> from_ PCCL_GUARDED_BY(mu_);
   std::map<uint64_t, bool> punch_failed_ PCCL_GUARDED_BY(mu_);
+  std::map<uint64_t, uint8_t> reachable_ PCCL_GUARDED_BY(mu_);
 };
 
 class Parker {

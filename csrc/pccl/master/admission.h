@@ -88,6 +88,7 @@ class Admission {
   TimePoint NextDeadline() const;
   // Every message from a peer shows it alive.
   void Touch(ConnId conn, TimePoint now) { roster_.Touch(conn, now); }
+  void SetReachable(ConnId conn, bool reachable) { roster_.SetReachable(conn, reachable); }
   // The master was stopped for `gap`: every peer's silence so far is shortened by it.
   void Forgive(Duration gap) { roster_.Forgive(gap); }
   // A heartbeat also brings the path's retransmission timeout (events.h).

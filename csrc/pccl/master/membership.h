@@ -94,6 +94,8 @@ class Membership {
     if (peer == nullptr) return std::nullopt;
     return net::Endpoint{peer->host, peer->port};
   }
+  // The master's dial-back of the peer on `conn` ended; later topologies carry the result.
+  void SetReachable(ConnId conn, bool reachable) { admission_.SetReachable(conn, reachable); }
   // The latest measured bandwidth from one peer to another (bytes/s), if any.
   std::optional<double> MeasuredBandwidth(uint64_t from_peer_id, uint64_t to_peer_id) const {
     return optimizer_.MeasuredBandwidth(from_peer_id, to_peer_id);

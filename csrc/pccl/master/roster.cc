@@ -75,7 +75,7 @@ proto::Topology Roster::Topology() const {
     const Peer& p = peers_.at(c);
     topology.members.push_back(
         proto::Member{p.peer_id, p.host, p.port, p.peer_group, p.public_key,
-                      ring_epoch_.at(p.peer_group)});
+                      ring_epoch_.at(p.peer_group), p.reachable});
   }
   return topology;
 }
@@ -89,6 +89,13 @@ void Roster::Add(Peer peer, bool queue) {
 void Roster::Touch(ConnId conn, TimePoint now) {
   auto it = peers_.find(conn);
   if (it != peers_.end()) it->second.last_seen = now;
+}
+
+void Roster::SetReachable(ConnId conn, bool reachable) {
+  auto it = peers_.find(conn);
+  if (it != peers_.end()) {
+    it->second.reachable = reachable ? proto::kReachable : proto::kUnreachable;
+  }
 }
 
 void Roster::Forgive(Duration gap) {

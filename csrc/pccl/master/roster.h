@@ -37,6 +37,7 @@ struct Peer {
   Role role = Role::kPending;
   TimePoint last_seen;  // the last message from this peer
   Duration rto{0};      // its connection's retransmission timeout, at its latest heartbeat
+  uint8_t reachable = proto::kReachabilityUnknown;  // the master's dial-back (dial_back.h)
 };
 
 // "peer <id> (<host>)": how messages and verdicts name a peer.
@@ -82,6 +83,8 @@ class Roster {
   // Adds a peer that said Hello; `queue`: it waits in pending() for the vote.
   void Add(Peer peer, bool queue);
   void Touch(ConnId conn, TimePoint now);  // a message arrived from `conn`
+  // The dial-back of the peer on `conn` ended (next topologies say so).
+  void SetReachable(ConnId conn, bool reachable);
   void SetRto(ConnId conn, Duration rto);   // its latest heartbeat's measurement
   void Forgive(Duration gap);               // every peer's last_seen moves `gap` later
   // Forgets `conn` (pending or member); nullopt if it was not a peer.

@@ -413,6 +413,7 @@ void MasterServer::Loop::AnswerReachability(const DialBacks::Done& done) {
     answer.observed_port = observed.port;
   }
   answer.reachable = done.reachable ? 1 : 0;
+  membership_.SetReachable(done.conn, done.reachable);
   answer.detail = done.detail.substr(0, proto::kMaxReasonLength);
   PCCL_LOG(kInfo, "master: " + c.link.peer() + " " +
                       (done.reachable ? "accepts connections: " : "cannot be dialled: ") +

@@ -153,6 +153,13 @@ constexpr std::tuple kOpKey{
     U64("seq", &OpKey::seq),
 };
 // A bandwidth target; a Topology member also carries its ring epoch.
+Status ReachabilityIsKnown(const Member& m) {
+  if (m.reachable > kUnreachable) {
+    return InvalidArgument("Member: field 'reachable' must be 0, 1 or 2, got " +
+                           std::to_string(m.reachable));
+  }
+  return Status::Ok();
+}
 constexpr std::tuple kMember{
     U64("peer_id", &Member::peer_id),
     Str("host", &Member::host, kMaxHostLength),
@@ -161,8 +168,9 @@ constexpr std::tuple kMember{
     Str("public_key", &Member::public_key, kPublicKeyLength),
     Rule(&MemberKeyFits),
 };
-constexpr auto kRingMember =
-    std::tuple_cat(kMember, std::tuple{U64("ring_epoch", &Member::ring_epoch)});
+constexpr auto kRingMember = std::tuple_cat(
+    kMember, std::tuple{U64("ring_epoch", &Member::ring_epoch),
+                        U8("reachable", &Member::reachable), Rule(&ReachabilityIsKnown)});
 constexpr std::tuple kTagCount{
     U64("tag", &TagCount::tag),
     U64("count", &TagCount::count),

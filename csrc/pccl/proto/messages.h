@@ -184,7 +184,14 @@ struct Member {
   // members and their order). Ring links and collectives of a group carry this epoch, so
   // a topology change that leaves a group's ring as it was does not disturb that group.
   uint64_t ring_epoch = 0;
+  // Topology only: whether the master could dial this member back (kReachabilityUnknown
+  // until its check ended). Only a member that is not kReachable is worth trying through
+  // the relay when a direct connection fails (link/routes.h).
+  uint8_t reachable = 0;
 };
+inline constexpr uint8_t kReachabilityUnknown = 0;
+inline constexpr uint8_t kReachable = 1;
+inline constexpr uint8_t kUnreachable = 2;
 
 // All members, in ring order; a group's ring is the members of that group in this order.
 struct Topology {
