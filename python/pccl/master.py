@@ -15,12 +15,9 @@ the machine could read it.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
 
-from pccl._auth import read_secret_file
+from pccl._cli import secret_from_file, stop_on_signals
 from pccl._master import DEFAULT_LISTEN_ADDRESS, MasterNode
 
 __all__ = ["MasterNode", "main"]
@@ -78,29 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         help="plain or encrypted (default: PCCL_TRANSPORT, else plain)",
     )
     args = parser.parse_args(argv)
-    secret = None
-    if args.secret_file is not None:
-        try:
-            secret = read_secret_file(args.secret_file)
-        except OSError as e:
-            parser.error(f"--secret-file: {e}")
-
-    relay_key = None
-    if args.relay_key_file is not None:
-        try:
-            relay_key = read_secret_file(args.relay_key_file)
-        except OSError as e:
-            parser.error(f"--relay-key-file: {e}")
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {
-        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
+    secret = secret_from_file(parser, args.secret_file, "--secret-file")
+    relay_key = secret_from_file(parser, args.relay_key_file, "--relay-key-file")
+    with stop_on_signals() as stop:
         try:
             node = MasterNode(args.listen_address, link_timeout=args.link_timeout,
                               heartbeat_timeout=args.heartbeat_timeout, secret=secret,
@@ -121,9 +98,6 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
         finally:
             node.close()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 

@@ -14,12 +14,9 @@ behind a firewall can reach.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
 
-from pccl._auth import read_secret_file
+from pccl._cli import secret_from_file, stop_on_signals
 from pccl._master import RelayNode
 
 __all__ = ["main"]
@@ -38,17 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="file holding the relay key (at least 16 bytes), shared with "
                              "the master's --relay-key-file")
     args = parser.parse_args(argv)
-    try:
-        key = read_secret_file(args.key_file)
-    except OSError as e:
-        parser.error(f"--key-file: {e}")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    key = secret_from_file(parser, args.key_file, "--key-file")
+    assert key is not None  # --key-file is required
+    with stop_on_signals() as stop:
         try:
             relay = RelayNode(args.listen_address, key)
         except (TypeError, ValueError, RuntimeError) as e:
@@ -60,9 +49,6 @@ def main(argv: list[str] | None = None) -> int:
             stop.wait()
         finally:
             relay.close()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 
