@@ -10,13 +10,27 @@ DistributionHint and DeviceType are API-only: the core has no such notion.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 from pccl import _core
 
 _D = _core.DataType
 _R = _core.ReduceOp
 _Q = _core.QuantizationAlgorithm
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def enum_arg(cls: type[E], value: Any, name: str) -> E:
+    """`value` (a member of `cls` or its int value) as a member of `cls`: TypeError for
+    anything else than an int (bools too), ValueError for an int that names no member."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a pccl.{cls.__name__}, got {type(value).__name__}")
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a pccl.{cls.__name__}, got {value!r}") from None
 
 
 class DataType(enum.IntEnum):

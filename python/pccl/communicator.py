@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from pccl import _core
 from pccl._auth import check_secret, check_transport
-from pccl._enums import DataType, QuantizationAlgorithm, ReduceMode, ReduceOp
+from pccl._enums import DataType, QuantizationAlgorithm, ReduceMode, ReduceOp, enum_arg
 from pccl._exact import all_reduce_exact
 from pccl._tensors import Buffer, as_buffer, is_torch_tensor
 from pccl._types import (
@@ -58,15 +58,6 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
     if not timeout > 0:
         raise ValueError(f"{name} must be positive, got {timeout}")
     return float(timeout)
-
-
-def _mode(mode: Any) -> ReduceMode:
-    if isinstance(mode, bool) or not isinstance(mode, int):
-        raise TypeError(f"mode must be a pccl.ReduceMode, got {type(mode).__name__}")
-    try:
-        return ReduceMode(mode)
-    except ValueError:
-        raise ValueError(f"mode must be a pccl.ReduceMode, got {mode!r}") from None
 
 
 def _reachability(reachable: bool, host: str, port: int, detail: str) -> Reachability:
@@ -339,12 +330,7 @@ class Communicator:
         are_peers_pending, optimize_topology, sync_shared_state, a collective's start),
         never in between, so peers that read them between the same two joint calls agree.
         """
-        if isinstance(attribute, bool) or not isinstance(attribute, int):
-            raise TypeError(f"attribute must be a pccl.Attribute, got {type(attribute).__name__}")
-        try:
-            attribute = Attribute(attribute)
-        except ValueError:
-            raise ValueError(f"attribute must be a pccl.Attribute, got {attribute!r}") from None
+        attribute = enum_arg(Attribute, attribute, "attribute")
         self._check_open()
         return int(self._core.get_attribute(_core.Attribute(attribute)))
 
@@ -379,7 +365,7 @@ class Communicator:
         """
         s, r = self._buffers(send, recv, numel)
         request = self._request(s, r, op, tag, operand_descriptor, quantization_options)
-        if _mode(mode) & ReduceMode.EXACT:
+        if enum_arg(ReduceMode, mode, "mode") & ReduceMode.EXACT:
             if quantization_options is not None:
                 raise InvalidUsageError("ReduceMode.EXACT is not quantized: drop "
                                         "quantization_options")
@@ -582,12 +568,7 @@ class Communicator:
                  operand_descriptor: ReduceOperandDescriptor | None,
                  quantization_options: QuantizationOptions | None) -> _core.AllReduceRequest:
         sdt = s.dtype
-        if isinstance(op, bool) or not isinstance(op, int):
-            raise TypeError(f"op must be a pccl.ReduceOp, got {type(op).__name__}")
-        try:
-            op = ReduceOp(op)
-        except ValueError:
-            raise ValueError(f"op must be a pccl.ReduceOp, got {op!r}") from None
+        op = enum_arg(ReduceOp, op, "op")
         if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**64:
             raise ValueError(f"tag must be an int in [0, 2**64), got {tag!r}")
         if operand_descriptor is not None:

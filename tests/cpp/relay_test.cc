@@ -59,6 +59,23 @@ struct Handed {
   }
 };
 
+// A relay on loopback with peer kParkedPeer parking at it (unless `park` is false), and
+// dials through it.
+struct Rig {
+  explicit Rig(RelayOptions options = {}, bool park = true) : relay(StartRelay(options)) {
+    if (park) parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  }
+  ~Rig() { parker.Stop(); }
+  Status Dial(uint64_t from, net::Socket* out, bool punch = false,
+              link::Route* route = nullptr) {
+    return link::DialThroughRelay(Access(*relay, from), kParkedPeer, punch, Deadline::In(10s),
+                                  out, route);
+  }
+  std::unique_ptr<Relay> relay;
+  Handed handed;
+  link::Parker parker;
+};
+
 bool WaitUntil(const std::function<bool()>& done, Duration limit = 10s) {
   const auto give_up = Clock::now() + limit;
   while (!done()) {
@@ -69,18 +86,16 @@ bool WaitUntil(const std::function<bool()>& done, Duration limit = 10s) {
 }
 
 TEST(RelayTest, PairsAParkedConnectionWithADialerAndCountsTheBytes) {
-  auto relay = StartRelay();
-  Handed handed;
-  link::Parker parker;
-  parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  Rig rig;
   net::Socket dialer;
-  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
-                                     &dialer).ok());
-  ASSERT_TRUE(WaitUntil([&] { return handed.count() == 1; }));
-  net::Socket parked = handed.Take();
+  ASSERT_TRUE(rig.Dial(kDialer, &dialer).ok());
+  ASSERT_TRUE(WaitUntil([&] { return rig.handed.count() == 1; }));
+  net::Socket parked = rig.handed.Take();
   const std::string there(300000, 'a');
   const std::string back(1000, 'b');
-  std::thread writer([&] { ASSERT_TRUE(dialer.SendAll(there.data(), there.size(), Deadline::In(10s)).ok()); });
+  std::thread writer([&] {
+    ASSERT_TRUE(dialer.SendAll(there.data(), there.size(), Deadline::In(10s)).ok());
+  });
   std::string got(there.size(), 0);
   ASSERT_TRUE(parked.RecvAll(got.data(), got.size(), Deadline::In(10s)).ok());
   writer.join();
@@ -90,7 +105,7 @@ TEST(RelayTest, PairsAParkedConnectionWithADialerAndCountsTheBytes) {
   ASSERT_TRUE(dialer.RecvAll(got_back.data(), got_back.size(), Deadline::In(10s)).ok());
   EXPECT_EQ(got_back, back);
   uint64_t forward = 0, backward = 0, open = 0;
-  for (const auto& l : relay->Links()) {
+  for (const auto& l : rig.relay->Links()) {
     if (l.from_peer == kDialer && l.to_peer == kParkedPeer) {
       forward = l.bytes;
       open = l.open;
@@ -102,23 +117,20 @@ TEST(RelayTest, PairsAParkedConnectionWithADialerAndCountsTheBytes) {
   EXPECT_EQ(open, 1u);
   // The parker parked a fresh connection in place of the claimed one.
   net::Socket second;
-  EXPECT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
-                                     &second).ok());
+  EXPECT_TRUE(rig.Dial(kDialer, &second).ok());
   // A close passes through: the other end reads EOF.
   dialer.Close();
   char byte;
   EXPECT_FALSE(parked.RecvAll(&byte, 1, Deadline::In(10s)).ok());
-  parker.Stop();
 }
 
 TEST(RelayTest, ADialerForAPeerWithNothingParkedIsRefusedAfterTheWait) {
   RelayOptions options;
   options.dial_wait = 200ms;
-  auto relay = StartRelay(options);
+  Rig rig(options, /*park=*/false);
   net::Socket dialer;
   const auto start = Clock::now();
-  Status st = link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
-                                     &dialer);
+  Status st = rig.Dial(kDialer, &dialer);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("has no connection parked at the relay"), std::string::npos)
       << st.ToString();
@@ -126,9 +138,9 @@ TEST(RelayTest, ADialerForAPeerWithNothingParkedIsRefusedAfterTheWait) {
 }
 
 TEST(RelayTest, WrongTicketsAreRefused) {
-  auto relay = StartRelay();
-  link::RelayAccess forged = Access(*relay, kDialer);
-  forged.ticket = relay->TicketFor(kDialer + 1);  // another peer's ticket
+  Rig rig({}, /*park=*/false);
+  link::RelayAccess forged = Access(*rig.relay, kDialer);
+  forged.ticket = rig.relay->TicketFor(kDialer + 1);  // another peer's ticket
   net::Socket dialer;
   Status st = link::DialThroughRelay(forged, kParkedPeer, false, Deadline::In(10s), &dialer);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
@@ -139,32 +151,22 @@ TEST(RelayTest, PairsPerLinkAreBounded) {
   RelayOptions options;
   options.max_pairs_per_link = 2;
   options.dial_wait = 2s;
-  auto relay = StartRelay(options);
-  Handed handed;
-  link::Parker parker;
-  parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  Rig rig(options);
   std::vector<net::Socket> open(2);
   for (auto& s : open) {
-    ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false,
-                                       Deadline::In(10s), &s).ok());
+    ASSERT_TRUE(rig.Dial(kDialer, &s).ok());
   }
   net::Socket third;
-  Status st = link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
-                                     &third);
+  Status st = rig.Dial(kDialer, &third);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
   EXPECT_NE(st.message().find("are open already"), std::string::npos) << st.ToString();
   // Another dialer is not held back by this pair's bound.
   net::Socket other;
-  EXPECT_TRUE(link::DialThroughRelay(Access(*relay, kDialer + 1), kParkedPeer, false,
-                                     Deadline::In(10s), &other).ok());
-  parker.Stop();
+  EXPECT_TRUE(rig.Dial(kDialer + 1, &other).ok());
 }
 
 TEST(RelayTest, RoutesFallBackToTheRelayAndRememberIt) {
-  auto relay = StartRelay();
-  Handed handed;
-  link::Parker parker;
-  parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  Rig rig;
   // The advertised endpoint refuses: a port nothing listens on any more.
   uint16_t closed_port;
   {
@@ -173,7 +175,7 @@ TEST(RelayTest, RoutesFallBackToTheRelayAndRememberIt) {
     closed_port = gone.port();
   }
   link::Routes routes;
-  routes.SetRelay(Access(*relay, kDialer));
+  routes.SetRelay(Access(*rig.relay, kDialer));
   EXPECT_EQ(routes.RouteTo(kParkedPeer), link::Route::kUnknown);
   net::Socket s;
   link::Route route = link::Route::kUnknown;
@@ -184,57 +186,47 @@ TEST(RelayTest, RoutesFallBackToTheRelayAndRememberIt) {
   EXPECT_TRUE(route == link::Route::kRelayed || route == link::Route::kPunched)
       << link::RouteName(route);
   EXPECT_EQ(routes.RouteTo(kParkedPeer), route);
-  ASSERT_TRUE(WaitUntil([&] { return handed.count() == 1; }));
+  ASSERT_TRUE(WaitUntil([&] { return rig.handed.count() == 1; }));
   // Without a relay the direct error comes back as it was.
   link::Routes alone;
   Status st = alone.Connect(kParkedPeer, {"127.0.0.1", closed_port}, Deadline::In(10s), &s);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("refused"), std::string::npos) << st.ToString();
-  parker.Stop();
 }
 
 // On loopback each end's "mapping" is its own port, as behind an endpoint-independent NAT:
 // the two ends' dials meet (or one reaches the other's listener), and the relay forwards
 // nothing but the two bytes of the agreement.
 TEST(RelayTest, HolePunchingReplacesTheRelayedConnectionWhereTheMappingHolds) {
-  auto relay = StartRelay();
-  Handed handed;
-  link::Parker parker;
-  parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  Rig rig;
   net::Socket dialer;
   link::Route route = link::Route::kUnknown;
-  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, /*punch=*/true,
-                                     Deadline::In(10s), &dialer, &route).ok());
+  ASSERT_TRUE(rig.Dial(kDialer, &dialer, /*punch=*/true, &route).ok());
   EXPECT_EQ(route, link::Route::kPunched);
-  ASSERT_TRUE(WaitUntil([&] { return handed.count() == 1; }));
-  EXPECT_EQ(handed.routes.front(), link::Route::kPunched);
-  net::Socket parked = handed.Take();
+  ASSERT_TRUE(WaitUntil([&] { return rig.handed.count() == 1; }));
+  EXPECT_EQ(rig.handed.routes.front(), link::Route::kPunched);
+  net::Socket parked = rig.handed.Take();
   const std::string hello = "straight through";
   ASSERT_TRUE(dialer.SendAll(hello.data(), hello.size(), Deadline::In(10s)).ok());
   std::string got(hello.size(), 0);
   ASSERT_TRUE(parked.RecvAll(got.data(), got.size(), Deadline::In(10s)).ok());
   EXPECT_EQ(got, hello);
   ASSERT_TRUE(WaitUntil([&] {
-    for (const auto& l : relay->Links()) {
+    for (const auto& l : rig.relay->Links()) {
       if (l.from_peer == kDialer && l.open == 0) return true;
     }
     return false;
   }));
   // The dialer's report one way, the decision back.
-  for (const auto& l : relay->Links()) EXPECT_EQ(l.bytes, 1u);
-  parker.Stop();
+  for (const auto& l : rig.relay->Links()) EXPECT_EQ(l.bytes, 1u);
 }
 
 TEST(RelayTest, CloseCutsOpenPairsAndJoins) {
-  auto relay = StartRelay();
-  Handed handed;
-  link::Parker parker;
-  parker.Start(Access(*relay, kParkedPeer), handed.Sink());
+  Rig rig;
   net::Socket dialer;
-  ASSERT_TRUE(link::DialThroughRelay(Access(*relay, kDialer), kParkedPeer, false, Deadline::In(10s),
-                                     &dialer).ok());
-  parker.Stop();
-  relay->Close();  // returns: every thread joined
+  ASSERT_TRUE(rig.Dial(kDialer, &dialer).ok());
+  rig.parker.Stop();
+  rig.relay->Close();  // returns: every thread joined
   char byte;
   EXPECT_FALSE(dialer.RecvAll(&byte, 1, Deadline::In(10s)).ok());
 }

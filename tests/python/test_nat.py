@@ -30,8 +30,9 @@ from pccl import ReduceOp
 from bench.lib import nat_lab, netns
 
 
-def unavailable() -> str | None:
-    return nat_lab.unavailable_reason()
+# Every test needs root, `ip` and `nft` (CI installs nftables and runs as root).
+_UNAVAILABLE = nat_lab.unavailable_reason()
+pytestmark = pytest.mark.skipif(_UNAVAILABLE is not None, reason=str(_UNAVAILABLE))
 
 
 def master_main(conn: Connection) -> None:
@@ -67,9 +68,6 @@ def recv(conn: Connection, what: str, timeout: float = 60) -> Any:
 
 @pytest.mark.timeout(120)
 def test_a_peer_behind_a_nat_is_told_it_cannot_be_dialled_and_its_public_mapping() -> None:
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
     with netns.Namespaces() as net:
         names = nat_lab.build(net)
         public, home = names["public"], names["eim"]
@@ -136,9 +134,6 @@ def dial_from_one_port(conn: Connection, ports: list[int]) -> None:
 def test_the_lab_nats_map_ports_as_they_claim() -> None:
     """The lab is what the other tests say it is: the endpoint-independent NAT keeps one
     local port's mapping for every destination, the symmetric one maps each anew."""
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
     with netns.Namespaces() as net:
         names = nat_lab.build(net)
         mappings = {}
@@ -196,9 +191,6 @@ def routes_by_peer(results: list[dict[str, Any]]) -> dict[tuple[int, int], str]:
 
 @pytest.mark.timeout(300)
 def test_peers_behind_an_eim_and_a_symmetric_nat_reduce_and_one_restarts() -> None:
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
     with netns.Namespaces() as net:
         names = nat_lab.build(net)
         where = ["public", "public", "eim", "sym", "sym"]  # the last: the restarted peer
@@ -247,9 +239,6 @@ def test_peers_behind_an_eim_and_a_symmetric_nat_reduce_and_one_restarts() -> No
 
 @pytest.mark.timeout(180)
 def test_two_peers_behind_the_same_nat_reach_each_other() -> None:
-    reason = unavailable()
-    if reason is not None:
-        pytest.skip(reason)
     with netns.Namespaces() as net:
         names = nat_lab.build(net)
         with Cluster(2, master_address="0.0.0.0:0", connect_host="10.77.0.1",

@@ -419,8 +419,8 @@ Status Session::OptimizeTopology(Deadline deadline) {
       Deadline probe = deadline.Min(
           Deadline::In(Milliseconds(measure.duration_ms) + std::chrono::seconds(5)));
       Status st = link::ProbeBandwidth(peer_id_.load(), target, pool_size(),
-                                       Milliseconds(measure.duration_ms), credentials_, routes_, probe,
-                                       &rate);
+                                       Milliseconds(measure.duration_ms), credentials_, routes_,
+                                       probe, &rate);
       if (!st.ok()) {
         PCCL_LOG(kWarning, "bandwidth probe to peer " + std::to_string(target.peer_id) +
                                " failed: " + st.ToString());

@@ -46,11 +46,6 @@ Status Credentials::PairSecret(uint64_t peer_id, Deadline deadline, std::string*
 
 // --- dialer --------------------------------------------------------------------------------
 
-Status Connect(Routes& routes, uint64_t peer_id, const net::Endpoint& to, Deadline deadline,
-               net::Socket* out) {
-  return routes.Connect(peer_id, to, deadline, out);
-}
-
 namespace {
 
 Status SendPlainHello(net::Socket& socket, const Hello& hello, Deadline deadline) {
@@ -113,7 +108,7 @@ Status SendHello(net::Socket& socket, const Hello& hello, const Credentials& cre
 Status DialPeer(Routes& routes, const net::Endpoint& to, const Hello& hello,
                 const Credentials& credentials, Deadline deadline, net::Socket* out) {
   net::Socket socket;
-  PCCL_RETURN_IF_ERROR(Connect(routes, hello.to_peer_id, to, deadline, &socket));
+  PCCL_RETURN_IF_ERROR(routes.Connect(hello.to_peer_id, to, deadline, &socket));
   PCCL_RETURN_IF_ERROR(SendHello(socket, hello, credentials, deadline));
   *out = std::move(socket);
   return Status::Ok();

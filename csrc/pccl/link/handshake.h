@@ -101,10 +101,8 @@ class Credentials {
 // otherwise.
 Status DialPeer(Routes& routes, const net::Endpoint& to, const Hello& hello,
                 const Credentials& credentials, Deadline deadline, net::Socket* out);
-// DialPeer in two halves, for a caller that must publish the socket (so that another
-// thread can cut it) before it blocks on the handshake.
-Status Connect(Routes& routes, uint64_t peer_id, const net::Endpoint& to, Deadline deadline,
-               net::Socket* out);
+// DialPeer's second half, for a caller that must publish the socket (so that another
+// thread can cut it) before it blocks on the handshake; the first is Routes::Connect.
 Status SendHello(net::Socket& socket, const Hello& hello, const Credentials& credentials,
                  Deadline deadline);
 

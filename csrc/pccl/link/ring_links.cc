@@ -55,7 +55,8 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     dialers.emplace_back([&, slot] {
       Hello hello{Purpose::kRing, self_id_, next_.peer_id, epoch_, slot};
-      statuses[slot] = DialPeer(routes, next_.endpoint, hello, credentials, deadline, &dialed[slot]);
+      statuses[slot] =
+          DialPeer(routes, next_.endpoint, hello, credentials, deadline, &dialed[slot]);
     });
   }
   for (auto& t : dialers) t.join();

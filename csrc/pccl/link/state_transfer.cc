@@ -327,7 +327,7 @@ std::string Fetch::Describe(const Piece& piece) const {
 Status Fetch::Handshake(size_t source, net::Socket* socket) {
   const Source& src = sources_[source];
   net::Socket connected;
-  Status st = Connect(routes_, src.peer_id, {src.host, src.port}, deadline_, &connected);
+  Status st = routes_.Connect(src.peer_id, {src.host, src.port}, deadline_, &connected);
   if (!st.ok()) return Status(StatusCode::kAborted, "connect: " + st.message());
   {
     // Publish the socket before blocking on it, so that a failure elsewhere can cut it.

@@ -557,11 +557,8 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
                                ? net::Endpoint{endpoint.host, 0}.ToString()
                                : options.relay_address;
     Status st = Relay::Start(relay, &server->relay_);
-    if (!st.ok()) {
-      ::close(wake_fd);
-      server->wake_fd_ = -1;
-      return Status(st.code(), "relay: " + st.message());
-    }
+    // (On failure `server` goes out of scope: its destructor closes the eventfd.)
+    if (!st.ok()) return Status(st.code(), "relay: " + st.message());
     membership.relay_port = server->relay_->port();
     membership.relay_key = server->relay_->key();
   }

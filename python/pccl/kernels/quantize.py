@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pccl import _core
-from pccl._enums import DataType, QuantizationAlgorithm
+from pccl._enums import DataType, QuantizationAlgorithm, enum_arg
 from pccl._tensors import as_array
 
 _k = _core.kernels
@@ -51,16 +51,7 @@ _QUANTIZED = (DataType.UINT8, DataType.UINT16)
 
 
 def _algorithm(algorithm: Any) -> QuantizationAlgorithm:
-    if isinstance(algorithm, bool) or not isinstance(algorithm, (QuantizationAlgorithm, int)):
-        raise TypeError(
-            f"algorithm must be a pccl.QuantizationAlgorithm, got {type(algorithm).__name__}"
-        )
-    try:
-        alg = QuantizationAlgorithm(algorithm)
-    except ValueError:
-        raise ValueError(
-            f"algorithm must be a pccl.QuantizationAlgorithm, got {algorithm!r}"
-        ) from None
+    alg = enum_arg(QuantizationAlgorithm, algorithm, "algorithm")
     if alg is QuantizationAlgorithm.NONE:
         raise ValueError("algorithm must be MIN_MAX or ZERO_POINT_SCALE, got NONE")
     return alg
@@ -77,12 +68,7 @@ def _block_size(block_size: Any) -> int:
 
 
 def _data_type(value: Any, name: str, allowed: tuple[DataType, ...]) -> DataType:
-    if isinstance(value, bool) or not isinstance(value, (DataType, int)):
-        raise TypeError(f"{name} must be a pccl.DataType, got {type(value).__name__}")
-    try:
-        dtype = DataType(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a pccl.DataType, got {value!r}") from None
+    dtype = enum_arg(DataType, value, name)
     _require(dtype, name, allowed)
     return dtype
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pccl import _core
-from pccl._enums import DataType, ReduceOp
+from pccl._enums import DataType, ReduceOp, enum_arg
 from pccl._tensors import as_array
 
 _k = _core.kernels
@@ -14,12 +14,7 @@ __all__ = ["accumulate_half", "divide_by", "narrow_half", "reduce", "widen_half"
 
 
 def _op(op: Any, name: str = "op") -> ReduceOp:
-    if not isinstance(op, (ReduceOp, int)) or isinstance(op, bool):
-        raise TypeError(f"{name} must be a pccl.ReduceOp, got {type(op).__name__}")
-    try:
-        return ReduceOp(op)
-    except ValueError:
-        raise ValueError(f"{name} must be a pccl.ReduceOp, got {op!r}") from None
+    return enum_arg(ReduceOp, op, name)
 
 
 def _same_dtype(a_name: str, a: DataType, b_name: str, b: DataType) -> None:
