@@ -1,10 +1,8 @@
-"""The all-reduce guarantees side by side on loopback: plain float32, ReduceMode.EXACT and
-uint8-quantized, with the plain-socket ceiling, in one run (bench/all_reduce.py does the
-measuring; see its docstring for how).
+"""The all-reduce guarantees side by side on loopback: plain float32, ReduceMode.EXACT,
+PRIVATE and VERIFIED, and uint8-quantized, with the plain-socket ceiling, in one run
+(bench/all_reduce.py does the measuring; see its docstring for how).
 
 Usage: python -m bench.trust [--world 2 4] [--sizes 1MiB 16MiB 64MiB] [all_reduce options]
-
-PRIVATE and VERIFIED (issue 17) are not built yet; they will join this table.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ import sys
 
 from bench import all_reduce
 
-BACKENDS = ["pccl", "pccl-exact", "pccl-uint8", "ceiling"]
+BACKENDS = ["pccl", "pccl-exact", "pccl-private", "pccl-verified", "pccl-uint8", "ceiling"]
 
 
 def main() -> int:

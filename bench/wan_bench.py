@@ -2,7 +2,7 @@
 
 Usage: sudo python -m bench.wan_bench [--rtt 50 100] [--pools 1 2 4 8 16 32] [--world 3]
            [--rate 400mbit] [--window 512KiB] [--big 128MiB] [--many 16x8MiB] [--iters 2]
-           [--cases sweep gloo latency join loss transport] [--loss 0.1%] [--join 256MiB]
+           [--cases sweep gloo latency join loss transport modes] [--loss 0.1%] [--join 256MiB]
            [--cc reno]
            [--json out.json] [--png out.png] [--quick]
 
@@ -30,6 +30,10 @@ buffer). The master is one WAN round trip away from every peer. Then:
            run without a secret ("pccl"), with one on the plain transport ("pccl-auth") and
            encrypted ("pccl-enc"), one after the other in the same lab: what
            authentication and encryption cost.
+  modes    (not by default) the big and latency workloads with the default pool in the
+           default mode ("pccl") and in ReduceMode.EXACT, PRIVATE and VERIFIED
+           ("pccl-exact", "pccl-private", "pccl-verified"), one after the other in the same
+           lab: what the exact modes cost on a WAN link.
 
 Every timed op is verified: inputs are integer-valued float32 (bench/lib/data.py's
 pattern, different per rank, tensor and iteration), every peer checks the exact sum after
@@ -77,6 +81,7 @@ class PcclWorker:
         self.comm.connect(timeout=120)
         self.comm.wait_for_world(world, timeout=120)
         self._one = np.zeros(1, np.float32)
+        self.mode = pccl.ReduceMode(setup.get("mode", 0))
 
     def barrier(self) -> None:
         self.comm.all_reduce(self._one, self._one, op=self.pccl.ReduceOp.SUM, tag=BARRIER_TAG,
@@ -85,9 +90,10 @@ class PcclWorker:
     def all_reduce(self, xs: list[np.ndarray], timeout: float) -> None:
         SUM = self.pccl.ReduceOp.SUM
         if len(xs) == 1:
-            self.comm.all_reduce(xs[0], xs[0], op=SUM, timeout=timeout)
+            self.comm.all_reduce(xs[0], xs[0], op=SUM, timeout=timeout, mode=self.mode)
             return
-        handles = [self.comm.all_reduce_async(x, x, op=SUM, tag=k, timeout=timeout)
+        handles = [self.comm.all_reduce_async(x, x, op=SUM, tag=k, timeout=timeout,
+                                              mode=self.mode)
                    for k, x in enumerate(xs)]
         for h in handles:
             h.result()
@@ -256,6 +262,8 @@ class Group:
 
 
 TRANSPORT_SECRET = "wan bench run secret, 32 bytes!"
+# pccl.ReduceMode values of the "modes" case and their backend names (0 keeps "pccl").
+MODE_NAMES = {1: "pccl-exact", 3: "pccl-private", 5: "pccl-verified"}
 
 
 class Master:
@@ -341,17 +349,19 @@ class Bench:
             self.row(lab, rtt_ms, backend, pool, label, n_bytes, n_tensors, res, stats0)
 
     def pccl_group(self, lab: Lab, rtt_ms: float, pool: int, which: list[str],
-                   transport: str | None = None) -> None:
-        """`transport` None: a run without a secret; "plain" or "encrypted": with one."""
+                   transport: str | None = None, mode: int = 0) -> None:
+        """`transport` None: a run without a secret; "plain" or "encrypted": with one.
+        `mode`: the pccl.ReduceMode of every timed all-reduce."""
         auth = None if transport is None else (TRANSPORT_SECRET, transport)
         master = Master(lab, auth)
         group = None
         try:
-            setup: dict[str, Any] = {"address": master.address, "pool_size": pool}
+            setup: dict[str, Any] = {"address": master.address, "pool_size": pool, "mode": mode}
             if auth is not None:
                 setup.update(secret=auth[0], transport=auth[1])
             group = Group(lab, "pccl", self.args.world, setup)
             backend = {None: "pccl", "plain": "pccl-auth", "encrypted": "pccl-enc"}[transport]
+            backend = MODE_NAMES.get(mode, backend)
             self.workloads(lab, rtt_ms, group, backend, pool, which)
             group.close(graceful=True)
             group = None
@@ -441,6 +451,10 @@ class Bench:
                     for transport in (None, "plain", "encrypted"):
                         self.pccl_group(lab, rtt_ms, default_pool, ["big", "many", "latency"],
                                         transport)
+                if "modes" in a.cases:
+                    for mode in (0, *MODE_NAMES):
+                        self.pccl_group(lab, rtt_ms, default_pool, ["big", "latency"],
+                                        mode=mode)
                 if "join" in a.cases and index == 0:
                     for pool in sorted({default_pool, max(a.pools)}):
                         self.join(lab, rtt_ms, pool)
@@ -519,7 +533,8 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=2, help="timed ops per bandwidth case")
     parser.add_argument("--latency-iters", type=int, default=10)
     parser.add_argument("--cases", nargs="+", default=["sweep", "gloo", "latency", "join", "loss"],
-                        choices=["sweep", "gloo", "latency", "join", "loss", "transport"])
+                        choices=["sweep", "gloo", "latency", "join", "loss", "transport",
+                                 "modes"])
     parser.add_argument("--loss", default="0.1%")
     parser.add_argument("--cc", default=None,
                         help="TCP congestion control in the namespaces (default: the host's; "

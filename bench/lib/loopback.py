@@ -4,7 +4,10 @@
   pccl     N Communicator peers of a MasterNode the parent runs; comm.all_reduce(x, x, op=SUM).
   pccl-auth       the same in a run with a secret (every connection authenticated).
   pccl-encrypted  the same with transport="encrypted" (every frame sealed, AES-256-GCM).
-  pccl-exact      the same with mode=ReduceMode.EXACT (fixed point mod p; pccl/_exact.py).
+  pccl-exact      the same with mode=ReduceMode.EXACT (fixed point mod p;
+                  csrc/pccl/comm/exact_allreduce.cc).
+  pccl-private    the same with mode=ReduceMode.PRIVATE (EXACT plus pairwise masks).
+  pccl-verified   the same with mode=ReduceMode.VERIFIED (EXACT plus linear hashes).
   pccl-uint8      the same quantized: QuantizationOptions(UINT8, MIN_MAX) (lossy: not
                   verified; the zeros of the timed loop still are).
   gloo     torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.all_reduce(x).
@@ -99,6 +102,10 @@ class PcclPeer:
         self.options: dict[str, Any] = {}
         if variant == "pccl-exact":
             self.options["mode"] = pccl.ReduceMode.EXACT
+        elif variant == "pccl-private":
+            self.options["mode"] = pccl.ReduceMode.PRIVATE
+        elif variant == "pccl-verified":
+            self.options["mode"] = pccl.ReduceMode.VERIFIED
         elif variant == "pccl-uint8":
             self.options["quantization_options"] = pccl.QuantizationOptions(
                 pccl.DataType.UINT8, pccl.QuantizationAlgorithm.MIN_MAX)
@@ -241,13 +248,17 @@ class CeilingPeer:
 
 
 PEERS = {"pccl": PcclPeer, "pccl-auth": PcclPeer, "pccl-encrypted": PcclPeer,
-         "pccl-exact": PcclPeer, "pccl-uint8": PcclPeer, "gloo": GlooPeer,
+         "pccl-exact": PcclPeer, "pccl-private": PcclPeer, "pccl-verified": PcclPeer,
+         "pccl-uint8": PcclPeer,
+         "gloo": GlooPeer,
          "ceiling": CeilingPeer}
 # The secret and transport of the pccl variants (the master and every peer take them).
 PCCL_AUTH = {"pccl": (None, None),
              "pccl-auth": ("bench run secret: 32 bytes long", "plain"),
              "pccl-encrypted": ("bench run secret: 32 bytes long", "encrypted"),
-             "pccl-exact": (None, None), "pccl-uint8": (None, None)}
+             "pccl-exact": (None, None), "pccl-private": (None, None),
+             "pccl-verified": (None, None),
+             "pccl-uint8": (None, None)}
 
 
 def _peer_main(conn: Connection, backend: str, rank: int, world: int,

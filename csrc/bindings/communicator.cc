@@ -39,7 +39,8 @@ struct PyAllReduceRequest {
   uint64_t tag = 0;
   kernels::QuantAlgorithm quant_algorithm = kernels::QuantAlgorithm::kNone;
   DType quant_dtype = DType::kUint8;
-  uint32_t modulus = 0;
+  uint32_t modulus = 0;  // not settable from Python: the exact modes choose it
+  uint32_t mode = 0;     // pccl.ReduceMode
 };
 
 comm::AllReduceRequest MakeRequest(const PyAllReduceRequest& r) {
@@ -53,6 +54,7 @@ comm::AllReduceRequest MakeRequest(const PyAllReduceRequest& r) {
   request.quant.algorithm = r.quant_algorithm;
   request.quant.quantized_dtype = r.quant_dtype;
   request.modulus = r.modulus;
+  request.mode = r.mode;
   return request;
 }
 
@@ -82,14 +84,14 @@ void BindCommunicator(py::module_& m) {
   py::class_<PyAllReduceRequest>(m, "AllReduceRequest")
       .def(py::init([](uintptr_t send, uintptr_t recv, size_t count, DType dtype,
                        kernels::ReduceOp op, uint64_t tag, kernels::QuantAlgorithm quant_algorithm,
-                       DType quant_dtype, uint32_t modulus) {
+                       DType quant_dtype, uint32_t mode) {
              return PyAllReduceRequest{send, recv, count, dtype, op, tag, quant_algorithm,
-                                       quant_dtype, modulus};
+                                       quant_dtype, /*modulus=*/0, mode};
            }),
            py::kw_only(), py::arg("send"), py::arg("recv"), py::arg("count"), py::arg("dtype"),
            py::arg("op"), py::arg("tag") = 0,
            py::arg("quant_algorithm") = kernels::QuantAlgorithm::kNone,
-           py::arg("quant_dtype") = DType::kUint8, py::arg("modulus") = 0)
+           py::arg("quant_dtype") = DType::kUint8, py::arg("mode") = 0)
       .def_readonly("count", &PyAllReduceRequest::count)
       .def_readonly("tag", &PyAllReduceRequest::tag);
 

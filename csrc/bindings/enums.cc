@@ -66,6 +66,7 @@ void BindEnums(py::module_& m) {
       .value("TOO_FEW_PEERS", StatusCode::kTooFewPeers)
       .value("KICKED", StatusCode::kKicked)
       .value("UNAUTHENTICATED", StatusCode::kUnauthenticated)
+      .value("INTEGRITY", StatusCode::kIntegrity)
       .finalize();
 }
 

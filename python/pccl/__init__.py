@@ -33,6 +33,7 @@ from pccl.communicator import AsyncReduceHandle, Communicator, LinkInfo, Reachab
 from pccl.errors import (
     AuthenticationError,
     DataLossError,
+    IntegrityError,
     InvalidUsageError,
     KickedError,
     MasterUnavailableError,
@@ -53,6 +54,7 @@ __all__ = [
     "DataType",
     "DeviceType",
     "DistributionHint",
+    "IntegrityError",
     "InvalidUsageError",
     "KickedError",
     "MasterNode",

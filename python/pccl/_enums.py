@@ -138,15 +138,22 @@ class ReduceOp(enum.IntEnum):
 
 
 class ReduceMode(enum.IntFlag):
-    """What an all-reduce guarantees beyond the default floating-point ring sum.
+    """What an all-reduce guarantees beyond the default floating-point ring sum (SUM and
+    AVG; docs/exact.md says how, and how precise).
 
-    EXACT: float32/float64 SUM and AVG as fixed-point residues summed mod a prime, so that
-    the result's bytes are the same whatever the ring order, membership history or retries
-    (pccl/_exact.py says how, and how precise).
+    EXACT: inputs as fixed-point residues summed mod a prime, so that the result's bytes
+    are the same whatever the ring order, membership history or retries.
+    PRIVATE: EXACT, with every input masked pairwise so that no other single peer (nor the
+    master) sees it; the same result bytes as EXACT.
+    VERIFIED: EXACT, with linear hashes that catch a member falsifying what it reduces or
+    forwards (IntegrityError on every peer, nobody applies the result). Combines with
+    PRIVATE.
     """
 
     DEFAULT = 0
     EXACT = 1
+    PRIVATE = 2
+    VERIFIED = 4
 
 
 class QuantizationAlgorithm(enum.IntEnum):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pccl import _core
-from pccl._enums import DataType, DistributionHint, QuantizationAlgorithm, ReduceOp
+from pccl._enums import DataType, DistributionHint, QuantizationAlgorithm, ReduceMode, ReduceOp
 from pccl._tensors import as_buffer
 
 
@@ -46,13 +46,15 @@ class QuantizationOptions:
 
 @dataclass
 class ReduceDescriptor:
-    """Everything peers must agree on for one all-reduce."""
+    """Everything peers must agree on for one all-reduce (`mode`: see
+    Communicator.all_reduce)."""
 
     count: int
     op: ReduceOp
     tag: int
     operand_descriptor: ReduceOperandDescriptor
     quantization_options: QuantizationOptions
+    mode: ReduceMode = ReduceMode.DEFAULT
 
 
 @dataclass

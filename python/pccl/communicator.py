@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 from pccl import _core
 from pccl._auth import check_secret, check_transport
 from pccl._enums import DataType, QuantizationAlgorithm, ReduceMode, ReduceOp, enum_arg
-from pccl._exact import all_reduce_exact
 from pccl._tensors import Buffer, as_buffer, is_torch_tensor
 from pccl._types import (
     Attribute,
@@ -353,32 +352,35 @@ class Communicator:
 
         `numel` (PCCL's earlier API) must equal the tensors' element count if given.
 
-        `mode=ReduceMode.EXACT` (float32/float64, SUM or AVG; needs numpy): every peer's
-        result is the same bytes whatever the ring order, membership history or retries;
-        every peer of the group must use it for the call (pccl/_exact.py: how, and the
-        precision). It runs two collectives on `tag` (the scale, then the sum).
+        `mode=ReduceMode.EXACT` (SUM or AVG, any dtype): every peer's result is the same
+        bytes whatever the ring order, membership history or retries, within about
+        n^2 * 4.7e-10 of the largest input's magnitude (integers: exactly, or refused when
+        the sum would pass 2^31). `ReduceMode.PRIVATE` (implies EXACT, same result bytes)
+        also masks every input so that no other single peer sees it. `ReduceMode.VERIFIED`
+        (implies EXACT, combines with PRIVATE) checks the sum with linear hashes and raises
+        IntegrityError on every peer, applying nothing, if a member falsified it. Every
+        peer of the group must pass the same mode; each runs two collectives on `tag` (the
+        scale, then the sum; VERIFIED a third, the check). docs/exact.md says how, and what
+        each guarantees.
 
         Raises:
             PeerLostError: a peer died or hung: retry.
             TooFewPeersError: alone in the group: drop the step.
+            IntegrityError: (VERIFIED) the sum did not add up; the message names where.
             InvalidUsageError: bad arguments, or peers that disagree on the operation.
         """
         s, r = self._buffers(send, recv, numel)
-        request = self._request(s, r, op, tag, operand_descriptor, quantization_options)
-        if enum_arg(ReduceMode, mode, "mode") & ReduceMode.EXACT:
-            if quantization_options is not None:
-                raise InvalidUsageError("ReduceMode.EXACT is not quantized: drop "
-                                        "quantization_options")
-            return all_reduce_exact(self._core, s, r, ReduceOp(op), tag, _timeout(timeout))
+        request = self._request(s, r, op, tag, operand_descriptor, quantization_options, mode)
         world, tx, rx = self._core.all_reduce(request, _timeout(timeout))
         return ReduceInfo(world, tx, rx)
 
     def all_reduce_async(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
                          operand_descriptor: ReduceOperandDescriptor | None = None,
                          quantization_options: QuantizationOptions | None = None,
-                         timeout: float | None = None,
-                         numel: int | None = None) -> AsyncReduceHandle:
+                         timeout: float | None = None, numel: int | None = None,
+                         mode: ReduceMode = ReduceMode.DEFAULT) -> AsyncReduceHandle:
         """Starts an all-reduce and returns a handle; concurrent ones need distinct tags.
+        `mode` as for all_reduce().
 
         The handle keeps `send` and `recv` alive until the operation completes; do not
         touch them before wait() or result() returns.
@@ -389,7 +391,7 @@ class Communicator:
             PCCL 1.0 does; failures while it runs come from wait() / result().
         """
         s, r = self._buffers(send, recv, numel)
-        request = self._request(s, r, op, tag, operand_descriptor, quantization_options)
+        request = self._request(s, r, op, tag, operand_descriptor, quantization_options, mode)
         work = self._core.all_reduce_async(request, _timeout(timeout))
         return AsyncReduceHandle(work, (send, recv))
 
@@ -492,7 +494,7 @@ class Communicator:
             r = Buffer(d.recvbuf_ptr, rd.count, dtype, None)
         self._check_open()
         request = self._request(s, r, rd.op, rd.tag, rd.operand_descriptor,
-                                rd.quantization_options)
+                                rd.quantization_options, rd.mode)
         work = self._core.all_reduce_async(request, _timeout(self._remaining(deadline)))
         return AsyncReduceHandle(work, (d.send, d.recv))
 
@@ -566,9 +568,13 @@ class Communicator:
     @staticmethod
     def _request(s: Buffer, r: Buffer, op: Any, tag: Any,
                  operand_descriptor: ReduceOperandDescriptor | None,
-                 quantization_options: QuantizationOptions | None) -> _core.AllReduceRequest:
+                 quantization_options: QuantizationOptions | None,
+                 mode: Any = ReduceMode.DEFAULT) -> _core.AllReduceRequest:
         sdt = s.dtype
         op = enum_arg(ReduceOp, op, "op")
+        mode = enum_arg(ReduceMode, mode, "mode")
+        if mode & (ReduceMode.PRIVATE | ReduceMode.VERIFIED):
+            mode |= ReduceMode.EXACT
         if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**64:
             raise ValueError(f"tag must be an int in [0, 2**64), got {tag!r}")
         if operand_descriptor is not None:
@@ -594,7 +600,7 @@ class Communicator:
         return _core.AllReduceRequest(send=s.ptr, recv=r.ptr, count=s.count,
                                       dtype=_core.DataType(sdt), op=_core.ReduceOp(op), tag=tag,
                                       quant_algorithm=_core.QuantizationAlgorithm(algorithm),
-                                      quant_dtype=_core.DataType(quantized))
+                                      quant_dtype=_core.DataType(quantized), mode=int(mode))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -114,6 +114,12 @@ class DataLossError(PCCLError):
     default_result = Result.INTERNAL_ERROR
 
 
+class IntegrityError(DataLossError):
+    """A ReduceMode.VERIFIED all-reduce did not add up: a member falsified what it reduced
+    or forwarded. The message names the chunk and the ring link (or the peer) where it went
+    wrong; nobody applied the result. Remove the suspect peer, then retry."""
+
+
 # The core's status codes -> exception class and upstream Result.
 _S = _core.StatusCode
 _BY_STATUS: dict[int, tuple[type[PCCLError], Result]] = {
@@ -128,6 +134,7 @@ _BY_STATUS: dict[int, tuple[type[PCCLError], Result]] = {
     _S.TOO_FEW_PEERS: (TooFewPeersError, Result.TOO_FEW_PEERS),
     _S.KICKED: (KickedError, Result.RANK_CONNECTION_LOST),
     _S.UNAUTHENTICATED: (AuthenticationError, Result.MASTER_CONNECTION_FAILED),
+    _S.INTEGRITY: (IntegrityError, Result.INTERNAL_ERROR),
 }
 
 

@@ -22,7 +22,7 @@ TEST(ProtoTest, TopologyRoundTrip) {
 }
 
 TEST(ProtoTest, VerdictRoundTripKeepsCode) {
-  Verdict v{OpKey{1, 2, 3, 4}, 0, "peer left", 4, 1};
+  Verdict v{OpKey{1, 2, 3, 4}, 0, "peer left", 4, 1, "", ""};
   Verdict back;
   ASSERT_TRUE(Decode(Encode(v), &back).ok());
   EXPECT_EQ(back.key, v.key);
@@ -206,12 +206,12 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
              "000000000000");
   ExpectWire(PendingQuery{12, 0}, "QueryPending", "0c0000000000000000");
   ExpectWire(PendingReply{13, 1}, "PendingReply", "0d0000000000000001");
-  ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6}, "OpDone",
+  ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6, "rep"}, "OpDone",
              "0807060504030201090000000b0a0000000000000d0c00000000000001efcdab000000000009"
-             "00000074696d6564206f757406000000");
-  ExpectWire(Verdict{kSampleKey, 0, "late", 4, 1}, "Verdict",
+             "00000074696d6564206f757406000000" "03000000726570");
+  ExpectWire(Verdict{kSampleKey, 0, "late", 4, 1, "ch", "r"}, "Verdict",
              "0807060504030201090000000b0a0000000000000d0c00000000000000040000006c61746504"
-             "00000001");
+             "00000001" "020000006368" "0100000072");
   ExpectWire(ErrorMessage{10, "kicked"}, "Error", "0a000000060000006b69636b6564");
   ExpectWire(P2PHello{17, 18, 19, 3}, "P2PHello",
              "11000000000000001200000000000000130000000000000003000000");
@@ -297,9 +297,9 @@ TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
   EXPECT_EQ(DecodeError<PendingReply>(WithByte(Encode(PendingReply{1, 1}), 8, 3)),
             "PendingReply: field 'pending' must be 0 or 1, got 3");
   // The ok byte follows the 28-byte OpKey.
-  EXPECT_EQ(DecodeError<OpDone>(WithByte(Encode(OpDone{kSampleKey, 1, 2, "", 0}), 28, 2)),
+  EXPECT_EQ(DecodeError<OpDone>(WithByte(Encode(OpDone{kSampleKey, 1, 2, "", 0, ""}), 28, 2)),
             "OpDone: field 'ok' must be 0 or 1, got 2");
-  EXPECT_EQ(DecodeError<Verdict>(WithByte(Encode(Verdict{kSampleKey, 1, "", 0}), 28, 255)),
+  EXPECT_EQ(DecodeError<Verdict>(WithByte(Encode(Verdict{kSampleKey, 1, "", 0, 0, "", ""}), 28, 255)),
             "Verdict: field 'ok' must be 0 or 1, got 255");
   EXPECT_EQ(DecodeError<P2PWelcome>(WithByte(Encode(P2PWelcome{1, "x"}), 0, 2)),
             "P2PWelcome: field 'ok' must be 0 or 1, got 2");
@@ -366,7 +366,7 @@ TEST(ProtoValidationTest, CountsAndLengthsHaveLimits) {
             "Hello: field 'public_key' is 33 bytes, limit 32");
   // At the limit is fine.
   reason.pop_back();
-  EXPECT_EQ(DecodeError<Verdict>(Encode(Verdict{kSampleKey, 0, reason, 4})), "");
+  EXPECT_EQ(DecodeError<Verdict>(Encode(Verdict{kSampleKey, 0, reason, 4, 0, "", ""})), "");
 }
 
 TEST(ProtoValidationTest, EmptyMessages) {

@@ -51,12 +51,15 @@ inline std::vector<PendingReply> Samples(const PendingReply*) {
   return {PendingReply{}, PendingReply{41, 1}};
 }
 inline std::vector<OpDone> Samples(const OpDone*) {
-  return {OpDone{}, OpDone{OpKey{3, 1, 5, 2}, 1, 0xfeedULL, "", 0},
-          OpDone{OpKey{3, 1, 5, 3}, 0, 0xfeedULL, "reduce failed: peer 2 left", 4}};
+  return {OpDone{}, OpDone{OpKey{3, 1, 5, 2}, 1, 0xfeedULL, "", 0, ""},
+          OpDone{OpKey{3, 1, 5, 3}, 0, 0xfeedULL, "reduce failed: peer 2 left", 4, ""},
+          OpDone{OpKey{3, 1, 5, 4}, 1, 0xfeedULL, "", 0, std::string(64, 'h')}};
 }
 inline std::vector<Verdict> Samples(const Verdict*) {
-  return {Verdict{}, Verdict{OpKey{3, 1, 5, 2}, 1, "", 0, 0},
-          Verdict{OpKey{3, 1, 5, 3}, 0, "peer 2 left the group", 4, 1}};
+  return {Verdict{}, Verdict{OpKey{3, 1, 5, 2}, 1, "", 0, 0, std::string(32, 'c'), ""},
+          Verdict{OpKey{3, 1, 5, 3}, 0, "peer 2 left the group", 4, 1, "", ""},
+          Verdict{OpKey{3, 1, 5, 4}, 1, "", 0, 0, std::string(32, 'c'),
+                  std::string("\x04\x00\x00\x00abcd", 8)}};
 }
 inline std::vector<ErrorMessage> Samples(const ErrorMessage*) {
   return {ErrorMessage{}, ErrorMessage{10, "kicked: no heartbeat for 30 s"}};

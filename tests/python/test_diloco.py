@@ -36,9 +36,9 @@ def task(seed: int, n: int) -> tuple[Any, Any]:
 
 
 def train(comm: pccl.Communicator, index: int, asynchronous: bool, joiner: bool,
-          until: str, quantized: bool = False) -> list[tuple[Any, ...]]:
+          until: str, quantized: bool = False, mode: int = 0) -> list[tuple[Any, ...]]:
     """Outer steps until the test's event (`until`: "join" or "loss") is EXTRA_STEPS steps
-    old; `quantized`: uint8 pseudo-gradients. Returns per step (revision, hashes, world, held-out loss, sync rx, sync tx); the
+    old; `quantized`: uint8 pseudo-gradients; `mode`: their pccl.ReduceMode. Returns per step (revision, hashes, world, held-out loss, sync rx, sync tx); the
     first entry is start()'s, with world -1."""
     from pccl.diloco import DiLoCo  # needs torch
 
@@ -48,7 +48,8 @@ def train(comm: pccl.Communicator, index: int, asynchronous: bool, joiner: bool,
                                 torch.nn.Linear(HIDDEN, OUT))
     inner = torch.optim.Adam(model.parameters(), lr=3e-3)
     quantization = pccl.QuantizationOptions(pccl.DataType.UINT8) if quantized else None
-    diloco = DiLoCo(model, inner, comm, asynchronous=asynchronous, quantization=quantization)
+    diloco = DiLoCo(model, inner, comm, asynchronous=asynchronous, quantization=quantization,
+                    mode=pccl.ReduceMode(mode))
     x_eval, y_eval = task(99, 256)
     gen = torch.Generator().manual_seed(100 + index)  # own data on every peer
     w_true = torch.randn(IN, OUT, generator=torch.Generator().manual_seed(7))
@@ -154,13 +155,15 @@ def test_diloco_parity_loss_and_late_joiner(asynchronous: bool) -> None:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("asynchronous,quantized", [(False, False), (True, True)],
-                         ids=["sync", "async-uint8"])
-def test_diloco_survives_sigkilled_peer(asynchronous: bool, quantized: bool) -> None:
+@pytest.mark.parametrize("asynchronous,quantized,mode",
+                         [(False, False, 0), (True, True, 0), (True, False, 2)],
+                         ids=["sync", "async-uint8", "async-private"])
+def test_diloco_survives_sigkilled_peer(asynchronous: bool, quantized: bool, mode: int) -> None:
     """Survivors retry on each other and go on, bit-identical (also with quantized
-    pseudo-gradients: every peer gets the same dequantized bytes)."""
+    pseudo-gradients: every peer gets the same dequantized bytes; and with private ones:
+    masked, exact sums)."""
     with Cluster(3) as c:
-        running = c.start(train, asynchronous, False, "loss", quantized)
+        running = c.start(train, asynchronous, False, "loss", quantized, mode)
         for _ in range(3):
             assert c.events.get(timeout=40)[0] == "phase1"
         assert c.kill(2)

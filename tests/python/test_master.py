@@ -99,9 +99,22 @@ def test_second_peer_admitted_by_vote_and_verdicts(master: MasterNode) -> None:
         key = (2, 0, 5, 0)
         a.send(Kind.OP_DONE, wire.op_done(key, True, 0xABC))
         b.send(Kind.OP_DONE, wire.op_done(key, True, 0xABC))
+        challenges = set()
         for c in (a, b):
             v = c.expect(Kind.VERDICT)
             assert v["key"] == key and v["ok"] == 1
+            assert len(v["challenge"]) == 32 and v["reports"] == b""
+            challenges.add(v["challenge"])
+        assert len(challenges) == 1  # one verdict, the same for the whole group
+        # Reports (ReduceMode.VERIFIED's hashes) reach every member, each framed, with a
+        # fresh challenge.
+        key = (2, 0, 5, 1)
+        a.send(Kind.OP_DONE, wire.op_done(key, True, 0xABC, report=b"from a"))
+        b.send(Kind.OP_DONE, wire.op_done(key, True, 0xABC, report=b"b"))
+        for c in (a, b):
+            v = c.expect(Kind.VERDICT)
+            assert v["ok"] == 1 and v["challenge"] not in challenges
+            assert v["reports"] == wire.string(b"from a") + wire.string(b"b")
         # b leaves: a gets a new epoch alone.
         b.send(Kind.GOODBYE)
         topo = a.expect(Kind.TOPOLOGY)

@@ -137,6 +137,20 @@ def test_pccl_ranks_get_bit_identical_results(runs: dict[str, Run]) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_set_reduce_mode_makes_sums_exact(runs: dict[str, Run]) -> None:
+    for op_name in ("SUM", "AVG"):
+        name = f"exact/float32/{op_name}"
+        got = runs["pccl"][0][name]
+        inputs = [data(name, rank, got.shape, torch.float32, integral=False).double()
+                  for rank in range(WORLD)]
+        exact = sum(inputs) / (WORLD if op_name == "AVG" else 1)
+        largest = max(float(t.abs().max()) for t in inputs)
+        # 2 n^2 M / (p - 1), the AVG's division, and the rounding(s) to float32.
+        bound = 2 * WORLD**2 * largest / (4294967291 - 1) + exact.abs() * 2.0**-23
+        assert bool(((got.double() - exact).abs() <= bound).all()), name
+
+
+@pytest.mark.timeout(120)
 def test_strided_and_odd_tensors(runs: dict[str, Run]) -> None:
     reference = sum(data("all_reduce/strided", r, (9, 7), torch.float32).t()
                     for r in range(WORLD))
@@ -264,6 +278,48 @@ def test_external_master_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
                 group.shutdown()
     for tensor in tensors:
         assert torch.equal(tensor, torch.full((3,), 1.0))
+
+
+def all_reduced(groups: list[Any], inputs: list[Any]) -> list[Any]:
+    tensors = [t.clone() for t in inputs]
+    for work in [g.allreduce([t]) for g, t in zip(groups, tensors)]:
+        work.wait()
+    return tensors
+
+
+@pytest.mark.timeout(60)
+def test_reduce_modes_give_exact_sums_whatever_the_rank_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pccl.torch import REDUCE_MODE_ENV
+
+    monkeypatch.setenv(REDUCE_MODE_ENV, "private")
+    groups = groups_in_threads(3)
+    try:
+        assert all(g.reduce_mode == pccl.ReduceMode.PRIVATE for g in groups)
+        gen = torch.Generator().manual_seed(0)
+        inputs = [torch.randn(20_000, generator=gen) * 10.0 ** (3 * rank) for rank in range(3)]
+        private = all_reduced(groups, inputs)
+        for g in groups:
+            g.reduce_mode = pccl.ReduceMode.EXACT
+        rotated = all_reduced(groups, [inputs[(rank + 1) % 3] for rank in range(3)])
+        for g in groups:
+            g.reduce_mode = pccl.ReduceMode.DEFAULT
+        plain = all_reduced(groups, inputs)
+    finally:
+        for group in reversed(groups):
+            group.shutdown()
+    # PRIVATE and EXACT, the inputs at other ranks: the same bytes on every rank.
+    assert all(torch.equal(t, private[0]) for t in private + rotated)
+    exact = sum(t.double() for t in inputs)
+    largest = max(float(t.abs().max()) for t in inputs)
+    bound = 2 * 3**2 * largest / (4294967291 - 1) + exact.abs() * 2.0**-24
+    assert bool(((private[0].double() - exact).abs() <= bound).all())
+    # The default ring sum is a float32 sum: close, but not what the exact modes promise.
+    torch.testing.assert_close(plain[0], private[0], rtol=1e-5, atol=1e-2)
+    monkeypatch.setenv(REDUCE_MODE_ENV, "approximate")
+    with pytest.raises(ValueError, match="PCCL_REDUCE_MODE must be one of"):
+        from pccl.torch._backend import reduce_mode_from_env
+        reduce_mode_from_env()
 
 
 @pytest.mark.timeout(60)

@@ -77,6 +77,19 @@ def check_all_reduce(rank: int, results: Results) -> None:
     results["all_reduce/empty"] = all_reduce(torch.zeros(0), dist.ReduceOp.SUM)
 
 
+def check_exact(rank: int, results: Results) -> None:
+    """pccl only: SUM and AVG in ReduceMode.EXACT, set through pccl.torch.set_reduce_mode."""
+    import pccl
+    import pccl.torch
+
+    pccl.torch.set_reduce_mode(pccl.ReduceMode.EXACT)
+    for op_name in ("SUM", "AVG"):
+        name = f"exact/float32/{op_name}"
+        attempt(results, name, all_reduce,
+                data(name, rank, (COUNT,), torch.float32, integral=False), OPS[op_name])
+    pccl.torch.set_reduce_mode(pccl.ReduceMode.DEFAULT)
+
+
 def check_broadcast(rank: int, world: int, results: Results) -> None:
     for src in range(world):
         for dtype in (torch.float32, torch.bfloat16, torch.int64, torch.bool):
@@ -253,6 +266,8 @@ def main(argv: list[str]) -> None:
         check_groups_and_objects(rank, world, results)
         check_refused(rank, results)
         check_ddp(rank, results)
+        if backend == "pccl":
+            check_exact(rank, results)
     elif scenario == "cuda":
         check_cuda(rank, world, results)
     else:

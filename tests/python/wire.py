@@ -122,9 +122,9 @@ def pending_query(seq: int, joint: bool = True) -> bytes:
 
 
 def op_done(key: tuple[int, int, int, int], ok: bool, descriptor_hash: int = 0,
-            reason: str = "", code: int = 0) -> bytes:
+            reason: str = "", code: int = 0, report: bytes = b"") -> bytes:
     return (op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
-            + struct.pack("<I", code))
+            + struct.pack("<I", code) + string(report))
 
 
 # --- decoders (master -> peer) -------------------------------------------------------------
@@ -191,6 +191,8 @@ def decode(kind: int, payload: bytes) -> dict[str, Any]:
         out["reason"] = r.string()
         out["code"] = r.take("I")
         out["ring_replaced"] = r.take("B")
+        out["challenge"] = r.raw()
+        out["reports"] = r.raw()
     elif kind == Kind.REACHABILITY:
         out["observed_host"] = r.string()
         out["observed_port"] = r.take("H")

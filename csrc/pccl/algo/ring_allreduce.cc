@@ -155,7 +155,17 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 
   std::atomic<uint64_t> tx_bytes{0};
   std::atomic<uint64_t> rx_bytes{0};
+  std::vector<char> corrupted;  // the test fault switch's forwarded copy (see corrupt_step)
   auto send_segment = [&](int step, uint32_t seg, const char* data, size_t bytes) {
+    if (step == options.corrupt_step && seg == 0 && bytes > 0) {
+      if (schedule.IsReduceScatter(step) || step == last_reduce_step + 1) {
+        const_cast<char*>(data)[0] ^= 1;  // our partial, or the chunk we own: reduced wrong
+      } else {
+        corrupted.assign(data, data + bytes);  // forwarded wrong; our own copy stays right
+        corrupted[0] ^= 1;
+        data = corrupted.data();
+      }
+    }
     channel.Send(step, seg, data, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
   };
@@ -177,6 +187,10 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     rx_bytes.fetch_add(n * acc_elem, std::memory_order_relaxed);
     char* partial = acc + first * acc_elem;
     save_input(chunk, seg, first, n);
+    if (options.received != nullptr) {
+      std::memcpy(static_cast<char*>(options.received) + first * acc_elem, partial,
+                  n * acc_elem);
+    }
     const bool owner = step == last_reduce_step;
     if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,

@@ -42,6 +42,15 @@ struct AllReduceOptions {
   void* backup = nullptr;
   // Non-null: uint32 residues summed mod this modulus (kernels::ModAdd) instead of `op`.
   const kernels::Modulus* modulus = nullptr;
+  // Non-null (ReduceMode.VERIFIED, not for float16/bfloat16): `count` elements where every
+  // reduce-scatter partial this peer receives is copied, at its own offset, before it is
+  // reduced; the chunk this peer never receives is left as it was.
+  void* received = nullptr;
+  // Tests only (PCCL_TEST_CORRUPT_STEP, common/params.h): flip the lowest bit of the first
+  // element of segment 0 of what this peer sends at this step (>= 1): a reduce-scatter
+  // partial it forwards, the chunk it owns (its own copy too: a wrong reduction), or an
+  // all-gather segment it forwards (a copy: its own result stays right). -1: never.
+  int corrupt_step = -1;
 };
 
 // Bytes of AllReduceOptions::workspace an all-reduce of `count` `dtype` elements needs.

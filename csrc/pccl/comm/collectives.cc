@@ -17,7 +17,7 @@ constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 
 // What every peer of a collective must agree on, hashed into every data frame and report.
 uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
-  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4];
+  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4];
   net::PutU64(bytes, request.count);
   bytes[8] = static_cast<uint8_t>(request.dtype);
   bytes[9] = static_cast<uint8_t>(request.op);
@@ -26,6 +26,7 @@ uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
   bytes[19] = static_cast<uint8_t>(request.quant.quantized_dtype);
   net::PutU64(bytes + 20, request.quant.block_size);
   net::PutU32(bytes + 28, request.modulus);
+  net::PutU32(bytes + 32, request.mode);
   return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
 }
 
@@ -36,7 +37,7 @@ Status Collectives::AllReduce(const AllReduceRequest& request, Deadline deadline
   session_.BeginCollective();
   RingBinding bound;
   Status st = Bind(request, deadline, &bound);
-  if (st.ok()) st = Execute(request, bound, deadline, info);
+  if (st.ok()) st = Run(request, bound, deadline, info);
   session_.EndCollective();
   return st;
 }
@@ -60,7 +61,7 @@ Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline dea
 AsyncAllReduce::AsyncAllReduce(Collectives* collectives, AllReduceRequest request,
                                RingBinding bound, Deadline deadline)
     : thread_([this, collectives, request, bound = std::move(bound), deadline] {
-        Status st = collectives->Execute(request, bound, deadline, &info_);
+        Status st = collectives->Run(request, bound, deadline, &info_);
         collectives->session_.EndCollective();
         std::lock_guard<std::mutex> lock(mu_);
         status_ = st;
@@ -97,7 +98,9 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
     return InvalidArgument("send and recv buffers partially overlap");
   }
   const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
-  if (request.modulus != 0) {  // refuse what is not supported before anything is sent
+  if (request.mode != 0) {
+    PCCL_RETURN_IF_ERROR(CheckExact(request));
+  } else if (request.modulus != 0) {  // refuse what is not supported before anything is sent
     kernels::Modulus m;
     PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &m));
     if (request.dtype != DType::kUint32 || request.op != kernels::ReduceOp::kSum || quantized) {
@@ -114,8 +117,14 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
   return session_.BindRing(request.tag, deadline, bound);
 }
 
+Status Collectives::Run(const AllReduceRequest& request, const RingBinding& bound,
+                        Deadline deadline, ReduceInfo* info) {
+  if ((request.mode & kModeMask) != 0) return RunExact(request, bound, deadline, info);
+  return Execute(request, bound, deadline, info);
+}
+
 Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& bound,
-                            Deadline deadline, ReduceInfo* info) {
+                            Deadline deadline, ReduceInfo* info, const ExecuteExtras& extras) {
   const proto::OpKey& key = bound.key;
   const std::shared_ptr<RingLinks>& links = bound.links;
   const int rank = bound.rank;
@@ -156,6 +165,8 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   options.workspace = reinterpret_cast<float*>(workspace.data());
   options.scratch = scratch.data();
   options.backup = backup.data();
+  options.received = extras.received;
+  if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
   algo::AllReduceStats stats;
   bool committed = false;
   struct UndoUnlessCommitted {
@@ -186,9 +197,25 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   }
   if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
   committed = true;
+  if (extras.challenge != nullptr) *extras.challenge = verdict.challenge;
   info->local_world_size = static_cast<uint32_t>(world);
   info->tx_bytes = stats.tx_bytes;
   info->rx_bytes = stats.rx_bytes;
+  return Status::Ok();
+}
+
+Status Collectives::Report(const AllReduceRequest& request, const RingBinding& bound,
+                           std::string report, Deadline deadline, std::string* reports) {
+  proto::OpDone done;
+  done.key = bound.key;
+  done.ok = 1;
+  done.descriptor_hash =
+      DescriptorHash(request, static_cast<size_t>(GetParams().segment_bytes));
+  done.report = std::move(report);
+  proto::Verdict verdict;
+  PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, &verdict));
+  if (!verdict.ok) return VerdictFailure(verdict);
+  *reports = std::move(verdict.reports);
   return Status::Ok();
 }
 

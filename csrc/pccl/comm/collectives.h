@@ -1,5 +1,6 @@
 // Collectives: the operations a peer runs with its group over the ring its Session
-// keeps. Today the all-reduce (ring, or quantized ring), blocking or on a thread of its own.
+// keeps. Today the all-reduce (ring, quantized ring, or exact: exact_allreduce.cc),
+// blocking or on a thread of its own.
 //
 // An all-reduce, step by step: bind it to the current ring (Session::BindRing: the OpKey of
 // ring epoch, group, tag and the tag's next sequence number); run the algorithm
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "pccl/comm/buffer_pool.h"
@@ -24,6 +26,7 @@
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
+#include "pccl/kernels/modular.h"
 #include "pccl/kernels/quantize.h"
 #include "pccl/kernels/reduce.h"
 
@@ -41,9 +44,17 @@ struct AllReduceRequest {
   kernels::QuantizeOptions quant{kernels::QuantAlgorithm::kNone};
   // Nonzero: the buffers hold uint32 residues mod this modulus and the sum is taken mod it
   // (kernels/modular.h, ModAdd): integer arithmetic, so every peer's result is the same
-  // whatever the ring order (pccl.ReduceMode.EXACT encodes floats this way).
+  // whatever the ring order (the exact modes encode their inputs this way).
   uint32_t modulus = 0;
+  // pccl.ReduceMode: 0, or kModeExact with kModePrivate (exact_allreduce.cc). Every peer
+  // must pass the same mode; it is part of the descriptor every peer checks.
+  uint32_t mode = 0;
 };
+
+inline constexpr uint32_t kModeExact = 1;    // fixed-point residues summed mod a prime
+inline constexpr uint32_t kModePrivate = 2;  // ... masked pairwise (implies kModeExact)
+inline constexpr uint32_t kModeVerified = 4; // ... checked by linear hashes (not built yet)
+inline constexpr uint32_t kModeMask = kModeExact | kModePrivate | kModeVerified;
 
 struct ReduceInfo {
   uint32_t local_world_size = 0;
@@ -76,6 +87,13 @@ class AsyncAllReduce {
   std::thread thread_;  // last: starts once the members it writes exist
 };
 
+// What the exact all-reduce asks of Collectives::Execute beyond the request.
+struct ExecuteExtras {
+  void* received = nullptr;          // algo::AllReduceOptions::received
+  bool corruptible = false;          // the test fault switch may act (VERIFIED sums)
+  std::string* challenge = nullptr;  // out: the success verdict's challenge
+};
+
 class Collectives {
  public:
   explicit Collectives(Session& session) : session_(session) {}
@@ -97,7 +115,26 @@ class Collectives {
   // the caller's thread); then run it there and wait for the verdict.
   Status Bind(const AllReduceRequest& request, Deadline deadline, RingBinding* bound);
   Status Execute(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
-                 ReduceInfo* info);
+                 ReduceInfo* info, const ExecuteExtras& extras = {});
+  // The second half for any mode: Execute, or RunExact for the exact modes.
+  Status Run(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
+             ReduceInfo* info);
+  // The exact modes (exact_allreduce.cc); `bound` is the binding of its first step.
+  Status CheckExact(const AllReduceRequest& request);
+  Status RunExact(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
+                  ReduceInfo* info);
+  // VERIFIED: hashes `vectors` (input residues, received partials, result) with the
+  // challenge, reports them through the master and checks everyone's (exact_allreduce.cc).
+  Status Verify(const kernels::Modulus& m, const AllReduceRequest& request,
+                const RingBinding& sum_bound, const std::string& challenge,
+                const void* const vectors[3], Deadline deadline);
+  // An operation without data: reports `report` for `bound`'s key and waits for the
+  // verdict, whose members' reports land in `reports`.
+  Status Report(const AllReduceRequest& request, const RingBinding& bound, std::string report,
+                Deadline deadline, std::string* reports);
+  // PRIVATE: adds this peer's pairwise masks for the operation `bound` to `residues`.
+  Status AddMasks(const kernels::Modulus& m, const RingBinding& bound, void* residues,
+                  size_t count, Deadline deadline);
 
   Session& session_;
   BufferPool buffers_;  // staging and workspaces, reused across collectives

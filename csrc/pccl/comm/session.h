@@ -127,6 +127,8 @@ class Session {
   int collectives_in_flight();
 
   uint64_t peer_id() const { return peer_id_.load(); }
+  // How this peer proves itself, and the keys it shares with each member (for masks).
+  const link::Credentials& credentials() const { return credentials_; }
   uint16_t p2p_port() const { return listener_.port(); }
   // Whether the master could dial this peer's advertised endpoint, and where it sees this
   // peer's connection come from; empty until the master answered.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "pccl/common/clock.h"
 
@@ -47,6 +48,15 @@ struct Params {
   // PCCL_BANDWIDTH_MAX_AGE_S (read by the master): a measured bandwidth older than this is
   // measured again by the next optimize_topology() (default 600).
   int64_t bandwidth_max_age_s;
+  // PCCL_TEST_CORRUPT_STEP, for tests of ReduceMode.VERIFIED only: this process corrupts
+  // one segment of what it sends at that step of every ReduceMode.VERIFIED sum
+  // (algo::AllReduceOptions::corrupt_step). Default -1: never.
+  int64_t test_corrupt_step;
+  // PCCL_TEST_DUMP_RECEIVED, for tests only: after every ReduceMode.VERIFIED sum this
+  // process writes the reduce-scatter partials it received (uint32 residues, the sum's
+  // element count of them; its own chunk, never received, unspecified) to this file, so a
+  // test can look at what a peer sees. Default empty: never.
+  std::string test_dump_received;
 };
 
 const Params& GetParams();

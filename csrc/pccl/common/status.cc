@@ -19,12 +19,13 @@ const char* StatusCodeName(StatusCode code) {
     case StatusCode::kTooFewPeers: return "TooFewPeers";
     case StatusCode::kKicked: return "Kicked";
     case StatusCode::kUnauthenticated: return "Unauthenticated";
+    case StatusCode::kIntegrity: return "Integrity";
   }
   return "Unknown";
 }
 
 StatusCode StatusCodeFromWire(uint32_t code, StatusCode fallback) {
-  if (code == 0 || code > static_cast<uint32_t>(StatusCode::kUnauthenticated)) return fallback;
+  if (code == 0 || code > static_cast<uint32_t>(StatusCode::kIntegrity)) return fallback;
   return static_cast<StatusCode>(code);
 }
 

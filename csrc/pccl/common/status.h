@@ -26,6 +26,7 @@ enum class StatusCode : int {
   kTooFewPeers = 9,         // fewer than two peers: drop the step and wait for joiners
   kKicked = 10,             // the master removed this peer: reconnect as a new peer
   kUnauthenticated = 11,    // the other end does not know the run secret (or we do not)
+  kIntegrity = 12,          // a verified sum does not add up: a member falsified it
 };
 
 const char* StatusCodeName(StatusCode code);

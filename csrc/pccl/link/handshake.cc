@@ -15,12 +15,12 @@ const char* PurposeName(Purpose purpose) {
 
 Status Credentials::Init(auth::RunAuth run) {
   run_ = std::move(run);
-  if (!run_.enabled()) return Status::Ok();
+  // Made with or without a secret: the exact all-reduce's pairwise masks need pair
+  // secrets in every run (comm/exact_allreduce.cc).
   return secure::GenerateX25519(&identity_);
 }
 
 void Credentials::Learn(const std::vector<proto::Member>& members) {
-  if (!enabled()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const proto::Member& m : members) {
@@ -42,6 +42,13 @@ Status Credentials::PairSecret(uint64_t peer_id, Deadline deadline, std::string*
     key = public_keys_.at(peer_id);
   }
   return secure::X25519(identity_.private_key, key, out);
+}
+
+Status Credentials::SharedWith(uint64_t peer_id, Deadline deadline, std::string* out) const {
+  std::string pair_secret;
+  PCCL_RETURN_IF_ERROR(PairSecret(peer_id, deadline, &pair_secret));
+  *out = run_.auth_key + pair_secret;
+  return Status::Ok();
 }
 
 // --- dialer --------------------------------------------------------------------------------

@@ -71,13 +71,13 @@ class Credentials {
   Credentials() = default;  // a run without a secret, until Init
   Credentials(const Credentials&) = delete;
   Credentials& operator=(const Credentials&) = delete;
-  // Takes the run's secret and transport and, with a secret, makes this peer's key pair
-  // (Internal if the system has no randomness). Once, before any connection.
+  // Takes the run's secret and transport and makes this peer's key pair (Internal if the
+  // system has no randomness). Once, before any connection.
   Status Init(auth::RunAuth run);
 
   const auth::RunAuth& run() const { return run_; }
   bool enabled() const { return run_.enabled(); }
-  // This peer's public key (empty without a secret), for its Hello to the master.
+  // This peer's public key, for its Hello to the master.
   const std::string& public_key() const { return identity_.public_key; }
   // Records the public keys of a topology's members (the Session does, as topologies come).
   void Learn(const std::vector<proto::Member>& members);
@@ -85,6 +85,12 @@ class Credentials {
   // may dial before this one has read the topology that announces it: waits for its key
   // until `deadline`; Unauthenticated if it never comes (not a member of this run).
   Status PairSecret(uint64_t peer_id, Deadline deadline, std::string* out) const;
+  // Key material this peer shares with `peer_id` alone: the run's auth key (empty without
+  // a secret) followed by the pair secret. With a run secret, the handshake of every link
+  // between the two proves that each holds the private key of the public key the master
+  // announced; without one, a dishonest master could announce keys of its own. For the
+  // exact all-reduce's pairwise masks.
+  Status SharedWith(uint64_t peer_id, Deadline deadline, std::string* out) const;
 
  private:
   auth::RunAuth run_;

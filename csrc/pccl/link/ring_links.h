@@ -83,6 +83,9 @@ class RingLinks {
   void Break(const Status& why);
   Status broken_status();
   uint64_t epoch() const { return epoch_; }
+  // The peers this ring sends to and receives from.
+  uint64_t next_peer_id() const { return next_.peer_id; }
+  uint64_t prev_peer_id() const { return prev_.peer_id; }
   uint32_t pool_size() const { return pool_size_; }
 
  private:

@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "pccl/common/logging.h"
+#include "pccl/net/wire.h"
+#include "pccl/secure/crypto.h"
 
 namespace pccl::master {
 
@@ -19,6 +21,39 @@ namespace pccl::master {
 // member leaving fails its group's undecided collectives at once, naming it. A report
 // that carries an older ring epoch is answered to its sender alone, saying why the ring
 // changed.
+
+namespace {
+
+// A failed verdict (`code` kOk: none given, the peer raises its default, Aborted).
+proto::Verdict Failure(const proto::OpKey& key, const std::string& reason, StatusCode code,
+                       bool ring_replaced) {
+  proto::Verdict v;
+  v.key = key;
+  v.reason = reason;
+  v.code = static_cast<uint32_t>(code);
+  v.ring_replaced = ring_replaced ? 1 : 0;
+  return v;
+}
+
+// Every member's report as u32 length + bytes, in report order; empty when nobody reported
+// anything, or when together they would pass kMaxReportsLength (the peers that wanted them
+// then fail the operation, saying the reports were dropped).
+std::string ConcatenateReports(const auto& state) {
+  size_t total = 0;
+  for (const auto& [conn, r] : state.reports) total += r.report.size();
+  if (total == 0) return "";
+  std::string out;
+  for (const auto& [conn, r] : state.reports) {
+    if (out.size() + 4 + r.report.size() > proto::kMaxReportsLength) return "";
+    uint8_t length[4];
+    net::PutU32(length, static_cast<uint32_t>(r.report.size()));
+    out.append(reinterpret_cast<const char*>(length), 4);
+    out += r.report;
+  }
+  return out;
+}
+
+}  // namespace
 
 void Verdicts::DecidedSeqs::Add(uint64_t seq) {
   if (seq < prefix) return;
@@ -46,11 +81,11 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
     step.SendTo(peer.conn, proto::Kind::kVerdict, proto::Encode(v));
   };
   if (key.epoch != roster.RingEpoch(key.peer_group)) {
-    answer_sender(proto::Verdict{key, 0,
-                                 "the ring changed while " + key.ToString() +
-                                     " ran (now epoch " + std::to_string(roster.epoch()) +
-                                     ": " + roster.epoch_cause() + "); retry",
-                                 static_cast<uint32_t>(StatusCode::kAborted), 1});
+    answer_sender(Failure(key,
+                          "the ring changed while " + key.ToString() + " ran (now epoch " +
+                              std::to_string(roster.epoch()) + ": " + roster.epoch_cause() +
+                              "); retry",
+                          StatusCode::kAborted, /*ring_replaced=*/true));
     return false;
   }
   if (auto it = decided_.find(key); it != decided_.end()) {
@@ -60,9 +95,10 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   auto it = open_ops_.find(key);
   if (it == open_ops_.end()) {
     if (open_ops_.size() >= options_.max_open_ops) {
-      answer_sender(proto::Verdict{key, 0,
-                                   "the master tracks " + std::to_string(open_ops_.size()) +
-                                       " undecided collectives, its limit"});
+      answer_sender(Failure(key,
+                            "the master tracks " + std::to_string(open_ops_.size()) +
+                                " undecided collectives, its limit",
+                            StatusCode::kOk, /*ring_replaced=*/false));
       return false;
     }
     ++opened_by_[peer.conn];  // within its limit: Membership checked Admits() first
@@ -75,7 +111,7 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
       return false;
     }
   }
-  Report report{op.ok != 0, op.descriptor_hash};
+  Report report{op.ok != 0, op.descriptor_hash, op.report};
   if (!report.ok) {
     std::string cause = op.reason.empty() ? "no reason given" : op.reason;
     Decide(key, false, Describe(peer) + " failed " + key.ToString() + ": " + cause, roster,
@@ -144,20 +180,30 @@ void Verdicts::OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_ep
 
 void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reason,
                       const Roster& roster, Step& step, StatusCode code, bool ring_replaced) {
-  proto::Verdict verdict{key, static_cast<uint8_t>(ok ? 1 : 0), reason,
-                         ok ? 0u : static_cast<uint32_t>(code)};
+  proto::Verdict verdict = Failure(key, reason, code, false);
+  verdict.ok = ok ? 1 : 0;
+  if (ok) verdict.code = 0;
   verdict.ring_replaced = !ok && (ring_replaced || breaking_.count(key.peer_group) > 0);
   if (verdict.reason.size() > proto::kMaxReasonLength) {
     verdict.reason.resize(proto::kMaxReasonLength);
   }
+  auto open = open_ops_.find(key);
+  if (ok) {
+    // Drawn now, after every member reported: nobody knew it while the data moved.
+    if (!secure::RandomBytes(proto::kChallengeLength, &verdict.challenge).ok()) {
+      verdict.challenge.clear();  // never happens; a peer that needs one then fails
+    }
+    if (open != open_ops_.end()) verdict.reports = ConcatenateReports(open->second);
+  }
   std::string payload = proto::Encode(verdict);
+  verdict.reports.clear();  // a late reporter gets the verdict without them (bounded memory)
   for (ConnId m : roster.GroupMembers(key.peer_group)) {
     step.SendTo(m, proto::Kind::kVerdict, payload);
   }
-  if (auto op = open_ops_.find(key); op != open_ops_.end()) {
-    auto opened = opened_by_.find(op->second.opener);
+  if (open != open_ops_.end()) {
+    auto opened = opened_by_.find(open->second.opener);
     if (opened != opened_by_.end() && --opened->second == 0) opened_by_.erase(opened);
-    open_ops_.erase(op);
+    open_ops_.erase(open);
   }
   if (key.epoch != roster.RingEpoch(key.peer_group)) return;
   decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);

@@ -77,6 +77,7 @@ class Verdicts {
   struct Report {
     bool ok = false;
     uint64_t descriptor_hash = 0;
+    std::string report;  // OpDone::report, passed on in the success verdict
   };
   // An undecided collective: who reported what, in report order.
   struct OpState {
@@ -96,6 +97,7 @@ class Verdicts {
   // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
   // `ring_replaced`: a failure because the group's ring is being replaced (also said of
   // every failure while a link of the group is broken).
+  // A success verdict carries a fresh challenge and the members' reports (OpDone::report).
   void Decide(const proto::OpKey& key, bool ok, const std::string& reason,
               const Roster& roster, Step& step, StatusCode code = StatusCode::kAborted,
               bool ring_replaced = false);

@@ -240,6 +240,7 @@ constexpr auto kOpDone = MessageOf<OpDone>("OpDone", std::tuple{
     U64("descriptor_hash", &OpDone::descriptor_hash),
     Str("reason", &OpDone::reason, kMaxReasonLength),
     U32("code", &OpDone::code),
+    Str("report", &OpDone::report, kMaxReportLength),
 });
 constexpr auto kVerdict = MessageOf<Verdict>("Verdict", std::tuple{
     Nested(&Verdict::key, kOpKey),
@@ -247,6 +248,8 @@ constexpr auto kVerdict = MessageOf<Verdict>("Verdict", std::tuple{
     Str("reason", &Verdict::reason, kMaxReasonLength),
     U32("code", &Verdict::code),
     Bool("ring_replaced", &Verdict::ring_replaced),
+    Str("challenge", &Verdict::challenge, kChallengeLength),
+    Str("reports", &Verdict::reports, kMaxReportsLength),
 });
 constexpr auto kP2PHello = MessageOf<P2PHello>("P2PHello", std::tuple{
     U64("epoch", &P2PHello::epoch),

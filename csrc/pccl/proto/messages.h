@@ -139,6 +139,10 @@ const char* KindName(uint16_t kind);
 // Limits every decoder enforces.
 inline constexpr size_t kMaxHostLength = 255;
 inline constexpr size_t kMaxReasonLength = 4096;
+// OpDone::report, and all of them together in a Verdict.
+inline constexpr size_t kMaxReportLength = 16 * 1024;
+inline constexpr size_t kMaxReportsLength = 8 * 1024 * 1024;
+inline constexpr size_t kChallengeLength = 32;
 inline constexpr uint32_t kMaxMembers = 4096;
 inline constexpr size_t kMaxStateKeyLength = 1024;
 inline constexpr uint32_t kMaxStateEntries = 16384;
@@ -254,6 +258,9 @@ struct OpDone {
   uint64_t descriptor_hash = 0;  // count, dtype, op, quantization: must match across peers
   std::string reason;            // why it failed locally (empty when ok)
   uint32_t code = 0;             // the local failure's pccl::StatusCode (0 when ok)
+  // What the peer wants every member to see, through the master (ReduceMode.VERIFIED's
+  // hashes, comm/exact_allreduce.cc); usually empty.
+  std::string report;
 };
 
 struct Verdict {
@@ -265,6 +272,13 @@ struct Verdict {
   // the ring changed). The links of key.epoch are finished: a retry waits for the new
   // Topology instead of running on them.
   uint8_t ring_replaced = 0;
+  // On success: 32 fresh random bytes from the master, drawn when every member had
+  // reported, so that no member knew them while the operation's data moved (the
+  // challenge of ReduceMode.VERIFIED).
+  std::string challenge;
+  // On success, if members reported something (OpDone::report): every member's report,
+  // each as u32 length + bytes, in the order the master received them.
+  std::string reports;
 };
 
 // The master's answer to ReachabilityQuery (empty, peer -> master: "can others dial me?").

@@ -118,6 +118,10 @@ class DiLoCo:
         asynchronous: overlap each step's all-reduce with the next inner phase and apply
             its result one step late.
         quantization: pccl.QuantizationOptions for the pseudo-gradient all-reduce, or None.
+        mode: pccl.ReduceMode of the pseudo-gradient all-reduce: EXACT makes the averaged
+            pseudo-gradient's bytes independent of ring order, joins and retries; PRIVATE
+            also hides each peer's pseudo-gradient from every other single peer. Not
+            combined with quantization.
         tag: the all-reduce tag for pseudo-gradients.
         max_retries: how many times a pseudo-gradient all-reduce is retried after losing a
             peer before the error is raised.
@@ -129,6 +133,7 @@ class DiLoCo:
                  outer_optimizer: OuterOptimizerFactory = default_outer_optimizer,
                  asynchronous: bool = False,
                  quantization: pccl.QuantizationOptions | None = None,
+                 mode: pccl.ReduceMode = pccl.ReduceMode.DEFAULT,
                  tag: int = 0, max_retries: int = 16, timeout: float | None = None):
         if not isinstance(communicator, pccl.Communicator):
             raise TypeError("communicator must be a pccl.Communicator")
@@ -139,6 +144,9 @@ class DiLoCo:
         self.comm = communicator
         self.asynchronous = bool(asynchronous)
         self.quantization = quantization
+        self.mode = pccl.ReduceMode(mode)
+        if self.mode and quantization is not None:
+            raise ValueError("an exact mode is not quantized: pass mode or quantization")
         self.tag = tag
         self.max_retries = max_retries
         self.timeout = timeout
@@ -230,7 +238,7 @@ class DiLoCo:
         try:
             handle = self.comm.all_reduce_async(
                 buffer, buffer, op=pccl.ReduceOp.AVG, tag=self.tag,
-                quantization_options=self.quantization, timeout=self.timeout)
+                quantization_options=self.quantization, timeout=self.timeout, mode=self.mode)
         except pccl.TooFewPeersError:
             handle = None  # alone: _finish() settles it
         except _RETRYABLE:
@@ -250,7 +258,8 @@ class DiLoCo:
                 else:
                     done = self.comm.all_reduce(
                         buffer, buffer, op=pccl.ReduceOp.AVG, tag=self.tag,
-                        quantization_options=self.quantization, timeout=self.timeout)
+                        quantization_options=self.quantization, timeout=self.timeout,
+                        mode=self.mode)
             except pccl.TooFewPeersError:
                 self._finished = (buffer, 1)  # alone: the average of one is our own
                 return

@@ -15,7 +15,8 @@ fresh secret rank 0 shares through the store; PCCL_TRANSPORT=encrypted encrypts 
 Collectives: all_reduce and reduce (SUM, AVG, PRODUCT, MIN, MAX), broadcast, all_gather,
 all_gather_single (all_gather_into_tensor), reduce_scatter, reduce_scatter_single
 (reduce_scatter_tensor) and barrier, synchronous or with async_op=True. CUDA tensors are
-staged through host memory. Errors are pccl's (pccl.PeerLostError when a rank is lost),
+staged through host memory. SUM and AVG reductions run in pccl.ReduceMode.EXACT or PRIVATE
+with PCCL_REDUCE_MODE=exact|private or `pccl.torch.set_reduce_mode(mode)`. Errors are pccl's (pccl.PeerLostError when a rank is lost),
 or ValueError/TypeError for calls the backend refuses. The adapter is pure Python over
 pccl's all-reduce; it does not link libtorch.
 """
@@ -24,11 +25,17 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-from pccl.torch._backend import BACKEND_NAME, ProcessGroupPCCL, create_process_group
+from pccl.torch._backend import (
+    BACKEND_NAME,
+    REDUCE_MODE_ENV,
+    ProcessGroupPCCL,
+    create_process_group,
+    set_reduce_mode,
+)
 from pccl.torch._rendezvous import MASTER_ADDR_ENV
 from pccl.torch._work import PcclWork
 
 dist.Backend.register_backend(BACKEND_NAME, create_process_group, devices=["cpu", "cuda"])
 
-__all__ = ["BACKEND_NAME", "MASTER_ADDR_ENV", "PcclWork", "ProcessGroupPCCL",
-           "create_process_group"]
+__all__ = ["BACKEND_NAME", "MASTER_ADDR_ENV", "REDUCE_MODE_ENV", "PcclWork",
+           "ProcessGroupPCCL", "create_process_group", "set_reduce_mode"]

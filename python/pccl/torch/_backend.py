@@ -22,12 +22,18 @@ share one.
 
 Every collective is launched in the calling thread and completed by the Completer
 (_work.py); with async_op=False torch waits on the returned Work.
+
+The reducing collectives (all_reduce, reduce, reduce_scatter) with SUM or AVG run in the
+group's `reduce_mode` (pccl.ReduceMode: EXACT or PRIVATE; from PCCL_REDUCE_MODE, or
+pccl.torch.set_reduce_mode); the byte-moving ones (broadcast, all_gather, barrier) never
+need it.
 """
 
 from __future__ import annotations
 
 import datetime
 import itertools
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,6 +49,17 @@ from pccl.torch._staging import HostTensor, as_bytes, host_copy
 from pccl.torch._work import Completer, PcclWork
 
 BACKEND_NAME = "pccl"
+REDUCE_MODE_ENV = "PCCL_REDUCE_MODE"
+
+
+def reduce_mode_from_env() -> pccl.ReduceMode:
+    """PCCL_REDUCE_MODE: "default" (or unset), "exact" or "private"."""
+    value = os.environ.get(REDUCE_MODE_ENV, "default").strip().lower()
+    modes = {"default": pccl.ReduceMode.DEFAULT, "exact": pccl.ReduceMode.EXACT,
+             "private": pccl.ReduceMode.PRIVATE}
+    if value not in modes:
+        raise ValueError(f"{REDUCE_MODE_ENV} must be one of {sorted(modes)}, got {value!r}")
+    return modes[value]
 
 # torch.distributed's type stubs do not name these; typed loosely here.
 Store = Any
@@ -68,6 +85,8 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         self._tags_lock = threading.Lock()
         self._completer = Completer(size)
         self._shut_down = False
+        # Every rank must use the same mode (each all-reduce's descriptor includes it).
+        self.reduce_mode = reduce_mode_from_env()
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
@@ -80,7 +99,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         for t in tensors:
             check_reducible(t, op, "all_reduce's tensor")
         staged = [HostTensor(t) for t in tensors]
-        handles = [self._launch(s.host, s.host, op) for s in staged]
+        handles = [self._launch(s.host, s.host, op, reduction=True) for s in staged]
 
         def finish() -> list[torch.Tensor]:
             for s in staged:
@@ -102,7 +121,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         # An all-reduce into host copies; only the destination keeps the result.
         sources = [HostTensor(t).host for t in tensors]
         reduced = [torch.empty_like(s) for s in sources]
-        handles = [self._launch(s, r, op) for s, r in zip(sources, reduced)]
+        handles = [self._launch(s, r, op, reduction=True) for s, r in zip(sources, reduced)]
 
         def finish() -> list[torch.Tensor]:
             if self._rank == dst:
@@ -181,7 +200,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
             for tensor in inputs:
                 _same_elements(tensor, out, "reduce_scatter's input", "its output")
             buffers.append(torch.cat([host_copy(t).reshape(-1) for t in inputs]))
-        handles = [self._launch(b, b, op) for b in buffers]
+        handles = [self._launch(b, b, op, reduction=True) for b in buffers]
 
         def finish() -> list[torch.Tensor]:
             for out, b in zip(output_tensors, buffers):
@@ -200,7 +219,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                              f"{input.numel()} of {input.dtype}")
         send = HostTensor(input).host  # read only: the caller's input stays as it was
         reduced = torch.empty_like(send)
-        handle = self._launch(send, reduced, op)
+        handle = self._launch(send, reduced, op, reduction=True)
 
         def finish() -> list[torch.Tensor]:
             output.copy_(reduced.reshape(-1).chunk(self._size)[self._rank].view(output.shape))
@@ -239,11 +258,15 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         slots[self._rank * data.numel():(self._rank + 1) * data.numel()] = data
         return self._launch(slots, slots, pccl.ReduceOp.SUM), slots
 
-    def _launch(self, send: torch.Tensor, recv: torch.Tensor,
-                op: pccl.ReduceOp) -> AsyncReduceHandle | None:
+    def _launch(self, send: torch.Tensor, recv: torch.Tensor, op: pccl.ReduceOp, *,
+                reduction: bool = False) -> AsyncReduceHandle | None:
         """Starts one pccl all-reduce under the next tag. Returns None, with recv already
         final, for an empty tensor or a group of one (they still take a tag, so the
-        ranks' counters stay equal)."""
+        ranks' counters stay equal). `reduction`: a reducing collective of the caller's
+        data, which runs in reduce_mode when its op is SUM or AVG."""
+        mode = pccl.ReduceMode.DEFAULT
+        if reduction and op in (pccl.ReduceOp.SUM, pccl.ReduceOp.AVG):
+            mode = self.reduce_mode
         with self._tags_lock:  # tags in launch order, even with several calling threads
             tag = next(self._tags)
             if send.numel() == 0:
@@ -262,7 +285,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                     f"pccl backend: the run has {peers} of the process group's {self._size} "
                     "ranks (a rank was lost); the group cannot continue")
             return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
-                                               timeout=self._timeout_s)
+                                               timeout=self._timeout_s, mode=mode)
 
     def _submit(self, handles: Sequence[AsyncReduceHandle | None],
                 finish: Callable[[], Any]) -> PcclWork:
@@ -281,6 +304,17 @@ def _same_elements(tensor: torch.Tensor, like: torch.Tensor, name: str, like_nam
     if tensor.dtype != like.dtype or tensor.numel() != like.numel():
         raise ValueError(f"{name} has {tensor.numel()} elements of {tensor.dtype} but "
                          f"{like_name} has {like.numel()} of {like.dtype}")
+
+
+def set_reduce_mode(mode: pccl.ReduceMode, group: Any = None) -> None:
+    """Makes the pccl process group `group` (default: the default group) run its SUM and
+    AVG reductions in `mode` from now on. Every rank must call it with the same mode
+    before the same collective; PCCL_REDUCE_MODE sets the starting mode."""
+    mode = pccl.ReduceMode(mode)
+    backend = group or dist.group.WORLD  # torch hands out ProcessGroupPCCL itself
+    if not isinstance(backend, ProcessGroupPCCL):
+        raise ValueError(f"set_reduce_mode needs a pccl process group, got {type(backend).__name__}")
+    backend.reduce_mode = mode
 
 
 def create_process_group(store: Store, rank: int, world_size: int,
