@@ -59,7 +59,7 @@ inline std::vector<Verdict> Samples(const Verdict*) {
   return {Verdict{}, Verdict{OpKey{3, 1, 5, 2}, 1, "", 0, 0, std::string(32, 'c'), ""},
           Verdict{OpKey{3, 1, 5, 3}, 0, "peer 2 left the group", 4, 1, "", ""},
           Verdict{OpKey{3, 1, 5, 4}, 1, "", 0, 0, std::string(32, 'c'),
-                  std::string("\x04\x00\x00\x00abcd", 8)}};
+                  std::string("\x04\x00\x00\x00" "abcd", 8)}};
 }
 inline std::vector<ErrorMessage> Samples(const ErrorMessage*) {
   return {ErrorMessage{}, ErrorMessage{10, "kicked: no heartbeat for 30 s"}};
