@@ -81,6 +81,13 @@ TEST(EdgeMaskKey, DiffersPerOperationAndDirection) {
 
 // --- VERIFIED's reports and their check -------------------------------------------------------
 
+// A report as a Verdict carries it: u32 length + bytes.
+std::string Framed(const std::string& report) {
+  uint8_t length[4];
+  net::PutU32(length, static_cast<uint32_t>(report.size()));
+  return std::string(reinterpret_cast<const char*>(length), 4) + report;
+}
+
 // A ring of `world` honest peers: input hashes chosen freely, everything else what the ring
 // computes (partials along each chunk's path, the total everywhere).
 std::vector<HashReport> HonestReports(const kernels::Modulus& m, int world) {
@@ -153,13 +160,8 @@ TEST(HashReports, RoundTripAndRefuseWhatDoesNotCoverTheRing) {
   kernels::Modulus m;
   ASSERT_TRUE(kernels::Modulus::Make(kExactModulus, &m).ok());
   const std::vector<HashReport> honest = HonestReports(m, 3);
-  auto framed = [](const std::string& report) {  // as a Verdict carries it: u32 length + bytes
-    uint8_t length[4];
-    net::PutU32(length, static_cast<uint32_t>(report.size()));
-    return std::string(reinterpret_cast<const char*>(length), 4) + report;
-  };
   std::string all;
-  for (int rank : {2, 0, 1}) all += framed(EncodeHashReport(honest[rank]));
+  for (int rank : {2, 0, 1}) all += Framed(EncodeHashReport(honest[rank]));
   std::vector<HashReport> back;
   ASSERT_TRUE(DecodeHashReports(all, 3, &back).ok());
   for (int rank = 0; rank < 3; ++rank) {
@@ -170,9 +172,29 @@ TEST(HashReports, RoundTripAndRefuseWhatDoesNotCoverTheRing) {
   }
   EXPECT_EQ(DecodeHashReports(all, 4, &back).code(), StatusCode::kIntegrity);  // too few
   EXPECT_EQ(DecodeHashReports(all + all, 3, &back).code(), StatusCode::kIntegrity);
-  const std::string twice = framed(EncodeHashReport(honest[0]));
+  const std::string twice = Framed(EncodeHashReport(honest[0]));
   EXPECT_EQ(DecodeHashReports(twice + twice + twice, 3, &back).code(), StatusCode::kIntegrity);
   EXPECT_EQ(DecodeHashReports("", 3, &back).code(), StatusCode::kIntegrity);
+}
+
+TEST(ScaleReports, GiveTheLargestMagnitudeAndRefuseAnythingElse) {
+  std::string reports;
+  for (double v : {1.5, 1e30, 0.25}) reports += Framed(proto::EncodeScaleReport(v));
+  double largest = -1;
+  ASSERT_TRUE(proto::LargestOfScaleReports(reports, 3, &largest).ok());
+  EXPECT_EQ(largest, 1e30);
+  const std::string inf = reports + Framed(proto::EncodeScaleReport(HUGE_VAL));
+  ASSERT_TRUE(proto::LargestOfScaleReports(inf, 4, &largest).ok());
+  EXPECT_TRUE(std::isinf(largest));  // a non-finite input somewhere: every peer refuses
+  EXPECT_EQ(proto::LargestOfScaleReports(reports, 4, &largest).code(), StatusCode::kDataLoss);
+  EXPECT_EQ(proto::LargestOfScaleReports(reports, 2, &largest).code(), StatusCode::kDataLoss);
+  for (double bad : {-1.0, -0.0, std::nan("")}) {
+    EXPECT_EQ(proto::LargestOfScaleReports(Framed(proto::EncodeScaleReport(bad)), 1, &largest)
+                  .code(),
+              StatusCode::kDataLoss);
+  }
+  EXPECT_EQ(proto::LargestOfScaleReports(Framed("1234567"), 1, &largest).code(),
+            StatusCode::kDataLoss);
 }
 
 TEST(LinearHashes, AreLinearAndTellVectorsApart) {

@@ -238,6 +238,34 @@ def test_out_of_range_and_non_finite_inputs_are_refused_on_every_peer() -> None:
             assert all(message in a for a in answers), answers
 
 
+def mixed_modes(comm: pccl.Communicator, index: int) -> str:
+    """Peer 0 asks for EXACT, the others for the default: every peer must learn that they
+    disagree (not wait for data that never comes), and the run goes on."""
+    x = np.ones(100_000, dtype=np.float32)
+    try:
+        comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=30,
+                        mode=ReduceMode.EXACT if index == 0 else ReduceMode.DEFAULT)
+    except pccl.InvalidUsageError as e:
+        assert np.all(x == 1)
+        y = np.ones(4, dtype=np.float32)
+        for _ in range(3):  # the failed call's ring may be replaced first
+            try:
+                comm.all_reduce(y, y, op=ReduceOp.SUM, timeout=30)
+                break
+            except pccl.PeerLostError:
+                continue
+        assert np.all(y == WORLD)
+        return str(e)
+    return "no error"
+
+
+@pytest.mark.timeout(120)
+def test_peers_in_different_modes_fail_the_call_at_once() -> None:
+    with Cluster(WORLD) as c:
+        answers = c.run(mixed_modes, timeout=90)
+    assert all("reduce mode differ" in a for a in answers), answers
+
+
 def test_exact_refuses_what_it_does_not_reduce() -> None:
     with pccl.Communicator("127.0.0.1:9") as comm:
         y = np.zeros(4, dtype=np.float32)

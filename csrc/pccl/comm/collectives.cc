@@ -205,16 +205,39 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
 }
 
 Status Collectives::Report(const AllReduceRequest& request, const RingBinding& bound,
-                           std::string report, Deadline deadline, std::string* reports) {
+                           std::string report, bool greet_neighbours, Deadline deadline,
+                           std::string* reports) {
+  const uint64_t descriptor_hash =
+      DescriptorHash(request, static_cast<size_t>(GetParams().segment_bytes));
+  Status local = Status::Ok();
+  if (greet_neighbours) {
+    // One byte each way around the ring under this key, stamped with the descriptor hash
+    // like every data frame: a neighbour that runs another operation under the key (a peer
+    // in another reduce mode) fails at once on the mismatch, and so does this peer on its
+    // frames, instead of both waiting for data that never comes.
+    std::shared_ptr<RingOp> op;
+    PCCL_RETURN_IF_ERROR(bound.links->OpenOp(bound.key, descriptor_hash, deadline, &op));
+    const uint8_t greeting = 1;
+    uint8_t greeted = 0;
+    op->Expect(0, 0, &greeted, 1);
+    op->Send(0, 0, &greeting, 1);
+    local = link::AwaitArrivalsAndSends(*op, 1, deadline);
+    bound.links->CloseOp(op, kAbortGrace);
+  }
   proto::OpDone done;
   done.key = bound.key;
-  done.ok = 1;
-  done.descriptor_hash =
-      DescriptorHash(request, static_cast<size_t>(GetParams().segment_bytes));
+  done.ok = local.ok() ? 1 : 0;
+  done.reason = local.ok() ? "" : local.message();
+  done.code = static_cast<uint32_t>(local.code());
+  done.descriptor_hash = descriptor_hash;
   done.report = std::move(report);
   proto::Verdict verdict;
   PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, &verdict));
-  if (!verdict.ok) return VerdictFailure(verdict);
+  if (!verdict.ok) {
+    if (verdict.reason.empty()) verdict.reason = local.message();
+    return VerdictFailure(verdict);
+  }
+  if (!local.ok()) return local;  // cannot happen with a sane master
   *reports = std::move(verdict.reports);
   return Status::Ok();
 }

@@ -129,9 +129,11 @@ class Collectives {
                 const RingBinding& sum_bound, const std::string& challenge,
                 const void* const vectors[3], Deadline deadline);
   // An operation without data: reports `report` for `bound`'s key and waits for the
-  // verdict, whose members' reports land in `reports`.
+  // verdict, whose members' reports land in `reports` (proto/reports.h). With
+  // `greet_neighbours`, first a one-byte frame each way around the ring, so that a
+  // neighbour running another operation under the key fails at once.
   Status Report(const AllReduceRequest& request, const RingBinding& bound, std::string report,
-                Deadline deadline, std::string* reports);
+                bool greet_neighbours, Deadline deadline, std::string* reports);
   // PRIVATE: adds this peer's pairwise masks for the operation `bound` to `residues`.
   Status AddMasks(const kernels::Modulus& m, const RingBinding& bound, void* residues,
                   size_t count, Deadline deadline);

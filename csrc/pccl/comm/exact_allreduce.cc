@@ -4,9 +4,12 @@
 // inputs give results that differ in their last bits under another ring order, another
 // membership or a retry. EXACT takes the order out of the arithmetic, in three steps:
 //
-// 1. The scale. Every peer contributes max |x| of its input to a MAX all-reduce of one
-//    float64 (an operation of its own on the call's tag): afterwards all know M, the largest
-//    magnitude anywhere, and the world n of that exchange. The fixed-point scale 2^F is the
+// 1. The scale. Every peer reports max |x| of its input through the master (a data-less
+//    operation of its own on the call's tag, whose verdict hands every member all reports:
+//    one round trip, where a MAX all-reduce would take n - 1 round trips around the ring),
+//    after a one-byte greeting each way around the ring that makes a neighbour in another
+//    mode fail at once (Collectives::Report). Afterwards all know M, the largest magnitude
+//    anywhere, and the world n of that exchange. The fixed-point scale 2^F is the
 //    largest with n * (M * 2^F + 1/2) <= H = (p - 1) / 2, so no sum of n rounded, encoded
 //    inputs can leave the centred range (and no partial sum of fewer). A non-finite input
 //    anywhere makes M infinite and every peer refuses the call; so does an M too large for
@@ -339,20 +342,15 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
     x = widened.data();
   }
 
-  // 1. The scale.
-  double local_max = MaxAbs(wide, x, n);
-  double largest = 0;
-  AllReduceRequest scale;
-  scale.send = &local_max;
-  scale.recv = &largest;
-  scale.count = 1;
-  scale.dtype = DType::kFloat64;
-  scale.op = kernels::ReduceOp::kMax;
-  scale.tag = request.tag;
+  // 1. The scale: every member's max |x| through the master.
+  AllReduceRequest scale = request;
   scale.mode = StepMode(request.mode, kStepScale);
-  ReduceInfo scale_info;
-  PCCL_RETURN_IF_ERROR(Execute(scale, scale_bound, deadline, &scale_info));
-  const uint32_t world = scale_info.local_world_size;
+  std::string reports;
+  PCCL_RETURN_IF_ERROR(Report(scale, scale_bound, proto::EncodeScaleReport(MaxAbs(wide, x, n)),
+                              /*greet_neighbours=*/true, deadline, &reports));
+  const auto world = static_cast<uint32_t>(scale_bound.world);
+  double largest = 0;
+  PCCL_RETURN_IF_ERROR(proto::LargestOfScaleReports(reports, world, &largest));
   int frac_bits = 0;
   PCCL_RETURN_IF_ERROR(FracBitsFor(world, largest, integers, &frac_bits));
 
@@ -425,8 +423,8 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
     }
   }
   info->local_world_size = world;
-  info->tx_bytes = scale_info.tx_bytes + sum_info.tx_bytes;
-  info->rx_bytes = scale_info.rx_bytes + sum_info.rx_bytes;
+  info->tx_bytes = sum_info.tx_bytes;
+  info->rx_bytes = sum_info.rx_bytes;
   return Status::Ok();
 }
 
@@ -464,7 +462,8 @@ Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& re
   RingBinding check_bound;
   PCCL_RETURN_IF_ERROR(session_.BindRing(request.tag, deadline, &check_bound));
   std::string reports;
-  PCCL_RETURN_IF_ERROR(Report(check, check_bound, EncodeHashReport(mine), deadline, &reports));
+  PCCL_RETURN_IF_ERROR(Report(check, check_bound, EncodeHashReport(mine),
+                              /*greet_neighbours=*/false, deadline, &reports));
   std::vector<HashReport> by_rank;
   PCCL_RETURN_IF_ERROR(
       DecodeHashReports(reports, static_cast<uint32_t>(sum_bound.world), &by_rank));

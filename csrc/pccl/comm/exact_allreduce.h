@@ -11,8 +11,8 @@
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
 #include "pccl/kernels/modular.h"
-#include "pccl/proto/hash_report.h"
 #include "pccl/proto/messages.h"
+#include "pccl/proto/reports.h"
 
 namespace pccl::comm {
 

@@ -41,7 +41,7 @@ void RingOp::Open(uint64_t descriptor_hash, Deadline deadline) {
   if (have_peer_hash_ && peer_descriptor_hash_ != descriptor_hash && status_.ok()) {
     status_ = InvalidArgument("the previous peer runs a different operation for tag " +
                               std::to_string(key_.tag) +
-                              " (count, dtype, op or quantization differ)");
+                              " (count, dtype, op, quantization or reduce mode differ)");
     cv_.notify_all();
   }
 }
@@ -162,7 +162,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
   };
   if (opened_ && header.descriptor_hash != descriptor_hash_) {
     return fail("peer " + peer + " runs a different operation for tag " +
-                std::to_string(key_.tag) + " (count, dtype, op or quantization differ)");
+                std::to_string(key_.tag) + " (count, dtype, op, quantization or reduce mode differ)");
   }
   if (!opened_) {
     if (have_peer_hash_ && peer_descriptor_hash_ != header.descriptor_hash) {
