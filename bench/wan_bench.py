@@ -521,7 +521,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtt", type=float, nargs="+", default=[50, 100], help="ms")
     parser.add_argument("--pools", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
@@ -544,7 +544,7 @@ def main() -> int:
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: RTT 50, pools 1 4 16, 16MiB / 4x4MiB, join 32MiB")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     count, _, size = args.many.partition("x")
     args.many = (int(count), parse_size(size))
     args.loss = parse_fraction(args.loss)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-from pccl import _core, cuda
+from pccl import _core, _logging, cuda
 from pccl._enums import (
     DataType,
     DeviceType,
@@ -44,6 +44,8 @@ from pccl.errors import (
     TooFewPeersError,
 )
 from pccl.shared_state import SharedState, TensorInfo
+
+_logging.start()  # the core's log lines go to Python's logging, logger "pccl"
 
 __all__ = [
     "AsyncReduceHandle",

@@ -57,17 +57,20 @@ inline void Invariants(const PendingReply& m) { FUZZ_CHECK(IsBool(m.pending)); }
 inline void Invariants(const OpDone& m) {
   FUZZ_CHECK(IsBool(m.ok));
   FUZZ_CHECK(m.reason.size() <= kMaxReasonLength);
+  FUZZ_CHECK(m.report.size() <= kMaxReportLength);
 }
 inline void Invariants(const Verdict& m) {
   FUZZ_CHECK(IsBool(m.ok));
   FUZZ_CHECK(IsBool(m.ring_replaced));
   FUZZ_CHECK(m.reason.size() <= kMaxReasonLength);
+  FUZZ_CHECK(m.challenge.size() <= kChallengeLength);
+  FUZZ_CHECK(m.reports.size() <= kMaxReportsLength);
 }
 inline void Invariants(const ErrorMessage& m) {
   FUZZ_CHECK(m.message.size() <= kMaxReasonLength);
   // Receivers turn the code into a StatusCode this way: always a failure pccl knows.
   const StatusCode code = StatusCodeFromWire(m.code, StatusCode::kAborted);
-  FUZZ_CHECK(code != StatusCode::kOk && code <= StatusCode::kUnauthenticated);
+  FUZZ_CHECK(code != StatusCode::kOk && code <= StatusCode::kIntegrity);
 }
 inline void Invariants(const LinkBroken& m) { FUZZ_CHECK(m.reason.size() <= kMaxReasonLength); }
 inline void Invariants(const Reachability& m) {

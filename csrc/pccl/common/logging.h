@@ -1,10 +1,13 @@
-// Minimal logging to stderr, levelled by the PCCL_LOG_LEVEL knob (common/params.h).
-// Thread-safe: each line is written with one fprintf call.
+// Logging, levelled by the PCCL_LOG_LEVEL knob (common/params.h): lines go to stderr, or,
+// once pccl's Python layer captures them (CaptureLogLines), into a bounded queue that it
+// drains into Python's logging (logger "pccl"; pccl/_logging.py).
+// Thread-safe: each line is written with one fprintf call, or queued under a lock.
 #pragma once
 
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "pccl/common/clock.h"
 
@@ -22,6 +25,21 @@ enum class LogLevel : int { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3, kOf
 
 bool LogEnabled(LogLevel level);
 void LogLine(LogLevel level, const std::string& message);
+
+// A captured line: its level, when it was logged (seconds since the Unix epoch) and text.
+struct LogRecord {
+  LogLevel level = LogLevel::kInfo;
+  double unix_time = 0;
+  std::string message;
+};
+// Lines queued at most; beyond, lines are dropped and the next one taken says how many.
+inline constexpr size_t kMaxQueuedLogLines = 10000;
+// From now on, queue lines for TakeLogLines (on) or write them to stderr (off: the default;
+// switching off writes what is still queued to stderr first).
+void CaptureLogLines(bool on);
+// Waits until lines are queued, capture is off or `deadline` passes, then moves every
+// queued line into `out` (empty if none came). Any thread; meant for one drainer.
+void TakeLogLines(Deadline deadline, std::vector<LogRecord>* out);
 
 #define PCCL_LOG(level, message)                                              \
   do {                                                                        \
