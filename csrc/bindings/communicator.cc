@@ -205,12 +205,29 @@ void BindCommunicator(py::module_& m) {
         RunWithoutGil([&] { return c.WaitReachability(DeadlineFromSeconds(timeout), &r); });
         return py::make_tuple(r.reachable != 0, r.observed_host, r.observed_port, r.detail);
       })
-      // [(peer id, "next"/"prev", "direct"/"punched"/"relayed"/"unknown", bytes per second)]
+      // [(peer id, "next"/"prev", "direct"/"punched"/"relayed"/"unknown", bytes per second,
+      //   bytes, rtt us, retransmits)]
       .def("links", [](Communicator& c) {
         py::list out;
         for (const auto& l : c.Links()) {
           out.append(py::make_tuple(l.peer_id, l.next ? "next" : "prev",
-                                    link::RouteName(l.route), l.bytes_per_second));
+                                    link::RouteName(l.route), l.bytes_per_second, l.bytes,
+                                    l.rtt_us, l.retransmits));
+        }
+        return out;
+      })
+      // {kind: (succeeded, failed, total s, max s, [(bucket upper bound s, calls)])}
+      .def("op_stats", [](Communicator& c) {
+        py::dict out;
+        const auto stats = c.OpStatsSnapshot();
+        for (int k = 0; k < comm::kNumOpKinds; ++k) {
+          const comm::OpKindStats& s = stats[k];
+          py::list buckets;
+          for (size_t b = 0; b < comm::kLatencyBuckets.size(); ++b) {
+            buckets.append(py::make_tuple(comm::kLatencyBuckets[b], s.buckets[b]));
+          }
+          out[comm::OpKindName(static_cast<comm::OpKind>(k))] =
+              py::make_tuple(s.succeeded, s.failed, s.total_seconds, s.max_seconds, buckets);
         }
         return out;
       });

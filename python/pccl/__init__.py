@@ -29,7 +29,15 @@ from pccl._types import (
     SharedStateSyncInfo,
     SharedStateSyncStrategy,
 )
-from pccl.communicator import AsyncReduceHandle, Communicator, LinkInfo, Reachability
+from pccl.communicator import (
+    AsyncReduceHandle,
+    Communicator,
+    CommunicatorStats,
+    LinkInfo,
+    LinkStats,
+    OperationStats,
+    Reachability,
+)
 from pccl.errors import (
     AuthenticationError,
     DataLossError,
@@ -52,6 +60,7 @@ __all__ = [
     "Attribute",
     "AuthenticationError",
     "Communicator",
+    "CommunicatorStats",
     "DataLossError",
     "DataType",
     "DeviceType",
@@ -68,6 +77,8 @@ __all__ = [
     "QuantizationAlgorithm",
     "QuantizationOptions",
     "LinkInfo",
+    "LinkStats",
+    "OperationStats",
     "Reachability",
     "ReduceDescriptor",
     "ReduceInfo",

@@ -52,7 +52,7 @@ def _emit(lines: list[tuple[int, float, str]]) -> None:
         py_level = _LEVELS.get(level, logging.WARNING)
         if not logger.isEnabledFor(py_level):
             continue
-        record = logger.makeRecord(logger.name, py_level, "(pccl core)", 0, message, None, None)
+        record = logger.makeRecord(logger.name, py_level, "(pccl core)", 0, message, (), None)
         record.created = created
         record.msecs = (created - int(created)) * 1000
         logger.handle(record)

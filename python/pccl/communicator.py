@@ -84,6 +84,41 @@ class LinkInfo(NamedTuple):
     bytes_per_second: int
 
 
+class LinkStats(NamedTuple):
+    """One ring link in `Communicator.stats()`: LinkInfo's fields, then `bytes` (frame
+    bytes sent to "next" or received from "prev" since the current ring's links were
+    built), `rtt_s` (the kernel's smoothed round-trip time, mean over the pool's
+    connections; 0 before any) and `retransmits` (TCP segments the pool retransmitted)."""
+
+    peer_id: int
+    direction: str
+    route: str
+    bytes_per_second: int
+    bytes: int
+    rtt_s: float
+    retransmits: int
+
+
+class OperationStats(NamedTuple):
+    """One kind of operation in `Communicator.stats()` ("all_reduce", "sync_shared_state",
+    "update_topology", "optimize_topology"): calls that succeeded and failed, their total
+    and longest duration in seconds, and a latency histogram as (upper bound in seconds,
+    calls) pairs (non-cumulative; the last bound is effectively infinite)."""
+
+    succeeded: int
+    failed: int
+    total_seconds: float
+    max_seconds: float
+    latency_buckets: list[tuple[float, int]]
+
+
+class CommunicatorStats(NamedTuple):
+    """`Communicator.stats()`: the ring links (next, then previous) and the operations."""
+
+    links: list[LinkStats]
+    operations: dict[str, OperationStats]
+
+
 class Reachability(NamedTuple):
     """Whether other peers can dial this one (`Communicator.reachability`).
 
@@ -310,7 +345,21 @@ class Communicator:
         """This peer's links to its ring neighbours (next, then previous): direct or relayed,
         and the bandwidth measured towards each (see LinkInfo). Empty alone in its group."""
         self._check_open()
-        return [LinkInfo(int(p), str(d), str(r), int(b)) for p, d, r, b in self._core.links()]
+        return [LinkInfo(int(p), str(d), str(r), int(b)) for p, d, r, b, *_ in self._core.links()]
+
+    def stats(self) -> CommunicatorStats:
+        """What this peer moved and ran: per ring link (LinkStats: bytes since the ring was
+        built, measured bandwidth, TCP round-trip time and retransmissions from the
+        kernel's TCP_INFO) and per operation kind (OperationStats: calls that succeeded and
+        failed, and their latency)."""
+        self._check_open()
+        links = [LinkStats(int(p), str(d), str(r), int(b), int(n), rtt / 1e6, int(retrans))
+                 for p, d, r, b, n, rtt, retrans in self._core.links()]
+        operations = {
+            str(kind): OperationStats(int(ok), int(failed), float(total), float(longest),
+                                      [(float(bound), int(calls)) for bound, calls in buckets])
+            for kind, (ok, failed, total, longest, buckets) in self._core.op_stats().items()}
+        return CommunicatorStats(links, operations)
 
     def _refresh_attributes(self) -> None:
         """For pccl's adapters: attributes reflect the topology applied by now, not only as

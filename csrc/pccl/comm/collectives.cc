@@ -119,8 +119,10 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
 
 Status Collectives::Run(const AllReduceRequest& request, const RingBinding& bound,
                         Deadline deadline, ReduceInfo* info) {
-  if ((request.mode & kModeMask) != 0) return RunExact(request, bound, deadline, info);
-  return Execute(request, bound, deadline, info);
+  return Timed(session_.op_stats(), OpKind::kAllReduce, [&] {
+    if ((request.mode & kModeMask) != 0) return RunExact(request, bound, deadline, info);
+    return Execute(request, bound, deadline, info);
+  });
 }
 
 Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& bound,

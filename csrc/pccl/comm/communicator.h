@@ -30,19 +30,26 @@ class Communicator {
 
   // Membership and topology: Session's.
   Status Connect(Deadline deadline) { return session_.Connect(deadline); }
-  Status UpdateTopology(Deadline deadline) { return session_.UpdateTopology(deadline); }
+  Status UpdateTopology(Deadline deadline) {
+    return Timed(session_.op_stats(), OpKind::kUpdateTopology,
+                 [&] { return session_.UpdateTopology(deadline); });
+  }
   Status ArePeersPending(Deadline deadline, bool joint, bool* pending) {
     return session_.ArePeersPending(deadline, joint, pending);
   }
   Status GetAttribute(Attribute attribute, int64_t* value) {
     return session_.GetAttribute(attribute, value);
   }
-  Status OptimizeTopology(Deadline deadline) { return session_.OptimizeTopology(deadline); }
+  Status OptimizeTopology(Deadline deadline) {
+    return Timed(session_.op_stats(), OpKind::kOptimizeTopology,
+                 [&] { return session_.OptimizeTopology(deadline); });
+  }
   std::vector<uint64_t> RingOrder() { return session_.RingOrder(); }
   void RefreshView() { session_.RefreshView(); }
   Status SyncSharedState(const SharedStateSyncRequest& request, Deadline deadline,
                          SharedStateSyncInfo* info) {
-    return session_.SyncSharedState(request, deadline, info);
+    return Timed(session_.op_stats(), OpKind::kSyncSharedState,
+                 [&] { return session_.SyncSharedState(request, deadline, info); });
   }
 
   // Collectives.
@@ -64,6 +71,7 @@ class Communicator {
     return session_.WaitReachability(deadline, out);
   }
   std::vector<Session::LinkInfo> Links() { return session_.Links(); }
+  std::array<OpKindStats, kNumOpKinds> OpStatsSnapshot() { return session_.op_stats().Snapshot(); }
   int collectives_in_flight() { return session_.collectives_in_flight(); }
 
  private:

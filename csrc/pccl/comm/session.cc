@@ -444,10 +444,12 @@ bool Session::RingChangePushed() {
 std::vector<Session::LinkInfo> Session::Links() {
   std::vector<uint64_t> ring;
   std::map<uint64_t, uint64_t> rates;
+  std::shared_ptr<link::RingLinks> links;
   {
     std::lock_guard<std::mutex> lock(mu_);
     ring = view_.ring;
     rates = measured_rates_;
+    links = links_;
   }
   const uint64_t self = peer_id_.load();
   auto at = std::find(ring.begin(), ring.end(), self);
@@ -459,6 +461,15 @@ std::vector<Session::LinkInfo> Session::Links() {
   auto rate = [&](uint64_t peer) { return rates.count(peer) ? rates.at(peer) : 0; };
   out.push_back(LinkInfo{next, true, routes_.RouteTo(next), rate(next)});
   out.push_back(LinkInfo{prev, false, routes_.RouteFrom(prev), rate(prev)});
+  if (links != nullptr && links->next_peer_id() == next && links->prev_peer_id() == prev) {
+    const link::RingLinks::Counters c = links->counters();
+    out[0].bytes = c.tx_bytes;
+    out[0].rtt_us = c.next_rtt_us;
+    out[0].retransmits = c.next_retransmits;
+    out[1].bytes = c.rx_bytes;
+    out[1].rtt_us = c.prev_rtt_us;
+    out[1].retransmits = c.prev_retransmits;
+  }
   return out;
 }
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "pccl/comm/master_client.h"
+#include "pccl/comm/op_stats.h"
 #include "pccl/comm/shared_state.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
@@ -127,6 +128,8 @@ class Session {
   int collectives_in_flight();
 
   uint64_t peer_id() const { return peer_id_.load(); }
+  // Counts and latencies of this peer's operations (comm/op_stats.h).
+  OpStats& op_stats() { return op_stats_; }
   // How this peer proves itself, and the keys it shares with each member (for masks).
   const link::Credentials& credentials() const { return credentials_; }
   uint16_t p2p_port() const { return listener_.port(); }
@@ -143,6 +146,12 @@ class Session {
     bool next = true;  // the neighbour this peer sends to (false: receives from)
     link::Route route = link::Route::kUnknown;
     uint64_t bytes_per_second = 0;
+    // Since the current ring's links were built: frame bytes sent to it (next) or received
+    // from it (previous), and the kernel's smoothed RTT and retransmissions of the pool's
+    // connections in that direction (TCP_INFO).
+    uint64_t bytes = 0;
+    uint32_t rtt_us = 0;
+    uint64_t retransmits = 0;
   };
   std::vector<LinkInfo> Links();
 
@@ -190,6 +199,7 @@ class Session {
   link::Credentials credentials_;   // set by Connect, read-only after
   link::Routes routes_;             // how this peer reaches the others (direct or relayed)
   link::Parker parker_;             // connections parked at the relay, if undialable
+  OpStats op_stats_;
   std::thread topology_watcher_;    // started once Connect succeeded
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};

@@ -184,6 +184,30 @@ void RingLinks::Break(const Status& why) {
   for (auto& r : receivers_) r->socket.Shutdown();
 }
 
+RingLinks::Counters RingLinks::counters() const {
+  Counters c;
+  c.tx_bytes = tx_bytes_.load(std::memory_order_relaxed);
+  c.rx_bytes = rx_bytes_.load(std::memory_order_relaxed);
+  // The pools are fixed once Establish returned (the Session hands out only such links);
+  // their sockets stay open until the links are destroyed.
+  auto view = [](const auto& pool, uint32_t* rtt_us, uint64_t* retransmits) {
+    uint64_t rtt_sum = 0;
+    uint32_t n = 0;
+    for (const auto& end : pool) {
+      uint32_t rtt = 0;
+      uint64_t retrans = 0;
+      if (!end->socket.TcpInfo(&rtt, &retrans)) continue;
+      rtt_sum += rtt;
+      *retransmits += retrans;
+      ++n;
+    }
+    *rtt_us = n == 0 ? 0 : static_cast<uint32_t>(rtt_sum / n);
+  };
+  view(senders_, &c.next_rtt_us, &c.next_retransmits);
+  view(receivers_, &c.prev_rtt_us, &c.prev_retransmits);
+  return c;
+}
+
 Status RingLinks::broken_status() {
   std::lock_guard<std::mutex> lock(mu_);
   return broken_;
@@ -246,6 +270,11 @@ void RingLinks::SenderLoop(Sender* sender) {
                            {data_header, sizeof(data_header)},
                            {const_cast<void*>(item.data), item.header.payload_bytes}};
     Status st = sender->socket.SendAllV(iov, 3, item.deadline);
+    if (st.ok()) {
+      tx_bytes_.fetch_add(net::kFrameHeaderBytes + proto::kDataHeaderBytes +
+                              item.header.payload_bytes,
+                          std::memory_order_relaxed);
+    }
     if (!st.ok()) {  // the next peer is gone or stuck
       st = Status(StatusCode::kAborted,
                   "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
@@ -297,6 +326,7 @@ void RingLinks::ReceiverLoop(Receiver* receiver) {
     st = socket.RecvAll(bytes, sizeof(bytes), Deadline::Never());
     if (!st.ok()) return lost(st);
     DataHeader header = proto::DecodeDataHeader(bytes);
+    rx_bytes_.fetch_add(frame.length + net::kFrameHeaderBytes, std::memory_order_relaxed);
     if (header.payload_bytes != frame.length - proto::kDataHeaderBytes) {
       return lost(InvalidArgument("data header says " + std::to_string(header.payload_bytes) +
                                   " payload bytes, frame carries " +

@@ -83,6 +83,17 @@ class RingLinks {
   void Break(const Status& why);
   Status broken_status();
   uint64_t epoch() const { return epoch_; }
+  // What moved over these links so far, and the kernel's view of their connections: per
+  // direction the mean smoothed RTT over the pool's connections and their retransmissions.
+  struct Counters {
+    uint64_t tx_bytes = 0;  // frames sent to the next peer, headers included
+    uint64_t rx_bytes = 0;  // frames received from the previous peer
+    uint32_t next_rtt_us = 0;
+    uint32_t prev_rtt_us = 0;
+    uint64_t next_retransmits = 0;
+    uint64_t prev_retransmits = 0;
+  };
+  Counters counters() const;
   // The peers this ring sends to and receives from.
   uint64_t next_peer_id() const { return next_.peer_id; }
   uint64_t prev_peer_id() const { return prev_.peer_id; }
@@ -128,6 +139,8 @@ class RingLinks {
   std::vector<std::unique_ptr<Sender>> senders_;
   std::vector<std::unique_ptr<Receiver>> receivers_;
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> tx_bytes_{0};
+  std::atomic<uint64_t> rx_bytes_{0};
   const FaultHandler on_fault_;
   std::atomic<bool> fault_reported_{false};
 

@@ -348,6 +348,16 @@ Status Socket::SendRawV(struct iovec* iov, int iovcnt, Deadline deadline) {
   return Status::Ok();
 }
 
+bool Socket::TcpInfo(uint32_t* rtt_us, uint64_t* retransmits) const {
+  struct tcp_info info;
+  socklen_t length = sizeof(info);
+  std::memset(&info, 0, sizeof(info));
+  if (fd_ < 0 || getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) return false;
+  *rtt_us = info.tcpi_rtt;
+  *retransmits = info.tcpi_total_retrans;
+  return true;
+}
+
 Status Socket::SendAll(const void* data, size_t size, Deadline deadline) {
   struct iovec iov = {const_cast<void*>(data), size};
   return SendAllV(&iov, 1, deadline);

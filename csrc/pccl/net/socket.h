@@ -56,6 +56,9 @@ class Socket {
 
   bool valid() const { return fd_ >= 0; }
   int fd() const { return fd_; }
+  // The kernel's view of this TCP connection (TCP_INFO): smoothed round-trip time in
+  // microseconds, and segments retransmitted over its life. False if it cannot tell.
+  bool TcpInfo(uint32_t* rtt_us, uint64_t* retransmits) const;
   // The remote endpoint as text, for error messages.
   const std::string& peer() const { return peer_; }
 
