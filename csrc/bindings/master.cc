@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <pybind11/stl.h>
+
 #include "bindings/common.h"
 #include "pccl/auth/handshake.h"
 #include "pccl/master/relay.h"
@@ -83,6 +85,58 @@ py::list RelayLinks(const std::vector<master::Relay::LinkBytes>& links) {
   return out;
 }
 
+// A RunStatus as the dict MasterNode.status() returns (pccl/_master.py documents it).
+py::dict StatusDict(const master::RunStatus& s) {
+  py::list peers;
+  for (const auto& p : s.peers) {
+    py::dict d;
+    d["peer_id"] = p.peer_id;
+    d["host"] = p.host;
+    d["port"] = p.port;
+    d["peer_group"] = p.peer_group;
+    d["member"] = p.member;
+    d["reachable"] = p.reachable == proto::kReachabilityUnknown ? py::object(py::none())
+                                                                : py::object(py::bool_(p.reachable == proto::kReachable));
+    d["rto_s"] = p.rto_s;
+    d["idle_s"] = p.idle_s;
+    peers.append(d);
+  }
+  py::list groups;
+  for (const auto& g : s.groups) {
+    py::dict d;
+    d["peer_group"] = g.peer_group;
+    d["ring_epoch"] = g.ring_epoch;
+    d["ring"] = g.ring;
+    py::list links;
+    for (size_t i = 0; i < g.ring.size(); ++i) {
+      py::dict link;
+      link["from"] = g.ring[i];
+      link["to"] = g.ring[(i + 1) % g.ring.size()];
+      link["bytes_per_second"] = g.bytes_per_second[i];
+      links.append(link);
+    }
+    d["links"] = links;
+    d["operations_in_flight"] = g.operations_in_flight;
+    groups.append(d);
+  }
+  py::list events;
+  for (const auto& e : s.events) {
+    py::dict d;
+    d["time"] = e.unix_time;
+    d["kind"] = e.kind;
+    d["text"] = e.text;
+    events.append(d);
+  }
+  py::dict out;
+  out["epoch"] = s.epoch;
+  out["epoch_cause"] = s.epoch_cause;
+  out["peers"] = peers;
+  out["groups"] = groups;
+  out["events"] = events;
+  out["counters"] = s.counters;
+  return out;
+}
+
 }  // namespace
 
 void BindMaster(py::module_& m) {
@@ -115,6 +169,8 @@ void BindMaster(py::module_& m) {
       .def_property_readonly("address", &MasterServer::address, "The bound 'host:port'.")
       .def_property_readonly("running", &MasterServer::running,
                              "False once the server thread has exited.")
+      .def("status", [](MasterServer& s) { return StatusDict(s.run_status()); },
+           "The run as the server last published it (master/run_status.h), as a dict.")
       .def("interrupt", &MasterServer::Interrupt, "Asks the server to stop; returns at once.")
       .def("join", &MasterServer::Join, py::call_guard<py::gil_scoped_release>(),
            "Waits for the server thread to exit.");

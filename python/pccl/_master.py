@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from types import TracebackType
+from typing import Any
 
 from pccl import _core
 from pccl._auth import check_secret, check_transport
+from pccl._status import StatusServer
 from pccl.errors import MasterUnavailableError
 
 __all__ = ["DEFAULT_LISTEN_ADDRESS", "MasterNode", "RelayNode"]
@@ -85,6 +87,9 @@ class MasterNode:
             `pccl.RelayNode`), as peers dial it; the master then runs none of its own.
         relay_key: the key that relay was started with (bytes, at least 16): the master
             makes each peer's ticket for it. Needed with external_relay.
+        http_address: "host:port" (port 0: any; see `http_port`) where the master serves
+            /status (JSON, `status()`) and /metrics (Prometheus text) over HTTP; None: no
+            HTTP (pccl/_status.py). Unauthenticated: bind it where only operators reach.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -95,8 +100,11 @@ class MasterNode:
                  heartbeat_timeout: float = 3.0, daemon: bool = False,
                  secret: str | bytes | None = None, transport: str | None = None,
                  relay_address: str | None = None, external_relay: str | None = None,
-                 relay_key: bytes | None = None) -> None:
+                 relay_key: bytes | None = None, http_address: str | None = None) -> None:
         self._server: _core.MasterServer | None = None
+        self._http: StatusServer | None = None
+        self._http_address = None if http_address is None else _check_listen_address(
+            http_address)
         self._keeper: threading.Thread | None = None
         self._closed = False
         if not isinstance(daemon, bool):
@@ -154,6 +162,13 @@ class MasterNode:
                                                     self._external_relay, self._relay_key)
         except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
             raise RuntimeError(str(e)) from e
+        if self._http_address is not None and self._http is None:
+            host, _, port = self._http_address.rpartition(":")
+            try:
+                self._http = StatusServer(host.strip("[]"), int(port), self.status)
+            except OSError as e:
+                self.close()
+                raise RuntimeError(f"cannot serve HTTP on {self._http_address}: {e}") from e
         if not self._daemon:
             # A non-daemon thread that waits for the server keeps the interpreter from
             # exiting while it serves; it holds the server, not this node, so the node may
@@ -175,6 +190,9 @@ class MasterNode:
     def close(self) -> None:
         """Stops the server and frees its port. Idempotent."""
         self._closed = True
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
         server, self._server = self._server, None
         if server is not None:
             server.interrupt()
@@ -199,6 +217,31 @@ class MasterNode:
         """What the relay forwarded, per ordered pair of peers: (from peer, to peer, bytes,
         connections open now, connections so far)."""
         return list(self._require_server().relay_links())
+
+    def status(self) -> dict[str, Any]:
+        """The run as the master sees it (refreshed within 50 ms of a change):
+
+            epoch, epoch_cause: the topology epoch and why it started;
+            peers: [{peer_id, host, port (where other peers dial it), peer_group, member
+                (False: pending admission), reachable (the master's dial-back: True, False
+                or None while unknown), rto_s, idle_s (since its last message)}], members
+                in ring order, then pending peers;
+            groups: [{peer_group, ring_epoch, ring (peer ids in order), links ([{from, to,
+                bytes_per_second (last measured; 0: not yet)}]), operations_in_flight}];
+            events: the latest 200 of [{time (Unix seconds), kind ("join", "epoch",
+                "leave", "failed"), text}], oldest first;
+            counters: {ops_succeeded, ops_failed, ops_failed_<Code>, joins, departures,
+                epochs}.
+        """
+        result: dict[str, Any] = self._require_server().status()
+        return result
+
+    @property
+    def http_port(self) -> int:
+        """The port /status and /metrics are served on (the real one for port 0)."""
+        if self._http is None:
+            raise RuntimeError("MasterNode serves no HTTP: pass http_address")
+        return self._http.port
 
     @property
     def address(self) -> str:

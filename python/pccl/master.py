@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("plain", "encrypted"),
         help="plain or encrypted (default: PCCL_TRANSPORT, else plain)",
     )
+    parser.add_argument(
+        "--http-address",
+        metavar="HOST:PORT",
+        help="serve /status (JSON) and /metrics (Prometheus) over HTTP there "
+             "(default: no HTTP; `pccl status HOST:PORT` reads it)",
+    )
     args = parser.parse_args(argv)
     secret = secret_from_file(parser, args.secret_file, "--secret-file")
     relay_key = secret_from_file(parser, args.relay_key_file, "--relay-key-file")
@@ -82,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             node = MasterNode(args.listen_address, link_timeout=args.link_timeout,
                               heartbeat_timeout=args.heartbeat_timeout, secret=secret,
                               transport=args.transport, relay_address=args.relay_address,
-                              external_relay=args.external_relay, relay_key=relay_key)
+                              external_relay=args.external_relay, relay_key=relay_key,
+                              http_address=args.http_address)
         except (TypeError, ValueError) as e:
             parser.error(str(e))
         try:
@@ -92,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         try:
             print(f"pccl master listening on {node.address}", flush=True)
+            if args.http_address is not None:
+                print(f"pccl master status on http://{args.http_address.rpartition(':')[0]}:"
+                      f"{node.http_port}/status", flush=True)
             while not stop.wait(1.0):
                 if not node.running:
                     print("pccl_master: server stopped unexpectedly", file=sys.stderr)

@@ -61,7 +61,9 @@ Membership::Membership(MembershipOptions options, PeerIdGenerator ids)
                  std::move(ids)),
       verdicts_(VerdictOptions{options.max_decided_ops, options.max_open_ops,
                                options.max_open_ops_per_peer}),
-      optimizer_(RingOptimizerOptions{options.probe_duration, options.bandwidth_max_age}) {}
+      optimizer_(RingOptimizerOptions{options.probe_duration, options.bandwidth_max_age}) {
+  verdicts_.set_log(&log_);
+}
 
 std::vector<Action> Membership::Handle(const Event& event, TimePoint now) {
   Step step(now);
@@ -105,7 +107,13 @@ void Membership::OnHello(const event::Hello& e, Step& step) {
     Reject(e.conn, Describe(*p) + " sent a second Hello", step);
     return;
   }
-  if (std::optional<NextEpoch> first = admission_.OnHello(e, step)) StartEpoch(*first, step);
+  std::optional<NextEpoch> first = admission_.OnHello(e, step);
+  if (const Peer* p = roster().Find(e.conn)) {
+    log_.Count("joins");
+    log_.Add(step.now(), "join", Describe(*p) + " connected (peer group " +
+                                     std::to_string(p->peer_group) + ")");
+  }
+  if (first) StartEpoch(*first, step);
 }
 
 void Membership::On(const Peer& peer, const event::VoteTopology& e, Step& step) {
@@ -220,11 +228,21 @@ void Membership::StartEpoch(const NextEpoch& next, Step& step) {
   verdicts_.OnRingsChanged(changed, roster().epoch() + 1, next.cause, roster(), step);
   optimizer_.Abandon();  // its members get this epoch's Topology as their answer
   admission_.StartEpoch(next, changed, step);
+  log_.Count("epochs");
+  log_.Add(step.now(), "epoch",
+           "epoch " + std::to_string(roster().epoch()) + ": " + roster().epoch_cause() + " (" +
+               std::to_string(roster().members().size()) + " members)");
 }
 
 void Membership::RemovePeers(const std::vector<ConnId>& conns, const CauseFn& cause,
                              Step& step) {
   // Forget them all first, so that no verdict below goes to a peer being removed.
+  for (ConnId conn : conns) {
+    if (const Peer* peer = roster().Find(conn)) {
+      log_.Count("departures");
+      log_.Add(step.now(), "leave", cause(*peer));
+    }
+  }
   std::vector<Peer> gone_members = admission_.Forget(conns);
   for (const Peer& peer : gone_members) {
     optimizer_.ForgetPeer(peer.peer_id);
@@ -252,6 +270,50 @@ void Membership::Reject(ConnId conn, const std::string& text, Step& step) {
     RemovePeers(
         {conn}, [text](const Peer& p) { return Describe(p) + " was dropped: " + text; }, step);
   }
+}
+
+}  // namespace pccl::master
+
+namespace pccl::master {
+
+RunStatus Membership::Snapshot(TimePoint now) const {
+  RunStatus s;
+  const Roster& r = roster();
+  s.epoch = r.epoch();
+  s.epoch_cause = r.epoch_cause();
+  auto seconds = [](Duration d) { return std::chrono::duration<double>(d).count(); };
+  auto add_peer = [&](ConnId conn) {
+    const Peer& p = r.at(conn);
+    s.peers.push_back(RunStatus::PeerStatus{p.peer_id, p.host, p.port, p.peer_group,
+                                            p.role == Role::kMember, p.reachable,
+                                            seconds(p.rto), seconds(now - p.last_seen)});
+  };
+  for (ConnId conn : r.members()) add_peer(conn);
+  for (ConnId conn : r.pending()) add_peer(conn);
+  std::set<uint32_t> groups;
+  for (ConnId conn : r.members()) groups.insert(r.at(conn).peer_group);
+  for (uint32_t group : groups) {
+    RunStatus::GroupStatus g;
+    g.peer_group = group;
+    g.ring_epoch = r.RingEpoch(group);
+    g.ring = r.Ids(r.GroupMembers(group));
+    for (size_t i = 0; i < g.ring.size(); ++i) {
+      const std::optional<double> bw =
+          optimizer_.MeasuredBandwidth(g.ring[i], g.ring[(i + 1) % g.ring.size()]);
+      g.bytes_per_second.push_back(bw.value_or(0));
+    }
+    g.operations_in_flight = verdicts_.open_ops(group);
+    s.groups.push_back(std::move(g));
+  }
+  const double unix_now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const RunEvent& e : log_.events()) {
+    RunEvent copy = e;
+    copy.unix_time = unix_now - seconds(now - e.at);
+    s.events.push_back(std::move(copy));
+  }
+  s.counters = log_.counters();
+  return s;
 }
 
 }  // namespace pccl::master

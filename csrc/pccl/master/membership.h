@@ -41,6 +41,7 @@
 #include "pccl/net/address.h"
 #include "pccl/master/ring_optimizer.h"
 #include "pccl/master/roster.h"
+#include "pccl/master/run_status.h"
 #include "pccl/master/step.h"
 #include "pccl/master/sync_rounds.h"
 #include "pccl/master/verdicts.h"
@@ -84,6 +85,8 @@ class Membership {
   }
 
   // Observers (status, tests).
+  // What the master shows of the run (master/run_status.h), as of `now`.
+  RunStatus Snapshot(TimePoint now) const;
   uint64_t epoch() const { return admission_.roster().epoch(); }
   bool links_pending() const { return admission_.links_pending(); }
   std::vector<uint64_t> MemberIds() const;   // in ring order
@@ -136,6 +139,7 @@ class Membership {
   // Error{InvalidArgument} + Drop, and forgets the peer if it was one.
   void Reject(ConnId conn, const std::string& text, Step& step);
 
+  RunLog log_;  // first: Verdicts points to it
   Admission admission_;
   Verdicts verdicts_;
   SyncRounds syncs_;

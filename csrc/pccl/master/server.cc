@@ -57,10 +57,11 @@ MembershipOptions MembershipFor(const MasterOptions& options) {
 class MasterServer::Loop {
  public:
   Loop(const MasterOptions& options, MembershipOptions membership, net::Listener listener,
-       int wake_fd)
+       int wake_fd, MasterServer* server)
       : options_(options),
         listener_(std::move(listener)),
         wake_fd_(wake_fd),
+        server_(server),
         membership_(std::move(membership), options.peer_ids) {}
 
   void Run(const std::atomic<bool>& stop);
@@ -100,10 +101,16 @@ class MasterServer::Loop {
   void Reap(TimePoint now);
   void ShutdownAll();
   int PollTimeoutMs(TimePoint now) const;
+  // Publishes membership_.Snapshot() to server_ (MasterServer::run_status), after changes at
+  // most every 50 ms and otherwise every second (idle times move).
+  void MaybePublishStatus(TimePoint now);
 
   MasterOptions options_;
   net::Listener listener_;
   int wake_fd_;
+  MasterServer* server_;
+  bool status_dirty_ = true;
+  TimePoint status_published_{};  // the clock's epoch: long ago
   Membership membership_;
   std::map<ConnId, Entry> conns_;
   ConnId next_id_ = 1;
@@ -185,8 +192,21 @@ void MasterServer::Loop::Run(const std::atomic<bool>& stop) {
       if (!c.failed && (unsent || unshut)) Flush(c);
     }
     Reap(Clock::now());
+    MaybePublishStatus(Clock::now());
   }
   ShutdownAll();
+}
+
+void MasterServer::Loop::MaybePublishStatus(TimePoint now) {
+  const Duration since = now - status_published_;
+  if (since < (status_dirty_ ? Milliseconds(50) : Milliseconds(1000))) return;
+  RunStatus status = membership_.Snapshot(now);
+  {
+    std::lock_guard<std::mutex> lock(server_->status_mu_);
+    server_->status_ = std::move(status);
+  }
+  status_dirty_ = false;
+  status_published_ = now;
 }
 
 int MasterServer::Loop::PollTimeoutMs(TimePoint now) const {
@@ -443,6 +463,7 @@ void MasterServer::Loop::Dispatch(Event event) {
     Event next = std::move(queue_.front());
     queue_.pop_front();
     Apply(membership_.Handle(next, Clock::now()));
+    status_dirty_ = true;
   }
   dispatching_ = false;
 }
@@ -562,7 +583,8 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
     membership.relay_port = server->relay_->port();
     membership.relay_key = server->relay_->key();
   }
-  server->loop_ = std::make_unique<Loop>(options, membership, std::move(listener), wake_fd);
+  server->loop_ =
+      std::make_unique<Loop>(options, membership, std::move(listener), wake_fd, server.get());
   server->running_ = true;
   MasterServer* self = server.get();
   server->thread_ = std::thread([self] {

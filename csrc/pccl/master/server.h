@@ -39,6 +39,7 @@
 #include "pccl/common/status.h"
 #include "pccl/master/membership.h"
 #include "pccl/master/relay.h"
+#include "pccl/master/run_status.h"
 
 namespace pccl::master {
 
@@ -102,6 +103,12 @@ class MasterServer {
   void Join();
   // False once the thread has exited.
   bool running() const { return running_.load(); }
+  // The run as the server thread last published it (master/run_status.h): after changes,
+  // at most every 50 ms, and at least every second. Any thread.
+  RunStatus run_status() const {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    return status_;
+  }
 
  private:
   class Loop;
@@ -114,6 +121,8 @@ class MasterServer {
   std::string address_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> running_{false};
+  mutable std::mutex status_mu_;
+  RunStatus status_;  // guarded by status_mu_; written by the server thread
   std::mutex join_mu_;
   std::thread thread_;  // guarded by join_mu_ for joining
 };

@@ -195,6 +195,13 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
     }
     if (open != open_ops_.end()) verdict.reports = ConcatenateReports(open->second);
   }
+  if (log_ != nullptr) {
+    log_->Count(ok ? "ops_succeeded" : "ops_failed");
+    if (!ok) {
+      log_->Count(std::string("ops_failed_") + StatusCodeName(code));
+      log_->Add(step.now(), "failed", key.ToString() + ": " + verdict.reason);
+    }
+  }
   std::string payload = proto::Encode(verdict);
   verdict.reports.clear();  // a late reporter gets the verdict without them (bounded memory)
   for (ConnId m : roster.GroupMembers(key.peer_group)) {
@@ -213,6 +220,12 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
     decided_.erase(decided_order_.front());
     decided_order_.pop_front();
   }
+}
+
+size_t Verdicts::open_ops(uint32_t peer_group) const {
+  size_t n = 0;
+  for (const auto& [key, op] : open_ops_) n += key.peer_group == peer_group ? 1 : 0;
+  return n;
 }
 
 std::vector<proto::OpKey> Verdicts::OpenOpsOf(const std::set<uint32_t>& groups) const {

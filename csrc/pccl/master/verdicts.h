@@ -22,6 +22,7 @@
 
 #include "pccl/common/status.h"
 #include "pccl/master/roster.h"
+#include "pccl/master/run_status.h"
 #include "pccl/master/step.h"
 #include "pccl/proto/messages.h"
 
@@ -41,6 +42,8 @@ struct VerdictOptions {
 class Verdicts {
  public:
   explicit Verdicts(VerdictOptions options = {}) : options_(options) {}
+  // Where decided verdicts are counted, and failed ones logged (Membership's; may be null).
+  void set_log(RunLog* log) { log_ = log; }
 
   // OpDone from `peer`. Returns true when it decided a verdict (an admission may be
   // waiting for it: Membership asks Admission again).
@@ -71,6 +74,7 @@ class Verdicts {
 
   // Observers (tests).
   size_t open_ops() const { return open_ops_.size(); }
+  size_t open_ops(uint32_t peer_group) const;
   size_t decided_ops() const { return decided_.size(); }
 
  private:
@@ -105,6 +109,7 @@ class Verdicts {
   std::vector<proto::OpKey> OpenOpsOf(const std::set<uint32_t>& groups) const;
 
   VerdictOptions options_;
+  RunLog* log_ = nullptr;
   std::map<proto::OpKey, OpState> open_ops_;
   std::map<ConnId, size_t> opened_by_;  // open_ops_ per opener
   std::map<proto::OpKey, proto::Verdict> decided_;

@@ -1,0 +1,98 @@
+"""The master's live view (pccl/_status.py): /status and /metrics over HTTP against a live
+3-peer run, a kill showing up as an event, counters that move, and `pccl status`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pccl
+import pytest
+from cluster import Cluster
+from pccl import ReduceOp
+
+pytest.importorskip("prometheus_client")
+WORLD = 3
+
+
+def get(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+        assert reply.status == 200
+        return bytes(reply.read())
+
+
+def status_when(port: int, ready: Any, what: str, timeout: float = 20.0) -> dict[str, Any]:
+    """/status once `ready(status)` holds (the master publishes within a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = json.loads(get(port, "/status"))
+        if ready(status):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s: {status}")
+        time.sleep(0.05)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of Prometheus text (labels in any order)."""
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        metric_name, _, label_text = sample.partition("{")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        if metric_name == name and found == labels:
+            return float(value)
+    raise AssertionError(f"{name}{labels} not in\n{text}")
+
+
+def sums(comm: pccl.Communicator, index: int, n: int) -> int:
+    x = np.ones(1000, dtype=np.float32)
+    for _ in range(n):
+        comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=60)
+    return comm.peer_id
+
+
+@pytest.mark.timeout(120)
+def test_status_and_metrics_follow_a_live_run() -> None:
+    with Cluster(WORLD, master_options={"http_address": "127.0.0.1:0"}) as c:
+        assert c.master is not None
+        port = c.master.http_port
+        ids = c.run(sums, 0)
+        status = status_when(port, lambda s: len(s["peers"]) == WORLD, "3 peers")
+        assert {p["peer_id"] for p in status["peers"]} == set(ids)
+        assert all(p["member"] and p["host"] == "127.0.0.1" and p["port"] > 0 and
+                   p["peer_group"] == 0 for p in status["peers"])
+        (group,) = status["groups"]
+        assert sorted(group["ring"]) == sorted(ids) and len(group["links"]) == WORLD
+        assert [e["kind"] for e in status["events"]].count("join") == WORLD
+        assert time.time() - 60 < status["events"][-1]["time"] <= time.time() + 1
+
+        before = get(port, "/metrics").decode()
+        c.run(sums, 5)
+        after = status_when(port, lambda s: s["counters"].get("ops_succeeded", 0) >= 5,
+                            "decided collectives")
+        metrics = get(port, "/metrics").decode()
+        assert (metric(metrics, "pccl_operations_total", outcome="succeeded", code="") -
+                metric(before, "pccl_operations_total", outcome="succeeded", code="") >= 5)
+        assert metric(metrics, "pccl_peers", state="member") == WORLD
+        assert metric(metrics, "pccl_membership_events_total", event="joins") == WORLD
+
+        cli = subprocess.run([sys.executable, "-m", "pccl.cli", "status", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=30)
+        assert cli.returncode == 0, cli.stderr
+        assert all(str(i) in cli.stdout for i in ids) and "member" in cli.stdout
+
+        victim = ids[2]
+        c.kill(2)
+        gone = status_when(port, lambda s: len(s["peers"]) == WORLD - 1, "the kill")
+        assert victim not in {p["peer_id"] for p in gone["peers"]}
+        assert any(e["kind"] == "leave" and str(victim) in e["text"] for e in gone["events"])
+        assert gone["counters"]["departures"] == 1 and gone["epoch"] > after["epoch"]
+        with pytest.raises(urllib.error.HTTPError):
+            get(port, "/nothing")
