@@ -35,9 +35,11 @@ uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
 Status Collectives::AllReduce(const AllReduceRequest& request, Deadline deadline,
                                ReduceInfo* info) {
   session_.BeginCollective();
+  const TimePoint start = Clock::now();
   RingBinding bound;
   Status st = Bind(request, deadline, &bound);
   if (st.ok()) st = Run(request, bound, deadline, info);
+  session_.op_stats().Record(OpKind::kAllReduce, st.ok(), Clock::now() - start);
   session_.EndCollective();
   return st;
 }
@@ -48,9 +50,11 @@ Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline dea
   // Bound to the ring here, on the caller's thread: an all-reduce started before a
   // topology change runs (or fails) on the ring it was started on, as its peers' do,
   // however late its own thread gets to run. What cannot start fails here, at the call.
+  const TimePoint start = Clock::now();
   RingBinding bound;
   Status bound_status = Bind(request, deadline, &bound);
-  if (!bound_status.ok()) {
+  if (!bound_status.ok()) {  // failed at once (an early verdict among others): still a call
+    session_.op_stats().Record(OpKind::kAllReduce, false, Clock::now() - start);
     session_.EndCollective();
     return bound_status;
   }
@@ -61,7 +65,8 @@ Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline dea
 AsyncAllReduce::AsyncAllReduce(Collectives* collectives, AllReduceRequest request,
                                RingBinding bound, Deadline deadline)
     : thread_([this, collectives, request, bound = std::move(bound), deadline] {
-        Status st = collectives->Run(request, bound, deadline, &info_);
+        Status st = Timed(collectives->session_.op_stats(), OpKind::kAllReduce,
+                          [&] { return collectives->Run(request, bound, deadline, &info_); });
         collectives->session_.EndCollective();
         std::lock_guard<std::mutex> lock(mu_);
         status_ = st;
@@ -119,10 +124,8 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
 
 Status Collectives::Run(const AllReduceRequest& request, const RingBinding& bound,
                         Deadline deadline, ReduceInfo* info) {
-  return Timed(session_.op_stats(), OpKind::kAllReduce, [&] {
-    if ((request.mode & kModeMask) != 0) return RunExact(request, bound, deadline, info);
-    return Execute(request, bound, deadline, info);
-  });
+  if ((request.mode & kModeMask) != 0) return RunExact(request, bound, deadline, info);
+  return Execute(request, bound, deadline, info);
 }
 
 Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& bound,

@@ -1,6 +1,7 @@
 // OpStats: how many operations of each kind a peer ran, how many failed, and how long
-// they took (Communicator.stats()). The Session owns them; the all-reduce is recorded in
-// Collectives::Run (blocking and async alike), the control calls by comm::Communicator.
+// they took (Communicator.stats()). The Session owns them; all-reduces are recorded by
+// Collectives (blocking and async alike, failures before anything ran too), the control
+// calls by comm::Communicator.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once
