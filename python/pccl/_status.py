@@ -3,7 +3,9 @@
 `MasterNode(..., http_address="host:port")` (or `pccl_master --http-address`) serves, from
 a thread of its own (the standard library's ThreadingHTTPServer):
 
-    /status    the run as JSON: MasterNode.status()
+    /          a page that draws the run live from /status (pccl/_status_page.py)
+    /status    the run as JSON: MasterNode.status(), with peer ids as strings (they pass
+               2^53, beyond which JavaScript's numbers lose digits)
     /metrics   the same counters and gauges in Prometheus's text format (prometheus_client)
 
 The C++ master publishes its state for other threads now and then (at most every 50 ms
@@ -22,7 +24,19 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from pccl._status_page import PAGE
+
 Status = dict[str, Any]
+
+
+def ids_as_strings(status: Status) -> Status:
+    """`status` with every peer id as a decimal string (for JSON readers such as the page)."""
+    out = dict(status)
+    out["peers"] = [{**p, "peer_id": str(p["peer_id"])} for p in status["peers"]]
+    out["groups"] = [{**g, "ring": [str(i) for i in g["ring"]],
+                      "links": [{**link, "from": str(link["from"]), "to": str(link["to"])}
+                                for link in g["links"]]} for g in status["groups"]]
+    return out
 
 
 def metrics_text(status: Status) -> bytes:
@@ -85,12 +99,14 @@ class StatusServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
-                if path == "/status":
-                    body, kind = json.dumps(get_status()).encode(), "application/json"
+                if path in ("/", "/index.html"):
+                    body, kind = PAGE.encode(), "text/html; charset=utf-8"
+                elif path == "/status":
+                    body, kind = json.dumps(ids_as_strings(get_status())).encode(), "application/json"
                 elif path == "/metrics":
                     body, kind = metrics_text(get_status()), "text/plain; version=0.0.4"
                 else:
-                    self.send_error(404, "pccl master: /status or /metrics")
+                    self.send_error(404, "pccl master: /, /status or /metrics")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -63,9 +64,10 @@ def test_status_and_metrics_follow_a_live_run() -> None:
     with Cluster(WORLD, master_options={"http_address": "127.0.0.1:0"}) as c:
         assert c.master is not None
         port = c.master.http_port
-        ids = c.run(sums, 0)
+        ids = [str(i) for i in c.run(sums, 0)]  # /status writes peer ids as strings
         status = status_when(port, lambda s: len(s["peers"]) == WORLD, "3 peers")
         assert {p["peer_id"] for p in status["peers"]} == set(ids)
+        assert {p["peer_id"] for p in c.master.status()["peers"]} == {int(i) for i in ids}
         assert all(p["member"] and p["host"] == "127.0.0.1" and p["port"] > 0 and
                    p["peer_group"] == 0 for p in status["peers"])
         (group,) = status["groups"]
@@ -96,3 +98,39 @@ def test_status_and_metrics_follow_a_live_run() -> None:
         assert gone["counters"]["departures"] == 1 and gone["epoch"] > after["epoch"]
         with pytest.raises(urllib.error.HTTPError):
             get(port, "/nothing")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian: apt-get install chromium)")
+def test_the_page_draws_the_peers_and_the_ring(tmp_path: Any) -> None:
+    assert CHROMIUM is not None
+    with Cluster(WORLD, master_options={"http_address": "127.0.0.1:0"}) as c:
+        assert c.master is not None
+        url = f"http://127.0.0.1:{c.master.http_port}/"
+        ids = c.run(sums, 3)
+        status_when(c.master.http_port, lambda s: len(s["groups"]) == 1, "a ring")
+        headless = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+                    "--virtual-time-budget=5000"]
+        # The page fills itself in from /status; a cold browser may dump the DOM before
+        # its first fetch came back, so a few tries.
+        for _ in range(3):
+            dom = subprocess.run(headless + ["--dump-dom", url], capture_output=True,
+                                 text=True, timeout=60)
+            if 'data-peer-id="' in dom.stdout:
+                break
+        shot = tmp_path / "status_page.png"
+        subprocess.run(headless + [f"--screenshot={shot}", "--window-size=1100,760", url],
+                       capture_output=True, timeout=60)
+    # The script ran: every peer is drawn on the ring, with the epoch in the summary.
+    for peer_id in ids:
+        summary = dom.stdout[dom.stdout.find('id="summary"'):][:300]
+        assert f'data-peer-id="{peer_id}"' in dom.stdout, summary
+    assert "members" in dom.stdout and "<circle" in dom.stdout
+    # The screenshot of the same page (the README shows one): a PNG of the window's size.
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (1100, 760)
