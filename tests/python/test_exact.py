@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pccl
 import pytest
-from cluster import Cluster, notify
+from cluster import Cluster, notify, wait_for_world
 from pccl import ReduceMode, ReduceOp
 
 WORLD = 4
@@ -359,3 +360,35 @@ def test_what_a_peer_receives_under_private_is_uniform_whatever_its_neighbour_ho
     assert chi_square_uniform(masked) < CHI_SQUARE_LIMIT
     assert chi_square_uniform(masked_big_neighbour) < CHI_SQUARE_LIMIT
     assert chi_square_same(masked, masked_big_neighbour) < CHI_SQUARE_LIMIT
+
+
+# --- a failed call leaves no sequence number undecided --------------------------------------
+
+def refused_verified(comm: pccl.Communicator, index: int) -> str:
+    """Refused after its scale: its sum and check are reported failed, never run."""
+    x = np.full(8, np.nan, dtype=np.float32)
+    try:
+        comm.all_reduce(x, x, op=ReduceOp.SUM, mode=ReduceMode.VERIFIED, timeout=30)
+    except pccl.InvalidUsageError:
+        return "refused"
+    return "not refused"
+
+
+def admit_and_sum(comm: pccl.Communicator, index: int, world: int) -> tuple[int, float]:
+    wait_for_world(comm, world, time.monotonic() + 30)
+    x = np.full(8, index + 1, dtype=np.float64)
+    info = comm.all_reduce(x, x, op=ReduceOp.SUM, mode=ReduceMode.EXACT, timeout=30)
+    return info.local_world_size, float(x[0])
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_call_does_not_hold_up_the_next_admission() -> None:
+    # update_topology() admits a joiner once every collective the members started is
+    # decided: the steps a refused call skipped must be decided too.
+    with Cluster(2) as c:
+        assert c.run(refused_verified) == ["refused"] * 2
+        joiner = c.add_peer(2, 2, 0, wait_world=False)
+        c.start(admit_and_sum, 3, peers=[0, 1])
+        c.expect_ready(joiner, timeout=60)
+        c.start(admit_and_sum, 3, peers=[joiner])
+        assert c.collect([0, 1, joiner], timeout=60) == [(3, 6.0)] * 3

@@ -119,7 +119,7 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
     PCCL_RETURN_IF_ERROR(algo::CheckQuantizedAllReduce(shape, request.quant));
   }
 
-  return session_.BindRing(request.tag, deadline, bound);
+  return session_.BindRing(request.tag, deadline, bound, StepsOf(request));
 }
 
 Status Collectives::Run(const AllReduceRequest& request, const RingBinding& bound,
@@ -207,6 +207,19 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   info->tx_bytes = stats.tx_bytes;
   info->rx_bytes = stats.rx_bytes;
   return Status::Ok();
+}
+
+void Collectives::ReportFailure(const AllReduceRequest& request, const RingBinding& bound,
+                                const Status& why, Deadline deadline) {
+  proto::OpDone done;
+  done.key = bound.key;
+  done.ok = 0;
+  done.descriptor_hash =
+      DescriptorHash(request, static_cast<size_t>(GetParams().segment_bytes));
+  done.reason = why.message();
+  done.code = static_cast<uint32_t>(why.code());
+  proto::Verdict verdict;
+  (void)session_.AwaitVerdict(done, deadline, &verdict);  // failed either way
 }
 
 Status Collectives::Report(const AllReduceRequest& request, const RingBinding& bound,

@@ -119,15 +119,24 @@ class Collectives {
   // The second half for any mode: Execute, or RunExact for the exact modes.
   Status Run(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
              ReduceInfo* info);
+  // The operations (sequence numbers) one all-reduce takes: 1, or the exact modes' steps.
+  static uint32_t StepsOf(const AllReduceRequest& request);
   // The exact modes (exact_allreduce.cc); `bound` is the binding of its first step.
   Status CheckExact(const AllReduceRequest& request);
   Status RunExact(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
                   ReduceInfo* info);
+  // RunExact's steps; `reported`: the last step whose OpDone went to the master.
+  Status RunExactSteps(const AllReduceRequest& request, const RingBinding& bound,
+                       Deadline deadline, ReduceInfo* info, uint32_t* reported);
+  // Reports `bound`'s operation as failed with `why` without running it, and waits for
+  // its verdict (a step skipped after an earlier one failed).
+  void ReportFailure(const AllReduceRequest& request, const RingBinding& bound,
+                     const Status& why, Deadline deadline);
   // VERIFIED: hashes `vectors` (input residues, received partials, result) with the
   // challenge, reports them through the master and checks everyone's (exact_allreduce.cc).
   Status Verify(const kernels::Modulus& m, const AllReduceRequest& request,
                 const RingBinding& sum_bound, const std::string& challenge,
-                const void* const vectors[3], Deadline deadline);
+                const void* const vectors[3], Deadline deadline, uint32_t* reported);
   // An operation without data: reports `report` for `bound`'s key and waits for the
   // verdict, whose members' reports land in `reports` (proto/reports.h). With
   // `greet_neighbours`, first a one-byte frame each way around the ring, so that a

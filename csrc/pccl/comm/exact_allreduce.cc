@@ -68,10 +68,14 @@
 // another input (no scheme can); what VERIFIED rules out is a result that is not the sum of
 // the inputs the members vouch for, or that differs between members.
 //
-// If the group changed between the scale and the sum (a peer lost), the scale does not
-// belong to the sum's world: the call fails with Aborted (PeerLostError) on every peer and
-// its retry agrees a fresh scale among the peers then present, so the retry's bytes are
-// those of a fresh run among the survivors.
+// Every step of a call runs on the ring the call was bound to at its start: Bind takes the
+// call's sequence numbers (one per step) together (Session::BindRing). A peer lost between
+// the steps breaks that ring, so the steps left fail as any collective would (Aborted,
+// PeerLostError) on every peer, and the retry, a new call on the master's new ring, agrees
+// a fresh scale among the survivors: its bytes are those of a fresh run among them. Taking
+// the numbers together also keeps the peers' next calls on the same keys when their calls
+// failed at different steps (taken one step at a time, a peer that failed at the scale
+// would start its retry where another's sum had been, and both would wait for the other).
 #include "pccl/comm/exact_allreduce.h"
 
 #include <algorithm>
@@ -308,6 +312,11 @@ Status CheckHashReports(const kernels::Modulus& m, const std::vector<HashReport>
                     " chunks failed); nobody applied the result");
 }
 
+uint32_t Collectives::StepsOf(const AllReduceRequest& request) {
+  if ((request.mode & kModeMask) == 0) return 1;
+  return (request.mode & kModeVerified) != 0 ? kStepCheck : kStepSum;
+}
+
 Status Collectives::CheckExact(const AllReduceRequest& request) {
   if ((request.mode & ~kModeMask) != 0) {
     return InvalidArgument("unknown reduce mode bits " + std::to_string(request.mode));
@@ -327,6 +336,27 @@ Status Collectives::CheckExact(const AllReduceRequest& request) {
 
 Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding& scale_bound,
                              Deadline deadline, ReduceInfo* info) {
+  uint32_t reported = 0;  // the last step whose OpDone went to the master
+  Status st = RunExactSteps(request, scale_bound, deadline, info, &reported);
+  // The steps after a failure are reported failed too: the master then decides every
+  // sequence number the call took (update_topology() waits for that), and a peer that
+  // took fewer for this key (one in another mode) fails its next call on them at once.
+  for (uint32_t step = reported + 1; !st.ok() && step <= StepsOf(request); ++step) {
+    AllReduceRequest skipped = request;
+    skipped.mode = StepMode(request.mode, step);
+    RingBinding bound = scale_bound;
+    bound.key.seq += step - kStepScale;
+    ReportFailure(skipped, bound,
+                  Status(StatusCode::kAborted,
+                         "an earlier step of this exact all-reduce failed: " + st.message()),
+                  deadline);
+  }
+  return st;
+}
+
+Status Collectives::RunExactSteps(const AllReduceRequest& request,
+                                  const RingBinding& scale_bound, Deadline deadline,
+                                  ReduceInfo* info, uint32_t* reported) {
   const size_t n = request.count;
   const DType dtype = request.dtype;
   const DType wide = WideDType(dtype);
@@ -346,8 +376,10 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
   AllReduceRequest scale = request;
   scale.mode = StepMode(request.mode, kStepScale);
   std::string reports;
-  PCCL_RETURN_IF_ERROR(Report(scale, scale_bound, proto::EncodeScaleReport(MaxAbs(wide, x, n)),
-                              /*greet_neighbours=*/true, deadline, &reports));
+  Status scaled = Report(scale, scale_bound, proto::EncodeScaleReport(MaxAbs(wide, x, n)),
+                         /*greet_neighbours=*/true, deadline, &reports);
+  *reported = kStepScale;
+  PCCL_RETURN_IF_ERROR(scaled);
   const auto world = static_cast<uint32_t>(scale_bound.world);
   double largest = 0;
   PCCL_RETURN_IF_ERROR(proto::LargestOfScaleReports(reports, world, &largest));
@@ -360,8 +392,8 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
   kernels::FixedPointOptions fixed;
   fixed.frac_bits = frac_bits;
   PCCL_RETURN_IF_ERROR(kernels::FixedEncode(m, wide, residues.data(), x, n, fixed));
-  RingBinding sum_bound;
-  PCCL_RETURN_IF_ERROR(session_.BindRing(request.tag, deadline, &sum_bound));
+  RingBinding sum_bound = scale_bound;  // the next of the sequence numbers Bind took
+  sum_bound.key.seq += kStepSum - kStepScale;
   if ((request.mode & kModePrivate) != 0 && sum_bound.world >= 2) {
     PCCL_RETURN_IF_ERROR(AddMasks(m, sum_bound, residues.data(), n, deadline));
   }
@@ -389,16 +421,12 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
     extras.challenge = &challenge;
   }
   ReduceInfo sum_info;
-  PCCL_RETURN_IF_ERROR(Execute(sum, sum_bound, deadline, &sum_info, extras));
-  if (sum_info.local_world_size != world) {
-    return Status(StatusCode::kAborted,
-                  "exact all-reduce: the group changed from " + std::to_string(world) + " to " +
-                      std::to_string(sum_info.local_world_size) +
-                      " peers between the scale and the sum; retry");
-  }
+  Status summed = Execute(sum, sum_bound, deadline, &sum_info, extras);
+  *reported = kStepSum;
+  PCCL_RETURN_IF_ERROR(summed);
   if (verified) {
     const void* vectors[3] = {residues.data(), received.data(), sums.data()};
-    PCCL_RETURN_IF_ERROR(Verify(m, request, sum_bound, challenge, vectors, deadline));
+    PCCL_RETURN_IF_ERROR(Verify(m, request, sum_bound, challenge, vectors, deadline, reported));
   }
 
   // 3. The result, decoded into recv.
@@ -430,7 +458,8 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
 
 Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& request,
                            const RingBinding& sum_bound, const std::string& challenge,
-                           const void* const vectors[3], Deadline deadline) {
+                           const void* const vectors[3], Deadline deadline,
+                           uint32_t* reported) {
   if (challenge.size() != kernels::MaskKey{}.size()) {
     return Internal("the sum's verdict carried no challenge");
   }
@@ -459,11 +488,13 @@ Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& re
   }
   AllReduceRequest check = request;
   check.mode = StepMode(request.mode, kStepCheck);
-  RingBinding check_bound;
-  PCCL_RETURN_IF_ERROR(session_.BindRing(request.tag, deadline, &check_bound));
+  RingBinding check_bound = sum_bound;  // the last of the sequence numbers Bind took
+  check_bound.key.seq += kStepCheck - kStepSum;
   std::string reports;
-  PCCL_RETURN_IF_ERROR(Report(check, check_bound, EncodeHashReport(mine),
-                              /*greet_neighbours=*/false, deadline, &reports));
+  Status checked = Report(check, check_bound, EncodeHashReport(mine),
+                          /*greet_neighbours=*/false, deadline, &reports);
+  *reported = kStepCheck;
+  PCCL_RETURN_IF_ERROR(checked);
   std::vector<HashReport> by_rank;
   PCCL_RETURN_IF_ERROR(
       DecodeHashReports(reports, static_cast<uint32_t>(sum_bound.world), &by_rank));

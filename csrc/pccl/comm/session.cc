@@ -544,7 +544,7 @@ int Session::collectives_in_flight() {
   return in_flight_;
 }
 
-Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
+Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   RefreshViewOnReturn refresh{this};
   PCCL_RETURN_IF_ERROR(master_.lost());
@@ -583,7 +583,7 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
   // The others may have failed this very operation already (its links broke under them
   // before this peer started it): then it fails here too, so that every peer sees the same
   // outcome for it and their next calls line up.
-  PCCL_RETURN_IF_ERROR(TakeEarlyVerdict(first_key));
+  PCCL_RETURN_IF_ERROR(TakeEarlyVerdict(first_key, steps));
   if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
     // The master changed this group's ring (a peer left or joined): run on the new one.
     // A topology that keeps this ring (a change in another group) is left to the topology
@@ -607,7 +607,8 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
                         std::to_string(options_.peer_group) + ", this group has " +
                         std::to_string(world));
     }
-    key = proto::OpKey{ring_epoch_, options_.peer_group, tag, next_seq_[tag]++};
+    key = proto::OpKey{ring_epoch_, options_.peer_group, tag, next_seq_[tag]};
+    next_seq_[tag] += steps;
     links = links_;
     rank = rank_;
   }
@@ -615,12 +616,12 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out) {
   return Status::Ok();
 }
 
-Status Session::TakeEarlyVerdict(const proto::OpKey& key) {
+Status Session::TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps) {
   proto::Verdict verdict;
   if (!master_.TakeVerdict(key, &verdict)) return Status::Ok();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) ++next_seq_[key.tag];
+    if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) next_seq_[key.tag] += steps;
   }
   if (verdict.ok) return Status::Ok();  // cannot happen: an ok verdict needs this peer's report
   return VerdictFailure(verdict);

@@ -116,9 +116,13 @@ class Session {
 
   // --- for the collectives (comm/collectives.h) -------------------------------------------
   // Binds a collective with `tag` to this group's current ring and takes the tag's next
-  // sequence number. If the ring broke, waits for the master's replacement (or the
-  // deadline); a ring change the master pushed is applied first. TooFewPeers alone.
-  Status BindRing(uint64_t tag, Deadline deadline, RingBinding* out);
+  // `steps` sequence numbers (out->key has the first; a collective of several operations,
+  // such as an exact all-reduce, uses key.seq + 1 ... for the others). Every call takes
+  // all of them on one ring, wherever it later fails, so that peers whose calls failed at
+  // different steps still agree on the next call's keys. If the ring broke, waits for the
+  // master's replacement (or the deadline); a ring change the master pushed is applied
+  // first. TooFewPeers alone.
+  Status BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps = 1);
   // Reports a finished collective to the master and waits for its group's verdict, past
   // `deadline` if need be (every peer must apply the same verdict; see the .cc).
   Status AwaitVerdict(const proto::OpDone& done, Deadline deadline, proto::Verdict* verdict);
@@ -181,7 +185,7 @@ class Session {
                                       uint64_t* arrival = nullptr);
   // The failure of the collective `key` (the next one of its tag when it started), if the
   // master failed it before this peer ran it (the sequence number is then used up).
-  Status TakeEarlyVerdict(const proto::OpKey& key);
+  Status TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps);
   void OnVerdict(const proto::Verdict& verdict);
   // Tells the master that this peer's ring link to `peer_id` broke (links' fault handler).
   void ReportBrokenLink(uint64_t ring_epoch, uint64_t peer_id, const Status& why);
