@@ -95,8 +95,9 @@ py::dict StatusDict(const master::RunStatus& s) {
     d["port"] = p.port;
     d["peer_group"] = p.peer_group;
     d["member"] = p.member;
-    d["reachable"] = p.reachable == proto::kReachabilityUnknown ? py::object(py::none())
-                                                                : py::object(py::bool_(p.reachable == proto::kReachable));
+    d["reachable"] = p.reachable == proto::kReachabilityUnknown
+                         ? py::object(py::none())
+                         : py::object(py::bool_(p.reachable == proto::kReachable));
     d["rto_s"] = p.rto_s;
     d["idle_s"] = p.idle_s;
     peers.append(d);

@@ -102,7 +102,8 @@ class StatusServer:
                 if path in ("/", "/index.html"):
                     body, kind = PAGE.encode(), "text/html; charset=utf-8"
                 elif path == "/status":
-                    body, kind = json.dumps(ids_as_strings(get_status())).encode(), "application/json"
+                    body = json.dumps(ids_as_strings(get_status())).encode()
+                    kind = "application/json"
                 elif path == "/metrics":
                     body, kind = metrics_text(get_status()), "text/plain; version=0.0.4"
                 else:

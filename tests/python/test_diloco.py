@@ -38,8 +38,9 @@ def task(seed: int, n: int) -> tuple[Any, Any]:
 def train(comm: pccl.Communicator, index: int, asynchronous: bool, joiner: bool,
           until: str, quantized: bool = False, mode: int = 0) -> list[tuple[Any, ...]]:
     """Outer steps until the test's event (`until`: "join" or "loss") is EXTRA_STEPS steps
-    old; `quantized`: uint8 pseudo-gradients; `mode`: their pccl.ReduceMode. Returns per step (revision, hashes, world, held-out loss, sync rx, sync tx); the
-    first entry is start()'s, with world -1."""
+    old; `quantized`: uint8 pseudo-gradients; `mode`: their pccl.ReduceMode. Returns per
+    step (revision, hashes, world, held-out loss, sync rx, sync tx); the first entry is
+    start()'s, with world -1."""
     from pccl.diloco import DiLoCo  # needs torch
 
     torch.set_num_threads(1)

@@ -162,7 +162,8 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
   };
   if (opened_ && header.descriptor_hash != descriptor_hash_) {
     return fail("peer " + peer + " runs a different operation for tag " +
-                std::to_string(key_.tag) + " (count, dtype, op, quantization or reduce mode differ)");
+                std::to_string(key_.tag) +
+                " (count, dtype, op, quantization or reduce mode differ)");
   }
   if (!opened_) {
     if (have_peer_hash_ && peer_descriptor_hash_ != header.descriptor_hash) {

@@ -126,7 +126,8 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
       Decide(key, false,
              "descriptor mismatch on " + key.ToString() + ": " + other + " has " +
                  HashText(earlier.descriptor_hash) + ", " + Describe(peer) + " has " +
-                 HashText(report.descriptor_hash) + " (count, dtype, op, quantization or reduce mode differ)",
+                 HashText(report.descriptor_hash) +
+                 " (count, dtype, op, quantization or reduce mode differ)",
              roster, step, StatusCode::kInvalidArgument);
       return true;
     }

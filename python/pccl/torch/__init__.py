@@ -16,8 +16,9 @@ Collectives: all_reduce and reduce (SUM, AVG, PRODUCT, MIN, MAX), broadcast, all
 all_gather_single (all_gather_into_tensor), reduce_scatter, reduce_scatter_single
 (reduce_scatter_tensor) and barrier, synchronous or with async_op=True. CUDA tensors are
 staged through host memory. SUM and AVG reductions run in pccl.ReduceMode.EXACT or PRIVATE
-with PCCL_REDUCE_MODE=exact|private or `pccl.torch.set_reduce_mode(mode)`. Errors are pccl's (pccl.PeerLostError when a rank is lost),
-or ValueError/TypeError for calls the backend refuses. The adapter is pure Python over
+with PCCL_REDUCE_MODE=exact|private or `pccl.torch.set_reduce_mode(mode)`. Errors are
+pccl's (pccl.PeerLostError when a rank is lost), or ValueError/TypeError for calls the
+backend refuses. The adapter is pure Python over
 pccl's all-reduce; it does not link libtorch.
 """
 

@@ -313,7 +313,8 @@ def set_reduce_mode(mode: pccl.ReduceMode, group: Any = None) -> None:
     mode = pccl.ReduceMode(mode)
     backend = group or dist.group.WORLD  # torch hands out ProcessGroupPCCL itself
     if not isinstance(backend, ProcessGroupPCCL):
-        raise ValueError(f"set_reduce_mode needs a pccl process group, got {type(backend).__name__}")
+        raise ValueError(f"set_reduce_mode needs a pccl process group, got "
+                         f"{type(backend).__name__}")
     backend.reduce_mode = mode
 
 
