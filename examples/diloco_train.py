@@ -38,7 +38,7 @@ from sklearn.datasets import load_digits
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--outer-steps", type=int, default=150, help="outer steps of the run")
+    p.add_argument("--outer-steps", type=int, default=300, help="outer steps of the run")
     p.add_argument("--inner-steps", type=int, default=40, help="AdamW steps per outer step (H)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--hidden", type=int, default=512)
