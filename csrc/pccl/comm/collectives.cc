@@ -188,19 +188,8 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
                      : algo::RingAllReduce(options, *op, deadline, &stats);
   links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 
-  proto::OpDone done;
-  done.key = key;
-  done.ok = local.ok() ? 1 : 0;
-  done.descriptor_hash = descriptor_hash;
-  done.reason = local.ok() ? "" : local.message();
-  done.code = static_cast<uint32_t>(local.code());
   proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, &verdict));
-  if (!verdict.ok) {
-    if (verdict.reason.empty()) verdict.reason = local.message();
-    return VerdictFailure(verdict);
-  }
-  if (!local.ok()) return local;  // cannot happen with a sane master; never apply it
+  PCCL_RETURN_IF_ERROR(Conclude(key, descriptor_hash, local, "", deadline, &verdict));
   committed = true;
   if (extras.challenge != nullptr) *extras.challenge = verdict.challenge;
   info->local_world_size = static_cast<uint32_t>(world);
@@ -209,17 +198,30 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   return Status::Ok();
 }
 
+Status Collectives::Conclude(const proto::OpKey& key, uint64_t descriptor_hash,
+                             const Status& local, std::string report, Deadline deadline,
+                             proto::Verdict* verdict) {
+  proto::OpDone done;
+  done.key = key;
+  done.ok = local.ok() ? 1 : 0;
+  done.descriptor_hash = descriptor_hash;
+  done.reason = local.ok() ? "" : local.message();
+  done.code = static_cast<uint32_t>(local.code());
+  done.report = std::move(report);
+  PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, verdict));
+  if (!verdict->ok) {
+    if (verdict->reason.empty()) verdict->reason = local.message();
+    return VerdictFailure(*verdict);
+  }
+  return local;  // a local failure with an ok verdict cannot happen with a sane master
+}
+
 void Collectives::ReportFailure(const AllReduceRequest& request, const RingBinding& bound,
                                 const Status& why, Deadline deadline) {
-  proto::OpDone done;
-  done.key = bound.key;
-  done.ok = 0;
-  done.descriptor_hash =
-      DescriptorHash(request, static_cast<size_t>(GetParams().segment_bytes));
-  done.reason = why.message();
-  done.code = static_cast<uint32_t>(why.code());
   proto::Verdict verdict;
-  (void)session_.AwaitVerdict(done, deadline, &verdict);  // failed either way
+  (void)Conclude(bound.key,
+                 DescriptorHash(request, static_cast<size_t>(GetParams().segment_bytes)), why,
+                 "", deadline, &verdict);  // failed either way
 }
 
 Status Collectives::Report(const AllReduceRequest& request, const RingBinding& bound,
@@ -242,20 +244,9 @@ Status Collectives::Report(const AllReduceRequest& request, const RingBinding& b
     local = link::AwaitArrivalsAndSends(*op, 1, deadline);
     bound.links->CloseOp(op, kAbortGrace);
   }
-  proto::OpDone done;
-  done.key = bound.key;
-  done.ok = local.ok() ? 1 : 0;
-  done.reason = local.ok() ? "" : local.message();
-  done.code = static_cast<uint32_t>(local.code());
-  done.descriptor_hash = descriptor_hash;
-  done.report = std::move(report);
   proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, &verdict));
-  if (!verdict.ok) {
-    if (verdict.reason.empty()) verdict.reason = local.message();
-    return VerdictFailure(verdict);
-  }
-  if (!local.ok()) return local;  // cannot happen with a sane master
+  PCCL_RETURN_IF_ERROR(
+      Conclude(bound.key, descriptor_hash, local, std::move(report), deadline, &verdict));
   *reports = std::move(verdict.reports);
   return Status::Ok();
 }

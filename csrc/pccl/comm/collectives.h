@@ -46,14 +46,15 @@ struct AllReduceRequest {
   // (kernels/modular.h, ModAdd): integer arithmetic, so every peer's result is the same
   // whatever the ring order (the exact modes encode their inputs this way).
   uint32_t modulus = 0;
-  // pccl.ReduceMode: 0, or kModeExact with kModePrivate (exact_allreduce.cc). Every peer
-  // must pass the same mode; it is part of the descriptor every peer checks.
+  // pccl.ReduceMode: 0, or kModeExact with kModePrivate and/or kModeVerified
+  // (exact_allreduce.cc). Every peer must pass the same mode; it is part of the descriptor
+  // every peer checks.
   uint32_t mode = 0;
 };
 
 inline constexpr uint32_t kModeExact = 1;    // fixed-point residues summed mod a prime
 inline constexpr uint32_t kModePrivate = 2;  // ... masked pairwise (implies kModeExact)
-inline constexpr uint32_t kModeVerified = 4; // ... checked by linear hashes (not built yet)
+inline constexpr uint32_t kModeVerified = 4; // ... checked by linear hashes (implies Exact)
 inline constexpr uint32_t kModeMask = kModeExact | kModePrivate | kModeVerified;
 
 struct ReduceInfo {
@@ -128,6 +129,10 @@ class Collectives {
   // RunExact's steps; `reported`: the last step whose OpDone went to the master.
   Status RunExactSteps(const AllReduceRequest& request, const RingBinding& bound,
                        Deadline deadline, ReduceInfo* info, uint32_t* reported);
+  // Reports this peer's outcome `local` of operation `key` (with `report`, if any) and
+  // waits for the group's verdict (in *verdict): its failure, `local`'s, or OK.
+  Status Conclude(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
+                  std::string report, Deadline deadline, proto::Verdict* verdict);
   // Reports `bound`'s operation as failed with `why` without running it, and waits for
   // its verdict (a step skipped after an earlier one failed).
   void ReportFailure(const AllReduceRequest& request, const RingBinding& bound,
@@ -135,7 +140,7 @@ class Collectives {
   // VERIFIED: hashes `vectors` (input residues, received partials, result) with the
   // challenge, reports them through the master and checks everyone's (exact_allreduce.cc).
   Status Verify(const kernels::Modulus& m, const AllReduceRequest& request,
-                const RingBinding& sum_bound, const std::string& challenge,
+                const RingBinding& scale_bound, const std::string& challenge,
                 const void* const vectors[3], Deadline deadline, uint32_t* reported);
   // An operation without data: reports `report` for `bound`'s key and waits for the
   // verdict, whose members' reports land in `reports` (proto/reports.h). With

@@ -101,6 +101,12 @@ constexpr uint32_t kStepScale = 1;
 constexpr uint32_t kStepSum = 2;
 constexpr uint32_t kStepCheck = 3;
 uint32_t StepMode(uint32_t mode, uint32_t step) { return mode << 8 | step; }
+// The binding of `step`: Bind took the call's sequence numbers together, the scale's first.
+RingBinding StepBinding(const RingBinding& scale_bound, uint32_t step) {
+  RingBinding bound = scale_bound;
+  bound.key.seq += step - kStepScale;
+  return bound;
+}
 
 // The largest magnitude among unsigned bit patterns with the sign cleared: for IEEE floats
 // their order is that of |x|, and every NaN or infinity is at least `inf_bits`. Integer
@@ -344,9 +350,7 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
   for (uint32_t step = reported + 1; !st.ok() && step <= StepsOf(request); ++step) {
     AllReduceRequest skipped = request;
     skipped.mode = StepMode(request.mode, step);
-    RingBinding bound = scale_bound;
-    bound.key.seq += step - kStepScale;
-    ReportFailure(skipped, bound,
+    ReportFailure(skipped, StepBinding(scale_bound, step),
                   Status(StatusCode::kAborted,
                          "an earlier step of this exact all-reduce failed: " + st.message()),
                   deadline);
@@ -392,8 +396,7 @@ Status Collectives::RunExactSteps(const AllReduceRequest& request,
   kernels::FixedPointOptions fixed;
   fixed.frac_bits = frac_bits;
   PCCL_RETURN_IF_ERROR(kernels::FixedEncode(m, wide, residues.data(), x, n, fixed));
-  RingBinding sum_bound = scale_bound;  // the next of the sequence numbers Bind took
-  sum_bound.key.seq += kStepSum - kStepScale;
+  const RingBinding sum_bound = StepBinding(scale_bound, kStepSum);
   if ((request.mode & kModePrivate) != 0 && sum_bound.world >= 2) {
     PCCL_RETURN_IF_ERROR(AddMasks(m, sum_bound, residues.data(), n, deadline));
   }
@@ -426,7 +429,7 @@ Status Collectives::RunExactSteps(const AllReduceRequest& request,
   PCCL_RETURN_IF_ERROR(summed);
   if (verified) {
     const void* vectors[3] = {residues.data(), received.data(), sums.data()};
-    PCCL_RETURN_IF_ERROR(Verify(m, request, sum_bound, challenge, vectors, deadline, reported));
+    PCCL_RETURN_IF_ERROR(Verify(m, request, scale_bound, challenge, vectors, deadline, reported));
   }
 
   // 3. The result, decoded into recv.
@@ -457,9 +460,10 @@ Status Collectives::RunExactSteps(const AllReduceRequest& request,
 }
 
 Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& request,
-                           const RingBinding& sum_bound, const std::string& challenge,
+                           const RingBinding& scale_bound, const std::string& challenge,
                            const void* const vectors[3], Deadline deadline,
                            uint32_t* reported) {
+  const RingBinding sum_bound = StepBinding(scale_bound, kStepSum);
   if (challenge.size() != kernels::MaskKey{}.size()) {
     return Internal("the sum's verdict carried no challenge");
   }
@@ -488,10 +492,8 @@ Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& re
   }
   AllReduceRequest check = request;
   check.mode = StepMode(request.mode, kStepCheck);
-  RingBinding check_bound = sum_bound;  // the last of the sequence numbers Bind took
-  check_bound.key.seq += kStepCheck - kStepSum;
   std::string reports;
-  Status checked = Report(check, check_bound, EncodeHashReport(mine),
+  Status checked = Report(check, StepBinding(scale_bound, kStepCheck), EncodeHashReport(mine),
                           /*greet_neighbours=*/false, deadline, &reports);
   *reported = kStepCheck;
   PCCL_RETURN_IF_ERROR(checked);
