@@ -12,6 +12,17 @@ pccl detects a hung peer by heartbeats (`--heartbeat-timeout`, the master's defa
 Gloo only by its collective timeout (`--gloo-timeout`): without one it would hang forever.
 Every successful result is checked (the sum of integer-valued inputs is exact).
 
+Then the master itself (pccl only: Gloo's collectives do not use their rendezvous store
+after set-up, and Gloo cannot lose a peer at all): the master runs as its own process, the
+peers loop over all-reduces (retrying PeerLostError), and the driver SIGKILLs the master
+and starts it again on the same address `--restart-after` seconds later, or SIGSTOPs it for
+`--stop-s` seconds. Measured, over the peers:
+
+  resumed: the master back (the new one listening, or SIGCONT) -> each peer's first
+           successful all-reduce after the fault (max over peers): what the master's
+           return costs the run beyond the outage itself
+  outage:  each peer's last successful all-reduce before the fault -> its first after it
+
     python -m bench.faults [--world 4] [--mib 64] [--json out.json]
 """
 
@@ -22,6 +33,7 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -65,6 +77,100 @@ def _pccl_peer(conn: Connection, address: str, world: int, count: int, rank: int
             break
         conn.send(out)
         conn.recv()  # stop
+
+
+def _pccl_looper(conn: Connection, address: str, world: int, count: int, rank: int) -> None:
+    """All-reduces until told to stop, retrying PeerLostError; reports the successes' end
+    times and whether each result was exact."""
+    import pccl
+
+    with pccl.Communicator(address, p2p_connection_pool_size=4) as comm:
+        comm.connect(timeout=60)
+        comm.wait_for_world(world)
+        conn.send("ready")
+        x = np.empty(count, dtype=np.float32)
+        done: list[float] = []
+        wrong = 0
+        while not conn.poll():
+            x[:] = rank + 1
+            try:
+                comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, timeout=120)
+            except pccl.PeerLostError:
+                continue
+            done.append(time.monotonic())
+            wrong += int(x[0] != world * (world + 1) // 2 or x[-1] != x[0])
+        conn.send({"done": done, "wrong": wrong})
+
+
+def _start_master(address: str, heartbeat_timeout: float) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pccl.master", "--listen-address", address,
+         "--heartbeat-timeout", str(heartbeat_timeout)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "pccl master listening on HOST:PORT"
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"the master did not start: {line!r}")
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+def run_master_case(fault: str, args: argparse.Namespace) -> dict[str, Any]:
+    count = args.mib * (1 << 20) // 4
+    master, port = _start_master("127.0.0.1:0", args.heartbeat_timeout)
+    address = f"127.0.0.1:{port}"
+    conns, procs = [], []
+    try:
+        for rank in range(args.world):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_pccl_looper, args=(child, address, args.world, count, rank),
+                            daemon=True)
+            p.start()
+            conns.append(parent)
+            procs.append(p)
+        for c in conns:
+            if not c.poll(120) or c.recv() != "ready":
+                raise RuntimeError("pccl: a peer did not start")
+        time.sleep(1.0)  # a few all-reduces before the fault
+        faulted_at = time.monotonic()
+        if fault == "SIGKILL":
+            master.kill()
+            master.wait(timeout=10)
+            time.sleep(args.restart_after)
+            back_at = time.monotonic()
+            master, _ = _start_master(address, args.heartbeat_timeout)
+            listening_at = time.monotonic()
+        else:
+            master.send_signal(signal.SIGSTOP)
+            time.sleep(args.stop_s)
+            master.send_signal(signal.SIGCONT)
+            back_at = listening_at = time.monotonic()
+        time.sleep(max(2.0, args.restart_after))  # running again after the return
+        for c in conns:
+            c.send("stop")
+        results = [c.recv() if c.poll(180) else {"done": [], "wrong": -1} for c in conns]
+        after = [min((t for t in r["done"] if t > faulted_at), default=None) for r in results]
+        before = [max((t for t in r["done"] if t < faulted_at), default=None) for r in results]
+        resumed = [a - listening_at for a in after if a is not None]
+        outage = [a - b for a, b in zip(after, before) if a is not None and b is not None]
+        return {
+            "system": "pccl", "fault": f"master {fault}", "world": args.world, "mib": args.mib,
+            "down_s": (args.restart_after if fault == "SIGKILL" else args.stop_s),
+            "start_s": listening_at - back_at,
+            "resumed_s_max": max(resumed) if len(resumed) == len(results) else None,
+            "outage_s_max": max(outage) if len(outage) == len(results) else None,
+            "ops_after": min(sum(t > faulted_at for t in r["done"]) for r in results),
+            "exact": all(r["wrong"] == 0 for r in results),
+        }
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        if master.poll() is None:
+            master.send_signal(signal.SIGCONT)
+            master.terminate()
+            master.wait(timeout=10)
 
 
 def _gloo_peer(conn: Connection, address: str, world: int, count: int, rank: int,
@@ -180,6 +286,10 @@ def main() -> int:
                         help="pccl master's heartbeat timeout, seconds (default 3, its default)")
     parser.add_argument("--gloo-timeout", type=float, default=10.0,
                         help="torch.distributed timeout for Gloo, seconds (default 10)")
+    parser.add_argument("--restart-after", type=float, default=3.0,
+                        help="seconds between the master's SIGKILL and its restart (default 3)")
+    parser.add_argument("--stop-s", type=float, default=10.0,
+                        help="seconds the master stays SIGSTOPped (default 10)")
     parser.add_argument("--systems", default="pccl,gloo")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
@@ -194,7 +304,12 @@ def main() -> int:
         for sig in (signal.SIGKILL, signal.SIGSTOP):
             rows.append(run_case(system, sig, args))
             print(json.dumps(rows[-1]), flush=True)
-    emit_json(rows, args.json, indent=2, echo=False)
+    master_rows = []
+    if "pccl" in args.systems.split(","):
+        for fault in ("SIGKILL", "SIGSTOP"):
+            master_rows.append(run_master_case(fault, args))
+            print(json.dumps(master_rows[-1]), flush=True)
+    emit_json(rows + master_rows, args.json, indent=2, echo=False)
 
     def fmt(v: Any) -> str:
         return dash(v, ".3f")
@@ -208,6 +323,13 @@ def main() -> int:
               f"{fmt(r['error_s_min']) + '..' + fmt(r['error_s_max']):>20} "
               f"{fmt(r['retry_s_max']):>11}  {detector:9} {','.join(r['errors'])} / "
               f"{','.join(r['retry'])}")
+    if master_rows:
+        print(f"\n{'fault':15} {'down s':>7} {'start s':>8} {'resumed s':>10} {'outage s':>9}  "
+              f"ops after  exact")
+    for r in master_rows:
+        print(f"{r['fault']:15} {r['down_s']:7.1f} {fmt(r['start_s']):>8} "
+              f"{fmt(r['resumed_s_max']):>10} {fmt(r['outage_s_max']):>9}  "
+              f"{r['ops_after']:9d}  {r['exact']}")
     return 0
 
 

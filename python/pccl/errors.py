@@ -71,7 +71,8 @@ class InvalidUsageError(PCCLError, ValueError):
 
 
 class PeerLostError(PCCLError):
-    """A peer died, hung or left during the operation: retry it; inputs are intact."""
+    """A peer died, hung or left during the operation, or the master connection dropped
+    while pccl reconnects to resume the run: retry it; inputs are intact."""
 
     default_result = Result.RANK_CONNECTION_LOST
 
@@ -89,7 +90,9 @@ class PCCLTimeoutError(PCCLError, TimeoutError):
 
 
 class MasterUnavailableError(PCCLError, ConnectionError):
-    """The master cannot be reached: back off and reconnect."""
+    """The master cannot be reached: at connect(), or after a lost master stayed away
+    longer than PCCL_MASTER_RESUME_S (default 60 s; 0: at once) while this peer tried to
+    resume the run. The run is over for this Communicator: create a new one."""
 
     default_result = Result.MASTER_CONNECTION_FAILED
 

@@ -8,6 +8,16 @@
 namespace pccl::proto {
 namespace {
 
+// A fresh join's Hello (no resume claim).
+Hello HelloOf(uint32_t peer_group, uint16_t p2p_port, std::string host, std::string key) {
+  Hello h;
+  h.peer_group = peer_group;
+  h.p2p_port = p2p_port;
+  h.advertise_host = std::move(host);
+  h.public_key = std::move(key);
+  return h;
+}
+
 TEST(ProtoTest, TopologyRoundTrip) {
   Topology t;
   t.epoch = 7;
@@ -59,9 +69,10 @@ TEST(ProtoTest, PendingQueryAndReplyCarryTheirNumber) {
 }
 
 TEST(ProtoTest, TruncatedPayloadNamesTheField) {
-  std::string payload = Encode(Hello{5, 4000, "host", ""});
+  std::string payload = Encode(HelloOf(5, 4000, "host", ""));
   Hello back;
-  Status st = Decode(payload.substr(0, payload.size() - 6), &back);  // into "host"
+  // Into "host" (the 36 bytes after it are the empty resume claim).
+  Status st = Decode(payload.substr(0, payload.size() - 36 - 6), &back);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("advertise_host"), std::string::npos) << st.message();
 }
@@ -78,7 +89,7 @@ TEST(ProtoTest, OversizedStringAndMemberCountAreRefused) {
   w.U32(kMaxMembers + 1);
   Topology t;
   EXPECT_EQ(Decode(w.data(), &t).code(), StatusCode::kInvalidArgument);
-  Hello h{0, 1, std::string(kMaxHostLength + 1, 'a'), ""};
+  Hello h = HelloOf(0, 1, std::string(kMaxHostLength + 1, 'a'), "");
   Hello back;
   EXPECT_EQ(Decode(Encode(h), &back).code(), StatusCode::kInvalidArgument);
 }
@@ -184,8 +195,18 @@ void ExpectWire(const M& sample, const std::string& name, const std::string& gol
 const OpKey kSampleKey{0x0102030405060708, 9, 0x0a0b, 0x0c0d};
 
 TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
-  ExpectWire(Hello{0x01020304, 8080, "peer.example", ""}, "Hello",
-             "04030201901f0c000000706565722e6578616d706c6500000000");
+  ExpectWire(HelloOf(0x01020304, 8080, "peer.example", ""), "Hello",
+             "04030201901f0c000000706565722e6578616d706c6500000000"
+             "000000000000000000000000000000000000000000000000000000000000000000000000");
+  Hello resume = HelloOf(0x01020304, 8080, "peer.example", "");
+  resume.resume_peer_id = 10;
+  resume.resume_epoch = 11;
+  resume.resume_ring_epoch = 12;
+  resume.resume_ring = {BandwidthSample{10, 16}, BandwidthSample{9, 0}};
+  resume.resume_state_revision = 13;
+  ExpectWire(resume, "Hello",  // a resuming peer's
+             "04030201901f0c000000706565722e6578616d706c6500000000"
+             "0a000000000000000b000000000000000c00000000000000020000000a000000000000001000000000000000090000000000000000000000000000000d00000000000000");
   ExpectWire(Welcome{0x1122334455667788, 1, 2500, 0, "", ""}, "Welcome",
              "887766554433221101c4090000" "0000" "00000000" "00000000");
   ExpectWire(Welcome{1, 0, 1, 0x1234, "tk", "r"}, "Welcome",
@@ -308,7 +329,7 @@ TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
 }
 
 TEST(ProtoValidationTest, RangesAndOrder) {
-  EXPECT_EQ(DecodeError<Hello>(Encode(Hello{1, 0, "h", ""})), "Hello: field 'p2p_port' must not be 0");
+  EXPECT_EQ(DecodeError<Hello>(Encode(HelloOf(1, 0, "h", ""))), "Hello: field 'p2p_port' must not be 0");
   // SyncState{call, revision, strategy, entries}: strategy at byte 16; the first entry's
   // dtype at 34 and allow_content_inequality at 43 (key "w"). The first broken rule, in wire
   // order, is the one reported (an entry's dtype is checked once the whole entry is read).
@@ -326,8 +347,9 @@ TEST(ProtoValidationTest, RangesAndOrder) {
   EXPECT_EQ(DecodeError<Vote>(Encode(Vote{1, {TagCount{4, 1}, TagCount{5, 0}}})),
             "VoteTopology: field 'started' must list ascending tags with counts > 0");
   // A truncated payload names the field that did not fit, before any broken rule.
-  std::string hello = Encode(Hello{1, 0, "h", ""});
-  EXPECT_EQ(DecodeError<Hello>(hello.substr(0, hello.size() - 5)),  // no key, no "h"
+  std::string hello = Encode(HelloOf(1, 0, "h", ""));
+  // No resume claim (36 bytes), no key, no "h".
+  EXPECT_EQ(DecodeError<Hello>(hello.substr(0, hello.size() - 36 - 5)),
             "Hello: truncated message: field 'advertise_host' needs 1 bytes, 0 left");
 }
 
@@ -362,7 +384,7 @@ TEST(ProtoValidationTest, CountsAndLengthsHaveLimits) {
             "Topology: field 'host' is 256 bytes, limit 255");
   EXPECT_EQ(DecodeError<Topology>(Encode(Topology{1, {Member{1, "h", 1, 0, "short", 0}}})),
             "Topology: field 'public_key' must be empty or 32 bytes, got 5");
-  EXPECT_EQ(DecodeError<Hello>(Encode(Hello{1, 4000, "h", std::string(33, 'k')})),
+  EXPECT_EQ(DecodeError<Hello>(Encode(HelloOf(1, 4000, "h", std::string(33, 'k')))),
             "Hello: field 'public_key' is 33 bytes, limit 32");
   // At the limit is fine.
   reason.pop_back();
@@ -403,7 +425,10 @@ TEST(ProtoTest, TheLargestHonestMessagesFitTheFrameCaps) {
   BandwidthReport report;
   for (uint32_t i = 0; i < kMaxMembers; ++i) report.samples.push_back(BandwidthSample{i, 1});
   EXPECT_LE(Encode(report).size(), net::kMaxPeerMessage);
-  EXPECT_LE(Encode(Hello{1, 4000, host, std::string(kPublicKeyLength, 'k')}).size(), net::kMaxHelloPayload);
+  Hello resume = HelloOf(1, 4000, host, std::string(kPublicKeyLength, 'k'));
+  resume.resume_peer_id = 1;
+  for (uint32_t i = 1; i <= kMaxMembers; ++i) resume.resume_ring.push_back(BandwidthSample{i, 1});
+  EXPECT_LE(Encode(resume).size(), net::kMaxHelloPayload);
 }
 
 }  // namespace

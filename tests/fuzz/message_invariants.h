@@ -37,6 +37,18 @@ inline void Invariants(const Hello& m) {
   FUZZ_CHECK(m.p2p_port != 0);
   FUZZ_CHECK(m.advertise_host.size() <= kMaxHostLength);
   FUZZ_CHECK(IsPublicKey(m.public_key));
+  FUZZ_CHECK(m.resume_ring.size() <= kMaxMembers);
+  if (m.resume_peer_id == 0) {
+    FUZZ_CHECK(m.resume_ring.empty() && m.resume_epoch == 0 && m.resume_ring_epoch == 0 &&
+               m.resume_state_revision == 0);
+  } else if (!m.resume_ring.empty()) {
+    bool self = false;
+    for (const BandwidthSample& s : m.resume_ring) {
+      FUZZ_CHECK(s.to_peer_id != 0);
+      self = self || s.to_peer_id == m.resume_peer_id;
+    }
+    FUZZ_CHECK(self);
+  }
 }
 inline void Invariants(const Welcome& m) { FUZZ_CHECK(IsBool(m.accepted)); }
 inline void Invariants(const Topology& m) {

@@ -24,7 +24,20 @@ inline Member SampleMember(uint64_t id, uint64_t ring_epoch) {
 
 // Each overload returns valid messages of one type, the richest last.
 inline std::vector<Hello> Samples(const Hello*) {
-  return {Hello{0, 1, "", ""}, Hello{3, 4000, "peer-1.example.org", Bytes(kPublicKeyLength, 'k')}};
+  Hello fresh;
+  fresh.p2p_port = 1;
+  Hello keyed = fresh;
+  keyed.peer_group = 3;
+  keyed.p2p_port = 4000;
+  keyed.advertise_host = "peer-1.example.org";
+  keyed.public_key = Bytes(kPublicKeyLength, 'k');
+  Hello resuming = keyed;  // a peer that lost the master
+  resuming.resume_peer_id = 9;
+  resuming.resume_epoch = 12;
+  resuming.resume_ring_epoch = 11;
+  resuming.resume_ring = {BandwidthSample{8, 1000}, BandwidthSample{9, 0}};
+  resuming.resume_state_revision = 5;
+  return {fresh, keyed, resuming};
 }
 inline std::vector<Welcome> Samples(const Welcome*) {
   return {Welcome{}, Welcome{42, 1, 500, 0, "", ""}, Welcome{43, 0, 500, 40001, Bytes(32, 't'), ""},

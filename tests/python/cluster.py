@@ -7,7 +7,8 @@ exception, with its type and message). Processes are reused across calls, so a t
 pays for process start-up once. Every wait has a deadline.
 
 Fault tests also get: a master with short timeouts (`heartbeat_timeout=`), or one in its own
-process that can be killed (`master_process=True`, `kill_master()`); an event queue
+process that can be killed and started again on its address (`master_process=True`,
+`kill_master()`, `restart_master()`); an event queue
 (`Cluster.events`) to which test functions in the peers post messages with `notify()`
 while they run, e.g. "I am about to start the all-reduce"; and signals to single peers
 (`kill(index, sig)`). `secret=` and `transport=` go to the master and every peer
@@ -157,6 +158,8 @@ class Cluster:
         if master_process or master_prefix:
             port = self._start_master_process(master_address, heartbeat_timeout,
                                               master_prefix or [])
+            self._master_launch = (master_address.rsplit(":", 1)[0] + f":{port}",
+                                   heartbeat_timeout, master_prefix or [])
         else:
             self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout,
                                           daemon=True, secret=secret, transport=transport,
@@ -218,6 +221,16 @@ class Cluster:
             self.master_proc.wait(timeout=10)
             raise RuntimeError(f"the master process did not start: {line!r}")
         return int(line.rsplit(":", 1)[1])
+
+    def restart_master(self) -> None:
+        """Starts the master process again on the address it had, once the old one is dead
+        (kill_master(SIGKILL) first)."""
+        if self.master_proc is None:
+            raise RuntimeError("restart_master() needs Cluster(master_process=True)")
+        self.master_proc.wait(timeout=10)
+        if self.master_proc.stdout is not None:
+            self.master_proc.stdout.close()
+        self._start_master_process(*self._master_launch)
 
     def kill_master(self, sig: int = signal.SIGKILL) -> None:
         """Signals the master process (master_process=True only)."""

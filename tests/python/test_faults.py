@@ -331,7 +331,11 @@ def test_peer_closing_during_update_topology() -> None:
 
 
 @pytest.mark.timeout(90)
-def test_master_killed_every_peer_raises_master_unavailable() -> None:
+def test_master_killed_every_peer_raises_master_unavailable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without resuming (test_master_restart.py has the default, which reconnects), a lost
+    # master ends the run for every peer at once.
+    monkeypatch.setenv("PCCL_MASTER_RESUME_S", "0")
     with Cluster(3, master_process=True) as c:
         c.start(loop_until_master_dies)
         for _ in range(3):

@@ -376,19 +376,27 @@ STALL_BOUND = 2 * BLACKHOLE_S + 2.0  # TCP backoff's resume after the healing + 
 # --- 2. a blackholed master ----------------------------------------------------------------------
 
 @pytest.mark.timeout(90)
-def test_master_blackhole_then_peers_reconnect(lab: Lab) -> None:
+@pytest.mark.parametrize("resume", [True, False], ids=["resume", "no-resume"])
+def test_master_blackhole_then_peers_reconnect(lab: Lab, resume: bool) -> None:
     """The master's node blackholed for 5 s (every peer's master link; the ring links stay).
 
     The master kicks each peer once it has been silent for the heartbeat timeout plus the
     allowance for its retransmission timeout (3 s + 15 x (RTO - 200 ms): ~3.7 s at RTT 40
     ms); a peer gives up the silent master after its own limit (the same formula on its
-    side) and its call fails with MasterUnavailableError (KickedError if the master's kick
-    reached it). The bound asserted: HEARTBEAT_TIMEOUT + MASTER_LOSS_SLACK after the cut,
-    less than the blackhole, so a peer that only learns of the loss once the path heals
-    fails the test. Then each connects again with a new Communicator (the first re-forms
-    the run and admits the others) and the run goes on with all three, every step exact.
+    side).
+
+    By default (`resume`) each peer then reconnects on its own and resumes the run: no call
+    raises anything but PeerLostError (a collective the loss tore down, retried), and the
+    run goes on with all three once the path heals, every step exact.
+
+    With PCCL_MASTER_RESUME_S=0 its call fails with MasterUnavailableError (KickedError if
+    the master's kick reached it). The bound asserted: HEARTBEAT_TIMEOUT + MASTER_LOSS_SLACK
+    after the cut, less than the blackhole, so a peer that only learns of the loss once the
+    path heals fails the test. Then each connects again with a new Communicator (the first
+    re-forms the run and admits the others) and the run goes on with all three, every step
+    exact.
     """
-    with wan_cluster(lab) as c:
+    with wan_cluster(lab, env=None if resume else {"PCCL_MASTER_RESUME_S": "0"}) as c:
         run = start_run(c, 3 + BLACKHOLE_S + 12)
         wait_steps(run, 3, 30)
         cut, _ = run.fault("blackhole master",
@@ -415,6 +423,13 @@ def test_master_blackhole_then_peers_reconnect(lab: Lab) -> None:
            longest_stall_s=gap)
     for i, name, t, secs, message in errors:
         print(f"  peer {i}: {name} at cut+{t - cut:.2f} s after {secs:.2f} s: {message[:160]}")
+    if resume:
+        assert not {e[1] for e in errors} - {"PeerLostError"}, errors
+        assert not rejoins, "a peer needed a new Communicator"
+        assert full_after_heal is not None, "the run did not go on with all three peers"
+        assert full_after_heal - healed < RECONNECT_BOUND, "resuming took too long"
+        assert steps[-1][2] == WORLD
+        return
     assert set(first_error) == set(range(WORLD)), "a peer never noticed the lost master"
     for i, (name, after, message) in first_error.items():
         assert name in ("MasterUnavailableError", "KickedError"), (i, name, message)

@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 MAGIC = 0x4C434350
-VERSION = 2
+VERSION = 3
 HEADER = struct.Struct("<IHHQ")
 HEADER_BYTES = HEADER.size  # 16
 MAX_CONTROL_PAYLOAD = 1 << 20
@@ -90,9 +90,17 @@ def op_key(epoch: int, peer_group: int, tag: int, seq: int) -> bytes:
 # --- encoders (peer -> master) ------------------------------------------------------------
 
 def hello(peer_group: int = 0, p2p_port: int = 40000, advertise_host: str = "",
-          public_key: bytes = b"") -> bytes:
+          public_key: bytes = b"", resume_peer_id: int = 0, resume_epoch: int = 0,
+          resume_ring_epoch: int = 0, resume_ring: tuple = (),
+          resume_state_revision: int = 0) -> bytes:
+    """Hello; the resume_* fields make it the Hello of a peer that lost the master.
+    resume_ring: (peer id, bytes per second) pairs, in ring order."""
+    ring = struct.pack("<I", len(resume_ring)) + b"".join(
+        struct.pack("<QQ", peer, rate) for peer, rate in resume_ring)
     return (struct.pack("<IH", peer_group, p2p_port) + string(advertise_host)
-            + string(public_key))
+            + string(public_key)
+            + struct.pack("<QQQ", resume_peer_id, resume_epoch, resume_ring_epoch) + ring
+            + struct.pack("<Q", resume_state_revision))
 
 
 def greeting(purpose: int = Kind.HELLO, from_peer_id: int = 0, to_peer_id: int = 0,

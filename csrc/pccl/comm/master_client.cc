@@ -42,9 +42,10 @@ Status MasterClient::WaitReachability(Deadline deadline, proto::Reachability* ou
   return Status::Ok();
 }
 
-Status MasterClient::Connect(const net::Endpoint& master, const auth::RunAuth& auth,
-                             Deadline deadline) {
-  Status st = net::Socket::Connect(master, deadline, &socket_);
+Status MasterClient::Dial(const net::Endpoint& master, const auth::RunAuth& auth,
+                          Deadline deadline, net::Socket* out) {
+  net::Socket socket;
+  Status st = net::Socket::Connect(master, deadline, &socket);
   if (!st.ok()) {
     return Status(StatusCode::kUnavailable,
                   "cannot reach the master at " + master.ToString() + ": " + st.message());
@@ -52,19 +53,83 @@ Status MasterClient::Connect(const net::Endpoint& master, const auth::RunAuth& a
   if (auth.enabled()) {
     proto::Greeting greeting;
     greeting.purpose = static_cast<uint16_t>(proto::Kind::kHello);
-    st = auth::DialHandshake(socket_, auth, greeting, "", deadline);
+    st = auth::DialHandshake(socket, auth, greeting, "", deadline);
     if (!st.ok()) {
       const StatusCode code =
           st.code() == StatusCode::kUnauthenticated ? st.code() : StatusCode::kUnavailable;
       return Status(code, "the master " + st.message());
     }
   }
+  *out = std::move(socket);
+  return Status::Ok();
+}
+
+Status MasterClient::Connect(const net::Endpoint& master, const auth::RunAuth& auth,
+                             Deadline deadline) {
+  PCCL_RETURN_IF_ERROR(Dial(master, auth, deadline, &socket_));
+  std::lock_guard<std::mutex> life(life_mu_);
   reader_ = std::thread([this] { ReaderLoop(); });
   return Status::Ok();
 }
 
+Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth& auth,
+                               Deadline deadline) {
+  net::Socket fresh;
+  PCCL_RETURN_IF_ERROR(Dial(master, auth, deadline, &fresh));
+  std::lock_guard<std::mutex> life(life_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) return Status(StatusCode::kUnavailable, "communicator closed");
+  }
+  // The old reader ends once woken (if the connection was not lost yet, that loses it),
+  // and the heartbeat thread once the connection is lost.
+  socket_.ShutdownRead();
+  if (reader_.joinable()) reader_.join();
+  if (heartbeat_.joinable()) heartbeat_.join();
+  {
+    std::lock_guard<std::mutex> send(send_mu_);
+    stale_ = std::move(socket_);
+    socket_ = std::move(fresh);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox_.clear();
+    verdicts_.clear();
+    verdict_order_.clear();
+    reachability_.reset();
+    kicked_ = Status::Ok();
+    lost_ = Status::Ok();
+    welcomed_ = false;
+    last_heard_ = Clock::now();
+    heard_rto_ = Duration(0);
+  }
+  reader_ = std::thread([this] { ReaderLoop(); });
+  return Status::Ok();
+}
+
+void MasterClient::MarkWelcomed() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    welcomed_ = true;
+  }
+  std::lock_guard<std::mutex> send(send_mu_);
+  stale_.Close();
+}
+
+void MasterClient::SetResumable(bool resumable) {
+  std::lock_guard<std::mutex> lock(mu_);
+  resumable_ = resumable;
+}
+
 Status MasterClient::Send(proto::Kind kind, const std::string& payload, Deadline deadline) {
-  PCCL_RETURN_IF_ERROR(lost());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!lost_.ok()) return lost_;
+    if (!welcomed_ && kind != proto::Kind::kHello) {
+      return Status(StatusCode::kUnavailable,
+                    "master unavailable: reconnecting, this peer is not welcomed yet");
+    }
+  }
   std::lock_guard<std::mutex> lock(send_mu_);
   Status st = net::SendFrame(socket_, static_cast<uint16_t>(kind), payload, deadline);
   if (!st.ok()) {
@@ -95,12 +160,17 @@ void MasterClient::ReaderLoop() {
       }
       cv_.notify_all();
       auto listener = listener_;
+      // A loss this peer will recover from fails the running collectives as a torn-down
+      // operation: their retry runs once the run resumed.
+      const bool resuming = resumable_ && lost_.code() == StatusCode::kUnavailable && !closing_;
+      proto::Verdict lost_verdict;
+      lost_verdict.ok = 0;
+      lost_verdict.code =
+          static_cast<uint32_t>(resuming ? StatusCode::kAborted : lost_.code());
+      lost_verdict.reason =
+          lost_.message() + (resuming ? "; reconnecting to resume the run: retry" : "");
       lock.unlock();
       if (listener) {  // fail running collectives: nobody will hand out their verdicts now
-        proto::Verdict lost_verdict;
-        lost_verdict.ok = 0;
-        lost_verdict.code = static_cast<uint32_t>(lost_.code());
-        lost_verdict.reason = lost_.message();
         lost_verdict.key.epoch = UINT64_MAX;  // matches no real operation: means "all"
         listener(lost_verdict);
       }
@@ -199,7 +269,9 @@ void MasterClient::HeartbeatLoop(Duration interval) {
                          " ms): stopped, partitioned or overloaded");
       cv_.notify_all();
       lock.unlock();
-      socket_.Shutdown();  // the reader wakes, fails the running collectives and exits
+      // The reader wakes, fails the running collectives and exits. No FIN: a master that is
+      // only stopped must not see this peer leave before its new connection resumes it.
+      socket_.ShutdownRead();
       return;
     }
     lock.unlock();
@@ -331,10 +403,12 @@ void MasterClient::Close() {
     closing_ = true;
     cv_.notify_all();
   }
+  std::lock_guard<std::mutex> life(life_mu_);
   if (heartbeat_.joinable()) heartbeat_.join();
   socket_.Shutdown();
   if (reader_.joinable()) reader_.join();
   socket_.Close();
+  stale_.Close();
 }
 
 }  // namespace pccl::comm

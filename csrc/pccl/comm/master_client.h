@@ -8,6 +8,13 @@
 // verdict must reach a running collective immediately (so it stops instead of waiting for
 // data that will never come), so each verdict also goes to a listener callback.
 //
+// A lost connection can be replaced (Reconnect) when the master comes back: the new one
+// starts empty (what the old master sent and nobody took is dropped with it) and sends
+// nothing but Hello until MarkWelcomed(), so that no report reaches a master that does not
+// know this peer yet. The old socket stays open, unread, until then: a master that was
+// only stopped sees no disconnect, and finds the peer's new connection first (comm/
+// session.cc, "Resuming").
+//
 // Thread-safety: all methods may be called from any thread. Send() serialises writers.
 // Wait() is meant for one control call at a time (the Communicator holds its control lock).
 #pragma once
@@ -46,6 +53,15 @@ class MasterClient {
   // Connects, proves the run secret if `auth` has one (auth/handshake.h; Unauthenticated
   // if either side cannot), and starts the reader thread.
   Status Connect(const net::Endpoint& master, const auth::RunAuth& auth, Deadline deadline);
+  // Replaces the connection (lost, or given up by the caller: that loses it) with a new
+  // one to `master`. Unavailable once closing.
+  Status Reconnect(const net::Endpoint& master, const auth::RunAuth& auth, Deadline deadline);
+  // The master welcomed this peer on the current connection: every kind may be sent now,
+  // and the connection it replaced is closed.
+  void MarkWelcomed();
+  // Whether a lost connection will be replaced: running collectives then fail with
+  // Aborted (retry once the run resumed) instead of Unavailable.
+  void SetResumable(bool resumable);
   Status Send(proto::Kind kind, const std::string& payload, Deadline deadline);
 
   // Waits for the oldest queued message whose kind is in `kinds` (or an Error message,
@@ -86,11 +102,16 @@ class MasterClient {
   void Close();
 
  private:
+  // Connects and proves the run secret: the socket of Connect and Reconnect.
+  static Status Dial(const net::Endpoint& master, const auth::RunAuth& auth, Deadline deadline,
+                     net::Socket* out);
   void ReaderLoop();
   bool TakeVerdictLocked(const proto::OpKey& key, proto::Verdict* out);  // needs mu_
   void HeartbeatLoop(Duration interval);
 
-  net::Socket socket_;
+  std::mutex life_mu_;  // Connect, Reconnect and Close: who starts and joins the threads
+  net::Socket socket_;  // replaced by Reconnect under send_mu_, with no reader running
+  net::Socket stale_;   // the connection Reconnect replaced, until MarkWelcomed
   std::mutex send_mu_;
   std::thread reader_;
   std::thread heartbeat_;
@@ -115,6 +136,8 @@ class MasterClient {
   Status kicked_ PCCL_GUARDED_BY(mu_);  // the master's Error{Kicked}, if it sent one
   std::optional<proto::Reachability> reachability_ PCCL_GUARDED_BY(mu_);
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
+  bool welcomed_ PCCL_GUARDED_BY(mu_) = false;   // see MarkWelcomed
+  bool resumable_ PCCL_GUARDED_BY(mu_) = false;  // see SetResumable
 };
 
 }  // namespace pccl::comm

@@ -47,6 +47,7 @@ Status Session::Connect(Deadline deadline) {
   }
   net::Endpoint master;
   PCCL_RETURN_IF_ERROR(net::ParseEndpoint(options_.master_address, false, &master));
+  master_endpoint_ = master;
   auth::RunAuth run;
   PCCL_RETURN_IF_ERROR(auth::MakeRunAuth(options_.secret, options_.transport, &run));
   PCCL_RETURN_IF_ERROR(credentials_.Init(std::move(run)));
@@ -81,9 +82,7 @@ Status Session::Connect(Deadline deadline) {
       master, credentials_.run(),
       deadline.Min(Deadline::In(Milliseconds(GetParams().connect_timeout_ms)))));
 
-  proto::Hello hello{options_.peer_group, listener_.port(), options_.advertise_host,
-                     credentials_.public_key()};
-  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kHello, proto::Encode(hello), deadline));
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kHello, proto::Encode(MakeHello(false)), deadline));
   Kind kind;
   std::string payload;
   PCCL_RETURN_IF_ERROR(master_.Wait({Kind::kWelcome}, deadline, &kind, &payload));
@@ -92,13 +91,8 @@ Status Session::Connect(Deadline deadline) {
   PCCL_RETURN_IF_ERROR(proto::Decode(payload, &welcome));
   peer_id_.store(welcome.peer_id);
   listener_.SetSelfId(welcome.peer_id);
-  if (welcome.relay_port != 0) {
-    const std::string& host = welcome.relay_host.empty() ? master.host : welcome.relay_host;
-    routes_.SetRelay({{host, welcome.relay_port}, welcome.peer_id, welcome.relay_ticket});
-  }
-  if (welcome.heartbeat_interval_ms > 0) {
-    master_.StartHeartbeats(Milliseconds(welcome.heartbeat_interval_ms));
-  }
+  AdoptWelcome(welcome);
+  master_.SetResumable(GetParams().master_resume_s > 0);
   // Can the others dial this peer (or is it behind a NAT)? The master dials back and
   // answers while admission runs; reachability() shows the answer.
   PCCL_RETURN_IF_ERROR(master_.Send(Kind::kReachabilityQuery, "", deadline));
@@ -120,7 +114,11 @@ void Session::WatchTopologies() {
     Status st = master_.WaitUntilHas(Kind::kTopology, Deadline::In(kWatchInterval));
     if (closed_.load()) return;
     if (st.code() == StatusCode::kDeadlineExceeded) continue;
-    if (!st.ok()) return;  // the master is gone: every later call reports it
+    if (!st.ok()) {
+      // The master is gone: every later call reports it, unless it comes back.
+      if (!Resumable(st) || !Resume(st).ok()) return;
+      continue;
+    }
     std::unique_lock<std::timed_mutex> control(control_mu_);
     if (closed_.load()) return;
     st = ApplyPushedTopologiesLocked(DefaultCallDeadline());
@@ -273,6 +271,11 @@ Status Session::WaitForIdle(Deadline deadline, const char* caller) {
 }
 
 Status Session::UpdateTopology(Deadline deadline) {
+  return AcrossResume(deadline, "update_topology()",
+                      [&] { return UpdateTopologyOnce(deadline); });
+}
+
+Status Session::UpdateTopologyOnce(Deadline deadline) {
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "update_topology()", &control));
   RefreshViewOnReturn refresh{this};
@@ -304,6 +307,11 @@ Status Session::UpdateTopology(Deadline deadline) {
 }
 
 Status Session::ArePeersPending(Deadline deadline, bool joint, bool* pending) {
+  return AcrossResume(deadline, "are_peers_pending()",
+                      [&] { return ArePeersPendingOnce(deadline, joint, pending); });
+}
+
+Status Session::ArePeersPendingOnce(Deadline deadline, bool joint, bool* pending) {
   // A joint call, as in PCCL 1.0: the master answers once every member asked, and gives
   // every member the same answer, so all take the same branch. Collectives in flight on
   // other threads go on meanwhile.
@@ -383,6 +391,11 @@ Status Session::GetAttribute(Attribute attribute, int64_t* value) {
 }
 
 Status Session::OptimizeTopology(Deadline deadline) {
+  return AcrossResume(deadline, "optimize_topology()",
+                      [&] { return OptimizeTopologyOnce(deadline); });
+}
+
+Status Session::OptimizeTopologyOnce(Deadline deadline) {
   PCCL_RETURN_IF_ERROR(WaitForIdle(deadline, "optimize_topology()"));
   std::unique_lock<std::timed_mutex> control;
   PCCL_RETURN_IF_ERROR(LockControl(deadline, "optimize_topology()", &control));
@@ -547,7 +560,8 @@ int Session::collectives_in_flight() {
 Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   RefreshViewOnReturn refresh{this};
-  PCCL_RETURN_IF_ERROR(master_.lost());
+  // While the run resumes after a lost master, wait for it: then bind to the new ring.
+  PCCL_RETURN_IF_ERROR(AwaitMaster(deadline, "all_reduce()"));
   // The key this collective takes on the ring of the moment; the others may have failed
   // that very operation already (see TakeEarlyVerdict below).
   proto::OpKey first_key;
@@ -661,9 +675,14 @@ Status Session::AwaitVerdict(const proto::OpDone& done, Deadline, proto::Verdict
   // others commit, and its next retry would run out of step with theirs). It is bounded all
   // the same: the master decides as soon as every member reported, failed or left, and a
   // master that goes silent is given up within its heartbeat timeout.
-  PCCL_RETURN_IF_ERROR(
-      master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout)));
-  return master_.WaitVerdict(done.key, Deadline::Never(), verdict);
+  Status st = master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
+  if (st.ok()) st = master_.WaitVerdict(done.key, Deadline::Never(), verdict);
+  if (!st.ok() && Resumable(st)) {
+    // No verdict will come for it, on any peer: every peer fails it, and retries it once
+    // the run resumed (input intact).
+    return Status(StatusCode::kAborted, st.message() + "; reconnecting to resume the run: retry");
+  }
+  return st;
 }
 
 void Session::Close() {
@@ -678,6 +697,10 @@ void Session::Close() {
   }
   if (connected) {
     (void)master_.Send(Kind::kGoodbye, "", Deadline::In(kGoodbyeTimeout));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    master_cv_.notify_all();  // a resume waiting to retry gives up
   }
   if (links) links->Break(Status(StatusCode::kAborted, "communicator closed"));
   links.reset();

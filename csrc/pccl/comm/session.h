@@ -9,6 +9,10 @@
 // (a peer left) are applied by a watcher thread when no call of this peer holds the
 // control lock, so a peer between calls does not hold the others up.
 //
+// A peer that loses the master reconnects and resumes the run (session_resume.cc): the
+// collectives running then fail as torn down (retry), control calls in flight run again
+// once the run resumed, and calls made meanwhile wait for it.
+//
 // Thread-safety: every method may be called from any thread. Control calls (Connect,
 // UpdateTopology, ArePeersPending, OptimizeTopology, SyncSharedState) are serialised by the
 // control lock; collectives bind and report concurrently.
@@ -17,6 +21,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +42,7 @@
 #include "pccl/link/ring_links.h"
 #include "pccl/link/routes.h"
 #include "pccl/link/state_transfer.h"
+#include "pccl/net/address.h"
 #include "pccl/proto/messages.h"
 
 namespace pccl::comm {
@@ -166,6 +172,30 @@ class Session {
     ~RefreshViewOnReturn() { session->RefreshView(); }
   };
 
+  // --- resuming after the master was lost (session_resume.cc) ---
+  // Whether this peer reconnects after losing the master with `lost`.
+  bool Resumable(const Status& lost) const;
+  // Returns once the master connection is up and no resume runs; the reason when the
+  // master is gone for good; DeadlineExceeded when the resume outlasts `deadline`.
+  Status AwaitMaster(Deadline deadline, const char* caller);
+  // Runs a control call; if it failed because the master was lost, runs it again once the
+  // run resumed (until `deadline`).
+  Status AcrossResume(Deadline deadline, const char* caller, const std::function<Status()>& call);
+  // What a Welcome tells (relay, heartbeats); every kind of message may go out after it.
+  void AdoptWelcome(const proto::Welcome& welcome);
+  // Reconnects with backoff and waits to be back in the ring (the topology watcher's job).
+  Status Resume(const Status& why);
+  // One connection attempt: Hello with what this peer knows, until Welcome.
+  Status ResumeOnce(Deadline deadline);
+  // This peer's Hello; `resume`: with what it knows of the run, to a master it lost.
+  proto::Hello MakeHello(bool resume);
+  // The control calls, once (AcrossResume runs them).
+  Status UpdateTopologyOnce(Deadline deadline);
+  Status ArePeersPendingOnce(Deadline deadline, bool joint, bool* pending);
+  Status OptimizeTopologyOnce(Deadline deadline);
+  Status SyncSharedStateOnce(const SharedStateSyncRequest& request, Deadline deadline,
+                             SharedStateSyncInfo* info);
+
   Status WaitForIdle(Deadline deadline, const char* caller);
   // Takes control_mu_ by `deadline` (DeadlineExceeded naming `caller` otherwise).
   Status LockControl(Deadline deadline, const char* caller,
@@ -210,6 +240,10 @@ class Session {
   // This group's ring epoch in the latest Topology the master sent (reader thread).
   std::atomic<uint64_t> pushed_ring_epoch_{0};
 
+  net::Endpoint master_endpoint_;   // set by Connect, read-only after
+  // Resumes started (any thread reads it; the topology watcher counts them).
+  std::atomic<uint64_t> resumes_{0};
+
   std::timed_mutex control_mu_;     // one control call at a time (LockControl)
   uint64_t pending_query_seq_ = 0;  // under control_mu_: ArePeersPending's query numbers
   uint64_t sync_call_ = 0;          // under control_mu_: SyncSharedState's call numbers
@@ -217,6 +251,12 @@ class Session {
 
   std::mutex mu_;
   bool connected_ PCCL_GUARDED_BY(mu_) = false;
+  // A resume runs (session_resume.cc); signalled on master_cv_ (with mu_) when it ends.
+  bool resuming_ PCCL_GUARDED_BY(mu_) = false;
+  Status resume_failed_ PCCL_GUARDED_BY(mu_);  // the master is gone for good: why
+  std::condition_variable master_cv_;
+  // 1 + the revision of this peer's last successful shared-state sync; 0: none.
+  uint64_t state_revision_plus_one_ PCCL_GUARDED_BY(mu_) = 0;
   proto::Topology topology_ PCCL_GUARDED_BY(mu_);
   std::shared_ptr<link::RingLinks> links_ PCCL_GUARDED_BY(mu_);
   uint64_t ring_epoch_ PCCL_GUARDED_BY(mu_) = 0;  // the OpKey epoch of this group's ring

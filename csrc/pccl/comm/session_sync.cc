@@ -14,7 +14,13 @@ constexpr auto kGiveUpTimeout = std::chrono::seconds(5);
 }  // namespace
 
 Status Session::SyncSharedState(const SharedStateSyncRequest& request, Deadline deadline,
-                                     SharedStateSyncInfo* info) {
+                                SharedStateSyncInfo* info) {
+  return AcrossResume(deadline, "sync_shared_state()",
+                      [&] { return SyncSharedStateOnce(request, deadline, info); });
+}
+
+Status Session::SyncSharedStateOnce(const SharedStateSyncRequest& request, Deadline deadline,
+                                    SharedStateSyncInfo* info) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
   PCCL_RETURN_IF_ERROR(ValidateEntries(request.entries));
   std::unique_lock<std::timed_mutex> control;
@@ -101,6 +107,8 @@ Status Session::RunSyncLocked(const SharedStateSyncRequest& request, Deadline de
                                                       : verdict);
   PCCL_RETURN_IF_ERROR(verdict);
   info->revision = plan->revision;
+  std::lock_guard<std::mutex> lock(mu_);
+  state_revision_plus_one_ = plan->revision + 1;
   return Status::Ok();
 }
 

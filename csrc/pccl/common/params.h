@@ -29,6 +29,11 @@ struct Params {
   // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect, name resolution included
   // (default 10000).
   int64_t connect_timeout_ms;
+  // PCCL_MASTER_RESUME_S: how long a peer that lost the master (it died, was restarted or
+  // stalled) keeps reconnecting to the same address before it gives the run up; the run
+  // resumes when the master is back (master/admission.cc, "Resuming"). Default 60; 0: a
+  // lost master ends the run for this peer at once (every call fails with Unavailable).
+  int64_t master_resume_s;
   // PCCL_TCP_USER_TIMEOUT_MS: TCP_USER_TIMEOUT of every connection: data unacknowledged
   // this long (a partition, a peer's machine gone) fails the connection instead of letting
   // TCP retransmit for many minutes (default 20000; 0 keeps the kernel's).

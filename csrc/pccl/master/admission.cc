@@ -48,6 +48,21 @@ namespace pccl::master {
 // the survivors start a new epoch (which restarts any link phase). When the last member
 // leaves while peers are pending, the pending peers become the run, since nobody is left
 // to vote them in.
+//
+// Resuming. A peer that lost the master (it died, was restarted, or stalled past the
+// peers' patience) reconnects and says Hello with what it knows: its peer id, the last
+// epoch it applied, and its group's ring with the bandwidths it measured. Three cases:
+//   - The roster still holds that id (the master stalled, or only this peer's connection
+//     broke): the new connection replaces the old one, which is dropped. A member goes back
+//     to its place in the ring in a new epoch that re-dials its group (its collectives of
+//     the old connection's time fail, as after a broken link); no vote is needed.
+//   - The run has no members (a restarted master): recovery. The master waits, for at
+//     most resume_window, until every peer the resumers' rings name is back, then admits
+//     the resumers at once, without a vote, in the order their rings had, in an epoch above
+//     any they knew. Fresh joiners stay pending; a resumer that comes after the recovery
+//     is a joiner.
+//   - Otherwise the master forgot the peer (it removed it): it joins again like any peer,
+//     pending until the members vote, under its old id.
 
 namespace {
 
@@ -75,6 +90,7 @@ Duration Admission::SilenceAllowance(const Peer& peer) const {
 
 TimePoint Admission::NextDeadline() const {
   TimePoint next = link_phase_ ? link_deadline_ : TimePoint::max();
+  if (recovery_) next = std::min(next, recovery_->deadline);
   for (const auto& [conn, peer] : roster_.peers()) {
     next = std::min(next, peer.last_seen + SilenceAllowance(peer));
   }
@@ -83,7 +99,7 @@ TimePoint Admission::NextDeadline() const {
 
 // --- events --------------------------------------------------------------------------------
 
-std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
+std::optional<Peer> Admission::MakePeer(const event::Hello& e, uint64_t peer_id, Step& step) {
   // Every member dials what a peer advertises: only a host it could really be reached at.
   if (const std::string& host = e.hello.advertise_host; !host.empty()) {
     Status st = net::CheckDialableHost(host);
@@ -99,30 +115,114 @@ std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
   }
   Peer peer;
   peer.conn = e.conn;
-  peer.peer_id = NewPeerId();
+  peer.peer_id = peer_id;
   peer.host = e.hello.advertise_host.empty() ? e.observed_host : e.hello.advertise_host;
   peer.port = e.hello.p2p_port;
   peer.peer_group = e.hello.peer_group;
   peer.public_key = e.hello.public_key;
   peer.last_seen = step.now();
+  return peer;
+}
 
+void Admission::SendWelcome(const Peer& peer, bool accepted, Step& step) {
   proto::Welcome welcome;
   welcome.peer_id = peer.peer_id;
   welcome.heartbeat_interval_ms = static_cast<uint32_t>(std::max<int64_t>(
       1, std::chrono::duration_cast<std::chrono::milliseconds>(options_.heartbeat_timeout).count() /
              4));
-  // An empty run has no vote and no link phase: the first peer is the run.
-  const bool first = roster_.members().empty();
-  welcome.accepted = first ? 1 : 0;
+  welcome.accepted = accepted ? 1 : 0;
   if (options_.relay_port != 0) {
     welcome.relay_host = options_.relay_host;
     welcome.relay_port = options_.relay_port;
     welcome.relay_ticket = RelayTicket(options_.relay_key, peer.peer_id);
   }
-  roster_.Add(std::move(peer), /*queue=*/!first);
-  step.SendTo(e.conn, proto::Kind::kWelcome, proto::Encode(welcome));
+  step.SendTo(peer.conn, proto::Kind::kWelcome, proto::Encode(welcome));
+}
+
+std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
+  const uint64_t resume_id = e.hello.resume_peer_id;
+  const bool resume = resume_id != 0 && !roster_.IdInUse(resume_id);
+  std::optional<Peer> peer = MakePeer(e, resume ? resume_id : NewPeerId(), step);
+  if (!peer) return std::nullopt;
+  if (resume && (recovery_ || roster_.members().empty())) {
+    JoinRecovery(e, step.now());
+    peer->resuming = true;
+    SendWelcome(*peer, false, step);
+    roster_.Add(std::move(*peer), /*queue=*/true);
+    return RecoveryReady(step.now());
+  }
+  // An empty run has no vote and no link phase: the first peer is the run (unless a
+  // recovery is rebuilding it).
+  const bool first = roster_.members().empty() && !recovery_;
+  SendWelcome(*peer, first, step);
+  roster_.Add(std::move(*peer), /*queue=*/!first);
   if (!first) return std::nullopt;
   return NextEpoch{{e.conn}, "the first peer joined", false, {}};
+}
+
+void Admission::OnReplacedHello(const event::Hello& e, const Peer& was, Step& step) {
+  std::optional<Peer> peer = MakePeer(e, was.peer_id, step);
+  if (!peer) return;
+  peer->reachable = was.reachable;
+  peer->resuming = was.resuming;
+  SendWelcome(*peer, was.role == Role::kMember, step);
+  roster_.Add(std::move(*peer), /*queue=*/true);
+}
+
+void Admission::JoinRecovery(const event::Hello& e, TimePoint now) {
+  if (!recovery_) {
+    recovery_ = Recovery{{}, 0, now + options_.resume_window};
+    PCCL_LOG(kInfo, "master: a peer resumes the run; waiting up to " +
+                        Millis(options_.resume_window) + " for the others it names");
+  }
+  recovery_->epoch = std::max(recovery_->epoch, e.hello.resume_epoch);
+  auto& [ring_epoch, ids] = recovery_->rings[e.hello.peer_group];
+  if (ids.empty() || e.hello.resume_ring_epoch > ring_epoch) {
+    ring_epoch = e.hello.resume_ring_epoch;
+    ids.clear();
+    for (const proto::BandwidthSample& s : e.hello.resume_ring) ids.push_back(s.to_peer_id);
+    if (ids.empty()) ids.push_back(e.hello.resume_peer_id);
+  }
+}
+
+std::optional<NextEpoch> Admission::RecoveryReady(TimePoint now) {
+  if (!recovery_) return std::nullopt;
+  std::map<uint64_t, ConnId> back;  // resumers by id
+  for (ConnId c : roster_.pending()) {
+    const Peer& p = roster_.at(c);
+    if (p.resuming) back[p.peer_id] = c;
+  }
+  size_t expected = 0;
+  bool all_back = true;
+  for (const auto& [group, claim] : recovery_->rings) {
+    expected += claim.second.size();
+    for (uint64_t id : claim.second) all_back = all_back && back.count(id) > 0;
+  }
+  if (!all_back && now < recovery_->deadline) return std::nullopt;
+  // The claimed rings, group by group, then resumers no ring named (arrival order).
+  NextEpoch next;
+  std::set<ConnId> placed;
+  for (const auto& [group, claim] : recovery_->rings) {
+    for (uint64_t id : claim.second) {
+      auto it = back.find(id);
+      if (it == back.end() || roster_.at(it->second).peer_group != group) continue;
+      if (placed.insert(it->second).second) next.members.push_back(it->second);
+    }
+  }
+  for (ConnId c : roster_.pending()) {
+    if (roster_.at(c).resuming && placed.insert(c).second) next.members.push_back(c);
+  }
+  roster_.RaiseEpoch(recovery_->epoch);
+  recovery_.reset();
+  for (ConnId c : next.members) roster_.ClearResuming(c);
+  if (next.members.empty()) {
+    // Nobody who resumed is still here: fresh joiners have nobody to vote them in.
+    if (!roster_.members().empty() || roster_.pending().empty()) return std::nullopt;
+    return NextEpoch{roster_.pending(), "every member left", false, {}};
+  }
+  next.cause = "the master restarted: " + std::to_string(next.members.size()) + " of " +
+               std::to_string(expected) + " peers resumed the run";
+  return next;
 }
 
 bool Admission::OnVote(const Peer& peer, const proto::Vote& vote, Step& step) {

@@ -42,6 +42,10 @@ struct AdmissionOptions {
   std::string relay_host;
   uint16_t relay_port = 0;
   std::string relay_key;
+  // A master without members (restarted) that a peer resumes the run with waits this
+  // long for the rest of the peers that peer names before it rebuilds the run from those
+  // back (admission.cc, "Resuming").
+  Duration resume_window = std::chrono::seconds(5);
 };
 
 // An epoch Admission decided on, for Membership to start.
@@ -101,8 +105,18 @@ class Admission {
 
   // --- events (the peer said Hello before, except for OnHello) ---
   // A new connection's Hello: Welcome. The first peer of an empty run is admitted at once:
-  // returns the epoch that makes it the run.
+  // returns the epoch that makes it the run. A Hello that resumes the run under an id no
+  // peer holds keeps that id; in a run without members it joins the recovery, which may
+  // complete with it: returns the epoch that rebuilds the run.
   std::optional<NextEpoch> OnHello(const event::Hello& e, Step& step);
+  // The Hello of a peer that resumes on a new connection while the roster still holds it
+  // (`was`, already forgotten by Membership): it comes back pending under its id, and
+  // Membership puts it back into its ring.
+  void OnReplacedHello(const event::Hello& e, const Peer& was, Step& step);
+  // The recovery's epoch, once every peer the resumers named is back or the window
+  // passed; nullopt before, or with no recovery open.
+  std::optional<NextEpoch> RecoveryReady(TimePoint now);
+  bool recovering() const { return recovery_.has_value(); }
   // update_topology(). Returns true when the vote was recorded: Membership then asks
   // ReadyToAdmit.
   bool OnVote(const Peer& peer, const proto::Vote& vote, Step& step);
@@ -144,6 +158,12 @@ class Admission {
 
  private:
   uint64_t NewPeerId();
+  // The Peer a Hello makes, with id `peer_id`; nullopt (and Error + Drop) if its advertised
+  // address is refused.
+  std::optional<Peer> MakePeer(const event::Hello& e, uint64_t peer_id, Step& step);
+  void SendWelcome(const Peer& peer, bool accepted, Step& step);
+  // A resuming peer joins the recovery (opening it if need be).
+  void JoinRecovery(const event::Hello& e, TimePoint now);
 
   AdmissionOptions options_;
   PeerIdGenerator ids_;
@@ -154,6 +174,16 @@ class Admission {
   std::map<ConnId, proto::Vote> votes_;
   // are_peers_pending() round: the members that asked, with their query numbers.
   std::map<ConnId, uint64_t> pending_queries_;
+
+  // A restarted master's recovery: the rings the resuming peers named (per group, the claim
+  // with the latest ring epoch), the latest epoch any of them applied, and when the master
+  // stops waiting for the rest.
+  struct Recovery {
+    std::map<uint32_t, std::pair<uint64_t, std::vector<uint64_t>>> rings;  // ring epoch, ids
+    uint64_t epoch = 0;
+    TimePoint deadline;
+  };
+  std::optional<Recovery> recovery_;
 
   // Link phase of the current epoch: members that sent LinksReady, and the deadline for
   // the rest.

@@ -1,5 +1,6 @@
 #include "pccl/master/membership.h"
 
+#include <algorithm>
 #include <set>
 #include <type_traits>
 #include <utility>
@@ -57,7 +58,8 @@ constexpr const char* kReordered = "optimize_topology() reordered the ring";
 
 Membership::Membership(MembershipOptions options, PeerIdGenerator ids)
     : admission_(AdmissionOptions{options.link_timeout, options.heartbeat_timeout,
-                                  options.relay_host, options.relay_port, options.relay_key},
+                                  options.relay_host, options.relay_port, options.relay_key,
+                                  options.resume_window},
                  std::move(ids)),
       verdicts_(VerdictOptions{options.max_decided_ops, options.max_open_ops,
                                options.max_open_ops_per_peer}),
@@ -107,13 +109,75 @@ void Membership::OnHello(const event::Hello& e, Step& step) {
     Reject(e.conn, Describe(*p) + " sent a second Hello", step);
     return;
   }
-  std::optional<NextEpoch> first = admission_.OnHello(e, step);
-  if (const Peer* p = roster().Find(e.conn)) {
-    log_.Count("joins");
-    log_.Add(step.now(), "join", Describe(*p) + " connected (peer group " +
-                                     std::to_string(p->peer_group) + ")");
+  if (e.hello.resume_peer_id != 0) {
+    if (const Peer* old = roster().FindId(e.hello.resume_peer_id)) {
+      ReplaceConnection(*old, e, step);
+      return;
+    }
   }
-  if (first) StartEpoch(*first, step);
+  std::optional<NextEpoch> next = admission_.OnHello(e, step);
+  if (const Peer* p = roster().Find(e.conn)) {
+    const bool resumed = e.hello.resume_peer_id != 0;
+    log_.Count(resumed ? "resumes" : "joins");
+    log_.Add(step.now(), resumed ? "resume" : "join",
+             Describe(*p) + (resumed ? " resumed the run after losing the master"
+                                     : " connected") +
+                 " (peer group " + std::to_string(p->peer_group) + ")");
+    if (resumed) LearnFromResume(*p, e.hello, step);
+  }
+  if (next) StartEpoch(*next, step);
+}
+
+void Membership::LearnFromResume(const Peer& peer, const proto::Hello& hello, Step& step) {
+  // What a restarted master cannot know but the peer does: the revision its group's shared
+  // state has reached, and the bandwidths it measured.
+  syncs_.OnResumed(peer, hello.resume_state_revision);
+  for (const proto::BandwidthSample& s : hello.resume_ring) {
+    if (s.bytes_per_second > 0 && s.to_peer_id != peer.peer_id) {
+      optimizer_.Remember(peer.peer_id, s.to_peer_id, static_cast<double>(s.bytes_per_second),
+                          step.now());
+    }
+  }
+}
+
+void Membership::ReplaceConnection(const Peer& old, const event::Hello& e, Step& step) {
+  // The peer's own stale connection (it gave the master up, or that connection broke): the
+  // new one takes its place. The key it proves itself with must stay the same, so that
+  // nobody takes over another peer's place by naming its id.
+  const Peer was = old;
+  if (e.hello.public_key != was.public_key) {
+    const std::string text = "resuming as peer " + std::to_string(was.peer_id) +
+                             " needs that peer's public key";
+    step.SendError(e.conn, StatusCode::kUnauthenticated, text);
+    step.DropConn(e.conn, text);
+    return;
+  }
+  const std::string cause = Describe(was) + " reconnected to the master";
+  log_.Count("resumes");
+  log_.Add(step.now(), "resume", cause + " (its old connection is dropped)");
+  step.DropConn(was.conn, "replaced by the peer's new connection");
+  std::vector<ConnId> order = roster().members();
+  const auto at = std::find(order.begin(), order.end(), was.conn);
+  (void)admission_.Forget({was.conn});
+  if (was.role == Role::kMember) {
+    // Its collectives and sync round of the old connection's time end; the re-dialled
+    // epoch below fails the group's undecided collectives.
+    syncs_.OnMemberLeft(was, cause, roster(), step);
+  }
+  admission_.OnReplacedHello(e, was, step);
+  const Peer* now = roster().Find(e.conn);
+  if (now == nullptr) return;  // its advertised address was refused
+  LearnFromResume(*now, e.hello, step);
+  if (was.role != Role::kMember) {
+    if (std::optional<NextEpoch> next = admission_.RecoveryReady(step.now())) {
+      StartEpoch(*next, step);
+    }
+    return;
+  }
+  *at = e.conn;
+  optimizer_.Abandon();
+  StartEpoch(NextEpoch{order, cause, /*keep_votes=*/true, {was.peer_group}}, step);
+  admission_.MaybeAnswerPending(step);
 }
 
 void Membership::On(const Peer& peer, const event::VoteTopology& e, Step& step) {
@@ -175,6 +239,9 @@ void Membership::OnLeave(ConnId conn, Step& step) {
 }
 
 void Membership::OnTick(Step& step) {
+  if (std::optional<NextEpoch> recovered = admission_.RecoveryReady(step.now())) {
+    StartEpoch(*recovered, step);
+  }
   Removal silent = admission_.KickSilent(step);
   if (!silent.conns.empty()) RemovePeers(silent.conns, silent.cause, step);
   if (std::optional<Removal> late = admission_.DropLateLinks(step)) {

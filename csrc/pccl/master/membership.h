@@ -54,6 +54,8 @@ struct MembershipOptions {
   // Peers silent this long (no Heartbeat nor any other message) are kicked: a hung or
   // stopped process is removed as if it had died. Peers heartbeat 4 times per timeout.
   Duration heartbeat_timeout = std::chrono::seconds(3);
+  // Passed to Admission: how long a restarted master waits for the resuming peers.
+  Duration resume_window = std::chrono::seconds(5);
   // Decided verdicts kept per epoch so that a late OpDone gets the stored answer.
   size_t max_decided_ops = 4096;
   // Undecided operations tracked at once; an OpDone beyond it fails for its sender only.
@@ -119,6 +121,10 @@ class Membership {
   void On(const Peer& peer, const event::BandwidthReport& e, Step& step);
   void On(const Peer& peer, const event::LinkBroken& e, Step& step);
   void OnHello(const event::Hello& e, Step& step);
+  // A resuming peer's Hello while the roster still holds its id (admission.cc, "Resuming").
+  void ReplaceConnection(const Peer& old, const event::Hello& e, Step& step);
+  // A resuming peer's shared-state revision and measured bandwidths.
+  void LearnFromResume(const Peer& peer, const proto::Hello& hello, Step& step);
   void OnLeave(ConnId conn, Step& step);  // Goodbye and Disconnected
   void OnTick(Step& step);
 

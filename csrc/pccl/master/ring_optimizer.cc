@@ -160,6 +160,11 @@ std::optional<std::vector<ConnId>> RingOptimizer::Finish(const Roster& roster, S
   return next;
 }
 
+void RingOptimizer::Remember(uint64_t from_peer_id, uint64_t to_peer_id, double bytes_per_second,
+                             TimePoint now) {
+  bandwidth_.try_emplace({from_peer_id, to_peer_id}, Measurement{bytes_per_second, now});
+}
+
 void RingOptimizer::ForgetPeer(uint64_t peer_id) {
   std::erase_if(bandwidth_, [&](const auto& kv) {
     return kv.first.first == peer_id || kv.first.second == peer_id;

@@ -52,6 +52,10 @@ class RingOptimizer {
   // The epoch changed: the round in progress ends (its members got the new Topology as
   // their answer); later reports of it are ignored.
   void Abandon() { round_ = OptimizeRound{}; }
+  // A measurement a resuming peer brought (admission.cc, "Resuming"), kept unless the
+  // master measured that pair itself.
+  void Remember(uint64_t from_peer_id, uint64_t to_peer_id, double bytes_per_second,
+                TimePoint now);
   // A member left: its measurements are forgotten.
   void ForgetPeer(uint64_t peer_id);
 

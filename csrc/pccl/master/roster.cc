@@ -39,10 +39,16 @@ std::vector<uint64_t> Roster::Ids(const std::vector<ConnId>& conns) const {
   return out;
 }
 
-bool Roster::IdInUse(uint64_t peer_id) const {
-  return std::any_of(peers_.begin(), peers_.end(),
-                     [peer_id](const auto& kv) { return kv.second.peer_id == peer_id; });
+bool Roster::IdInUse(uint64_t peer_id) const { return FindId(peer_id) != nullptr; }
+
+const Peer* Roster::FindId(uint64_t peer_id) const {
+  for (const auto& [conn, peer] : peers_) {
+    if (peer.peer_id == peer_id) return &peer;
+  }
+  return nullptr;
 }
+
+void Roster::RaiseEpoch(uint64_t floor) { epoch_ = std::max(epoch_, floor); }
 
 uint64_t Roster::RingEpoch(uint32_t peer_group) const {
   auto it = ring_epoch_.find(peer_group);
@@ -84,6 +90,11 @@ void Roster::Add(Peer peer, bool queue) {
   const ConnId conn = peer.conn;
   peers_[conn] = std::move(peer);
   if (queue) pending_.push_back(conn);
+}
+
+void Roster::ClearResuming(ConnId conn) {
+  auto it = peers_.find(conn);
+  if (it != peers_.end()) it->second.resuming = false;
 }
 
 void Roster::Touch(ConnId conn, TimePoint now) {

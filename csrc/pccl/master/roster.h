@@ -38,6 +38,9 @@ struct Peer {
   TimePoint last_seen;  // the last message from this peer
   Duration rto{0};      // its connection's retransmission timeout, at its latest heartbeat
   uint8_t reachable = proto::kReachabilityUnknown;  // the master's dial-back (dial_back.h)
+  // Pending because it resumed the run with a master that had no members (a restarted
+  // one): admitted with the other resumers, without a vote (admission.cc, "Resuming").
+  bool resuming = false;
 };
 
 // "peer <id> (<host>)": how messages and verdicts name a peer.
@@ -66,6 +69,7 @@ class Roster {
   // The peer ids of `conns`, in that order.
   std::vector<uint64_t> Ids(const std::vector<ConnId>& conns) const;
   bool IdInUse(uint64_t peer_id) const;
+  const Peer* FindId(uint64_t peer_id) const;  // nullptr: no peer has that id
 
   uint64_t epoch() const { return epoch_; }
   const std::string& epoch_cause() const { return epoch_cause_; }  // why epoch() started
@@ -86,9 +90,12 @@ class Roster {
   // The dial-back of the peer on `conn` ended (next topologies say so).
   void SetReachable(ConnId conn, bool reachable);
   void SetRto(ConnId conn, Duration rto);   // its latest heartbeat's measurement
+  void ClearResuming(ConnId conn);          // the recovery admits it
   void Forgive(Duration gap);               // every peer's last_seen moves `gap` later
   // Forgets `conn` (pending or member); nullopt if it was not a peer.
   std::optional<Peer> Remove(ConnId conn);
+  // The next epoch will be above `floor` (a restarted master continues the peers' epochs).
+  void RaiseEpoch(uint64_t floor);
   // Starts the next epoch, started for `cause`, with `members` (ring order): pending peers
   // among them become members, and each group in `changed` (ChangedGroups(members)) gets
   // the new epoch as its ring epoch.

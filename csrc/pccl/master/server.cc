@@ -47,6 +47,7 @@ MembershipOptions MembershipFor(const MasterOptions& options) {
   MembershipOptions m;
   m.link_timeout = options.link_timeout;
   m.heartbeat_timeout = options.heartbeat_timeout;
+  m.resume_window = options.resume_window;
   m.probe_duration = std::chrono::milliseconds(GetParams().probe_ms);
   m.bandwidth_max_age = std::chrono::seconds(GetParams().bandwidth_max_age_s);
   return m;

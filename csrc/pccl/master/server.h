@@ -50,6 +50,9 @@ struct MasterOptions {
   Duration link_timeout = std::chrono::seconds(30);
   // Passed to Membership: peers silent this long are kicked (hung or stopped).
   Duration heartbeat_timeout = std::chrono::seconds(3);
+  // Passed to Membership: how long a restarted master waits for the peers a resuming
+  // peer names before it rebuilds the run from those back (admission.cc, "Resuming").
+  Duration resume_window = std::chrono::seconds(5);
   // Who may connect: the run secret's key and the transport (auth/handshake.h); without a
   // secret anyone who reaches the listener may join.
   auth::RunAuth auth;

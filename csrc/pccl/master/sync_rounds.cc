@@ -101,6 +101,14 @@ void SyncRounds::OnSyncDone(const Peer& peer, const proto::SyncResult& result,
   Complete(peer.peer_group, true, StatusCode::kOk, "", roster, step);
 }
 
+void SyncRounds::OnResumed(const Peer& peer, uint64_t revision_plus_one) {
+  if (revision_plus_one == 0) return;  // it never synced
+  synced_.insert(peer.conn);
+  // A restarted master learns the group's revision from its peers: the next sync may
+  // advance it by one, as before the restart. The master that kept its state knows better.
+  state_revision_.try_emplace(peer.peer_group, revision_plus_one - 1);
+}
+
 void SyncRounds::OnMemberLeft(const Peer& peer, const std::string& cause, const Roster& roster,
                               Step& step) {
   synced_.erase(peer.conn);

@@ -41,6 +41,11 @@ class SyncRounds {
   void OnMemberLeft(const Peer& peer, const std::string& cause, const Roster& roster,
                     Step& step);
 
+  // `peer` resumed the run (admission.cc, "Resuming"), its last sync at revision
+  // `revision_plus_one` - 1 (0: it never synced): it counts as having synced, and a group
+  // without a known revision takes that one.
+  void OnResumed(const Peer& peer, uint64_t revision_plus_one);
+
   // Observers (tests).
   bool in_progress(uint32_t peer_group) const { return syncs_.count(peer_group) > 0; }
   // The revision of the group's last successful sync, if any.

@@ -208,6 +208,10 @@ void Socket::Shutdown() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
 }
 
+void Socket::ShutdownRead() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RD);
+}
+
 void Socket::SetBufferSizes(int64_t bytes) {
   if (bytes <= 0 || fd_ < 0) return;
   int value = static_cast<int>(bytes);

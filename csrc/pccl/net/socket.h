@@ -83,6 +83,9 @@ class Socket {
   Duration RetransmitTimeout() const;
   // Wakes any thread blocked on this socket; later I/O fails. Safe from any thread.
   void Shutdown();
+  // Wakes a thread blocked receiving, and sends the other end nothing (no FIN): the
+  // connection stays open for it until Close(). Safe from any thread.
+  void ShutdownRead();
   void Close();
 
  private:

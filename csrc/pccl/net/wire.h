@@ -22,19 +22,20 @@
 namespace pccl::net {
 
 inline constexpr uint32_t kMagic = 0x4C434350;  // "PCCL" as little-endian bytes
-inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint16_t kProtocolVersion = 3;
 inline constexpr size_t kFrameHeaderBytes = 16;
 // Largest payloads anyone accepts, by who may send them. The caps bound what a stranger
 // can make a process buffer, while no honest message reaches them: the largest messages
 // are sync plans and shared-state reports (10,000+ tensors, several sources each) and
 // topologies of thousands of peers, all within the limits proto/messages.h enforces.
 //   kMaxHelloPayload: the first frame of any connection (Hello to the master, the
-//                     hellos of peer-to-peer connections), before anyone is known.
+//                     hellos of peer-to-peer connections), before anyone is known; a
+//                     resuming peer's Hello names a ring of up to kMaxMembers peers.
 //   kMaxControlPayload: control frames between peers (shared-state requests, probes).
 //   kMaxPeerMessage: what a peer that said Hello may send the master (SyncState of
 //                    kMaxStateEntries entries with the longest keys fits).
 //   kMaxMasterMessage: what the master may send a peer (SyncPlan, Topology).
-inline constexpr uint64_t kMaxHelloPayload = 64 << 10;
+inline constexpr uint64_t kMaxHelloPayload = 80 << 10;
 inline constexpr uint64_t kMaxControlPayload = 1 << 20;
 inline constexpr uint64_t kMaxPeerMessage = 32 << 20;
 inline constexpr uint64_t kMaxMasterMessage = 256 << 20;

@@ -1,5 +1,6 @@
 #include "pccl/proto/messages.h"
 
+#include <set>
 #include <tuple>
 
 #include "pccl/net/wire.h"
@@ -91,6 +92,28 @@ Status PublicKeyFits(const std::string& key) {
                          std::to_string(key.size()));
 }
 Status HelloKeyFits(const Hello& m) { return PublicKeyFits(m.public_key); }
+
+Status ResumeClaimHolds(const Hello& m) {
+  if (m.resume_peer_id == 0) {
+    if (m.resume_epoch != 0 || m.resume_ring_epoch != 0 || !m.resume_ring.empty() ||
+        m.resume_state_revision != 0) {
+      return InvalidArgument("resume fields are set but field 'resume_peer_id' is 0");
+    }
+    return Status::Ok();
+  }
+  bool self = false;
+  std::set<uint64_t> seen;
+  for (const BandwidthSample& s : m.resume_ring) {
+    if (s.to_peer_id == 0 || !seen.insert(s.to_peer_id).second) {
+      return InvalidArgument("field 'resume_ring' must list distinct non-zero peer ids");
+    }
+    self = self || s.to_peer_id == m.resume_peer_id;
+  }
+  if (!m.resume_ring.empty() && !self) {
+    return InvalidArgument("field 'resume_ring' must include the resuming peer itself");
+  }
+  return Status::Ok();
+}
 Status MemberKeyFits(const Member& m) { return PublicKeyFits(m.public_key); }
 
 Status ExactLength(const std::string& value, size_t length, const char* field) {
@@ -202,6 +225,12 @@ constexpr auto kHello = MessageOf<Hello>("Hello", std::tuple{
     Str("public_key", &Hello::public_key, kPublicKeyLength),
     Rule(&PortIsSet),
     Rule(&HelloKeyFits),
+    U64("resume_peer_id", &Hello::resume_peer_id),
+    U64("resume_epoch", &Hello::resume_epoch),
+    U64("resume_ring_epoch", &Hello::resume_ring_epoch),
+    List("resume_ring_count", &Hello::resume_ring, kMaxMembers, kBandwidthSample),
+    U64("resume_state_revision", &Hello::resume_state_revision),
+    Rule(&ResumeClaimHolds),
 });
 constexpr auto kWelcome = MessageOf<Welcome>("Welcome", std::tuple{
     U64("peer_id", &Welcome::peer_id),

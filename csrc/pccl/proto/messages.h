@@ -155,6 +155,11 @@ inline constexpr size_t kPublicKeyLength = 32;
 inline constexpr size_t kNonceLength = 32;
 inline constexpr size_t kProofLength = 32;
 
+struct BandwidthSample {
+  uint64_t to_peer_id = 0;
+  uint64_t bytes_per_second = 0;  // 0: the probe failed
+};
+
 struct Hello {
   uint32_t peer_group = 0;
   uint16_t p2p_port = 0;
@@ -163,6 +168,17 @@ struct Hello {
   // In a run with a secret: the peer's X25519 public key, which the master passes on to the
   // other members so that peer-to-peer handshakes prove who is at each end. Empty otherwise.
   std::string public_key;
+  // A peer that lost the master and reconnects says what it knows of the run, so that a
+  // restarted master rebuilds it (master/admission.cc, "Resuming"). resume_peer_id 0: a
+  // fresh join, and the other resume fields are 0 and empty.
+  uint64_t resume_peer_id = 0;
+  uint64_t resume_epoch = 0;       // the last topology epoch this peer applied
+  uint64_t resume_ring_epoch = 0;  // its group's ring epoch then
+  // Its group's ring in order (itself included), each with the bandwidth this peer last
+  // measured towards that member (0: not measured).
+  std::vector<BandwidthSample> resume_ring;
+  // 1 + the revision of this peer's last successful shared-state sync; 0: none.
+  uint64_t resume_state_revision = 0;
 };
 
 struct Welcome {
@@ -446,11 +462,6 @@ struct MeasureBandwidth {
   uint32_t round = 0;
   uint32_t duration_ms = 0;
   std::vector<Member> targets;
-};
-
-struct BandwidthSample {
-  uint64_t to_peer_id = 0;
-  uint64_t bytes_per_second = 0;  // 0: the probe failed
 };
 
 struct BandwidthReport {
