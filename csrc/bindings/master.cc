@@ -24,7 +24,9 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
                                           const std::string& transport,
                                           const std::string& relay_address,
                                           const std::string& external_relay,
-                                          const py::bytes& relay_key) {
+                                          const py::bytes& relay_key,
+                                          const std::string& state_file,
+                                          int64_t resume_window_ms) {
   if (link_timeout_ms <= 0) {
     throw py::value_error("link_timeout_ms must be positive, got " +
                           std::to_string(link_timeout_ms));
@@ -40,6 +42,12 @@ std::unique_ptr<MasterServer> StartServer(const std::string& listen_address,
   options.relay_address = relay_address;
   options.external_relay = external_relay;
   options.relay_key = relay_key;
+  options.state_file = state_file;
+  if (resume_window_ms < 0) {
+    throw py::value_error("resume_window_ms must not be negative, got " +
+                          std::to_string(resume_window_ms));
+  }
+  options.resume_window = std::chrono::milliseconds(resume_window_ms);
   if (Status valid = auth::MakeRunAuth(secret, transport, &options.auth); !valid.ok()) {
     throw py::value_error(valid.message());
   }
@@ -118,6 +126,11 @@ py::dict StatusDict(const master::RunStatus& s) {
     }
     d["links"] = links;
     d["operations_in_flight"] = g.operations_in_flight;
+    if (g.state_revision) {
+      d["state_revision"] = *g.state_revision;
+    } else {
+      d["state_revision"] = py::none();
+    }
     groups.append(d);
   }
   py::list events;
@@ -156,12 +169,15 @@ void BindMaster(py::module_& m) {
                   py::arg("link_timeout_ms") = 30000, py::arg("heartbeat_timeout_ms") = 3000,
                   py::arg("secret") = "", py::arg("transport") = "",
                   py::arg("relay_address") = "", py::arg("external_relay") = "",
-                  py::arg("relay_key") = py::bytes(),
+                  py::arg("relay_key") = py::bytes(), py::arg("state_file") = "",
+                  py::arg("resume_window_ms") = 5000,
                   "Binds listen_address ('host:port', port 0 = any) and starts serving. "
                   "secret: the run secret (empty: PCCL_RUN_SECRET, PCCL_RUN_SECRET_FILE or "
                   "none); transport: 'plain' or 'encrypted' (empty: PCCL_TRANSPORT); "
                   "relay_address: '' (the listen host, any port), 'off' or 'host:port'; "
-                  "external_relay: 'host:port' of a pccl_relay started with relay_key.")
+                  "external_relay: 'host:port' of a pccl_relay started with relay_key; "
+                  "state_file: where the run is kept for a warm restart ('' none); "
+                  "resume_window_ms: how long a restarted master waits for resuming peers.")
       .def_property_readonly("relay_port", &MasterServer::relay_port,
                              "The relay's port (0: none).")
       .def("relay_links", [](MasterServer& s) { return RelayLinks(s.relay_links()); },

@@ -18,6 +18,7 @@ command's module does not find it already imported by `import pccl`.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from types import TracebackType
 from typing import Any
@@ -90,6 +91,14 @@ class MasterNode:
         http_address: "host:port" (port 0: any; see `http_port`) where the master serves
             /status (JSON, `status()`) and /metrics (Prometheus text) over HTTP; None: no
             HTTP (pccl/_status.py). Unauthenticated: bind it where only operators reach.
+        state_file: a file where the master keeps what it knows of the run (members and
+            ring order, epochs, shared-state revisions, measured bandwidths, counters),
+            rewritten after every change. A master started again with the same file (say,
+            after a crash) waits `resume_window` for those peers to resume before it admits
+            anyone else. Without one, a restarted master rebuilds the run from the peers
+            that resume (they reconnect on their own for PCCL_MASTER_RESUME_S, 60 s).
+        resume_window: seconds a restarted master waits for the peers the resuming ones
+            (or its state file) name, before it rebuilds the run from those back.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -100,7 +109,9 @@ class MasterNode:
                  heartbeat_timeout: float = 3.0, daemon: bool = False,
                  secret: str | bytes | None = None, transport: str | None = None,
                  relay_address: str | None = None, external_relay: str | None = None,
-                 relay_key: bytes | None = None, http_address: str | None = None) -> None:
+                 relay_key: bytes | None = None, http_address: str | None = None,
+                 state_file: str | os.PathLike[str] | None = None,
+                 resume_window: float = 5.0) -> None:
         self._server: _core.MasterServer | None = None
         self._http: StatusServer | None = None
         self._http_address = None if http_address is None else _check_listen_address(
@@ -140,6 +151,15 @@ class MasterNode:
             self._relay_key = relay_key
         elif relay_key is not None:
             raise ValueError("relay_key goes with external_relay")
+        if state_file is not None and not isinstance(state_file, (str, os.PathLike)):
+            raise TypeError(f"state_file must be a path, got {type(state_file).__name__}")
+        self._state_file = "" if state_file is None else os.fspath(state_file)
+        if isinstance(resume_window, bool) or not isinstance(resume_window, (int, float)):
+            raise TypeError("resume_window must be a number of seconds, got "
+                            f"{type(resume_window).__name__}")
+        if not 0 <= resume_window < 1e9:
+            raise ValueError(f"resume_window must be >= 0 seconds, got {resume_window}")
+        self._resume_window_ms = int(resume_window * 1000)
 
     def run(self) -> None:
         """Starts serving in the background and returns at once (no-op if serving).
@@ -159,7 +179,8 @@ class MasterNode:
             self._server = _core.MasterServer.start(self._listen_address, self._link_timeout_ms,
                                                     self._heartbeat_timeout_ms, self._secret,
                                                     self._transport, self._relay_address,
-                                                    self._external_relay, self._relay_key)
+                                                    self._external_relay, self._relay_key,
+                                                    self._state_file, self._resume_window_ms)
         except MasterUnavailableError as e:  # bind/listen failed: not a reachability problem
             raise RuntimeError(str(e)) from e
         if self._http_address is not None and self._http is None:
@@ -227,11 +248,12 @@ class MasterNode:
                 or None while unknown), rto_s, idle_s (since its last message)}], members
                 in ring order, then pending peers;
             groups: [{peer_group, ring_epoch, ring (peer ids in order), links ([{from, to,
-                bytes_per_second (last measured; 0: not yet)}]), operations_in_flight}];
-            events: the latest 200 of [{time (Unix seconds), kind ("join", "epoch",
-                "leave", "failed"), text}], oldest first;
-            counters: {ops_succeeded, ops_failed, ops_failed_<Code>, joins, departures,
-                epochs}.
+                bytes_per_second (last measured; 0: not yet)}]), operations_in_flight,
+                state_revision (of the last shared-state sync; None: none yet)}];
+            events: the latest 200 of [{time (Unix seconds), kind ("join", "resume",
+                "epoch", "leave", "failed", "restart"), text}], oldest first;
+            counters: {ops_succeeded, ops_failed, ops_failed_<Code>, joins, resumes,
+                departures, epochs, restarts}.
         """
         result: dict[str, Any] = self._require_server().status()
         return result

@@ -58,7 +58,7 @@ def metrics_text(status: Status) -> bytes:
             membership = CounterMetricFamily("pccl_membership_events",
                                              "Joins, departures and topology epochs",
                                              labels=["event"])
-            for event in ("joins", "departures", "epochs"):
+            for event in ("joins", "departures", "epochs", "resumes", "restarts"):
                 membership.add_metric([event], counters.get(event, 0))
             yield membership
             peers = GaugeMetricFamily("pccl_peers", "Peers in the run", labels=["state"])
@@ -73,13 +73,19 @@ def metrics_text(status: Status) -> bytes:
             bandwidth = GaugeMetricFamily("pccl_link_bytes_per_second",
                                           "Bandwidth last measured along each ring link",
                                           labels=["peer_group", "from", "to"])
+            revision = GaugeMetricFamily("pccl_shared_state_revision",
+                                         "Revision of each group's last shared-state sync",
+                                         labels=["peer_group"])
             for g in status["groups"]:
                 in_flight.add_metric([str(g["peer_group"])], g["operations_in_flight"])
+                if g["state_revision"] is not None:
+                    revision.add_metric([str(g["peer_group"])], g["state_revision"])
                 for link in g["links"]:
                     bandwidth.add_metric([str(g["peer_group"]), str(link["from"]),
                                           str(link["to"])], link["bytes_per_second"])
             yield in_flight
             yield bandwidth
+            yield revision
             rto = GaugeMetricFamily("pccl_peer_rto_seconds", "Each peer's master connection's "
                                     "retransmission timeout, at its last heartbeat",
                                     labels=["peer_id"])
@@ -154,8 +160,10 @@ def format_status(status: Status) -> str:
                      f"{p['peer_group']:>5}  {'member' if p['member'] else 'pending':<8} "
                      f"{reachable:<9} {p['idle_s']:>7.1f} {p['rto_s'] * 1e3:>7.0f}")
     for g in status["groups"]:
+        revision = g["state_revision"]
         lines += ["", f"group {g['peer_group']}: ring epoch {g['ring_epoch']}, "
-                  f"{g['operations_in_flight']} operations in flight"]
+                  f"{g['operations_in_flight']} operations in flight, shared state at "
+                  f"{'no sync yet' if revision is None else f'revision {revision}'}"]
         for link in g["links"]:
             rate = link["bytes_per_second"]
             shown = f"{rate / 1e6:.1f} MB/s" if rate else "not measured"

@@ -17,7 +17,8 @@ PAGE = """<!doctype html>
  svg text { font-size: 11px; }
  table { border-collapse: collapse; }
  td, th { padding: 2px 8px; text-align: left; border-bottom: 1px solid #eee; }
- .leave, .failed { color: #b00; } .join { color: #070; } .epoch { color: #037; }
+ .leave, .failed { color: #b00; } .join, .resume { color: #070; } .epoch { color: #037; }
+ .restart { color: #a60; }
 </style></head>
 <body>
 <h1>pccl run</h1>
@@ -43,7 +44,8 @@ function drawRing(group, peers) {
   const size = 360, c = size / 2, r = 120, n = group.ring.length;
   const svg = el("svg", {width: size, height: size + 20});
   svg.appendChild(el("text", {x: 4, y: 14}, "group " + group.peer_group + ", ring epoch " +
-      group.ring_epoch + ", " + group.operations_in_flight + " in flight"));
+      group.ring_epoch + ", " + group.operations_in_flight + " in flight" +
+      (group.state_revision === null ? "" : ", state revision " + group.state_revision)));
   const at = i => [c + r * Math.sin(2 * Math.PI * i / n), c + 20 - r * Math.cos(2 * Math.PI * i / n)];
   group.links.forEach((link, i) => {
     const [x1, y1] = at(i), [x2, y2] = at((i + 1) % n);

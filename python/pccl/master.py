@@ -80,6 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         help="serve /status (JSON) and /metrics (Prometheus) over HTTP there "
              "(default: no HTTP; `pccl status HOST:PORT` reads it)",
     )
+    parser.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="keep what the master knows of the run there; started again with the same "
+             "file (after a crash, say), it waits for those peers to resume first",
+    )
+    parser.add_argument(
+        "--resume-window",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a restarted master waits for the peers to resume (default 5)",
+    )
     args = parser.parse_args(argv)
     secret = secret_from_file(parser, args.secret_file, "--secret-file")
     relay_key = secret_from_file(parser, args.relay_key_file, "--relay-key-file")
@@ -89,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                               heartbeat_timeout=args.heartbeat_timeout, secret=secret,
                               transport=args.transport, relay_address=args.relay_address,
                               external_relay=args.external_relay, relay_key=relay_key,
-                              http_address=args.http_address)
+                              http_address=args.http_address, state_file=args.state_file,
+                              resume_window=args.resume_window)
         except (TypeError, ValueError) as e:
             parser.error(str(e))
         try:

@@ -137,5 +137,56 @@ TEST_F(ResumeTest, AResumerWhoseFirstConnectionIsStillOpenIsCountedOnce) {
   EXPECT_TRUE(Sent(back, 11, Kind::kTopology).empty());
 }
 
+TEST_F(ResumeTest, AStateFileWarmStartsTheRecoveryOfARestartedMaster) {
+  Run(3);
+  proto::MasterState state = m_.Persist();
+  EXPECT_EQ(Ids(proto::Topology{state.epoch, state.members}),
+            (std::vector<uint64_t>{1001, 1002, 1003}));
+  state.revisions = {proto::GroupRevision{0, 41}};
+  state.bandwidths = {proto::MeasuredLink{1001, 1002, 5000}};
+  proto::MasterState back;  // what the file holds comes back whole
+  ASSERT_TRUE(proto::Decode(proto::Encode(state), &back).ok());
+  EXPECT_EQ(proto::Encode(back), proto::Encode(state));
+
+  // (Its fresh ids must not be the old ones, as random ids are not.)
+  Membership restarted(Options(), [next = uint64_t{5000}]() mutable { return ++next; });
+  restarted.WarmStart(back, now_);
+  auto handle = [&](const Event& e) { return restarted.Handle(e, now_); };
+  // A fresh joiner that comes first is not the run: the run is the one in the file.
+  event::Hello fresh = MakeHello(20, 40020, "10.0.0.20");
+  auto joined = handle(fresh);
+  EXPECT_EQ(OneMessage<proto::Welcome>(joined, 20, Kind::kWelcome).accepted, 0);
+  std::vector<Action> last;
+  for (ConnId c : {11, 12, 13}) {
+    event::Hello e = MakeHello(c, static_cast<uint16_t>(40000 + c), "10.0.1.1");
+    e.hello.resume_peer_id = 1001 + (c - 11);
+    e.hello.resume_epoch = 1;  // older than the file's: the file's epoch counts
+    // One sync newer than the file (it lags its master by a moment): the peers' counts.
+    e.hello.resume_state_revision = 43;
+    last = handle(e);
+    if (c < 13) {
+      EXPECT_TRUE(Recipients(last, Kind::kTopology).empty());
+    }
+  }
+  proto::Topology t = OneTopology(last, 11);
+  EXPECT_EQ(Ids(t), (std::vector<uint64_t>{1001, 1002, 1003}));
+  EXPECT_GT(t.epoch, state.epoch);
+  RunStatus status = restarted.Snapshot(now_);
+  ASSERT_EQ(status.groups.size(), 1u);
+  EXPECT_EQ(status.groups[0].state_revision, std::optional<uint64_t>(42));
+  EXPECT_EQ(status.groups[0].bytes_per_second[0], 5000);
+  EXPECT_EQ(restarted.MeasuredBandwidth(1001, 1002), std::optional<double>(5000));
+}
+
+TEST_F(ResumeTest, ARestartedMasterLearnsTheRevisionFromTheResumers) {
+  event::Hello e = MakeHello(11, 40011, "10.0.1.1");
+  e.hello.resume_peer_id = 501;
+  e.hello.resume_state_revision = 8;  // revision 7
+  Do(e);
+  RunStatus status = m_.Snapshot(now_);
+  ASSERT_EQ(status.groups.size(), 1u);
+  EXPECT_EQ(status.groups[0].state_revision, std::optional<uint64_t>(7));
+}
+
 }  // namespace
 }  // namespace pccl::master

@@ -145,7 +145,8 @@ class Cluster:
                  master_prefix: list[str] | None = None, secret: str | None = None,
                  transport: str | None = None,
                  peer_options: list[dict[str, Any]] | None = None,
-                 master_options: dict[str, Any] | None = None):
+                 master_options: dict[str, Any] | None = None,
+                 master_args: list[str] | None = None):
         self.master: pccl.MasterNode | None = None
         self.master_proc: subprocess.Popen[str] | None = None
         self.world = world
@@ -157,9 +158,9 @@ class Cluster:
         self.auth = (secret, transport)
         if master_process or master_prefix:
             port = self._start_master_process(master_address, heartbeat_timeout,
-                                              master_prefix or [])
+                                              master_prefix or [], master_args or [])
             self._master_launch = (master_address.rsplit(":", 1)[0] + f":{port}",
-                                   heartbeat_timeout, master_prefix or [])
+                                   heartbeat_timeout, master_prefix or [], master_args or [])
         else:
             self.master = pccl.MasterNode(master_address, heartbeat_timeout=heartbeat_timeout,
                                           daemon=True, secret=secret, transport=transport,
@@ -198,8 +199,9 @@ class Cluster:
         return len(self.conns) - 1
 
     def _start_master_process(self, listen_address: str, heartbeat_timeout: float,
-                              prefix: list[str]) -> int:
-        """Runs `python -m pccl.master` (after `prefix`) and returns the port it printed."""
+                              prefix: list[str], extra: list[str]) -> int:
+        """Runs `python -m pccl.master` (after `prefix`, with `extra` arguments) and returns
+        the port it printed."""
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.abspath(pccl.__file__)))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
@@ -210,7 +212,7 @@ class Cluster:
             env["PCCL_TRANSPORT"] = transport
         self.master_proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "pccl.master", "--listen-address", listen_address,
-             "--heartbeat-timeout", str(heartbeat_timeout)],
+             "--heartbeat-timeout", str(heartbeat_timeout), *extra],
             stdout=subprocess.PIPE, text=True, env=env)
         assert self.master_proc.stdout is not None
         # The master prints "pccl master listening on HOST:PORT" once bound; readline ends

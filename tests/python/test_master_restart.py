@@ -14,13 +14,16 @@ peers' parameters are bit-identical at every step.
 from __future__ import annotations
 
 import signal
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pccl
 import pytest
 from cluster import Cluster, notify
+from pccl._status import fetch_status
 from test_faults import loop_until_master_dies
 
 N = 3
@@ -64,6 +67,12 @@ def diloco_like(comm: pccl.Communicator, index: int, steps: int,
             "world": comm.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE)}
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for_step(c: Cluster, step: int, timeout: float) -> None:
     """Returns once every peer notified `step`; retries noted on the way are ignored."""
     done: set[int] = set()
@@ -83,16 +92,42 @@ def check_run(results: list[dict[str, Any]], steps: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_master_sigkill_and_restart_on_the_same_address() -> None:
+@pytest.mark.parametrize("state_file", [False, True], ids=["from-peers", "state-file"])
+def test_master_sigkill_and_restart_on_the_same_address(tmp_path: Path,
+                                                        state_file: bool) -> None:
+    """Without a state file the new master rebuilds the run from the resuming peers; with
+    one it also carries on the old master's counters and knows whom to wait for."""
     steps = 60
-    with Cluster(N, master_process=True, heartbeat_timeout=HEARTBEAT_S) as c:
+    http = f"127.0.0.1:{free_port()}"
+    args = ["--http-address", http]
+    if state_file:
+        args += ["--state-file", str(tmp_path / "run.state")]
+    with Cluster(N, master_process=True, heartbeat_timeout=HEARTBEAT_S,
+                 master_args=args) as c:
         running = c.start(diloco_like, steps, 0.05)
         wait_for_step(c, 10, timeout=60)
         c.kill_master(signal.SIGKILL)
         time.sleep(3.0)
         c.restart_master()
         results = c.collect(running, timeout=90)
+        # The master publishes its status within 50 ms of a change: wait for the last sync.
+        deadline = time.monotonic() + 10
+        while True:
+            status = fetch_status(http)
+            revisions = [g["state_revision"] for g in status["groups"]]
+            if revisions == [steps] or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     check_run(results, steps)
+    counters = status["counters"]
+    assert counters["resumes"] == N
+    assert revisions == [steps]
+    kinds = [e["kind"] for e in status["events"]]
+    if state_file:
+        assert counters["restarts"] == 1 and "restart" in kinds
+        assert counters["joins"] == N  # the first master's, from the file
+    else:
+        assert "restarts" not in counters and "joins" not in counters
 
 
 @pytest.mark.timeout(120)

@@ -9,7 +9,8 @@
 //    every peer fails them as torn down (Aborted: retry, input intact). Control calls in
 //    flight fail too, but AcrossResume runs them again once the run resumed.
 // 2. The topology watcher reconnects to the same address, with backoff (50 ms doubling to
-//    1 s), for up to PCCL_MASTER_RESUME_S. A stopped master's kernel still accepts the
+//    250 ms: a refused connection costs nothing, and a restarted master waits for the
+//    last of the peers), for up to PCCL_MASTER_RESUME_S. A stopped master's kernel still accepts the
 //    connection: the attempt then waits for the Welcome as long as the window lasts. The
 //    old connection stays open and unread until the Welcome, so that a master that was
 //    only stopped sees no departure when it wakes, but finds this peer's new connection.
@@ -42,7 +43,7 @@ namespace {
 using proto::Kind;
 
 constexpr Duration kFirstBackoff = std::chrono::milliseconds(50);
-constexpr Duration kMaxBackoff = std::chrono::seconds(1);
+constexpr Duration kMaxBackoff = std::chrono::milliseconds(250);
 // How often a call waiting for a resume looks whether the master connection is back.
 constexpr Duration kResumeRelook = std::chrono::milliseconds(50);
 // Deadline for handing the reachability query to the new master's socket.
@@ -192,7 +193,8 @@ Status Session::Resume(const Status& why) {
     }
     Status lost = master_.lost();
     if (!lost.ok() && Resumable(lost)) continue;  // lost again before it was back
-    if (!lost.ok() || closed_.load()) return finish(closed_.load() ? FailedPrecondition("communicator is closed") : lost);
+    if (closed_.load()) return finish(FailedPrecondition("communicator is closed"));
+    if (!lost.ok()) return finish(lost);
     // Still connected, but its ring could not be built (a neighbour gone meanwhile): the
     // master replaces or drops it, and the next calls meet that.
     PCCL_LOG(kWarning, "resuming the run: " + st.ToString());

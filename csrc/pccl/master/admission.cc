@@ -169,6 +169,16 @@ void Admission::OnReplacedHello(const event::Hello& e, const Peer& was, Step& st
   roster_.Add(std::move(*peer), /*queue=*/true);
 }
 
+void Admission::OpenRecovery(const std::vector<proto::Member>& members, uint64_t epoch,
+                             TimePoint now) {
+  recovery_ = Recovery{{}, epoch, now + options_.resume_window};
+  for (const proto::Member& m : members) {
+    auto& [ring_epoch, ids] = recovery_->rings[m.peer_group];
+    ring_epoch = m.ring_epoch;
+    ids.push_back(m.peer_id);
+  }
+}
+
 void Admission::JoinRecovery(const event::Hello& e, TimePoint now) {
   if (!recovery_) {
     recovery_ = Recovery{{}, 0, now + options_.resume_window};

@@ -117,6 +117,9 @@ class Admission {
   // passed; nullopt before, or with no recovery open.
   std::optional<NextEpoch> RecoveryReady(TimePoint now);
   bool recovering() const { return recovery_.has_value(); }
+  // A restarted master's state file: the recovery opens now, expecting its members back
+  // in their ring order (`members`, with their groups' ring epochs) above `epoch`.
+  void OpenRecovery(const std::vector<proto::Member>& members, uint64_t epoch, TimePoint now);
   // update_topology(). Returns true when the vote was recorded: Membership then asks
   // ReadyToAdmit.
   bool OnVote(const Peer& peer, const proto::Vote& vote, Step& step);

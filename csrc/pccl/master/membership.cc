@@ -330,6 +330,38 @@ void Membership::RemovePeers(const std::vector<ConnId>& conns, const CauseFn& ca
   admission_.MaybeAnswerPending(step);
 }
 
+proto::MasterState Membership::Persist() const {
+  proto::MasterState state;
+  state.epoch = roster().epoch();
+  state.members = roster().Topology().members;
+  for (const auto& [group, revision] : syncs_.revisions()) {
+    state.revisions.push_back(proto::GroupRevision{group, revision});
+  }
+  state.bandwidths = optimizer_.Measurements(proto::kMaxStateLinks);
+  for (const auto& [name, value] : log_.counters()) {
+    if (state.counters.size() < proto::kMaxStateCounters && name.size() <= proto::kMaxCounterName) {
+      state.counters.push_back(proto::NamedCount{name, value});
+    }
+  }
+  return state;
+}
+
+void Membership::WarmStart(const proto::MasterState& state, TimePoint now) {
+  if (!state.members.empty()) admission_.OpenRecovery(state.members, state.epoch, now);
+  for (const proto::GroupRevision& r : state.revisions) {
+    syncs_.RestoreRevision(r.peer_group, r.revision);
+  }
+  for (const proto::MeasuredLink& l : state.bandwidths) {
+    optimizer_.Remember(l.from_peer_id, l.to_peer_id, static_cast<double>(l.bytes_per_second),
+                        now);
+  }
+  for (const proto::NamedCount& c : state.counters) log_.Count(c.name, c.value);
+  log_.Count("restarts");
+  log_.Add(now, "restart",
+           "the master restarted from its state file (epoch " + std::to_string(state.epoch) +
+               "): waiting for " + std::to_string(state.members.size()) + " peers to resume");
+}
+
 void Membership::Reject(ConnId conn, const std::string& text, Step& step) {
   step.SendError(conn, StatusCode::kInvalidArgument, text);
   step.DropConn(conn, text);
@@ -370,6 +402,7 @@ RunStatus Membership::Snapshot(TimePoint now) const {
       g.bytes_per_second.push_back(bw.value_or(0));
     }
     g.operations_in_flight = verdicts_.open_ops(group);
+    g.state_revision = syncs_.revision(group);
     s.groups.push_back(std::move(g));
   }
   const double unix_now =

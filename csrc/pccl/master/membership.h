@@ -86,6 +86,13 @@ class Membership {
     return std::min(admission_.NextDeadline(), repairs_.NextDeadline());
   }
 
+  // The master's state file (MasterOptions::state_file): what a restarted master needs
+  // to know of the run before its peers resume it.
+  proto::MasterState Persist() const;
+  // Starts from a state file a previous master wrote: the recovery waits for its members,
+  // and their revisions, bandwidths and counters carry on.
+  void WarmStart(const proto::MasterState& state, TimePoint now);
+
   // Observers (status, tests).
   // What the master shows of the run (master/run_status.h), as of `now`.
   RunStatus Snapshot(TimePoint now) const;

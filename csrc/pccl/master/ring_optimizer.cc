@@ -165,6 +165,16 @@ void RingOptimizer::Remember(uint64_t from_peer_id, uint64_t to_peer_id, double 
   bandwidth_.try_emplace({from_peer_id, to_peer_id}, Measurement{bytes_per_second, now});
 }
 
+std::vector<proto::MeasuredLink> RingOptimizer::Measurements(size_t limit) const {
+  std::vector<proto::MeasuredLink> out;
+  for (const auto& [pair, m] : bandwidth_) {
+    if (out.size() >= limit) break;
+    out.push_back(proto::MeasuredLink{pair.first, pair.second,
+                                      static_cast<uint64_t>(m.bytes_per_second)});
+  }
+  return out;
+}
+
 void RingOptimizer::ForgetPeer(uint64_t peer_id) {
   std::erase_if(bandwidth_, [&](const auto& kv) {
     return kv.first.first == peer_id || kv.first.second == peer_id;

@@ -61,6 +61,8 @@ class RingOptimizer {
 
   // The latest measured bandwidth from one peer to another (bytes/s), if any.
   std::optional<double> MeasuredBandwidth(uint64_t from_peer_id, uint64_t to_peer_id) const;
+  // Every measurement (for the master's state file), at most `limit`.
+  std::vector<proto::MeasuredLink> Measurements(size_t limit) const;
   bool measuring() const { return round_.measuring; }  // tests
 
  private:

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,7 @@ struct RunStatus {
     std::vector<uint64_t> ring;             // peer ids in ring order
     std::vector<double> bytes_per_second;   // ring[i] -> ring[i + 1]; 0: not measured
     size_t operations_in_flight = 0;        // collectives reported by some, not decided
+    std::optional<uint64_t> state_revision;  // of its last shared-state sync, if any
   };
   std::vector<GroupStatus> groups;
   std::vector<RunEvent> events;  // oldest first

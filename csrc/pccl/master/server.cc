@@ -8,7 +8,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <cstdio>
 #include <deque>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <utility>
 #include <vector>
@@ -63,7 +66,9 @@ class MasterServer::Loop {
         listener_(std::move(listener)),
         wake_fd_(wake_fd),
         server_(server),
-        membership_(std::move(membership), options.peer_ids) {}
+        membership_(std::move(membership), options.peer_ids) {
+    LoadState();
+  }
 
   void Run(const std::atomic<bool>& stop);
 
@@ -105,6 +110,10 @@ class MasterServer::Loop {
   // Publishes membership_.Snapshot() to server_ (MasterServer::run_status), after changes at
   // most every 50 ms and otherwise every second (idle times move).
   void MaybePublishStatus(TimePoint now);
+  // options_.state_file: read once at start (a warm start), rewritten when it changes.
+  void LoadState();
+  void SaveState();
+  std::string saved_state_;  // the bytes last written
 
   MasterOptions options_;
   net::Listener listener_;
@@ -208,6 +217,50 @@ void MasterServer::Loop::MaybePublishStatus(TimePoint now) {
   }
   status_dirty_ = false;
   status_published_ = now;
+  SaveState();
+}
+
+void MasterServer::Loop::LoadState() {
+  if (options_.state_file.empty()) return;
+  std::ifstream in(options_.state_file, std::ios::binary);
+  if (!in) {
+    PCCL_LOG(kInfo, "master: no state file at " + options_.state_file + " yet: a new run");
+    return;
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  proto::MasterState state;
+  if (Status st = proto::Decode(bytes, &state); !st.ok()) {
+    PCCL_LOG(kError, "master: ignoring the state file " + options_.state_file + ": " +
+                         st.ToString());
+    return;
+  }
+  membership_.WarmStart(state, Clock::now());
+  saved_state_ = std::move(bytes);
+  PCCL_LOG(kInfo, "master: warm start from " + options_.state_file + " (epoch " +
+                      std::to_string(state.epoch) + ", " + std::to_string(state.members.size()) +
+                      " members expected back)");
+}
+
+void MasterServer::Loop::SaveState() {
+  if (options_.state_file.empty()) return;
+  std::string bytes = proto::Encode(membership_.Persist());
+  if (bytes == saved_state_) return;
+  // Written beside the file and renamed over it: a crash leaves the old or the new one.
+  const std::string tmp = options_.state_file + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out.flush()) {
+      PCCL_LOG(kError, "master: cannot write the state file " + tmp);
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), options_.state_file.c_str()) != 0) {
+    PCCL_LOG(kError, "master: cannot replace the state file " + options_.state_file + ": " +
+                         std::strerror(errno));
+    return;
+  }
+  saved_state_ = std::move(bytes);
 }
 
 int MasterServer::Loop::PollTimeoutMs(TimePoint now) const {

@@ -53,6 +53,11 @@ struct MasterOptions {
   // Passed to Membership: how long a restarted master waits for the peers a resuming
   // peer names before it rebuilds the run from those back (admission.cc, "Resuming").
   Duration resume_window = std::chrono::seconds(5);
+  // A file where the master keeps what it knows of the run (members and ring order,
+  // epochs, shared-state revisions, measured bandwidths, counters), rewritten after every
+  // change (write and rename). A master started with an existing one waits resume_window
+  // for those members to resume before it admits anyone else. Empty: none.
+  std::string state_file;
   // Who may connect: the run secret's key and the transport (auth/handshake.h); without a
   // secret anyone who reaches the listener may join.
   auth::RunAuth auth;

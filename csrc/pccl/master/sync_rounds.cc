@@ -104,9 +104,16 @@ void SyncRounds::OnSyncDone(const Peer& peer, const proto::SyncResult& result,
 void SyncRounds::OnResumed(const Peer& peer, uint64_t revision_plus_one) {
   if (revision_plus_one == 0) return;  // it never synced
   synced_.insert(peer.conn);
-  // A restarted master learns the group's revision from its peers: the next sync may
-  // advance it by one, as before the restart. The master that kept its state knows better.
-  state_revision_.try_emplace(peer.peer_group, revision_plus_one - 1);
+  RestoreRevision(peer.peer_group, revision_plus_one - 1);
+}
+
+void SyncRounds::RestoreRevision(uint32_t peer_group, uint64_t revision) {
+  // A restarted master learns the group's revision from its file and its peers: the next
+  // sync may advance it by one, as before the restart. A master that saw a sync of the
+  // group knows better than any peer's word.
+  if (witnessed_.count(peer_group)) return;
+  uint64_t& known = state_revision_.try_emplace(peer_group, revision).first->second;
+  known = std::max(known, revision);
 }
 
 void SyncRounds::OnMemberLeft(const Peer& peer, const std::string& cause, const Roster& roster,
@@ -124,7 +131,10 @@ void SyncRounds::Complete(uint32_t peer_group, bool ok, StatusCode code,
   if (it == syncs_.end()) return;
   SyncRound round = std::move(it->second);
   syncs_.erase(it);
-  if (ok) state_revision_[peer_group] = round.revision;
+  if (ok) {
+    state_revision_[peer_group] = round.revision;
+    witnessed_.insert(peer_group);
+  }
   proto::SyncResult result{0, static_cast<uint8_t>(ok ? 1 : 0),
                            ok ? 0u : static_cast<uint32_t>(code),
                            reason.substr(0, proto::kMaxReasonLength)};

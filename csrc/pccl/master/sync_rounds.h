@@ -42,14 +42,19 @@ class SyncRounds {
                     Step& step);
 
   // `peer` resumed the run (admission.cc, "Resuming"), its last sync at revision
-  // `revision_plus_one` - 1 (0: it never synced): it counts as having synced, and a group
-  // without a known revision takes that one.
+  // `revision_plus_one` - 1 (0: it never synced): it counts as having synced, and the
+  // group's revision is restored to it (RestoreRevision).
   void OnResumed(const Peer& peer, uint64_t revision_plus_one);
 
   // Observers (tests).
   bool in_progress(uint32_t peer_group) const { return syncs_.count(peer_group) > 0; }
   // The revision of the group's last successful sync, if any.
   std::optional<uint64_t> revision(uint32_t peer_group) const;
+  const std::map<uint32_t, uint64_t>& revisions() const { return state_revision_; }
+  // A revision learned second hand (a restarted master's state file, a resuming peer):
+  // the group's revision becomes the highest such one until this master completes a sync
+  // of the group itself (a state file may lag its master's last sync by a moment).
+  void RestoreRevision(uint32_t peer_group, uint64_t revision);
 
  private:
   // A shared-state sync of one peer group: collecting SyncState until every member of the
@@ -71,6 +76,7 @@ class SyncRounds {
   // The revision of each group's last successful sync (revisions advance by at most one
   // per sync).
   std::map<uint32_t, uint64_t> state_revision_;
+  std::set<uint32_t> witnessed_;  // groups whose revision comes from a sync of this master
   std::set<ConnId> synced_;  // members that completed a sync
 };
 

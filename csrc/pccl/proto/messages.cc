@@ -402,6 +402,21 @@ constexpr std::tuple kDataHeader{
 };
 static_assert(codec::FixedWireBytes(kDataHeader) == kDataHeaderBytes);
 
+constexpr auto kMasterState = MessageOf<MasterState>("MasterState", std::tuple{
+    U64("epoch", &MasterState::epoch),
+    List("member_count", &MasterState::members, kMaxMembers, kRingMember),
+    List("revision_count", &MasterState::revisions, kMaxMembers,
+         std::tuple{U32("peer_group", &GroupRevision::peer_group),
+                    U64("revision", &GroupRevision::revision)}),
+    List("bandwidth_count", &MasterState::bandwidths, kMaxStateLinks,
+         std::tuple{U64("from_peer_id", &MeasuredLink::from_peer_id),
+                    U64("to_peer_id", &MeasuredLink::to_peer_id),
+                    U64("bytes_per_second", &MeasuredLink::bytes_per_second)}),
+    List("counter_count", &MasterState::counters, kMaxStateCounters,
+         std::tuple{Str("name", &NamedCount::name, kMaxCounterName),
+                    U64("value", &NamedCount::value)}),
+});
+
 }  // namespace
 
 // The overloads messages.h declares, each a call into its field list.
@@ -438,6 +453,7 @@ PCCL_PROTO_CODEC(RelayPark, kRelayPark)
 PCCL_PROTO_CODEC(RelayDial, kRelayDial)
 PCCL_PROTO_CODEC(RelayIncoming, kRelayIncoming)
 PCCL_PROTO_CODEC(RelayReady, kRelayReady)
+PCCL_PROTO_CODEC(MasterState, kMasterState)
 #undef PCCL_PROTO_CODEC
 
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]) {

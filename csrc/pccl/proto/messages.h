@@ -476,6 +476,33 @@ struct ProbeResult {
   uint64_t nanoseconds = 0;
 };
 
+// What a master writes to its state file (master/server.h, MasterOptions::state_file), so
+// that once restarted it knows the run it had before any peer resumes it (master/
+// admission.cc, "Resuming"). Not sent over the network.
+struct GroupRevision {
+  uint32_t peer_group = 0;
+  uint64_t revision = 0;  // of the group's last successful shared-state sync
+};
+struct MeasuredLink {
+  uint64_t from_peer_id = 0;
+  uint64_t to_peer_id = 0;
+  uint64_t bytes_per_second = 0;
+};
+struct NamedCount {
+  std::string name;
+  uint64_t value = 0;
+};
+struct MasterState {
+  uint64_t epoch = 0;
+  std::vector<Member> members;  // ring order, each with its group's ring epoch
+  std::vector<GroupRevision> revisions;
+  std::vector<MeasuredLink> bandwidths;
+  std::vector<NamedCount> counters;  // the RunLog's (master/run_status.h)
+};
+inline constexpr uint32_t kMaxStateLinks = 1 << 16;
+inline constexpr uint32_t kMaxStateCounters = 256;
+inline constexpr size_t kMaxCounterName = 64;
+
 std::string Encode(const Hello& m);
 std::string Encode(const Welcome& m);
 std::string Encode(const Topology& m);
@@ -506,6 +533,7 @@ std::string Encode(const StateRequest& m);
 std::string Encode(const MeasureBandwidth& m);
 std::string Encode(const BandwidthReport& m);
 std::string Encode(const ProbeResult& m);
+std::string Encode(const MasterState& m);
 void EncodeDataHeader(const DataHeader& h, uint8_t out[kDataHeaderBytes]);
 
 Status Decode(const std::string& payload, Hello* m);
@@ -537,6 +565,7 @@ Status Decode(const std::string& payload, StateHello* m);
 Status Decode(const std::string& payload, StateRequest* m);
 Status Decode(const std::string& payload, MeasureBandwidth* m);
 Status Decode(const std::string& payload, BandwidthReport* m);
+Status Decode(const std::string& payload, MasterState* m);
 Status Decode(const std::string& payload, ProbeResult* m);
 DataHeader DecodeDataHeader(const uint8_t in[kDataHeaderBytes]);
 // An empty payload (TopologyUnchanged, Heartbeat, Goodbye): InvalidArgument otherwise.
