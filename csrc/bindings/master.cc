@@ -108,6 +108,7 @@ py::dict StatusDict(const master::RunStatus& s) {
                          : py::object(py::bool_(p.reachable == proto::kReachable));
     d["rto_s"] = p.rto_s;
     d["idle_s"] = p.idle_s;
+    d["heartbeat_rtt_s"] = p.heartbeat_rtt_s;
     peers.append(d);
   }
   py::list groups;
@@ -148,6 +149,24 @@ py::dict StatusDict(const master::RunStatus& s) {
   out["groups"] = groups;
   out["events"] = events;
   out["counters"] = s.counters;
+  py::dict histograms;
+  for (const auto& [name, h] : s.histograms) {
+    py::dict d;
+    // [upper bound, observations in it]; the last bound is None (no bound: JSON has no
+    // infinity).
+    py::list buckets;
+    for (size_t i = 0; i <= master::Histogram::kBuckets; ++i) {
+      const py::object le = i < master::Histogram::kBuckets
+                                ? py::object(py::float_(master::Histogram::kBounds[i]))
+                                : py::object(py::none());
+      buckets.append(py::make_tuple(le, h.counts[i]));
+    }
+    d["buckets"] = buckets;
+    d["sum"] = h.sum;
+    d["count"] = h.count;
+    histograms[py::str(name)] = d;
+  }
+  out["histograms"] = histograms;
   return out;
 }
 

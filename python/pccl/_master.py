@@ -245,15 +245,19 @@ class MasterNode:
             epoch, epoch_cause: the topology epoch and why it started;
             peers: [{peer_id, host, port (where other peers dial it), peer_group, member
                 (False: pending admission), reachable (the master's dial-back: True, False
-                or None while unknown), rto_s, idle_s (since its last message)}], members
+                or None while unknown), rto_s, idle_s (since its last message),
+                heartbeat_rtt_s (its latest heartbeat's round trip; 0: none yet)}], members
                 in ring order, then pending peers;
             groups: [{peer_group, ring_epoch, ring (peer ids in order), links ([{from, to,
                 bytes_per_second (last measured; 0: not yet)}]), operations_in_flight,
                 state_revision (of the last shared-state sync; None: none yet)}];
             events: the latest 200 of [{time (Unix seconds), kind ("join", "resume",
                 "epoch", "leave", "failed", "restart"), text}], oldest first;
-            counters: {ops_succeeded, ops_failed, ops_failed_<Code>, joins, resumes,
-                departures, epochs, restarts}.
+            counters: {ops_succeeded, ops_failed, ops_failed_<Code>, bytes_sent, joins,
+                resumes, departures, epochs, restarts};
+            histograms: {"heartbeat_rtt", "member_op" (each member's time per collective):
+                {buckets: [(upper bound in seconds, observations), ..., (None, beyond the
+                last bound)], sum, count}}.
         """
         result: dict[str, Any] = self._require_server().status()
         return result

@@ -42,7 +42,8 @@ def ids_as_strings(status: Status) -> Status:
 def metrics_text(status: Status) -> bytes:
     """`status` in Prometheus's text exposition format."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                        HistogramMetricFamily)
 
     class Collector:
         def collect(self) -> Iterator[Any]:
@@ -55,6 +56,22 @@ def metrics_text(status: Status) -> bytes:
                 if name.startswith("ops_failed_"):
                     ops.add_metric(["failed", name[len("ops_failed_"):]], value)
             yield ops
+            yield CounterMetricFamily("pccl_bytes_sent", "Bytes the members sent for "
+                                      "collectives, as they reported them",
+                                      value=counters.get("bytes_sent", 0))
+            for name, doc in (("heartbeat_rtt", "Round trips of the peers' heartbeats to the "
+                               "master, as the peers measured them"),
+                              ("member_op", "Each member's time for each collective, from "
+                               "its start to its report")):
+                h = status["histograms"].get(name)
+                if h is None:
+                    continue
+                cumulative, buckets = 0, []
+                for le, n in h["buckets"]:
+                    cumulative += n
+                    buckets.append(("+Inf" if le is None else repr(le), cumulative))
+                yield HistogramMetricFamily(f"pccl_{name}_seconds", doc, buckets=buckets,
+                                            sum_value=h["sum"])
             membership = CounterMetricFamily("pccl_membership_events",
                                              "Joins, departures and topology epochs",
                                              labels=["event"])
@@ -153,12 +170,13 @@ def format_status(status: Status) -> str:
     lines = [f"pccl run: epoch {status['epoch']} ({status['epoch_cause'] or 'no peers yet'}), "
              f"{members} members, {len(status['peers']) - members} pending", ""]
     lines.append(f"{'peer id':>20}  {'address':<28} {'group':>5}  {'state':<8} "
-                 f"{'reachable':<9} {'idle s':>7} {'rto ms':>7}")
+                 f"{'reachable':<9} {'idle s':>7} {'rto ms':>7} {'beat ms':>7}")
     for p in status["peers"]:
         reachable = {None: "?", True: "yes", False: "no"}[p["reachable"]]
         lines.append(f"{p['peer_id']:>20}  {p['host'] + ':' + str(p['port']):<28} "
                      f"{p['peer_group']:>5}  {'member' if p['member'] else 'pending':<8} "
-                     f"{reachable:<9} {p['idle_s']:>7.1f} {p['rto_s'] * 1e3:>7.0f}")
+                     f"{reachable:<9} {p['idle_s']:>7.1f} {p['rto_s'] * 1e3:>7.0f} "
+                     f"{p['heartbeat_rtt_s'] * 1e3:>7.1f}")
     for g in status["groups"]:
         revision = g["state_revision"]
         lines += ["", f"group {g['peer_group']}: ring epoch {g['ring_epoch']}, "

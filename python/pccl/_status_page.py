@@ -26,11 +26,13 @@ PAGE = """<!doctype html>
 <div class="row">
  <div class="card"><div><b>rings</b></div><div id="rings"></div></div>
  <div class="card"><div><b>collectives decided per second</b></div>
-  <svg id="rate" width="420" height="160"></svg><div id="pending"></div></div>
+  <svg id="rate" width="420" height="160"></svg>
+  <div><b>throughput: MB/s the members sent</b></div>
+  <svg id="throughput" width="420" height="160"></svg><div id="pending"></div></div>
 </div>
 <div class="card" style="margin-top:16px"><b>events</b><table id="events"></table></div>
 <script>
-const history = [];  // [time s, ops decided]
+const history = [];  // [time s, ops decided, bytes sent]
 const SVG = "http://www.w3.org/2000/svg";
 function el(tag, attrs, text) {
   const e = document.createElementNS(SVG, tag);
@@ -62,19 +64,20 @@ function drawRing(group, peers) {
   });
   return svg;
 }
-function drawRate() {
-  const svg = document.getElementById("rate");
+// Plots the rate of change of history[i][column], in `unit`s (`name`) per second, into svg `id`.
+function drawRate(id, column, unit, name) {
+  const svg = document.getElementById(id);
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const points = [];
   for (let i = 1; i < history.length; i++) {
     const dt = history[i][0] - history[i - 1][0];
-    points.push([history[i][0], dt > 0 ? (history[i][1] - history[i - 1][1]) / dt : 0]);
+    points.push([history[i][0], dt > 0 ? (history[i][column] - history[i - 1][column]) / dt / unit : 0]);
   }
   const top = Math.max(1, ...points.map(p => p[1]));
   const t0 = points.length ? points[0][0] : 0, span = Math.max(1, (points.length ? points[points.length - 1][0] : 1) - t0);
   const xy = points.map(p => [10 + 400 * (p[0] - t0) / span, 140 - 120 * p[1] / top]);
   svg.appendChild(el("polyline", {points: xy.map(p => p.join(",")).join(" "), fill: "none", stroke: "#357", "stroke-width": 2}));
-  svg.appendChild(el("text", {x: 10, y: 14}, "max " + top.toFixed(1) + "/s"));
+  svg.appendChild(el("text", {x: 10, y: 14}, "max " + top.toFixed(1) + " " + name + "/s"));
   svg.appendChild(el("line", {x1: 10, y1: 140, x2: 410, y2: 140, stroke: "#aaa"}));
 }
 async function refresh() {
@@ -90,9 +93,10 @@ async function refresh() {
   rings.replaceChildren(...s.groups.map(g => drawRing(g, peers)));
   const pending = s.peers.filter(p => !p.member).map(p => "peer " + short(p.peer_id));
   document.getElementById("pending").textContent = pending.length ? "pending: " + pending.join(", ") : "";
-  history.push([Date.now() / 1000, (k.ops_succeeded || 0) + (k.ops_failed || 0)]);
+  history.push([Date.now() / 1000, (k.ops_succeeded || 0) + (k.ops_failed || 0), k.bytes_sent || 0]);
   if (history.length > 300) history.shift();
-  drawRate();
+  drawRate("rate", 1, 1, "collectives");
+  drawRate("throughput", 2, 1e6, "MB");
   const rows = s.events.slice(-20).reverse().map(e => {
     const tr = document.createElement("tr");
     const when = new Date(e.time * 1000).toLocaleTimeString();

@@ -227,9 +227,10 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
              "000000000000");
   ExpectWire(PendingQuery{12, 0}, "QueryPending", "0c0000000000000000");
   ExpectWire(PendingReply{13, 1}, "PendingReply", "0d0000000000000001");
-  ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6, "rep"}, "OpDone",
+  ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6, "rep", 0x1000, 0x20}, "OpDone",
              "0807060504030201090000000b0a0000000000000d0c00000000000001efcdab000000000009"
-             "00000074696d6564206f757406000000" "03000000726570");
+             "00000074696d6564206f757406000000" "03000000726570" "0010000000000000" "20000000");
+  ExpectWire(Heartbeat{0x1234}, "Heartbeat", "34120000");
   ExpectWire(Verdict{kSampleKey, 0, "late", 4, 1, "ch", "r"}, "Verdict",
              "0807060504030201090000000b0a0000000000000d0c00000000000000040000006c61746504"
              "00000001" "020000006368" "0100000072");
@@ -318,7 +319,7 @@ TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
   EXPECT_EQ(DecodeError<PendingReply>(WithByte(Encode(PendingReply{1, 1}), 8, 3)),
             "PendingReply: field 'pending' must be 0 or 1, got 3");
   // The ok byte follows the 28-byte OpKey.
-  EXPECT_EQ(DecodeError<OpDone>(WithByte(Encode(OpDone{kSampleKey, 1, 2, "", 0, ""}), 28, 2)),
+  EXPECT_EQ(DecodeError<OpDone>(WithByte(Encode(OpDone{kSampleKey, 1, 2, "", 0, "", 0, 0}), 28, 2)),
             "OpDone: field 'ok' must be 0 or 1, got 2");
   EXPECT_EQ(DecodeError<Verdict>(WithByte(Encode(Verdict{kSampleKey, 1, "", 0, 0, "", ""}), 28, 255)),
             "Verdict: field 'ok' must be 0 or 1, got 255");

@@ -71,6 +71,15 @@ inline void Invariants(const OpDone& m) {
   FUZZ_CHECK(m.reason.size() <= kMaxReasonLength);
   FUZZ_CHECK(m.report.size() <= kMaxReportLength);
 }
+inline void Invariants(const Heartbeat&) {}  // any u32 is a round trip
+inline void Invariants(const MasterState& m) {
+  FUZZ_CHECK(m.members.size() <= kMaxMembers);
+  for (const Member& member : m.members) CheckMember(member, /*ring=*/true);
+  FUZZ_CHECK(m.revisions.size() <= kMaxMembers);
+  FUZZ_CHECK(m.bandwidths.size() <= kMaxStateLinks);
+  FUZZ_CHECK(m.counters.size() <= kMaxStateCounters);
+  for (const NamedCount& c : m.counters) FUZZ_CHECK(c.name.size() <= kMaxCounterName);
+}
 inline void Invariants(const Verdict& m) {
   FUZZ_CHECK(IsBool(m.ok));
   FUZZ_CHECK(IsBool(m.ring_replaced));

@@ -63,10 +63,21 @@ inline std::vector<PendingQuery> Samples(const PendingQuery*) {
 inline std::vector<PendingReply> Samples(const PendingReply*) {
   return {PendingReply{}, PendingReply{41, 1}};
 }
+inline std::vector<Heartbeat> Samples(const Heartbeat*) { return {Heartbeat{}, Heartbeat{2500}}; }
+inline std::vector<MasterState> Samples(const MasterState*) {
+  MasterState full;
+  full.epoch = 9;
+  full.members = {Member{1, "10.0.0.1", 4000, 0, Bytes(kPublicKeyLength, 'k'), 8, 1},
+                  Member{2, "10.0.0.2", 4001, 0, "", 8, 2}};
+  full.revisions = {GroupRevision{0, 41}};
+  full.bandwidths = {MeasuredLink{1, 2, 125000000}};
+  full.counters = {NamedCount{"joins", 2}, NamedCount{"bytes_sent", 1 << 30}};
+  return {MasterState{}, full};
+}
 inline std::vector<OpDone> Samples(const OpDone*) {
-  return {OpDone{}, OpDone{OpKey{3, 1, 5, 2}, 1, 0xfeedULL, "", 0, ""},
-          OpDone{OpKey{3, 1, 5, 3}, 0, 0xfeedULL, "reduce failed: peer 2 left", 4, ""},
-          OpDone{OpKey{3, 1, 5, 4}, 1, 0xfeedULL, "", 0, std::string(64, 'h')}};
+  return {OpDone{}, OpDone{OpKey{3, 1, 5, 2}, 1, 0xfeedULL, "", 0, "", 1 << 20, 1500},
+          OpDone{OpKey{3, 1, 5, 3}, 0, 0xfeedULL, "reduce failed: peer 2 left", 4, "", 0, 0},
+          OpDone{OpKey{3, 1, 5, 4}, 1, 0xfeedULL, "", 0, std::string(64, 'h'), 0, 0}};
 }
 inline std::vector<Verdict> Samples(const Verdict*) {
   return {Verdict{}, Verdict{OpKey{3, 1, 5, 2}, 1, "", 0, 0, std::string(32, 'c'), ""},

@@ -150,7 +150,8 @@ BAD_INPUTS = {
     "trailing_bytes": wire.frame(Kind.HELLO, wire.hello() + b"x"),
     "port_zero": wire.frame(Kind.HELLO, wire.hello(p2p_port=0)),
     "huge_string_length": wire.frame(Kind.HELLO, b"\0" * 6 + b"\xff\xff\xff\xff"),
-    "empty_message_with_bytes": wire.frame(Kind.HEARTBEAT, b"zz"),
+    "empty_message_with_bytes": wire.frame(Kind.GOODBYE, b"zz"),
+    "truncated_heartbeat": wire.frame(Kind.HEARTBEAT, b"zz"),
     "truncated_query": wire.frame(Kind.QUERY_PENDING, b"zz"),
 }
 

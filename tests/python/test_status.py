@@ -84,6 +84,21 @@ def test_status_and_metrics_follow_a_live_run() -> None:
                 metric(before, "pccl_operations_total", outcome="succeeded", code="") >= 5)
         assert metric(metrics, "pccl_peers", state="member") == WORLD
         assert metric(metrics, "pccl_membership_events_total", event="joins") == WORLD
+        # What the members reported with their collectives: a ring all-reduce sends
+        # 2 (n - 1) / n of the buffer per peer, and each report is one observation.
+        ring_bytes = 2 * (WORLD - 1) / WORLD * 1000 * 4
+        sent = (metric(metrics, "pccl_bytes_sent_total") -
+                metric(before, "pccl_bytes_sent_total"))
+        assert 5 * WORLD * ring_bytes * 0.99 <= sent <= 5 * WORLD * ring_bytes * 1.01, sent
+        assert (metric(metrics, "pccl_member_op_seconds_count") -
+                metric(before, "pccl_member_op_seconds_count")) == 5 * WORLD
+        assert metric(metrics, "pccl_member_op_seconds_bucket", le="+Inf") == metric(
+            metrics, "pccl_member_op_seconds_count")
+        # Each peer tells the round trip of its previous heartbeat with the next one.
+        beats = status_when(port, lambda s: all(p["heartbeat_rtt_s"] > 0 for p in s["peers"]),
+                            "heartbeat round trips")
+        assert all(p["heartbeat_rtt_s"] < 1.0 for p in beats["peers"])
+        assert metric(get(port, "/metrics").decode(), "pccl_heartbeat_rtt_seconds_count") >= WORLD
 
         cli = subprocess.run([sys.executable, "-m", "pccl.cli", "status", f"127.0.0.1:{port}"],
                              capture_output=True, text=True, timeout=30)

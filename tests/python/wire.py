@@ -130,9 +130,15 @@ def pending_query(seq: int, joint: bool = True) -> bytes:
 
 
 def op_done(key: tuple[int, int, int, int], ok: bool, descriptor_hash: int = 0,
-            reason: str = "", code: int = 0, report: bytes = b"") -> bytes:
+            reason: str = "", code: int = 0, report: bytes = b"", tx_bytes: int = 0,
+            duration_us: int = 0) -> bytes:
     return (op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
-            + struct.pack("<I", code) + string(report))
+            + struct.pack("<I", code) + string(report)
+            + struct.pack("<QI", tx_bytes, duration_us))
+
+
+def heartbeat(rtt_us: int = 0) -> bytes:
+    return struct.pack("<I", rtt_us)
 
 
 # --- decoders (master -> peer) -------------------------------------------------------------

@@ -1,5 +1,7 @@
 #include "pccl/comm/collectives.h"
 
+#include <algorithm>
+
 #include "pccl/algo/quantized_allreduce.h"
 #include "pccl/algo/ring_allreduce.h"
 #include "pccl/common/params.h"
@@ -183,13 +185,15 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
     }
   } undo{committed, options, stats};
 
+  const TimePoint started = Clock::now();
   Status local = quantized
                      ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline, &stats)
                      : algo::RingAllReduce(options, *op, deadline, &stats);
   links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 
   proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(Conclude(key, descriptor_hash, local, "", deadline, &verdict));
+  PCCL_RETURN_IF_ERROR(Conclude(key, descriptor_hash, local, "", deadline, &verdict,
+                                stats.tx_bytes, Clock::now() - started));
   committed = true;
   if (extras.challenge != nullptr) *extras.challenge = verdict.challenge;
   info->local_world_size = static_cast<uint32_t>(world);
@@ -200,8 +204,11 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
 
 Status Collectives::Conclude(const proto::OpKey& key, uint64_t descriptor_hash,
                              const Status& local, std::string report, Deadline deadline,
-                             proto::Verdict* verdict) {
+                             proto::Verdict* verdict, uint64_t tx_bytes, Duration took) {
   proto::OpDone done;
+  done.tx_bytes = tx_bytes;
+  done.duration_us = static_cast<uint32_t>(std::min<int64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(took).count(), UINT32_MAX));
   done.key = key;
   done.ok = local.ok() ? 1 : 0;
   done.descriptor_hash = descriptor_hash;

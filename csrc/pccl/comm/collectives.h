@@ -129,10 +129,12 @@ class Collectives {
   // RunExact's steps; `reported`: the last step whose OpDone went to the master.
   Status RunExactSteps(const AllReduceRequest& request, const RingBinding& bound,
                        Deadline deadline, ReduceInfo* info, uint32_t* reported);
-  // Reports this peer's outcome `local` of operation `key` (with `report`, if any) and
-  // waits for the group's verdict (in *verdict): its failure, `local`'s, or OK.
+  // Reports this peer's outcome `local` of operation `key` (with `report`, if any, and for
+  // the master's metrics the bytes it sent and the time it took) and waits for the group's
+  // verdict (in *verdict): its failure, `local`'s, or OK.
   Status Conclude(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
-                  std::string report, Deadline deadline, proto::Verdict* verdict);
+                  std::string report, Deadline deadline, proto::Verdict* verdict,
+                  uint64_t tx_bytes = 0, Duration took = Duration(0));
   // Reports `bound`'s operation as failed with `why` without running it, and waits for
   // its verdict (a step skipped after an earlier one failed).
   void ReportFailure(const AllReduceRequest& request, const RingBinding& bound,

@@ -100,6 +100,7 @@ Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth&
     kicked_ = Status::Ok();
     lost_ = Status::Ok();
     welcomed_ = false;
+    beat_outstanding_ = false;
     last_heard_ = Clock::now();
     heard_rto_ = Duration(0);
   }
@@ -177,7 +178,13 @@ void MasterClient::ReaderLoop() {
       return;
     }
     auto kind = static_cast<proto::Kind>(header.kind);
-    if (kind == proto::Kind::kHeartbeatAck) continue;  // only its arrival (last_heard_) counts
+    if (kind == proto::Kind::kHeartbeatAck) {  // its arrival (last_heard_), and the round trip
+      if (beat_outstanding_) {
+        beat_rtt_ = last_heard_ - beat_sent_;
+        beat_outstanding_ = false;
+      }
+      continue;
+    }
     if (kind == proto::Kind::kReachability) {
       proto::Reachability answer;
       if (proto::Decode(payload, &answer).ok()) {
@@ -274,8 +281,14 @@ void MasterClient::HeartbeatLoop(Duration interval) {
       socket_.ShutdownRead();
       return;
     }
+    proto::Heartbeat beat{static_cast<uint32_t>(std::min<int64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(beat_rtt_).count(), UINT32_MAX))};
+    if (!beat_outstanding_) {
+      beat_outstanding_ = true;
+      beat_sent_ = Clock::now();
+    }
     lock.unlock();
-    Status st = Send(proto::Kind::kHeartbeat, "", Deadline::In(interval * 4));
+    Status st = Send(proto::Kind::kHeartbeat, proto::Encode(beat), Deadline::In(interval * 4));
     lock.lock();
     if (!st.ok()) return;
   }

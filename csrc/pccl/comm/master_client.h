@@ -137,6 +137,10 @@ class MasterClient {
   std::optional<proto::Reachability> reachability_ PCCL_GUARDED_BY(mu_);
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
   bool welcomed_ PCCL_GUARDED_BY(mu_) = false;   // see MarkWelcomed
+  // The round trip of heartbeats (sent -> ack), told to the master in the next one.
+  bool beat_outstanding_ PCCL_GUARDED_BY(mu_) = false;
+  TimePoint beat_sent_ PCCL_GUARDED_BY(mu_);
+  Duration beat_rtt_ PCCL_GUARDED_BY(mu_){0};
   bool resumable_ PCCL_GUARDED_BY(mu_) = false;  // see SetResumable
 };
 

@@ -96,7 +96,10 @@ class Admission {
   // The master was stopped for `gap`: every peer's silence so far is shortened by it.
   void Forgive(Duration gap) { roster_.Forgive(gap); }
   // A heartbeat also brings the path's retransmission timeout (events.h).
-  void OnHeartbeat(ConnId conn, Duration rto) { roster_.SetRto(conn, rto); }
+  void OnHeartbeat(ConnId conn, Duration rto, Duration rtt) {
+    roster_.SetRto(conn, rto);
+    if (rtt > Duration(0)) roster_.SetHeartbeatRtt(conn, rtt);
+  }
   // How long `peer` may stay silent before it is kicked: the heartbeat timeout, plus, on a
   // path slower than loopback, time for four back-to-back retransmissions of a lost beat
   // (1 + 2 + 4 + 8 times the retransmission timeout beyond its 200 ms floor), so that loss

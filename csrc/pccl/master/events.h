@@ -57,6 +57,8 @@ struct Heartbeat {  // the peer is alive (any message counts too)
   // The connection's retransmission timeout as the server's kernel measures it: a long or
   // lossy path earns a longer allowance before silence means death (admission.h).
   Duration rto{0};
+  // The round trip of the peer's previous heartbeat, as it measured it (0: none yet).
+  Duration rtt{0};
 };
 struct SyncState {  // sync_shared_state(): the peer's revision, strategy and hashes
   ConnId conn = 0;

@@ -197,11 +197,16 @@ void Membership::On(const Peer& peer, const event::OpDone& e, Step& step) {
     Reject(peer.conn, admitted.message(), step);
     return;
   }
+  log_.Count("bytes_sent", e.op.tx_bytes);
+  if (e.op.duration_us > 0) {
+    log_.Observe("member_op", std::chrono::microseconds(e.op.duration_us));
+  }
   if (verdicts_.OnOpDone(peer, e.op, roster(), step)) MaybeAdmit(step);  // a vote may wait
 }
 
 void Membership::On(const Peer& peer, const event::Heartbeat& e, Step& step) {
-  admission_.OnHeartbeat(peer.conn, e.rto);
+  admission_.OnHeartbeat(peer.conn, e.rto, e.rtt);
+  if (e.rtt > Duration(0)) log_.Observe("heartbeat_rtt", e.rtt);
   // Handle() refreshed the peer's liveness. The answer tells the peer that the master is
   // alive: a peer that hears nothing for the heartbeat timeout gives the master up.
   step.SendTo(peer.conn, proto::Kind::kHeartbeatAck, "");
@@ -385,7 +390,8 @@ RunStatus Membership::Snapshot(TimePoint now) const {
     const Peer& p = r.at(conn);
     s.peers.push_back(RunStatus::PeerStatus{p.peer_id, p.host, p.port, p.peer_group,
                                             p.role == Role::kMember, p.reachable,
-                                            seconds(p.rto), seconds(now - p.last_seen)});
+                                            seconds(p.rto), seconds(now - p.last_seen),
+                                            seconds(p.heartbeat_rtt)});
   };
   for (ConnId conn : r.members()) add_peer(conn);
   for (ConnId conn : r.pending()) add_peer(conn);
@@ -413,6 +419,7 @@ RunStatus Membership::Snapshot(TimePoint now) const {
     s.events.push_back(std::move(copy));
   }
   s.counters = log_.counters();
+  s.histograms = log_.histograms();
   return s;
 }
 

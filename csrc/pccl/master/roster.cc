@@ -113,6 +113,11 @@ void Roster::Forgive(Duration gap) {
   for (auto& [conn, peer] : peers_) peer.last_seen += gap;
 }
 
+void Roster::SetHeartbeatRtt(ConnId conn, Duration rtt) {
+  auto it = peers_.find(conn);
+  if (it != peers_.end()) it->second.heartbeat_rtt = rtt;
+}
+
 void Roster::SetRto(ConnId conn, Duration rto) {
   auto it = peers_.find(conn);
   if (it != peers_.end()) it->second.rto = rto;

@@ -37,6 +37,7 @@ struct Peer {
   Role role = Role::kPending;
   TimePoint last_seen;  // the last message from this peer
   Duration rto{0};      // its connection's retransmission timeout, at its latest heartbeat
+  Duration heartbeat_rtt{0};  // its latest heartbeat's round trip, as it measured it
   uint8_t reachable = proto::kReachabilityUnknown;  // the master's dial-back (dial_back.h)
   // Pending because it resumed the run with a master that had no members (a restarted
   // one): admitted with the other resumers, without a vote (admission.cc, "Resuming").
@@ -90,6 +91,7 @@ class Roster {
   // The dial-back of the peer on `conn` ended (next topologies say so).
   void SetReachable(ConnId conn, bool reachable);
   void SetRto(ConnId conn, Duration rto);   // its latest heartbeat's measurement
+  void SetHeartbeatRtt(ConnId conn, Duration rtt);
   void ClearResuming(ConnId conn);          // the recovery admits it
   void Forgive(Duration gap);               // every peer's last_seen moves `gap` later
   // Forgets `conn` (pending or member); nullopt if it was not a peer.

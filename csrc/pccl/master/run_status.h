@@ -1,7 +1,8 @@
 // What the master shows of the run (MasterNode.status(), its HTTP /status and /metrics):
 // the peers, each group's ring with the bandwidths measured along it, the operations in
-// flight, counters, and the latest events (joins, epochs and why they started, departures,
-// failed verdicts with their reasons).
+// flight, counters, latency histograms (heartbeat round trips, each member's time per
+// collective), and the latest events (joins, resumes, epochs and why they started,
+// departures, failed verdicts with their reasons).
 //
 // The master's machines write events and counters into the RunLog that Membership owns;
 // Membership::Snapshot() assembles a RunStatus from it and from the roster, and the server
@@ -11,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iterator>
 #include <deque>
 #include <map>
 #include <optional>
@@ -24,21 +26,40 @@ namespace pccl::master {
 struct RunEvent {
   TimePoint at;       // when it happened (the master's monotonic clock)
   double unix_time;   // the same, in seconds since the Unix epoch (set by Snapshot())
-  std::string kind;   // "join", "epoch", "leave", "failed"
+  std::string kind;   // "join", "resume", "epoch", "leave", "failed", "restart"
   std::string text;
+};
+
+// Observations of a duration in fixed buckets (seconds), as Prometheus histograms have.
+struct Histogram {
+  static constexpr double kBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                       0.1,    0.25,  0.5,    1,     2.5,  5,     10, 30};
+  static constexpr size_t kBuckets = std::size(kBounds);
+  uint64_t counts[kBuckets + 1] = {};  // counts[i]: <= kBounds[i], not cumulative; last: more
+  double sum = 0;
+  uint64_t count = 0;
+  void Observe(double seconds);
 };
 
 class RunLog {
  public:
   static constexpr size_t kMaxEvents = 200;  // the oldest go first
+  // The histograms exist from the start (empty), so that /metrics always has them:
+  // heartbeat round trips, and each member's time per collective.
+  RunLog() : histograms_{{"heartbeat_rtt", {}}, {"member_op", {}}} {}
   void Add(TimePoint at, std::string kind, std::string text);
   void Count(const std::string& counter, uint64_t n = 1) { counters_[counter] += n; }
+  void Observe(const std::string& histogram, Duration d) {
+    histograms_[histogram].Observe(std::chrono::duration<double>(d).count());
+  }
+  const std::map<std::string, Histogram>& histograms() const { return histograms_; }
   const std::deque<RunEvent>& events() const { return events_; }
   const std::map<std::string, uint64_t>& counters() const { return counters_; }
 
  private:
   std::deque<RunEvent> events_;
   std::map<std::string, uint64_t> counters_;
+  std::map<std::string, Histogram> histograms_;
 };
 
 struct RunStatus {
@@ -53,6 +74,7 @@ struct RunStatus {
     int reachable = 0;    // proto::kReachability*: 0 unknown, 1 yes, 2 no
     double rto_s = 0;     // its master connection's retransmission timeout, last heartbeat
     double idle_s = 0;    // since its last message
+    double heartbeat_rtt_s = 0;  // its latest heartbeat's round trip, as it measured (0: none)
   };
   std::vector<PeerStatus> peers;  // members in ring order, then pending in arrival order
   struct GroupStatus {
@@ -67,6 +89,7 @@ struct RunStatus {
   std::vector<RunEvent> events;  // oldest first
   // "ops_succeeded", "ops_failed", "ops_failed_<Code>", "joins", "departures", "epochs".
   std::map<std::string, uint64_t> counters;
+  std::map<std::string, Histogram> histograms;
 };
 
 }  // namespace pccl::master

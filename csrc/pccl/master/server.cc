@@ -403,10 +403,15 @@ void MasterServer::Loop::OnFrame(Entry& c, uint16_t kind, const std::string& pay
       if (s.ok()) Dispatch(event::QueryPending{c.link.id(), m.seq, m.joint != 0});
       break;
     }
-    case proto::Kind::kHeartbeat:
-      s = proto::DecodeEmpty(payload, "Heartbeat");
-      if (s.ok()) Dispatch(event::Heartbeat{c.link.id(), c.link.RetransmitTimeout()});
+    case proto::Kind::kHeartbeat: {
+      proto::Heartbeat m;
+      s = proto::Decode(payload, &m);
+      if (s.ok()) {
+        Dispatch(event::Heartbeat{c.link.id(), c.link.RetransmitTimeout(),
+                                  std::chrono::microseconds(m.rtt_us)});
+      }
       break;
+    }
     case proto::Kind::kOpDone: {
       event::OpDone e;
       e.conn = c.link.id();

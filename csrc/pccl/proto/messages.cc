@@ -270,6 +270,11 @@ constexpr auto kOpDone = MessageOf<OpDone>("OpDone", std::tuple{
     Str("reason", &OpDone::reason, kMaxReasonLength),
     U32("code", &OpDone::code),
     Str("report", &OpDone::report, kMaxReportLength),
+    U64("tx_bytes", &OpDone::tx_bytes),
+    U32("duration_us", &OpDone::duration_us),
+});
+constexpr auto kHeartbeat = MessageOf<Heartbeat>("Heartbeat", std::tuple{
+    U32("rtt_us", &Heartbeat::rtt_us),
 });
 constexpr auto kVerdict = MessageOf<Verdict>("Verdict", std::tuple{
     Nested(&Verdict::key, kOpKey),
@@ -432,6 +437,7 @@ PCCL_PROTO_CODEC(Vote, kVote)
 PCCL_PROTO_CODEC(PendingQuery, kPendingQuery)
 PCCL_PROTO_CODEC(PendingReply, kPendingReply)
 PCCL_PROTO_CODEC(OpDone, kOpDone)
+PCCL_PROTO_CODEC(Heartbeat, kHeartbeat)
 PCCL_PROTO_CODEC(Verdict, kVerdict)
 PCCL_PROTO_CODEC(ErrorMessage, kErrorMessage)
 PCCL_PROTO_CODEC(Greeting, kGreeting)

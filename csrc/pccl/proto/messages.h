@@ -277,6 +277,16 @@ struct OpDone {
   // What the peer wants every member to see, through the master (ReduceMode.VERIFIED's
   // hashes, comm/exact_allreduce.cc); usually empty.
   std::string report;
+  // For the master's metrics: the bytes this peer sent for the operation and how long it
+  // took here, from its start to this report (0 for a step that moved no data).
+  uint64_t tx_bytes = 0;
+  uint32_t duration_us = 0;
+};
+
+// A peer's heartbeat, with the round trip of its previous one (sent -> the master's ack;
+// 0: none measured yet), for the master's metrics.
+struct Heartbeat {
+  uint32_t rtt_us = 0;
 };
 
 struct Verdict {
@@ -512,6 +522,7 @@ std::string Encode(const Vote& m);
 std::string Encode(const PendingQuery& m);
 std::string Encode(const PendingReply& m);
 std::string Encode(const OpDone& m);
+std::string Encode(const Heartbeat& m);
 std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
 std::string Encode(const LinkBroken& m);
@@ -545,6 +556,7 @@ Status Decode(const std::string& payload, Vote* m);
 Status Decode(const std::string& payload, PendingQuery* m);
 Status Decode(const std::string& payload, PendingReply* m);
 Status Decode(const std::string& payload, OpDone* m);
+Status Decode(const std::string& payload, Heartbeat* m);
 Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
 Status Decode(const std::string& payload, LinkBroken* m);
