@@ -114,22 +114,30 @@ def _start_master(address: str, heartbeat_timeout: float) -> tuple[subprocess.Po
     return proc, int(line.rsplit(":", 1)[1])
 
 
+def _start_peers(target: Any, head: tuple[Any, ...], tail: tuple[Any, ...], world: int,
+                 conns: list[Connection], procs: list[Any], system: str) -> None:
+    """Starts `world` processes `target(pipe, *head, rank, *tail)` (into `conns`, `procs`,
+    for the caller to clean up) and waits until each says "ready"."""
+    for rank in range(world):
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=target, args=(child, *head, rank, *tail), daemon=True)
+        p.start()
+        conns.append(parent)
+        procs.append(p)
+    for c in conns:
+        if not c.poll(120) or c.recv() != "ready":
+            raise RuntimeError(f"{system}: a peer did not start")
+
+
 def run_master_case(fault: str, args: argparse.Namespace) -> dict[str, Any]:
     count = args.mib * (1 << 20) // 4
     master, port = _start_master("127.0.0.1:0", args.heartbeat_timeout)
     address = f"127.0.0.1:{port}"
-    conns, procs = [], []
+    conns: list[Connection] = []
+    procs: list[Any] = []
     try:
-        for rank in range(args.world):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_pccl_looper, args=(child, address, args.world, count, rank),
-                            daemon=True)
-            p.start()
-            conns.append(parent)
-            procs.append(p)
-        for c in conns:
-            if not c.poll(120) or c.recv() != "ready":
-                raise RuntimeError("pccl: a peer did not start")
+        _start_peers(_pccl_looper, (address, args.world, count), (), args.world, conns, procs,
+                     "pccl")
         time.sleep(1.0)  # a few all-reduces before the fault
         faulted_at = time.monotonic()
         if fault == "SIGKILL":
@@ -147,7 +155,8 @@ def run_master_case(fault: str, args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(max(2.0, args.restart_after))  # running again after the return
         for c in conns:
             c.send("stop")
-        results = [c.recv() if c.poll(180) else {"done": [], "wrong": -1} for c in conns]
+        results: list[dict[str, Any]] = [
+            c.recv() if c.poll(180) else {"done": [], "wrong": -1} for c in conns]
         after = [min((t for t in r["done"] if t > faulted_at), default=None) for r in results]
         before = [max((t for t in r["done"] if t < faulted_at), default=None) for r in results]
         resumed = [a - listening_at for a in after if a is not None]
@@ -215,18 +224,10 @@ def run_case(system: str, sig: int, args: argparse.Namespace) -> dict[str, Any]:
     else:
         address = f"127.0.0.1:{free_port()}"
         target, extra = _gloo_peer, (args.gloo_timeout,)
-    conns, procs = [], []
+    conns: list[Connection] = []
+    procs: list[Any] = []
     try:
-        for rank in range(args.world):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=target, args=(child, address, args.world, count, rank) + extra,
-                             daemon=True)
-            p.start()
-            conns.append(parent)
-            procs.append(p)
-        for c in conns:
-            if not c.poll(120) or c.recv() != "ready":
-                raise RuntimeError(f"{system}: a peer did not start")
+        _start_peers(target, (address, args.world, count), extra, args.world, conns, procs, system)
         for c in conns:
             c.send("go")
         for c in conns:
