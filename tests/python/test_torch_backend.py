@@ -451,3 +451,21 @@ def test_cuda_tensors_are_staged_through_host_memory(tmp_path: Path) -> None:
             assert torch.allclose(result[f"cuda/ddp/grad/{name}"], mean, atol=1e-6)
             assert torch.equal(result[f"cuda/ddp/grad/{name}"],
                                results[0][f"cuda/ddp/grad/{name}"])
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_wait_ends_with_the_future_or_its_timeout() -> None:
+    from pccl.torch._work import PcclWork
+    from torch.futures import Future
+
+    pending: Future[list[Any]] = Future()
+    work = PcclWork(pending)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="not finished after"):
+        work.wait(datetime.timedelta(milliseconds=200))
+    assert 0.15 < time.monotonic() - started < 10  # waited for its timeout, not forever
+    # Completed from another thread while a timed wait runs: it returns then, not later.
+    threading.Timer(0.1, lambda: pending.set_result([torch.ones(1)])).start()
+    started = time.monotonic()
+    assert work.wait(datetime.timedelta(seconds=30))
+    assert time.monotonic() - started < 10

@@ -60,35 +60,37 @@ Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline dea
     session_.EndCollective();
     return bound_status;
   }
-  started->reset(new AsyncAllReduce(this, request, std::move(bound), deadline));
+  started->reset(new AsyncAllReduce());
+  workers_.Submit([this, state = (*started)->state_, request, bound = std::move(bound),
+                   deadline] {
+    ReduceInfo info;
+    Status st = Timed(session_.op_stats(), OpKind::kAllReduce,
+                      [&] { return Run(request, bound, deadline, &info); });
+    session_.EndCollective();
+    std::lock_guard<std::mutex> lock(state->mu);
+    state->status = st;
+    state->info = info;
+    state->done = true;
+    state->cv.notify_all();
+  });
   return Status::Ok();
 }
 
-AsyncAllReduce::AsyncAllReduce(Collectives* collectives, AllReduceRequest request,
-                               RingBinding bound, Deadline deadline)
-    : thread_([this, collectives, request, bound = std::move(bound), deadline] {
-        Status st = Timed(collectives->session_.op_stats(), OpKind::kAllReduce,
-                          [&] { return collectives->Run(request, bound, deadline, &info_); });
-        collectives->session_.EndCollective();
-        std::lock_guard<std::mutex> lock(mu_);
-        status_ = st;
-        done_ = true;
-        cv_.notify_all();
-      }) {}
-
 AsyncAllReduce::~AsyncAllReduce() {
-  if (thread_.joinable()) thread_.join();
+  ReduceInfo unused;
+  (void)Wait(&unused);
 }
 
 Status AsyncAllReduce::Wait(ReduceInfo* info) {
-  if (thread_.joinable()) thread_.join();
-  *info = info_;
-  return status_;
+  std::unique_lock<std::mutex> lock(state_->mu);
+  state_->cv.wait(lock, [this] { return state_->done; });
+  *info = state_->info;
+  return state_->status;
 }
 
 bool AsyncAllReduce::done() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return done_;
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->done;
 }
 
 Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "pccl/comm/buffer_pool.h"
+#include "pccl/comm/worker_pool.h"
 #include "pccl/comm/session.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
@@ -65,8 +66,9 @@ struct ReduceInfo {
 
 class Collectives;
 
-// An all-reduce running on its own thread (Collectives::StartAllReduce). The caller keeps
-// the buffers alive and untouched until Wait() returns. Destroying it waits for the op.
+// An all-reduce running on a worker of the Collectives' pool (Collectives::StartAllReduce).
+// The caller keeps the buffers alive and untouched until Wait() returns. Destroying it
+// waits for the op.
 class AsyncAllReduce {
  public:
   ~AsyncAllReduce();
@@ -78,14 +80,17 @@ class AsyncAllReduce {
 
  private:
   friend class Collectives;
-  AsyncAllReduce(Collectives* collectives, AllReduceRequest request, RingBinding bound,
-                 Deadline deadline);
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  Status status_;
-  ReduceInfo info_;
-  std::thread thread_;  // last: starts once the members it writes exist
+  // Shared with the task on the worker, which may still be unlocking it when the handle
+  // goes.
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    Status status;
+    ReduceInfo info;
+  };
+  AsyncAllReduce() : state_(std::make_shared<State>()) {}
+  std::shared_ptr<State> state_;
 };
 
 // What the exact all-reduce asks of Collectives::Execute beyond the request.
@@ -156,6 +161,7 @@ class Collectives {
 
   Session& session_;
   BufferPool buffers_;  // staging and workspaces, reused across collectives
+  WorkerPool workers_;  // last: its destructor waits for the tasks that use the rest
 };
 
 }  // namespace pccl::comm

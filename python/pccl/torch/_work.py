@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -31,7 +30,6 @@ from pccl.communicator import AsyncReduceHandle
 from pccl.errors import PeerLostError
 
 Finish = Callable[[], Any]
-_POLL_S = 0.001
 
 
 class PcclWork(dist.Work):
@@ -49,11 +47,10 @@ class PcclWork(dist.Work):
         then (it keeps running).
         """
         if timeout is not None and timeout.total_seconds() > 0:
-            deadline = time.monotonic() + timeout.total_seconds()
-            while not self._future.done():
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"pccl collective not finished after {timeout}")
-                time.sleep(_POLL_S)
+            finished = threading.Event()  # set by the future itself: no polling
+            self._future.add_done_callback(lambda _: finished.set())
+            if not finished.wait(timeout.total_seconds()):
+                raise TimeoutError(f"pccl collective not finished after {timeout}")
         self._future.wait()
         return True
 
