@@ -26,14 +26,30 @@ BufferPool::Lease BufferPool::Acquire(size_t bytes) {
 }
 
 void BufferPool::Return(std::unique_ptr<char[]> data, size_t capacity) {
+  std::vector<Entry> dropped;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
   free_.push_back(Entry{std::move(data), capacity});
-  if (free_.size() > kMaxKept) {
-    auto smallest = std::min_element(free_.begin(), free_.end(), [](const Entry& a, const Entry& b) {
-      return a.capacity < b.capacity;
-    });
-    free_.erase(smallest);
+  std::sort(free_.begin(), free_.end(),
+            [](const Entry& a, const Entry& b) { return a.capacity < b.capacity; });
+  // Too many: the smallest go (cheap to make again). Too large in all: the largest go.
+  while (free_.size() > kMaxKept) {
+    dropped.push_back(std::move(free_.front()));
+    free_.erase(free_.begin());
   }
+  size_t kept = 0;
+  for (const Entry& e : free_) kept += e.capacity;
+  while (kept > keep_bytes_) {
+    kept -= free_.back().capacity;
+    dropped.push_back(std::move(free_.back()));
+    free_.pop_back();
+  }
+}
+
+size_t BufferPool::kept_bytes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t kept = 0;
+  for (const Entry& e : free_) kept += e.capacity;
+  return kept;
 }
 
 }  // namespace pccl::comm

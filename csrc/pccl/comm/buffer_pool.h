@@ -3,7 +3,10 @@
 // A large all-reduce needs a buffer as big as its tensor. Allocating it per call costs a
 // fresh mmap, page faults and zero-filling on every operation, which showed up as the
 // largest CPU cost of big all-reduces. The pool hands out uninitialised buffers and keeps
-// returned ones for the next call of the same size or smaller.
+// returned ones for the next call of the same size or smaller: at most kMaxKept of them and
+// at most `keep_bytes` in all (PCCL_POOL_KEEP_BYTES, common/params.h); the rest go back to
+// the system when they are returned, so a host that stages a large model between steps
+// can have the memory back.
 //
 // Thread-safety: Acquire and the Lease destructor may run on any thread.
 #pragma once
@@ -35,8 +38,11 @@ class BufferPool {
     size_t capacity_ = 0;
   };
 
+  explicit BufferPool(size_t keep_bytes) : keep_bytes_(keep_bytes) {}
   // A buffer of at least `bytes` bytes (contents unspecified).
   Lease Acquire(size_t bytes);
+  // Bytes kept for later calls (tests).
+  size_t kept_bytes();
 
  private:
   void Return(std::unique_ptr<char[]> data, size_t capacity);
@@ -47,6 +53,7 @@ class BufferPool {
   };
   // Kept buffers; at most kMaxKept, the smallest dropped first.
   static constexpr size_t kMaxKept = 4;
+  const size_t keep_bytes_;
   std::mutex mu_;
   std::vector<Entry> free_;
 };

@@ -46,6 +46,9 @@ Status Collectives::AllReduce(const AllReduceRequest& request, Deadline deadline
   return st;
 }
 
+Collectives::Collectives(Session& session)
+    : session_(session), buffers_(static_cast<size_t>(GetParams().pool_keep_bytes)) {}
+
 Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline deadline,
                                     std::unique_ptr<AsyncAllReduce>* started) {
   session_.BeginCollective();

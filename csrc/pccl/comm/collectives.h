@@ -102,7 +102,7 @@ struct ExecuteExtras {
 
 class Collectives {
  public:
-  explicit Collectives(Session& session) : session_(session) {}
+  explicit Collectives(Session& session);
   Collectives(const Collectives&) = delete;
   Collectives& operator=(const Collectives&) = delete;
 

@@ -43,6 +43,7 @@ const Params& GetParams() {
     p.default_pool_size = EnvInt("PCCL_DEFAULT_POOL_SIZE", 8, 1, 64);
     p.timeout_ms = EnvInt("PCCL_TIMEOUT_MS", 60000, 0, int64_t{1} << 40);
     p.connect_timeout_ms = EnvInt("PCCL_CONNECT_TIMEOUT_MS", 10000, 10, int64_t{1} << 40);
+    p.pool_keep_bytes = EnvInt("PCCL_POOL_KEEP_BYTES", int64_t{512} << 20, 0, int64_t{1} << 50);
     p.master_resume_s = EnvInt("PCCL_MASTER_RESUME_S", 60, 0, int64_t{1} << 30);
     p.tcp_user_timeout_ms = EnvInt("PCCL_TCP_USER_TIMEOUT_MS", 20000, 0, int64_t{1} << 31);
     p.keepalive_s = EnvInt("PCCL_KEEPALIVE_S", 5, 0, 3600);

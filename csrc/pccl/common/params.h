@@ -29,6 +29,11 @@ struct Params {
   // PCCL_CONNECT_TIMEOUT_MS: deadline of one TCP connect, name resolution included
   // (default 10000).
   int64_t connect_timeout_ms;
+  // PCCL_POOL_KEEP_BYTES: scratch and backup buffers a Communicator keeps between
+  // collectives for the next one (comm/buffer_pool.h); the rest is freed when a collective
+  // ends. Default 512 MiB: an in-place 256 MiB float32 all-reduce needs twice its tensor,
+  // and making that again per call costs page faults on every call. 0 frees everything.
+  int64_t pool_keep_bytes;
   // PCCL_MASTER_RESUME_S: how long a peer that lost the master (it died, was restarted or
   // stalled) keeps reconnecting to the same address before it gives the run up; the run
   // resumes when the master is back (master/admission.cc, "Resuming"). Default 60; 0: a

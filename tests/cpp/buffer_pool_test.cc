@@ -1,0 +1,51 @@
+// The scratch pool of the collectives (comm/buffer_pool.h): reuse, and the cap on what it
+// keeps between calls (PCCL_POOL_KEEP_BYTES).
+#include <gtest/gtest.h>
+
+#include "pccl/comm/buffer_pool.h"
+
+namespace pccl::comm {
+namespace {
+
+TEST(BufferPoolTest, AReturnedBufferServesTheNextCallOfItsSizeOrLess) {
+  BufferPool pool(1 << 20);
+  char* first;
+  {
+    BufferPool::Lease a = pool.Acquire(1000);
+    first = a.data();
+  }
+  EXPECT_EQ(pool.kept_bytes(), 1000u);
+  BufferPool::Lease b = pool.Acquire(500);
+  EXPECT_EQ(b.data(), first);
+  EXPECT_EQ(pool.kept_bytes(), 0u);
+}
+
+TEST(BufferPoolTest, WhatExceedsTheCapIsFreedLargestFirst) {
+  BufferPool pool(1000);
+  {
+    BufferPool::Lease a = pool.Acquire(600);
+    BufferPool::Lease b = pool.Acquire(300);
+    BufferPool::Lease c = pool.Acquire(900);
+  }
+  // 600 + 300 fit under 1000 once the 900 went; the cap holds.
+  EXPECT_LE(pool.kept_bytes(), 1000u);
+  EXPECT_EQ(pool.kept_bytes(), 900u);
+}
+
+TEST(BufferPoolTest, ACapOfZeroKeepsNothing) {
+  BufferPool pool(0);
+  { BufferPool::Lease a = pool.Acquire(1 << 20); }
+  EXPECT_EQ(pool.kept_bytes(), 0u);
+}
+
+TEST(BufferPoolTest, AtMostFourBuffersAreKept) {
+  BufferPool pool(1 << 20);
+  {
+    BufferPool::Lease l[6] = {pool.Acquire(10), pool.Acquire(20), pool.Acquire(30),
+                              pool.Acquire(40), pool.Acquire(50), pool.Acquire(60)};
+  }
+  EXPECT_EQ(pool.kept_bytes(), 30u + 40 + 50 + 60);  // the two smallest went
+}
+
+}  // namespace
+}  // namespace pccl::comm
