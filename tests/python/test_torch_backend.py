@@ -129,8 +129,8 @@ def test_collectives_match_gloo(runs: dict[str, Run]) -> None:
 
 @pytest.mark.timeout(120)
 def test_pccl_ranks_get_bit_identical_results(runs: dict[str, Run]) -> None:
-    replicated = [n for n in outputs(runs["pccl"], "")
-                  if not n.startswith("reduce")]  # reduce, reduce_scatter: per rank
+    replicated = [n for n in outputs(runs["pccl"], "")  # reduce, reduce_scatter: per rank
+                  if not n.startswith(("reduce", "per_rank/"))]
     for name in replicated:
         for rank in range(1, WORLD):
             assert torch.equal(runs["pccl"][rank][name], runs["pccl"][0][name]), name
@@ -201,6 +201,25 @@ def test_subgroup_and_object_collectives(runs: dict[str, Run]) -> None:
                                                 for r in range(WORLD)]
         assert result["objects/broadcast"] == {"from": WORLD - 1,
                                                "list": list(range(WORLD + 2))}
+
+
+@pytest.mark.timeout(120)
+def test_gather_scatter_and_all_to_all_match_gloo(runs: dict[str, Run]) -> None:
+    for rank in range(WORLD):
+        pccl_out, gloo_out = runs["pccl"][rank], runs["gloo"][rank]
+        names = outputs(runs["pccl"], "per_rank/", rank)
+        assert len(names) >= 7, names
+        for name in names:
+            assert_matches_gloo(pccl_out[name], gloo_out[name], f"rank {rank}: {name}")
+        for name in ("per_rank/gather_object", "per_rank/scatter_object_list"):
+            assert pccl_out[name] == gloo_out[name], name
+        # A functional collective finds the group by its name; a subgroup can be destroyed.
+        assert torch.equal(pccl_out["functional/all_reduce"],
+                           sum(data("functional", r, (5,), torch.float32) for r in range(WORLD)))
+        (group_name,) = pccl_out["destroyed_subgroup_name"]
+        assert isinstance(group_name, str) and group_name
+        assert pccl_out["refused/send"][:2] == ("error", "RuntimeError")
+        assert "does not support send" in pccl_out["refused/send"][2]
 
 
 @pytest.mark.timeout(120)

@@ -178,6 +178,54 @@ def check_groups_and_objects(rank: int, world: int, results: Results) -> None:
     results["objects/broadcast"] = payload[0]
 
 
+def check_rooted_and_all_to_all(rank: int, world: int, results: Results) -> None:
+    """gather, scatter, all_to_all (even and uneven), their object forms, a functional
+    collective (it finds the group by name) and a subgroup destroyed. Outputs differ per rank:
+    named per_rank/."""
+    for root in (0, world - 1):
+        name = f"per_rank/gather/{root}"
+        gathered = [torch.zeros(COUNT) for _ in range(world)] if rank == root else None
+        dist.gather(data(name, rank, (COUNT,), torch.float32), gathered, dst=root)
+        results[name] = torch.stack(gathered) if gathered else torch.zeros(0)
+        name = f"per_rank/scatter/{root}"
+        out = torch.zeros(7, 3, dtype=torch.int32)
+        pieces = [data(name, r, (7, 3), torch.int32) for r in range(world)]
+        dist.scatter(out, pieces if rank == root else None, src=root)
+        results[name] = out
+    name = "per_rank/all_to_all"
+    inputs = [data(f"{name}/{r}", rank, (3,), torch.float64) for r in range(world)]
+    outputs = [torch.zeros(3, dtype=torch.float64) for _ in range(world)]  # Gloo: one size
+    dist.all_to_all(outputs, inputs)
+    results[name] = torch.cat(outputs)
+    name = "per_rank/all_to_all_single"
+    single = torch.zeros(world * 4, dtype=torch.int64)
+    dist.all_to_all_single(single, data(name, rank, (world * 4,), torch.int64))
+    results[name] = single
+    name = "per_rank/all_to_all_single/uneven"
+    send_splits = [(rank + r) % 3 + 1 for r in range(world)]
+    recv_splits = [(r + rank) % 3 + 1 for r in range(world)]
+    uneven = torch.zeros(sum(recv_splits), 2)
+    dist.all_to_all_single(uneven, data(name, rank, (sum(send_splits), 2), torch.float32),
+                           recv_splits, send_splits)
+    results[name] = uneven
+    objects: list[Any] = [None] * world if rank == 0 else []
+    dist.gather_object({"rank": rank}, objects if rank == 0 else None, dst=0)
+    results["per_rank/gather_object"] = objects
+    received: list[Any] = [None]
+    dist.scatter_object_list(received, [{"to": r} for r in range(world)] if rank == 1 else None,
+                             src=1)
+    results["per_rank/scatter_object_list"] = received[0]
+    import torch.distributed._functional_collectives as functional
+    summed = functional.all_reduce(data("functional", rank, (5,), torch.float32), "sum",
+                                   dist.group.WORLD)
+    results["functional/all_reduce"] = functional.wait_tensor(summed)
+    sub = dist.new_group(list(range(world)))
+    results["destroyed_subgroup_name"] = (dist.distributed_c10d._get_process_group_name(sub),)
+    dist.destroy_process_group(sub)
+    if dist.get_backend() == "pccl":  # Gloo's send would wait for a matching recv
+        attempt(results, "refused/send", dist.send, torch.ones(2), (rank + 1) % world)
+
+
 def check_refused(rank: int, results: Results) -> None:
     """Calls a backend may refuse; each must raise on every rank, then the group must still
     work."""
@@ -264,6 +312,7 @@ def main(argv: list[str]) -> None:
         check_reduce_scatter(rank, world, results)
         check_async(rank, results)
         check_groups_and_objects(rank, world, results)
+        check_rooted_and_all_to_all(rank, world, results)
         check_refused(rank, results)
         check_ddp(rank, results)
         if backend == "pccl":

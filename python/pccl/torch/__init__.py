@@ -14,7 +14,8 @@ fresh secret rank 0 shares through the store; PCCL_TRANSPORT=encrypted encrypts 
 (docs/security.md).
 Collectives: all_reduce and reduce (SUM, AVG, PRODUCT, MIN, MAX), broadcast, all_gather,
 all_gather_single (all_gather_into_tensor), reduce_scatter, reduce_scatter_single
-(reduce_scatter_tensor) and barrier, synchronous or with async_op=True. CUDA tensors are
+(reduce_scatter_tensor), gather, scatter, all_to_all, all_to_all_single and barrier,
+synchronous or with async_op=True; send and recv are refused with a clear error. CUDA tensors are
 staged through host memory. SUM and AVG reductions run in pccl.ReduceMode.EXACT or PRIVATE
 with PCCL_REDUCE_MODE=exact|private or `pccl.torch.set_reduce_mode(mode)`. Errors are
 pccl's (pccl.PeerLostError when a rank is lost), or ValueError/TypeError for calls the

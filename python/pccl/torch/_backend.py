@@ -13,7 +13,16 @@ copies:
     reduce           all_reduce into a host copy that only the destination keeps.
     reduce_scatter   the world_size inputs laid end to end, reduced with the op; each rank
                      keeps its own slice.
+    gather           all_gather's bytes; only the destination keeps them.
+    scatter          broadcast's bytes of the source's inputs end to end; each rank keeps
+                     its own slice.
+    all_to_all       first a SUM of every rank's piece sizes (a world x world table),
+                     then all_gather's bytes of every rank's pieces end to end (padded to
+                     the longest); each rank keeps the pieces addressed to it.
     barrier          a one-byte SUM.
+
+These move world_size times the bytes a native algorithm would (issue 19 replaces them).
+Point-to-point send and recv are refused, with a message that names them.
 
 Ranks must issue the same collectives in the same order (torch requires it too): each
 launch takes the next tag of the group's sequence counter, so the same call carries the
@@ -85,11 +94,24 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         self._tags_lock = threading.Lock()
         self._completer = Completer(size)
         self._shut_down = False
+        self._group_name: str | None = None
         # Every rank must use the same mode (each all-reduce's descriptor includes it).
         self.reduce_mode = reduce_mode_from_env()
 
     def getBackendName(self) -> str:
         return BACKEND_NAME
+
+    # torch names every process group (destroying a subgroup and the functional
+    # collectives look groups up by name). Its C++ ProcessGroup keeps the name in its
+    # device backends, which a Python process group has none of, so it is kept here.
+    def _set_group_name(self, name: str) -> None:
+        self._group_name = name
+
+    @property
+    def group_name(self) -> str:  # type: ignore[override]  # the stubs' GroupName is a str
+        if self._group_name is None:
+            raise RuntimeError("ProcessGroup name not set")
+        return self._group_name
 
     # -- collectives ------------------------------------------------------------------
 
@@ -232,6 +254,111 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     _allgather_base = all_gather_single
     _reduce_scatter_base = reduce_scatter_single  # type: ignore[assignment]  # argument names
 
+    def gather(self, output_tensors: list[list[torch.Tensor]],  # type: ignore[override]
+               input_tensors: list[torch.Tensor], opts: Any = None) -> PcclWork:
+        dst = 0 if opts is None else opts.rootRank
+        if self._rank == dst:  # elsewhere torch passes no output lists
+            _same_length(output_tensors, input_tensors, "gather")
+            for outputs, tensor in zip(output_tensors, input_tensors):
+                if len(outputs) != self._size:
+                    raise ValueError(f"gather needs {self._size} output tensors (one per "
+                                     f"rank) at the destination, got {len(outputs)}")
+                for out in outputs:
+                    _same_elements(out, tensor, "gather's output", "its input")
+        gathered = [self._gather_bytes(t) for t in input_tensors]
+
+        def finish() -> list[list[torch.Tensor]]:
+            if self._rank == dst:
+                for outputs, tensor, (_, slots) in zip(output_tensors, input_tensors, gathered):
+                    for out, slot in zip(outputs, slots.chunk(self._size)):
+                        out.copy_(slot.view(tensor.dtype).view(out.shape))
+            return output_tensors
+
+        return self._submit([handle for handle, _ in gathered], finish)
+
+    def scatter(self, output_tensors: list[torch.Tensor],  # type: ignore[override]
+                input_tensors: list[list[torch.Tensor]], opts: Any = None) -> PcclWork:
+        src = 0 if opts is None else opts.rootRank
+        buffers = []
+        for i, out in enumerate(output_tensors):
+            width = out.numel() * out.element_size()
+            slots = torch.zeros(width * self._size, dtype=torch.uint8)
+            if self._rank == src:
+                inputs = input_tensors[i]
+                if len(inputs) != self._size:
+                    raise ValueError(f"scatter needs {self._size} input tensors (one per "
+                                     f"rank) at the source, got {len(inputs)}")
+                for r, tensor in enumerate(inputs):
+                    _same_elements(tensor, out, "scatter's input", "the output")
+                    slots[r * width:(r + 1) * width] = as_bytes(host_copy(tensor))
+            buffers.append(slots)
+        handles = [self._launch(b, b, pccl.ReduceOp.SUM) for b in buffers]
+
+        def finish() -> list[torch.Tensor]:
+            for out, slots in zip(output_tensors, buffers):
+                mine = slots.chunk(self._size)[self._rank]
+                out.copy_(mine.view(out.dtype).view(out.shape))
+            return output_tensors
+
+        return self._submit(handles, finish)
+
+    def alltoall(self, output_tensors: list[torch.Tensor],
+                 input_tensors: list[torch.Tensor], opts: Any = None) -> PcclWork:
+        for name, tensors in (("output", output_tensors), ("input", input_tensors)):
+            if len(tensors) != self._size:
+                raise ValueError(f"all_to_all needs {self._size} {name} tensors (one per "
+                                 f"rank), got {len(tensors)}")
+        dtype = input_tensors[0].dtype
+        if any(t.dtype != dtype for t in (*input_tensors, *output_tensors)):
+            raise ValueError("all_to_all needs one dtype for every input and output tensor")
+        pieces = [as_bytes(host_copy(t)) for t in input_tensors]
+        # Everyone's piece sizes first: where rank r's piece for this rank starts depends on
+        # the pieces r sends to the ranks before it.
+        table = torch.zeros(self._size * self._size, dtype=torch.int64)
+        table[self._rank * self._size:(self._rank + 1) * self._size] = torch.tensor(
+            [p.numel() for p in pieces], dtype=torch.int64)
+        sizing = self._launch(table, table, pccl.ReduceOp.SUM)
+        if sizing is not None:
+            sizing.result()
+        sizes = table.view(self._size, self._size)
+        width = int(sizes.sum(dim=1).max().item())
+        slots = torch.zeros(width * self._size, dtype=torch.uint8)
+        if width > 0:
+            mine = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.uint8)
+            slots[self._rank * width:self._rank * width + mine.numel()] = mine
+        handle = self._launch(slots, slots, pccl.ReduceOp.SUM)
+        for r, out in enumerate(output_tensors):
+            got = int(sizes[r, self._rank].item())
+            if got != out.numel() * out.element_size():
+                raise ValueError(f"all_to_all: rank {r} sends this rank {got} bytes, but "
+                                 f"output tensor {r} holds {out.numel() * out.element_size()}")
+
+        def finish() -> list[torch.Tensor]:
+            for r, out in enumerate(output_tensors):
+                start = r * width + int(sizes[r, :self._rank].sum().item())
+                piece = slots[start:start + out.numel() * out.element_size()]
+                out.copy_(piece.view(out.dtype).view(out.shape))
+            return output_tensors
+
+        return self._submit([handle], finish)
+
+    def alltoall_base(self, output: torch.Tensor, input: torch.Tensor,
+                      output_split_sizes: list[int], input_split_sizes: list[int],
+                      opts: Any = None) -> PcclWork:
+        outputs = _split_rows(output, output_split_sizes, self._size, "output")
+        work = self.alltoall(outputs, _split_rows(input, input_split_sizes, self._size, "input"),
+                             opts)
+        return work
+
+    def send(self, tensors: list[torch.Tensor], dst: int, tag: int = 0) -> PcclWork:
+        raise _unsupported("send (point-to-point)")
+
+    def recv(self, tensors: list[torch.Tensor], src: int, tag: int = 0) -> PcclWork:
+        raise _unsupported("recv (point-to-point)")
+
+    def recv_anysource(self, tensors: list[torch.Tensor], tag: int = 0) -> PcclWork:
+        raise _unsupported("recv from any source (point-to-point)")
+
     def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:  # type: ignore[override]
         token = torch.zeros(1, dtype=torch.uint8)
         return self._submit([self._launch(token, token, pccl.ReduceOp.SUM)], lambda: [token])
@@ -293,6 +420,28 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     def __repr__(self) -> str:
         return f"ProcessGroupPCCL(rank={self._rank}, size={self._size})"
+
+
+def _unsupported(what: str) -> RuntimeError:
+    return RuntimeError(f"the pccl backend does not support {what} yet; the collectives it "
+                        "has are all_reduce, reduce, broadcast, all_gather, gather, scatter, "
+                        "reduce_scatter, all_to_all and barrier")
+
+
+def _split_rows(tensor: torch.Tensor, split_sizes: list[int], world: int,
+                name: str) -> list[torch.Tensor]:
+    """all_to_all_single's `tensor` cut along dim 0 into `world` pieces of `split_sizes`
+    rows (equal pieces when empty). Views: copying into them fills `tensor`."""
+    rows = tensor.shape[0] if tensor.dim() > 0 else 0
+    if not split_sizes:
+        if rows % world != 0:
+            raise ValueError(f"all_to_all_single: the {name}'s {rows} rows do not split "
+                             f"into {world} equal pieces")
+        split_sizes = [rows // world] * world
+    if len(split_sizes) != world or sum(split_sizes) != rows:
+        raise ValueError(f"all_to_all_single: {name} split sizes {split_sizes} do not cut "
+                         f"{rows} rows into {world} pieces")
+    return list(torch.split(tensor, split_sizes, dim=0))
 
 
 def _same_length(a: Sequence[Any], b: Sequence[Any], what: str) -> None:
