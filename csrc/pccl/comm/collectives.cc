@@ -1,6 +1,7 @@
 #include "pccl/comm/collectives.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "pccl/algo/quantized_allreduce.h"
 #include "pccl/algo/ring_allreduce.h"
@@ -150,14 +151,22 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   std::shared_ptr<RingOp> op;
   PCCL_RETURN_IF_ERROR(links->OpenOp(key, descriptor_hash, deadline, &op));
 
-  // In place, the algorithm saves each input segment before overwriting it; unless every
-  // peer succeeded (the verdict), the saved input is put back, so a failed operation
-  // leaves the caller's data as it was.
-  BufferPool::Lease scratch =
-      buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(request.dtype, request.count)
-                                              : 0);
+  // In place, a failed operation must leave the caller's data as it was (unless every peer
+  // succeeded, the verdict, the input is put back). Unquantized at full precision, the
+  // input is copied aside first and the all-reduce runs out of place, from the copy into
+  // the caller's buffer: one extra tensor of memory, which is also what restores the input.
+  // Otherwise (float16/bfloat16, whose partials live in the float32 workspace, and the
+  // quantized path) the algorithm saves each input segment to `backup` right before its
+  // first overwrite.
+  const bool copy_aside =
+      in_place && !quantized && algo::ScratchBytes(request.dtype, request.count) > 0;
+  const size_t bytes = request.count * DTypeSize(request.dtype);
+  BufferPool::Lease scratch = buffers_.Acquire(
+      in_place && !quantized && !copy_aside ? algo::ScratchBytes(request.dtype, request.count)
+                                            : 0);
   BufferPool::Lease backup =
       buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
+  if (copy_aside) std::memcpy(backup.data(), send, bytes);
   BufferPool::Lease workspace =
       buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
   kernels::Modulus modulus;
@@ -169,14 +178,14 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   options.dtype = request.dtype;
   options.op = request.op;
   options.count = request.count;
-  options.send = send;
+  options.send = copy_aside ? backup.data() : send;
   options.recv = recv;
   options.rank = rank;
   options.world = world;
   options.segment_bytes = segment_bytes;
   options.workspace = reinterpret_cast<float*>(workspace.data());
   options.scratch = scratch.data();
-  options.backup = backup.data();
+  options.backup = copy_aside ? nullptr : backup.data();
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
   algo::AllReduceStats stats;
@@ -185,10 +194,17 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
     const bool& committed;
     const algo::AllReduceOptions& options;
     const algo::AllReduceStats& stats;
+    char* copied_from;  // copy_aside: the caller's buffer, to get its input back
+    size_t bytes;
     ~UndoUnlessCommitted() {
-      if (!committed) algo::RestoreInput(options, stats);
+      if (committed) return;
+      if (copied_from != nullptr) {
+        std::memcpy(copied_from, options.send, bytes);
+      } else {
+        algo::RestoreInput(options, stats);
+      }
     }
-  } undo{committed, options, stats};
+  } undo{committed, options, stats, copy_aside ? recv : nullptr, bytes};
 
   const TimePoint started = Clock::now();
   Status local = quantized
