@@ -175,24 +175,14 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     def allgather(self, output_tensors: list[list[torch.Tensor]],  # type: ignore[override]
                   input_tensors: list[torch.Tensor],
                   opts: AllgatherOptions | None = None) -> PcclWork:
-        _same_length(output_tensors, input_tensors, "all_gather")
-        gathered = []
-        for outputs, tensor in zip(output_tensors, input_tensors):
-            if len(outputs) != self._size:
-                raise ValueError(f"all_gather needs {self._size} output tensors (one per "
-                                 f"rank), got {len(outputs)}")
-            for out in outputs:
-                _same_elements(out, tensor, "all_gather's output", "its input")
-            gathered.append(self._gather_bytes(tensor))
-        handles = [handle for handle, _ in gathered]
+        self._check_gather_outputs(output_tensors, input_tensors, "all_gather")
+        gathered = [self._gather_bytes(t) for t in input_tensors]
 
         def finish() -> list[list[torch.Tensor]]:
-            for outputs, tensor, (_, slots) in zip(output_tensors, input_tensors, gathered):
-                for out, slot in zip(outputs, slots.chunk(self._size)):
-                    out.copy_(slot.view(tensor.dtype).view(out.shape))
+            self._copy_gathered(output_tensors, input_tensors, gathered)
             return output_tensors
 
-        return self._submit(handles, finish)
+        return self._submit([handle for handle, _ in gathered], finish)
 
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
                           opts: AllgatherOptions | None = None) -> PcclWork:
@@ -258,20 +248,12 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                input_tensors: list[torch.Tensor], opts: Any = None) -> PcclWork:
         dst = 0 if opts is None else opts.rootRank
         if self._rank == dst:  # elsewhere torch passes no output lists
-            _same_length(output_tensors, input_tensors, "gather")
-            for outputs, tensor in zip(output_tensors, input_tensors):
-                if len(outputs) != self._size:
-                    raise ValueError(f"gather needs {self._size} output tensors (one per "
-                                     f"rank) at the destination, got {len(outputs)}")
-                for out in outputs:
-                    _same_elements(out, tensor, "gather's output", "its input")
+            self._check_gather_outputs(output_tensors, input_tensors, "gather")
         gathered = [self._gather_bytes(t) for t in input_tensors]
 
         def finish() -> list[list[torch.Tensor]]:
             if self._rank == dst:
-                for outputs, tensor, (_, slots) in zip(output_tensors, input_tensors, gathered):
-                    for out, slot in zip(outputs, slots.chunk(self._size)):
-                        out.copy_(slot.view(tensor.dtype).view(out.shape))
+                self._copy_gathered(output_tensors, input_tensors, gathered)
             return output_tensors
 
         return self._submit([handle for handle, _ in gathered], finish)
@@ -376,6 +358,24 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         self.shutdown()
 
     # -- building blocks --------------------------------------------------------------
+
+    def _check_gather_outputs(self, output_tensors: list[list[torch.Tensor]],
+                              input_tensors: list[torch.Tensor], what: str) -> None:
+        _same_length(output_tensors, input_tensors, what)
+        for outputs, tensor in zip(output_tensors, input_tensors):
+            if len(outputs) != self._size:
+                raise ValueError(f"{what} needs {self._size} output tensors (one per rank), "
+                                 f"got {len(outputs)}")
+            for out in outputs:
+                _same_elements(out, tensor, f"{what}'s output", "its input")
+
+    def _copy_gathered(self, output_tensors: list[list[torch.Tensor]],
+                       input_tensors: list[torch.Tensor],
+                       gathered: list[tuple[AsyncReduceHandle | None, torch.Tensor]]) -> None:
+        """Copies each rank's slot of `gathered` (_gather_bytes) into its output tensor."""
+        for outputs, tensor, (_, slots) in zip(output_tensors, input_tensors, gathered):
+            for out, slot in zip(outputs, slots.chunk(self._size)):
+                out.copy_(slot.view(tensor.dtype).view(out.shape))
 
     def _gather_bytes(self, tensor: torch.Tensor) -> tuple[AsyncReduceHandle | None,
                                                            torch.Tensor]:
