@@ -10,10 +10,11 @@
 //    flight fail too, but AcrossResume runs them again once the run resumed.
 // 2. The topology watcher reconnects to the same address, with backoff (50 ms doubling to
 //    250 ms: a refused connection costs nothing, and a restarted master waits for the
-//    last of the peers), for up to PCCL_MASTER_RESUME_S. A stopped master's kernel still accepts the
-//    connection: the attempt then waits for the Welcome as long as the window lasts. The
-//    old connection stays open and unread until the Welcome, so that a master that was
-//    only stopped sees no departure when it wakes, but finds this peer's new connection.
+//    last of the peers), for up to PCCL_MASTER_RESUME_S. A stopped master's kernel still
+//    accepts the connection: the attempt then waits for the Welcome as long as the window
+//    lasts. The old connection stays open and unread until the Welcome, so that a master
+//    that was only stopped sees no departure when it wakes, but finds this peer's new
+//    connection.
 // 3. The Hello says what this peer knows: its id, the last epoch it applied, its group's
 //    ring with the bandwidths it measured, and its last shared-state revision. The master
 //    takes it back (master/admission.cc, "Resuming"): into its place at once if it still
