@@ -234,6 +234,8 @@ def test_refused_calls_raise_clear_errors_on_every_rank(runs: dict[str, Run]) ->
             assert runs["gloo"][rank][name][0] == "error"  # Gloo refuses it too
         assert result["refused/bool_sum"][:2] == ("error", "TypeError")
         assert "torch.bool" in result["refused/bool_sum"][2]
+        assert result["refused/sparse"][:2] == ("error", "TypeError")
+        assert "does not support torch.sparse_coo tensors" in result["refused/sparse"][2]
         # Nothing was sent, nobody hangs: the group still works afterwards.
         assert torch.equal(result["refused/then_ok"], torch.full((3,), float(sum(range(WORLD)))))
 

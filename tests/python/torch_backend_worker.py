@@ -234,6 +234,9 @@ def check_refused(rank: int, results: Results) -> None:
             dist.ReduceOp.AVG)
     attempt(results, "refused/bool_sum", all_reduce, torch.ones(4, dtype=torch.bool),
             dist.ReduceOp.SUM)
+    if dist.get_backend() == "pccl":  # Gloo reduces sparse tensors
+        sparse = torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (4,))
+        attempt(results, "refused/sparse", all_reduce, sparse, dist.ReduceOp.SUM)
     results["refused/then_ok"] = all_reduce(torch.full((3,), float(rank)), dist.ReduceOp.SUM)
 
 

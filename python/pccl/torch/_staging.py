@@ -21,6 +21,7 @@ class HostTensor:
     """
 
     def __init__(self, tensor: torch.Tensor):
+        check_dense(tensor)
         self.tensor = tensor
         self.staged = tensor.device.type != "cpu" or not tensor.is_contiguous()
         if self.staged:
@@ -34,8 +35,16 @@ class HostTensor:
             self.tensor.detach().copy_(self.host)
 
 
+def check_dense(tensor: torch.Tensor) -> None:
+    """Raises TypeError for a sparse (or any non-strided) tensor: pccl moves dense memory."""
+    if tensor.layout != torch.strided:
+        raise TypeError(f"the pccl backend does not support {tensor.layout} tensors; pass a "
+                        "dense tensor (tensor.to_dense())")
+
+
 def host_copy(tensor: torch.Tensor) -> torch.Tensor:
     """A contiguous CPU tensor with `tensor`'s values, never sharing its memory."""
+    check_dense(tensor)
     return tensor.detach().to("cpu", copy=True).contiguous()
 
 
