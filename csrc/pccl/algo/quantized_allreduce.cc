@@ -25,7 +25,35 @@ size_t WireBytes(DType acc, size_t n, const kernels::QuantizeOptions& quant, siz
   return *values + params;
 }
 
+// Where the wire slots of QuantizedRingAllReduce lie: one per (step, segment), each as
+// large as the largest segment's quantized bytes.
+struct WireLayout {
+  uint32_t max_segments = 0;
+  size_t max_segment_wire = 0;
+  size_t wire_total = 0;  // bytes of all slots, for one direction
+};
+
+WireLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOptions& quant) {
+  const RingSchedule schedule = ScheduleFor(options);
+  WireLayout layout;
+  for (int c = 0; c < options.world; ++c) {
+    layout.max_segments = std::max(layout.max_segments, schedule.Segments(c));
+  }
+  size_t unused;
+  layout.max_segment_wire =
+      WireBytes(AccumulatorOf(options.dtype), schedule.segment_elements, quant, &unused);
+  layout.wire_total =
+      static_cast<size_t>(schedule.steps()) * layout.max_segments * layout.max_segment_wire;
+  return layout;
+}
+
 }  // namespace
+
+size_t QuantizedScratchBytes(const AllReduceOptions& options,
+                             const kernels::QuantizeOptions& quant) {
+  return 2 * LayoutOf(options, quant).wire_total +
+         options.count * DTypeSize(AccumulatorOf(options.dtype));
+}
 
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
                                const kernels::QuantizeOptions& quant) {
@@ -52,7 +80,7 @@ Status CheckQuantizedAllReduce(const AllReduceOptions& options,
 // very bytes, so every peer ends with bit-identical results.
 Status QuantizedRingAllReduce(const AllReduceOptions& options,
                               const kernels::QuantizeOptions& quant, RingChannel& channel,
-                              Deadline deadline, AllReduceStats* stats) {
+                              Deadline deadline, AllReduceStats* stats, char* scratch) {
   PCCL_RETURN_IF_ERROR(CheckQuantizedAllReduce(options, quant));
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
     return InvalidArgument("ring all-reduce needs world >= 2 and 0 <= rank < world");
@@ -78,20 +106,23 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   // Wire slots: every (step, segment) has its own, for what arrives (rx) and for what this
   // peer quantizes and sends (tx: reduce-scatter steps and the owner's first all-gather).
   std::vector<size_t> first_segment(options.world + 1, 0);
-  uint32_t max_segments = 0;
   for (int c = 0; c < options.world; ++c) {
     first_segment[c + 1] = first_segment[c] + schedule.Segments(c);
-    max_segments = std::max(max_segments, schedule.Segments(c));
   }
-  size_t unused;
-  const size_t max_segment_wire = WireBytes(acc_dtype, schedule.segment_elements, quant, &unused);
+  const WireLayout layout = LayoutOf(options, quant);
+  const uint32_t max_segments = layout.max_segments;
+  const size_t max_segment_wire = layout.max_segment_wire;
   auto slot = [&](int step, uint32_t seg) {
     return (static_cast<size_t>(step) * max_segments + seg) * max_segment_wire;
   };
-  const size_t wire_total = static_cast<size_t>(steps) * max_segments * max_segment_wire;
-  std::unique_ptr<char[]> rx(new char[wire_total]);
-  std::unique_ptr<char[]> tx(new char[wire_total]);
-  std::unique_ptr<char[]> acc(new char[options.count * acc_elem]);
+  std::unique_ptr<char[]> owned;
+  if (scratch == nullptr) {
+    owned.reset(new char[QuantizedScratchBytes(options, quant)]);
+    scratch = owned.get();
+  }
+  char* const rx = scratch;
+  char* const tx = rx + layout.wire_total;
+  char* const acc = tx + layout.wire_total;
   if (in_place) stats->backed_up.assign(first_segment.back(), 0);
 
   std::atomic<uint64_t> tx_bytes{0};
@@ -103,7 +134,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
       std::memcpy(backup + first * elem, send + first * elem, n * elem);
       stats->backed_up[first_segment[chunk] + seg] = 1;
     }
-    char* a = acc.get() + first * acc_elem;
+    char* a = acc + first * acc_elem;
     if (IsHalfPrecision(dtype)) {
       return kernels::WidenHalf(dtype, reinterpret_cast<float*>(a), send + first * elem, n);
     }
@@ -115,8 +146,8 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
                                char** wire_out) -> Status {
     size_t values;
     const size_t bytes = WireBytes(acc_dtype, n, quant, &values);
-    char* wire = tx.get() + slot(step, seg);
-    PCCL_RETURN_IF_ERROR(kernels::Quantize(acc_dtype, acc.get() + first * acc_elem, n, quant,
+    char* wire = tx + slot(step, seg);
+    PCCL_RETURN_IF_ERROR(kernels::Quantize(acc_dtype, acc + first * acc_elem, n, quant,
                                            wire, wire + values, bytes - values));
     channel.Send(step, seg, wire, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -131,7 +162,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     schedule.Segment(chunk, seg, &first, &n);
     size_t values;
     const size_t bytes = WireBytes(acc_dtype, n, quant, &values);
-    char* wire = rx.get() + slot(step, seg);
+    char* wire = rx + slot(step, seg);
     rx_bytes.fetch_add(bytes, std::memory_order_relaxed);
     if (!schedule.IsReduceScatter(step)) {
       PCCL_RETURN_IF_ERROR(kernels::DequantizeSet(dtype, recv + first * elem, acc_dtype, wire,
@@ -143,14 +174,14 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
       return Status::Ok();
     }
     PCCL_RETURN_IF_ERROR(start_sum(chunk, seg, first, n));
-    PCCL_RETURN_IF_ERROR(kernels::DequantizeAccumulate(acc_dtype, acc.get() + first * acc_elem,
+    PCCL_RETURN_IF_ERROR(kernels::DequantizeAccumulate(acc_dtype, acc + first * acc_elem,
                                                        acc_dtype, wire, wire + values,
                                                        bytes - values, n, quant));
     if (step < last_reduce_step) return quantize_and_send(step + 1, seg, first, n, nullptr);
     // We own this chunk: finish the sum, quantize it once, adopt what the others will see.
     if (divisor != 1) {
       PCCL_RETURN_IF_ERROR(
-          kernels::DivideBy(acc_dtype, acc.get() + first * acc_elem, n, divisor));
+          kernels::DivideBy(acc_dtype, acc + first * acc_elem, n, divisor));
     }
     char* final_wire = nullptr;
     PCCL_RETURN_IF_ERROR(quantize_and_send(step + 1, seg, first, n, &final_wire));
@@ -165,7 +196,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
       size_t first, n, values;
       schedule.Segment(chunk, seg, &first, &n);
-      channel.Expect(step, seg, rx.get() + slot(step, seg),
+      channel.Expect(step, seg, rx + slot(step, seg),
                      WireBytes(acc_dtype, n, quant, &values));
       ++expected;
     }

@@ -18,11 +18,18 @@ using link::RingChannel;
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
                                const kernels::QuantizeOptions& quant);
 
+// Bytes of scratch QuantizedRingAllReduce needs for `options` and `quant`: a wire slot per
+// (step, segment) for what arrives and for what this peer sends, and the partial sums.
+size_t QuantizedScratchBytes(const AllReduceOptions& options,
+                             const kernels::QuantizeOptions& quant);
+
 // Runs the all-reduce of `options` over `channel`, every segment on the wire quantized with
 // `quant`. `options.workspace` is not used; in place, `options.backup` is required (as for
-// RingAllReduce) and RestoreInput undoes a failed operation.
+// RingAllReduce) and RestoreInput undoes a failed operation. `scratch`: at least
+// QuantizedScratchBytes (any contents), or nullptr to have the call allocate its own.
 Status QuantizedRingAllReduce(const AllReduceOptions& options,
                               const kernels::QuantizeOptions& quant, RingChannel& channel,
-                              Deadline deadline, AllReduceStats* stats);
+                              Deadline deadline, AllReduceStats* stats,
+                              char* scratch = nullptr);
 
 }  // namespace pccl::algo

@@ -207,9 +207,11 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   } undo{committed, options, stats, copy_aside ? recv : nullptr, bytes};
 
   const TimePoint started = Clock::now();
-  Status local = quantized
-                     ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline, &stats)
-                     : algo::RingAllReduce(options, *op, deadline, &stats);
+  BufferPool::Lease wire =
+      buffers_.Acquire(quantized ? algo::QuantizedScratchBytes(options, request.quant) : 0);
+  Status local = quantized ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline,
+                                                          &stats, wire.data())
+                           : algo::RingAllReduce(options, *op, deadline, &stats);
   links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 
   proto::Verdict verdict;
