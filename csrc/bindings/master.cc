@@ -127,11 +127,7 @@ py::dict StatusDict(const master::RunStatus& s) {
     }
     d["links"] = links;
     d["operations_in_flight"] = g.operations_in_flight;
-    if (g.state_revision) {
-      d["state_revision"] = *g.state_revision;
-    } else {
-      d["state_revision"] = py::none();
-    }
+    d["state_revision"] = g.state_revision;  // None before the group's first sync
     groups.append(d);
   }
   py::list events;

@@ -157,13 +157,10 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   // the caller's buffer: one extra tensor of memory, which is also what restores the input.
   // Otherwise (float16/bfloat16, whose partials live in the float32 workspace, and the
   // quantized path) the algorithm saves each input segment to `backup` right before its
-  // first overwrite.
+  // first overwrite, and needs no scratch (algo::ScratchBytes is 0 for them).
   const bool copy_aside =
       in_place && !quantized && algo::ScratchBytes(request.dtype, request.count) > 0;
   const size_t bytes = request.count * DTypeSize(request.dtype);
-  BufferPool::Lease scratch = buffers_.Acquire(
-      in_place && !quantized && !copy_aside ? algo::ScratchBytes(request.dtype, request.count)
-                                            : 0);
   BufferPool::Lease backup =
       buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
   if (copy_aside) std::memcpy(backup.data(), send, bytes);
@@ -184,7 +181,7 @@ Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& 
   options.world = world;
   options.segment_bytes = segment_bytes;
   options.workspace = reinterpret_cast<float*>(workspace.data());
-  options.scratch = scratch.data();
+  options.scratch = nullptr;  // see copy_aside
   options.backup = copy_aside ? nullptr : backup.data();
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
