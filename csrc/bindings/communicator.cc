@@ -31,6 +31,7 @@ py::tuple InfoTuple(const comm::ReduceInfo& info) {
 // The request as Python fills it: tensors arrive as addresses (pccl._tensors checked them
 // and keeps them alive), enums as the core's own (pybind11 admits nothing else).
 struct PyAllReduceRequest {
+  comm::CollectiveKind kind = comm::CollectiveKind::kAllReduce;
   uintptr_t send = 0;
   uintptr_t recv = 0;
   size_t count = 0;
@@ -41,10 +42,17 @@ struct PyAllReduceRequest {
   DType quant_dtype = DType::kUint8;
   uint32_t modulus = 0;  // not settable from Python: the exact modes choose it
   uint32_t mode = 0;     // pccl.ReduceMode
+  size_t recv_count = 0;
+  uint64_t root = 0;
+  std::vector<uint64_t> order;
 };
 
-comm::AllReduceRequest MakeRequest(const PyAllReduceRequest& r) {
-  comm::AllReduceRequest request;
+comm::CollectiveRequest MakeRequest(const PyAllReduceRequest& r) {
+  comm::CollectiveRequest request;
+  request.kind = r.kind;
+  request.recv_count = r.kind == comm::CollectiveKind::kAllReduce ? r.count : r.recv_count;
+  request.root = r.root;
+  request.order = r.order;
   request.send = reinterpret_cast<const void*>(r.send);
   request.recv = reinterpret_cast<void*>(r.recv);
   request.count = r.count;
@@ -58,10 +66,10 @@ comm::AllReduceRequest MakeRequest(const PyAllReduceRequest& r) {
   return request;
 }
 
-// The Python side of comm::AsyncAllReduce; the Python handle keeps the buffers alive.
+// The Python side of comm::AsyncCollective; the Python handle keeps the buffers alive.
 class AsyncWork {
  public:
-  explicit AsyncWork(std::unique_ptr<comm::AsyncAllReduce> op) : op_(std::move(op)) {}
+  explicit AsyncWork(std::unique_ptr<comm::AsyncCollective> op) : op_(std::move(op)) {}
   // (ok, status code, message, (world, tx, rx)); blocks without the GIL.
   py::tuple Wait() {
     comm::ReduceInfo info;
@@ -75,7 +83,7 @@ class AsyncWork {
   bool Done() { return op_->done(); }
 
  private:
-  std::unique_ptr<comm::AsyncAllReduce> op_;
+  std::unique_ptr<comm::AsyncCollective> op_;
 };
 
 }  // namespace
@@ -84,14 +92,23 @@ void BindCommunicator(py::module_& m) {
   py::class_<PyAllReduceRequest>(m, "AllReduceRequest")
       .def(py::init([](uintptr_t send, uintptr_t recv, size_t count, DType dtype,
                        kernels::ReduceOp op, uint64_t tag, kernels::QuantAlgorithm quant_algorithm,
-                       DType quant_dtype, uint32_t mode) {
-             return PyAllReduceRequest{send, recv, count, dtype, op, tag, quant_algorithm,
-                                       quant_dtype, /*modulus=*/0, mode};
+                       DType quant_dtype, uint32_t mode, int kind, size_t recv_count,
+                       uint64_t root, std::vector<uint64_t> order) {
+             if (kind < 0 || kind > static_cast<int>(comm::CollectiveKind::kReduceScatter)) {
+               throw py::value_error("unknown collective kind " + std::to_string(kind));
+             }
+             return PyAllReduceRequest{static_cast<comm::CollectiveKind>(kind),
+                                       send, recv, count, dtype, op, tag, quant_algorithm,
+                                       quant_dtype, /*modulus=*/0, mode, recv_count, root,
+                                       std::move(order)};
            }),
            py::kw_only(), py::arg("send"), py::arg("recv"), py::arg("count"), py::arg("dtype"),
            py::arg("op"), py::arg("tag") = 0,
            py::arg("quant_algorithm") = kernels::QuantAlgorithm::kNone,
-           py::arg("quant_dtype") = DType::kUint8, py::arg("mode") = 0)
+           py::arg("quant_dtype") = DType::kUint8, py::arg("mode") = 0,
+           // 0 all-reduce, 1 broadcast, 2 all-gather, 3 reduce-scatter (comm::CollectiveKind)
+           py::arg("kind") = 0, py::arg("recv_count") = 0, py::arg("root") = 0,
+           py::arg("order") = std::vector<uint64_t>{})
       .def_readonly("count", &PyAllReduceRequest::count)
       .def_readonly("tag", &PyAllReduceRequest::tag);
 
@@ -153,17 +170,17 @@ void BindCommunicator(py::module_& m) {
         return value;
       }, py::arg("attribute"))
       .def("all_reduce", [](Communicator& c, const PyAllReduceRequest& r, double timeout) {
-        comm::AllReduceRequest request = MakeRequest(r);
+        comm::CollectiveRequest request = MakeRequest(r);
         comm::ReduceInfo info;
-        RunWithoutGil([&] { return c.AllReduce(request, DeadlineFromSeconds(timeout), &info); });
+        RunWithoutGil([&] { return c.Collective(request, DeadlineFromSeconds(timeout), &info); });
         return InfoTuple(info);
       }, py::arg("request"), py::arg("timeout"))
       .def("all_reduce_async", [](Communicator& c, const PyAllReduceRequest& r, double timeout) {
-        comm::AllReduceRequest request = MakeRequest(r);
-        std::unique_ptr<comm::AsyncAllReduce> work;
+        comm::CollectiveRequest request = MakeRequest(r);
+        std::unique_ptr<comm::AsyncCollective> work;
         // Binding the operation to the ring may wait for a topology change.
         RunWithoutGil(
-            [&] { return c.StartAllReduce(request, DeadlineFromSeconds(timeout), &work); });
+            [&] { return c.StartCollective(request, DeadlineFromSeconds(timeout), &work); });
         return std::make_unique<AsyncWork>(std::move(work));
       }, py::arg("request"), py::arg("timeout"),
          py::keep_alive<0, 1>())  // the op's thread uses the communicator

@@ -59,6 +59,12 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
     return float(timeout)
 
 
+def _tag(tag: Any) -> int:
+    if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**64:
+        raise ValueError(f"tag must be an int in [0, 2**64), got {tag!r}")
+    return tag
+
+
 def _reachability(reachable: bool, host: str, port: int, detail: str) -> Reachability:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return Reachability(bool(reachable), address, str(detail))
@@ -135,7 +141,7 @@ class Reachability(NamedTuple):
 
 
 class AsyncReduceHandle:
-    """An all-reduce in flight. Keeps its tensors alive until it completes."""
+    """A collective in flight. Keeps its tensors alive until it completes."""
 
     def __init__(self, work: Any, keep_alive: tuple[Any, ...]):
         self._work = work
@@ -444,6 +450,91 @@ class Communicator:
         work = self._core.all_reduce_async(request, _timeout(timeout))
         return AsyncReduceHandle(work, (send, recv))
 
+    # The ring collectives besides the all-reduce. Peers are named by peer id (the ring
+    # order may change between calls); blocks of the all-gather's output and of the
+    # reduce-scatter's input are in ascending peer id, or in the order of `order` (peer
+    # ids; every peer must pass the same). Each has the all-reduce's guarantees: one verdict
+    # for the group, inputs intact on failure (a broadcast's buffer too), PeerLostError to
+    # retry after update_topology().
+
+    def broadcast(self, tensor: Any, *, root: int, tag: int = 0,
+                  timeout: float | None = None) -> ReduceInfo:
+        """Copies the tensor of the peer `root` (a peer id) into `tensor` on every peer.
+
+        The bytes travel once along the ring, pipelined in segments (each link carries the
+        tensor once). On failure every peer's tensor is as it was.
+        """
+        return self._ring_collective(1, tensor, tensor, root=root, tag=tag,
+                                     timeout=timeout).result()
+
+    def broadcast_async(self, tensor: Any, *, root: int, tag: int = 0,
+                        timeout: float | None = None) -> AsyncReduceHandle:
+        """broadcast() started in the background; errors that arise before anything is
+        sent are raised here, the rest from the handle."""
+        return self._ring_collective(1, tensor, tensor, root=root, tag=tag, timeout=timeout)
+
+    def all_gather(self, send: Any, recv: Any, *, tag: int = 0,
+                   order: Sequence[int] | None = None,
+                   timeout: float | None = None) -> ReduceInfo:
+        """Gathers every peer's `send` into `recv`: world blocks of send's size, one per
+        peer, in ascending peer id (or `order`). `send` may be this peer's own block of
+        `recv`. Every peer ends with identical bytes.
+
+        Raises:
+            InvalidUsageError: recv is not world x send's size on the ring the call runs
+                on (on every peer: the group changed since the buffers were sized), or
+                `order` does not name the group's peers.
+            and those of all_reduce().
+        """
+        return self._ring_collective(2, send, recv, order=order, tag=tag,
+                                     timeout=timeout).result()
+
+    def all_gather_async(self, send: Any, recv: Any, *, tag: int = 0,
+                         order: Sequence[int] | None = None,
+                         timeout: float | None = None) -> AsyncReduceHandle:
+        """all_gather() started in the background (see broadcast_async)."""
+        return self._ring_collective(2, send, recv, order=order, tag=tag, timeout=timeout)
+
+    def reduce_scatter(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
+                       order: Sequence[int] | None = None,
+                       timeout: float | None = None) -> ReduceInfo:
+        """Reduces `send` (world blocks of recv's size, in ascending peer id or `order`)
+        across the group with `op`; each peer receives the reduction of its own block in
+        `recv`. float16/bfloat16 partial sums travel and accumulate in float32. Raises as
+        all_gather()."""
+        return self._ring_collective(3, send, recv, op=op, order=order, tag=tag,
+                                     timeout=timeout).result()
+
+    def reduce_scatter_async(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
+                             order: Sequence[int] | None = None,
+                             timeout: float | None = None) -> AsyncReduceHandle:
+        """reduce_scatter() started in the background (see broadcast_async)."""
+        return self._ring_collective(3, send, recv, op=op, order=order, tag=tag,
+                                     timeout=timeout)
+
+    def _ring_collective(self, kind: int, send: Any, recv: Any, *, tag: int,
+                         timeout: float | None, op: Any = ReduceOp.SUM, root: int = 0,
+                         order: Sequence[int] | None = None) -> AsyncReduceHandle:
+        """Starts broadcast (kind 1), all-gather (2) or reduce-scatter (3) on a worker."""
+        self._check_open()
+        s = as_buffer(send, "send")
+        r = as_buffer(recv, "recv", writable=True)
+        if s.dtype is not r.dtype:
+            raise TypeError(f"send has dtype {s.dtype.name} but recv has dtype {r.dtype.name}")
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < 2**64:
+            raise ValueError(f"root must be a peer id, got {root!r}")
+        ids = [] if order is None else list(order)
+        if any(isinstance(i, bool) or not isinstance(i, int) or not 0 < i < 2**64 for i in ids):
+            raise ValueError(f"order must be peer ids, got {order!r}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"order names a peer twice: {ids}")
+        request = _core.AllReduceRequest(
+            send=s.ptr, recv=r.ptr, count=s.count, dtype=_core.DataType(s.dtype),
+            op=_core.ReduceOp(enum_arg(ReduceOp, op, "op")), tag=_tag(tag), kind=kind,
+            recv_count=r.count, root=root, order=ids)
+        work = self._core.all_reduce_async(request, _timeout(timeout))
+        return AsyncReduceHandle(work, (send, recv))
+
     def all_reduce_multiple_with_retry(self, descriptors: Sequence[ReduceOpDescriptor], *,
                                        max_in_flight: int = 4,
                                        timeout: float | None = None) -> ReduceInfo:
@@ -624,8 +715,7 @@ class Communicator:
         mode = enum_arg(ReduceMode, mode, "mode")
         if mode & (ReduceMode.PRIVATE | ReduceMode.VERIFIED):
             mode |= ReduceMode.EXACT
-        if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**64:
-            raise ValueError(f"tag must be an int in [0, 2**64), got {tag!r}")
+        tag = _tag(tag)
         if operand_descriptor is not None:
             if not isinstance(operand_descriptor, ReduceOperandDescriptor):
                 raise TypeError("operand_descriptor must be a pccl.ReduceOperandDescriptor")

@@ -18,9 +18,22 @@ using link::RingOp;
 // How long a failed collective may take to let go of its buffers before its links are cut.
 constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 
+// Its kind in the op statistics.
+OpKind StatsKind(const CollectiveRequest& request) {
+  switch (request.kind) {
+    case CollectiveKind::kAllReduce: return OpKind::kAllReduce;
+    case CollectiveKind::kBroadcast: return OpKind::kBroadcast;
+    case CollectiveKind::kAllGather: return OpKind::kAllGather;
+    case CollectiveKind::kReduceScatter: return OpKind::kReduceScatter;
+  }
+  return OpKind::kAllReduce;
+}
+
+}  // namespace
+
 // What every peer of a collective must agree on, hashed into every data frame and report.
-uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
-  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4];
+uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t segment_bytes) {
+  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4 + 1 + 8 + 8 + 8];
   net::PutU64(bytes, request.count);
   bytes[8] = static_cast<uint8_t>(request.dtype);
   bytes[9] = static_cast<uint8_t>(request.op);
@@ -30,19 +43,24 @@ uint64_t DescriptorHash(const AllReduceRequest& request, size_t segment_bytes) {
   net::PutU64(bytes + 20, request.quant.block_size);
   net::PutU32(bytes + 28, request.modulus);
   net::PutU32(bytes + 32, request.mode);
+  bytes[36] = static_cast<uint8_t>(request.kind);
+  net::PutU64(bytes + 37, request.recv_count);
+  net::PutU64(bytes + 45, request.root);
+  net::PutU64(bytes + 53, request.order.empty()
+                              ? 0
+                              : kernels::Hash64(request.order.data(),
+                                                request.order.size() * sizeof(uint64_t), 1));
   return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
 }
 
-}  // namespace
-
-Status Collectives::AllReduce(const AllReduceRequest& request, Deadline deadline,
+Status Collectives::Collective(const CollectiveRequest& request, Deadline deadline,
                                ReduceInfo* info) {
   session_.BeginCollective();
   const TimePoint start = Clock::now();
   RingBinding bound;
   Status st = Bind(request, deadline, &bound);
   if (st.ok()) st = Run(request, bound, deadline, info);
-  session_.op_stats().Record(OpKind::kAllReduce, st.ok(), Clock::now() - start);
+  session_.op_stats().Record(StatsKind(request), st.ok(), Clock::now() - start);
   session_.EndCollective();
   return st;
 }
@@ -50,25 +68,25 @@ Status Collectives::AllReduce(const AllReduceRequest& request, Deadline deadline
 Collectives::Collectives(Session& session)
     : session_(session), buffers_(static_cast<size_t>(GetParams().pool_keep_bytes)) {}
 
-Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline deadline,
-                                    std::unique_ptr<AsyncAllReduce>* started) {
+Status Collectives::StartCollective(const CollectiveRequest& request, Deadline deadline,
+                                    std::unique_ptr<AsyncCollective>* started) {
   session_.BeginCollective();
-  // Bound to the ring here, on the caller's thread: an all-reduce started before a
+  // Bound to the ring here, on the caller's thread: a collective started before a
   // topology change runs (or fails) on the ring it was started on, as its peers' do,
   // however late its own thread gets to run. What cannot start fails here, at the call.
   const TimePoint start = Clock::now();
   RingBinding bound;
   Status bound_status = Bind(request, deadline, &bound);
   if (!bound_status.ok()) {  // failed at once (an early verdict among others): still a call
-    session_.op_stats().Record(OpKind::kAllReduce, false, Clock::now() - start);
+    session_.op_stats().Record(StatsKind(request), false, Clock::now() - start);
     session_.EndCollective();
     return bound_status;
   }
-  started->reset(new AsyncAllReduce());
+  started->reset(new AsyncCollective());
   workers_.Submit([this, state = (*started)->state_, request, bound = std::move(bound),
                    deadline] {
     ReduceInfo info;
-    Status st = Timed(session_.op_stats(), OpKind::kAllReduce,
+    Status st = Timed(session_.op_stats(), StatsKind(request),
                       [&] { return Run(request, bound, deadline, &info); });
     session_.EndCollective();
     std::lock_guard<std::mutex> lock(state->mu);
@@ -80,25 +98,29 @@ Status Collectives::StartAllReduce(const AllReduceRequest& request, Deadline dea
   return Status::Ok();
 }
 
-AsyncAllReduce::~AsyncAllReduce() {
+AsyncCollective::~AsyncCollective() {
   ReduceInfo unused;
   (void)Wait(&unused);
 }
 
-Status AsyncAllReduce::Wait(ReduceInfo* info) {
+Status AsyncCollective::Wait(ReduceInfo* info) {
   std::unique_lock<std::mutex> lock(state_->mu);
   state_->cv.wait(lock, [this] { return state_->done; });
   *info = state_->info;
   return state_->status;
 }
 
-bool AsyncAllReduce::done() {
+bool AsyncCollective::done() {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->done;
 }
 
-Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
+Status Collectives::Bind(const CollectiveRequest& request, Deadline deadline,
                          RingBinding* bound) {
+  if (request.kind != CollectiveKind::kAllReduce) {
+    PCCL_RETURN_IF_ERROR(CheckRingCollective(request));
+    return session_.BindRing(request.tag, deadline, bound, StepsOf(request));
+  }
   if (request.count > 0 && (request.send == nullptr || request.recv == nullptr)) {
     return InvalidArgument("null buffer for an all-reduce of " + std::to_string(request.count) +
                            " elements");
@@ -130,13 +152,16 @@ Status Collectives::Bind(const AllReduceRequest& request, Deadline deadline,
   return session_.BindRing(request.tag, deadline, bound, StepsOf(request));
 }
 
-Status Collectives::Run(const AllReduceRequest& request, const RingBinding& bound,
+Status Collectives::Run(const CollectiveRequest& request, const RingBinding& bound,
                         Deadline deadline, ReduceInfo* info) {
+  if (request.kind != CollectiveKind::kAllReduce) {
+    return ExecuteRing(request, bound, deadline, info);
+  }
   if ((request.mode & kModeMask) != 0) return RunExact(request, bound, deadline, info);
   return Execute(request, bound, deadline, info);
 }
 
-Status Collectives::Execute(const AllReduceRequest& request, const RingBinding& bound,
+Status Collectives::Execute(const CollectiveRequest& request, const RingBinding& bound,
                             Deadline deadline, ReduceInfo* info, const ExecuteExtras& extras) {
   const proto::OpKey& key = bound.key;
   const std::shared_ptr<RingLinks>& links = bound.links;
@@ -243,7 +268,7 @@ Status Collectives::Conclude(const proto::OpKey& key, uint64_t descriptor_hash,
   return local;  // a local failure with an ok verdict cannot happen with a sane master
 }
 
-void Collectives::ReportFailure(const AllReduceRequest& request, const RingBinding& bound,
+void Collectives::ReportFailure(const CollectiveRequest& request, const RingBinding& bound,
                                 const Status& why, Deadline deadline) {
   proto::Verdict verdict;
   (void)Conclude(bound.key,
@@ -251,7 +276,7 @@ void Collectives::ReportFailure(const AllReduceRequest& request, const RingBindi
                  "", deadline, &verdict);  // failed either way
 }
 
-Status Collectives::Report(const AllReduceRequest& request, const RingBinding& bound,
+Status Collectives::Report(const CollectiveRequest& request, const RingBinding& bound,
                            std::string report, bool greet_neighbours, Deadline deadline,
                            std::string* reports) {
   const uint64_t descriptor_hash =

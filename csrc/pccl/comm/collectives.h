@@ -1,16 +1,18 @@
 // Collectives: the operations a peer runs with its group over the ring its Session
-// keeps. Today the all-reduce (ring, quantized ring, or exact: exact_allreduce.cc),
-// blocking or on a thread of its own.
+// keeps: the all-reduce (ring, quantized ring, or exact: exact_allreduce.cc) and the ring
+// broadcast, all-gather and reduce-scatter (ring_collectives.cc), blocking or on a worker
+// of a pool.
 //
-// An all-reduce, step by step: bind it to the current ring (Session::BindRing: the OpKey of
+// A collective, step by step: bind it to the current ring (Session::BindRing: the OpKey of
 // ring epoch, group, tag and the tag's next sequence number); run the algorithm
-// (algo/ring_allreduce.h or algo/quantized_allreduce.h) over the ring's channel for that
-// key (link/ring_op.h), with scratch memory from the buffer pool; report the outcome to
-// the master and wait for the group's verdict (Session::AwaitVerdict). Every peer applies
-// the result only if every peer succeeded; otherwise the caller's input is restored (in
-// place too), so the retry computes the same result.
+// (algo/ring_allreduce.h, algo/quantized_allreduce.h or algo/ring_collectives.h) over the
+// ring's channel for that key (link/ring_op.h), with scratch memory from the buffer pool;
+// report the outcome to the master and wait for the group's verdict
+// (Session::AwaitVerdict). Every peer applies the result only if every peer succeeded;
+// otherwise the caller's input is restored (in place too), so the retry computes the same
+// result.
 //
-// Thread-safety: every method may be called from any thread; concurrent all-reduces need
+// Thread-safety: every method may be called from any thread; concurrent collectives need
 // distinct tags.
 #pragma once
 
@@ -20,6 +22,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pccl/comm/buffer_pool.h"
 #include "pccl/comm/worker_pool.h"
@@ -33,10 +36,29 @@
 
 namespace pccl::comm {
 
-struct AllReduceRequest {
+enum class CollectiveKind : uint8_t {
+  kAllReduce = 0,
+  kBroadcast = 1,      // `count` elements from the peer `root` to every peer's `recv`
+  kAllGather = 2,      // `count` elements from each peer into `world` blocks of `recv`
+  kReduceScatter = 3,  // `world` blocks of `count` / world elements reduced, one per peer
+};
+const char* CollectiveKindName(CollectiveKind kind);
+
+struct CollectiveRequest {
+  CollectiveKind kind = CollectiveKind::kAllReduce;
   const void* send = nullptr;
-  void* recv = nullptr;  // may equal send (in place)
-  size_t count = 0;
+  void* recv = nullptr;  // may equal send (in place: all-reduce, broadcast)
+  size_t count = 0;      // elements of `send`
+  // Elements of `recv`: `count` for the all-reduce and the broadcast, count * world for
+  // the all-gather, count / world for the reduce-scatter. Checked once the operation is
+  // bound to a ring of `world` peers (and the operation fails on every peer if it does
+  // not match, say because the world changed since the caller sized its buffers).
+  size_t recv_count = 0;
+  // Broadcast: the peer id whose data every peer receives.
+  uint64_t root = 0;
+  // All-gather and reduce-scatter: the peer ids of the ring in block order (every peer
+  // must pass the same list). Empty: ascending peer id.
+  std::vector<uint64_t> order;
   DType dtype = DType::kFloat32;
   kernels::ReduceOp op = kernels::ReduceOp::kSum;
   uint64_t tag = 0;
@@ -66,14 +88,14 @@ struct ReduceInfo {
 
 class Collectives;
 
-// An all-reduce running on a worker of the Collectives' pool (Collectives::StartAllReduce).
+// A collective running on a worker of the Collectives' pool (Collectives::StartCollective).
 // The caller keeps the buffers alive and untouched until Wait() returns. Destroying it
 // waits for the op.
-class AsyncAllReduce {
+class AsyncCollective {
  public:
-  ~AsyncAllReduce();
-  AsyncAllReduce(const AsyncAllReduce&) = delete;
-  AsyncAllReduce& operator=(const AsyncAllReduce&) = delete;
+  ~AsyncCollective();
+  AsyncCollective(const AsyncCollective&) = delete;
+  AsyncCollective& operator=(const AsyncCollective&) = delete;
   // Blocks until the operation is done; its status and, on success, its info.
   Status Wait(ReduceInfo* info);
   bool done();
@@ -89,7 +111,7 @@ class AsyncAllReduce {
     Status status;
     ReduceInfo info;
   };
-  AsyncAllReduce() : state_(std::make_shared<State>()) {}
+  AsyncCollective() : state_(std::make_shared<State>()) {}
   std::shared_ptr<State> state_;
 };
 
@@ -106,33 +128,41 @@ class Collectives {
   Collectives(const Collectives&) = delete;
   Collectives& operator=(const Collectives&) = delete;
 
-  // Blocks until the all-reduce is done and every peer's verdict is in. On failure the
+  // Blocks until the collective is done and every peer's verdict is in. On failure the
   // send buffer is intact (in place too) and recv holds no result.
-  Status AllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info);
-  // Starts an all-reduce on its own thread. Concurrent ones need distinct tags. An
-  // all-reduce that cannot start (bad request, too few peers, no master) fails here, with
-  // the error AllReduce would return, and `started` stays empty.
-  Status StartAllReduce(const AllReduceRequest& request, Deadline deadline,
-                        std::unique_ptr<AsyncAllReduce>* started);
+  Status Collective(const CollectiveRequest& request, Deadline deadline, ReduceInfo* info);
+  // Starts a collective on a worker. Concurrent ones need distinct tags. One that cannot
+  // start (bad request, too few peers, no master) fails here, with the error Collective
+  // would return, and `started` stays empty.
+  Status StartCollective(const CollectiveRequest& request, Deadline deadline,
+                        std::unique_ptr<AsyncCollective>* started);
 
  private:
-  friend class AsyncAllReduce;
+  friend class AsyncCollective;
   // An all-reduce in two halves: check the request and bind it to the current ring (on
   // the caller's thread); then run it there and wait for the verdict.
-  Status Bind(const AllReduceRequest& request, Deadline deadline, RingBinding* bound);
-  Status Execute(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
+  Status Bind(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);
+  Status Execute(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
                  ReduceInfo* info, const ExecuteExtras& extras = {});
-  // The second half for any mode: Execute, or RunExact for the exact modes.
-  Status Run(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
+  // The second half for any kind and mode: Execute, RunExact for the exact modes, or
+  // ExecuteRing for the broadcast, all-gather and reduce-scatter.
+  Status Run(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
              ReduceInfo* info);
+  // ring_collectives.cc: what Bind checks of a broadcast, all-gather or reduce-scatter
+  // before anything is sent, and the rest of it.
+  static Status CheckRingCollective(const CollectiveRequest& request);
+  Status ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
+                     Deadline deadline, ReduceInfo* info);
+  // What every peer of `request` must agree on (hashed into every frame and report).
+  static uint64_t DescriptorHash(const CollectiveRequest& request, size_t segment_bytes);
   // The operations (sequence numbers) one all-reduce takes: 1, or the exact modes' steps.
-  static uint32_t StepsOf(const AllReduceRequest& request);
+  static uint32_t StepsOf(const CollectiveRequest& request);
   // The exact modes (exact_allreduce.cc); `bound` is the binding of its first step.
-  Status CheckExact(const AllReduceRequest& request);
-  Status RunExact(const AllReduceRequest& request, const RingBinding& bound, Deadline deadline,
+  Status CheckExact(const CollectiveRequest& request);
+  Status RunExact(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
                   ReduceInfo* info);
   // RunExact's steps; `reported`: the last step whose OpDone went to the master.
-  Status RunExactSteps(const AllReduceRequest& request, const RingBinding& bound,
+  Status RunExactSteps(const CollectiveRequest& request, const RingBinding& bound,
                        Deadline deadline, ReduceInfo* info, uint32_t* reported);
   // Reports this peer's outcome `local` of operation `key` (with `report`, if any, and for
   // the master's metrics the bytes it sent and the time it took) and waits for the group's
@@ -142,18 +172,18 @@ class Collectives {
                   uint64_t tx_bytes = 0, Duration took = Duration(0));
   // Reports `bound`'s operation as failed with `why` without running it, and waits for
   // its verdict (a step skipped after an earlier one failed).
-  void ReportFailure(const AllReduceRequest& request, const RingBinding& bound,
+  void ReportFailure(const CollectiveRequest& request, const RingBinding& bound,
                      const Status& why, Deadline deadline);
   // VERIFIED: hashes `vectors` (input residues, received partials, result) with the
   // challenge, reports them through the master and checks everyone's (exact_allreduce.cc).
-  Status Verify(const kernels::Modulus& m, const AllReduceRequest& request,
+  Status Verify(const kernels::Modulus& m, const CollectiveRequest& request,
                 const RingBinding& scale_bound, const std::string& challenge,
                 const void* const vectors[3], Deadline deadline, uint32_t* reported);
   // An operation without data: reports `report` for `bound`'s key and waits for the
   // verdict, whose members' reports land in `reports` (proto/reports.h). With
   // `greet_neighbours`, first a one-byte frame each way around the ring, so that a
   // neighbour running another operation under the key fails at once.
-  Status Report(const AllReduceRequest& request, const RingBinding& bound, std::string report,
+  Status Report(const CollectiveRequest& request, const RingBinding& bound, std::string report,
                 bool greet_neighbours, Deadline deadline, std::string* reports);
   // PRIVATE: adds this peer's pairwise masks for the operation `bound` to `residues`.
   Status AddMasks(const kernels::Modulus& m, const RingBinding& bound, void* residues,

@@ -53,12 +53,12 @@ class Communicator {
   }
 
   // Collectives.
-  Status AllReduce(const AllReduceRequest& request, Deadline deadline, ReduceInfo* info) {
-    return collectives_.AllReduce(request, deadline, info);
+  Status Collective(const CollectiveRequest& request, Deadline deadline, ReduceInfo* info) {
+    return collectives_.Collective(request, deadline, info);
   }
-  Status StartAllReduce(const AllReduceRequest& request, Deadline deadline,
-                        std::unique_ptr<AsyncAllReduce>* started) {
-    return collectives_.StartAllReduce(request, deadline, started);
+  Status StartCollective(const CollectiveRequest& request, Deadline deadline,
+                        std::unique_ptr<AsyncCollective>* started) {
+    return collectives_.StartCollective(request, deadline, started);
   }
 
   // Says goodbye to the master and stops every thread. Idempotent.

@@ -17,7 +17,7 @@
 // 2. The sum. Each peer encodes its input as residues round(x * 2^F) mod p (p = kExactModulus,
 //    the largest prime below 2^32; kernels/modular.h FixedEncode; 4 bytes per element on the
 //    wire, like float32), and the ring adds residues mod p with the Barrett kernels (an
-//    all-reduce with AllReduceRequest::modulus). Addition mod p is associative and
+//    all-reduce with CollectiveRequest::modulus). Addition mod p is associative and
 //    commutative: every peer ends with the same residues whatever the ring order, rank or
 //    link that carried them, and a failed operation's retry sums the same residues again.
 // 3. The result: residues decoded (a residue above H is negative), divided by n for AVG, and
@@ -318,12 +318,12 @@ Status CheckHashReports(const kernels::Modulus& m, const std::vector<HashReport>
                     " chunks failed); nobody applied the result");
 }
 
-uint32_t Collectives::StepsOf(const AllReduceRequest& request) {
+uint32_t Collectives::StepsOf(const CollectiveRequest& request) {
   if ((request.mode & kModeMask) == 0) return 1;
   return (request.mode & kModeVerified) != 0 ? kStepCheck : kStepSum;
 }
 
-Status Collectives::CheckExact(const AllReduceRequest& request) {
+Status Collectives::CheckExact(const CollectiveRequest& request) {
   if ((request.mode & ~kModeMask) != 0) {
     return InvalidArgument("unknown reduce mode bits " + std::to_string(request.mode));
   }
@@ -340,7 +340,7 @@ Status Collectives::CheckExact(const AllReduceRequest& request) {
   return Status::Ok();
 }
 
-Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding& scale_bound,
+Status Collectives::RunExact(const CollectiveRequest& request, const RingBinding& scale_bound,
                              Deadline deadline, ReduceInfo* info) {
   uint32_t reported = 0;  // the last step whose OpDone went to the master
   Status st = RunExactSteps(request, scale_bound, deadline, info, &reported);
@@ -348,7 +348,7 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
   // sequence number the call took (update_topology() waits for that), and a peer that
   // took fewer for this key (one in another mode) fails its next call on them at once.
   for (uint32_t step = reported + 1; !st.ok() && step <= StepsOf(request); ++step) {
-    AllReduceRequest skipped = request;
+    CollectiveRequest skipped = request;
     skipped.mode = StepMode(request.mode, step);
     ReportFailure(skipped, StepBinding(scale_bound, step),
                   Status(StatusCode::kAborted,
@@ -358,7 +358,7 @@ Status Collectives::RunExact(const AllReduceRequest& request, const RingBinding&
   return st;
 }
 
-Status Collectives::RunExactSteps(const AllReduceRequest& request,
+Status Collectives::RunExactSteps(const CollectiveRequest& request,
                                   const RingBinding& scale_bound, Deadline deadline,
                                   ReduceInfo* info, uint32_t* reported) {
   const size_t n = request.count;
@@ -377,7 +377,7 @@ Status Collectives::RunExactSteps(const AllReduceRequest& request,
   }
 
   // 1. The scale: every member's max |x| through the master.
-  AllReduceRequest scale = request;
+  CollectiveRequest scale = request;
   scale.mode = StepMode(request.mode, kStepScale);
   std::string reports;
   Status scaled = Report(scale, scale_bound, proto::EncodeScaleReport(MaxAbs(wide, x, n)),
@@ -400,7 +400,7 @@ Status Collectives::RunExactSteps(const AllReduceRequest& request,
   if ((request.mode & kModePrivate) != 0 && sum_bound.world >= 2) {
     PCCL_RETURN_IF_ERROR(AddMasks(m, sum_bound, residues.data(), n, deadline));
   }
-  AllReduceRequest sum;
+  CollectiveRequest sum;
   sum.send = residues.data();
   sum.recv = sums.data();
   sum.count = n;
@@ -459,7 +459,7 @@ Status Collectives::RunExactSteps(const AllReduceRequest& request,
   return Status::Ok();
 }
 
-Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& request,
+Status Collectives::Verify(const kernels::Modulus& m, const CollectiveRequest& request,
                            const RingBinding& scale_bound, const std::string& challenge,
                            const void* const vectors[3], Deadline deadline,
                            uint32_t* reported) {
@@ -490,7 +490,7 @@ Status Collectives::Verify(const kernels::Modulus& m, const AllReduceRequest& re
     mine.received.push_back(hashes[1]);
     mine.result.push_back(hashes[2]);
   }
-  AllReduceRequest check = request;
+  CollectiveRequest check = request;
   check.mode = StepMode(request.mode, kStepCheck);
   std::string reports;
   Status checked = Report(check, StepBinding(scale_bound, kStepCheck), EncodeHashReport(mine),

@@ -11,6 +11,9 @@ const char* OpKindName(OpKind kind) {
     case OpKind::kSyncSharedState: return "sync_shared_state";
     case OpKind::kUpdateTopology: return "update_topology";
     case OpKind::kOptimizeTopology: return "optimize_topology";
+    case OpKind::kBroadcast: return "broadcast";
+    case OpKind::kAllGather: return "all_gather";
+    case OpKind::kReduceScatter: return "reduce_scatter";
   }
   return "?";
 }

@@ -20,8 +20,11 @@ enum class OpKind : int {
   kSyncSharedState = 1,
   kUpdateTopology = 2,
   kOptimizeTopology = 3,
+  kBroadcast = 4,
+  kAllGather = 5,
+  kReduceScatter = 6,
 };
-inline constexpr int kNumOpKinds = 4;
+inline constexpr int kNumOpKinds = 7;
 const char* OpKindName(OpKind kind);
 
 // Upper bounds, in seconds, of the latency histogram's buckets (the last is +inf).

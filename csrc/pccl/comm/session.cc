@@ -611,6 +611,7 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint
   std::shared_ptr<RingLinks> links;
   int rank = 0;
   int world = 0;
+  std::vector<uint64_t> ring;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");
@@ -625,8 +626,11 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint
     next_seq_[tag] += steps;
     links = links_;
     rank = rank_;
+    for (const auto& m : topology_.members) {
+      if (m.peer_group == options_.peer_group) ring.push_back(m.peer_id);
+    }
   }
-  *out = RingBinding{key, std::move(links), rank, world};
+  *out = RingBinding{key, std::move(links), rank, world, std::move(ring)};
   return Status::Ok();
 }
 

@@ -80,6 +80,7 @@ struct RingBinding {
   std::shared_ptr<link::RingLinks> links;
   int rank = 0;
   int world = 0;
+  std::vector<uint64_t> ring;  // the group's peer ids in ring order (ring[rank] is ours)
 };
 
 class Session {

@@ -1,0 +1,226 @@
+// Collectives::ExecuteRing: the broadcast, all-gather and reduce-scatter, with the
+// all-reduce's guarantees.
+//
+// They bind to the ring, run over the ring's channel and end with the master's verdict
+// exactly as the all-reduce does (collectives.cc). What is particular to them:
+// - Peers are named by id, not by ring position, since the master may reorder the ring
+//   between calls: a broadcast's root is a peer id, and the all-gather's output and the
+//   reduce-scatter's input are laid out in the order of `order` (ascending peer id by
+//   default). Once bound, each peer maps these to ring positions (RingBinding::ring).
+// - The caller sized `recv` for the world it saw; if the ring it is bound to has another
+//   size, or does not hold the root or the ids of `order`, the operation fails on every
+//   peer (this one reports the failure; the verdict carries it to the rest) and nothing
+//   is sent.
+// - Inputs are never written, except a broadcast's buffer on the peers that receive it
+//   (in place, as torch's broadcast is). There the buffer is copied aside first and put
+//   back if the verdict fails, so that a failed broadcast leaves every buffer as it was.
+#include <algorithm>
+#include <cstring>
+
+#include "pccl/algo/ring_collectives.h"
+#include "pccl/comm/collectives.h"
+#include "pccl/common/params.h"
+
+namespace pccl::comm {
+namespace {
+
+constexpr auto kAbortGrace = std::chrono::milliseconds(500);
+
+// Ring position -> block, from `order` (block -> peer id) and the ring (position -> peer
+// id); or why they do not match.
+Status SlotsOf(const CollectiveRequest& request, const std::vector<uint64_t>& ring,
+               std::vector<int>* slot_of) {
+  std::vector<uint64_t> order = request.order;
+  if (order.empty()) {
+    order = ring;
+    std::sort(order.begin(), order.end());
+  }
+  if (order.size() != ring.size()) {
+    return InvalidArgument(std::string(CollectiveKindName(request.kind)) + ": `order` names " +
+                           std::to_string(order.size()) + " peers but the group has " +
+                           std::to_string(ring.size()));
+  }
+  slot_of->assign(ring.size(), -1);
+  for (size_t position = 0; position < ring.size(); ++position) {
+    auto it = std::find(order.begin(), order.end(), ring[position]);
+    if (it == order.end()) {
+      return InvalidArgument(std::string(CollectiveKindName(request.kind)) + ": peer " +
+                             std::to_string(ring[position]) + " of the group is not in `order`");
+    }
+    (*slot_of)[position] = static_cast<int>(it - order.begin());
+  }
+  return Status::Ok();
+}
+
+// What the bound ring makes of the request: the algorithm's options (buffers aside), or
+// why the request does not fit this ring.
+Status Shape(const CollectiveRequest& request, const RingBinding& bound,
+             algo::RingCollectiveOptions* options) {
+  const size_t world = static_cast<size_t>(bound.world);
+  const char* what = CollectiveKindName(request.kind);
+  if (bound.ring.size() != world || bound.ring[bound.rank] == 0) {
+    return Internal(std::string(what) + ": the ring's members are unknown");
+  }
+  options->dtype = request.dtype;
+  options->op = request.op;
+  options->rank = bound.rank;
+  options->world = bound.world;
+  options->segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
+  size_t want_recv = request.count;
+  switch (request.kind) {
+    case CollectiveKind::kBroadcast: {
+      auto root = std::find(bound.ring.begin(), bound.ring.end(), request.root);
+      if (root == bound.ring.end()) {
+        return InvalidArgument("broadcast: the root, peer " + std::to_string(request.root) +
+                               ", is not in this group");
+      }
+      options->root = static_cast<int>(root - bound.ring.begin());
+      options->count = request.count;
+      break;
+    }
+    case CollectiveKind::kAllGather:
+      options->count = request.count;
+      want_recv = request.count * world;
+      PCCL_RETURN_IF_ERROR(SlotsOf(request, bound.ring, &options->slot_of));
+      break;
+    case CollectiveKind::kReduceScatter:
+      if (request.count % world != 0) {
+        return InvalidArgument("reduce_scatter: the input's " + std::to_string(request.count) +
+                               " elements do not split into " + std::to_string(world) +
+                               " blocks");
+      }
+      options->count = request.count / world;
+      want_recv = options->count;
+      PCCL_RETURN_IF_ERROR(SlotsOf(request, bound.ring, &options->slot_of));
+      break;
+    case CollectiveKind::kAllReduce:
+      return Internal("ExecuteRing runs no all-reduce");
+  }
+  if (request.recv_count != want_recv) {
+    return InvalidArgument(std::string(what) + " in a group of " + std::to_string(world) +
+                           " needs an output of " + std::to_string(want_recv) +
+                           " elements, got " + std::to_string(request.recv_count) +
+                           " (did the group change since the buffers were sized?)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* CollectiveKindName(CollectiveKind kind) {
+  switch (kind) {
+    case CollectiveKind::kAllReduce: return "all_reduce";
+    case CollectiveKind::kBroadcast: return "broadcast";
+    case CollectiveKind::kAllGather: return "all_gather";
+    case CollectiveKind::kReduceScatter: return "reduce_scatter";
+  }
+  return "?";
+}
+
+Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
+  const char* what = CollectiveKindName(request.kind);
+  if (request.mode != 0 || request.modulus != 0 ||
+      request.quant.algorithm != kernels::QuantAlgorithm::kNone) {
+    return InvalidArgument(std::string(what) +
+                           " runs in the default mode only: no reduce mode, no quantization");
+  }
+  if ((request.count > 0 || request.recv_count > 0) &&
+      (request.send == nullptr || request.recv == nullptr)) {
+    return InvalidArgument(std::string("null buffer for a ") + what);
+  }
+  const size_t elem = DTypeSize(request.dtype);
+  const auto* send = static_cast<const char*>(request.send);
+  const auto* recv = static_cast<const char*>(request.recv);
+  const size_t send_bytes = request.count * elem;
+  const size_t recv_bytes = request.recv_count * elem;
+  const bool overlap = send < recv + recv_bytes && recv < send + send_bytes;
+  switch (request.kind) {
+    case CollectiveKind::kBroadcast:
+      if (overlap && send != recv) {
+        return InvalidArgument("broadcast: send and recv partially overlap");
+      }
+      break;
+    case CollectiveKind::kAllGather:
+      // Its own block of the output may be the input (checked once the block is known);
+      // any other overlap would be overwritten while it is being sent.
+      if (overlap && (send < recv || send + send_bytes > recv + recv_bytes ||
+                      (send_bytes > 0 && static_cast<size_t>(send - recv) % send_bytes != 0))) {
+        return InvalidArgument("all_gather: the input overlaps the output other than as one "
+                               "of its blocks");
+      }
+      break;
+    case CollectiveKind::kReduceScatter:
+      if (overlap) return InvalidArgument("reduce_scatter: send and recv overlap");
+      break;
+    case CollectiveKind::kAllReduce:
+      return Internal("CheckRingCollective checks no all-reduce");
+  }
+  return Status::Ok();
+}
+
+Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
+                                Deadline deadline, ReduceInfo* info) {
+  const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
+  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
+  algo::RingCollectiveOptions options;
+  Status local = Shape(request, bound, &options);
+  const size_t elem = DTypeSize(request.dtype);
+  if (local.ok() && request.kind == CollectiveKind::kAllGather && request.send != nullptr) {
+    const char* own = static_cast<const char*>(request.recv) +
+                      static_cast<size_t>(options.slot_of[bound.rank]) * request.count * elem;
+    const auto* send = static_cast<const char*>(request.send);
+    if (send != own && send >= static_cast<const char*>(request.recv) &&
+        send < static_cast<const char*>(request.recv) + request.recv_count * elem) {
+      local = InvalidArgument("all_gather: the input is a block of the output, but not this "
+                              "peer's own");
+    }
+  }
+  if (!local.ok()) {  // nothing sent; the verdict tells the others
+    proto::Verdict verdict;
+    return Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict);
+  }
+  std::shared_ptr<link::RingOp> op;
+  PCCL_RETURN_IF_ERROR(bound.links->OpenOp(bound.key, descriptor_hash, deadline, &op));
+
+  const bool receives_broadcast = request.kind == CollectiveKind::kBroadcast &&
+                                  bound.ring[bound.rank] != request.root;
+  const size_t bytes = request.recv_count * elem;
+  BufferPool::Lease backup = buffers_.Acquire(receives_broadcast ? bytes : 0);
+  if (receives_broadcast && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
+  BufferPool::Lease scratch = buffers_.Acquire(
+      request.kind == CollectiveKind::kReduceScatter
+          ? algo::ReduceScatterScratchBytes(request.dtype, options.count, options.world)
+          : 0);
+  options.send = request.send;
+  options.recv = request.recv;
+  options.scratch = scratch.data();
+
+  const TimePoint started = Clock::now();
+  algo::RingCollectiveStats stats;
+  switch (request.kind) {
+    case CollectiveKind::kBroadcast:
+      local = algo::RingBroadcast(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kAllGather:
+      local = algo::RingAllGather(options, *op, deadline, &stats);
+      break;
+    default:
+      local = algo::RingReduceScatter(options, *op, deadline, &stats);
+      break;
+  }
+  bound.links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
+
+  proto::Verdict verdict;
+  Status concluded = Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict,
+                              stats.tx_bytes, Clock::now() - started);
+  if (!concluded.ok()) {
+    if (receives_broadcast && bytes > 0) std::memcpy(request.recv, backup.data(), bytes);
+    return concluded;
+  }
+  info->local_world_size = static_cast<uint32_t>(bound.world);
+  info->tx_bytes = stats.tx_bytes;
+  info->rx_bytes = stats.rx_bytes;
+  return Status::Ok();
+}
+
+}  // namespace pccl::comm
