@@ -1,0 +1,313 @@
+"""Broadcast, all-gather and reduce-scatter between real peer processes on loopback.
+
+Each result is checked against a numpy reference; the bytes each peer sent against the
+ring algorithm's figure; bad arguments against a clear error on every peer; and a peer
+SIGKILLed mid-operation against what the survivors see: PeerLostError, their buffers as
+they were, and a retry over the survivors that is right.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pccl
+import pytest
+from cluster import Cluster, notify
+from pccl import ReduceOp
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+COUNTS = [1, 1025, 300_007]  # 300007 is prime: uneven segments everywhere
+BIG_COUNT = 16 << 20  # 64 MiB of float32
+DTYPES = [np.dtype(np.float32), np.dtype(np.float16), BF16, np.dtype(np.int64),
+          np.dtype(np.uint8)]
+
+
+def dt(name: str) -> np.dtype:
+    return BF16 if name == "bfloat16" else np.dtype(name)
+
+
+def data(dtype: np.dtype, count: int, salt: int) -> np.ndarray:
+    """Small integers (exact in every dtype, sums too) that vary along the array."""
+    values = (np.arange(count, dtype=np.int64) * 7 + salt * 13) % 17
+    return values.astype(dtype)
+
+
+# --- functions that run inside the peers ------------------------------------------------------
+
+def my_id(comm: pccl.Communicator, index: int) -> int:
+    return comm.peer_id
+
+
+def broadcast_each_root(comm: pccl.Communicator, index: int, ids: list[int], dtype: str,
+                        count: int) -> list[tuple[bool, int]]:
+    """Every peer's turn as the root; per turn: (buffer equals the root's data, bytes sent)."""
+    out = []
+    for turn, root in enumerate(ids):
+        mine = data(dt(dtype), count, salt=ids.index(comm.peer_id) + 10 * turn)
+        buf = mine.copy()
+        info = comm.broadcast(buf, root=root, tag=turn)
+        expected = data(dt(dtype), count, salt=ids.index(root) + 10 * turn)
+        out.append((bool(np.array_equal(buf.view(np.uint8), expected.view(np.uint8))),
+                    info.tx_bytes))
+    return out
+
+
+def gather(comm: pccl.Communicator, index: int, ids: list[int], dtype: str, count: int,
+           order: list[int] | None, in_place: bool) -> tuple[bytes, int]:
+    blocks = order or ids
+    recv = np.zeros(count * len(ids), dtype=dt(dtype))
+    send = data(dt(dtype), count, salt=ids.index(comm.peer_id))
+    if in_place:  # the input is this peer's own block of the output
+        own = blocks.index(comm.peer_id)
+        recv[own * count:(own + 1) * count] = send
+        send = recv[own * count:(own + 1) * count]
+    info = comm.all_gather(send, recv, order=order)
+    return recv.tobytes(), info.tx_bytes
+
+
+def scatter_reduce(comm: pccl.Communicator, index: int, ids: list[int], dtype: str,
+                   count: int, op: ReduceOp, order: list[int] | None) -> tuple[bytes, int]:
+    send = data(dt(dtype), count * len(ids), salt=ids.index(comm.peer_id))
+    before = send.copy()
+    recv = np.zeros(count, dtype=dt(dtype))
+    info = comm.reduce_scatter(send, recv, op=op, order=order)
+    assert np.array_equal(send, before), "reduce_scatter wrote its input"
+    return recv.tobytes(), info.tx_bytes
+
+
+def expect_error(comm: pccl.Communicator, index: int, call: str, ids: list[int]) -> str:
+    """Runs one bad call on every peer; returns the error it raised (type: message)."""
+    n = len(ids)
+    try:
+        if call == "recv_size":  # every peer sized recv for one peer too many
+            comm.all_gather(np.ones(4, np.float32), np.zeros(4 * (n + 1), np.float32))
+        elif call == "recv_size_one_peer":  # only the first peer in `ids` is wrong
+            size = n + 1 if comm.peer_id == ids[0] else n
+            comm.all_gather(np.ones(4, np.float32), np.zeros(4 * size, np.float32))
+        elif call == "order":
+            comm.reduce_scatter(np.ones(4 * n, np.float32), np.zeros(4, np.float32),
+                                op=ReduceOp.SUM, order=ids[:-1] + [12345])
+        elif call == "root":
+            comm.broadcast(np.ones(4, np.float32), root=12345)
+        elif call == "indivisible":
+            comm.reduce_scatter(np.ones(4 * n + 1, np.float32), np.zeros(4, np.float32),
+                                op=ReduceOp.SUM)
+        else:
+            raise AssertionError(call)
+    except pccl.PCCLError as e:
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def then_all_gather(comm: pccl.Communicator, index: int, ids: list[int]) -> bool:
+    recv = np.zeros(len(ids), np.int64)
+    comm.all_gather(np.array([comm.peer_id % 1000], np.int64), recv, timeout=30)
+    return recv.tolist() == [i % 1000 for i in ids]
+
+
+def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], root: int,
+                survivors: list[int], victim_stall: float) -> dict[str, Any]:
+    """A big collective that a SIGKILL interrupts, then the retry over the survivors.
+
+    A survivor starts its operation (bound to the ring at once) before it says "starting",
+    so the kill lands while the operation waits on the victim; the victim says "starting"
+    and stalls before joining, so the survivors cannot finish first."""
+    n = len(ids)
+    count = BIG_COUNT // n
+    salt = ids.index(comm.peer_id)
+    if kind == "broadcast":
+        send = recv = data(np.dtype(np.float32), BIG_COUNT, salt)
+    elif kind == "all_gather":
+        send, recv = data(np.dtype(np.float32), count, salt), np.full(count * n, -1, np.float32)
+    else:
+        send, recv = data(np.dtype(np.float32), count * n, salt), np.full(count, -1, np.float32)
+    before = (send.copy(), recv.copy())
+    if victim_stall > 0:
+        notify("starting", index)
+        time.sleep(victim_stall)  # killed meanwhile
+    try:
+        if kind == "broadcast":
+            handle = comm.broadcast_async(recv, root=root, timeout=30)
+        elif kind == "all_gather":
+            handle = comm.all_gather_async(send, recv, timeout=30)
+        else:
+            handle = comm.reduce_scatter_async(send, recv, op=ReduceOp.SUM, timeout=30)
+        if victim_stall == 0:
+            notify("starting", index)
+        handle.result()
+        return {"first": "no error"}
+    except pccl.PCCLError as e:
+        first = type(e).__name__
+    out: dict[str, Any] = {"first": first, "send_intact": bool(np.array_equal(send, before[0]))}
+    if kind == "broadcast":  # the buffer is the input of the root, the output elsewhere
+        out["recv_intact"] = bool(np.array_equal(recv, before[1]))
+    m = len(survivors)
+    if kind == "broadcast":
+        info = comm.broadcast(recv, root=root, timeout=30)
+        out["retry_right"] = bool(np.array_equal(
+            recv, data(np.dtype(np.float32), BIG_COUNT, ids.index(root))))
+    elif kind == "all_gather":
+        recv = np.zeros(count * m, np.float32)
+        info = comm.all_gather(send, recv, timeout=30)
+        out["retry_right"] = all(
+            np.array_equal(recv[k * count:(k + 1) * count],
+                           data(np.dtype(np.float32), count, ids.index(p)))
+            for k, p in enumerate(survivors))
+    else:
+        block = count * n // m
+        send = data(np.dtype(np.float32), block * m, salt)
+        recv = np.zeros(block, np.float32)
+        info = comm.reduce_scatter(send, recv, op=ReduceOp.SUM, timeout=30)
+        k = survivors.index(comm.peer_id)
+        total = sum(data(np.dtype(np.float32), block * m, ids.index(p)) for p in survivors)
+        out["retry_right"] = bool(np.array_equal(recv, total[k * block:(k + 1) * block]))
+    out["world"] = info.local_world_size
+    return out
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda w: f"world{w}")
+def cluster(request: pytest.FixtureRequest):
+    with Cluster(request.param, pool_size=2) as c:
+        c.ids = sorted(c.run(my_id))  # type: ignore[attr-defined]
+        yield c
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("count", COUNTS)
+def test_broadcast_from_every_root(cluster: Cluster, dtype: np.dtype, count: int) -> None:
+    ids = cluster.ids  # type: ignore[attr-defined]
+    n = len(ids)
+    ring = cluster.run(lambda_ring_order)[0]
+    results = cluster.run(broadcast_each_root, ids, dtype.name, count)
+    size = count * dtype.itemsize
+    for index, turns in enumerate(results):
+        assert all(right for right, _ in turns), f"peer {index}: {turns}"
+    # Each byte crosses each link once: the root and every peer but the one before the
+    # root in the ring send the buffer once; that one sends nothing.
+    my_ids = cluster.run(my_id)
+    for turn, root in enumerate(ids):
+        last = ring[(ring.index(root) - 1) % n]
+        for index, turns in enumerate(results):
+            assert turns[turn][1] == (0 if my_ids[index] == last else size), (turn, index)
+
+
+def lambda_ring_order(comm: pccl.Communicator, index: int) -> list[int]:
+    return comm.ring_order()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("count", COUNTS)
+@pytest.mark.parametrize("layout", ["ids", "reversed", "in_place"])
+def test_all_gather(cluster: Cluster, dtype: np.dtype, count: int, layout: str) -> None:
+    ids = cluster.ids  # type: ignore[attr-defined]
+    order = list(reversed(ids)) if layout == "reversed" else None
+    results = cluster.run(gather, ids, dtype.name, count, order, layout == "in_place")
+    expected = np.concatenate([data(dtype, count, ids.index(p)) for p in (order or ids)])
+    for index, (gathered, tx) in enumerate(results):
+        assert gathered == expected.tobytes(), f"peer {index}"
+        assert tx == (len(ids) - 1) * count * dtype.itemsize  # the ring's figure, exactly
+
+
+REDUCE_CASES = [("float32", ReduceOp.SUM), ("float32", ReduceOp.AVG), ("float32", ReduceOp.MAX),
+                ("float16", ReduceOp.SUM), ("bfloat16", ReduceOp.AVG), ("int32", ReduceOp.SUM),
+                ("int64", ReduceOp.MIN), ("uint8", ReduceOp.PROD)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dtype_name,op", REDUCE_CASES, ids=lambda v: getattr(v, "name", v))
+@pytest.mark.parametrize("count", COUNTS)
+@pytest.mark.parametrize("layout", ["ids", "reversed"])
+def test_reduce_scatter(cluster: Cluster, dtype_name: str, op: ReduceOp, count: int,
+                        layout: str) -> None:
+    ids = cluster.ids  # type: ignore[attr-defined]
+    n = len(ids)
+    dtype = dt(dtype_name)
+    order = list(reversed(ids)) if layout == "reversed" else None
+    results = cluster.run(scatter_reduce, ids, dtype.name, count, op, order)
+    inputs = np.stack([data(dtype, count * n, k).astype(np.float64) for k in range(n)])
+    reduce = {ReduceOp.SUM: np.sum, ReduceOp.AVG: np.mean, ReduceOp.MAX: np.max,
+              ReduceOp.MIN: np.min, ReduceOp.PROD: np.prod}[op]
+    total = reduce(inputs, axis=0)
+    if dtype.kind in "ui":  # integers wrap as the dtype does
+        stacked = np.stack([data(dtype, count * n, k) for k in range(n)])
+        total = (reduce(stacked, axis=0, dtype=dtype) if op in (ReduceOp.SUM, ReduceOp.PROD)
+                 else reduce(stacked, axis=0))
+    my_ids = cluster.run(my_id)
+    wire = 4 if dtype.itemsize == 2 and dtype.kind == "f" or dtype == BF16 else dtype.itemsize
+    for index, (reduced, tx) in enumerate(results):
+        k = (order or ids).index(my_ids[index])
+        want = np.asarray(total[k * count:(k + 1) * count]).astype(dtype)
+        got = np.frombuffer(reduced, dtype=dtype)
+        assert np.array_equal(got, want), f"peer {index}: {got[:8]} != {want[:8]}"
+        # (world - 1) blocks; float16/bfloat16 partials travel as float32
+        assert tx == (n - 1) * count * wire
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("call,message", [
+    ("recv_size", "needs an output of"),
+    ("recv_size_one_peer", "needs an output of"),
+    ("order", "is not in `order`"),
+    ("root", "is not in this group"),
+    ("indivisible", "do not split into"),
+])
+def test_bad_arguments_fail_on_every_peer_and_the_next_call_works(
+        cluster: Cluster, call: str, message: str) -> None:
+    ids = cluster.ids  # type: ignore[attr-defined]
+    errors = cluster.run(expect_error, call, ids, timeout=60)
+    my_ids = cluster.run(my_id)
+    for index, error in enumerate(errors):
+        if call == "recv_size_one_peer" and my_ids[index] != ids[0]:
+            # The peers whose buffers were right fail by the verdict of the one that was
+            # not, and say whose failure it was.
+            assert error.startswith("InvalidUsageError") or error.startswith("PeerLostError"), \
+                error
+            assert "needs an output of" in error or "failed" in error, error
+        else:
+            assert error.startswith("InvalidUsageError") and message in error, error
+    assert cluster.run(then_all_gather, ids, timeout=60) == [True] * len(ids)
+
+
+def test_bad_arguments_refused_before_anything_is_sent() -> None:
+    comm = pccl.Communicator("127.0.0.1:1")
+    with pytest.raises(ValueError, match="root must be a peer id"):
+        comm.broadcast(np.ones(4, np.float32), root=-1)
+    with pytest.raises(ValueError, match="order names a peer twice"):
+        comm.all_gather(np.ones(4, np.float32), np.ones(8, np.float32), order=[5, 5])
+    with pytest.raises(TypeError, match="dtype"):
+        comm.all_gather(np.ones(4, np.float32), np.ones(8, np.float64))
+    comm.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["broadcast", "all_gather", "reduce_scatter"])
+def test_sigkill_mid_collective_fails_survivors_with_inputs_intact_and_retry_is_right(
+        kind: str) -> None:
+    with Cluster(4, pool_size=2) as c:
+        my_ids = c.run(my_id)
+        ids = sorted(my_ids)
+        victim = 2
+        survivors = [i for i in range(4) if i != victim]
+        alive = sorted(my_ids[i] for i in survivors)
+        root = my_ids[0]
+        c.start(interrupted, kind, ids, root, alive, 0.0, peers=survivors)
+        c.start(interrupted, kind, ids, root, alive, 5.0, peers=[victim])
+        for _ in range(4):
+            assert c.events.get(timeout=60)[0] == "starting"
+        c.kill(victim, signal.SIGKILL)
+        results = c.collect(survivors, timeout=120)
+        for r in results:
+            assert r["first"] == "PeerLostError", r
+            assert r["send_intact"], r
+            assert r.get("recv_intact", True), "a failed broadcast changed a buffer"
+            assert r["world"] == 3 and r["retry_right"], r
