@@ -253,9 +253,9 @@ def test_ddp_matches_gloo_and_is_bit_identical_across_ranks(runs: dict[str, Run]
 
 # --- set-up paths ---------------------------------------------------------------------------
 
-def groups_in_threads(world: int) -> list[Any]:
+def groups_in_threads(world: int, timeout_s: float = 30) -> list[Any]:
     """`world` ProcessGroupPCCLs of one run, each built in its own thread of this process
-    (their constructors block until all joined)."""
+    (their constructors block until all joined); `timeout_s`: the groups' timeout."""
     import torch.distributed as dist
     from pccl.torch import ProcessGroupPCCL
 
@@ -264,7 +264,8 @@ def groups_in_threads(world: int) -> list[Any]:
 
     def build(rank: int) -> None:
         try:
-            groups[rank] = ProcessGroupPCCL(store, rank, world, datetime.timedelta(seconds=30))
+            groups[rank] = ProcessGroupPCCL(store, rank, world,
+                                            datetime.timedelta(seconds=timeout_s))
         except BaseException as e:  # noqa: BLE001 - raised below
             groups[rank] = e
 
@@ -390,6 +391,23 @@ def test_a_lost_rank_fails_the_survivors_collectives() -> None:
         for rank in range(2):
             with pytest.raises(pccl.PeerLostError, match="2 of the process group's 3"):
                 groups[rank].allreduce([torch.ones(3)]).wait()
+    finally:
+        for group in reversed(groups):
+            group.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_a_collective_past_the_groups_timeout_raises_torchs_timeout_error() -> None:
+    # torch's own test suite (test_barrier_timeout_*) expects a RuntimeError that says
+    # " Timed out " (or " timeout ") no sooner than the group's timeout.
+    groups = groups_in_threads(2, timeout_s=2)
+    try:
+        started = time.monotonic()
+        work = groups[0].barrier()  # rank 1 never joins
+        with pytest.raises(RuntimeError, match=" Timed out after 2 s ") as caught:
+            work.wait()
+        assert time.monotonic() - started >= 1.9
+        assert isinstance(caught.value, pccl.PCCLTimeoutError)
     finally:
         for group in reversed(groups):
             group.shutdown()

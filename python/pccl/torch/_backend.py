@@ -1,28 +1,26 @@
-"""ProcessGroupPCCL: torch.distributed collectives as pccl all-reduces.
+"""ProcessGroupPCCL: torch.distributed collectives over pccl's ring collectives.
 
-pccl has one collective, a ring all-reduce whose result is bit-identical on every peer.
-Every torch collective here is one all-reduce (one per tensor of a list) plus local
-copies:
+pccl's collectives run over one ring and end with one verdict for the group, their inputs
+intact on failure. Each torch collective is one of them per tensor, plus local copies:
 
-    all_reduce       the tensor itself, with the requested op.
-    broadcast        the tensor's bytes as uint8 SUM; every rank but the source first
-                     zeroes them, so the sum is the source's bytes exactly (uint8 wraps
-                     mod 256, and x + 0 + ... + 0 = x for any dtype's bit pattern).
-    all_gather       a zeroed uint8 buffer of world_size slots; each rank writes its
-                     tensor's bytes into its own slot; uint8 SUM fills every slot.
-    reduce           all_reduce into a host copy that only the destination keeps.
-    reduce_scatter   the world_size inputs laid end to end, reduced with the op; each rank
-                     keeps its own slice.
+    all_reduce       all-reduce of the tensor itself, with the requested op.
+    broadcast        pccl broadcast of the tensor's bytes from the source.
+    all_gather       pccl all-gather of each rank's bytes into world_size blocks, in rank
+                     order (pccl orders blocks by the ranks' peer ids, exchanged once at
+                     rendezvous).
+    reduce           all-reduce into a host copy that only the destination keeps.
+    reduce_scatter   pccl reduce-scatter of the world_size inputs laid end to end; in an
+                     EXACT or PRIVATE reduce mode an all-reduce of them, of which each rank
+                     keeps its own slice (the modes belong to the all-reduce).
     gather           all_gather's bytes; only the destination keeps them.
-    scatter          broadcast's bytes of the source's inputs end to end; each rank keeps
-                     its own slice.
-    all_to_all       first a SUM of every rank's piece sizes (a world x world table),
-                     then all_gather's bytes of every rank's pieces end to end (padded to
-                     the longest); each rank keeps the pieces addressed to it.
-    barrier          a one-byte SUM.
+    scatter          broadcast of the source's inputs end to end; each rank keeps its slice.
+    all_to_all       first an all-gather of every rank's piece sizes (a world x world
+                     table), then all_gather's bytes of every rank's pieces end to end
+                     (padded to the longest); each rank keeps the pieces addressed to it.
+    barrier          a one-byte all-reduce.
 
-These move world_size times the bytes a native algorithm would (issue 19 replaces them).
-Point-to-point send and recv are refused, with a message that names them.
+Point-to-point send and recv are refused, with a message that names them: pccl's
+collectives involve the whole group, and a send's peers do not all call.
 
 Ranks must issue the same collectives in the same order (torch requires it too): each
 launch takes the next tag of the group's sequence counter, so the same call carries the
@@ -34,8 +32,7 @@ Every collective is launched in the calling thread and completed by the Complete
 
 The reducing collectives (all_reduce, reduce, reduce_scatter) with SUM or AVG run in the
 group's `reduce_mode` (pccl.ReduceMode: EXACT or PRIVATE; from PCCL_REDUCE_MODE, or
-pccl.torch.set_reduce_mode); the byte-moving ones (broadcast, all_gather, barrier) never
-need it.
+pccl.torch.set_reduce_mode); the byte-moving ones never need it.
 """
 
 from __future__ import annotations
@@ -58,6 +55,9 @@ from pccl.torch._staging import HostTensor, as_bytes, host_copy
 from pccl.torch._work import Completer, PcclWork
 
 BACKEND_NAME = "pccl"
+# What _launch starts.
+ALL_REDUCE, BROADCAST, ALL_GATHER, REDUCE_SCATTER = "all_reduce", "broadcast", "all_gather", \
+    "reduce_scatter"
 REDUCE_MODE_ENV = "PCCL_REDUCE_MODE"
 
 
@@ -90,9 +90,10 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         self._timeout_s = timeout.total_seconds()
         self._rendezvous = Rendezvous(store, rank, size, timeout)
         self._comm = self._rendezvous.comm
+        self._peer_ids = self._rendezvous.peer_ids  # by rank
         self._tags = itertools.count(1)
         self._tags_lock = threading.Lock()
-        self._completer = Completer(size)
+        self._completer = Completer(size, self._timeout_s)
         self._shut_down = False
         self._group_name: str | None = None
         # Every rank must use the same mode (each all-reduce's descriptor includes it).
@@ -121,7 +122,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         for t in tensors:
             check_reducible(t, op, "all_reduce's tensor")
         staged = [HostTensor(t) for t in tensors]
-        handles = [self._launch(s.host, s.host, op, reduction=True) for s in staged]
+        handles = [self._launch(ALL_REDUCE, s.host, s.host, op, reduction=True) for s in staged]
 
         def finish() -> list[torch.Tensor]:
             for s in staged:
@@ -143,7 +144,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         # An all-reduce into host copies; only the destination keeps the result.
         sources = [HostTensor(t).host for t in tensors]
         reduced = [torch.empty_like(s) for s in sources]
-        handles = [self._launch(s, r, op, reduction=True) for s, r in zip(sources, reduced)]
+        handles = [self._launch(ALL_REDUCE, s, r, op, reduction=True) for s, r in zip(sources, reduced)]
 
         def finish() -> list[torch.Tensor]:
             if self._rank == dst:
@@ -160,9 +161,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         handles = []
         for s in staged:
             data = as_bytes(s.host)
-            if self._rank != src:
-                data.zero_()
-            handles.append(self._launch(data, data, pccl.ReduceOp.SUM))
+            handles.append(self._launch(BROADCAST, data, data, root=src))
 
         def finish() -> list[torch.Tensor]:
             if self._rank != src:
@@ -212,14 +211,14 @@ class ProcessGroupPCCL(dist.ProcessGroup):
             for tensor in inputs:
                 _same_elements(tensor, out, "reduce_scatter's input", "its output")
             buffers.append(torch.cat([host_copy(t).reshape(-1) for t in inputs]))
-        handles = [self._launch(b, b, op, reduction=True) for b in buffers]
+        reduced = [self._launch_reduce_scatter(b, op) for b in buffers]
 
         def finish() -> list[torch.Tensor]:
-            for out, b in zip(output_tensors, buffers):
-                out.copy_(b.chunk(self._size)[self._rank].view(out.shape))
+            for out, (_, mine) in zip(output_tensors, reduced):
+                out.copy_(mine().view(out.shape))
             return output_tensors
 
-        return self._submit(handles, finish)
+        return self._submit([handle for handle, _ in reduced], finish)
 
     def reduce_scatter_single(self, output: torch.Tensor, input: torch.Tensor,
                               opts: dist.ReduceScatterOptions | None = None) -> PcclWork:
@@ -230,11 +229,10 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                              f"{output.numel()} elements of {output.dtype}, got "
                              f"{input.numel()} of {input.dtype}")
         send = HostTensor(input).host  # read only: the caller's input stays as it was
-        reduced = torch.empty_like(send)
-        handle = self._launch(send, reduced, op, reduction=True)
+        handle, mine = self._launch_reduce_scatter(send.reshape(-1), op)
 
         def finish() -> list[torch.Tensor]:
-            output.copy_(reduced.reshape(-1).chunk(self._size)[self._rank].view(output.shape))
+            output.copy_(mine().view(output.shape))
             return [output]
 
         return self._submit([handle], finish)
@@ -264,7 +262,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         buffers = []
         for i, out in enumerate(output_tensors):
             width = out.numel() * out.element_size()
-            slots = torch.zeros(width * self._size, dtype=torch.uint8)
+            slots = torch.empty(width * self._size, dtype=torch.uint8)
             if self._rank == src:
                 inputs = input_tensors[i]
                 if len(inputs) != self._size:
@@ -274,7 +272,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                     _same_elements(tensor, out, "scatter's input", "the output")
                     slots[r * width:(r + 1) * width] = as_bytes(host_copy(tensor))
             buffers.append(slots)
-        handles = [self._launch(b, b, pccl.ReduceOp.SUM) for b in buffers]
+        handles = [self._launch(BROADCAST, b, b, root=src) for b in buffers]
 
         def finish() -> list[torch.Tensor]:
             for out, slots in zip(output_tensors, buffers):
@@ -296,19 +294,19 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         pieces = [as_bytes(host_copy(t)) for t in input_tensors]
         # Everyone's piece sizes first: where rank r's piece for this rank starts depends on
         # the pieces r sends to the ranks before it.
-        table = torch.zeros(self._size * self._size, dtype=torch.int64)
-        table[self._rank * self._size:(self._rank + 1) * self._size] = torch.tensor(
-            [p.numel() for p in pieces], dtype=torch.int64)
-        sizing = self._launch(table, table, pccl.ReduceOp.SUM)
+        mine_sizes = torch.tensor([p.numel() for p in pieces], dtype=torch.int64)
+        table = torch.empty(self._size * self._size, dtype=torch.int64)
+        sizing = self._launch(ALL_GATHER, mine_sizes, table)
         if sizing is not None:
             sizing.result()
         sizes = table.view(self._size, self._size)
         width = int(sizes.sum(dim=1).max().item())
-        slots = torch.zeros(width * self._size, dtype=torch.uint8)
-        if width > 0:
-            mine = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.uint8)
-            slots[self._rank * width:self._rank * width + mine.numel()] = mine
-        handle = self._launch(slots, slots, pccl.ReduceOp.SUM)
+        slots = torch.empty(width * self._size, dtype=torch.uint8)
+        mine = torch.zeros(width, dtype=torch.uint8)
+        if width > 0 and pieces:
+            joined = torch.cat(pieces)
+            mine[:joined.numel()] = joined
+        handle = self._launch(ALL_GATHER, mine, slots)
         for r, out in enumerate(output_tensors):
             got = int(sizes[r, self._rank].item())
             if got != out.numel() * out.element_size():
@@ -343,7 +341,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:  # type: ignore[override]
         token = torch.zeros(1, dtype=torch.uint8)
-        return self._submit([self._launch(token, token, pccl.ReduceOp.SUM)], lambda: [token])
+        return self._submit([self._launch(ALL_REDUCE, token, token)], lambda: [token])
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -381,19 +379,35 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                                                            torch.Tensor]:
         """Launches the all-gather of `tensor`'s bytes; returns the slots buffer."""
         data = as_bytes(HostTensor(tensor).host)
-        slots = torch.zeros(data.numel() * self._size, dtype=torch.uint8)
-        slots[self._rank * data.numel():(self._rank + 1) * data.numel()] = data
-        return self._launch(slots, slots, pccl.ReduceOp.SUM), slots
+        slots = torch.empty(data.numel() * self._size, dtype=torch.uint8)
+        return self._launch(ALL_GATHER, data, slots), slots
 
-    def _launch(self, send: torch.Tensor, recv: torch.Tensor, op: pccl.ReduceOp, *,
-                reduction: bool = False) -> AsyncReduceHandle | None:
-        """Starts one pccl all-reduce under the next tag. Returns None, with recv already
-        final, for an empty tensor or a group of one (they still take a tag, so the
-        ranks' counters stay equal). `reduction`: a reducing collective of the caller's
-        data, which runs in reduce_mode when its op is SUM or AVG."""
-        mode = pccl.ReduceMode.DEFAULT
+    def _launch_reduce_scatter(self, send: torch.Tensor, op: pccl.ReduceOp
+                               ) -> tuple[AsyncReduceHandle | None, Callable[[], torch.Tensor]]:
+        """Launches the reduce-scatter of `send` (world_size blocks end to end); returns
+        the handle and a function that gives this rank's reduced block once it is done.
+        In an EXACT or PRIVATE reduce mode it is an all-reduce (the modes are its own)."""
+        block = send.numel() // self._size
+        if self._mode_for(op, reduction=True) is not pccl.ReduceMode.DEFAULT:
+            reduced = torch.empty_like(send)
+            handle = self._launch(ALL_REDUCE, send, reduced, op, reduction=True)
+            return handle, lambda: reduced[self._rank * block:(self._rank + 1) * block]
+        mine = torch.empty(block, dtype=send.dtype)
+        return self._launch(REDUCE_SCATTER, send, mine, op), lambda: mine
+
+    def _mode_for(self, op: pccl.ReduceOp, *, reduction: bool) -> pccl.ReduceMode:
         if reduction and op in (pccl.ReduceOp.SUM, pccl.ReduceOp.AVG):
-            mode = self.reduce_mode
+            return self.reduce_mode
+        return pccl.ReduceMode.DEFAULT
+
+    def _launch(self, kind: str, send: torch.Tensor, recv: torch.Tensor,
+                op: pccl.ReduceOp = pccl.ReduceOp.SUM, *, reduction: bool = False,
+                root: int = 0) -> AsyncReduceHandle | None:
+        """Starts one pccl collective under the next tag: ALL_REDUCE (`op`; `reduction`: of
+        the caller's data, which runs in reduce_mode when op is SUM or AVG), BROADCAST
+        from rank `root` (send is recv), ALL_GATHER in rank order or REDUCE_SCATTER (`op`).
+        Returns None, with recv already final, for an empty tensor or a group of one (they
+        still take a tag, so the ranks' counters stay equal)."""
         with self._tags_lock:  # tags in launch order, even with several calling threads
             tag = next(self._tags)
             if send.numel() == 0:
@@ -411,8 +425,18 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                 raise pccl.PeerLostError(
                     f"pccl backend: the run has {peers} of the process group's {self._size} "
                     "ranks (a rank was lost); the group cannot continue")
-            return self._comm.all_reduce_async(send, recv, op=op, tag=tag,
-                                               timeout=self._timeout_s, mode=mode)
+            timeout = self._timeout_s
+            if kind == BROADCAST:
+                return self._comm.broadcast_async(recv, root=self._peer_ids[root], tag=tag,
+                                                  timeout=timeout)
+            if kind == ALL_GATHER:
+                return self._comm.all_gather_async(send, recv, tag=tag, order=self._peer_ids,
+                                                   timeout=timeout)
+            if kind == REDUCE_SCATTER:
+                return self._comm.reduce_scatter_async(send, recv, op=op, tag=tag,
+                                                       order=self._peer_ids, timeout=timeout)
+            return self._comm.all_reduce_async(send, recv, op=op, tag=tag, timeout=timeout,
+                                               mode=self._mode_for(op, reduction=reduction))
 
     def _submit(self, handles: Sequence[AsyncReduceHandle | None],
                 finish: Callable[[], Any]) -> PcclWork:

@@ -11,8 +11,9 @@ PCCL_TRANSPORT=encrypted encrypts every connection.
 
 Then every rank connects and runs the admission loop: the run grows only when its
 accepted peers call update_topology(), so each rank keeps admitting pending peers until
-the master counts `world_size` of them. The whole rendezvous is bounded by the process
-group's init timeout.
+the master counts `world_size` of them. Last, each rank publishes its pccl peer id in the
+store and reads everyone's: pccl names peers by id, torch by rank. The whole rendezvous is
+bounded by the process group's init timeout.
 
 At shutdown every rank closes its communicator and checks out in the store; rank 0 stops
 its master last, once the others have left (or a short grace period has passed), so no
@@ -36,6 +37,7 @@ MASTER_ADDR_ENV = "PCCL_MASTER_ADDR"
 _MASTER_KEY = "pccl/master_address"
 _SECRET_KEY = "pccl/run_secret"
 _CHECKOUT_KEY = "pccl/checked_out"
+_PEER_ID_KEY = "pccl/peer_id"
 _CHECKOUT_GRACE_S = 10.0
 _POLL_S = 0.005
 
@@ -51,6 +53,7 @@ class Rendezvous:
         self.world_size = world_size
         self._store = store
         self._master: pccl.MasterNode | None = None
+        self.peer_ids: list[int] = []  # by rank, once every rank joined
         self._comm: pccl.Communicator | None = None
         deadline = time.monotonic() + timeout.total_seconds()
         try:
@@ -58,6 +61,7 @@ class Rendezvous:
             self._comm = pccl.Communicator(address, secret=secret)
             self._comm.connect(timeout=_left(deadline, address, world_size, 0))
             self._admit_until_full(deadline, address)
+            self.peer_ids = self._exchange_peer_ids()
         except BaseException:
             self.close(wait_for_others=False)
             raise
@@ -108,6 +112,12 @@ class Rendezvous:
                                                         world))
             else:
                 time.sleep(_POLL_S)  # the other ranks are still starting
+
+    def _exchange_peer_ids(self) -> list[int]:
+        """Every rank's pccl peer id, by rank: the native collectives name peers by id
+        (a broadcast's root, the all-gather's block order)."""
+        self._store.set(f"{_PEER_ID_KEY}/{self.rank}", str(self.comm.peer_id))
+        return [int(self._store.get(f"{_PEER_ID_KEY}/{r}")) for r in range(self.world_size)]
 
     def close(self, *, wait_for_others: bool = True) -> None:
         """Leaves the run; rank 0 then stops its master once every rank has left (after

@@ -7,8 +7,10 @@ collectives in launch order, runs `finish`, and completes the torch Future. The 
 therefore completes on its own: DDP chains its bucket callbacks on it
 (`work.get_future()`) and never calls `wait()` on the Work.
 
-A failed collective completes the future with pccl's exception (PeerLostError,
-PCCLTimeoutError, ...); `wait()` and `get_future().wait()` raise it. So does a collective
+A failed collective completes the future with pccl's exception (PeerLostError, ...);
+`wait()` and `get_future().wait()` raise it. One that ran out of the process group's
+timeout raises CollectiveTimeoutError, a PCCLTimeoutError that is also the RuntimeError
+torch's own backends raise, worded as theirs ("... Timed out after ..."). So does a collective
 that succeeded among fewer peers than the group has: after a lost rank pccl carries on
 with the survivors, but a torch process group has a fixed size, and a sum, average or
 gather over the survivors only would be silently wrong.
@@ -27,9 +29,23 @@ import torch.distributed as dist
 from torch.futures import Future
 
 from pccl.communicator import AsyncReduceHandle
-from pccl.errors import PeerLostError
+from pccl.errors import PCCLTimeoutError, PeerLostError
 
 Finish = Callable[[], Any]
+
+
+class CollectiveTimeoutError(PCCLTimeoutError, RuntimeError):
+    """A collective of the pccl process group passed the group's timeout."""
+
+
+def _as_torch_error(error: BaseException, timeout_s: float) -> BaseException:
+    if isinstance(error, PCCLTimeoutError) and not isinstance(error, CollectiveTimeoutError):
+        timed_out = CollectiveTimeoutError(
+            f"pccl collective Timed out after {timeout_s:g} s (the process group's "
+            f"timeout): {error}")
+        timed_out.__cause__ = error
+        return timed_out
+    return error
 
 
 class PcclWork(dist.Work):
@@ -89,10 +105,12 @@ class Completer:
 
     Args:
         world_size: the peers every collective must have run with.
+        timeout_s: the process group's timeout, for the wording of a timeout's error.
     """
 
-    def __init__(self, world_size: int) -> None:
+    def __init__(self, world_size: int, timeout_s: float) -> None:
         self._world_size = world_size
+        self._timeout_s = timeout_s
         self._queue: queue.SimpleQueue[tuple[Sequence[AsyncReduceHandle], Finish,
                                              Future[list[torch.Tensor]]]
                                        | None] = queue.SimpleQueue()
@@ -140,4 +158,5 @@ class Completer:
             if error is None:
                 future.set_result(value)
             else:
-                future.set_exception(error)  # type: ignore[arg-type]  # torch stub: T
+                future.set_exception(  # type: ignore[arg-type]  # torch stub: T
+                    _as_torch_error(error, self._timeout_s))
