@@ -59,6 +59,12 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
     return float(timeout)
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
 def _tag(tag: Any) -> int:
     if isinstance(tag, bool) or not isinstance(tag, int) or not 0 <= tag < 2**64:
         raise ValueError(f"tag must be an int in [0, 2**64), got {tag!r}")
@@ -394,11 +400,15 @@ class Communicator:
                    operand_descriptor: ReduceOperandDescriptor | None = None,
                    quantization_options: QuantizationOptions | None = None,
                    timeout: float | None = None, numel: int | None = None,
-                   mode: ReduceMode = ReduceMode.DEFAULT) -> ReduceInfo:
+                   mode: ReduceMode = ReduceMode.DEFAULT,
+                   restore_input: bool = True) -> ReduceInfo:
         """All-reduces `send` into `recv` (they may be the same tensor) across the group.
 
         Blocks with the GIL released. On failure `send` is intact (in place too), so the
-        call can be retried after update_topology().
+        call can be retried after update_topology(). In place, that costs a copy of the
+        tensor per call; `restore_input=False` skips it for callers that recompute their
+        input after a failure (DiLoCo recomputes its pseudo-gradient): the tensor then
+        holds garbage after a failure.
 
         With `quantization_options` (MIN_MAX or ZERO_POINT_SCALE into UINT8 or UINT16; float
         data; SUM or AVG) segments travel quantized with per-block parameters, partial sums
@@ -425,7 +435,8 @@ class Communicator:
             InvalidUsageError: bad arguments, or peers that disagree on the operation.
         """
         s, r = self._buffers(send, recv, numel)
-        request = self._request(s, r, op, tag, operand_descriptor, quantization_options, mode)
+        request = self._request(s, r, op, tag, operand_descriptor, quantization_options, mode,
+                                restore_input)
         world, tx, rx = self._core.all_reduce(request, _timeout(timeout))
         return ReduceInfo(world, tx, rx)
 
@@ -433,9 +444,10 @@ class Communicator:
                          operand_descriptor: ReduceOperandDescriptor | None = None,
                          quantization_options: QuantizationOptions | None = None,
                          timeout: float | None = None, numel: int | None = None,
-                         mode: ReduceMode = ReduceMode.DEFAULT) -> AsyncReduceHandle:
+                         mode: ReduceMode = ReduceMode.DEFAULT,
+                         restore_input: bool = True) -> AsyncReduceHandle:
         """Starts an all-reduce and returns a handle; concurrent ones need distinct tags.
-        `mode` as for all_reduce().
+        `mode` and `restore_input` as for all_reduce().
 
         The handle keeps `send` and `recv` alive until the operation completes; do not
         touch them before wait() or result() returns.
@@ -446,7 +458,8 @@ class Communicator:
             PCCL 1.0 does; failures while it runs come from wait() / result().
         """
         s, r = self._buffers(send, recv, numel)
-        request = self._request(s, r, op, tag, operand_descriptor, quantization_options, mode)
+        request = self._request(s, r, op, tag, operand_descriptor, quantization_options, mode,
+                                restore_input)
         work = self._core.all_reduce_async(request, _timeout(timeout))
         return AsyncReduceHandle(work, (send, recv))
 
@@ -457,21 +470,24 @@ class Communicator:
     # for the group, inputs intact on failure (a broadcast's buffer too), PeerLostError to
     # retry after update_topology().
 
-    def broadcast(self, tensor: Any, *, root: int, tag: int = 0,
-                  timeout: float | None = None) -> ReduceInfo:
+    def broadcast(self, tensor: Any, *, root: int, tag: int = 0, timeout: float | None = None,
+                  restore_input: bool = True) -> ReduceInfo:
         """Copies the tensor of the peer `root` (a peer id) into `tensor` on every peer.
 
         The bytes travel once along the ring, pipelined in segments (each link carries the
-        tensor once). On failure every peer's tensor is as it was.
+        tensor once). On failure every peer's tensor is as it was (the receivers' at the
+        cost of a copy; `restore_input=False` skips it, leaving garbage after a failure).
         """
-        return self._ring_collective(1, tensor, tensor, root=root, tag=tag,
-                                     timeout=timeout).result()
+        return self.broadcast_async(tensor, root=root, tag=tag, timeout=timeout,
+                                    restore_input=restore_input).result()
 
     def broadcast_async(self, tensor: Any, *, root: int, tag: int = 0,
-                        timeout: float | None = None) -> AsyncReduceHandle:
+                        timeout: float | None = None,
+                        restore_input: bool = True) -> AsyncReduceHandle:
         """broadcast() started in the background; errors that arise before anything is
         sent are raised here, the rest from the handle."""
-        return self._ring_collective(1, tensor, tensor, root=root, tag=tag, timeout=timeout)
+        return self._ring_collective(1, tensor, tensor, root=root, tag=tag, timeout=timeout,
+                                     restore_input=restore_input)
 
     def all_gather(self, send: Any, recv: Any, *, tag: int = 0,
                    order: Sequence[int] | None = None,
@@ -514,7 +530,8 @@ class Communicator:
 
     def _ring_collective(self, kind: int, send: Any, recv: Any, *, tag: int,
                          timeout: float | None, op: Any = ReduceOp.SUM, root: int = 0,
-                         order: Sequence[int] | None = None) -> AsyncReduceHandle:
+                         order: Sequence[int] | None = None,
+                         restore_input: bool = True) -> AsyncReduceHandle:
         """Starts broadcast (kind 1), all-gather (2) or reduce-scatter (3) on a worker."""
         self._check_open()
         s = as_buffer(send, "send")
@@ -531,7 +548,8 @@ class Communicator:
         request = _core.AllReduceRequest(
             send=s.ptr, recv=r.ptr, count=s.count, dtype=_core.DataType(s.dtype),
             op=_core.ReduceOp(enum_arg(ReduceOp, op, "op")), tag=_tag(tag), kind=kind,
-            recv_count=r.count, root=root, order=ids)
+            recv_count=r.count, root=root, order=ids,
+            restore_input=_flag(restore_input, "restore_input"))
         work = self._core.all_reduce_async(request, _timeout(timeout))
         return AsyncReduceHandle(work, (send, recv))
 
@@ -709,7 +727,8 @@ class Communicator:
     def _request(s: Buffer, r: Buffer, op: Any, tag: Any,
                  operand_descriptor: ReduceOperandDescriptor | None,
                  quantization_options: QuantizationOptions | None,
-                 mode: Any = ReduceMode.DEFAULT) -> _core.AllReduceRequest:
+                 mode: Any = ReduceMode.DEFAULT,
+                 restore_input: Any = True) -> _core.AllReduceRequest:
         sdt = s.dtype
         op = enum_arg(ReduceOp, op, "op")
         mode = enum_arg(ReduceMode, mode, "mode")
@@ -739,7 +758,8 @@ class Communicator:
         return _core.AllReduceRequest(send=s.ptr, recv=r.ptr, count=s.count,
                                       dtype=_core.DataType(sdt), op=_core.ReduceOp(op), tag=tag,
                                       quant_algorithm=_core.QuantizationAlgorithm(algorithm),
-                                      quant_dtype=_core.DataType(quantized), mode=int(mode))
+                                      quant_dtype=_core.DataType(quantized), mode=int(mode),
+                                      restore_input=_flag(restore_input, "restore_input"))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -80,7 +80,7 @@ def as_bytes(a: np.ndarray) -> bytes:
 # --- functions that run inside the peers ----------------------------------------------------
 
 def every_dtype_and_op(comm: pccl.Communicator, index: int, counts: list[int],
-                       seed: int) -> dict[tuple[int, int, int, bool], bytes]:
+                       seed: int) -> dict[tuple[int, int, int, str], bytes]:
     out = {}
     for dtype in DataType:
         for op in ReduceOp:
@@ -91,9 +91,12 @@ def every_dtype_and_op(comm: pccl.Communicator, index: int, counts: list[int],
                 info = comm.all_reduce(x, recv, op=op)
                 assert info.local_world_size == comm.get_attribute(pccl.Attribute.LOCAL_WORLD_SIZE)
                 assert as_bytes(x) == as_bytes(original), "out-of-place input changed"
-                out[(int(dtype), int(op), count, False)] = as_bytes(recv)
+                out[(int(dtype), int(op), count, "out of place")] = as_bytes(recv)
                 comm.all_reduce(x, x, op=op, tag=1)
-                out[(int(dtype), int(op), count, True)] = as_bytes(x)
+                out[(int(dtype), int(op), count, "in place")] = as_bytes(x)
+                x = original.copy()
+                comm.all_reduce(x, x, op=op, tag=2, restore_input=False)
+                out[(int(dtype), int(op), count, "in place, no restore")] = as_bytes(x)
     return out
 
 
@@ -202,11 +205,10 @@ def test_every_dtype_and_op_matches_numpy(cluster: Cluster) -> None:
             for count in SMALL_COUNTS:
                 inputs = [make_input(dtype, op, count, i, seed) for i in range(cluster.world)]
                 expected = as_bytes(reference(dtype, op, inputs))
-                for in_place in (False, True):
+                for how in ("out of place", "in place", "in place, no restore"):
                     for index, got in enumerate(results):
-                        assert got[(int(dtype), int(op), count, in_place)] == expected, (
-                            f"{dtype.name} {op.name} count={count} in_place={in_place} "
-                            f"peer {index}")
+                        assert got[(int(dtype), int(op), count, how)] == expected, (
+                            f"{dtype.name} {op.name} count={count} {how} peer {index}")
 
 
 @pytest.mark.timeout(300)

@@ -55,14 +55,17 @@ def report(name: str, **values: float) -> None:
 # --- functions that run inside the peers ------------------------------------------------------
 
 def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
-                    count: int, victim_stall: float = 0.0) -> dict[str, Any]:
+                    count: int, victim_stall: float = 0.0,
+                    restore: bool = True) -> dict[str, Any]:
     """In-place SUM that a fault interrupts, then one retry over `survivors`.
 
     A survivor starts its all-reduce (all_reduce_async binds it to the current ring at
     once) before it says "starting", so the signal always lands while its operation waits
     on the victim. The victim (victim_stall > 0) says "starting" and waits that long before
     joining, so the survivors cannot finish before the signal (a fast machine could
-    otherwise complete the whole all-reduce before the test process delivers it)."""
+    otherwise complete the whole all-reduce before the test process delivers it).
+    `restore` False: the all-reduce runs without its restore copy, and the peer recomputes
+    its input before the retry, as DiLoCo can."""
     x = contribution(index, count)
     original = x.copy()
     started = time.monotonic()
@@ -71,7 +74,8 @@ def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
         time.sleep(victim_stall)  # killed, or stopped and kicked, meanwhile
     try:
         # Errors before anything is sent (the victim, kicked while stopped) raise here.
-        handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30)
+        handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30,
+                                       restore_input=restore)
         if victim_stall == 0:
             notify("starting", index)
         handle.result()
@@ -85,6 +89,8 @@ def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
     if first == "no error":
         return out
     out["message"] = first_message
+    if not restore:
+        x = contribution(index, count)
     try:
         info = comm.all_reduce(x, x, op=ReduceOp.SUM, timeout=30)
     except pccl.PCCLError as e:
@@ -245,10 +251,11 @@ def multiple_with_retry(comm: pccl.Communicator, index: int, survivors: list[int
 
 # --- tests --------------------------------------------------------------------------------------
 
-def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int) -> tuple[float, list[dict]]:
+def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int,
+                           restore: bool = True) -> tuple[float, list[dict]]:
     survivors = [i for i in range(c.world) if i != victim]
-    c.start(fail_then_retry, survivors, BIG_COUNT, peers=survivors)
-    c.start(fail_then_retry, survivors, BIG_COUNT, 5.0, peers=[victim])
+    c.start(fail_then_retry, survivors, BIG_COUNT, 0.0, restore, peers=survivors)
+    c.start(fail_then_retry, survivors, BIG_COUNT, 5.0, restore, peers=[victim])
     for _ in range(c.world):
         assert c.events.get(timeout=60)[0] == "starting"
     signalled_at = time.monotonic()
@@ -256,10 +263,12 @@ def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int) -> tuple[float, li
     return signalled_at, c.collect(survivors, timeout=90)
 
 
-def _check_survivors(results: list[dict], signalled_at: float, bound: float, name: str) -> None:
+def _check_survivors(results: list[dict], signalled_at: float, bound: float, name: str,
+                     restore: bool = True) -> None:
     for r in results:
         assert r["first"] == "PeerLostError", r.get("message")
-        assert r["intact"], "the in-place input changed although the all-reduce failed"
+        if restore:  # without the restore copy the input may hold anything: recomputed
+            assert r["intact"], "the in-place input changed although the all-reduce failed"
         assert r["retry"] == "ok", r
         assert r["world"] == 3 and r["exact"], r
     latencies = [r["failed_at"] - signalled_at for r in results]
@@ -275,6 +284,15 @@ def test_sigkill_mid_all_reduce_fails_fast_and_retry_is_exact() -> None:
         signalled_at, results = _signal_mid_all_reduce(c, victim=2, sig=signal.SIGKILL)
         _check_survivors(results, signalled_at, 1.0, "SIGKILL -> survivors' error")
         assert c.master is not None and c.master.running
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_mid_all_reduce_without_restore_retries_from_recomputed_input() -> None:
+    with Cluster(4) as c:
+        signalled_at, results = _signal_mid_all_reduce(c, victim=2, sig=signal.SIGKILL,
+                                                       restore=False)
+        _check_survivors(results, signalled_at, 1.0, "SIGKILL, no restore -> error",
+                         restore=False)
 
 
 @pytest.mark.timeout(120)

@@ -24,6 +24,9 @@ def quantized_reduce(comm: pccl.Communicator, index: int, dtype: np.dtype, op: R
     out = np.empty_like(x)
     options = QuantizationOptions(DataType(quantized), QuantizationAlgorithm(algorithm))
     info = comm.all_reduce(x, out, op=op, quantization_options=options, tag=5)
+    # In place without the restore copy: the same algorithm, so the same bytes.
+    comm.all_reduce(x, x, op=op, quantization_options=options, tag=6, restore_input=False)
+    assert x.tobytes() == out.tobytes(), "in place without restore differs from out of place"
     return pccl.kernels.hash64(out), out.astype(np.float64).tobytes(), info.tx_bytes
 
 

@@ -51,7 +51,10 @@ def broadcast_each_root(comm: pccl.Communicator, index: int, ids: list[int], dty
         buf = mine.copy()
         info = comm.broadcast(buf, root=root, tag=turn)
         expected = data(dt(dtype), count, salt=ids.index(root) + 10 * turn)
-        out.append((bool(np.array_equal(buf.view(np.uint8), expected.view(np.uint8))),
+        again = mine.copy()  # and without the receivers' restore copy
+        comm.broadcast(again, root=root, tag=100 + turn, restore_input=False)
+        out.append((bool(np.array_equal(buf.view(np.uint8), expected.view(np.uint8))) and
+                    bool(np.array_equal(again.view(np.uint8), expected.view(np.uint8))),
                     info.tx_bytes))
     return out
 

@@ -87,9 +87,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   }
   if (options.count == 0) return Status::Ok();
   const bool in_place = options.send == options.recv;
-  if (in_place && options.backup == nullptr) {
-    return InvalidArgument("an in-place all-reduce needs a backup buffer");
-  }
+  const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
   const DType dtype = options.dtype;
   const DType acc_dtype = AccumulatorOf(dtype);
   const size_t elem = DTypeSize(dtype);
@@ -123,14 +121,14 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   char* const rx = scratch;
   char* const tx = rx + layout.wire_total;
   char* const acc = tx + layout.wire_total;
-  if (in_place) stats->backed_up.assign(first_segment.back(), 0);
+  if (saves_input) stats->backed_up.assign(first_segment.back(), 0);
 
   std::atomic<uint64_t> tx_bytes{0};
   std::atomic<uint64_t> rx_bytes{0};
 
   // acc segment := own contribution (widened), saving the input first when in place.
   auto start_sum = [&](int chunk, uint32_t seg, size_t first, size_t n) -> Status {
-    if (in_place) {
+    if (saves_input) {
       std::memcpy(backup + first * elem, send + first * elem, n * elem);
       stats->backed_up[first_segment[chunk] + seg] = 1;
     }

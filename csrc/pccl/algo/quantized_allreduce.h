@@ -24,8 +24,8 @@ size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant);
 
 // Runs the all-reduce of `options` over `channel`, every segment on the wire quantized with
-// `quant`. `options.workspace` is not used; in place, `options.backup` is required (as for
-// RingAllReduce) and RestoreInput undoes a failed operation. `scratch`: at least
+// `quant`. `options.workspace` is not used; in place, with `options.backup` (as for
+// RingAllReduce) RestoreInput undoes a failed operation; without, nothing can. `scratch`: at least
 // QuantizedScratchBytes (any contents), or nullptr to have the call allocate its own.
 Status QuantizedRingAllReduce(const AllReduceOptions& options,
                               const kernels::QuantizeOptions& quant, RingChannel& channel,

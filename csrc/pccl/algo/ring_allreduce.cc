@@ -124,9 +124,10 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
   const bool in_place = options.send == options.recv;
-  if (in_place && (options.backup == nullptr || (!half && options.scratch == nullptr))) {
-    return InvalidArgument("an in-place all-reduce needs scratch and backup buffers");
+  if (in_place && !half && options.scratch == nullptr) {
+    return InvalidArgument("an in-place all-reduce needs scratch");
   }
+  const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = half ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
@@ -140,12 +141,12 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 
   const RingSchedule schedule = ScheduleFor(options);
   const std::vector<size_t> segment_base = SegmentBase(schedule);
-  if (in_place) stats->backed_up.assign(segment_base.back(), 0);
+  if (saves_input) stats->backed_up.assign(segment_base.back(), 0);
   // In place, saves the input of a segment before anything can overwrite it: the owner's
   // result or all-gather data for that chunk can only exist after this peer's own
   // contribution to it was read, which happens right after this call.
   auto save_input = [&](int chunk, uint32_t seg, size_t first, size_t n) {
-    if (!in_place) return;
+    if (!saves_input) return;
     std::memcpy(backup + first * elem, send + first * elem, n * elem);
     stats->backed_up[segment_base[chunk] + seg] = 1;  // distinct bytes per segment
   };

@@ -37,7 +37,8 @@ struct AllReduceOptions {
   // In place only: `count` elements of scratch for the reduce-scatter partials (not needed
   // for float16/bfloat16, whose partials live in `workspace`), and `count` elements where
   // each segment of the input is saved right before its first overwrite, so that a failed
-  // operation can be undone with RestoreInput (see ScratchBytes / BackupBytes).
+  // operation can be undone with RestoreInput (see ScratchBytes / BackupBytes). No backup:
+  // a failed operation leaves garbage (for callers that recompute their input).
   void* scratch = nullptr;
   void* backup = nullptr;
   // Non-null: uint32 residues summed mod this modulus (kernels::ModAdd) instead of `op`.

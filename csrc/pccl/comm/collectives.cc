@@ -182,13 +182,19 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   // the caller's buffer: one extra tensor of memory, which is also what restores the input.
   // Otherwise (float16/bfloat16, whose partials live in the float32 workspace, and the
   // quantized path) the algorithm saves each input segment to `backup` right before its
-  // first overwrite, and needs no scratch (algo::ScratchBytes is 0 for them).
+  // first overwrite, and needs no scratch (algo::ScratchBytes is 0 for them). A caller
+  // that recomputes its input after a failure (restore_input false) saves the copy: the
+  // algorithm runs in place, its partials in scratch, and saves nothing.
+  const bool restore = in_place && request.restore_input;
   const bool copy_aside =
-      in_place && !quantized && algo::ScratchBytes(request.dtype, request.count) > 0;
+      restore && !quantized && algo::ScratchBytes(request.dtype, request.count) > 0;
   const size_t bytes = request.count * DTypeSize(request.dtype);
   BufferPool::Lease backup =
-      buffers_.Acquire(in_place ? algo::BackupBytes(request.dtype, request.count) : 0);
+      buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
   if (copy_aside) std::memcpy(backup.data(), send, bytes);
+  BufferPool::Lease scratch = buffers_.Acquire(
+      in_place && !restore && !quantized ? algo::ScratchBytes(request.dtype, request.count)
+                                         : 0);
   BufferPool::Lease workspace =
       buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
   kernels::Modulus modulus;
@@ -206,8 +212,8 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   options.world = world;
   options.segment_bytes = segment_bytes;
   options.workspace = reinterpret_cast<float*>(workspace.data());
-  options.scratch = nullptr;  // see copy_aside
-  options.backup = copy_aside ? nullptr : backup.data();
+  options.scratch = scratch.data();  // see copy_aside
+  options.backup = copy_aside || !restore ? nullptr : backup.data();
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
   algo::AllReduceStats stats;

@@ -59,6 +59,10 @@ struct CollectiveRequest {
   // All-gather and reduce-scatter: the peer ids of the ring in block order (every peer
   // must pass the same list). Empty: ascending peer id.
   std::vector<uint64_t> order;
+  // In place (all-reduce, a broadcast's receivers): false skips what restores the buffer
+  // after a failure (a copy of it), for callers that recompute their input; the buffer
+  // then holds garbage after a failure. A local choice: peers may differ.
+  bool restore_input = true;
   DType dtype = DType::kFloat32;
   kernels::ReduceOp op = kernels::ReduceOp::kSum;
   uint64_t tag = 0;

@@ -13,7 +13,8 @@
 //   is sent.
 // - Inputs are never written, except a broadcast's buffer on the peers that receive it
 //   (in place, as torch's broadcast is). There the buffer is copied aside first and put
-//   back if the verdict fails, so that a failed broadcast leaves every buffer as it was.
+//   back if the verdict fails, so that a failed broadcast leaves every buffer as it was
+//   (unless the caller said it need not: restore_input false).
 #include <algorithm>
 #include <cstring>
 
@@ -183,7 +184,8 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   PCCL_RETURN_IF_ERROR(bound.links->OpenOp(bound.key, descriptor_hash, deadline, &op));
 
   const bool receives_broadcast = request.kind == CollectiveKind::kBroadcast &&
-                                  bound.ring[bound.rank] != request.root;
+                                  bound.ring[bound.rank] != request.root &&
+                                  request.restore_input;
   const size_t bytes = request.recv_count * elem;
   BufferPool::Lease backup = buffers_.Acquire(receives_broadcast ? bytes : 0);
   if (receives_broadcast && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);

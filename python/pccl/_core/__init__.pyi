@@ -110,7 +110,8 @@ class AllReduceRequest:
     def __init__(self, *, send: int, recv: int, count: int, dtype: DataType, op: ReduceOp,
                  tag: int = 0, quant_algorithm: QuantizationAlgorithm = ...,
                  quant_dtype: DataType = ..., mode: int = 0, kind: int = 0,
-                 recv_count: int = 0, root: int = 0, order: Sequence[int] = ...) -> None: ...
+                 recv_count: int = 0, root: int = 0, order: Sequence[int] = ...,
+                 restore_input: bool = True) -> None: ...
     @property
     def count(self) -> int: ...
     @property

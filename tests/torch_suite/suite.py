@@ -1,0 +1,35 @@
+"""PyTorch's own distributed test suite (torch.testing._internal.distributed.
+distributed_test), run against a backend: BACKEND=pccl (default) or BACKEND=gloo.
+
+    BACKEND=pccl python tests/torch_suite/suite.py [unittest args, e.g. -k broadcast]
+
+Every test spawns WORLD_SIZE ranks (3 unless set) that init_process_group(BACKEND) over
+env:// and run it, as torch's test_distributed_spawn.py does for Gloo.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("BACKEND", "pccl")
+os.environ.setdefault("WORLD_SIZE", "3")
+os.environ.setdefault("TEMP_DIR", tempfile.mkdtemp(prefix="pccl-torch-suite-"))
+
+import pccl.torch  # noqa: E402,F401 - registers the "pccl" backend in every rank
+from torch.testing._internal.common_utils import run_tests  # noqa: E402
+from torch.testing._internal.distributed.distributed_test import (  # noqa: E402
+    DistributedTest,
+    TestDistBackend,
+)
+
+
+class TestSuite(TestDistBackend, DistributedTest._DistTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self._spawn_processes()
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests())
