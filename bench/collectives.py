@@ -2,9 +2,12 @@
 
 Usage: python -m bench.collectives [--world 2 4] [--sizes 1MiB 16MiB 64MiB 256MiB]
                                    [--ops broadcast all_gather reduce_scatter]
-                                   [--iters N] [--json out.json] [--quick]
+                                   [--iters N] [--json out.json] [--quick] [--restore]
 
   --quick   smoke run: world 2, sizes 1MiB 4MiB, a fifth of the iterations (at least 4).
+  --restore pccl's broadcast keeps its receivers' restore copy (the Communicator's default:
+            a failed broadcast leaves every buffer as it was). Without it, it runs with
+            restore_input=False, as the torch backend runs it: Gloo restores nothing either.
 
 "size" is, per op: the broadcast buffer's bytes; the all-gather's OUTPUT bytes (each peer
 contributes size/N); the reduce-scatter's INPUT bytes (each peer receives size/N). When
@@ -71,9 +74,10 @@ def default_iters(n_bytes: int) -> int:
 class Backends:
     """The groups (and the pccl master) of one world size; closes them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, restore: bool) -> None:
         self.groups: dict[str, CollGroup] = {}
         self.master: Any = None
+        self.restore = restore  # pccl's broadcast keeps its restore copy
 
     def start(self, backend: str, world: int, meta: dict[str, Any]) -> CollGroup:
         """Starts `backend`'s group, again up to SETUP_ATTEMPTS times if setup fails."""
@@ -103,7 +107,7 @@ class Backends:
 
         self.master = pccl.MasterNode("127.0.0.1:0", daemon=True)
         self.master.run()
-        return {"address": f"127.0.0.1:{self.master.port}"}
+        return {"address": f"127.0.0.1:{self.master.port}", "restore": self.restore}
 
     def _close_master(self) -> None:
         if self.master is not None:
@@ -181,6 +185,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: world 2, sizes 1MiB 4MiB, fewer iterations")
+    parser.add_argument("--restore", action="store_true",
+                        help="pccl's broadcast keeps its restore copy (the API's default)")
     args = parser.parse_args()
     args.world = args.world or ([2] if args.quick else [2, 4])
     if any(w < 2 for w in args.world):
@@ -233,7 +239,7 @@ def main() -> int:
     tables: list[tuple[int, list[dict[str, Any]], str | None]] = []
     failed = False
     started = time.monotonic()
-    backends = Backends()
+    backends = Backends(args.restore)
     try:
         for world in args.world:
             world_rows: list[dict[str, Any]] = []

@@ -167,6 +167,7 @@ class PcclCollPeer:
         self._pccl = pccl
         self.world = world
         self.comm = pccl.Communicator(setup["address"], 0, setup.get("pool_size", 0))
+        self.restore = bool(setup.get("restore", False))
         self.comm.connect(timeout=60)
         self.comm.wait_for_world(world, timeout=60)  # are_peers_pending / update_topology
         self.ring = self.comm.ring_order()
@@ -191,7 +192,8 @@ class PcclCollPeer:
         timeout = op_timeout(n_bytes, iters)
         comm, SUM = self.comm, self._pccl.ReduceOp.SUM
         calls: dict[str, Callable[[], Any]] = {
-            "broadcast": lambda: comm.broadcast(case.recv, root=self.root, timeout=timeout),
+            "broadcast": lambda: comm.broadcast(case.recv, root=self.root, timeout=timeout,
+                                                restore_input=self.restore),
             "all_gather": lambda: comm.all_gather(case.send, case.recv, timeout=timeout),
             "reduce_scatter": lambda: comm.reduce_scatter(case.send, case.recv, op=SUM,
                                                           timeout=timeout),

@@ -67,6 +67,15 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
   options->rank = bound.rank;
   options->world = bound.world;
   options->segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
+  if (request.kind == CollectiveKind::kBroadcast) {
+    // A broadcast is one pipeline: the last peer starts receiving once the first segment
+    // crossed world - 1 links, so segments small enough for at least 8 per buffer keep
+    // small broadcasts from waiting a whole buffer per hop (64 KiB at least: per-frame
+    // costs).
+    const size_t bytes = request.count * DTypeSize(request.dtype);
+    options->segment_bytes =
+        std::clamp<size_t>(bytes / 8, size_t{64} << 10, options->segment_bytes);
+  }
   size_t want_recv = request.count;
   switch (request.kind) {
     case CollectiveKind::kBroadcast: {

@@ -426,9 +426,12 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                     f"pccl backend: the run has {peers} of the process group's {self._size} "
                     "ranks (a rank was lost); the group cannot continue")
             timeout = self._timeout_s
+            # No restore copies: a failed collective fails the group for good (torch's
+            # process groups do not retry), and torch promises nothing of a failed
+            # collective's buffers.
             if kind == BROADCAST:
                 return self._comm.broadcast_async(recv, root=self._peer_ids[root], tag=tag,
-                                                  timeout=timeout)
+                                                  timeout=timeout, restore_input=False)
             if kind == ALL_GATHER:
                 return self._comm.all_gather_async(send, recv, tag=tag, order=self._peer_ids,
                                                    timeout=timeout)
@@ -436,7 +439,8 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                 return self._comm.reduce_scatter_async(send, recv, op=op, tag=tag,
                                                        order=self._peer_ids, timeout=timeout)
             return self._comm.all_reduce_async(send, recv, op=op, tag=tag, timeout=timeout,
-                                               mode=self._mode_for(op, reduction=reduction))
+                                               mode=self._mode_for(op, reduction=reduction),
+                                               restore_input=False)
 
     def _submit(self, handles: Sequence[AsyncReduceHandle | None],
                 finish: Callable[[], Any]) -> PcclWork:
