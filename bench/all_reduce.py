@@ -18,6 +18,7 @@ then size 2, ...) so that the backends share the same machine conditions. The ba
   pccl-exact      (optional) the same with mode=ReduceMode.EXACT.
   pccl-private    (optional) the same with mode=ReduceMode.PRIVATE.
   pccl-verified   (optional) the same with mode=ReduceMode.VERIFIED.
+  pccl-norestore  (optional) the same with restore_input=False (no restore copy).
   pccl-uint8      (optional) the same quantized to uint8 (MIN_MAX); not verified (lossy).
   gloo     torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.all_reduce(x).
   ceiling  N processes in a ring of plain TCP sockets; per op each one streams the bytes a
@@ -58,8 +59,8 @@ from bench.lib.shaped import ShapedNetwork, run_plan, slowest, unavailable_reaso
 DEFAULT_SIZES = ["4KiB", "1MiB", "16MiB", "64MiB", "256MiB"]
 QUICK_SIZES = ["4KiB", "64KiB", "1MiB"]
 BACKENDS = ["pccl", "gloo", "ceiling"]
-ALL_BACKENDS = ["pccl", "pccl-auth", "pccl-encrypted", "pccl-exact", "pccl-private",
-                "pccl-verified", "pccl-uint8", "gloo", "ceiling"]
+ALL_BACKENDS = ["pccl", "pccl-norestore", "pccl-auth", "pccl-encrypted", "pccl-exact",
+                "pccl-private", "pccl-verified", "pccl-uint8", "gloo", "ceiling"]
 SETUP_ATTEMPTS = 3  # a group that fails to start is started again this many times in all
 
 

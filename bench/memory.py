@@ -1,5 +1,6 @@
-"""Memory of an in-place all-reduce: pccl (default pool cap, and PCCL_POOL_KEEP_BYTES=0)
-next to torch.distributed's Gloo, same machine, same run.
+"""Memory of an in-place all-reduce: pccl (default pool cap, and PCCL_POOL_KEEP_BYTES=0;
+in place without the restore copy, restore_input=False; out of place into a second tensor
+allocated before the measurement) next to torch.distributed's Gloo, same machine, same run.
 
 Each of `--world` peers allocates `--mib` MiB of float32 (touched), then runs `--calls`
 in-place SUM all-reduces, checking every result (integer-valued inputs: the sum is exact).
@@ -37,7 +38,7 @@ def _status_kib(field: str) -> int:
 
 
 def _peer(conn: Connection, system: str, address: str, world: int, rank: int, count: int,
-          calls: int, env: dict[str, str]) -> None:
+          calls: int, env: dict[str, str], how: str) -> None:
     os.environ.update(env)
     expected = float(world * (world + 1) // 2)
     if system == "gloo":
@@ -60,11 +61,13 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
             comm.connect(timeout=60)
             comm.wait_for_world(world)
             x = np.full(count, rank + 1, dtype=np.float32)
+            out = np.ones_like(x) if how == "out of place" else x  # touched: resident
             before = _status_kib("VmRSS")
             for _ in range(calls):
                 x[:] = rank + 1
-                comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, timeout=120)
-                assert x[0] == expected and x[-1] == expected
+                comm.all_reduce(x, out, op=pccl.ReduceOp.SUM, timeout=120,
+                                restore_input=how != "no restore")
+                assert out[0] == expected and out[-1] == expected
             after = _status_kib("VmRSS")
             peak = _status_kib("VmHWM")
             conn.send((peak - before, after - before))
@@ -74,7 +77,8 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
     conn.recv()
 
 
-def run(system: str, label: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+def run(system: str, label: str, env: dict[str, str], how: str,
+        args: argparse.Namespace) -> dict[str, Any]:
     count = args.mib * MIB // 4
     master = None
     if system == "pccl":
@@ -90,7 +94,7 @@ def run(system: str, label: str, env: dict[str, str], args: argparse.Namespace) 
         for rank in range(args.world):
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_peer, args=(child, system, address, args.world, rank, count,
-                                                args.calls, env), daemon=True)
+                                                args.calls, env, how), daemon=True)
             p.start()
             conns.append(parent)
             procs.append(p)
@@ -121,14 +125,16 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
-    cases = [("pccl", "pccl", {}), ("pccl", "pccl, PCCL_POOL_KEEP_BYTES=0",
-                                    {"PCCL_POOL_KEEP_BYTES": "0"})]
+    cases = [("pccl", "pccl", {}, "in place"),
+             ("pccl", "pccl, PCCL_POOL_KEEP_BYTES=0", {"PCCL_POOL_KEEP_BYTES": "0"}, "in place"),
+             ("pccl", "pccl, restore_input=False", {}, "no restore"),
+             ("pccl", "pccl, out of place", {}, "out of place")]
     try:
         import torch.distributed  # noqa: F401
-        cases.append(("gloo", "gloo", {}))
+        cases.append(("gloo", "gloo", {}, "in place"))
     except ImportError:
         print("torch not installed: skipping Gloo", file=sys.stderr)
-    rows = [run(system, label, env, args) for system, label, env in cases]
+    rows = [run(system, label, env, how, args) for system, label, env, how in cases]
     emit_json(rows, args.json, indent=2, echo=False)
     print(f"{'system':32} {'peak extra MiB':>15} {'kept extra MiB':>15}")
     for r in rows:

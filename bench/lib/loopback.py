@@ -8,6 +8,8 @@
                   csrc/pccl/comm/exact_allreduce.cc).
   pccl-private    the same with mode=ReduceMode.PRIVATE (EXACT plus pairwise masks).
   pccl-verified   the same with mode=ReduceMode.VERIFIED (EXACT plus linear hashes).
+  pccl-norestore  the same with restore_input=False (no copy to give a failed call's input
+                  back; for callers that recompute it).
   pccl-uint8      the same quantized: QuantizationOptions(UINT8, MIN_MAX) (lossy: not
                   verified; the zeros of the timed loop still are).
   gloo     torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.all_reduce(x).
@@ -106,6 +108,8 @@ class PcclPeer:
             self.options["mode"] = pccl.ReduceMode.PRIVATE
         elif variant == "pccl-verified":
             self.options["mode"] = pccl.ReduceMode.VERIFIED
+        elif variant == "pccl-norestore":
+            self.options["restore_input"] = False
         elif variant == "pccl-uint8":
             self.options["quantization_options"] = pccl.QuantizationOptions(
                 pccl.DataType.UINT8, pccl.QuantizationAlgorithm.MIN_MAX)
@@ -249,7 +253,7 @@ class CeilingPeer:
 
 PEERS = {"pccl": PcclPeer, "pccl-auth": PcclPeer, "pccl-encrypted": PcclPeer,
          "pccl-exact": PcclPeer, "pccl-private": PcclPeer, "pccl-verified": PcclPeer,
-         "pccl-uint8": PcclPeer,
+         "pccl-uint8": PcclPeer, "pccl-norestore": PcclPeer,
          "gloo": GlooPeer,
          "ceiling": CeilingPeer}
 # The secret and transport of the pccl variants (the master and every peer take them).
@@ -258,7 +262,7 @@ PCCL_AUTH = {"pccl": (None, None),
              "pccl-encrypted": ("bench run secret: 32 bytes long", "encrypted"),
              "pccl-exact": (None, None), "pccl-private": (None, None),
              "pccl-verified": (None, None),
-             "pccl-uint8": (None, None)}
+             "pccl-uint8": (None, None), "pccl-norestore": (None, None)}
 
 
 def _peer_main(conn: Connection, backend: str, rank: int, world: int,

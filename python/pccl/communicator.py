@@ -112,8 +112,9 @@ class LinkStats(NamedTuple):
 
 
 class OperationStats(NamedTuple):
-    """One kind of operation in `Communicator.stats()` ("all_reduce", "sync_shared_state",
-    "update_topology", "optimize_topology"): calls that succeeded and failed, their total
+    """One kind of operation in `Communicator.stats()` ("all_reduce", "broadcast",
+    "all_gather", "reduce_scatter", "sync_shared_state", "update_topology",
+    "optimize_topology"): calls that succeeded and failed, their total
     and longest duration in seconds, and a latency histogram as (upper bound in seconds,
     calls) pairs (non-cumulative; the last bound is effectively infinite)."""
 

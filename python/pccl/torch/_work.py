@@ -158,5 +158,5 @@ class Completer:
             if error is None:
                 future.set_result(value)
             else:
-                future.set_exception(  # type: ignore[arg-type]  # torch stub: T
-                    _as_torch_error(error, self._timeout_s))
+                failure = _as_torch_error(error, self._timeout_s)
+                future.set_exception(failure)  # type: ignore[arg-type]  # torch stub: T
