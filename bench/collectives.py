@@ -178,7 +178,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--world", type=int, nargs="+", default=None,
                         help="world sizes (default 2 4; --quick: 2)")
     parser.add_argument("--sizes", type=parse_size, nargs="+", default=None,
-                        help=f"default {' '.join(DEFAULT_SIZES)} (--quick: {' '.join(QUICK_SIZES)})")
+                        help=f"default {' '.join(DEFAULT_SIZES)} "
+                             f"(--quick: {' '.join(QUICK_SIZES)})")
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
     parser.add_argument("--iters", type=int, default=None,
                         help="timed ops per measurement (default: about 1 GiB, 4..200)")

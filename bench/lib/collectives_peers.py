@@ -16,7 +16,6 @@ a check of the last timed call's result, and one more verified call with other i
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 import warnings
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.lib.loopback import op_timeout, warmups
-from bench.lib.procs import ctx, gather, report_error, stop_workers
+from bench.lib.procs import gather, report_error, spawn_ranks, stop_workers
 
 OPS = ("broadcast", "all_gather", "reduce_scatter")
 SETUP_TIMEOUT = 120.0  # seconds for a group to start, rendezvous and (pccl) admit everyone
@@ -323,23 +322,7 @@ class CollGroup:
 
     def __init__(self, backend: str, world: int, setup: dict[str, Any]):
         self.backend, self.world = backend, world
-        self.conns: list[Connection] = []
-        self.procs: list[Any] = []
-        env_before = dict(os.environ)
-        if backend == "gloo":
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # inherited by spawned children
-        try:
-            for rank in range(world):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_peer_main, args=(child, backend, rank, world, setup),
-                                   daemon=True, name=f"{backend}-{rank}")
-                proc.start()
-                child.close()
-                self.conns.append(parent)
-                self.procs.append(proc)
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
+        self.conns, self.procs = spawn_ranks(_peer_main, backend, world, setup)
         try:
             replies = self._gather("ready", SETUP_TIMEOUT)
         except BaseException:

@@ -25,7 +25,6 @@ makes every peer run `measure`: verified warm-up calls, a tiny all-reduce as a b
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import threading
@@ -38,7 +37,7 @@ import numpy as np
 
 from bench.lib.common import bus_factor
 from bench.lib.data import check_sum, fill_input
-from bench.lib.procs import ctx, gather, report_error, stop_workers
+from bench.lib.procs import gather, report_error, spawn_ranks, stop_workers
 
 SETUP_TIMEOUT = 120.0  # seconds for a group to start, rendezvous and (pccl) admit everyone
 
@@ -298,23 +297,7 @@ class Group:
 
     def __init__(self, backend: str, world: int, setup: dict[str, Any]):
         self.backend, self.world = backend, world
-        self.conns: list[Connection] = []
-        self.procs: list[Any] = []
-        env_before = dict(os.environ)
-        if backend == "gloo":
-            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # inherited by spawned children
-        try:
-            for rank in range(world):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_peer_main, args=(child, backend, rank, world, setup),
-                                   daemon=True, name=f"{backend}-{rank}")
-                proc.start()
-                child.close()
-                self.conns.append(parent)
-                self.procs.append(proc)
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
+        self.conns, self.procs = spawn_ranks(_peer_main, backend, world, setup)
         deadline = time.monotonic() + SETUP_TIMEOUT
         try:
             if backend == "ceiling":

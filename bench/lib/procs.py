@@ -10,9 +10,11 @@ error reply, a worker that died, or a deadline; `stop_workers` ends them, gracef
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
+from collections.abc import Callable
 from typing import Any, cast
 
 ctx = mp.get_context("spawn")
@@ -20,6 +22,34 @@ ctx = mp.get_context("spawn")
 
 class BenchError(Exception):
     """A benchmark run failed: a worker's error, death or missed deadline."""
+
+
+def spawn_ranks(target: Callable[..., None], backend: str, world: int,
+                setup: dict[str, Any]) -> tuple[list[Connection], list[Any]]:
+    """Starts `world` workers `target(pipe, backend, rank, world, setup)`; returns the
+    parent's pipes and the processes, by rank. Gloo ranks get GLOO_SOCKET_IFNAME=lo (the
+    environment is inherited at spawn and restored here afterwards)."""
+    conns: list[Connection] = []
+    procs: list[Any] = []
+    env_before = dict(os.environ)
+    if backend == "gloo":
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    try:
+        for rank in range(world):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=target, args=(child, backend, rank, world, setup),
+                               daemon=True, name=f"{backend}-{rank}")
+            proc.start()
+            child.close()
+            conns.append(parent)
+            procs.append(proc)
+    except BaseException:
+        stop_workers(conns, procs, graceful=False)
+        raise
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    return conns, procs
 
 
 def report_error(conn: Connection, e: BaseException) -> None:

@@ -17,7 +17,8 @@ os.environ.setdefault("BACKEND", "pccl")
 os.environ.setdefault("WORLD_SIZE", "3")
 os.environ.setdefault("TEMP_DIR", tempfile.mkdtemp(prefix="pccl-torch-suite-"))
 
-import pccl.torch  # noqa: E402,F401 - registers the "pccl" backend in every rank
+if os.environ["BACKEND"] == "pccl":
+    import pccl.torch  # noqa: F401 - registers the "pccl" backend in every rank
 from torch.testing._internal.common_utils import run_tests  # noqa: E402
 from torch.testing._internal.distributed.distributed_test import (  # noqa: E402
     DistributedTest,

@@ -144,7 +144,8 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         # An all-reduce into host copies; only the destination keeps the result.
         sources = [HostTensor(t).host for t in tensors]
         reduced = [torch.empty_like(s) for s in sources]
-        handles = [self._launch(ALL_REDUCE, s, r, op, reduction=True) for s, r in zip(sources, reduced)]
+        handles = [self._launch(ALL_REDUCE, s, r, op, reduction=True)
+                   for s, r in zip(sources, reduced)]
 
         def finish() -> list[torch.Tensor]:
             if self._rank == dst:
