@@ -184,6 +184,17 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
         return self._submit([handle for handle, _ in gathered], finish)
 
+    def allgather_coalesced(self, output_lists: list[list[torch.Tensor]],
+                            input_list: list[torch.Tensor], opts: Any = None) -> PcclWork:
+        """all_gather_coalesced: output_lists[rank][i] receives input_list[i] of `rank`."""
+        if len(output_lists) != self._size:
+            raise ValueError(f"all_gather_coalesced needs {self._size} output lists (one per "
+                             f"rank), got {len(output_lists)}")
+        for outputs in output_lists:
+            _same_length(outputs, input_list, "all_gather_coalesced")
+        per_input = [[outputs[i] for outputs in output_lists] for i in range(len(input_list))]
+        return self.allgather(per_input, input_list, opts)
+
     def all_gather_single(self, output: torch.Tensor, input: torch.Tensor,
                           opts: AllgatherOptions | None = None) -> PcclWork:
         if output.dtype != input.dtype or output.numel() != input.numel() * self._size:
