@@ -5,9 +5,8 @@ Usage: python -m bench.collectives [--world 2 4] [--sizes 1MiB 16MiB 64MiB 256Mi
                                    [--iters N] [--json out.json] [--quick] [--restore]
 
   --quick   smoke run: world 2, sizes 1MiB 4MiB, a fifth of the iterations (at least 4).
-  --restore pccl's broadcast keeps its receivers' restore copy (the Communicator's default:
-            a failed broadcast leaves every buffer as it was). Without it, it runs with
-            restore_input=False, as the torch backend runs it: Gloo restores nothing either.
+  --restore pccl's broadcast runs with restore_input=True: its receivers copy their buffer
+            first, so that a failed broadcast gives it back (the default, as Gloo, does not).
 
 "size" is, per op: the broadcast buffer's bytes; the all-gather's OUTPUT bytes (each peer
 contributes size/N); the reduce-scatter's INPUT bytes (each peer receives size/N). When
@@ -187,7 +186,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: world 2, sizes 1MiB 4MiB, fewer iterations")
     parser.add_argument("--restore", action="store_true",
-                        help="pccl's broadcast keeps its restore copy (the API's default)")
+                        help="pccl's broadcast with restore_input=True (a copy per call)")
     args = parser.parse_args()
     args.world = args.world or ([2] if args.quick else [2, 4])
     if any(w < 2 for w in args.world):

@@ -469,22 +469,24 @@ class Communicator:
     # reduce-scatter's input are in ascending peer id, or in the order of `order` (peer
     # ids; every peer must pass the same). Each has the all-reduce's guarantees: one verdict
     # for the group, inputs intact on failure (a broadcast's buffer too), PeerLostError to
-    # retry after update_topology().
+    # retry after update_topology() (a broadcast's receivers' tensors are outputs: see
+    # broadcast()).
 
     def broadcast(self, tensor: Any, *, root: int, tag: int = 0, timeout: float | None = None,
-                  restore_input: bool = True) -> ReduceInfo:
+                  restore_input: bool = False) -> ReduceInfo:
         """Copies the tensor of the peer `root` (a peer id) into `tensor` on every peer.
 
         The bytes travel once along the ring, pipelined in segments (each link carries the
-        tensor once). On failure every peer's tensor is as it was (the receivers' at the
-        cost of a copy; `restore_input=False` skips it, leaving garbage after a failure).
+        tensor once). On failure the root's tensor is intact; the others' are outputs and
+        may hold part of the root's data, unless `restore_input=True`, which gives them
+        back as they were at the cost of a copy of the tensor per call.
         """
         return self.broadcast_async(tensor, root=root, tag=tag, timeout=timeout,
                                     restore_input=restore_input).result()
 
     def broadcast_async(self, tensor: Any, *, root: int, tag: int = 0,
                         timeout: float | None = None,
-                        restore_input: bool = True) -> AsyncReduceHandle:
+                        restore_input: bool = False) -> AsyncReduceHandle:
         """broadcast() started in the background; errors that arise before anything is
         sent are raised here, the rest from the handle."""
         return self._ring_collective(1, tensor, tensor, root=root, tag=tag, timeout=timeout,

@@ -51,8 +51,8 @@ def broadcast_each_root(comm: pccl.Communicator, index: int, ids: list[int], dty
         buf = mine.copy()
         info = comm.broadcast(buf, root=root, tag=turn)
         expected = data(dt(dtype), count, salt=ids.index(root) + 10 * turn)
-        again = mine.copy()  # and without the receivers' restore copy
-        comm.broadcast(again, root=root, tag=100 + turn, restore_input=False)
+        again = mine.copy()  # and with the receivers' restore copy
+        comm.broadcast(again, root=root, tag=100 + turn, restore_input=True)
         out.append((bool(np.array_equal(buf.view(np.uint8), expected.view(np.uint8))) and
                     bool(np.array_equal(again.view(np.uint8), expected.view(np.uint8))),
                     info.tx_bytes))
@@ -134,7 +134,7 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
         time.sleep(victim_stall)  # killed meanwhile
     try:
         if kind == "broadcast":
-            handle = comm.broadcast_async(recv, root=root, timeout=30)
+            handle = comm.broadcast_async(recv, root=root, timeout=30, restore_input=True)
         elif kind == "all_gather":
             handle = comm.all_gather_async(send, recv, timeout=30)
         else:

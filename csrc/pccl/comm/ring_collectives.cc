@@ -11,10 +11,11 @@
 //   size, or does not hold the root or the ids of `order`, the operation fails on every
 //   peer (this one reports the failure; the verdict carries it to the rest) and nothing
 //   is sent.
-// - Inputs are never written, except a broadcast's buffer on the peers that receive it
-//   (in place, as torch's broadcast is). There the buffer is copied aside first and put
-//   back if the verdict fails, so that a failed broadcast leaves every buffer as it was
-//   (unless the caller said it need not: restore_input false).
+// - Inputs are never written. A broadcast's buffer on the peers that receive it is an
+//   output (in place, as torch's broadcast is); with restore_input it is copied aside
+//   first and put back if the verdict fails, so that a failed broadcast leaves every
+//   buffer as it was (Python's broadcast() asks for that only when told to: it costs a
+//   copy of the buffer per call).
 #include <algorithm>
 #include <cstring>
 

@@ -443,7 +443,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
             # collective's buffers.
             if kind == BROADCAST:
                 return self._comm.broadcast_async(recv, root=self._peer_ids[root], tag=tag,
-                                                  timeout=timeout, restore_input=False)
+                                                  timeout=timeout)
             if kind == ALL_GATHER:
                 return self._comm.all_gather_async(send, recv, tag=tag, order=self._peer_ids,
                                                    timeout=timeout)
