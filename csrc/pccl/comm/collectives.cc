@@ -212,7 +212,7 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   options.world = world;
   options.segment_bytes = segment_bytes;
   options.workspace = reinterpret_cast<float*>(workspace.data());
-  options.scratch = scratch.data();  // see copy_aside
+  options.scratch = scratch.data();  // in place without restore only
   options.backup = copy_aside || !restore ? nullptr : backup.data();
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);

@@ -40,7 +40,7 @@ enum class CollectiveKind : uint8_t {
   kAllReduce = 0,
   kBroadcast = 1,      // `count` elements from the peer `root` to every peer's `recv`
   kAllGather = 2,      // `count` elements from each peer into `world` blocks of `recv`
-  kReduceScatter = 3,  // `world` blocks of `count` / world elements reduced, one per peer
+  kReduceScatter = 3,  // `world` blocks of `send` reduced; each peer gets its own block
 };
 const char* CollectiveKindName(CollectiveKind kind);
 
@@ -139,7 +139,7 @@ class Collectives {
   // start (bad request, too few peers, no master) fails here, with the error Collective
   // would return, and `started` stays empty.
   Status StartCollective(const CollectiveRequest& request, Deadline deadline,
-                        std::unique_ptr<AsyncCollective>* started);
+                         std::unique_ptr<AsyncCollective>* started);
 
  private:
   friend class AsyncCollective;

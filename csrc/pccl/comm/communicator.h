@@ -57,7 +57,7 @@ class Communicator {
     return collectives_.Collective(request, deadline, info);
   }
   Status StartCollective(const CollectiveRequest& request, Deadline deadline,
-                        std::unique_ptr<AsyncCollective>* started) {
+                         std::unique_ptr<AsyncCollective>* started) {
     return collectives_.StartCollective(request, deadline, started);
   }
 
