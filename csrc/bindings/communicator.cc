@@ -96,7 +96,7 @@ void BindCommunicator(py::module_& m) {
                        kernels::ReduceOp op, uint64_t tag, kernels::QuantAlgorithm quant_algorithm,
                        DType quant_dtype, uint32_t mode, int kind, size_t recv_count,
                        uint64_t root, std::vector<uint64_t> order, bool restore_input) {
-             if (kind < 0 || kind > static_cast<int>(comm::CollectiveKind::kReduceScatter)) {
+             if (kind < 0 || kind > static_cast<int>(comm::CollectiveKind::kAllToAll)) {
                throw py::value_error("unknown collective kind " + std::to_string(kind));
              }
              return PyAllReduceRequest{static_cast<comm::CollectiveKind>(kind),
@@ -108,7 +108,8 @@ void BindCommunicator(py::module_& m) {
            py::arg("op"), py::arg("tag") = 0,
            py::arg("quant_algorithm") = kernels::QuantAlgorithm::kNone,
            py::arg("quant_dtype") = DType::kUint8, py::arg("mode") = 0,
-           // 0 all-reduce, 1 broadcast, 2 all-gather, 3 reduce-scatter (comm::CollectiveKind)
+           // comm::CollectiveKind: 0 all-reduce, 1 broadcast, 2 all-gather, 3 reduce-scatter,
+           // 4 gather, 5 scatter, 6 all-to-all
            py::arg("kind") = 0, py::arg("recv_count") = 0, py::arg("root") = 0,
            py::arg("order") = std::vector<uint64_t>{}, py::arg("restore_input") = true)
       .def_readonly("count", &PyAllReduceRequest::count)

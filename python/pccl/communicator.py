@@ -531,16 +531,68 @@ class Communicator:
         return self._ring_collective(3, send, recv, op=op, order=order, tag=tag,
                                      timeout=timeout)
 
+    def gather(self, send: Any, recv: Any | None, *, root: int, tag: int = 0,
+               order: Sequence[int] | None = None,
+               timeout: float | None = None) -> ReduceInfo:
+        """Gathers every peer's `send` into `recv` on the peer `root` (a peer id): world
+        blocks of send's size, in ascending peer id (or `order`). `recv` is the root's
+        only (None elsewhere). Each block travels only as far as the root. Raises as
+        all_gather()."""
+        return self.gather_async(send, recv, root=root, tag=tag, order=order,
+                                 timeout=timeout).result()
+
+    def gather_async(self, send: Any, recv: Any | None, *, root: int, tag: int = 0,
+                     order: Sequence[int] | None = None,
+                     timeout: float | None = None) -> AsyncReduceHandle:
+        """gather() started in the background (see broadcast_async)."""
+        return self._ring_collective(4, send, recv, root=root, order=order, tag=tag,
+                                     timeout=timeout)
+
+    def scatter(self, send: Any | None, recv: Any, *, root: int, tag: int = 0,
+                order: Sequence[int] | None = None,
+                timeout: float | None = None) -> ReduceInfo:
+        """Sends block k of the root's `send` (world blocks of recv's size, in ascending
+        peer id or `order`) to the k-th peer's `recv`. `send` is the root's only (None
+        elsewhere). Each block travels only as far as its peer. Raises as all_gather()."""
+        return self.scatter_async(send, recv, root=root, tag=tag, order=order,
+                                  timeout=timeout).result()
+
+    def scatter_async(self, send: Any | None, recv: Any, *, root: int, tag: int = 0,
+                      order: Sequence[int] | None = None,
+                      timeout: float | None = None) -> AsyncReduceHandle:
+        """scatter() started in the background (see broadcast_async)."""
+        return self._ring_collective(5, send, recv, root=root, order=order, tag=tag,
+                                     timeout=timeout)
+
+    def all_to_all(self, send: Any, recv: Any, *, tag: int = 0,
+                   order: Sequence[int] | None = None,
+                   timeout: float | None = None) -> ReduceInfo:
+        """Block k of every peer's `send` (world equal blocks, in ascending peer id or
+        `order`) goes to the k-th peer, into its `recv` block of the sender. `recv` is
+        send's size and must not overlap it. Each block travels only as far as its peer.
+        Raises as all_gather()."""
+        return self.all_to_all_async(send, recv, tag=tag, order=order,
+                                     timeout=timeout).result()
+
+    def all_to_all_async(self, send: Any, recv: Any, *, tag: int = 0,
+                         order: Sequence[int] | None = None,
+                         timeout: float | None = None) -> AsyncReduceHandle:
+        """all_to_all() started in the background (see broadcast_async)."""
+        return self._ring_collective(6, send, recv, order=order, tag=tag, timeout=timeout)
+
     def _ring_collective(self, kind: int, send: Any, recv: Any, *, tag: int,
                          timeout: float | None, op: Any = ReduceOp.SUM, root: int = 0,
                          order: Sequence[int] | None = None,
                          restore_input: bool = True) -> AsyncReduceHandle:
-        """Starts broadcast (kind 1), all-gather (2) or reduce-scatter (3) on a worker."""
+        """Starts broadcast (kind 1), all-gather (2), reduce-scatter (3), gather (4), scatter
+        (5) or all-to-all (6) on a worker. A gather's recv and a scatter's send may be None
+        (off the root)."""
         self._check_open()
-        s = as_buffer(send, "send")
-        r = as_buffer(recv, "recv", writable=True)
-        if s.dtype is not r.dtype:
+        s = as_buffer(send, "send") if send is not None or kind != 5 else None
+        r = as_buffer(recv, "recv", writable=True) if recv is not None or kind != 4 else None
+        if s is not None and r is not None and s.dtype is not r.dtype:
             raise TypeError(f"send has dtype {s.dtype.name} but recv has dtype {r.dtype.name}")
+        dtype = s.dtype if s is not None else r.dtype if r is not None else DataType.UINT8
         if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < 2**64:
             raise ValueError(f"root must be a peer id, got {root!r}")
         ids = [] if order is None else list(order)
@@ -549,9 +601,10 @@ class Communicator:
         if len(set(ids)) != len(ids):
             raise ValueError(f"order names a peer twice: {ids}")
         request = _core.AllReduceRequest(
-            send=s.ptr, recv=r.ptr, count=s.count, dtype=_core.DataType(s.dtype),
+            send=0 if s is None else s.ptr, recv=0 if r is None else r.ptr,
+            count=0 if s is None else s.count, dtype=_core.DataType(dtype),
             op=_core.ReduceOp(enum_arg(ReduceOp, op, "op")), tag=_tag(tag), kind=kind,
-            recv_count=r.count, root=root, order=ids,
+            recv_count=0 if r is None else r.count, root=root, order=ids,
             restore_input=_flag(restore_input, "restore_input"))
         work = self._core.all_reduce_async(request, _timeout(timeout))
         return AsyncReduceHandle(work, (send, recv))

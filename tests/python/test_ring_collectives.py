@@ -20,6 +20,7 @@ from cluster import Cluster, notify
 from pccl import ReduceOp
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
+F32 = np.dtype(np.float32)
 COUNTS = [1, 1025, 300_007]  # 300007 is prime: uneven segments everywhere
 BIG_COUNT = 16 << 20  # 64 MiB of float32
 DTYPES = [np.dtype(np.float32), np.dtype(np.float16), BF16, np.dtype(np.int64),
@@ -82,6 +83,30 @@ def scatter_reduce(comm: pccl.Communicator, index: int, ids: list[int], dtype: s
     return recv.tobytes(), info.tx_bytes
 
 
+def routed(comm: pccl.Communicator, index: int, ids: list[int], dtype: str, count: int,
+           order: list[int] | None) -> list[tuple[str, bytes, int]]:
+    """Gather and scatter from every root, then an all-to-all: (what, result, bytes sent)."""
+    me = ids.index(comm.peer_id)
+    n = len(ids)
+    out = []
+    for turn, root in enumerate(ids):
+        send = data(dt(dtype), count, salt=me + 10 * turn)
+        recv = np.zeros(count * n, dt(dtype)) if comm.peer_id == root else None
+        info = comm.gather(send, recv, root=root, order=order, tag=turn)
+        out.append((f"gather to {turn}", b"" if recv is None else recv.tobytes(), info.tx_bytes))
+        whole = data(dt(dtype), count * n, salt=20 + turn) if comm.peer_id == root else None
+        mine = np.zeros(count, dt(dtype))
+        info = comm.scatter(whole, mine, root=root, order=order, tag=100 + turn)
+        out.append((f"scatter from {turn}", mine.tobytes(), info.tx_bytes))
+    send = np.concatenate([data(dt(dtype), count, salt=100 * me + b) for b in range(n)])
+    recv = np.zeros_like(send)
+    info = comm.all_to_all(send, recv, order=order, tag=200)
+    out.append(("all_to_all", recv.tobytes(), info.tx_bytes))
+    assert np.array_equal(send, np.concatenate(
+        [data(dt(dtype), count, salt=100 * me + b) for b in range(n)])), "all_to_all wrote send"
+    return out
+
+
 def expect_error(comm: pccl.Communicator, index: int, call: str, ids: list[int]) -> str:
     """Runs one bad call on every peer; returns the error it raised (type: message)."""
     n = len(ids)
@@ -96,6 +121,12 @@ def expect_error(comm: pccl.Communicator, index: int, call: str, ids: list[int])
                                 op=ReduceOp.SUM, order=ids[:-1] + [12345])
         elif call == "root":
             comm.broadcast(np.ones(4, np.float32), root=12345)
+        elif call == "gather_root":
+            comm.gather(np.ones(4, np.float32), None, root=12345)
+        elif call == "gather_no_output":  # the root passes no output
+            comm.gather(np.ones(4, np.float32), None, root=ids[0])
+        elif call == "all_to_all_size":
+            comm.all_to_all(np.ones(4 * n + 1, np.float32), np.zeros(4 * n + 1, np.float32))
         elif call == "indivisible":
             comm.reduce_scatter(np.ones(4 * n + 1, np.float32), np.zeros(4, np.float32),
                                 op=ReduceOp.SUM)
@@ -126,6 +157,9 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
         send = recv = data(np.dtype(np.float32), BIG_COUNT, salt)
     elif kind == "all_gather":
         send, recv = data(np.dtype(np.float32), count, salt), np.full(count * n, -1, np.float32)
+    elif kind == "all_to_all":
+        send = np.concatenate([data(F32, count, 100 * salt + b) for b in range(n)])
+        recv = np.full(count * n, -1, np.float32)
     else:
         send, recv = data(np.dtype(np.float32), count * n, salt), np.full(count, -1, np.float32)
     before = (send.copy(), recv.copy())
@@ -137,6 +171,8 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
             handle = comm.broadcast_async(recv, root=root, timeout=30, restore_input=True)
         elif kind == "all_gather":
             handle = comm.all_gather_async(send, recv, timeout=30)
+        elif kind == "all_to_all":
+            handle = comm.all_to_all_async(send, recv, timeout=30)
         else:
             handle = comm.reduce_scatter_async(send, recv, op=ReduceOp.SUM, timeout=30)
         if victim_stall == 0:
@@ -160,6 +196,15 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
             np.array_equal(recv[k * count:(k + 1) * count],
                            data(np.dtype(np.float32), count, ids.index(p)))
             for k, p in enumerate(survivors))
+    elif kind == "all_to_all":
+        k = survivors.index(comm.peer_id)
+        send = np.concatenate([data(F32, count, 100 * salt + b) for b in range(m)])
+        recv = np.zeros(count * m, np.float32)
+        info = comm.all_to_all(send, recv, timeout=30)
+        out["retry_right"] = all(
+            np.array_equal(recv[s * count:(s + 1) * count],
+                           data(F32, count, 100 * ids.index(p) + k))
+            for s, p in enumerate(survivors))
     else:
         block = count * n // m
         send = data(np.dtype(np.float32), block * m, salt)
@@ -221,6 +266,46 @@ def test_all_gather(cluster: Cluster, dtype: np.dtype, count: int, layout: str) 
         assert tx == (len(ids) - 1) * count * dtype.itemsize  # the ring's figure, exactly
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dtype", [np.dtype(np.float32), BF16, np.dtype(np.int8)],
+                         ids=lambda d: d.name)
+@pytest.mark.parametrize("count", COUNTS)
+@pytest.mark.parametrize("layout", ["ids", "reversed"])
+def test_gather_scatter_all_to_all(cluster: Cluster, dtype: np.dtype, count: int,
+                                   layout: str) -> None:
+    ids = cluster.ids  # type: ignore[attr-defined]
+    n = len(ids)
+    order = list(reversed(ids)) if layout == "reversed" else None
+    blocks = order or ids
+    results = cluster.run(routed, ids, dtype.name, count, order)
+    my_ids = cluster.run(my_id)
+    ring = cluster.run(lambda_ring_order)[0]
+    size = count * dtype.itemsize
+    for index, got in enumerate(results):
+        me = my_ids[index]
+        for turn, root in enumerate(ids):
+            what, gathered, tx = got[2 * turn]
+            if me == root:
+                expected = np.concatenate([data(dtype, count, ids.index(p) + 10 * turn)
+                                           for p in blocks])
+                assert gathered == expected.tobytes(), (what, index)
+            # The peer k links after the root along the ring sends k blocks (its own and
+            # those of the peers before it); the root none.
+            hops = (ring.index(me) - ring.index(root)) % n
+            assert tx == hops * size, (what, index, tx)
+            what, mine, tx = got[2 * turn + 1]
+            whole = data(dtype, count * n, 20 + turn)
+            k = blocks.index(me)
+            assert mine == whole[k * count:(k + 1) * count].tobytes(), (what, index)
+            # The root sends n - 1 blocks; the peer k links further on n - 1 - k.
+            assert tx == (n - 1 - hops if hops else n - 1) * size, (what, index, tx)
+        what, exchanged, tx = got[-1]
+        k = blocks.index(me)
+        expected = np.concatenate([data(dtype, count, 100 * ids.index(p) + k) for p in blocks])
+        assert exchanged == expected.tobytes(), (what, index)
+        assert tx == n * (n - 1) // 2 * size, (what, index, tx)  # every block, every hop
+
+
 REDUCE_CASES = [("float32", ReduceOp.SUM), ("float32", ReduceOp.AVG), ("float32", ReduceOp.MAX),
                 ("float16", ReduceOp.SUM), ("bfloat16", ReduceOp.AVG), ("int32", ReduceOp.SUM),
                 ("int64", ReduceOp.MIN), ("uint8", ReduceOp.PROD)]
@@ -263,6 +348,9 @@ def test_reduce_scatter(cluster: Cluster, dtype_name: str, op: ReduceOp, count: 
     ("order", "is not in `order`"),
     ("root", "is not in this group"),
     ("indivisible", "do not split into"),
+    ("gather_root", "is not in this group"),
+    ("gather_no_output", "needs an output of"),
+    ("all_to_all_size", "do not split into"),
 ])
 def test_bad_arguments_fail_on_every_peer_and_the_next_call_works(
         cluster: Cluster, call: str, message: str) -> None:
@@ -270,12 +358,12 @@ def test_bad_arguments_fail_on_every_peer_and_the_next_call_works(
     errors = cluster.run(expect_error, call, ids, timeout=60)
     my_ids = cluster.run(my_id)
     for index, error in enumerate(errors):
-        if call == "recv_size_one_peer" and my_ids[index] != ids[0]:
+        if call in ("recv_size_one_peer", "gather_no_output") and my_ids[index] != ids[0]:
             # The peers whose buffers were right fail by the verdict of the one that was
             # not, and say whose failure it was.
             assert error.startswith("InvalidUsageError") or error.startswith("PeerLostError"), \
                 error
-            assert "needs an output of" in error or "failed" in error, error
+            assert message in error or "failed" in error, error
         else:
             assert error.startswith("InvalidUsageError") and message in error, error
     assert cluster.run(then_all_gather, ids, timeout=60) == [True] * len(ids)
@@ -289,11 +377,13 @@ def test_bad_arguments_refused_before_anything_is_sent() -> None:
         comm.all_gather(np.ones(4, np.float32), np.ones(8, np.float32), order=[5, 5])
     with pytest.raises(TypeError, match="dtype"):
         comm.all_gather(np.ones(4, np.float32), np.ones(8, np.float64))
+    with pytest.raises(TypeError, match="recv must be a numpy array or torch tensor"):
+        comm.all_to_all(np.ones(4, np.float32), None)
     comm.close()
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("kind", ["broadcast", "all_gather", "reduce_scatter"])
+@pytest.mark.parametrize("kind", ["broadcast", "all_gather", "reduce_scatter", "all_to_all"])
 def test_sigkill_mid_collective_fails_survivors_with_inputs_intact_and_retry_is_right(
         kind: str) -> None:
     with Cluster(4, pool_size=2) as c:

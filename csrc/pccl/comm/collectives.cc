@@ -25,6 +25,9 @@ OpKind StatsKind(const CollectiveRequest& request) {
     case CollectiveKind::kBroadcast: return OpKind::kBroadcast;
     case CollectiveKind::kAllGather: return OpKind::kAllGather;
     case CollectiveKind::kReduceScatter: return OpKind::kReduceScatter;
+    case CollectiveKind::kGather: return OpKind::kGather;
+    case CollectiveKind::kScatter: return OpKind::kScatter;
+    case CollectiveKind::kAllToAll: return OpKind::kAllToAll;
   }
   return OpKind::kAllReduce;
 }
@@ -34,7 +37,11 @@ OpKind StatsKind(const CollectiveRequest& request) {
 // What every peer of a collective must agree on, hashed into every data frame and report.
 uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t segment_bytes) {
   uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4 + 1 + 8 + 8 + 8];
-  net::PutU64(bytes, request.count);
+  // A gather's output and a scatter's input exist on the root only: what all share is the
+  // block (the gather's `count`, the scatter's `recv_count`).
+  const bool gather = request.kind == CollectiveKind::kGather;
+  const bool scatter = request.kind == CollectiveKind::kScatter;
+  net::PutU64(bytes, scatter ? 0 : request.count);
   bytes[8] = static_cast<uint8_t>(request.dtype);
   bytes[9] = static_cast<uint8_t>(request.op);
   net::PutU64(bytes + 10, segment_bytes);
@@ -44,7 +51,7 @@ uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t se
   net::PutU32(bytes + 28, request.modulus);
   net::PutU32(bytes + 32, request.mode);
   bytes[36] = static_cast<uint8_t>(request.kind);
-  net::PutU64(bytes + 37, request.recv_count);
+  net::PutU64(bytes + 37, gather ? 0 : request.recv_count);
   net::PutU64(bytes + 45, request.root);
   net::PutU64(bytes + 53, request.order.empty()
                               ? 0

@@ -41,6 +41,9 @@ enum class CollectiveKind : uint8_t {
   kBroadcast = 1,      // `count` elements from the peer `root` to every peer's `recv`
   kAllGather = 2,      // `count` elements from each peer into `world` blocks of `recv`
   kReduceScatter = 3,  // `world` blocks of `send` reduced; each peer gets its own block
+  kGather = 4,         // `count` elements from each peer into `world` blocks on `root`
+  kScatter = 5,        // `world` blocks of `root`'s `send`, one to each peer's `recv`
+  kAllToAll = 6,       // block b of every peer's `send` to the peer of block b
 };
 const char* CollectiveKindName(CollectiveKind kind);
 
@@ -49,15 +52,17 @@ struct CollectiveRequest {
   const void* send = nullptr;
   void* recv = nullptr;  // may equal send (in place: all-reduce, broadcast)
   size_t count = 0;      // elements of `send`
-  // Elements of `recv`: `count` for the all-reduce and the broadcast, count * world for
-  // the all-gather, count / world for the reduce-scatter. Checked once the operation is
-  // bound to a ring of `world` peers (and the operation fails on every peer if it does
-  // not match, say because the world changed since the caller sized its buffers).
+  // Elements of `recv`: `count` for the all-reduce, the broadcast and the all-to-all,
+  // count * world for the all-gather (and the gather's root), count / world for the
+  // reduce-scatter (and the scatter; its root's `count` is recv_count * world). Checked
+  // once the operation is bound to a ring of `world` peers (and the operation fails on
+  // every peer if it does not match, say because the world changed since the caller
+  // sized its buffers). A gather's `recv` and a scatter's `send` are the root's only.
   size_t recv_count = 0;
-  // Broadcast: the peer id whose data every peer receives.
+  // Broadcast, gather, scatter: the peer id of the root.
   uint64_t root = 0;
-  // All-gather and reduce-scatter: the peer ids of the ring in block order (every peer
-  // must pass the same list). Empty: ascending peer id.
+  // The collectives with blocks: the peer ids of the ring in block order (every peer must
+  // pass the same list). Empty: ascending peer id.
   std::vector<uint64_t> order;
   // In place (all-reduce, a broadcast's receivers): false skips what restores the buffer
   // after a failure (a copy of it), for callers that recompute their input; the buffer

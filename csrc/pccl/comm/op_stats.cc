@@ -14,6 +14,9 @@ const char* OpKindName(OpKind kind) {
     case OpKind::kBroadcast: return "broadcast";
     case OpKind::kAllGather: return "all_gather";
     case OpKind::kReduceScatter: return "reduce_scatter";
+    case OpKind::kGather: return "gather";
+    case OpKind::kScatter: return "scatter";
+    case OpKind::kAllToAll: return "all_to_all";
   }
   return "?";
 }

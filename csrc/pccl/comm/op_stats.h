@@ -23,8 +23,11 @@ enum class OpKind : int {
   kBroadcast = 4,
   kAllGather = 5,
   kReduceScatter = 6,
+  kGather = 7,
+  kScatter = 8,
+  kAllToAll = 9,
 };
-inline constexpr int kNumOpKinds = 7;
+inline constexpr int kNumOpKinds = 10;
 const char* OpKindName(OpKind kind);
 
 // Upper bounds, in seconds, of the latency histogram's buckets (the last is +inf).

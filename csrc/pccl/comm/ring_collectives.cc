@@ -1,12 +1,12 @@
-// Collectives::ExecuteRing: the broadcast, all-gather and reduce-scatter, with the
-// all-reduce's guarantees.
+// Collectives::ExecuteRing: the broadcast, all-gather, reduce-scatter, gather, scatter and
+// all-to-all, with the all-reduce's guarantees.
 //
 // They bind to the ring, run over the ring's channel and end with the master's verdict
 // exactly as the all-reduce does (collectives.cc). What is particular to them:
 // - Peers are named by id, not by ring position, since the master may reorder the ring
-//   between calls: a broadcast's root is a peer id, and the all-gather's output and the
-//   reduce-scatter's input are laid out in the order of `order` (ascending peer id by
-//   default). Once bound, each peer maps these to ring positions (RingBinding::ring).
+//   between calls: a root is a peer id, and blocks (the all-gather's output, the
+//   reduce-scatter's input, ...) are laid out in the order of `order` (ascending peer id
+//   by default). Once bound, each peer maps these to ring positions (RingBinding::ring).
 // - The caller sized `recv` for the world it saw; if the ring it is bound to has another
 //   size, or does not hold the root or the ids of `order`, the operation fails on every
 //   peer (this one reports the failure; the verdict carries it to the rest) and nothing
@@ -77,32 +77,62 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
     options->segment_bytes =
         std::clamp<size_t>(bytes / 8, size_t{64} << 10, options->segment_bytes);
   }
+  const bool rooted = request.kind == CollectiveKind::kBroadcast ||
+                      request.kind == CollectiveKind::kGather ||
+                      request.kind == CollectiveKind::kScatter;
+  bool is_root = false;
+  if (rooted) {
+    auto root = std::find(bound.ring.begin(), bound.ring.end(), request.root);
+    if (root == bound.ring.end()) {
+      return InvalidArgument(std::string(what) + ": the root, peer " +
+                             std::to_string(request.root) + ", is not in this group");
+    }
+    options->root = static_cast<int>(root - bound.ring.begin());
+    is_root = options->root == bound.rank;
+  }
+  if (request.kind != CollectiveKind::kBroadcast) {
+    PCCL_RETURN_IF_ERROR(SlotsOf(request, bound.ring, &options->slot_of));
+  }
+  // The block each peer contributes or receives, and what the buffers must then hold.
+  auto blocks_of = [&](size_t count, const char* buffer) -> Status {
+    if (count % world != 0) {
+      return InvalidArgument(std::string(what) + ": the " + buffer + "'s " +
+                             std::to_string(count) + " elements do not split into " +
+                             std::to_string(world) + " blocks");
+    }
+    options->count = count / world;
+    return Status::Ok();
+  };
   size_t want_recv = request.count;
   switch (request.kind) {
-    case CollectiveKind::kBroadcast: {
-      auto root = std::find(bound.ring.begin(), bound.ring.end(), request.root);
-      if (root == bound.ring.end()) {
-        return InvalidArgument("broadcast: the root, peer " + std::to_string(request.root) +
-                               ", is not in this group");
-      }
-      options->root = static_cast<int>(root - bound.ring.begin());
+    case CollectiveKind::kBroadcast:
       options->count = request.count;
       break;
-    }
     case CollectiveKind::kAllGather:
       options->count = request.count;
       want_recv = request.count * world;
-      PCCL_RETURN_IF_ERROR(SlotsOf(request, bound.ring, &options->slot_of));
+      break;
+    case CollectiveKind::kGather:
+      options->count = request.count;
+      want_recv = is_root ? request.count * world : request.recv_count;  // others: unused
       break;
     case CollectiveKind::kReduceScatter:
-      if (request.count % world != 0) {
-        return InvalidArgument("reduce_scatter: the input's " + std::to_string(request.count) +
-                               " elements do not split into " + std::to_string(world) +
-                               " blocks");
-      }
-      options->count = request.count / world;
+      PCCL_RETURN_IF_ERROR(blocks_of(request.count, "input"));
       want_recv = options->count;
-      PCCL_RETURN_IF_ERROR(SlotsOf(request, bound.ring, &options->slot_of));
+      break;
+    case CollectiveKind::kScatter:
+      options->count = request.recv_count;
+      want_recv = request.recv_count;
+      if (is_root && request.count != request.recv_count * world) {
+        return InvalidArgument("scatter in a group of " + std::to_string(world) +
+                               " needs an input of " +
+                               std::to_string(request.recv_count * world) +
+                               " elements at the root, got " + std::to_string(request.count) +
+                               " (did the group change since the buffers were sized?)");
+      }
+      break;
+    case CollectiveKind::kAllToAll:
+      PCCL_RETURN_IF_ERROR(blocks_of(request.count, "input"));
       break;
     case CollectiveKind::kAllReduce:
       return Internal("ExecuteRing runs no all-reduce");
@@ -116,6 +146,21 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
   return Status::Ok();
 }
 
+// Bytes of scratch `kind` needs with `options`.
+size_t ScratchBytes(CollectiveKind kind, const algo::RingCollectiveOptions& options) {
+  switch (kind) {
+    case CollectiveKind::kReduceScatter:
+      return algo::ReduceScatterScratchBytes(options.dtype, options.count, options.world);
+    case CollectiveKind::kGather:
+    case CollectiveKind::kScatter:
+      return algo::GatherScratchBytes(options.dtype, options.count, options.world);
+    case CollectiveKind::kAllToAll:
+      return algo::AllToAllScratchBytes(options.dtype, options.count, options.world);
+    default:
+      return 0;
+  }
+}
+
 }  // namespace
 
 const char* CollectiveKindName(CollectiveKind kind) {
@@ -124,6 +169,9 @@ const char* CollectiveKindName(CollectiveKind kind) {
     case CollectiveKind::kBroadcast: return "broadcast";
     case CollectiveKind::kAllGather: return "all_gather";
     case CollectiveKind::kReduceScatter: return "reduce_scatter";
+    case CollectiveKind::kGather: return "gather";
+    case CollectiveKind::kScatter: return "scatter";
+    case CollectiveKind::kAllToAll: return "all_to_all";
   }
   return "?";
 }
@@ -135,8 +183,12 @@ Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
     return InvalidArgument(std::string(what) +
                            " runs in the default mode only: no reduce mode, no quantization");
   }
-  if ((request.count > 0 || request.recv_count > 0) &&
-      (request.send == nullptr || request.recv == nullptr)) {
+  // A gather's `recv` and a scatter's `send` may be null off the root (checked once the
+  // root's position is known: Shape()).
+  const bool needs_send = request.kind != CollectiveKind::kScatter;
+  const bool needs_recv = request.kind != CollectiveKind::kGather;
+  if ((request.count > 0 && request.send == nullptr && needs_send) ||
+      (request.recv_count > 0 && request.recv == nullptr && needs_recv)) {
     return InvalidArgument(std::string("null buffer for a ") + what);
   }
   const size_t elem = DTypeSize(request.dtype);
@@ -161,7 +213,10 @@ Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
       }
       break;
     case CollectiveKind::kReduceScatter:
-      if (overlap) return InvalidArgument("reduce_scatter: send and recv overlap");
+    case CollectiveKind::kGather:
+    case CollectiveKind::kScatter:
+    case CollectiveKind::kAllToAll:
+      if (overlap) return InvalidArgument(std::string(what) + ": send and recv overlap");
       break;
     case CollectiveKind::kAllReduce:
       return Internal("CheckRingCollective checks no all-reduce");
@@ -186,6 +241,17 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
                               "peer's own");
     }
   }
+  if (local.ok()) {  // the root's buffers of a gather or scatter
+    const bool root = options.root == bound.rank;
+    if (request.kind == CollectiveKind::kGather && root && request.recv == nullptr &&
+        request.recv_count > 0) {
+      local = InvalidArgument("gather: the root needs an output buffer");
+    }
+    if (request.kind == CollectiveKind::kScatter && root && request.send == nullptr &&
+        request.count > 0) {
+      local = InvalidArgument("scatter: the root needs an input buffer");
+    }
+  }
   if (!local.ok()) {  // nothing sent; the verdict tells the others
     proto::Verdict verdict;
     return Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict);
@@ -199,10 +265,7 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   const size_t bytes = request.recv_count * elem;
   BufferPool::Lease backup = buffers_.Acquire(receives_broadcast ? bytes : 0);
   if (receives_broadcast && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
-  BufferPool::Lease scratch = buffers_.Acquire(
-      request.kind == CollectiveKind::kReduceScatter
-          ? algo::ReduceScatterScratchBytes(request.dtype, options.count, options.world)
-          : 0);
+  BufferPool::Lease scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
   options.send = request.send;
   options.recv = request.recv;
   options.scratch = scratch.data();
@@ -216,8 +279,20 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
     case CollectiveKind::kAllGather:
       local = algo::RingAllGather(options, *op, deadline, &stats);
       break;
-    default:
+    case CollectiveKind::kReduceScatter:
       local = algo::RingReduceScatter(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kGather:
+      local = algo::RingGather(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kScatter:
+      local = algo::RingScatter(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kAllToAll:
+      local = algo::RingAllToAll(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kAllReduce:
+      local = Internal("ExecuteRing runs no all-reduce");
       break;
   }
   bound.links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers

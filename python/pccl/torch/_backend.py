@@ -12,11 +12,11 @@ intact on failure. Each torch collective is one of them per tensor, plus local c
     reduce_scatter   pccl reduce-scatter of the world_size inputs laid end to end; in an
                      EXACT or PRIVATE reduce mode an all-reduce of them, of which each rank
                      keeps its own slice (the modes belong to the all-reduce).
-    gather           all_gather's bytes; only the destination keeps them.
-    scatter          broadcast of the source's inputs end to end; each rank keeps its slice.
+    gather           pccl gather of each rank's bytes to the destination.
+    scatter          pccl scatter of the source's inputs.
     all_to_all       first an all-gather of every rank's piece sizes (a world x world
-                     table), then all_gather's bytes of every rank's pieces end to end
-                     (padded to the longest); each rank keeps the pieces addressed to it.
+                     table), then a pccl all-to-all of the pieces, each padded to the
+                     largest.
     barrier          a one-byte all-reduce.
 
 Point-to-point send and recv are refused, with a message that names them: pccl's
@@ -56,8 +56,9 @@ from pccl.torch._work import Completer, PcclWork
 
 BACKEND_NAME = "pccl"
 # What _launch starts.
-ALL_REDUCE, BROADCAST, ALL_GATHER, REDUCE_SCATTER = "all_reduce", "broadcast", "all_gather", \
-    "reduce_scatter"
+ALL_REDUCE, BROADCAST, ALL_GATHER, REDUCE_SCATTER = ("all_reduce", "broadcast", "all_gather",
+                                                    "reduce_scatter")
+GATHER, SCATTER, ALL_TO_ALL = "gather", "scatter", "all_to_all"
 REDUCE_MODE_ENV = "PCCL_REDUCE_MODE"
 
 
@@ -257,38 +258,45 @@ class ProcessGroupPCCL(dist.ProcessGroup):
     def gather(self, output_tensors: list[list[torch.Tensor]],  # type: ignore[override]
                input_tensors: list[torch.Tensor], opts: Any = None) -> PcclWork:
         dst = 0 if opts is None else opts.rootRank
-        if self._rank == dst:  # elsewhere torch passes no output lists
+        root = self._rank == dst
+        if root:  # elsewhere torch passes no output lists
             self._check_gather_outputs(output_tensors, input_tensors, "gather")
-        gathered = [self._gather_bytes(t) for t in input_tensors]
+        handles, gathered = [], []
+        for t in input_tensors:
+            data = as_bytes(HostTensor(t).host)
+            slots = torch.empty(data.numel() * self._size, dtype=torch.uint8)
+            handles.append(self._launch(GATHER, data, slots if root else None, root=dst))
+            gathered.append((None, slots))
 
         def finish() -> list[list[torch.Tensor]]:
-            if self._rank == dst:
+            if root:
                 self._copy_gathered(output_tensors, input_tensors, gathered)
             return output_tensors
 
-        return self._submit([handle for handle, _ in gathered], finish)
+        return self._submit(handles, finish)
 
     def scatter(self, output_tensors: list[torch.Tensor],  # type: ignore[override]
                 input_tensors: list[list[torch.Tensor]], opts: Any = None) -> PcclWork:
         src = 0 if opts is None else opts.rootRank
-        buffers = []
+        handles, received = [], []
         for i, out in enumerate(output_tensors):
             width = out.numel() * out.element_size()
-            slots = torch.empty(width * self._size, dtype=torch.uint8)
+            slots = None
             if self._rank == src:
                 inputs = input_tensors[i]
                 if len(inputs) != self._size:
                     raise ValueError(f"scatter needs {self._size} input tensors (one per "
                                      f"rank) at the source, got {len(inputs)}")
+                slots = torch.empty(width * self._size, dtype=torch.uint8)
                 for r, tensor in enumerate(inputs):
                     _same_elements(tensor, out, "scatter's input", "the output")
                     slots[r * width:(r + 1) * width] = as_bytes(host_copy(tensor))
-            buffers.append(slots)
-        handles = [self._launch(BROADCAST, b, b, root=src) for b in buffers]
+            mine = torch.empty(width, dtype=torch.uint8)
+            handles.append(self._launch(SCATTER, slots, mine, root=src))
+            received.append(mine)
 
         def finish() -> list[torch.Tensor]:
-            for out, slots in zip(output_tensors, buffers):
-                mine = slots.chunk(self._size)[self._rank]
+            for out, mine in zip(output_tensors, received):
                 out.copy_(mine.view(out.dtype).view(out.shape))
             return output_tensors
 
@@ -311,24 +319,23 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         sizing = self._launch(ALL_GATHER, mine_sizes, table)
         if sizing is not None:
             sizing.result()
-        sizes = table.view(self._size, self._size)
-        width = int(sizes.sum(dim=1).max().item())
-        slots = torch.empty(width * self._size, dtype=torch.uint8)
-        mine = torch.zeros(width, dtype=torch.uint8)
-        if width > 0 and pieces:
-            joined = torch.cat(pieces)
-            mine[:joined.numel()] = joined
-        handle = self._launch(ALL_GATHER, mine, slots)
+        sizes = table.view(self._size, self._size)  # sizes[r, q]: bytes from rank r to q
         for r, out in enumerate(output_tensors):
             got = int(sizes[r, self._rank].item())
             if got != out.numel() * out.element_size():
                 raise ValueError(f"all_to_all: rank {r} sends this rank {got} bytes, but "
                                  f"output tensor {r} holds {out.numel() * out.element_size()}")
+        # pccl's all-to-all moves equal blocks: each piece padded to the largest.
+        width = int(sizes.max().item())
+        send = torch.zeros(width * self._size, dtype=torch.uint8)
+        for q, piece in enumerate(pieces):
+            send[q * width:q * width + piece.numel()] = piece
+        recv = torch.empty(width * self._size, dtype=torch.uint8)
+        handle = self._launch(ALL_TO_ALL, send, recv)
 
         def finish() -> list[torch.Tensor]:
             for r, out in enumerate(output_tensors):
-                start = r * width + int(sizes[r, :self._rank].sum().item())
-                piece = slots[start:start + out.numel() * out.element_size()]
+                piece = recv[r * width:r * width + out.numel() * out.element_size()]
                 out.copy_(piece.view(out.dtype).view(out.shape))
             return output_tensors
 
@@ -412,20 +419,23 @@ class ProcessGroupPCCL(dist.ProcessGroup):
             return self.reduce_mode
         return pccl.ReduceMode.DEFAULT
 
-    def _launch(self, kind: str, send: torch.Tensor, recv: torch.Tensor,
+    def _launch(self, kind: str, send: torch.Tensor | None, recv: torch.Tensor | None,
                 op: pccl.ReduceOp = pccl.ReduceOp.SUM, *, reduction: bool = False,
                 root: int = 0) -> AsyncReduceHandle | None:
         """Starts one pccl collective under the next tag: ALL_REDUCE (`op`; `reduction`: of
         the caller's data, which runs in reduce_mode when op is SUM or AVG), BROADCAST
-        from rank `root` (send is recv), ALL_GATHER in rank order or REDUCE_SCATTER (`op`).
-        Returns None, with recv already final, for an empty tensor or a group of one (they
-        still take a tag, so the ranks' counters stay equal)."""
+        from rank `root` (send is recv), ALL_GATHER, REDUCE_SCATTER (`op`), GATHER to rank
+        `root` (recv None elsewhere), SCATTER from rank `root` (send None elsewhere) or
+        ALL_TO_ALL, blocks in rank order. Returns None, with recv already final, for an
+        empty block or a group of one (they still take a tag, so the ranks' counters stay
+        equal)."""
         with self._tags_lock:  # tags in launch order, even with several calling threads
             tag = next(self._tags)
-            if send.numel() == 0:
+            block = recv if kind == SCATTER else send
+            if block is None or block.numel() == 0:
                 return None
             if self._size == 1:  # pccl needs two peers; alone, every op is the identity
-                if recv.data_ptr() != send.data_ptr():
+                if send is not None and recv is not None and recv.data_ptr() != send.data_ptr():
                     recv.copy_(send)
                 return None
             # A rank already lost (pccl applies the master's new topology in the
@@ -447,9 +457,19 @@ class ProcessGroupPCCL(dist.ProcessGroup):
             if kind == ALL_GATHER:
                 return self._comm.all_gather_async(send, recv, tag=tag, order=self._peer_ids,
                                                    timeout=timeout)
+            ids = self._peer_ids
             if kind == REDUCE_SCATTER:
-                return self._comm.reduce_scatter_async(send, recv, op=op, tag=tag,
-                                                       order=self._peer_ids, timeout=timeout)
+                return self._comm.reduce_scatter_async(send, recv, op=op, tag=tag, order=ids,
+                                                       timeout=timeout)
+            if kind == GATHER:
+                return self._comm.gather_async(send, recv, root=ids[root], tag=tag, order=ids,
+                                               timeout=timeout)
+            if kind == SCATTER:
+                return self._comm.scatter_async(send, recv, root=ids[root], tag=tag, order=ids,
+                                                timeout=timeout)
+            if kind == ALL_TO_ALL:
+                return self._comm.all_to_all_async(send, recv, tag=tag, order=ids,
+                                                   timeout=timeout)
             return self._comm.all_reduce_async(send, recv, op=op, tag=tag, timeout=timeout,
                                                mode=self._mode_for(op, reduction=reduction),
                                                restore_input=False)
