@@ -207,7 +207,9 @@ Status RingAllToAll(const RingCollectiveOptions& options, RingChannel& channel,
       return recv + static_cast<size_t>(SlotOf(options, Mod(rank - j, world))) * block_bytes;
     }
     size_t before = 0;  // blocks of the streams j' < j
-    for (int earlier = 1; earlier < j; ++earlier) before += static_cast<size_t>(world - 1 - earlier);
+    for (int earlier = 1; earlier < j; ++earlier) {
+      before += static_cast<size_t>(world - 1 - earlier);
+    }
     return scratch + (before + static_cast<size_t>(i - 1)) * block_bytes;
   };
   std::atomic<uint64_t> tx_bytes{0};

@@ -180,7 +180,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         gathered = [self._gather_bytes(t) for t in input_tensors]
 
         def finish() -> list[list[torch.Tensor]]:
-            self._copy_gathered(output_tensors, input_tensors, gathered)
+            self._copy_gathered(output_tensors, input_tensors, [slots for _, slots in gathered])
             return output_tensors
 
         return self._submit([handle for handle, _ in gathered], finish)
@@ -261,12 +261,13 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         root = self._rank == dst
         if root:  # elsewhere torch passes no output lists
             self._check_gather_outputs(output_tensors, input_tensors, "gather")
-        handles, gathered = [], []
+        handles: list[AsyncReduceHandle | None] = []
+        gathered: list[torch.Tensor] = []
         for t in input_tensors:
             data = as_bytes(HostTensor(t).host)
             slots = torch.empty(data.numel() * self._size, dtype=torch.uint8)
             handles.append(self._launch(GATHER, data, slots if root else None, root=dst))
-            gathered.append((None, slots))
+            gathered.append(slots)
 
         def finish() -> list[list[torch.Tensor]]:
             if root:
@@ -388,9 +389,9 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     def _copy_gathered(self, output_tensors: list[list[torch.Tensor]],
                        input_tensors: list[torch.Tensor],
-                       gathered: list[tuple[AsyncReduceHandle | None, torch.Tensor]]) -> None:
-        """Copies each rank's slot of `gathered` (_gather_bytes) into its output tensor."""
-        for outputs, tensor, (_, slots) in zip(output_tensors, input_tensors, gathered):
+                       gathered: list[torch.Tensor]) -> None:
+        """Copies each rank's block of each gathered buffer into its output tensor."""
+        for outputs, tensor, slots in zip(output_tensors, input_tensors, gathered):
             for out, slot in zip(outputs, slots.chunk(self._size)):
                 out.copy_(slot.view(tensor.dtype).view(out.shape))
 
