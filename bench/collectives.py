@@ -1,16 +1,21 @@
-"""fp32 broadcast, all-gather and reduce-scatter on loopback: pccl's ring vs torch.distributed Gloo.
+"""fp32 broadcast, all-gather, reduce-scatter, gather, scatter, all-to-all on loopback: pccl's
+ring vs torch.distributed Gloo.
 
 Usage: python -m bench.collectives [--world 2 4] [--sizes 1MiB 16MiB 64MiB 256MiB]
-                                   [--ops broadcast all_gather reduce_scatter]
+                                   [--ops broadcast all_gather reduce_scatter gather scatter
+                                          all_to_all]
                                    [--iters N] [--json out.json] [--quick] [--restore]
 
   --quick   smoke run: world 2, sizes 1MiB 4MiB, a fifth of the iterations (at least 4).
   --restore pccl's broadcast runs with restore_input=True: its receivers copy their buffer
             first, so that a failed broadcast gives it back (the default, as Gloo, does not).
 
-"size" is, per op: the broadcast buffer's bytes; the all-gather's OUTPUT bytes (each peer
-contributes size/N); the reduce-scatter's INPUT bytes (each peer receives size/N). When
-size/N is not a whole number of float32 the block is rounded down (JSON: actual_bytes).
+"size" is, per op: the broadcast buffer's bytes; the all-gather's and the gather's OUTPUT
+bytes (each peer contributes size/N); the reduce-scatter's and the scatter's INPUT bytes
+(each peer receives size/N); the all-to-all's buffer (N blocks each way). When size/N is
+not a whole number of float32 the block is rounded down (JSON: actual_bytes). The root of
+gather and scatter is rank 0 (Gloo's dist.gather / dist.scatter; all-to-all:
+dist.all_to_all_single).
 
 For every world size the script starts one group of N spawned processes per backend and
 keeps both for every op and size of that world size; each (op, size) then runs on pccl,
@@ -39,7 +44,9 @@ time/op = max over peers of the mean (loop wall / iters); "gloo/pccl" = Gloo tim
 time (> 1: pccl is faster). tx/theory = mean over peers of the bytes each pccl peer sent
 per op (ReduceInfo.tx_bytes) / the ring algorithm's figure: broadcast: the root and every
 peer but the one just before the root in the ring send `size`, that one 0 (mean
-size(N-1)/N); all-gather and reduce-scatter: every peer sends (N-1) x size/N. The JSON
+size(N-1)/N); all-gather and reduce-scatter: every peer sends (N-1) x size/N; gather:
+the peer k links after the root along the ring sends k blocks (the root none); scatter:
+the root N-1 blocks, the peer k links on N-1-k; all-to-all: every peer N(N-1)/2. The JSON
 holds every peer's time, tx and theory. Exits non-zero if any verification fails or
 anything times out; children are killed on every failure path.
 """

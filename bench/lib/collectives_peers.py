@@ -1,11 +1,13 @@
-"""Broadcast / all-gather / reduce-scatter backends on loopback, each a group of spawned
-peer processes (used by bench.collectives).
+"""Broadcast / all-gather / reduce-scatter / gather / scatter / all-to-all backends on
+loopback, each a group of spawned peer processes (used by bench.collectives).
 
   pccl  N Communicator peers of a MasterNode the parent runs; comm.broadcast(root=<lowest
-        peer id>), comm.all_gather, comm.reduce_scatter(op=SUM), blocks in ascending peer id.
+        peer id>), comm.all_gather, comm.reduce_scatter(op=SUM), comm.gather and
+        comm.scatter (the same root), comm.all_to_all; blocks in ascending peer id.
   gloo  torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.broadcast(src=0),
         dist.all_gather_into_tensor, dist.reduce_scatter_tensor (falling back to
-        dist.reduce_scatter, then to all_reduce + slice, whichever this torch's Gloo runs).
+        dist.reduce_scatter, then to all_reduce + slice, whichever this torch's Gloo runs),
+        dist.gather(dst=0), dist.scatter(src=0), dist.all_to_all_single.
 
 A peer's "rank" is its Gloo rank, or for pccl its index among the sorted peer ids, so that
 block k of an all-gather's output / a reduce-scatter's input belongs to rank k on both.
@@ -29,7 +31,7 @@ import numpy as np
 from bench.lib.loopback import op_timeout, warmups
 from bench.lib.procs import gather, report_error, spawn_ranks, stop_workers
 
-OPS = ("broadcast", "all_gather", "reduce_scatter")
+OPS = ("broadcast", "all_gather", "reduce_scatter", "gather", "scatter", "all_to_all")
 SETUP_TIMEOUT = 120.0  # seconds for a group to start, rendezvous and (pccl) admit everyone
 PATTERN = 256  # period of the verification pattern, in elements
 
@@ -93,8 +95,11 @@ class Case:
         if op == "broadcast":
             buf = np.empty(total, np.float32)
             return cls(op, rank, world, block, buf, buf)
-        if op == "all_gather":
+        if op in ("all_gather", "gather"):
             return cls(op, rank, world, block, np.empty(block, np.float32),
+                       np.empty(total, np.float32))
+        if op == "all_to_all":
+            return cls(op, rank, world, block, np.empty(total, np.float32),
                        np.empty(total, np.float32))
         return cls(op, rank, world, block, np.empty(total, np.float32),
                    np.empty(block, np.float32))
@@ -108,8 +113,11 @@ class Case:
         if self.op == "broadcast":  # rank 0 is the root; the others' data must be replaced
             fill_block(self.send, 0, c)
             return
-        if self.op == "all_gather":
+        if self.op in ("all_gather", "gather"):
             fill_block(self.send, self.rank, c)
+        elif self.op == "scatter":  # rank 0 is the root: block k for rank k
+            for k, b in enumerate(self.blocks(self.send)):
+                fill_block(b, k, coef(0, salt))
         else:
             for k, b in enumerate(self.blocks(self.send)):
                 fill_block(b, k, c)
@@ -119,8 +127,15 @@ class Case:
         """Whether recv holds exactly what the op must give this rank for fill(salt)."""
         if self.op == "broadcast":
             return check_block(self.recv, 0, coef(0, salt))
-        if self.op == "all_gather":
+        if self.op == "all_gather" or (self.op == "gather" and self.rank == 0):
             return all(check_block(b, k, coef(k, salt))
+                       for k, b in enumerate(self.blocks(self.recv)))
+        if self.op == "gather":  # not the root: nothing to receive
+            return True
+        if self.op == "scatter":
+            return check_block(self.recv, self.rank, coef(0, salt))
+        if self.op == "all_to_all":  # block k came from rank k: its block for this rank
+            return all(check_block(b, self.rank, coef(k, salt))
                        for k, b in enumerate(self.blocks(self.recv)))
         total = sum(coef(k, salt) for k in range(self.world))
         return check_block(self.recv, self.rank, total)
@@ -184,18 +199,32 @@ class PcclCollPeer:
         if op == "broadcast":  # everyone forwards, except the root's predecessor
             pred = self.ring[(self.ring.index(self.root) - 1) % self.world]
             return 0 if self.comm.peer_id == pred else case.recv.nbytes
-        return (self.world - 1) * case.block * 4
+        n, block = self.world, case.block * 4
+        hops = (self.ring.index(self.comm.peer_id) - self.ring.index(self.root)) % n
+        if op == "gather":  # its own block and those of the peers behind it
+            return hops * block
+        if op == "scatter":  # the blocks for the peers beyond it
+            return (n - 1 - hops if hops else n - 1) * block
+        if op == "all_to_all":  # every block over every hop to its destination
+            return n * (n - 1) // 2 * block
+        return (n - 1) * block
 
     def run(self, op: str, n_bytes: int, iters: int) -> dict[str, Any]:
         case = Case.make(op, n_bytes, self.rank, self.world)
         timeout = op_timeout(n_bytes, iters)
         comm, SUM = self.comm, self._pccl.ReduceOp.SUM
+        root = comm.peer_id == self.root
         calls: dict[str, Callable[[], Any]] = {
             "broadcast": lambda: comm.broadcast(case.recv, root=self.root, timeout=timeout,
                                                 restore_input=self.restore),
             "all_gather": lambda: comm.all_gather(case.send, case.recv, timeout=timeout),
             "reduce_scatter": lambda: comm.reduce_scatter(case.send, case.recv, op=SUM,
                                                           timeout=timeout),
+            "gather": lambda: comm.gather(case.send, case.recv if root else None,
+                                          root=self.root, timeout=timeout),
+            "scatter": lambda: comm.scatter(case.send if root else None, case.recv,
+                                            root=self.root, timeout=timeout),
+            "all_to_all": lambda: comm.all_to_all(case.send, case.recv, timeout=timeout),
         }
         call = calls[op]
 
@@ -276,6 +305,14 @@ class GlooCollPeer:
             call: Callable[[], Any] = lambda: dist.broadcast(recv, src=0)
         elif op == "all_gather":
             call = lambda: dist.all_gather_into_tensor(recv, send)
+        elif op == "gather":
+            blocks = list(recv.chunk(self.world)) if self.rank == 0 else None
+            call = lambda: dist.gather(send, gather_list=blocks, dst=0)
+        elif op == "scatter":
+            pieces = list(send.chunk(self.world)) if self.rank == 0 else None
+            call = lambda: dist.scatter(recv, scatter_list=pieces, src=0)
+        elif op == "all_to_all":
+            call = lambda: dist.all_to_all_single(recv, send)
         else:
             call = self._reduce_scatter(send, recv)
 
