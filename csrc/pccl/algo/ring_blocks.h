@@ -7,9 +7,13 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+
 #include "pccl/algo/ring_collectives.h"
+#include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
+#include "pccl/link/channel.h"
 
 namespace pccl::algo::internal {
 
@@ -60,5 +64,18 @@ inline int SlotOf(const RingCollectiveOptions& options, int position) {
   return options.slot_of.empty() ? position : options.slot_of[position];
 }
 
+
+// The end of every collective here: waits until `blocks` expected blocks of `segments`
+// have arrived (each handled by the arrival handler) and every send is out, then reports
+// the bytes: what the handler and the sends counted in `tx_bytes`, `blocks` of
+// `block_bytes` received.
+inline Status AwaitBlocks(link::RingChannel& channel, const Segments& segments, size_t blocks,
+                          size_t block_bytes, const std::atomic<uint64_t>& tx_bytes,
+                          Deadline deadline, RingCollectiveStats* stats) {
+  Status done = link::AwaitArrivalsAndSends(channel, blocks * segments.n(), deadline);
+  stats->tx_bytes = tx_bytes.load();
+  stats->rx_bytes = static_cast<uint64_t>(blocks) * block_bytes;
+  return done;
+}
 
 }  // namespace pccl::algo::internal

@@ -8,9 +8,9 @@
 
 namespace pccl::algo {
 
-using link::AwaitArrivalsAndSends;
 using link::RingChannel;
 using link::ScopedArrivalHandler;
+using internal::AwaitBlocks;
 using internal::CheckShape;
 using internal::Mod;
 using internal::Segments;
@@ -68,10 +68,7 @@ Status RingBroadcast(const RingCollectiveOptions& options, RingChannel& channel,
   for (uint32_t seg = 0; seg < segments.n(); ++seg) {
     channel.Expect(0, seg, recv + segments.first(seg) * elem, segments.size(seg) * elem);
   }
-  Status done = AwaitArrivalsAndSends(channel, segments.n(), deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = options.count * elem;
-  return done;
+  return AwaitBlocks(channel, segments, 1, options.count * elem, tx_bytes, deadline, stats);
 }
 
 // All-gather around the ring.
@@ -117,11 +114,8 @@ Status RingAllGather(const RingCollectiveOptions& options, RingChannel& channel,
     }
   }
   for (uint32_t seg = 0; seg < segments.n(); ++seg) send_segment(0, seg, own);
-  Status done = AwaitArrivalsAndSends(channel, static_cast<size_t>(steps) * segments.n(),
-                                      deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = static_cast<uint64_t>(steps) * block_bytes;
-  return done;
+  return AwaitBlocks(channel, segments, static_cast<size_t>(steps), block_bytes, tx_bytes,
+                     deadline, stats);
 }
 
 // Reduce-scatter around the ring: the first half of the ring all-reduce, shifted by one
@@ -217,11 +211,8 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
       send_segment(0, seg, input(first_position, first));
     }
   }
-  Status done = AwaitArrivalsAndSends(channel, static_cast<size_t>(steps) * segments.n(),
-                                      deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = static_cast<uint64_t>(steps) * options.count * acc_elem;
-  return done;
+  return AwaitBlocks(channel, segments, static_cast<size_t>(steps), options.count * acc_elem,
+                     tx_bytes, deadline, stats);
 }
 
 }  // namespace pccl::algo

@@ -18,9 +18,9 @@
 
 namespace pccl::algo {
 
-using link::AwaitArrivalsAndSends;
 using link::RingChannel;
 using link::ScopedArrivalHandler;
+using internal::AwaitBlocks;
 using internal::CheckShape;
 using internal::Mod;
 using internal::Segments;
@@ -116,11 +116,8 @@ Status RingGather(const RingCollectiveOptions& options, RingChannel& channel,
   } else {
     SendBlock(channel, segments, elem, static_cast<uint32_t>(distance), send, &tx_bytes);
   }
-  Status done = AwaitArrivalsAndSends(channel, static_cast<size_t>(streams) * segments.n(),
-                                      deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = static_cast<uint64_t>(streams) * block_bytes;
-  return done;
+  return AwaitBlocks(channel, segments, static_cast<size_t>(streams), block_bytes, tx_bytes,
+                     deadline, stats);
 }
 
 // Scatter from the root. The root sends the block for the peer at distance d as stream
@@ -170,12 +167,8 @@ Status RingScatter(const RingCollectiveOptions& options, RingChannel& channel,
   for (int d = distance; d < world; ++d) {
     ExpectBlock(channel, segments, elem, static_cast<uint32_t>(d), landing(d));
   }
-  const int streams = world - distance;
-  Status done = AwaitArrivalsAndSends(channel, static_cast<size_t>(streams) * segments.n(),
-                                      deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = static_cast<uint64_t>(streams) * block_bytes;
-  return done;
+  return AwaitBlocks(channel, segments, static_cast<size_t>(world - distance), block_bytes,
+                     tx_bytes, deadline, stats);
 }
 
 // All-to-all around the ring. The block from source s to destination t travels
@@ -225,11 +218,11 @@ Status RingAllToAll(const RingCollectiveOptions& options, RingChannel& channel,
     return Status::Ok();
   };
   ScopedArrivalHandler handler_scope(channel, on_arrival);
-  size_t expected = 0;
+  size_t expected = 0;  // blocks
   for (int j = 1; j < world; ++j) {
     for (int i = 0; i <= world - 1 - j; ++i) {
       ExpectBlock(channel, segments, elem, stream(j, i), landing(j, i));
-      expected += segments.n();
+      ++expected;
     }
   }
   for (int h = world - 1; h >= 1; --h) {  // the farthest first
@@ -239,10 +232,7 @@ Status RingAllToAll(const RingCollectiveOptions& options, RingChannel& channel,
   }
   const size_t own = static_cast<size_t>(SlotOf(options, rank)) * block_bytes;
   if (recv + own != send + own) std::memcpy(recv + own, send + own, block_bytes);
-  Status done = AwaitArrivalsAndSends(channel, expected, deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = static_cast<uint64_t>(expected / segments.n()) * block_bytes;
-  return done;
+  return AwaitBlocks(channel, segments, expected, block_bytes, tx_bytes, deadline, stats);
 }
 
 }  // namespace pccl::algo
