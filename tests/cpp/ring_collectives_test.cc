@@ -1,0 +1,358 @@
+// The ring collectives of algo/ring_collectives.h over an in-memory ring: worlds of 2 to 6,
+// blocks of a few elements cut into segments of two (many segments, deep pipelines), every
+// root and a permuted block order; results against a direct computation, and the bytes
+// each peer sends against the ring's figure.
+#include "pccl/algo/ring_collectives.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace pccl::algo {
+namespace {
+
+using Key = std::pair<uint32_t, uint32_t>;  // (step, segment)
+
+// One peer's channel: Send copies the payload into the next peer's channel at once (so
+// WaitSends has nothing to wait for); a payload that arrives before its Expect waits in a
+// side buffer. The arrival handler runs on whichever thread completes the arrival.
+class MemoryChannel : public link::RingChannel {
+ public:
+  MemoryChannel* next = nullptr;
+
+  void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override {
+    const auto* p = static_cast<const char*>(data);
+    next->Deliver({step, segment}, std::vector<char>(p, p + bytes));
+  }
+
+  void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override {
+    std::vector<char> early;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = early_.find({step, segment});
+      if (it == early_.end()) {
+        expected_[{step, segment}] = {data, bytes};
+        return;
+      }
+      early = std::move(it->second);
+      early_.erase(it);
+    }
+    Land({step, segment}, data, bytes, early);
+  }
+
+  Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_until(lock, deadline.when(), [&] { return !arrivals_.empty(); })) {
+      return Status(StatusCode::kDeadlineExceeded, "no arrival");
+    }
+    *step = arrivals_.front().first;
+    *segment = arrivals_.front().second;
+    arrivals_.pop_front();
+    return Status::Ok();
+  }
+
+  void SetArrivalHandler(ArrivalHandler handler) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!handler) cv_.wait(lock, [&] { return running_ == 0; });
+    handler_ = std::move(handler);
+  }
+
+  Status WaitSends(Deadline) override { return Status::Ok(); }
+
+ private:
+  void Deliver(Key key, std::vector<char> payload) {
+    std::pair<void*, size_t> into;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = expected_.find(key);
+      if (it == expected_.end()) {
+        early_[key] = std::move(payload);
+        return;
+      }
+      into = it->second;
+      expected_.erase(it);
+    }
+    Land(key, into.first, into.second, payload);
+  }
+
+  void Land(Key key, void* into, size_t bytes, const std::vector<char>& payload) {
+    EXPECT_EQ(bytes, payload.size()) << "segment " << key.first << "/" << key.second;
+    std::memcpy(into, payload.data(), std::min(bytes, payload.size()));
+    ArrivalHandler handler;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      handler = handler_;
+      ++running_;
+    }
+    if (handler) {
+      EXPECT_TRUE(handler(key.first, key.second).ok());
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    --running_;
+    arrivals_.push_back(key);
+    cv_.notify_all();
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<Key, std::pair<void*, size_t>> expected_;
+  std::map<Key, std::vector<char>> early_;
+  std::deque<Key> arrivals_;
+  ArrivalHandler handler_;
+  int running_ = 0;
+};
+
+using Algorithm = Status (*)(const RingCollectiveOptions&, link::RingChannel&, Deadline,
+                             RingCollectiveStats*);
+
+struct Peer {
+  std::vector<float> send, recv, scratch;
+  RingCollectiveStats stats;
+};
+
+// Runs `algorithm` on `world` peers at once; `options(rank)` gives each its options
+// (buffers included); each peer's stats land in `peers`.
+void RunRing(int world, Algorithm algorithm,
+             const std::function<RingCollectiveOptions(int)>& options,
+             std::vector<Peer>* peers) {
+  std::vector<MemoryChannel> channels(world);
+  for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      Status st = algorithm(options(r), channels[r], Deadline::In(std::chrono::seconds(20)),
+                            &(*peers)[r].stats);
+      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+float Value(int source, int block, size_t i) {
+  return static_cast<float>(source * 1000 + block * 100 + static_cast<int>(i % 97));
+}
+
+// Block order: reversed ring positions (slot_of[p] = world - 1 - p).
+std::vector<int> Reversed(int world) {
+  std::vector<int> slots(world);
+  for (int p = 0; p < world; ++p) slots[p] = world - 1 - p;
+  return slots;
+}
+
+RingCollectiveOptions Base(int rank, int world, size_t count) {
+  RingCollectiveOptions o;
+  o.rank = rank;
+  o.world = world;
+  o.count = count;
+  o.segment_bytes = 2 * sizeof(float);  // two elements per segment
+  return o;
+}
+
+class RingCollectivesTest : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
+
+TEST_P(RingCollectivesTest, BroadcastFromEveryRoot) {
+  const auto [world, count] = GetParam();
+  for (int root = 0; root < world; ++root) {
+    std::vector<Peer> peers(world);
+    for (int r = 0; r < world; ++r) {
+      peers[r].recv.assign(count, -1.0f);
+      if (r == root) {
+        for (size_t i = 0; i < count; ++i) peers[r].recv[i] = Value(r, 0, i);
+      }
+    }
+    RunRing(world, RingBroadcast, [&](int r) {
+      auto o = Base(r, world, count);
+      o.root = root;
+      o.send = o.recv = peers[r].recv.data();
+      return o;
+    }, &peers);
+    for (int r = 0; r < world; ++r) {
+      for (size_t i = 0; i < count; ++i) ASSERT_EQ(peers[r].recv[i], Value(root, 0, i));
+      const bool last = (r + 1) % world == root;  // the root's predecessor keeps it
+      EXPECT_EQ(peers[r].stats.tx_bytes, last ? 0u : count * sizeof(float)) << r;
+    }
+  }
+}
+
+TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
+  const auto [world, count] = GetParam();
+  const std::vector<int> slot_of = Reversed(world);
+  std::vector<Peer> peers(world);
+  for (int r = 0; r < world; ++r) {
+    peers[r].send.resize(count);
+    for (size_t i = 0; i < count; ++i) peers[r].send[i] = Value(r, 0, i);
+    peers[r].recv.assign(count * world, -1.0f);
+  }
+  RunRing(world, RingAllGather, [&](int r) {
+    auto o = Base(r, world, count);
+    o.slot_of = slot_of;
+    o.send = peers[r].send.data();
+    o.recv = peers[r].recv.data();
+    return o;
+  }, &peers);
+  for (int r = 0; r < world; ++r) {
+    for (int p = 0; p < world; ++p) {
+      for (size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(peers[r].recv[slot_of[p] * count + i], Value(p, 0, i));
+      }
+    }
+    EXPECT_EQ(peers[r].stats.tx_bytes, (world - 1) * count * sizeof(float));
+  }
+
+  std::vector<Peer> rs(world);
+  for (int r = 0; r < world; ++r) {
+    rs[r].send.resize(count * world);
+    for (int b = 0; b < world; ++b) {
+      for (size_t i = 0; i < count; ++i) rs[r].send[b * count + i] = Value(r, b, i);
+    }
+    rs[r].recv.assign(count, -1.0f);
+    rs[r].scratch.resize(ReduceScatterScratchBytes(DType::kFloat32, count, world) /
+                         sizeof(float));
+  }
+  RunRing(world, RingReduceScatter, [&](int r) {
+    auto o = Base(r, world, count);
+    o.slot_of = slot_of;
+    o.send = rs[r].send.data();
+    o.recv = rs[r].recv.data();
+    o.scratch = rs[r].scratch.data();
+    return o;
+  }, &rs);
+  for (int r = 0; r < world; ++r) {
+    for (size_t i = 0; i < count; ++i) {
+      float sum = 0;
+      for (int p = 0; p < world; ++p) sum += Value(p, slot_of[r], i);
+      ASSERT_EQ(rs[r].recv[i], sum) << "rank " << r << " element " << i;
+    }
+    EXPECT_EQ(rs[r].stats.tx_bytes, (world - 1) * count * sizeof(float));
+  }
+}
+
+TEST_P(RingCollectivesTest, GatherAndScatterFromEveryRoot) {
+  const auto [world, count] = GetParam();
+  const std::vector<int> slot_of = Reversed(world);
+  const size_t block = count * sizeof(float);
+  for (int root = 0; root < world; ++root) {
+    std::vector<Peer> peers(world);
+    for (int r = 0; r < world; ++r) {
+      peers[r].send.resize(count);
+      for (size_t i = 0; i < count; ++i) peers[r].send[i] = Value(r, 0, i);
+      peers[r].recv.assign(r == root ? count * world : 0, -1.0f);
+      peers[r].scratch.resize(GatherScratchBytes(DType::kFloat32, count, world) /
+                              sizeof(float));
+    }
+    RunRing(world, RingGather, [&](int r) {
+      auto o = Base(r, world, count);
+      o.root = root;
+      o.slot_of = slot_of;
+      o.send = peers[r].send.data();
+      o.recv = peers[r].recv.data();
+      o.scratch = peers[r].scratch.data();
+      return o;
+    }, &peers);
+    for (int p = 0; p < world; ++p) {
+      for (size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(peers[root].recv[slot_of[p] * count + i], Value(p, 0, i)) << root;
+      }
+      const int hops = (p - root + world) % world;  // its block and those behind it
+      EXPECT_EQ(peers[p].stats.tx_bytes, hops * block) << "gather root " << root;
+    }
+
+    std::vector<Peer> sc(world);
+    for (int r = 0; r < world; ++r) {
+      if (r == root) {
+        sc[r].send.resize(count * world);
+        for (int b = 0; b < world; ++b) {
+          for (size_t i = 0; i < count; ++i) sc[r].send[b * count + i] = Value(r, b, i);
+        }
+      }
+      sc[r].recv.assign(count, -1.0f);
+      sc[r].scratch.resize(GatherScratchBytes(DType::kFloat32, count, world) / sizeof(float));
+    }
+    RunRing(world, RingScatter, [&](int r) {
+      auto o = Base(r, world, count);
+      o.root = root;
+      o.slot_of = slot_of;
+      o.send = sc[r].send.data();
+      o.recv = sc[r].recv.data();
+      o.scratch = sc[r].scratch.data();
+      return o;
+    }, &sc);
+    for (int r = 0; r < world; ++r) {
+      for (size_t i = 0; i < count; ++i) ASSERT_EQ(sc[r].recv[i], Value(root, slot_of[r], i));
+      const int hops = (r - root + world) % world;  // the blocks for those beyond it
+      EXPECT_EQ(sc[r].stats.tx_bytes, (hops == 0 ? world - 1 : world - 1 - hops) * block)
+          << "scatter root " << root;
+    }
+  }
+}
+
+TEST_P(RingCollectivesTest, AllToAll) {
+  const auto [world, count] = GetParam();
+  const std::vector<int> slot_of = Reversed(world);
+  std::vector<Peer> peers(world);
+  for (int r = 0; r < world; ++r) {
+    peers[r].send.resize(count * world);
+    for (int b = 0; b < world; ++b) {
+      for (size_t i = 0; i < count; ++i) peers[r].send[b * count + i] = Value(r, b, i);
+    }
+    peers[r].recv.assign(count * world, -1.0f);
+    peers[r].scratch.resize(AllToAllScratchBytes(DType::kFloat32, count, world) /
+                            sizeof(float));
+  }
+  RunRing(world, RingAllToAll, [&](int r) {
+    auto o = Base(r, world, count);
+    o.slot_of = slot_of;
+    o.send = peers[r].send.data();
+    o.recv = peers[r].recv.data();
+    o.scratch = peers[r].scratch.data();
+    return o;
+  }, &peers);
+  for (int r = 0; r < world; ++r) {
+    for (int p = 0; p < world; ++p) {  // block slot_of[p] came from p: p's block for r
+      for (size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(peers[r].recv[slot_of[p] * count + i], Value(p, slot_of[r], i))
+            << "rank " << r << " from " << p;
+      }
+    }
+    EXPECT_EQ(peers[r].stats.tx_bytes, world * (world - 1) / 2 * count * sizeof(float));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Worlds, RingCollectivesTest,
+                         ::testing::Combine(::testing::Values(2, 3, 4, 5, 6),
+                                            ::testing::Values(size_t{1}, size_t{5},
+                                                              size_t{33})));
+
+TEST(RingCollectivesChecks, RefuseBadShapes) {
+  MemoryChannel channel;
+  channel.next = &channel;
+  RingCollectiveStats stats;
+  float x = 0;
+  auto o = Base(0, 3, 1);
+  o.send = o.recv = &x;
+  o.slot_of = {0, 0, 1};  // not a permutation
+  EXPECT_EQ(RingAllGather(o, channel, Deadline::Never(), &stats).code(),
+            StatusCode::kInvalidArgument);
+  o.slot_of.clear();
+  o.root = 3;  // not in a ring of 3
+  EXPECT_EQ(RingBroadcast(o, channel, Deadline::Never(), &stats).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(RingGather(o, channel, Deadline::Never(), &stats).code(),
+            StatusCode::kInvalidArgument);
+  o.root = 0;
+  o.world = 1;
+  EXPECT_EQ(RingAllToAll(o, channel, Deadline::Never(), &stats).code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pccl::algo
