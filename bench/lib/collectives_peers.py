@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.lib.loopback import op_timeout, warmups
+from bench.lib.loopback import op_timeout, start_gloo, warmups
 from bench.lib.procs import gather, report_error, spawn_ranks, stop_workers
 
 OPS = ("broadcast", "all_gather", "reduce_scatter", "gather", "scatter", "all_to_all")
@@ -245,20 +245,12 @@ class PcclCollPeer:
 
 class GlooCollPeer:
     def __init__(self, rank: int, world: int, setup: dict[str, Any]):
-        import datetime
-
-        import torch
-        import torch.distributed as dist
-
         warnings.filterwarnings("ignore", category=FutureWarning)  # *_tensor deprecations
-        self.torch, self.dist = torch, dist
+        self.torch, self.dist = start_gloo(rank, world, setup)
         self.rank, self.world = rank, world
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{setup['port']}",
-                                rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=120))
-        self._one = torch.zeros(1, dtype=torch.float32)
+        self._one = self.torch.zeros(1, dtype=self.torch.float32)
         self.rs_method = self._probe_reduce_scatter()
-        self.info = {"torch": torch.__version__, "reduce_scatter": self.rs_method}
+        self.info = {"torch": self.torch.__version__, "reduce_scatter": self.rs_method}
 
     def _probe_reduce_scatter(self) -> str:
         """The first reduce-scatter form this Gloo runs (checked on a tiny exact input):

@@ -86,6 +86,20 @@ def measure(op: Callable[[], None], tiny: Callable[[], None], x: np.ndarray, ran
 
 # --- backends (run inside the peers) --------------------------------------------------------
 
+def start_gloo(rank: int, world: int, setup: dict[str, Any]) -> tuple[Any, Any]:
+    """Joins this rank to a Gloo group over tcp://127.0.0.1:setup["port"]; returns the
+    torch and torch.distributed modules (imported here: only Gloo ranks need them)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{setup['port']}",
+                            rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    return torch, dist
+
+
 class PcclPeer:
     def __init__(self, rank: int, world: int, setup: dict[str, Any]):
         import pccl
@@ -134,18 +148,10 @@ class PcclPeer:
 
 class GlooPeer:
     def __init__(self, rank: int, world: int, setup: dict[str, Any]):
-        import datetime
-
-        import torch
-        import torch.distributed as dist
-
-        self.torch, self.dist = torch, dist
+        self.torch, self.dist = start_gloo(rank, world, setup)
         self.rank, self.world = rank, world
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{setup['port']}",
-                                rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=120))
-        self._one = torch.zeros(1, dtype=torch.float32)
-        self.info = {"torch": torch.__version__}
+        self._one = self.torch.zeros(1, dtype=self.torch.float32)
+        self.info = {"torch": self.torch.__version__}
 
     def run(self, n_bytes: int, iters: int) -> dict[str, Any]:
         x = np.empty(n_bytes // 4, np.float32)

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import Any, NamedTuple
 
 from pccl import _core
@@ -57,6 +58,18 @@ def _timeout(timeout: float | None, name: str = "timeout") -> float:
     if not timeout > 0:
         raise ValueError(f"{name} must be positive, got {timeout}")
     return float(timeout)
+
+
+class _Kind(IntEnum):
+    """The collectives besides the all-reduce, as the core numbers them
+    (comm::CollectiveKind)."""
+
+    BROADCAST = 1
+    ALL_GATHER = 2
+    REDUCE_SCATTER = 3
+    GATHER = 4
+    SCATTER = 5
+    ALL_TO_ALL = 6
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -113,8 +126,8 @@ class LinkStats(NamedTuple):
 
 class OperationStats(NamedTuple):
     """One kind of operation in `Communicator.stats()` ("all_reduce", "broadcast",
-    "all_gather", "reduce_scatter", "sync_shared_state", "update_topology",
-    "optimize_topology"): calls that succeeded and failed, their total
+    "all_gather", "reduce_scatter", "gather", "scatter", "all_to_all", "sync_shared_state",
+    "update_topology", "optimize_topology"): calls that succeeded and failed, their total
     and longest duration in seconds, and a latency histogram as (upper bound in seconds,
     calls) pairs (non-cumulative; the last bound is effectively infinite)."""
 
@@ -465,12 +478,11 @@ class Communicator:
         return AsyncReduceHandle(work, (send, recv))
 
     # The ring collectives besides the all-reduce. Peers are named by peer id (the ring
-    # order may change between calls); blocks of the all-gather's output and of the
-    # reduce-scatter's input are in ascending peer id, or in the order of `order` (peer
-    # ids; every peer must pass the same). Each has the all-reduce's guarantees: one verdict
-    # for the group, inputs intact on failure (a broadcast's buffer too), PeerLostError to
-    # retry after update_topology() (a broadcast's receivers' tensors are outputs: see
-    # broadcast()).
+    # order may change between calls); the blocks of a buffer with one block per peer are
+    # in ascending peer id, or in the order of `order` (peer ids; every peer must pass the
+    # same). Each has the all-reduce's guarantees: one verdict for the group, inputs intact
+    # on failure, PeerLostError to retry after update_topology() (a broadcast's receivers'
+    # tensors are outputs: see broadcast()).
 
     def broadcast(self, tensor: Any, *, root: int, tag: int = 0, timeout: float | None = None,
                   restore_input: bool = False) -> ReduceInfo:
@@ -489,8 +501,8 @@ class Communicator:
                         restore_input: bool = False) -> AsyncReduceHandle:
         """broadcast() started in the background; errors that arise before anything is
         sent are raised here, the rest from the handle."""
-        return self._ring_collective(1, tensor, tensor, root=root, tag=tag, timeout=timeout,
-                                     restore_input=restore_input)
+        return self._ring_collective(_Kind.BROADCAST, tensor, tensor, root=root, tag=tag,
+                                     timeout=timeout, restore_input=restore_input)
 
     def all_gather(self, send: Any, recv: Any, *, tag: int = 0,
                    order: Sequence[int] | None = None,
@@ -505,14 +517,15 @@ class Communicator:
                 `order` does not name the group's peers.
             and those of all_reduce().
         """
-        return self._ring_collective(2, send, recv, order=order, tag=tag,
+        return self.all_gather_async(send, recv, tag=tag, order=order,
                                      timeout=timeout).result()
 
     def all_gather_async(self, send: Any, recv: Any, *, tag: int = 0,
                          order: Sequence[int] | None = None,
                          timeout: float | None = None) -> AsyncReduceHandle:
         """all_gather() started in the background (see broadcast_async)."""
-        return self._ring_collective(2, send, recv, order=order, tag=tag, timeout=timeout)
+        return self._ring_collective(_Kind.ALL_GATHER, send, recv, order=order, tag=tag,
+                                     timeout=timeout)
 
     def reduce_scatter(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
                        order: Sequence[int] | None = None,
@@ -521,15 +534,15 @@ class Communicator:
         across the group with `op`; each peer receives the reduction of its own block in
         `recv`. float16/bfloat16 partial sums travel and accumulate in float32. Raises as
         all_gather()."""
-        return self._ring_collective(3, send, recv, op=op, order=order, tag=tag,
-                                     timeout=timeout).result()
+        return self.reduce_scatter_async(send, recv, op=op, tag=tag, order=order,
+                                         timeout=timeout).result()
 
     def reduce_scatter_async(self, send: Any, recv: Any, *, op: ReduceOp, tag: int = 0,
                              order: Sequence[int] | None = None,
                              timeout: float | None = None) -> AsyncReduceHandle:
         """reduce_scatter() started in the background (see broadcast_async)."""
-        return self._ring_collective(3, send, recv, op=op, order=order, tag=tag,
-                                     timeout=timeout)
+        return self._ring_collective(_Kind.REDUCE_SCATTER, send, recv, op=op, order=order,
+                                     tag=tag, timeout=timeout)
 
     def gather(self, send: Any, recv: Any | None, *, root: int, tag: int = 0,
                order: Sequence[int] | None = None,
@@ -545,8 +558,8 @@ class Communicator:
                      order: Sequence[int] | None = None,
                      timeout: float | None = None) -> AsyncReduceHandle:
         """gather() started in the background (see broadcast_async)."""
-        return self._ring_collective(4, send, recv, root=root, order=order, tag=tag,
-                                     timeout=timeout)
+        return self._ring_collective(_Kind.GATHER, send, recv, root=root, order=order,
+                                     tag=tag, timeout=timeout)
 
     def scatter(self, send: Any | None, recv: Any, *, root: int, tag: int = 0,
                 order: Sequence[int] | None = None,
@@ -561,8 +574,8 @@ class Communicator:
                       order: Sequence[int] | None = None,
                       timeout: float | None = None) -> AsyncReduceHandle:
         """scatter() started in the background (see broadcast_async)."""
-        return self._ring_collective(5, send, recv, root=root, order=order, tag=tag,
-                                     timeout=timeout)
+        return self._ring_collective(_Kind.SCATTER, send, recv, root=root, order=order,
+                                     tag=tag, timeout=timeout)
 
     def all_to_all(self, send: Any, recv: Any, *, tag: int = 0,
                    order: Sequence[int] | None = None,
@@ -578,18 +591,19 @@ class Communicator:
                          order: Sequence[int] | None = None,
                          timeout: float | None = None) -> AsyncReduceHandle:
         """all_to_all() started in the background (see broadcast_async)."""
-        return self._ring_collective(6, send, recv, order=order, tag=tag, timeout=timeout)
+        return self._ring_collective(_Kind.ALL_TO_ALL, send, recv, order=order, tag=tag,
+                                     timeout=timeout)
 
-    def _ring_collective(self, kind: int, send: Any, recv: Any, *, tag: int,
+    def _ring_collective(self, kind: _Kind, send: Any, recv: Any, *, tag: int,
                          timeout: float | None, op: Any = ReduceOp.SUM, root: int = 0,
                          order: Sequence[int] | None = None,
                          restore_input: bool = True) -> AsyncReduceHandle:
-        """Starts broadcast (kind 1), all-gather (2), reduce-scatter (3), gather (4), scatter
-        (5) or all-to-all (6) on a worker. A gather's recv and a scatter's send may be None
-        (off the root)."""
+        """Starts `kind` on a worker. A gather's recv and a scatter's send may be None (off
+        the root)."""
         self._check_open()
-        s = as_buffer(send, "send") if send is not None or kind != 5 else None
-        r = as_buffer(recv, "recv", writable=True) if recv is not None or kind != 4 else None
+        s = None if send is None and kind is _Kind.SCATTER else as_buffer(send, "send")
+        r = (None if recv is None and kind is _Kind.GATHER
+             else as_buffer(recv, "recv", writable=True))
         if s is not None and r is not None and s.dtype is not r.dtype:
             raise TypeError(f"send has dtype {s.dtype.name} but recv has dtype {r.dtype.name}")
         dtype = s.dtype if s is not None else r.dtype if r is not None else DataType.UINT8
@@ -603,7 +617,7 @@ class Communicator:
         request = _core.AllReduceRequest(
             send=0 if s is None else s.ptr, recv=0 if r is None else r.ptr,
             count=0 if s is None else s.count, dtype=_core.DataType(dtype),
-            op=_core.ReduceOp(enum_arg(ReduceOp, op, "op")), tag=_tag(tag), kind=kind,
+            op=_core.ReduceOp(enum_arg(ReduceOp, op, "op")), tag=_tag(tag), kind=int(kind),
             recv_count=0 if r is None else r.count, root=root, order=ids,
             restore_input=_flag(restore_input, "restore_input"))
         work = self._core.all_reduce_async(request, _timeout(timeout))

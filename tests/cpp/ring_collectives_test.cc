@@ -141,6 +141,18 @@ float Value(int source, int block, size_t i) {
   return static_cast<float>(source * 1000 + block * 100 + static_cast<int>(i % 97));
 }
 
+// `blocks` blocks of `count` elements: block b holds Value(source, b, i).
+std::vector<float> Blocks(int source, int blocks, size_t count) {
+  std::vector<float> out(static_cast<size_t>(blocks) * count);
+  for (int b = 0; b < blocks; ++b) {
+    for (size_t i = 0; i < count; ++i) out[b * count + i] = Value(source, b, i);
+  }
+  return out;
+}
+
+// The scratch `bytes` ask for, as floats.
+std::vector<float> Scratch(size_t bytes) { return std::vector<float>(bytes / sizeof(float)); }
+
 // Block order: reversed ring positions (slot_of[p] = world - 1 - p).
 std::vector<int> Reversed(int world) {
   std::vector<int> slots(world);
@@ -164,10 +176,7 @@ TEST_P(RingCollectivesTest, BroadcastFromEveryRoot) {
   for (int root = 0; root < world; ++root) {
     std::vector<Peer> peers(world);
     for (int r = 0; r < world; ++r) {
-      peers[r].recv.assign(count, -1.0f);
-      if (r == root) {
-        for (size_t i = 0; i < count; ++i) peers[r].recv[i] = Value(r, 0, i);
-      }
+      peers[r].recv = r == root ? Blocks(r, 1, count) : std::vector<float>(count, -1.0f);
     }
     RunRing(world, RingBroadcast, [&](int r) {
       auto o = Base(r, world, count);
@@ -188,8 +197,7 @@ TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
   const std::vector<int> slot_of = Reversed(world);
   std::vector<Peer> peers(world);
   for (int r = 0; r < world; ++r) {
-    peers[r].send.resize(count);
-    for (size_t i = 0; i < count; ++i) peers[r].send[i] = Value(r, 0, i);
+    peers[r].send = Blocks(r, 1, count);
     peers[r].recv.assign(count * world, -1.0f);
   }
   RunRing(world, RingAllGather, [&](int r) {
@@ -210,13 +218,9 @@ TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
 
   std::vector<Peer> rs(world);
   for (int r = 0; r < world; ++r) {
-    rs[r].send.resize(count * world);
-    for (int b = 0; b < world; ++b) {
-      for (size_t i = 0; i < count; ++i) rs[r].send[b * count + i] = Value(r, b, i);
-    }
+    rs[r].send = Blocks(r, world, count);
     rs[r].recv.assign(count, -1.0f);
-    rs[r].scratch.resize(ReduceScatterScratchBytes(DType::kFloat32, count, world) /
-                         sizeof(float));
+    rs[r].scratch = Scratch(ReduceScatterScratchBytes(DType::kFloat32, count, world));
   }
   RunRing(world, RingReduceScatter, [&](int r) {
     auto o = Base(r, world, count);
@@ -243,11 +247,9 @@ TEST_P(RingCollectivesTest, GatherAndScatterFromEveryRoot) {
   for (int root = 0; root < world; ++root) {
     std::vector<Peer> peers(world);
     for (int r = 0; r < world; ++r) {
-      peers[r].send.resize(count);
-      for (size_t i = 0; i < count; ++i) peers[r].send[i] = Value(r, 0, i);
+      peers[r].send = Blocks(r, 1, count);
       peers[r].recv.assign(r == root ? count * world : 0, -1.0f);
-      peers[r].scratch.resize(GatherScratchBytes(DType::kFloat32, count, world) /
-                              sizeof(float));
+      peers[r].scratch = Scratch(GatherScratchBytes(DType::kFloat32, count, world));
     }
     RunRing(world, RingGather, [&](int r) {
       auto o = Base(r, world, count);
@@ -268,14 +270,9 @@ TEST_P(RingCollectivesTest, GatherAndScatterFromEveryRoot) {
 
     std::vector<Peer> sc(world);
     for (int r = 0; r < world; ++r) {
-      if (r == root) {
-        sc[r].send.resize(count * world);
-        for (int b = 0; b < world; ++b) {
-          for (size_t i = 0; i < count; ++i) sc[r].send[b * count + i] = Value(r, b, i);
-        }
-      }
+      if (r == root) sc[r].send = Blocks(r, world, count);
       sc[r].recv.assign(count, -1.0f);
-      sc[r].scratch.resize(GatherScratchBytes(DType::kFloat32, count, world) / sizeof(float));
+      sc[r].scratch = Scratch(GatherScratchBytes(DType::kFloat32, count, world));
     }
     RunRing(world, RingScatter, [&](int r) {
       auto o = Base(r, world, count);
@@ -300,13 +297,9 @@ TEST_P(RingCollectivesTest, AllToAll) {
   const std::vector<int> slot_of = Reversed(world);
   std::vector<Peer> peers(world);
   for (int r = 0; r < world; ++r) {
-    peers[r].send.resize(count * world);
-    for (int b = 0; b < world; ++b) {
-      for (size_t i = 0; i < count; ++i) peers[r].send[b * count + i] = Value(r, b, i);
-    }
+    peers[r].send = Blocks(r, world, count);
     peers[r].recv.assign(count * world, -1.0f);
-    peers[r].scratch.resize(AllToAllScratchBytes(DType::kFloat32, count, world) /
-                            sizeof(float));
+    peers[r].scratch = Scratch(AllToAllScratchBytes(DType::kFloat32, count, world));
   }
   RunRing(world, RingAllToAll, [&](int r) {
     auto o = Base(r, world, count);

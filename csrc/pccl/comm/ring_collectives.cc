@@ -54,8 +54,24 @@ Status SlotsOf(const CollectiveRequest& request, const std::vector<uint64_t>& ri
   return Status::Ok();
 }
 
-// What the bound ring makes of the request: the algorithm's options (buffers aside), or
-// why the request does not fit this ring.
+// An all-gather's input may lie in its output only as this peer's own block (`slot`):
+// another block would be overwritten while it is being sent.
+Status CheckOwnBlock(const CollectiveRequest& request, int slot) {
+  const size_t elem = DTypeSize(request.dtype);
+  const auto* send = static_cast<const char*>(request.send);
+  const auto* recv = static_cast<const char*>(request.recv);
+  const char* own = recv + static_cast<size_t>(slot) * request.count * elem;
+  if (send != nullptr && send != own && send >= recv &&
+      send < recv + request.recv_count * elem) {
+    return InvalidArgument("all_gather: the input is a block of the output, but not this "
+                           "peer's own");
+  }
+  return Status::Ok();
+}
+
+// What the bound ring makes of the request: the algorithm's options, or why the request
+// does not fit this ring (sizes for another world, a root or `order` outside the group,
+// the root's buffer missing, an all-gather's input inside another peer's block).
 Status Shape(const CollectiveRequest& request, const RingBinding& bound,
              algo::RingCollectiveOptions* options) {
   const size_t world = static_cast<size_t>(bound.world);
@@ -65,6 +81,8 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
   }
   options->dtype = request.dtype;
   options->op = request.op;
+  options->send = request.send;
+  options->recv = request.recv;
   options->rank = bound.rank;
   options->world = bound.world;
   options->segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
@@ -111,10 +129,14 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
     case CollectiveKind::kAllGather:
       options->count = request.count;
       want_recv = request.count * world;
+      PCCL_RETURN_IF_ERROR(CheckOwnBlock(request, options->slot_of[bound.rank]));
       break;
     case CollectiveKind::kGather:
       options->count = request.count;
       want_recv = is_root ? request.count * world : request.recv_count;  // others: unused
+      if (is_root && request.recv == nullptr && request.recv_count > 0) {
+        return InvalidArgument("gather: the root needs an output buffer");
+      }
       break;
     case CollectiveKind::kReduceScatter:
       PCCL_RETURN_IF_ERROR(blocks_of(request.count, "input"));
@@ -123,6 +145,9 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
     case CollectiveKind::kScatter:
       options->count = request.recv_count;
       want_recv = request.recv_count;
+      if (is_root && request.send == nullptr && request.count > 0) {
+        return InvalidArgument("scatter: the root needs an input buffer");
+      }
       if (is_root && request.count != request.recv_count * world) {
         return InvalidArgument("scatter in a group of " + std::to_string(world) +
                                " needs an input of " +
@@ -183,8 +208,8 @@ Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
     return InvalidArgument(std::string(what) +
                            " runs in the default mode only: no reduce mode, no quantization");
   }
-  // A gather's `recv` and a scatter's `send` may be null off the root (checked once the
-  // root's position is known: Shape()).
+  // A gather's `recv` and a scatter's `send` may be null off the root (Shape() checks the
+  // root's, once it knows which peer that is).
   const bool needs_send = request.kind != CollectiveKind::kScatter;
   const bool needs_recv = request.kind != CollectiveKind::kGather;
   if ((request.count > 0 && request.send == nullptr && needs_send) ||
@@ -230,28 +255,6 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
   algo::RingCollectiveOptions options;
   Status local = Shape(request, bound, &options);
-  const size_t elem = DTypeSize(request.dtype);
-  if (local.ok() && request.kind == CollectiveKind::kAllGather && request.send != nullptr) {
-    const char* own = static_cast<const char*>(request.recv) +
-                      static_cast<size_t>(options.slot_of[bound.rank]) * request.count * elem;
-    const auto* send = static_cast<const char*>(request.send);
-    if (send != own && send >= static_cast<const char*>(request.recv) &&
-        send < static_cast<const char*>(request.recv) + request.recv_count * elem) {
-      local = InvalidArgument("all_gather: the input is a block of the output, but not this "
-                              "peer's own");
-    }
-  }
-  if (local.ok()) {  // the root's buffers of a gather or scatter
-    const bool root = options.root == bound.rank;
-    if (request.kind == CollectiveKind::kGather && root && request.recv == nullptr &&
-        request.recv_count > 0) {
-      local = InvalidArgument("gather: the root needs an output buffer");
-    }
-    if (request.kind == CollectiveKind::kScatter && root && request.send == nullptr &&
-        request.count > 0) {
-      local = InvalidArgument("scatter: the root needs an input buffer");
-    }
-  }
   if (!local.ok()) {  // nothing sent; the verdict tells the others
     proto::Verdict verdict;
     return Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict);
@@ -259,15 +262,13 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   std::shared_ptr<link::RingOp> op;
   PCCL_RETURN_IF_ERROR(bound.links->OpenOp(bound.key, descriptor_hash, deadline, &op));
 
-  const bool receives_broadcast = request.kind == CollectiveKind::kBroadcast &&
-                                  bound.ring[bound.rank] != request.root &&
-                                  request.restore_input;
-  const size_t bytes = request.recv_count * elem;
-  BufferPool::Lease backup = buffers_.Acquire(receives_broadcast ? bytes : 0);
-  if (receives_broadcast && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
+  // A receiver of a broadcast that must give its buffer back if the verdict fails.
+  const bool restores = request.kind == CollectiveKind::kBroadcast &&
+                        options.root != bound.rank && request.restore_input;
+  const size_t bytes = request.recv_count * DTypeSize(request.dtype);
+  BufferPool::Lease backup = buffers_.Acquire(restores ? bytes : 0);
+  if (restores && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
   BufferPool::Lease scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
-  options.send = request.send;
-  options.recv = request.recv;
   options.scratch = scratch.data();
 
   const TimePoint started = Clock::now();
@@ -301,7 +302,7 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   Status concluded = Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict,
                               stats.tx_bytes, Clock::now() - started);
   if (!concluded.ok()) {
-    if (receives_broadcast && bytes > 0) std::memcpy(request.recv, backup.data(), bytes);
+    if (restores && bytes > 0) std::memcpy(request.recv, backup.data(), bytes);
     return concluded;
   }
   info->local_world_size = static_cast<uint32_t>(bound.world);
