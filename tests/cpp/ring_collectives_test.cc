@@ -119,18 +119,33 @@ struct Peer {
   RingCollectiveStats stats;
 };
 
-// Runs `algorithm` on `world` peers at once; `options(rank)` gives each its options
-// (buffers included); each peer's stats land in `peers`.
-void RunRing(int world, Algorithm algorithm,
-             const std::function<RingCollectiveOptions(int)>& options,
-             std::vector<Peer>* peers) {
+RingCollectiveOptions Base(int rank, int world, size_t count) {
+  RingCollectiveOptions o;
+  o.rank = rank;
+  o.world = world;
+  o.count = count;
+  o.segment_bytes = 2 * sizeof(float);  // two elements per segment
+  return o;
+}
+
+// Runs `algorithm` on `world` peers at once, each on its own buffers in `peers` (`in_place`:
+// send is recv, as for a broadcast), with `count`, `slot_of` and `root` in every peer's
+// options; each peer's stats land in `peers`.
+void RunRing(int world, Algorithm algorithm, size_t count, const std::vector<int>& slot_of,
+             int root, bool in_place, std::vector<Peer>* peers) {
   std::vector<MemoryChannel> channels(world);
   for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
-      Status st = algorithm(options(r), channels[r], Deadline::In(std::chrono::seconds(20)),
-                            &(*peers)[r].stats);
+      Peer& peer = (*peers)[r];
+      RingCollectiveOptions o = Base(r, world, count);
+      o.root = root;
+      o.slot_of = slot_of;
+      o.recv = peer.recv.data();
+      o.send = in_place ? o.recv : peer.send.data();
+      o.scratch = peer.scratch.data();
+      Status st = algorithm(o, channels[r], Deadline::In(std::chrono::seconds(20)), &peer.stats);
       EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
     });
   }
@@ -160,14 +175,6 @@ std::vector<int> Reversed(int world) {
   return slots;
 }
 
-RingCollectiveOptions Base(int rank, int world, size_t count) {
-  RingCollectiveOptions o;
-  o.rank = rank;
-  o.world = world;
-  o.count = count;
-  o.segment_bytes = 2 * sizeof(float);  // two elements per segment
-  return o;
-}
 
 class RingCollectivesTest : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
 
@@ -178,12 +185,7 @@ TEST_P(RingCollectivesTest, BroadcastFromEveryRoot) {
     for (int r = 0; r < world; ++r) {
       peers[r].recv = r == root ? Blocks(r, 1, count) : std::vector<float>(count, -1.0f);
     }
-    RunRing(world, RingBroadcast, [&](int r) {
-      auto o = Base(r, world, count);
-      o.root = root;
-      o.send = o.recv = peers[r].recv.data();
-      return o;
-    }, &peers);
+    RunRing(world, RingBroadcast, count, {}, root, true, &peers);
     for (int r = 0; r < world; ++r) {
       for (size_t i = 0; i < count; ++i) ASSERT_EQ(peers[r].recv[i], Value(root, 0, i));
       const bool last = (r + 1) % world == root;  // the root's predecessor keeps it
@@ -200,13 +202,7 @@ TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
     peers[r].send = Blocks(r, 1, count);
     peers[r].recv.assign(count * world, -1.0f);
   }
-  RunRing(world, RingAllGather, [&](int r) {
-    auto o = Base(r, world, count);
-    o.slot_of = slot_of;
-    o.send = peers[r].send.data();
-    o.recv = peers[r].recv.data();
-    return o;
-  }, &peers);
+  RunRing(world, RingAllGather, count, slot_of, 0, false, &peers);
   for (int r = 0; r < world; ++r) {
     for (int p = 0; p < world; ++p) {
       for (size_t i = 0; i < count; ++i) {
@@ -222,14 +218,7 @@ TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
     rs[r].recv.assign(count, -1.0f);
     rs[r].scratch = Scratch(ReduceScatterScratchBytes(DType::kFloat32, count, world));
   }
-  RunRing(world, RingReduceScatter, [&](int r) {
-    auto o = Base(r, world, count);
-    o.slot_of = slot_of;
-    o.send = rs[r].send.data();
-    o.recv = rs[r].recv.data();
-    o.scratch = rs[r].scratch.data();
-    return o;
-  }, &rs);
+  RunRing(world, RingReduceScatter, count, slot_of, 0, false, &rs);
   for (int r = 0; r < world; ++r) {
     for (size_t i = 0; i < count; ++i) {
       float sum = 0;
@@ -251,15 +240,7 @@ TEST_P(RingCollectivesTest, GatherAndScatterFromEveryRoot) {
       peers[r].recv.assign(r == root ? count * world : 0, -1.0f);
       peers[r].scratch = Scratch(GatherScratchBytes(DType::kFloat32, count, world));
     }
-    RunRing(world, RingGather, [&](int r) {
-      auto o = Base(r, world, count);
-      o.root = root;
-      o.slot_of = slot_of;
-      o.send = peers[r].send.data();
-      o.recv = peers[r].recv.data();
-      o.scratch = peers[r].scratch.data();
-      return o;
-    }, &peers);
+    RunRing(world, RingGather, count, slot_of, root, false, &peers);
     for (int p = 0; p < world; ++p) {
       for (size_t i = 0; i < count; ++i) {
         ASSERT_EQ(peers[root].recv[slot_of[p] * count + i], Value(p, 0, i)) << root;
@@ -274,15 +255,7 @@ TEST_P(RingCollectivesTest, GatherAndScatterFromEveryRoot) {
       sc[r].recv.assign(count, -1.0f);
       sc[r].scratch = Scratch(GatherScratchBytes(DType::kFloat32, count, world));
     }
-    RunRing(world, RingScatter, [&](int r) {
-      auto o = Base(r, world, count);
-      o.root = root;
-      o.slot_of = slot_of;
-      o.send = sc[r].send.data();
-      o.recv = sc[r].recv.data();
-      o.scratch = sc[r].scratch.data();
-      return o;
-    }, &sc);
+    RunRing(world, RingScatter, count, slot_of, root, false, &sc);
     for (int r = 0; r < world; ++r) {
       for (size_t i = 0; i < count; ++i) ASSERT_EQ(sc[r].recv[i], Value(root, slot_of[r], i));
       const int hops = (r - root + world) % world;  // the blocks for those beyond it
@@ -301,14 +274,7 @@ TEST_P(RingCollectivesTest, AllToAll) {
     peers[r].recv.assign(count * world, -1.0f);
     peers[r].scratch = Scratch(AllToAllScratchBytes(DType::kFloat32, count, world));
   }
-  RunRing(world, RingAllToAll, [&](int r) {
-    auto o = Base(r, world, count);
-    o.slot_of = slot_of;
-    o.send = peers[r].send.data();
-    o.recv = peers[r].recv.data();
-    o.scratch = peers[r].scratch.data();
-    return o;
-  }, &peers);
+  RunRing(world, RingAllToAll, count, slot_of, 0, false, &peers);
   for (int r = 0; r < world; ++r) {
     for (int p = 0; p < world; ++p) {  // block slot_of[p] came from p: p's block for r
       for (size_t i = 0; i < count; ++i) {
