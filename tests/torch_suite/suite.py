@@ -16,6 +16,9 @@ import tempfile
 os.environ.setdefault("BACKEND", "pccl")
 os.environ.setdefault("WORLD_SIZE", "3")
 os.environ.setdefault("TEMP_DIR", tempfile.mkdtemp(prefix="pccl-torch-suite-"))
+# torch's run_tests writes JUnit XML through `xmlrunner` (not installed) whenever CI is
+# set, as CI services do; the suite's verdict is its exit status, so run it as locally.
+os.environ.pop("CI", None)
 
 if os.environ["BACKEND"] == "pccl":
     import pccl.torch  # noqa: F401 - registers the "pccl" backend in every rank
