@@ -46,6 +46,7 @@ struct PyAllReduceRequest {
   uint64_t root = 0;
   std::vector<uint64_t> order;
   bool restore_input = true;
+  uint64_t peer = 0;  // send/recv: the other end
 };
 
 comm::CollectiveRequest MakeRequest(const PyAllReduceRequest& r) {
@@ -53,6 +54,7 @@ comm::CollectiveRequest MakeRequest(const PyAllReduceRequest& r) {
   request.kind = r.kind;
   request.recv_count = r.kind == comm::CollectiveKind::kAllReduce ? r.count : r.recv_count;
   request.root = r.root;
+  request.peer = r.peer;
   request.order = r.order;
   request.restore_input = r.restore_input;
   request.send = reinterpret_cast<const void*>(r.send);
@@ -95,23 +97,25 @@ void BindCommunicator(py::module_& m) {
       .def(py::init([](uintptr_t send, uintptr_t recv, size_t count, DType dtype,
                        kernels::ReduceOp op, uint64_t tag, kernels::QuantAlgorithm quant_algorithm,
                        DType quant_dtype, uint32_t mode, int kind, size_t recv_count,
-                       uint64_t root, std::vector<uint64_t> order, bool restore_input) {
-             if (kind < 0 || kind > static_cast<int>(comm::CollectiveKind::kAllToAll)) {
+                       uint64_t root, std::vector<uint64_t> order, bool restore_input,
+                       uint64_t peer) {
+             if (kind < 0 || kind > static_cast<int>(comm::CollectiveKind::kRecv)) {
                throw py::value_error("unknown collective kind " + std::to_string(kind));
              }
              return PyAllReduceRequest{static_cast<comm::CollectiveKind>(kind),
                                        send, recv, count, dtype, op, tag, quant_algorithm,
                                        quant_dtype, /*modulus=*/0, mode, recv_count, root,
-                                       std::move(order), restore_input};
+                                       std::move(order), restore_input, peer};
            }),
            py::kw_only(), py::arg("send"), py::arg("recv"), py::arg("count"), py::arg("dtype"),
            py::arg("op"), py::arg("tag") = 0,
            py::arg("quant_algorithm") = kernels::QuantAlgorithm::kNone,
            py::arg("quant_dtype") = DType::kUint8, py::arg("mode") = 0,
            // comm::CollectiveKind: 0 all-reduce, 1 broadcast, 2 all-gather, 3 reduce-scatter,
-           // 4 gather, 5 scatter, 6 all-to-all
+           // 4 gather, 5 scatter, 6 all-to-all, 7 send, 8 recv
            py::arg("kind") = 0, py::arg("recv_count") = 0, py::arg("root") = 0,
-           py::arg("order") = std::vector<uint64_t>{}, py::arg("restore_input") = true)
+           py::arg("order") = std::vector<uint64_t>{}, py::arg("restore_input") = true,
+           py::arg("peer") = 0)
       .def_readonly("count", &PyAllReduceRequest::count)
       .def_readonly("tag", &PyAllReduceRequest::tag);
 

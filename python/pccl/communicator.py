@@ -70,6 +70,8 @@ class _Kind(IntEnum):
     GATHER = 4
     SCATTER = 5
     ALL_TO_ALL = 6
+    SEND = 7
+    RECV = 8
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -126,8 +128,8 @@ class LinkStats(NamedTuple):
 
 class OperationStats(NamedTuple):
     """One kind of operation in `Communicator.stats()` ("all_reduce", "broadcast",
-    "all_gather", "reduce_scatter", "gather", "scatter", "all_to_all", "sync_shared_state",
-    "update_topology", "optimize_topology"): calls that succeeded and failed, their total
+    "all_gather", "reduce_scatter", "gather", "scatter", "all_to_all", "send", "recv",
+    "sync_shared_state", "update_topology", "optimize_topology"): calls that succeeded and failed, their total
     and longest duration in seconds, and a latency histogram as (upper bound in seconds,
     calls) pairs (non-cumulative; the last bound is effectively infinite)."""
 
@@ -593,6 +595,59 @@ class Communicator:
         """all_to_all() started in the background (see broadcast_async)."""
         return self._ring_collective(_Kind.ALL_TO_ALL, send, recv, order=order, tag=tag,
                                      timeout=timeout)
+
+    def send(self, data: Any, to: int, *, tag: int = 0,
+             timeout: float | None = None) -> ReduceInfo:
+        """Sends `data` to the peer `to` (a peer id of this group), which receives it with
+        recv(out, source=<this peer's id>) of the same size and dtype. The n-th send to a
+        peer with a tag meets that peer's n-th recv from this one with that tag.
+
+        Synchronous: returns once the receiver has the data, and both ends get the same
+        outcome (the master's verdict for the two of them). The bytes travel over links
+        of their own between the two (striped over the connection pool), not around the
+        ring. Two peers that send to each other before receiving must use send_async and
+        recv_async.
+
+        Raises:
+            InvalidUsageError: `to` is not another member of the group, or the two ends
+                disagree on size or dtype (both ends raise it).
+            PeerLostError, PCCLTimeoutError: the transfer failed; `data` is intact and
+                both ends may retry.
+        """
+        return self.send_async(data, to, tag=tag, timeout=timeout).result()
+
+    def send_async(self, data: Any, to: int, *, tag: int = 0,
+                   timeout: float | None = None) -> AsyncReduceHandle:
+        """send() started in the background; keep `data` untouched until it finishes."""
+        return self._pair(_Kind.SEND, data, to, tag=tag, timeout=timeout)
+
+    def recv(self, out: Any, source: int, *, tag: int = 0,
+             timeout: float | None = None) -> ReduceInfo:
+        """Receives into `out` what the peer `source` sends with send(data, to=<this
+        peer's id>) (see send()). On failure `out` may hold part of the data."""
+        return self.recv_async(out, source, tag=tag, timeout=timeout).result()
+
+    def recv_async(self, out: Any, source: int, *, tag: int = 0,
+                   timeout: float | None = None) -> AsyncReduceHandle:
+        """recv() started in the background; leave `out` alone until it finishes."""
+        return self._pair(_Kind.RECV, out, source, tag=tag, timeout=timeout)
+
+    def _pair(self, kind: _Kind, tensor: Any, peer: int, *, tag: int,
+              timeout: float | None) -> AsyncReduceHandle:
+        """Starts a send or recv on a worker."""
+        self._check_open()
+        sending = kind is _Kind.SEND
+        b = as_buffer(tensor, "data" if sending else "out", writable=not sending)
+        name = "to" if sending else "source"
+        if isinstance(peer, bool) or not isinstance(peer, int) or not 0 < peer < 2**64:
+            raise ValueError(f"{name} must be a peer id, got {peer!r}")
+        request = _core.AllReduceRequest(
+            send=b.ptr if sending else 0, recv=0 if sending else b.ptr, count=b.count,
+            dtype=_core.DataType(b.dtype), op=_core.ReduceOp(enum_arg(ReduceOp, ReduceOp.SUM, "op")),
+            tag=_tag(tag),
+            kind=int(kind), recv_count=b.count, peer=peer)
+        work = self._core.all_reduce_async(request, _timeout(timeout))
+        return AsyncReduceHandle(work, (tensor,))
 
     def _ring_collective(self, kind: _Kind, send: Any, recv: Any, *, tag: int,
                          timeout: float | None, op: Any = ReduceOp.SUM, root: int = 0,

@@ -159,7 +159,8 @@ TEST(WireTest, DataHeaderRoundTrip) {
 // --- The wire format, pinned ------------------------------------------------------------------
 // One sample of every message with every field set, and its bytes as the hand-written encoder
 // wrote them before the field-list codec existed (hex captured from that encoder; version 2
-// added the public keys of Hello and Member, and the handshake): a change here is a
+// added the public keys of Hello and Member, and the handshake; version 4 the two ends of
+// a send/recv in OpKey, and PairHello): a change here is a
 // protocol change and needs a new net::kProtocolVersion. Each sample also
 // round-trips (re-encoding what was decoded gives the same bytes, so no field is dropped),
 // and every strict prefix and one trailing byte are refused with the message's name.
@@ -192,7 +193,7 @@ void ExpectWire(const M& sample, const std::string& name, const std::string& gol
   EXPECT_EQ(st.message(), name + ": 1 unexpected trailing bytes");
 }
 
-const OpKey kSampleKey{0x0102030405060708, 9, 0x0a0b, 0x0c0d};
+const OpKey kSampleKey{0x0102030405060708, 9, 0x0a0b, 0x0c0d, 0x11, 0x12};
 
 TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(HelloOf(0x01020304, 8080, "peer.example", ""), "Hello",
@@ -228,11 +229,13 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(PendingQuery{12, 0}, "QueryPending", "0c0000000000000000");
   ExpectWire(PendingReply{13, 1}, "PendingReply", "0d0000000000000001");
   ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6, "rep", 0x1000, 0x20}, "OpDone",
-             "0807060504030201090000000b0a0000000000000d0c00000000000001efcdab000000000009"
+             "0807060504030201090000000b0a0000000000000d0c000000000000"
+             "11000000000000001200000000000000" "01efcdab000000000009"
              "00000074696d6564206f757406000000" "03000000726570" "0010000000000000" "20000000");
   ExpectWire(Heartbeat{0x1234}, "Heartbeat", "34120000");
   ExpectWire(Verdict{kSampleKey, 0, "late", 4, 1, "ch", "r"}, "Verdict",
-             "0807060504030201090000000b0a0000000000000d0c00000000000000040000006c61746504"
+             "0807060504030201090000000b0a0000000000000d0c000000000000"
+             "11000000000000001200000000000000" "00040000006c61746504"
              "00000001" "020000006368" "0100000072");
   ExpectWire(ErrorMessage{10, "kicked"}, "Error", "0a000000060000006b69636b6564");
   ExpectWire(P2PHello{17, 18, 19, 3}, "P2PHello",
@@ -318,10 +321,10 @@ TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
             "QueryPending: field 'joint' must be 0 or 1, got 2");
   EXPECT_EQ(DecodeError<PendingReply>(WithByte(Encode(PendingReply{1, 1}), 8, 3)),
             "PendingReply: field 'pending' must be 0 or 1, got 3");
-  // The ok byte follows the 28-byte OpKey.
-  EXPECT_EQ(DecodeError<OpDone>(WithByte(Encode(OpDone{kSampleKey, 1, 2, "", 0, "", 0, 0}), 28, 2)),
+  // The ok byte follows the 44-byte OpKey.
+  EXPECT_EQ(DecodeError<OpDone>(WithByte(Encode(OpDone{kSampleKey, 1, 2, "", 0, "", 0, 0}), 44, 2)),
             "OpDone: field 'ok' must be 0 or 1, got 2");
-  EXPECT_EQ(DecodeError<Verdict>(WithByte(Encode(Verdict{kSampleKey, 1, "", 0, 0, "", ""}), 28, 255)),
+  EXPECT_EQ(DecodeError<Verdict>(WithByte(Encode(Verdict{kSampleKey, 1, "", 0, 0, "", ""}), 44, 255)),
             "Verdict: field 'ok' must be 0 or 1, got 255");
   EXPECT_EQ(DecodeError<P2PWelcome>(WithByte(Encode(P2PWelcome{1, "x"}), 0, 2)),
             "P2PWelcome: field 'ok' must be 0 or 1, got 2");

@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 MAGIC = 0x4C434350
-VERSION = 3
+VERSION = 4
 HEADER = struct.Struct("<IHHQ")
 HEADER_BYTES = HEADER.size  # 16
 MAX_CONTROL_PAYLOAD = 1 << 20
@@ -47,6 +47,7 @@ class Kind(enum.IntEnum):
     STATE_HELLO = 44
     PROBE_HELLO = 47
     DIAL_BACK = 50
+    PAIR_HELLO = 51
     RELAY_PARK = 70
     RELAY_DIAL = 71
     RELAY_READY = 72
@@ -83,8 +84,10 @@ def string(s: str | bytes) -> bytes:
     return struct.pack("<I", len(b)) + b
 
 
-def op_key(epoch: int, peer_group: int, tag: int, seq: int) -> bytes:
-    return struct.pack("<QIQQ", epoch, peer_group, tag, seq)
+def op_key(epoch: int, peer_group: int, tag: int, seq: int, from_peer: int = 0,
+           to_peer: int = 0) -> bytes:
+    """OpKey; from_peer and to_peer name a send/recv's two ends (0, 0: a collective)."""
+    return struct.pack("<QIQQQQ", epoch, peer_group, tag, seq, from_peer, to_peer)
 
 
 # --- encoders (peer -> master) ------------------------------------------------------------
@@ -129,7 +132,7 @@ def pending_query(seq: int, joint: bool = True) -> bytes:
     return struct.pack("<QB", seq, int(joint))
 
 
-def op_done(key: tuple[int, int, int, int], ok: bool, descriptor_hash: int = 0,
+def op_done(key: tuple[int, ...], ok: bool, descriptor_hash: int = 0,
             reason: str = "", code: int = 0, report: bytes = b"", tx_bytes: int = 0,
             duration_us: int = 0) -> bytes:
     return (op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
@@ -165,8 +168,10 @@ class _Reader:
     def string(self) -> str:
         return self.raw().decode()
 
-    def key(self) -> tuple[int, int, int, int]:
-        return self.take("QIQQ")
+    def key(self) -> tuple[int, ...]:
+        """(epoch, peer_group, tag, seq), plus (from_peer, to_peer) for a send/recv."""
+        key = self.take("QIQQQQ")
+        return key if key[4] or key[5] else key[:4]
 
     def done(self) -> None:
         if self.pos != len(self.data):

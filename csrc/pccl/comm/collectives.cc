@@ -28,6 +28,8 @@ OpKind StatsKind(const CollectiveRequest& request) {
     case CollectiveKind::kGather: return OpKind::kGather;
     case CollectiveKind::kScatter: return OpKind::kScatter;
     case CollectiveKind::kAllToAll: return OpKind::kAllToAll;
+    case CollectiveKind::kSend: return OpKind::kSend;
+    case CollectiveKind::kRecv: return OpKind::kRecv;
   }
   return OpKind::kAllReduce;
 }
@@ -38,9 +40,12 @@ OpKind StatsKind(const CollectiveRequest& request) {
 uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t segment_bytes) {
   uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4 + 1 + 8 + 8 + 8];
   // A gather's output and a scatter's input exist on the root only: what all share is the
-  // block (the gather's `count`, the scatter's `recv_count`).
+  // block (the gather's `count`, the scatter's `recv_count`). A send and its recv share
+  // the count and dtype: both hash as a send, with no peer.
   const bool gather = request.kind == CollectiveKind::kGather;
   const bool scatter = request.kind == CollectiveKind::kScatter;
+  const bool pair =
+      request.kind == CollectiveKind::kSend || request.kind == CollectiveKind::kRecv;
   net::PutU64(bytes, scatter ? 0 : request.count);
   bytes[8] = static_cast<uint8_t>(request.dtype);
   bytes[9] = static_cast<uint8_t>(request.op);
@@ -50,7 +55,7 @@ uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t se
   net::PutU64(bytes + 20, request.quant.block_size);
   net::PutU32(bytes + 28, request.modulus);
   net::PutU32(bytes + 32, request.mode);
-  bytes[36] = static_cast<uint8_t>(request.kind);
+  bytes[36] = static_cast<uint8_t>(pair ? CollectiveKind::kSend : request.kind);
   net::PutU64(bytes + 37, gather ? 0 : request.recv_count);
   net::PutU64(bytes + 45, request.root);
   net::PutU64(bytes + 53, request.order.empty()
@@ -124,6 +129,9 @@ bool AsyncCollective::done() {
 
 Status Collectives::Bind(const CollectiveRequest& request, Deadline deadline,
                          RingBinding* bound) {
+  if (request.kind == CollectiveKind::kSend || request.kind == CollectiveKind::kRecv) {
+    return BindPair(request, deadline, bound);
+  }
   if (request.kind != CollectiveKind::kAllReduce) {
     PCCL_RETURN_IF_ERROR(CheckRingCollective(request));
     return session_.BindRing(request.tag, deadline, bound, StepsOf(request));
@@ -161,6 +169,7 @@ Status Collectives::Bind(const CollectiveRequest& request, Deadline deadline,
 
 Status Collectives::Run(const CollectiveRequest& request, const RingBinding& bound,
                         Deadline deadline, ReduceInfo* info) {
+  if (bound.key.pair()) return ExecutePair(request, bound, deadline, info);
   if (request.kind != CollectiveKind::kAllReduce) {
     return ExecuteRing(request, bound, deadline, info);
   }

@@ -1,7 +1,8 @@
 // Collectives: the operations a peer runs with its group over the ring its Session
 // keeps: the all-reduce (ring, quantized ring, or exact: exact_allreduce.cc) and the ring
-// broadcast, all-gather and reduce-scatter (ring_collectives.cc), blocking or on a worker
-// of a pool.
+// broadcast, all-gather, reduce-scatter, gather, scatter and all-to-all
+// (ring_collectives.cc), and send/recv between two members over their pair's links
+// (point_to_point.cc), blocking or on a worker of a pool.
 //
 // A collective, step by step: bind it to the current ring (Session::BindRing: the OpKey of
 // ring epoch, group, tag and the tag's next sequence number); run the algorithm
@@ -44,6 +45,8 @@ enum class CollectiveKind : uint8_t {
   kGather = 4,         // `count` elements from each peer into `world` blocks on `root`
   kScatter = 5,        // `world` blocks of `root`'s `send`, one to each peer's `recv`
   kAllToAll = 6,       // block b of every peer's `send` to the peer of block b
+  kSend = 7,           // `count` elements of `send` to the member `peer` (its kRecv)
+  kRecv = 8,           // `count` elements from the member `peer` (its kSend) into `recv`
 };
 const char* CollectiveKindName(CollectiveKind kind);
 
@@ -61,6 +64,8 @@ struct CollectiveRequest {
   size_t recv_count = 0;
   // Broadcast, gather, scatter: the peer id of the root.
   uint64_t root = 0;
+  // Send, recv: the peer id of the other end.
+  uint64_t peer = 0;
   // The collectives with blocks: the peer ids of the ring in block order (every peer must
   // pass the same list). Empty: ascending peer id.
   std::vector<uint64_t> order;
@@ -161,6 +166,11 @@ class Collectives {
   // before anything is sent, and the rest of it.
   static Status CheckRingCollective(const CollectiveRequest& request);
   Status ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
+                     Deadline deadline, ReduceInfo* info);
+  // point_to_point.cc: a send or recv, checked and bound (Session::BindPair), then run
+  // over the pair's links and concluded by the two ends' verdict.
+  Status BindPair(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);
+  Status ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
   // What every peer of `request` must agree on (hashed into every frame and report).
   static uint64_t DescriptorHash(const CollectiveRequest& request, size_t segment_bytes);

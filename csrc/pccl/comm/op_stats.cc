@@ -17,6 +17,8 @@ const char* OpKindName(OpKind kind) {
     case OpKind::kGather: return "gather";
     case OpKind::kScatter: return "scatter";
     case OpKind::kAllToAll: return "all_to_all";
+    case OpKind::kSend: return "send";
+    case OpKind::kRecv: return "recv";
   }
   return "?";
 }

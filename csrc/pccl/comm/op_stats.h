@@ -26,8 +26,10 @@ enum class OpKind : int {
   kGather = 7,
   kScatter = 8,
   kAllToAll = 9,
+  kSend = 10,
+  kRecv = 11,
 };
-inline constexpr int kNumOpKinds = 10;
+inline constexpr int kNumOpKinds = 12;
 const char* OpKindName(OpKind kind);
 
 // Upper bounds, in seconds, of the latency histogram's buckets (the last is +inf).

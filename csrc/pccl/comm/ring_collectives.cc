@@ -160,7 +160,9 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
       PCCL_RETURN_IF_ERROR(blocks_of(request.count, "input"));
       break;
     case CollectiveKind::kAllReduce:
-      return Internal("ExecuteRing runs no all-reduce");
+    case CollectiveKind::kSend:
+    case CollectiveKind::kRecv:
+      return Internal("ExecuteRing runs no all-reduce or send/recv");
   }
   if (request.recv_count != want_recv) {
     return InvalidArgument(std::string(what) + " in a group of " + std::to_string(world) +
@@ -197,6 +199,8 @@ const char* CollectiveKindName(CollectiveKind kind) {
     case CollectiveKind::kGather: return "gather";
     case CollectiveKind::kScatter: return "scatter";
     case CollectiveKind::kAllToAll: return "all_to_all";
+    case CollectiveKind::kSend: return "send";
+    case CollectiveKind::kRecv: return "recv";
   }
   return "?";
 }
@@ -244,7 +248,9 @@ Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
       if (overlap) return InvalidArgument(std::string(what) + ": send and recv overlap");
       break;
     case CollectiveKind::kAllReduce:
-      return Internal("CheckRingCollective checks no all-reduce");
+    case CollectiveKind::kSend:
+    case CollectiveKind::kRecv:
+      return Internal("CheckRingCollective checks no all-reduce or send/recv");
   }
   return Status::Ok();
 }
@@ -293,7 +299,9 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
       local = algo::RingAllToAll(options, *op, deadline, &stats);
       break;
     case CollectiveKind::kAllReduce:
-      local = Internal("ExecuteRing runs no all-reduce");
+    case CollectiveKind::kSend:
+    case CollectiveKind::kRecv:
+      local = Internal("ExecuteRing runs no all-reduce or send/recv");
       break;
   }
   bound.links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers

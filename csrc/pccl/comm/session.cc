@@ -58,6 +58,10 @@ Status Session::Connect(Deadline deadline) {
     routes_.NoteIncoming(hello.from_peer_id, hello.route);
     incoming_.Deposit(hello, std::move(socket));
   });
+  listener_.Handle(link::Purpose::kPair, [this](const link::Hello& hello, net::Socket socket) {
+    routes_.NoteIncoming(hello.from_peer_id, hello.route);
+    pair_incoming_.Deposit(hello, std::move(socket));
+  });
   listener_.Handle(link::Purpose::kState, [this](const link::Hello&, net::Socket socket) {
     state_server_.Serve(std::move(socket));
   });
@@ -213,6 +217,7 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
     if (!complete) continue;
 
     std::shared_ptr<RingLinks> old;
+    if (!same_ring) DropPairs(Status(StatusCode::kAborted, "topology changed"));
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_.load()) {  // Close() ran meanwhile (the topology watcher applies too)
@@ -223,6 +228,7 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
         old = std::move(links_);
         links_ = std::move(links);
         next_seq_.clear();  // a new ring epoch: OpKeys start over
+        pair_counts_.clear();
       }
       ring_epoch_ = ring_epoch;
       rank_ = rank;
@@ -520,14 +526,22 @@ void Session::OnTopologyChange(const proto::Topology& topology) {
 
 void Session::OnVerdict(const proto::Verdict& verdict) {
   if (verdict.ok) return;
+  StatusCode code = verdict.code != 0 ? static_cast<StatusCode>(verdict.code) : StatusCode::kAborted;
+  Status why(code, verdict.reason);
+  if (verdict.key.epoch == UINT64_MAX) DropPairs(why);  // the master is gone
   std::shared_ptr<RingLinks> links;
   {
     std::lock_guard<std::mutex> lock(mu_);
     links = links_;
+    if (verdict.key.pair()) {  // a send/recv: on its pair's links
+      const uint64_t self = peer_id_.load();
+      auto it = pairs_.find(verdict.key.from_peer == self ? verdict.key.to_peer
+                                                          : verdict.key.from_peer);
+      // Read without the pair's lock: its builder sets it under mu_ too (ConnectPair).
+      links = it == pairs_.end() ? nullptr : it->second->links;
+    }
   }
   if (!links) return;
-  StatusCode code = verdict.code != 0 ? static_cast<StatusCode>(verdict.code) : StatusCode::kAborted;
-  Status why(code, verdict.reason);
   if (verdict.key.epoch == UINT64_MAX) {
     links->Break(why);  // the master is gone
   } else if (verdict.ring_replaced && links->epoch() == verdict.key.epoch) {
@@ -557,25 +571,23 @@ int Session::collectives_in_flight() {
   return in_flight_;
 }
 
-Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps) {
+Status Session::AwaitRing(Deadline deadline, const char* caller, uint64_t pair_peer,
+                          const std::function<proto::OpKey()>& first_key, uint32_t steps) {
   if (closed_.load()) return FailedPrecondition("communicator is closed");
-  RefreshViewOnReturn refresh{this};
   // While the run resumes after a lost master, wait for it: then bind to the new ring.
-  PCCL_RETURN_IF_ERROR(AwaitMaster(deadline, "all_reduce()"));
-  // The key this collective takes on the ring of the moment; the others may have failed
-  // that very operation already (see TakeEarlyVerdict below).
-  proto::OpKey first_key;
+  PCCL_RETURN_IF_ERROR(AwaitMaster(deadline, caller));
+  // The key this call takes on the ring of the moment; the others may have failed that
+  // very operation already (see TakeEarlyVerdict below).
+  proto::OpKey key;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = next_seq_.find(tag);
-    first_key = proto::OpKey{ring_epoch_, options_.peer_group, tag,
-                             it == next_seq_.end() ? 0 : it->second};
+    key = first_key();
   }
   // If the ring broke (a neighbour died) and this is the retry, the master replaces the
   // topology as soon as it notices, which may be a moment after this peer did: wait for
   // that rather than failing again at once on the broken links. Another collective of
   // this peer, or the topology watcher, may apply the new topology meanwhile, so look
-  // again every few ms.
+  // again every few ms. A broken pair link (send/recv) is repaired the same way.
   bool broken = false;
   while (true) {
     std::shared_ptr<RingLinks> current;
@@ -583,11 +595,14 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint
       std::lock_guard<std::mutex> lock(mu_);
       current = links_;
     }
+    if (!current || current->broken_status().ok()) {
+      current = pair_peer != 0 ? BrokenPairLinks(pair_peer) : nullptr;
+    }
     broken = current && !current->broken_status().ok();
     if (!broken || master_.Has(Kind::kTopology)) break;
     if (deadline.expired()) {
       return Status(StatusCode::kDeadlineExceeded,
-                    "the ring links of epoch " + std::to_string(current->epoch()) +
+                    "the links of epoch " + std::to_string(current->epoch()) +
                         " are broken (" + current->broken_status().message() +
                         ") and the master sent no new topology in time");
     }
@@ -597,15 +612,25 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint
   // The others may have failed this very operation already (its links broke under them
   // before this peer started it): then it fails here too, so that every peer sees the same
   // outcome for it and their next calls line up.
-  PCCL_RETURN_IF_ERROR(TakeEarlyVerdict(first_key, steps));
+  PCCL_RETURN_IF_ERROR(TakeEarlyVerdict(key, steps));
   if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
     // The master changed this group's ring (a peer left or joined): run on the new one.
     // A topology that keeps this ring (a change in another group) is left to the topology
     // watcher, and this collective runs on the links it has.
     std::unique_lock<std::timed_mutex> control;
-    PCCL_RETURN_IF_ERROR(LockControl(deadline, "all_reduce()", &control));
+    PCCL_RETURN_IF_ERROR(LockControl(deadline, caller, &control));
     PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   }
+  return Status::Ok();
+}
+
+Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps) {
+  RefreshViewOnReturn refresh{this};
+  PCCL_RETURN_IF_ERROR(AwaitRing(deadline, "all_reduce()", 0, [&] {
+    auto it = next_seq_.find(tag);
+    return proto::OpKey{ring_epoch_, options_.peer_group, tag,
+                        it == next_seq_.end() ? 0 : it->second};
+  }, steps));
 
   proto::OpKey key;
   std::shared_ptr<RingLinks> links;
@@ -639,7 +664,13 @@ Status Session::TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps) {
   if (!master_.TakeVerdict(key, &verdict)) return Status::Ok();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) next_seq_[key.tag] += steps;
+    if (ring_epoch_ == key.epoch && key.pair()) {
+      if (PairKeyLocked(key.from_peer, key.to_peer, key.tag) == key) {
+        ++pair_counts_[{key.from_peer, key.to_peer, key.tag}];
+      }
+    } else if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) {
+      next_seq_[key.tag] += steps;
+    }
   }
   if (verdict.ok) return Status::Ok();  // cannot happen: an ok verdict needs this peer's report
   return VerdictFailure(verdict);
@@ -708,8 +739,10 @@ void Session::Close() {
   }
   if (links) links->Break(Status(StatusCode::kAborted, "communicator closed"));
   links.reset();
+  DropPairs(Status(StatusCode::kAborted, "communicator closed"));
   parker_.Stop();
   incoming_.Close();
+  pair_incoming_.Close();
   listener_.Close();
   (void)state_server_.Withdraw();
   probe_server_.Close();

@@ -28,6 +28,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "pccl/comm/master_client.h"
@@ -130,6 +131,19 @@ class Session {
   // master's replacement (or the deadline); a ring change the master pushed is applied
   // first. TooFewPeers alone.
   Status BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps = 1);
+  // --- for send/recv (comm/point_to_point.cc, session_pairs.cc) ---------------------------
+  // Binds a send to (`sending`) or a recv from member `peer_id` of this peer's group with
+  // `tag` to the group's current ring epoch and takes the next key of that direction
+  // (OpKey names the two ends). out->links stays null: ConnectPair gives the pair's links.
+  // InvalidArgument if `peer_id` is not another member of the group.
+  Status BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline deadline,
+                  RingBinding* out);
+  // The links between this peer and `peer_id` for `key`'s ring epoch: dialled by the first
+  // call that needs them (each end dials its own pool to the other), kept until the ring
+  // changes. Aborted if the ring changed since the bind.
+  Status ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline deadline,
+                     std::shared_ptr<link::RingLinks>* out);
+
   // Reports a finished collective to the master and waits for its group's verdict, past
   // `deadline` if need be (every peer must apply the same verdict; see the .cc).
   Status AwaitVerdict(const proto::OpDone& done, Deadline deadline, proto::Verdict* verdict);
@@ -197,6 +211,20 @@ class Session {
   Status SyncSharedStateOnce(const SharedStateSyncRequest& request, Deadline deadline,
                              SharedStateSyncInfo* info);
 
+  // What every bind does before it takes its key: waits for the master if the run
+  // resumes, waits for a new topology if the group's links (or the links to `pair_peer`,
+  // if not 0) are broken, fails if the master already failed the key `first_key()`
+  // (called under mu_) would get, and applies a ring change the master pushed.
+  Status AwaitRing(Deadline deadline, const char* caller, uint64_t pair_peer,
+                   const std::function<proto::OpKey()>& first_key, uint32_t steps);
+  // The key the next send/recv from `from` to `to` with `tag` gets (session_pairs.cc).
+  proto::OpKey PairKeyLocked(uint64_t from, uint64_t to, uint64_t tag);  // under mu_
+  // The links to `peer_id` if they are built and broken (so a retry waits for the ring's
+  // replacement), else null.
+  std::shared_ptr<link::RingLinks> BrokenPairLinks(uint64_t peer_id);
+  // Breaks every pair's links and forgets them (a new ring epoch, Close).
+  void DropPairs(const Status& why);
+
   Status WaitForIdle(Deadline deadline, const char* caller);
   // Takes control_mu_ by `deadline` (DeadlineExceeded naming `caller` otherwise).
   Status LockControl(Deadline deadline, const char* caller,
@@ -229,6 +257,7 @@ class Session {
   MasterClient master_;
   link::Listener listener_;
   link::IncomingPool incoming_;
+  link::IncomingPool pair_incoming_;  // pair links' connections (send/recv)
   link::StateServer state_server_;  // serves this peer's shared state while a sync runs
   link::ProbeServer probe_server_;  // answers other peers' bandwidth probes
   link::Credentials credentials_;   // set by Connect, read-only after
@@ -264,6 +293,15 @@ class Session {
   int rank_ PCCL_GUARDED_BY(mu_) = 0;
   int group_world_ PCCL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, uint64_t> next_seq_ PCCL_GUARDED_BY(mu_);  // per tag, in this epoch
+  // Send/recv: the pairs' links of this ring epoch, by the other end's id. A pair's links
+  // are built under its `mu` by the first call that needs them; later calls wait for it.
+  struct PairLinks {
+    std::timed_mutex mu;
+    std::shared_ptr<link::RingLinks> links;  // null until built
+  };
+  std::map<uint64_t, std::shared_ptr<PairLinks>> pairs_ PCCL_GUARDED_BY(mu_);
+  // Transfers taken per (from, to, tag) in this ring epoch.
+  std::map<std::tuple<uint64_t, uint64_t, uint64_t>, uint64_t> pair_counts_ PCCL_GUARDED_BY(mu_);
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
   // optimize_topology()'s probes: bytes per second measured towards each peer.
   std::map<uint64_t, uint64_t> measured_rates_ PCCL_GUARDED_BY(mu_);

@@ -57,7 +57,7 @@ namespace {
 
 Status SendPlainHello(net::Socket& socket, const Hello& hello, Deadline deadline) {
   std::string payload;
-  if (hello.purpose == Purpose::kRing) {
+  if (hello.purpose == Purpose::kRing || hello.purpose == Purpose::kPair) {
     payload = proto::Encode(
         proto::P2PHello{hello.epoch, hello.from_peer_id, hello.to_peer_id, hello.slot});
   } else {
@@ -127,10 +127,12 @@ namespace {
 
 Status DecodePlainHello(const net::FrameHeader& header, const std::string& payload, Hello* out) {
   switch (static_cast<Kind>(header.kind)) {
-    case Kind::kP2PHello: {
+    case Kind::kP2PHello:
+    case Kind::kPairHello: {  // the same fields
       proto::P2PHello hello;
       PCCL_RETURN_IF_ERROR(proto::Decode(payload, &hello));
-      *out = Hello{Purpose::kRing, hello.from_peer_id, hello.to_peer_id, hello.epoch, hello.slot};
+      *out = Hello{static_cast<Purpose>(header.kind), hello.from_peer_id, hello.to_peer_id,
+                   hello.epoch, hello.slot};
       return Status::Ok();
     }
     case Kind::kStateHello:

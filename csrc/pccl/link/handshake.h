@@ -37,11 +37,14 @@
 
 namespace pccl::link {
 
-// What a connection is for. `epoch` and `slot` only mean something for ring links.
+// What a connection is for. `epoch` and `slot` only mean something for ring and pair links.
 enum class Purpose : uint16_t {
   kRing = static_cast<uint16_t>(proto::Kind::kP2PHello),
   kState = static_cast<uint16_t>(proto::Kind::kStateHello),
   kProbe = static_cast<uint16_t>(proto::Kind::kProbeHello),
+  // A pair link for send/recv (comm/point_to_point.cc): a ring link of two, with its own
+  // pool of incoming connections.
+  kPair = static_cast<uint16_t>(proto::Kind::kPairHello),
   // The master checking that this peer accepts connections (master/dial_back.h): nothing
   // follows, and the listener closes the connection quietly.
   kDialBack = static_cast<uint16_t>(proto::Kind::kDialBack),

@@ -88,8 +88,9 @@ void Listener::RunHandshake(Handshake* handshake) {
         if (!handlers_.count(h.purpose)) {
           return FailedPrecondition(std::string(PurposeName(h.purpose)) + " is not served here");
         }
-        if (h.purpose == Purpose::kRing && h.slot >= kMaxPoolSize) {
-          return InvalidArgument("ring link slot " + std::to_string(h.slot) + ", at most " +
+        if ((h.purpose == Purpose::kRing || h.purpose == Purpose::kPair) &&
+            h.slot >= kMaxPoolSize) {
+          return InvalidArgument("link slot " + std::to_string(h.slot) + ", at most " +
                                  std::to_string(kMaxPoolSize) + " connections per link");
         }
         return Status::Ok();

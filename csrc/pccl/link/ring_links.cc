@@ -25,12 +25,13 @@ constexpr uint64_t kEarlyBudgetBytes = uint64_t{256} << 20;
 }  // namespace
 
 RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev,
-                     uint32_t pool_size, FaultHandler on_fault)
+                     uint32_t pool_size, FaultHandler on_fault, Purpose purpose)
     : epoch_(epoch),
       self_id_(self_id),
       next_(std::move(next)),
       prev_(std::move(prev)),
       pool_size_(pool_size),
+      purpose_(purpose),
       early_budget_(std::make_shared<EarlyBudget>(kEarlyBudgetBytes)),
       on_fault_(std::move(on_fault)) {}
 
@@ -54,7 +55,7 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
   std::vector<std::thread> dialers;
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     dialers.emplace_back([&, slot] {
-      Hello hello{Purpose::kRing, self_id_, next_.peer_id, epoch_, slot};
+      Hello hello{purpose_, self_id_, next_.peer_id, epoch_, slot};
       statuses[slot] =
           DialPeer(routes, next_.endpoint, hello, credentials, deadline, &dialed[slot]);
     });

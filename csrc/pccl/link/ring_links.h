@@ -54,8 +54,10 @@ class RingLinks {
   // not be built), as opposed to Break() by their owner; runs on the failing thread.
   using FaultHandler = std::function<void(uint64_t peer_id, const Status& why)>;
 
+  // `purpose` kPair: the links of a pair (next == prev), dialled with PairHello and taken
+  // from the pair links' own IncomingPool (comm/point_to_point.cc).
   RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev, uint32_t pool_size,
-            FaultHandler on_fault = nullptr);
+            FaultHandler on_fault = nullptr, Purpose purpose = Purpose::kRing);
   ~RingLinks();
   RingLinks(const RingLinks&) = delete;
   RingLinks& operator=(const RingLinks&) = delete;
@@ -134,6 +136,7 @@ class RingLinks {
   const LinkPeer next_;
   const LinkPeer prev_;
   const uint32_t pool_size_;
+  const Purpose purpose_;
   // Room for segments that come before their operation starts here (link/ring_op.h).
   const std::shared_ptr<EarlyBudget> early_budget_;
   std::vector<std::unique_ptr<Sender>> senders_;

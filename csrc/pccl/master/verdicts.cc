@@ -21,6 +21,11 @@ namespace pccl::master {
 // member leaving fails its group's undecided collectives at once, naming it. A report
 // that carries an older ring epoch is answered to its sender alone, saying why the ring
 // changed.
+//
+// A send/recv (a key that names its two ends) is decided the same way between its two
+// ends only: the verdict goes to both once both reported ok with equal hashes, or as soon
+// as one failed. It takes part in no admission vote (Decided counts collectives only);
+// a ring change or a member leaving fails it like the group's collectives.
 
 namespace {
 
@@ -53,6 +58,18 @@ std::string ConcatenateReports(const auto& state) {
   return out;
 }
 
+// Who takes part in `key`: the group's members, or a send/recv's two ends that are still
+// members of the group.
+std::vector<ConnId> Participants(const proto::OpKey& key, const Roster& roster) {
+  std::vector<ConnId> members = roster.GroupMembers(key.peer_group);
+  if (!key.pair()) return members;
+  std::erase_if(members, [&](ConnId c) {
+    const uint64_t id = roster.at(c).peer_id;
+    return id != key.from_peer && id != key.to_peer;
+  });
+  return members;
+}
+
 }  // namespace
 
 void Verdicts::DecidedSeqs::Add(uint64_t seq) {
@@ -80,6 +97,23 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   auto answer_sender = [&](const proto::Verdict& v) {
     step.SendTo(peer.conn, proto::Kind::kVerdict, proto::Encode(v));
   };
+  if (key.pair()) {
+    if (key.from_peer == key.to_peer ||
+        (peer.peer_id != key.from_peer && peer.peer_id != key.to_peer)) {
+      step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() +
+                                 ", which is not between itself and another peer");
+      return false;
+    }
+    const uint64_t other = peer.peer_id == key.from_peer ? key.to_peer : key.from_peer;
+    const Peer* q = roster.FindId(other);
+    if (q == nullptr || q->role != Role::kMember || q->peer_group != key.peer_group) {
+      answer_sender(Failure(key,
+                            "peer " + std::to_string(other) + " is not a member of group " +
+                                std::to_string(key.peer_group),
+                            StatusCode::kInvalidArgument, /*ring_replaced=*/false));
+      return false;
+    }
+  }
   if (key.epoch != roster.RingEpoch(key.peer_group)) {
     answer_sender(Failure(key,
                           "the ring changed while " + key.ToString() + " ran (now epoch " +
@@ -133,7 +167,7 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
     }
   }
   state.reports.emplace_back(peer.conn, report);
-  for (ConnId m : roster.GroupMembers(key.peer_group)) {
+  for (ConnId m : Participants(key, roster)) {
     bool reported = std::any_of(state.reports.begin(), state.reports.end(),
                                 [m](const auto& r) { return r.first == m; });
     if (!reported) return false;
@@ -205,7 +239,7 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
   }
   std::string payload = proto::Encode(verdict);
   verdict.reports.clear();  // a late reporter gets the verdict without them (bounded memory)
-  for (ConnId m : roster.GroupMembers(key.peer_group)) {
+  for (ConnId m : Participants(key, roster)) {
     step.SendTo(m, proto::Kind::kVerdict, payload);
   }
   if (open != open_ops_.end()) {
@@ -214,7 +248,7 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
     open_ops_.erase(open);
   }
   if (key.epoch != roster.RingEpoch(key.peer_group)) return;
-  decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);
+  if (!key.pair()) decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);
   decided_[key] = std::move(verdict);
   decided_order_.push_back(key);
   while (decided_order_.size() > options_.max_decided_ops) {

@@ -96,7 +96,8 @@ class Verdicts {
     void Add(uint64_t seq);
   };
 
-  // Sends verdict `ok` for op `key` to every member of key.peer_group and stores it.
+  // Sends verdict `ok` for op `key` to every member of key.peer_group (a send/recv: to its
+  // two ends) and stores it.
   // `code`: the StatusCode every peer raises on failure (Aborted: retry after the topology
   // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
   // `ring_replaced`: a failure because the group's ring is being replaced (also said of

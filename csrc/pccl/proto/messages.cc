@@ -29,6 +29,7 @@ const char* KindName(uint16_t kind) {
     case Kind::kReachabilityQuery: return "ReachabilityQuery";
     case Kind::kReachability: return "Reachability";
     case Kind::kDialBack: return "DialBack";
+    case Kind::kPairHello: return "PairHello";
     case Kind::kRelayPark: return "RelayPark";
     case Kind::kRelayDial: return "RelayDial";
     case Kind::kRelayReady: return "RelayReady";
@@ -57,10 +58,16 @@ const char* KindName(uint16_t kind) {
 }
 
 bool OpKey::operator<(const OpKey& o) const {
-  return std::tie(epoch, peer_group, tag, seq) < std::tie(o.epoch, o.peer_group, o.tag, o.seq);
+  return std::tie(epoch, peer_group, tag, seq, from_peer, to_peer) <
+         std::tie(o.epoch, o.peer_group, o.tag, o.seq, o.from_peer, o.to_peer);
 }
 
 std::string OpKey::ToString() const {
+  if (pair()) {
+    return "send/recv(epoch " + std::to_string(epoch) + ", group " + std::to_string(peer_group) +
+           ", peer " + std::to_string(from_peer) + " to peer " + std::to_string(to_peer) +
+           ", tag " + std::to_string(tag) + ", #" + std::to_string(seq / 2) + ")";
+  }
   return "op(epoch " + std::to_string(epoch) + ", group " + std::to_string(peer_group) +
          ", tag " + std::to_string(tag) + ", seq " + std::to_string(seq) + ")";
 }
@@ -125,8 +132,9 @@ Status ExactLength(const std::string& value, size_t length, const char* field) {
 Status GreetingIsWellFormed(const Greeting& m) {
   const auto purpose = static_cast<Kind>(m.purpose);
   if (purpose != Kind::kHello && purpose != Kind::kP2PHello && purpose != Kind::kStateHello &&
-      purpose != Kind::kProbeHello) {
-    return InvalidArgument("field 'purpose' must be Hello, P2PHello, StateHello or ProbeHello, got " +
+      purpose != Kind::kProbeHello && purpose != Kind::kPairHello) {
+    return InvalidArgument("field 'purpose' must be Hello, P2PHello, StateHello, ProbeHello or "
+                           "PairHello, got " +
                            std::to_string(m.purpose));
   }
   if (m.transport > 1) {
@@ -174,6 +182,8 @@ constexpr std::tuple kOpKey{
     U32("peer_group", &OpKey::peer_group),
     U64("tag", &OpKey::tag),
     U64("seq", &OpKey::seq),
+    U64("from_peer", &OpKey::from_peer),
+    U64("to_peer", &OpKey::to_peer),
 };
 // A bandwidth target; a Topology member also carries its ring epoch.
 Status ReachabilityIsKnown(const Member& m) {

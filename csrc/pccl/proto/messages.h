@@ -65,6 +65,9 @@
 // Peer -> peer (ring links, one TCP connection per pool slot):
 //   connector: P2PHello (epoch, from, to, slot)   acceptor: P2PWelcome (ok, reason)
 //   then Data frames: a 40-byte DataHeader, then the payload bytes of one segment.
+// Peer -> peer (pair links for send/recv, comm/point_to_point.cc): the same, opening with
+//   PairHello (P2PHello's fields; epoch is the group's ring epoch); each end dials a pool to
+//   the other, so both directions stripe like a ring of two.
 // Peer -> peer (shared state; a receiver opens several connections to every source):
 //   receiver: StateHello (from, to)         source: P2PWelcome (ok, reason)
 //   receiver: StateRequest (key, hash,      source: StateData frame whose payload is exactly
@@ -125,6 +128,7 @@ enum class Kind : uint16_t {
   kProbeData = 48,
   kProbeResult = 49,
   kDialBack = 50,
+  kPairHello = 51,
   // Relay connections (master/relay.h), the first frames on the relay's own port.
   kRelayPark = 70,
   kRelayDial = 71,
@@ -257,12 +261,19 @@ struct PendingReply {
 };
 
 // Identifies one collective across peers: the topology epoch, the peer group, the user's
-// tag and the per-tag sequence number within the epoch.
+// tag and the per-tag sequence number within the epoch. A send/recv between two members
+// also names its sender and receiver (both 0 for a collective of the whole group); its
+// seq counts the transfers from that sender to that receiver with that tag, times two,
+// plus one when the sender's id is the larger, so that the two directions of a pair never
+// share a key on the pair's links.
 struct OpKey {
   uint64_t epoch = 0;
   uint32_t peer_group = 0;
   uint64_t tag = 0;
   uint64_t seq = 0;
+  uint64_t from_peer = 0;
+  uint64_t to_peer = 0;
+  bool pair() const { return from_peer != 0 || to_peer != 0; }
   bool operator==(const OpKey&) const = default;
   bool operator<(const OpKey& o) const;
   std::string ToString() const;

@@ -1,0 +1,30 @@
+// Send and receive: one buffer from one peer to another, over a pair's channel.
+//
+// The buffer travels as segments of at most `segment_bytes`, step 0 and segment i for the
+// i-th, so the channel stripes them over every connection of the pair's pool and the
+// receiver's links land each straight in the receive buffer (or hold it aside until the
+// receive starts there). The sender is done once every segment is handed to the kernel;
+// whether the transfer counts is the master's verdict (comm/point_to_point.cc).
+//
+// Thread-safety: each function runs on the calling thread; its buffer belongs to the
+// caller until it returns.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pccl/common/clock.h"
+#include "pccl/common/status.h"
+#include "pccl/link/channel.h"
+
+namespace pccl::algo {
+
+// Segments a transfer of `bytes` takes (0 for an empty one).
+size_t TransferSegments(size_t bytes, size_t segment_bytes);
+
+Status SendBuffer(link::RingChannel& channel, const void* data, size_t bytes,
+                  size_t segment_bytes, Deadline deadline);
+Status ReceiveBuffer(link::RingChannel& channel, void* data, size_t bytes,
+                     size_t segment_bytes, Deadline deadline);
+
+}  // namespace pccl::algo

@@ -1,0 +1,79 @@
+// Send and recv between two members of a group, with a collective's guarantees.
+//
+// The story of one transfer: the sender calls send(to = B), the receiver recv(from = A),
+// each on its own schedule. Each binds its call to the group's ring epoch and takes the
+// next key of the direction A -> B with that tag (Session::BindPair); the n-th send of A
+// to B meets the n-th recv of B from A. Each then gets the pair's links (dialled on the
+// first transfer between the two, session_pairs.cc) and runs its half (algo/
+// point_to_point.h): the sender hands its segments to the pool's connections, the
+// receiver's links land them straight in the receive buffer. Then both report to the
+// master, which decides for the two of them alone (master/verdicts.cc): success once both
+// reported it, failure as soon as one failed (a mismatched count or dtype, a deadline, a
+// lost link) or left. So both ends see the same outcome, a failed transfer can be retried
+// by both, and the send buffer is never written. A failed recv's buffer may hold part of
+// the data.
+//
+// A send is therefore synchronous: it returns once the receiver has the data (or the
+// transfer failed), like MPI's Ssend. Two peers that each send to the other before they
+// receive need the async calls (or torch's batch_isend_irecv), as with NCCL.
+#include <cstring>
+#include <string>
+
+#include "pccl/algo/point_to_point.h"
+#include "pccl/comm/collectives.h"
+#include "pccl/common/params.h"
+
+namespace pccl::comm {
+namespace {
+
+// How long a failed transfer may take to let go of its buffer before its links are cut.
+constexpr auto kAbortGrace = std::chrono::milliseconds(500);
+
+}  // namespace
+
+Status Collectives::BindPair(const CollectiveRequest& request, Deadline deadline,
+                             RingBinding* bound) {
+  const bool sending = request.kind == CollectiveKind::kSend;
+  const char* what = sending ? "send" : "recv";
+  if (request.mode != 0 || request.modulus != 0 ||
+      request.quant.algorithm != kernels::QuantAlgorithm::kNone) {
+    return InvalidArgument(std::string(what) +
+                           " moves the buffer as it is: no reduce mode, no quantization");
+  }
+  if (request.count > 0 && (sending ? request.send == nullptr : request.recv == nullptr)) {
+    return InvalidArgument(std::string("null buffer for a ") + what + " of " +
+                           std::to_string(request.count) + " elements");
+  }
+  if (request.peer == 0) return InvalidArgument(std::string(what) + " needs the other peer's id");
+  return session_.BindPair(request.peer, request.tag, sending, deadline, bound);
+}
+
+Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
+                                Deadline deadline, ReduceInfo* info) {
+  const bool sending = request.kind == CollectiveKind::kSend;
+  const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
+  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
+  const size_t bytes = request.count * DTypeSize(request.dtype);
+  const TimePoint started = Clock::now();
+  std::shared_ptr<link::RingLinks> links;
+  Status local = session_.ConnectPair(bound.key, request.peer, deadline, &links);
+  if (local.ok()) {
+    std::shared_ptr<link::RingOp> op;
+    local = links->OpenOp(bound.key, descriptor_hash, deadline, &op);
+    if (local.ok()) {
+      local = sending ? algo::SendBuffer(*op, request.send, bytes, segment_bytes, deadline)
+                      : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline);
+      links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffer
+    }
+  }
+  const uint64_t moved = local.ok() ? bytes : 0;
+  proto::Verdict verdict;
+  PCCL_RETURN_IF_ERROR(Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict,
+                                sending ? moved : 0, Clock::now() - started));
+  info->local_world_size = static_cast<uint32_t>(bound.world);
+  info->tx_bytes = sending ? moved : 0;
+  info->rx_bytes = sending ? 0 : moved;
+  return Status::Ok();
+}
+
+}  // namespace pccl::comm

@@ -1,0 +1,152 @@
+// The session's pair links: what send/recv (comm/point_to_point.cc) runs on.
+//
+// A send/recv moves bytes between two members of a group that need not be ring
+// neighbours, so it gets links of its own: a ring of two (link/ring_links.h with next ==
+// prev == the other member), whose connections open with PairHello and wait in their own
+// incoming pool. Each end dials its pool to the other when it first needs the pair, so
+// both directions stripe over a full pool. The links belong to the group's ring epoch:
+// a new ring drops them (DropPairs) and the next send/recv dials again. A pair link that
+// breaks after it was built is reported to the master like a ring link (LinkBroken), and
+// the master re-dials the group as a new ring epoch; a retry waits for it (AwaitRing).
+//
+// Keys: a send/recv's OpKey names its sender and receiver; its seq counts the transfers
+// in that direction with that tag in this ring epoch, times two, plus one when the sender
+// has the larger id, so the two directions never share an operation on the pair's links
+// (which tell operations apart by tag and seq). Each end counts its own calls: the
+// sender's n-th send to a peer with a tag meets that peer's n-th recv from it with that
+// tag, as in torch and MPI.
+#include <algorithm>
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "pccl/comm/session.h"
+
+namespace pccl::comm {
+
+using link::LinkPeer;
+using link::RingLinks;
+
+proto::OpKey Session::PairKeyLocked(uint64_t from, uint64_t to, uint64_t tag) {
+  auto it = pair_counts_.find({from, to, tag});
+  const uint64_t taken = it == pair_counts_.end() ? 0 : it->second;
+  return proto::OpKey{ring_epoch_, options_.peer_group, tag, 2 * taken + (from > to ? 1 : 0),
+                      from, to};
+}
+
+Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline deadline,
+                         RingBinding* out) {
+  RefreshViewOnReturn refresh{this};
+  const uint64_t self = peer_id_.load();
+  const uint64_t from = sending ? self : peer_id;
+  const uint64_t to = sending ? peer_id : self;
+  const char* caller = sending ? "send()" : "recv()";
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!connected_) return FailedPrecondition("call connect() first");
+  }
+  if (peer_id == self) {
+    return InvalidArgument(std::string(caller) + " names this peer (" + std::to_string(self) +
+                           ") as the other end");
+  }
+  PCCL_RETURN_IF_ERROR(
+      AwaitRing(deadline, caller, peer_id, [&] { return PairKeyLocked(from, to, tag); }, 1));
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> ring;
+  for (const auto& m : topology_.members) {
+    if (m.peer_group == options_.peer_group) ring.push_back(m.peer_id);
+  }
+  if (std::find(ring.begin(), ring.end(), peer_id) == ring.end()) {
+    std::string members;
+    for (uint64_t id : ring) members += (members.empty() ? "" : ", ") + std::to_string(id);
+    return InvalidArgument(std::string(caller) + ": peer " + std::to_string(peer_id) +
+                           " is not a member of group " + std::to_string(options_.peer_group) +
+                           " (its members: " + members + ")");
+  }
+  proto::OpKey key = PairKeyLocked(from, to, tag);
+  ++pair_counts_[{from, to, tag}];
+  *out = RingBinding{key, nullptr, sending ? 0 : 1, 2, {from, to}};
+  return Status::Ok();
+}
+
+Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline deadline,
+                            std::shared_ptr<RingLinks>* out) {
+  std::shared_ptr<PairLinks> pair;
+  LinkPeer other{peer_id, {}};
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ring_epoch_ != key.epoch) {
+      return Status(StatusCode::kAborted, "the ring changed (now epoch " +
+                                              std::to_string(ring_epoch_) + ") before " +
+                                              key.ToString() + " started; retry");
+    }
+    for (const auto& m : topology_.members) {
+      if (m.peer_id == peer_id) other.endpoint = {m.host, m.port};
+    }
+    std::shared_ptr<PairLinks>& slot = pairs_[peer_id];
+    if (!slot) slot = std::make_shared<PairLinks>();
+    pair = slot;
+  }
+  // One builder per pair; the others wait for its outcome (or their deadline).
+  std::unique_lock<std::timed_mutex> building(pair->mu, std::defer_lock);
+  if (!building.try_lock_until(deadline.when())) {
+    return Status(StatusCode::kDeadlineExceeded,
+                  "timed out waiting for the links to peer " + std::to_string(peer_id));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pair->links) {
+      *out = pair->links;
+      return Status::Ok();  // built (if broken since, the op fails on them and says why)
+    }
+  }
+  // Only a break after the links were built is a link fault worth a new ring: a peer that
+  // does not dial in time here is one that has not called its recv (or send) yet.
+  auto built = std::make_shared<std::atomic<bool>>(false);
+  const uint64_t ring_epoch = key.epoch;
+  auto links = std::make_shared<RingLinks>(
+      ring_epoch, peer_id_.load(), other, other, pool_size(),
+      [this, ring_epoch, built](uint64_t peer, const Status& why) {
+        if (built->load()) ReportBrokenLink(ring_epoch, peer, why);
+      },
+      link::Purpose::kPair);
+  Status st = links->Establish(pair_incoming_, credentials_, routes_, deadline, [this] {
+    return closed_.load() || RingChangePushed();
+  });
+  if (!st.ok()) {
+    return Status(st.code() == StatusCode::kUnavailable ? StatusCode::kAborted : st.code(),
+                  "connecting to peer " + std::to_string(peer_id) + " for " + key.ToString() +
+                      ": " + st.message());
+  }
+  built->store(true);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ring_epoch_ != ring_epoch || closed_.load()) {
+    links->Break(Status(StatusCode::kAborted, "topology changed"));
+    return Status(StatusCode::kAborted,
+                  "the ring changed while " + key.ToString() + " connected; retry");
+  }
+  pair->links = links;
+  *out = std::move(links);
+  return Status::Ok();
+}
+
+std::shared_ptr<RingLinks> Session::BrokenPairLinks(uint64_t peer_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pairs_.find(peer_id);
+  if (it == pairs_.end() || !it->second->links) return nullptr;
+  return it->second->links->broken_status().ok() ? nullptr : it->second->links;
+}
+
+void Session::DropPairs(const Status& why) {
+  std::vector<std::shared_ptr<RingLinks>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [peer, pair] : pairs_) {
+      if (pair->links) dropped.push_back(pair->links);
+    }
+    pairs_.clear();
+  }
+  for (auto& links : dropped) links->Break(why);
+}
+
+}  // namespace pccl::comm
