@@ -1,8 +1,10 @@
 // The ring collectives of algo/ring_collectives.h over an in-memory ring: worlds of 2 to 6,
 // blocks of a few elements cut into segments of two (many segments, deep pipelines), every
 // root and a permuted block order; results against a direct computation, and the bytes
-// each peer sends against the ring's figure.
+// each peer sends against the ring's figure. Also send/recv (algo/point_to_point.h) over
+// a pair of such channels.
 #include "pccl/algo/ring_collectives.h"
+#include "pccl/algo/point_to_point.h"
 
 #include <gtest/gtest.h>
 
@@ -311,6 +313,36 @@ TEST(RingCollectivesChecks, RefuseBadShapes) {
   o.world = 1;
   EXPECT_EQ(RingAllToAll(o, channel, Deadline::Never(), &stats).code(),
             StatusCode::kInvalidArgument);
+}
+
+// --- send/recv over a pair ----------------------------------------------------------------------
+
+TEST(PointToPointTest, EverySizeArrivesWholeAndTheSenderWaitsForTheAnswer) {
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{1001}}) {
+    MemoryChannel a, b;  // a pair: each is the other's next
+    a.next = &b;
+    b.next = &a;
+    std::vector<char> sent(bytes), got(bytes, 'x');
+    for (size_t i = 0; i < bytes; ++i) sent[i] = static_cast<char>(i * 31 + 7);
+    EXPECT_EQ(TransferSegments(bytes, 4), (bytes + 3) / 4);
+    Status sender;
+    std::thread send([&] { sender = SendBuffer(a, sent.data(), bytes, 4, Deadline::In(
+                                                   std::chrono::seconds(10))); });
+    Status receiver = ReceiveBuffer(b, got.data(), bytes, 4, Deadline::In(std::chrono::seconds(10)));
+    send.join();
+    EXPECT_TRUE(sender.ok()) << bytes << ": " << sender.ToString();
+    EXPECT_TRUE(receiver.ok()) << bytes << ": " << receiver.ToString();
+    EXPECT_EQ(got, sent) << bytes;
+  }
+}
+
+TEST(PointToPointTest, ASendNobodyReceivesEndsAtItsDeadline) {
+  MemoryChannel a, b;
+  a.next = &b;
+  b.next = &a;
+  const char data[3] = {1, 2, 3};
+  Status st = SendBuffer(a, data, sizeof(data), 4, Deadline::In(std::chrono::milliseconds(50)));
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
 }
 
 }  // namespace

@@ -304,5 +304,72 @@ TEST_F(VerdictsTest, OnRingsChangedFailsAndForgetsTheChangedGroupsOnly) {
   EXPECT_EQ(verdicts_.decided_ops(), 1u);
 }
 
+// --- send/recv: a verdict between two ends ------------------------------------------------------
+
+class PairVerdictsTest : public ::testing::Test {
+ protected:
+  // Conns 1, 2, 3 (peer ids 1001..1003) in group 0, epoch 1; conn 4 pending.
+  PairVerdictsTest() : roster_(MakeRoster({0, 0, 0}, {0})), step_(TimePoint{}) {}
+
+  bool Report(ConnId c, proto::OpKey key, bool ok = true) {
+    proto::OpDone op;
+    op.key = key;
+    op.ok = ok ? 1 : 0;
+    op.descriptor_hash = 7;
+    return verdicts_.OnOpDone(roster_.at(c), op, roster_, step_);
+  }
+
+  Roster roster_;
+  Verdicts verdicts_;
+  Step step_;
+};
+
+// A transfer from peer 1001 to peer 1003 with tag 5, the first one.
+const proto::OpKey kTransfer{1, 0, 5, 0, 1001, 1003};
+
+TEST_F(PairVerdictsTest, DecidedBetweenItsTwoEndsOnly) {
+  EXPECT_FALSE(Report(1, kTransfer));
+  EXPECT_TRUE(Report(3, kTransfer));
+  EXPECT_EQ(Recipients(step_.actions(), Kind::kVerdict), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(OneVerdict(step_.actions(), 3).ok, 1);
+  // Not a collective of the group: no admission vote waits for it.
+  EXPECT_FALSE(verdicts_.Decided(0, 5, 1));
+}
+
+TEST_F(PairVerdictsTest, AFailedEndFailsBothAtOnce) {
+  EXPECT_TRUE(Report(3, kTransfer, false));
+  EXPECT_EQ(Recipients(step_.actions(), Kind::kVerdict), (std::vector<ConnId>{1, 3}));
+  EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 0);
+}
+
+TEST_F(PairVerdictsTest, APeerThatIsNeitherEndCannotReportIt) {
+  EXPECT_FALSE(Report(2, kTransfer));
+  EXPECT_EQ(OneError(step_.actions(), 2).code,
+            static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(Recipients(step_.actions(), Kind::kVerdict).empty());
+  EXPECT_EQ(verdicts_.open_ops(), 0u);
+}
+
+TEST_F(PairVerdictsTest, AnEndThatIsNoMemberFailsItForItsReporter) {
+  for (uint64_t other : {uint64_t{5555}, uint64_t{1004}}) {  // a stranger; a pending peer
+    const proto::OpKey key{1, 0, 5, 0, 1001, other};
+    EXPECT_FALSE(Report(1, key));
+    proto::Verdict v = OneVerdict(step_.actions(), 1);
+    EXPECT_EQ(v.code, static_cast<uint32_t>(StatusCode::kInvalidArgument)) << other;
+    EXPECT_NE(v.reason.find("is not a member of group 0"), std::string::npos) << v.reason;
+    step_ = Step(TimePoint{});
+  }
+  EXPECT_EQ(verdicts_.open_ops(), 0u);
+}
+
+TEST_F(PairVerdictsTest, AnEndLeavingFailsItForTheOther) {
+  Report(1, kTransfer);
+  ASSERT_TRUE(roster_.Remove(3).has_value());
+  Step step(TimePoint{});
+  verdicts_.FailGroup(0, "peer 1003 (10.0.0.3) left", roster_, step);
+  EXPECT_EQ(Recipients(step.actions(), Kind::kVerdict), (std::vector<ConnId>{1}));
+  EXPECT_EQ(verdicts_.open_ops(), 0u);
+}
+
 }  // namespace
 }  // namespace pccl::master

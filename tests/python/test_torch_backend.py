@@ -218,8 +218,19 @@ def test_gather_scatter_and_all_to_all_match_gloo(runs: dict[str, Run]) -> None:
                            sum(data("functional", r, (5,), torch.float32) for r in range(WORLD)))
         (group_name,) = pccl_out["destroyed_subgroup_name"]
         assert isinstance(group_name, str) and group_name
-        assert pccl_out["refused/send"][:2] == ("error", "RuntimeError")
-        assert "does not support send" in pccl_out["refused/send"][2]
+
+@pytest.mark.timeout(120)
+def test_send_recv_and_batch_isend_irecv_match_gloo(runs: dict[str, Run]) -> None:
+    for rank in range(WORLD):
+        pccl_out, gloo_out = runs["pccl"][rank], runs["gloo"][rank]
+        names = outputs(runs["pccl"], "per_rank/p2p/", rank)
+        expected = 1 + (rank > 0) + (rank == WORLD - 1)  # ring; from rank 0; tagged
+        assert len(names) == expected, names
+        assert names == outputs(runs["gloo"], "per_rank/p2p/", rank)
+        for name in names:
+            assert_matches_gloo(pccl_out[name], gloo_out[name], f"rank {rank}: {name}")
+        assert pccl_out["refused/recv_anysource"][:2] == ("error", "RuntimeError")
+        assert "does not support recv from any source" in pccl_out["refused/recv_anysource"][2]
 
 
 @pytest.mark.timeout(120)

@@ -35,6 +35,10 @@ SELECTION = [
     "test_all_reduce_complex_unsupported_ops",
     "test_destroy_group",
     "test_DistributedDataParallelCPU",
+    "test_send_recv",
+    "test_send_recv_with_tag",
+    "test_isend",
+    "test_irecv",
 ]
 
 

@@ -222,8 +222,43 @@ def check_rooted_and_all_to_all(rank: int, world: int, results: Results) -> None
     sub = dist.new_group(list(range(world)))
     results["destroyed_subgroup_name"] = (dist.distributed_c10d._get_process_group_name(sub),)
     dist.destroy_process_group(sub)
-    if dist.get_backend() == "pccl":  # Gloo's send would wait for a matching recv
-        attempt(results, "refused/send", dist.send, torch.ones(2), (rank + 1) % world)
+
+
+def check_point_to_point(rank: int, world: int, results: Results) -> None:
+    """send/recv from rank 0 to every rank, a ring exchange with batch_isend_irecv, tagged
+    isend/irecv received out of send order, and a recv from any source (pccl refuses it).
+    Outputs differ per rank: named per_rank/p2p/."""
+    for dst in range(1, world):
+        name = f"per_rank/p2p/send_recv/{dst}"
+        if rank == 0:
+            dist.send(data(name, dst, (COUNT,), torch.float32), dst)
+        elif rank == dst:
+            got = torch.zeros(COUNT)
+            dist.recv(got, 0)
+            results[name] = got
+    name = "per_rank/p2p/batch_ring"
+    outgoing = data(name, rank, (5, 3), torch.int64)
+    incoming = torch.zeros(5, 3, dtype=torch.int64)
+    ops = [dist.P2POp(dist.isend, outgoing, (rank + 1) % world),
+           dist.P2POp(dist.irecv, incoming, (rank - 1) % world)]
+    for work in dist.batch_isend_irecv(ops):
+        work.wait()
+    results[name] = incoming
+    name = "per_rank/p2p/tagged"
+    if rank == 0:  # two sends to the last rank, received in the other order by tag
+        works = [dist.isend(data(f"{name}/{tag}", 0, (4,), torch.float64), world - 1, tag=tag)
+                 for tag in (1, 2)]
+        for work in works:
+            work.wait()
+    elif rank == world - 1:
+        second, first = torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+        later = dist.irecv(second, 0, tag=2)
+        dist.recv(first, 0, tag=1)
+        later.wait()
+        results[name] = torch.cat([first, second])
+    if dist.get_backend() == "pccl":  # Gloo takes a recv from any source
+        attempt(results, "refused/recv_anysource", dist.recv, torch.ones(2))
+    dist.barrier()
 
 
 def check_refused(rank: int, results: Results) -> None:
@@ -316,6 +351,7 @@ def main(argv: list[str]) -> None:
         check_async(rank, results)
         check_groups_and_objects(rank, world, results)
         check_rooted_and_all_to_all(rank, world, results)
+        check_point_to_point(rank, world, results)
         check_refused(rank, results)
         check_ddp(rank, results)
         if backend == "pccl":

@@ -1,6 +1,7 @@
 #include "pccl/algo/point_to_point.h"
 
 #include <algorithm>
+#include <string>
 
 namespace pccl::algo {
 
@@ -9,16 +10,30 @@ size_t TransferSegments(size_t bytes, size_t segment_bytes) {
   return (bytes + per - 1) / per;
 }
 
+namespace {
+
+// The receiver's answer: every segment arrived.
+constexpr uint32_t kAckStep = 1;
+constexpr uint8_t kAck = 1;
+
+}  // namespace
+
 Status SendBuffer(link::RingChannel& channel, const void* data, size_t bytes,
                   size_t segment_bytes, Deadline deadline) {
   const auto* base = static_cast<const char*>(data);
   const size_t per = std::max<size_t>(segment_bytes, 1);
   const size_t segments = TransferSegments(bytes, per);
+  uint8_t ack = 0;
+  channel.Expect(kAckStep, 0, &ack, 1);
   for (size_t i = 0; i < segments; ++i) {
     const size_t offset = i * per;
     channel.Send(0, static_cast<uint32_t>(i), base + offset, std::min(per, bytes - offset));
   }
-  return channel.WaitSends(deadline);
+  PCCL_RETURN_IF_ERROR(link::AwaitArrivalsAndSends(channel, 1, deadline));
+  if (ack != kAck) {
+    return Status(StatusCode::kDataLoss, "the receiver answered " + std::to_string(ack));
+  }
+  return Status::Ok();
 }
 
 Status ReceiveBuffer(link::RingChannel& channel, void* data, size_t bytes,
@@ -30,7 +45,10 @@ Status ReceiveBuffer(link::RingChannel& channel, void* data, size_t bytes,
     const size_t offset = i * per;
     channel.Expect(0, static_cast<uint32_t>(i), base + offset, std::min(per, bytes - offset));
   }
-  return link::AwaitArrivalsAndSends(channel, segments, deadline);
+  PCCL_RETURN_IF_ERROR(link::AwaitArrivalsAndSends(channel, segments, deadline));
+  static const uint8_t ack = kAck;
+  channel.Send(kAckStep, 0, &ack, 1);
+  return channel.WaitSends(deadline);
 }
 
 }  // namespace pccl::algo

@@ -3,8 +3,11 @@
 // The buffer travels as segments of at most `segment_bytes`, step 0 and segment i for the
 // i-th, so the channel stripes them over every connection of the pair's pool and the
 // receiver's links land each straight in the receive buffer (or hold it aside until the
-// receive starts there). The sender is done once every segment is handed to the kernel;
-// whether the transfer counts is the master's verdict (comm/point_to_point.cc).
+// receive starts there). Once every segment is in, the receiver answers with one byte
+// (step 1, segment 0), and the sender is done when that byte came: so a send whose
+// receiver does not receive in time fails at its own deadline, not only when the master
+// hears of it. Whether the transfer counts is still the master's verdict for the two
+// (comm/point_to_point.cc).
 //
 // Thread-safety: each function runs on the calling thread; its buffer belongs to the
 // caller until it returns.

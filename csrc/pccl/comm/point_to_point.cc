@@ -6,7 +6,8 @@
 // to B meets the n-th recv of B from A. Each then gets the pair's links (dialled on the
 // first transfer between the two, session_pairs.cc) and runs its half (algo/
 // point_to_point.h): the sender hands its segments to the pool's connections, the
-// receiver's links land them straight in the receive buffer. Then both report to the
+// receiver's links land them straight in the receive buffer, and the receiver answers
+// that it has them all (the sender's deadline bounds the wait). Then both report to the
 // master, which decides for the two of them alone (master/verdicts.cc): success once both
 // reported it, failure as soon as one failed (a mismatched count or dtype, a deadline, a
 // lost link) or left. So both ends see the same outcome, a failed transfer can be retried

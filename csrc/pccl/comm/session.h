@@ -134,7 +134,8 @@ class Session {
   // --- for send/recv (comm/point_to_point.cc, session_pairs.cc) ---------------------------
   // Binds a send to (`sending`) or a recv from member `peer_id` of this peer's group with
   // `tag` to the group's current ring epoch and takes the next key of that direction
-  // (OpKey names the two ends). out->links stays null: ConnectPair gives the pair's links.
+  // (OpKey names the two ends), with the group's rank, world and ring. out->links stays
+  // null: ConnectPair gives the pair's links.
   // InvalidArgument if `peer_id` is not another member of the group.
   Status BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline deadline,
                   RingBinding* out);

@@ -65,7 +65,9 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
   }
   proto::OpKey key = PairKeyLocked(from, to, tag);
   ++pair_counts_[{from, to, tag}];
-  *out = RingBinding{key, nullptr, sending ? 0 : 1, 2, {from, to}};
+  // The group's rank and world, as a collective's binding has them (callers compare the
+  // world a call ran with to the group they expect).
+  *out = RingBinding{key, nullptr, rank_, group_world_, std::move(ring)};
   return Status::Ok();
 }
 
@@ -110,9 +112,14 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
         if (built->load()) ReportBrokenLink(ring_epoch, peer, why);
       },
       link::Purpose::kPair);
-  Status st = links->Establish(pair_incoming_, credentials_, routes_, deadline, [this] {
-    return closed_.load() || RingChangePushed();
-  });
+  // Give up once the ring changes (pushed, or applied already by another call or the
+  // topology watcher): the other end then binds its call to the new ring.
+  Status st = links->Establish(pair_incoming_, credentials_, routes_, deadline,
+                               [this, ring_epoch] {
+                                 if (closed_.load() || RingChangePushed()) return true;
+                                 std::lock_guard<std::mutex> lock(mu_);
+                                 return ring_epoch_ != ring_epoch;
+                               });
   if (!st.ok()) {
     return Status(st.code() == StatusCode::kUnavailable ? StatusCode::kAborted : st.code(),
                   "connecting to peer " + std::to_string(peer_id) + " for " + key.ToString() +

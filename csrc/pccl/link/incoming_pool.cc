@@ -34,9 +34,19 @@ Status IncomingPool::Take(uint64_t epoch, uint64_t from_peer, uint32_t count, De
   for (auto it = sockets_.begin(); it != sockets_.end();) {
     it = it->first.epoch < epoch ? sockets_.erase(it) : std::next(it);
   }
+  // A connection whose dialer gave up (its links failed to build, e.g. a pair link whose
+  // other end came too late) is closed by now: drop it and wait for the dialer's next.
   auto have = [&] {
     uint32_t n = 0;
-    for (uint32_t slot = 0; slot < count; ++slot) n += sockets_.count(Key{epoch, from_peer, slot});
+    for (uint32_t slot = 0; slot < count; ++slot) {
+      auto it = sockets_.find(Key{epoch, from_peer, slot});
+      if (it == sockets_.end()) continue;
+      if (it->second.PeerClosed()) {
+        sockets_.erase(it);
+        continue;
+      }
+      ++n;
+    }
     return n;
   };
   while (!closed_ && have() < count) {

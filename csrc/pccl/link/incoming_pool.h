@@ -36,7 +36,8 @@ class IncomingPool {
 
   void Deposit(const Hello& hello, net::Socket socket);  // a ring link's hello
   // Takes `count` connections (slots 0 .. count-1) from `from_peer` for `epoch`, waiting
-  // until all are there. Connections of older epochs are dropped. Gives up with Aborted
+  // until all are there. Connections of older epochs, and those the dialer closed
+  // meanwhile, are dropped. Gives up with Aborted
   // as soon as `give_up()` (polled a few times a second) returns true.
   Status Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
               const std::function<bool()>& give_up, std::vector<net::Socket>* out);

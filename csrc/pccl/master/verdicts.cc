@@ -97,6 +97,16 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   auto answer_sender = [&](const proto::Verdict& v) {
     step.SendTo(peer.conn, proto::Kind::kVerdict, proto::Encode(v));
   };
+  if (key.epoch != roster.RingEpoch(key.peer_group)) {
+    answer_sender(Failure(key,
+                          "the ring changed while " + key.ToString() + " ran (now epoch " +
+                              std::to_string(roster.epoch()) + ": " + roster.epoch_cause() +
+                              "); retry",
+                          StatusCode::kAborted, /*ring_replaced=*/true));
+    return false;
+  }
+  // A send/recv's other end left if the ring changed since (answered above): one that is
+  // not a member of this ring never was one.
   if (key.pair()) {
     if (key.from_peer == key.to_peer ||
         (peer.peer_id != key.from_peer && peer.peer_id != key.to_peer)) {
@@ -113,14 +123,6 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
                             StatusCode::kInvalidArgument, /*ring_replaced=*/false));
       return false;
     }
-  }
-  if (key.epoch != roster.RingEpoch(key.peer_group)) {
-    answer_sender(Failure(key,
-                          "the ring changed while " + key.ToString() + " ran (now epoch " +
-                              std::to_string(roster.epoch()) + ": " + roster.epoch_cause() +
-                              "); retry",
-                          StatusCode::kAborted, /*ring_replaced=*/true));
-    return false;
   }
   if (auto it = decided_.find(key); it != decided_.end()) {
     answer_sender(it->second);

@@ -212,6 +212,17 @@ void Socket::ShutdownRead() {
   if (fd_ >= 0) ::shutdown(fd_, SHUT_RD);
 }
 
+bool Socket::PeerClosed() const {
+  if (fd_ < 0) return true;
+  struct pollfd p = {fd_, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLERR | POLLHUP)) return true;
+  if (!(p.revents & (POLLIN | POLLRDHUP))) return false;
+  char byte;
+  // Data waiting is data to read, even if a FIN follows it; 0: the FIN alone.
+  return ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 void Socket::SetBufferSizes(int64_t bytes) {
   if (bytes <= 0 || fd_ < 0) return;
   int value = static_cast<int>(bytes);

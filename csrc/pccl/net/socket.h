@@ -87,6 +87,9 @@ class Socket {
   // connection stays open for it until Close(). Safe from any thread.
   void ShutdownRead();
   void Close();
+  // Whether the other end already closed (or reset) the connection and sent nothing this
+  // end has not read; does not block.
+  bool PeerClosed() const;
 
  private:
   struct Records;  // an encrypted connection's sealer and opener, with their buffers

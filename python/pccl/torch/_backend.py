@@ -18,9 +18,14 @@ intact on failure. Each torch collective is one of them per tensor, plus local c
                      table), then a pccl all-to-all of the pieces, each padded to the
                      largest.
     barrier          a one-byte all-reduce.
+    send, recv       pccl send/recv of the tensor's bytes between the two ranks, over
+                     links of their own (isend, irecv and batch_isend_irecv too: each op
+                     is one of them). A send completes once the receiver has the data.
+                     They take torch's tag, not the group's counter, since only two ranks
+                     call them; the n-th send from a rank to another with a tag meets the
+                     n-th recv there from it with that tag.
 
-Point-to-point send and recv are refused, with a message that names them: pccl's
-collectives involve the whole group, and a send's peers do not all call.
+A recv from any source is refused, with a message that names it.
 
 Ranks must issue the same collectives in the same order (torch requires it too): each
 launch takes the next tag of the group's sequence counter, so the same call carries the
@@ -351,13 +356,13 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         return work
 
     def send(self, tensors: list[torch.Tensor], dst: int, tag: int = 0) -> PcclWork:
-        raise _unsupported("send (point-to-point)")
+        return self._point_to_point(tensors, dst, tag, sending=True)
 
     def recv(self, tensors: list[torch.Tensor], src: int, tag: int = 0) -> PcclWork:
-        raise _unsupported("recv (point-to-point)")
+        return self._point_to_point(tensors, src, tag, sending=False)
 
     def recv_anysource(self, tensors: list[torch.Tensor], tag: int = 0) -> PcclWork:
-        raise _unsupported("recv from any source (point-to-point)")
+        raise _unsupported("recv from any source (name the source rank)")
 
     def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:  # type: ignore[override]
         token = torch.zeros(1, dtype=torch.uint8)
@@ -415,6 +420,42 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         mine = torch.empty(block, dtype=send.dtype)
         return self._launch(REDUCE_SCATTER, send, mine, op), lambda: mine
 
+    def _point_to_point(self, tensors: list[torch.Tensor], peer: int, tag: int, *,
+                        sending: bool) -> PcclWork:
+        """A send of tensors[0] to rank `peer`, or a recv into it from `peer`."""
+        what = "send" if sending else "recv"
+        if len(tensors) != 1:
+            raise ValueError(f"{what} takes one tensor, got {len(tensors)}")
+        if not 0 <= peer < self._size or peer == self._rank:
+            raise ValueError(f"{what}: rank {peer} is not another rank of this group of "
+                             f"{self._size} (this is rank {self._rank})")
+        staged = HostTensor(tensors[0])
+        data = as_bytes(staged.host)
+        self._check_world()
+        peer_id = self._peer_ids[peer]
+        if sending:
+            handle = self._comm.send_async(data, peer_id, tag=tag, timeout=self._timeout_s)
+        else:
+            handle = self._comm.recv_async(data, peer_id, tag=tag, timeout=self._timeout_s)
+
+        def finish() -> list[torch.Tensor]:
+            if not sending:
+                staged.write_back()
+            return tensors
+
+        return self._submit([handle], finish)
+
+    def _check_world(self) -> None:
+        """Raises PeerLostError if a rank is already lost (pccl applies the master's new
+        topology in the background): fail now rather than run on the survivors' ring,
+        where a rank whose previous collective failed would never join this one."""
+        self._comm._refresh_attributes()
+        peers = self._comm.get_attribute(pccl.Attribute.LOCAL_WORLD_SIZE)
+        if peers != self._size:
+            raise pccl.PeerLostError(
+                f"pccl backend: the run has {peers} of the process group's {self._size} "
+                "ranks (a rank was lost); the group cannot continue")
+
     def _mode_for(self, op: pccl.ReduceOp, *, reduction: bool) -> pccl.ReduceMode:
         if reduction and op in (pccl.ReduceOp.SUM, pccl.ReduceOp.AVG):
             return self.reduce_mode
@@ -439,15 +480,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                 if send is not None and recv is not None and recv.data_ptr() != send.data_ptr():
                     recv.copy_(send)
                 return None
-            # A rank already lost (pccl applies the master's new topology in the
-            # background): fail now rather than run on the survivors' ring, where a rank
-            # whose previous collective failed would never join this one.
-            self._comm._refresh_attributes()
-            peers = self._comm.get_attribute(pccl.Attribute.LOCAL_WORLD_SIZE)
-            if peers != self._size:
-                raise pccl.PeerLostError(
-                    f"pccl backend: the run has {peers} of the process group's {self._size} "
-                    "ranks (a rank was lost); the group cannot continue")
+            self._check_world()
             timeout = self._timeout_s
             # No restore copies: a failed collective fails the group for good (torch's
             # process groups do not retry), and torch promises nothing of a failed
@@ -484,9 +517,9 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
 
 def _unsupported(what: str) -> RuntimeError:
-    return RuntimeError(f"the pccl backend does not support {what} yet; the collectives it "
+    return RuntimeError(f"the pccl backend does not support {what} yet; the operations it "
                         "has are all_reduce, reduce, broadcast, all_gather, gather, scatter, "
-                        "reduce_scatter, all_to_all and barrier")
+                        "reduce_scatter, all_to_all, barrier, send and recv")
 
 
 def _split_rows(tensor: torch.Tensor, split_sizes: list[int], world: int,

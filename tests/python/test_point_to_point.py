@@ -1,0 +1,264 @@
+"""send/recv between real peer processes on loopback.
+
+Every ordered pair of a group of three (so also the pairs that are not ring neighbours in
+that direction) moves several dtypes and sizes, checked byte for byte, with the bytes each
+end counted. Tags match the n-th send to the n-th recv of the same tag, whatever order the
+receiver posts them in. Two ends that disagree on the size both fail, and so do both ends
+of a send nobody receives in time; a bad peer fails at once; a SIGKILLed receiver fails its
+sender with the data intact, and the sender then reaches the survivor.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pccl
+import pytest
+from cluster import Cluster, notify
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+DTYPES = [np.dtype(np.float32), BF16, np.dtype(np.int64), np.dtype(np.uint8)]
+COUNTS = [0, 1, 300_007]  # 300007 is prime: a last segment of odd length
+BIG_COUNT = 16 << 20  # 64 MiB of float32
+
+
+def data(dtype: np.dtype, count: int, salt: int) -> np.ndarray:
+    values = (np.arange(count, dtype=np.int64) * 7 + salt * 13) % 17
+    return values.astype(dtype)
+
+
+# --- functions that run inside the peers ------------------------------------------------------
+
+def my_id(comm: pccl.Communicator, index: int) -> int:
+    return comm.peer_id
+
+
+def every_pair(comm: pccl.Communicator, index: int, ids: list[int], dtype_name: str,
+               count: int) -> list[tuple[int, int, bool, int]]:
+    """Every ordered pair (a, b) in turn: a sends, b receives. Per transfer this peer took
+    part in: (from, to, its buffer right, bytes it counted)."""
+    dtype = BF16 if dtype_name == "bfloat16" else np.dtype(dtype_name)
+    me = comm.peer_id
+    out = []
+    for a in ids:
+        for b in ids:
+            if a == b or me not in (a, b):
+                continue
+            salt = 10 * ids.index(a) + ids.index(b)
+            if me == a:
+                sent = data(dtype, count, salt)
+                info = comm.send(sent, b, tag=5, timeout=60)
+                out.append((a, b, bool(np.array_equal(sent, data(dtype, count, salt))),
+                            info.tx_bytes))
+            else:
+                got = np.full(count, 99, dtype)
+                info = comm.recv(got, a, tag=5, timeout=60)
+                out.append((a, b, bool(np.array_equal(got, data(dtype, count, salt))),
+                            info.rx_bytes))
+    return out
+
+
+def tagged(comm: pccl.Communicator, index: int, ids: list[int]) -> Any:
+    """Peer 0 sends (tag 1: A), (tag 2: B), (tag 1: C) and then swaps with peer 1 at once;
+    peer 1 posts the recv of tag 2 first, then the two of tag 1."""
+    other = ids[1 - index]
+    if index == 0:
+        for tag, value in ((1, 1.0), (2, 2.0), (1, 3.0)):
+            comm.send_async(np.full(8, value, np.float32), other, tag=tag, timeout=60).result()
+    else:
+        b = np.zeros(8, np.float32)
+        second = comm.recv_async(b, other, tag=2, timeout=60)
+        a, c = np.zeros(8, np.float32), np.zeros(8, np.float32)
+        comm.recv(a, other, tag=1, timeout=60)
+        comm.recv(c, other, tag=1, timeout=60)
+        second.result()
+        got = [float(a[0]), float(b[0]), float(c[0])]
+    # Both send before either receives: the async calls let the two transfers cross.
+    mine, theirs = np.full(3, index, np.int64), np.full(3, -1, np.int64)
+    sending = comm.send_async(mine, other, tag=7, timeout=60)
+    receiving = comm.recv_async(theirs, other, tag=7, timeout=60)
+    sending.result()
+    receiving.result()
+    swapped = theirs.tolist() == [1 - index] * 3
+    return (got, swapped) if index == 1 else swapped
+
+
+def mismatched(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
+    """Peer 0 sends 10 float32, peer 1 expects 12; then a transfer that agrees."""
+    other = ids[1 - index]
+    out: dict[str, Any] = {}
+    try:
+        if index == 0:
+            comm.send(np.ones(10, np.float32), other, timeout=30)
+        else:
+            comm.recv(np.zeros(12, np.float32), other, timeout=30)
+        out["first"] = "no error"
+    except pccl.PCCLError as e:
+        out["first"], out["message"] = type(e).__name__, str(e)
+    buf = np.arange(10, dtype=np.float32) if index == 0 else np.zeros(10, np.float32)
+    if index == 0:
+        comm.send(buf, other, timeout=30)
+    else:
+        comm.recv(buf, other, timeout=30)
+    out["then_right"] = bool(np.array_equal(buf, np.arange(10, dtype=np.float32)))
+    return out
+
+
+def unmatched(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
+    """Peer 0 sends with a 1 s timeout while peer 1 is busy; peer 1's recv of that transfer
+    then fails too (one verdict for both), and the next transfer works."""
+    other = ids[1 - index]
+    out: dict[str, Any] = {}
+    try:
+        if index == 0:
+            comm.send(np.ones(1000, np.float32), other, timeout=1)
+        else:
+            time.sleep(3)  # busy past the sender's timeout
+            comm.recv(np.zeros(1000, np.float32), other, timeout=30)
+        out["first"] = "no error"
+    except pccl.PCCLError as e:
+        out["first"] = type(e).__name__
+    buf = np.full(1000, 4.0, np.float32) if index == 0 else np.zeros(1000, np.float32)
+    if index == 0:
+        comm.send(buf, other, timeout=30)
+    else:
+        comm.recv(buf, other, timeout=30)
+    out["then_right"] = bool((buf == 4.0).all())
+    return out
+
+
+def bad_arguments(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, str]:
+    out = {}
+    calls = {
+        "self": lambda: comm.send(np.ones(4, np.float32), comm.peer_id),
+        "stranger": lambda: comm.recv(np.ones(4, np.float32), max(ids) + 12345),
+        "zero": lambda: comm.send(np.ones(4, np.float32), 0),
+        "bool": lambda: comm.send(np.ones(4, np.float32), True),
+        "read_only": lambda: comm.recv(np.frombuffer(b"\0" * 16, np.float32), ids[1 - index]),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            out[name] = "no error"
+        except Exception as e:  # noqa: BLE001 - recorded for the test to judge
+            out[name] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def big_send(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
+    """Peer 0 sends 64 MiB to peer 1 (killed meanwhile), then to peer 2."""
+    sent = data(np.dtype(np.float32), BIG_COUNT, 3)
+    before = sent.copy()
+    handle = comm.send_async(sent, ids[1], timeout=60)
+    notify("sending", index)
+    out: dict[str, Any] = {}
+    try:
+        handle.result()
+        out["first"] = "no error"
+    except pccl.PCCLError as e:
+        out["first"] = type(e).__name__
+    out["intact"] = bool(np.array_equal(sent, before))
+    info = comm.send(sent, ids[2], timeout=60)
+    out["world"] = info.local_world_size
+    return out
+
+
+def stalled_recv(comm: pccl.Communicator, index: int, ids: list[int]) -> None:
+    notify("receiving", index)
+    time.sleep(60)  # killed meanwhile, before it posts the recv
+
+
+def receive_big(comm: pccl.Communicator, index: int, ids: list[int]) -> tuple[bool, int]:
+    """(the data is right, attempts): a recv posted before the kill may be bound to the
+    ring the kill ends; it then fails as PeerLostError and the retry runs on the new one."""
+    got = np.zeros(BIG_COUNT, np.float32)
+    for attempt in (1, 2):
+        try:
+            comm.recv(got, ids[0], timeout=60)
+            break
+        except pccl.PeerLostError:
+            if attempt == 2:
+                raise
+    return bool(np.array_equal(got, data(np.dtype(np.float32), BIG_COUNT, 3))), attempt
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trio():
+    with Cluster(3, pool_size=2) as c:
+        c.ids = c.run(my_id)  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("count", COUNTS)
+def test_every_pair_moves_exact_bytes(trio: Cluster, dtype: np.dtype, count: int) -> None:
+    ids = trio.ids  # type: ignore[attr-defined]
+    results = trio.run(every_pair, ids, dtype.name, count)
+    for index, transfers in enumerate(results):
+        assert len(transfers) == 4, transfers  # 2 sends and 2 recvs per peer
+        for a, b, right, counted in transfers:
+            assert right, (index, a, b)
+            assert counted == count * dtype.itemsize, (index, a, b, counted)
+
+
+@pytest.mark.timeout(120)
+def test_tags_match_in_send_order_and_crossing_transfers_complete(trio: Cluster) -> None:
+    ids = trio.ids  # type: ignore[attr-defined]
+    swapped0, (got, swapped1) = trio.run(tagged, ids, peers=[0, 1])
+    assert got == [1.0, 2.0, 3.0]  # tag 1 in send order, tag 2 apart
+    assert swapped0 and swapped1
+
+
+@pytest.mark.timeout(120)
+def test_mismatched_sizes_fail_on_both_ends_then_next_transfer_works(trio: Cluster) -> None:
+    ids = trio.ids  # type: ignore[attr-defined]
+    for r in trio.run(mismatched, ids, peers=[0, 1]):
+        assert r["first"] == "InvalidUsageError", r
+        assert r["then_right"], r
+
+
+@pytest.mark.timeout(120)
+def test_unreceived_send_times_out_and_its_recv_fails_alike(trio: Cluster) -> None:
+    ids = trio.ids  # type: ignore[attr-defined]
+    sender, receiver = trio.run(unmatched, ids, peers=[0, 1])
+    assert sender["first"] == "PCCLTimeoutError", sender
+    # The receiver's recv of that transfer gets the same verdict, not a later send's data.
+    assert receiver["first"] == "PCCLTimeoutError", receiver
+    assert sender["then_right"] and receiver["then_right"]
+
+
+@pytest.mark.timeout(120)
+def test_bad_peers_and_buffers_fail_at_once(trio: Cluster) -> None:
+    ids = trio.ids  # type: ignore[attr-defined]
+    out = trio.run(bad_arguments, ids, peers=[0])[0]
+    assert out["self"].startswith("InvalidUsageError") and "this peer" in out["self"], out
+    assert out["stranger"].startswith("InvalidUsageError"), out
+    assert "not a member of group" in out["stranger"], out
+    assert out["zero"].startswith("ValueError") and out["bool"].startswith("ValueError"), out
+    assert out["read_only"] != "no error", out
+    # Nothing was bound: the next transfer between 0 and 1 lines up.
+    results = trio.run(every_pair, ids, "float32", 5)
+    assert all(right for transfers in results for _, _, right, _ in transfers)
+
+
+@pytest.mark.timeout(180)
+def test_sigkilled_receiver_fails_its_sender_with_data_intact() -> None:
+    with Cluster(3, pool_size=2) as c:
+        ids = c.run(my_id)
+        c.start(stalled_recv, ids, peers=[1])
+        assert c.events.get(timeout=60)[0] == "receiving"
+        c.start(big_send, ids, peers=[0])
+        c.start(receive_big, ids, peers=[2])
+        assert c.events.get(timeout=60)[0] == "sending"
+        c.kill(1, signal.SIGKILL)
+        sender, receiver = c.collect([0, 2], timeout=120)
+        assert sender["first"] == "PeerLostError", sender
+        assert sender["intact"] and sender["world"] == 2, sender
+        assert receiver[0], receiver
