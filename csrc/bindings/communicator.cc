@@ -82,12 +82,16 @@ class AsyncWork {
       py::gil_scoped_release release;
       st = op_->Wait(&info);
     }
+    peer_ = info.peer;
     return py::make_tuple(st.ok(), static_cast<int>(st.code()), st.message(), InfoTuple(info));
   }
   bool Done() { return op_->done(); }
+  // Send/recv, once Wait() returned success: the other end's peer id.
+  uint64_t Peer() const { return peer_; }
 
  private:
   std::unique_ptr<comm::AsyncCollective> op_;
+  uint64_t peer_ = 0;
 };
 
 }  // namespace
@@ -132,7 +136,8 @@ void BindCommunicator(py::module_& m) {
 
   py::class_<AsyncWork>(m, "AsyncAllReduce")
       .def("wait", &AsyncWork::Wait)
-      .def("done", &AsyncWork::Done);
+      .def("done", &AsyncWork::Done)
+      .def("peer", &AsyncWork::Peer);
 
   py::class_<Communicator, std::shared_ptr<Communicator>>(m, "Communicator")
       .def(py::init([](const std::string& master_address, uint32_t peer_group,

@@ -197,6 +197,13 @@ class AsyncReduceHandle:
         """True once the operation has finished (wait() then returns at once)."""
         return self._outcome is not None or bool(self._work.done())
 
+    @property
+    def peer(self) -> int:
+        """A send's or recv's other end (a recv from any source: the sender's peer id);
+        waits for the operation, and raises its error if it failed."""
+        self.result()
+        return int(self._work.peer())
+
 
 class Communicator:
     """One peer of a pccl run.
@@ -621,25 +628,31 @@ class Communicator:
         """send() started in the background; keep `data` untouched until it finishes."""
         return self._pair(_Kind.SEND, data, to, tag=tag, timeout=timeout)
 
-    def recv(self, out: Any, source: int, *, tag: int = 0,
+    def recv(self, out: Any, source: int | None, *, tag: int = 0,
              timeout: float | None = None) -> ReduceInfo:
         """Receives into `out` what the peer `source` sends with send(data, to=<this
-        peer's id>) (see send()). On failure `out` may hold part of the data."""
+        peer's id>) (see send()). On failure `out` may hold part of the data.
+
+        `source` None takes the next transfer to this peer with `tag` from whichever
+        member's begins first (it then counts as that member's, as if received from it);
+        recv_async(out, None).peer names the sender."""
         return self.recv_async(out, source, tag=tag, timeout=timeout).result()
 
-    def recv_async(self, out: Any, source: int, *, tag: int = 0,
+    def recv_async(self, out: Any, source: int | None, *, tag: int = 0,
                    timeout: float | None = None) -> AsyncReduceHandle:
         """recv() started in the background; leave `out` alone until it finishes."""
         return self._pair(_Kind.RECV, out, source, tag=tag, timeout=timeout)
 
-    def _pair(self, kind: _Kind, tensor: Any, peer: int, *, tag: int,
+    def _pair(self, kind: _Kind, tensor: Any, peer: int | None, *, tag: int,
               timeout: float | None) -> AsyncReduceHandle:
-        """Starts a send or recv on a worker."""
+        """Starts a send or recv on a worker (a recv from any member: peer None)."""
         self._check_open()
         sending = kind is _Kind.SEND
         b = as_buffer(tensor, "data" if sending else "out", writable=not sending)
         name = "to" if sending else "source"
-        if isinstance(peer, bool) or not isinstance(peer, int) or not 0 < peer < 2**64:
+        if peer is None and not sending:
+            peer = 0  # the core's "any member"
+        elif isinstance(peer, bool) or not isinstance(peer, int) or not 0 < peer < 2**64:
             raise ValueError(f"{name} must be a peer id, got {peer!r}")
         request = _core.AllReduceRequest(
             send=b.ptr if sending else 0, recv=0 if sending else b.ptr, count=b.count,

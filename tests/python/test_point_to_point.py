@@ -3,9 +3,10 @@
 Every ordered pair of a group of three (so also the pairs that are not ring neighbours in
 that direction) moves several dtypes and sizes, checked byte for byte, with the bytes each
 end counted. Tags match the n-th send to the n-th recv of the same tag, whatever order the
-receiver posts them in. Two ends that disagree on the size both fail, and so do both ends
-of a send nobody receives in time; a bad peer fails at once; a SIGKILLed receiver fails its
-sender with the data intact, and the sender then reaches the survivor.
+receiver posts them in. A recv from any source takes each sender's transfer and names it.
+Two ends that disagree on the size both fail, and so do both ends of a send nobody
+receives in time; a bad peer fails at once; a SIGKILLed receiver fails its sender with the
+data intact, and the sender then reaches the survivor.
 """
 
 from __future__ import annotations
@@ -85,6 +86,29 @@ def tagged(comm: pccl.Communicator, index: int, ids: list[int]) -> Any:
     receiving.result()
     swapped = theirs.tolist() == [1 - index] * 3
     return (got, swapped) if index == 1 else swapped
+
+
+def any_source(comm: pccl.Communicator, index: int, ids: list[int],
+               count: int) -> list[tuple[int, bool]] | None:
+    """Peers 1 and 2 each send once to peer 0 (tag 4), which receives from any source
+    twice: (sender, its data right) per recv; then one recv from any source that nobody
+    serves must time out."""
+    if index != 0:
+        comm.send(data(np.dtype(np.int64), count, index), ids[0], tag=4, timeout=60)
+        return None
+    out = []
+    for _ in range(2):
+        got = np.full(count, -1, np.int64)
+        handle = comm.recv_async(got, None, tag=4, timeout=60)
+        sender = handle.peer
+        out.append((sender, bool(np.array_equal(got, data(np.dtype(np.int64), count,
+                                                           ids.index(sender))))))
+    try:
+        comm.recv(np.zeros(1, np.int64), None, tag=4, timeout=1)
+        out.append((0, False))
+    except pccl.PCCLTimeoutError:
+        out.append((0, True))
+    return out
 
 
 def mismatched(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
@@ -214,6 +238,17 @@ def test_tags_match_in_send_order_and_crossing_transfers_complete(trio: Cluster)
     swapped0, (got, swapped1) = trio.run(tagged, ids, peers=[0, 1])
     assert got == [1.0, 2.0, 3.0]  # tag 1 in send order, tag 2 apart
     assert swapped0 and swapped1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("count", [0, 100_003])
+def test_recv_from_any_source_takes_each_sender_once_and_names_it(trio: Cluster,
+                                                                   count: int) -> None:
+    ids = trio.ids  # type: ignore[attr-defined]
+    received = trio.run(any_source, ids, count)[0]
+    assert sorted(sender for sender, _ in received[:2]) == sorted(ids[1:])
+    assert all(right for _, right in received[:2]), received
+    assert received[2] == (0, True), "a recv from any source nobody serves must time out"
 
 
 @pytest.mark.timeout(120)

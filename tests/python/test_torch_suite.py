@@ -39,6 +39,7 @@ SELECTION = [
     "test_send_recv_with_tag",
     "test_isend",
     "test_irecv",
+    "test_send_recv_any_source",
 ]
 
 

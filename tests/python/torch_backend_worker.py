@@ -226,8 +226,8 @@ def check_rooted_and_all_to_all(rank: int, world: int, results: Results) -> None
 
 def check_point_to_point(rank: int, world: int, results: Results) -> None:
     """send/recv from rank 0 to every rank, a ring exchange with batch_isend_irecv, tagged
-    isend/irecv received out of send order, and a recv from any source (pccl refuses it).
-    Outputs differ per rank: named per_rank/p2p/."""
+    isend/irecv received out of send order, and recvs from any source on rank 0. Outputs
+    differ per rank: named per_rank/p2p/."""
     for dst in range(1, world):
         name = f"per_rank/p2p/send_recv/{dst}"
         if rank == 0:
@@ -256,8 +256,14 @@ def check_point_to_point(rank: int, world: int, results: Results) -> None:
         dist.recv(first, 0, tag=1)
         later.wait()
         results[name] = torch.cat([first, second])
-    if dist.get_backend() == "pccl":  # Gloo takes a recv from any source
-        attempt(results, "refused/recv_anysource", dist.recv, torch.ones(2))
+    name = "per_rank/p2p/any_source"
+    if rank == 0:  # every other rank sends once; rank 0 takes them as they come
+        got = [torch.zeros(2, dtype=torch.int32) for _ in range(1, world)]
+        sources = [dist.recv(t, tag=9) for t in got]
+        results[name] = torch.stack([g for _, g in sorted(zip(sources, got))])
+        results["p2p/any_source_ranks"] = sorted(sources)
+    else:
+        dist.send(torch.full((2,), rank, dtype=torch.int32), 0, tag=9)
     dist.barrier()
 
 

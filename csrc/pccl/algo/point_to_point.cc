@@ -7,7 +7,7 @@ namespace pccl::algo {
 
 size_t TransferSegments(size_t bytes, size_t segment_bytes) {
   const size_t per = std::max<size_t>(segment_bytes, 1);
-  return (bytes + per - 1) / per;
+  return std::max<size_t>((bytes + per - 1) / per, 1);
 }
 
 namespace {

@@ -1,7 +1,8 @@
 // Send and receive: one buffer from one peer to another, over a pair's channel.
 //
 // The buffer travels as segments of at most `segment_bytes`, step 0 and segment i for the
-// i-th, so the channel stripes them over every connection of the pair's pool and the
+// i-th (one empty segment for an empty buffer, so that a receiver sees every transfer
+// begin, which a recv from any source waits for), so the channel stripes them over every connection of the pair's pool and the
 // receiver's links land each straight in the receive buffer (or hold it aside until the
 // receive starts there). Once every segment is in, the receiver answers with one byte
 // (step 1, segment 0), and the sender is done when that byte came: so a send whose
@@ -22,7 +23,7 @@
 
 namespace pccl::algo {
 
-// Segments a transfer of `bytes` takes (0 for an empty one).
+// Segments a transfer of `bytes` takes (1 for an empty one).
 size_t TransferSegments(size_t bytes, size_t segment_bytes);
 
 Status SendBuffer(link::RingChannel& channel, const void* data, size_t bytes,

@@ -46,7 +46,8 @@ enum class CollectiveKind : uint8_t {
   kScatter = 5,        // `world` blocks of `root`'s `send`, one to each peer's `recv`
   kAllToAll = 6,       // block b of every peer's `send` to the peer of block b
   kSend = 7,           // `count` elements of `send` to the member `peer` (its kRecv)
-  kRecv = 8,           // `count` elements from the member `peer` (its kSend) into `recv`
+  kRecv = 8,           // `count` elements from the member `peer` (its kSend) into `recv`;
+                       // `peer` 0: from whichever member sends to this one first
 };
 const char* CollectiveKindName(CollectiveKind kind);
 
@@ -64,7 +65,7 @@ struct CollectiveRequest {
   size_t recv_count = 0;
   // Broadcast, gather, scatter: the peer id of the root.
   uint64_t root = 0;
-  // Send, recv: the peer id of the other end.
+  // Send, recv: the peer id of the other end (a recv: 0 takes any member's).
   uint64_t peer = 0;
   // The collectives with blocks: the peer ids of the ring in block order (every peer must
   // pass the same list). Empty: ascending peer id.
@@ -98,6 +99,7 @@ struct ReduceInfo {
   uint32_t local_world_size = 0;
   uint64_t tx_bytes = 0;
   uint64_t rx_bytes = 0;
+  uint64_t peer = 0;  // send/recv: the other end (a recv from any source: its sender)
 };
 
 class Collectives;

@@ -17,6 +17,10 @@
 // A send is therefore synchronous: it returns once the receiver has the data (or the
 // transfer failed), like MPI's Ssend. Two peers that each send to the other before they
 // receive need the async calls (or torch's batch_isend_irecv), as with NCCL.
+//
+// A recv from any source first waits for a member's transfer to this peer with its tag to
+// begin (Session::AwaitAnySender: its first segment arrived, or it is dialling the pair's
+// links), then receives that one like any recv from that member.
 #include <cstring>
 #include <string>
 
@@ -45,8 +49,12 @@ Status Collectives::BindPair(const CollectiveRequest& request, Deadline deadline
     return InvalidArgument(std::string("null buffer for a ") + what + " of " +
                            std::to_string(request.count) + " elements");
   }
-  if (request.peer == 0) return InvalidArgument(std::string(what) + " needs the other peer's id");
-  return session_.BindPair(request.peer, request.tag, sending, deadline, bound);
+  uint64_t peer = request.peer;
+  if (peer == 0) {
+    if (sending) return InvalidArgument("send needs the receiver's peer id");
+    PCCL_RETURN_IF_ERROR(session_.AwaitAnySender(request.tag, deadline, &peer));
+  }
+  return session_.BindPair(peer, request.tag, sending, deadline, bound);
 }
 
 Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
@@ -55,9 +63,10 @@ Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBind
   const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
   const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
   const size_t bytes = request.count * DTypeSize(request.dtype);
+  const uint64_t other = sending ? bound.key.to_peer : bound.key.from_peer;
   const TimePoint started = Clock::now();
   std::shared_ptr<link::RingLinks> links;
-  Status local = session_.ConnectPair(bound.key, request.peer, deadline, &links);
+  Status local = session_.ConnectPair(bound.key, other, deadline, &links);
   if (local.ok()) {
     std::shared_ptr<link::RingOp> op;
     local = links->OpenOp(bound.key, descriptor_hash, deadline, &op);
@@ -74,6 +83,7 @@ Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBind
   info->local_world_size = static_cast<uint32_t>(bound.world);
   info->tx_bytes = sending ? moved : 0;
   info->rx_bytes = sending ? 0 : moved;
+  info->peer = other;
   return Status::Ok();
 }
 

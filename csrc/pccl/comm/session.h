@@ -144,6 +144,11 @@ class Session {
   // changes. Aborted if the ring changed since the bind.
   Status ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline deadline,
                      std::shared_ptr<link::RingLinks>* out);
+  // A recv from any source: waits until a member's next transfer to this peer with `tag`
+  // has begun here (its first segment arrived, or a verdict failed it), building the
+  // links of members that dial this peer meanwhile, and names that member (the first in
+  // ring order if several have). DeadlineExceeded if none does in time.
+  Status AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from);
 
   // Reports a finished collective to the master and waits for its group's verdict, past
   // `deadline` if need be (every peer must apply the same verdict; see the .cc).

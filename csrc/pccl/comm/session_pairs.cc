@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pccl/comm/session.h"
@@ -26,6 +27,14 @@ namespace pccl::comm {
 
 using link::LinkPeer;
 using link::RingLinks;
+
+namespace {
+
+// How often a recv from any source looks for a sender. Not a hot path: each look is a
+// few map lookups per member, and the data itself lands event-driven once it is chosen.
+constexpr auto kAnySenderRelook = std::chrono::milliseconds(2);
+
+}  // namespace
 
 proto::OpKey Session::PairKeyLocked(uint64_t from, uint64_t to, uint64_t tag) {
   auto it = pair_counts_.find({from, to, tag});
@@ -135,6 +144,49 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
   pair->links = links;
   *out = std::move(links);
   return Status::Ok();
+}
+
+Status Session::AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from) {
+  const uint64_t self = peer_id_.load();
+  while (true) {
+    if (closed_.load()) return FailedPrecondition("communicator is closed");
+    // Each member's next transfer to this peer with `tag`, and its links if built.
+    struct Candidate {
+      proto::OpKey key;
+      std::shared_ptr<RingLinks> links;
+    };
+    std::vector<Candidate> candidates;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!connected_) return FailedPrecondition("call connect() first");
+      for (const auto& m : topology_.members) {
+        if (m.peer_group != options_.peer_group || m.peer_id == self) continue;
+        auto it = pairs_.find(m.peer_id);
+        candidates.push_back({PairKeyLocked(m.peer_id, self, tag),
+                              it == pairs_.end() ? nullptr : it->second->links});
+      }
+    }
+    for (const Candidate& c : candidates) {
+      if (c.links && c.links->HasOp(c.key.tag, c.key.seq)) {
+        *from = c.key.from_peer;
+        return Status::Ok();
+      }
+    }
+    // A member that dials this peer's pair links for this ring wants to send (or receive):
+    // build them, so that its first segment can come.
+    for (const Candidate& c : candidates) {
+      if (c.links || !pair_incoming_.Has(c.key.epoch, c.key.from_peer)) continue;
+      std::shared_ptr<RingLinks> links;
+      Status st = ConnectPair(c.key, c.key.from_peer, deadline, &links);
+      if (!st.ok() && st.code() != StatusCode::kAborted) return st;
+    }
+    if (deadline.expired()) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "recv from any source: no member sent to this peer with tag " +
+                        std::to_string(tag) + " in time");
+    }
+    std::this_thread::sleep_for(kAnySenderRelook);
+  }
 }
 
 std::shared_ptr<RingLinks> Session::BrokenPairLinks(uint64_t peer_id) {

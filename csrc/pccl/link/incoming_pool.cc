@@ -72,6 +72,15 @@ Status IncomingPool::Take(uint64_t epoch, uint64_t from_peer, uint32_t count, De
   return Status::Ok();
 }
 
+bool IncomingPool::Has(uint64_t epoch, uint64_t from_peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = sockets_.lower_bound(Key{epoch, from_peer, 0});
+       it != sockets_.end() && it->first.epoch == epoch && it->first.from == from_peer; ++it) {
+    if (!it->second.PeerClosed()) return true;
+  }
+  return false;
+}
+
 void IncomingPool::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   closed_ = true;

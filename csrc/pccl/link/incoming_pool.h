@@ -41,6 +41,9 @@ class IncomingPool {
   // as soon as `give_up()` (polled a few times a second) returns true.
   Status Take(uint64_t epoch, uint64_t from_peer, uint32_t count, Deadline deadline,
               const std::function<bool()>& give_up, std::vector<net::Socket>* out);
+  // Whether a live connection from `from_peer` for `epoch` waits here (its dialer wants
+  // links).
+  bool Has(uint64_t epoch, uint64_t from_peer);
   void Close();
 
  private:

@@ -209,6 +209,11 @@ RingLinks::Counters RingLinks::counters() const {
   return c;
 }
 
+bool RingLinks::HasOp(uint64_t tag, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ops_.count({tag, seq}) > 0;
+}
+
 Status RingLinks::broken_status() {
   std::lock_guard<std::mutex> lock(mu_);
   return broken_;

@@ -85,6 +85,10 @@ class RingLinks {
   void Break(const Status& why);
   Status broken_status();
   uint64_t epoch() const { return epoch_; }
+  // Whether operation (tag, seq) is known here and not closed: opened, failed by a
+  // verdict, or begun by the other end (its first segment arrived). For a recv from any
+  // source (comm/session_pairs.cc).
+  bool HasOp(uint64_t tag, uint64_t seq);
   // What moved over these links so far, and the kernel's view of their connections: per
   // direction the mean smoothed RTT over the pool's connections and their retransmissions.
   struct Counters {

@@ -12,6 +12,9 @@ using proto::DataHeader;
 // How often a receiver waiting for room in the early budget looks again (besides being
 // woken when its own operation declares the segment or fails).
 constexpr auto kEarlyRetry = std::chrono::milliseconds(10);
+// Where an empty segment "lands" (a send/recv of nothing still sends one): a receiver
+// drops the payload of a null destination, and an empty one must count as arrived.
+char kEmptyPayload;
 
 std::string SegmentName(const DataHeader& h) {
   return "segment " + std::to_string(h.segment) + " of step " + std::to_string(h.step) +
@@ -79,7 +82,7 @@ void RingOp::Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) {
     cv_.notify_all();
     return;
   }
-  std::memcpy(data, slot.early.data(), bytes);
+  if (bytes > 0) std::memcpy(data, slot.early.data(), bytes);
   early_bytes_ -= slot.early.size();
   budget_->Release(slot.early.size());
   std::vector<char>().swap(slot.early);
@@ -190,7 +193,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
       slot.writing = true;
       slot.writing_early = false;
       ++active_receives_;
-      return slot.data;
+      return bytes == 0 ? &kEmptyPayload : slot.data;
     }
     if (budget_->TryReserve(bytes)) break;
     cv_.wait_for(lock, kEarlyRetry);  // Expect() and Fail() wake it at once
@@ -200,7 +203,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
   slot.writing = true;
   slot.writing_early = true;
   ++active_receives_;
-  return slot.early.data();
+  return bytes == 0 ? &kEmptyPayload : slot.early.data();
 }
 
 void RingOp::FinishReceive(const DataHeader& header, const Status& status) {

@@ -25,7 +25,8 @@ intact on failure. Each torch collective is one of them per tensor, plus local c
                      call them; the n-th send from a rank to another with a tag meets the
                      n-th recv there from it with that tag.
 
-A recv from any source is refused, with a message that names it.
+A recv from any source waits for the first rank whose send to this one (with the tag)
+begins, and receives that one; the Work names the rank (dist.recv returns it).
 
 Ranks must issue the same collectives in the same order (torch requires it too): each
 launch takes the next tag of the group's sequence counter, so the same call carries the
@@ -362,7 +363,7 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         return self._point_to_point(tensors, src, tag, sending=False)
 
     def recv_anysource(self, tensors: list[torch.Tensor], tag: int = 0) -> PcclWork:
-        raise _unsupported("recv from any source (name the source rank)")
+        return self._point_to_point(tensors, None, tag, sending=False)
 
     def barrier(self, opts: dist.BarrierOptions | None = None) -> PcclWork:  # type: ignore[override]
         token = torch.zeros(1, dtype=torch.uint8)
@@ -420,20 +421,22 @@ class ProcessGroupPCCL(dist.ProcessGroup):
         mine = torch.empty(block, dtype=send.dtype)
         return self._launch(REDUCE_SCATTER, send, mine, op), lambda: mine
 
-    def _point_to_point(self, tensors: list[torch.Tensor], peer: int, tag: int, *,
+    def _point_to_point(self, tensors: list[torch.Tensor], peer: int | None, tag: int, *,
                         sending: bool) -> PcclWork:
-        """A send of tensors[0] to rank `peer`, or a recv into it from `peer`."""
+        """A send of tensors[0] to rank `peer`, or a recv into it from `peer` (None: from
+        any rank; the Work then names it)."""
         what = "send" if sending else "recv"
         if len(tensors) != 1:
             raise ValueError(f"{what} takes one tensor, got {len(tensors)}")
-        if not 0 <= peer < self._size or peer == self._rank:
+        if peer is not None and (not 0 <= peer < self._size or peer == self._rank):
             raise ValueError(f"{what}: rank {peer} is not another rank of this group of "
                              f"{self._size} (this is rank {self._rank})")
         staged = HostTensor(tensors[0])
         data = as_bytes(staged.host)
         self._check_world()
-        peer_id = self._peer_ids[peer]
+        peer_id = None if peer is None else self._peer_ids[peer]
         if sending:
+            assert peer_id is not None
             handle = self._comm.send_async(data, peer_id, tag=tag, timeout=self._timeout_s)
         else:
             handle = self._comm.recv_async(data, peer_id, tag=tag, timeout=self._timeout_s)
@@ -443,7 +446,10 @@ class ProcessGroupPCCL(dist.ProcessGroup):
                 staged.write_back()
             return tensors
 
-        return self._submit([handle], finish)
+        work = self._submit([handle], finish)
+        if peer is None:
+            work.source = lambda: self._peer_ids.index(handle.peer)
+        return work
 
     def _check_world(self) -> None:
         """Raises PeerLostError if a rank is already lost (pccl applies the master's new
@@ -514,12 +520,6 @@ class ProcessGroupPCCL(dist.ProcessGroup):
 
     def __repr__(self) -> str:
         return f"ProcessGroupPCCL(rank={self._rank}, size={self._size})"
-
-
-def _unsupported(what: str) -> RuntimeError:
-    return RuntimeError(f"the pccl backend does not support {what} yet; the operations it "
-                        "has are all_reduce, reduce, broadcast, all_gather, gather, scatter, "
-                        "reduce_scatter, all_to_all, barrier, send and recv")
 
 
 def _split_rows(tensor: torch.Tensor, split_sizes: list[int], world: int,

@@ -54,6 +54,16 @@ class PcclWork(dist.Work):
     def __init__(self, future: Future[list[torch.Tensor]]):
         super().__init__()
         self._future = future
+        # A recv from any source: gives the sender's rank once the recv is done.
+        self.source: Callable[[], int] | None = None
+
+    def _source_rank(self) -> int:
+        """The sending rank of a recv from any source (torch's dist.recv without src asks);
+        waits for the recv."""
+        if self.source is None:
+            raise RuntimeError("source rank asked of a pccl Work that is no recv from any source")
+        self.wait()
+        return self.source()
 
     def wait(self, timeout: timedelta | None = None) -> bool:
         """Blocks until the collective finished; raises its error if it failed.
