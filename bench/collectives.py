@@ -81,10 +81,11 @@ def default_iters(n_bytes: int) -> int:
 class Backends:
     """The groups (and the pccl master) of one world size; closes them all."""
 
-    def __init__(self, restore: bool) -> None:
+    def __init__(self, restore: bool, pool_size: int = 0) -> None:
         self.groups: dict[str, CollGroup] = {}
         self.master: Any = None
         self.restore = restore  # pccl's broadcast keeps its restore copy
+        self.pool_size = pool_size  # pccl's connections per link (0: its default, 8)
 
     def start(self, backend: str, world: int, meta: dict[str, Any]) -> CollGroup:
         """Starts `backend`'s group, again up to SETUP_ATTEMPTS times if setup fails."""
@@ -114,7 +115,8 @@ class Backends:
 
         self.master = pccl.MasterNode("127.0.0.1:0", daemon=True)
         self.master.run()
-        return {"address": f"127.0.0.1:{self.master.port}", "restore": self.restore}
+        return {"address": f"127.0.0.1:{self.master.port}", "restore": self.restore,
+                "pool_size": self.pool_size}
 
     def _close_master(self) -> None:
         if self.master is not None:
@@ -193,6 +195,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: world 2, sizes 1MiB 4MiB, fewer iterations")
+    parser.add_argument("--pool-size", type=int, default=0,
+                        help="pccl's connections per link (default 0: pccl's default, 8)")
     parser.add_argument("--restore", action="store_true",
                         help="pccl's broadcast with restore_input=True (a copy per call)")
     args = parser.parse_args()
@@ -247,7 +251,7 @@ def main() -> int:
     tables: list[tuple[int, list[dict[str, Any]], str | None]] = []
     failed = False
     started = time.monotonic()
-    backends = Backends(args.restore)
+    backends = Backends(args.restore, args.pool_size)
     try:
         for world in args.world:
             world_rows: list[dict[str, Any]] = []
