@@ -22,6 +22,12 @@ namespace {
 constexpr size_t kVerdictMemory = 4096;
 // How long a failed send waits for the reader to learn why the connection is gone.
 constexpr auto kLostGrace = std::chrono::milliseconds(500);
+
+// What a wait begun on a connection that Reconnect replaced returns.
+Status Replaced() {
+  return Status(StatusCode::kUnavailable,
+                "master unavailable: the connection was lost and replaced (resuming the run)");
+}
 }  // namespace
 
 MasterClient::~MasterClient() { Close(); }
@@ -100,9 +106,11 @@ Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth&
     kicked_ = Status::Ok();
     lost_ = Status::Ok();
     welcomed_ = false;
+    ++generation_;
     beat_outstanding_ = false;
     last_heard_ = Clock::now();
     heard_rto_ = Duration(0);
+    cv_.notify_all();  // waits begun on the old connection end (generation_)
   }
   reader_ = std::thread([this] { ReaderLoop(); });
   return Status::Ok();
@@ -313,7 +321,9 @@ void MasterClient::SetTopologyListener(std::function<void(const proto::Topology&
 Status MasterClient::Wait(const std::vector<proto::Kind>& kinds, Deadline deadline,
                           proto::Kind* kind, std::string* payload, uint64_t* arrival) {
   std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t generation = generation_;
   while (true) {
+    if (generation_ != generation) return Replaced();
     for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
       if (it->kind == proto::Kind::kError ||
           std::find(kinds.begin(), kinds.end(), it->kind) != kinds.end()) {
@@ -392,7 +402,9 @@ bool MasterClient::TakeVerdictLocked(const proto::OpKey& key, proto::Verdict* ou
 Status MasterClient::WaitVerdict(const proto::OpKey& key, Deadline deadline,
                                  proto::Verdict* out) {
   std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t generation = generation_;
   while (true) {
+    if (generation_ != generation) return Replaced();
     if (TakeVerdictLocked(key, out)) return Status::Ok();
     if (!lost_.ok()) return lost_;
     if (deadline.never()) {

@@ -66,7 +66,8 @@ class MasterClient {
 
   // Waits for the oldest queued message whose kind is in `kinds` (or an Error message,
   // which is always returned) and removes it from the inbox. `arrival`, if given, receives
-  // its place in the order in which the master's messages arrived.
+  // its place in the order in which the master's messages arrived. Unavailable if the
+  // connection is lost or replaced (Reconnect) meanwhile: no answer comes on the new one.
   Status Wait(const std::vector<proto::Kind>& kinds, Deadline deadline, proto::Kind* kind,
               std::string* payload, uint64_t* arrival = nullptr);
   // True if a message of `kind` is queued; HasBefore: one that arrived before `arrival`.
@@ -91,7 +92,8 @@ class MasterClient {
   void SetReachabilityListener(std::function<void(const proto::Reachability&)> listener);
   // Sends a Heartbeat every `interval` from a background thread until Close().
   void StartHeartbeats(Duration interval);
-  // Waits for the verdict of `key` and forgets it.
+  // Waits for the verdict of `key` and forgets it; Unavailable as Wait if the connection
+  // is lost or replaced meanwhile.
   Status WaitVerdict(const proto::OpKey& key, Deadline deadline, proto::Verdict* out);
   // Takes the verdict of `key` if it came already (a verdict may arrive before this peer
   // started the operation, when the others failed it).
@@ -137,6 +139,9 @@ class MasterClient {
   std::optional<proto::Reachability> reachability_ PCCL_GUARDED_BY(mu_);
   bool closing_ PCCL_GUARDED_BY(mu_) = false;
   bool welcomed_ PCCL_GUARDED_BY(mu_) = false;   // see MarkWelcomed
+  // Connections so far: a wait that began on one ends when Reconnect replaces it, even if
+  // it never ran while lost_ said why (a starved thread can sleep through that window).
+  uint64_t generation_ PCCL_GUARDED_BY(mu_) = 0;
   // The round trip of heartbeats (sent -> ack), told to the master in the next one.
   bool beat_outstanding_ PCCL_GUARDED_BY(mu_) = false;
   TimePoint beat_sent_ PCCL_GUARDED_BY(mu_);
