@@ -306,22 +306,10 @@ TEST_F(VerdictsTest, OnRingsChangedFailsAndForgetsTheChangedGroupsOnly) {
 
 // --- send/recv: a verdict between two ends ------------------------------------------------------
 
-class PairVerdictsTest : public ::testing::Test {
+class PairVerdictsTest : public VerdictsTest {
  protected:
   // Conns 1, 2, 3 (peer ids 1001..1003) in group 0, epoch 1; conn 4 pending.
-  PairVerdictsTest() : roster_(MakeRoster({0, 0, 0}, {0})), step_(TimePoint{}) {}
-
-  bool Report(ConnId c, proto::OpKey key, bool ok = true) {
-    proto::OpDone op;
-    op.key = key;
-    op.ok = ok ? 1 : 0;
-    op.descriptor_hash = 7;
-    return verdicts_.OnOpDone(roster_.at(c), op, roster_, step_);
-  }
-
-  Roster roster_;
-  Verdicts verdicts_;
-  Step step_;
+  PairVerdictsTest() { roster_ = MakeRoster({0, 0, 0}, {0}); }
 };
 
 // A transfer from peer 1001 to peer 1003 with tag 5, the first one.

@@ -15,27 +15,17 @@ import signal
 import time
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import pccl
 import pytest
 from cluster import Cluster, notify
+from test_ring_collectives import BF16, BIG_COUNT, data, my_id
 
-BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = [np.dtype(np.float32), BF16, np.dtype(np.int64), np.dtype(np.uint8)]
 COUNTS = [0, 1, 300_007]  # 300007 is prime: a last segment of odd length
-BIG_COUNT = 16 << 20  # 64 MiB of float32
-
-
-def data(dtype: np.dtype, count: int, salt: int) -> np.ndarray:
-    values = (np.arange(count, dtype=np.int64) * 7 + salt * 13) % 17
-    return values.astype(dtype)
 
 
 # --- functions that run inside the peers ------------------------------------------------------
-
-def my_id(comm: pccl.Communicator, index: int) -> int:
-    return comm.peer_id
 
 
 def every_pair(comm: pccl.Communicator, index: int, ids: list[int], dtype_name: str,
@@ -111,6 +101,17 @@ def any_source(comm: pccl.Communicator, index: int, ids: list[int],
     return out
 
 
+def then_one_that_agrees(comm: pccl.Communicator, index: int, other: int) -> bool:
+    """Peer 0 sends 0..999 to peer 1; whether this end's buffer holds them after."""
+    expected = np.arange(1000, dtype=np.float32)
+    buf = expected.copy() if index == 0 else np.zeros(1000, np.float32)
+    if index == 0:
+        comm.send(buf, other, timeout=30)
+    else:
+        comm.recv(buf, other, timeout=30)
+    return bool(np.array_equal(buf, expected))
+
+
 def mismatched(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
     """Peer 0 sends 10 float32, peer 1 expects 12; then a transfer that agrees."""
     other = ids[1 - index]
@@ -123,12 +124,7 @@ def mismatched(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str,
         out["first"] = "no error"
     except pccl.PCCLError as e:
         out["first"], out["message"] = type(e).__name__, str(e)
-    buf = np.arange(10, dtype=np.float32) if index == 0 else np.zeros(10, np.float32)
-    if index == 0:
-        comm.send(buf, other, timeout=30)
-    else:
-        comm.recv(buf, other, timeout=30)
-    out["then_right"] = bool(np.array_equal(buf, np.arange(10, dtype=np.float32)))
+    out["then_right"] = then_one_that_agrees(comm, index, other)
     return out
 
 
@@ -146,12 +142,7 @@ def unmatched(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, 
         out["first"] = "no error"
     except pccl.PCCLError as e:
         out["first"] = type(e).__name__
-    buf = np.full(1000, 4.0, np.float32) if index == 0 else np.zeros(1000, np.float32)
-    if index == 0:
-        comm.send(buf, other, timeout=30)
-    else:
-        comm.recv(buf, other, timeout=30)
-    out["then_right"] = bool((buf == 4.0).all())
+    out["then_right"] = then_one_that_agrees(comm, index, other)
     return out
 
 
