@@ -274,6 +274,17 @@ def test_bad_peers_and_buffers_fail_at_once(trio: Cluster) -> None:
     assert all(right for transfers in results for _, _, right, _ in transfers)
 
 
+@pytest.mark.timeout(120)
+def test_encrypted_run_moves_exact_bytes_between_every_pair() -> None:
+    # Pair links open with the same mutual handshake as ring links (purpose PairHello),
+    # then carry sealed records.
+    with Cluster(3, pool_size=2, secret="p2p-test-secret-0123456789",
+                 transport="encrypted") as c:
+        ids = c.run(my_id)
+        for transfers in c.run(every_pair, ids, "float32", 300_007):
+            assert len(transfers) == 4 and all(right for _, _, right, _ in transfers)
+
+
 @pytest.mark.timeout(180)
 def test_sigkilled_receiver_fails_its_sender_with_data_intact() -> None:
     with Cluster(3, pool_size=2) as c:
