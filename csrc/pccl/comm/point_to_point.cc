@@ -21,7 +21,6 @@
 // A recv from any source first waits for a member's transfer to this peer with its tag to
 // begin (Session::AwaitAnySender: its first segment arrived, or it is dialling the pair's
 // links), then receives that one like any recv from that member.
-#include <cstring>
 #include <string>
 
 #include "pccl/algo/point_to_point.h"

@@ -363,10 +363,8 @@ void Session::RefreshView() {
   if (!connected_) return;
   std::map<uint32_t, int64_t> group_sizes;
   View view;
-  for (const auto& m : topology_.members) {
-    ++group_sizes[m.peer_group];
-    if (m.peer_group == options_.peer_group) view.ring.push_back(m.peer_id);
-  }
+  for (const auto& m : topology_.members) ++group_sizes[m.peer_group];
+  view.ring = GroupRingLocked();
   view.global_world = static_cast<int64_t>(topology_.members.size());
   view.local_world = group_world_;
   view.groups = static_cast<int64_t>(group_sizes.size());
@@ -490,6 +488,14 @@ std::vector<Session::LinkInfo> Session::Links() {
     out[1].retransmits = c.prev_retransmits;
   }
   return out;
+}
+
+std::vector<uint64_t> Session::GroupRingLocked() {
+  std::vector<uint64_t> ring;
+  for (const auto& m : topology_.members) {
+    if (m.peer_group == options_.peer_group) ring.push_back(m.peer_id);
+  }
+  return ring;
 }
 
 std::vector<uint64_t> Session::RingOrder() {
@@ -651,9 +657,7 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint
     next_seq_[tag] += steps;
     links = links_;
     rank = rank_;
-    for (const auto& m : topology_.members) {
-      if (m.peer_group == options_.peer_group) ring.push_back(m.peer_id);
-    }
+    ring = GroupRingLocked();
   }
   *out = RingBinding{key, std::move(links), rank, world, std::move(ring)};
   return Status::Ok();

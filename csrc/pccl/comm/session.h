@@ -223,6 +223,8 @@ class Session {
   // (called under mu_) would get, and applies a ring change the master pushed.
   Status AwaitRing(Deadline deadline, const char* caller, uint64_t pair_peer,
                    const std::function<proto::OpKey()>& first_key, uint32_t steps);
+  // This peer's group in ring order (peer ids) in the topology applied now.
+  std::vector<uint64_t> GroupRingLocked();  // under mu_
   // The key the next send/recv from `from` to `to` with `tag` gets (session_pairs.cc).
   proto::OpKey PairKeyLocked(uint64_t from, uint64_t to, uint64_t tag);  // under mu_
   // The links to `peer_id` if they are built and broken (so a retry waits for the ring's

@@ -61,10 +61,7 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
   PCCL_RETURN_IF_ERROR(
       AwaitRing(deadline, caller, peer_id, [&] { return PairKeyLocked(from, to, tag); }, 1));
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<uint64_t> ring;
-  for (const auto& m : topology_.members) {
-    if (m.peer_group == options_.peer_group) ring.push_back(m.peer_id);
-  }
+  std::vector<uint64_t> ring = GroupRingLocked();
   if (std::find(ring.begin(), ring.end(), peer_id) == ring.end()) {
     std::string members;
     for (uint64_t id : ring) members += (members.empty() ? "" : ", ") + std::to_string(id);
