@@ -30,6 +30,8 @@ class RawMember:
         self.p2p_port = self.listener.getsockname()[1]
         self.p2p: list[socket.socket] = []  # ring connections, kept open and silent
         self._stop = threading.Event()
+        self._send_lock = threading.Lock()
+        self._heartbeats: threading.Thread | None = None
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
         self._acceptor.start()
         self.master = wire.Conn("127.0.0.1", master_port, timeout=timeout)
@@ -37,6 +39,7 @@ class RawMember:
         self.peer_id: int = self.master.expect(Kind.WELCOME)["peer_id"]
         self.epoch = 0
         self.ring_epoch = 0
+        self.next_peer_id = 0
         self.verdicts: list[dict[str, Any]] = []
 
     def _accept_loop(self) -> None:
@@ -79,6 +82,12 @@ class RawMember:
 
     def join_ring(self) -> None:
         """Waits for the Topology that admits it and builds its side of the ring."""
+        self.build_ring()
+        self.links_ready()
+
+    def build_ring(self) -> dict[str, Any]:
+        """Waits for the next Topology and dials its next neighbour's pool (its previous
+        neighbour's dials are answered all along); returns that topology."""
         topology = self.wait_for(Kind.TOPOLOGY)
         members = topology["members"]
         ids = [m["peer_id"] for m in members]
@@ -86,6 +95,7 @@ class RawMember:
         nxt = members[(me + 1) % len(members)]
         self.epoch = topology["epoch"]
         self.ring_epoch = members[me]["ring_epoch"]
+        self.next_peer_id = nxt["peer_id"]
         for slot in range(self.pool_size):
             s = socket.create_connection((nxt["host"], nxt["port"]), timeout=self.timeout)
             s.sendall(wire.frame(Kind.P2P_HELLO, struct.pack(
@@ -93,15 +103,34 @@ class RawMember:
             header = s.recv(wire.HEADER_BYTES, socket.MSG_WAITALL)
             s.recv(wire.HEADER.unpack(header)[3], socket.MSG_WAITALL)
             self.p2p.append(s)
-        self.master.send(Kind.LINKS_READY, wire.links_ready(self.epoch))
+        return topology
+
+    def links_ready(self) -> None:
+        """Says its links of the last topology are ready and waits until all are."""
+        self.send(Kind.LINKS_READY, wire.links_ready(self.epoch))
         self.wait_for(Kind.TOPOLOGY_COMPLETE)
 
     def send(self, kind: Kind, payload: bytes = b"") -> None:
-        self.master.send(kind, payload)
+        with self._send_lock:
+            self.master.send(kind, payload)
+
+    def keep_alive(self, interval: float = 0.5) -> None:
+        """Heartbeats from a thread until close(), so that the master keeps a raw member
+        that has nothing else to say (it drops a silent peer after its heartbeat timeout)."""
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.send(Kind.HEARTBEAT, wire.heartbeat())
+                except OSError:
+                    return
+        self._heartbeats = threading.Thread(target=beat, daemon=True)
+        self._heartbeats.start()
 
     def close(self) -> None:
         self._stop.set()
         self._acceptor.join(timeout=5)
+        if self._heartbeats is not None:
+            self._heartbeats.join(timeout=5)
         for s in self.p2p:
             s.close()
         self.listener.close()

@@ -87,6 +87,55 @@ def test_a_failure_report_fails_the_collective_for_a_retry(
     assert verdict["code"] == wire.Code.ABORTED
 
 
+RETRY_TIMEOUT = 20.0  # the retry's deadline: far above the moment it takes when it fails early
+
+
+def fail_then_retry(comm: pccl.Communicator, index: int) -> tuple[str, str, float]:
+    """An all-reduce the raw member never feeds, then its retry: how each ended, and how
+    long the retry took."""
+    x = np.ones(1024, np.float32)
+    notify("started", index)
+    first = second = "ok"
+    try:
+        comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, tag=5, timeout=30)
+    except pccl.PCCLError as e:
+        first = type(e).__name__
+    started = time.monotonic()
+    try:
+        comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, tag=5, timeout=RETRY_TIMEOUT)
+    except pccl.PCCLError as e:
+        second = f"{type(e).__name__}: {e}"
+    return first, second, time.monotonic() - started
+
+
+def test_a_verdict_that_comes_before_the_new_ring_fails_the_retry_at_once(
+        run_with_raw_member: tuple[Cluster, RawMember]) -> None:
+    """The raw member reports its ring link broken, so the master re-dials the ring; before
+    it says its new links are ready, it reports the new ring's first collective failed.
+    The honest peers get that verdict while their retry still waits for the new ring
+    (an honest peer's early failure can reach a slow peer the same way: verdicts are
+    handled on the master connection's reader thread, the new links installed on the
+    thread that applies the topology). The retry must fail on that verdict as soon as it
+    runs on the new ring, not wait until its deadline for data nobody sends."""
+    c, raw = run_with_raw_member
+    raw.keep_alive()  # else the master drops it after 3 s, which would end the retry too
+    c.start(fail_then_retry)
+    for _ in range(2):
+        c.events.get(timeout=30)
+    raw.send(Kind.LINK_BROKEN, wire.link_broken(raw.ring_epoch, raw.next_peer_id, "evil reset"))
+    raw.build_ring()  # the re-dialled ring: a new ring epoch
+    key = (raw.ring_epoch, 0, 5, 0)
+    raw.send(Kind.OP_DONE, wire.op_done(key, ok=False, reason="failed early"))
+    while not any(v["key"] == key for v in raw.verdicts):
+        raw.recv()
+    time.sleep(0.5)  # the honest peers take the verdict; their retries wait for the ring
+    raw.links_ready()
+    for first, second, seconds in c.collect([0, 1], timeout=RETRY_TIMEOUT + 30):
+        assert first == "PeerLostError"
+        assert second.startswith("PeerLostError") and "failed early" in second, second
+        assert seconds < RETRY_TIMEOUT / 2, f"the retry waited {seconds:.1f} s for its deadline"
+
+
 def test_made_up_collectives_get_the_member_dropped(
         run_with_raw_member: tuple[Cluster, RawMember]) -> None:
     c, raw = run_with_raw_member

@@ -35,6 +35,7 @@ class Kind(enum.IntEnum):
     GOODBYE = 12
     ERROR = 13
     HEARTBEAT = 14
+    LINK_BROKEN = 19
     REACHABILITY_QUERY = 20
     REACHABILITY = 21
     P2P_HELLO = 32
@@ -138,6 +139,10 @@ def op_done(key: tuple[int, ...], ok: bool, descriptor_hash: int = 0,
     return (op_key(*key) + struct.pack("<BQ", int(ok), descriptor_hash) + string(reason)
             + struct.pack("<I", code) + string(report)
             + struct.pack("<QI", tx_bytes, duration_us))
+
+
+def link_broken(ring_epoch: int, peer_id: int, reason: str = "") -> bytes:
+    return struct.pack("<QQ", ring_epoch, peer_id) + string(reason)
 
 
 def heartbeat(rtt_us: int = 0) -> bytes:

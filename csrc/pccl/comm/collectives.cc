@@ -190,7 +190,7 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
   const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
   std::shared_ptr<RingOp> op;
-  PCCL_RETURN_IF_ERROR(links->OpenOp(key, descriptor_hash, deadline, &op));
+  PCCL_RETURN_IF_ERROR(session_.OpenOp(*links, key, descriptor_hash, deadline, &op));
 
   // In place, a failed operation must leave the caller's data as it was (unless every peer
   // succeeded, the verdict, the input is put back). Unquantized at full precision, the
@@ -310,7 +310,7 @@ Status Collectives::Report(const CollectiveRequest& request, const RingBinding& 
     // in another reduce mode) fails at once on the mismatch, and so does this peer on its
     // frames, instead of both waiting for data that never comes.
     std::shared_ptr<RingOp> op;
-    PCCL_RETURN_IF_ERROR(bound.links->OpenOp(bound.key, descriptor_hash, deadline, &op));
+    PCCL_RETURN_IF_ERROR(session_.OpenOp(*bound.links, bound.key, descriptor_hash, deadline, &op));
     const uint8_t greeting = 1;
     uint8_t greeted = 0;
     op->Expect(0, 0, &greeted, 1);

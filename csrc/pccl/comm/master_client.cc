@@ -390,6 +390,14 @@ bool MasterClient::TakeVerdict(const proto::OpKey& key, proto::Verdict* out) {
   return TakeVerdictLocked(key, out);
 }
 
+bool MasterClient::PeekVerdict(const proto::OpKey& key, proto::Verdict* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = verdicts_.find(key);
+  if (it == verdicts_.end()) return false;
+  *out = it->second;
+  return true;
+}
+
 bool MasterClient::TakeVerdictLocked(const proto::OpKey& key, proto::Verdict* out) {
   auto it = verdicts_.find(key);
   if (it == verdicts_.end()) return false;

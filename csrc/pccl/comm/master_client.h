@@ -98,6 +98,8 @@ class MasterClient {
   // Takes the verdict of `key` if it came already (a verdict may arrive before this peer
   // started the operation, when the others failed it).
   bool TakeVerdict(const proto::OpKey& key, proto::Verdict* out);
+  // Copies the verdict of `key` if it came already, leaving it for WaitVerdict.
+  bool PeekVerdict(const proto::OpKey& key, proto::Verdict* out);
 
   // Unavailable once the connection is gone (Kicked if the master removed this peer).
   Status lost();

@@ -68,7 +68,7 @@ Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBind
   Status local = session_.ConnectPair(bound.key, other, deadline, &links);
   if (local.ok()) {
     std::shared_ptr<link::RingOp> op;
-    local = links->OpenOp(bound.key, descriptor_hash, deadline, &op);
+    local = session_.OpenOp(*links, bound.key, descriptor_hash, deadline, &op);
     if (local.ok()) {
       local = sending ? algo::SendBuffer(*op, request.send, bytes, segment_bytes, deadline)
                       : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline);

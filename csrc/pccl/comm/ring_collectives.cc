@@ -266,7 +266,7 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
     return Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict);
   }
   std::shared_ptr<link::RingOp> op;
-  PCCL_RETURN_IF_ERROR(bound.links->OpenOp(bound.key, descriptor_hash, deadline, &op));
+  PCCL_RETURN_IF_ERROR(session_.OpenOp(*bound.links, bound.key, descriptor_hash, deadline, &op));
 
   // A receiver of a broadcast that must give its buffer back if the verdict fails.
   const bool restores = request.kind == CollectiveKind::kBroadcast &&

@@ -680,6 +680,18 @@ Status Session::TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps) {
   return VerdictFailure(verdict);
 }
 
+Status Session::OpenOp(RingLinks& links, const proto::OpKey& key, uint64_t descriptor_hash,
+                       Deadline deadline, std::shared_ptr<link::RingOp>* out) {
+  PCCL_RETURN_IF_ERROR(links.OpenOp(key, descriptor_hash, deadline, out));
+  // From here on a verdict reaches the op through OnVerdict (FailOp on these links); one
+  // that came earlier waits in the master client. Looked at after the open, so that no
+  // verdict falls between the two. Peeked, not taken: the op fails, reports, and its
+  // verdict wait takes it.
+  proto::Verdict verdict;
+  if (master_.PeekVerdict(key, &verdict) && !verdict.ok) (*out)->Fail(VerdictFailure(verdict));
+  return Status::Ok();
+}
+
 Status Session::WaitApplyingTopologiesLocked(const std::vector<Kind>& kinds, Deadline deadline,
                                              Kind* kind, std::string* payload,
                                              uint64_t* arrival) {

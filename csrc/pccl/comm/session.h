@@ -149,6 +149,12 @@ class Session {
   // links of members that dial this peer meanwhile, and names that member (the first in
   // ring order if several have). DeadlineExceeded if none does in time.
   Status AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from);
+  // Opens `key`'s operation on `links` (RingLinks::OpenOp), failed at once if the master
+  // already failed it: a verdict that came before these links were this peer's (while it
+  // still ran on the previous ring, or before a pair's links were built) reached no
+  // operation, and the op would otherwise wait until its deadline for data nobody sends.
+  Status OpenOp(link::RingLinks& links, const proto::OpKey& key, uint64_t descriptor_hash,
+                Deadline deadline, std::shared_ptr<link::RingOp>* out);
 
   // Reports a finished collective to the master and waits for its group's verdict, past
   // `deadline` if need be (every peer must apply the same verdict; see the .cc).
