@@ -594,8 +594,7 @@ Status Session::AwaitRing(Deadline deadline, const char* caller, uint64_t pair_p
   // that rather than failing again at once on the broken links. Another collective of
   // this peer, or the topology watcher, may apply the new topology meanwhile, so look
   // again every few ms. A broken pair link (send/recv) is repaired the same way.
-  bool broken = false;
-  while (true) {
+  auto broken_links = [&]() -> std::shared_ptr<RingLinks> {
     std::shared_ptr<RingLinks> current;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -604,30 +603,46 @@ Status Session::AwaitRing(Deadline deadline, const char* caller, uint64_t pair_p
     if (!current || current->broken_status().ok()) {
       current = pair_peer != 0 ? BrokenPairLinks(pair_peer) : nullptr;
     }
-    broken = current && !current->broken_status().ok();
-    if (!broken || master_.Has(Kind::kTopology)) break;
+    return current && !current->broken_status().ok() ? current : nullptr;
+  };
+  auto wait_for_topology = [&](const std::shared_ptr<RingLinks>& broken) -> Status {
     if (deadline.expired()) {
       return Status(StatusCode::kDeadlineExceeded,
-                    "the links of epoch " + std::to_string(current->epoch()) +
-                        " are broken (" + current->broken_status().message() +
+                    "the links of epoch " + std::to_string(broken->epoch()) + " are broken (" +
+                        broken->broken_status().message() +
                         ") and the master sent no new topology in time");
     }
     Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline.Min(Deadline::In(kRelook)));
-    if (!pushed.ok() && pushed.code() != StatusCode::kDeadlineExceeded) return pushed;
+    return pushed.ok() || pushed.code() == StatusCode::kDeadlineExceeded ? Status::Ok() : pushed;
+  };
+  bool broken = false;
+  while (std::shared_ptr<RingLinks> links = broken_links()) {
+    broken = true;
+    if (master_.Has(Kind::kTopology)) break;
+    PCCL_RETURN_IF_ERROR(wait_for_topology(links));
   }
   // The others may have failed this very operation already (its links broke under them
   // before this peer started it): then it fails here too, so that every peer sees the same
   // outcome for it and their next calls line up.
   PCCL_RETURN_IF_ERROR(TakeEarlyVerdict(key, steps));
-  if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
-    // The master changed this group's ring (a peer left or joined): run on the new one.
-    // A topology that keeps this ring (a change in another group) is left to the topology
-    // watcher, and this collective runs on the links it has.
-    std::unique_lock<std::timed_mutex> control;
-    PCCL_RETURN_IF_ERROR(LockControl(deadline, caller, &control));
-    PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
+  // Otherwise it runs on the new ring once the master changed this group's ring (a peer
+  // left or joined, or links broke). A topology that keeps this ring (a change in another
+  // group) is left to the topology watcher, and this collective runs on the links it has.
+  // It never binds to broken links: every member binds this call on the new ring, and one
+  // that failed here on the old ring's links would be a call behind the others (which
+  // then wait for it). When the watcher took the topology and applies it, the links are
+  // new once it is done (LockControl waits for it) or a relook later.
+  while (true) {
+    if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
+      std::unique_lock<std::timed_mutex> control;
+      PCCL_RETURN_IF_ERROR(LockControl(deadline, caller, &control));
+      PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
+    }
+    std::shared_ptr<RingLinks> links = broken_links();
+    if (!links) return Status::Ok();
+    broken = true;
+    PCCL_RETURN_IF_ERROR(wait_for_topology(links));
   }
-  return Status::Ok();
 }
 
 Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint32_t steps) {

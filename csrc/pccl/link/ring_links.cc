@@ -96,9 +96,9 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
 Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Deadline deadline,
                          std::shared_ptr<RingOp>* out) {
   std::shared_ptr<RingOp> op;
+  Status broken;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!broken_.ok()) return broken_;
     auto id = std::make_pair(key.tag, key.seq);
     if (closed_.count(id)) {
       return FailedPrecondition(key.ToString() + " was already run on these links");
@@ -110,8 +110,12 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
     } else {
       op = it->second;
     }
+    broken = broken_;
   }
   op->Open(descriptor_hash, deadline);
+  // On broken links the op fails at once, and its caller reports it like any failure: the
+  // master's verdict then fails it for every peer that runs it.
+  if (!broken.ok()) op->Fail(broken);
   *out = op;
   return Status::Ok();
 }

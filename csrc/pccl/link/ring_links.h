@@ -70,7 +70,8 @@ class RingLinks {
                    Deadline deadline, const std::function<bool()>& give_up);
 
   // Opens the channel of operation `key` whose local descriptor hashes to
-  // `descriptor_hash`. Fails at once if the links are broken.
+  // `descriptor_hash`. On broken links the op comes failed (its caller reports it, so
+  // that every peer gets the same verdict); an error only for a key run here already.
   Status OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Deadline deadline,
                 std::shared_ptr<RingOp>* out);
   // Ends an operation: waits (up to `grace`) until no I/O thread touches its memory,
