@@ -2,9 +2,11 @@
 // blocks of a few elements cut into segments of two (many segments, deep pipelines), every
 // root and a permuted block order; results against a direct computation, and the bytes
 // each peer sends against the ring's figure. Also send/recv (algo/point_to_point.h) over
-// a pair of such channels.
+// a pair of such channels, and the in-place ring all-reduce (algo/ring_allreduce.h), whose
+// partial sums come through the channel's receive slots.
 #include "pccl/algo/ring_collectives.h"
 #include "pccl/algo/point_to_point.h"
+#include "pccl/algo/ring_allreduce.h"
 
 #include <gtest/gtest.h>
 
@@ -15,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -26,7 +29,9 @@ using Key = std::pair<uint32_t, uint32_t>;  // (step, segment)
 
 // One peer's channel: Send copies the payload into the next peer's channel at once (so
 // WaitSends has nothing to wait for); a payload that arrives before its Expect waits in a
-// side buffer. The arrival handler runs on whichever thread completes the arrival.
+// side buffer. The arrival handler runs on whichever thread completes the arrival. A
+// segment expected in a slot is handed to the handler where the delivered copy lies
+// (never in the algorithm's memory), and counted.
 class MemoryChannel : public link::RingChannel {
  public:
   MemoryChannel* next = nullptr;
@@ -49,6 +54,22 @@ class MemoryChannel : public link::RingChannel {
       early_.erase(it);
     }
     Land({step, segment}, data, bytes, early);
+  }
+
+  void ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) override {
+    EXPECT_LE(bytes, slot_bytes_) << "segment " << step << "/" << segment;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_slot_.insert({step, segment});
+    }
+    Expect(step, segment, nullptr, bytes);
+  }
+
+  void SetReceiveSlots(void*, size_t slot_bytes, size_t) override { slot_bytes_ = slot_bytes; }
+
+  size_t in_slot_arrivals() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_slot_arrivals_;
   }
 
   Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override {
@@ -88,15 +109,23 @@ class MemoryChannel : public link::RingChannel {
 
   void Land(Key key, void* into, size_t bytes, const std::vector<char>& payload) {
     EXPECT_EQ(bytes, payload.size()) << "segment " << key.first << "/" << key.second;
-    std::memcpy(into, payload.data(), std::min(bytes, payload.size()));
+    bool in_slot;
     ArrivalHandler handler;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      in_slot = in_slot_.count(key) > 0;
       handler = handler_;
       ++running_;
+      if (in_slot) ++in_slot_arrivals_;
     }
+    const void* landed = payload.data();  // in a slot: read where the copy was delivered
+    if (!in_slot) {
+      if (bytes > 0) std::memcpy(into, payload.data(), std::min(bytes, payload.size()));
+      landed = into;
+    }
+    EXPECT_TRUE(handler || !in_slot) << "a segment in a slot needs a handler";
     if (handler) {
-      EXPECT_TRUE(handler(key.first, key.second).ok());
+      EXPECT_TRUE(handler(key.first, key.second, landed).ok());
     }
     std::lock_guard<std::mutex> lock(mu_);
     --running_;
@@ -111,6 +140,9 @@ class MemoryChannel : public link::RingChannel {
   std::deque<Key> arrivals_;
   ArrivalHandler handler_;
   int running_ = 0;
+  size_t slot_bytes_ = 0;
+  std::set<Key> in_slot_;
+  size_t in_slot_arrivals_ = 0;
 };
 
 using Algorithm = Status (*)(const RingCollectiveOptions&, link::RingChannel&, Deadline,
@@ -313,6 +345,91 @@ TEST(RingCollectivesChecks, RefuseBadShapes) {
   o.world = 1;
   EXPECT_EQ(RingAllToAll(o, channel, Deadline::Never(), &stats).code(),
             StatusCode::kInvalidArgument);
+}
+
+// --- the in-place all-reduce: partials through receive slots -----------------------------
+
+// Runs an in-place all-reduce of `op` over `world` peers whose buffers are `data` (one per
+// peer), with two receive slots each and a backup when `restore`; the channels' counts of
+// segments that came through slots land in `in_slot`, the stats in `stats`.
+void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
+                      std::vector<std::vector<float>>* data, std::vector<size_t>* in_slot,
+                      std::vector<AllReduceStats>* stats,
+                      std::vector<std::vector<float>>* backups) {
+  std::vector<MemoryChannel> channels(world);
+  for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<float>& buffer = (*data)[r];
+      AllReduceOptions o;
+      o.op = op;
+      o.count = buffer.size();
+      o.send = o.recv = buffer.data();
+      o.rank = r;
+      o.world = world;
+      o.segment_bytes = 2 * sizeof(float);
+      o.receive_slots = 2;
+      std::vector<float> scratch = Scratch(ScratchBytes(o));
+      EXPECT_EQ(scratch.size(), std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world)));
+      (*backups)[r].assign(restore ? buffer.size() : 0, -1.0f);
+      o.scratch = scratch.data();
+      o.backup = restore ? (*backups)[r].data() : nullptr;
+      Status st = RingAllReduce(o, channels[r], Deadline::In(std::chrono::seconds(20)),
+                                &(*stats)[r]);
+      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) (*in_slot)[r] = channels[r].in_slot_arrivals();
+}
+
+TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromReceiveSlotsAndSavesEveryInputSegment) {
+  for (int world : {2, 3, 5}) {
+    for (size_t count : {size_t{1}, size_t{7}, size_t{101}}) {
+      for (auto op : {kernels::ReduceOp::kSum, kernels::ReduceOp::kAvg, kernels::ReduceOp::kMax}) {
+        for (bool restore : {false, true}) {
+          SCOPED_TRACE(testing::Message() << "world " << world << " count " << count << " op "
+                                          << static_cast<int>(op) << " restore " << restore);
+          std::vector<std::vector<float>> data(world), backups(world);
+          for (int r = 0; r < world; ++r) data[r] = Blocks(r, 1, count);
+          const std::vector<std::vector<float>> inputs = data;
+          std::vector<size_t> in_slot(world);
+          std::vector<AllReduceStats> stats(world);
+          InPlaceAllReduce(world, op, restore, &data, &in_slot, &stats, &backups);
+          for (int r = 0; r < world; ++r) {
+            for (size_t i = 0; i < count; ++i) {
+              float want = op == kernels::ReduceOp::kMax ? Value(world - 1, 0, i) : 0.0f;
+              if (op != kernels::ReduceOp::kMax) {
+                for (int p = 0; p < world; ++p) want += Value(p, 0, i);
+                if (op == kernels::ReduceOp::kAvg) want /= static_cast<float>(world);
+              }
+              ASSERT_EQ(data[r][i], want) << "rank " << r << " element " << i;
+            }
+            // Every reduce-scatter segment this rank received came through a slot.
+            const RingSchedule schedule{world, r, count, 2};
+            size_t reduce_segments = 0;
+            for (int step = 0; step + 1 < world; ++step) {
+              reduce_segments += schedule.Segments(schedule.RecvChunk(step));
+            }
+            EXPECT_EQ(in_slot[r], reduce_segments) << "rank " << r;
+            if (!restore) continue;
+            // The backup holds every segment of the input, saved before it was overwritten:
+            // undoing the (successful) operation gives the input back exactly.
+            AllReduceOptions o;
+            o.count = count;
+            o.send = o.recv = data[r].data();
+            o.rank = r;
+            o.world = world;
+            o.segment_bytes = 2 * sizeof(float);
+            o.backup = backups[r].data();
+            RestoreInput(o, stats[r]);
+            EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
+          }
+        }
+      }
+    }
+  }
 }
 
 // --- send/recv over a pair ----------------------------------------------------------------------

@@ -153,7 +153,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     return Status::Ok();
   };
 
-  auto on_arrival = [&](uint32_t step_u, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void*) -> Status {
     const int step = static_cast<int>(step_u);
     const int chunk = schedule.RecvChunk(step);
     size_t first, n;

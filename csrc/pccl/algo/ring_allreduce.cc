@@ -1,5 +1,6 @@
 #include "pccl/algo/ring_allreduce.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <vector>
@@ -13,8 +14,20 @@ size_t WorkspaceBytes(DType dtype, size_t count) {
   return IsHalfPrecision(dtype) ? count * sizeof(float) : 0;
 }
 
-size_t ScratchBytes(DType dtype, size_t count) {
-  return IsHalfPrecision(dtype) ? 0 : count * DTypeSize(dtype);
+namespace {
+
+// One receive slot: a segment, or a chunk where chunks are smaller.
+size_t SlotBytes(const AllReduceOptions& options) {
+  const size_t elem = DTypeSize(options.dtype);
+  const size_t segment = std::max<size_t>(options.segment_bytes / elem, 1);
+  const size_t world = static_cast<size_t>(std::max(options.world, 1));
+  return std::min(segment, (options.count + world - 1) / world) * elem;
+}
+
+}  // namespace
+
+size_t ScratchBytes(const AllReduceOptions& options) {
+  return IsHalfPrecision(options.dtype) ? 0 : options.receive_slots * SlotBytes(options);
 }
 
 size_t BackupBytes(DType dtype, size_t count) { return count * DTypeSize(dtype); }
@@ -109,9 +122,14 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
 // reducing and sending overlap, and the channel spreads segments over all connections of
 // its pool. The reduction runs on the thread that received the segment, right after the
 // bytes landed (cache-hot, no hand-off to another thread). All receive destinations are
-// declared up front, so payloads land directly in place: reduce-scatter partials in the accumulator (the result buffer itself, or a
-// float32 workspace for float16/bfloat16 so that partial sums travel and accumulate in
-// float32), all-gather segments in the result buffer.
+// declared up front, so payloads land directly in place: reduce-scatter partials in the
+// accumulator (the result buffer, or a float32 workspace for float16/bfloat16 so that
+// partial sums travel and accumulate in float32), all-gather segments in the result
+// buffer. In place at full precision the partials cannot land in the buffer (it still
+// holds this peer's input for them): they land in a few receive slots, one segment each,
+// and are folded into the buffer as they arrive, which then holds the running sum that
+// goes on; so the operation needs no buffer of the tensor's size (only the backup, when
+// the input must be restorable).
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
@@ -124,8 +142,10 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
   const bool in_place = options.send == options.recv;
-  if (in_place && !half && options.scratch == nullptr) {
-    return InvalidArgument("an in-place all-reduce needs scratch");
+  // In place at full precision: partials land in receive slots and fold into the buffer.
+  const bool in_slots = in_place && !half;
+  if (in_slots && (options.scratch == nullptr || options.receive_slots == 0)) {
+    return InvalidArgument("an in-place all-reduce needs receive slots (scratch)");
   }
   const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
   const size_t elem = DTypeSize(options.dtype);
@@ -133,10 +153,9 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
   float* workspace = options.workspace;
-  // Where reduce-scatter partials accumulate: never in the caller's input.
-  char* acc = half       ? reinterpret_cast<char*>(workspace)
-              : in_place ? static_cast<char*>(options.scratch)
-                         : recv;
+  // Where reduce-scatter partials accumulate: the result buffer (in place, once this
+  // peer's input for that segment was read: see on_arrival), or the float32 workspace.
+  char* acc = half ? reinterpret_cast<char*>(workspace) : recv;
   auto* backup = static_cast<char*>(options.backup);
 
   const RingSchedule schedule = ScheduleFor(options);
@@ -174,7 +193,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   // What happens when segment `seg` of `step` has landed: reduce it into the partial result
   // and pass it on. Runs on the channel's I/O threads, concurrently for different segments
   // (they touch disjoint memory).
-  auto on_arrival = [&](uint32_t step_u, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void* landed) -> Status {
     const int step = static_cast<int>(step_u);
     const int chunk = schedule.RecvChunk(step);
     size_t first, n;
@@ -186,10 +205,11 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
       return Status::Ok();
     }
     rx_bytes.fetch_add(n * acc_elem, std::memory_order_relaxed);
+    // The running sum of this segment, which goes on (or, at the owner, is final).
     char* partial = acc + first * acc_elem;
     save_input(chunk, seg, first, n);
     if (options.received != nullptr) {
-      std::memcpy(static_cast<char*>(options.received) + first * acc_elem, partial,
+      std::memcpy(static_cast<char*>(options.received) + first * acc_elem, landed,
                   n * acc_elem);
     }
     const bool owner = step == last_reduce_step;
@@ -197,7 +217,10 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
                                                    reinterpret_cast<float*>(partial),
                                                    send + first * elem, n));
-    } else if (!owner || partial == result) {
+    } else if (in_slots) {
+      // The input, saved above, becomes the running sum: input op= what arrived.
+      PCCL_RETURN_IF_ERROR(ReduceInto(options, partial, landed, n));
+    } else {
       PCCL_RETURN_IF_ERROR(ReduceInto(options, partial, send + first * elem, n));
     }
     if (!owner) {
@@ -208,15 +231,8 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     if (half) {
       PCCL_RETURN_IF_ERROR(kernels::NarrowHalf(options.dtype, result,
                                                reinterpret_cast<float*>(partial), n, divisor));
-    } else {
-      if (partial != result) {
-        // In place the partial sits in scratch: fold it into the input, whose segment was
-        // saved above, instead of reducing into scratch and copying the result over.
-        PCCL_RETURN_IF_ERROR(ReduceInto(options, result, partial, n));
-      }
-      if (divisor != 1) {
-        PCCL_RETURN_IF_ERROR(kernels::DivideBy(options.dtype, result, n, divisor));
-      }
+    } else if (divisor != 1) {
+      PCCL_RETURN_IF_ERROR(kernels::DivideBy(options.dtype, result, n, divisor));
     }
     send_segment(step + 1, seg, result, n * elem);
     return Status::Ok();
@@ -224,13 +240,18 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   ScopedArrivalHandler handler_scope(channel, on_arrival);
 
   // Every destination, declared before anything is sent.
+  if (in_slots) {
+    channel.SetReceiveSlots(options.scratch, SlotBytes(options), options.receive_slots);
+  }
   size_t expected = 0;
   for (int step = 0; step < steps; ++step) {
     int chunk = schedule.RecvChunk(step);
     for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
       size_t first, n;
       schedule.Segment(chunk, seg, &first, &n);
-      if (schedule.IsReduceScatter(step)) {
+      if (schedule.IsReduceScatter(step) && in_slots) {
+        channel.ExpectInSlot(step, seg, n * elem);
+      } else if (schedule.IsReduceScatter(step)) {
         channel.Expect(step, seg, acc + first * acc_elem, n * acc_elem);
       } else {
         channel.Expect(step, seg, recv + first * elem, n * elem);

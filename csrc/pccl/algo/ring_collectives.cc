@@ -56,7 +56,7 @@ Status RingBroadcast(const RingCollectiveOptions& options, RingChannel& channel,
   }
 
   std::atomic<uint64_t> tx_bytes{0};
-  auto on_arrival = [&](uint32_t, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t, uint32_t seg, const void*) -> Status {
     if (forwards) {
       const size_t bytes = segments.size(seg) * elem;
       channel.Send(0, seg, recv + segments.first(seg) * elem, bytes);
@@ -101,7 +101,7 @@ Status RingAllGather(const RingCollectiveOptions& options, RingChannel& channel,
     channel.Send(step, seg, base + segments.first(seg) * elem, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
   };
-  auto on_arrival = [&](uint32_t step, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step, uint32_t seg, const void*) -> Status {
     const int next = static_cast<int>(step) + 1;
     if (next < steps) send_segment(next, seg, block(Mod(rank - next, world)));
     return Status::Ok();
@@ -168,7 +168,7 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
     channel.Send(step, seg, data, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
   };
-  auto on_arrival = [&](uint32_t step_u, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void*) -> Status {
     const int step = static_cast<int>(step_u);
     const size_t first = segments.first(seg);
     const size_t n = segments.size(seg);

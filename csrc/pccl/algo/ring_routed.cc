@@ -96,7 +96,7 @@ Status RingGather(const RingCollectiveOptions& options, RingChannel& channel,
     return scratch + static_cast<size_t>(j - 1) * block_bytes;
   };
   std::atomic<uint64_t> tx_bytes{0};
-  auto on_arrival = [&](uint32_t step, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step, uint32_t seg, const void*) -> Status {
     if (distance != 0) {  // pass it on towards the root
       const size_t bytes = segments.size(seg) * elem;
       channel.Send(step, seg, landing(static_cast<int>(step)) + segments.first(seg) * elem,
@@ -154,7 +154,7 @@ Status RingScatter(const RingCollectiveOptions& options, RingChannel& channel,
     stats->tx_bytes = tx_bytes.load();
     return channel.WaitSends(deadline);
   }
-  auto on_arrival = [&](uint32_t step, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step, uint32_t seg, const void*) -> Status {
     const int d = static_cast<int>(step);
     if (d != distance) {
       const size_t bytes = segments.size(seg) * elem;
@@ -206,7 +206,7 @@ Status RingAllToAll(const RingCollectiveOptions& options, RingChannel& channel,
     return scratch + (before + static_cast<size_t>(i - 1)) * block_bytes;
   };
   std::atomic<uint64_t> tx_bytes{0};
-  auto on_arrival = [&](uint32_t step, uint32_t seg) -> Status {
+  auto on_arrival = [&](uint32_t step, uint32_t seg, const void*) -> Status {
     const int j = static_cast<int>(step) / world;
     const int i = static_cast<int>(step) % world;
     if (i > 0) {

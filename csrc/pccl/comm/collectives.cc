@@ -193,43 +193,37 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   PCCL_RETURN_IF_ERROR(session_.OpenOp(*links, key, descriptor_hash, deadline, &op));
 
   // In place, a failed operation must leave the caller's data as it was (unless every peer
-  // succeeded, the verdict, the input is put back). Unquantized at full precision, the
-  // input is copied aside first and the all-reduce runs out of place, from the copy into
-  // the caller's buffer: one extra tensor of memory, which is also what restores the input.
-  // Otherwise (float16/bfloat16, whose partials live in the float32 workspace, and the
-  // quantized path) the algorithm saves each input segment to `backup` right before its
-  // first overwrite, and needs no scratch (algo::ScratchBytes is 0 for them). A caller
-  // that recomputes its input after a failure (restore_input false) saves the copy: the
-  // algorithm runs in place, its partials in scratch, and saves nothing.
+  // succeeded, the verdict, the input is put back): the algorithm saves each input segment
+  // to `backup` right before its first overwrite (one tensor of extra memory at most).
+  // The partial sums from the previous peer land in a few receive slots and are folded
+  // into the caller's buffer (algo/ring_allreduce.cc), or in the float32 workspace for
+  // float16/bfloat16. A caller that recomputes its input after a failure (restore_input
+  // false) saves the backup too: then only the slots are extra.
   const bool restore = in_place && request.restore_input;
-  const bool copy_aside =
-      restore && !quantized && algo::ScratchBytes(request.dtype, request.count) > 0;
-  const size_t bytes = request.count * DTypeSize(request.dtype);
+  algo::AllReduceOptions options;
+  options.dtype = request.dtype;
+  options.op = request.op;
+  options.count = request.count;
+  options.send = send;
+  options.recv = recv;
+  options.rank = rank;
+  options.world = world;
+  options.segment_bytes = segment_bytes;
+  options.receive_slots = links->pool_size() + 1;  // one per receiving connection, + spare
   BufferPool::Lease backup =
       buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
-  if (copy_aside) std::memcpy(backup.data(), send, bytes);
-  BufferPool::Lease scratch = buffers_.Acquire(
-      in_place && !restore && !quantized ? algo::ScratchBytes(request.dtype, request.count)
-                                         : 0);
+  BufferPool::Lease scratch =
+      buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
   BufferPool::Lease workspace =
       buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
   kernels::Modulus modulus;
   if (request.modulus != 0) {
     PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &modulus));
   }
-  algo::AllReduceOptions options;
   options.modulus = request.modulus != 0 ? &modulus : nullptr;
-  options.dtype = request.dtype;
-  options.op = request.op;
-  options.count = request.count;
-  options.send = copy_aside ? backup.data() : send;
-  options.recv = recv;
-  options.rank = rank;
-  options.world = world;
-  options.segment_bytes = segment_bytes;
   options.workspace = reinterpret_cast<float*>(workspace.data());
-  options.scratch = scratch.data();  // in place without restore only
-  options.backup = copy_aside || !restore ? nullptr : backup.data();
+  options.scratch = scratch.data();  // in place only
+  options.backup = restore ? backup.data() : nullptr;
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
   algo::AllReduceStats stats;
@@ -238,17 +232,10 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
     const bool& committed;
     const algo::AllReduceOptions& options;
     const algo::AllReduceStats& stats;
-    char* copied_from;  // copy_aside: the caller's buffer, to get its input back
-    size_t bytes;
     ~UndoUnlessCommitted() {
-      if (committed) return;
-      if (copied_from != nullptr) {
-        std::memcpy(copied_from, options.send, bytes);
-      } else {
-        algo::RestoreInput(options, stats);
-      }
+      if (!committed) algo::RestoreInput(options, stats);
     }
-  } undo{committed, options, stats, copy_aside ? recv : nullptr, bytes};
+  } undo{committed, options, stats};
 
   const TimePoint started = Clock::now();
   BufferPool::Lease wire =

@@ -32,17 +32,30 @@ class RingChannel {
   // Declares that segment (step, segment) from the previous peer is `bytes` long and goes
   // to `data`. A segment of another length is a protocol error that fails the operation.
   virtual void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) = 0;
+  // Declares that segment (step, segment) from the previous peer is `bytes` long and lands
+  // in one of the channel's receive slots (SetReceiveSlots) instead of memory the algorithm
+  // names: for data the algorithm folds into memory of its own as it arrives (an in-place
+  // reduce-scatter's partial sums), which then needs no landing buffer of the tensor's
+  // size. The arrival handler (required) reads it at its `landed` argument; the slot is
+  // reused once the handler returns. A receiver waits for a free slot, so the slots bound
+  // the memory; the pipeline is not held up while there are as many slots as connections.
+  virtual void ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) = 0;
+  // The memory ExpectInSlot lands in: `count` slots of `slot_bytes` each at `memory`, valid
+  // until the operation ends. Set it before the first ExpectInSlot.
+  virtual void SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) = 0;
   // Waits until one more expected segment has fully arrived (and, if an arrival handler is
   // set, has been handled) and names it.
   virtual Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) = 0;
 
-  // Optional: runs `handler(step, segment)` for every arrived segment as soon as it lands,
-  // on whichever thread delivered it (often an I/O thread, with the bytes still in its
-  // cache), before WaitRecv reports it. Handlers for different segments may run at the same
+  // Optional: runs `handler(step, segment, landed)` for every arrived segment as soon as it
+  // lands (`landed`: where its bytes are, the Expect()ed memory or a receive slot), on
+  // whichever thread delivered it (often an I/O thread, with the bytes still in its cache),
+  // before WaitRecv reports it. Handlers for different segments may run at the same
   // time. An error from the handler fails the operation. Set it before the first Expect().
   // Setting nullptr detaches it and waits until no handler call is running: an algorithm
   // whose handler captures its stack must do so before it returns.
-  using ArrivalHandler = std::function<Status(uint32_t step, uint32_t segment)>;
+  using ArrivalHandler =
+      std::function<Status(uint32_t step, uint32_t segment, const void* landed)>;
   virtual void SetArrivalHandler(ArrivalHandler handler) = 0;
   // Waits until every queued segment has been handed to the kernel.
   virtual Status WaitSends(Deadline deadline) = 0;

@@ -68,28 +68,67 @@ void RingOp::Send(uint32_t step, uint32_t segment, const void* data, size_t byte
 }
 
 void RingOp::Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) {
+  Declare(step, segment, data, bytes, /*in_slot=*/false);
+}
+
+void RingOp::ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) {
+  Declare(step, segment, nullptr, bytes, /*in_slot=*/true);
+}
+
+void RingOp::SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) {
   std::lock_guard<std::mutex> lock(mu_);
+  slot_memory_ = static_cast<char*>(memory);
+  slot_bytes_ = slot_bytes;
+  slot_count_ = count;
+  free_slots_.clear();
+  for (size_t i = count; i > 0; --i) free_slots_.push_back(static_cast<int>(i - 1));
+}
+
+void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto fail = [&](const std::string& why) {
+    if (status_.ok()) status_ = InvalidArgument(why);
+    cv_.notify_all();
+  };
+  if (in_slot && (!handler_ || bytes > slot_bytes_ || slot_count_ == 0)) {
+    return fail("segment " + std::to_string(segment) + " of step " + std::to_string(step) +
+                " expected in a receive slot without an arrival handler or a slot of " +
+                std::to_string(bytes) + " bytes");  // the algorithm's bug, not a peer's
+  }
   Slot& slot = slots_[{step, segment}];
   slot.expected = true;
+  slot.in_slot = in_slot;
   slot.data = data;
   slot.bytes = bytes;
   if (!slot.has_early) return;
-  if (slot.early.size() != bytes && status_.ok()) {
-    status_ = InvalidArgument("segment " + std::to_string(segment) + " of step " +
-                              std::to_string(step) + " arrived with " +
-                              std::to_string(slot.early.size()) + " bytes, expected " +
-                              std::to_string(bytes));
-    cv_.notify_all();
-    return;
+  if (slot.early.size() != bytes) {
+    return fail("segment " + std::to_string(segment) + " of step " + std::to_string(step) +
+                " arrived with " + std::to_string(slot.early.size()) + " bytes, expected " +
+                std::to_string(bytes));
   }
-  if (bytes > 0) std::memcpy(data, slot.early.data(), bytes);
-  early_bytes_ -= slot.early.size();
-  budget_->Release(slot.early.size());
-  std::vector<char>().swap(slot.early);
+  if (in_slot) {
+    slot.data = bytes == 0 ? &kEmptyPayload : slot.early.data();  // read where it waited
+  } else {
+    if (bytes > 0) std::memcpy(data, slot.early.data(), bytes);
+    ReleaseLocked(slot);
+  }
   slot.has_early = false;
   slot.arrived = true;
   arrivals_.push_back({{step, segment}, false});  // WaitRecv runs the handler
   cv_.notify_all();
+}
+
+void RingOp::ReleaseLocked(Slot& slot) {
+  if (slot.receive_slot >= 0) {
+    free_slots_.push_back(slot.receive_slot);
+    slot.receive_slot = -1;
+    cv_.notify_all();  // a receiver may wait for a free slot
+  }
+  if (!slot.early.empty()) {
+    early_bytes_ -= slot.early.size();
+    budget_->Release(slot.early.size());
+    std::vector<char>().swap(slot.early);
+  }
 }
 
 void RingOp::SetArrivalHandler(ArrivalHandler handler) {
@@ -112,6 +151,7 @@ Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
       status_ = Status(StatusCode::kDeadlineExceeded,
                        "no data from the previous peer before the deadline (" +
                            key_.ToString() + ")");
+      cv_.notify_all();  // a receiver waiting for a receive slot gives up
     }
   }
   if (!status_.ok()) return status_;
@@ -121,9 +161,13 @@ Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
   *segment = arrival.key.second;
   if (!arrival.handled && handler_) {
     ArrivalHandler handler = handler_;  // this thread owns the algorithm: no detach races
+    const void* landed = slots_[arrival.key].data;
     lock.unlock();
-    Status st = handler(*step, *segment);
-    if (!st.ok()) Fail(st);
+    Status st = handler(*step, *segment, landed);
+    lock.lock();
+    ReleaseLocked(slots_[arrival.key]);
+    if (!st.ok() && status_.ok()) status_ = st;
+    cv_.notify_all();
     return st;
   }
   return Status::Ok();
@@ -139,6 +183,7 @@ Status RingOp::WaitSends(Deadline deadline) {
       status_ = Status(StatusCode::kDeadlineExceeded,
                        "sends to the next peer did not finish before the deadline (" +
                            key_.ToString() + ")");
+      cv_.notify_all();
     }
   }
   return status_;
@@ -190,6 +235,15 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
                     std::to_string(bytes) + " bytes, expected " + std::to_string(slot.bytes) +
                     " (do the peers agree on count and dtype?)");
       }
+      if (slot.in_slot) {
+        if (free_slots_.empty()) {  // every slot is being handled: one comes back soon
+          cv_.wait(lock);
+          continue;
+        }
+        slot.receive_slot = free_slots_.back();
+        free_slots_.pop_back();
+        slot.data = slot_memory_ + static_cast<size_t>(slot.receive_slot) * slot_bytes_;
+      }
       slot.writing = true;
       slot.writing_early = false;
       ++active_receives_;
@@ -209,6 +263,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
 void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
   const SlotKey key{header.step, header.segment};
   bool run_handler = false;
+  const void* landed = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Slot& slot = slots_[key];
@@ -223,10 +278,12 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
       if (slot.early.size() != slot.bytes) {
         if (status_.ok()) status_ = InvalidArgument("size mismatch for " + SegmentName(header));
       } else {
-        std::memcpy(slot.data, slot.early.data(), slot.bytes);
-        early_bytes_ -= slot.early.size();
-        budget_->Release(slot.early.size());
-        std::vector<char>().swap(slot.early);
+        if (slot.in_slot) {
+          slot.data = slot.bytes == 0 ? &kEmptyPayload : slot.early.data();
+        } else {
+          std::memcpy(slot.data, slot.early.data(), slot.bytes);
+          ReleaseLocked(slot);
+        }
         slot.arrived = true;
         run_handler = handler_ != nullptr && status_.ok();
       }
@@ -236,16 +293,19 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
     --active_receives_;
     if (!run_handler) {
       if (slot.arrived) arrivals_.push_back({key, false});
+      if (!status_.ok()) ReleaseLocked(slot);  // nobody handles it now
       cv_.notify_all();
       return;
     }
     ++handlers_running_;
+    landed = slot.data;
   }
   // Handle the segment here, on the thread that received it, while its bytes are hot in
   // this core's cache. handlers_running_ keeps the algorithm from returning meanwhile.
-  Status st = handler_(header.step, header.segment);
+  Status st = handler_(header.step, header.segment, landed);
   std::lock_guard<std::mutex> lock(mu_);
   if (!st.ok() && status_.ok()) status_ = st;
+  ReleaseLocked(slots_[key]);
   arrivals_.push_back({key, true});
   --handlers_running_;
   cv_.notify_all();

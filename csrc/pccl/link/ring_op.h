@@ -59,6 +59,8 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
 
   void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override;
   void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
+  void ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) override;
+  void SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) override;
   Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
   Status WaitSends(Deadline deadline) override;
   void SetArrivalHandler(ArrivalHandler handler) override;
@@ -71,9 +73,11 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
  private:
   friend class RingLinks;
   struct Slot {
-    void* data = nullptr;
+    void* data = nullptr;  // where the payload lands (or landed: what the handler reads)
     size_t bytes = 0;
     bool expected = false;
+    bool in_slot = false;      // ExpectInSlot: lands in a receive slot (or stays early)
+    int receive_slot = -1;     // the receive slot it holds, -1: none
     bool arrived = false;
     bool writing = false;
     bool writing_early = false;
@@ -82,6 +86,11 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   };
   using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
 
+  // Expect and ExpectInSlot (`data` null) alike.
+  void Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot);
+  // After a slot's payload was handled (or failed): gives back its receive slot or early
+  // buffer.
+  void ReleaseLocked(Slot& slot);  // needs mu_
   // Called by RingLinks when the local algorithm opens the op.
   void Open(uint64_t descriptor_hash, Deadline deadline);
   // Receiver side: where `header`'s payload goes (nullptr: drain it).
@@ -115,6 +124,11 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
   int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
   uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;  // reserved from budget_
+  // SetReceiveSlots: the algorithm's memory for ExpectInSlot, and which slots are free.
+  char* slot_memory_ PCCL_GUARDED_BY(mu_) = nullptr;
+  size_t slot_bytes_ PCCL_GUARDED_BY(mu_) = 0;
+  size_t slot_count_ PCCL_GUARDED_BY(mu_) = 0;
+  std::vector<int> free_slots_ PCCL_GUARDED_BY(mu_);
 };
 
 }  // namespace pccl::link
