@@ -3,7 +3,7 @@ loopback: pccl vs torch.distributed Gloo.
 
 Usage: python -m bench.collectives [--world 2 4] [--sizes 1MiB 16MiB 64MiB 256MiB]
                                    [--ops broadcast all_gather reduce_scatter gather scatter
-                                          all_to_all send_recv]
+                                          all_to_all send_recv send_recv_any]
                                    [--iters N] [--json out.json] [--quick] [--restore]
 
   --quick   smoke run: world 2, sizes 1MiB 4MiB, a fifth of the iterations (at least 4).
@@ -16,7 +16,8 @@ bytes (each peer contributes size/N); the reduce-scatter's and the scatter's INP
 not a whole number of float32 the block is rounded down (JSON: actual_bytes). The root of
 gather and scatter is rank 0 (Gloo's dist.gather / dist.scatter; all-to-all:
 dist.all_to_all_single). send_recv: every rank sends its buffer (size) to the next rank
-and receives the previous rank's at the same time.
+and receives the previous rank's at the same time; send_recv_any receives it from any
+source (only the previous rank sends to it).
 
 For every world size the script starts one group of N spawned processes per backend and
 keeps both for every op and size of that world size; each (op, size) then runs on pccl,

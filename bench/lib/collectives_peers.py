@@ -5,12 +5,13 @@ backends on loopback, each a group of spawned peer processes (used by bench.coll
         peer id>), comm.all_gather, comm.reduce_scatter(op=SUM), comm.gather and
         comm.scatter (the same root), comm.all_to_all; blocks in ascending peer id.
         send_recv: every rank sends its buffer to the next rank and receives the previous
-        rank's (send_async + recv_async), as a pipeline's stages do.
+        rank's (send_async + recv_async), as a pipeline's stages do; send_recv_any: the
+        same, received from any source (recv_async(out, None)).
   gloo  torch.distributed, backend "gloo", tcp://127.0.0.1 rendezvous; dist.broadcast(src=0),
         dist.all_gather_into_tensor, dist.reduce_scatter_tensor (falling back to
         dist.reduce_scatter, then to all_reduce + slice, whichever this torch's Gloo runs),
         dist.gather(dst=0), dist.scatter(src=0), dist.all_to_all_single; send_recv with
-        dist.isend + dist.irecv.
+        dist.isend + dist.irecv (send_recv_any: dist.irecv without src).
 
 A peer's "rank" is its Gloo rank, or for pccl its index among the sorted peer ids, so that
 block k of an all-gather's output / a reduce-scatter's input belongs to rank k on both.
@@ -35,7 +36,8 @@ from bench.lib.loopback import op_timeout, start_gloo, warmups
 from bench.lib.procs import gather, report_error, spawn_ranks, stop_workers
 
 OPS = ("broadcast", "all_gather", "reduce_scatter", "gather", "scatter", "all_to_all",
-       "send_recv")
+       "send_recv", "send_recv_any")
+SHIFTS = ("send_recv", "send_recv_any")  # each rank's buffer to the next rank
 SETUP_TIMEOUT = 120.0  # seconds for a group to start, rendezvous and (pccl) admit everyone
 PATTERN = 256  # period of the verification pattern, in elements
 
@@ -47,7 +49,7 @@ def layout(op: str, n_bytes: int, world: int) -> tuple[int, int]:
     all-gather's output / a reduce-scatter's input is `world` blocks (rounded down so that
     every peer's block is the same whole number of float32)."""
     total = n_bytes // 4
-    if op in ("broadcast", "send_recv"):
+    if op == "broadcast" or op in SHIFTS:
         return total, total
     block = total // world
     return block, block * world
@@ -102,7 +104,7 @@ class Case:
         if op in ("all_gather", "gather"):
             return cls(op, rank, world, block, np.empty(block, np.float32),
                        np.empty(total, np.float32))
-        if op in ("all_to_all", "send_recv"):
+        if op == "all_to_all" or op in SHIFTS:
             return cls(op, rank, world, block, np.empty(total, np.float32),
                        np.empty(total, np.float32))
         return cls(op, rank, world, block, np.empty(total, np.float32),
@@ -117,7 +119,7 @@ class Case:
         if self.op == "broadcast":  # rank 0 is the root; the others' data must be replaced
             fill_block(self.send, 0, c)
             return
-        if self.op in ("all_gather", "gather", "send_recv"):
+        if self.op in ("all_gather", "gather") or self.op in SHIFTS:
             fill_block(self.send, self.rank, c)
         elif self.op == "scatter":  # rank 0 is the root: block k for rank k
             for k, b in enumerate(self.blocks(self.send)):
@@ -136,7 +138,7 @@ class Case:
                        for k, b in enumerate(self.blocks(self.recv)))
         if self.op == "gather":  # not the root: nothing to receive
             return True
-        if self.op == "send_recv":  # the previous rank's buffer
+        if self.op in SHIFTS:  # the previous rank's buffer
             previous = (self.rank - 1) % self.world
             return check_block(self.recv, previous, coef(previous, salt))
         if self.op == "scatter":
@@ -214,7 +216,7 @@ class PcclCollPeer:
             return (n - 1 - hops if hops else n - 1) * block
         if op == "all_to_all":  # every block over every hop to its destination
             return n * (n - 1) // 2 * block
-        if op == "send_recv":  # its buffer, once, straight to the next rank
+        if op in SHIFTS:  # its buffer, once, straight to the next rank
             return case.send.nbytes
         return (n - 1) * block
 
@@ -235,6 +237,7 @@ class PcclCollPeer:
                                             root=self.root, timeout=timeout),
             "all_to_all": lambda: comm.all_to_all(case.send, case.recv, timeout=timeout),
             "send_recv": lambda: self._shift(case, timeout),
+            "send_recv_any": lambda: self._shift(case, timeout, any_source=True),
         }
         call = calls[op]
 
@@ -249,13 +252,14 @@ class PcclCollPeer:
         result["peer_id"] = comm.peer_id
         return result
 
-    def _shift(self, case: Case, timeout: float) -> Any:
-        """Sends to the next rank and receives from the previous one at once; returns the
-        send's info (its tx_bytes are this peer's)."""
+    def _shift(self, case: Case, timeout: float, any_source: bool = False) -> Any:
+        """Sends to the next rank and receives from the previous one at once (from any
+        source: only the previous rank sends to this one); returns the send's info (its
+        tx_bytes are this peer's)."""
         n = self.world
         sending = self.comm.send_async(case.send, self.ids[(self.rank + 1) % n], timeout=timeout)
-        receiving = self.comm.recv_async(case.recv, self.ids[(self.rank - 1) % n],
-                                         timeout=timeout)
+        receiving = self.comm.recv_async(
+            case.recv, None if any_source else self.ids[(self.rank - 1) % n], timeout=timeout)
         receiving.result()
         return sending.result()
 
@@ -325,8 +329,8 @@ class GlooCollPeer:
             call = lambda: dist.scatter(recv, scatter_list=pieces, src=0)
         elif op == "all_to_all":
             call = lambda: dist.all_to_all_single(recv, send)
-        elif op == "send_recv":
-            call = lambda: self._shift(send, recv)
+        elif op in SHIFTS:
+            call = lambda: self._shift(send, recv, any_source=op == "send_recv_any")
         else:
             call = self._reduce_scatter(send, recv)
 
@@ -338,10 +342,10 @@ class GlooCollPeer:
 
         return measure(run_op, tiny, case, iters, warmups(n_bytes))
 
-    def _shift(self, send: Any, recv: Any) -> None:
+    def _shift(self, send: Any, recv: Any, any_source: bool = False) -> None:
         n = self.world
         works = [self.dist.isend(send, (self.rank + 1) % n),
-                 self.dist.irecv(recv, (self.rank - 1) % n)]
+                 self.dist.irecv(recv, None if any_source else (self.rank - 1) % n)]
         for work in works:
             work.wait()
 

@@ -361,11 +361,12 @@ bool MasterClient::HasBefore(proto::Kind kind, uint64_t arrival) {
                      [&](const auto& m) { return m.kind == kind && m.arrival < arrival; });
 }
 
-Status MasterClient::WaitUntilHas(proto::Kind kind, Deadline deadline) {
+Status MasterClient::WaitUntilHas(proto::Kind kind, Deadline deadline,
+                                  const std::function<bool()>& also) {
   std::unique_lock<std::mutex> lock(mu_);
   auto queued = [&] {
-    return std::any_of(inbox_.begin(), inbox_.end(),
-                       [&](const auto& m) { return m.kind == kind; });
+    return (also && also()) || std::any_of(inbox_.begin(), inbox_.end(),
+                                           [&](const auto& m) { return m.kind == kind; });
   };
   while (!queued()) {
     if (!lost_.ok()) return lost_;
@@ -378,6 +379,11 @@ Status MasterClient::WaitUntilHas(proto::Kind kind, Deadline deadline) {
     }
   }
   return Status::Ok();
+}
+
+void MasterClient::Wake() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cv_.notify_all();
 }
 
 void MasterClient::SetVerdictListener(std::function<void(const proto::Verdict&)> listener) {

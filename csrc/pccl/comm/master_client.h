@@ -73,9 +73,14 @@ class MasterClient {
   // True if a message of `kind` is queued; HasBefore: one that arrived before `arrival`.
   bool Has(proto::Kind kind);
   bool HasBefore(proto::Kind kind, uint64_t arrival);
-  // Waits until a message of `kind` is queued (and leaves it there). DeadlineExceeded if
-  // none came in time; the lost() status once the connection is gone.
-  Status WaitUntilHas(proto::Kind kind, Deadline deadline);
+  // Waits until a message of `kind` is queued (and leaves it there), or `also()` (looked at
+  // under the client's lock: it must take no lock of its own; Wake() has it looked at
+  // again) is true. DeadlineExceeded if neither in time; the lost() status once the
+  // connection is gone.
+  Status WaitUntilHas(proto::Kind kind, Deadline deadline,
+                      const std::function<bool()>& also = nullptr);
+  // Wakes the waits of WaitUntilHas, so that they look at their `also` again.
+  void Wake();
 
   // The master's answer to ReachabilityQuery (master/dial_back.h), once it came.
   std::optional<proto::Reachability> reachability();

@@ -14,8 +14,6 @@ using link::LinkPeer;
 using link::RingLinks;
 using proto::Kind;
 
-// How often a collective waiting for a new topology checks whether another one applied it.
-constexpr auto kRelook = std::chrono::milliseconds(20);
 // How often the topology watcher looks whether it should stop.
 constexpr auto kWatchInterval = std::chrono::milliseconds(200);
 // Deadline for the goodbye to the master.
@@ -61,6 +59,7 @@ Status Session::Connect(Deadline deadline) {
   listener_.Handle(link::Purpose::kPair, [this](const link::Hello& hello, net::Socket socket) {
     routes_.NoteIncoming(hello.from_peer_id, hello.route);
     pair_incoming_.Deposit(hello, std::move(socket));
+    NotePairActivity();  // a recv from any source may wait for this dialer
   });
   listener_.Handle(link::Purpose::kState, [this](const link::Hello&, net::Socket socket) {
     state_server_.Serve(std::move(socket));
@@ -237,6 +236,10 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
       connected_ = true;
     }
     if (old) old->Break(Status(StatusCode::kAborted, "topology changed"));
+    if (!same_ring) {
+      links_generation_.fetch_add(1);
+      master_.Wake();  // collectives waiting for new links (AwaitRing) look again
+    }
     return Status::Ok();
   }
 }
@@ -605,21 +608,29 @@ Status Session::AwaitRing(Deadline deadline, const char* caller, uint64_t pair_p
     }
     return current && !current->broken_status().ok() ? current : nullptr;
   };
-  auto wait_for_topology = [&](const std::shared_ptr<RingLinks>& broken) -> Status {
+  // Waits until a topology comes or another thread installs new links (links_generation_
+  // moves on from `generation`, read before `broken` was found broken).
+  auto wait_for_topology = [&](const std::shared_ptr<RingLinks>& broken,
+                               uint64_t generation) -> Status {
     if (deadline.expired()) {
       return Status(StatusCode::kDeadlineExceeded,
                     "the links of epoch " + std::to_string(broken->epoch()) + " are broken (" +
                         broken->broken_status().message() +
                         ") and the master sent no new topology in time");
     }
-    Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline.Min(Deadline::In(kRelook)));
+    Status pushed = master_.WaitUntilHas(Kind::kTopology, deadline, [&] {
+      return links_generation_.load() != generation;
+    });
     return pushed.ok() || pushed.code() == StatusCode::kDeadlineExceeded ? Status::Ok() : pushed;
   };
   bool broken = false;
-  while (std::shared_ptr<RingLinks> links = broken_links()) {
+  while (true) {
+    const uint64_t generation = links_generation_.load();
+    std::shared_ptr<RingLinks> links = broken_links();
+    if (!links) break;
     broken = true;
     if (master_.Has(Kind::kTopology)) break;
-    PCCL_RETURN_IF_ERROR(wait_for_topology(links));
+    PCCL_RETURN_IF_ERROR(wait_for_topology(links, generation));
   }
   // The others may have failed this very operation already (its links broke under them
   // before this peer started it): then it fails here too, so that every peer sees the same
@@ -631,17 +642,18 @@ Status Session::AwaitRing(Deadline deadline, const char* caller, uint64_t pair_p
   // It never binds to broken links: every member binds this call on the new ring, and one
   // that failed here on the old ring's links would be a call behind the others (which
   // then wait for it). When the watcher took the topology and applies it, the links are
-  // new once it is done (LockControl waits for it) or a relook later.
+  // new once it is done (LockControl waits for it, or the wait below wakes).
   while (true) {
     if (master_.Has(Kind::kTopology) && (broken || RingChangePushed())) {
       std::unique_lock<std::timed_mutex> control;
       PCCL_RETURN_IF_ERROR(LockControl(deadline, caller, &control));
       PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
     }
+    const uint64_t generation = links_generation_.load();
     std::shared_ptr<RingLinks> links = broken_links();
     if (!links) return Status::Ok();
     broken = true;
-    PCCL_RETURN_IF_ERROR(wait_for_topology(links));
+    PCCL_RETURN_IF_ERROR(wait_for_topology(links, generation));
   }
 }
 
@@ -774,6 +786,7 @@ void Session::Close() {
   parker_.Stop();
   incoming_.Close();
   pair_incoming_.Close();
+  NotePairActivity();  // a recv from any source gives up
   listener_.Close();
   (void)state_server_.Withdraw();
   probe_server_.Close();

@@ -149,6 +149,7 @@ class Session {
   // links of members that dial this peer meanwhile, and names that member (the first in
   // ring order if several have). DeadlineExceeded if none does in time.
   Status AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from);
+  void NotePairActivity();
   // Opens `key`'s operation on `links` (RingLinks::OpenOp), failed at once if the master
   // already failed it: a verdict that came before these links were this peer's (while it
   // still ran on the previous ring, or before a pair's links were built) reached no
@@ -314,6 +315,12 @@ class Session {
     std::shared_ptr<link::RingLinks> links;  // null until built
   };
   std::map<uint64_t, std::shared_ptr<PairLinks>> pairs_ PCCL_GUARDED_BY(mu_);
+  // Counts what a recv from any source waits for (a pair dialled in, an operation
+  // appeared on a pair's links, Close); pair_cv_ is notified with each.
+  uint64_t pair_activity_ PCCL_GUARDED_BY(mu_) = 0;
+  // Moves on whenever this peer installs a new ring's links (and drops its pairs').
+  std::atomic<uint64_t> links_generation_{0};
+  std::condition_variable pair_cv_;
   // Transfers taken per (from, to, tag) in this ring epoch.
   std::map<std::tuple<uint64_t, uint64_t, uint64_t>, uint64_t> pair_counts_ PCCL_GUARDED_BY(mu_);
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now

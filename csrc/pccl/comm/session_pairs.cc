@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <atomic>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "pccl/comm/session.h"
@@ -29,10 +28,6 @@ using link::LinkPeer;
 using link::RingLinks;
 
 namespace {
-
-// How often a recv from any source looks for a sender. Not a hot path: each look is a
-// few map lookups per member, and the data itself lands event-driven once it is chosen.
-constexpr auto kAnySenderRelook = std::chrono::milliseconds(2);
 
 }  // namespace
 
@@ -118,6 +113,7 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
         if (built->load()) ReportBrokenLink(ring_epoch, peer, why);
       },
       link::Purpose::kPair);
+  links->SetNewOpListener([this] { NotePairActivity(); });  // a recv from any source looks
   // Give up once the ring changes (pushed, or applied already by another call or the
   // topology watcher): the other end then binds its call to the new ring.
   Status st = links->Establish(pair_incoming_, credentials_, routes_, deadline,
@@ -139,8 +135,16 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
                   "the ring changed while " + key.ToString() + " connected; retry");
   }
   pair->links = links;
+  ++pair_activity_;  // its first segment may have come before it was stored here
+  pair_cv_.notify_all();
   *out = std::move(links);
   return Status::Ok();
+}
+
+void Session::NotePairActivity() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++pair_activity_;
+  pair_cv_.notify_all();
 }
 
 Status Session::AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from) {
@@ -153,9 +157,11 @@ Status Session::AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from) 
       std::shared_ptr<RingLinks> links;
     };
     std::vector<Candidate> candidates;
+    uint64_t activity;  // what has happened so far: the wait below is for anything newer
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!connected_) return FailedPrecondition("call connect() first");
+      activity = pair_activity_;
       for (const auto& m : topology_.members) {
         if (m.peer_group != options_.peer_group || m.peer_id == self) continue;
         auto it = pairs_.find(m.peer_id);
@@ -177,12 +183,14 @@ Status Session::AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from) 
       Status st = ConnectPair(c.key, c.key.from_peer, deadline, &links);
       if (!st.ok() && st.code() != StatusCode::kAborted) return st;
     }
-    if (deadline.expired()) {
+    // Nothing yet: wait until a pair is dialled in or an operation appears on a pair's
+    // links (either may be the sender), then look again.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!WaitFor(pair_cv_, lock, deadline, [&] { return pair_activity_ != activity; })) {
       return Status(StatusCode::kDeadlineExceeded,
                     "recv from any source: no member sent to this peer with tag " +
                         std::to_string(tag) + " in time");
     }
-    std::this_thread::sleep_for(kAnySenderRelook);
   }
 }
 

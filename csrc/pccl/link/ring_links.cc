@@ -144,6 +144,7 @@ void RingLinks::CloseOp(const std::shared_ptr<RingOp>& op, Duration grace) {
 
 void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
   std::shared_ptr<RingOp> op;
+  bool created = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (key.epoch != epoch_) return;  // a verdict about another ring's operation
@@ -155,10 +156,12 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
       // early): create it failed, so that OpenOp() finds it failed instead of running it
       // until its deadline for data nobody sends.
       it = ops_.emplace(id, std::make_shared<RingOp>(this, key, early_budget_)).first;
+      created = true;
     }
     op = it->second;
   }
   op->Fail(why);
+  if (created && on_new_op_) on_new_op_();
 }
 
 void RingLinks::Fault(uint64_t peer_id, const Status& why) {
@@ -295,19 +298,23 @@ void RingLinks::SenderLoop(Sender* sender) {
 }
 
 std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool* closed) {
-  std::lock_guard<std::mutex> lock(mu_);
-  *closed = false;
-  if (!broken_.ok()) return nullptr;
-  auto id = std::make_pair(header.tag, header.seq);
-  auto it = ops_.find(id);
-  if (it != ops_.end()) return it->second;
-  if (closed_.count(id)) {
-    *closed = true;
-    return nullptr;
+  std::shared_ptr<RingOp> op;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    *closed = false;
+    if (!broken_.ok()) return nullptr;
+    auto id = std::make_pair(header.tag, header.seq);
+    auto it = ops_.find(id);
+    if (it != ops_.end()) return it->second;
+    if (closed_.count(id)) {
+      *closed = true;
+      return nullptr;
+    }
+    proto::OpKey key{epoch_, 0, header.tag, header.seq};
+    op = std::make_shared<RingOp>(this, key, early_budget_);
+    ops_[id] = op;
   }
-  proto::OpKey key{epoch_, 0, header.tag, header.seq};
-  auto op = std::make_shared<RingOp>(this, key, early_budget_);
-  ops_[id] = op;
+  if (on_new_op_) on_new_op_();
   return op;
 }
 

@@ -62,6 +62,11 @@ class RingLinks {
   RingLinks(const RingLinks&) = delete;
   RingLinks& operator=(const RingLinks&) = delete;
 
+  // Called (outside the links' lock) whenever an operation appears here that this peer has
+  // not opened: its first segment arrived, or a verdict failed it first (HasOp turns
+  // true). Set it before Establish.
+  void SetNewOpListener(std::function<void()> listener) { on_new_op_ = std::move(listener); }
+
   // Dials the pool to the next peer, takes the pool from the previous one out of
   // `incoming`, and starts the I/O threads. Stops waiting (Aborted) once `give_up()`
   // returns true, e.g. because the master already replaced this topology. A neighbour that
@@ -150,6 +155,7 @@ class RingLinks {
   std::atomic<uint64_t> tx_bytes_{0};
   std::atomic<uint64_t> rx_bytes_{0};
   const FaultHandler on_fault_;
+  std::function<void()> on_new_op_;
   std::atomic<bool> fault_reported_{false};
 
   std::mutex mu_;
