@@ -744,11 +744,26 @@ class Communicator:
         pending = list(range(len(descriptors)))
         in_flight: list[tuple[int, AsyncReduceHandle]] = []
         fatal: PCCLError | None = None
+
+        def retry(i: int, e: PCCLError) -> None:
+            nonlocal fatal
+            _log.info("all-reduce with tag %d failed, will retry: %s",
+                      descriptors[i].reduce_descriptor.tag, e)
+            if deadline is not None and time.monotonic() >= deadline:
+                fatal = fatal or PCCLTimeoutError(
+                    f"all_reduce_multiple_with_retry: still failing after {timeout} s: {e}")
+            pending.insert(0, i)
+            pending.sort()
+
         while (pending and fatal is None) or in_flight:
             while pending and fatal is None and len(in_flight) < max_in_flight:
                 i = pending.pop(0)
                 try:
                     in_flight.append((i, self._launch(descriptors[i], deadline)))
+                except (PeerLostError, PCCLTimeoutError) as e:
+                    # Failed as it started: the others had failed that very operation (a
+                    # peer left before this one got to it), which every peer retries alike.
+                    retry(i, e)
                 except PCCLError as e:  # e.g. TooFewPeersError before anything is sent
                     fatal = e
             if not in_flight:
@@ -757,13 +772,7 @@ class Communicator:
             try:
                 done = handle.result()
             except (PeerLostError, PCCLTimeoutError) as e:
-                _log.info("all-reduce with tag %d failed, will retry: %s",
-                          descriptors[i].reduce_descriptor.tag, e)
-                if deadline is not None and time.monotonic() >= deadline:
-                    fatal = fatal or PCCLTimeoutError(
-                        f"all_reduce_multiple_with_retry: still failing after {timeout} s: {e}")
-                pending.insert(0, i)
-                pending.sort()
+                retry(i, e)
             except PCCLError as e:
                 fatal = fatal or e
             else:

@@ -40,6 +40,22 @@ TEST_F(MembershipTest, FailedReportFailsAtOnce) {
   EXPECT_NE(v.reason.find("connection reset"), std::string::npos) << v.reason;
 }
 
+TEST_F(MembershipTest, ATimedOutReportNamesTheMembersThatHaveNotReported) {
+  Run(3);
+  proto::OpKey key{m_.epoch(), 0, 1, 4};
+  Report(1, key, true, 7);
+  auto actions = Report(2, key, false, 7, "no data from the previous peer",
+                        static_cast<uint32_t>(StatusCode::kDeadlineExceeded));
+  proto::Verdict v = OneVerdict(actions, 1);
+  EXPECT_EQ(v.ok, 0);
+  EXPECT_NE(v.reason.find("(not reported by peer 1003 (10.0.0.3))"), std::string::npos)
+      << v.reason;
+  // Any other failure says nothing of the others (they are still running it).
+  proto::OpKey other{m_.epoch(), 0, 1, 5};
+  v = OneVerdict(Report(2, other, false, 7, "connection reset"), 1);
+  EXPECT_EQ(v.reason.find("not reported by"), std::string::npos) << v.reason;
+}
+
 TEST_F(MembershipTest, AFailureReportCannotMakeTheOthersThinkTheyLostTheRun) {
   // A member's report may fail a collective, not make the others raise KickedError,
   // MasterUnavailableError or AuthenticationError (which they would not retry).

@@ -136,6 +136,40 @@ def test_a_verdict_that_comes_before_the_new_ring_fails_the_retry_at_once(
         assert seconds < RETRY_TIMEOUT / 2, f"the retry waited {seconds:.1f} s for its deadline"
 
 
+def retried_sum(comm: pccl.Communicator, index: int) -> str:
+    """all_reduce_multiple_with_retry of ones with tag 5, as a DiLoCo outer step runs it."""
+    x = np.ones(1024, np.float32)
+    notify("started", index)
+    try:
+        descriptor = pccl.ReduceOpDescriptor.from_numpy(x, x, pccl.ReduceDescriptor(
+            x.size, pccl.ReduceOp.SUM, 5, pccl.ReduceOperandDescriptor(pccl.DataType.FLOAT),
+            pccl.QuantizationOptions(algorithm=pccl.QuantizationAlgorithm.NONE)))
+        info = comm.all_reduce_multiple_with_retry([descriptor], timeout=60)
+    except pccl.PCCLError as e:
+        return f"{type(e).__name__}: {e}"
+    return f"world {info.local_world_size}, sum {float(x[0])}"
+
+
+def test_a_retry_that_fails_as_it_starts_is_retried_not_raised(
+        run_with_raw_member: tuple[Cluster, RawMember]) -> None:
+    """The raw member fails tag 5's next collective before the honest peers start it, so
+    their all_reduce_multiple_with_retry fails as it launches (PeerLostError from the
+    early verdict); then the member leaves. That failure is as retryable as any other:
+    the call goes on and succeeds on the two that remain (it used to raise it)."""
+    c, raw = run_with_raw_member
+    key = (raw.ring_epoch, 0, 5, 0)
+    raw.send(Kind.OP_DONE, wire.op_done(key, ok=False, reason="failed early"))
+    while not any(v["key"] == key for v in raw.verdicts):
+        raw.recv()
+    time.sleep(0.5)  # the honest peers have the verdict before they launch
+    c.start(retried_sum)
+    for _ in range(2):
+        c.events.get(timeout=30)
+    time.sleep(0.5)  # their first launch took the verdict; the second waits for the member
+    raw.close()
+    assert c.collect([0, 1], timeout=90) == ["world 2, sum 2.0"] * 2
+
+
 def test_made_up_collectives_get_the_member_dropped(
         run_with_raw_member: tuple[Cluster, RawMember]) -> None:
     c, raw = run_with_raw_member

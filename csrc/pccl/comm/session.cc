@@ -595,8 +595,8 @@ Status Session::AwaitRing(Deadline deadline, const char* caller, uint64_t pair_p
   // If the ring broke (a neighbour died) and this is the retry, the master replaces the
   // topology as soon as it notices, which may be a moment after this peer did: wait for
   // that rather than failing again at once on the broken links. Another collective of
-  // this peer, or the topology watcher, may apply the new topology meanwhile, so look
-  // again every few ms. A broken pair link (send/recv) is repaired the same way.
+  // this peer, or the topology watcher, may apply the new topology meanwhile: the wait
+  // wakes for that too. A broken pair link (send/recv) is repaired the same way.
   auto broken_links = [&]() -> std::shared_ptr<RingLinks> {
     std::shared_ptr<RingLinks> current;
     {

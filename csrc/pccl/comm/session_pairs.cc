@@ -27,10 +27,6 @@ namespace pccl::comm {
 using link::LinkPeer;
 using link::RingLinks;
 
-namespace {
-
-}  // namespace
-
 proto::OpKey Session::PairKeyLocked(uint64_t from, uint64_t to, uint64_t tag) {
   auto it = pair_counts_.find({from, to, tag});
   const uint64_t taken = it == pair_counts_.end() ? 0 : it->second;

@@ -150,6 +150,20 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   Report report{op.ok != 0, op.descriptor_hash, op.report};
   if (!report.ok) {
     std::string cause = op.reason.empty() ? "no reason given" : op.reason;
+    if (static_cast<StatusCode>(op.code) == StatusCode::kDeadlineExceeded) {
+      // It waited in vain: for whom is worth saying (a member that never started this
+      // collective, or is stuck before it, is the one to look at).
+      std::string silent;
+      for (ConnId m : Participants(key, roster)) {
+        if (m == peer.conn) continue;
+        if (std::any_of(state.reports.begin(), state.reports.end(),
+                        [m](const auto& r) { return r.first == m; })) {
+          continue;
+        }
+        silent += (silent.empty() ? "" : ", ") + Describe(roster.at(m));
+      }
+      if (!silent.empty()) cause += " (not reported by " + silent + ")";
+    }
     Decide(key, false, Describe(peer) + " failed " + key.ToString() + ": " + cause, roster,
            step, MemberReportedCode(op.code));
     return true;
