@@ -150,6 +150,7 @@ class Session {
   // ring order if several have). DeadlineExceeded if none does in time.
   Status AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from);
   void NotePairActivity();
+  void NotePairActivityLocked();  // needs mu_
   // Opens `key`'s operation on `links` (RingLinks::OpenOp), failed at once if the master
   // already failed it: a verdict that came before these links were this peer's (while it
   // still ran on the previous ring, or before a pair's links were built) reached no

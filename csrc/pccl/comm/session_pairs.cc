@@ -131,14 +131,17 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
                   "the ring changed while " + key.ToString() + " connected; retry");
   }
   pair->links = links;
-  ++pair_activity_;  // its first segment may have come before it was stored here
-  pair_cv_.notify_all();
+  NotePairActivityLocked();  // its first segment may have come before it was stored here
   *out = std::move(links);
   return Status::Ok();
 }
 
 void Session::NotePairActivity() {
   std::lock_guard<std::mutex> lock(mu_);
+  NotePairActivityLocked();
+}
+
+void Session::NotePairActivityLocked() {
   ++pair_activity_;
   pair_cv_.notify_all();
 }

@@ -106,16 +106,20 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
                 " arrived with " + std::to_string(slot.early.size()) + " bytes, expected " +
                 std::to_string(bytes));
   }
-  if (in_slot) {
-    slot.data = bytes == 0 ? &kEmptyPayload : slot.early.data();  // read where it waited
-  } else {
-    if (bytes > 0) std::memcpy(data, slot.early.data(), bytes);
-    ReleaseLocked(slot);
-  }
+  DeliverEarlyLocked(slot);
   slot.has_early = false;
   slot.arrived = true;
   arrivals_.push_back({{step, segment}, false});  // WaitRecv runs the handler
   cv_.notify_all();
+}
+
+void RingOp::DeliverEarlyLocked(Slot& slot) {
+  if (slot.in_slot) {
+    slot.data = slot.bytes == 0 ? &kEmptyPayload : slot.early.data();  // read where it waited
+    return;  // freed once handled (ReleaseLocked)
+  }
+  if (slot.bytes > 0) std::memcpy(slot.data, slot.early.data(), slot.bytes);
+  ReleaseLocked(slot);
 }
 
 void RingOp::ReleaseLocked(Slot& slot) {
@@ -278,12 +282,7 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
       if (slot.early.size() != slot.bytes) {
         if (status_.ok()) status_ = InvalidArgument("size mismatch for " + SegmentName(header));
       } else {
-        if (slot.in_slot) {
-          slot.data = slot.bytes == 0 ? &kEmptyPayload : slot.early.data();
-        } else {
-          std::memcpy(slot.data, slot.early.data(), slot.bytes);
-          ReleaseLocked(slot);
-        }
+        DeliverEarlyLocked(slot);
         slot.arrived = true;
         run_handler = handler_ != nullptr && status_.ok();
       }

@@ -88,6 +88,9 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
 
   // Expect and ExpectInSlot (`data` null) alike.
   void Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot);
+  // A payload that waited in `slot.early`, now expected (same size): copied to where it was
+  // expected, or, in a receive slot's stead, read where it waited. Needs mu_.
+  void DeliverEarlyLocked(Slot& slot);
   // After a slot's payload was handled (or failed): gives back its receive slot or early
   // buffer.
   void ReleaseLocked(Slot& slot);  // needs mu_

@@ -141,11 +141,13 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
     it = open_ops_.emplace(key, OpState{peer.conn, {}}).first;
   }
   OpState& state = it->second;
-  for (const auto& [conn, report] : state.reports) {
-    if (conn == peer.conn) {
-      step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() + " twice");
-      return false;
-    }
+  auto reported = [&](ConnId m) {
+    return std::any_of(state.reports.begin(), state.reports.end(),
+                       [m](const auto& r) { return r.first == m; });
+  };
+  if (reported(peer.conn)) {
+    step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() + " twice");
+    return false;
   }
   Report report{op.ok != 0, op.descriptor_hash, op.report};
   if (!report.ok) {
@@ -155,11 +157,7 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
       // collective, or is stuck before it, is the one to look at).
       std::string silent;
       for (ConnId m : Participants(key, roster)) {
-        if (m == peer.conn) continue;
-        if (std::any_of(state.reports.begin(), state.reports.end(),
-                        [m](const auto& r) { return r.first == m; })) {
-          continue;
-        }
+        if (m == peer.conn || reported(m)) continue;
         silent += (silent.empty() ? "" : ", ") + Describe(roster.at(m));
       }
       if (!silent.empty()) cause += " (not reported by " + silent + ")";
@@ -184,9 +182,7 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   }
   state.reports.emplace_back(peer.conn, report);
   for (ConnId m : Participants(key, roster)) {
-    bool reported = std::any_of(state.reports.begin(), state.reports.end(),
-                                [m](const auto& r) { return r.first == m; });
-    if (!reported) return false;
+    if (!reported(m)) return false;
   }
   Decide(key, true, "", roster, step);
   return true;
