@@ -113,7 +113,8 @@ inline void Invariants(const RelayReady& m) {
 inline void Invariants(const Greeting& m) {
   const auto purpose = static_cast<Kind>(m.purpose);
   FUZZ_CHECK(purpose == Kind::kHello || purpose == Kind::kP2PHello ||
-             purpose == Kind::kStateHello || purpose == Kind::kProbeHello);
+             purpose == Kind::kStateHello || purpose == Kind::kProbeHello ||
+             purpose == Kind::kPairHello);
   FUZZ_CHECK(m.transport <= 1);
   FUZZ_CHECK(IsCipher(m.cipher));
   FUZZ_CHECK(m.nonce.size() == kNonceLength);

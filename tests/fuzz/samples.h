@@ -111,7 +111,9 @@ inline std::vector<Greeting> Samples(const Greeting*) {
   return {Greeting{static_cast<uint16_t>(Kind::kHello), 0, 0, 0, 0, 0, 0,
                    Bytes(kNonceLength, 'n')},
           Greeting{static_cast<uint16_t>(Kind::kP2PHello), 1, 2, 7, 3, 1, 2,
-                   Bytes(kNonceLength, 'm')}};
+                   Bytes(kNonceLength, 'm')},
+          Greeting{static_cast<uint16_t>(Kind::kPairHello), 2, 1, 7, 0, 0, 1,
+                   Bytes(kNonceLength, 'p')}};
 }
 inline std::vector<Challenge> Samples(const Challenge*) {
   return {Challenge{0, Bytes(kNonceLength, 'n'), Bytes(kProofLength, 'p')},
