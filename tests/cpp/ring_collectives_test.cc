@@ -347,10 +347,10 @@ TEST(RingCollectivesChecks, RefuseBadShapes) {
             StatusCode::kInvalidArgument);
 }
 
-// --- the in-place all-reduce: partials through receive slots -----------------------------
+// --- the in-place all-reduce: partials through receive slots or the backup ------------------
 
 // Runs an in-place all-reduce of `op` over `world` peers whose buffers are `data` (one per
-// peer), with two receive slots each and a backup when `restore`; the channels' counts of
+// peer), with two receive slots each, or a backup when `restore`; the channels' counts of
 // segments that came through slots land in `in_slot`, the stats in `stats`.
 void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
                       std::vector<std::vector<float>>* data, std::vector<size_t>* in_slot,
@@ -370,11 +370,12 @@ void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
       o.world = world;
       o.segment_bytes = 2 * sizeof(float);
       o.receive_slots = 2;
-      std::vector<float> scratch = Scratch(ScratchBytes(o));
-      EXPECT_EQ(scratch.size(), std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world)));
       (*backups)[r].assign(restore ? buffer.size() : 0, -1.0f);
-      o.scratch = scratch.data();
       o.backup = restore ? (*backups)[r].data() : nullptr;
+      // With a backup the partials land in it: no slots.
+      std::vector<float> scratch = Scratch(ScratchBytes(o));
+      EXPECT_EQ(scratch.size(), restore ? 0 : std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world)));
+      o.scratch = restore ? nullptr : scratch.data();
       Status st = RingAllReduce(o, channels[r], Deadline::In(std::chrono::seconds(20)),
                                 &(*stats)[r]);
       EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
@@ -384,7 +385,10 @@ void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
   for (int r = 0; r < world; ++r) (*in_slot)[r] = channels[r].in_slot_arrivals();
 }
 
-TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromReceiveSlotsAndSavesEveryInputSegment) {
+// In place, the partials from the previous peer land in receive slots (no backup) or in the
+// backup (restoring), and are folded into the buffer; with a backup, every input segment
+// ends up saved there.
+TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromSlotsOrTheBackupAndSavesEveryInputSegment) {
   for (int world : {2, 3, 5}) {
     for (size_t count : {size_t{1}, size_t{7}, size_t{101}}) {
       for (auto op : {kernels::ReduceOp::kSum, kernels::ReduceOp::kAvg, kernels::ReduceOp::kMax}) {
@@ -406,13 +410,14 @@ TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromReceiveSlotsAndSavesEveryInpu
               }
               ASSERT_EQ(data[r][i], want) << "rank " << r << " element " << i;
             }
-            // Every reduce-scatter segment this rank received came through a slot.
+            // Every reduce-scatter segment this rank received came through a slot, unless
+            // it had a backup to land in.
             const RingSchedule schedule{world, r, count, 2};
             size_t reduce_segments = 0;
             for (int step = 0; step + 1 < world; ++step) {
               reduce_segments += schedule.Segments(schedule.RecvChunk(step));
             }
-            EXPECT_EQ(in_slot[r], reduce_segments) << "rank " << r;
+            EXPECT_EQ(in_slot[r], restore ? 0 : reduce_segments) << "rank " << r;
             if (!restore) continue;
             // The backup holds every segment of the input, saved before it was overwritten:
             // undoing the (successful) operation gives the input back exactly.
@@ -429,6 +434,54 @@ TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromReceiveSlotsAndSavesEveryInpu
         }
       }
     }
+  }
+}
+
+// A ring whose third peer never runs: the other two fail at their deadline, one of them
+// after folding partials into its buffer (their inputs traded places with the backup). The
+// backup's other segments may hold anything (a partial that landed, or half of one, before
+// the failure): scribbled over here, they must not matter. RestoreInput gives every input
+// back exactly.
+TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
+  const int world = 3;
+  const size_t count = 101;
+  std::vector<MemoryChannel> channels(world);
+  for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
+  std::vector<std::vector<float>> data(world), backups(world, std::vector<float>(count, -1.0f));
+  for (int r = 0; r < world; ++r) data[r] = Blocks(r, 1, count);
+  const std::vector<std::vector<float>> inputs = data;
+  std::vector<AllReduceStats> stats(world);
+  std::vector<AllReduceOptions> options(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world - 1; ++r) {  // rank world-1 never starts
+    AllReduceOptions& o = options[r];
+    o.count = count;
+    o.send = o.recv = data[r].data();
+    o.rank = r;
+    o.world = world;
+    o.segment_bytes = 2 * sizeof(float);
+    o.backup = backups[r].data();
+    threads.emplace_back([&, r] {
+      Status st = RingAllReduce(options[r], channels[r],
+                                Deadline::In(std::chrono::milliseconds(300)), &stats[r]);
+      EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << "rank " << r << ": " << st.ToString();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_NE(data[1], inputs[1]) << "rank 1 folded rank 0's partials into its buffer";
+  for (int r = 0; r < world - 1; ++r) {
+    const RingSchedule schedule = ScheduleFor(options[r]);
+    size_t index = 0;
+    for (int c = 0; c < world; ++c) {
+      for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg, ++index) {
+        if (stats[r].backed_up[index]) continue;
+        size_t first, n;
+        schedule.Segment(c, seg, &first, &n);
+        std::fill_n(backups[r].begin() + static_cast<std::ptrdiff_t>(first), n, 12345.0f);
+      }
+    }
+    RestoreInput(options[r], stats[r]);
+    EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
   }
 }
 

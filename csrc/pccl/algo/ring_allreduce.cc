@@ -27,7 +27,9 @@ size_t SlotBytes(const AllReduceOptions& options) {
 }  // namespace
 
 size_t ScratchBytes(const AllReduceOptions& options) {
-  return IsHalfPrecision(options.dtype) ? 0 : options.receive_slots * SlotBytes(options);
+  // float16/bfloat16 partials live in the workspace; with a backup they land in it.
+  if (IsHalfPrecision(options.dtype) || options.backup != nullptr) return 0;
+  return options.receive_slots * SlotBytes(options);
 }
 
 size_t BackupBytes(DType dtype, size_t count) { return count * DTypeSize(dtype); }
@@ -51,6 +53,26 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
 Status ReduceInto(const AllReduceOptions& options, void* dst, const void* src, size_t n) {
   if (options.modulus != nullptr) return kernels::ModAdd(*options.modulus, dst, src, n);
   return kernels::Reduce(options.dtype, options.op, dst, src, n);
+}
+
+// A partial that landed in the backup, at its segment's own offset, trades places with the
+// input: afterwards `buffer` holds input op partial and `backup` the input. Block by block
+// through a small buffer that stays in the cache, so each byte of the two is read and
+// written once, as by the copy that would otherwise save the input.
+Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup, size_t n) {
+  constexpr size_t kBlockBytes = 16 << 10;
+  alignas(64) char partial[kBlockBytes];
+  const size_t elem = DTypeSize(options.dtype);
+  const size_t block = kBlockBytes / elem;
+  for (size_t done = 0; done < n; done += block) {
+    const size_t bytes = std::min(block, n - done) * elem;
+    char* in = buffer + done * elem;
+    char* saved = backup + done * elem;
+    std::memcpy(partial, saved, bytes);
+    std::memcpy(saved, in, bytes);
+    PCCL_RETURN_IF_ERROR(ReduceInto(options, in, partial, bytes / elem));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -129,7 +151,9 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
 // holds this peer's input for them): they land in a few receive slots, one segment each,
 // and are folded into the buffer as they arrive, which then holds the running sum that
 // goes on; so the operation needs no buffer of the tensor's size (only the backup, when
-// the input must be restorable).
+// the input must be restorable). With a backup they need no slots either: a partial lands
+// in the backup at its segment's place, and folding it into the buffer puts the input
+// there instead (FoldAndSave), so the backup is the only memory the call adds.
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
@@ -142,12 +166,14 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
   const bool in_place = options.send == options.recv;
-  // In place at full precision: partials land in receive slots and fold into the buffer.
-  const bool in_slots = in_place && !half;
-  if (in_slots && (options.scratch == nullptr || options.receive_slots == 0)) {
-    return InvalidArgument("an in-place all-reduce needs receive slots (scratch)");
-  }
   const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
+  // In place at full precision the partials land in the backup (restoring) or in receive
+  // slots, and fold into the buffer.
+  const bool in_backup = in_place && !half && saves_input;
+  const bool in_slots = in_place && !half && !saves_input;
+  if (in_slots && (options.scratch == nullptr || options.receive_slots == 0)) {
+    return InvalidArgument("an in-place all-reduce needs receive slots (scratch) or a backup");
+  }
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = half ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
@@ -207,13 +233,16 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     rx_bytes.fetch_add(n * acc_elem, std::memory_order_relaxed);
     // The running sum of this segment, which goes on (or, at the owner, is final).
     char* partial = acc + first * acc_elem;
-    save_input(chunk, seg, first, n);
+    if (!in_backup) save_input(chunk, seg, first, n);
     if (options.received != nullptr) {
       std::memcpy(static_cast<char*>(options.received) + first * acc_elem, landed,
                   n * acc_elem);
     }
     const bool owner = step == last_reduce_step;
-    if (half) {
+    if (in_backup) {
+      PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, backup + first * elem, n));
+      stats->backed_up[segment_base[chunk] + seg] = 1;
+    } else if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
                                                    reinterpret_cast<float*>(partial),
                                                    send + first * elem, n));
@@ -251,6 +280,8 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
       schedule.Segment(chunk, seg, &first, &n);
       if (schedule.IsReduceScatter(step) && in_slots) {
         channel.ExpectInSlot(step, seg, n * elem);
+      } else if (schedule.IsReduceScatter(step) && in_backup) {
+        channel.Expect(step, seg, backup + first * elem, n * elem);
       } else if (schedule.IsReduceScatter(step)) {
         channel.Expect(step, seg, acc + first * acc_elem, n * acc_elem);
       } else {

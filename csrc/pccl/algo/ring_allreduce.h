@@ -34,14 +34,15 @@ struct AllReduceOptions {
   // float16/bfloat16 only: `count` floats of scratch for the float32 partial sums (any
   // contents; see WorkspaceBytes).
   float* workspace = nullptr;
-  // In place only. `scratch`: the receive slots (RingChannel::ExpectInSlot) where the
-  // reduce-scatter partials from the previous peer land before they are folded into the
-  // buffer itself, `receive_slots` of one segment each (ScratchBytes; not needed for
-  // float16/bfloat16, whose partials live in `workspace`). As many slots as the channel
-  // has connections never hold the pipeline up. `backup`: `count` elements where each
-  // segment of the input is saved right before its first overwrite, so that a failed
-  // operation can be undone with RestoreInput (BackupBytes). No backup: a failed operation
-  // leaves garbage (for callers that recompute their input).
+  // In place only. `backup`: `count` elements where each segment of the input is saved
+  // right before its first overwrite, so that a failed operation can be undone with
+  // RestoreInput (BackupBytes); the reduce-scatter partials from the previous peer land in
+  // it too, at their own offsets, and trade places with the input as they are folded into
+  // the buffer. No backup: a failed operation leaves garbage (for callers that recompute
+  // their input), and the partials land in `scratch`: the receive slots
+  // (RingChannel::ExpectInSlot), `receive_slots` of one segment each (ScratchBytes; none
+  // for float16/bfloat16, whose partials live in `workspace`). As many slots as the channel
+  // has connections never hold the pipeline up.
   void* scratch = nullptr;
   size_t receive_slots = 8;
   void* backup = nullptr;
@@ -61,7 +62,7 @@ struct AllReduceOptions {
 // Bytes of AllReduceOptions::workspace an all-reduce of `count` `dtype` elements needs.
 size_t WorkspaceBytes(DType dtype, size_t count);
 // Bytes of AllReduceOptions::scratch and ::backup an in-place all-reduce needs (scratch:
-// receive slots, at most the tensor; the backup: the tensor).
+// receive slots, at most the tensor, none with a backup; the backup: the tensor).
 size_t ScratchBytes(const AllReduceOptions& options);
 size_t BackupBytes(DType dtype, size_t count);
 

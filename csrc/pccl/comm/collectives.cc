@@ -195,10 +195,10 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   // In place, a failed operation must leave the caller's data as it was (unless every peer
   // succeeded, the verdict, the input is put back): the algorithm saves each input segment
   // to `backup` right before its first overwrite (one tensor of extra memory at most).
-  // The partial sums from the previous peer land in a few receive slots and are folded
-  // into the caller's buffer (algo/ring_allreduce.cc), or in the float32 workspace for
-  // float16/bfloat16. A caller that recomputes its input after a failure (restore_input
-  // false) saves the backup too: then only the slots are extra.
+  // The partial sums from the previous peer land in the backup itself, where folding them
+  // into the caller's buffer leaves the input (algo/ring_allreduce.cc), or in the float32
+  // workspace for float16/bfloat16. A caller that recomputes its input after a failure
+  // (restore_input false) saves the backup: then the partials land in a few receive slots.
   const bool restore = in_place && request.restore_input;
   algo::AllReduceOptions options;
   options.dtype = request.dtype;
@@ -212,6 +212,7 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   options.receive_slots = links->pool_size() + 1;  // one per receiving connection, + spare
   BufferPool::Lease backup =
       buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
+  options.backup = restore ? backup.data() : nullptr;
   BufferPool::Lease scratch =
       buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
   BufferPool::Lease workspace =
@@ -223,7 +224,6 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   options.modulus = request.modulus != 0 ? &modulus : nullptr;
   options.workspace = reinterpret_cast<float*>(workspace.data());
   options.scratch = scratch.data();  // in place only
-  options.backup = restore ? backup.data() : nullptr;
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
   algo::AllReduceStats stats;
