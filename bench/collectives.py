@@ -44,11 +44,11 @@ and makes one more verified call with other inputs.
 
 time/op = max over peers of the mean (loop wall / iters); "gloo/pccl" = Gloo time / pccl
 time (> 1: pccl is faster). tx/theory = mean over peers of the bytes each pccl peer sent
-per op (ReduceInfo.tx_bytes) / the ring algorithm's figure: broadcast: the root and every
+per op (ReduceInfo.tx_bytes) / the algorithm's figure: broadcast: the root and every
 peer but the one just before the root in the ring send `size`, that one 0 (mean
-size(N-1)/N); all-gather and reduce-scatter: every peer sends (N-1) x size/N; gather:
-the peer k links after the root along the ring sends k blocks (the root none); scatter:
-the root N-1 blocks, the peer k links on N-1-k; all-to-all: every peer N(N-1)/2. The JSON
+size(N-1)/N); all-gather and reduce-scatter: every peer sends (N-1) x size/N; gather,
+scatter and all-to-all send each block once, straight to its destination: gather: every
+peer but the root its block; scatter: the root N-1 blocks; all-to-all: every peer N-1. The JSON
 holds every peer's time, tx and theory. Exits non-zero if any verification fails or
 anything times out; children are killed on every failure path.
 """
@@ -276,8 +276,8 @@ def main() -> int:
     meta["seconds"] = time.monotonic() - started
     print(f"{meta['cpus']} CPUs; pccl ISA {meta.get('pccl_isa', '?')}, torch "
           f"{meta.get('torch', '?')}; time/op = {meta['timing']}; gloo/pccl = Gloo time / "
-          f"pccl time (>1: pccl faster); tx/theory = pccl mean tx bytes per peer / ring "
-          f"theory; GB/s = size / time")
+          f"pccl time (>1: pccl faster); tx/theory = pccl mean tx bytes per peer / the "
+          f"algorithm's figure; GB/s = size / time")
     for world, world_rows, rs in tables:
         print_table(world, world_rows, rs)
     if args.json:

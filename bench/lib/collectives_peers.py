@@ -204,18 +204,20 @@ class PcclCollPeer:
                      "peer_id": self.comm.peer_id}
 
     def theory_tx(self, op: str, case: Case) -> int:
-        """Bytes the ring algorithm makes this peer send per op."""
+        """Bytes pccl's algorithm makes this peer send per op."""
         if op == "broadcast":  # everyone forwards, except the root's predecessor
             pred = self.ring[(self.ring.index(self.root) - 1) % self.world]
             return 0 if self.comm.peer_id == pred else case.recv.nbytes
         n, block = self.world, case.block * 4
-        hops = (self.ring.index(self.comm.peer_id) - self.ring.index(self.root)) % n
-        if op == "gather":  # its own block and those of the peers behind it
-            return hops * block
-        if op == "scatter":  # the blocks for the peers beyond it
-            return (n - 1 - hops if hops else n - 1) * block
-        if op == "all_to_all":  # every block over every hop to its destination
-            return n * (n - 1) // 2 * block
+        is_root = self.comm.peer_id == self.root
+        # Gather, scatter and all-to-all send each block once, straight to its destination
+        # (the pair links; with 2 peers the ring is that link).
+        if op == "gather":  # its own block, to the root
+            return 0 if is_root else block
+        if op == "scatter":  # the root: every other peer's block
+            return (n - 1) * block if is_root else 0
+        if op == "all_to_all":  # its block for every other peer
+            return (n - 1) * block
         if op in SHIFTS:  # its buffer, once, straight to the next rank
             return case.send.nbytes
         return (n - 1) * block

@@ -5,6 +5,7 @@
 // a pair of such channels, and the in-place ring all-reduce (algo/ring_allreduce.h), whose
 // partial sums come through the channel's receive slots.
 #include "pccl/algo/ring_collectives.h"
+#include "pccl/algo/direct.h"
 #include "pccl/algo/point_to_point.h"
 #include "pccl/algo/ring_allreduce.h"
 
@@ -318,6 +319,108 @@ TEST_P(RingCollectivesTest, AllToAll) {
     }
     EXPECT_EQ(peers[r].stats.tx_bytes, world * (world - 1) / 2 * count * sizeof(float));
   }
+}
+
+// --- gather, scatter and all-to-all straight to the destination ---------------------------
+
+using DirectAlgorithm = Status (*)(const RingCollectiveOptions&,
+                                   const std::vector<link::RingChannel*>&, Deadline,
+                                   RingCollectiveStats*);
+
+// Runs `algorithm` on `world` peers at once, every two of them joined by a pair of
+// channels (each the other's next), with `count`, `root` and reversed slots; each peer
+// gets channels only to its DirectPartners (`rooted`), so a block sent anywhere else
+// would fail the run.
+void RunDirect(int world, DirectAlgorithm algorithm, size_t count, int root, bool rooted,
+               std::vector<Peer>* peers) {
+  std::vector<std::vector<MemoryChannel>> pair(world);
+  for (int a = 0; a < world; ++a) pair[a] = std::vector<MemoryChannel>(world);
+  for (int a = 0; a < world; ++a) {
+    for (int b = 0; b < world; ++b) pair[a][b].next = &pair[b][a];
+  }
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      Peer& peer = (*peers)[r];
+      RingCollectiveOptions o = Base(r, world, count);
+      o.root = root;
+      o.slot_of = Reversed(world);
+      o.send = peer.send.data();
+      o.recv = peer.recv.data();
+      std::vector<link::RingChannel*> channels(world, nullptr);
+      for (int p : DirectPartners(o, rooted)) channels[p] = &pair[r][p];
+      Status st = algorithm(o, channels, Deadline::In(std::chrono::seconds(20)), &peer.stats);
+      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+TEST_P(RingCollectivesTest, DirectGatherAndScatterFromEveryRootSendEachBlockOnce) {
+  const auto [world, count] = GetParam();
+  const std::vector<int> slot_of = Reversed(world);
+  const size_t block = count * sizeof(float);
+  for (int root = 0; root < world; ++root) {
+    std::vector<Peer> peers(world);
+    for (int r = 0; r < world; ++r) {
+      peers[r].send = Blocks(r, 1, count);
+      peers[r].recv.assign(r == root ? count * world : 0, -1.0f);
+    }
+    RunDirect(world, DirectGather, count, root, true, &peers);
+    for (int p = 0; p < world; ++p) {
+      for (size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(peers[root].recv[slot_of[p] * count + i], Value(p, 0, i)) << root;
+      }
+      EXPECT_EQ(peers[p].stats.tx_bytes, p == root ? 0 : block) << "gather root " << root;
+    }
+
+    std::vector<Peer> sc(world);
+    for (int r = 0; r < world; ++r) {
+      if (r == root) sc[r].send = Blocks(r, world, count);
+      sc[r].recv.assign(count, -1.0f);
+    }
+    RunDirect(world, DirectScatter, count, root, true, &sc);
+    for (int r = 0; r < world; ++r) {
+      for (size_t i = 0; i < count; ++i) ASSERT_EQ(sc[r].recv[i], Value(root, slot_of[r], i));
+      EXPECT_EQ(sc[r].stats.tx_bytes, r == root ? (world - 1) * block : 0)
+          << "scatter root " << root;
+    }
+  }
+}
+
+TEST_P(RingCollectivesTest, DirectAllToAllSendsEachBlockOnce) {
+  const auto [world, count] = GetParam();
+  const std::vector<int> slot_of = Reversed(world);
+  std::vector<Peer> peers(world);
+  for (int r = 0; r < world; ++r) {
+    peers[r].send = Blocks(r, world, count);
+    peers[r].recv.assign(count * world, -1.0f);
+  }
+  RunDirect(world, DirectAllToAll, count, 0, false, &peers);
+  for (int r = 0; r < world; ++r) {
+    for (int p = 0; p < world; ++p) {  // block slot_of[p] came from p: p's block for r
+      for (size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(peers[r].recv[slot_of[p] * count + i], Value(p, slot_of[r], i))
+            << "rank " << r << " from " << p;
+      }
+    }
+    EXPECT_EQ(peers[r].stats.tx_bytes, (world - 1) * count * sizeof(float));
+  }
+}
+
+TEST(DirectCollectivesTest, AMissingChannelIsRefusedBeforeAnythingMoves) {
+  MemoryChannel a, b;
+  a.next = &b;
+  b.next = &a;
+  RingCollectiveStats stats;
+  std::vector<float> send(3, 1.0f), recv(3, 0.0f);
+  RingCollectiveOptions o = Base(0, 3, 1);
+  o.send = send.data();
+  o.recv = recv.data();
+  // Position 2 has no channel.
+  Status st = DirectAllToAll(o, {nullptr, &a, nullptr}, Deadline::Never(), &stats);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+  EXPECT_EQ(stats.tx_bytes, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Worlds, RingCollectivesTest,

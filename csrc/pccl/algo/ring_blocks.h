@@ -1,5 +1,5 @@
-// What the ring collectives of ring_collectives.cc and ring_routed.cc share: blocks cut
-// into segments, ring arithmetic, and the checks of their options. Internal to algo/.
+// What the collectives of ring_collectives.cc, ring_routed.cc and direct.cc share: blocks
+// cut into segments, ring arithmetic, and the checks of their options. Internal to algo/.
 #pragma once
 
 #include <cstddef>
@@ -60,10 +60,36 @@ inline Status CheckShape(const RingCollectiveOptions& options, const char* what)
   return Status::Ok();
 }
 
+inline Status CheckRoot(const RingCollectiveOptions& options, const char* what) {
+  PCCL_RETURN_IF_ERROR(CheckShape(options, what));
+  if (options.root < 0 || options.root >= options.world) {
+    return InvalidArgument(std::string(what) + " root position " +
+                           std::to_string(options.root) + " is not in a ring of " +
+                           std::to_string(options.world));
+  }
+  return Status::Ok();
+}
+
 inline int SlotOf(const RingCollectiveOptions& options, int position) {
   return options.slot_of.empty() ? position : options.slot_of[position];
 }
 
+// Sends block `data` (options.count elements) as stream `step`, segment by segment.
+inline void SendBlock(link::RingChannel& channel, const Segments& segments, size_t elem,
+                      uint32_t step, const char* data, std::atomic<uint64_t>* tx_bytes) {
+  for (uint32_t seg = 0; seg < segments.n(); ++seg) {
+    const size_t bytes = segments.size(seg) * elem;
+    channel.Send(step, seg, data + segments.first(seg) * elem, bytes);
+    tx_bytes->fetch_add(bytes, std::memory_order_relaxed);
+  }
+}
+
+inline void ExpectBlock(link::RingChannel& channel, const Segments& segments, size_t elem,
+                        uint32_t step, char* into) {
+  for (uint32_t seg = 0; seg < segments.n(); ++seg) {
+    channel.Expect(step, seg, into + segments.first(seg) * elem, segments.size(seg) * elem);
+  }
+}
 
 // The end of every collective here: waits until `blocks` expected blocks of `segments`
 // have arrived (each handled by the arrival handler) and every send is out, then reports

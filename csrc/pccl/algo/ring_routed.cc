@@ -21,7 +21,10 @@ namespace pccl::algo {
 using link::RingChannel;
 using link::ScopedArrivalHandler;
 using internal::AwaitBlocks;
+using internal::CheckRoot;
 using internal::CheckShape;
+using internal::ExpectBlock;
+using internal::SendBlock;
 using internal::Mod;
 using internal::Segments;
 using internal::SegmentsOf;
@@ -36,37 +39,6 @@ size_t AllToAllScratchBytes(DType dtype, size_t count, int world) {
   const size_t blocks = static_cast<size_t>(world - 1) * static_cast<size_t>(world - 2) / 2;
   return blocks * count * DTypeSize(dtype);
 }
-
-namespace {
-
-Status CheckRoot(const RingCollectiveOptions& options, const char* what) {
-  PCCL_RETURN_IF_ERROR(CheckShape(options, what));
-  if (options.root < 0 || options.root >= options.world) {
-    return InvalidArgument(std::string(what) + " root position " +
-                           std::to_string(options.root) + " is not in a ring of " +
-                           std::to_string(options.world));
-  }
-  return Status::Ok();
-}
-
-// Sends block `data` (options.count elements) as stream `step`, segment by segment.
-void SendBlock(RingChannel& channel, const Segments& segments, size_t elem, uint32_t step,
-               const char* data, std::atomic<uint64_t>* tx_bytes) {
-  for (uint32_t seg = 0; seg < segments.n(); ++seg) {
-    const size_t bytes = segments.size(seg) * elem;
-    channel.Send(step, seg, data + segments.first(seg) * elem, bytes);
-    tx_bytes->fetch_add(bytes, std::memory_order_relaxed);
-  }
-}
-
-void ExpectBlock(RingChannel& channel, const Segments& segments, size_t elem, uint32_t step,
-                 char* into) {
-  for (uint32_t seg = 0; seg < segments.n(); ++seg) {
-    channel.Expect(step, seg, into + segments.first(seg) * elem, segments.size(seg) * elem);
-  }
-}
-
-}  // namespace
 
 // Gather towards the root. The peer at distance k sends its own block as stream k and
 // forwards the streams 1 .. k-1 of the peers before it; the root, at distance 0, receives

@@ -35,6 +35,14 @@
 #include "pccl/kernels/quantize.h"
 #include "pccl/kernels/reduce.h"
 
+namespace pccl::algo {
+struct RingCollectiveOptions;
+struct RingCollectiveStats;
+}  // namespace pccl::algo
+namespace pccl::link {
+class RingOp;
+}  // namespace pccl::link
+
 namespace pccl::comm {
 
 enum class CollectiveKind : uint8_t {
@@ -169,6 +177,14 @@ class Collectives {
   static Status CheckRingCollective(const CollectiveRequest& request);
   Status ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
+  // direct_collectives.cc: whether a gather, scatter or all-to-all of `world` peers sends
+  // its blocks straight to their destinations over the pair links, and that run
+  // (ExecuteRing opened `ring_op`, the collective's operation on the ring, and concludes).
+  static bool RunsDirect(CollectiveKind kind, int world);
+  Status RunDirect(const CollectiveRequest& request, const RingBinding& bound,
+                   const algo::RingCollectiveOptions& options,
+                   const std::shared_ptr<link::RingOp>& ring_op, uint64_t descriptor_hash,
+                   Deadline deadline, algo::RingCollectiveStats* stats);
   // point_to_point.cc: a send or recv, checked and bound (Session::BindPair), then run
   // over the pair's links and concluded by the two ends' verdict.
   Status BindPair(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);

@@ -274,35 +274,40 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   const size_t bytes = request.recv_count * DTypeSize(request.dtype);
   BufferPool::Lease backup = buffers_.Acquire(restores ? bytes : 0);
   if (restores && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
-  BufferPool::Lease scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
+  const bool direct = RunsDirect(request.kind, bound.world);
+  BufferPool::Lease scratch = buffers_.Acquire(direct ? 0 : ScratchBytes(request.kind, options));
   options.scratch = scratch.data();
 
   const TimePoint started = Clock::now();
   algo::RingCollectiveStats stats;
-  switch (request.kind) {
-    case CollectiveKind::kBroadcast:
-      local = algo::RingBroadcast(options, *op, deadline, &stats);
-      break;
-    case CollectiveKind::kAllGather:
-      local = algo::RingAllGather(options, *op, deadline, &stats);
-      break;
-    case CollectiveKind::kReduceScatter:
-      local = algo::RingReduceScatter(options, *op, deadline, &stats);
-      break;
-    case CollectiveKind::kGather:
-      local = algo::RingGather(options, *op, deadline, &stats);
-      break;
-    case CollectiveKind::kScatter:
-      local = algo::RingScatter(options, *op, deadline, &stats);
-      break;
-    case CollectiveKind::kAllToAll:
-      local = algo::RingAllToAll(options, *op, deadline, &stats);
-      break;
-    case CollectiveKind::kAllReduce:
-    case CollectiveKind::kSend:
-    case CollectiveKind::kRecv:
-      local = Internal("ExecuteRing runs no all-reduce or send/recv");
-      break;
+  if (direct) {
+    local = RunDirect(request, bound, options, op, descriptor_hash, deadline, &stats);
+  } else {
+    switch (request.kind) {
+      case CollectiveKind::kBroadcast:
+        local = algo::RingBroadcast(options, *op, deadline, &stats);
+        break;
+      case CollectiveKind::kAllGather:
+        local = algo::RingAllGather(options, *op, deadline, &stats);
+        break;
+      case CollectiveKind::kReduceScatter:
+        local = algo::RingReduceScatter(options, *op, deadline, &stats);
+        break;
+      case CollectiveKind::kGather:
+        local = algo::RingGather(options, *op, deadline, &stats);
+        break;
+      case CollectiveKind::kScatter:
+        local = algo::RingScatter(options, *op, deadline, &stats);
+        break;
+      case CollectiveKind::kAllToAll:
+        local = algo::RingAllToAll(options, *op, deadline, &stats);
+        break;
+      case CollectiveKind::kAllReduce:
+      case CollectiveKind::kSend:
+      case CollectiveKind::kRecv:
+        local = Internal("ExecuteRing runs no all-reduce or send/recv");
+        break;
+    }
   }
   bound.links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 

@@ -141,9 +141,11 @@ class Session {
                   RingBinding* out);
   // The links between this peer and `peer_id` for `key`'s ring epoch: dialled by the first
   // call that needs them (each end dials its own pool to the other), kept until the ring
-  // changes. Aborted if the ring changed since the bind.
+  // changes. Aborted if the ring changed since the bind, or once `give_up` (if set) says
+  // so while waiting for the other end.
   Status ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline deadline,
-                     std::shared_ptr<link::RingLinks>* out);
+                     std::shared_ptr<link::RingLinks>* out,
+                     const std::function<bool()>& give_up = nullptr);
   // A recv from any source: waits until a member's next transfer to this peer with `tag`
   // has begun here (its first segment arrived, or a verdict failed it), building the
   // links of members that dial this peer meanwhile, and names that member (the first in

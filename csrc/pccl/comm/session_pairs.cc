@@ -69,7 +69,8 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
 }
 
 Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline deadline,
-                            std::shared_ptr<RingLinks>* out) {
+                            std::shared_ptr<RingLinks>* out,
+                            const std::function<bool()>& give_up) {
   std::shared_ptr<PairLinks> pair;
   LinkPeer other{peer_id, {}};
   {
@@ -113,8 +114,9 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
   // Give up once the ring changes (pushed, or applied already by another call or the
   // topology watcher): the other end then binds its call to the new ring.
   Status st = links->Establish(pair_incoming_, credentials_, routes_, deadline,
-                               [this, ring_epoch] {
+                               [this, ring_epoch, &give_up] {
                                  if (closed_.load() || RingChangePushed()) return true;
+                                 if (give_up && give_up()) return true;
                                  std::lock_guard<std::mutex> lock(mu_);
                                  return ring_epoch_ != ring_epoch;
                                });

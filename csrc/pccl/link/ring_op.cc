@@ -194,9 +194,31 @@ Status RingOp::WaitSends(Deadline deadline) {
 }
 
 void RingOp::Fail(const Status& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (status_.ok()) status_ = why;
-  cv_.notify_all();
+  std::vector<std::weak_ptr<RingOp>> followers;
+  Status failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (status_.ok()) status_ = why;
+    cv_.notify_all();
+    followers.swap(followers_);
+    failed = status_;
+  }
+  for (auto& follower : followers) {
+    if (auto op = follower.lock()) op->Fail(failed);
+  }
+}
+
+void RingOp::PassFailureTo(std::weak_ptr<RingOp> follower) {
+  Status failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (status_.ok()) {
+      followers_.push_back(std::move(follower));
+      return;
+    }
+    failed = status_;
+  }
+  if (auto op = follower.lock()) op->Fail(failed);
 }
 
 Status RingOp::status() {

@@ -67,6 +67,10 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
 
   // Fails the operation (first failure wins); wakes the algorithm. Any thread.
   void Fail(const Status& why);
+  // Once Fail() fails this operation (a verdict, its links broke; at once if it has),
+  // `follower` fails with the same status: for a collective whose data moves over other
+  // links than the ones its verdict reaches (comm/direct_collectives.cc). Any thread.
+  void PassFailureTo(std::weak_ptr<RingOp> follower);
   Status status();
   const proto::OpKey& key() const { return key_; }
 
@@ -132,6 +136,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   size_t slot_bytes_ PCCL_GUARDED_BY(mu_) = 0;
   size_t slot_count_ PCCL_GUARDED_BY(mu_) = 0;
   std::vector<int> free_slots_ PCCL_GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<RingOp>> followers_ PCCL_GUARDED_BY(mu_);
 };
 
 }  // namespace pccl::link

@@ -1,0 +1,92 @@
+// Collectives::RunDirect: a gather, scatter or all-to-all of three or more peers, its blocks
+// sent straight to their destinations over the pair links (algo/direct.h), with the ring
+// collectives' guarantees (ring_collectives.cc).
+//
+// The story of one call. It is bound to the ring like every collective (its key K, the
+// members' ring positions) and ExecuteRing opens K on the ring's links, where the master's
+// verdict for K reaches it; no data moves there. The blocks move over the pair links of
+// the members this peer exchanges with (session_pairs.cc: dialled by the first call that
+// needs them, kept for the ring epoch). Each member connects its pairs in one order that
+// all agree on, by the pair's two ids, so that no members wait for each other in a cycle.
+// On each pair's links the call opens operation K with the top bit of its seq set, a key
+// that no send/recv takes (theirs count transfers from 0). When K fails (a verdict: some
+// member failed; the ring's links broke) those operations fail too, and so does a wait for
+// a pair's other end, so nobody waits for blocks a failed member will never send. The
+// call then ends as every ring collective does: its outcome reported to the master and
+// the verdict awaited (ExecuteRing).
+#include <algorithm>
+#include <utility>
+
+#include "pccl/algo/direct.h"
+#include "pccl/comm/collectives.h"
+
+namespace pccl::comm {
+namespace {
+
+constexpr auto kAbortGrace = std::chrono::milliseconds(500);
+constexpr uint64_t kDirectSeqBit = uint64_t{1} << 63;
+
+}  // namespace
+
+bool Collectives::RunsDirect(CollectiveKind kind, int world) {
+  // Two peers are each other's ring neighbours: the ring is already direct.
+  return world >= 3 && (kind == CollectiveKind::kGather || kind == CollectiveKind::kScatter ||
+                        kind == CollectiveKind::kAllToAll);
+}
+
+Status Collectives::RunDirect(const CollectiveRequest& request, const RingBinding& bound,
+                              const algo::RingCollectiveOptions& options,
+                              const std::shared_ptr<link::RingOp>& ring_op,
+                              uint64_t descriptor_hash, Deadline deadline,
+                              algo::RingCollectiveStats* stats) {
+  const bool rooted = request.kind != CollectiveKind::kAllToAll;
+  std::vector<int> partners = algo::DirectPartners(options, rooted);
+  const uint64_t self = bound.ring[bound.rank];
+  auto pair_of = [&](int position) {
+    const uint64_t other = bound.ring[position];
+    return std::make_pair(std::min(self, other), std::max(self, other));
+  };
+  std::vector<int> connect_order = partners;
+  std::sort(connect_order.begin(), connect_order.end(),
+            [&](int a, int b) { return pair_of(a) < pair_of(b); });
+
+  proto::OpKey pair_key = bound.key;
+  pair_key.seq |= kDirectSeqBit;
+  std::vector<std::shared_ptr<link::RingLinks>> links(options.world);
+  std::vector<std::shared_ptr<link::RingOp>> ops(options.world);
+  std::vector<link::RingChannel*> channels(options.world, nullptr);
+  auto failed = [&ring_op] { return !ring_op->status().ok(); };
+  Status local;
+  for (int p : connect_order) {
+    local = session_.ConnectPair(bound.key, bound.ring[p], deadline, &links[p], failed);
+    if (local.ok()) local = links[p]->OpenOp(pair_key, descriptor_hash, deadline, &ops[p]);
+    if (!local.ok()) break;
+    ring_op->PassFailureTo(ops[p]);
+    channels[p] = ops[p].get();
+  }
+  if (local.ok()) {
+    switch (request.kind) {
+      case CollectiveKind::kGather:
+        local = algo::DirectGather(options, channels, deadline, stats);
+        break;
+      case CollectiveKind::kScatter:
+        local = algo::DirectScatter(options, channels, deadline, stats);
+        break;
+      case CollectiveKind::kAllToAll:
+        local = algo::DirectAllToAll(options, channels, deadline, stats);
+        break;
+      default:
+        local = Internal("RunDirect runs gather, scatter and all-to-all only");
+        break;
+    }
+  }
+  for (int p : connect_order) {
+    if (ops[p]) links[p]->CloseOp(ops[p], kAbortGrace);  // no I/O thread touches the buffers
+  }
+  // Failed because K did (the wait for a pair gave up, or its operation was failed): the
+  // reason is K's.
+  if (!local.ok() && failed()) local = ring_op->status();
+  return local;
+}
+
+}  // namespace pccl::comm
