@@ -558,7 +558,7 @@ class Communicator:
                timeout: float | None = None) -> ReduceInfo:
         """Gathers every peer's `send` into `recv` on the peer `root` (a peer id): world
         blocks of send's size, in ascending peer id (or `order`). `recv` is the root's
-        only (None elsewhere). Each block travels only as far as the root. Raises as
+        only (None elsewhere). Each block goes straight to the root. Raises as
         all_gather()."""
         return self.gather_async(send, recv, root=root, tag=tag, order=order,
                                  timeout=timeout).result()
@@ -575,7 +575,7 @@ class Communicator:
                 timeout: float | None = None) -> ReduceInfo:
         """Sends block k of the root's `send` (world blocks of recv's size, in ascending
         peer id or `order`) to the k-th peer's `recv`. `send` is the root's only (None
-        elsewhere). Each block travels only as far as its peer. Raises as all_gather()."""
+        elsewhere). Each block goes straight to its peer. Raises as all_gather()."""
         return self.scatter_async(send, recv, root=root, tag=tag, order=order,
                                   timeout=timeout).result()
 
@@ -591,7 +591,7 @@ class Communicator:
                    timeout: float | None = None) -> ReduceInfo:
         """Block k of every peer's `send` (world equal blocks, in ascending peer id or
         `order`) goes to the k-th peer, into its `recv` block of the sender. `recv` is
-        send's size and must not overlap it. Each block travels only as far as its peer.
+        send's size and must not overlap it. Each block goes straight to its peer.
         Raises as all_gather()."""
         return self.all_to_all_async(send, recv, tag=tag, order=order,
                                      timeout=timeout).result()

@@ -264,63 +264,6 @@ TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
   }
 }
 
-TEST_P(RingCollectivesTest, GatherAndScatterFromEveryRoot) {
-  const auto [world, count] = GetParam();
-  const std::vector<int> slot_of = Reversed(world);
-  const size_t block = count * sizeof(float);
-  for (int root = 0; root < world; ++root) {
-    std::vector<Peer> peers(world);
-    for (int r = 0; r < world; ++r) {
-      peers[r].send = Blocks(r, 1, count);
-      peers[r].recv.assign(r == root ? count * world : 0, -1.0f);
-      peers[r].scratch = Scratch(GatherScratchBytes(DType::kFloat32, count, world));
-    }
-    RunRing(world, RingGather, count, slot_of, root, false, &peers);
-    for (int p = 0; p < world; ++p) {
-      for (size_t i = 0; i < count; ++i) {
-        ASSERT_EQ(peers[root].recv[slot_of[p] * count + i], Value(p, 0, i)) << root;
-      }
-      const int hops = (p - root + world) % world;  // its block and those behind it
-      EXPECT_EQ(peers[p].stats.tx_bytes, hops * block) << "gather root " << root;
-    }
-
-    std::vector<Peer> sc(world);
-    for (int r = 0; r < world; ++r) {
-      if (r == root) sc[r].send = Blocks(r, world, count);
-      sc[r].recv.assign(count, -1.0f);
-      sc[r].scratch = Scratch(GatherScratchBytes(DType::kFloat32, count, world));
-    }
-    RunRing(world, RingScatter, count, slot_of, root, false, &sc);
-    for (int r = 0; r < world; ++r) {
-      for (size_t i = 0; i < count; ++i) ASSERT_EQ(sc[r].recv[i], Value(root, slot_of[r], i));
-      const int hops = (r - root + world) % world;  // the blocks for those beyond it
-      EXPECT_EQ(sc[r].stats.tx_bytes, (hops == 0 ? world - 1 : world - 1 - hops) * block)
-          << "scatter root " << root;
-    }
-  }
-}
-
-TEST_P(RingCollectivesTest, AllToAll) {
-  const auto [world, count] = GetParam();
-  const std::vector<int> slot_of = Reversed(world);
-  std::vector<Peer> peers(world);
-  for (int r = 0; r < world; ++r) {
-    peers[r].send = Blocks(r, world, count);
-    peers[r].recv.assign(count * world, -1.0f);
-    peers[r].scratch = Scratch(AllToAllScratchBytes(DType::kFloat32, count, world));
-  }
-  RunRing(world, RingAllToAll, count, slot_of, 0, false, &peers);
-  for (int r = 0; r < world; ++r) {
-    for (int p = 0; p < world; ++p) {  // block slot_of[p] came from p: p's block for r
-      for (size_t i = 0; i < count; ++i) {
-        ASSERT_EQ(peers[r].recv[slot_of[p] * count + i], Value(p, slot_of[r], i))
-            << "rank " << r << " from " << p;
-      }
-    }
-    EXPECT_EQ(peers[r].stats.tx_bytes, world * (world - 1) / 2 * count * sizeof(float));
-  }
-}
-
 // --- gather, scatter and all-to-all straight to the destination ---------------------------
 
 using DirectAlgorithm = Status (*)(const RingCollectiveOptions&,
@@ -442,11 +385,12 @@ TEST(RingCollectivesChecks, RefuseBadShapes) {
   o.root = 3;  // not in a ring of 3
   EXPECT_EQ(RingBroadcast(o, channel, Deadline::Never(), &stats).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(RingGather(o, channel, Deadline::Never(), &stats).code(),
+  const std::vector<link::RingChannel*> channels = {nullptr, &channel, &channel};
+  EXPECT_EQ(DirectGather(o, channels, Deadline::Never(), &stats).code(),
             StatusCode::kInvalidArgument);
   o.root = 0;
   o.world = 1;
-  EXPECT_EQ(RingAllToAll(o, channel, Deadline::Never(), &stats).code(),
+  EXPECT_EQ(DirectAllToAll(o, channels, Deadline::Never(), &stats).code(),
             StatusCode::kInvalidArgument);
 }
 

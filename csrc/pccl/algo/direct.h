@@ -1,15 +1,22 @@
 // Gather, scatter and all-to-all straight from source to destination, one channel per
-// partner instead of the ring's one channel to the next peer.
+// partner.
 //
-// Around a ring (ring_routed.cc) a block for the peer k hops ahead crosses k links: an
-// all-to-all puts world(world-1)/2 blocks on the wire per peer and a scatter's root pushes
+// Around a ring a block for the peer k hops ahead would cross k links: an all-to-all
+// would put world(world-1)/2 blocks on the wire per peer, and a scatter's root would push
 // all of its blocks through one neighbour. Where every member can reach every other (the
-// pair links that send/recv dials, comm/session_pairs.cc), each block crosses one link:
-// world - 1 blocks sent per peer in an all-to-all, what Gloo's direct connections carry,
-// and the root of a scatter or gather spreads its blocks over all its partners at once.
+// pair links that send/recv dials, comm/session_pairs.cc; between two peers the ring's
+// own links) each block crosses one link: world - 1 blocks sent per peer in an
+// all-to-all, what Gloo's direct connections carry, and the root of a scatter or gather
+// spreads its blocks over all its partners at once.
 //
 // Each block moves as stream 0 of its partner's channel, cut into segments; the partner's
 // block lands straight in `recv`. No scratch, no forwarding, no arrival handler.
+//
+// Slots, as for the ring collectives (ring_collectives.h): gather: every peer's `send`
+// block (`count` elements) into the `world` blocks of `recv` on the root (`recv` unused
+// elsewhere); scatter: block b of the root's `send` (`world` blocks) into the `recv` of
+// the peer whose slot is b (`send` unused elsewhere); all-to-all: block b of every peer's
+// `send` goes to the peer whose slot is b, into its `recv` block of the sender's slot.
 //
 // Thread-safety: each function runs on the calling thread; its buffers belong to the
 // caller until it returns.
@@ -25,9 +32,9 @@ namespace pccl::algo {
 // at the root of a gather or scatter (`rooted`); only the root elsewhere.
 std::vector<int> DirectPartners(const RingCollectiveOptions& options, bool rooted);
 
-// The same collectives and buffers as RingGather, RingScatter and RingAllToAll
-// (ring_collectives.h); `channels[p]` is the channel to and from ring position p, for
-// every p of DirectPartners (others may be null). On error `recv` holds garbage.
+// `channels[p]` is the channel to and from ring position p, for every p of
+// DirectPartners (others may be null). On error `recv` holds garbage (`send` is never
+// written) and the caller fails the operation.
 Status DirectGather(const RingCollectiveOptions& options,
                     const std::vector<link::RingChannel*>& channels, Deadline deadline,
                     RingCollectiveStats* stats);

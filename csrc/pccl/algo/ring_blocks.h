@@ -1,5 +1,5 @@
-// What the collectives of ring_collectives.cc, ring_routed.cc and direct.cc share: blocks
-// cut into segments, ring arithmetic, and the checks of their options. Internal to algo/.
+// What the collectives of ring_collectives.cc and direct.cc share: blocks cut into
+// segments, ring arithmetic, and the checks of their options. Internal to algo/.
 #pragma once
 
 #include <cstddef>

@@ -1,6 +1,8 @@
-// The ring collectives besides the all-reduce: broadcast, all-gather, reduce-scatter,
-// gather, scatter and all-to-all, over the same RingChannel (each peer sends only to the next and receives only from the
-// previous, in segments striped over the connection pool).
+// The ring collectives besides the all-reduce: broadcast, all-gather and reduce-scatter,
+// over the same RingChannel (each peer sends only to the next and receives only from the
+// previous, in segments striped over the connection pool). Gather, scatter and
+// all-to-all, whose blocks each have one destination, go straight there (direct.h) and
+// share these options.
 //
 // Every byte crosses a link once per hop it has to travel, which is the least a ring can
 // do: a broadcast of S bytes puts S on every link but the one into the root, an
@@ -47,8 +49,7 @@ struct RingCollectiveOptions {
   // permutation of 0 .. world-1). Empty: block p.
   std::vector<int> slot_of;
   size_t segment_bytes = size_t{1} << 20;  // payload bytes per segment
-  // Reduce-scatter, gather, scatter, all-to-all: their *ScratchBytes() of scratch, any
-  // contents.
+  // Reduce-scatter: ReduceScatterScratchBytes() of scratch, any contents.
   void* scratch = nullptr;
 };
 
@@ -61,11 +62,6 @@ struct RingCollectiveStats {
 // receives (float32 for float16/bfloat16, which also need one block to widen their own).
 size_t ReduceScatterScratchBytes(DType dtype, size_t count, int world);
 
-// Bytes of RingCollectiveOptions::scratch the blocks that only pass through this peer
-// need: gather and scatter at most world - 2 blocks, all-to-all (world-1)(world-2)/2.
-size_t GatherScratchBytes(DType dtype, size_t count, int world);
-size_t AllToAllScratchBytes(DType dtype, size_t count, int world);
-
 // On error `recv` holds garbage (`send` is never written) and the caller fails the
 // operation; the master's verdict tells every peer whether all succeeded.
 Status RingBroadcast(const RingCollectiveOptions& options, link::RingChannel& channel,
@@ -74,18 +70,5 @@ Status RingAllGather(const RingCollectiveOptions& options, link::RingChannel& ch
                      Deadline deadline, RingCollectiveStats* stats);
 Status RingReduceScatter(const RingCollectiveOptions& options, link::RingChannel& channel,
                          Deadline deadline, RingCollectiveStats* stats);
-
-// ring_routed.cc: blocks addressed to particular peers, each forwarded along the ring
-// only as far as its destination. Gather: every peer's `send` block (`count` elements)
-// into the `world` blocks of `recv` on the root (`recv` unused elsewhere). Scatter: block
-// b of the root's `send` (`world` blocks) into the `recv` of the peer whose slot is b
-// (`send` unused elsewhere). All-to-all: block b of every peer's `send` goes to the peer
-// whose slot is b, into its `recv` block of the sender's slot.
-Status RingGather(const RingCollectiveOptions& options, link::RingChannel& channel,
-                  Deadline deadline, RingCollectiveStats* stats);
-Status RingScatter(const RingCollectiveOptions& options, link::RingChannel& channel,
-                   Deadline deadline, RingCollectiveStats* stats);
-Status RingAllToAll(const RingCollectiveOptions& options, link::RingChannel& channel,
-                    Deadline deadline, RingCollectiveStats* stats);
 
 }  // namespace pccl::algo

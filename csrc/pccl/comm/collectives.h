@@ -177,10 +177,11 @@ class Collectives {
   static Status CheckRingCollective(const CollectiveRequest& request);
   Status ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
-  // direct_collectives.cc: whether a gather, scatter or all-to-all of `world` peers sends
-  // its blocks straight to their destinations over the pair links, and that run
-  // (ExecuteRing opened `ring_op`, the collective's operation on the ring, and concludes).
-  static bool RunsDirect(CollectiveKind kind, int world);
+  // direct_collectives.cc: whether `kind` sends its blocks straight to their
+  // destinations (gather, scatter, all-to-all), and that run: over the pair links, or
+  // the ring's own between two peers (ExecuteRing opened `ring_op`, the collective's
+  // operation on the ring, and concludes).
+  static bool RunsDirect(CollectiveKind kind);
   Status RunDirect(const CollectiveRequest& request, const RingBinding& bound,
                    const algo::RingCollectiveOptions& options,
                    const std::shared_ptr<link::RingOp>& ring_op, uint64_t descriptor_hash,

@@ -1,10 +1,11 @@
-// Collectives::RunDirect: a gather, scatter or all-to-all of three or more peers, its blocks
-// sent straight to their destinations over the pair links (algo/direct.h), with the ring
-// collectives' guarantees (ring_collectives.cc).
+// Collectives::RunDirect: a gather, scatter or all-to-all, its blocks sent straight to
+// their destinations (algo/direct.h), with the ring collectives' guarantees
+// (ring_collectives.cc).
 //
 // The story of one call. It is bound to the ring like every collective (its key K, the
 // members' ring positions) and ExecuteRing opens K on the ring's links, where the master's
-// verdict for K reaches it; no data moves there. The blocks move over the pair links of
+// verdict for K reaches it. Between two peers those links are the direct ones and the
+// blocks move there. With more, no data moves on K: the blocks move over the pair links of
 // the members this peer exchanges with (session_pairs.cc: dialled by the first call that
 // needs them, kept for the ring epoch). Each member connects its pairs in one order that
 // all agree on, by the pair's two ids, so that no members wait for each other in a cycle.
@@ -26,12 +27,23 @@ namespace {
 constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 constexpr uint64_t kDirectSeqBit = uint64_t{1} << 63;
 
+Status RunAlgorithm(CollectiveKind kind, const algo::RingCollectiveOptions& options,
+                    const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                    algo::RingCollectiveStats* stats) {
+  switch (kind) {
+    case CollectiveKind::kGather: return algo::DirectGather(options, channels, deadline, stats);
+    case CollectiveKind::kScatter: return algo::DirectScatter(options, channels, deadline, stats);
+    case CollectiveKind::kAllToAll:
+      return algo::DirectAllToAll(options, channels, deadline, stats);
+    default: return Internal("RunDirect runs gather, scatter and all-to-all only");
+  }
+}
+
 }  // namespace
 
-bool Collectives::RunsDirect(CollectiveKind kind, int world) {
-  // Two peers are each other's ring neighbours: the ring is already direct.
-  return world >= 3 && (kind == CollectiveKind::kGather || kind == CollectiveKind::kScatter ||
-                        kind == CollectiveKind::kAllToAll);
+bool Collectives::RunsDirect(CollectiveKind kind) {
+  return kind == CollectiveKind::kGather || kind == CollectiveKind::kScatter ||
+         kind == CollectiveKind::kAllToAll;
 }
 
 Status Collectives::RunDirect(const CollectiveRequest& request, const RingBinding& bound,
@@ -39,6 +51,11 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
                               const std::shared_ptr<link::RingOp>& ring_op,
                               uint64_t descriptor_hash, Deadline deadline,
                               algo::RingCollectiveStats* stats) {
+  std::vector<link::RingChannel*> channels(options.world, nullptr);
+  if (options.world == 2) {  // the ring's links join the two
+    channels[1 - options.rank] = ring_op.get();
+    return RunAlgorithm(request.kind, options, channels, deadline, stats);
+  }
   const bool rooted = request.kind != CollectiveKind::kAllToAll;
   std::vector<int> partners = algo::DirectPartners(options, rooted);
   const uint64_t self = bound.ring[bound.rank];
@@ -54,7 +71,6 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
   pair_key.seq |= kDirectSeqBit;
   std::vector<std::shared_ptr<link::RingLinks>> links(options.world);
   std::vector<std::shared_ptr<link::RingOp>> ops(options.world);
-  std::vector<link::RingChannel*> channels(options.world, nullptr);
   auto failed = [&ring_op] { return !ring_op->status().ok(); };
   Status local;
   for (int p : connect_order) {
@@ -64,22 +80,7 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
     ring_op->PassFailureTo(ops[p]);
     channels[p] = ops[p].get();
   }
-  if (local.ok()) {
-    switch (request.kind) {
-      case CollectiveKind::kGather:
-        local = algo::DirectGather(options, channels, deadline, stats);
-        break;
-      case CollectiveKind::kScatter:
-        local = algo::DirectScatter(options, channels, deadline, stats);
-        break;
-      case CollectiveKind::kAllToAll:
-        local = algo::DirectAllToAll(options, channels, deadline, stats);
-        break;
-      default:
-        local = Internal("RunDirect runs gather, scatter and all-to-all only");
-        break;
-    }
-  }
+  if (local.ok()) local = RunAlgorithm(request.kind, options, channels, deadline, stats);
   for (int p : connect_order) {
     if (ops[p]) links[p]->CloseOp(ops[p], kAbortGrace);  // no I/O thread touches the buffers
   }

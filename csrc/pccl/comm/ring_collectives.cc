@@ -1,8 +1,9 @@
 // Collectives::ExecuteRing: the broadcast, all-gather, reduce-scatter, gather, scatter and
 // all-to-all, with the all-reduce's guarantees.
 //
-// They bind to the ring, run over the ring's channel and end with the master's verdict
-// exactly as the all-reduce does (collectives.cc). What is particular to them:
+// They bind to the ring, run over the ring's channel (gather, scatter and all-to-all
+// straight to each block's destination: direct_collectives.cc) and end with the master's
+// verdict exactly as the all-reduce does (collectives.cc). What is particular to them:
 // - Peers are named by id, not by ring position, since the master may reorder the ring
 //   between calls: a root is a peer id, and blocks (the all-gather's output, the
 //   reduce-scatter's input, ...) are laid out in the order of `order` (ascending peer id
@@ -178,11 +179,6 @@ size_t ScratchBytes(CollectiveKind kind, const algo::RingCollectiveOptions& opti
   switch (kind) {
     case CollectiveKind::kReduceScatter:
       return algo::ReduceScatterScratchBytes(options.dtype, options.count, options.world);
-    case CollectiveKind::kGather:
-    case CollectiveKind::kScatter:
-      return algo::GatherScratchBytes(options.dtype, options.count, options.world);
-    case CollectiveKind::kAllToAll:
-      return algo::AllToAllScratchBytes(options.dtype, options.count, options.world);
     default:
       return 0;
   }
@@ -274,13 +270,12 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   const size_t bytes = request.recv_count * DTypeSize(request.dtype);
   BufferPool::Lease backup = buffers_.Acquire(restores ? bytes : 0);
   if (restores && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
-  const bool direct = RunsDirect(request.kind, bound.world);
-  BufferPool::Lease scratch = buffers_.Acquire(direct ? 0 : ScratchBytes(request.kind, options));
+  BufferPool::Lease scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
   options.scratch = scratch.data();
 
   const TimePoint started = Clock::now();
   algo::RingCollectiveStats stats;
-  if (direct) {
+  if (RunsDirect(request.kind)) {
     local = RunDirect(request, bound, options, op, descriptor_hash, deadline, &stats);
   } else {
     switch (request.kind) {
@@ -294,14 +289,8 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
         local = algo::RingReduceScatter(options, *op, deadline, &stats);
         break;
       case CollectiveKind::kGather:
-        local = algo::RingGather(options, *op, deadline, &stats);
-        break;
       case CollectiveKind::kScatter:
-        local = algo::RingScatter(options, *op, deadline, &stats);
-        break;
       case CollectiveKind::kAllToAll:
-        local = algo::RingAllToAll(options, *op, deadline, &stats);
-        break;
       case CollectiveKind::kAllReduce:
       case CollectiveKind::kSend:
       case CollectiveKind::kRecv:
