@@ -70,7 +70,11 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup, 
     char* saved = backup + done * elem;
     std::memcpy(partial, saved, bytes);
     std::memcpy(saved, in, bytes);
-    PCCL_RETURN_IF_ERROR(ReduceInto(options, in, partial, bytes / elem));
+    Status st = ReduceInto(options, in, partial, bytes / elem);
+    if (!st.ok()) {  // the kernel refused: the segment is not saved, so give its input back
+      std::memcpy(buffer, backup, done * elem + bytes);
+      return st;
+    }
   }
   return Status::Ok();
 }
