@@ -52,8 +52,8 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
                               uint64_t descriptor_hash, Deadline deadline,
                               algo::RingCollectiveStats* stats) {
   std::vector<link::RingChannel*> channels(options.world, nullptr);
-  if (options.world == 2) {  // the ring's links join the two
-    channels[1 - options.rank] = ring_op.get();
+  if (options.world == 2 || options.count == 0) {  // no pair links needed
+    if (options.world == 2) channels[1 - options.rank] = ring_op.get();  // they join the two
     return RunAlgorithm(request.kind, options, channels, deadline, stats);
   }
   const bool rooted = request.kind != CollectiveKind::kAllToAll;
