@@ -67,56 +67,50 @@ Status Run(const RingCollectiveOptions& options, const std::vector<link::RingCha
   return done;
 }
 
-}  // namespace
-
-// The root receives every other peer's block into its slot of `recv`; the others send
-// theirs to the root.
-Status DirectGather(const RingCollectiveOptions& options,
-                    const std::vector<link::RingChannel*>& channels, Deadline deadline,
-                    RingCollectiveStats* stats) {
-  PCCL_RETURN_IF_ERROR(CheckRoot(options, "gather"));
+// Gather and scatter: the root exchanges a block with every other peer, and each of them
+// one with the root. `gather`: the blocks go to the root, into their slots of its `recv`
+// (every other peer sends its `send`); else they come from the root, out of their slots of
+// its `send` (every other peer receives into its `recv`).
+Status RootedExchange(const RingCollectiveOptions& options,
+                      const std::vector<link::RingChannel*>& channels, bool gather,
+                      Deadline deadline, RingCollectiveStats* stats) {
+  PCCL_RETURN_IF_ERROR(CheckRoot(options, gather ? "gather" : "scatter"));
   if (options.count == 0) return Status::Ok();
   const size_t block_bytes = options.count * DTypeSize(options.dtype);
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
+  const bool root = options.rank == options.root;
   std::vector<Exchange> exchanges;
   for (int p : DirectPartners(options, true)) {
-    if (options.rank == options.root) {
-      exchanges.push_back({p, nullptr, recv + SlotOf(options, p) * block_bytes});
+    const size_t slot = static_cast<size_t>(SlotOf(options, p)) * block_bytes;
+    if (root) {
+      exchanges.push_back(gather ? Exchange{p, nullptr, recv + slot}
+                                 : Exchange{p, send + slot, nullptr});
     } else {
-      exchanges.push_back({p, send, nullptr});
+      exchanges.push_back(gather ? Exchange{p, send, nullptr} : Exchange{p, nullptr, recv});
     }
   }
-  if (options.rank == options.root) {
-    char* own = recv + SlotOf(options, options.rank) * block_bytes;
-    if (own != send) std::memcpy(own, send, block_bytes);
+  if (root) {  // its own block stays here
+    const size_t own = static_cast<size_t>(SlotOf(options, options.rank)) * block_bytes;
+    const char* from = gather ? send : send + own;
+    char* to = gather ? recv + own : recv;
+    if (from != to) std::memcpy(to, from, block_bytes);
   }
   return Run(options, channels, exchanges, deadline, stats);
 }
 
-// The root sends block b of `send` to the peer whose slot is b; the others receive theirs
-// into `recv`.
+}  // namespace
+
+Status DirectGather(const RingCollectiveOptions& options,
+                    const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                    RingCollectiveStats* stats) {
+  return RootedExchange(options, channels, true, deadline, stats);
+}
+
 Status DirectScatter(const RingCollectiveOptions& options,
                      const std::vector<link::RingChannel*>& channels, Deadline deadline,
                      RingCollectiveStats* stats) {
-  PCCL_RETURN_IF_ERROR(CheckRoot(options, "scatter"));
-  if (options.count == 0) return Status::Ok();
-  const size_t block_bytes = options.count * DTypeSize(options.dtype);
-  const auto* send = static_cast<const char*>(options.send);
-  auto* recv = static_cast<char*>(options.recv);
-  std::vector<Exchange> exchanges;
-  for (int p : DirectPartners(options, true)) {
-    if (options.rank == options.root) {
-      exchanges.push_back({p, send + SlotOf(options, p) * block_bytes, nullptr});
-    } else {
-      exchanges.push_back({p, nullptr, recv});
-    }
-  }
-  if (options.rank == options.root) {
-    const char* own = send + SlotOf(options, options.rank) * block_bytes;
-    if (own != recv) std::memcpy(recv, own, block_bytes);
-  }
-  return Run(options, channels, exchanges, deadline, stats);
+  return RootedExchange(options, channels, false, deadline, stats);
 }
 
 // Every peer sends block b of its `send` to the peer whose slot is b and receives that
