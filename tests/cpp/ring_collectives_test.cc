@@ -1,11 +1,13 @@
-// The ring collectives of algo/ring_collectives.h over an in-memory ring: worlds of 2 to 6,
-// blocks of a few elements cut into segments of two (many segments, deep pipelines), every
-// root and a permuted block order; results against a direct computation, and the bytes
-// each peer sends against the ring's figure. Also send/recv (algo/point_to_point.h) over
-// a pair of such channels, and the in-place ring all-reduce (algo/ring_allreduce.h), whose
-// partial sums come through the channel's receive slots.
-#include "pccl/algo/ring_collectives.h"
+// The ring collectives of algo/ring_collectives.h over an in-memory ring, and gather,
+// scatter and all-to-all (algo/direct.h) over in-memory channels between every two peers:
+// worlds of 2 to 6, blocks of a few elements cut into segments of two (many segments,
+// deep pipelines), every root and a permuted block order; results against a direct
+// computation, and the bytes each peer sends against the algorithm's figure. Also
+// send/recv (algo/point_to_point.h) over a pair of such channels, and the in-place ring
+// all-reduce (algo/ring_allreduce.h), whose partial sums come through the channel's
+// receive slots or land in the backup.
 #include "pccl/algo/direct.h"
+#include "pccl/algo/ring_collectives.h"
 #include "pccl/algo/point_to_point.h"
 #include "pccl/algo/ring_allreduce.h"
 
@@ -421,7 +423,8 @@ void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
       o.backup = restore ? (*backups)[r].data() : nullptr;
       // With a backup the partials land in it: no slots.
       std::vector<float> scratch = Scratch(ScratchBytes(o));
-      EXPECT_EQ(scratch.size(), restore ? 0 : std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world)));
+      const size_t slots = std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world));
+      EXPECT_EQ(scratch.size(), restore ? 0 : slots);
       o.scratch = restore ? nullptr : scratch.data();
       Status st = RingAllReduce(o, channels[r], Deadline::In(std::chrono::seconds(20)),
                                 &(*stats)[r]);

@@ -142,6 +142,36 @@ def expect_error(comm: pccl.Communicator, index: int, call: str,
     return "no error", time.monotonic() - started
 
 
+def bad_all_to_all_rounds(comm: pccl.Communicator, index: int, ids: list[int], rounds: int,
+                          block: int) -> tuple[bool, list[str], bool]:
+    """A right all-to-all (every pair's links get built), then `rounds` in which ids[0]
+    passes buffers that do not split into blocks, half a second late (the others have
+    sent it their blocks; it fails before it opens anything), then a right one. Returns whether the first right
+    one was, the bad rounds' errors, and whether the last was right."""
+    n = len(ids)
+    me = ids.index(comm.peer_id)
+
+    def right() -> bool:
+        send = np.concatenate([data(F32, block, 100 * me + b) for b in range(n)])
+        recv = np.zeros_like(send)
+        comm.all_to_all(send, recv, timeout=20)
+        return all(np.array_equal(recv[s * block:(s + 1) * block], data(F32, block, 100 * s + me))
+                   for s in range(n))
+
+    first = right()
+    errors = []
+    for _ in range(rounds):
+        size = block * n + (1 if comm.peer_id == ids[0] else 0)
+        if comm.peer_id == ids[0]:
+            time.sleep(0.5)  # the others' blocks are here before this call fails
+        try:
+            comm.all_to_all(np.ones(size, F32), np.zeros(size, F32), timeout=20)
+            errors.append("no error")
+        except pccl.PCCLError as e:
+            errors.append(type(e).__name__)
+    return first, errors, right()
+
+
 def then_all_gather(comm: pccl.Communicator, index: int, ids: list[int]) -> bool:
     recv = np.zeros(len(ids), np.int64)
     comm.all_gather(np.array([comm.peer_id % 1000], np.int64), recv, timeout=30)
@@ -388,6 +418,23 @@ def test_bad_arguments_fail_on_every_peer_and_the_next_call_works(
         else:
             assert error.startswith("InvalidUsageError") and message in error, error
     assert cluster.run(then_all_gather, ids, timeout=60) == [True] * len(ids)
+
+
+@pytest.mark.timeout(120)
+def test_blocks_sent_to_a_member_that_failed_first_are_let_go(monkeypatch: Any) -> None:
+    # A member that fails an all-to-all before it opens it never takes the blocks its
+    # partners send it over their pair links. The verdict must fail that operation there
+    # too, freeing what arrived early (PCCL_EARLY_BUDGET_BYTES, 4 MiB here, against 3 MiB
+    # blocks) and draining the rest: else the second bad round fills the budget and the
+    # pair's connections stall for good, and the last all-to-all times out.
+    monkeypatch.setenv("PCCL_EARLY_BUDGET_BYTES", str(4 << 20))
+    with Cluster(3, pool_size=2) as c:
+        ids = sorted(c.run(my_id))
+        results = c.run(bad_all_to_all_rounds, ids, 3, (3 << 20) // 4, timeout=100)
+        for index, (first, errors, last) in enumerate(results):
+            assert first, index
+            assert all(e in ("InvalidUsageError", "PeerLostError") for e in errors), errors
+            assert last, index
 
 
 def test_bad_arguments_refused_before_anything_is_sent() -> None:

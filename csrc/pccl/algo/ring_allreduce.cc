@@ -27,7 +27,7 @@ size_t SlotBytes(const AllReduceOptions& options) {
 }  // namespace
 
 size_t ScratchBytes(const AllReduceOptions& options) {
-  // float16/bfloat16 partials live in the workspace; with a backup they land in it.
+  // float16/bfloat16 partials live in the workspace; with a backup they land in the backup.
   if (IsHalfPrecision(options.dtype) || options.backup != nullptr) return 0;
   return options.receive_slots * SlotBytes(options);
 }
@@ -173,7 +173,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
   // In place at full precision the partials land in the backup (restoring) or in receive
   // slots, and fold into the buffer.
-  const bool in_backup = in_place && !half && saves_input;
+  const bool in_backup = saves_input && !half;
   const bool in_slots = in_place && !half && !saves_input;
   if (in_slots && (options.scratch == nullptr || options.receive_slots == 0)) {
     return InvalidArgument("an in-place all-reduce needs receive slots (scratch) or a backup");

@@ -2,12 +2,11 @@
 // segments, ring arithmetic, and the checks of their options. Internal to algo/.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <atomic>
 
 #include "pccl/algo/ring_collectives.h"
 #include "pccl/common/clock.h"

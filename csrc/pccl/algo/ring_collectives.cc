@@ -11,6 +11,7 @@ namespace pccl::algo {
 using link::RingChannel;
 using link::ScopedArrivalHandler;
 using internal::AwaitBlocks;
+using internal::CheckRoot;
 using internal::CheckShape;
 using internal::Mod;
 using internal::Segments;
@@ -33,11 +34,7 @@ size_t ReduceScatterScratchBytes(DType dtype, size_t count, int world) {
 // segment per hop, and each link carries S bytes once.
 Status RingBroadcast(const RingCollectiveOptions& options, RingChannel& channel,
                      Deadline deadline, RingCollectiveStats* stats) {
-  PCCL_RETURN_IF_ERROR(CheckShape(options, "broadcast"));
-  if (options.root < 0 || options.root >= options.world) {
-    return InvalidArgument("broadcast root position " + std::to_string(options.root) +
-                           " is not in a ring of " + std::to_string(options.world));
-  }
+  PCCL_RETURN_IF_ERROR(CheckRoot(options, "broadcast"));
   if (options.count == 0) return Status::Ok();
   const size_t elem = DTypeSize(options.dtype);
   const Segments segments = SegmentsOf(options);

@@ -15,9 +15,6 @@ namespace {
 using link::RingLinks;
 using link::RingOp;
 
-// How long a failed collective may take to let go of its buffers before its links are cut.
-constexpr auto kAbortGrace = std::chrono::milliseconds(500);
-
 // Its kind in the op statistics.
 OpKind StatsKind(const CollectiveRequest& request) {
   switch (request.kind) {

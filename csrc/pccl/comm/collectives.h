@@ -17,6 +17,7 @@
 // distinct tags.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -44,6 +45,10 @@ class RingOp;
 }  // namespace pccl::link
 
 namespace pccl::comm {
+
+// How long a failed collective may take to let go of its buffers (RingLinks::CloseOp)
+// before its links are cut.
+inline constexpr auto kAbortGrace = std::chrono::milliseconds(500);
 
 enum class CollectiveKind : uint8_t {
   kAllReduce = 0,
@@ -177,11 +182,9 @@ class Collectives {
   static Status CheckRingCollective(const CollectiveRequest& request);
   Status ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
-  // direct_collectives.cc: whether `kind` sends its blocks straight to their
-  // destinations (gather, scatter, all-to-all), and that run: over the pair links, or
-  // the ring's own between two peers (ExecuteRing opened `ring_op`, the collective's
-  // operation on the ring, and concludes).
-  static bool RunsDirect(CollectiveKind kind);
+  // direct_collectives.cc: a gather, scatter or all-to-all, its blocks sent straight to
+  // their destinations over the pair links, or the ring's own between two peers
+  // (ExecuteRing opened `ring_op`, the collective's operation on the ring, and concludes).
   Status RunDirect(const CollectiveRequest& request, const RingBinding& bound,
                    const algo::RingCollectiveOptions& options,
                    const std::shared_ptr<link::RingOp>& ring_op, uint64_t descriptor_hash,

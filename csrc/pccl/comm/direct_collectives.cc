@@ -10,9 +10,10 @@
 // needs them, kept for the ring epoch). Each member connects its pairs in one order that
 // all agree on, by the pair's two ids, so that no members wait for each other in a cycle.
 // On each pair's links the call opens operation K with the top bit of its seq set, a key
-// that no send/recv takes (theirs count transfers from 0). When K fails (a verdict: some
-// member failed; the ring's links broke) those operations fail too, and so does a wait for
-// a pair's other end, so nobody waits for blocks a failed member will never send. The
+// that no send/recv takes (Session::DirectKey). When K fails (a verdict: some member
+// failed; the ring's links broke) those operations fail too, and so does a wait for a
+// pair's other end, so nobody waits for blocks a failed member will never send; a verdict
+// also fails that key on every pair whose member never opened it (Session::OnVerdict). The
 // call then ends as every ring collective does: its outcome reported to the master and
 // the verdict awaited (ExecuteRing).
 #include <algorithm>
@@ -23,9 +24,6 @@
 
 namespace pccl::comm {
 namespace {
-
-constexpr auto kAbortGrace = std::chrono::milliseconds(500);
-constexpr uint64_t kDirectSeqBit = uint64_t{1} << 63;
 
 Status RunAlgorithm(CollectiveKind kind, const algo::RingCollectiveOptions& options,
                     const std::vector<link::RingChannel*>& channels, Deadline deadline,
@@ -40,11 +38,6 @@ Status RunAlgorithm(CollectiveKind kind, const algo::RingCollectiveOptions& opti
 }
 
 }  // namespace
-
-bool Collectives::RunsDirect(CollectiveKind kind) {
-  return kind == CollectiveKind::kGather || kind == CollectiveKind::kScatter ||
-         kind == CollectiveKind::kAllToAll;
-}
 
 Status Collectives::RunDirect(const CollectiveRequest& request, const RingBinding& bound,
                               const algo::RingCollectiveOptions& options,
@@ -67,8 +60,7 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
   std::sort(connect_order.begin(), connect_order.end(),
             [&](int a, int b) { return pair_of(a) < pair_of(b); });
 
-  proto::OpKey pair_key = bound.key;
-  pair_key.seq |= kDirectSeqBit;
+  const proto::OpKey pair_key = Session::DirectKey(bound.key);
   std::vector<std::shared_ptr<link::RingLinks>> links(options.world);
   std::vector<std::shared_ptr<link::RingOp>> ops(options.world);
   auto failed = [&ring_op] { return !ring_op->status().ok(); };
@@ -81,6 +73,11 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
     channels[p] = ops[p].get();
   }
   if (local.ok()) local = RunAlgorithm(request.kind, options, channels, deadline, stats);
+  if (!local.ok()) {  // stop the other pairs' transfers too, so that they close at once
+    for (auto& op : ops) {
+      if (op) op->Fail(local);
+    }
+  }
   for (int p : connect_order) {
     if (ops[p]) links[p]->CloseOp(ops[p], kAbortGrace);  // no I/O thread touches the buffers
   }

@@ -28,12 +28,6 @@
 #include "pccl/common/params.h"
 
 namespace pccl::comm {
-namespace {
-
-// How long a failed transfer may take to let go of its buffer before its links are cut.
-constexpr auto kAbortGrace = std::chrono::milliseconds(500);
-
-}  // namespace
 
 Status Collectives::BindPair(const CollectiveRequest& request, Deadline deadline,
                              RingBinding* bound) {

@@ -27,8 +27,6 @@
 namespace pccl::comm {
 namespace {
 
-constexpr auto kAbortGrace = std::chrono::milliseconds(500);
-
 // Ring position -> block, from `order` (block -> peer id) and the ring (position -> peer
 // id); or why they do not match.
 Status SlotsOf(const CollectiveRequest& request, const std::vector<uint64_t>& ring,
@@ -275,28 +273,26 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
 
   const TimePoint started = Clock::now();
   algo::RingCollectiveStats stats;
-  if (RunsDirect(request.kind)) {
-    local = RunDirect(request, bound, options, op, descriptor_hash, deadline, &stats);
-  } else {
-    switch (request.kind) {
-      case CollectiveKind::kBroadcast:
-        local = algo::RingBroadcast(options, *op, deadline, &stats);
-        break;
-      case CollectiveKind::kAllGather:
-        local = algo::RingAllGather(options, *op, deadline, &stats);
-        break;
-      case CollectiveKind::kReduceScatter:
-        local = algo::RingReduceScatter(options, *op, deadline, &stats);
-        break;
-      case CollectiveKind::kGather:
-      case CollectiveKind::kScatter:
-      case CollectiveKind::kAllToAll:
-      case CollectiveKind::kAllReduce:
-      case CollectiveKind::kSend:
-      case CollectiveKind::kRecv:
-        local = Internal("ExecuteRing runs no all-reduce or send/recv");
-        break;
-    }
+  switch (request.kind) {
+    case CollectiveKind::kBroadcast:
+      local = algo::RingBroadcast(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kAllGather:
+      local = algo::RingAllGather(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kReduceScatter:
+      local = algo::RingReduceScatter(options, *op, deadline, &stats);
+      break;
+    case CollectiveKind::kGather:
+    case CollectiveKind::kScatter:
+    case CollectiveKind::kAllToAll:
+      local = RunDirect(request, bound, options, op, descriptor_hash, deadline, &stats);
+      break;
+    case CollectiveKind::kAllReduce:
+    case CollectiveKind::kSend:
+    case CollectiveKind::kRecv:
+      local = Internal("ExecuteRing runs no all-reduce or send/recv");
+      break;
   }
   bound.links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
 

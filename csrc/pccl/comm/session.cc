@@ -539,9 +539,11 @@ void Session::OnVerdict(const proto::Verdict& verdict) {
   Status why(code, verdict.reason);
   if (verdict.key.epoch == UINT64_MAX) DropPairs(why);  // the master is gone
   std::shared_ptr<RingLinks> links;
+  std::vector<std::shared_ptr<RingLinks>> pairs;  // a direct collective's blocks move there
   {
     std::lock_guard<std::mutex> lock(mu_);
     links = links_;
+    if (!verdict.key.pair()) pairs = PairLinksLocked();
     if (verdict.key.pair()) {  // a send/recv: on its pair's links
       const uint64_t self = peer_id_.load();
       auto it = pairs_.find(verdict.key.from_peer == self ? verdict.key.to_peer
@@ -563,6 +565,10 @@ void Session::OnVerdict(const proto::Verdict& verdict) {
   } else {
     links->FailOp(verdict.key, why);
   }
+  // Also where a gather, scatter or all-to-all moves its blocks: a member that never
+  // opens its operation there (it failed first) must not leave a partner's early blocks
+  // waiting for it (FailOp frees them and drains the rest).
+  for (auto& pair : pairs) pair->FailOp(DirectKey(verdict.key), why);
 }
 
 void Session::BeginCollective() {

@@ -146,6 +146,11 @@ class Session {
   Status ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline deadline,
                      std::shared_ptr<link::RingLinks>* out,
                      const std::function<bool()>& give_up = nullptr);
+  // The key under which collective `ring_key` moves blocks over pair links (gather,
+  // scatter, all-to-all: comm/direct_collectives.cc): its seq with the top bit set, which
+  // no send/recv's key has (they count transfers from 0). A failed verdict for `ring_key`
+  // fails it on every pair (OnVerdict).
+  static proto::OpKey DirectKey(const proto::OpKey& ring_key);
   // A recv from any source: waits until a member's next transfer to this peer with `tag`
   // has begun here (its first segment arrived, or a verdict failed it), building the
   // links of members that dial this peer meanwhile, and names that member (the first in
@@ -242,6 +247,8 @@ class Session {
   std::shared_ptr<link::RingLinks> BrokenPairLinks(uint64_t peer_id);
   // Breaks every pair's links and forgets them (a new ring epoch, Close).
   void DropPairs(const Status& why);
+  // The pair links built so far.
+  std::vector<std::shared_ptr<link::RingLinks>> PairLinksLocked();  // under mu_
 
   Status WaitForIdle(Deadline deadline, const char* caller);
   // Takes control_mu_ by `deadline` (DeadlineExceeded naming `caller` otherwise).

@@ -87,11 +87,20 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
     if (!slot) slot = std::make_shared<PairLinks>();
     pair = slot;
   }
-  // One builder per pair; the others wait for its outcome (or their deadline).
+  // One builder per pair; the others wait for its outcome (or their deadline, or their
+  // give_up, looked at every 50 ms).
   std::unique_lock<std::timed_mutex> building(pair->mu, std::defer_lock);
-  if (!building.try_lock_until(deadline.when())) {
-    return Status(StatusCode::kDeadlineExceeded,
-                  "timed out waiting for the links to peer " + std::to_string(peer_id));
+  while (!building.try_lock_until(
+      std::min(deadline.when(), Clock::now() + std::chrono::milliseconds(50)))) {
+    if (give_up && give_up()) {
+      return Status(StatusCode::kAborted, "gave up waiting for the links to peer " +
+                                              std::to_string(peer_id) + " for " +
+                                              key.ToString());
+    }
+    if (deadline.expired()) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "timed out waiting for the links to peer " + std::to_string(peer_id));
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -202,13 +211,25 @@ std::shared_ptr<RingLinks> Session::BrokenPairLinks(uint64_t peer_id) {
   return it->second->links->broken_status().ok() ? nullptr : it->second->links;
 }
 
+proto::OpKey Session::DirectKey(const proto::OpKey& ring_key) {
+  proto::OpKey key = ring_key;
+  key.seq |= uint64_t{1} << 63;
+  return key;
+}
+
+std::vector<std::shared_ptr<RingLinks>> Session::PairLinksLocked() {
+  std::vector<std::shared_ptr<RingLinks>> built;
+  for (auto& [peer, pair] : pairs_) {
+    if (pair->links) built.push_back(pair->links);
+  }
+  return built;
+}
+
 void Session::DropPairs(const Status& why) {
   std::vector<std::shared_ptr<RingLinks>> dropped;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [peer, pair] : pairs_) {
-      if (pair->links) dropped.push_back(pair->links);
-    }
+    dropped = PairLinksLocked();
     pairs_.clear();
   }
   for (auto& links : dropped) links->Break(why);

@@ -40,6 +40,8 @@ const Params& GetParams() {
     p.log_level = LogLevelFromEnv();
     p.socket_buffer_bytes = EnvInt("PCCL_SOCKET_BUFFER_BYTES", 0, 0, int64_t{1} << 30);
     p.segment_bytes = EnvInt("PCCL_SEGMENT_BYTES", int64_t{1} << 20, 4096, int64_t{64} << 20);
+    p.early_budget_bytes =
+        EnvInt("PCCL_EARLY_BUDGET_BYTES", int64_t{256} << 20, 0, int64_t{1} << 40);
     p.default_pool_size = EnvInt("PCCL_DEFAULT_POOL_SIZE", 8, 1, 64);
     p.timeout_ms = EnvInt("PCCL_TIMEOUT_MS", 60000, 0, int64_t{1} << 40);
     p.connect_timeout_ms = EnvInt("PCCL_CONNECT_TIMEOUT_MS", 10000, 10, int64_t{1} << 40);

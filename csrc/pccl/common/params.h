@@ -18,6 +18,10 @@ struct Params {
   // PCCL_SEGMENT_BYTES: bytes per data frame of a ring step (default 1 MiB). Smaller
   // segments pipeline earlier; larger ones cost fewer headers and syscalls.
   int64_t segment_bytes;
+  // PCCL_EARLY_BUDGET_BYTES: what one set of links (a ring's, a pair's) may hold for
+  // segments that arrive before their operation starts on this peer (default 256 MiB);
+  // beyond it the receiving connection waits, and TCP holds the sender back.
+  int64_t early_budget_bytes;
   // PCCL_DEFAULT_POOL_SIZE: connections per ring neighbour when the user passes 0 (default
   // 8: on long links each connection is capped at window / RTT, and the WAN lab showed 8
   // reaching 93 % of a 400 Mbit/s link at 50 ms where 4 reached 59 %; loopback is the same).

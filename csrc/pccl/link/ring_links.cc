@@ -18,9 +18,6 @@ using proto::Kind;
 constexpr uint64_t kMaxDataFrameBytes = (uint64_t{64} << 20) * 4 + proto::kDataHeaderBytes;
 // Closed operations remembered so that their late frames are discarded, not buffered.
 constexpr size_t kClosedMemory = 4096;
-// Bytes the links hold for segments whose operation has not started here; a receiver
-// whose segment does not fit waits for the operation (link/ring_op.h).
-constexpr uint64_t kEarlyBudgetBytes = uint64_t{256} << 20;
 
 }  // namespace
 
@@ -32,7 +29,10 @@ RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer p
       prev_(std::move(prev)),
       pool_size_(pool_size),
       purpose_(purpose),
-      early_budget_(std::make_shared<EarlyBudget>(kEarlyBudgetBytes)),
+      // Bytes held for segments whose operation has not started here; a receiver whose
+      // segment does not fit waits for the operation (link/ring_op.h).
+      early_budget_(std::make_shared<EarlyBudget>(
+          static_cast<uint64_t>(GetParams().early_budget_bytes))),
       on_fault_(std::move(on_fault)) {}
 
 RingLinks::~RingLinks() {

@@ -202,6 +202,14 @@ void RingOp::Fail(const Status& why) {
     cv_.notify_all();
     followers.swap(followers_);
     failed = status_;
+    // Payloads that came early will never be expected now: give their memory and budget
+    // back (an op failed by a verdict before this peer opened it may never be opened).
+    for (auto& [key, slot] : slots_) {
+      if (slot.has_early && !slot.writing) {
+        slot.has_early = false;
+        ReleaseLocked(slot);
+      }
+    }
   }
   for (auto& follower : followers) {
     if (auto op = follower.lock()) op->Fail(failed);

@@ -65,7 +65,8 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   Status WaitSends(Deadline deadline) override;
   void SetArrivalHandler(ArrivalHandler handler) override;
 
-  // Fails the operation (first failure wins); wakes the algorithm. Any thread.
+  // Fails the operation (first failure wins); wakes the algorithm and frees what arrived
+  // early for it. Any thread.
   void Fail(const Status& why);
   // Once Fail() fails this operation (a verdict, its links broke; at once if it has),
   // `follower` fails with the same status: for a collective whose data moves over other
