@@ -543,13 +543,14 @@ void Session::OnVerdict(const proto::Verdict& verdict) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     links = links_;
-    if (!verdict.key.pair()) pairs = PairLinksLocked();
     if (verdict.key.pair()) {  // a send/recv: on its pair's links
       const uint64_t self = peer_id_.load();
       auto it = pairs_.find(verdict.key.from_peer == self ? verdict.key.to_peer
                                                           : verdict.key.from_peer);
       // Read without the pair's lock: its builder sets it under mu_ too (ConnectPair).
       links = it == pairs_.end() ? nullptr : it->second->links;
+    } else {
+      pairs = PairLinksLocked();
     }
   }
   if (!links) return;
