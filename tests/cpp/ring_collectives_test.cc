@@ -165,6 +165,13 @@ RingCollectiveOptions Base(int rank, int world, size_t count) {
   return o;
 }
 
+// Runs `body(rank)` for ranks 0 .. ranks-1 at once, each on its own thread, and waits for all.
+void OnEveryRank(int ranks, const std::function<void(int)>& body) {
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r) threads.emplace_back(body, r);
+  for (auto& t : threads) t.join();
+}
+
 // Runs `algorithm` on `world` peers at once, each on its own buffers in `peers` (`in_place`:
 // send is recv, as for a broadcast), with `count`, `slot_of` and `root` in every peer's
 // options; each peer's stats land in `peers`.
@@ -172,21 +179,17 @@ void RunRing(int world, Algorithm algorithm, size_t count, const std::vector<int
              int root, bool in_place, std::vector<Peer>* peers) {
   std::vector<MemoryChannel> channels(world);
   for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      Peer& peer = (*peers)[r];
-      RingCollectiveOptions o = Base(r, world, count);
-      o.root = root;
-      o.slot_of = slot_of;
-      o.recv = peer.recv.data();
-      o.send = in_place ? o.recv : peer.send.data();
-      o.scratch = peer.scratch.data();
-      Status st = algorithm(o, channels[r], Deadline::In(std::chrono::seconds(20)), &peer.stats);
-      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
-    });
-  }
-  for (auto& t : threads) t.join();
+  OnEveryRank(world, [&](int r) {
+    Peer& peer = (*peers)[r];
+    RingCollectiveOptions o = Base(r, world, count);
+    o.root = root;
+    o.slot_of = slot_of;
+    o.recv = peer.recv.data();
+    o.send = in_place ? o.recv : peer.send.data();
+    o.scratch = peer.scratch.data();
+    Status st = algorithm(o, channels[r], Deadline::In(std::chrono::seconds(20)), &peer.stats);
+    EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+  });
 }
 
 float Value(int source, int block, size_t i) {
@@ -283,22 +286,18 @@ void RunDirect(int world, DirectAlgorithm algorithm, size_t count, int root, boo
   for (int a = 0; a < world; ++a) {
     for (int b = 0; b < world; ++b) pair[a][b].next = &pair[b][a];
   }
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      Peer& peer = (*peers)[r];
-      RingCollectiveOptions o = Base(r, world, count);
-      o.root = root;
-      o.slot_of = Reversed(world);
-      o.send = peer.send.data();
-      o.recv = peer.recv.data();
-      std::vector<link::RingChannel*> channels(world, nullptr);
-      for (int p : DirectPartners(o, rooted)) channels[p] = &pair[r][p];
-      Status st = algorithm(o, channels, Deadline::In(std::chrono::seconds(20)), &peer.stats);
-      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
-    });
-  }
-  for (auto& t : threads) t.join();
+  OnEveryRank(world, [&](int r) {
+    Peer& peer = (*peers)[r];
+    RingCollectiveOptions o = Base(r, world, count);
+    o.root = root;
+    o.slot_of = Reversed(world);
+    o.send = peer.send.data();
+    o.recv = peer.recv.data();
+    std::vector<link::RingChannel*> channels(world, nullptr);
+    for (int p : DirectPartners(o, rooted)) channels[p] = &pair[r][p];
+    Status st = algorithm(o, channels, Deadline::In(std::chrono::seconds(20)), &peer.stats);
+    EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+  });
 }
 
 TEST_P(RingCollectivesTest, DirectGatherAndScatterFromEveryRootSendEachBlockOnce) {
@@ -407,31 +406,27 @@ void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
                       std::vector<std::vector<float>>* backups) {
   std::vector<MemoryChannel> channels(world);
   for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      std::vector<float>& buffer = (*data)[r];
-      AllReduceOptions o;
-      o.op = op;
-      o.count = buffer.size();
-      o.send = o.recv = buffer.data();
-      o.rank = r;
-      o.world = world;
-      o.segment_bytes = 2 * sizeof(float);
-      o.receive_slots = 2;
-      (*backups)[r].assign(restore ? buffer.size() : 0, -1.0f);
-      o.backup = restore ? (*backups)[r].data() : nullptr;
-      // With a backup the partials land in it: no slots.
-      std::vector<float> scratch = Scratch(ScratchBytes(o));
-      const size_t slots = std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world));
-      EXPECT_EQ(scratch.size(), restore ? 0 : slots);
-      o.scratch = restore ? nullptr : scratch.data();
-      Status st = RingAllReduce(o, channels[r], Deadline::In(std::chrono::seconds(20)),
-                                &(*stats)[r]);
-      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
-    });
-  }
-  for (auto& t : threads) t.join();
+  OnEveryRank(world, [&](int r) {
+    std::vector<float>& buffer = (*data)[r];
+    AllReduceOptions o;
+    o.op = op;
+    o.count = buffer.size();
+    o.send = o.recv = buffer.data();
+    o.rank = r;
+    o.world = world;
+    o.segment_bytes = 2 * sizeof(float);
+    o.receive_slots = 2;
+    (*backups)[r].assign(restore ? buffer.size() : 0, -1.0f);
+    o.backup = restore ? (*backups)[r].data() : nullptr;
+    // With a backup the partials land in it: no slots.
+    std::vector<float> scratch = Scratch(ScratchBytes(o));
+    const size_t slots = std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world));
+    EXPECT_EQ(scratch.size(), restore ? 0 : slots);
+    o.scratch = restore ? nullptr : scratch.data();
+    Status st = RingAllReduce(o, channels[r], Deadline::In(std::chrono::seconds(20)),
+                              &(*stats)[r]);
+    EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+  });
   for (int r = 0; r < world; ++r) (*in_slot)[r] = channels[r].in_slot_arrivals();
 }
 
@@ -502,7 +497,6 @@ TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
   const std::vector<std::vector<float>> inputs = data;
   std::vector<AllReduceStats> stats(world);
   std::vector<AllReduceOptions> options(world);
-  std::vector<std::thread> threads;
   for (int r = 0; r < world - 1; ++r) {  // rank world-1 never starts
     AllReduceOptions& o = options[r];
     o.count = count;
@@ -511,13 +505,12 @@ TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
     o.world = world;
     o.segment_bytes = 2 * sizeof(float);
     o.backup = backups[r].data();
-    threads.emplace_back([&, r] {
-      Status st = RingAllReduce(options[r], channels[r],
-                                Deadline::In(std::chrono::milliseconds(300)), &stats[r]);
-      EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << "rank " << r << ": " << st.ToString();
-    });
   }
-  for (auto& t : threads) t.join();
+  OnEveryRank(world - 1, [&](int r) {
+    Status st = RingAllReduce(options[r], channels[r],
+                              Deadline::In(std::chrono::milliseconds(300)), &stats[r]);
+    EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << "rank " << r << ": " << st.ToString();
+  });
   EXPECT_NE(data[1], inputs[1]) << "rank 1 folded rank 0's partials into its buffer";
   for (int r = 0; r < world - 1; ++r) {
     const RingSchedule schedule = ScheduleFor(options[r]);
