@@ -397,6 +397,19 @@ TEST(RingCollectivesChecks, RefuseBadShapes) {
 
 // --- the in-place all-reduce: partials through receive slots or the backup ------------------
 
+// Rank `rank`'s options for an in-place all-reduce of `buffer` in segments of two
+// elements, saving its input to `backup` (null: no restore).
+AllReduceOptions InPlace(int rank, int world, std::vector<float>& buffer, float* backup) {
+  AllReduceOptions o;
+  o.count = buffer.size();
+  o.send = o.recv = buffer.data();
+  o.rank = rank;
+  o.world = world;
+  o.segment_bytes = 2 * sizeof(float);
+  o.backup = backup;
+  return o;
+}
+
 // Runs an in-place all-reduce of `op` over `world` peers whose buffers are `data` (one per
 // peer), with two receive slots each, or a backup when `restore`; the channels' counts of
 // segments that came through slots land in `in_slot`, the stats in `stats`.
@@ -408,16 +421,10 @@ void InPlaceAllReduce(int world, kernels::ReduceOp op, bool restore,
   for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
   OnEveryRank(world, [&](int r) {
     std::vector<float>& buffer = (*data)[r];
-    AllReduceOptions o;
-    o.op = op;
-    o.count = buffer.size();
-    o.send = o.recv = buffer.data();
-    o.rank = r;
-    o.world = world;
-    o.segment_bytes = 2 * sizeof(float);
-    o.receive_slots = 2;
     (*backups)[r].assign(restore ? buffer.size() : 0, -1.0f);
-    o.backup = restore ? (*backups)[r].data() : nullptr;
+    AllReduceOptions o = InPlace(r, world, buffer, restore ? (*backups)[r].data() : nullptr);
+    o.op = op;
+    o.receive_slots = 2;
     // With a backup the partials land in it: no slots.
     std::vector<float> scratch = Scratch(ScratchBytes(o));
     const size_t slots = std::min<size_t>(2 * 2, 2 * ((o.count + world - 1) / world));
@@ -466,14 +473,7 @@ TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromSlotsOrTheBackupAndSavesEvery
             if (!restore) continue;
             // The backup holds every segment of the input, saved before it was overwritten:
             // undoing the (successful) operation gives the input back exactly.
-            AllReduceOptions o;
-            o.count = count;
-            o.send = o.recv = data[r].data();
-            o.rank = r;
-            o.world = world;
-            o.segment_bytes = 2 * sizeof(float);
-            o.backup = backups[r].data();
-            RestoreInput(o, stats[r]);
+            RestoreInput(InPlace(r, world, data[r], backups[r].data()), stats[r]);
             EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
           }
         }
@@ -498,13 +498,7 @@ TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
   std::vector<AllReduceStats> stats(world);
   std::vector<AllReduceOptions> options(world);
   for (int r = 0; r < world - 1; ++r) {  // rank world-1 never starts
-    AllReduceOptions& o = options[r];
-    o.count = count;
-    o.send = o.recv = data[r].data();
-    o.rank = r;
-    o.world = world;
-    o.segment_bytes = 2 * sizeof(float);
-    o.backup = backups[r].data();
+    options[r] = InPlace(r, world, data[r], backups[r].data());
   }
   OnEveryRank(world - 1, [&](int r) {
     Status st = RingAllReduce(options[r], channels[r],
