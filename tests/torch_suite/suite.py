@@ -34,6 +34,14 @@ class TestSuite(TestDistBackend, DistributedTest._DistTestBase):
         super().setUp()
         self._spawn_processes()
 
+    def _check_return_codes(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Every rank's exit status when one is not 0: torch's report names only the ranks
+        # that raised inside the test (exit code 10), not one that crashed or left early.
+        codes = [p.exitcode for p in self.processes]
+        if any(code != 0 for code in codes):
+            print(f"rank exit codes: {codes}", file=sys.stderr, flush=True)
+        return super()._check_return_codes(*args, **kwargs)
+
 
 if __name__ == "__main__":
     sys.exit(run_tests())

@@ -458,7 +458,8 @@ Status Session::OptimizeTopologyOnce(Deadline deadline) {
 
 bool Session::RingChangePushed() {
   std::lock_guard<std::mutex> lock(mu_);
-  return pushed_ring_epoch_.load() != ring_epoch_;
+  auto it = pushed_ring_epochs_.find(peer_id_.load());
+  return (it == pushed_ring_epochs_.end() ? 0 : it->second) != ring_epoch_;
 }
 
 std::vector<Session::LinkInfo> Session::Links() {
@@ -510,15 +511,16 @@ void Session::OnTopologyChange(const proto::Topology& topology) {
   // The members' keys first: their peer-to-peer handshakes may arrive any moment now.
   credentials_.Learn(topology.members);
   routes_.Learn(topology.members);
-  // This peer's group's ring epoch in the new topology (0: this peer is not in it).
+  // This peer's group's ring epoch in the new topology (0: this peer is not in it; a joiner
+  // whose peer id is not known yet has no links to break either).
   uint64_t ring_epoch = 0;
-  for (const auto& m : topology.members) {
-    if (m.peer_id == peer_id_.load()) ring_epoch = m.ring_epoch;
-  }
-  pushed_ring_epoch_.store(ring_epoch);
   std::shared_ptr<RingLinks> links;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    pushed_ring_epochs_.clear();
+    for (const auto& m : topology.members) pushed_ring_epochs_[m.peer_id] = m.ring_epoch;
+    auto it = pushed_ring_epochs_.find(peer_id_.load());
+    if (it != pushed_ring_epochs_.end()) ring_epoch = it->second;
     links = links_;
   }
   // Collectives still running on an older ring can never complete: fail them now (they

@@ -292,8 +292,11 @@ class Session {
   std::thread topology_watcher_;    // started once Connect succeeded
   std::atomic<uint64_t> peer_id_{0};
   std::atomic<bool> closed_{false};
-  // This group's ring epoch in the latest Topology the master sent (reader thread).
-  std::atomic<uint64_t> pushed_ring_epoch_{0};
+  // Every member's ring epoch in the latest Topology the master sent (reader thread), by
+  // peer id. Looked up with this peer's id when asked (RingChangePushed), not when it
+  // comes: the Topology that admits a joiner may come right behind its Welcome, before
+  // Connect() has read its peer id from that.
+  std::map<uint64_t, uint64_t> pushed_ring_epochs_ PCCL_GUARDED_BY(mu_);
 
   net::Endpoint master_endpoint_;   // set by Connect, read-only after
   // Resumes started (any thread reads it; the topology watcher counts them).
