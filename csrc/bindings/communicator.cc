@@ -170,12 +170,13 @@ void BindCommunicator(py::module_& m) {
       .def("update_topology", [](Communicator& c, double timeout) {
         RunWithoutGil([&] { return c.UpdateTopology(DeadlineFromSeconds(timeout)); });
       }, py::arg("timeout"))
-      .def("are_peers_pending", [](Communicator& c, double timeout, bool joint) {
+      .def("are_peers_pending", [](Communicator& c, double timeout, bool joint, bool wait) {
         bool pending = false;
-        RunWithoutGil(
-            [&] { return c.ArePeersPending(DeadlineFromSeconds(timeout), joint, &pending); });
+        RunWithoutGil([&] {
+          return c.ArePeersPending(DeadlineFromSeconds(timeout), joint, &pending, wait);
+        });
         return pending;
-      }, py::arg("timeout"), py::kw_only(), py::arg("joint") = true)
+      }, py::arg("timeout"), py::kw_only(), py::arg("joint") = true, py::arg("wait") = false)
       .def("get_attribute", [](Communicator& c, comm::Attribute attribute) {
         int64_t value = 0;
         ThrowIfError(c.GetAttribute(attribute, &value));

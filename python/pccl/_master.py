@@ -254,7 +254,8 @@ class MasterNode:
             events: the latest 200 of [{time (Unix seconds), kind ("join", "resume",
                 "epoch", "leave", "failed", "restart"), text}], oldest first;
             counters: {ops_succeeded, ops_failed, ops_failed_<Code>, bytes_sent, joins,
-                resumes, departures, epochs, restarts};
+                resumes, departures, epochs, restarts, pending_queries (are_peers_pending()
+                and wait_for_world() queries)};
             histograms: {"heartbeat_rtt", "member_op" (each member's time per collective):
                 {buckets: [(upper bound in seconds, observations), ..., (None, beyond the
                 last bound)], sum, count}}.

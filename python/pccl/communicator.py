@@ -320,7 +320,8 @@ class Communicator:
 
     def wait_for_world(self, world: int, *, timeout: float = 60.0) -> None:
         """Admits pending peers until the run has `world` peers (an addition to upstream's
-        API), polling every 10 ms while the other processes start.
+        API). Between admissions it waits for the master to say that a peer is pending (no
+        polling while the other processes start).
 
         For the peers that found a run together: each calls it with the same `world`, since
         admission is a vote of every accepted peer. A peer joining a running run does not
@@ -335,10 +336,10 @@ class Communicator:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PCCLTimeoutError(f"the run did not reach {world} peers in {timeout} s")
-            if self._core.are_peers_pending(left, joint=False):
+            # At most a second per wait: the world can also change without a peer pending
+            # (a restarted master's recovery brings the members back), so look again.
+            if self._core.are_peers_pending(min(left, 1.0), joint=False, wait=True):
                 self.update_topology(timeout=max(0.001, deadline - time.monotonic()))
-            else:
-                time.sleep(0.01)
 
     def are_peers_pending(self, *, timeout: float | None = None) -> bool:
         """True if peers wait to be admitted by update_topology().

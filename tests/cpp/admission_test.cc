@@ -139,6 +139,35 @@ TEST_F(MembershipTest, NonJointQueryIsAnsweredAtOnce) {
   EXPECT_EQ(Recipients(actions, Kind::kPendingReply), std::vector<ConnId>{1});
 }
 
+// wait_for_world's query (alone, waiting): held until a peer is pending, so that members
+// waiting for the run to grow hear of each joiner at once instead of asking again and again.
+TEST_F(MembershipTest, WaitingQueryIsAnsweredWhenAPeerArrives) {
+  Run(2);
+  EXPECT_TRUE(Do(event::QueryPending{1, 7, false, true}).empty());  // nobody pending: held
+  EXPECT_TRUE(Do(event::QueryPending{2, 3, false, true}).empty());
+  EXPECT_TRUE(Do(event::QueryPending{2, 4, false, true}).empty());  // replaces seq 3
+  auto actions = Hello(3);
+  EXPECT_EQ(Recipients(actions, Kind::kPendingReply), (std::vector<ConnId>{1, 2}));
+  proto::PendingReply reply;
+  ASSERT_TRUE(proto::Decode(Sent(actions, 1, Kind::kPendingReply).at(0), &reply).ok());
+  EXPECT_EQ(reply.seq, 7u);
+  EXPECT_EQ(reply.pending, 1);
+  ASSERT_EQ(Sent(actions, 2, Kind::kPendingReply).size(), 1u);  // one answer, to the latest
+  ASSERT_TRUE(proto::Decode(Sent(actions, 2, Kind::kPendingReply).at(0), &reply).ok());
+  EXPECT_EQ(reply.seq, 4u);
+  // Answered once: the next joiner finds no query waiting; with one pending, at once.
+  EXPECT_TRUE(Recipients(Hello(4), Kind::kPendingReply).empty());
+  EXPECT_EQ(Recipients(Do(event::QueryPending{1, 8, false, true}), Kind::kPendingReply),
+            std::vector<ConnId>{1});
+}
+
+TEST_F(MembershipTest, WaitingQueryOfAPeerThatLeftIsForgotten) {
+  Run(2);
+  EXPECT_TRUE(Do(event::QueryPending{2, 3, false, true}).empty());
+  Do(event::Disconnected{2});
+  EXPECT_TRUE(Recipients(Hello(3), Kind::kPendingReply).empty());  // nobody is told
+}
+
 TEST_F(MembershipTest, PendingPeerQueryIsAnsweredAlone) {
   Run(2);
   Hello(3);

@@ -226,7 +226,7 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
   ExpectWire(Vote{11, {TagCount{1, 2}, TagCount{5, 1}}}, "VoteTopology",
              "0b00000000000000020000000100000000000000020000000000000005000000000000000100"
              "000000000000");
-  ExpectWire(PendingQuery{12, 0}, "QueryPending", "0c0000000000000000");
+  ExpectWire(PendingQuery{12, 0, 1}, "QueryPending", "0c000000000000000001");
   ExpectWire(PendingReply{13, 1}, "PendingReply", "0d0000000000000001");
   ExpectWire(OpDone{kSampleKey, 1, 0xabcdef, "timed out", 6, "rep", 0x1000, 0x20}, "OpDone",
              "0807060504030201090000000b0a0000000000000d0c000000000000"
@@ -319,6 +319,8 @@ TEST(ProtoValidationTest, BooleansMustBeZeroOrOne) {
             "Welcome: field 'accepted' must be 0 or 1, got 2");
   EXPECT_EQ(DecodeError<PendingQuery>(WithByte(Encode(PendingQuery{1, 1}), 8, 2)),
             "QueryPending: field 'joint' must be 0 or 1, got 2");
+  EXPECT_EQ(DecodeError<PendingQuery>(WithByte(Encode(PendingQuery{1, 0, 1}), 9, 2)),
+            "QueryPending: field 'wait' must be 0 or 1, got 2");
   EXPECT_EQ(DecodeError<PendingReply>(WithByte(Encode(PendingReply{1, 1}), 8, 3)),
             "PendingReply: field 'pending' must be 0 or 1, got 3");
   // The ok byte follows the 44-byte OpKey.

@@ -64,7 +64,10 @@ inline void Invariants(const Vote& m) {
     if (i > 0) FUZZ_CHECK(m.started[i].tag > m.started[i - 1].tag);
   }
 }
-inline void Invariants(const PendingQuery& m) { FUZZ_CHECK(IsBool(m.joint)); }
+inline void Invariants(const PendingQuery& m) {
+  FUZZ_CHECK(IsBool(m.joint));
+  FUZZ_CHECK(IsBool(m.wait));
+}
 inline void Invariants(const PendingReply& m) { FUZZ_CHECK(IsBool(m.pending)); }
 inline void Invariants(const OpDone& m) {
   FUZZ_CHECK(IsBool(m.ok));

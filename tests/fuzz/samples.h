@@ -58,7 +58,7 @@ inline std::vector<Vote> Samples(const Vote*) {
   return {Vote{}, Vote{9, {TagCount{0, 3}, TagCount{7, 1}, TagCount{1u << 20, 2}}}};
 }
 inline std::vector<PendingQuery> Samples(const PendingQuery*) {
-  return {PendingQuery{0, 0}, PendingQuery{41, 1}};
+  return {PendingQuery{0, 0}, PendingQuery{41, 1}, PendingQuery{42, 0, 1}};
 }
 inline std::vector<PendingReply> Samples(const PendingReply*) {
   return {PendingReply{}, PendingReply{41, 1}};

@@ -60,6 +60,28 @@ def test_are_peers_pending_alone_is_answered_and_update_topology_returns(
     alone.update_topology(timeout=5)
 
 
+def test_wait_for_world_waits_for_the_joiner_without_asking_again_and_again() -> None:
+    # wait_for_world's query is held by the master until a peer is pending (no polling):
+    # 2 s of waiting for a late joiner takes a query per second at most (the wait's cap),
+    # where polling every 10 ms took about 200.
+    with pccl.MasterNode("127.0.0.1:0") as master:
+        address = f"127.0.0.1:{master.port}"
+        with pccl.Communicator(address) as a, pccl.Communicator(address) as b:
+            a.connect(timeout=10)
+            waiting = threading.Thread(target=a.wait_for_world, args=(2,),
+                                       kwargs={"timeout": 30})
+            waiting.start()
+            joined = threading.Event()
+            # The joiner comes 2 s late: a timer, not a sleep in the test's thread.
+            timer = threading.Timer(2.0, lambda: (b.connect(timeout=20), joined.set()))
+            timer.start()
+            waiting.join(timeout=40)
+            timer.join(timeout=40)
+            assert not waiting.is_alive() and joined.is_set()
+            assert a.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 2
+            assert master.status()["counters"]["pending_queries"] <= 5
+
+
 def test_optimize_topology_alone_raises_with_invalid_usage(alone: pccl.Communicator) -> None:
     with pytest.raises(pccl.PCCLError) as e:
         alone.optimize_topology(timeout=5)

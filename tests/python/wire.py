@@ -129,8 +129,8 @@ def vote(ring_epoch: int = 0, started: tuple[tuple[int, int], ...] = ()) -> byte
             + b"".join(struct.pack("<QQ", tag, count) for tag, count in started))
 
 
-def pending_query(seq: int, joint: bool = True) -> bytes:
-    return struct.pack("<QB", seq, int(joint))
+def pending_query(seq: int, joint: bool = True, wait: bool = False) -> bytes:
+    return struct.pack("<QBB", seq, int(joint), int(wait))
 
 
 def op_done(key: tuple[int, ...], ok: bool, descriptor_hash: int = 0,

@@ -34,8 +34,8 @@ class Communicator {
     return Timed(session_.op_stats(), OpKind::kUpdateTopology,
                  [&] { return session_.UpdateTopology(deadline); });
   }
-  Status ArePeersPending(Deadline deadline, bool joint, bool* pending) {
-    return session_.ArePeersPending(deadline, joint, pending);
+  Status ArePeersPending(Deadline deadline, bool joint, bool* pending, bool wait = false) {
+    return session_.ArePeersPending(deadline, joint, pending, wait);
   }
   Status GetAttribute(Attribute attribute, int64_t* value) {
     return session_.GetAttribute(attribute, value);

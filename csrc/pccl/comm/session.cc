@@ -315,12 +315,18 @@ Status Session::UpdateTopologyOnce(Deadline deadline) {
   return ApplyTopologyLocked(std::move(topology), deadline);
 }
 
-Status Session::ArePeersPending(Deadline deadline, bool joint, bool* pending) {
-  return AcrossResume(deadline, "are_peers_pending()",
-                      [&] { return ArePeersPendingOnce(deadline, joint, pending); });
+Status Session::ArePeersPending(Deadline deadline, bool joint, bool* pending, bool wait) {
+  wait = wait && !joint;
+  Status st = AcrossResume(deadline, "are_peers_pending()",
+                           [&] { return ArePeersPendingOnce(deadline, joint, wait, pending); });
+  if (wait && st.code() == StatusCode::kDeadlineExceeded) {
+    *pending = false;  // nobody came in time: an answer (the master forgets the query
+    return Status::Ok();  // when the next one comes, and a late reply is told apart by seq)
+  }
+  return st;
 }
 
-Status Session::ArePeersPendingOnce(Deadline deadline, bool joint, bool* pending) {
+Status Session::ArePeersPendingOnce(Deadline deadline, bool joint, bool wait, bool* pending) {
   // A joint call, as in PCCL 1.0: the master answers once every member asked, and gives
   // every member the same answer, so all take the same branch. Collectives in flight on
   // other threads go on meanwhile.
@@ -337,9 +343,8 @@ Status Session::ArePeersPendingOnce(Deadline deadline, bool joint, bool* pending
   // collective, so that the other members are not held up and attributes are current.
   PCCL_RETURN_IF_ERROR(ApplyPushedTopologiesLocked(deadline));
   const uint64_t seq = ++pending_query_seq_;
-  PCCL_RETURN_IF_ERROR(master_.Send(
-      Kind::kQueryPending, proto::Encode(proto::PendingQuery{seq, joint ? uint8_t{1} : uint8_t{0}}),
-      deadline));
+  const proto::PendingQuery query{seq, static_cast<uint8_t>(joint), static_cast<uint8_t>(wait)};
+  PCCL_RETURN_IF_ERROR(master_.Send(Kind::kQueryPending, proto::Encode(query), deadline));
   while (true) {
     Kind kind;
     std::string payload;

@@ -100,8 +100,10 @@ class Session {
   Status UpdateTopology(Deadline deadline);
   // Whether peers wait for admission: a joint call of every member (PCCL 1.0's semantics),
   // answered alike for all by the master once all asked. Does not wait for collectives.
-  // `joint` false asks the master alone (an answer that other members may not share).
-  Status ArePeersPending(Deadline deadline, bool joint, bool* pending);
+  // `joint` false asks the master alone (an answer that other members may not share);
+  // with `wait` too, the master answers once a peer is pending, and a deadline that passes
+  // first is the answer false, not an error (wait_for_world: no polling).
+  Status ArePeersPending(Deadline deadline, bool joint, bool* pending, bool wait = false);
   Status GetAttribute(Attribute attribute, int64_t* value);
   // Measures the bandwidth between the members of each group as the master asks (this
   // peer probes at most one peer at a time, link/probe.h) and adopts the ring order the
@@ -227,7 +229,7 @@ class Session {
   proto::Hello MakeHello(bool resume);
   // The control calls, once (AcrossResume runs them).
   Status UpdateTopologyOnce(Deadline deadline);
-  Status ArePeersPendingOnce(Deadline deadline, bool joint, bool* pending);
+  Status ArePeersPendingOnce(Deadline deadline, bool joint, bool wait, bool* pending);
   Status OptimizeTopologyOnce(Deadline deadline);
   Status SyncSharedStateOnce(const SharedStateSyncRequest& request, Deadline deadline,
                              SharedStateSyncInfo* info);

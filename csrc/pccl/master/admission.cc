@@ -156,7 +156,10 @@ std::optional<NextEpoch> Admission::OnHello(const event::Hello& e, Step& step) {
   const bool first = roster_.members().empty() && !recovery_;
   SendWelcome(*peer, first, step);
   roster_.Add(std::move(*peer), /*queue=*/!first);
-  if (!first) return std::nullopt;
+  if (!first) {
+    AnswerWaiting(step);
+    return std::nullopt;
+  }
   return NextEpoch{{e.conn}, "the first peer joined", false, {}};
 }
 
@@ -167,6 +170,7 @@ void Admission::OnReplacedHello(const event::Hello& e, const Peer& was, Step& st
   peer->resuming = was.resuming;
   SendWelcome(*peer, was.role == Role::kMember, step);
   roster_.Add(std::move(*peer), /*queue=*/true);
+  AnswerWaiting(step);
 }
 
 void Admission::OpenRecovery(const std::vector<proto::Member>& members, uint64_t epoch,
@@ -316,13 +320,25 @@ bool Admission::OnLinksReady(const Peer& peer, uint64_t epoch, Step& step) {
 }
 
 void Admission::OnQueryPending(const Peer& peer, const event::QueryPending& e, Step& step) {
-  if (!e.joint || peer.role != Role::kMember) {  // answered alone, at once
+  if (!e.joint || peer.role != Role::kMember) {  // answered alone
+    if (e.wait && roster_.pending().empty()) {  // once a peer is pending (AnswerWaiting)
+      waiting_queries_[peer.conn] = e.seq;  // a newer query replaces one that timed out
+      return;
+    }
     proto::PendingReply reply{e.seq, static_cast<uint8_t>(roster_.pending().empty() ? 0 : 1)};
     step.SendTo(peer.conn, proto::Kind::kPendingReply, proto::Encode(reply));
     return;
   }
   pending_queries_[peer.conn] = e.seq;
   MaybeAnswerPending(step);
+}
+
+void Admission::AnswerWaiting(Step& step) {
+  if (roster_.pending().empty()) return;
+  for (const auto& [conn, seq] : waiting_queries_) {
+    step.SendTo(conn, proto::Kind::kPendingReply, proto::Encode(proto::PendingReply{seq, 1}));
+  }
+  waiting_queries_.clear();
 }
 
 void Admission::MaybeAnswerPending(Step& step) {
@@ -361,6 +377,7 @@ std::vector<Peer> Admission::Forget(const std::vector<ConnId>& conns) {
   std::vector<Peer> gone_members;
   for (ConnId conn : conns) {
     std::optional<Peer> peer = roster_.Remove(conn);
+    waiting_queries_.erase(conn);  // a pending peer may wait too
     if (!peer || peer->role == Role::kPending) continue;
     votes_.erase(conn);
     pending_queries_.erase(conn);

@@ -153,6 +153,8 @@ class Admission {
   void AfterPendingLeft(Step& step);
   // Answers the are_peers_pending() round once every member asked.
   void MaybeAnswerPending(Step& step);
+  // Answers the queries that wait for a pending peer (QueryPending.wait), if one is.
+  void AnswerWaiting(Step& step);
 
   // --- time ---
   // Peers silent for heartbeat_timeout: each gets Error{Kicked} and is dropped; Membership
@@ -180,6 +182,8 @@ class Admission {
   std::map<ConnId, proto::Vote> votes_;
   // are_peers_pending() round: the members that asked, with their query numbers.
   std::map<ConnId, uint64_t> pending_queries_;
+  // Queries of peers alone that wait for a pending peer, with their numbers.
+  std::map<ConnId, uint64_t> waiting_queries_;
 
   // A restarted master's recovery: the rings the resuming peers named (per group, the claim
   // with the latest ring epoch), the latest epoch any of them applied, and when the master

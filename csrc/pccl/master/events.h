@@ -36,7 +36,8 @@ struct LinksReady {
 struct QueryPending {  // are_peers_pending(): answered once every member asked
   ConnId conn = 0;
   uint64_t seq = 0;
-  bool joint = true;  // false: answered at once, to this peer alone
+  bool joint = true;  // false: answered to this peer alone: at once, or (wait) once a
+  bool wait = false;  // peer is pending
 };
 struct OpDone {
   ConnId conn = 0;

@@ -189,6 +189,7 @@ void Membership::On(const Peer& peer, const event::LinksReady& e, Step& step) {
 }
 
 void Membership::On(const Peer& peer, const event::QueryPending& e, Step& step) {
+  log_.Count("pending_queries");
   admission_.OnQueryPending(peer, e, step);
 }
 

@@ -400,7 +400,7 @@ void MasterServer::Loop::OnFrame(Entry& c, uint16_t kind, const std::string& pay
     case proto::Kind::kQueryPending: {
       proto::PendingQuery m;
       s = proto::Decode(payload, &m);
-      if (s.ok()) Dispatch(event::QueryPending{c.link.id(), m.seq, m.joint != 0});
+      if (s.ok()) Dispatch(event::QueryPending{c.link.id(), m.seq, m.joint != 0, m.wait != 0});
       break;
     }
     case proto::Kind::kHeartbeat: {

@@ -268,6 +268,7 @@ constexpr auto kVote = MessageOf<Vote>("VoteTopology", std::tuple{
 constexpr auto kPendingQuery = MessageOf<PendingQuery>("QueryPending", std::tuple{
     U64("seq", &PendingQuery::seq),
     Bool("joint", &PendingQuery::joint),
+    Bool("wait", &PendingQuery::wait),
 });
 constexpr auto kPendingReply = MessageOf<PendingReply>("PendingReply", std::tuple{
     U64("seq", &PendingReply::seq),

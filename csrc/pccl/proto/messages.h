@@ -249,10 +249,13 @@ inline constexpr uint32_t kMaxVoteTags = 16384;
 
 // are_peers_pending(): the query's number, echoed by the reply, so that a reply to a query
 // whose caller timed out is never taken for the answer to a later one. `joint` 1: answered
-// once every member asked (the same answer for all); 0: answered at once, to this peer.
+// once every member asked (the same answer for all); 0: answered to this peer alone, at
+// once, or (`wait` 1) once a peer is pending: a member waiting for the run to grow
+// (wait_for_world) then hears of a joiner the moment it arrives, without asking again.
 struct PendingQuery {
   uint64_t seq = 0;
   uint8_t joint = 1;
+  uint8_t wait = 0;
 };
 
 struct PendingReply {

@@ -40,6 +40,7 @@ _CHECKOUT_KEY = "pccl/checked_out"
 _PEER_ID_KEY = "pccl/peer_id"
 _CHECKOUT_GRACE_S = 10.0
 _POLL_S = 0.005
+_WAIT_S = 1.0
 
 
 class Rendezvous:
@@ -104,14 +105,13 @@ class Rendezvous:
                     f"pccl backend: the run at {address} has {world} peers but the process "
                     f"group has world_size={self.world_size}; is another job (or, with "
                     f"{MASTER_ADDR_ENV}, another process group) using this master?")
-            _left(deadline, address, self.world_size, world)
-            # Not the joint are_peers_pending(): ranks poll at their own pace while the
-            # others start, as Communicator.wait_for_world does.
-            if self.comm._core.are_peers_pending(_POLL_S * 100, joint=False):
+            # Not the joint are_peers_pending(): each rank waits at its own pace for the
+            # master to say that a peer is pending, as Communicator.wait_for_world does
+            # (answered false after a while, to look at the deadline again).
+            wait = min(_WAIT_S, _left(deadline, address, self.world_size, world))
+            if self.comm._core.are_peers_pending(wait, joint=False, wait=True):
                 self.comm.update_topology(timeout=_left(deadline, address, self.world_size,
                                                         world))
-            else:
-                time.sleep(_POLL_S)  # the other ranks are still starting
 
     def _exchange_peer_ids(self) -> list[int]:
         """Every rank's pccl peer id, by rank: the native collectives name peers by id
