@@ -33,11 +33,13 @@ struct LinksReady {
   ConnId conn = 0;
   uint64_t epoch = 0;
 };
-struct QueryPending {  // are_peers_pending(): answered once every member asked
+// are_peers_pending(): `joint`, answered once every member asked; else to this peer alone,
+// at once or, with `wait`, once a peer is pending.
+struct QueryPending {
   ConnId conn = 0;
   uint64_t seq = 0;
-  bool joint = true;  // false: answered to this peer alone: at once, or (wait) once a
-  bool wait = false;  // peer is pending
+  bool joint = true;
+  bool wait = false;
 };
 struct OpDone {
   ConnId conn = 0;
