@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -61,25 +62,32 @@ def test_are_peers_pending_alone_is_answered_and_update_topology_returns(
 
 
 def test_wait_for_world_waits_for_the_joiner_without_asking_again_and_again() -> None:
-    # wait_for_world's query is held by the master until a peer is pending (no polling):
-    # 2 s of waiting for a late joiner takes a query per second at most (the wait's cap),
-    # where polling every 10 ms took about 200.
+    # wait_for_world's query is held by the master until a peer is pending (no polling): a
+    # query per second of waiting at most (the wait's cap), plus the one that is answered,
+    # where polling every 10 ms asked about 100 times a second.
     with pccl.MasterNode("127.0.0.1:0") as master:
         address = f"127.0.0.1:{master.port}"
         with pccl.Communicator(address) as a, pccl.Communicator(address) as b:
             a.connect(timeout=10)
-            waiting = threading.Thread(target=a.wait_for_world, args=(2,),
-                                       kwargs={"timeout": 30})
+            waited: list[float] = []
+
+            def wait() -> None:
+                start = time.monotonic()
+                a.wait_for_world(2, timeout=30)
+                waited.append(time.monotonic() - start)
+
+            waiting = threading.Thread(target=wait)
             waiting.start()
-            joined = threading.Event()
             # The joiner comes 2 s late: a timer, not a sleep in the test's thread.
-            timer = threading.Timer(2.0, lambda: (b.connect(timeout=20), joined.set()))
+            timer = threading.Timer(2.0, b.connect, kwargs={"timeout": 20})
             timer.start()
             waiting.join(timeout=40)
             timer.join(timeout=40)
-            assert not waiting.is_alive() and joined.is_set()
+            assert not waiting.is_alive() and len(waited) == 1
             assert a.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 2
-            assert master.status()["counters"]["pending_queries"] <= 5
+            assert b.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 2
+            assert waited[0] >= 1.5  # it did wait for the late joiner
+            assert master.status()["counters"]["pending_queries"] <= waited[0] + 2
 
 
 def test_optimize_topology_alone_raises_with_invalid_usage(alone: pccl.Communicator) -> None:
