@@ -336,10 +336,16 @@ class Communicator:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PCCLTimeoutError(f"the run did not reach {world} peers in {timeout} s")
-            # At most a second per wait: the world can also change without a peer pending
-            # (a restarted master's recovery brings the members back), so look again.
-            if self._core.are_peers_pending(min(left, 1.0), joint=False, wait=True):
+            if self._wait_for_pending(left):
                 self.update_topology(timeout=max(0.001, deadline - time.monotonic()))
+
+    def _wait_for_pending(self, timeout: float) -> bool:
+        """True once a peer waits to be admitted: the master, asked by this peer alone,
+        answers when one arrives (no polling). False after min(timeout, 1 s): the world can
+        also change without a pending peer (a restarted master's recovery brings the
+        members back), so callers look at it again. For wait_for_world and the torch
+        backend's rendezvous."""
+        return bool(self._core.are_peers_pending(min(timeout, 1.0), joint=False, wait=True))
 
     def are_peers_pending(self, *, timeout: float | None = None) -> bool:
         """True if peers wait to be admitted by update_topology().

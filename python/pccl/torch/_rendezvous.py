@@ -40,7 +40,6 @@ _CHECKOUT_KEY = "pccl/checked_out"
 _PEER_ID_KEY = "pccl/peer_id"
 _CHECKOUT_GRACE_S = 10.0
 _POLL_S = 0.005
-_WAIT_S = 1.0
 
 
 class Rendezvous:
@@ -106,10 +105,8 @@ class Rendezvous:
                     f"group has world_size={self.world_size}; is another job (or, with "
                     f"{MASTER_ADDR_ENV}, another process group) using this master?")
             # Not the joint are_peers_pending(): each rank waits at its own pace for the
-            # master to say that a peer is pending, as Communicator.wait_for_world does
-            # (answered false after a while, to look at the deadline again).
-            wait = min(_WAIT_S, _left(deadline, address, self.world_size, world))
-            if self.comm._core.are_peers_pending(wait, joint=False, wait=True):
+            # master to say that a peer is pending, as Communicator.wait_for_world does.
+            if self.comm._wait_for_pending(_left(deadline, address, self.world_size, world)):
                 self.comm.update_topology(timeout=_left(deadline, address, self.world_size,
                                                         world))
 
