@@ -37,6 +37,8 @@ struct Params {
   // collectives for the next one (comm/buffer_pool.h); the rest is freed when a collective
   // ends. Default 512 MiB: an in-place 256 MiB float32 all-reduce needs twice its tensor,
   // and making that again per call costs page faults on every call. 0 frees everything.
+  // Besides, the process keeps up to min(this, 64 MiB) of blocks for segments that arrive
+  // early (link/block_cache.h).
   int64_t pool_keep_bytes;
   // PCCL_MASTER_RESUME_S: how long a peer that lost the master (it died, was restarted or
   // stalled) keeps reconnecting to the same address before it gives the run up; the run

@@ -101,9 +101,9 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
   slot.data = data;
   slot.bytes = bytes;
   if (!slot.has_early) return;
-  if (slot.early.size() != bytes) {
+  if (slot.early_bytes != bytes) {
     return fail("segment " + std::to_string(segment) + " of step " + std::to_string(step) +
-                " arrived with " + std::to_string(slot.early.size()) + " bytes, expected " +
+                " arrived with " + std::to_string(slot.early_bytes) + " bytes, expected " +
                 std::to_string(bytes));
   }
   DeliverEarlyLocked(slot);
@@ -115,10 +115,10 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
 
 void RingOp::DeliverEarlyLocked(Slot& slot) {
   if (slot.in_slot) {
-    slot.data = slot.bytes == 0 ? &kEmptyPayload : slot.early.data();  // read where it waited
+    slot.data = slot.bytes == 0 ? &kEmptyPayload : slot.early.data.get();  // read where it waited
     return;  // freed once handled (ReleaseLocked)
   }
-  if (slot.bytes > 0) std::memcpy(slot.data, slot.early.data(), slot.bytes);
+  if (slot.bytes > 0) std::memcpy(slot.data, slot.early.data.get(), slot.bytes);
   ReleaseLocked(slot);
 }
 
@@ -128,10 +128,11 @@ void RingOp::ReleaseLocked(Slot& slot) {
     slot.receive_slot = -1;
     cv_.notify_all();  // a receiver may wait for a free slot
   }
-  if (!slot.early.empty()) {
-    early_bytes_ -= slot.early.size();
-    budget_->Release(slot.early.size());
-    std::vector<char>().swap(slot.early);
+  if (slot.early_bytes > 0) {
+    early_bytes_ -= slot.early_bytes;
+    budget_->Release(slot.early_bytes);
+    slot.early_bytes = 0;
+    BlockCache::Shared().Give(std::move(slot.early));
   }
 }
 
@@ -286,12 +287,13 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
     if (budget_->TryReserve(bytes)) break;
     cv_.wait_for(lock, kEarlyRetry);  // Expect() and Fail() wake it at once
   }
-  slot.early.resize(bytes);
+  slot.early = BlockCache::Shared().Take(bytes);
+  slot.early_bytes = bytes;
   early_bytes_ += bytes;
   slot.writing = true;
   slot.writing_early = true;
   ++active_receives_;
-  return bytes == 0 ? &kEmptyPayload : slot.early.data();
+  return bytes == 0 ? &kEmptyPayload : slot.early.data.get();
 }
 
 void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
@@ -309,7 +311,7 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
       run_handler = handler_ != nullptr && status_.ok();
     } else if (slot.expected) {
       // Expect() came while the early copy was being written: deliver it now.
-      if (slot.early.size() != slot.bytes) {
+      if (slot.early_bytes != slot.bytes) {
         if (status_.ok()) status_ = InvalidArgument("size mismatch for " + SegmentName(header));
       } else {
         DeliverEarlyLocked(slot);

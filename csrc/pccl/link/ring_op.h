@@ -4,13 +4,13 @@
 // declares where expected segments land; the links' receivers claim that memory for each
 // arriving payload (ClaimForReceive) and finish it (FinishReceive), which wakes WaitRecv or
 // runs the arrival handler on the receiving thread. A segment that arrives before the
-// local operation declared it waits in a side buffer; all operations of one RingLinks
-// share a budget for those (EarlyBudget), and a receiver whose segment does not fit waits
-// (its connection stalls, and TCP holds the sender back) until the operation starts here
-// and declares it, so no neighbour, honest or not, can make a peer buffer more than the
-// budget. The first failure (a
-// peer that disagrees on the descriptor, a duplicate or mis-sized segment, the deadline,
-// a failed verdict) sticks and wakes the algorithm.
+// local operation declared it waits in a block of its own (link/block_cache.h: blocks are
+// reused across operations) and is copied to its place once declared. All operations of
+// one RingLinks share a budget for those (EarlyBudget), and a receiver whose segment does
+// not fit waits (its connection stalls, and TCP holds the sender back) until the operation
+// starts here and declares it, so no neighbour, honest or not, can make a peer buffer more
+// than the budget. The first failure (a peer that disagrees on the descriptor, a duplicate
+// or mis-sized segment, the deadline, a failed verdict) sticks and wakes the algorithm.
 //
 // Thread-safety: the algorithm's thread calls the RingChannel methods; the links' I/O
 // threads call the private receive/send hooks; Fail() may come from any thread.
@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "pccl/link/block_cache.h"
 #include "pccl/link/channel.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
@@ -86,7 +87,8 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
     bool arrived = false;
     bool writing = false;
     bool writing_early = false;
-    std::vector<char> early;  // payload that arrived before Expect()
+    BlockCache::Block early;  // payload that arrived before Expect() (BlockCache::Shared)
+    size_t early_bytes = 0;
     bool has_early = false;
   };
   using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
