@@ -1,13 +1,18 @@
-"""A steady in-place all-reduce loop to profile: where does pccl's CPU time go?
+"""A steady loop of one collective to profile: where does pccl's CPU time go?
 
     perf record -F 499 -g -o perf.data -- \
         python -m bench.profile_all_reduce [--peers 2] [--mib 64] [--calls 150] [--no-restore]
+    perf record -F 999 -g -o perf.data -- \
+        python -m bench.profile_all_reduce --op send_recv --peers 3 --mib 64 --calls 100
     perf report -i perf.data --no-children --sort dso,symbol -g none
 
-A master in this process and `--peers` spawned peers, each running `--calls` in-place
-float32 SUM all-reduces of `--mib` MiB after one warm-up (with the restore copy, pccl's
-default, or without it: restore_input=False). perf follows the spawned peers. Prints each
-peer's loop time; checks the last result (zeros stay zeros).
+A master in this process and `--peers` spawned peers, each running `--calls` operations of
+`--mib` MiB after one warm-up. `all_reduce` (default): in-place float32 SUM all-reduces,
+with the restore copy (pccl's default) or without it (--no-restore, restore_input=False);
+checks the last result (zeros stay zeros). `send_recv`: every peer sends its buffer to the
+next peer and receives the previous one's at once (send_async + recv_async), as a
+pipeline's stages do; checks that the last buffer came from the previous peer. perf
+follows the spawned peers. Prints each peer's loop time.
 """
 
 from __future__ import annotations
@@ -21,28 +26,54 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 
-def _peer(conn: Connection, address: str, peers: int, count: int, calls: int,
-          restore: bool) -> None:
+def _peer(conn: Connection, address: str, args: argparse.Namespace) -> None:
     import pccl
 
-    with pccl.Communicator(address) as comm:
+    count = args.mib * (1 << 20) // 4
+    with pccl.Communicator(address, p2p_connection_pool_size=args.pool_size) as comm:
         comm.connect(timeout=60)
-        comm.wait_for_world(peers, timeout=60)
-        x = np.zeros(count, np.float32)
-        comm.all_reduce(x, x, op=pccl.ReduceOp.SUM)
+        comm.wait_for_world(args.peers, timeout=60)
+        if args.op == "all_reduce":
+            x = np.zeros(count, np.float32)
+
+            def once() -> None:
+                comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, restore_input=not args.no_restore)
+
+            def right() -> bool:
+                return not x.any()
+        else:
+            ids = sorted(comm.ring_order())
+            rank, n = ids.index(comm.peer_id), len(ids)
+            send = np.full(count, rank, np.float32)
+            recv = np.zeros(count, np.float32)
+
+            def once() -> None:
+                sending = comm.send_async(send, ids[(rank + 1) % n])
+                receiving = comm.recv_async(recv, ids[(rank - 1) % n])
+                receiving.result()
+                sending.result()
+
+            def right() -> bool:
+                return bool(np.all(recv == (rank - 1) % n))
+        once()
         started = time.monotonic()
-        for _ in range(calls):
-            comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, restore_input=restore)
-        conn.send((time.monotonic() - started, bool(not x.any())))
+        for _ in range(args.calls):
+            once()
+        conn.send((time.monotonic() - started, right()))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--op", choices=("all_reduce", "send_recv"), default="all_reduce")
     parser.add_argument("--peers", type=int, default=2)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--calls", type=int, default=150)
     parser.add_argument("--no-restore", action="store_true")
+    parser.add_argument("--pool-size", type=int, default=0,
+                        help="connections per neighbour (0: the library default)")
     args = parser.parse_args()
+    if args.op == "send_recv" and args.peers < 2:
+        parser.error("send_recv needs --peers 2 or more")
     import pccl
 
     ctx = mp.get_context("spawn")
@@ -52,9 +83,7 @@ def main() -> int:
         for _ in range(args.peers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_peer, daemon=True,
-                               args=(child, f"127.0.0.1:{master.port}", args.peers,
-                                     args.mib * (1 << 20) // 4, args.calls,
-                                     not args.no_restore))
+                               args=(child, f"127.0.0.1:{master.port}", args))
             proc.start()
             conns.append(parent)
             procs.append(proc)
