@@ -60,6 +60,9 @@ def _peer(conn: Connection, address: str, args: argparse.Namespace) -> None:
         for _ in range(args.calls):
             once()
         conn.send((time.monotonic() - started, right()))
+        # Leave together: a peer that left while others still finish their last transfers
+        # would change the ring under them, which fails those transfers ("retry").
+        conn.recv()
 
 
 def main() -> int:
@@ -93,6 +96,8 @@ def main() -> int:
                 if not conn.poll(600):
                     raise TimeoutError("a peer did not finish in 600 s")
                 results.append(conn.recv())
+            for conn in conns:
+                conn.send("done")
         finally:
             for proc in procs:
                 proc.join(timeout=30)
