@@ -115,7 +115,9 @@ class LinkStats(NamedTuple):
     """One ring link in `Communicator.stats()`: LinkInfo's fields, then `bytes` (frame
     bytes sent to "next" or received from "prev" since the current ring's links were
     built), `rtt_s` (the kernel's smoothed round-trip time, mean over the pool's
-    connections; 0 before any) and `retransmits` (TCP segments the pool retransmitted)."""
+    connections; 0 before any), `retransmits` (TCP segments the pool retransmitted) and
+    `stripes` ("next" only: how many of the pool's connections carry this peer's segments:
+    the whole pool on a long link, 2 where the smallest RTT is under 2 ms; 0 for "prev")."""
 
     peer_id: int
     direction: str
@@ -124,6 +126,7 @@ class LinkStats(NamedTuple):
     bytes: int
     rtt_s: float
     retransmits: int
+    stripes: int
 
 
 class OperationStats(NamedTuple):
@@ -395,8 +398,9 @@ class Communicator:
         kernel's TCP_INFO) and per operation kind (OperationStats: calls that succeeded and
         failed, and their latency)."""
         self._check_open()
-        links = [LinkStats(int(p), str(d), str(r), int(b), int(n), rtt / 1e6, int(retrans))
-                 for p, d, r, b, n, rtt, retrans in self._core.links()]
+        links = [LinkStats(int(p), str(d), str(r), int(b), int(n), rtt / 1e6, int(retrans),
+                           int(stripes))
+                 for p, d, r, b, n, rtt, retrans, stripes in self._core.links()]
         operations = {
             str(kind): OperationStats(int(ok), int(failed), float(total), float(longest),
                                       [(float(bound), int(calls)) for bound, calls in buckets])

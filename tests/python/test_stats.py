@@ -36,9 +36,12 @@ def run_and_report(comm: pccl.Communicator, index: int) -> dict[str, Any]:
     return {"before": before, "after": comm.stats(), "sent": sent, "received": received}
 
 
+POOL = 4  # more connections than a loopback link stripes over
+
+
 @pytest.mark.timeout(120)
 def test_stats_count_bytes_round_trips_and_operations() -> None:
-    with Cluster(WORLD) as c:
+    with Cluster(WORLD, pool_size=POOL) as c:
         reports = c.run(run_and_report, timeout=90)
     for r in reports:
         before, after = r["before"], r["after"]
@@ -51,6 +54,9 @@ def test_stats_count_bytes_round_trips_and_operations() -> None:
         assert next_link.bytes > before.links[0].bytes
         for link in after.links:
             assert 0 < link.rtt_s < 1.0 and link.retransmits >= 0
+        # Loopback's RTT is microseconds: the segments go over 2 of the 4 connections
+        # (test_wan.py checks that a 40 ms link stripes over all of them).
+        assert (next_link.stripes, prev_link.stripes) == (2, 0)
         ops, earlier = after.operations, before.operations  # earlier: the cluster's set-up
 
         def calls(kind: str) -> tuple[int, int]:

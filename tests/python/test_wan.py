@@ -123,6 +123,23 @@ def test_all_reduce_exact_across_the_wan(lab: Lab) -> None:
     assert sum(link["tx_bytes"] for link in stats["links"].values()) > 3 * (1 << 20)
 
 
+def next_link_stripes(comm: pccl.Communicator, index: int) -> tuple[int, float]:
+    comm.all_reduce(np.ones(1 << 16, np.float32), np.zeros(1 << 16, np.float32),
+                    op=ReduceOp.SUM, timeout=30)
+    link = comm.stats().links[0]
+    return link.stripes, link.rtt_s
+
+
+def test_a_long_link_stripes_over_the_whole_pool(lab: Lab) -> None:
+    # Over 40 ms each connection's rate is capped at window / RTT: every connection of the
+    # pool carries segments (on loopback only 2 do: test_stats.py).
+    with wan_cluster(lab, pool_size=4) as c:
+        results = c.run(next_link_stripes, timeout=40)
+    for stripes, rtt_s in results:
+        assert rtt_s >= 0.035, rtt_s
+        assert stripes == 4
+
+
 def test_killed_peer_detected_and_retry_succeeds(lab: Lab) -> None:
     victim = 2
     with wan_cluster(lab, heartbeat_timeout=3.0) as c:

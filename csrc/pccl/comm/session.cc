@@ -492,6 +492,7 @@ std::vector<Session::LinkInfo> Session::Links() {
     out[0].bytes = c.tx_bytes;
     out[0].rtt_us = c.next_rtt_us;
     out[0].retransmits = c.next_retransmits;
+    out[0].stripes = links->stripes();
     out[1].bytes = c.rx_bytes;
     out[1].rtt_us = c.prev_rtt_us;
     out[1].retransmits = c.prev_retransmits;

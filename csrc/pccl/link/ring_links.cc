@@ -82,6 +82,18 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
     receiver->socket = std::move(socket);
     receivers_.push_back(std::move(receiver));
   }
+  bool known = true;
+  uint32_t longest = 0;
+  for (const auto& s : senders_) {
+    uint32_t rtt = 0;
+    known = known && s->socket.MinRtt(&rtt);
+    longest = std::max(longest, rtt);
+  }
+  stripes_ = StripesFor(pool_size_, known, longest);
+  PCCL_LOG(kDebug, "links to " + std::to_string(next_.peer_id) + ": striping over " +
+                       std::to_string(stripes_.load()) + " of " + std::to_string(pool_size_) +
+                       " connections (smallest RTT " +
+                       (known ? std::to_string(longest) + " us)" : "unknown)"));
   for (auto& s : senders_) {
     Sender* raw = s.get();
     s->thread = std::thread([this, raw] { SenderLoop(raw); });
@@ -226,13 +238,20 @@ Status RingLinks::broken_status() {
   return broken_;
 }
 
+uint32_t RingLinks::StripesFor(uint32_t pool_size, bool known, uint32_t min_rtt_us) {
+  if (!known || min_rtt_us >= kNearRttUs) return pool_size;
+  return std::min(pool_size, kNearStripes);
+}
+
 void RingLinks::Enqueue(SendItem item) {
   Sender* best = nullptr;
   uint64_t best_bytes = 0;
-  for (auto& s : senders_) {
+  const size_t stripes = std::min<size_t>(stripes_.load(), senders_.size());
+  for (size_t i = 0; i < stripes; ++i) {
+    Sender* s = senders_[i].get();
     std::lock_guard<std::mutex> lock(s->mu);
     if (best == nullptr || s->queued_bytes < best_bytes) {
-      best = s.get();
+      best = s;
       best_bytes = s->queued_bytes;
     }
   }

@@ -59,6 +59,10 @@ class Socket {
   // The kernel's view of this TCP connection (TCP_INFO): smoothed round-trip time in
   // microseconds, and segments retransmitted over its life. False if it cannot tell.
   bool TcpInfo(uint32_t* rtt_us, uint64_t* retransmits) const;
+  // The smallest round-trip time the kernel measured on this connection (TCP_INFO's
+  // min_rtt: the path's delay without the queueing that bulk data adds), in microseconds.
+  // False if it cannot tell (no sample yet, an old kernel).
+  bool MinRtt(uint32_t* rtt_us) const;
   // The remote endpoint as text, for error messages.
   const std::string& peer() const { return peer_; }
 
