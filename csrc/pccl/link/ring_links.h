@@ -14,7 +14,8 @@
 // Frames are self-describing (tag, sequence number, step, segment), so the receiving
 // side does not care which connection a segment took; a receiver thread reads each payload
 // straight into the memory the operation declared for it (RingOp::Expect), or into a
-// side buffer if it arrives before the local operation has started.
+// block of its own if it arrives before the local operation has started
+// (link/block_cache.h).
 //
 // Failure: a broken connection, a malformed frame or a peer that disagrees on an
 // operation's descriptor fails the affected operations with a Status naming the peer; a
