@@ -59,6 +59,34 @@ class MemoryChannel : public link::RingChannel {
     Land({step, segment}, data, bytes, early);
   }
 
+  // As the links do: a payload that came early is handed to the handler where it waited.
+  void ExpectOrKeepEarly(uint32_t step, uint32_t segment, void* data, size_t bytes) override {
+    std::vector<char> early;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = early_.find({step, segment});
+      if (it == early_.end()) {
+        expected_[{step, segment}] = {data, bytes};
+        return;
+      }
+      early = std::move(it->second);
+      early_.erase(it);
+      ++kept_early_;
+    }
+    Land({step, segment}, data, bytes, early, /*keep=*/true);
+  }
+
+  size_t kept_early() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return kept_early_;
+  }
+
+  // Waits until `count` payloads wait here for their Expect.
+  bool AwaitEarly(size_t count, Deadline deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_until(lock, deadline.when(), [&] { return early_.size() >= count; });
+  }
+
   void ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) override {
     EXPECT_LE(bytes, slot_bytes_) << "segment " << step << "/" << segment;
     {
@@ -102,6 +130,7 @@ class MemoryChannel : public link::RingChannel {
       auto it = expected_.find(key);
       if (it == expected_.end()) {
         early_[key] = std::move(payload);
+        cv_.notify_all();
         return;
       }
       into = it->second;
@@ -110,7 +139,8 @@ class MemoryChannel : public link::RingChannel {
     Land(key, into.first, into.second, payload);
   }
 
-  void Land(Key key, void* into, size_t bytes, const std::vector<char>& payload) {
+  void Land(Key key, void* into, size_t bytes, const std::vector<char>& payload,
+            bool keep = false) {
     EXPECT_EQ(bytes, payload.size()) << "segment " << key.first << "/" << key.second;
     bool in_slot;
     ArrivalHandler handler;
@@ -121,8 +151,8 @@ class MemoryChannel : public link::RingChannel {
       ++running_;
       if (in_slot) ++in_slot_arrivals_;
     }
-    const void* landed = payload.data();  // in a slot: read where the copy was delivered
-    if (!in_slot) {
+    const void* landed = payload.data();  // in a slot or kept: read where it was delivered
+    if (!in_slot && !keep) {
       if (bytes > 0) std::memcpy(into, payload.data(), std::min(bytes, payload.size()));
       landed = into;
     }
@@ -146,6 +176,7 @@ class MemoryChannel : public link::RingChannel {
   size_t slot_bytes_ = 0;
   std::set<Key> in_slot_;
   size_t in_slot_arrivals_ = 0;
+  size_t kept_early_ = 0;
 };
 
 using Algorithm = Status (*)(const RingCollectiveOptions&, link::RingChannel&, Deadline,
@@ -478,6 +509,50 @@ TEST(RingAllReduceTest, InPlaceFoldsThePartialsFromSlotsOrTheBackupAndSavesEvery
           }
         }
       }
+    }
+  }
+}
+
+// Partials that came before their peer started the call (the previous peer ran ahead) are
+// folded in from where they waited, not copied into the backup first: the result is
+// right and the backup still gives the input back.
+TEST(RingAllReduceTest, InPlaceWithABackupFoldsPartialsThatCameEarlyFromWhereTheyWaited) {
+  for (int world : {2, 3}) {
+    const size_t count = 13;
+    SCOPED_TRACE(testing::Message() << "world " << world);
+    std::vector<MemoryChannel> channels(world);
+    for (int r = 0; r < world; ++r) channels[r].next = &channels[(r + 1) % world];
+    std::vector<std::vector<float>> data(world), backups(world);
+    for (int r = 0; r < world; ++r) {
+      data[r] = Blocks(r, 1, count);
+      backups[r].assign(count, -1.0f);
+    }
+    const std::vector<std::vector<float>> inputs = data;
+    std::vector<AllReduceStats> stats(world);
+    auto run = [&](int r) {
+      AllReduceOptions o = InPlace(r, world, data[r], backups[r].data());
+      Status st = RingAllReduce(o, channels[r], Deadline::In(std::chrono::seconds(20)),
+                                &stats[r]);
+      EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+    };
+    // Rank 0 starts alone: its step-0 segments wait at rank 1 before rank 1 starts.
+    std::thread first(run, 0);
+    const size_t step0 = RingSchedule{world, 0, count, 2}.Segments(
+        RingSchedule{world, 0, count, 2}.SendChunk(0));
+    ASSERT_TRUE(channels[1].AwaitEarly(step0, Deadline::In(std::chrono::seconds(10))));
+    std::vector<std::thread> rest;
+    for (int r = 1; r < world; ++r) rest.emplace_back(run, r);
+    first.join();
+    for (auto& t : rest) t.join();
+    EXPECT_EQ(channels[1].kept_early(), step0);
+    for (int r = 0; r < world; ++r) {
+      for (size_t i = 0; i < count; ++i) {
+        float want = 0.0f;
+        for (int p = 0; p < world; ++p) want += Value(p, 0, i);
+        ASSERT_EQ(data[r][i], want) << "rank " << r << " element " << i;
+      }
+      RestoreInput(InPlace(r, world, data[r], backups[r].data()), stats[r]);
+      EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
     }
   }
 }

@@ -79,6 +79,16 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup, 
   return Status::Ok();
 }
 
+// The same for a partial that came before this peer declared where it goes and waited in
+// the link's own memory (RingChannel::ExpectOrKeepEarly): the input is saved to the backup
+// and the partial folded in from where it waited, instead of being copied into the backup
+// first and read back.
+Status SaveAndFold(const AllReduceOptions& options, char* buffer, char* backup,
+                   const void* partial, size_t n) {
+  std::memcpy(backup, buffer, n * DTypeSize(options.dtype));
+  return ReduceInto(options, buffer, partial, n);  // refuses before it writes, if at all
+}
+
 }  // namespace
 
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
@@ -157,7 +167,8 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
 // goes on; so the operation needs no buffer of the tensor's size (only the backup, when
 // the input must be restorable). With a backup they need no slots either: a partial lands
 // in the backup at its segment's place, and folding it into the buffer puts the input
-// there instead (FoldAndSave), so the backup is the only memory the call adds.
+// there instead (FoldAndSave), so the backup is the only memory the call adds; one that
+// came before this peer started the call is folded in from where it waited (SaveAndFold).
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
@@ -244,7 +255,9 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     }
     const bool owner = step == last_reduce_step;
     if (in_backup) {
-      PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, backup + first * elem, n));
+      char* saved = backup + first * elem;
+      PCCL_RETURN_IF_ERROR(landed == saved ? FoldAndSave(options, partial, saved, n)
+                                           : SaveAndFold(options, partial, saved, landed, n));
       stats->backed_up[segment_base[chunk] + seg] = 1;
     } else if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
@@ -285,7 +298,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
       if (schedule.IsReduceScatter(step) && in_slots) {
         channel.ExpectInSlot(step, seg, n * elem);
       } else if (schedule.IsReduceScatter(step) && in_backup) {
-        channel.Expect(step, seg, backup + first * elem, n * elem);
+        channel.ExpectOrKeepEarly(step, seg, backup + first * elem, n * elem);
       } else if (schedule.IsReduceScatter(step)) {
         channel.Expect(step, seg, acc + first * acc_elem, n * acc_elem);
       } else {

@@ -32,6 +32,13 @@ class RingChannel {
   // Declares that segment (step, segment) from the previous peer is `bytes` long and goes
   // to `data`. A segment of another length is a protocol error that fails the operation.
   virtual void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) = 0;
+  // Like Expect, but a payload that already arrived (before this call) is not copied to
+  // `data`: the arrival handler (required) reads it where it waited, at its `landed`
+  // argument. For a handler that reads the payload once and keeps nothing of it (an
+  // in-place all-reduce folds each partial into the buffer), which saves that copy.
+  virtual void ExpectOrKeepEarly(uint32_t step, uint32_t segment, void* data, size_t bytes) {
+    Expect(step, segment, data, bytes);
+  }
   // Declares that segment (step, segment) from the previous peer is `bytes` long and lands
   // in one of the channel's receive slots (SetReceiveSlots) instead of memory the algorithm
   // names: for data the algorithm folds into memory of its own as it arrives (an in-place

@@ -68,11 +68,15 @@ void RingOp::Send(uint32_t step, uint32_t segment, const void* data, size_t byte
 }
 
 void RingOp::Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) {
-  Declare(step, segment, data, bytes, /*in_slot=*/false);
+  Declare(step, segment, data, bytes, /*in_slot=*/false, /*keep_early=*/false);
+}
+
+void RingOp::ExpectOrKeepEarly(uint32_t step, uint32_t segment, void* data, size_t bytes) {
+  Declare(step, segment, data, bytes, /*in_slot=*/false, /*keep_early=*/true);
 }
 
 void RingOp::ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) {
-  Declare(step, segment, nullptr, bytes, /*in_slot=*/true);
+  Declare(step, segment, nullptr, bytes, /*in_slot=*/true, /*keep_early=*/false);
 }
 
 void RingOp::SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) {
@@ -84,12 +88,17 @@ void RingOp::SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) {
   for (size_t i = count; i > 0; --i) free_slots_.push_back(static_cast<int>(i - 1));
 }
 
-void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot) {
+void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot,
+                     bool keep_early) {
   std::lock_guard<std::mutex> lock(mu_);
   auto fail = [&](const std::string& why) {
     if (status_.ok()) status_ = InvalidArgument(why);
     cv_.notify_all();
   };
+  if (keep_early && !handler_) {
+    return fail("segment " + std::to_string(segment) + " of step " + std::to_string(step) +
+                " expected or kept early without an arrival handler");  // the algorithm's bug
+  }
   if (in_slot && (!handler_ || bytes > slot_bytes_ || slot_count_ == 0)) {
     return fail("segment " + std::to_string(segment) + " of step " + std::to_string(step) +
                 " expected in a receive slot without an arrival handler or a slot of " +
@@ -98,6 +107,7 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
   Slot& slot = slots_[{step, segment}];
   slot.expected = true;
   slot.in_slot = in_slot;
+  slot.keep_early = keep_early;
   slot.data = data;
   slot.bytes = bytes;
   if (!slot.has_early) return;
@@ -114,7 +124,7 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
 }
 
 void RingOp::DeliverEarlyLocked(Slot& slot) {
-  if (slot.in_slot) {
+  if (slot.in_slot || slot.keep_early) {
     slot.data = slot.bytes == 0 ? &kEmptyPayload : slot.early.data.get();  // read where it waited
     return;  // freed once handled (ReleaseLocked)
   }

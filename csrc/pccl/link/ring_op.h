@@ -60,6 +60,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
 
   void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override;
   void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
+  void ExpectOrKeepEarly(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
   void ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) override;
   void SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) override;
   Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
@@ -83,6 +84,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
     size_t bytes = 0;
     bool expected = false;
     bool in_slot = false;      // ExpectInSlot: lands in a receive slot (or stays early)
+    bool keep_early = false;   // ExpectOrKeepEarly: an early payload is read where it waited
     int receive_slot = -1;     // the receive slot it holds, -1: none
     bool arrived = false;
     bool writing = false;
@@ -93,10 +95,11 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   };
   using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
 
-  // Expect and ExpectInSlot (`data` null) alike.
-  void Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot);
+  // Expect, ExpectOrKeepEarly and ExpectInSlot (`data` null) alike.
+  void Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot,
+               bool keep_early);
   // A payload that waited in `slot.early`, now expected (same size): copied to where it was
-  // expected, or, in a receive slot's stead, read where it waited. Needs mu_.
+  // expected, or (in a receive slot's stead, or kept) read where it waited. Needs mu_.
   void DeliverEarlyLocked(Slot& slot);
   // After a slot's payload was handled (or failed): gives back its receive slot or early
   // buffer.
