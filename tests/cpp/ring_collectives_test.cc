@@ -45,35 +45,12 @@ class MemoryChannel : public link::RingChannel {
   }
 
   void Expect(uint32_t step, uint32_t segment, void* data, size_t bytes) override {
-    std::vector<char> early;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = early_.find({step, segment});
-      if (it == early_.end()) {
-        expected_[{step, segment}] = {data, bytes};
-        return;
-      }
-      early = std::move(it->second);
-      early_.erase(it);
-    }
-    Land({step, segment}, data, bytes, early);
+    Declare({step, segment}, data, bytes, /*keep=*/false);
   }
 
   // As the links do: a payload that came early is handed to the handler where it waited.
   void ExpectOrKeepEarly(uint32_t step, uint32_t segment, void* data, size_t bytes) override {
-    std::vector<char> early;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = early_.find({step, segment});
-      if (it == early_.end()) {
-        expected_[{step, segment}] = {data, bytes};
-        return;
-      }
-      early = std::move(it->second);
-      early_.erase(it);
-      ++kept_early_;
-    }
-    Land({step, segment}, data, bytes, early, /*keep=*/true);
+    Declare({step, segment}, data, bytes, /*keep=*/true);
   }
 
   size_t kept_early() {
@@ -123,6 +100,22 @@ class MemoryChannel : public link::RingChannel {
   Status WaitSends(Deadline) override { return Status::Ok(); }
 
  private:
+  void Declare(Key key, void* data, size_t bytes, bool keep) {
+    std::vector<char> early;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = early_.find(key);
+      if (it == early_.end()) {
+        expected_[key] = {data, bytes};
+        return;
+      }
+      early = std::move(it->second);
+      early_.erase(it);
+      if (keep) ++kept_early_;
+    }
+    Land(key, data, bytes, early, keep);
+  }
+
   void Deliver(Key key, std::vector<char> payload) {
     std::pair<void*, size_t> into;
     {
