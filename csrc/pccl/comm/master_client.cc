@@ -110,7 +110,7 @@ Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth&
     beat_outstanding_ = false;
     last_heard_ = Clock::now();
     heard_rto_ = Duration(0);
-    cv_.notify_all();  // waits begun on the old connection end (generation_)
+    WakeAllLocked();  // waits begun on the old connection end (generation_)
   }
   reader_ = std::thread([this] { ReaderLoop(); });
   return Status::Ok();
@@ -167,7 +167,7 @@ void MasterClient::ReaderLoop() {
                 : closing_    ? Status(StatusCode::kUnavailable, "communicator closed")
                               : Status(StatusCode::kUnavailable, "master unavailable: " + st.message());
       }
-      cv_.notify_all();
+      WakeAllLocked();
       auto listener = listener_;
       // A loss this peer will recover from fails the running collectives as a torn-down
       // operation: their retry runs once the run resumed.
@@ -225,7 +225,7 @@ void MasterClient::ReaderLoop() {
           verdict_order_.pop_front();
         }
       }
-      cv_.notify_all();
+      verdict_cv_.notify_all();  // only the callers waiting for verdicts
       continue;
     }
     if (kind == proto::Kind::kError) {
@@ -282,7 +282,7 @@ void MasterClient::HeartbeatLoop(Duration interval) {
                          std::to_string(
                              std::chrono::duration_cast<std::chrono::milliseconds>(silence_limit).count()) +
                          " ms): stopped, partitioned or overloaded");
-      cv_.notify_all();
+      WakeAllLocked();
       lock.unlock();
       // The reader wakes, fails the running collectives and exits. No FIN: a master that is
       // only stopped must not see this peer leave before its new connection resumes it.
@@ -422,8 +422,8 @@ Status MasterClient::WaitVerdict(const proto::OpKey& key, Deadline deadline,
     if (TakeVerdictLocked(key, out)) return Status::Ok();
     if (!lost_.ok()) return lost_;
     if (deadline.never()) {
-      cv_.wait(lock);
-    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
+      verdict_cv_.wait(lock);
+    } else if (verdict_cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
                !verdicts_.count(key)) {
       return Status(StatusCode::kDeadlineExceeded,
                     "no verdict from the master for " + key.ToString() + " in time");
@@ -440,7 +440,7 @@ void MasterClient::Close() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     closing_ = true;
-    cv_.notify_all();
+    WakeAllLocked();
   }
   std::lock_guard<std::mutex> life(life_mu_);
   if (heartbeat_.joinable()) heartbeat_.join();

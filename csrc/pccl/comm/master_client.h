@@ -126,7 +126,16 @@ class MasterClient {
   std::thread heartbeat_;
 
   std::mutex mu_;
+  // Two condition variables, so that a verdict (one per operation) wakes only the callers
+  // waiting for verdicts, not the heartbeat and topology threads that wait on cv_ for
+  // messages and for the connection's end. What ends every wait (lost_, closing_,
+  // generation_) is announced on both (WakeAllLocked).
   std::condition_variable cv_;
+  std::condition_variable verdict_cv_;
+  void WakeAllLocked() {  // needs mu_
+    cv_.notify_all();
+    verdict_cv_.notify_all();
+  }
   struct Message {
     proto::Kind kind;
     std::string payload;
