@@ -19,6 +19,10 @@ constexpr uint64_t kMaxDataFrameBytes = (uint64_t{64} << 20) * 4 + proto::kDataH
 // Closed operations remembered so that their late frames are discarded, not buffered.
 constexpr size_t kClosedMemory = 4096;
 
+// True on the links' own sender and receiver threads, which never write a segment inline
+// (Enqueue): a receiver thread blocked in a send would stop reading its own connection.
+thread_local bool t_io_thread = false;
+
 }  // namespace
 
 RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev,
@@ -267,17 +271,61 @@ void RingLinks::Enqueue(SendItem item) {
     item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
     return;
   }
+  if (!t_io_thread && !best->busy && best->queue.empty() &&
+      item.header.payload_bytes <= kInlineSendBytes) {
+    // The connection is idle: write the frame on this thread rather than wake its sender
+    // for it. For a small frame the wake-up costs more than the write, and it lies on the
+    // critical path of every small collective, ack and answer. `busy` keeps the sender out
+    // meanwhile; what is queued behind it goes to the sender once this write is done.
+    best->busy = true;
+    lock.unlock();
+    Transmit(best, item);
+    lock.lock();
+    best->busy = false;
+    if (!best->queue.empty()) best->cv.notify_one();
+    return;
+  }
   best->queued_bytes += item.header.payload_bytes;
   best->queue.push_back(std::move(item));
   best->cv.notify_one();
 }
 
+void RingLinks::Transmit(Sender* sender, const SendItem& item) {
+  if (!item.op->status().ok()) {  // the operation failed: skip its remaining segments
+    item.op->FinishSend(Status::Ok());
+    return;
+  }
+  uint8_t frame[net::kFrameHeaderBytes];
+  net::EncodeFrameHeader(static_cast<uint16_t>(Kind::kData),
+                         proto::kDataHeaderBytes + item.header.payload_bytes, frame);
+  uint8_t data_header[proto::kDataHeaderBytes];
+  proto::EncodeDataHeader(item.header, data_header);
+  struct iovec iov[3] = {{frame, sizeof(frame)},
+                         {data_header, sizeof(data_header)},
+                         {const_cast<void*>(item.data), item.header.payload_bytes}};
+  Status st = sender->socket.SendAllV(iov, 3, item.deadline);
+  if (st.ok()) {
+    tx_bytes_.fetch_add(net::kFrameHeaderBytes + proto::kDataHeaderBytes +
+                            item.header.payload_bytes,
+                        std::memory_order_relaxed);
+  }
+  if (!st.ok()) {  // the next peer is gone or stuck
+    st = Status(StatusCode::kAborted,
+                "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
+  }
+  item.op->FinishSend(st);
+  if (!st.ok()) Fault(next_.peer_id, st);
+}
+
 void RingLinks::SenderLoop(Sender* sender) {
+  t_io_thread = true;
   while (true) {
     SendItem item;
     {
       std::unique_lock<std::mutex> lock(sender->mu);
-      sender->cv.wait(lock, [&] { return stopping_.load() || !sender->queue.empty(); });
+      sender->cv.wait(lock, [&] {
+        return stopping_.load() || (!sender->queue.empty() && !sender->busy);
+      });
       if (stopping_.load()) {
         for (auto& dropped : sender->queue) {
           dropped.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
@@ -288,31 +336,11 @@ void RingLinks::SenderLoop(Sender* sender) {
       item = std::move(sender->queue.front());
       sender->queue.pop_front();
       sender->queued_bytes -= item.header.payload_bytes;
+      sender->busy = true;
     }
-    if (!item.op->status().ok()) {  // the operation failed: skip its remaining segments
-      item.op->FinishSend(Status::Ok());
-      continue;
-    }
-    uint8_t frame[net::kFrameHeaderBytes];
-    net::EncodeFrameHeader(static_cast<uint16_t>(Kind::kData),
-                           proto::kDataHeaderBytes + item.header.payload_bytes, frame);
-    uint8_t data_header[proto::kDataHeaderBytes];
-    proto::EncodeDataHeader(item.header, data_header);
-    struct iovec iov[3] = {{frame, sizeof(frame)},
-                           {data_header, sizeof(data_header)},
-                           {const_cast<void*>(item.data), item.header.payload_bytes}};
-    Status st = sender->socket.SendAllV(iov, 3, item.deadline);
-    if (st.ok()) {
-      tx_bytes_.fetch_add(net::kFrameHeaderBytes + proto::kDataHeaderBytes +
-                              item.header.payload_bytes,
-                          std::memory_order_relaxed);
-    }
-    if (!st.ok()) {  // the next peer is gone or stuck
-      st = Status(StatusCode::kAborted,
-                  "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
-    }
-    item.op->FinishSend(st);
-    if (!st.ok()) Fault(next_.peer_id, st);
+    Transmit(sender, item);
+    std::lock_guard<std::mutex> lock(sender->mu);
+    sender->busy = false;
   }
 }
 
@@ -338,6 +366,7 @@ std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool
 }
 
 void RingLinks::ReceiverLoop(Receiver* receiver) {
+  t_io_thread = true;
   net::Socket& socket = receiver->socket;
   const std::string peer = "previous peer " + prev_.endpoint.ToString();
   std::vector<char> scratch;
