@@ -61,18 +61,28 @@ class DataType(enum.IntEnum):
         Raises:
             TypeError: numpy has no such dtype or pccl does not support it.
         """
+        try:  # every call with a tensor asks this: dtypes seen before skip numpy's names
+            return _FROM_NUMPY_DTYPE[dtype]
+        except (KeyError, TypeError):  # TypeError: an unhashable argument
+            pass
         import numpy as np
 
         try:
             np_dtype = np.dtype(dtype)  # type: ignore[call-overload]
         except TypeError as e:
             raise TypeError(f"dtype {dtype!r} is not a numpy dtype") from e
+        if not np_dtype.isnative:  # its name would read as the native type's
+            raise TypeError(f"pccl needs numpy data in this machine's byte order, got "
+                            f"{np_dtype.name} as {np_dtype.str!r}")
         if np_dtype.name == "bfloat16":
-            return cls.BFLOAT16
-        try:
-            return _FROM_NUMPY_NAME[np_dtype.name]
-        except KeyError:
-            raise TypeError(f"pccl does not support numpy dtype {np_dtype.name}") from None
+            found = cls.BFLOAT16
+        else:
+            try:
+                found = _FROM_NUMPY_NAME[np_dtype.name]
+            except KeyError:
+                raise TypeError(f"pccl does not support numpy dtype {np_dtype.name}") from None
+        _FROM_NUMPY_DTYPE[np_dtype] = found
+        return found
 
     def to_numpy_dtype(self) -> Any:
         """The numpy dtype (imports numpy); BFLOAT16 needs the ml_dtypes package."""
@@ -120,6 +130,7 @@ _TO_NUMPY_NAME = {
     DataType.DOUBLE: "float64",
 }
 _FROM_NUMPY_NAME = {name: dt for dt, name in _TO_NUMPY_NAME.items()}
+_FROM_NUMPY_DTYPE: dict[Any, DataType] = {}  # numpy dtype -> DataType, as looked up
 _TO_TORCH_NAME = {**_TO_NUMPY_NAME, DataType.BFLOAT16: "bfloat16"}
 _FROM_TORCH_NAME = {name: dt for dt, name in _TO_TORCH_NAME.items()}
 _ITEMSIZE = {dt: 1 << (int(dt) // 2) for dt in DataType if dt < DataType.FLOAT16}

@@ -252,6 +252,17 @@ class TestBadInput:
         with pytest.raises(TypeError, match="complex64"):
             kernels.reduce(np.zeros(3, np.complex64), np.zeros(3, np.complex64), ReduceOp.SUM)
 
+    def test_foreign_byte_order_is_refused_not_misread(self) -> None:
+        swapped = np.dtype(np.float32).newbyteorder()
+        with pytest.raises(TypeError, match="src: pccl needs numpy data in this machine's "
+                                            "byte order, got float32"):
+            kernels.reduce(np.zeros(3, np.float32), np.zeros(3, swapped), ReduceOp.SUM)
+        # A native dtype looked up before (and cached) still maps, and a foreign one after it
+        # is still refused.
+        assert DataType.from_numpy_dtype(np.dtype(np.float32)) is DataType.FLOAT
+        with pytest.raises(TypeError, match="byte order"):
+            DataType.from_numpy_dtype(swapped)
+
     def test_bad_op(self) -> None:
         with pytest.raises(ValueError, match="op must be a pccl.ReduceOp"):
             kernels.reduce(np.zeros(3, np.float32), np.zeros(3, np.float32), 17)
