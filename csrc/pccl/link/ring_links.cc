@@ -19,8 +19,7 @@ constexpr uint64_t kMaxDataFrameBytes = (uint64_t{64} << 20) * 4 + proto::kDataH
 // Closed operations remembered so that their late frames are discarded, not buffered.
 constexpr size_t kClosedMemory = 4096;
 
-// True on the links' own sender and receiver threads, which never write a segment inline
-// (Enqueue): a receiver thread blocked in a send would stop reading its own connection.
+// True on the links' own sender and receiver threads (see Enqueue).
 thread_local bool t_io_thread = false;
 
 }  // namespace
@@ -271,12 +270,17 @@ void RingLinks::Enqueue(SendItem item) {
     item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
     return;
   }
-  if (!t_io_thread && !best->busy && best->queue.empty() &&
-      item.header.payload_bytes <= kInlineSendBytes) {
+  const uint64_t frame_bytes =
+      net::kFrameHeaderBytes + proto::kDataHeaderBytes + item.header.payload_bytes;
+  if (!best->busy && best->queue.empty() && item.header.payload_bytes <= kInlineSendBytes &&
+      (!t_io_thread || best->socket.HasSendRoom(frame_bytes))) {
     // The connection is idle: write the frame on this thread rather than wake its sender
     // for it. For a small frame the wake-up costs more than the write, and it lies on the
-    // critical path of every small collective, ack and answer. `busy` keeps the sender out
-    // meanwhile; what is queued behind it goes to the sender once this write is done.
+    // critical path of every small collective step, ack and answer. `busy` keeps the
+    // sender out meanwhile; what is queued behind it goes to the sender once this write
+    // is done. A receiver thread (an arrival handler passing a segment on) writes only
+    // when the kernel has room for the frame: blocked in a send, it would stop reading
+    // its own connection, and two peers' receivers could wait on each other.
     best->busy = true;
     lock.unlock();
     Transmit(best, item);

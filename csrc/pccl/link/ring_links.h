@@ -13,9 +13,10 @@
 // ran about 20 % faster over 2 of 8 connections, all-to-all up to 12 %; the all-reduce the
 // same within the noise). The others stay open, idle.
 // Each connection has a sender thread that writes its queue; a small segment (at most
-// kInlineSendBytes) whose connection is idle is written by the calling thread instead,
-// which saves a thread wake-up on the path of every small collective (a 1-element
-// all-reduce between 2 peers took about 15 % less time).
+// kInlineSendBytes) whose connection is idle is written by the calling thread instead
+// (a receiver thread passing a segment on: only if the kernel has room for it), which
+// saves a thread wake-up per step of every small collective (a 4 KiB all-reduce took
+// about 20 % less time with 4 peers).
 // Frames are self-describing (tag, sequence number, step, segment), so the receiving
 // side does not care which connection a segment took; a receiver thread reads each payload
 // straight into the memory the operation declared for it (RingOp::Expect), or into a

@@ -5,7 +5,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -221,6 +223,20 @@ bool Socket::PeerClosed() const {
   char byte;
   // Data waiting is data to read, even if a FIN follows it; 0: the FIN alone.
   return ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+bool Socket::HasSendRoom(size_t bytes) const {
+  int queued = 0;
+  int capacity = 0;
+  socklen_t length = sizeof(capacity);
+  if (fd_ < 0 || ::ioctl(fd_, SIOCOUTQ, &queued) != 0 ||
+      ::getsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &capacity, &length) != 0) {
+    return false;
+  }
+  const size_t wire = secure_ ? secure::RecordSealer::SealedSize(bytes) : bytes;
+  // The kernel takes a write while what it holds (with each buffer's bookkeeping, up to
+  // about as much again for small segments) is under SO_SNDBUF: half of it is a margin.
+  return 2 * (static_cast<size_t>(queued) + wire) <= static_cast<size_t>(capacity);
 }
 
 void Socket::SetBufferSizes(int64_t bytes) {

@@ -71,6 +71,10 @@ class Socket {
   Status SendAll(const void* data, size_t size, Deadline deadline);
   // Receives exactly `size` bytes or fails.
   Status RecvAll(void* data, size_t size, Deadline deadline);
+  // Whether the kernel's send buffer has room for `bytes` more (sealed, if encrypted) with
+  // a wide margin, so that sending them now returns without waiting for the other end to
+  // read: bytes waiting unacknowledged (SIOCOUTQ) against SO_SNDBUF. False if unknown.
+  bool HasSendRoom(size_t bytes) const;
 
   // From now on every byte sent is sealed by `sealer` and every byte received must open
   // with `opener` (DataLoss if one does not). Called once, by the handshake, before the
