@@ -22,6 +22,20 @@ constexpr size_t kClosedMemory = 4096;
 // True on the links' own sender and receiver threads (see Enqueue).
 thread_local bool t_io_thread = false;
 
+// The largest of a pool's smallest RTTs (Socket::MinRtt) in `longest`; false if some
+// connection cannot tell.
+template <typename Ends>
+bool LongestMinRtt(const Ends& ends, uint32_t* longest) {
+  bool known = true;
+  *longest = 0;
+  for (const auto& end : ends) {
+    uint32_t rtt = 0;
+    known = known && end->socket.MinRtt(&rtt);
+    *longest = std::max(*longest, rtt);
+  }
+  return known;
+}
+
 }  // namespace
 
 RingLinks::RingLinks(uint64_t epoch, uint64_t self_id, LinkPeer next, LinkPeer prev,
@@ -85,14 +99,11 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
     receiver->socket = std::move(socket);
     receivers_.push_back(std::move(receiver));
   }
-  bool known = true;
   uint32_t longest = 0;
-  for (const auto& s : senders_) {
-    uint32_t rtt = 0;
-    known = known && s->socket.MinRtt(&rtt);
-    longest = std::max(longest, rtt);
-  }
+  const bool known = LongestMinRtt(senders_, &longest);
   stripes_ = StripesFor(pool_size_, known, longest);
+  uint32_t prev_longest = 0;
+  hold_early_ = LongestMinRtt(receivers_, &prev_longest) && prev_longest < kNearRttUs;
   PCCL_LOG(kDebug, "links to " + std::to_string(next_.peer_id) + ": striping over " +
                        std::to_string(stripes_.load()) + " of " + std::to_string(pool_size_) +
                        " connections (smallest RTT " +
@@ -128,6 +139,19 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
     broken = broken_;
   }
   op->Open(descriptor_hash, deadline);
+  // From now on no early segment waits in its socket here: receivers holding one (for an
+  // operation this peer has not started) read it into a block and move on, in case this
+  // operation's segments are behind it.
+  if (open_ops_.fetch_add(1) == 0) {
+    std::vector<std::shared_ptr<RingOp>> others;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [id, other] : ops_) {
+        if (other != op) others.push_back(other);
+      }
+    }
+    for (auto& other : others) other->WakeReceivers();
+  }
   // On broken links the op fails at once, and its caller reports it like any failure: the
   // master's verdict then fails it for every peer that runs it.
   if (!broken.ok()) op->Fail(broken);
@@ -145,6 +169,7 @@ void RingLinks::CloseOp(const std::shared_ptr<RingOp>& op, Duration grace) {
                                            " did not stop in time after failing"));
     op->WaitQuiet(Deadline::Never());
   }
+  open_ops_.fetch_sub(1);
   std::lock_guard<std::mutex> lock(mu_);
   auto id = std::make_pair(op->key().tag, op->key().seq);
   ops_.erase(id);

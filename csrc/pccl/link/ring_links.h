@@ -22,6 +22,15 @@
 // straight into the memory the operation declared for it (RingOp::Expect), or into a
 // block of its own if it arrives before the local operation has started
 // (link/block_cache.h).
+// Early segments: on a near link (smallest RTT under kNearRttUs, from the previous peer)
+// a segment whose operation this peer has not started waits in its socket, unread, while
+// no operation is running on these links here: nothing here can need the bytes behind it
+// yet. It is read once its operation declares where it goes (straight there: no block,
+// no copy), or into a block as soon as any operation starts here (one started in another
+// order than the neighbour's may wait for segments behind it). A peer that finishes a
+// call first and starts the next one then costs its neighbour neither memory nor a copy.
+// On a long link the segment is read ahead at once, so that a late receiver finds the
+// data there rather than waiting a round trip for it.
 //
 // Failure: a broken connection, a malformed frame or a peer that disagrees on an
 // operation's descriptor fails the affected operations with a Status naming the peer; a
@@ -126,6 +135,9 @@ class RingLinks {
   uint32_t pool_size() const { return pool_size_; }
   // Connections segments are striped over (fixed by Establish; 0 before it).
   uint32_t stripes() const { return stripes_.load(); }
+  // Whether a segment of an operation not started here may wait in its socket (a near
+  // previous peer; see "Early segments" above) while no operation is open here.
+  bool HoldsEarly() const { return hold_early_.load() && open_ops_.load() == 0; }
 
   // A link whose connections' smallest RTT is under kNearRttUs stripes over kNearStripes.
   static constexpr uint32_t kNearRttUs = 2000;
@@ -183,6 +195,8 @@ class RingLinks {
   const std::shared_ptr<EarlyBudget> early_budget_;
   std::vector<std::unique_ptr<Sender>> senders_;
   std::atomic<uint32_t> stripes_{0};  // the first stripes_ senders carry segments
+  std::atomic<bool> hold_early_{false};  // the previous peer is near (Establish)
+  std::atomic<int> open_ops_{0};  // opened by OpenOp, not closed yet
   std::vector<std::unique_ptr<Receiver>> receivers_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> tx_bytes_{0};

@@ -110,7 +110,10 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
   slot.keep_early = keep_early;
   slot.data = data;
   slot.bytes = bytes;
-  if (!slot.has_early) return;
+  if (!slot.has_early) {
+    if (waiting_receivers_ > 0) cv_.notify_all();  // one may wait for this very segment
+    return;
+  }
   if (slot.early_bytes != bytes) {
     return fail("segment " + std::to_string(segment) + " of step " + std::to_string(step) +
                 " arrived with " + std::to_string(slot.early_bytes) + " bytes, expected " +
@@ -156,8 +159,16 @@ void RingOp::SetArrivalHandler(ArrivalHandler handler) {
   handler_ = nullptr;
 }
 
+void RingOp::WakeReceivers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (waiting_receivers_ > 0) cv_.notify_all();
+}
+
 Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
   std::unique_lock<std::mutex> lock(mu_);
+  // The algorithm waits for data now: a segment it did not declare (yet) must not keep
+  // its connection waiting, so receivers holding one look again (and read it early).
+  if (waiting_receivers_ > 0) cv_.notify_all();
   while (status_.ok() && arrivals_.empty()) {
     if (deadline.never()) {
       cv_.wait(lock);
@@ -190,6 +201,7 @@ Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
 
 Status RingOp::WaitSends(Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
+  if (waiting_receivers_ > 0) cv_.notify_all();  // as in WaitRecv
   while (status_.ok() && pending_sends_ > 0) {
     if (deadline.never()) {
       cv_.wait(lock);
@@ -294,8 +306,21 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
       ++active_receives_;
       return bytes == 0 ? &kEmptyPayload : slot.data;
     }
-    if (budget_->TryReserve(bytes)) break;
-    cv_.wait_for(lock, kEarlyRetry);  // Expect() and Fail() wake it at once
+    ++waiting_receivers_;
+    if (!opened_ && links_->HoldsEarly()) {
+      // Not started here, and nothing else runs here: the payload waits in its socket
+      // until the operation declares it, or until any operation opens (RingLinks::OpenOp
+      // wakes this) or this one starts waiting for data (WaitRecv).
+      cv_.wait(lock);
+      --waiting_receivers_;
+      continue;
+    }
+    if (budget_->TryReserve(bytes)) {
+      --waiting_receivers_;
+      break;
+    }
+    cv_.wait_for(lock, kEarlyRetry);  // Declare() and Fail() wake it at once
+    --waiting_receivers_;
   }
   slot.early = BlockCache::Shared().Take(bytes);
   slot.early_bytes = bytes;

@@ -9,7 +9,8 @@
 // one RingLinks share a budget for those (EarlyBudget), and a receiver whose segment does
 // not fit waits (its connection stalls, and TCP holds the sender back) until the operation
 // starts here and declares it, so no neighbour, honest or not, can make a peer buffer more
-// than the budget. The first failure (a peer that disagrees on the descriptor, a duplicate
+// than the budget. On a near link a receiver waits so before the budget is even asked,
+// while no operation runs here (RingLinks::HoldsEarly: the story in link/ring_links.h). The first failure (a peer that disagrees on the descriptor, a duplicate
 // or mis-sized segment, the deadline, a failed verdict) sticks and wakes the algorithm.
 //
 // Thread-safety: the algorithm's thread calls the RingChannel methods; the links' I/O
@@ -106,6 +107,8 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   void ReleaseLocked(Slot& slot);  // needs mu_
   // Called by RingLinks when the local algorithm opens the op.
   void Open(uint64_t descriptor_hash, Deadline deadline);
+  // Wakes receivers waiting in ClaimForReceive to look again (another operation opened).
+  void WakeReceivers();
   // Receiver side: where `header`'s payload goes (nullptr: drain it).
   void* ClaimForReceive(const proto::DataHeader& header, const std::string& peer);
   void FinishReceive(const proto::DataHeader& header, const Status& status);
@@ -135,6 +138,9 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   int handlers_running_ PCCL_GUARDED_BY(mu_) = 0;
   Status status_ PCCL_GUARDED_BY(mu_);
   int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
+  // Receivers waiting in ClaimForReceive for the segment to be declared (or for room in
+  // the budget): Declare, WaitRecv and WaitSends wake them.
+  int waiting_receivers_ PCCL_GUARDED_BY(mu_) = 0;
   int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
   uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;  // reserved from budget_
   // SetReceiveSlots: the algorithm's memory for ExpectInSlot, and which slots are free.
