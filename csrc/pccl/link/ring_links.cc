@@ -160,6 +160,7 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
 }
 
 void RingLinks::CloseOp(const std::shared_ptr<RingOp>& op, Duration grace) {
+  op->Close();  // no payload claims its memory from now on; then wait for those that did
   if (!op->WaitQuiet(Deadline::In(grace))) {
     // Some I/O of the op is stuck (a hung peer): cut the links so the I/O threads let go
     // of the op's memory. The wait that follows has no deadline and needs none: Break

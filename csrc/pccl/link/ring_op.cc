@@ -259,7 +259,7 @@ Status RingOp::status() {
 
 void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!status_.ok()) return nullptr;
+  if (!status_.ok() || closed_) return nullptr;
   auto fail = [&](const std::string& why) {
     status_ = InvalidArgument(why);
     cv_.notify_all();
@@ -281,8 +281,8 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
   const uint64_t bytes = header.payload_bytes;
   while (true) {
     // Looked at again after every wait: the operation may have started (Expect), failed,
-    // or another connection may have brought the same segment meanwhile.
-    if (!status_.ok()) return nullptr;
+    // ended here (closed), or another connection may have brought the same segment.
+    if (!status_.ok() || closed_) return nullptr;
     if (slot.arrived || slot.writing || slot.has_early) {
       return fail("peer " + peer + " sent " + SegmentName(header) + " twice");
     }
@@ -382,6 +382,12 @@ void RingOp::FinishSend(const Status& status) {
   --pending_sends_;
   if (!status.ok() && status_.ok()) status_ = status;
   cv_.notify_all();
+}
+
+void RingOp::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+  cv_.notify_all();  // a receiver waiting for a declaration or for room drops its payload
 }
 
 bool RingOp::WaitQuiet(Deadline deadline) {

@@ -10,8 +10,9 @@
 // not fit waits (its connection stalls, and TCP holds the sender back) until the operation
 // starts here and declares it, so no neighbour, honest or not, can make a peer buffer more
 // than the budget. On a near link a receiver waits so before the budget is even asked,
-// while no operation runs here (RingLinks::HoldsEarly: the story in link/ring_links.h). The first failure (a peer that disagrees on the descriptor, a duplicate
-// or mis-sized segment, the deadline, a failed verdict) sticks and wakes the algorithm.
+// while no operation runs here (RingLinks::HoldsEarly: the story in link/ring_links.h).
+// The first failure (a peer that disagrees on the descriptor, a duplicate or mis-sized
+// segment, the deadline, a failed verdict) sticks and wakes the algorithm.
 //
 // Thread-safety: the algorithm's thread calls the RingChannel methods; the links' I/O
 // threads call the private receive/send hooks; Fail() may come from any thread.
@@ -113,6 +114,9 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   void* ClaimForReceive(const proto::DataHeader& header, const std::string& peer);
   void FinishReceive(const proto::DataHeader& header, const Status& status);
   void FinishSend(const Status& status);
+  // The operation ended here (RingLinks::CloseOp): a receiver that has not claimed its
+  // payload yet, or waits to, drops it instead of writing to the operation's memory.
+  void Close();
   // Waits until no I/O thread uses the op's memory.
   bool WaitQuiet(Deadline deadline);
   bool IdleLocked() const { return active_receives_ == 0 && pending_sends_ == 0; }
@@ -123,6 +127,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   std::mutex mu_;
   std::condition_variable cv_;
   bool opened_ PCCL_GUARDED_BY(mu_) = false;
+  bool closed_ PCCL_GUARDED_BY(mu_) = false;  // Close(): no more payloads land
   uint64_t descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
   uint64_t peer_descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
   bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
