@@ -19,6 +19,11 @@ constexpr uint64_t kMaxDataFrameBytes = (uint64_t{64} << 20) * 4 + proto::kDataH
 // Closed operations remembered so that their late frames are discarded, not buffered.
 constexpr size_t kClosedMemory = 4096;
 
+// Bytes a segment's data frame takes on the stream: frame header, data header, payload.
+uint64_t FrameBytes(const DataHeader& header) {
+  return net::kFrameHeaderBytes + proto::kDataHeaderBytes + header.payload_bytes;
+}
+
 // True on the links' own sender and receiver threads (see Enqueue).
 thread_local bool t_io_thread = false;
 
@@ -296,10 +301,8 @@ void RingLinks::Enqueue(SendItem item) {
     item.op->FinishSend(Status(StatusCode::kAborted, "ring links closed"));
     return;
   }
-  const uint64_t frame_bytes =
-      net::kFrameHeaderBytes + proto::kDataHeaderBytes + item.header.payload_bytes;
   if (!best->busy && best->queue.empty() && item.header.payload_bytes <= kInlineSendBytes &&
-      (!t_io_thread || best->socket.HasSendRoom(frame_bytes))) {
+      (!t_io_thread || best->socket.HasSendRoom(FrameBytes(item.header)))) {
     // The connection is idle: write the frame on this thread rather than wake its sender
     // for it. For a small frame the wake-up costs more than the write, and it lies on the
     // critical path of every small collective step, ack and answer. `busy` keeps the
@@ -335,11 +338,8 @@ void RingLinks::Transmit(Sender* sender, const SendItem& item) {
                          {const_cast<void*>(item.data), item.header.payload_bytes}};
   Status st = sender->socket.SendAllV(iov, 3, item.deadline);
   if (st.ok()) {
-    tx_bytes_.fetch_add(net::kFrameHeaderBytes + proto::kDataHeaderBytes +
-                            item.header.payload_bytes,
-                        std::memory_order_relaxed);
-  }
-  if (!st.ok()) {  // the next peer is gone or stuck
+    tx_bytes_.fetch_add(FrameBytes(item.header), std::memory_order_relaxed);
+  } else {  // the next peer is gone or stuck
     st = Status(StatusCode::kAborted,
                 "sending to next peer " + next_.endpoint.ToString() + ": " + st.message());
   }

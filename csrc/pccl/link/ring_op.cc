@@ -306,20 +306,17 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
       ++active_receives_;
       return bytes == 0 ? &kEmptyPayload : slot.data;
     }
+    // Not started here, and nothing else runs here: the payload waits in its socket until
+    // the operation declares it, any operation opens (RingLinks::OpenOp wakes this) or
+    // this one starts waiting for data (WaitRecv). Else it waits only for budget room.
+    const bool hold = !opened_ && links_->HoldsEarly();
+    if (!hold && budget_->TryReserve(bytes)) break;
     ++waiting_receivers_;
-    if (!opened_ && links_->HoldsEarly()) {
-      // Not started here, and nothing else runs here: the payload waits in its socket
-      // until the operation declares it, or until any operation opens (RingLinks::OpenOp
-      // wakes this) or this one starts waiting for data (WaitRecv).
+    if (hold) {
       cv_.wait(lock);
-      --waiting_receivers_;
-      continue;
+    } else {
+      cv_.wait_for(lock, kEarlyRetry);  // Declare() and Fail() wake it at once
     }
-    if (budget_->TryReserve(bytes)) {
-      --waiting_receivers_;
-      break;
-    }
-    cv_.wait_for(lock, kEarlyRetry);  // Declare() and Fail() wake it at once
     --waiting_receivers_;
   }
   slot.early = BlockCache::Shared().Take(bytes);
