@@ -9,13 +9,19 @@ env:// and run it, as torch's test_distributed_spawn.py does for Gloo.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 os.environ.setdefault("BACKEND", "pccl")
 os.environ.setdefault("WORLD_SIZE", "3")
-os.environ.setdefault("TEMP_DIR", tempfile.mkdtemp(prefix="pccl-torch-suite-"))
+if "TEMP_DIR" not in os.environ:
+    # Made once, by the process that runs the suite, and removed when it exits; the ranks it
+    # spawns import this file again and find TEMP_DIR set.
+    os.environ["TEMP_DIR"] = tempfile.mkdtemp(prefix="pccl-torch-suite-")
+    atexit.register(shutil.rmtree, os.environ["TEMP_DIR"], ignore_errors=True)
 # torch's run_tests writes JUnit XML through `xmlrunner` (not installed) whenever CI is
 # set, as CI services do; the suite's verdict is its exit status, so run it as locally.
 os.environ.pop("CI", None)

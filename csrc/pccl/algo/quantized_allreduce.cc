@@ -6,6 +6,8 @@
 #include <memory>
 #include <vector>
 
+#include "pccl/kernels/copy.h"
+
 namespace pccl::algo {
 
 using link::AwaitArrivalsAndSends;
@@ -129,7 +131,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   // acc segment := own contribution (widened), saving the input first when in place.
   auto start_sum = [&](int chunk, uint32_t seg, size_t first, size_t n) -> Status {
     if (saves_input) {
-      std::memcpy(backup + first * elem, send + first * elem, n * elem);
+      kernels::CopyStreaming(backup + first * elem, send + first * elem, n * elem);
       stats->backed_up[first_segment[chunk] + seg] = 1;
     }
     char* a = acc + first * acc_elem;

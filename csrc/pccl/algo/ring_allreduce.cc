@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "pccl/kernels/copy.h"
+
 namespace pccl::algo {
 
 using link::AwaitArrivalsAndSends;
@@ -55,38 +57,36 @@ Status ReduceInto(const AllReduceOptions& options, void* dst, const void* src, s
   return kernels::Reduce(options.dtype, options.op, dst, src, n);
 }
 
-// A partial that landed in the backup, at its segment's own offset, trades places with the
-// input: afterwards `buffer` holds input op partial and `backup` the input. Block by block
-// through a small buffer that stays in the cache, so each byte of the two is read and
-// written once, as by the copy that would otherwise save the input.
-Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup, size_t n) {
+// Folds a partial into the buffer and saves the input it overwrites: afterwards `buffer`
+// holds input op partial and `backup` the input. The partial either landed in the backup
+// itself, at its segment's own offset (the two trade places), or waited in the link's own
+// memory because it came before this peer declared where it goes
+// (RingChannel::ExpectOrKeepEarly). One pass that reads each byte of the two once and
+// writes it once, as the copy that would otherwise save the input does on its own.
+Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
+                   const void* partial, size_t n) {
+  if (options.modulus == nullptr) {
+    return kernels::ReduceSaving(options.dtype, options.op, buffer, partial, backup, n);
+  }
+  // The sum mod a modulus has no saving kernel: block by block through a small buffer that
+  // stays in the cache.
   constexpr size_t kBlockBytes = 16 << 10;
-  alignas(64) char partial[kBlockBytes];
+  alignas(64) char block_partial[kBlockBytes];
   const size_t elem = DTypeSize(options.dtype);
   const size_t block = kBlockBytes / elem;
   for (size_t done = 0; done < n; done += block) {
     const size_t bytes = std::min(block, n - done) * elem;
     char* in = buffer + done * elem;
     char* saved = backup + done * elem;
-    std::memcpy(partial, saved, bytes);
+    std::memcpy(block_partial, static_cast<const char*>(partial) + done * elem, bytes);
     std::memcpy(saved, in, bytes);
-    Status st = ReduceInto(options, in, partial, bytes / elem);
+    Status st = ReduceInto(options, in, block_partial, bytes / elem);
     if (!st.ok()) {  // the kernel refused: the segment is not saved, so give its input back
       std::memcpy(buffer, backup, done * elem + bytes);
       return st;
     }
   }
   return Status::Ok();
-}
-
-// The same for a partial that came before this peer declared where it goes and waited in
-// the link's own memory (RingChannel::ExpectOrKeepEarly): the input is saved to the backup
-// and the partial folded in from where it waited, instead of being copied into the backup
-// first and read back.
-Status SaveAndFold(const AllReduceOptions& options, char* buffer, char* backup,
-                   const void* partial, size_t n) {
-  std::memcpy(backup, buffer, n * DTypeSize(options.dtype));
-  return ReduceInto(options, buffer, partial, n);  // refuses before it writes, if at all
 }
 
 }  // namespace
@@ -168,7 +168,9 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
 // the input must be restorable). With a backup they need no slots either: a partial lands
 // in the backup at its segment's place, and folding it into the buffer puts the input
 // there instead (FoldAndSave), so the backup is the only memory the call adds; one that
-// came before this peer started the call is folded in from where it waited (SaveAndFold).
+// came before this peer started the call is folded in from where it waited. The input of
+// the chunk this peer sends first is saved with a plain copy (non-temporal: the backup is
+// read only to undo a failure).
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
@@ -207,7 +209,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   // contribution to it was read, which happens right after this call.
   auto save_input = [&](int chunk, uint32_t seg, size_t first, size_t n) {
     if (!saves_input) return;
-    std::memcpy(backup + first * elem, send + first * elem, n * elem);
+    kernels::CopyStreaming(backup + first * elem, send + first * elem, n * elem);
     stats->backed_up[segment_base[chunk] + seg] = 1;  // distinct bytes per segment
   };
   const int steps = schedule.steps();
@@ -256,8 +258,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     const bool owner = step == last_reduce_step;
     if (in_backup) {
       char* saved = backup + first * elem;
-      PCCL_RETURN_IF_ERROR(landed == saved ? FoldAndSave(options, partial, saved, n)
-                                           : SaveAndFold(options, partial, saved, landed, n));
+      PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, saved, landed, n));
       stats->backed_up[segment_base[chunk] + seg] = 1;
     } else if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,

@@ -23,6 +23,7 @@
 #include "pccl/algo/ring_collectives.h"
 #include "pccl/comm/collectives.h"
 #include "pccl/common/params.h"
+#include "pccl/kernels/copy.h"
 
 namespace pccl::comm {
 namespace {
@@ -267,7 +268,7 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
                         options.root != bound.rank && request.restore_input;
   const size_t bytes = request.recv_count * DTypeSize(request.dtype);
   BufferPool::Lease backup = buffers_.Acquire(restores ? bytes : 0);
-  if (restores && bytes > 0) std::memcpy(backup.data(), request.recv, bytes);
+  if (restores && bytes > 0) kernels::CopyStreaming(backup.data(), request.recv, bytes);
   BufferPool::Lease scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
   options.scratch = scratch.data();
 

@@ -80,6 +80,18 @@ Status Reduce(DType dtype, ReduceOp op, void* dst, const void* src, size_t count
   return Status::Ok();
 }
 
+Status ReduceSaving(DType dtype, ReduceOp op, void* dst, const void* src, void* save,
+                    size_t count) {
+  PCCL_RETURN_IF_ERROR(CheckDType(dtype));
+  PCCL_RETURN_IF_ERROR(CheckOp(op));
+  PCCL_RETURN_IF_ERROR(CheckPointers(dst, src, count));
+  PCCL_RETURN_IF_ERROR(CheckPointers(dst, save, count));
+  if (count == 0) return Status::Ok();
+  Table().reduce_saving[static_cast<int>(dtype)][internal::CombinerIndex(op)](dst, src, save,
+                                                                             count);
+  return Status::Ok();
+}
+
 Status DivideBy(DType dtype, void* data, size_t count, uint64_t divisor) {
   PCCL_RETURN_IF_ERROR(CheckDType(dtype));
   PCCL_RETURN_IF_ERROR(CheckPointers(data, data, count));

@@ -35,6 +35,13 @@ bool IsValidReduceOp(int value);
 // dst[i] = op(dst[i], src[i]) for i in [0, count). AVG behaves as SUM.
 Status Reduce(DType dtype, ReduceOp op, void* dst, const void* src, size_t count);
 
+// Reduce that keeps what it overwrites: save[i] = dst[i], then dst[i] = op(dst[i], src[i]),
+// in one pass over the three buffers (an in-place all-reduce saving its input as it folds
+// a partial in). `save` may be `src` itself (each element is read before it is
+// overwritten); no other overlap.
+Status ReduceSaving(DType dtype, ReduceOp op, void* dst, const void* src, void* save,
+                    size_t count);
+
 // data[i] = data[i] / divisor (the AVG finalisation). Integers truncate toward zero;
 // floats divide with one rounding; float16/bfloat16 widen, divide, round once.
 Status DivideBy(DType dtype, void* data, size_t count, uint64_t divisor);
@@ -53,6 +60,8 @@ inline constexpr int kNumCombiners = 4;
 int CombinerIndex(ReduceOp op);
 struct ReduceTable {
   void (*reduce[kNumDTypes][kNumCombiners])(void* dst, const void* src, size_t n);
+  void (*reduce_saving[kNumDTypes][kNumCombiners])(void* dst, const void* src, void* save,
+                                                   size_t n);
   void (*divide[kNumDTypes])(void* data, size_t n, uint64_t divisor);
   // [0] float16, [1] bfloat16
   void (*widen_half[2])(float* acc, const void* src, size_t n);

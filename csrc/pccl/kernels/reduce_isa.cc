@@ -78,6 +78,26 @@ void ReduceLoop(void* dst, const void* src, size_t n) {
   }
 }
 
+// The loop may assume no dependence between iterations: `save` is either disjoint from
+// `src` or `src` itself, and element i of `src` is loaded before element i of `save` is
+// stored, in vector lanes as in scalar code.
+#if defined(__clang__)
+#define PCCL_INDEPENDENT_ITERATIONS _Pragma("clang loop vectorize(assume_safety)")
+#else
+#define PCCL_INDEPENDENT_ITERATIONS _Pragma("GCC ivdep")
+#endif
+
+template <class T, class Op>
+void ReduceSavingLoop(void* dst, const void* src, void* save, size_t n) {
+  PCCL_INDEPENDENT_ITERATIONS
+  for (size_t i = 0; i < n; ++i) {
+    const T s = LoadAt<T>(src, i);
+    const T d = LoadAt<T>(dst, i);
+    StoreAt<T>(save, i, d);
+    StoreAt<T>(dst, i, Op::Apply(d, s));
+  }
+}
+
 // Elements per float block for half precision: two blocks live on the stack.
 constexpr size_t kHalfBlock = 512;
 
@@ -94,6 +114,21 @@ void ReduceHalfLoop(void* dst, const void* src, size_t n) {
     char* d = static_cast<char*>(dst) + base * 2;
     Widen<kHalfIndex>(a, d, m);
     Widen<kHalfIndex>(b, static_cast<const char*>(src) + base * 2, m);
+    for (size_t i = 0; i < m; ++i) a[i] = Op::Apply(a[i], b[i]);
+    Narrow<kHalfIndex>(d, a, m);
+  }
+}
+
+template <int kHalfIndex, class Op>
+void ReduceSavingHalfLoop(void* dst, const void* src, void* save, size_t n) {
+  alignas(64) float a[kHalfBlock];
+  alignas(64) float b[kHalfBlock];
+  for (size_t base = 0; base < n; base += kHalfBlock) {
+    size_t m = BlockLength(n, base);
+    char* d = static_cast<char*>(dst) + base * 2;
+    Widen<kHalfIndex>(a, d, m);
+    Widen<kHalfIndex>(b, static_cast<const char*>(src) + base * 2, m);  // before `save`
+    __builtin_memcpy(static_cast<char*>(save) + base * 2, d, m * 2);
     for (size_t i = 0; i < m; ++i) a[i] = Op::Apply(a[i], b[i]);
     Narrow<kHalfIndex>(d, a, m);
   }
@@ -171,6 +206,10 @@ void FillRow(ReduceTable& t, DType dtype) {
   t.reduce[d][1] = &ReduceLoop<T, ProdOp>;
   t.reduce[d][2] = &ReduceLoop<T, MinOp>;
   t.reduce[d][3] = &ReduceLoop<T, MaxOp>;
+  t.reduce_saving[d][0] = &ReduceSavingLoop<T, SumOp>;
+  t.reduce_saving[d][1] = &ReduceSavingLoop<T, ProdOp>;
+  t.reduce_saving[d][2] = &ReduceSavingLoop<T, MinOp>;
+  t.reduce_saving[d][3] = &ReduceSavingLoop<T, MaxOp>;
   t.divide[d] = &DivideLoop<T>;
 }
 
@@ -181,6 +220,10 @@ void FillHalfRow(ReduceTable& t, DType dtype) {
   t.reduce[d][1] = &ReduceHalfLoop<kHalfIndex, ProdOp>;
   t.reduce[d][2] = &ReduceHalfLoop<kHalfIndex, MinOp>;
   t.reduce[d][3] = &ReduceHalfLoop<kHalfIndex, MaxOp>;
+  t.reduce_saving[d][0] = &ReduceSavingHalfLoop<kHalfIndex, SumOp>;
+  t.reduce_saving[d][1] = &ReduceSavingHalfLoop<kHalfIndex, ProdOp>;
+  t.reduce_saving[d][2] = &ReduceSavingHalfLoop<kHalfIndex, MinOp>;
+  t.reduce_saving[d][3] = &ReduceSavingHalfLoop<kHalfIndex, MaxOp>;
   t.divide[d] = &DivideHalfLoop<kHalfIndex>;
   t.widen_half[kHalfIndex] = &WidenHalfLoop<kHalfIndex>;
   t.accumulate_half[kHalfIndex][0] = &AccumulateHalfLoop<kHalfIndex, SumOp>;
