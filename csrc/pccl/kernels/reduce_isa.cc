@@ -105,20 +105,7 @@ inline size_t BlockLength(size_t n, size_t base) {
   return n - base < kHalfBlock ? n - base : kHalfBlock;
 }
 
-template <int kHalfIndex, class Op>
-void ReduceHalfLoop(void* dst, const void* src, size_t n) {
-  alignas(64) float a[kHalfBlock];
-  alignas(64) float b[kHalfBlock];
-  for (size_t base = 0; base < n; base += kHalfBlock) {
-    size_t m = BlockLength(n, base);
-    char* d = static_cast<char*>(dst) + base * 2;
-    Widen<kHalfIndex>(a, d, m);
-    Widen<kHalfIndex>(b, static_cast<const char*>(src) + base * 2, m);
-    for (size_t i = 0; i < m; ++i) a[i] = Op::Apply(a[i], b[i]);
-    Narrow<kHalfIndex>(d, a, m);
-  }
-}
-
+// `save`: nullptr (Reduce), or where dst's old bytes go (ReduceSaving; may be `src`).
 template <int kHalfIndex, class Op>
 void ReduceSavingHalfLoop(void* dst, const void* src, void* save, size_t n) {
   alignas(64) float a[kHalfBlock];
@@ -128,10 +115,15 @@ void ReduceSavingHalfLoop(void* dst, const void* src, void* save, size_t n) {
     char* d = static_cast<char*>(dst) + base * 2;
     Widen<kHalfIndex>(a, d, m);
     Widen<kHalfIndex>(b, static_cast<const char*>(src) + base * 2, m);  // before `save`
-    __builtin_memcpy(static_cast<char*>(save) + base * 2, d, m * 2);
+    if (save != nullptr) __builtin_memcpy(static_cast<char*>(save) + base * 2, d, m * 2);
     for (size_t i = 0; i < m; ++i) a[i] = Op::Apply(a[i], b[i]);
     Narrow<kHalfIndex>(d, a, m);
   }
+}
+
+template <int kHalfIndex, class Op>
+void ReduceHalfLoop(void* dst, const void* src, size_t n) {
+  ReduceSavingHalfLoop<kHalfIndex, Op>(dst, src, nullptr, n);
 }
 
 template <int kHalfIndex, class Op>
