@@ -168,9 +168,9 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
 // the input must be restorable). With a backup they need no slots either: a partial lands
 // in the backup at its segment's place, and folding it into the buffer puts the input
 // there instead (FoldAndSave), so the backup is the only memory the call adds; one that
-// came before this peer started the call is folded in from where it waited. The input of
-// the chunk this peer sends first is saved with a plain copy (non-temporal: the backup is
-// read only to undo a failure).
+// came before this peer started the call is folded in from where it waited. The chunk
+// this peer sends first has no partial to fold: its input is copied to the backup, with
+// non-temporal stores (kernels::CopyStreaming: the backup is read only to undo a failure).
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
