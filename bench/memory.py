@@ -2,14 +2,18 @@
 in place without the restore copy, restore_input=False; out of place into a second tensor
 allocated before the measurement) next to torch.distributed's Gloo, same machine, same run.
 
-Each of `--world` peers allocates `--mib` MiB of float32 (touched), then runs `--calls`
-in-place SUM all-reduces, checking every result (integer-valued inputs: the sum is exact).
+Each of `--world` peers allocates `--mib` MiB of `--dtype` (float32, or bfloat16 / float16,
+whose partial sums pccl keeps in a float32 workspace of at most 32 MiB; touched), then runs
+`--calls` in-place SUM all-reduces, checking every result (integer-valued inputs: the sum
+is exact). `--quantized uint8` (or uint16) runs pccl's calls quantized (MIN_MAX), whose wire
+slots and accumulators take scratch per element too (Gloo's row stays unquantized).
 Reported per system, the largest over the peers, from /proc/self/status:
 
   peak extra:  VmHWM after the calls - VmRSS before them (what the calls needed at most)
   kept extra:  VmRSS after the calls - VmRSS before them (what stays until the next call)
 
-    python -m bench.memory [--world 2] [--mib 256] [--calls 4] [--json out.json]
+    python -m bench.memory [--world 2] [--mib 256] [--calls 4] [--dtype float32]
+                           [--quantized none] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,8 +41,23 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _fill(x: np.ndarray, value: float) -> None:
+    """x[:] = value, through the bits (numpy's generic path for bfloat16 is slow)."""
+    bits = f"u{x.itemsize}"
+    x.view(bits)[:] = np.array([value], x.dtype).view(bits)[0]
+
+
 def _peer(conn: Connection, system: str, address: str, world: int, rank: int, count: int,
-          calls: int, env: dict[str, str], how: str) -> None:
+          calls: int, env: dict[str, str], how: str, dtype_name: str,
+          quantized: str) -> None:
     os.environ.update(env)
     expected = float(world * (world + 1) // 2)
     if system == "gloo":
@@ -47,7 +66,7 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
 
         dist.init_process_group("gloo", init_method=f"tcp://{address}", rank=rank,
                                 world_size=world, timeout=datetime.timedelta(seconds=120))
-        x = torch.full((count,), float(rank + 1))
+        x = torch.full((count,), float(rank + 1), dtype=getattr(torch, dtype_name))
         before = _status_kib("VmRSS")
         for _ in range(calls):
             x.fill_(rank + 1)
@@ -60,14 +79,21 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
         with pccl.Communicator(address, p2p_connection_pool_size=4) as comm:
             comm.connect(timeout=60)
             comm.wait_for_world(world)
-            x = np.full(count, rank + 1, dtype=np.float32)
+            x = np.empty(count, dtype=_numpy_dtype(dtype_name))
+            _fill(x, rank + 1)
             out = np.ones_like(x) if how == "out of place" else x  # touched: resident
+            quant = None
+            if quantized != "none":
+                quant = pccl.QuantizationOptions(pccl.DataType[quantized.upper()],
+                                                 pccl.QuantizationAlgorithm.MIN_MAX)
             before = _status_kib("VmRSS")
             for _ in range(calls):
-                x[:] = rank + 1
+                _fill(x, rank + 1)
                 comm.all_reduce(x, out, op=pccl.ReduceOp.SUM, timeout=120,
-                                restore_input=how != "no restore")
-                assert out[0] == expected and out[-1] == expected
+                                restore_input=how != "no restore", quantization_options=quant)
+                tolerance = 0.0 if quant is None else 0.1  # constant blocks: MIN_MAX keeps them
+                assert abs(float(out[0]) - expected) <= tolerance
+                assert abs(float(out[-1]) - expected) <= tolerance
             after = _status_kib("VmRSS")
             peak = _status_kib("VmHWM")
             conn.send((peak - before, after - before))
@@ -79,7 +105,7 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
 
 def run(system: str, label: str, env: dict[str, str], how: str,
         args: argparse.Namespace) -> dict[str, Any]:
-    count = args.mib * MIB // 4
+    count = args.mib * MIB // _numpy_dtype(args.dtype).itemsize
     master = None
     if system == "pccl":
         import pccl
@@ -94,7 +120,9 @@ def run(system: str, label: str, env: dict[str, str], how: str,
         for rank in range(args.world):
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_peer, args=(child, system, address, args.world, rank, count,
-                                                args.calls, env, how), daemon=True)
+                                                args.calls, env, how, args.dtype,
+                                                args.quantized),
+                            daemon=True)
             p.start()
             conns.append(parent)
             procs.append(p)
@@ -113,7 +141,9 @@ def run(system: str, label: str, env: dict[str, str], how: str,
                 p.kill()
         if master is not None:
             master.close()
-    return {"system": label, "world": args.world, "mib": args.mib, "calls": args.calls,
+    return {"system": label, "world": args.world, "mib": args.mib, "dtype": args.dtype,
+            "quantized": args.quantized if system == "pccl" else "none",
+            "calls": args.calls,
             "peak_extra_mib": max(r[0] for r in results) / 1024,
             "kept_extra_mib": max(r[1] for r in results) / 1024}
 
@@ -123,6 +153,8 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--quantized", default="none", choices=("none", "uint8", "uint16"))
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     cases = [("pccl", "pccl", {}, "in place"),

@@ -10,6 +10,7 @@
 #include "pccl/algo/ring_collectives.h"
 #include "pccl/algo/point_to_point.h"
 #include "pccl/algo/ring_allreduce.h"
+#include "pccl/common/half.h"
 
 #include <gtest/gtest.h>
 
@@ -104,6 +105,9 @@ class MemoryChannel : public link::RingChannel {
     std::vector<char> early;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      // As in a RingOp, a (step, segment) names one segment for the whole operation.
+      EXPECT_TRUE(declared_.insert(key).second)
+          << "segment " << key.first << "/" << key.second << " declared twice";
       auto it = early_.find(key);
       if (it == early_.end()) {
         expected_[key] = {data, bytes};
@@ -168,6 +172,7 @@ class MemoryChannel : public link::RingChannel {
   int running_ = 0;
   size_t slot_bytes_ = 0;
   std::set<Key> in_slot_;
+  std::set<Key> declared_;
   size_t in_slot_arrivals_ = 0;
   size_t kept_early_ = 0;
 };
@@ -587,6 +592,74 @@ TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
     }
     RestoreInput(options[r], stats[r]);
     EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
+  }
+}
+
+// float16/bfloat16 all-reduce in windows: the float32 workspace holds one window (at most
+// window_elements), the windows run one after the other (the next peer's first segments of
+// the next window come early), and the result is every peer's exact sum, in place or not;
+// with a backup, RestoreInput still gives every input back. The inputs are small integers,
+// so every order of summation gives the same bits. Window 1000 is more than any count here:
+// one pass, as with window_elements 0.
+TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
+  for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    auto to_half = [&](float f) {
+      return dtype == DType::kFloat16 ? FloatToHalfBits(f) : FloatToBFloat16Bits(f);
+    };
+    for (int world : {2, 3}) {
+      for (size_t count : {size_t{1}, size_t{7}, size_t{101}}) {
+        for (size_t window : {size_t{1}, size_t{5}, size_t{16}, size_t{1000}}) {
+          for (int mode = 0; mode < 3; ++mode) {  // out of place, in place, in place + backup
+            SCOPED_TRACE(testing::Message() << DTypeName(dtype) << " world " << world
+                                            << " count " << count << " window " << window
+                                            << " mode " << mode);
+            auto input = [&](int r, size_t i) {
+              return static_cast<float>((r + 1) * 4 + static_cast<int>(i % 13));
+            };
+            std::vector<std::vector<uint16_t>> send(world), recv(world), backup(world);
+            std::vector<AllReduceStats> stats(world);
+            std::vector<AllReduceOptions> options(world);
+            std::vector<std::vector<float>> workspace(world);
+            std::vector<MemoryChannel> channels(world);
+            for (int r = 0; r < world; ++r) {
+              channels[r].next = &channels[(r + 1) % world];
+              send[r].resize(count);
+              for (size_t i = 0; i < count; ++i) send[r][i] = to_half(input(r, i));
+              recv[r] = mode == 0 ? std::vector<uint16_t>(count, 0) : send[r];
+              backup[r].assign(mode == 2 ? count : 0, 0xFFFF);
+              AllReduceOptions& o = options[r];
+              o.dtype = dtype;
+              o.count = count;
+              o.rank = r;
+              o.world = world;
+              o.segment_bytes = 2 * sizeof(uint16_t);
+              o.window_elements = window;
+              o.recv = recv[r].data();
+              o.send = mode == 0 ? static_cast<const void*>(send[r].data()) : o.recv;
+              o.backup = mode == 2 ? backup[r].data() : nullptr;
+              ASSERT_EQ(WorkspaceBytes(o), std::min(count, window) * sizeof(float));
+              workspace[r].assign(WorkspaceBytes(o) / sizeof(float), -1.0f);
+              o.workspace = workspace[r].data();
+            }
+            OnEveryRank(world, [&](int r) {
+              Status st = RingAllReduce(options[r], channels[r],
+                                        Deadline::In(std::chrono::seconds(20)), &stats[r]);
+              EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+            });
+            for (int r = 0; r < world; ++r) {
+              for (size_t i = 0; i < count; ++i) {
+                float sum = 0;
+                for (int p = 0; p < world; ++p) sum += input(p, i);
+                ASSERT_EQ(recv[r][i], to_half(sum)) << "rank " << r << " element " << i;
+              }
+              if (mode != 2) continue;
+              RestoreInput(options[r], stats[r]);
+              EXPECT_EQ(recv[r], send[r]) << "rank " << r;
+            }
+          }
+        }
+      }
+    }
   }
 }
 

@@ -112,6 +112,48 @@ def big_sum(comm: pccl.Communicator, index: int, world: int, count: int) -> tupl
     return bool(np.array_equal(x, expected)) and tx_ok, pccl.kernels.hash64(x)
 
 
+def big_half_sums(comm: pccl.Communicator, index: int, world: int,
+                  count: int) -> dict[tuple[str, str], tuple[bool, int]]:
+    """float16 and bfloat16 SUMs of `count` elements, more than one window of the float32
+    workspace (algo/ring_allreduce.h: 4 Mi elements), in place and out of place. Small
+    integers: the exact sum is the only right answer, whatever the order of summation."""
+    out = {}
+    for dtype in (np.dtype(np.float16), BF16):
+        def contribution(i: int, dtype: np.dtype = dtype) -> np.ndarray:
+            return np.random.default_rng(i).integers(-8, 9, size=count).astype(dtype)
+
+        expected = sum((contribution(i).astype(np.float32) for i in range(world)),
+                       np.zeros(count, np.float32)).astype(dtype)
+        for how in ("in place", "out of place"):
+            x = contribution(index)
+            y = x if how == "in place" else np.empty_like(x)
+            comm.all_reduce(x, y, op=ReduceOp.SUM)
+            out[(dtype.name, how)] = (bool(np.array_equal(y.view(np.uint16),
+                                                          expected.view(np.uint16))),
+                                      pccl.kernels.hash64(y))
+    return out
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
+
+
+def half_scratch_growth(comm: pccl.Communicator, index: int, count: int) -> float:
+    """MiB the peak resident memory grew by over two in-place bfloat16 SUMs of `count`
+    elements without the restore copy (the input allocated and touched before)."""
+    x = np.ones(count, BF16)
+    before = _status_mib("VmRSS")
+    for _ in range(2):
+        x.view(np.uint16)[:] = np.ones(1, BF16).view(np.uint16)[0]
+        comm.all_reduce(x, x, op=ReduceOp.SUM, restore_input=False)
+        assert float(x[0]) == 2.0 and float(x[-1]) == 2.0
+    return _status_mib("VmHWM") - before
+
+
 def random_floats(comm: pccl.Communicator, index: int, dtype_value: int) -> int:
     """Random (inexact) float data: returns the hash of the result."""
     dtype = DataType(dtype_value)
@@ -216,6 +258,25 @@ def test_64_mib_sum_is_exact_and_identical(cluster: Cluster) -> None:
     results = cluster.run(big_sum, cluster.world, BIG_COUNT, timeout=240)
     assert all(ok for ok, _ in results)
     assert len({h for _, h in results}) == 1
+
+
+@pytest.mark.timeout(300)
+def test_half_precision_beyond_one_workspace_window_is_exact(cluster: Cluster) -> None:
+    results = cluster.run(big_half_sums, cluster.world, 9_000_001, timeout=240)
+    for key in results[0]:
+        assert all(r[key][0] for r in results), f"{key}: a peer's sum is not exact"
+        assert len({r[key][1] for r in results}) == 1, f"{key}: peers differ"
+
+
+@pytest.mark.timeout(120)
+def test_half_precision_scratch_is_one_window_not_the_tensor() -> None:
+    # 128 MiB of bfloat16: its float32 partial sums would take 256 MiB; one window of them
+    # (algo::kWindowElements) takes 32 MiB, plus segments of the next window that come
+    # early (fresh processes: the peak is this call's).
+    count = 64 << 20
+    with Cluster(2) as c:
+        growth = c.run(half_scratch_growth, count, timeout=100)
+    assert max(growth) < 96, growth
 
 
 @pytest.mark.parametrize("dtype", [DataType.FLOAT, DataType.DOUBLE, DataType.FLOAT16,

@@ -30,6 +30,27 @@ def quantized_reduce(comm: pccl.Communicator, index: int, dtype: np.dtype, op: R
     return pccl.kernels.hash64(out), out.astype(np.float64).tobytes(), info.tx_bytes
 
 
+# More than one window of the quantized scratch (algo::kWindowElements, 8 Mi elements):
+# the call runs as two ring passes.
+BEYOND_ONE_WINDOW = (8 << 20) + 1001
+
+
+def quantized_beyond_one_window(comm: pccl.Communicator, index: int,
+                                world: int) -> tuple[int, float, int]:
+    """A uint8 MIN_MAX SUM of BEYOND_ONE_WINDOW float32 elements: (hash of the result, its
+    relative RMS error against the exact sum, bytes sent)."""
+    x = gaussian(index, BEYOND_ONE_WINDOW, np.float32)
+    out = np.empty_like(x)
+    options = QuantizationOptions(DataType.UINT8, QuantizationAlgorithm.MIN_MAX)
+    info = comm.all_reduce(x, out, op=ReduceOp.SUM, quantization_options=options, tag=8)
+    comm.all_reduce(x, x, op=ReduceOp.SUM, quantization_options=options, tag=9,
+                    restore_input=False)
+    assert x.tobytes() == out.tobytes(), "in place without restore differs from out of place"
+    exact = sum(gaussian(i, BEYOND_ONE_WINDOW, np.float32).astype(np.float64)
+                for i in range(world))
+    return pccl.kernels.hash64(out), relative_rms(out.astype(np.float64), exact), info.tx_bytes
+
+
 def relative_rms(result: np.ndarray, exact: np.ndarray) -> float:
     return float(np.sqrt(np.mean((result - exact) ** 2) / np.mean(exact**2)))
 
@@ -92,6 +113,18 @@ def test_accuracy_beats_upstream_scheme_and_grows_slowly(cluster: Cluster) -> No
     float_bytes = 2 * (world - 1) * COUNT * 4 / world
     assert tx_bytes[DataType.UINT8] <= 0.27 * float_bytes
     assert tx_bytes[DataType.UINT16] <= 0.52 * float_bytes
+
+
+@pytest.mark.timeout(240)
+def test_a_tensor_beyond_one_scratch_window_is_as_accurate_and_identical(
+        cluster: Cluster) -> None:
+    world = cluster.world
+    results = cluster.run(quantized_beyond_one_window, world, timeout=200)
+    assert len({h for h, _, _ in results}) == 1
+    step = 1.0 / 255
+    for _, rms, tx_bytes in results:
+        assert rms <= step * np.sqrt(world) * 4, rms  # the bound of the test above
+        assert tx_bytes <= 0.27 * 2 * (world - 1) * BEYOND_ONE_WINDOW * 4 / world
 
 
 def refused(comm: pccl.Communicator, index: int, case: str) -> str:

@@ -53,8 +53,9 @@ WireLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOpti
 
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant) {
-  return 2 * LayoutOf(options, quant).wire_total +
-         options.count * DTypeSize(AccumulatorOf(options.dtype));
+  const AllReduceOptions window = FirstWindow(options);  // the largest
+  return 2 * LayoutOf(window, quant).wire_total +
+         window.count * DTypeSize(AccumulatorOf(window.dtype));
 }
 
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
@@ -70,6 +71,12 @@ Status CheckQuantizedAllReduce(const AllReduceOptions& options,
   return kernels::CheckQuantizeOptions(AccumulatorOf(options.dtype), quant);
 }
 
+namespace {
+Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOptions& quant,
+                     RingChannel& channel, Deadline deadline, uint32_t step_base,
+                     size_t segment_offset, AllReduceStats* stats, char* scratch);
+}  // namespace
+
 // The quantized ring: the schedule of RingAllReduce (reduce-scatter, then all-gather), but
 // every segment travels as quantized values plus per-block parameters.
 //
@@ -80,6 +87,8 @@ Status CheckQuantizedAllReduce(const AllReduceOptions& options,
 // the sum (AVG divides), quantizes it once, and adopts the dequantized value itself.
 // All-gather: every peer dequantizes the owner's bytes into its result and forwards those
 // very bytes, so every peer ends with bit-identical results.
+// The scratch (wire slots and accumulators) is per element: with options.window_elements
+// the tensor runs window after window (ForEachWindow) and the scratch holds one window.
 Status QuantizedRingAllReduce(const AllReduceOptions& options,
                               const kernels::QuantizeOptions& quant, RingChannel& channel,
                               Deadline deadline, AllReduceStats* stats, char* scratch) {
@@ -88,6 +97,25 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     return InvalidArgument("ring all-reduce needs world >= 2 and 0 <= rank < world");
   }
   if (options.count == 0) return Status::Ok();
+  std::unique_ptr<char[]> owned;
+  if (scratch == nullptr) {
+    owned.reset(new char[QuantizedScratchBytes(options, quant)]);
+    scratch = owned.get();
+  }
+  return ForEachWindow(options, stats, [&](const AllReduceOptions& window, uint32_t step_base,
+                                           size_t segment_offset) {
+    return QuantizedPass(window, quant, channel, deadline, step_base, segment_offset, stats,
+                         scratch);
+  });
+}
+
+namespace {
+
+// One ring pass of QuantizedRingAllReduce over `options` (a window of the call): channel
+// keys from step `step_base` on, backup flags from stats->backed_up[segment_offset].
+Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOptions& quant,
+                     RingChannel& channel, Deadline deadline, uint32_t step_base,
+                     size_t segment_offset, AllReduceStats* stats, char* scratch) {
   const bool in_place = options.send == options.recv;
   const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
   const DType dtype = options.dtype;
@@ -115,15 +143,9 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   auto slot = [&](int step, uint32_t seg) {
     return (static_cast<size_t>(step) * max_segments + seg) * max_segment_wire;
   };
-  std::unique_ptr<char[]> owned;
-  if (scratch == nullptr) {
-    owned.reset(new char[QuantizedScratchBytes(options, quant)]);
-    scratch = owned.get();
-  }
   char* const rx = scratch;
   char* const tx = rx + layout.wire_total;
   char* const acc = tx + layout.wire_total;
-  if (saves_input) stats->backed_up.assign(first_segment.back(), 0);
 
   std::atomic<uint64_t> tx_bytes{0};
   std::atomic<uint64_t> rx_bytes{0};
@@ -132,7 +154,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   auto start_sum = [&](int chunk, uint32_t seg, size_t first, size_t n) -> Status {
     if (saves_input) {
       kernels::CopyStreaming(backup + first * elem, send + first * elem, n * elem);
-      stats->backed_up[first_segment[chunk] + seg] = 1;
+      stats->backed_up[segment_offset + first_segment[chunk] + seg] = 1;
     }
     char* a = acc + first * acc_elem;
     if (IsHalfPrecision(dtype)) {
@@ -149,14 +171,14 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     char* wire = tx + slot(step, seg);
     PCCL_RETURN_IF_ERROR(kernels::Quantize(acc_dtype, acc + first * acc_elem, n, quant,
                                            wire, wire + values, bytes - values));
-    channel.Send(step, seg, wire, bytes);
+    channel.Send(step_base + static_cast<uint32_t>(step), seg, wire, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
     if (wire_out != nullptr) *wire_out = wire;
     return Status::Ok();
   };
 
   auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void*) -> Status {
-    const int step = static_cast<int>(step_u);
+    const int step = static_cast<int>(step_u - step_base);
     const int chunk = schedule.RecvChunk(step);
     size_t first, n;
     schedule.Segment(chunk, seg, &first, &n);
@@ -168,7 +190,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
       PCCL_RETURN_IF_ERROR(kernels::DequantizeSet(dtype, recv + first * elem, acc_dtype, wire,
                                                   wire + values, bytes - values, n, quant));
       if (step + 1 < steps) {
-        channel.Send(step + 1, seg, wire, bytes);  // the owner's bytes, verbatim
+        channel.Send(step_u + 1, seg, wire, bytes);  // the owner's bytes, verbatim
         tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
       }
       return Status::Ok();
@@ -196,7 +218,7 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
       size_t first, n, values;
       schedule.Segment(chunk, seg, &first, &n);
-      channel.Expect(step, seg, rx + slot(step, seg),
+      channel.Expect(step_base + static_cast<uint32_t>(step), seg, rx + slot(step, seg),
                      WireBytes(acc_dtype, n, quant, &values));
       ++expected;
     }
@@ -209,9 +231,11 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     PCCL_RETURN_IF_ERROR(quantize_and_send(0, seg, first, n, nullptr));
   }
   Status sent = AwaitArrivalsAndSends(channel, expected, deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = rx_bytes.load();
+  stats->tx_bytes += tx_bytes.load();
+  stats->rx_bytes += rx_bytes.load();
   return sent;
 }
+
+}  // namespace
 
 }  // namespace pccl::algo

@@ -19,7 +19,8 @@ Status CheckQuantizedAllReduce(const AllReduceOptions& options,
                                const kernels::QuantizeOptions& quant);
 
 // Bytes of scratch QuantizedRingAllReduce needs for `options` and `quant`: a wire slot per
-// (step, segment) for what arrives and for what this peer sends, and the partial sums.
+// (step, segment) for what arrives and for what this peer sends, and the partial sums, for
+// the largest window (AllReduceOptions::window_elements).
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant);
 

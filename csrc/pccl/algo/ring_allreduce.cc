@@ -12,8 +12,9 @@ namespace pccl::algo {
 using link::AwaitArrivalsAndSends;
 using link::ScopedArrivalHandler;
 
-size_t WorkspaceBytes(DType dtype, size_t count) {
-  return IsHalfPrecision(dtype) ? count * sizeof(float) : 0;
+size_t WorkspaceBytes(const AllReduceOptions& options) {
+  if (!IsHalfPrecision(options.dtype)) return 0;
+  return FirstWindow(options).count * sizeof(float);
 }
 
 namespace {
@@ -49,6 +50,42 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
   std::vector<size_t> base(schedule.world + 1, 0);
   for (int c = 0; c < schedule.world; ++c) base[c + 1] = base[c] + schedule.Segments(c);
   return base;
+}
+
+// Elements [first, first + count) of the tensor, all-reduced as one ring pass.
+struct Window {
+  size_t first;
+  size_t count;
+};
+
+// Consecutive windows of options.window_elements (the last one shorter), or the whole tensor.
+std::vector<Window> WindowsOf(const AllReduceOptions& options) {
+  const size_t width = options.window_elements > 0 ? options.window_elements
+                                                   : std::max<size_t>(options.count, 1);
+  std::vector<Window> windows;
+  for (size_t first = 0; first < options.count; first += width) {
+    windows.push_back({first, std::min(width, options.count - first)});
+  }
+  return windows;
+}
+
+// `options` narrowed to one window: its part of every tensor-sized buffer; the workspace
+// and the receive slots are shared by all windows (one runs at a time).
+AllReduceOptions WindowOptions(const AllReduceOptions& options, const Window& window,
+                               bool first_window) {
+  const size_t elem = DTypeSize(options.dtype);
+  const size_t acc_elem = IsHalfPrecision(options.dtype) ? sizeof(float) : elem;
+  auto at = [&](auto* base, size_t unit) {
+    return base == nullptr ? base : base + window.first * unit;
+  };
+  AllReduceOptions part = options;
+  part.count = window.count;
+  part.send = at(static_cast<const char*>(options.send), elem);
+  part.recv = at(static_cast<char*>(options.recv), elem);
+  part.backup = at(static_cast<char*>(options.backup), elem);
+  part.received = at(static_cast<char*>(options.received), acc_elem);
+  if (!first_window) part.corrupt_step = -1;  // the test switch corrupts one segment in all
+  return part;
 }
 
 // dst op= src over n elements: the request's reduction, or the sum mod its modulus.
@@ -91,20 +128,55 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
 
 }  // namespace
 
+AllReduceOptions FirstWindow(const AllReduceOptions& options) {
+  const std::vector<Window> windows = WindowsOf(options);
+  return windows.empty() ? options : WindowOptions(options, windows.front(), true);
+}
+
+Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
+                     const RingPassFn& pass) {
+  stats->tx_bytes = 0;
+  stats->rx_bytes = 0;
+  std::vector<AllReduceOptions> parts;
+  size_t segments = 0;
+  for (const Window& window : WindowsOf(options)) {
+    parts.push_back(WindowOptions(options, window, parts.empty()));
+    segments += SegmentBase(ScheduleFor(parts.back())).back();
+  }
+  if (options.send == options.recv && options.backup != nullptr) {
+    stats->backed_up.assign(segments, 0);
+  }
+  uint32_t step_base = 0;
+  size_t segment_offset = 0;
+  for (const AllReduceOptions& part : parts) {
+    PCCL_RETURN_IF_ERROR(pass(part, step_base, segment_offset));
+    const RingSchedule schedule = ScheduleFor(part);
+    step_base += static_cast<uint32_t>(schedule.steps());
+    segment_offset += SegmentBase(schedule).back();
+  }
+  return Status::Ok();
+}
+
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
   if (options.backup == nullptr || stats.backed_up.empty()) return;
-  const RingSchedule schedule = ScheduleFor(options);
-  const std::vector<size_t> base = SegmentBase(schedule);
   const size_t elem = DTypeSize(options.dtype);
-  auto* input = static_cast<char*>(options.recv);
-  const auto* saved = static_cast<const char*>(options.backup);
-  for (int c = 0; c < schedule.world; ++c) {
-    for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg) {
-      if (!stats.backed_up[base[c] + seg]) continue;
-      size_t first, n;
-      schedule.Segment(c, seg, &first, &n);
-      std::memcpy(input + first * elem, saved + first * elem, n * elem);
+  size_t offset = 0;  // of the window's first segment in stats.backed_up
+  for (const Window& window : WindowsOf(options)) {
+    const AllReduceOptions part = WindowOptions(options, window, offset == 0);
+    const RingSchedule schedule = ScheduleFor(part);
+    const std::vector<size_t> base = SegmentBase(schedule);
+    auto* input = static_cast<char*>(part.recv);
+    const auto* saved = static_cast<const char*>(part.backup);
+    for (int c = 0; c < schedule.world; ++c) {
+      for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg) {
+        if (offset + base[c] + seg >= stats.backed_up.size()) return;
+        if (!stats.backed_up[offset + base[c] + seg]) continue;
+        size_t first, n;
+        schedule.Segment(c, seg, &first, &n);
+        std::memcpy(input + first * elem, saved + first * elem, n * elem);
+      }
     }
+    offset += base.back();
   }
 }
 
@@ -141,6 +213,11 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
   *n = (end - begin < segment_elements) ? end - begin : segment_elements;
 }
 
+namespace {
+Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
+                uint32_t step_base, size_t segment_offset, AllReduceStats* stats);
+}  // namespace
+
 // The ring all-reduce, pipelined by segment.
 //
 // The buffer is cut into `world` chunks; chunk c is owned by rank c - 1 (mod world). In the
@@ -171,6 +248,14 @@ void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n
 // came before this peer started the call is folded in from where it waited. The chunk
 // this peer sends first has no partial to fold: its input is copied to the backup, with
 // non-temporal stores (kernels::CopyStreaming: the backup is read only to undo a failure).
+//
+// float16/bfloat16 partial sums need float32 room for every element they cover. So that it
+// stays bounded, the caller may cut the tensor into windows (options.window_elements): one
+// ring pass per window, one after the other over the same channel, each under steps of its
+// own (ForEachWindow); the workspace then holds one window. A window's pass ends when
+// every send of it was handed to the kernel, so the next one may reuse the workspace; the
+// previous peer may start the next window meanwhile, and its first segments wait as early
+// segments do.
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {
@@ -183,14 +268,30 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
   const bool in_place = options.send == options.recv;
+  if (in_place && !half && options.backup == nullptr &&
+      (options.scratch == nullptr || options.receive_slots == 0)) {
+    return InvalidArgument("an in-place all-reduce needs receive slots (scratch) or a backup");
+  }
+  return ForEachWindow(options, stats, [&](const AllReduceOptions& window, uint32_t step_base,
+                                           size_t segment_offset) {
+    return RingPass(window, channel, deadline, step_base, segment_offset, stats);
+  });
+}
+
+namespace {
+
+// One ring pass of RingAllReduce over `options` (the whole call, or one window of it): its
+// channel keys are steps step_base + 0 .. step_base + steps - 1, its segments' backup flags
+// stats->backed_up[segment_offset ..], and its bytes add to stats' counts.
+Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
+                uint32_t step_base, size_t segment_offset, AllReduceStats* stats) {
+  const bool half = IsHalfPrecision(options.dtype);
+  const bool in_place = options.send == options.recv;
   const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
   // In place at full precision the partials land in the backup (restoring) or in receive
   // slots, and fold into the buffer.
   const bool in_backup = saves_input && !half;
   const bool in_slots = in_place && !half && !saves_input;
-  if (in_slots && (options.scratch == nullptr || options.receive_slots == 0)) {
-    return InvalidArgument("an in-place all-reduce needs receive slots (scratch) or a backup");
-  }
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = half ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
@@ -203,14 +304,13 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 
   const RingSchedule schedule = ScheduleFor(options);
   const std::vector<size_t> segment_base = SegmentBase(schedule);
-  if (saves_input) stats->backed_up.assign(segment_base.back(), 0);
   // In place, saves the input of a segment before anything can overwrite it: the owner's
   // result or all-gather data for that chunk can only exist after this peer's own
   // contribution to it was read, which happens right after this call.
   auto save_input = [&](int chunk, uint32_t seg, size_t first, size_t n) {
     if (!saves_input) return;
     kernels::CopyStreaming(backup + first * elem, send + first * elem, n * elem);
-    stats->backed_up[segment_base[chunk] + seg] = 1;  // distinct bytes per segment
+    stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;  // distinct bytes
   };
   const int steps = schedule.steps();
   const int last_reduce_step = options.world - 2;
@@ -229,7 +329,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
         data = corrupted.data();
       }
     }
-    channel.Send(step, seg, data, bytes);
+    channel.Send(step_base + static_cast<uint32_t>(step), seg, data, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
   };
 
@@ -237,7 +337,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   // and pass it on. Runs on the channel's I/O threads, concurrently for different segments
   // (they touch disjoint memory).
   auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void* landed) -> Status {
-    const int step = static_cast<int>(step_u);
+    const int step = static_cast<int>(step_u - step_base);
     const int chunk = schedule.RecvChunk(step);
     size_t first, n;
     schedule.Segment(chunk, seg, &first, &n);
@@ -259,7 +359,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
     if (in_backup) {
       char* saved = backup + first * elem;
       PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, saved, landed, n));
-      stats->backed_up[segment_base[chunk] + seg] = 1;
+      stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;
     } else if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
                                                    reinterpret_cast<float*>(partial),
@@ -292,18 +392,19 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   }
   size_t expected = 0;
   for (int step = 0; step < steps; ++step) {
-    int chunk = schedule.RecvChunk(step);
+    const int chunk = schedule.RecvChunk(step);
+    const uint32_t wire_step = step_base + static_cast<uint32_t>(step);
     for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
       size_t first, n;
       schedule.Segment(chunk, seg, &first, &n);
       if (schedule.IsReduceScatter(step) && in_slots) {
-        channel.ExpectInSlot(step, seg, n * elem);
+        channel.ExpectInSlot(wire_step, seg, n * elem);
       } else if (schedule.IsReduceScatter(step) && in_backup) {
-        channel.ExpectOrKeepEarly(step, seg, backup + first * elem, n * elem);
+        channel.ExpectOrKeepEarly(wire_step, seg, backup + first * elem, n * elem);
       } else if (schedule.IsReduceScatter(step)) {
-        channel.Expect(step, seg, acc + first * acc_elem, n * acc_elem);
+        channel.Expect(wire_step, seg, acc + first * acc_elem, n * acc_elem);
       } else {
-        channel.Expect(step, seg, recv + first * elem, n * elem);
+        channel.Expect(wire_step, seg, recv + first * elem, n * elem);
       }
       ++expected;
     }
@@ -326,9 +427,11 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 
   // Every arrival is handled by on_arrival; here we only count them.
   Status sent = AwaitArrivalsAndSends(channel, expected, deadline);
-  stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = rx_bytes.load();
+  stats->tx_bytes += tx_bytes.load();
+  stats->rx_bytes += rx_bytes.load();
   return sent;
 }
+
+}  // namespace
 
 }  // namespace pccl::algo

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "pccl/link/channel.h"
@@ -31,9 +32,13 @@ struct AllReduceOptions {
   int world = 1;            // peers in the ring, >= 2
   // Payload bytes per segment (the unit that moves and is reduced at once). Default 1 MiB.
   size_t segment_bytes = size_t{1} << 20;
-  // float16/bfloat16 only: `count` floats of scratch for the float32 partial sums (any
+  // float16/bfloat16 only: float32 scratch for the partial sums of one window (any
   // contents; see WorkspaceBytes).
   float* workspace = nullptr;
+  // Elements per ring pass; 0: the whole tensor in one. The tensor is all-reduced window
+  // after window (RingAllReduce), so that scratch kept per element (float16/bfloat16
+  // partial sums in float32, a quantized call's wire slots) is needed for one window only.
+  size_t window_elements = 0;
   // In place only. `backup`: `count` elements where each segment of the input is saved
   // right before its first overwrite, so that a failed operation can be undone with
   // RestoreInput (BackupBytes); the reduce-scatter partials from the previous peer land in
@@ -59,8 +64,13 @@ struct AllReduceOptions {
   int corrupt_step = -1;
 };
 
-// Bytes of AllReduceOptions::workspace an all-reduce of `count` `dtype` elements needs.
-size_t WorkspaceBytes(DType dtype, size_t count);
+// The window callers that keep scratch per element use (AllReduceOptions::window_elements):
+// 32 MiB of float32.
+inline constexpr size_t kWindowElements = size_t{8} << 20;
+
+// Bytes of AllReduceOptions::workspace the all-reduce of `options` needs: float16/bfloat16,
+// a float per element of its largest window; none otherwise.
+size_t WorkspaceBytes(const AllReduceOptions& options);
 // Bytes of AllReduceOptions::scratch and ::backup an in-place all-reduce needs (scratch:
 // receive slots, at most the tensor, none with a backup; the backup: the tensor).
 size_t ScratchBytes(const AllReduceOptions& options);
@@ -91,7 +101,8 @@ RingSchedule ScheduleFor(const AllReduceOptions& options);
 struct AllReduceStats {
   uint64_t tx_bytes = 0;
   uint64_t rx_bytes = 0;
-  // In place: 1 for every segment (in schedule order) whose input is saved in `backup`.
+  // In place: 1 for every segment (in schedule order, window after window) whose input is
+  // saved in `backup`.
   std::vector<uint8_t> backed_up;
 };
 
@@ -103,5 +114,16 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 
 // In place, after a failure: copies every saved input segment back from `backup`.
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats);
+
+// For the all-reduce algorithms: `options` narrowed to its first (largest) window.
+AllReduceOptions FirstWindow(const AllReduceOptions& options);
+// Runs `pass` once per window of `options`, in order, each with `options` narrowed to the
+// window, the first step of its channel keys and the index of its first segment in
+// stats->backed_up (sized here for all windows when in place with a backup); stops at the
+// first error. Zeroes stats' byte counts first: each pass adds its own.
+using RingPassFn = std::function<Status(const AllReduceOptions& window, uint32_t step_base,
+                                        size_t segment_offset)>;
+Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
+                     const RingPassFn& pass);
 
 }  // namespace pccl::algo

@@ -186,6 +186,10 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
   const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
   const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
+  kernels::Modulus modulus;  // made before the operation opens: no early return leaves it open
+  if (request.modulus != 0) {
+    PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &modulus));
+  }
   std::shared_ptr<RingOp> op;
   PCCL_RETURN_IF_ERROR(session_.OpenOp(*links, key, descriptor_hash, deadline, &op));
 
@@ -207,17 +211,18 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   options.world = world;
   options.segment_bytes = segment_bytes;
   options.receive_slots = links->pool_size() + 1;  // one per receiving connection, + spare
+  // Scratch per element (float16/bfloat16 partial sums in float32, quantized wire slots) is
+  // kept for one window of the tensor at a time.
+  if (quantized || IsHalfPrecision(request.dtype)) {
+    options.window_elements = algo::kWindowElements;
+  }
   BufferPool::Lease backup =
       buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
   options.backup = restore ? backup.data() : nullptr;
   BufferPool::Lease scratch =
       buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
   BufferPool::Lease workspace =
-      buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(request.dtype, request.count));
-  kernels::Modulus modulus;
-  if (request.modulus != 0) {
-    PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &modulus));
-  }
+      buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(options));
   options.modulus = request.modulus != 0 ? &modulus : nullptr;
   options.workspace = reinterpret_cast<float*>(workspace.data());
   options.scratch = scratch.data();  // in place only
