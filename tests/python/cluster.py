@@ -41,6 +41,15 @@ _ctx = mp.get_context("spawn")
 _events: Connection | None = None  # in a peer process: its pipe into Cluster.events
 
 
+def status_kib(field: str, pid: int | str = "self") -> int:
+    """A memory field of /proc/<pid>/status (VmRSS, VmHWM, ...) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 def notify(*message: Any) -> None:
     """Posts `message` (a tuple) to the test's Cluster.events; call it from peer functions."""
     if _events is None:

@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import pccl
 import pytest
-from cluster import Cluster, notify, wait_for_world
+from cluster import Cluster, notify, status_kib, wait_for_world
 from pccl import DataType, ReduceOp
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -134,24 +134,16 @@ def big_half_sums(comm: pccl.Communicator, index: int, world: int,
     return out
 
 
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
-
-
 def half_scratch_growth(comm: pccl.Communicator, index: int, count: int) -> float:
     """MiB the peak resident memory grew by over two in-place bfloat16 SUMs of `count`
     elements without the restore copy (the input allocated and touched before)."""
     x = np.ones(count, BF16)
-    before = _status_mib("VmRSS")
+    before = status_kib("VmRSS")
     for _ in range(2):
         x.view(np.uint16)[:] = np.ones(1, BF16).view(np.uint16)[0]
         comm.all_reduce(x, x, op=ReduceOp.SUM, restore_input=False)
         assert float(x[0]) == 2.0 and float(x[-1]) == 2.0
-    return _status_mib("VmHWM") - before
+    return (status_kib("VmHWM") - before) / 1024
 
 
 def random_floats(comm: pccl.Communicator, index: int, dtype_value: int) -> int:

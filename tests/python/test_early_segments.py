@@ -14,18 +14,10 @@ import time
 import numpy as np
 import pccl
 import pytest
-from cluster import Cluster, notify
+from cluster import Cluster, notify, status_kib
 
 COUNT = 16 << 20  # 64 MiB of float32: half of it is peer 0's first chunk to peer 1
 SUM = pccl.ReduceOp.SUM
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def _received(comm: pccl.Communicator) -> int:
@@ -57,11 +49,11 @@ def late_receiver(comm: pccl.Communicator, index: int, tags: list[int],
     before = _received(comm)
     notify("ready")
     _await_first_segment(comm, before)
-    rss = _rss_kib()
+    rss = status_kib("VmRSS")
     # A negative check needs a wait: a receiver that reads early segments ahead takes
     # peer 0's 32 MiB chunk within tens of milliseconds on loopback.
     time.sleep(watch_s)
-    grew = _rss_kib() - rss
+    grew = status_kib("VmRSS") - rss
     xs = [np.full(COUNT, index + 1, np.float32) for _ in tags]
     for x, tag in zip(xs, tags):
         comm.all_reduce(x, x, op=SUM, tag=tag, timeout=60)

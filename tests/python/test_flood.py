@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pccl
 import pytest
-from cluster import Cluster, notify
+from cluster import Cluster, notify, status_kib
 from flood import FloodReport, flood
 from wire import Kind
 
@@ -57,14 +57,6 @@ def p2p_target(comm: pccl.Communicator, index: int) -> tuple[int, int]:
     return comm.peer_id, comm.p2p_port
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 def hold_idle(port: int, count: int, limit_s: float) -> list[float | None]:
     """Opens `count` connections that never speak; returns when each was closed by the
     listener (seconds), None for one still open after `limit_s`."""
@@ -97,7 +89,7 @@ def test_a_flood_of_hostile_connections_leaves_the_run_exact(tmp_path: Path) -> 
         master_port = int(c.address.rsplit(":", 1)[1])
         (id_0, _), (id_1, port_1), _ = c.run(p2p_target)
         pids = [c.master_proc.pid, *c.pids]
-        rss_before = [rss_bytes(pid) for pid in pids]
+        rss_before = [status_kib("VmRSS", pid) * 1024 for pid in pids]
         c.start(step_loop, str(stop_file))
         for _ in range(3):
             c.events.get(timeout=60)  # every peer is stepping
@@ -128,7 +120,7 @@ def test_a_flood_of_hostile_connections_leaves_the_run_exact(tmp_path: Path) -> 
         for t in threads[:2]:
             t.start()
         while any(t.is_alive() for t in threads):
-            rss_peak = [max(p, rss_bytes(pid)) for p, pid in zip(rss_peak, pids)]
+            rss_peak = [max(p, status_kib("VmRSS", pid) * 1024) for p, pid in zip(rss_peak, pids)]
             time.sleep(0.5)
         flood_ended = time.monotonic()
         stop_file.touch()

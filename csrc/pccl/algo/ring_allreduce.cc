@@ -52,40 +52,45 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
   return base;
 }
 
-// Elements [first, first + count) of the tensor, all-reduced as one ring pass.
-struct Window {
-  size_t first;
-  size_t count;
+// One ring pass of an all-reduce: `options` narrowed to its window of the tensor (its part
+// of every tensor-sized buffer; the workspace and the receive slots are shared, as one
+// pass runs at a time), the first step of its channel keys, and where its segments' flags
+// start in AllReduceStats::backed_up.
+struct Pass {
+  AllReduceOptions options;
+  uint32_t step_base;
+  size_t segment_offset;
+  size_t segments;
 };
 
-// Consecutive windows of options.window_elements (the last one shorter), or the whole tensor.
-std::vector<Window> WindowsOf(const AllReduceOptions& options) {
+// The passes of `options`: consecutive windows of options.window_elements (the last one
+// shorter), or the whole tensor in one.
+std::vector<Pass> PassesOf(const AllReduceOptions& options) {
   const size_t width = options.window_elements > 0 ? options.window_elements
                                                    : std::max<size_t>(options.count, 1);
-  std::vector<Window> windows;
-  for (size_t first = 0; first < options.count; first += width) {
-    windows.push_back({first, std::min(width, options.count - first)});
-  }
-  return windows;
-}
-
-// `options` narrowed to one window: its part of every tensor-sized buffer; the workspace
-// and the receive slots are shared by all windows (one runs at a time).
-AllReduceOptions WindowOptions(const AllReduceOptions& options, const Window& window,
-                               bool first_window) {
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = IsHalfPrecision(options.dtype) ? sizeof(float) : elem;
-  auto at = [&](auto* base, size_t unit) {
-    return base == nullptr ? base : base + window.first * unit;
-  };
-  AllReduceOptions part = options;
-  part.count = window.count;
-  part.send = at(static_cast<const char*>(options.send), elem);
-  part.recv = at(static_cast<char*>(options.recv), elem);
-  part.backup = at(static_cast<char*>(options.backup), elem);
-  part.received = at(static_cast<char*>(options.received), acc_elem);
-  if (!first_window) part.corrupt_step = -1;  // the test switch corrupts one segment in all
-  return part;
+  std::vector<Pass> passes;
+  uint32_t step_base = 0;
+  size_t segment_offset = 0;
+  for (size_t first = 0; first < options.count; first += width) {
+    auto at = [&](auto* base, size_t unit) {
+      return base == nullptr ? base : base + first * unit;
+    };
+    AllReduceOptions part = options;
+    part.count = std::min(width, options.count - first);
+    part.send = at(static_cast<const char*>(options.send), elem);
+    part.recv = at(static_cast<char*>(options.recv), elem);
+    part.backup = at(static_cast<char*>(options.backup), elem);
+    part.received = at(static_cast<char*>(options.received), acc_elem);
+    if (first > 0) part.corrupt_step = -1;  // the test switch corrupts one segment in all
+    const RingSchedule schedule = ScheduleFor(part);
+    const size_t segments = SegmentBase(schedule).back();
+    passes.push_back({part, step_base, segment_offset, segments});
+    step_base += static_cast<uint32_t>(schedule.steps());
+    segment_offset += segments;
+  }
+  return passes;
 }
 
 // dst op= src over n elements: the request's reduction, or the sum mod its modulus.
@@ -129,30 +134,20 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
 }  // namespace
 
 AllReduceOptions FirstWindow(const AllReduceOptions& options) {
-  const std::vector<Window> windows = WindowsOf(options);
-  return windows.empty() ? options : WindowOptions(options, windows.front(), true);
+  const std::vector<Pass> passes = PassesOf(options);
+  return passes.empty() ? options : passes.front().options;
 }
 
 Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
                      const RingPassFn& pass) {
   stats->tx_bytes = 0;
   stats->rx_bytes = 0;
-  std::vector<AllReduceOptions> parts;
-  size_t segments = 0;
-  for (const Window& window : WindowsOf(options)) {
-    parts.push_back(WindowOptions(options, window, parts.empty()));
-    segments += SegmentBase(ScheduleFor(parts.back())).back();
+  const std::vector<Pass> passes = PassesOf(options);
+  if (options.send == options.recv && options.backup != nullptr && !passes.empty()) {
+    stats->backed_up.assign(passes.back().segment_offset + passes.back().segments, 0);
   }
-  if (options.send == options.recv && options.backup != nullptr) {
-    stats->backed_up.assign(segments, 0);
-  }
-  uint32_t step_base = 0;
-  size_t segment_offset = 0;
-  for (const AllReduceOptions& part : parts) {
-    PCCL_RETURN_IF_ERROR(pass(part, step_base, segment_offset));
-    const RingSchedule schedule = ScheduleFor(part);
-    step_base += static_cast<uint32_t>(schedule.steps());
-    segment_offset += SegmentBase(schedule).back();
+  for (const Pass& p : passes) {
+    PCCL_RETURN_IF_ERROR(pass(p.options, p.step_base, p.segment_offset));
   }
   return Status::Ok();
 }
@@ -160,23 +155,21 @@ Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
   if (options.backup == nullptr || stats.backed_up.empty()) return;
   const size_t elem = DTypeSize(options.dtype);
-  size_t offset = 0;  // of the window's first segment in stats.backed_up
-  for (const Window& window : WindowsOf(options)) {
-    const AllReduceOptions part = WindowOptions(options, window, offset == 0);
-    const RingSchedule schedule = ScheduleFor(part);
+  for (const Pass& p : PassesOf(options)) {
+    const RingSchedule schedule = ScheduleFor(p.options);
     const std::vector<size_t> base = SegmentBase(schedule);
-    auto* input = static_cast<char*>(part.recv);
-    const auto* saved = static_cast<const char*>(part.backup);
+    auto* input = static_cast<char*>(p.options.recv);
+    const auto* saved = static_cast<const char*>(p.options.backup);
     for (int c = 0; c < schedule.world; ++c) {
       for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg) {
-        if (offset + base[c] + seg >= stats.backed_up.size()) return;
-        if (!stats.backed_up[offset + base[c] + seg]) continue;
+        const size_t index = p.segment_offset + base[c] + seg;
+        if (index >= stats.backed_up.size()) return;
+        if (!stats.backed_up[index]) continue;
         size_t first, n;
         schedule.Segment(c, seg, &first, &n);
         std::memcpy(input + first * elem, saved + first * elem, n * elem);
       }
     }
-    offset += base.back();
   }
 }
 

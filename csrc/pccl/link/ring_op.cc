@@ -111,7 +111,7 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
   slot.data = data;
   slot.bytes = bytes;
   if (!slot.has_early) {
-    if (waiting_receivers_ > 0) cv_.notify_all();  // one may wait for this very segment
+    WakeReceiversLocked();  // one may wait for this very segment
     return;
   }
   if (slot.early_bytes != bytes) {
@@ -161,6 +161,10 @@ void RingOp::SetArrivalHandler(ArrivalHandler handler) {
 
 void RingOp::WakeReceivers() {
   std::lock_guard<std::mutex> lock(mu_);
+  WakeReceiversLocked();
+}
+
+void RingOp::WakeReceiversLocked() {
   if (waiting_receivers_ > 0) cv_.notify_all();
 }
 
@@ -168,7 +172,7 @@ Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
   std::unique_lock<std::mutex> lock(mu_);
   // The algorithm waits for data now: a segment it did not declare (yet) must not keep
   // its connection waiting, so receivers holding one look again (and read it early).
-  if (waiting_receivers_ > 0) cv_.notify_all();
+  WakeReceiversLocked();
   while (status_.ok() && arrivals_.empty()) {
     if (deadline.never()) {
       cv_.wait(lock);
@@ -201,7 +205,7 @@ Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
 
 Status RingOp::WaitSends(Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (waiting_receivers_ > 0) cv_.notify_all();  // as in WaitRecv
+  WakeReceiversLocked();  // as in WaitRecv
   while (status_.ok() && pending_sends_ > 0) {
     if (deadline.never()) {
       cv_.wait(lock);

@@ -110,6 +110,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   void Open(uint64_t descriptor_hash, Deadline deadline);
   // Wakes receivers waiting in ClaimForReceive to look again (another operation opened).
   void WakeReceivers();
+  void WakeReceiversLocked();  // needs mu_
   // Receiver side: where `header`'s payload goes (nullptr: drain it).
   void* ClaimForReceive(const proto::DataHeader& header, const std::string& peer);
   void FinishReceive(const proto::DataHeader& header, const Status& status);
