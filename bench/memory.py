@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.lib.common import emit_json, free_port
+from bench.lib.common import DTYPES, QUANTIZED, emit_json, free_port, numpy_dtype, quantization
 from bench.lib.procs import ctx
 
 MIB = 1 << 20
@@ -39,14 +39,6 @@ def _status_kib(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
 
 
 def _fill(x: np.ndarray, value: float) -> None:
@@ -79,13 +71,10 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
         with pccl.Communicator(address, p2p_connection_pool_size=4) as comm:
             comm.connect(timeout=60)
             comm.wait_for_world(world)
-            x = np.empty(count, dtype=_numpy_dtype(dtype_name))
+            x = np.empty(count, dtype=numpy_dtype(dtype_name))
             _fill(x, rank + 1)
             out = np.ones_like(x) if how == "out of place" else x  # touched: resident
-            quant = None
-            if quantized != "none":
-                quant = pccl.QuantizationOptions(pccl.DataType[quantized.upper()],
-                                                 pccl.QuantizationAlgorithm.MIN_MAX)
+            quant = quantization(quantized)
             before = _status_kib("VmRSS")
             for _ in range(calls):
                 _fill(x, rank + 1)
@@ -105,7 +94,7 @@ def _peer(conn: Connection, system: str, address: str, world: int, rank: int, co
 
 def run(system: str, label: str, env: dict[str, str], how: str,
         args: argparse.Namespace) -> dict[str, Any]:
-    count = args.mib * MIB // _numpy_dtype(args.dtype).itemsize
+    count = args.mib * MIB // numpy_dtype(args.dtype).itemsize
     master = None
     if system == "pccl":
         import pccl
@@ -153,8 +142,8 @@ def main() -> int:
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--calls", type=int, default=4)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--quantized", default="none", choices=("none", "uint8", "uint16"))
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--quantized", default="none", choices=QUANTIZED)
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     cases = [("pccl", "pccl", {}, "in place"),

@@ -8,10 +8,10 @@
     perf report -i perf.data --no-children --sort dso,symbol -g none
 
 A master in this process and `--peers` spawned peers, each running `--calls` operations of
-`--mib` MiB after one warm-up. `all_reduce` (default): in-place SUM all-reduces of
-`--dtype` (float32, bfloat16, float16), optionally `--quantized` (uint8 or uint16,
-MIN_MAX), with the restore copy (pccl's default) or without it (--no-restore,
-restore_input=False); checks the last result (zeros stay zeros). `send_recv`: every peer sends its buffer to the
+`--mib` MiB of `--dtype` (float32, bfloat16, float16) after one warm-up. `all_reduce`
+(default): in-place SUM all-reduces, optionally `--quantized` (uint8 or uint16, MIN_MAX),
+with the restore copy (pccl's default) or without it (--no-restore, restore_input=False);
+checks the last result (zeros stay zeros). `send_recv`: every peer sends its buffer to the
 next peer and receives the previous one's at once (send_async + recv_async), as a
 pipeline's stages do; checks that the last buffer came from the previous peer. perf
 follows the spawned peers. Prints each peer's loop time.
@@ -27,23 +27,15 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from bench.lib.common import DTYPES, QUANTIZED, numpy_dtype, quantization
+
 
 def _peer(conn: Connection, address: str, args: argparse.Namespace) -> None:
     import pccl
 
-    dtype = np.dtype(np.float32)
-    if args.dtype == "bfloat16":
-        import ml_dtypes
-
-        dtype = np.dtype(ml_dtypes.bfloat16)
-    elif args.dtype == "float16":
-        dtype = np.dtype(np.float16)
-    count = args.mib * (1 << 20) // 4 if args.op == "send_recv" else \
-        args.mib * (1 << 20) // dtype.itemsize
-    quant = None
-    if args.quantized != "none":
-        quant = pccl.QuantizationOptions(pccl.DataType[args.quantized.upper()],
-                                         pccl.QuantizationAlgorithm.MIN_MAX)
+    dtype = numpy_dtype(args.dtype)
+    count = args.mib * (1 << 20) // dtype.itemsize
+    quant = quantization(args.quantized)
     with pccl.Communicator(address, p2p_connection_pool_size=args.pool_size) as comm:
         comm.connect(timeout=60)
         comm.wait_for_world(args.peers, timeout=60)
@@ -59,8 +51,8 @@ def _peer(conn: Connection, address: str, args: argparse.Namespace) -> None:
         else:
             ids = sorted(comm.ring_order())
             rank, n = ids.index(comm.peer_id), len(ids)
-            send = np.full(count, rank, np.float32)
-            recv = np.zeros(count, np.float32)
+            send = np.full(count, rank, dtype)
+            recv = np.zeros(count, dtype)
 
             def once() -> None:
                 sending = comm.send_async(send, ids[(rank + 1) % n])
@@ -87,8 +79,8 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--calls", type=int, default=150)
     parser.add_argument("--no-restore", action="store_true")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--quantized", default="none", choices=("none", "uint8", "uint16"))
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--quantized", default="none", choices=QUANTIZED)
     parser.add_argument("--pool-size", type=int, default=0,
                         help="connections per neighbour (0: the library default)")
     args = parser.parse_args()

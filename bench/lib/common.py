@@ -55,3 +55,28 @@ def emit_json(result: Any, path: Path | str | None, *, indent: int = 1,
         Path(path).write_text(text)
     if echo:
         print(text)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZED = ("none", "uint8", "uint16")
+
+
+def numpy_dtype(name: str) -> Any:
+    """The numpy dtype of a --dtype choice (DTYPES); bfloat16 comes from ml_dtypes."""
+    import numpy as np
+
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def quantization(name: str) -> Any:
+    """pccl's QuantizationOptions for a --quantized choice (QUANTIZED; MIN_MAX), or None."""
+    if name == "none":
+        return None
+    import pccl
+
+    return pccl.QuantizationOptions(pccl.DataType[name.upper()],
+                                    pccl.QuantizationAlgorithm.MIN_MAX)
