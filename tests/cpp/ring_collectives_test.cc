@@ -81,14 +81,12 @@ class MemoryChannel : public link::RingChannel {
     return in_slot_arrivals_;
   }
 
-  Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override {
+  Status WaitArrivals(size_t count, Deadline deadline) override {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_until(lock, deadline.when(), [&] { return !arrivals_.empty(); })) {
+    if (!cv_.wait_until(lock, deadline.when(), [&] { return arrivals_.size() >= count; })) {
       return Status(StatusCode::kDeadlineExceeded, "no arrival");
     }
-    *step = arrivals_.front().first;
-    *segment = arrivals_.front().second;
-    arrivals_.pop_front();
+    arrivals_.erase(arrivals_.begin(), arrivals_.begin() + static_cast<ptrdiff_t>(count));
     return Status::Ok();
   }
 

@@ -2,11 +2,11 @@
 //
 // One channel belongs to one collective operation. The algorithm queues segments for the
 // next peer with Send(), says where each segment from the previous peer should land with
-// Expect(), and waits for arrivals with WaitRecv(). The implementation (link/ring_op.h)
+// Expect(), and waits for arrivals with WaitArrivals(). The implementation (link/ring_op.h)
 // stripes the segments over every connection of the pool and delivers payloads straight
 // into the expected memory. Failures (a broken connection, a peer that disagrees on the
 // operation, a failed verdict from the master, the deadline) surface as the Status of
-// WaitRecv / WaitSends; after any failure the algorithm stops and returns it.
+// WaitArrivals / WaitSends; after any failure the algorithm stops and returns it.
 //
 // Thread-safety: one algorithm thread calls these; the channel's own I/O threads deliver
 // into it.
@@ -50,14 +50,17 @@ class RingChannel {
   // The memory ExpectInSlot lands in: `count` slots of `slot_bytes` each at `memory`, valid
   // until the operation ends. Set it before the first ExpectInSlot.
   virtual void SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) = 0;
-  // Waits until one more expected segment has fully arrived (and, if an arrival handler is
-  // set, has been handled) and names it.
-  virtual Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) = 0;
+  // Waits until `count` more expected segments have fully arrived (and, if an arrival
+  // handler is set, have been handled). One wait for all of them, not one per segment: the
+  // implementation wakes the waiting thread when the count is reached or the operation
+  // fails, and for a payload that only this thread can hand to the handler (one that came
+  // before its Expect), not for each arrival the I/O threads handle.
+  virtual Status WaitArrivals(size_t count, Deadline deadline) = 0;
 
   // Optional: runs `handler(step, segment, landed)` for every arrived segment as soon as it
   // lands (`landed`: where its bytes are, the Expect()ed memory or a receive slot), on
   // whichever thread delivered it (often an I/O thread, with the bytes still in its cache),
-  // before WaitRecv reports it. Handlers for different segments may run at the same
+  // before WaitArrivals counts it. Handlers for different segments may run at the same
   // time. An error from the handler fails the operation. Set it before the first Expect().
   // Setting nullptr detaches it and waits until no handler call is running: an algorithm
   // whose handler captures its stack must do so before it returns.
@@ -86,10 +89,7 @@ class ScopedArrivalHandler {
 
 // Waits for `expected` arrivals (each handled by the arrival handler), then for every send.
 inline Status AwaitArrivalsAndSends(RingChannel& channel, size_t expected, Deadline deadline) {
-  for (size_t received = 0; received < expected; ++received) {
-    uint32_t step, segment;
-    PCCL_RETURN_IF_ERROR(channel.WaitRecv(deadline, &step, &segment));
-  }
+  PCCL_RETURN_IF_ERROR(channel.WaitArrivals(expected, deadline));
   return channel.WaitSends(deadline);
 }
 

@@ -122,7 +122,7 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
   DeliverEarlyLocked(slot);
   slot.has_early = false;
   slot.arrived = true;
-  arrivals_.push_back({{step, segment}, false});  // WaitRecv runs the handler
+  arrivals_.push_back({{step, segment}, false});  // WaitArrivals runs the handler
   cv_.notify_all();
 }
 
@@ -139,14 +139,24 @@ void RingOp::ReleaseLocked(Slot& slot) {
   if (slot.receive_slot >= 0) {
     free_slots_.push_back(slot.receive_slot);
     slot.receive_slot = -1;
-    cv_.notify_all();  // a receiver may wait for a free slot
+    if (slot_waiters_ > 0) cv_.notify_all();  // one waits for a free slot
   }
   if (slot.early_bytes > 0) {
     early_bytes_ -= slot.early_bytes;
     budget_->Release(slot.early_bytes);
     slot.early_bytes = 0;
     BlockCache::Shared().Give(std::move(slot.early));
+    WakeReceiversLocked();  // one may wait for room in the budget
   }
+}
+
+void RingOp::NotifyIfDueLocked() {
+  const bool due = !status_.ok() ||
+                   (awaited_arrivals_ > 0 && arrivals_.size() >= awaited_arrivals_) ||
+                   (awaiting_sends_ && pending_sends_ == 0) ||
+                   (quiet_waiters_ > 0 && IdleLocked()) ||
+                   (detaching_ && handlers_running_ == 0);
+  if (due) cv_.notify_all();
 }
 
 void RingOp::SetArrivalHandler(ArrivalHandler handler) {
@@ -155,7 +165,9 @@ void RingOp::SetArrivalHandler(ArrivalHandler handler) {
     handler_ = std::move(handler);
     return;
   }
+  detaching_ = true;
   cv_.wait(lock, [&] { return handlers_running_ == 0; });
+  detaching_ = false;
   handler_ = nullptr;
 }
 
@@ -168,44 +180,54 @@ void RingOp::WakeReceiversLocked() {
   if (waiting_receivers_ > 0) cv_.notify_all();
 }
 
-Status RingOp::WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) {
+Status RingOp::WaitArrivals(size_t count, Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   // The algorithm waits for data now: a segment it did not declare (yet) must not keep
   // its connection waiting, so receivers holding one look again (and read it early).
   WakeReceiversLocked();
-  while (status_.ok() && arrivals_.empty()) {
-    if (deadline.never()) {
-      cv_.wait(lock);
-    } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
-               status_.ok() && arrivals_.empty()) {
-      status_ = Status(StatusCode::kDeadlineExceeded,
-                       "no data from the previous peer before the deadline (" +
-                           key_.ToString() + ")");
-      cv_.notify_all();  // a receiver waiting for a receive slot gives up
+  size_t counted = 0;
+  while (counted < count) {
+    if (!status_.ok()) return status_;
+    if (arrivals_.empty()) {
+      awaited_arrivals_ = count - counted;  // FinishReceive wakes this thread once they are here
+      bool timed_out = false;
+      if (deadline.never()) {
+        cv_.wait(lock);
+      } else {
+        timed_out = cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout;
+      }
+      awaited_arrivals_ = 0;
+      if (timed_out && status_.ok() && arrivals_.empty()) {
+        status_ = Status(StatusCode::kDeadlineExceeded,
+                         "no data from the previous peer before the deadline (" +
+                             key_.ToString() + ")");
+        cv_.notify_all();  // a receiver waiting for a receive slot gives up
+      }
+      continue;
     }
-  }
-  if (!status_.ok()) return status_;
-  Arrival arrival = arrivals_.front();
-  arrivals_.pop_front();
-  *step = arrival.key.first;
-  *segment = arrival.key.second;
-  if (!arrival.handled && handler_) {
+    const Arrival arrival = arrivals_.front();
+    arrivals_.pop_front();
+    ++counted;
+    if (arrival.handled || !handler_) continue;
+    // A payload that came before its Expect: this thread hands it to the handler.
     ArrivalHandler handler = handler_;  // this thread owns the algorithm: no detach races
     const void* landed = slots_[arrival.key].data;
     lock.unlock();
-    Status st = handler(*step, *segment, landed);
+    Status st = handler(arrival.key.first, arrival.key.second, landed);
     lock.lock();
     ReleaseLocked(slots_[arrival.key]);
-    if (!st.ok() && status_.ok()) status_ = st;
-    cv_.notify_all();
-    return st;
+    if (!st.ok() && status_.ok()) {
+      status_ = st;
+      cv_.notify_all();
+    }
   }
   return Status::Ok();
 }
 
 Status RingOp::WaitSends(Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  WakeReceiversLocked();  // as in WaitRecv
+  WakeReceiversLocked();  // as in WaitArrivals
+  awaiting_sends_ = true;
   while (status_.ok() && pending_sends_ > 0) {
     if (deadline.never()) {
       cv_.wait(lock);
@@ -217,6 +239,7 @@ Status RingOp::WaitSends(Deadline deadline) {
       cv_.notify_all();
     }
   }
+  awaiting_sends_ = false;
   return status_;
 }
 
@@ -298,7 +321,9 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
       }
       if (slot.in_slot) {
         if (free_slots_.empty()) {  // every slot is being handled: one comes back soon
+          ++slot_waiters_;
           cv_.wait(lock);
+          --slot_waiters_;
           continue;
         }
         slot.receive_slot = free_slots_.back();
@@ -312,7 +337,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
     }
     // Not started here, and nothing else runs here: the payload waits in its socket until
     // the operation declares it, any operation opens (RingLinks::OpenOp wakes this) or
-    // this one starts waiting for data (WaitRecv). Else it waits only for budget room.
+    // this one starts waiting for data (WaitArrivals). Else it waits only for budget room.
     const bool hold = !opened_ && links_->HoldsEarly();
     if (!hold && budget_->TryReserve(bytes)) break;
     ++waiting_receivers_;
@@ -361,7 +386,7 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
     if (!run_handler) {
       if (slot.arrived) arrivals_.push_back({key, false});
       if (!status_.ok()) ReleaseLocked(slot);  // nobody handles it now
-      cv_.notify_all();
+      NotifyIfDueLocked();
       return;
     }
     ++handlers_running_;
@@ -375,14 +400,14 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
   ReleaseLocked(slots_[key]);
   arrivals_.push_back({key, true});
   --handlers_running_;
-  cv_.notify_all();
+  NotifyIfDueLocked();
 }
 
 void RingOp::FinishSend(const Status& status) {
   std::lock_guard<std::mutex> lock(mu_);
   --pending_sends_;
   if (!status.ok() && status_.ok()) status_ = status;
-  cv_.notify_all();
+  NotifyIfDueLocked();
 }
 
 void RingOp::Close() {
@@ -393,14 +418,16 @@ void RingOp::Close() {
 
 bool RingOp::WaitQuiet(Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
+  ++quiet_waiters_;
   while (!IdleLocked()) {
     if (deadline.never()) {
       cv_.wait(lock);
     } else if (cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout) {
-      return IdleLocked();
+      break;
     }
   }
-  return true;
+  --quiet_waiters_;
+  return IdleLocked();
 }
 
 }  // namespace pccl::link

@@ -2,8 +2,8 @@
 //
 // The algorithm sends segments (queued on the links' senders, striped over the pool) and
 // declares where expected segments land; the links' receivers claim that memory for each
-// arriving payload (ClaimForReceive) and finish it (FinishReceive), which wakes WaitRecv or
-// runs the arrival handler on the receiving thread. A segment that arrives before the
+// arriving payload (ClaimForReceive) and finish it (FinishReceive), which runs the arrival
+// handler on the receiving thread and counts the segment for WaitArrivals. A segment that arrives before the
 // local operation declared it waits in a block of its own (link/block_cache.h: blocks are
 // reused across operations) and is copied to its place once declared. All operations of
 // one RingLinks share a budget for those (EarlyBudget), and a receiver whose segment does
@@ -13,6 +13,14 @@
 // while no operation runs here (RingLinks::HoldsEarly: the story in link/ring_links.h).
 // The first failure (a peer that disagrees on the descriptor, a duplicate or mis-sized
 // segment, the deadline, a failed verdict) sticks and wakes the algorithm.
+//
+// Wake-ups: the I/O threads finish a segment at a time, and each used to wake every thread
+// waiting on the operation: the algorithm waiting for 64 arrivals woke 64 times, and a
+// sender waiting for its receiver's answer woke once per segment it sent (with 4 peers'
+// send/recv, a third of pccl's context switches). Each waiter now says what it waits for
+// (a number of arrivals, the sends, quiet, a free receive slot, handlers to finish), and
+// a finished segment wakes the waiters only once that is there (NotifyIfDueLocked), or on
+// a failure. Rarer events (a declaration, a failure, Close, Open) still wake everyone.
 //
 // Thread-safety: the algorithm's thread calls the RingChannel methods; the links' I/O
 // threads call the private receive/send hooks; Fail() may come from any thread.
@@ -65,7 +73,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   void ExpectOrKeepEarly(uint32_t step, uint32_t segment, void* data, size_t bytes) override;
   void ExpectInSlot(uint32_t step, uint32_t segment, size_t bytes) override;
   void SetReceiveSlots(void* memory, size_t slot_bytes, size_t count) override;
-  Status WaitRecv(Deadline deadline, uint32_t* step, uint32_t* segment) override;
+  Status WaitArrivals(size_t count, Deadline deadline) override;
   Status WaitSends(Deadline deadline) override;
   void SetArrivalHandler(ArrivalHandler handler) override;
 
@@ -81,6 +89,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
 
  private:
   friend class RingLinks;
+  friend class RingOpTestPeer;  // tests/cpp/ring_op_test.cc plays the links' I/O threads
   struct Slot {
     void* data = nullptr;  // where the payload lands (or landed: what the handler reads)
     size_t bytes = 0;
@@ -106,6 +115,9 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   // After a slot's payload was handled (or failed): gives back its receive slot or early
   // buffer.
   void ReleaseLocked(Slot& slot);  // needs mu_
+  // After an I/O thread finished a segment: wakes the waiters if what one of them waits
+  // for is there now, or the operation failed. Needs mu_.
+  void NotifyIfDueLocked();
   // Called by RingLinks when the local algorithm opens the op.
   void Open(uint64_t descriptor_hash, Deadline deadline);
   // Wakes receivers waiting in ClaimForReceive to look again (another operation opened).
@@ -134,7 +146,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
   Deadline deadline_ PCCL_GUARDED_BY(mu_) = Deadline::Never();
   std::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_);
-  // Arrived segments not yet reported by WaitRecv; `handled`: the handler already ran.
+  // Arrived segments not yet counted by WaitArrivals; `handled`: the handler already ran.
   struct Arrival {
     SlotKey key;
     bool handled;
@@ -145,8 +157,15 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   Status status_ PCCL_GUARDED_BY(mu_);
   int active_receives_ PCCL_GUARDED_BY(mu_) = 0;
   // Receivers waiting in ClaimForReceive for the segment to be declared (or for room in
-  // the budget): Declare, WaitRecv and WaitSends wake them.
+  // the budget): Declare, WaitArrivals and WaitSends wake them.
   int waiting_receivers_ PCCL_GUARDED_BY(mu_) = 0;
+  // What the other waiters wait for (NotifyIfDueLocked). The algorithm in WaitArrivals:
+  // this many entries in arrivals_ (0: it does not wait for arrivals).
+  size_t awaited_arrivals_ PCCL_GUARDED_BY(mu_) = 0;
+  bool awaiting_sends_ PCCL_GUARDED_BY(mu_) = false;  // WaitSends
+  int quiet_waiters_ PCCL_GUARDED_BY(mu_) = 0;        // WaitQuiet
+  bool detaching_ PCCL_GUARDED_BY(mu_) = false;       // SetArrivalHandler(nullptr)
+  int slot_waiters_ PCCL_GUARDED_BY(mu_) = 0;         // receivers waiting for a free slot
   int pending_sends_ PCCL_GUARDED_BY(mu_) = 0;
   uint64_t early_bytes_ PCCL_GUARDED_BY(mu_) = 0;  // reserved from budget_
   // SetReceiveSlots: the algorithm's memory for ExpectInSlot, and which slots are free.
