@@ -4,9 +4,13 @@ loopback: pccl vs torch.distributed Gloo.
 Usage: python -m bench.collectives [--world 2 4] [--sizes 1MiB 16MiB 64MiB 256MiB]
                                    [--ops broadcast all_gather reduce_scatter gather scatter
                                           all_to_all send_recv send_recv_any]
-                                   [--iters N] [--json out.json] [--quick] [--restore]
+                                   [--iters N] [--repeat K] [--json out.json] [--quick]
+                                   [--restore]
 
   --quick   smoke run: world 2, sizes 1MiB 4MiB, a fifth of the iterations (at least 4).
+  --repeat  measures every (op, size) K times, pccl and Gloo taking turns, and reports each
+            backend's median run (JSON: every run's time in repeat_times_s). Single runs
+            on this 2-core machine swing by 10-20 %, more than most of the gaps measured.
   --restore pccl's broadcast runs with restore_input=True: its receivers copy their buffer
             first, so that a failed broadcast gives it back (the default, as Gloo, does not).
 
@@ -193,6 +197,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
     parser.add_argument("--iters", type=int, default=None,
                         help="timed ops per measurement (default: about 1 GiB, 4..200)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per (op, size), pccl and Gloo taking turns; the median "
+                             "run of each is reported (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: world 2, sizes 1MiB 4MiB, fewer iterations")
@@ -206,6 +213,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--world sizes must be >= 2")
     if args.iters is not None and args.iters < 1:
         parser.error("--iters must be >= 1")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     args.sizes = args.sizes or [parse_size(s) for s in (QUICK_SIZES if args.quick
                                                          else DEFAULT_SIZES)]
     for w in args.world:
@@ -221,9 +230,19 @@ def iters_for(args: argparse.Namespace, n_bytes: int) -> int:
     return max(4, default_iters(n_bytes) // 5) if args.quick else default_iters(n_bytes)
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time (the lower one of an even count), with every run's time and
+    verified only if every run was."""
+    row = dict(sorted(runs, key=lambda r: r["time_s"])[(len(runs) - 1) // 2])
+    row["repeat_times_s"] = [r["time_s"] for r in runs]
+    row["verified"] = all(r["verified"] for r in runs)
+    return row
+
+
 def run_world(args: argparse.Namespace, world: int, backends: Backends,
               meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Every (op, size) of one world size, pccl then Gloo each; appends to `rows`."""
+    """Every (op, size) of one world size, pccl then Gloo each (--repeat times, taking
+    turns); appends each backend's median run to `rows`."""
     for backend in BACKENDS:
         t0 = time.monotonic()
         group = backends.start(backend, world, meta)
@@ -233,16 +252,19 @@ def run_world(args: argparse.Namespace, world: int, backends: Backends,
     for op in args.ops:
         for n_bytes in args.sizes:
             iters = iters_for(args, n_bytes)
-            for backend in BACKENDS:
-                results = backends.groups[backend].run(op, n_bytes, iters)
-                row = summarize(backend, op, world, n_bytes, iters, results)
-                rows.append(row)
-                tx = (f", tx/theory {row['tx_over_theory']:.3f}"
-                      if row.get("tx_over_theory") is not None else "")
-                print(f"# {backend} world {world} {op} {row['size']}: "
-                      f"{row['time_s'] * 1e3:.3f} ms/op{tx}"
-                      f"{'' if row['verified'] else '  VERIFICATION FAILED'}",
-                      file=sys.stderr, flush=True)
+            runs: dict[str, list[dict[str, Any]]] = {backend: [] for backend in BACKENDS}
+            for _ in range(args.repeat):
+                for backend in BACKENDS:
+                    results = backends.groups[backend].run(op, n_bytes, iters)
+                    row = summarize(backend, op, world, n_bytes, iters, results)
+                    runs[backend].append(row)
+                    tx = (f", tx/theory {row['tx_over_theory']:.3f}"
+                          if row.get("tx_over_theory") is not None else "")
+                    print(f"# {backend} world {world} {op} {row['size']}: "
+                          f"{row['time_s'] * 1e3:.3f} ms/op{tx}"
+                          f"{'' if row['verified'] else '  VERIFICATION FAILED'}",
+                          file=sys.stderr, flush=True)
+            rows.extend(median_run(runs[backend]) for backend in BACKENDS)
 
 
 def main() -> int:
