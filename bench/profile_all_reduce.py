@@ -14,23 +14,91 @@ with the restore copy (pccl's default) or without it (--no-restore, restore_inpu
 checks the last result (zeros stay zeros). `send_recv`: every peer sends its buffer to the
 next peer and receives the previous one's at once (send_async + recv_async), as a
 pipeline's stages do; checks that the last buffer came from the previous peer. perf
-follows the spawned peers. Prints each peer's loop time.
+follows the spawned peers. Prints each peer's loop time, and what the loop cost its
+process (getrusage, every thread): CPU-milliseconds and context switches (voluntary and
+involuntary) per call, and the sums over the peers.
+
+`--backend gloo` runs the same loop over torch.distributed's Gloo instead (dist.all_reduce;
+dist.isend + dist.irecv), for a side-by-side count:
+
+    python -m bench.profile_all_reduce --op send_recv --peers 4 --mib 64 --calls 60 \
+        [--backend gloo]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import multiprocessing as mp
+import resource
 import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import numpy as np
 
-from bench.lib.common import DTYPES, QUANTIZED, numpy_dtype, quantization
+from bench.lib.common import DTYPES, QUANTIZED, free_port, numpy_dtype, quantization
 
 
-def _peer(conn: Connection, address: str, args: argparse.Namespace) -> None:
+def _usage() -> tuple[float, int]:
+    """CPU-seconds and context switches of this process so far, every thread included."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime, u.ru_nvcsw + u.ru_nivcsw
+
+
+def _timed(conn: Connection, calls: int, once: Callable[[], None],
+           right: Callable[[], bool]) -> None:
+    """One warm-up call, then `calls` timed ones; sends (seconds, right, CPU-s, switches)."""
+    once()
+    cpu, switches = _usage()
+    started = time.monotonic()
+    for _ in range(calls):
+        once()
+    seconds = time.monotonic() - started
+    cpu_after, switches_after = _usage()
+    conn.send((seconds, right(), cpu_after - cpu, switches_after - switches))
+
+
+def _gloo_peer(conn: Connection, address: str, rank: int, args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://{address}", rank=rank,
+                            world_size=args.peers, timeout=datetime.timedelta(seconds=120))
+    n = args.peers
+    count = args.mib * (1 << 20) // numpy_dtype(args.dtype).itemsize
+    dtype = getattr(torch, args.dtype)
+    if args.op == "all_reduce":
+        x = torch.zeros(count, dtype=dtype)
+
+        def once() -> None:
+            dist.all_reduce(x)
+
+        def right() -> bool:
+            return not bool(x.any())
+    else:
+        send = torch.full((count,), rank, dtype=dtype)
+        recv = torch.zeros(count, dtype=dtype)
+
+        def once() -> None:
+            sending = dist.isend(send, (rank + 1) % n)
+            receiving = dist.irecv(recv, (rank - 1) % n)
+            receiving.wait()
+            sending.wait()
+
+        def right() -> bool:
+            return bool((recv == (rank - 1) % n).all())
+    _timed(conn, args.calls, once, right)
+    conn.recv()
+    dist.destroy_process_group()
+
+
+def _peer(conn: Connection, address: str, rank: int, args: argparse.Namespace) -> None:
+    if args.backend == "gloo":
+        _gloo_peer(conn, address, rank, args)
+        return
     import pccl
 
     dtype = numpy_dtype(args.dtype)
@@ -62,11 +130,7 @@ def _peer(conn: Connection, address: str, args: argparse.Namespace) -> None:
 
             def right() -> bool:
                 return bool(np.all(recv == (rank - 1) % n))
-        once()
-        started = time.monotonic()
-        for _ in range(args.calls):
-            once()
-        conn.send((time.monotonic() - started, right()))
+        _timed(conn, args.calls, once, right)
         # Leave together: a peer that left while others still finish their last transfers
         # would change the ring under them, which fails those transfers ("retry").
         conn.recv()
@@ -83,19 +147,26 @@ def main() -> int:
     parser.add_argument("--quantized", default="none", choices=QUANTIZED)
     parser.add_argument("--pool-size", type=int, default=0,
                         help="connections per neighbour (0: the library default)")
+    parser.add_argument("--backend", choices=("pccl", "gloo"), default="pccl")
     args = parser.parse_args()
     if args.op == "send_recv" and args.peers < 2:
         parser.error("send_recv needs --peers 2 or more")
+    if args.backend == "gloo" and (args.no_restore or args.quantized != "none"):
+        parser.error("--no-restore and --quantized are pccl's")
     import pccl
 
     ctx = mp.get_context("spawn")
-    with pccl.MasterNode("127.0.0.1:0", daemon=True) as master:
-        master.run()
+    with contextlib.ExitStack() as stack:
+        if args.backend == "pccl":
+            master = stack.enter_context(pccl.MasterNode("127.0.0.1:0", daemon=True))
+            master.run()
+            address = f"127.0.0.1:{master.port}"
+        else:
+            address = f"127.0.0.1:{free_port()}"
         conns, procs = [], []
-        for _ in range(args.peers):
+        for rank in range(args.peers):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_peer, daemon=True,
-                               args=(child, f"127.0.0.1:{master.port}", args))
+            proc = ctx.Process(target=_peer, daemon=True, args=(child, address, rank, args))
             proc.start()
             conns.append(parent)
             procs.append(proc)
@@ -112,10 +183,15 @@ def main() -> int:
                 proc.join(timeout=30)
                 if proc.is_alive():
                     proc.kill()
-    for seconds, right in results:
-        print(f"{args.calls} calls in {seconds:.2f} s ({seconds / args.calls * 1e3:.1f} ms/call)"
-              f"{'' if right else ', WRONG RESULT'}")
-    return 0 if all(right for _, right in results) else 1
+    per_call = 1e3 / args.calls
+    for seconds, right, cpu, switches in results:
+        print(f"{args.calls} calls in {seconds:.2f} s ({seconds * per_call:.1f} ms/call), "
+              f"{cpu * per_call:.1f} CPU-ms and {switches / args.calls:.0f} context switches "
+              f"per call{'' if right else ', WRONG RESULT'}")
+    print(f"all {args.peers} peers ({args.backend}): "
+          f"{sum(r[2] for r in results) * per_call:.1f} CPU-ms and "
+          f"{sum(r[3] for r in results) / args.calls:.0f} context switches per call")
+    return 0 if all(r[1] for r in results) else 1
 
 
 if __name__ == "__main__":
