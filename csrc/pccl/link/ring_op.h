@@ -3,9 +3,10 @@
 // The algorithm sends segments (queued on the links' senders, striped over the pool) and
 // declares where expected segments land; the links' receivers claim that memory for each
 // arriving payload (ClaimForReceive) and finish it (FinishReceive), which runs the arrival
-// handler on the receiving thread and counts the segment for WaitArrivals. A segment that arrives before the
-// local operation declared it waits in a block of its own (link/block_cache.h: blocks are
-// reused across operations) and is copied to its place once declared. All operations of
+// handler on the receiving thread and counts the segment for WaitArrivals. A segment that
+// arrives before the local operation declared it waits in a block of its own
+// (link/block_cache.h: blocks are reused across operations) and is copied to its place
+// once declared. All operations of
 // one RingLinks share a budget for those (EarlyBudget), and a receiver whose segment does
 // not fit waits (its connection stalls, and TCP holds the sender back) until the operation
 // starts here and declares it, so no neighbour, honest or not, can make a peer buffer more
@@ -17,7 +18,7 @@
 // Wake-ups: the I/O threads finish a segment at a time, and each used to wake every thread
 // waiting on the operation: the algorithm waiting for 64 arrivals woke 64 times, and a
 // sender waiting for its receiver's answer woke once per segment it sent (with 4 peers'
-// send/recv, a third of pccl's context switches). Each waiter now says what it waits for
+// send/recv, three quarters of pccl's context switches). Each waiter now says what it waits for
 // (a number of arrivals, the sends, quiet, a free receive slot, handlers to finish), and
 // a finished segment wakes the waiters only once that is there (NotifyIfDueLocked), or on
 // a failure. Rarer events (a declaration, a failure, Close, Open) still wake everyone.
