@@ -540,7 +540,11 @@ TEST(RingAllReduceTest, InPlaceWithABackupFoldsPartialsThatCameEarlyFromWhereThe
     for (int r = 1; r < world; ++r) rest.emplace_back(run, r);
     first.join();
     for (auto& t : rest) t.join();
-    EXPECT_EQ(channels[1].kept_early(), step0);
+    // At least rank 0's step-0 segments were folded from where they waited. With 3 peers
+    // more may have been: rank 2 starts beside rank 1, and rank 0 passes rank 2's partial
+    // on to rank 1 at once, before rank 1's thread has declared it if that thread is slow
+    // to be scheduled (a loaded machine: this once failed an exact count under ctest -j 2).
+    EXPECT_GE(channels[1].kept_early(), step0);
     for (int r = 0; r < world; ++r) {
       for (size_t i = 0; i < count; ++i) {
         float want = 0.0f;
