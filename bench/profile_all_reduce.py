@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import multiprocessing as mp
 import resource
 import sys
@@ -40,6 +39,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from bench.lib.common import DTYPES, QUANTIZED, free_port, numpy_dtype, quantization
+from bench.lib.loopback import start_gloo
 
 
 def _usage() -> tuple[float, int]:
@@ -62,11 +62,7 @@ def _timed(conn: Connection, calls: int, once: Callable[[], None],
 
 
 def _gloo_peer(conn: Connection, address: str, rank: int, args: argparse.Namespace) -> None:
-    import torch
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://{address}", rank=rank,
-                            world_size=args.peers, timeout=datetime.timedelta(seconds=120))
+    torch, dist = start_gloo(rank, args.peers, {"port": int(address.rsplit(":", 1)[1])})
     n = args.peers
     count = args.mib * (1 << 20) // numpy_dtype(args.dtype).itemsize
     dtype = getattr(torch, args.dtype)
