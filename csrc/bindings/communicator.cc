@@ -236,13 +236,13 @@ void BindCommunicator(py::module_& m) {
         return py::make_tuple(r.reachable != 0, r.observed_host, r.observed_port, r.detail);
       })
       // [(peer id, "next"/"prev", "direct"/"punched"/"relayed"/"unknown", bytes per second,
-      //   bytes, rtt us, retransmits, stripes)]
+      //   bytes, rtt us, retransmits, stripes, early bytes)]
       .def("links", [](Communicator& c) {
         py::list out;
         for (const auto& l : c.Links()) {
           out.append(py::make_tuple(l.peer_id, l.next ? "next" : "prev",
                                     link::RouteName(l.route), l.bytes_per_second, l.bytes,
-                                    l.rtt_us, l.retransmits, l.stripes));
+                                    l.rtt_us, l.retransmits, l.stripes, l.early_bytes));
         }
         return out;
       })

@@ -117,7 +117,10 @@ class LinkStats(NamedTuple):
     built), `rtt_s` (the kernel's smoothed round-trip time, mean over the pool's
     connections; 0 before any), `retransmits` (TCP segments the pool retransmitted) and
     `stripes` ("next" only: how many of the pool's connections carry this peer's segments:
-    the whole pool on a long link, 2 where the smallest RTT is under 2 ms; 0 for "prev")."""
+    the whole pool on a long link, 2 where the smallest RTT is under 2 ms; 0 for "prev")
+    and `early_bytes` ("prev" only: of `bytes`, the payload read into memory of its own
+    because it came before this peer's operation said where it goes, then copied there;
+    0 for "next")."""
 
     peer_id: int
     direction: str
@@ -127,6 +130,7 @@ class LinkStats(NamedTuple):
     rtt_s: float
     retransmits: int
     stripes: int
+    early_bytes: int
 
 
 class OperationStats(NamedTuple):
@@ -399,8 +403,8 @@ class Communicator:
         failed, and their latency)."""
         self._check_open()
         links = [LinkStats(int(p), str(d), str(r), int(b), int(n), rtt / 1e6, int(retrans),
-                           int(stripes))
-                 for p, d, r, b, n, rtt, retrans, stripes in self._core.links()]
+                           int(stripes), int(early))
+                 for p, d, r, b, n, rtt, retrans, stripes, early in self._core.links()]
         operations = {
             str(kind): OperationStats(int(ok), int(failed), float(total), float(longest),
                                       [(float(bound), int(calls)) for bound, calls in buckets])

@@ -42,11 +42,13 @@ def early_sender(comm: pccl.Communicator, index: int, tags: list[int]) -> bool:
 
 
 def late_receiver(comm: pccl.Communicator, index: int, tags: list[int],
-                  watch_s: float) -> tuple[bool, int]:
+                  watch_s: float) -> tuple[bool, int, int]:
     """Waits until peer 0's first segment is here, watches this process's resident memory
     for `watch_s`, then runs the all-reduces of `tags` one after the other, in this order.
-    Returns whether the sums are right and how much the memory grew while watched (KiB)."""
+    Returns whether the sums are right, how much the memory grew while watched (KiB) and
+    how many bytes from peer 0 were read aside before their call here declared them."""
     before = _received(comm)
+    early_before = comm.stats().links[1].early_bytes  # the links outlive each test
     notify("ready")
     _await_first_segment(comm, before)
     rss = status_kib("VmRSS")
@@ -57,7 +59,8 @@ def late_receiver(comm: pccl.Communicator, index: int, tags: list[int],
     xs = [np.full(COUNT, index + 1, np.float32) for _ in tags]
     for x, tag in zip(xs, tags):
         comm.all_reduce(x, x, op=SUM, tag=tag, timeout=60)
-    return all(bool(np.all(x == 3)) for x in xs), grew
+    early = comm.stats().links[1].early_bytes - early_before
+    return all(bool(np.all(x == 3)) for x in xs), grew, early
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +70,25 @@ def pair():
 
 
 def _run(c: Cluster, sender_tags: list[int], receiver_tags: list[int],
-         watch_s: float) -> tuple[bool, bool, int]:
+         watch_s: float) -> tuple[bool, bool, int, int]:
     c.start(late_receiver, receiver_tags, watch_s, peers=[1])
     assert c.events.get(timeout=30)[0] == "ready"
     c.start(early_sender, sender_tags, peers=[0])
     (sent_ok,) = c.collect([0], timeout=90)
-    ((received_ok, grew_kib),) = c.collect([1], timeout=90)
-    return sent_ok, received_ok, grew_kib
+    ((received_ok, grew_kib, early_bytes),) = c.collect([1], timeout=90)
+    return sent_ok, received_ok, grew_kib, early_bytes
 
 
 @pytest.mark.timeout(120)
 def test_a_late_peers_early_segments_wait_in_their_sockets(pair: Cluster) -> None:
-    sent_ok, received_ok, grew_kib = _run(pair, [7], [7], watch_s=0.5)
+    sent_ok, received_ok, grew_kib, early_bytes = _run(pair, [7], [7], watch_s=0.5)
     assert sent_ok and received_ok
     # Read ahead, peer 0's first chunk would take 32 MiB here; held, a few pages at most.
     assert grew_kib < 8 << 10, f"resident memory grew by {grew_kib} KiB before the call"
+    # And they landed straight where the call declared them: none was read aside, not even
+    # while peer 1's call was open but had not declared them yet (its first declaration
+    # used to wake the receivers holding the others, which then read them into blocks).
+    assert early_bytes == 0, f"{early_bytes} bytes were read aside"
 
 
 @pytest.mark.timeout(120)
@@ -90,5 +97,6 @@ def test_an_operation_opened_in_another_order_releases_the_held_segments(pair: C
     # connections. Peer 1 holds tag 11's first segment, then runs tag 12 to its end before
     # it starts tag 11: tag 12's data can only come once the held segments are read aside.
     # Without that, tag 12 would fail at its 60 s deadline on both peers.
-    sent_ok, received_ok, _ = _run(pair, [11, 12], [12, 11], watch_s=0.0)
+    sent_ok, received_ok, _, early_bytes = _run(pair, [11, 12], [12, 11], watch_s=0.0)
     assert sent_ok and received_ok
+    assert early_bytes > 0, "tag 11's held segments were never read aside"

@@ -496,6 +496,7 @@ std::vector<Session::LinkInfo> Session::Links() {
     out[1].bytes = c.rx_bytes;
     out[1].rtt_us = c.prev_rtt_us;
     out[1].retransmits = c.prev_retransmits;
+    out[1].early_bytes = c.early_rx_bytes;
   }
   return out;
 }

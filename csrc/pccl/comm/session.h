@@ -200,6 +200,9 @@ class Session {
     uint64_t bytes = 0;
     uint32_t rtt_us = 0;
     uint64_t retransmits = 0;
+    // Previous only: payload bytes read aside before their operation here declared them
+    // (link::RingLinks::Counters::early_rx_bytes).
+    uint64_t early_bytes = 0;
     // Next only: the connections this peer's segments are striped over
     // (link::RingLinks::StripesFor); 0 for the previous peer or before the links are up.
     uint32_t stripes = 0;

@@ -143,20 +143,21 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
     }
     broken = broken_;
   }
+  // Counted before the op opens, so that its own receivers, woken by the open, see one
+  // operation open here (their own) and may keep holding its undeclared segments.
+  open_ops_.fetch_add(1);
   op->Open(descriptor_hash, deadline);
-  // From now on no early segment waits in its socket here: receivers holding one (for an
-  // operation this peer has not started) read it into a block and move on, in case this
-  // operation's segments are behind it.
-  if (open_ops_.fetch_add(1) == 0) {
-    std::vector<std::shared_ptr<RingOp>> others;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (auto& [id, other] : ops_) {
-        if (other != op) others.push_back(other);
-      }
+  // From now on no segment of another operation waits in its socket here: receivers
+  // holding one (its operation not started here, or started but setting up) read it into
+  // a block and move on, in case this operation's segments are behind it.
+  std::vector<std::shared_ptr<RingOp>> others;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, other] : ops_) {
+      if (other != op) others.push_back(other);
     }
-    for (auto& other : others) other->WakeReceivers();
   }
+  for (auto& other : others) other->WakeReceivers();
   // On broken links the op fails at once, and its caller reports it like any failure: the
   // master's verdict then fails it for every peer that runs it.
   if (!broken.ok()) op->Fail(broken);
@@ -242,6 +243,7 @@ RingLinks::Counters RingLinks::counters() const {
   Counters c;
   c.tx_bytes = tx_bytes_.load(std::memory_order_relaxed);
   c.rx_bytes = rx_bytes_.load(std::memory_order_relaxed);
+  c.early_rx_bytes = early_rx_bytes_.load(std::memory_order_relaxed);
   // The pools are fixed once Establish returned (the Session hands out only such links);
   // their sockets stay open until the links are destroyed.
   auto view = [](const auto& pool, uint32_t* rtt_us, uint64_t* retransmits) {

@@ -184,7 +184,7 @@ Status RingOp::WaitArrivals(size_t count, Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   // The algorithm waits for data now: a segment it did not declare (yet) must not keep
   // its connection waiting, so receivers holding one look again (and read it early).
-  WakeReceiversLocked();
+  AlgorithmWaits waits(*this);
   size_t counted = 0;
   while (counted < count) {
     if (!status_.ok()) return status_;
@@ -226,7 +226,7 @@ Status RingOp::WaitArrivals(size_t count, Deadline deadline) {
 
 Status RingOp::WaitSends(Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
-  WakeReceiversLocked();  // as in WaitArrivals
+  AlgorithmWaits waits(*this);  // as in WaitArrivals
   awaiting_sends_ = true;
   while (status_.ok() && pending_sends_ > 0) {
     if (deadline.never()) {
@@ -335,10 +335,11 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
       ++active_receives_;
       return bytes == 0 ? &kEmptyPayload : slot.data;
     }
-    // Not started here, and nothing else runs here: the payload waits in its socket until
-    // the operation declares it, any operation opens (RingLinks::OpenOp wakes this) or
-    // this one starts waiting for data (WaitArrivals). Else it waits only for budget room.
-    const bool hold = !opened_ && links_->HoldsEarly();
+    // Not declared yet, and nothing else runs here (this operation is not open here, or
+    // its algorithm is still setting up): the payload waits in its socket until the
+    // operation declares it, another operation opens (RingLinks::OpenOp wakes this) or
+    // this one starts waiting (WaitArrivals, WaitSends). Else it waits only for budget room.
+    const bool hold = !algorithm_waits_ && links_->HoldsEarly(opened_);
     if (!hold && budget_->TryReserve(bytes)) break;
     ++waiting_receivers_;
     if (hold) {
@@ -349,6 +350,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
     --waiting_receivers_;
   }
   slot.early = BlockCache::Shared().Take(bytes);
+  links_->early_rx_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   slot.early_bytes = bytes;
   early_bytes_ += bytes;
   slot.writing = true;
