@@ -145,19 +145,22 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
   }
   // Counted before the op opens, so that its own receivers, woken by the open, see one
   // operation open here (their own) and may keep holding its undeclared segments.
-  open_ops_.fetch_add(1);
+  const int open_before = open_ops_.fetch_add(1);
   op->Open(descriptor_hash, deadline);
   // From now on no segment of another operation waits in its socket here: receivers
   // holding one (its operation not started here, or started but setting up) read it into
-  // a block and move on, in case this operation's segments are behind it.
-  std::vector<std::shared_ptr<RingOp>> others;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [id, other] : ops_) {
-      if (other != op) others.push_back(other);
+  // a block and move on, in case this operation's segments are behind it. With two or
+  // more open before, none holds: nobody to wake.
+  if (open_before <= 1) {
+    std::vector<std::shared_ptr<RingOp>> others;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [id, other] : ops_) {
+        if (other != op) others.push_back(other);
+      }
     }
+    for (auto& other : others) other->WakeReceivers();
   }
-  for (auto& other : others) other->WakeReceivers();
   // On broken links the op fails at once, and its caller reports it like any failure: the
   // master's verdict then fails it for every peer that runs it.
   if (!broken.ok()) op->Fail(broken);

@@ -106,6 +106,16 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
     bool has_early = false;
   };
   using SlotKey = std::pair<uint32_t, uint32_t>;  // (step, segment)
+  // For the scope of WaitArrivals or WaitSends (mu_ held): sets algorithm_waits_ and wakes
+  // the receivers holding an undeclared segment, which then read it aside.
+  struct AlgorithmWaits {
+    explicit AlgorithmWaits(RingOp& op) : op(op) {
+      op.algorithm_waits_ = true;
+      op.WakeReceiversLocked();
+    }
+    ~AlgorithmWaits() { op.algorithm_waits_ = false; }
+    RingOp& op;
+  };
 
   // Expect, ExpectOrKeepEarly and ExpectInSlot (`data` null) alike.
   void Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, bool in_slot,
@@ -160,18 +170,9 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   // Receivers waiting in ClaimForReceive for the segment to be declared (or for room in
   // the budget): Declare, WaitArrivals and WaitSends wake them.
   int waiting_receivers_ PCCL_GUARDED_BY(mu_) = 0;
-  // The algorithm is in WaitArrivals or WaitSends: no undeclared segment waits in its
-  // socket meanwhile (RingLinks::HoldsEarly). Set (waking the receivers) for the scope of
-  // the wait by an AlgorithmWaits, with mu_ held.
+  // The algorithm is in WaitArrivals or WaitSends (AlgorithmWaits): no undeclared segment
+  // waits in its socket meanwhile (RingLinks::HoldsEarly).
   bool algorithm_waits_ PCCL_GUARDED_BY(mu_) = false;
-  struct AlgorithmWaits {
-    explicit AlgorithmWaits(RingOp& op) : op(op) {
-      op.algorithm_waits_ = true;
-      op.WakeReceiversLocked();
-    }
-    ~AlgorithmWaits() { op.algorithm_waits_ = false; }
-    RingOp& op;
-  };
   // What the other waiters wait for (NotifyIfDueLocked). The algorithm in WaitArrivals:
   // this many entries in arrivals_ (0: it does not wait for arrivals).
   size_t awaited_arrivals_ PCCL_GUARDED_BY(mu_) = 0;
