@@ -16,7 +16,8 @@ next peer and receives the previous one's at once (send_async + recv_async), as 
 pipeline's stages do; checks that the last buffer came from the previous peer. perf
 follows the spawned peers. Prints each peer's loop time, and what the loop cost its
 process (getrusage, every thread): CPU-milliseconds and context switches (voluntary and
-involuntary) per call, and the sums over the peers.
+involuntary) per call, the sums over the peers, and the switches per peer per call by
+thread name (/proc/self/task: "pccl-link-tx", "pccl-worker"... as pccl names its threads).
 
 `--backend gloo` runs the same loop over torch.distributed's Gloo instead (dist.all_reduce;
 dist.isend + dist.irecv), for a side-by-side count:
@@ -35,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
@@ -48,17 +50,36 @@ def _usage() -> tuple[float, int]:
     return u.ru_utime + u.ru_stime, u.ru_nvcsw + u.ru_nivcsw
 
 
+def _switches_by_thread() -> dict[int, tuple[str, int]]:
+    """Each live thread of this process: (its name, its context switches so far)."""
+    threads = {}
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended while it was being read
+            name = (task / "comm").read_text().strip()
+            fields = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines())
+            threads[int(task.name)] = (name, int(fields["voluntary_ctxt_switches"]) +
+                                       int(fields["nonvoluntary_ctxt_switches"]))
+    return threads
+
+
 def _timed(conn: Connection, calls: int, once: Callable[[], None],
            right: Callable[[], bool]) -> None:
-    """One warm-up call, then `calls` timed ones; sends (seconds, right, CPU-s, switches)."""
+    """One warm-up call, then `calls` timed ones; sends (seconds, right, CPU-s, switches,
+    switches by thread name). The names are those pccl gives its threads ("pccl-link-rx"
+    ...; Python's own keep the interpreter's); a thread that ended during the loop is not
+    counted there, and one that began in it counts from 0."""
     once()
     cpu, switches = _usage()
+    threads = _switches_by_thread()
     started = time.monotonic()
     for _ in range(calls):
         once()
     seconds = time.monotonic() - started
     cpu_after, switches_after = _usage()
-    conn.send((seconds, right(), cpu_after - cpu, switches_after - switches))
+    by_name: dict[str, int] = {}
+    for tid, (name, count) in _switches_by_thread().items():
+        by_name[name] = by_name.get(name, 0) + count - threads.get(tid, (name, 0))[1]
+    conn.send((seconds, right(), cpu_after - cpu, switches_after - switches, by_name))
 
 
 def _gloo_peer(conn: Connection, address: str, rank: int, args: argparse.Namespace) -> None:
@@ -180,13 +201,19 @@ def main() -> int:
                 if proc.is_alive():
                     proc.kill()
     per_call = 1e3 / args.calls
-    for seconds, right, cpu, switches in results:
+    by_name: dict[str, int] = {}
+    for seconds, right, cpu, switches, threads in results:
         print(f"{args.calls} calls in {seconds:.2f} s ({seconds * per_call:.1f} ms/call), "
               f"{cpu * per_call:.1f} CPU-ms and {switches / args.calls:.0f} context switches "
               f"per call{'' if right else ', WRONG RESULT'}")
+        for name, count in threads.items():
+            by_name[name] = by_name.get(name, 0) + count
     print(f"all {args.peers} peers ({args.backend}): "
           f"{sum(r[2] for r in results) * per_call:.1f} CPU-ms and "
           f"{sum(r[3] for r in results) / args.calls:.0f} context switches per call")
+    print("context switches per peer per call, by thread name: " + ", ".join(
+        f"{name} {count / args.calls / args.peers:.1f}"
+        for name, count in sorted(by_name.items(), key=lambda item: -item[1])))
     return 0 if all(r[1] for r in results) else 1
 
 

@@ -3,6 +3,8 @@ in a live 3-peer run (real processes)."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,3 +73,24 @@ def test_stats_count_bytes_round_trips_and_operations() -> None:
             total = op.succeeded + op.failed
             assert sum(n for _, n in op.latency_buckets) == total
             assert (op.max_seconds > 0) == (total > 0) and op.total_seconds >= op.max_seconds
+
+
+def thread_names(comm: pccl.Communicator, index: int) -> set[str]:
+    x = np.ones(COUNT, dtype=np.float32)
+    comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=60).wait()  # on a pool worker
+    names = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            names.add((task / "comm").read_text().strip())
+    return names
+
+
+@pytest.mark.timeout(120)
+def test_threads_are_named_by_their_role() -> None:
+    """top -H, perf and bench.profile_all_reduce's per-thread counts tell pccl's threads
+    apart by name."""
+    with Cluster(2) as c:
+        names = c.run(thread_names, timeout=90)
+    for peer in names:
+        assert {"pccl-link-tx", "pccl-link-rx", "pccl-master-rx", "pccl-heartbeat",
+                "pccl-topology", "pccl-worker"} <= peer

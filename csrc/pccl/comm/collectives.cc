@@ -98,11 +98,13 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
     Status st = Timed(session_.op_stats(), StatsKind(request),
                       [&] { return Run(request, bound, deadline, &info); });
     session_.EndCollective();
-    std::lock_guard<std::mutex> lock(state->mu);
-    state->status = st;
-    state->info = info;
-    state->done = true;
-    state->cv.notify_all();
+    {
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->status = st;
+      state->info = info;
+      state->done = true;
+    }
+    state->cv.notify_all();  // after the unlock, so the waiter does not wait for state->mu
   });
   return Status::Ok();
 }

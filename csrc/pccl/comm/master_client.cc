@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "pccl/common/logging.h"
+#include "pccl/common/thread_name.h"
 #include "pccl/net/wire.h"
 
 namespace pccl::comm {
@@ -153,6 +154,7 @@ Status MasterClient::Send(proto::Kind kind, const std::string& payload, Deadline
 }
 
 void MasterClient::ReaderLoop() {
+  NameThisThread("pccl-master-rx");
   while (true) {
     net::FrameHeader header;
     std::string payload;
@@ -225,7 +227,11 @@ void MasterClient::ReaderLoop() {
           verdict_order_.pop_front();
         }
       }
-      verdict_cv_.notify_all();  // only the callers waiting for verdicts
+      std::vector<std::shared_ptr<std::condition_variable>> waiters;  // its callers, no other
+      auto [first, last] = verdict_waiters_.equal_range(verdict.key);
+      for (; first != last; ++first) waiters.push_back(first->second);
+      lock.unlock();
+      for (auto& waiter : waiters) waiter->notify_all();
       continue;
     }
     if (kind == proto::Kind::kError) {
@@ -250,6 +256,7 @@ void MasterClient::ReaderLoop() {
 }
 
 void MasterClient::HeartbeatLoop(Duration interval) {
+  NameThisThread("pccl-heartbeat");
   // The master answers every beat and kicks a peer silent for 4 intervals; the same
   // silence from the master (stopped, partitioned, its host gone) makes this peer give it
   // up: every waiting call fails with Unavailable instead of waiting for its deadline.
@@ -417,18 +424,31 @@ Status MasterClient::WaitVerdict(const proto::OpKey& key, Deadline deadline,
                                  proto::Verdict* out) {
   std::unique_lock<std::mutex> lock(mu_);
   const uint64_t generation = generation_;
+  // What the reader notifies when this key's verdict comes.
+  auto woken = std::make_shared<std::condition_variable>();
+  const auto registered = verdict_waiters_.emplace(key, woken);
+  Status result;
   while (true) {
-    if (generation_ != generation) return Replaced();
-    if (TakeVerdictLocked(key, out)) return Status::Ok();
-    if (!lost_.ok()) return lost_;
+    if (generation_ != generation) {
+      result = Replaced();
+      break;
+    }
+    if (TakeVerdictLocked(key, out)) break;
+    if (!lost_.ok()) {
+      result = lost_;
+      break;
+    }
     if (deadline.never()) {
-      verdict_cv_.wait(lock);
-    } else if (verdict_cv_.wait_until(lock, deadline.when()) == std::cv_status::timeout &&
+      woken->wait(lock);
+    } else if (woken->wait_until(lock, deadline.when()) == std::cv_status::timeout &&
                !verdicts_.count(key)) {
-      return Status(StatusCode::kDeadlineExceeded,
-                    "no verdict from the master for " + key.ToString() + " in time");
+      result = Status(StatusCode::kDeadlineExceeded,
+                      "no verdict from the master for " + key.ToString() + " in time");
+      break;
     }
   }
+  verdict_waiters_.erase(registered);
+  return result;
 }
 
 Status MasterClient::lost() {

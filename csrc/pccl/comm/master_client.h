@@ -24,6 +24,7 @@
 #include <functional>
 #include <optional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -126,15 +127,20 @@ class MasterClient {
   std::thread heartbeat_;
 
   std::mutex mu_;
-  // Two condition variables, so that a verdict (one per operation) wakes only the callers
-  // waiting for verdicts, not the heartbeat and topology threads that wait on cv_ for
-  // messages and for the connection's end. What ends every wait (lost_, closing_,
-  // generation_) is announced on both (WakeAllLocked).
+  // A verdict (one per operation) wakes only the caller waiting for that operation's
+  // verdict, on the condition variable its WaitVerdict registered: not the heartbeat and
+  // topology threads that wait on cv_ for messages and for the connection's end, nor the
+  // callers waiting for other operations' verdicts (with DDP's buckets or an isend beside
+  // an irecv, several wait at once). The reader wakes it after releasing mu_ (shared
+  // ownership keeps its condition variable alive if the caller has returned by then), so
+  // that the caller does not wake only to wait for mu_. What ends every wait (lost_,
+  // closing_, generation_) is announced on all of them (WakeAllLocked).
   std::condition_variable cv_;
-  std::condition_variable verdict_cv_;
+  std::multimap<proto::OpKey, std::shared_ptr<std::condition_variable>> verdict_waiters_
+      PCCL_GUARDED_BY(mu_);
   void WakeAllLocked() {  // needs mu_
     cv_.notify_all();
-    verdict_cv_.notify_all();
+    for (auto& [key, waiter] : verdict_waiters_) waiter->notify_all();
   }
   struct Message {
     proto::Kind kind;

@@ -6,6 +6,7 @@
 
 #include "pccl/common/logging.h"
 #include "pccl/common/params.h"
+#include "pccl/common/thread_name.h"
 
 namespace pccl::comm {
 namespace {
@@ -113,6 +114,7 @@ Status Session::Connect(Deadline deadline) {
 // itself). Its errors are logged: the peer's next call meets their consequence (a kick,
 // a lost master) and reports it.
 void Session::WatchTopologies() {
+  NameThisThread("pccl-topology");
   while (!closed_.load()) {
     Status st = master_.WaitUntilHas(Kind::kTopology, Deadline::In(kWatchInterval));
     if (closed_.load()) return;

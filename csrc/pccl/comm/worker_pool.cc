@@ -3,6 +3,8 @@
 #include <iterator>
 #include <utility>
 
+#include "pccl/common/thread_name.h"
+
 namespace pccl::comm {
 
 WorkerPool::~WorkerPool() {
@@ -21,11 +23,14 @@ WorkerPool::~WorkerPool() {
 }
 
 void WorkerPool::Submit(std::function<void()> task) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   ReapLocked();
   tasks_.push_back(std::move(task));
-  // Every queued task needs a worker of its own: wake an idle one, or start one.
+  // Every queued task needs a worker of its own: wake an idle one, or start one. The
+  // idle one is woken after mu_ is released, so that it does not wake only to wait for
+  // mu_ (the pool outlives every Submit: its destructor joins the workers).
   if (idle_ >= tasks_.size()) {
+    lock.unlock();
     cv_.notify_one();
     return;
   }
@@ -36,6 +41,7 @@ void WorkerPool::Submit(std::function<void()> task) {
 }
 
 void WorkerPool::Run(Worker self) {
+  NameThisThread("pccl-worker");
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     if (!tasks_.empty()) {

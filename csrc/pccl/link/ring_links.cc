@@ -4,6 +4,7 @@
 
 #include "pccl/common/logging.h"
 #include "pccl/common/params.h"
+#include "pccl/common/thread_name.h"
 #include "pccl/link/handshake.h"
 #include "pccl/net/wire.h"
 
@@ -353,6 +354,7 @@ void RingLinks::Transmit(Sender* sender, const SendItem& item) {
 }
 
 void RingLinks::SenderLoop(Sender* sender) {
+  NameThisThread("pccl-link-tx");
   t_io_thread = true;
   while (true) {
     SendItem item;
@@ -401,6 +403,7 @@ std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool
 }
 
 void RingLinks::ReceiverLoop(Receiver* receiver) {
+  NameThisThread("pccl-link-rx");
   t_io_thread = true;
   net::Socket& socket = receiver->socket;
   const std::string peer = "previous peer " + prev_.endpoint.ToString();

@@ -150,13 +150,10 @@ void RingOp::ReleaseLocked(Slot& slot) {
   }
 }
 
-void RingOp::NotifyIfDueLocked() {
-  const bool due = !status_.ok() ||
-                   (awaited_arrivals_ > 0 && arrivals_.size() >= awaited_arrivals_) ||
-                   (awaiting_sends_ && pending_sends_ == 0) ||
-                   (quiet_waiters_ > 0 && IdleLocked()) ||
-                   (detaching_ && handlers_running_ == 0);
-  if (due) cv_.notify_all();
+bool RingOp::DueLocked() {
+  return !status_.ok() || (awaited_arrivals_ > 0 && arrivals_.size() >= awaited_arrivals_) ||
+         (awaiting_sends_ && pending_sends_ == 0) || (quiet_waiters_ > 0 && IdleLocked()) ||
+         (detaching_ && handlers_running_ == 0);
 }
 
 void RingOp::SetArrivalHandler(ArrivalHandler handler) {
@@ -362,6 +359,7 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
 void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
   const SlotKey key{header.step, header.segment};
   bool run_handler = false;
+  bool due = false;
   const void* landed = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -388,28 +386,35 @@ void RingOp::FinishReceive(const DataHeader& header, const Status& status) {
     if (!run_handler) {
       if (slot.arrived) arrivals_.push_back({key, false});
       if (!status_.ok()) ReleaseLocked(slot);  // nobody handles it now
-      NotifyIfDueLocked();
-      return;
+      due = DueLocked();
+    } else {
+      ++handlers_running_;
+      landed = slot.data;
     }
-    ++handlers_running_;
-    landed = slot.data;
   }
-  // Handle the segment here, on the thread that received it, while its bytes are hot in
-  // this core's cache. handlers_running_ keeps the algorithm from returning meanwhile.
-  Status st = handler_(header.step, header.segment, landed);
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!st.ok() && status_.ok()) status_ = st;
-  ReleaseLocked(slots_[key]);
-  arrivals_.push_back({key, true});
-  --handlers_running_;
-  NotifyIfDueLocked();
+  if (run_handler) {
+    // Handle the segment here, on the thread that received it, while its bytes are hot in
+    // this core's cache. handlers_running_ keeps the algorithm from returning meanwhile.
+    Status st = handler_(header.step, header.segment, landed);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!st.ok() && status_.ok()) status_ = st;
+    ReleaseLocked(slots_[key]);
+    arrivals_.push_back({key, true});
+    --handlers_running_;
+    due = DueLocked();
+  }
+  if (due) cv_.notify_all();  // unlocked (see DueLocked); the caller holds this op
 }
 
 void RingOp::FinishSend(const Status& status) {
-  std::lock_guard<std::mutex> lock(mu_);
-  --pending_sends_;
-  if (!status.ok() && status_.ok()) status_ = status;
-  NotifyIfDueLocked();
+  bool due;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --pending_sends_;
+    if (!status.ok() && status_.ok()) status_ = status;
+    due = DueLocked();
+  }
+  if (due) cv_.notify_all();  // unlocked (see DueLocked); the caller holds this op
 }
 
 void RingOp::Close() {

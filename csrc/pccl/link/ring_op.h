@@ -20,7 +20,7 @@
 // sender waiting for its receiver's answer woke once per segment it sent (with 4 peers'
 // send/recv, three quarters of pccl's context switches). Each waiter now says what it waits for
 // (a number of arrivals, the sends, quiet, a free receive slot, handlers to finish), and
-// a finished segment wakes the waiters only once that is there (NotifyIfDueLocked), or on
+// a finished segment wakes the waiters only once that is there (DueLocked), or on
 // a failure. Rarer events (a declaration, a failure, Close, Open) still wake everyone.
 //
 // Thread-safety: the algorithm's thread calls the RingChannel methods; the links' I/O
@@ -126,9 +126,11 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   // After a slot's payload was handled (or failed): gives back its receive slot or early
   // buffer.
   void ReleaseLocked(Slot& slot);  // needs mu_
-  // After an I/O thread finished a segment: wakes the waiters if what one of them waits
-  // for is there now, or the operation failed. Needs mu_.
-  void NotifyIfDueLocked();
+  // After an I/O thread finished a segment: whether what one of the waiters waits for is
+  // there now, or the operation failed, so that the thread wakes them. It does so once it
+  // released mu_: a waiter woken while mu_ is still held would only wake to wait for it
+  // (one more context switch on the way to the algorithm's next step). Needs mu_.
+  bool DueLocked();
   // Called by RingLinks when the local algorithm opens the op.
   void Open(uint64_t descriptor_hash, Deadline deadline);
   // Wakes receivers waiting in ClaimForReceive to look again (another operation opened).
@@ -173,7 +175,7 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   // The algorithm is in WaitArrivals or WaitSends (AlgorithmWaits): no undeclared segment
   // waits in its socket meanwhile (RingLinks::HoldsEarly).
   bool algorithm_waits_ PCCL_GUARDED_BY(mu_) = false;
-  // What the other waiters wait for (NotifyIfDueLocked). The algorithm in WaitArrivals:
+  // What the other waiters wait for (DueLocked). The algorithm in WaitArrivals:
   // this many entries in arrivals_ (0: it does not wait for arrivals).
   size_t awaited_arrivals_ PCCL_GUARDED_BY(mu_) = 0;
   bool awaiting_sends_ PCCL_GUARDED_BY(mu_) = false;  // WaitSends

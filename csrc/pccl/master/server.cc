@@ -18,6 +18,7 @@
 
 #include "pccl/common/logging.h"
 #include "pccl/common/params.h"
+#include "pccl/common/thread_name.h"
 #include "pccl/net/address.h"
 #include "pccl/net/socket.h"
 #include "pccl/net/wire.h"
@@ -647,6 +648,7 @@ Status MasterServer::Start(const MasterOptions& options, std::unique_ptr<MasterS
   server->running_ = true;
   MasterServer* self = server.get();
   server->thread_ = std::thread([self] {
+    NameThisThread("pccl-master");
     self->loop_->Run(self->stop_);
     self->running_ = false;
   });
