@@ -348,6 +348,51 @@ def test_peer_closing_during_update_topology() -> None:
             assert attributes == [3, 3, 1, 3]
 
 
+def shift_until_master_dies(comm: pccl.Communicator, index: int) -> dict[str, Any]:
+    """Async send/recv around the ring (send_async to the next peer, recv_async from the
+    previous one, as a pipeline's stages do) until one fails. A send or recv's verdict is
+    handed to it by the thread that reads the master's messages (ExecutePairThen): when
+    the master dies, that thread must still end both calls instead of leaving them
+    waiting."""
+    ids = sorted(comm.ring_order())
+    me = ids.index(comm.peer_id)
+    out = np.ones(1 << 16, dtype=np.float32)
+    into = np.empty_like(out)
+    notify("looping", index)
+    calls = 0
+    while True:
+        sending = comm.send_async(out, ids[(me + 1) % len(ids)], timeout=10)
+        receiving = comm.recv_async(into, ids[(me - 1) % len(ids)], timeout=10)
+        errors = []
+        for handle in (sending, receiving):
+            try:
+                handle.result()
+            except pccl.PCCLError as e:
+                errors.append(type(e).__name__)
+        if errors:
+            return {"errors": errors, "failed_at": time.monotonic(), "calls": calls}
+        calls += 1
+
+
+@pytest.mark.timeout(90)
+def test_master_killed_ends_pending_async_send_recv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCCL_MASTER_RESUME_S", "0")  # a lost master ends the run
+    with Cluster(3, master_process=True) as c:
+        c.start(shift_until_master_dies)
+        for _ in range(3):
+            assert c.events.get(timeout=30)[0] == "looping"
+        time.sleep(0.5)  # a few hundred transfers, so that the kill lands among them
+        killed_at = time.monotonic()
+        c.kill_master(signal.SIGKILL)
+        results = c.collect(list(range(3)), timeout=60)
+    for r in results:
+        assert r["calls"] > 0, r
+        # The pair that failed first may be either call; each one that failed names the
+        # master (one whose transfer was decided before the kill may have succeeded).
+        assert set(r["errors"]) == {"MasterUnavailableError"}, r
+        assert r["failed_at"] - killed_at < 10.0, r
+
+
 @pytest.mark.timeout(90)
 def test_master_killed_every_peer_raises_master_unavailable(
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,11 +92,11 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
     return bound_status;
   }
   started->reset(new AsyncCollective());
-  workers_.Submit([this, state = (*started)->state_, request, bound = std::move(bound),
-                   deadline] {
-    ReduceInfo info;
-    Status st = Timed(session_.op_stats(), StatsKind(request),
-                      [&] { return Run(request, bound, deadline, &info); });
+  // Ends the call: its statistics, and the handle's result. On the worker, or for a send
+  // or recv on the thread that got its verdict (ExecutePairThen).
+  Finish finish = [this, state = (*started)->state_, kind = StatsKind(request)](
+                      const Status& st, const ReduceInfo& info) {
+    session_.op_stats().Record(kind, st.ok(), Clock::now() - state->started);
     session_.EndCollective();
     {
       std::lock_guard<std::mutex> lock(state->mu);
@@ -105,6 +105,14 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
       state->done = true;
     }
     state->cv.notify_all();  // after the unlock, so the waiter does not wait for state->mu
+  };
+  workers_.Submit([this, finish = std::move(finish), state = (*started)->state_, request,
+                   bound = std::move(bound), deadline]() mutable {
+    state->started = Clock::now();
+    if (bound.key.pair()) return ExecutePairThen(request, bound, deadline, std::move(finish));
+    ReduceInfo info;
+    Status st = Run(request, bound, deadline, &info);
+    finish(st, info);
   });
   return Status::Ok();
 }
@@ -260,9 +268,9 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   return Status::Ok();
 }
 
-Status Collectives::Conclude(const proto::OpKey& key, uint64_t descriptor_hash,
-                             const Status& local, std::string report, Deadline deadline,
-                             proto::Verdict* verdict, uint64_t tx_bytes, Duration took) {
+proto::OpDone Collectives::OpDoneOf(const proto::OpKey& key, uint64_t descriptor_hash,
+                                    const Status& local, std::string report,
+                                    uint64_t tx_bytes, Duration took) {
   proto::OpDone done;
   done.tx_bytes = tx_bytes;
   done.duration_us = static_cast<uint32_t>(std::min<int64_t>(
@@ -273,12 +281,35 @@ Status Collectives::Conclude(const proto::OpKey& key, uint64_t descriptor_hash,
   done.reason = local.ok() ? "" : local.message();
   done.code = static_cast<uint32_t>(local.code());
   done.report = std::move(report);
-  PCCL_RETURN_IF_ERROR(session_.AwaitVerdict(done, deadline, verdict));
+  return done;
+}
+
+Status Collectives::Conclude(const proto::OpKey& key, uint64_t descriptor_hash,
+                             const Status& local, std::string report, Deadline deadline,
+                             proto::Verdict* verdict, uint64_t tx_bytes, Duration took) {
+  const proto::OpDone done =
+      OpDoneOf(key, descriptor_hash, local, std::move(report), tx_bytes, took);
+  return Judge(local, session_.AwaitVerdict(done, deadline, verdict), verdict);
+}
+
+Status Collectives::Judge(const Status& local, const Status& waited, proto::Verdict* verdict) {
+  if (!waited.ok()) return waited;
   if (!verdict->ok) {
     if (verdict->reason.empty()) verdict->reason = local.message();
     return VerdictFailure(*verdict);
   }
   return local;  // a local failure with an ok verdict cannot happen with a sane master
+}
+
+void Collectives::ConcludeThen(const proto::OpKey& key, uint64_t descriptor_hash,
+                               const Status& local, uint64_t tx_bytes, Duration took,
+                               std::function<void(const Status&)> then) {
+  session_.ReportThen(OpDoneOf(key, descriptor_hash, local, "", tx_bytes, took),
+                      [local, then = std::move(then)](const Status& waited,
+                                                      const proto::Verdict& verdict) {
+                        proto::Verdict judged = verdict;
+                        then(Judge(local, waited, &judged));
+                      });
 }
 
 void Collectives::ReportFailure(const CollectiveRequest& request, const RingBinding& bound,

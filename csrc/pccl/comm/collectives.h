@@ -134,6 +134,7 @@ class AsyncCollective {
   // Shared with the task on the worker, which may still be unlocking it when the handle
   // goes.
   struct State {
+    TimePoint started;  // when its worker began it (its statistics)
     std::mutex mu;
     std::condition_variable cv;
     bool done = false;
@@ -194,6 +195,15 @@ class Collectives {
   Status BindPair(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);
   Status ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
+  // The same for StartCollective: returns once the transfer is over and reported, and
+  // calls `finish` with what ExecutePair would return, on the thread that gets the verdict
+  // (or on this one, if it is known at once).
+  using Finish = std::function<void(const Status& status, const ReduceInfo& info)>;
+  void ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
+                       Deadline deadline, Finish finish);
+  struct PairOutcome;
+  PairOutcome TransferPair(const CollectiveRequest& request, const RingBinding& bound,
+                           Deadline deadline);
   // What every peer of `request` must agree on (hashed into every frame and report).
   static uint64_t DescriptorHash(const CollectiveRequest& request, size_t segment_bytes);
   // The operations (sequence numbers) one all-reduce takes: 1, or the exact modes' steps.
@@ -211,6 +221,16 @@ class Collectives {
   Status Conclude(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
                   std::string report, Deadline deadline, proto::Verdict* verdict,
                   uint64_t tx_bytes = 0, Duration took = Duration(0));
+  // Conclude without waiting: calls `then` with what Conclude would return (no report),
+  // on this thread or on the thread that gets the verdict (Session::ReportThen).
+  void ConcludeThen(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
+                    uint64_t tx_bytes, Duration took, std::function<void(const Status&)> then);
+  // Their report, and what they make of the verdict: `waited` is how the wait for it
+  // ended (Session::AwaitVerdict's status).
+  static proto::OpDone OpDoneOf(const proto::OpKey& key, uint64_t descriptor_hash,
+                                const Status& local, std::string report, uint64_t tx_bytes,
+                                Duration took);
+  static Status Judge(const Status& local, const Status& waited, proto::Verdict* verdict);
   // Reports `bound`'s operation as failed with `why` without running it, and waits for
   // its verdict (a step skipped after an earlier one failed).
   void ReportFailure(const CollectiveRequest& request, const RingBinding& bound,

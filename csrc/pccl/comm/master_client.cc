@@ -93,6 +93,7 @@ Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth&
   socket_.ShutdownRead();
   if (reader_.joinable()) reader_.join();
   if (heartbeat_.joinable()) heartbeat_.join();
+  std::vector<VerdictCallback> orphans;
   {
     std::lock_guard<std::mutex> send(send_mu_);
     stale_ = std::move(socket_);
@@ -112,7 +113,9 @@ Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth&
     last_heard_ = Clock::now();
     heard_rto_ = Duration(0);
     WakeAllLocked();  // waits begun on the old connection end (generation_)
+    orphans = TakeVerdictCallbacksLocked(nullptr);  // their verdicts went with it
   }
+  for (auto& then : orphans) then(Replaced(), proto::Verdict());
   reader_ = std::thread([this] { ReaderLoop(); });
   return Status::Ok();
 }
@@ -170,6 +173,8 @@ void MasterClient::ReaderLoop() {
                               : Status(StatusCode::kUnavailable, "master unavailable: " + st.message());
       }
       WakeAllLocked();
+      std::vector<VerdictCallback> orphans = TakeVerdictCallbacksLocked(nullptr);
+      const Status lost = lost_;
       auto listener = listener_;
       // A loss this peer will recover from fails the running collectives as a torn-down
       // operation: their retry runs once the run resumed.
@@ -185,6 +190,7 @@ void MasterClient::ReaderLoop() {
         lost_verdict.key.epoch = UINT64_MAX;  // matches no real operation: means "all"
         listener(lost_verdict);
       }
+      for (auto& then : orphans) then(lost, proto::Verdict());
       return;
     }
     auto kind = static_cast<proto::Kind>(header.kind);
@@ -220,18 +226,17 @@ void MasterClient::ReaderLoop() {
       lock.unlock();
       if (listener) listener(verdict);
       lock.lock();
-      if (verdicts_.emplace(verdict.key, verdict).second) {
+      // To the caller waiting for it, or kept until one asks (OnVerdict, TakeVerdict).
+      std::vector<VerdictCallback> callers = TakeVerdictCallbacksLocked(&verdict.key);
+      if (callers.empty() && verdicts_.emplace(verdict.key, verdict).second) {
         verdict_order_.push_back(verdict.key);
         if (verdict_order_.size() > kVerdictMemory) {
           verdicts_.erase(verdict_order_.front());
           verdict_order_.pop_front();
         }
       }
-      std::vector<std::shared_ptr<std::condition_variable>> waiters;  // its callers, no other
-      auto [first, last] = verdict_waiters_.equal_range(verdict.key);
-      for (; first != last; ++first) waiters.push_back(first->second);
       lock.unlock();
-      for (auto& waiter : waiters) waiter->notify_all();
+      for (auto& then : callers) then(Status::Ok(), verdict);
       continue;
     }
     if (kind == proto::Kind::kError) {
@@ -420,35 +425,56 @@ bool MasterClient::TakeVerdictLocked(const proto::OpKey& key, proto::Verdict* ou
   return true;
 }
 
-Status MasterClient::WaitVerdict(const proto::OpKey& key, Deadline deadline,
-                                 proto::Verdict* out) {
+void MasterClient::OnVerdict(const proto::OpKey& key, VerdictCallback then) {
   std::unique_lock<std::mutex> lock(mu_);
-  const uint64_t generation = generation_;
-  // What the reader notifies when this key's verdict comes.
-  auto woken = std::make_shared<std::condition_variable>();
-  const auto registered = verdict_waiters_.emplace(key, woken);
-  Status result;
-  while (true) {
-    if (generation_ != generation) {
-      result = Replaced();
-      break;
-    }
-    if (TakeVerdictLocked(key, out)) break;
-    if (!lost_.ok()) {
-      result = lost_;
-      break;
-    }
-    if (deadline.never()) {
-      woken->wait(lock);
-    } else if (woken->wait_until(lock, deadline.when()) == std::cv_status::timeout &&
-               !verdicts_.count(key)) {
-      result = Status(StatusCode::kDeadlineExceeded,
-                      "no verdict from the master for " + key.ToString() + " in time");
-      break;
-    }
+  proto::Verdict verdict;
+  if (TakeVerdictLocked(key, &verdict)) {
+    lock.unlock();
+    then(Status::Ok(), verdict);
+  } else if (!lost_.ok()) {
+    const Status lost = lost_;
+    lock.unlock();
+    then(lost, proto::Verdict());
+  } else {
+    verdict_waits_.emplace(key, std::move(then));
   }
-  verdict_waiters_.erase(registered);
-  return result;
+}
+
+std::vector<MasterClient::VerdictCallback> MasterClient::TakeVerdictCallbacksLocked(
+    const proto::OpKey* key) {
+  std::vector<VerdictCallback> taken;
+  auto first = key ? verdict_waits_.lower_bound(*key) : verdict_waits_.begin();
+  auto last = key ? verdict_waits_.upper_bound(*key) : verdict_waits_.end();
+  for (auto it = first; it != last; ++it) taken.push_back(std::move(it->second));
+  verdict_waits_.erase(first, last);
+  return taken;
+}
+
+Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out) {
+  // Shared with the callback: the thread that calls it wakes this one after releasing
+  // the mutex (so that this one does not wake only to wait for it), possibly after this
+  // one has returned.
+  struct Answer {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool given = false;
+    Status status;
+    proto::Verdict verdict;
+  };
+  auto answer = std::make_shared<Answer>();
+  OnVerdict(key, [answer](const Status& status, const proto::Verdict& verdict) {
+    {
+      std::lock_guard<std::mutex> lock(answer->mu);
+      answer->status = status;
+      answer->verdict = verdict;
+      answer->given = true;
+    }
+    answer->cv.notify_one();
+  });
+  std::unique_lock<std::mutex> lock(answer->mu);
+  answer->cv.wait(lock, [&] { return answer->given; });
+  *out = std::move(answer->verdict);
+  return answer->status;
 }
 
 Status MasterClient::lost() {
@@ -468,6 +494,17 @@ void MasterClient::Close() {
   if (reader_.joinable()) reader_.join();
   socket_.Close();
   stale_.Close();
+  // The reader, if one ran, called every verdict callback as it ended; any left (none ran)
+  // and any registered from now on hear that the connection is closed.
+  std::vector<VerdictCallback> orphans;
+  Status lost;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (lost_.ok()) lost_ = Status(StatusCode::kUnavailable, "communicator closed");
+    lost = lost_;
+    orphans = TakeVerdictCallbacksLocked(nullptr);
+  }
+  for (auto& then : orphans) then(lost, proto::Verdict());
 }
 
 }  // namespace pccl::comm

@@ -98,9 +98,16 @@ class MasterClient {
   void SetReachabilityListener(std::function<void(const proto::Reachability&)> listener);
   // Sends a Heartbeat every `interval` from a background thread until Close().
   void StartHeartbeats(Duration interval);
-  // Waits for the verdict of `key` and forgets it; Unavailable as Wait if the connection
-  // is lost or replaced meanwhile.
-  Status WaitVerdict(const proto::OpKey& key, Deadline deadline, proto::Verdict* out);
+  // What a verdict's caller is told: Ok with the verdict of its key, or why none will come
+  // (Unavailable as Wait if the connection is lost or replaced; `verdict` is then empty).
+  using VerdictCallback = std::function<void(const Status& status, const proto::Verdict& verdict)>;
+  // Calls `then` once, as soon as the verdict of `key` is here (and forgets it), or the
+  // connection is lost or replaced. On this thread if that is so already; otherwise on the
+  // thread that learns it (the reader, Reconnect, Close), after releasing mu_: `then` may
+  // take other locks, but must not wait for the master.
+  void OnVerdict(const proto::OpKey& key, VerdictCallback then);
+  // Waits for the verdict of `key` (OnVerdict on this thread).
+  Status WaitVerdict(const proto::OpKey& key, proto::Verdict* out);
   // Takes the verdict of `key` if it came already (a verdict may arrive before this peer
   // started the operation, when the others failed it).
   bool TakeVerdict(const proto::OpKey& key, proto::Verdict* out);
@@ -127,21 +134,18 @@ class MasterClient {
   std::thread heartbeat_;
 
   std::mutex mu_;
-  // A verdict (one per operation) wakes only the caller waiting for that operation's
-  // verdict, on the condition variable its WaitVerdict registered: not the heartbeat and
-  // topology threads that wait on cv_ for messages and for the connection's end, nor the
-  // callers waiting for other operations' verdicts (with DDP's buckets or an isend beside
-  // an irecv, several wait at once). The reader wakes it after releasing mu_ (shared
-  // ownership keeps its condition variable alive if the caller has returned by then), so
-  // that the caller does not wake only to wait for mu_. What ends every wait (lost_,
-  // closing_, generation_) is announced on all of them (WakeAllLocked).
+  // The heartbeat and topology threads wait on cv_ for messages and for the connection's
+  // end (WakeAllLocked). A verdict (one per operation) wakes none of them: it goes to the
+  // callback registered for its key (OnVerdict), and only to that one, not to the callers
+  // of other operations (with DDP's buckets or an isend beside an irecv, several wait at
+  // once). What ends the connection (lost_, Reconnect's generation_, Close) calls every
+  // callback registered before it (TakeVerdictCallbacksLocked).
   std::condition_variable cv_;
-  std::multimap<proto::OpKey, std::shared_ptr<std::condition_variable>> verdict_waiters_
-      PCCL_GUARDED_BY(mu_);
-  void WakeAllLocked() {  // needs mu_
-    cv_.notify_all();
-    for (auto& [key, waiter] : verdict_waiters_) waiter->notify_all();
-  }
+  void WakeAllLocked() { cv_.notify_all(); }  // needs mu_
+  std::multimap<proto::OpKey, VerdictCallback> verdict_waits_ PCCL_GUARDED_BY(mu_);
+  // Removes every registered callback (all, or those of `key`), to be called once mu_ is
+  // released.
+  std::vector<VerdictCallback> TakeVerdictCallbacksLocked(const proto::OpKey* key);
   struct Message {
     proto::Kind kind;
     std::string payload;

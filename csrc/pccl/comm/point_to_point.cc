@@ -50,34 +50,68 @@ Status Collectives::BindPair(const CollectiveRequest& request, Deadline deadline
   return session_.BindPair(peer, request.tag, sending, deadline, bound);
 }
 
-Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
-                                Deadline deadline, ReduceInfo* info) {
+// The transfer itself: this end's half over the pair's links. What it concludes with.
+struct Collectives::PairOutcome {
+  proto::OpKey key;
+  uint64_t descriptor_hash = 0;
+  Status local;
+  uint64_t moved = 0;  // bytes that reached the other end, or were received
+  Duration took{};
+  ReduceInfo info;  // as the caller gets it if the verdict is success
+};
+
+Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& request,
+                                                   const RingBinding& bound, Deadline deadline) {
   const bool sending = request.kind == CollectiveKind::kSend;
   const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
-  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
   const size_t bytes = request.count * DTypeSize(request.dtype);
   const uint64_t other = sending ? bound.key.to_peer : bound.key.from_peer;
+  PairOutcome out;
+  out.key = bound.key;
+  out.descriptor_hash = DescriptorHash(request, segment_bytes);
   const TimePoint started = Clock::now();
   std::shared_ptr<link::RingLinks> links;
-  Status local = session_.ConnectPair(bound.key, other, deadline, &links);
-  if (local.ok()) {
+  out.local = session_.ConnectPair(bound.key, other, deadline, &links);
+  if (out.local.ok()) {
     std::shared_ptr<link::RingOp> op;
-    local = session_.OpenOp(*links, bound.key, descriptor_hash, deadline, &op);
-    if (local.ok()) {
-      local = sending ? algo::SendBuffer(*op, request.send, bytes, segment_bytes, deadline)
-                      : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline);
+    out.local = session_.OpenOp(*links, bound.key, out.descriptor_hash, deadline, &op);
+    if (out.local.ok()) {
+      out.local =
+          sending ? algo::SendBuffer(*op, request.send, bytes, segment_bytes, deadline)
+                  : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline);
       links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffer
     }
   }
-  const uint64_t moved = local.ok() ? bytes : 0;
+  out.took = Clock::now() - started;
+  out.moved = out.local.ok() ? bytes : 0;
+  out.info.local_world_size = static_cast<uint32_t>(bound.world);
+  out.info.tx_bytes = sending ? out.moved : 0;
+  out.info.rx_bytes = sending ? 0 : out.moved;
+  out.info.peer = other;
+  return out;
+}
+
+Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
+                                Deadline deadline, ReduceInfo* info) {
+  const PairOutcome out = TransferPair(request, bound, deadline);
   proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict,
-                                sending ? moved : 0, Clock::now() - started));
-  info->local_world_size = static_cast<uint32_t>(bound.world);
-  info->tx_bytes = sending ? moved : 0;
-  info->rx_bytes = sending ? 0 : moved;
-  info->peer = other;
+  PCCL_RETURN_IF_ERROR(Conclude(out.key, out.descriptor_hash, out.local, "", deadline, &verdict,
+                                out.info.tx_bytes, out.took));
+  *info = out.info;
   return Status::Ok();
+}
+
+void Collectives::ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
+                                  Deadline deadline, Finish finish) {
+  // The verdict is the last thing a send or recv waits for, and nothing is left to do
+  // after it: the thread that gets it (the master connection's reader) finishes the call.
+  // This worker is free meanwhile, and the caller waiting for the call is woken one
+  // hand-off earlier than through a worker woken by the verdict.
+  PairOutcome out = TransferPair(request, bound, deadline);
+  ConcludeThen(out.key, out.descriptor_hash, out.local, out.info.tx_bytes, out.took,
+               [info = out.info, finish = std::move(finish)](const Status& st) {
+                 finish(st, st.ok() ? info : ReduceInfo());
+               });
 }
 
 }  // namespace pccl::comm

@@ -772,13 +772,18 @@ Status Session::AwaitVerdict(const proto::OpDone& done, Deadline, proto::Verdict
   // the same: the master decides as soon as every member reported, failed or left, and a
   // master that goes silent is given up within its heartbeat timeout.
   Status st = master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
-  if (st.ok()) st = master_.WaitVerdict(done.key, Deadline::Never(), verdict);
-  if (!st.ok() && Resumable(st)) {
-    // No verdict will come for it, on any peer: every peer fails it, and retries it once
-    // the run resumed (input intact).
-    return Status(StatusCode::kAborted, st.message() + "; reconnecting to resume the run: retry");
-  }
-  return st;
+  if (st.ok()) st = master_.WaitVerdict(done.key, verdict);
+  return NoVerdict(st);
+}
+
+void Session::ReportThen(const proto::OpDone& done, MasterClient::VerdictCallback then) {
+  // As AwaitVerdict, the wait bounded the same way.
+  Status st = master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
+  if (!st.ok()) return then(NoVerdict(st), proto::Verdict());
+  master_.OnVerdict(done.key, [this, then = std::move(then)](const Status& status,
+                                                              const proto::Verdict& verdict) {
+    then(NoVerdict(status), verdict);
+  });
 }
 
 void Session::Close() {

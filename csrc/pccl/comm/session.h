@@ -170,6 +170,10 @@ class Session {
   // Reports a finished collective to the master and waits for its group's verdict, past
   // `deadline` if need be (every peer must apply the same verdict; see the .cc).
   Status AwaitVerdict(const proto::OpDone& done, Deadline deadline, proto::Verdict* verdict);
+  // The same without waiting: reports it, and calls `then` with what AwaitVerdict would
+  // return, on this thread or on the thread that gets the verdict (MasterClient::OnVerdict
+  // says which, and what `then` must not do).
+  void ReportThen(const proto::OpDone& done, MasterClient::VerdictCallback then);
   // In-flight accounting of collectives (any thread).
   void BeginCollective();
   void EndCollective();
@@ -219,6 +223,9 @@ class Session {
   // --- resuming after the master was lost (session_resume.cc) ---
   // Whether this peer reconnects after losing the master with `lost`.
   bool Resumable(const Status& lost) const;
+  // What a lost or replaced master connection means for an operation that waits for its
+  // verdict (`st`, as MasterClient gives it): retry once the run resumed, or the loss.
+  Status NoVerdict(const Status& st) const;
   // Returns once the master connection is up and no resume runs; the reason when the
   // master is gone for good; DeadlineExceeded when the resume outlasts `deadline`.
   Status AwaitMaster(Deadline deadline, const char* caller);

@@ -57,6 +57,13 @@ bool Session::Resumable(const Status& lost) const {
          !closed_.load();
 }
 
+Status Session::NoVerdict(const Status& st) const {
+  if (st.ok() || !Resumable(st)) return st;
+  // No verdict will come for it, on any peer: every peer fails it, and retries it once
+  // the run resumed (input intact).
+  return Status(StatusCode::kAborted, st.message() + "; reconnecting to resume the run: retry");
+}
+
 Status Session::AwaitMaster(Deadline deadline, const char* caller) {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
