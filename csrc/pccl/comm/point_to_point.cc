@@ -12,7 +12,8 @@
 // reported it, failure as soon as one failed (a mismatched count or dtype, a deadline, a
 // lost link) or left. So both ends see the same outcome, a failed transfer can be retried
 // by both, and the send buffer is never written. A failed recv's buffer may hold part of
-// the data.
+// the data. An async send or recv (send_async, recv_async) is ended by the thread that
+// reads the verdict (ExecutePairThen): nothing is left to do after it, so no worker waits.
 //
 // A send is therefore synchronous: it returns once the receiver has the data (or the
 // transfer failed), like MPI's Ssend. Two peers that each send to the other before they
@@ -55,7 +56,6 @@ struct Collectives::PairOutcome {
   proto::OpKey key;
   uint64_t descriptor_hash = 0;
   Status local;
-  uint64_t moved = 0;  // bytes that reached the other end, or were received
   Duration took{};
   ReduceInfo info;  // as the caller gets it if the verdict is success
 };
@@ -83,10 +83,10 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
     }
   }
   out.took = Clock::now() - started;
-  out.moved = out.local.ok() ? bytes : 0;
+  const uint64_t moved = out.local.ok() ? bytes : 0;
   out.info.local_world_size = static_cast<uint32_t>(bound.world);
-  out.info.tx_bytes = sending ? out.moved : 0;
-  out.info.rx_bytes = sending ? 0 : out.moved;
+  out.info.tx_bytes = sending ? moved : 0;
+  out.info.rx_bytes = sending ? 0 : moved;
   out.info.peer = other;
   return out;
 }
