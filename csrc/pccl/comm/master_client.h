@@ -24,7 +24,6 @@
 #include <functional>
 #include <optional>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -106,7 +105,7 @@ class MasterClient {
   // thread that learns it (the reader, Reconnect, Close), after releasing mu_: `then` may
   // take other locks, but must not wait for the master.
   void OnVerdict(const proto::OpKey& key, VerdictCallback then);
-  // Waits for the verdict of `key` (OnVerdict on this thread).
+  // Waits on this thread for what OnVerdict would give `then`.
   Status WaitVerdict(const proto::OpKey& key, proto::Verdict* out);
   // Takes the verdict of `key` if it came already (a verdict may arrive before this peer
   // started the operation, when the others failed it).
