@@ -348,6 +348,9 @@ def test_peer_closing_during_update_topology() -> None:
             assert attributes == [3, 3, 1, 3]
 
 
+WARM_SHIFTS = 50  # transfers each peer makes before the master is killed
+
+
 def shift_until_master_dies(comm: pccl.Communicator, index: int) -> dict[str, Any]:
     """Async send/recv around the ring (send_async to the next peer, recv_async from the
     previous one, as a pipeline's stages do) until one fails. A send or recv's verdict is
@@ -372,6 +375,8 @@ def shift_until_master_dies(comm: pccl.Communicator, index: int) -> dict[str, An
         if errors:
             return {"errors": errors, "failed_at": time.monotonic(), "calls": calls}
         calls += 1
+        if calls == WARM_SHIFTS:
+            notify("warm", index)
 
 
 @pytest.mark.timeout(90)
@@ -379,14 +384,15 @@ def test_master_killed_ends_pending_async_send_recv(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PCCL_MASTER_RESUME_S", "0")  # a lost master ends the run
     with Cluster(3, master_process=True) as c:
         c.start(shift_until_master_dies)
-        for _ in range(3):
-            assert c.events.get(timeout=30)[0] == "looping"
-        time.sleep(0.5)  # a few hundred transfers, so that the kill lands among them
+        # Every peer transfers before the kill, so that it lands among transfers (in any
+        # order: each peer's events travel through its own queue feeder).
+        events = sorted(c.events.get(timeout=30)[0] for _ in range(6))
+        assert events == ["looping"] * 3 + ["warm"] * 3, events
         killed_at = time.monotonic()
         c.kill_master(signal.SIGKILL)
         results = c.collect(list(range(3)), timeout=60)
     for r in results:
-        assert r["calls"] > 0, r
+        assert r["calls"] >= WARM_SHIFTS, r
         # The pair that failed first may be either call; each one that failed names the
         # master (one whose transfer was decided before the kill may have succeeded).
         assert set(r["errors"]) == {"MasterUnavailableError"}, r
