@@ -87,7 +87,7 @@ def thread_names(comm: pccl.Communicator, index: int) -> set[str]:
 
 @pytest.mark.timeout(120)
 def test_threads_are_named_by_their_role() -> None:
-    """top -H, perf and bench.profile_all_reduce's per-thread counts tell pccl's threads
+    """top -H, profilers and bench.profile_all_reduce's per-thread counts tell pccl's threads
     apart by name."""
     with Cluster(2) as c:
         names = c.run(thread_names, timeout=90)

@@ -201,6 +201,8 @@ class Collectives {
   using Finish = std::function<void(const Status& status, const ReduceInfo& info)>;
   void ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
                        Deadline deadline, Finish finish);
+  // Both's first half: this end's transfer over the pair's links, and what it concludes
+  // with (point_to_point.cc).
   struct PairOutcome;
   PairOutcome TransferPair(const CollectiveRequest& request, const RingBinding& bound,
                            Deadline deadline);
