@@ -11,7 +11,10 @@ A master in this process and `--peers` spawned peers, each running `--calls` ope
 `--mib` MiB of `--dtype` (float32, bfloat16, float16) after one warm-up. `all_reduce`
 (default): in-place SUM all-reduces, optionally `--quantized` (uint8 or uint16, MIN_MAX),
 with the restore copy (pccl's default) or without it (--no-restore, restore_input=False);
-checks the last result (zeros stay zeros). `send_recv`: every peer sends its buffer to the
+checks the last result (zeros stay zeros). With `--buckets K` each call splits the tensor
+into K equal buckets and starts an async all-reduce of each before it waits for them all,
+as DDP does with its gradient buckets (all_reduce_async; Gloo: async_op=True), e.g.
+`--mib 2 --buckets 8` for eight buckets of 256 KiB. `send_recv`: every peer sends its buffer to the
 next peer and receives the previous one's at once (send_async + recv_async), as a
 pipeline's stages do; checks that the last buffer came from the previous peer. perf
 follows the spawned peers. Prints each peer's loop time, and what the loop cost its
@@ -89,9 +92,14 @@ def _gloo_peer(conn: Connection, address: str, rank: int, args: argparse.Namespa
     dtype = getattr(torch, args.dtype)
     if args.op == "all_reduce":
         x = torch.zeros(count, dtype=dtype)
+        buckets = x.chunk(args.buckets)
 
         def once() -> None:
-            dist.all_reduce(x)
+            if args.buckets == 1:
+                dist.all_reduce(x)
+                return
+            for work in [dist.all_reduce(b, async_op=True) for b in buckets]:
+                work.wait()
 
         def right() -> bool:
             return not bool(x.any())
@@ -126,10 +134,19 @@ def _peer(conn: Connection, address: str, rank: int, args: argparse.Namespace) -
         comm.wait_for_world(args.peers, timeout=60)
         if args.op == "all_reduce":
             x = np.zeros(count, dtype)
+            buckets = np.array_split(x, args.buckets)
+            restore = not args.no_restore
 
             def once() -> None:
-                comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, restore_input=not args.no_restore,
-                                quantization_options=quant)
+                if args.buckets == 1:
+                    comm.all_reduce(x, x, op=pccl.ReduceOp.SUM, restore_input=restore,
+                                    quantization_options=quant)
+                    return
+                for handle in [comm.all_reduce_async(b, b, op=pccl.ReduceOp.SUM, tag=i,
+                                                     restore_input=restore,
+                                                     quantization_options=quant)
+                               for i, b in enumerate(buckets)]:
+                    handle.result()
 
             def right() -> bool:
                 return not x.view(f"u{x.itemsize}").any()
@@ -159,6 +176,8 @@ def main() -> int:
     parser.add_argument("--peers", type=int, default=2)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--calls", type=int, default=150)
+    parser.add_argument("--buckets", type=int, default=1,
+                        help="all_reduce: async all-reduces per call, each of 1/K of the tensor")
     parser.add_argument("--no-restore", action="store_true")
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--quantized", default="none", choices=QUANTIZED)
@@ -168,6 +187,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.op == "send_recv" and args.peers < 2:
         parser.error("send_recv needs --peers 2 or more")
+    if args.buckets < 1 or (args.buckets > 1 and args.op != "all_reduce"):
+        parser.error("--buckets is 1 or more, and for all_reduce only")
     if args.backend == "gloo" and (args.no_restore or args.quantized != "none"):
         parser.error("--no-restore and --quantized are pccl's")
     import pccl

@@ -399,6 +399,60 @@ def test_master_killed_ends_pending_async_send_recv(monkeypatch: pytest.MonkeyPa
         assert r["failed_at"] - killed_at < 10.0, r
 
 
+def reduce_until_master_dies(comm: pccl.Communicator, index: int) -> dict[str, Any]:
+    """Two in-place all_reduce_async calls at a time (as DDP overlaps its buckets) until one
+    fails. A plain all-reduce's verdict is handed to it by the thread that reads the
+    master's messages (ExecuteThen), which also puts the input back when the verdict is a
+    failure: when the master dies, that thread must still end every call, each failed one
+    with its input intact."""
+    count = 1 << 14
+    buckets = [np.empty(count, dtype=np.float32) for _ in range(2)]
+    notify("looping", index)
+    calls = 0
+    while True:
+        for tag, x in enumerate(buckets):
+            x.fill(index + 1 + tag)
+        handles = [comm.all_reduce_async(x, x, op=ReduceOp.SUM, tag=tag, timeout=10)
+                   for tag, x in enumerate(buckets)]
+        errors, intact, summed = [], [], []
+        for tag, (handle, x) in enumerate(zip(handles, buckets)):
+            try:
+                info = handle.result()
+                world = info.local_world_size
+                # Members 0 .. world-1 (this test never changes the ring) add index + 1 + tag.
+                summed.append(bool(np.all(x == world * (world + 1) / 2 + world * tag)))
+            except pccl.PCCLError as e:
+                errors.append(type(e).__name__)
+                intact.append(bool(np.all(x == index + 1 + tag)))
+        if errors:
+            return {"errors": errors, "intact": intact, "summed": summed,
+                    "failed_at": time.monotonic(), "calls": calls}
+        assert all(summed), summed
+        calls += 1
+        if calls == WARM_SHIFTS:
+            notify("warm", index)
+
+
+@pytest.mark.timeout(90)
+def test_master_killed_ends_pending_async_all_reduces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PCCL_MASTER_RESUME_S", "0")  # a lost master ends the run
+    with Cluster(3, master_process=True) as c:
+        c.start(reduce_until_master_dies)
+        events = sorted(c.events.get(timeout=30)[0] for _ in range(6))
+        assert events == ["looping"] * 3 + ["warm"] * 3, events
+        killed_at = time.monotonic()
+        c.kill_master(signal.SIGKILL)
+        results = c.collect(list(range(3)), timeout=60)
+    for r in results:
+        assert r["calls"] >= WARM_SHIFTS, r
+        # Either bucket may be the one whose verdict came before the kill (then it summed);
+        # each one that failed names the master and has its input back.
+        assert set(r["errors"]) == {"MasterUnavailableError"}, r
+        assert r["intact"] and all(r["intact"]), r
+        assert all(r["summed"]), r
+        assert r["failed_at"] - killed_at < 10.0, r
+
+
 @pytest.mark.timeout(90)
 def test_master_killed_every_peer_raises_master_unavailable(
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,8 +92,9 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
     return bound_status;
   }
   started->reset(new AsyncCollective());
-  // Ends the call: its statistics, and the handle's result. On the worker, or for a send
-  // or recv on the thread that got its verdict (ExecutePairThen).
+  // Ends the call: its statistics, and the handle's result. On the worker, or for a send,
+  // a recv or a plain all-reduce on the thread that got its verdict (ExecutePairThen,
+  // ExecuteThen).
   Finish finish = [this, state = (*started)->state_, kind = StatsKind(request)](
                       const Status& st, const ReduceInfo& info) {
     session_.op_stats().Record(kind, st.ok(), Clock::now() - state->started);
@@ -110,6 +111,9 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
                    bound = std::move(bound), deadline]() mutable {
     state->started = Clock::now();
     if (bound.key.pair()) return ExecutePairThen(request, bound, deadline, std::move(finish));
+    if (request.kind == CollectiveKind::kAllReduce && (request.mode & kModeMask) == 0) {
+      return ExecuteThen(request, bound, deadline, std::move(finish));
+    }
     ReduceInfo info;
     Status st = Run(request, bound, deadline, &info);
     finish(st, info);
@@ -184,24 +188,51 @@ Status Collectives::Run(const CollectiveRequest& request, const RingBinding& bou
   return Execute(request, bound, deadline, info);
 }
 
-Status Collectives::Execute(const CollectiveRequest& request, const RingBinding& bound,
-                            Deadline deadline, ReduceInfo* info, const ExecuteExtras& extras) {
+// One all-reduce between its start and its verdict: what it leased and what its algorithm
+// did. Destroyed uncommitted (any failure, the verdict's included), it puts the caller's
+// input back first: in place, every segment the algorithm saved to the backup.
+struct Collectives::AllReduceRun {
+  uint64_t descriptor_hash = 0;
+  int world = 0;
+  kernels::Modulus modulus;  // options.modulus points here
+  algo::AllReduceOptions options;
+  algo::AllReduceStats stats;
+  BufferPool::Lease backup, scratch, workspace, wire;
+  Status local;  // how the algorithm ended here
+  Duration took{};
+  bool committed = false;
+
+  ~AllReduceRun() {
+    if (!committed) algo::RestoreInput(options, stats);
+  }
+  ReduceInfo Info() const {
+    ReduceInfo info;
+    info.local_world_size = static_cast<uint32_t>(world);
+    info.tx_bytes = stats.tx_bytes;
+    info.rx_bytes = stats.rx_bytes;
+    return info;
+  }
+};
+
+Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBinding& bound,
+                                 Deadline deadline, const ExecuteExtras& extras,
+                                 std::unique_ptr<AllReduceRun>* out) {
   const proto::OpKey& key = bound.key;
   const std::shared_ptr<RingLinks>& links = bound.links;
-  const int rank = bound.rank;
-  const int world = bound.world;
   const auto* send = static_cast<const char*>(request.send);
   auto* recv = static_cast<char*>(request.recv);
   const bool in_place = send == recv;
   const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
   const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
-  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
-  kernels::Modulus modulus;  // made before the operation opens: no early return leaves it open
+  auto run = std::make_unique<AllReduceRun>();
+  run->descriptor_hash = DescriptorHash(request, segment_bytes);
+  run->world = bound.world;
+  // Made before the operation opens: no early return leaves it open.
   if (request.modulus != 0) {
-    PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &modulus));
+    PCCL_RETURN_IF_ERROR(kernels::Modulus::Make(request.modulus, &run->modulus));
   }
   std::shared_ptr<RingOp> op;
-  PCCL_RETURN_IF_ERROR(session_.OpenOp(*links, key, descriptor_hash, deadline, &op));
+  PCCL_RETURN_IF_ERROR(session_.OpenOp(*links, key, run->descriptor_hash, deadline, &op));
 
   // In place, a failed operation must leave the caller's data as it was (unless every peer
   // succeeded, the verdict, the input is put back): the algorithm saves each input segment
@@ -211,14 +242,14 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   // workspace for float16/bfloat16. A caller that recomputes its input after a failure
   // (restore_input false) saves the backup: then the partials land in a few receive slots.
   const bool restore = in_place && request.restore_input;
-  algo::AllReduceOptions options;
+  algo::AllReduceOptions& options = run->options;
   options.dtype = request.dtype;
   options.op = request.op;
   options.count = request.count;
   options.send = send;
   options.recv = recv;
-  options.rank = rank;
-  options.world = world;
+  options.rank = bound.rank;
+  options.world = bound.world;
   options.segment_bytes = segment_bytes;
   options.receive_slots = links->pool_size() + 1;  // one per receiving connection, + spare
   // Scratch per element (float16/bfloat16 partial sums in float32, quantized wire slots) is
@@ -226,46 +257,58 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   if (quantized || IsHalfPrecision(request.dtype)) {
     options.window_elements = algo::kWindowElements;
   }
-  BufferPool::Lease backup =
-      buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
-  options.backup = restore ? backup.data() : nullptr;
-  BufferPool::Lease scratch =
-      buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
-  BufferPool::Lease workspace =
-      buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(options));
-  options.modulus = request.modulus != 0 ? &modulus : nullptr;
-  options.workspace = reinterpret_cast<float*>(workspace.data());
-  options.scratch = scratch.data();  // in place only
+  run->backup = buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
+  options.backup = restore ? run->backup.data() : nullptr;
+  run->scratch = buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
+  run->workspace = buffers_.Acquire(quantized ? 0 : algo::WorkspaceBytes(options));
+  options.modulus = request.modulus != 0 ? &run->modulus : nullptr;
+  options.workspace = reinterpret_cast<float*>(run->workspace.data());
+  options.scratch = run->scratch.data();  // in place only
   options.received = extras.received;
   if (extras.corruptible) options.corrupt_step = static_cast<int>(GetParams().test_corrupt_step);
-  algo::AllReduceStats stats;
-  bool committed = false;
-  struct UndoUnlessCommitted {
-    const bool& committed;
-    const algo::AllReduceOptions& options;
-    const algo::AllReduceStats& stats;
-    ~UndoUnlessCommitted() {
-      if (!committed) algo::RestoreInput(options, stats);
-    }
-  } undo{committed, options, stats};
 
   const TimePoint started = Clock::now();
-  BufferPool::Lease wire =
-      buffers_.Acquire(quantized ? algo::QuantizedScratchBytes(options, request.quant) : 0);
-  Status local = quantized ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline,
-                                                          &stats, wire.data())
-                           : algo::RingAllReduce(options, *op, deadline, &stats);
+  run->wire = buffers_.Acquire(quantized ? algo::QuantizedScratchBytes(options, request.quant)
+                                         : 0);
+  run->local = quantized ? algo::QuantizedRingAllReduce(options, request.quant, *op, deadline,
+                                                        &run->stats, run->wire.data())
+                         : algo::RingAllReduce(options, *op, deadline, &run->stats);
   links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
-
-  proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(Conclude(key, descriptor_hash, local, "", deadline, &verdict,
-                                stats.tx_bytes, Clock::now() - started));
-  committed = true;
-  if (extras.challenge != nullptr) *extras.challenge = verdict.challenge;
-  info->local_world_size = static_cast<uint32_t>(world);
-  info->tx_bytes = stats.tx_bytes;
-  info->rx_bytes = stats.rx_bytes;
+  run->took = Clock::now() - started;
+  *out = std::move(run);
   return Status::Ok();
+}
+
+Status Collectives::Execute(const CollectiveRequest& request, const RingBinding& bound,
+                            Deadline deadline, ReduceInfo* info, const ExecuteExtras& extras) {
+  std::unique_ptr<AllReduceRun> run;
+  PCCL_RETURN_IF_ERROR(RunAllReduce(request, bound, deadline, extras, &run));
+  proto::Verdict verdict;
+  PCCL_RETURN_IF_ERROR(Conclude(bound.key, run->descriptor_hash, run->local, "", deadline,
+                                &verdict, run->stats.tx_bytes, run->took));
+  run->committed = true;
+  if (extras.challenge != nullptr) *extras.challenge = verdict.challenge;
+  *info = run->Info();
+  return Status::Ok();
+}
+
+void Collectives::ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
+                              Deadline deadline, Finish finish) {
+  // As ExecutePairThen: the thread that gets the verdict ends the call. A success leaves
+  // nothing to do but return the leases; a failure first puts the input back there (a
+  // copy of what the algorithm overwrote, before the caller may look at it), which holds
+  // up that thread's next verdict by as long; failures are rare.
+  std::unique_ptr<AllReduceRun> started;
+  Status st = RunAllReduce(request, bound, deadline, {}, &started);
+  if (!st.ok()) return finish(st, ReduceInfo());
+  std::shared_ptr<AllReduceRun> run = std::move(started);
+  ConcludeThen(bound.key, run->descriptor_hash, run->local, run->stats.tx_bytes, run->took,
+               [run, finish = std::move(finish)](const Status& concluded) mutable {
+                 run->committed = concluded.ok();
+                 const ReduceInfo info = concluded.ok() ? run->Info() : ReduceInfo();
+                 run.reset();  // restores the input unless committed
+                 finish(concluded, info);
+               });
 }
 
 proto::OpDone Collectives::OpDoneOf(const proto::OpKey& key, uint64_t descriptor_hash,

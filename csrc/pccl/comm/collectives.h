@@ -174,6 +174,18 @@ class Collectives {
   Status Bind(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);
   Status Execute(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
                  ReduceInfo* info, const ExecuteExtras& extras = {});
+  // The same for StartCollective (no extras): returns once the algorithm ended and was
+  // reported, and calls `finish` with what Execute would return, on the thread that gets
+  // the verdict (or on this one, if it is known at once).
+  using Finish = std::function<void(const Status& status, const ReduceInfo& info)>;
+  void ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
+                   Deadline deadline, Finish finish);
+  // Both's first half: opens the operation and runs the algorithm (*out: what it leased and
+  // did, to conclude); an error return is a failure before anything was sent.
+  struct AllReduceRun;
+  Status RunAllReduce(const CollectiveRequest& request, const RingBinding& bound,
+                      Deadline deadline, const ExecuteExtras& extras,
+                      std::unique_ptr<AllReduceRun>* out);
   // The second half for any kind and mode: Execute, RunExact for the exact modes, or
   // ExecuteRing for the broadcast, all-gather and reduce-scatter.
   Status Run(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
@@ -198,7 +210,6 @@ class Collectives {
   // The same for StartCollective: returns once the transfer is over and reported, and
   // calls `finish` with what ExecutePair would return, on the thread that gets the verdict
   // (or on this one, if it is known at once).
-  using Finish = std::function<void(const Status& status, const ReduceInfo& info)>;
   void ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
                        Deadline deadline, Finish finish);
   // Both's first half: this end's transfer over the pair's links, and what it concludes
