@@ -179,12 +179,15 @@ def then_all_gather(comm: pccl.Communicator, index: int, ids: list[int]) -> bool
 
 
 def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], root: int,
-                survivors: list[int], victim_stall: float) -> dict[str, Any]:
+                survivors: list[int], victim_stall: float,
+                written_first: bool = False) -> dict[str, Any]:
     """A big collective that a SIGKILL interrupts, then the retry over the survivors.
 
     A survivor starts its operation (bound to the ring at once) before it says "starting",
     so the kill lands while the operation waits on the victim; the victim says "starting"
-    and stalls before joining, so the survivors cannot finish first."""
+    and stalls before joining, so the survivors cannot finish first. `written_first`: the
+    survivor waits (10 s at most) until the operation wrote into its buffer before it says
+    "starting", so that a failure must put the buffer back (a broadcast's receiver)."""
     n = len(ids)
     count = BIG_COUNT // n
     salt = ids.index(comm.peer_id)
@@ -216,6 +219,12 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
                                         root=root, timeout=30)
         else:
             handle = comm.reduce_scatter_async(send, recv, op=ReduceOp.SUM, timeout=30)
+        if written_first:
+            # Read while the operation writes (a benign race for a test): the first element
+            # lands with the first segment.
+            until = time.monotonic() + 10
+            while recv[0] == before[1][0] and time.monotonic() < until:
+                time.sleep(0.001)
         if victim_stall == 0:
             notify("starting", index)
         handle.result()
@@ -458,11 +467,19 @@ def test_sigkill_mid_collective_fails_survivors_with_inputs_intact_and_retry_is_
     with Cluster(4, pool_size=2) as c:
         my_ids = c.run(my_id)
         ids = sorted(my_ids)
-        victim = 2
+        # The victim is two hops after the root on the ring: the peer between them receives
+        # the whole broadcast before it stalls, so its buffer must be put back.
+        ring = c.run(lambda_ring_order)[0]
+        root = my_ids[0]
+        victim = my_ids.index(ring[(ring.index(root) + 2) % len(ring)])
         survivors = [i for i in range(4) if i != victim]
         alive = sorted(my_ids[i] for i in survivors)
-        root = my_ids[0]
-        c.start(interrupted, kind, ids, root, alive, 0.0, peers=survivors)
+        # The peer between the root and the victim: a broadcast reaches its buffer.
+        written = my_ids.index(ring[(ring.index(root) + 1) % len(ring)])
+        c.start(interrupted, kind, ids, root, alive, 0.0, peers=[i for i in survivors
+                                                                if i != written])
+        c.start(interrupted, kind, ids, root, alive, 0.0, kind == "broadcast",
+                peers=[written])
         c.start(interrupted, kind, ids, root, alive, 5.0, peers=[victim])
         for _ in range(4):
             assert c.events.get(timeout=60)[0] == "starting"

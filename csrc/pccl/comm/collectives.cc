@@ -92,9 +92,9 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
     return bound_status;
   }
   started->reset(new AsyncCollective());
-  // Ends the call: its statistics, and the handle's result. On the worker, or for a send,
-  // a recv or a plain all-reduce on the thread that got its verdict (ExecutePairThen,
-  // ExecuteThen).
+  // Ends the call: its statistics, and the handle's result. On the thread that got its
+  // verdict (ExecutePairThen, ExecuteThen, ExecuteRingThen), or for the exact all-reduce
+  // modes (several operations, each with its own verdict) on the worker.
   Finish finish = [this, state = (*started)->state_, kind = StatsKind(request)](
                       const Status& st, const ReduceInfo& info) {
     session_.op_stats().Record(kind, st.ok(), Clock::now() - state->started);
@@ -111,7 +111,10 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
                    bound = std::move(bound), deadline]() mutable {
     state->started = Clock::now();
     if (bound.key.pair()) return ExecutePairThen(request, bound, deadline, std::move(finish));
-    if (request.kind == CollectiveKind::kAllReduce && (request.mode & kModeMask) == 0) {
+    if (request.kind != CollectiveKind::kAllReduce) {
+      return ExecuteRingThen(request, bound, deadline, std::move(finish));
+    }
+    if ((request.mode & kModeMask) == 0) {
       return ExecuteThen(request, bound, deadline, std::move(finish));
     }
     ReduceInfo info;
@@ -205,14 +208,16 @@ struct Collectives::AllReduceRun {
   ~AllReduceRun() {
     if (!committed) algo::RestoreInput(options, stats);
   }
-  ReduceInfo Info() const {
-    ReduceInfo info;
-    info.local_world_size = static_cast<uint32_t>(world);
-    info.tx_bytes = stats.tx_bytes;
-    info.rx_bytes = stats.rx_bytes;
-    return info;
-  }
+  ReduceInfo Info() const { return ReduceInfoOf(world, stats.tx_bytes, stats.rx_bytes); }
 };
+
+ReduceInfo Collectives::ReduceInfoOf(int world, uint64_t tx_bytes, uint64_t rx_bytes) {
+  ReduceInfo info;
+  info.local_world_size = static_cast<uint32_t>(world);
+  info.tx_bytes = tx_bytes;
+  info.rx_bytes = rx_bytes;
+  return info;
+}
 
 Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBinding& bound,
                                  Deadline deadline, const ExecuteExtras& extras,
@@ -301,9 +306,12 @@ void Collectives::ExecuteThen(const CollectiveRequest& request, const RingBindin
   std::unique_ptr<AllReduceRun> started;
   Status st = RunAllReduce(request, bound, deadline, {}, &started);
   if (!st.ok()) return finish(st, ReduceInfo());
-  std::shared_ptr<AllReduceRun> run = std::move(started);
-  ConcludeThen(bound.key, run->descriptor_hash, run->local, run->stats.tx_bytes, run->took,
-               [run, finish = std::move(finish)](const Status& concluded) mutable {
+  // The callback holds the only reference: the input is back before `finish` runs, even
+  // when the verdict comes before ConcludeThen returns here.
+  const AllReduceRun& ran = *started;
+  ConcludeThen(bound.key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
+               [run = std::shared_ptr<AllReduceRun>(std::move(started)),
+                finish = std::move(finish)](const Status& concluded) mutable {
                  run->committed = concluded.ok();
                  const ReduceInfo info = concluded.ok() ? run->Info() : ReduceInfo();
                  run.reset();  // restores the input unless committed

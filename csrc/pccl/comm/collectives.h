@@ -11,7 +11,11 @@
 // report the outcome to the master and wait for the group's verdict
 // (Session::AwaitVerdict). Every peer applies the result only if every peer succeeded;
 // otherwise the caller's input is restored (in place too), so the retry computes the same
-// result.
+// result. A collective started in the background (StartCollective) runs its algorithm on
+// a worker, which reports it and is then free: the thread that reads the verdict from the
+// master ends the call (restoring the input first on a failure), waking its caller
+// directly. Only the exact all-reduce modes, several operations each with a verdict, keep
+// their worker until the last.
 //
 // Thread-safety: every method may be called from any thread; concurrent collectives need
 // distinct tags.
@@ -117,9 +121,8 @@ struct ReduceInfo {
 
 class Collectives;
 
-// A collective running on a worker of the Collectives' pool (Collectives::StartCollective).
-// The caller keeps the buffers alive and untouched until Wait() returns. Destroying it
-// waits for the op.
+// A collective started in the background (Collectives::StartCollective). The caller keeps
+// the buffers alive and untouched until Wait() returns. Destroying it waits for the op.
 class AsyncCollective {
  public:
   ~AsyncCollective();
@@ -131,8 +134,8 @@ class AsyncCollective {
 
  private:
   friend class Collectives;
-  // Shared with the task on the worker, which may still be unlocking it when the handle
-  // goes.
+  // Shared with the thread that ends the call, which may still be unlocking it when the
+  // handle goes.
   struct State {
     TimePoint started;  // when its worker began it (its statistics)
     std::mutex mu;
@@ -195,6 +198,14 @@ class Collectives {
   static Status CheckRingCollective(const CollectiveRequest& request);
   Status ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
+  // The same for StartCollective, as ExecuteThen is for Execute; and both's first half.
+  void ExecuteRingThen(const CollectiveRequest& request, const RingBinding& bound,
+                       Deadline deadline, Finish finish);
+  struct RingRun;
+  Status RunRing(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
+                 std::unique_ptr<RingRun>* out);
+  // What a successful collective tells its caller.
+  static ReduceInfo ReduceInfoOf(int world, uint64_t tx_bytes, uint64_t rx_bytes);
   // direct_collectives.cc: a gather, scatter or all-to-all, its blocks sent straight to
   // their destinations over the pair links, or the ring's own between two peers
   // (ExecuteRing opened `ring_op`, the collective's operation on the ring, and concludes).

@@ -250,44 +250,72 @@ Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
   return Status::Ok();
 }
 
-Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
-                                Deadline deadline, ReduceInfo* info) {
-  const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
-  const uint64_t descriptor_hash = DescriptorHash(request, segment_bytes);
+// One broadcast, all-gather, reduce-scatter, gather, scatter or all-to-all between its start
+// and its verdict: what it leased and did. Destroyed uncommitted, a broadcast's receiver
+// gets its buffer back first.
+struct Collectives::RingRun {
+  uint64_t descriptor_hash = 0;
+  int world = 0;
   algo::RingCollectiveOptions options;
-  Status local = Shape(request, bound, &options);
-  if (!local.ok()) {  // nothing sent; the verdict tells the others
-    proto::Verdict verdict;
-    return Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict);
+  algo::RingCollectiveStats stats;
+  BufferPool::Lease backup, scratch;
+  void* restore_to = nullptr;  // the receiver's buffer, saved in `backup`
+  size_t restore_bytes = 0;
+  Status local;  // how it ended here
+  Duration took{};
+  bool committed = false;
+
+  ~RingRun() {
+    if (!committed && restore_bytes > 0) std::memcpy(restore_to, backup.data(), restore_bytes);
+  }
+};
+
+Status Collectives::RunRing(const CollectiveRequest& request, const RingBinding& bound,
+                            Deadline deadline, std::unique_ptr<RingRun>* out) {
+  const size_t segment_bytes = static_cast<size_t>(GetParams().segment_bytes);
+  auto run = std::make_unique<RingRun>();
+  run->descriptor_hash = DescriptorHash(request, segment_bytes);
+  run->world = bound.world;
+  algo::RingCollectiveOptions& options = run->options;
+  run->local = Shape(request, bound, &options);
+  if (!run->local.ok()) {  // nothing sent; the verdict tells the others
+    *out = std::move(run);
+    return Status::Ok();
   }
   std::shared_ptr<link::RingOp> op;
-  PCCL_RETURN_IF_ERROR(session_.OpenOp(*bound.links, bound.key, descriptor_hash, deadline, &op));
+  PCCL_RETURN_IF_ERROR(
+      session_.OpenOp(*bound.links, bound.key, run->descriptor_hash, deadline, &op));
 
   // A receiver of a broadcast that must give its buffer back if the verdict fails.
   const bool restores = request.kind == CollectiveKind::kBroadcast &&
                         options.root != bound.rank && request.restore_input;
   const size_t bytes = request.recv_count * DTypeSize(request.dtype);
-  BufferPool::Lease backup = buffers_.Acquire(restores ? bytes : 0);
-  if (restores && bytes > 0) kernels::CopyStreaming(backup.data(), request.recv, bytes);
-  BufferPool::Lease scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
-  options.scratch = scratch.data();
+  run->backup = buffers_.Acquire(restores ? bytes : 0);
+  if (restores && bytes > 0) {
+    kernels::CopyStreaming(run->backup.data(), request.recv, bytes);
+    run->restore_to = request.recv;
+    run->restore_bytes = bytes;
+  }
+  run->scratch = buffers_.Acquire(ScratchBytes(request.kind, options));
+  options.scratch = run->scratch.data();
 
   const TimePoint started = Clock::now();
-  algo::RingCollectiveStats stats;
+  Status& local = run->local;
   switch (request.kind) {
     case CollectiveKind::kBroadcast:
-      local = algo::RingBroadcast(options, *op, deadline, &stats);
+      local = algo::RingBroadcast(options, *op, deadline, &run->stats);
       break;
     case CollectiveKind::kAllGather:
-      local = algo::RingAllGather(options, *op, deadline, &stats);
+      local = algo::RingAllGather(options, *op, deadline, &run->stats);
       break;
     case CollectiveKind::kReduceScatter:
-      local = algo::RingReduceScatter(options, *op, deadline, &stats);
+      local = algo::RingReduceScatter(options, *op, deadline, &run->stats);
       break;
     case CollectiveKind::kGather:
     case CollectiveKind::kScatter:
     case CollectiveKind::kAllToAll:
-      local = RunDirect(request, bound, options, op, descriptor_hash, deadline, &stats);
+      local = RunDirect(request, bound, options, op, run->descriptor_hash, deadline,
+                        &run->stats);
       break;
     case CollectiveKind::kAllReduce:
     case CollectiveKind::kSend:
@@ -296,18 +324,42 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
       break;
   }
   bound.links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffers
-
-  proto::Verdict verdict;
-  Status concluded = Conclude(bound.key, descriptor_hash, local, "", deadline, &verdict,
-                              stats.tx_bytes, Clock::now() - started);
-  if (!concluded.ok()) {
-    if (restores && bytes > 0) std::memcpy(request.recv, backup.data(), bytes);
-    return concluded;
-  }
-  info->local_world_size = static_cast<uint32_t>(bound.world);
-  info->tx_bytes = stats.tx_bytes;
-  info->rx_bytes = stats.rx_bytes;
+  run->took = Clock::now() - started;
+  *out = std::move(run);
   return Status::Ok();
+}
+
+Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBinding& bound,
+                                Deadline deadline, ReduceInfo* info) {
+  std::unique_ptr<RingRun> run;
+  PCCL_RETURN_IF_ERROR(RunRing(request, bound, deadline, &run));
+  proto::Verdict verdict;
+  PCCL_RETURN_IF_ERROR(Conclude(bound.key, run->descriptor_hash, run->local, "", deadline,
+                                &verdict, run->stats.tx_bytes, run->took));
+  run->committed = true;
+  *info = ReduceInfoOf(run->world, run->stats.tx_bytes, run->stats.rx_bytes);
+  return Status::Ok();
+}
+
+void Collectives::ExecuteRingThen(const CollectiveRequest& request, const RingBinding& bound,
+                                  Deadline deadline, Finish finish) {
+  // As ExecuteThen: the thread that gets the verdict ends the call (and a broadcast
+  // receiver's failure puts its buffer back there first).
+  std::unique_ptr<RingRun> started;
+  Status st = RunRing(request, bound, deadline, &started);
+  if (!st.ok()) return finish(st, ReduceInfo());
+  const RingRun& ran = *started;  // the callback holds the only reference (see ExecuteThen)
+  ConcludeThen(bound.key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
+               [run = std::shared_ptr<RingRun>(std::move(started)),
+                finish = std::move(finish)](const Status& concluded) mutable {
+                 run->committed = concluded.ok();
+                 const ReduceInfo info =
+                     concluded.ok()
+                         ? ReduceInfoOf(run->world, run->stats.tx_bytes, run->stats.rx_bytes)
+                         : ReduceInfo();
+                 run.reset();  // restores a broadcast receiver's buffer unless committed
+                 finish(concluded, info);
+               });
 }
 
 }  // namespace pccl::comm
