@@ -33,9 +33,16 @@ OpKind StatsKind(const CollectiveRequest& request) {
 
 }  // namespace
 
+size_t Collectives::WindowOf(const CollectiveRequest& request) {
+  const bool quantized = request.quant.algorithm != kernels::QuantAlgorithm::kNone;
+  const bool windowed = request.kind == CollectiveKind::kAllReduce &&
+                        (quantized || IsHalfPrecision(request.dtype));
+  return windowed ? algo::kWindowElements : 0;
+}
+
 // What every peer of a collective must agree on, hashed into every data frame and report.
 uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t segment_bytes) {
-  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4 + 1 + 8 + 8 + 8];
+  uint8_t bytes[8 + 1 + 1 + 8 + 1 + 1 + 8 + 4 + 4 + 1 + 8 + 8 + 8 + 8];
   // A gather's output and a scatter's input exist on the root only: what all share is the
   // block (the gather's `count`, the scatter's `recv_count`). A send and its recv share
   // the count and dtype: both hash as a send, with no peer.
@@ -59,6 +66,9 @@ uint64_t Collectives::DescriptorHash(const CollectiveRequest& request, size_t se
                               ? 0
                               : kernels::Hash64(request.order.data(),
                                                 request.order.size() * sizeof(uint64_t), 1));
+  // The window a windowed all-reduce numbers its steps by (Execute): builds that cut the
+  // tensor differently disagree here, by name, rather than on the wire.
+  net::PutU64(bytes + 61, WindowOf(request));
   return kernels::Hash64(bytes, sizeof(bytes), /*seed=*/0x70636c6cu);
 }
 
@@ -259,9 +269,7 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   options.receive_slots = links->pool_size() + 1;  // one per receiving connection, + spare
   // Scratch per element (float16/bfloat16 partial sums in float32, quantized wire slots) is
   // kept for one window of the tensor at a time.
-  if (quantized || IsHalfPrecision(request.dtype)) {
-    options.window_elements = algo::kWindowElements;
-  }
+  options.window_elements = WindowOf(request);
   run->backup = buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
   options.backup = restore ? run->backup.data() : nullptr;
   run->scratch = buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);

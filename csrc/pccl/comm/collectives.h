@@ -230,6 +230,10 @@ class Collectives {
                            Deadline deadline);
   // What every peer of `request` must agree on (hashed into every frame and report).
   static uint64_t DescriptorHash(const CollectiveRequest& request, size_t segment_bytes);
+  // The elements per window of an all-reduce that keeps scratch per element (float16/
+  // bfloat16 partial sums in float32, quantized wire slots) for one window at a time; 0:
+  // the whole tensor in one pass.
+  static size_t WindowOf(const CollectiveRequest& request);
   // The operations (sequence numbers) one all-reduce takes: 1, or the exact modes' steps.
   static uint32_t StepsOf(const CollectiveRequest& request);
   // The exact modes (exact_allreduce.cc); `bound` is the binding of its first step.
