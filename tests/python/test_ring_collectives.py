@@ -204,6 +204,7 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
     else:
         send, recv = data(np.dtype(np.float32), count * n, salt), np.full(count, -1, np.float32)
     before = (send.copy(), recv.copy())
+    written = True  # unless it waits for it and it does not happen
     if victim_stall > 0:
         notify("starting", index)
         time.sleep(victim_stall)  # killed meanwhile
@@ -220,18 +221,20 @@ def interrupted(comm: pccl.Communicator, index: int, kind: str, ids: list[int], 
         else:
             handle = comm.reduce_scatter_async(send, recv, op=ReduceOp.SUM, timeout=30)
         if written_first:
-            # Read while the operation writes (a benign race for a test): the first element
-            # lands with the first segment.
+            # Polled while the operation writes (a benign race for a test; there is no event
+            # to wait on): the first element lands with the first segment.
             until = time.monotonic() + 10
             while recv[0] == before[1][0] and time.monotonic() < until:
                 time.sleep(0.001)
+            written = bool(recv[0] != before[1][0])
         if victim_stall == 0:
             notify("starting", index)
         handle.result()
         return {"first": "no error"}
     except pccl.PCCLError as e:
         first = type(e).__name__
-    out: dict[str, Any] = {"first": first, "send_intact": bool(np.array_equal(send, before[0]))}
+    out: dict[str, Any] = {"first": first, "written": written,
+                           "send_intact": bool(np.array_equal(send, before[0]))}
     if kind == "broadcast":  # the buffer is the input of the root, the output elsewhere
         out["recv_intact"] = bool(np.array_equal(recv, before[1]))
     m = len(survivors)
@@ -468,7 +471,7 @@ def test_sigkill_mid_collective_fails_survivors_with_inputs_intact_and_retry_is_
         my_ids = c.run(my_id)
         ids = sorted(my_ids)
         # The victim is two hops after the root on the ring: the peer between them receives
-        # the whole broadcast before it stalls, so its buffer must be put back.
+        # the root's data while the victim stalls, so its buffer must be put back.
         ring = c.run(lambda_ring_order)[0]
         root = my_ids[0]
         victim = my_ids.index(ring[(ring.index(root) + 2) % len(ring)])
@@ -487,6 +490,7 @@ def test_sigkill_mid_collective_fails_survivors_with_inputs_intact_and_retry_is_
         results = c.collect(survivors, timeout=120)
         for r in results:
             assert r["first"] == "PeerLostError", r
+            assert r["written"], "the broadcast never reached the peer after the root"
             assert r["send_intact"], r
             assert r.get("recv_intact", True), "a failed broadcast changed a buffer"
             assert r["world"] == 3 and r["retry_right"], r
