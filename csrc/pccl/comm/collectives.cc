@@ -305,25 +305,37 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   return Status::Ok();
 }
 
+void Collectives::EndAsync(std::shared_ptr<void> run, const Status& concluded,
+                           const ReduceInfo& info, Finish finish) {
+  // A success ends here, on the thread that got the verdict: the run only returns its
+  // leases. A failure first puts the input back (the run's destructor, before the caller
+  // may look at it): a copy as large as what the algorithm overwrote, made on a worker so
+  // that it does not hold up the master connection's reader and its next messages.
+  if (concluded.ok()) {
+    run.reset();
+    return finish(concluded, info);
+  }
+  workers_.Submit([run = std::move(run), concluded, finish = std::move(finish)]() mutable {
+    run.reset();
+    finish(concluded, ReduceInfo());
+  });
+}
+
 void Collectives::ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
                               Deadline deadline, Finish finish) {
-  // As ExecutePairThen: the thread that gets the verdict ends the call. A success leaves
-  // nothing to do but return the leases; a failure first puts the input back there (a
-  // copy of what the algorithm overwrote, before the caller may look at it), which holds
-  // up that thread's next verdict by as long; failures are rare.
+  // As ExecutePairThen: the thread that gets the verdict ends the call (EndAsync).
   std::unique_ptr<AllReduceRun> started;
   Status st = RunAllReduce(request, bound, deadline, {}, &started);
   if (!st.ok()) return finish(st, ReduceInfo());
-  // The callback holds the only reference: the input is back before `finish` runs, even
-  // when the verdict comes before ConcludeThen returns here.
+  // The callback holds the only reference (then EndAsync): the input is back before
+  // `finish` runs, even when the verdict comes before ConcludeThen returns here.
   const AllReduceRun& ran = *started;
   ConcludeThen(bound.key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
-               [run = std::shared_ptr<AllReduceRun>(std::move(started)),
+               [this, run = std::shared_ptr<AllReduceRun>(std::move(started)),
                 finish = std::move(finish)](const Status& concluded) mutable {
                  run->committed = concluded.ok();
                  const ReduceInfo info = concluded.ok() ? run->Info() : ReduceInfo();
-                 run.reset();  // restores the input unless committed
-                 finish(concluded, info);
+                 EndAsync(std::move(run), concluded, info, std::move(finish));
                });
 }
 

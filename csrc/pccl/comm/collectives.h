@@ -13,9 +13,9 @@
 // otherwise the caller's input is restored (in place too), so the retry computes the same
 // result. A collective started in the background (StartCollective) runs its algorithm on
 // a worker, which reports it and is then free: the thread that reads the verdict from the
-// master ends the call (restoring the input first on a failure), waking its caller
-// directly. Only the exact all-reduce modes, several operations each with a verdict, keep
-// their worker until the last.
+// master ends the call, waking its caller directly (a failure goes to a worker first,
+// which restores the input). Only the exact all-reduce modes, several operations each
+// with a verdict, keep their worker until the last.
 //
 // Thread-safety: every method may be called from any thread; concurrent collectives need
 // distinct tags.
@@ -185,6 +185,10 @@ class Collectives {
                    Deadline deadline, Finish finish);
   // Both's first half: opens the operation and runs the algorithm (*out: what it leased and
   // did, to conclude); an error return is a failure before anything was sent.
+  // Ends a call started in the background with its concluded status: `run` (what it leased
+  // and did; dropping it uncommitted restores the input) goes before `finish` is called.
+  void EndAsync(std::shared_ptr<void> run, const Status& concluded, const ReduceInfo& info,
+                Finish finish);
   struct AllReduceRun;
   Status RunAllReduce(const CollectiveRequest& request, const RingBinding& bound,
                       Deadline deadline, const ExecuteExtras& extras,

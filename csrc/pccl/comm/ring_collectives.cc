@@ -343,22 +343,21 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
 
 void Collectives::ExecuteRingThen(const CollectiveRequest& request, const RingBinding& bound,
                                   Deadline deadline, Finish finish) {
-  // As ExecuteThen: the thread that gets the verdict ends the call (and a broadcast
-  // receiver's failure puts its buffer back there first).
+  // As ExecuteThen: the thread that gets the verdict ends the call (EndAsync; a broadcast
+  // receiver's failure puts its buffer back first).
   std::unique_ptr<RingRun> started;
   Status st = RunRing(request, bound, deadline, &started);
   if (!st.ok()) return finish(st, ReduceInfo());
   const RingRun& ran = *started;  // the callback holds the only reference (see ExecuteThen)
   ConcludeThen(bound.key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
-               [run = std::shared_ptr<RingRun>(std::move(started)),
+               [this, run = std::shared_ptr<RingRun>(std::move(started)),
                 finish = std::move(finish)](const Status& concluded) mutable {
                  run->committed = concluded.ok();
                  const ReduceInfo info =
                      concluded.ok()
                          ? ReduceInfoOf(run->world, run->stats.tx_bytes, run->stats.rx_bytes)
                          : ReduceInfo();
-                 run.reset();  // restores a broadcast receiver's buffer unless committed
-                 finish(concluded, info);
+                 EndAsync(std::move(run), concluded, info, std::move(finish));
                });
 }
 
