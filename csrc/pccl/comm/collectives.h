@@ -183,12 +183,13 @@ class Collectives {
   using Finish = std::function<void(const Status& status, const ReduceInfo& info)>;
   void ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
                    Deadline deadline, Finish finish);
-  // Both's first half: opens the operation and runs the algorithm (*out: what it leased and
-  // did, to conclude); an error return is a failure before anything was sent.
   // Ends a call started in the background with its concluded status: `run` (what it leased
   // and did; dropping it uncommitted restores the input) goes before `finish` is called.
   void EndAsync(std::shared_ptr<void> run, const Status& concluded, const ReduceInfo& info,
                 Finish finish);
+  // Execute's and ExecuteThen's first half: opens the operation and runs the algorithm
+  // (*out: what it leased and did, to conclude); an error return is a failure before
+  // anything was sent.
   struct AllReduceRun;
   Status RunAllReduce(const CollectiveRequest& request, const RingBinding& bound,
                       Deadline deadline, const ExecuteExtras& extras,
