@@ -324,19 +324,10 @@ void Collectives::EndAsync(std::shared_ptr<void> run, const Status& concluded,
 void Collectives::ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
                               Deadline deadline, Finish finish) {
   // As ExecutePairThen: the thread that gets the verdict ends the call (EndAsync).
-  std::unique_ptr<AllReduceRun> started;
-  Status st = RunAllReduce(request, bound, deadline, {}, &started);
+  std::unique_ptr<AllReduceRun> run;
+  Status st = RunAllReduce(request, bound, deadline, {}, &run);
   if (!st.ok()) return finish(st, ReduceInfo());
-  // The callback holds the only reference (then EndAsync): the input is back before
-  // `finish` runs, even when the verdict comes before ConcludeThen returns here.
-  const AllReduceRun& ran = *started;
-  ConcludeThen(bound.key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
-               [this, run = std::shared_ptr<AllReduceRun>(std::move(started)),
-                finish = std::move(finish)](const Status& concluded) mutable {
-                 run->committed = concluded.ok();
-                 const ReduceInfo info = concluded.ok() ? run->Info() : ReduceInfo();
-                 EndAsync(std::move(run), concluded, info, std::move(finish));
-               });
+  ConcludeRunThen(bound.key, std::move(run), std::move(finish));
 }
 
 proto::OpDone Collectives::OpDoneOf(const proto::OpKey& key, uint64_t descriptor_hash,

@@ -258,6 +258,12 @@ class Collectives {
   // on this thread or on the thread that gets the verdict (Session::ReportThen).
   void ConcludeThen(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
                     uint64_t tx_bytes, Duration took, std::function<void(const Status&)> then);
+  // ConcludeThen for a run (AllReduceRun, RingRun) whose callback becomes its only owner,
+  // so that a failure's restore is done before `finish` runs (EndAsync), even when the
+  // verdict comes before this returns.
+  template <class Running>
+  void ConcludeRunThen(const proto::OpKey& key, std::unique_ptr<Running> started,
+                       Finish finish);
   // Their report, and what they make of the verdict: `waited` is how the wait for it
   // ended (Session::AwaitVerdict's status).
   static proto::OpDone OpDoneOf(const proto::OpKey& key, uint64_t descriptor_hash,
@@ -287,5 +293,18 @@ class Collectives {
   BufferPool buffers_;  // staging and workspaces, reused across collectives
   WorkerPool workers_;  // last: its destructor waits for the tasks that use the rest
 };
+
+template <class Running>
+void Collectives::ConcludeRunThen(const proto::OpKey& key, std::unique_ptr<Running> started,
+                                  Finish finish) {
+  const Running& ran = *started;  // stays where it is when `started` moves into the callback
+  ConcludeThen(key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
+               [this, run = std::shared_ptr<Running>(std::move(started)),
+                finish = std::move(finish)](const Status& concluded) mutable {
+                 run->committed = concluded.ok();
+                 const ReduceInfo info = concluded.ok() ? run->Info() : ReduceInfo();
+                 EndAsync(std::move(run), concluded, info, std::move(finish));
+               });
+}
 
 }  // namespace pccl::comm

@@ -268,6 +268,7 @@ struct Collectives::RingRun {
   ~RingRun() {
     if (!committed && restore_bytes > 0) std::memcpy(restore_to, backup.data(), restore_bytes);
   }
+  ReduceInfo Info() const { return ReduceInfoOf(world, stats.tx_bytes, stats.rx_bytes); }
 };
 
 Status Collectives::RunRing(const CollectiveRequest& request, const RingBinding& bound,
@@ -337,7 +338,7 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
   PCCL_RETURN_IF_ERROR(Conclude(bound.key, run->descriptor_hash, run->local, "", deadline,
                                 &verdict, run->stats.tx_bytes, run->took));
   run->committed = true;
-  *info = ReduceInfoOf(run->world, run->stats.tx_bytes, run->stats.rx_bytes);
+  *info = run->Info();
   return Status::Ok();
 }
 
@@ -345,20 +346,10 @@ void Collectives::ExecuteRingThen(const CollectiveRequest& request, const RingBi
                                   Deadline deadline, Finish finish) {
   // As ExecuteThen: the thread that gets the verdict ends the call (EndAsync; a broadcast
   // receiver's failure puts its buffer back first).
-  std::unique_ptr<RingRun> started;
-  Status st = RunRing(request, bound, deadline, &started);
+  std::unique_ptr<RingRun> run;
+  Status st = RunRing(request, bound, deadline, &run);
   if (!st.ok()) return finish(st, ReduceInfo());
-  const RingRun& ran = *started;  // the callback holds the only reference (see ExecuteThen)
-  ConcludeThen(bound.key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
-               [this, run = std::shared_ptr<RingRun>(std::move(started)),
-                finish = std::move(finish)](const Status& concluded) mutable {
-                 run->committed = concluded.ok();
-                 const ReduceInfo info =
-                     concluded.ok()
-                         ? ReduceInfoOf(run->world, run->stats.tx_bytes, run->stats.rx_bytes)
-                         : ReduceInfo();
-                 EndAsync(std::move(run), concluded, info, std::move(finish));
-               });
+  ConcludeRunThen(bound.key, std::move(run), std::move(finish));
 }
 
 }  // namespace pccl::comm
