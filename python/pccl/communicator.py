@@ -625,7 +625,7 @@ class Communicator:
         peer with a tag meets that peer's n-th recv from this one with that tag.
 
         Synchronous: returns once the receiver has the data, and both ends get the same
-        outcome (the master's verdict for the two of them). The bytes travel over links
+        outcome (the receiver decides; a failure is the master's verdict for the two). The bytes travel over links
         of their own between the two (striped over the connection pool), not around the
         ring. Two peers that send to each other before receiving must use send_async and
         recv_async.

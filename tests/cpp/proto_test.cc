@@ -160,7 +160,8 @@ TEST(WireTest, DataHeaderRoundTrip) {
 // One sample of every message with every field set, and its bytes as the hand-written encoder
 // wrote them before the field-list codec existed (hex captured from that encoder; version 2
 // added the public keys of Hello and Member, and the handshake; version 4 the two ends of
-// a send/recv in OpKey, and PairHello): a change here is a
+// a send/recv in OpKey, and PairHello; version 5 PairQuery, and a send/recv decided by its
+// receiver): a change here is a
 // protocol change and needs a new net::kProtocolVersion. Each sample also
 // round-trips (re-encoding what was decoded gives the same bytes, so no field is dropped),
 // and every strict prefix and one trailing byte are refused with the message's name.
@@ -237,6 +238,9 @@ TEST(ProtoGoldenTest, EveryMessageKeepsItsBytes) {
              "0807060504030201090000000b0a0000000000000d0c000000000000"
              "11000000000000001200000000000000" "00040000006c61746504"
              "00000001" "020000006368" "0100000072");
+  ExpectWire(PairQuery{kSampleKey, 4, "late"}, "PairQuery",
+             "0807060504030201090000000b0a0000000000000d0c000000000000"
+             "11000000000000001200000000000000" "04000000" "040000006c617465");
   ExpectWire(ErrorMessage{10, "kicked"}, "Error", "0a000000060000006b69636b6564");
   ExpectWire(P2PHello{17, 18, 19, 3}, "P2PHello",
              "11000000000000001200000000000000130000000000000003000000");

@@ -678,12 +678,38 @@ TEST(PointToPointTest, EverySizeArrivesWholeAndTheSenderWaitsForTheAnswer) {
     Status sender;
     std::thread send([&] { sender = SendBuffer(a, sent.data(), bytes, 4, Deadline::In(
                                                    std::chrono::seconds(10))); });
-    Status receiver = ReceiveBuffer(b, got.data(), bytes, 4, Deadline::In(std::chrono::seconds(10)));
+    int commits = 0;
+    Status receiver = ReceiveBuffer(b, got.data(), bytes, 4, Deadline::In(std::chrono::seconds(10)),
+                                    [&] {
+                                      ++commits;
+                                      EXPECT_EQ(got, sent) << "committed before every byte came";
+                                      return Status::Ok();
+                                    });
     send.join();
     EXPECT_TRUE(sender.ok()) << bytes << ": " << sender.ToString();
     EXPECT_TRUE(receiver.ok()) << bytes << ": " << receiver.ToString();
+    EXPECT_EQ(commits, 1) << bytes;
     EXPECT_EQ(got, sent) << bytes;
   }
+}
+
+TEST(PointToPointTest, AReceiverThatMayNotCommitSendsNoAnswer) {
+  MemoryChannel a, b;
+  a.next = &b;
+  b.next = &a;
+  const char data[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  char got[9] = {};
+  Status sender;
+  std::thread send([&] {
+    sender = SendBuffer(a, data, sizeof(data), 4, Deadline::In(std::chrono::milliseconds(300)));
+  });
+  Status receiver = ReceiveBuffer(b, got, sizeof(got), 4, Deadline::In(std::chrono::seconds(10)),
+                                  [] { return Status(StatusCode::kAborted, "refused"); });
+  send.join();
+  EXPECT_EQ(receiver.code(), StatusCode::kAborted) << receiver.ToString();
+  EXPECT_EQ(receiver.message(), "refused");
+  // No ack: the sender cannot take the transfer for done, and fails at its deadline.
+  EXPECT_EQ(sender.code(), StatusCode::kDeadlineExceeded) << sender.ToString();
 }
 
 TEST(PointToPointTest, ASendNobodyReceivesEndsAtItsDeadline) {

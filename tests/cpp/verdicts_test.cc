@@ -320,59 +320,127 @@ TEST_F(VerdictsTest, OnRingsChangedFailsAndForgetsTheChangedGroupsOnly) {
   EXPECT_EQ(verdicts_.decided_ops(), 1u);
 }
 
-// --- send/recv: a verdict between two ends ------------------------------------------------------
+// --- send/recv: decided by its receiver -------------------------------------------------------
 
 class PairVerdictsTest : public VerdictsTest {
  protected:
   // Conns 1, 2, 3 (peer ids 1001..1003) in group 0, epoch 1; conn 4 pending.
   PairVerdictsTest() { roster_ = MakeRoster({0, 0, 0}, {0}); }
+
+  proto::PairQuery OneQuery(ConnId conn) {
+    return OneMessage<proto::PairQuery>(step_.actions(), conn, Kind::kPairQuery);
+  }
 };
 
-// A transfer from peer 1001 to peer 1003 with tag 5, the first one.
+// A transfer from peer 1001 (conn 1) to peer 1003 (conn 3) with tag 5, the first one.
 const proto::OpKey kTransfer{1, 0, 5, 0, 1001, 1003};
 
-TEST_F(PairVerdictsTest, DecidedBetweenItsTwoEndsOnly) {
-  EXPECT_FALSE(Report(1, kTransfer));
+TEST_F(PairVerdictsTest, TheReceiversOkDecidesItAndGoesToNobody) {
   EXPECT_TRUE(Report(3, kTransfer));
-  EXPECT_EQ(Recipients(step_.actions(), Kind::kVerdict), (std::vector<ConnId>{1, 3}));
-  EXPECT_EQ(OneVerdict(step_.actions(), 3).ok, 1);
+  // Both ends are done already (the sender had the receiver's ack): nothing to send.
+  EXPECT_TRUE(step_.actions().empty());
+  EXPECT_EQ(verdicts_.open_ops(), 0u);
+  EXPECT_EQ(verdicts_.decided_ops(), 1u);
   // Not a collective of the group: no admission vote waits for it.
   EXPECT_FALSE(verdicts_.Decided(0, 5, 1));
+  // A sender that lost the ack and reports its failure later gets the success.
+  EXPECT_FALSE(Report(1, kTransfer, false));
+  EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 1);
+  EXPECT_TRUE(Sent(step_.actions(), 3, Kind::kVerdict).empty());
 }
 
-TEST_F(PairVerdictsTest, AFailedEndFailsBothAtOnce) {
+TEST_F(PairVerdictsTest, ASendersFailureAsksTheReceiverWhichDecides) {
+  for (bool received : {true, false}) {
+    SCOPED_TRACE(received ? "the receiver had committed" : "the receiver had not");
+    const proto::OpKey key{1, 0, 5, received ? 2u : 4u, 1001, 1003};
+    proto::OpDone failed;
+    failed.key = key;
+    failed.code = static_cast<uint32_t>(StatusCode::kDeadlineExceeded);
+    failed.reason = "no ack in time";
+    EXPECT_FALSE(verdicts_.OnOpDone(roster_.at(1), failed, roster_, step_));
+    EXPECT_TRUE(Recipients(step_.actions(), Kind::kVerdict).empty());  // not decided yet
+    const proto::PairQuery query = OneQuery(3);
+    EXPECT_EQ(query.key, key);
+    EXPECT_EQ(query.code, static_cast<uint32_t>(StatusCode::kDeadlineExceeded));
+    EXPECT_NE(query.reason.find("no ack in time"), std::string::npos) << query.reason;
+    EXPECT_EQ(verdicts_.open_ops(), 1u);
+    step_ = Step(TimePoint{});
+    // The receiver's answer decides, whatever the sender saw.
+    EXPECT_TRUE(Report(3, key, received));
+    if (received) {
+      EXPECT_EQ(Recipients(step_.actions(), Kind::kVerdict), (std::vector<ConnId>{1}));
+      EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 1);
+    } else {
+      EXPECT_EQ(Recipients(step_.actions(), Kind::kVerdict), (std::vector<ConnId>{1, 3}));
+      EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 0);
+    }
+    EXPECT_EQ(verdicts_.open_ops(), 0u);
+    step_ = Step(TimePoint{});
+  }
+}
+
+TEST_F(PairVerdictsTest, AFailedReceiverFailsBothAtOnce) {
   EXPECT_TRUE(Report(3, kTransfer, false));
   EXPECT_EQ(Recipients(step_.actions(), Kind::kVerdict), (std::vector<ConnId>{1, 3}));
   EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 0);
 }
 
-TEST_F(PairVerdictsTest, APeerThatIsNeitherEndCannotReportIt) {
-  EXPECT_FALSE(Report(2, kTransfer));
+TEST_F(PairVerdictsTest, ASenderCannotDecideAndNeitherCanAThirdPeer) {
+  EXPECT_FALSE(Report(1, kTransfer));  // a sender reports only a failure
+  EXPECT_EQ(OneError(step_.actions(), 1).code,
+            static_cast<uint32_t>(StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(Report(2, kTransfer));  // neither end
   EXPECT_EQ(OneError(step_.actions(), 2).code,
             static_cast<uint32_t>(StatusCode::kFailedPrecondition));
   EXPECT_TRUE(Recipients(step_.actions(), Kind::kVerdict).empty());
   EXPECT_EQ(verdicts_.open_ops(), 0u);
+  EXPECT_EQ(verdicts_.decided_ops(), 0u);
 }
 
-TEST_F(PairVerdictsTest, AnEndThatIsNoMemberFailsItForItsReporter) {
+TEST_F(PairVerdictsTest, AReceiverThatIsNoMemberFailsItForItsSender) {
   for (uint64_t other : {uint64_t{5555}, uint64_t{1004}}) {  // a stranger; a pending peer
     const proto::OpKey key{1, 0, 5, 0, 1001, other};
-    EXPECT_FALSE(Report(1, key));
+    EXPECT_FALSE(Report(1, key, false));
     proto::Verdict v = OneVerdict(step_.actions(), 1);
     EXPECT_EQ(v.code, static_cast<uint32_t>(StatusCode::kInvalidArgument)) << other;
     EXPECT_NE(v.reason.find("is not a member of group 0"), std::string::npos) << v.reason;
+    EXPECT_TRUE(Sent(step_.actions(), 1, Kind::kPairQuery).empty());
     step_ = Step(TimePoint{});
   }
   EXPECT_EQ(verdicts_.open_ops(), 0u);
 }
 
-TEST_F(PairVerdictsTest, AnEndLeavingFailsItForTheOther) {
-  Report(1, kTransfer);
-  ASSERT_TRUE(roster_.Remove(3).has_value());
+TEST_F(PairVerdictsTest, OnlyTheReceiverLeavingFailsIt) {
+  Report(1, kTransfer, false);
+  const proto::OpKey back{1, 0, 5, 1, 1003, 1001};  // 1003 sends to 1001, which leaves
+  Report(3, back, false);
+  ASSERT_TRUE(roster_.Remove(1).has_value());
   Step step(TimePoint{});
+  verdicts_.FailGroup(0, "peer 1001 (10.0.0.1) left", roster_, step);
+  EXPECT_EQ(Recipients(step.actions(), Kind::kVerdict), (std::vector<ConnId>{3}));
+  EXPECT_EQ(verdicts_.open_ops(), 1u);  // kTransfer: its receiver still decides
+  ASSERT_TRUE(roster_.Remove(3).has_value());
   verdicts_.FailGroup(0, "peer 1003 (10.0.0.3) left", roster_, step);
-  EXPECT_EQ(Recipients(step.actions(), Kind::kVerdict), (std::vector<ConnId>{1}));
   EXPECT_EQ(verdicts_.open_ops(), 0u);
+}
+
+TEST_F(PairVerdictsTest, ARingChangeLeavesTransfersToTheirReceivers) {
+  const proto::OpKey done{1, 0, 5, 2, 1001, 1003};
+  EXPECT_TRUE(Report(3, done));    // decided: ok
+  Report(1, kTransfer, false);     // open: its receiver was asked
+  Step step(TimePoint{});
+  verdicts_.OnRingsChanged({0}, 2, "pending peers were admitted", roster_, step);
+  EXPECT_TRUE(Recipients(step.actions(), Kind::kVerdict).empty());
+  roster_.Advance({1, 2, 3, 4}, roster_.ChangedGroups({1, 2, 3, 4}), "admitted");
+  ASSERT_EQ(roster_.RingEpoch(0), 2u);
+  step_ = Step(TimePoint{});
+  // The receiver committed kTransfer just before the change: its report still decides.
+  EXPECT_TRUE(Report(3, kTransfer));
+  EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 1);
+  step_ = Step(TimePoint{});
+  // And a decided transfer is still answered (its sender lost the ack).
+  EXPECT_FALSE(Report(1, done, false));
+  EXPECT_EQ(OneVerdict(step_.actions(), 1).ok, 1);
 }
 
 }  // namespace

@@ -96,6 +96,7 @@ inline void Invariants(const ErrorMessage& m) {
   const StatusCode code = StatusCodeFromWire(m.code, StatusCode::kAborted);
   FUZZ_CHECK(code != StatusCode::kOk && code <= StatusCode::kIntegrity);
 }
+inline void Invariants(const PairQuery& m) { FUZZ_CHECK(m.reason.size() <= kMaxReasonLength); }
 inline void Invariants(const LinkBroken& m) { FUZZ_CHECK(m.reason.size() <= kMaxReasonLength); }
 inline void Invariants(const Reachability& m) {
   FUZZ_CHECK(m.observed_host.size() <= kMaxHostLength);

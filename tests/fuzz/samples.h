@@ -104,6 +104,9 @@ inline std::vector<RelayReady> Samples(const RelayReady*) {
 inline std::vector<Reachability> Samples(const Reachability*) {
   return {Reachability{}, Reachability{"203.0.113.7", 40123, 1, "dialled 203.0.113.7:40000"}};
 }
+inline std::vector<PairQuery> Samples(const PairQuery*) {
+  return {PairQuery{}, PairQuery{OpKey{3, 1, 5, 2, 7, 9}, 4, "peer 7 timed out waiting"}};
+}
 inline std::vector<LinkBroken> Samples(const LinkBroken*) {
   return {LinkBroken{}, LinkBroken{4, 17, "connection reset by peer"}};
 }

@@ -353,10 +353,11 @@ WARM_SHIFTS = 50  # transfers each peer makes before the master is killed
 
 def shift_until_master_dies(comm: pccl.Communicator, index: int) -> dict[str, Any]:
     """Async send/recv around the ring (send_async to the next peer, recv_async from the
-    previous one, as a pipeline's stages do) until one fails. A send or recv's verdict is
-    handed to it by the thread that reads the master's messages (ExecutePairThen): when
-    the master dies, that thread must still end both calls instead of leaving them
-    waiting."""
+    previous one, as a pipeline's stages do) until one fails. A transfer that works needs
+    no master (its receiver decides), so the calls in flight when the master dies may
+    still succeed; a failed one waits for its verdict, handed to it by the thread that
+    reads the master's messages (ExecutePairThen), which must end it when the master dies
+    instead of leaving it waiting. A call made after that fails at its start."""
     ids = sorted(comm.ring_order())
     me = ids.index(comm.peer_id)
     out = np.ones(1 << 16, dtype=np.float32)
@@ -364,10 +365,15 @@ def shift_until_master_dies(comm: pccl.Communicator, index: int) -> dict[str, An
     notify("looping", index)
     calls = 0
     while True:
-        sending = comm.send_async(out, ids[(me + 1) % len(ids)], timeout=10)
-        receiving = comm.recv_async(into, ids[(me - 1) % len(ids)], timeout=10)
         errors = []
-        for handle in (sending, receiving):
+        handles = []
+        for start in (lambda: comm.send_async(out, ids[(me + 1) % len(ids)], timeout=10),
+                      lambda: comm.recv_async(into, ids[(me - 1) % len(ids)], timeout=10)):
+            try:
+                handles.append(start())
+            except pccl.PCCLError as e:
+                errors.append(type(e).__name__)
+        for handle in handles:
             try:
                 handle.result()
             except pccl.PCCLError as e:

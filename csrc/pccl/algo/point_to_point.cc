@@ -37,7 +37,8 @@ Status SendBuffer(link::RingChannel& channel, const void* data, size_t bytes,
 }
 
 Status ReceiveBuffer(link::RingChannel& channel, void* data, size_t bytes,
-                     size_t segment_bytes, Deadline deadline) {
+                     size_t segment_bytes, Deadline deadline,
+                     const std::function<Status()>& commit, bool answer) {
   auto* base = static_cast<char*>(data);
   const size_t per = std::max<size_t>(segment_bytes, 1);
   const size_t segments = TransferSegments(bytes, per);
@@ -46,9 +47,14 @@ Status ReceiveBuffer(link::RingChannel& channel, void* data, size_t bytes,
     channel.Expect(0, static_cast<uint32_t>(i), base + offset, std::min(per, bytes - offset));
   }
   PCCL_RETURN_IF_ERROR(link::AwaitArrivalsAndSends(channel, segments, deadline));
+  PCCL_RETURN_IF_ERROR(commit());
+  if (!answer) return Status::Ok();
   static const uint8_t ack = kAck;
   channel.Send(kAckStep, 0, &ack, 1);
-  return channel.WaitSends(deadline);
+  // Committed: an ack that does not get through (the link broke just now) leaves the
+  // sender to ask the master, which asks this peer (comm/session_pairs.cc).
+  (void)channel.WaitSends(deadline);
+  return Status::Ok();
 }
 
 }  // namespace pccl::algo

@@ -219,13 +219,14 @@ class Collectives {
                    const std::shared_ptr<link::RingOp>& ring_op, uint64_t descriptor_hash,
                    Deadline deadline, algo::RingCollectiveStats* stats);
   // point_to_point.cc: a send or recv, checked and bound (Session::BindPair), then run
-  // over the pair's links and concluded by the two ends' verdict.
+  // over the pair's links and decided by its receiver.
   Status BindPair(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);
   Status ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
                      Deadline deadline, ReduceInfo* info);
-  // The same for StartCollective: returns once the transfer is over and reported, and
-  // calls `finish` with what ExecutePair would return, on the thread that gets the verdict
-  // (or on this one, if it is known at once).
+  // The same for StartCollective: returns once the transfer is over here (and a failure
+  // reported), and calls `finish` with what ExecutePair would return: on this thread if
+  // it succeeded, else on the thread that gets the verdict (or this one, if it is known
+  // at once).
   void ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
                        Deadline deadline, Finish finish);
   // Both's first half: this end's transfer over the pair's links, and what it concludes
@@ -233,6 +234,10 @@ class Collectives {
   struct PairOutcome;
   PairOutcome TransferPair(const CollectiveRequest& request, const RingBinding& bound,
                            Deadline deadline);
+  // A failed end's conclusion: what the verdict (Session::AwaitVerdict's `waited` and
+  // `verdict`) makes of it. A sender's failure with a success verdict is a success: its
+  // receiver committed the transfer and only the ack was lost.
+  static Status JudgePair(const Status& waited, proto::Verdict verdict);
   // What every peer of `request` must agree on (hashed into every frame and report).
   static uint64_t DescriptorHash(const CollectiveRequest& request, size_t segment_bytes);
   // The elements per window of an all-reduce that keeps scratch per element (float16/

@@ -213,6 +213,19 @@ void MasterClient::ReaderLoop() {
       }
       continue;
     }
+    if (kind == proto::Kind::kPairQuery) {
+      proto::PairQuery query;
+      st = proto::Decode(payload, &query);
+      if (!st.ok()) {
+        PCCL_LOG(kWarning, "bad pair query from the master: " + st.ToString());
+        continue;
+      }
+      auto listener = pair_query_listener_;
+      lock.unlock();
+      if (listener) listener(query);
+      lock.lock();
+      continue;
+    }
     if (kind == proto::Kind::kVerdict) {
       proto::Verdict verdict;
       st = proto::Decode(payload, &verdict);
@@ -323,6 +336,11 @@ void MasterClient::SetReachabilityListener(
     std::function<void(const proto::Reachability&)> listener) {
   std::lock_guard<std::mutex> lock(mu_);
   reachability_listener_ = std::move(listener);
+}
+
+void MasterClient::SetPairQueryListener(std::function<void(const proto::PairQuery&)> listener) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pair_query_listener_ = std::move(listener);
 }
 
 void MasterClient::SetTopologyListener(std::function<void(const proto::Topology&)> listener) {

@@ -93,6 +93,9 @@ class MasterClient {
   // Called on the reader thread when the master sends a Topology (the message also stays
   // in the inbox): running collectives of rings it replaces cannot finish.
   void SetTopologyListener(std::function<void(const proto::Topology&)> listener);
+  // Called on the reader thread when the master asks how a received transfer ended
+  // (PairQuery; comm/session_pairs.cc answers it).
+  void SetPairQueryListener(std::function<void(const proto::PairQuery&)> listener);
   // Called (on the reader thread) with the master's Reachability answer when it comes.
   void SetReachabilityListener(std::function<void(const proto::Reachability&)> listener);
   // Sends a Heartbeat every `interval` from a background thread until Close().
@@ -157,6 +160,7 @@ class MasterClient {
   std::function<void(const proto::Verdict&)> listener_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Topology&)> topology_listener_ PCCL_GUARDED_BY(mu_);
   std::function<void(const proto::Reachability&)> reachability_listener_ PCCL_GUARDED_BY(mu_);
+  std::function<void(const proto::PairQuery&)> pair_query_listener_ PCCL_GUARDED_BY(mu_);
   Status lost_ PCCL_GUARDED_BY(mu_);
   TimePoint last_heard_ PCCL_GUARDED_BY(mu_) = Clock::now();  // the master's latest frame
   Duration heard_rto_ PCCL_GUARDED_BY(mu_){0};  // the socket's RTO at that moment

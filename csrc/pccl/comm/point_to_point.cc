@@ -6,14 +6,33 @@
 // to B meets the n-th recv of B from A. Each then gets the pair's links (dialled on the
 // first transfer between the two, session_pairs.cc) and runs its half (algo/
 // point_to_point.h): the sender hands its segments to the pool's connections, the
-// receiver's links land them straight in the receive buffer, and the receiver answers
-// that it has them all (the sender's deadline bounds the wait). Then both report to the
-// master, which decides for the two of them alone (master/verdicts.cc): success once both
-// reported it, failure as soon as one failed (a mismatched count or dtype, a deadline, a
-// lost link) or left. So both ends see the same outcome, a failed transfer can be retried
-// by both, and the send buffer is never written. A failed recv's buffer may hold part of
-// the data. An async send or recv (send_async, recv_async) is ended by the thread that
-// reads the verdict (ExecutePairThen): nothing is left to do after it, so no worker waits.
+// receiver's links land them straight in the receive buffer.
+//
+// The receiver decides. Every frame carries the sender's descriptor hash, so the receiver
+// alone knows, once every segment is in, that the transfer is whole and is the one it
+// expects. It then commits (Session::CommitReceive), answers the sender with an ack over
+// the pair's links, ends its call and reports ok to the master without waiting for
+// anything. A sender with the ack ends its call and reports nothing. A transfer that works
+// therefore costs one message to the master and no verdict: both ends are done the moment
+// the data is.
+//
+// A failure is decided through the master (master/verdicts.cc), so that both ends see the
+// same outcome and can retry in step. A receiver that failed (a mismatched count or dtype,
+// its deadline, a lost link) reports it and waits for the verdict, which fails both ends.
+// A sender without the ack (its deadline, a lost link) reports a failure and waits too: the
+// master asks the receiver (PairQuery), which reports what it did with the transfer. If it
+// had committed (only the ack was lost), the sender's call succeeds after all; if it had not
+// begun the transfer, the transfer is refused for good (the recv that binds its key later
+// fails at once); if it is still receiving, its receive fails now. Either way the send
+// buffer is never written; a failed recv's buffer may hold part of the data.
+//
+// A limit: a receiver's ok report that no master hears (the master restarted just then)
+// while its sender also lost the ack (two faults at once) leaves the sender failed and
+// the receiver done. The sender's wait ends with the lost master, before any new master
+// could ask the receiver.
+//
+// An async send or recv (send_async, recv_async) ends on its worker when it succeeded,
+// and on the thread that reads the verdict (ExecutePairThen) when it failed.
 //
 // A send is therefore synchronous: it returns once the receiver has the data (or the
 // transfer failed), like MPI's Ssend. Two peers that each send to the other before they
@@ -22,6 +41,7 @@
 // A recv from any source first waits for a member's transfer to this peer with its tag to
 // begin (Session::AwaitAnySender: its first segment arrived, or it is dialling the pair's
 // links), then receives that one like any recv from that member.
+#include <atomic>
 #include <string>
 
 #include "pccl/algo/point_to_point.h"
@@ -54,11 +74,32 @@ Status Collectives::BindPair(const CollectiveRequest& request, Deadline deadline
 // The transfer itself: this end's half over the pair's links. What it concludes with.
 struct Collectives::PairOutcome {
   proto::OpKey key;
+  bool sending = false;
   uint64_t descriptor_hash = 0;
-  Status local;
+  Status local;  // a recv's Ok: committed
+  bool silent = false;  // committed without ack or report (PCCL_TEST_SILENT_RECEIVES)
   Duration took{};
-  ReduceInfo info;  // as the caller gets it if the verdict is success
+  ReduceInfo info;  // as the caller gets it if the transfer succeeded
+
+  proto::OpDone Report() const {
+    return OpDoneOf(key, descriptor_hash, local, "",
+                    local.ok() ? info.rx_bytes : 0,  // the receiver reports what came
+                    took);
+  }
 };
+
+namespace {
+
+// PCCL_TEST_SILENT_RECEIVES: whether this receive is one of the first that many.
+bool TakeSilentReceive() {
+  static std::atomic<int64_t> left{GetParams().test_silent_receives};
+  int64_t n = left.load();
+  while (n > 0 && !left.compare_exchange_weak(n, n - 1)) {
+  }
+  return n > 0;
+}
+
+}  // namespace
 
 Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& request,
                                                    const RingBinding& bound, Deadline deadline) {
@@ -68,6 +109,7 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
   const uint64_t other = sending ? bound.key.to_peer : bound.key.from_peer;
   PairOutcome out;
   out.key = bound.key;
+  out.sending = sending;
   out.descriptor_hash = DescriptorHash(request, segment_bytes);
   const TimePoint started = Clock::now();
   std::shared_ptr<link::RingLinks> links;
@@ -76,42 +118,58 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
     std::shared_ptr<link::RingOp> op;
     out.local = session_.OpenOp(*links, bound.key, out.descriptor_hash, deadline, &op);
     if (out.local.ok()) {
+      out.silent = !sending && TakeSilentReceive();
       out.local =
           sending ? algo::SendBuffer(*op, request.send, bytes, segment_bytes, deadline)
-                  : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline);
+                  : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline,
+                                        [&] { return session_.CommitReceive(bound.key); },
+                                        /*answer=*/!out.silent);
       links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffer
     }
   }
+  if (!sending && !out.local.ok()) session_.NoteReceiveFailed(bound.key, out.local);
   out.took = Clock::now() - started;
-  const uint64_t moved = out.local.ok() ? bytes : 0;
   out.info.local_world_size = static_cast<uint32_t>(bound.world);
-  out.info.tx_bytes = sending ? moved : 0;
-  out.info.rx_bytes = sending ? 0 : moved;
+  out.info.tx_bytes = sending ? bytes : 0;
+  out.info.rx_bytes = sending ? 0 : bytes;
   out.info.peer = other;
   return out;
+}
+
+Status Collectives::JudgePair(const Status& waited, proto::Verdict verdict) {
+  if (!waited.ok()) return waited;
+  return verdict.ok ? Status::Ok() : VerdictFailure(verdict);
 }
 
 Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
                                 Deadline deadline, ReduceInfo* info) {
   const PairOutcome out = TransferPair(request, bound, deadline);
+  if (out.local.ok()) {  // committed here, or the receiver's ack came
+    if (!out.sending && !out.silent) session_.ReportReceived(out.Report());
+    *info = out.info;
+    return Status::Ok();
+  }
   proto::Verdict verdict;
-  PCCL_RETURN_IF_ERROR(Conclude(out.key, out.descriptor_hash, out.local, "", deadline, &verdict,
-                                out.info.tx_bytes, out.took));
+  const Status waited = session_.AwaitVerdict(out.Report(), deadline, &verdict);
+  PCCL_RETURN_IF_ERROR(JudgePair(waited, verdict));
   *info = out.info;
   return Status::Ok();
 }
 
 void Collectives::ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
                                   Deadline deadline, Finish finish) {
-  // The verdict is the last thing a send or recv waits for, and nothing is left to do
-  // after it: the thread that gets it (the master connection's reader) finishes the call.
-  // This worker is free meanwhile, and the caller waiting for the call is woken one
-  // hand-off earlier than through a worker woken by the verdict.
-  PairOutcome out = TransferPair(request, bound, deadline);
-  ConcludeThen(out.key, out.descriptor_hash, out.local, out.info.tx_bytes, out.took,
-               [info = out.info, finish = std::move(finish)](const Status& st) {
-                 finish(st, st.ok() ? info : ReduceInfo());
-               });
+  const PairOutcome out = TransferPair(request, bound, deadline);
+  if (out.local.ok()) {
+    if (!out.sending && !out.silent) session_.ReportReceived(out.Report());
+    return finish(Status::Ok(), out.info);
+  }
+  // A failure waits for its verdict: the thread that gets it (the master connection's
+  // reader) finishes the call, and this worker is free meanwhile.
+  session_.ReportThen(out.Report(), [info = out.info, finish = std::move(finish)](
+                                        const Status& waited, const proto::Verdict& verdict) {
+    const Status st = JudgePair(waited, verdict);
+    finish(st, st.ok() ? info : ReduceInfo());
+  });
 }
 
 }  // namespace pccl::comm

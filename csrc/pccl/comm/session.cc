@@ -71,6 +71,7 @@ Status Session::Connect(Deadline deadline) {
   listener_.Start(&credentials_);
   master_.SetVerdictListener([this](const proto::Verdict& v) { OnVerdict(v); });
   master_.SetTopologyListener([this](const proto::Topology& t) { OnTopologyChange(t); });
+  master_.SetPairQueryListener([this](const proto::PairQuery& q) { OnPairQuery(q); });
   // A peer the master cannot dial parks connections at the run's relay, so that the
   // others reach it through the relay (link/routes.h).
   master_.SetReachabilityListener([this](const proto::Reachability& r) {
@@ -548,7 +549,12 @@ void Session::OnVerdict(const proto::Verdict& verdict) {
   if (verdict.ok) return;
   StatusCode code = verdict.code != 0 ? static_cast<StatusCode>(verdict.code) : StatusCode::kAborted;
   Status why(code, verdict.reason);
-  if (verdict.key.epoch == UINT64_MAX) DropPairs(why);  // the master is gone
+  // The master is gone. For good: every pair's links go too, so that nothing waits for a
+  // transfer that can no longer be decided. Until it resumes: transfers on them carry on,
+  // since a transfer needs no master to succeed (its receiver decides) and breaking the
+  // links could lose an ack its receiver already sent; the resumed run's new ring drops
+  // them (ApplyTopologyLocked).
+  if (verdict.key.epoch == UINT64_MAX && MasterGoneForGood()) DropPairs(why);
   std::shared_ptr<RingLinks> links;
   std::vector<std::shared_ptr<RingLinks>> pairs;  // a direct collective's blocks move there
   {
@@ -728,6 +734,13 @@ Status Session::TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps) {
 Status Session::OpenOp(RingLinks& links, const proto::OpKey& key, uint64_t descriptor_hash,
                        Deadline deadline, std::shared_ptr<link::RingOp>* out) {
   PCCL_RETURN_IF_ERROR(links.OpenOp(key, descriptor_hash, deadline, out));
+  if (key.pair() && key.to_peer == peer_id_.load()) {  // a recv its sender gave up on
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = receipts_.find(key);
+    if (it != receipts_.end() && it->second.state == Receipt::kRefused) {
+      (*out)->Fail(it->second.why);
+    }
+  }
   // From here on a verdict reaches the op through OnVerdict (FailOp on these links); one
   // that came earlier waits in the master client. Looked at after the open, so that no
   // verdict falls between the two. Peeked, not taken: the op fails, reports, and its
@@ -784,6 +797,12 @@ void Session::ReportThen(const proto::OpDone& done, MasterClient::VerdictCallbac
                                                               const proto::Verdict& verdict) {
     then(NoVerdict(status), verdict);
   });
+}
+
+void Session::ReportReceived(const proto::OpDone& done) {
+  // Nothing waits for an answer: the receiver decided. Best effort: if the master does not
+  // hear of it and the sender needs to know (it lost the ack), the master asks again.
+  (void)master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
 }
 
 void Session::Close() {

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -160,10 +161,19 @@ class Session {
   Status AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from);
   void NotePairActivity();
   void NotePairActivityLocked();  // needs mu_
+  // The receiver's side of a send/recv's decision (master/verdicts.cc: the receiver
+  // decides): CommitReceive once every byte of `key` is in, Ok unless the master asked
+  // about it first (its sender failed) and it was refused; then the ack goes out and
+  // ReportReceived tells the master, waiting for nothing. NoteReceiveFailed records a
+  // failure the caller reports (and waits for its verdict) itself.
+  Status CommitReceive(const proto::OpKey& key);
+  void NoteReceiveFailed(const proto::OpKey& key, const Status& why);
+  void ReportReceived(const proto::OpDone& done);
   // Opens `key`'s operation on `links` (RingLinks::OpenOp), failed at once if the master
-  // already failed it: a verdict that came before these links were this peer's (while it
-  // still ran on the previous ring, or before a pair's links were built) reached no
-  // operation, and the op would otherwise wait until its deadline for data nobody sends.
+  // already failed it (or, for a recv, if it was refused: its sender failed first): a
+  // verdict that came before these links were this peer's (while it still ran on the
+  // previous ring, or before a pair's links were built) reached no operation, and the op
+  // would otherwise wait until its deadline for data nobody sends.
   Status OpenOp(link::RingLinks& links, const proto::OpKey& key, uint64_t descriptor_hash,
                 Deadline deadline, std::shared_ptr<link::RingOp>* out);
 
@@ -223,6 +233,8 @@ class Session {
   // --- resuming after the master was lost (session_resume.cc) ---
   // Whether this peer reconnects after losing the master with `lost`.
   bool Resumable(const Status& lost) const;
+  // The master connection is lost and this peer will not resume the run.
+  bool MasterGoneForGood();
   // What a lost or replaced master connection means for an operation that waits for its
   // verdict (`st`, as MasterClient gives it): retry once the run resumed, or the loss.
   Status NoVerdict(const Status& st) const;
@@ -262,6 +274,17 @@ class Session {
   std::shared_ptr<link::RingLinks> BrokenPairLinks(uint64_t peer_id);
   // Breaks every pair's links and forgets them (a new ring epoch, Close).
   void DropPairs(const Status& why);
+  // The master's PairQuery (reader thread): reports how this peer's receipt of the
+  // transfer ended, refusing it if it had not begun, or fails it if it has not ended
+  // (its own report follows then).
+  void OnPairQuery(const proto::PairQuery& query);
+  // What this peer did with each transfer it receives, as far as the master may ask.
+  enum class Receipt { kReceiving, kCommitted, kFailed, kRefused };
+  struct ReceiptState {
+    Receipt state = Receipt::kReceiving;
+    Status why;  // kFailed, kRefused: the failure
+  };
+  void RecordReceiptLocked(const proto::OpKey& key, Receipt state, const Status& why);
   // The pair links built so far.
   std::vector<std::shared_ptr<link::RingLinks>> PairLinksLocked();  // under mu_
 
@@ -351,6 +374,10 @@ class Session {
   std::condition_variable pair_cv_;
   // Transfers taken per (from, to, tag) in this ring epoch.
   std::map<std::tuple<uint64_t, uint64_t, uint64_t>, uint64_t> pair_counts_ PCCL_GUARDED_BY(mu_);
+  // The transfers this peer received or refused, any epoch (the newest kReceiptMemory
+  // of them, session_pairs.cc).
+  std::map<proto::OpKey, ReceiptState> receipts_ PCCL_GUARDED_BY(mu_);
+  std::deque<proto::OpKey> receipt_order_ PCCL_GUARDED_BY(mu_);  // oldest first
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
   // optimize_topology()'s probes: bytes per second measured towards each peer.
   std::map<uint64_t, uint64_t> measured_rates_ PCCL_GUARDED_BY(mu_);

@@ -17,6 +17,7 @@
 // tag, as in torch and MPI.
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,13 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
   }
   proto::OpKey key = PairKeyLocked(from, to, tag);
   ++pair_counts_[{from, to, tag}];
+  if (!sending) {
+    // Refused before it began (OnPairQuery): it fails here at once, as the master decided
+    // (that report was made when it was refused; its verdict says the same).
+    auto it = receipts_.find(key);
+    if (it != receipts_.end() && it->second.state == Receipt::kRefused) return it->second.why;
+    RecordReceiptLocked(key, Receipt::kReceiving, Status::Ok());
+  }
   // The group's rank and world, as a collective's binding has them (callers compare the
   // world a call ran with to the group they expect).
   *out = RingBinding{key, nullptr, rank_, group_world_, std::move(ring)};
@@ -73,6 +81,9 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
                             const std::function<bool()>& give_up) {
   std::shared_ptr<PairLinks> pair;
   LinkPeer other{peer_id, {}};
+  // Without a master for good (OnVerdict dropped every pair's links), no new ones: the
+  // other end cannot bind its call any more, and this one would wait for it in vain.
+  if (MasterGoneForGood()) return master_.lost();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (ring_epoch_ != key.epoch) {
@@ -121,11 +132,13 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
       link::Purpose::kPair);
   links->SetNewOpListener([this] { NotePairActivity(); });  // a recv from any source looks
   // Give up once the ring changes (pushed, or applied already by another call or the
-  // topology watcher): the other end then binds its call to the new ring.
+  // topology watcher): the other end then binds its call to the new ring. And once the
+  // master is gone for good: the other end cannot bind its call any more.
   Status st = links->Establish(pair_incoming_, credentials_, routes_, deadline,
                                [this, ring_epoch, &give_up] {
                                  if (closed_.load() || RingChangePushed()) return true;
                                  if (give_up && give_up()) return true;
+                                 if (MasterGoneForGood()) return true;
                                  std::lock_guard<std::mutex> lock(mu_);
                                  return ring_epoch_ != ring_epoch;
                                });
@@ -136,10 +149,12 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
   }
   built->store(true);
   std::lock_guard<std::mutex> lock(mu_);
-  if (ring_epoch_ != ring_epoch || closed_.load()) {
+  auto slot = pairs_.find(peer_id);
+  const bool dropped = slot == pairs_.end() || slot->second != pair;  // DropPairs ran
+  if (dropped || ring_epoch_ != ring_epoch || closed_.load()) {
     links->Break(Status(StatusCode::kAborted, "topology changed"));
-    return Status(StatusCode::kAborted,
-                  "the ring changed while " + key.ToString() + " connected; retry");
+    return Status(StatusCode::kAborted, "the ring changed (or the master is gone) while " +
+                                            key.ToString() + " connected; retry");
   }
   pair->links = links;
   NotePairActivityLocked();  // its first segment may have come before it was stored here
@@ -202,6 +217,80 @@ Status Session::AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from) 
                         std::to_string(tag) + " in time");
     }
   }
+}
+
+// The receiver decides a transfer (the story in master/verdicts.cc). Its commit and the
+// master's question are the two things that can settle a receipt first, both under mu_:
+// once committed, a question is answered "ok"; once refused (the sender failed and asked
+// through the master), the commit fails. A receipt not begun when the question comes is
+// refused for good: the recv that later binds its key fails at once (BindPair).
+namespace {
+constexpr size_t kReceiptMemory = 16384;  // the newest receipts are kept
+}  // namespace
+
+void Session::RecordReceiptLocked(const proto::OpKey& key, Receipt state, const Status& why) {
+  auto [it, inserted] = receipts_.try_emplace(key);
+  it->second = ReceiptState{state, why};
+  if (!inserted) return;
+  receipt_order_.push_back(key);
+  while (receipt_order_.size() > kReceiptMemory) {
+    receipts_.erase(receipt_order_.front());
+    receipt_order_.pop_front();
+  }
+}
+
+Status Session::CommitReceive(const proto::OpKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = receipts_.find(key);
+  if (it != receipts_.end() && it->second.state == Receipt::kRefused) return it->second.why;
+  RecordReceiptLocked(key, Receipt::kCommitted, Status::Ok());
+  return Status::Ok();
+}
+
+void Session::NoteReceiveFailed(const proto::OpKey& key, const Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RecordReceiptLocked(key, Receipt::kFailed, why);
+}
+
+void Session::OnPairQuery(const proto::PairQuery& query) {
+  const proto::OpKey& key = query.key;
+  const uint64_t self = peer_id_.load();
+  if (key.to_peer != self || key.from_peer == self || closed_.load()) return;
+  const Status sender_failed(StatusCodeFromWire(query.code, StatusCode::kAborted), query.reason);
+  std::shared_ptr<RingLinks> links;  // to fail the receipt in flight on
+  std::optional<Status> report;      // what to report now, if anything
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = receipts_.find(key);
+    if (it == receipts_.end()) {
+      // Not begun here. If a later recv could still bind it (its key is not taken yet, in
+      // this ring or one this peer has yet to apply), it is refused for good.
+      const bool ahead =
+          key.epoch > ring_epoch_ ||
+          (key.epoch == ring_epoch_ &&
+           key.seq >= PairKeyLocked(key.from_peer, self, key.tag).seq);
+      if (ahead) RecordReceiptLocked(key, Receipt::kRefused, sender_failed);
+      report = sender_failed;
+    } else if (it->second.state == Receipt::kReceiving) {
+      it->second = ReceiptState{Receipt::kRefused, sender_failed};
+      auto pair = pairs_.find(key.from_peer);
+      if (pair != pairs_.end()) links = pair->second->links;
+    } else {
+      // Settled here: said again (its report may have gone to a master that is gone, or
+      // been forgotten there). A duplicate is answered with the stored verdict.
+      report = it->second.state == Receipt::kCommitted ? Status::Ok() : it->second.why;
+    }
+  }
+  // A receipt in flight fails (also one whose op is not open yet: OpenOp, CommitReceive),
+  // and its own report follows.
+  if (links) links->FailOp(key, sender_failed);
+  if (!report) return;
+  proto::OpDone done;
+  done.key = key;
+  done.ok = report->ok() ? 1 : 0;
+  done.code = static_cast<uint32_t>(report->code());
+  done.reason = report->message().substr(0, proto::kMaxReasonLength);
+  ReportReceived(done);
 }
 
 std::shared_ptr<RingLinks> Session::BrokenPairLinks(uint64_t peer_id) {

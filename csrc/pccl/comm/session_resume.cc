@@ -57,6 +57,11 @@ bool Session::Resumable(const Status& lost) const {
          !closed_.load();
 }
 
+bool Session::MasterGoneForGood() {
+  const Status lost = master_.lost();
+  return !lost.ok() && !Resumable(lost);
+}
+
 Status Session::NoVerdict(const Status& st) const {
   if (st.ok() || !Resumable(st)) return st;
   // No verdict will come for it, on any peer: every peer fails it, and retries it once

@@ -53,6 +53,7 @@ const Params& GetParams() {
     p.probe_ms = EnvInt("PCCL_PROBE_MS", 300, 10, 600000);
     p.bandwidth_max_age_s = EnvInt("PCCL_BANDWIDTH_MAX_AGE_S", 600, 0, int64_t{1} << 30);
     p.test_corrupt_step = EnvInt("PCCL_TEST_CORRUPT_STEP", -1, -1, 1 << 20);
+    p.test_silent_receives = EnvInt("PCCL_TEST_SILENT_RECEIVES", 0, 0, 1 << 20);
     if (const char* dump = std::getenv("PCCL_TEST_DUMP_RECEIVED")) p.test_dump_received = dump;
     return p;
   }();

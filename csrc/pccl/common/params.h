@@ -68,6 +68,12 @@ struct Params {
   // one segment of what it sends at that step of every ReduceMode.VERIFIED sum
   // (algo::AllReduceOptions::corrupt_step). Default -1: never.
   int64_t test_corrupt_step;
+  // PCCL_TEST_SILENT_RECEIVES, for tests of send/recv only: the first that many transfers
+  // this process receives commit silently, with neither the ack to their sender nor the
+  // report to the master (as if a link reset and a lost report took both): the sender
+  // must learn the outcome through the master asking this process (PairQuery).
+  // Default 0: none.
+  int64_t test_silent_receives;
   // PCCL_TEST_DUMP_RECEIVED, for tests only: after every ReduceMode.VERIFIED sum this
   // process writes the reduce-scatter partials it received (uint32 residues, the sum's
   // element count of them; its own chunk, never received, unspecified) to this file, so a

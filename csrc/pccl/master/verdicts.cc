@@ -22,10 +22,23 @@ namespace pccl::master {
 // that carries an older ring epoch is answered to its sender alone, saying why the ring
 // changed.
 //
-// A send/recv (a key that names its two ends) is decided the same way between its two
-// ends only: the verdict goes to both once both reported ok with equal hashes, or as soon
-// as one failed. It takes part in no admission vote (Decided counts collectives only);
-// a ring change or a member leaving fails it like the group's collectives.
+// A send/recv (a key that names its two ends) is decided by its receiver, which alone knows
+// whether every byte came and matched its descriptor (each frame carries the sender's
+// descriptor hash). The receiver commits the moment it has everything, answers the sender
+// over the pair's links (an ack), ends its call and reports ok without waiting; a sender
+// with the ack ends its call too and reports nothing. So a transfer that works costs one
+// message to the master and no verdict at all. What the master decides:
+//   - the receiver's ok report: success. It goes to nobody, except a sender that reported
+//     a failure first (it lost the ack: a link reset, its deadline) and waits for it.
+//   - the receiver's failed report: failure, to both ends.
+//   - a sender's failed report (the only kind it sends): nothing yet. If the receiver has
+//     not reported, the master asks it (PairQuery); the receiver reports what it did with
+//     the transfer: ok if it committed, a failure if it had not (one it had not begun is
+//     then refused for good, comm/session_pairs.cc).
+//   - the receiver leaving (or being no member any more): failure, to the sender.
+// Decided transfers are kept (bounded) across ring changes, and a ring change does not fail
+// an undecided one: the receiver may have committed it a moment before. A send/recv takes
+// part in no admission vote (Decided counts collectives only).
 
 namespace {
 
@@ -38,6 +51,14 @@ proto::Verdict Failure(const proto::OpKey& key, const std::string& reason, Statu
   v.code = static_cast<uint32_t>(code);
   v.ring_replaced = ring_replaced ? 1 : 0;
   return v;
+}
+
+// The answer to a report of `key` from an earlier ring of its group.
+proto::Verdict RingChanged(const proto::OpKey& key, const Roster& roster) {
+  return Failure(key,
+                 "the ring changed while " + key.ToString() + " ran (now epoch " +
+                     std::to_string(roster.epoch()) + ": " + roster.epoch_cause() + "); retry",
+                 StatusCode::kAborted, /*ring_replaced=*/true);
 }
 
 // Every member's report as u32 length + bytes, in report order; empty when nobody reported
@@ -94,53 +115,21 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
                                key.ToString());
     return false;
   }
+  if (key.pair()) return OnPairDone(peer, op, roster, step);
   auto answer_sender = [&](const proto::Verdict& v) {
     step.SendTo(peer.conn, proto::Kind::kVerdict, proto::Encode(v));
   };
   if (key.epoch != roster.RingEpoch(key.peer_group)) {
-    answer_sender(Failure(key,
-                          "the ring changed while " + key.ToString() + " ran (now epoch " +
-                              std::to_string(roster.epoch()) + ": " + roster.epoch_cause() +
-                              "); retry",
-                          StatusCode::kAborted, /*ring_replaced=*/true));
+    answer_sender(RingChanged(key, roster));
     return false;
-  }
-  // A send/recv's other end left if the ring changed since (answered above): one that is
-  // not a member of this ring never was one.
-  if (key.pair()) {
-    if (key.from_peer == key.to_peer ||
-        (peer.peer_id != key.from_peer && peer.peer_id != key.to_peer)) {
-      step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() +
-                                 ", which is not between itself and another peer");
-      return false;
-    }
-    const uint64_t other = peer.peer_id == key.from_peer ? key.to_peer : key.from_peer;
-    const Peer* q = roster.FindId(other);
-    if (q == nullptr || q->role != Role::kMember || q->peer_group != key.peer_group) {
-      answer_sender(Failure(key,
-                            "peer " + std::to_string(other) + " is not a member of group " +
-                                std::to_string(key.peer_group),
-                            StatusCode::kInvalidArgument, /*ring_replaced=*/false));
-      return false;
-    }
   }
   if (auto it = decided_.find(key); it != decided_.end()) {
     answer_sender(it->second);
     return false;
   }
-  auto it = open_ops_.find(key);
-  if (it == open_ops_.end()) {
-    if (open_ops_.size() >= options_.max_open_ops) {
-      answer_sender(Failure(key,
-                            "the master tracks " + std::to_string(open_ops_.size()) +
-                                " undecided collectives, its limit",
-                            StatusCode::kOk, /*ring_replaced=*/false));
-      return false;
-    }
-    ++opened_by_[peer.conn];  // within its limit: Membership checked Admits() first
-    it = open_ops_.emplace(key, OpState{peer.conn, {}}).first;
-  }
-  OpState& state = it->second;
+  OpState* open = FindOrOpen(peer, key, step);
+  if (open == nullptr) return false;
+  OpState& state = *open;
   auto reported = [&](ConnId m) {
     return std::any_of(state.reports.begin(), state.reports.end(),
                        [m](const auto& r) { return r.first == m; });
@@ -188,6 +177,87 @@ bool Verdicts::OnOpDone(const Peer& peer, const proto::OpDone& op, const Roster&
   return true;
 }
 
+bool Verdicts::OnPairDone(const Peer& peer, const proto::OpDone& op, const Roster& roster,
+                          Step& step) {
+  const proto::OpKey& key = op.key;
+  auto answer_sender = [&](const proto::Verdict& v) {
+    step.SendTo(peer.conn, proto::Kind::kVerdict, proto::Encode(v));
+  };
+  if (key.from_peer == key.to_peer ||
+      (peer.peer_id != key.from_peer && peer.peer_id != key.to_peer)) {
+    step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() +
+                               ", which is not between itself and another peer");
+    return false;
+  }
+  const bool receiver = peer.peer_id == key.to_peer;
+  if (!receiver && op.ok) {
+    step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() +
+                               " as done: a sender reports only a failure, its receiver decides");
+    return false;
+  }
+  if (auto it = decided_.find(key); it != decided_.end()) {
+    answer_sender(it->second);  // a sender that lost the ack, or a receiver asked again
+    return false;
+  }
+  const Peer* r = roster.FindId(key.to_peer);
+  const bool receiver_member =
+      r != nullptr && r->role == Role::kMember && r->peer_group == key.peer_group;
+  if (!receiver) {
+    if (!receiver_member) {
+      // Nobody can decide it any more: the receiver left (the ring changed since), or never
+      // was a member of this ring.
+      answer_sender(key.epoch != roster.RingEpoch(key.peer_group)
+                        ? RingChanged(key, roster)
+                        : Failure(key,
+                                  "peer " + std::to_string(key.to_peer) +
+                                      " is not a member of group " +
+                                      std::to_string(key.peer_group),
+                                  StatusCode::kInvalidArgument, /*ring_replaced=*/false));
+      return false;
+    }
+    OpState* open = FindOrOpen(peer, key, step);
+    if (open == nullptr) return false;
+    if (!open->reports.empty()) {  // only its sender reports into it, once
+      step.Refuse(peer.conn, Describe(peer) + " reported " + key.ToString() + " twice");
+      return false;
+    }
+    open->reports.emplace_back(peer.conn, Report{false, op.descriptor_hash, ""});
+    proto::PairQuery query{key, op.code,
+                           Describe(peer) + " failed " + key.ToString() + ": " +
+                               (op.reason.empty() ? "no reason given" : op.reason)};
+    if (query.reason.size() > proto::kMaxReasonLength) {
+      query.reason.resize(proto::kMaxReasonLength);
+    }
+    step.SendTo(r->conn, proto::Kind::kPairQuery, proto::Encode(query));
+    return false;
+  }
+  if (op.ok) {
+    Decide(key, true, "", roster, step);
+  } else {
+    Decide(key, false,
+           Describe(peer) + " failed " + key.ToString() + ": " +
+               (op.reason.empty() ? "no reason given" : op.reason),
+           roster, step, MemberReportedCode(op.code));
+  }
+  return true;
+}
+
+Verdicts::OpState* Verdicts::FindOrOpen(const Peer& peer, const proto::OpKey& key,
+                                        Step& step) {
+  auto it = open_ops_.find(key);
+  if (it != open_ops_.end()) return &it->second;
+  if (open_ops_.size() >= options_.max_open_ops) {
+    step.SendTo(peer.conn, proto::Kind::kVerdict,
+                proto::Encode(Failure(key,
+                                      "the master tracks " + std::to_string(open_ops_.size()) +
+                                          " undecided collectives, its limit",
+                                      StatusCode::kOk, /*ring_replaced=*/false)));
+    return nullptr;
+  }
+  ++opened_by_[peer.conn];  // within its limit: Membership checked Admits() first
+  return &open_ops_.emplace(key, OpState{peer.conn, {}}).first->second;
+}
+
 Status Verdicts::Admits(const Peer& peer, const proto::OpKey& key) const {
   if (open_ops_.count(key) || decided_.count(key)) return Status::Ok();
   auto it = opened_by_.find(peer.conn);
@@ -206,6 +276,10 @@ bool Verdicts::Decided(uint32_t peer_group, uint64_t tag, uint64_t count) const 
 void Verdicts::FailGroup(uint32_t peer_group, const std::string& reason, const Roster& roster,
                          Step& step) {
   for (const proto::OpKey& key : OpenOpsOf({peer_group})) {
+    if (key.pair()) {  // undecided until its receiver reports, or is gone
+      const Peer* r = roster.FindId(key.to_peer);
+      if (r != nullptr && r->role == Role::kMember && r->peer_group == key.peer_group) continue;
+    }
     Decide(key, false, reason, roster, step, StatusCode::kAborted, /*ring_replaced=*/true);
   }
 }
@@ -213,15 +287,18 @@ void Verdicts::FailGroup(uint32_t peer_group, const std::string& reason, const R
 void Verdicts::OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_epoch,
                               const std::string& cause, const Roster& roster, Step& step) {
   for (const proto::OpKey& key : OpenOpsOf(groups)) {
+    if (key.pair()) continue;  // its receiver may have committed it: it still decides
     Decide(key, false,
            "the ring changed (epoch " + std::to_string(next_epoch) + ": " + cause +
                ") before every peer of " + key.ToString() + " reported; retry",
            roster, step, StatusCode::kAborted, /*ring_replaced=*/true);
   }
   for (uint32_t group : groups) breaking_.erase(group);
-  std::erase_if(decided_, [&](const auto& kv) { return groups.count(kv.first.peer_group) > 0; });
-  std::erase_if(decided_order_,
-                [&](const proto::OpKey& key) { return groups.count(key.peer_group) > 0; });
+  auto forgotten = [&](const proto::OpKey& key) {
+    return groups.count(key.peer_group) > 0 && !key.pair();
+  };
+  std::erase_if(decided_, [&](const auto& kv) { return forgotten(kv.first); });
+  std::erase_if(decided_order_, forgotten);
   std::erase_if(decided_seqs_, [&](const auto& kv) { return groups.count(kv.first.first) > 0; });
 }
 
@@ -235,7 +312,7 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
     verdict.reason.resize(proto::kMaxReasonLength);
   }
   auto open = open_ops_.find(key);
-  if (ok) {
+  if (ok && !key.pair()) {
     // Drawn now, after every member reported: nobody knew it while the data moved.
     if (!secure::RandomBytes(proto::kChallengeLength, &verdict.challenge).ok()) {
       verdict.challenge.clear();  // never happens; a peer that needs one then fails
@@ -251,15 +328,24 @@ void Verdicts::Decide(const proto::OpKey& key, bool ok, const std::string& reaso
   }
   std::string payload = proto::Encode(verdict);
   verdict.reports.clear();  // a late reporter gets the verdict without them (bounded memory)
-  for (ConnId m : Participants(key, roster)) {
-    step.SendTo(m, proto::Kind::kVerdict, payload);
+  if (key.pair() && ok) {
+    // Only a sender that reported a failure (it lost the ack) waits for a success.
+    if (open != open_ops_.end()) {
+      for (const auto& [conn, report] : open->second.reports) {
+        step.SendTo(conn, proto::Kind::kVerdict, payload);
+      }
+    }
+  } else {
+    for (ConnId m : Participants(key, roster)) {
+      step.SendTo(m, proto::Kind::kVerdict, payload);
+    }
   }
   if (open != open_ops_.end()) {
     auto opened = opened_by_.find(open->second.opener);
     if (opened != opened_by_.end() && --opened->second == 0) opened_by_.erase(opened);
     open_ops_.erase(open);
   }
-  if (key.epoch != roster.RingEpoch(key.peer_group)) return;
+  if (!key.pair() && key.epoch != roster.RingEpoch(key.peer_group)) return;
   if (!key.pair()) decided_seqs_[{key.peer_group, key.tag}].Add(key.seq);
   decided_[key] = std::move(verdict);
   decided_order_.push_back(key);

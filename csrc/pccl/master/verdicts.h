@@ -57,13 +57,15 @@ class Verdicts {
   bool Decided(uint32_t peer_group, uint64_t tag, uint64_t count) const;
 
   // A member of `peer_group` left (roster no longer lists it): the group's undecided
-  // collectives fail with `reason` (Aborted), sent to the members that remain.
+  // collectives fail with `reason` (Aborted), sent to the members that remain; an undecided
+  // send/recv only if its receiver is the one gone.
   void FailGroup(uint32_t peer_group, const std::string& reason, const Roster& roster,
                  Step& step);
 
   // The rings of `groups` change with epoch `next_epoch`, started for `cause`; `roster` is
   // still the old epoch's. Their undecided collectives fail (Aborted) and their verdicts
-  // are forgotten; other groups' collectives carry on.
+  // are forgotten; other groups' collectives carry on. Send/recv is left alone: its
+  // receiver decides it whatever the ring.
   void OnRingsChanged(const std::set<uint32_t>& groups, uint64_t next_epoch,
                       const std::string& cause, const Roster& roster, Step& step);
 
@@ -96,8 +98,13 @@ class Verdicts {
     void Add(uint64_t seq);
   };
 
-  // Sends verdict `ok` for op `key` to every member of key.peer_group (a send/recv: to its
-  // two ends) and stores it.
+  // The undecided operation `key`, opened by `peer` if it is new; null if it is new and
+  // the master tracks max_open_ops already (the peer is told so).
+  OpState* FindOrOpen(const Peer& peer, const proto::OpKey& key, Step& step);
+  // OnOpDone for a send/recv: decided by its receiver (the story in verdicts.cc).
+  bool OnPairDone(const Peer& peer, const proto::OpDone& op, const Roster& roster, Step& step);
+  // Sends verdict `ok` for op `key` to every member of key.peer_group (a send/recv: a
+  // failure to its two ends, a success to a sender that reported a failure) and stores it.
   // `code`: the StatusCode every peer raises on failure (Aborted: retry after the topology
   // settles; InvalidArgument: the peers disagree; or the failing peer's own code).
   // `ring_replaced`: a failure because the group's ring is being replaced (also said of

@@ -28,6 +28,7 @@ const char* KindName(uint16_t kind) {
     case Kind::kLinkBroken: return "LinkBroken";
     case Kind::kReachabilityQuery: return "ReachabilityQuery";
     case Kind::kReachability: return "Reachability";
+    case Kind::kPairQuery: return "PairQuery";
     case Kind::kDialBack: return "DialBack";
     case Kind::kPairHello: return "PairHello";
     case Kind::kRelayPark: return "RelayPark";
@@ -373,6 +374,11 @@ constexpr auto kLinkBroken = MessageOf<LinkBroken>("LinkBroken", std::tuple{
     U64("peer_id", &LinkBroken::peer_id),
     Str("reason", &LinkBroken::reason, kMaxReasonLength),
 });
+constexpr auto kPairQuery = MessageOf<PairQuery>("PairQuery", std::tuple{
+    Nested(&PairQuery::key, kOpKey),
+    U32("code", &PairQuery::code),
+    Str("reason", &PairQuery::reason, kMaxReasonLength),
+});
 constexpr auto kReachability = MessageOf<Reachability>("Reachability", std::tuple{
     Str("observed_host", &Reachability::observed_host, kMaxHostLength),
     U16("observed_port", &Reachability::observed_port),
@@ -465,6 +471,7 @@ PCCL_PROTO_CODEC(MeasureBandwidth, kMeasureBandwidth)
 PCCL_PROTO_CODEC(BandwidthReport, kBandwidthReport)
 PCCL_PROTO_CODEC(ProbeResult, kProbeResult)
 PCCL_PROTO_CODEC(LinkBroken, kLinkBroken)
+PCCL_PROTO_CODEC(PairQuery, kPairQuery)
 PCCL_PROTO_CODEC(Reachability, kReachability)
 PCCL_PROTO_CODEC(RelayPark, kRelayPark)
 PCCL_PROTO_CODEC(RelayDial, kRelayDial)

@@ -28,6 +28,12 @@
 //   peer: OpDone (op key, ok, descriptor hash)   after a collective finished locally;
 //   master: Verdict (op key, ok, reason, code)   to every member of the op's peer group
 //                                  once all reported ok, or as soon as one failed.
+//   A send/recv (comm/point_to_point.cc) is decided by its receiver: the receiver reports
+//   OpDone (ok or not), the sender only a failure. The master answers a failure to both
+//   ends, a success only to a sender that reported a failure first.
+//   master: PairQuery (op key, the sender's code and reason)   to a receiver that has not
+//                                  reported a transfer whose sender failed: it reports
+//                                  OpDone for it (a failure if it had not begun it).
 //   peer: Goodbye                  close(); master: Error (code, text) before dropping a peer.
 //   peer: Heartbeat                every Welcome.heartbeat_interval_ms; a peer silent for
 //                                  the master's heartbeat timeout is kicked (Error{Kicked}).
@@ -114,6 +120,7 @@ enum class Kind : uint16_t {
   kLinkBroken = 19,
   kReachabilityQuery = 20,
   kReachability = 21,
+  kPairQuery = 22,
   kP2PHello = 32,
   kP2PWelcome = 33,
   kData = 34,
@@ -295,6 +302,14 @@ struct OpDone {
   // took here, from its start to this report (0 for a step that moved no data).
   uint64_t tx_bytes = 0;
   uint32_t duration_us = 0;
+};
+
+// The master asks a send/recv's receiver how the transfer `key` ended, because its sender
+// reported the failure (`code`, `reason`) and the receiver has not reported yet.
+struct PairQuery {
+  OpKey key;
+  uint32_t code = 0;
+  std::string reason;
 };
 
 // A peer's heartbeat, with the round trip of its previous one (sent -> the master's ack;
@@ -540,6 +555,7 @@ std::string Encode(const Heartbeat& m);
 std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
 std::string Encode(const LinkBroken& m);
+std::string Encode(const PairQuery& m);
 std::string Encode(const Reachability& m);
 std::string Encode(const RelayPark& m);
 std::string Encode(const RelayDial& m);
@@ -574,6 +590,7 @@ Status Decode(const std::string& payload, Heartbeat* m);
 Status Decode(const std::string& payload, Verdict* m);
 Status Decode(const std::string& payload, ErrorMessage* m);
 Status Decode(const std::string& payload, LinkBroken* m);
+Status Decode(const std::string& payload, PairQuery* m);
 Status Decode(const std::string& payload, Reachability* m);
 Status Decode(const std::string& payload, RelayPark* m);
 Status Decode(const std::string& payload, RelayDial* m);
