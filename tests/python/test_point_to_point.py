@@ -267,10 +267,16 @@ def stream(comm: pccl.Communicator, index: int, ids: list[int], count: int,
     return {"got": got, "whole": whole, "failures": failures}
 
 
+def one_transfer(comm: pccl.Communicator, index: int, ids: list[int]) -> bool:
+    """Peer 0 sends 0..999 to peer 1 (then_one_that_agrees), which dials the pair's links."""
+    return then_one_that_agrees(comm, index, ids[1 - index])
+
+
 def post_big_recv(comm: pccl.Communicator, index: int, other: int) -> dict[str, Any]:
     """Posts a 64 MiB recv from `other`, notifies ("receiving",), and waits for it; then a
     transfer that agrees."""
     got = np.zeros(BIG_COUNT, np.float32)
+    posted = time.monotonic()
     handle = comm.recv_async(got, other, timeout=60)
     notify("receiving")
     out: dict[str, Any] = {}
@@ -280,6 +286,7 @@ def post_big_recv(comm: pccl.Communicator, index: int, other: int) -> dict[str, 
         out["right"] = bool(np.array_equal(got, data(np.dtype(np.float32), BIG_COUNT, 5)))
     except pccl.PCCLError as e:
         out["first"] = type(e).__name__
+    out["took"] = time.monotonic() - posted
     out["then_right"] = then_one_that_agrees(comm, 1, other)
     return out
 
@@ -445,14 +452,20 @@ def test_a_retried_stream_arrives_exactly_once_through_faults(fault: str) -> Non
 
 
 @pytest.mark.timeout(180)
-def test_a_receiver_stopped_mid_transfer_ends_as_its_impatient_sender() -> None:
+@pytest.mark.parametrize("links", ["dialled_first", "dialled_by_the_transfer"])
+def test_a_receiver_stopped_mid_transfer_ends_as_its_impatient_sender(links: str) -> None:
     # The receiver is SIGSTOPped with a 64 MiB recv posted; its sender gives up after 1 s,
     # reports the failure and waits, and the master's question to the receiver waits in its
     # socket. Resumed, the receiver either still commits (the last segments came first) or
     # fails its receipt on the question; both are right as long as the two ends agree,
-    # so the test demands agreement, not one of them.
+    # so the test demands agreement, not one of them. With the pair's links dialled by an
+    # earlier transfer, the sender gives up in the middle of a frame, which breaks the link
+    # and makes the master re-dial the ring under the transfer; without, the receipt is
+    # still connecting when the question comes, and gives up on it.
     with Cluster(2, pool_size=2, heartbeat_timeout=15.0) as c:
         ids = c.run(my_id)
+        if links == "dialled_first":
+            assert all(c.run(one_transfer, ids))
         receiving = c.start(post_big_recv, ids[0], peers=[1])
         assert c.events.get(timeout=60) == ("receiving",)
         c.kill(1, signal.SIGSTOP)
@@ -464,5 +477,7 @@ def test_a_receiver_stopped_mid_transfer_ends_as_its_impatient_sender() -> None:
     assert sender["first"] == receiver["first"], (sender, receiver)
     if receiver["first"] == "ok":
         assert receiver["right"], receiver
+    else:  # failed on the master's question, not at its own deadline (60 s)
+        assert receiver["took"] < 30, receiver
     assert sender["intact"], sender
     assert sender["then_right"] and receiver["then_right"], (sender, receiver)

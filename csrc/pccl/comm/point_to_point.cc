@@ -113,7 +113,9 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
   out.descriptor_hash = DescriptorHash(request, segment_bytes);
   const TimePoint started = Clock::now();
   std::shared_ptr<link::RingLinks> links;
-  out.local = session_.ConnectPair(bound.key, other, deadline, &links);
+  // A recv still connecting gives up once its sender failed and asked (OnPairQuery).
+  out.local = session_.ConnectPair(bound.key, other, deadline, &links,
+                                   [&] { return !sending && session_.ReceiptRefused(bound.key); });
   if (out.local.ok()) {
     std::shared_ptr<link::RingOp> op;
     out.local = session_.OpenOp(*links, bound.key, out.descriptor_hash, deadline, &op);
@@ -127,7 +129,7 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
       links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffer
     }
   }
-  if (!sending && !out.local.ok()) session_.NoteReceiveFailed(bound.key, out.local);
+  if (!sending && !out.local.ok()) out.local = session_.NoteReceiveFailed(bound.key, out.local);
   out.took = Clock::now() - started;
   out.info.local_world_size = static_cast<uint32_t>(bound.world);
   out.info.tx_bytes = sending ? bytes : 0;

@@ -164,10 +164,13 @@ class Session {
   // The receiver's side of a send/recv's decision (master/verdicts.cc: the receiver
   // decides): CommitReceive once every byte of `key` is in, Ok unless the master asked
   // about it first (its sender failed) and it was refused; then the ack goes out and
-  // ReportReceived tells the master, waiting for nothing. NoteReceiveFailed records a
-  // failure the caller reports (and waits for its verdict) itself.
+  // ReportReceived tells the master, waiting for nothing. ReceiptRefused: whether it was
+  // refused (a receive still connecting gives up). NoteReceiveFailed records a failure
+  // the caller reports (and waits for its verdict) itself, and returns what to report:
+  // the refusal's cause (its sender's failure) if it was refused, else `why`.
   Status CommitReceive(const proto::OpKey& key);
-  void NoteReceiveFailed(const proto::OpKey& key, const Status& why);
+  bool ReceiptRefused(const proto::OpKey& key);
+  Status NoteReceiveFailed(const proto::OpKey& key, const Status& why);
   void ReportReceived(const proto::OpDone& done);
   // Opens `key`'s operation on `links` (RingLinks::OpenOp), failed at once if the master
   // already failed it (or, for a recv, if it was refused: its sender failed first): a

@@ -247,9 +247,18 @@ Status Session::CommitReceive(const proto::OpKey& key) {
   return Status::Ok();
 }
 
-void Session::NoteReceiveFailed(const proto::OpKey& key, const Status& why) {
+bool Session::ReceiptRefused(const proto::OpKey& key) {
   std::lock_guard<std::mutex> lock(mu_);
+  auto it = receipts_.find(key);
+  return it != receipts_.end() && it->second.state == Receipt::kRefused;
+}
+
+Status Session::NoteReceiveFailed(const proto::OpKey& key, const Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = receipts_.find(key);
+  if (it != receipts_.end() && it->second.state == Receipt::kRefused) return it->second.why;
   RecordReceiptLocked(key, Receipt::kFailed, why);
+  return why;
 }
 
 void Session::OnPairQuery(const proto::PairQuery& query) {
@@ -281,8 +290,8 @@ void Session::OnPairQuery(const proto::PairQuery& query) {
       report = it->second.state == Receipt::kCommitted ? Status::Ok() : it->second.why;
     }
   }
-  // A receipt in flight fails (also one whose op is not open yet: OpenOp, CommitReceive),
-  // and its own report follows.
+  // A receipt in flight fails (one still connecting gives up, ReceiptRefused; one whose op
+  // is not open yet fails at OpenOp), and its own report follows.
   if (links) links->FailOp(key, sender_failed);
   if (!report) return;
   proto::OpDone done;
