@@ -23,8 +23,8 @@
 // master asks the receiver (PairQuery), which reports what it did with the transfer. If it
 // had committed (only the ack was lost), the sender's call succeeds after all; if it had not
 // begun the transfer, the transfer is refused for good (the recv that binds its key later
-// fails at once); if it is still receiving, its receive fails now. Either way the send
-// buffer is never written; a failed recv's buffer may hold part of the data.
+// fails at once); if it is still receiving (or connecting), its receive fails now. Either
+// way the send buffer is never written; a failed recv's buffer may hold part of the data.
 //
 // A limit: a receiver's ok report that no master hears (the master restarted just then)
 // while its sender also lost the ack (two faults at once) leaves the sender failed and
