@@ -723,6 +723,10 @@ Status Session::TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps) {
       if (PairKeyLocked(key.from_peer, key.to_peer, key.tag) == key) {
         ++pair_counts_[{key.from_peer, key.to_peer, key.tag}];
       }
+      auto refused = receipts_.find(key);  // its recv came and failed: settled
+      if (refused != receipts_.end() && refused->second.state == Receipt::kRefused) {
+        refused->second.state = Receipt::kFailed;
+      }
     } else if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) {
       next_seq_[key.tag] += steps;
     }

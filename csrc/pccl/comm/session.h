@@ -377,8 +377,8 @@ class Session {
   std::condition_variable pair_cv_;
   // Transfers taken per (from, to, tag) in this ring epoch.
   std::map<std::tuple<uint64_t, uint64_t, uint64_t>, uint64_t> pair_counts_ PCCL_GUARDED_BY(mu_);
-  // The transfers this peer received or refused, any epoch (the newest kReceiptMemory
-  // of them, session_pairs.cc).
+  // The transfers this peer received or refused, any epoch (those unsettled, and the
+  // newest kReceiptMemory settled ones: session_pairs.cc).
   std::map<proto::OpKey, ReceiptState> receipts_ PCCL_GUARDED_BY(mu_);
   std::deque<proto::OpKey> receipt_order_ PCCL_GUARDED_BY(mu_);  // oldest first
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now

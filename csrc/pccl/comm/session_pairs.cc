@@ -67,7 +67,10 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
     // Refused before it began (OnPairQuery): it fails here at once, as the master decided
     // (that report was made when it was refused; its verdict says the same).
     auto it = receipts_.find(key);
-    if (it != receipts_.end() && it->second.state == Receipt::kRefused) return it->second.why;
+    if (it != receipts_.end() && it->second.state == Receipt::kRefused) {
+      it->second.state = Receipt::kFailed;  // settled: its recv came and failed
+      return it->second.why;
+    }
     RecordReceiptLocked(key, Receipt::kReceiving, Status::Ok());
   }
   // The group's rank and world, as a collective's binding has them (callers compare the
@@ -225,7 +228,10 @@ Status Session::AwaitAnySender(uint64_t tag, Deadline deadline, uint64_t* from) 
 // through the master), the commit fails. A receipt not begun when the question comes is
 // refused for good: the recv that later binds its key fails at once (BindPair).
 namespace {
-constexpr size_t kReceiptMemory = 16384;  // the newest receipts are kept
+// The newest kReceiptMemory settled receipts are kept for questions. Unsettled ones
+// (receiving, or refused before their recv came) are never dropped: their answer must not
+// change.
+constexpr size_t kReceiptMemory = 16384;
 }  // namespace
 
 void Session::RecordReceiptLocked(const proto::OpKey& key, Receipt state, const Status& why) {
@@ -233,9 +239,17 @@ void Session::RecordReceiptLocked(const proto::OpKey& key, Receipt state, const 
   it->second = ReceiptState{state, why};
   if (!inserted) return;
   receipt_order_.push_back(key);
-  while (receipt_order_.size() > kReceiptMemory) {
-    receipts_.erase(receipt_order_.front());
+  for (size_t looked = receipt_order_.size();
+       looked > 0 && receipt_order_.size() > kReceiptMemory; --looked) {
+    const proto::OpKey oldest = receipt_order_.front();
     receipt_order_.pop_front();
+    auto old = receipts_.find(oldest);
+    const Receipt kept = old->second.state;
+    if (kept == Receipt::kReceiving || kept == Receipt::kRefused) {
+      receipt_order_.push_back(oldest);  // unsettled: to the back of the queue
+    } else {
+      receipts_.erase(old);
+    }
   }
 }
 
