@@ -234,10 +234,6 @@ class Collectives {
   struct PairOutcome;
   PairOutcome TransferPair(const CollectiveRequest& request, const RingBinding& bound,
                            Deadline deadline);
-  // A failed end's conclusion: what the verdict (Session::AwaitVerdict's `waited` and
-  // `verdict`) makes of it. A sender's failure with a success verdict is a success: its
-  // receiver committed the transfer and only the ack was lost.
-  static Status JudgePair(const Status& waited, proto::Verdict verdict);
   // What every peer of `request` must agree on (hashed into every frame and report).
   static uint64_t DescriptorHash(const CollectiveRequest& request, size_t segment_bytes);
   // The elements per window of an all-reduce that keeps scratch per element (float16/

@@ -74,10 +74,8 @@ Status Collectives::BindPair(const CollectiveRequest& request, Deadline deadline
 // The transfer itself: this end's half over the pair's links. What it concludes with.
 struct Collectives::PairOutcome {
   proto::OpKey key;
-  bool sending = false;
   uint64_t descriptor_hash = 0;
-  Status local;  // a recv's Ok: committed
-  bool silent = false;  // committed without ack or report (PCCL_TEST_SILENT_RECEIVES)
+  Status local;  // a recv's Ok: committed (and reported)
   Duration took{};
   ReduceInfo info;  // as the caller gets it if the transfer succeeded
 
@@ -109,10 +107,10 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
   const uint64_t other = sending ? bound.key.to_peer : bound.key.from_peer;
   PairOutcome out;
   out.key = bound.key;
-  out.sending = sending;
   out.descriptor_hash = DescriptorHash(request, segment_bytes);
   const TimePoint started = Clock::now();
   std::shared_ptr<link::RingLinks> links;
+  bool silent = false;  // committed without ack or report (PCCL_TEST_SILENT_RECEIVES)
   // A recv still connecting gives up once its sender failed and asked (OnPairQuery).
   out.local = session_.ConnectPair(bound.key, other, deadline, &links,
                                    [&] { return !sending && session_.ReceiptRefused(bound.key); });
@@ -120,12 +118,12 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
     std::shared_ptr<link::RingOp> op;
     out.local = session_.OpenOp(*links, bound.key, out.descriptor_hash, deadline, &op);
     if (out.local.ok()) {
-      out.silent = !sending && TakeSilentReceive();
+      silent = !sending && TakeSilentReceive();
       out.local =
           sending ? algo::SendBuffer(*op, request.send, bytes, segment_bytes, deadline)
                   : algo::ReceiveBuffer(*op, request.recv, bytes, segment_bytes, deadline,
                                         [&] { return session_.CommitReceive(bound.key); },
-                                        /*answer=*/!out.silent);
+                                        /*answer=*/!silent);
       links->CloseOp(op, kAbortGrace);  // from here on no I/O thread touches the buffer
     }
   }
@@ -135,25 +133,21 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
   out.info.tx_bytes = sending ? bytes : 0;
   out.info.rx_bytes = sending ? 0 : bytes;
   out.info.peer = other;
+  // The receiver decided: the master hears of it, and nobody waits for an answer.
+  if (!sending && out.local.ok() && !silent) session_.ReportReceived(out.Report());
   return out;
-}
-
-Status Collectives::JudgePair(const Status& waited, proto::Verdict verdict) {
-  if (!waited.ok()) return waited;
-  return verdict.ok ? Status::Ok() : VerdictFailure(verdict);
 }
 
 Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBinding& bound,
                                 Deadline deadline, ReduceInfo* info) {
   const PairOutcome out = TransferPair(request, bound, deadline);
-  if (out.local.ok()) {  // committed here, or the receiver's ack came
-    if (!out.sending && !out.silent) session_.ReportReceived(out.Report());
-    *info = out.info;
-    return Status::Ok();
+  if (!out.local.ok()) {  // else committed here, or the receiver's ack came
+    proto::Verdict verdict;
+    const Status waited = session_.AwaitVerdict(out.Report(), deadline, &verdict);
+    // The verdict decides, not this end's failure: a sender that lost the ack succeeds
+    // if its receiver committed.
+    PCCL_RETURN_IF_ERROR(Judge(Status::Ok(), waited, &verdict));
   }
-  proto::Verdict verdict;
-  const Status waited = session_.AwaitVerdict(out.Report(), deadline, &verdict);
-  PCCL_RETURN_IF_ERROR(JudgePair(waited, verdict));
   *info = out.info;
   return Status::Ok();
 }
@@ -161,15 +155,13 @@ Status Collectives::ExecutePair(const CollectiveRequest& request, const RingBind
 void Collectives::ExecutePairThen(const CollectiveRequest& request, const RingBinding& bound,
                                   Deadline deadline, Finish finish) {
   const PairOutcome out = TransferPair(request, bound, deadline);
-  if (out.local.ok()) {
-    if (!out.sending && !out.silent) session_.ReportReceived(out.Report());
-    return finish(Status::Ok(), out.info);
-  }
+  if (out.local.ok()) return finish(Status::Ok(), out.info);
   // A failure waits for its verdict: the thread that gets it (the master connection's
   // reader) finishes the call, and this worker is free meanwhile.
   session_.ReportThen(out.Report(), [info = out.info, finish = std::move(finish)](
                                         const Status& waited, const proto::Verdict& verdict) {
-    const Status st = JudgePair(waited, verdict);
+    proto::Verdict judged = verdict;
+    const Status st = Judge(Status::Ok(), waited, &judged);  // as in ExecutePair
     finish(st, st.ok() ? info : ReduceInfo());
   });
 }

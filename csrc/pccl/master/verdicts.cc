@@ -199,6 +199,10 @@ bool Verdicts::OnPairDone(const Peer& peer, const proto::OpDone& op, const Roste
     answer_sender(it->second);  // a sender that lost the ack, or a receiver asked again
     return false;
   }
+  auto failed = [&] {  // what a failed report says, for the verdict or the question
+    return Describe(peer) + " failed " + key.ToString() + ": " +
+           (op.reason.empty() ? "no reason given" : op.reason);
+  };
   const Peer* r = roster.FindId(key.to_peer);
   const bool receiver_member =
       r != nullptr && r->role == Role::kMember && r->peer_group == key.peer_group;
@@ -222,23 +226,14 @@ bool Verdicts::OnPairDone(const Peer& peer, const proto::OpDone& op, const Roste
       return false;
     }
     open->reports.emplace_back(peer.conn, Report{false, op.descriptor_hash, ""});
-    proto::PairQuery query{key, op.code,
-                           Describe(peer) + " failed " + key.ToString() + ": " +
-                               (op.reason.empty() ? "no reason given" : op.reason)};
+    proto::PairQuery query{key, op.code, failed()};
     if (query.reason.size() > proto::kMaxReasonLength) {
       query.reason.resize(proto::kMaxReasonLength);
     }
     step.SendTo(r->conn, proto::Kind::kPairQuery, proto::Encode(query));
     return false;
   }
-  if (op.ok) {
-    Decide(key, true, "", roster, step);
-  } else {
-    Decide(key, false,
-           Describe(peer) + " failed " + key.ToString() + ": " +
-               (op.reason.empty() ? "no reason given" : op.reason),
-           roster, step, MemberReportedCode(op.code));
-  }
+  Decide(key, op.ok != 0, op.ok ? "" : failed(), roster, step, MemberReportedCode(op.code));
   return true;
 }
 
