@@ -556,7 +556,8 @@ class Communicator:
                        timeout: float | None = None) -> ReduceInfo:
         """Reduces `send` (world blocks of recv's size, in ascending peer id or `order`)
         across the group with `op`; each peer receives the reduction of its own block in
-        `recv`. float16/bfloat16 partial sums travel and accumulate in float32. Raises as
+        `recv`. float16/bfloat16 partial sums travel and accumulate in float32 (the first
+        step sends this peer's input as it is). Raises as
         all_gather()."""
         return self.reduce_scatter_async(send, recv, op=op, tag=tag, order=order,
                                          timeout=timeout).result()

@@ -1,5 +1,6 @@
 // Kernels used by the in-place collectives to save their input (kernels/reduce.h's
-// ReduceSaving, kernels/copy.h's CopyStreaming): the same bits as the plain kernels, on
+// ReduceSaving, kernels/copy.h's CopyStreaming) and by the rings' float16/bfloat16 step 0
+// (CombineHalf): the same bits as the plain kernels, on
 // every ISA path this CPU runs, for every dtype and combiner, at odd lengths and
 // alignments. The other kernels are tested from Python (tests/python/test_kernels_*.py).
 #include <gtest/gtest.h>
@@ -85,6 +86,44 @@ TEST_F(KernelsTest, ReduceSavingRefusesBadArgumentsBeforeWriting) {
   EXPECT_EQ(dst, (std::vector<float>{1, 2}));
   EXPECT_EQ(save, (std::vector<float>{0, 0}));
   EXPECT_TRUE(ReduceSaving(DType::kFloat32, ReduceOp::kSum, nullptr, nullptr, nullptr, 0).ok());
+}
+
+// CombineHalf(acc, a, b) gives op(widen(a), widen(b)) as float, element by element (the
+// reference is WidenHalf then AccumulateHalf, two passes), with `a` a buffer of its own and
+// with `a` in the upper half of acc's bytes, where a ring lands a float16/bfloat16 input
+// and widens it in place: lengths below, at and across the kernels' 512-element blocks.
+TEST_F(KernelsTest, CombineHalfWidensBothAndCombinesEvenInTheUpperHalfOfItsOutput) {
+  for (Isa isa : Paths()) {
+    ASSERT_TRUE(ForceIsa(isa).ok());
+    for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+      for (ReduceOp op : kOps) {
+        for (size_t count : {size_t{1}, size_t{7}, size_t{512}, size_t{1000 + 37}}) {
+          SCOPED_TRACE(std::string(IsaName(isa)) + " " + DTypeName(dtype) + " " +
+                       ReduceOpName(op) + " count " + std::to_string(count));
+          const std::vector<char> a = RandomBytes(2 * count, 7);
+          const std::vector<char> b = RandomBytes(2 * count, 8);
+          std::vector<float> expected(count);
+          ASSERT_TRUE(WidenHalf(dtype, expected.data(), a.data(), count).ok());
+          ASSERT_TRUE(AccumulateHalf(dtype, op, expected.data(), b.data(), count).ok());
+
+          std::vector<float> apart(count, -1.0f);
+          ASSERT_TRUE(CombineHalf(dtype, op, apart.data(), a.data(), b.data(), count).ok());
+          EXPECT_EQ(std::memcmp(apart.data(), expected.data(), 4 * count), 0);
+
+          std::vector<float> room(count, -1.0f);  // a lands in the upper half of the room
+          char* upper = reinterpret_cast<char*>(room.data()) + 2 * count;
+          std::memcpy(upper, a.data(), 2 * count);
+          ASSERT_TRUE(CombineHalf(dtype, op, room.data(), upper, b.data(), count).ok());
+          EXPECT_EQ(std::memcmp(room.data(), expected.data(), 4 * count), 0);
+        }
+      }
+    }
+  }
+  std::vector<float> acc = {1, 2};
+  const uint16_t halves[2] = {0, 0};
+  EXPECT_FALSE(CombineHalf(DType::kFloat32, ReduceOp::kSum, acc.data(), halves, halves, 2).ok());
+  EXPECT_FALSE(CombineHalf(DType::kBFloat16, ReduceOp::kSum, acc.data(), nullptr, halves, 2).ok());
+  EXPECT_EQ(acc, (std::vector<float>{1, 2}));
 }
 
 // Every length around the streaming threshold and the 64-byte steps, at every alignment of

@@ -161,7 +161,8 @@ TEST(WireTest, DataHeaderRoundTrip) {
 // wrote them before the field-list codec existed (hex captured from that encoder; version 2
 // added the public keys of Hello and Member, and the handshake; version 4 the two ends of
 // a send/recv in OpKey, and PairHello; version 5 PairQuery, and a send/recv decided by its
-// receiver): a change here is a
+// receiver; version 6 changed no message: a ring's float16/bfloat16 step 0 sends inputs at
+// their own width): a change here is a
 // protocol change and needs a new net::kProtocolVersion. Each sample also
 // round-trips (re-encoding what was decoded gives the same bytes, so no field is dropped),
 // and every strict prefix and one trailing byte are refused with the message's name.

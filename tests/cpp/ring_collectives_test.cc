@@ -599,7 +599,8 @@ TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
 
 // float16/bfloat16 all-reduce in windows: the float32 workspace holds one window (at most
 // window_elements), the windows run one after the other (the next peer's first segments of
-// the next window come early), and the result is every peer's exact sum, in place or not;
+// the next window come early), step 0 sends the inputs at their own width (the bytes on
+// the wire say so), and the result is every peer's exact sum, in place or not;
 // with a backup, RestoreInput still gives every input back. The inputs are small integers,
 // so every order of summation gives the same bits. Window 1000 is more than any count here:
 // one pass, as with window_elements 0.
@@ -648,6 +649,17 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
                                         Deadline::In(std::chrono::seconds(20)), &stats[r]);
               EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
             });
+            // Each step every chunk of a window leaves one peer: step 0's as inputs (2
+            // bytes an element), the later reduce-scatter steps' as float32 sums, the
+            // all-gather's as results (2 bytes).
+            uint64_t tx = 0, rx = 0;
+            for (const AllReduceStats& s : stats) {
+              tx += s.tx_bytes;
+              rx += s.rx_bytes;
+            }
+            const uint64_t per_element = 2 + 4 * (world - 2) + 2 * (world - 1);
+            EXPECT_EQ(tx, count * per_element);
+            EXPECT_EQ(rx, count * per_element);
             for (int r = 0; r < world; ++r) {
               for (size_t i = 0; i < count; ++i) {
                 float sum = 0;

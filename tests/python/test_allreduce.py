@@ -113,10 +113,11 @@ def big_sum(comm: pccl.Communicator, index: int, world: int, count: int) -> tupl
 
 
 def big_half_sums(comm: pccl.Communicator, index: int, world: int,
-                  count: int) -> dict[tuple[str, str], tuple[bool, int]]:
+                  count: int) -> dict[tuple[str, str], tuple[bool, int, int]]:
     """float16 and bfloat16 SUMs of `count` elements, more than one window of the float32
     workspace (algo/ring_allreduce.h: 4 Mi elements), in place and out of place. Small
-    integers: the exact sum is the only right answer, whatever the order of summation."""
+    integers: the exact sum is the only right answer, whatever the order of summation.
+    Each result: exact, its hash, the bytes this peer sent."""
     out = {}
     for dtype in (np.dtype(np.float16), BF16):
         def contribution(i: int, dtype: np.dtype = dtype) -> np.ndarray:
@@ -127,10 +128,10 @@ def big_half_sums(comm: pccl.Communicator, index: int, world: int,
         for how in ("in place", "out of place"):
             x = contribution(index)
             y = x if how == "in place" else np.empty_like(x)
-            comm.all_reduce(x, y, op=ReduceOp.SUM)
+            info = comm.all_reduce(x, y, op=ReduceOp.SUM)
             out[(dtype.name, how)] = (bool(np.array_equal(y.view(np.uint16),
                                                           expected.view(np.uint16))),
-                                      pccl.kernels.hash64(y))
+                                      pccl.kernels.hash64(y), info.tx_bytes)
     return out
 
 
@@ -254,10 +255,14 @@ def test_64_mib_sum_is_exact_and_identical(cluster: Cluster) -> None:
 
 @pytest.mark.timeout(300)
 def test_half_precision_beyond_one_workspace_window_is_exact(cluster: Cluster) -> None:
-    results = cluster.run(big_half_sums, cluster.world, 9_000_001, timeout=240)
+    count, n = 9_000_001, cluster.world
+    results = cluster.run(big_half_sums, n, count, timeout=240)
     for key in results[0]:
         assert all(r[key][0] for r in results), f"{key}: a peer's sum is not exact"
         assert len({r[key][1] for r in results}) == 1, f"{key}: peers differ"
+        # Every chunk leaves one peer per step: at step 0 as an input (2 bytes an element),
+        # at the later reduce-scatter steps as a float32 sum, in the all-gather as a result.
+        assert sum(r[key][2] for r in results) == count * (2 + 4 * (n - 2) + 2 * (n - 1)), key
 
 
 @pytest.mark.timeout(120)

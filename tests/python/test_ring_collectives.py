@@ -390,14 +390,18 @@ def test_reduce_scatter(cluster: Cluster, dtype_name: str, op: ReduceOp, count: 
         total = (reduce(stacked, axis=0, dtype=dtype) if op in (ReduceOp.SUM, ReduceOp.PROD)
                  else reduce(stacked, axis=0))
     my_ids = cluster.run(my_id)
-    wire = 4 if dtype.itemsize == 2 and dtype.kind == "f" or dtype == BF16 else dtype.itemsize
+    half = dtype.itemsize == 2 and dtype.kind == "f" or dtype == BF16
     for index, (reduced, tx) in enumerate(results):
         k = (order or ids).index(my_ids[index])
         want = np.asarray(total[k * count:(k + 1) * count]).astype(dtype)
         got = np.frombuffer(reduced, dtype=dtype)
         assert np.array_equal(got, want), f"peer {index}: {got[:8]} != {want[:8]}"
-        # (world - 1) blocks; float16/bfloat16 partials travel as float32
-        assert tx == (n - 1) * count * wire
+        # (world - 1) blocks. float16/bfloat16: the first is this peer's input, as it is;
+        # the later ones are partial sums, which travel as float32.
+        if half:
+            assert tx == count * (dtype.itemsize + (n - 2) * 4), (index, tx)
+        else:
+            assert tx == (n - 1) * count * dtype.itemsize, (index, tx)
 
 
 @pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 MAGIC = 0x4C434350
-VERSION = 5
+VERSION = 6
 HEADER = struct.Struct("<IHHQ")
 HEADER_BYTES = HEADER.size  # 16
 MAX_CONTROL_PAYLOAD = 1 << 20

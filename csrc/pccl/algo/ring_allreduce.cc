@@ -242,6 +242,13 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
 // this peer sends first has no partial to fold: its input is copied to the backup, with
 // non-temporal stores (kernels::CopyStreaming: the backup is read only to undo a failure).
 //
+// float16/bfloat16: what a peer sends at step 0 is its own input, which its dtype holds
+// exactly, so it travels as it is; every later partial is a sum and travels in float32.
+// The receiver lands a step-0 segment in the upper half of that segment's float32 room
+// and widens it in place as it adds its own input (kernels::CombineHalf). Each peer sends
+// 2(3N - 4)/N bytes per element instead of 6(N - 1)/N: a third fewer with 2 peers (whose
+// reduce-scatter is step 0 alone), a ninth fewer with 4.
+//
 // float16/bfloat16 partial sums need float32 room for every element they cover. So that it
 // stays bounded, the caller may cut the tensor into windows (options.window_elements): one
 // ring pass per window, one after the other over the same channel, each under steps of its
@@ -289,10 +296,9 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
   const size_t acc_elem = half ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
-  float* workspace = options.workspace;
   // Where reduce-scatter partials accumulate: the result buffer (in place, once this
   // peer's input for that segment was read: see on_arrival), or the float32 workspace.
-  char* acc = half ? reinterpret_cast<char*>(workspace) : recv;
+  char* acc = half ? reinterpret_cast<char*>(options.workspace) : recv;
   auto* backup = static_cast<char*>(options.backup);
 
   const RingSchedule schedule = ScheduleFor(options);
@@ -340,19 +346,26 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
       if (step + 1 < steps) send_segment(step + 1, seg, result, n * elem);
       return Status::Ok();
     }
-    rx_bytes.fetch_add(n * acc_elem, std::memory_order_relaxed);
+    // float16/bfloat16: what comes at step 0 is the previous peer's input, in its own dtype.
+    const bool half_input = half && step == 0;
+    const size_t landed_bytes = n * (half_input ? elem : acc_elem);
+    rx_bytes.fetch_add(landed_bytes, std::memory_order_relaxed);
     // The running sum of this segment, which goes on (or, at the owner, is final).
     char* partial = acc + first * acc_elem;
     if (!in_backup) save_input(chunk, seg, first, n);
     if (options.received != nullptr) {
       std::memcpy(static_cast<char*>(options.received) + first * acc_elem, landed,
-                  n * acc_elem);
+                  landed_bytes);
     }
     const bool owner = step == last_reduce_step;
     if (in_backup) {
       char* saved = backup + first * elem;
       PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, saved, landed, n));
       stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;
+    } else if (half_input) {  // landed in the upper half of `partial`: widened in place
+      PCCL_RETURN_IF_ERROR(kernels::CombineHalf(options.dtype, options.op,
+                                                reinterpret_cast<float*>(partial), landed,
+                                                send + first * elem, n));
     } else if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
                                                    reinterpret_cast<float*>(partial),
@@ -394,6 +407,8 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
         channel.ExpectInSlot(wire_step, seg, n * elem);
       } else if (schedule.IsReduceScatter(step) && in_backup) {
         channel.ExpectOrKeepEarly(wire_step, seg, backup + first * elem, n * elem);
+      } else if (schedule.IsReduceScatter(step) && half && step == 0) {
+        channel.Expect(wire_step, seg, acc + first * acc_elem + n * elem, n * elem);
       } else if (schedule.IsReduceScatter(step)) {
         channel.Expect(wire_step, seg, acc + first * acc_elem, n * acc_elem);
       } else {
@@ -403,19 +418,14 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
     }
   }
 
-  // Step 0: our own contribution to chunk `rank`, straight from the input.
+  // Step 0: our own contribution to chunk `rank`, straight from the input (float16 and
+  // bfloat16 too: a single input needs no float32 to travel exactly).
   const int own = schedule.SendChunk(0);
   for (uint32_t seg = 0; seg < schedule.Segments(own); ++seg) {
     size_t first, n;
     schedule.Segment(own, seg, &first, &n);
     save_input(own, seg, first, n);  // all-gather data for it arrives later
-    if (half) {
-      PCCL_RETURN_IF_ERROR(kernels::WidenHalf(options.dtype, workspace + first,
-                                              send + first * elem, n));
-      send_segment(0, seg, acc + first * acc_elem, n * acc_elem);
-    } else {
-      send_segment(0, seg, send + first * elem, n * elem);
-    }
+    send_segment(0, seg, send + first * elem, n * elem);
   }
 
   // Every arrival is handled by on_arrival; here we only count them.

@@ -92,14 +92,14 @@ inline void ExpectBlock(link::RingChannel& channel, const Segments& segments, si
 
 // The end of every collective here: waits until `blocks` expected blocks of `segments`
 // have arrived (each handled by the arrival handler) and every send is out, then reports
-// the bytes: what the handler and the sends counted in `tx_bytes`, `blocks` of
-// `block_bytes` received.
+// the bytes: what the handler and the sends counted in `tx_bytes`, and `rx_bytes`
+// received (what the blocks hold).
 inline Status AwaitBlocks(link::RingChannel& channel, const Segments& segments, size_t blocks,
-                          size_t block_bytes, const std::atomic<uint64_t>& tx_bytes,
+                          uint64_t rx_bytes, const std::atomic<uint64_t>& tx_bytes,
                           Deadline deadline, RingCollectiveStats* stats) {
   Status done = link::AwaitArrivalsAndSends(channel, blocks * segments.n(), deadline);
   stats->tx_bytes = tx_bytes.load();
-  stats->rx_bytes = static_cast<uint64_t>(blocks) * block_bytes;
+  stats->rx_bytes = rx_bytes;
   return done;
 }
 

@@ -21,7 +21,7 @@ using internal::SlotOf;
 
 size_t ReduceScatterScratchBytes(DType dtype, size_t count, int world) {
   if (world < 2) return 0;
-  if (IsHalfPrecision(dtype)) return static_cast<size_t>(world) * count * sizeof(float);
+  if (IsHalfPrecision(dtype)) return static_cast<size_t>(world - 1) * count * sizeof(float);
   return static_cast<size_t>(world - 2) * count * DTypeSize(dtype);
 }
 
@@ -111,8 +111,8 @@ Status RingAllGather(const RingCollectiveOptions& options, RingChannel& channel,
     }
   }
   for (uint32_t seg = 0; seg < segments.n(); ++seg) send_segment(0, seg, own);
-  return AwaitBlocks(channel, segments, static_cast<size_t>(steps), block_bytes, tx_bytes,
-                     deadline, stats);
+  return AwaitBlocks(channel, segments, static_cast<size_t>(steps), steps * block_bytes,
+                     tx_bytes, deadline, stats);
 }
 
 // Reduce-scatter around the ring: the first half of the ring all-reduce, shifted by one
@@ -125,7 +125,8 @@ Status RingAllGather(const RingCollectiveOptions& options, RingChannel& channel,
 // contribution in it; adding its own completes it (AVG divides once). Partials land in
 // scratch, one block per step (the last straight into the output), so the input is never
 // written. float16/bfloat16 partials travel and accumulate in float32 and are rounded
-// once, as in the all-reduce.
+// once, as in the all-reduce; and as there, step 0's are inputs and travel as they are,
+// landing in the upper half of their float32 room (kernels::CombineHalf widens them).
 Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& channel,
                          Deadline deadline, RingCollectiveStats* stats) {
   PCCL_RETURN_IF_ERROR(CheckShape(options, "reduce-scatter"));
@@ -149,8 +150,10 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
     return send + (static_cast<size_t>(SlotOf(options, position)) * options.count + first) *
                       elem;
   };
-  // Where the partial received at `step` lands. float16/bfloat16: block `step` of the
-  // float32 scratch (block world - 1 widens this peer's step-0 contribution).
+  // Bytes per element of what travels at `step`.
+  auto wire_elem = [&](int step) { return half && step > 0 ? acc_elem : elem; };
+  // Where the partial received at `step` accumulates. float16/bfloat16: block `step` of
+  // the float32 scratch.
   auto partial = [&](int step, size_t first) -> char* {
     if (half) {
       return scratch + (static_cast<size_t>(step) * options.count + first) * acc_elem;
@@ -161,17 +164,21 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
 
   std::atomic<uint64_t> tx_bytes{0};
   auto send_segment = [&](int step, uint32_t seg, const char* data) {
-    const size_t bytes = segments.size(seg) * acc_elem;
+    const size_t bytes = segments.size(seg) * wire_elem(step);
     channel.Send(step, seg, data, bytes);
     tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
   };
-  auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void*) -> Status {
+  auto on_arrival = [&](uint32_t step_u, uint32_t seg, const void* landed) -> Status {
     const int step = static_cast<int>(step_u);
     const size_t first = segments.first(seg);
     const size_t n = segments.size(seg);
     const int position = Mod(rank - step - 2, world);
     char* acc = partial(step, first);
-    if (half) {
+    if (half && step == 0) {
+      PCCL_RETURN_IF_ERROR(kernels::CombineHalf(options.dtype, options.op,
+                                                reinterpret_cast<float*>(acc), landed,
+                                                input(position, first), n));
+    } else if (half) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(
           options.dtype, options.op, reinterpret_cast<float*>(acc), input(position, first), n));
     } else {
@@ -190,26 +197,23 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
                         : kernels::DivideBy(options.dtype, recv + first * elem, n, divisor);
   };
   ScopedArrivalHandler handler_scope(channel, on_arrival);
+  uint64_t rx_bytes = 0;
   for (int step = 0; step < steps; ++step) {
     for (uint32_t seg = 0; seg < segments.n(); ++seg) {
-      channel.Expect(step, seg, partial(step, segments.first(seg)), segments.size(seg) * acc_elem);
+      const size_t bytes = segments.size(seg) * wire_elem(step);
+      char* at = partial(step, segments.first(seg));
+      // A float16/bfloat16 input lands in the upper half of its float32 room.
+      channel.Expect(step, seg, half && step == 0 ? at + bytes : at, bytes);
+      rx_bytes += bytes;
     }
   }
-  // Step 0: this peer's own input for the block of position r - 1 (widened for halves).
+  // Step 0: this peer's own input for the block of position r - 1.
   const int first_position = Mod(rank - 1, world);
   for (uint32_t seg = 0; seg < segments.n(); ++seg) {
-    const size_t first = segments.first(seg);
-    if (half) {
-      float* widened = reinterpret_cast<float*>(partial(world - 1, first));
-      PCCL_RETURN_IF_ERROR(kernels::WidenHalf(options.dtype, widened,
-                                              input(first_position, first), segments.size(seg)));
-      send_segment(0, seg, reinterpret_cast<const char*>(widened));
-    } else {
-      send_segment(0, seg, input(first_position, first));
-    }
+    send_segment(0, seg, input(first_position, segments.first(seg)));
   }
-  return AwaitBlocks(channel, segments, static_cast<size_t>(steps), options.count * acc_elem,
-                     tx_bytes, deadline, stats);
+  return AwaitBlocks(channel, segments, static_cast<size_t>(steps), rx_bytes, tx_bytes,
+                     deadline, stats);
 }
 
 }  // namespace pccl::algo

@@ -118,6 +118,18 @@ Status AccumulateHalf(DType dtype, ReduceOp op, float* acc, const void* src, siz
   return Status::Ok();
 }
 
+Status CombineHalf(DType dtype, ReduceOp op, float* acc, const void* a, const void* b,
+                   size_t count) {
+  PCCL_RETURN_IF_ERROR(CheckHalf(dtype));
+  PCCL_RETURN_IF_ERROR(CheckOp(op));
+  PCCL_RETURN_IF_ERROR(CheckPointers(acc, a, count));
+  PCCL_RETURN_IF_ERROR(CheckPointers(acc, b, count));
+  if (count > 0) {
+    Table().combine_half[HalfIndex(dtype)][internal::CombinerIndex(op)](acc, a, b, count);
+  }
+  return Status::Ok();
+}
+
 Status NarrowHalf(DType dtype, void* dst, const float* acc, size_t count, uint64_t divisor) {
   PCCL_RETURN_IF_ERROR(CheckHalf(dtype));
   PCCL_RETURN_IF_ERROR(CheckPointers(dst, acc, count));

@@ -51,6 +51,11 @@ Status DivideBy(DType dtype, void* data, size_t count, uint64_t divisor);
 Status WidenHalf(DType dtype, float* acc, const void* src, size_t count);
 // acc[i] = op(acc[i], widen(src[i])); AVG behaves as SUM.
 Status AccumulateHalf(DType dtype, ReduceOp op, float* acc, const void* src, size_t count);
+// acc[i] = op(widen(a[i]), widen(b[i])); AVG behaves as SUM. `a` may lie in the upper half
+// of acc's bytes (at or after reinterpret_cast<char*>(acc) + 2 * count): a ring lands a
+// float16/bfloat16 partial there and widens it in place as it adds its own input.
+Status CombineHalf(DType dtype, ReduceOp op, float* acc, const void* a, const void* b,
+                   size_t count);
 // dst[i] = round_to_nearest_even(acc[i] / divisor); divisor 1 means no division.
 Status NarrowHalf(DType dtype, void* dst, const float* acc, size_t count, uint64_t divisor = 1);
 
@@ -66,6 +71,7 @@ struct ReduceTable {
   // [0] float16, [1] bfloat16
   void (*widen_half[2])(float* acc, const void* src, size_t n);
   void (*accumulate_half[2][kNumCombiners])(float* acc, const void* src, size_t n);
+  void (*combine_half[2][kNumCombiners])(float* acc, const void* a, const void* b, size_t n);
   void (*narrow_half[2])(void* dst, const float* acc, size_t n, float divisor);
 };
 }  // namespace internal

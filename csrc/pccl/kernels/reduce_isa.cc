@@ -137,6 +137,21 @@ void AccumulateHalfLoop(float* acc, const void* src, size_t n) {
   }
 }
 
+// `a` may lie in the upper half of acc's bytes (or anywhere after it): each block of it is
+// read before acc's block is written, and acc's block ends before a's next block begins.
+template <int kHalfIndex, class Op>
+void CombineHalfLoop(float* acc, const void* a, const void* b, size_t n) {
+  alignas(64) float x[kHalfBlock];
+  alignas(64) float y[kHalfBlock];
+  for (size_t base = 0; base < n; base += kHalfBlock) {
+    size_t m = BlockLength(n, base);
+    Widen<kHalfIndex>(x, static_cast<const char*>(a) + base * 2, m);
+    Widen<kHalfIndex>(y, static_cast<const char*>(b) + base * 2, m);
+    float* out = acc + base;
+    for (size_t i = 0; i < m; ++i) out[i] = Op::Apply(x[i], y[i]);
+  }
+}
+
 template <int kHalfIndex>
 void WidenHalfLoop(float* acc, const void* src, size_t n) {
   Widen<kHalfIndex>(acc, src, n);
@@ -222,6 +237,10 @@ void FillHalfRow(ReduceTable& t, DType dtype) {
   t.accumulate_half[kHalfIndex][1] = &AccumulateHalfLoop<kHalfIndex, ProdOp>;
   t.accumulate_half[kHalfIndex][2] = &AccumulateHalfLoop<kHalfIndex, MinOp>;
   t.accumulate_half[kHalfIndex][3] = &AccumulateHalfLoop<kHalfIndex, MaxOp>;
+  t.combine_half[kHalfIndex][0] = &CombineHalfLoop<kHalfIndex, SumOp>;
+  t.combine_half[kHalfIndex][1] = &CombineHalfLoop<kHalfIndex, ProdOp>;
+  t.combine_half[kHalfIndex][2] = &CombineHalfLoop<kHalfIndex, MinOp>;
+  t.combine_half[kHalfIndex][3] = &CombineHalfLoop<kHalfIndex, MaxOp>;
   t.narrow_half[kHalfIndex] = &NarrowHalfLoop<kHalfIndex>;
 }
 

@@ -22,7 +22,7 @@
 namespace pccl::net {
 
 inline constexpr uint32_t kMagic = 0x4C434350;  // "PCCL" as little-endian bytes
-inline constexpr uint16_t kProtocolVersion = 5;
+inline constexpr uint16_t kProtocolVersion = 6;
 inline constexpr size_t kFrameHeaderBytes = 16;
 // Largest payloads anyone accepts, by who may send them. The caps bound what a stranger
 // can make a process buffer, while no honest message reaches them: the largest messages
