@@ -1,8 +1,7 @@
 // Kernels used by the in-place collectives to save their input (kernels/reduce.h's
-// ReduceSaving, kernels/copy.h's CopyStreaming) and by the rings' float16/bfloat16 step 0
-// (CombineHalf): the same bits as the plain kernels, on
-// every ISA path this CPU runs, for every dtype and combiner, at odd lengths and
-// alignments. The other kernels are tested from Python (tests/python/test_kernels_*.py).
+// ReduceSaving, kernels/copy.h's CopyStreaming) and by the rings' float16/bfloat16 steps
+// (CombineHalf, FoldHalf): the same bits as the plain kernels, on every ISA path this CPU
+// runs, for every dtype and combiner, at odd lengths and alignments. The other kernels are tested from Python (tests/python/test_kernels_*.py).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -124,6 +123,59 @@ TEST_F(KernelsTest, CombineHalfWidensBothAndCombinesEvenInTheUpperHalfOfItsOutpu
   EXPECT_FALSE(CombineHalf(DType::kFloat32, ReduceOp::kSum, acc.data(), halves, halves, 2).ok());
   EXPECT_FALSE(CombineHalf(DType::kBFloat16, ReduceOp::kSum, acc.data(), nullptr, halves, 2).ok());
   EXPECT_EQ(acc, (std::vector<float>{1, 2}));
+}
+
+// FoldHalf gives the bits of CombineHalf then NarrowHalf (with and without a divisor), in
+// each way the ring uses it: apart; in place keeping the input where the partial was
+// (dst = input, save = partial); in place without a save; out of place where the partial
+// landed in the output (dst = partial).
+TEST_F(KernelsTest, FoldHalfEqualsCombineThenNarrowInEveryLayoutTheRingUses) {
+  for (Isa isa : Paths()) {
+    ASSERT_TRUE(ForceIsa(isa).ok());
+    for (DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+      for (ReduceOp op : kOps) {
+        for (uint64_t divisor : {uint64_t{1}, uint64_t{3}}) {
+          const size_t count = 1000 + 37;
+          SCOPED_TRACE(std::string(IsaName(isa)) + " " + DTypeName(dtype) + " " +
+                       ReduceOpName(op) + " divisor " + std::to_string(divisor));
+          const std::vector<char> partial = RandomBytes(2 * count, 11);
+          const std::vector<char> input = RandomBytes(2 * count, 12);
+          std::vector<float> acc(count);
+          ASSERT_TRUE(CombineHalf(dtype, op, acc.data(), partial.data(), input.data(),
+                                  count).ok());
+          std::vector<char> expected(2 * count);
+          ASSERT_TRUE(NarrowHalf(dtype, expected.data(), acc.data(), count, divisor).ok());
+
+          std::vector<char> dst(2 * count, 0);
+          ASSERT_TRUE(FoldHalf(dtype, op, dst.data(), partial.data(), input.data(), nullptr,
+                               count, divisor).ok());
+          EXPECT_EQ(dst, expected);
+
+          std::vector<char> buffer = input, landed = partial;
+          ASSERT_TRUE(FoldHalf(dtype, op, buffer.data(), landed.data(), buffer.data(),
+                               landed.data(), count, divisor).ok());
+          EXPECT_EQ(buffer, expected);
+          EXPECT_EQ(landed, input);  // the two traded places
+
+          buffer = input;
+          ASSERT_TRUE(FoldHalf(dtype, op, buffer.data(), partial.data(), buffer.data(),
+                               nullptr, count, divisor).ok());
+          EXPECT_EQ(buffer, expected);
+
+          std::vector<char> output = partial;
+          ASSERT_TRUE(FoldHalf(dtype, op, output.data(), output.data(), input.data(), nullptr,
+                               count, divisor).ok());
+          EXPECT_EQ(output, expected);
+        }
+      }
+    }
+  }
+  std::vector<uint16_t> dst = {1, 2}, other = {3, 4};
+  EXPECT_FALSE(FoldHalf(DType::kFloat32, ReduceOp::kSum, dst.data(), other.data(), other.data(),
+                        nullptr, 2).ok());
+  EXPECT_FALSE(FoldHalf(DType::kBFloat16, ReduceOp::kSum, dst.data(), other.data(), other.data(),
+                        nullptr, 2, 0).ok());
+  EXPECT_EQ(dst, (std::vector<uint16_t>{1, 2}));
 }
 
 // Every length around the streaming threshold and the 64-byte steps, at every alignment of

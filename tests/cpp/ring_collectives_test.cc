@@ -597,10 +597,12 @@ TEST(RingAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
   }
 }
 
-// float16/bfloat16 all-reduce in windows: the float32 workspace holds one window (at most
-// window_elements), the windows run one after the other (the next peer's first segments of
-// the next window come early), step 0 sends the inputs at their own width (the bytes on
-// the wire say so), and the result is every peer's exact sum, in place or not;
+// float16/bfloat16 all-reduce in windows: with 3 peers the float32 workspace holds one
+// window (at most window_elements), with 2 there is none (each partial folds in at once,
+// from the backup, a receive slot or the output); the windows run one after the other (the
+// next peer's first segments of the next window come early), step 0 sends the inputs at
+// their own width (the bytes on the wire say so), and the result is every peer's exact
+// sum, in place or not;
 // with a backup, RestoreInput still gives every input back. The inputs are small integers,
 // so every order of summation gives the same bits. Window 1000 is more than any count here:
 // one pass, as with window_elements 0.
@@ -623,6 +625,7 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
             std::vector<AllReduceStats> stats(world);
             std::vector<AllReduceOptions> options(world);
             std::vector<std::vector<float>> workspace(world);
+            std::vector<std::vector<char>> slots(world);
             std::vector<MemoryChannel> channels(world);
             for (int r = 0; r < world; ++r) {
               channels[r].next = &channels[(r + 1) % world];
@@ -640,9 +643,16 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
               o.recv = recv[r].data();
               o.send = mode == 0 ? static_cast<const void*>(send[r].data()) : o.recv;
               o.backup = mode == 2 ? backup[r].data() : nullptr;
-              ASSERT_EQ(WorkspaceBytes(o), std::min(count, window) * sizeof(float));
+              o.receive_slots = 2;
+              // Two peers fold each partial in at once: no float32 room, and in place
+              // without a backup the partials land in receive slots.
+              ASSERT_EQ(WorkspaceBytes(o),
+                        world == 2 ? 0 : std::min(count, window) * sizeof(float));
+              ASSERT_EQ(ScratchBytes(o) > 0, world == 2 && mode != 2);
               workspace[r].assign(WorkspaceBytes(o) / sizeof(float), -1.0f);
-              o.workspace = workspace[r].data();
+              o.workspace = workspace[r].empty() ? nullptr : workspace[r].data();
+              slots[r].assign(ScratchBytes(o), 'x');
+              o.scratch = slots[r].empty() ? nullptr : slots[r].data();
             }
             OnEveryRank(world, [&](int r) {
               Status st = RingAllReduce(options[r], channels[r],

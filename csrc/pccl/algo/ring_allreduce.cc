@@ -12,8 +12,12 @@ namespace pccl::algo {
 using link::AwaitArrivalsAndSends;
 using link::ScopedArrivalHandler;
 
+bool AccumulatesWide(const AllReduceOptions& options) {
+  return IsHalfPrecision(options.dtype) && options.world > 2;
+}
+
 size_t WorkspaceBytes(const AllReduceOptions& options) {
-  if (!IsHalfPrecision(options.dtype)) return 0;
+  if (!AccumulatesWide(options)) return 0;
   return FirstWindow(options).count * sizeof(float);
 }
 
@@ -30,8 +34,8 @@ size_t SlotBytes(const AllReduceOptions& options) {
 }  // namespace
 
 size_t ScratchBytes(const AllReduceOptions& options) {
-  // float16/bfloat16 partials live in the workspace; with a backup they land in the backup.
-  if (IsHalfPrecision(options.dtype) || options.backup != nullptr) return 0;
+  // Wide partials live in the workspace; with a backup they land in the backup.
+  if (AccumulatesWide(options) || options.backup != nullptr) return 0;
   return options.receive_slots * SlotBytes(options);
 }
 
@@ -69,7 +73,7 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
   const size_t width = options.window_elements > 0 ? options.window_elements
                                                    : std::max<size_t>(options.count, 1);
   const size_t elem = DTypeSize(options.dtype);
-  const size_t acc_elem = IsHalfPrecision(options.dtype) ? sizeof(float) : elem;
+  const size_t acc_elem = AccumulatesWide(options) ? sizeof(float) : elem;
   std::vector<Pass> passes;
   uint32_t step_base = 0;
   size_t segment_offset = 0;
@@ -244,13 +248,17 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
 //
 // float16/bfloat16: what a peer sends at step 0 is its own input, which its dtype holds
 // exactly, so it travels as it is; every later partial is a sum and travels in float32.
-// The receiver lands a step-0 segment in the upper half of that segment's float32 room
-// and widens it in place as it adds its own input (kernels::CombineHalf). Each peer sends
-// 2(3N - 4)/N bytes per element instead of 6(N - 1)/N: a third fewer with 2 peers (whose
-// reduce-scatter is step 0 alone), a ninth fewer with 4.
+// Each peer sends 2(3N - 4)/N bytes per element instead of 6(N - 1)/N: a third fewer
+// with 2 peers, a ninth fewer with 4. Between two peers step 0 is the whole
+// reduce-scatter: the partial a peer receives is the other's input, which it folds into
+// its own and rounds at once (kernels::FoldHalf), landing where a full-precision partial
+// lands (the backup, a receive slot, the output); so it needs no float32 room and the
+// backup is again all the call adds. With more peers (AccumulatesWide) the receiver
+// lands a step-0 segment in the upper half of that segment's float32 room and widens it
+// in place as it adds its own input (kernels::CombineHalf).
 //
-// float16/bfloat16 partial sums need float32 room for every element they cover. So that it
-// stays bounded, the caller may cut the tensor into windows (options.window_elements): one
+// Wide float16/bfloat16 partial sums need float32 room for every element they cover. So
+// that it stays bounded, the caller may cut the tensor into windows (options.window_elements): one
 // ring pass per window, one after the other over the same channel, each under steps of its
 // own (ForEachWindow); the workspace then holds one window. A window's pass ends when
 // every send of it was handed to the kernel, so the next one may reuse the workspace; the
@@ -263,12 +271,12 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
                            std::to_string(options.rank) + " of " + std::to_string(options.world));
   }
   if (options.count == 0) return Status::Ok();
-  const bool half = IsHalfPrecision(options.dtype);
-  if (half && options.workspace == nullptr) {
+  const bool wide = AccumulatesWide(options);
+  if (wide && options.workspace == nullptr) {
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
   const bool in_place = options.send == options.recv;
-  if (in_place && !half && options.backup == nullptr &&
+  if (in_place && !wide && options.backup == nullptr &&
       (options.scratch == nullptr || options.receive_slots == 0)) {
     return InvalidArgument("an in-place all-reduce needs receive slots (scratch) or a backup");
   }
@@ -285,20 +293,23 @@ namespace {
 // stats->backed_up[segment_offset ..], and its bytes add to stats' counts.
 Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                 uint32_t step_base, size_t segment_offset, AllReduceStats* stats) {
-  const bool half = IsHalfPrecision(options.dtype);
+  // float16/bfloat16 partial sums in the float32 workspace (3 or more peers); between two
+  // peers a float16/bfloat16 partial folds in at once (`half_pair`).
+  const bool wide = AccumulatesWide(options);
+  const bool half_pair = IsHalfPrecision(options.dtype) && !wide;
   const bool in_place = options.send == options.recv;
   const bool saves_input = in_place && options.backup != nullptr;  // else: no restore
-  // In place at full precision the partials land in the backup (restoring) or in receive
+  // In place, unless wide, the partials land in the backup (restoring) or in receive
   // slots, and fold into the buffer.
-  const bool in_backup = saves_input && !half;
-  const bool in_slots = in_place && !half && !saves_input;
+  const bool in_backup = saves_input && !wide;
+  const bool in_slots = in_place && !wide && !saves_input;
   const size_t elem = DTypeSize(options.dtype);
-  const size_t acc_elem = half ? sizeof(float) : elem;
+  const size_t acc_elem = wide ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
   // Where reduce-scatter partials accumulate: the result buffer (in place, once this
   // peer's input for that segment was read: see on_arrival), or the float32 workspace.
-  char* acc = half ? reinterpret_cast<char*>(options.workspace) : recv;
+  char* acc = wide ? reinterpret_cast<char*>(options.workspace) : recv;
   auto* backup = static_cast<char*>(options.backup);
 
   const RingSchedule schedule = ScheduleFor(options);
@@ -346,8 +357,8 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
       if (step + 1 < steps) send_segment(step + 1, seg, result, n * elem);
       return Status::Ok();
     }
-    // float16/bfloat16: what comes at step 0 is the previous peer's input, in its own dtype.
-    const bool half_input = half && step == 0;
+    // Wide: what comes at step 0 is the previous peer's input, in its own dtype.
+    const bool half_input = wide && step == 0;
     const size_t landed_bytes = n * (half_input ? elem : acc_elem);
     rx_bytes.fetch_add(landed_bytes, std::memory_order_relaxed);
     // The running sum of this segment, which goes on (or, at the owner, is final).
@@ -358,6 +369,14 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
                   landed_bytes);
     }
     const bool owner = step == last_reduce_step;
+    if (half_pair) {  // owner already: input op partial, rounded (and divided) once
+      char* saved = in_backup ? backup + first * elem : nullptr;
+      PCCL_RETURN_IF_ERROR(kernels::FoldHalf(options.dtype, options.op, result, landed,
+                                             send + first * elem, saved, n, divisor));
+      if (in_backup) stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;
+      send_segment(step + 1, seg, result, n * elem);
+      return Status::Ok();
+    }
     if (in_backup) {
       char* saved = backup + first * elem;
       PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, saved, landed, n));
@@ -366,7 +385,7 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
       PCCL_RETURN_IF_ERROR(kernels::CombineHalf(options.dtype, options.op,
                                                 reinterpret_cast<float*>(partial), landed,
                                                 send + first * elem, n));
-    } else if (half) {
+    } else if (wide) {
       PCCL_RETURN_IF_ERROR(kernels::AccumulateHalf(options.dtype, options.op,
                                                    reinterpret_cast<float*>(partial),
                                                    send + first * elem, n));
@@ -381,7 +400,7 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
       return Status::Ok();
     }
     // We own this chunk: finalise once, then start its trip around the ring.
-    if (half) {
+    if (wide) {
       PCCL_RETURN_IF_ERROR(kernels::NarrowHalf(options.dtype, result,
                                                reinterpret_cast<float*>(partial), n, divisor));
     } else if (divisor != 1) {
@@ -407,7 +426,7 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
         channel.ExpectInSlot(wire_step, seg, n * elem);
       } else if (schedule.IsReduceScatter(step) && in_backup) {
         channel.ExpectOrKeepEarly(wire_step, seg, backup + first * elem, n * elem);
-      } else if (schedule.IsReduceScatter(step) && half && step == 0) {
+      } else if (schedule.IsReduceScatter(step) && wide && step == 0) {
         channel.Expect(wire_step, seg, acc + first * acc_elem + n * elem, n * elem);
       } else if (schedule.IsReduceScatter(step)) {
         channel.Expect(wire_step, seg, acc + first * acc_elem, n * acc_elem);

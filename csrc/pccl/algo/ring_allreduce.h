@@ -32,8 +32,8 @@ struct AllReduceOptions {
   int world = 1;            // peers in the ring, >= 2
   // Payload bytes per segment (the unit that moves and is reduced at once). Default 1 MiB.
   size_t segment_bytes = size_t{1} << 20;
-  // float16/bfloat16 only: float32 scratch for the partial sums of one window (any
-  // contents; see WorkspaceBytes).
+  // float16/bfloat16 with 3 or more peers only: float32 scratch for the partial sums of one
+  // window (any contents; see WorkspaceBytes).
   float* workspace = nullptr;
   // Elements per ring pass; 0: the whole tensor in one. The tensor is all-reduced window
   // after window (RingAllReduce), so that scratch kept per element (float16/bfloat16
@@ -46,7 +46,7 @@ struct AllReduceOptions {
   // the buffer. No backup: a failed operation leaves garbage (for callers that recompute
   // their input), and the partials land in `scratch`: the receive slots
   // (RingChannel::ExpectInSlot), `receive_slots` of one segment each (ScratchBytes; none
-  // for float16/bfloat16, whose partials live in `workspace`). As many slots as the channel
+  // where float16/bfloat16 partials live in `workspace`). As many slots as the channel
   // has connections never hold the pipeline up.
   void* scratch = nullptr;
   size_t receive_slots = 8;
@@ -68,8 +68,13 @@ struct AllReduceOptions {
 // 32 MiB of float32.
 inline constexpr size_t kWindowElements = size_t{8} << 20;
 
-// Bytes of AllReduceOptions::workspace the all-reduce of `options` needs: float16/bfloat16,
-// a float per element of its largest window; none otherwise.
+// Whether the all-reduce of `options` keeps float16/bfloat16 partial sums in float32 (in
+// its workspace): with 3 or more peers. Between two peers the one partial a peer receives
+// is the other's input, which it folds into its own and rounds at once, as a full-precision
+// dtype is folded (kernels::FoldHalf).
+bool AccumulatesWide(const AllReduceOptions& options);
+// Bytes of AllReduceOptions::workspace the all-reduce of `options` needs: a float per
+// element of its largest window where it AccumulatesWide; none otherwise.
 size_t WorkspaceBytes(const AllReduceOptions& options);
 // Bytes of AllReduceOptions::scratch and ::backup an in-place all-reduce needs (scratch:
 // receive slots, at most the tensor, none with a backup; the backup: the tensor).

@@ -254,7 +254,7 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   // to `backup` right before its first overwrite (one tensor of extra memory at most).
   // The partial sums from the previous peer land in the backup itself, where folding them
   // into the caller's buffer leaves the input (algo/ring_allreduce.cc), or in the float32
-  // workspace for float16/bfloat16. A caller that recomputes its input after a failure
+  // workspace for float16/bfloat16 among 3 or more peers. A caller that recomputes its input after a failure
   // (restore_input false) saves the backup: then the partials land in a few receive slots.
   const bool restore = in_place && request.restore_input;
   algo::AllReduceOptions& options = run->options;
@@ -267,9 +267,10 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   options.world = bound.world;
   options.segment_bytes = segment_bytes;
   options.receive_slots = links->pool_size() + 1;  // one per receiving connection, + spare
-  // Scratch per element (float16/bfloat16 partial sums in float32, quantized wire slots) is
-  // kept for one window of the tensor at a time.
-  options.window_elements = WindowOf(request);
+  // Scratch per element (float16/bfloat16 partial sums in float32 among 3 or more peers,
+  // quantized wire slots) is kept for one window of the tensor at a time. (The descriptor
+  // hashes WindowOf(request) as it is: the peers share their world.)
+  options.window_elements = quantized || algo::AccumulatesWide(options) ? WindowOf(request) : 0;
   run->backup = buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
   options.backup = restore ? run->backup.data() : nullptr;
   run->scratch = buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);

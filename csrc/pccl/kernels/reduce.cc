@@ -130,6 +130,20 @@ Status CombineHalf(DType dtype, ReduceOp op, float* acc, const void* a, const vo
   return Status::Ok();
 }
 
+Status FoldHalf(DType dtype, ReduceOp op, void* dst, const void* partial, const void* input,
+                void* save, size_t count, uint64_t divisor) {
+  PCCL_RETURN_IF_ERROR(CheckHalf(dtype));
+  PCCL_RETURN_IF_ERROR(CheckOp(op));
+  PCCL_RETURN_IF_ERROR(CheckPointers(dst, partial, count));
+  PCCL_RETURN_IF_ERROR(CheckPointers(dst, input, count));
+  if (divisor == 0) return InvalidArgument("divisor must be positive");
+  if (count > 0) {
+    Table().fold_half[HalfIndex(dtype)][internal::CombinerIndex(op)](
+        dst, partial, input, save, count, static_cast<float>(divisor));
+  }
+  return Status::Ok();
+}
+
 Status NarrowHalf(DType dtype, void* dst, const float* acc, size_t count, uint64_t divisor) {
   PCCL_RETURN_IF_ERROR(CheckHalf(dtype));
   PCCL_RETURN_IF_ERROR(CheckPointers(dst, acc, count));

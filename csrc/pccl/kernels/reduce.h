@@ -56,6 +56,13 @@ Status AccumulateHalf(DType dtype, ReduceOp op, float* acc, const void* src, siz
 // float16/bfloat16 partial there and widens it in place as it adds its own input.
 Status CombineHalf(DType dtype, ReduceOp op, float* acc, const void* a, const void* b,
                    size_t count);
+// One step of float16/bfloat16 from start to end, with no float accumulator in memory:
+// dst[i] = round(op(widen(partial[i]), widen(input[i])) / divisor), the same bits as
+// CombineHalf then NarrowHalf; and, unless `save` is null, save[i] = input[i] first (an
+// in-place all-reduce keeping its input). `dst` may be `partial` or `input`, and `save`
+// may be `partial`; no other overlap.
+Status FoldHalf(DType dtype, ReduceOp op, void* dst, const void* partial, const void* input,
+                void* save, size_t count, uint64_t divisor = 1);
 // dst[i] = round_to_nearest_even(acc[i] / divisor); divisor 1 means no division.
 Status NarrowHalf(DType dtype, void* dst, const float* acc, size_t count, uint64_t divisor = 1);
 
@@ -72,6 +79,8 @@ struct ReduceTable {
   void (*widen_half[2])(float* acc, const void* src, size_t n);
   void (*accumulate_half[2][kNumCombiners])(float* acc, const void* src, size_t n);
   void (*combine_half[2][kNumCombiners])(float* acc, const void* a, const void* b, size_t n);
+  void (*fold_half[2][kNumCombiners])(void* dst, const void* partial, const void* input,
+                                      void* save, size_t n, float divisor);
   void (*narrow_half[2])(void* dst, const float* acc, size_t n, float divisor);
 };
 }  // namespace internal

@@ -152,6 +152,27 @@ void CombineHalfLoop(float* acc, const void* a, const void* b, size_t n) {
   }
 }
 
+// dst may be `partial` or `input`, and `save` may be `partial`: each block of them is read
+// before anything of that block is written.
+template <int kHalfIndex, class Op>
+void FoldHalfLoop(void* dst, const void* partial, const void* input, void* save, size_t n,
+                  float divisor) {
+  alignas(64) float x[kHalfBlock];
+  alignas(64) float y[kHalfBlock];
+  for (size_t base = 0; base < n; base += kHalfBlock) {
+    size_t m = BlockLength(n, base);
+    const char* in = static_cast<const char*>(input) + base * 2;
+    Widen<kHalfIndex>(x, static_cast<const char*>(partial) + base * 2, m);
+    Widen<kHalfIndex>(y, in, m);
+    if (save != nullptr) __builtin_memmove(static_cast<char*>(save) + base * 2, in, m * 2);
+    for (size_t i = 0; i < m; ++i) x[i] = Op::Apply(x[i], y[i]);
+    if (divisor != 1.0f) {
+      for (size_t i = 0; i < m; ++i) x[i] = x[i] / divisor;
+    }
+    Narrow<kHalfIndex>(static_cast<char*>(dst) + base * 2, x, m);
+  }
+}
+
 template <int kHalfIndex>
 void WidenHalfLoop(float* acc, const void* src, size_t n) {
   Widen<kHalfIndex>(acc, src, n);
@@ -241,6 +262,10 @@ void FillHalfRow(ReduceTable& t, DType dtype) {
   t.combine_half[kHalfIndex][1] = &CombineHalfLoop<kHalfIndex, ProdOp>;
   t.combine_half[kHalfIndex][2] = &CombineHalfLoop<kHalfIndex, MinOp>;
   t.combine_half[kHalfIndex][3] = &CombineHalfLoop<kHalfIndex, MaxOp>;
+  t.fold_half[kHalfIndex][0] = &FoldHalfLoop<kHalfIndex, SumOp>;
+  t.fold_half[kHalfIndex][1] = &FoldHalfLoop<kHalfIndex, ProdOp>;
+  t.fold_half[kHalfIndex][2] = &FoldHalfLoop<kHalfIndex, MinOp>;
+  t.fold_half[kHalfIndex][3] = &FoldHalfLoop<kHalfIndex, MaxOp>;
   t.narrow_half[kHalfIndex] = &NarrowHalfLoop<kHalfIndex>;
 }
 
