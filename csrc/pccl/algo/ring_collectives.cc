@@ -21,7 +21,10 @@ using internal::SlotOf;
 
 size_t ReduceScatterScratchBytes(DType dtype, size_t count, int world) {
   if (world < 2) return 0;
-  if (IsHalfPrecision(dtype)) return static_cast<size_t>(world - 1) * count * sizeof(float);
+  // float16/bfloat16 between two peers: the one partial is an input, folded in at once.
+  if (IsHalfPrecision(dtype) && world > 2) {
+    return static_cast<size_t>(world - 1) * count * sizeof(float);
+  }
   return static_cast<size_t>(world - 2) * count * DTypeSize(dtype);
 }
 
@@ -126,7 +129,9 @@ Status RingAllGather(const RingCollectiveOptions& options, RingChannel& channel,
 // scratch, one block per step (the last straight into the output), so the input is never
 // written. float16/bfloat16 partials travel and accumulate in float32 and are rounded
 // once, as in the all-reduce; and as there, step 0's are inputs and travel as they are,
-// landing in the upper half of their float32 room (kernels::CombineHalf widens them).
+// landing in the upper half of their float32 room (kernels::CombineHalf widens them), or
+// between two peers, where step 0 is the last, in the output, folded in and rounded at
+// once (kernels::FoldHalf): no scratch.
 Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& channel,
                          Deadline deadline, RingCollectiveStats* stats) {
   PCCL_RETURN_IF_ERROR(CheckShape(options, "reduce-scatter"));
@@ -152,14 +157,13 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
   };
   // Bytes per element of what travels at `step`.
   auto wire_elem = [&](int step) { return half && step > 0 ? acc_elem : elem; };
-  // Where the partial received at `step` accumulates. float16/bfloat16: block `step` of
-  // the float32 scratch.
+  // Where the partial received at `step` accumulates: block `step` of the scratch (of
+  // float32 for float16/bfloat16), but the last lands in the output, unless it is a
+  // float32 sum of halves.
+  auto in_output = [&](int step) { return step == steps - 1 && wire_elem(step) == elem; };
   auto partial = [&](int step, size_t first) -> char* {
-    if (half) {
-      return scratch + (static_cast<size_t>(step) * options.count + first) * acc_elem;
-    }
-    if (step == steps - 1) return recv + first * elem;
-    return scratch + (static_cast<size_t>(step) * options.count + first) * elem;
+    if (in_output(step)) return recv + first * elem;
+    return scratch + (static_cast<size_t>(step) * options.count + first) * acc_elem;
   };
 
   std::atomic<uint64_t> tx_bytes{0};
@@ -174,6 +178,10 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
     const size_t n = segments.size(seg);
     const int position = Mod(rank - step - 2, world);
     char* acc = partial(step, first);
+    if (half && in_output(step)) {  // two peers: our own block, complete
+      return kernels::FoldHalf(options.dtype, options.op, acc, landed, input(position, first),
+                               nullptr, n, divisor);
+    }
     if (half && step == 0) {
       PCCL_RETURN_IF_ERROR(kernels::CombineHalf(options.dtype, options.op,
                                                 reinterpret_cast<float*>(acc), landed,
@@ -203,7 +211,8 @@ Status RingReduceScatter(const RingCollectiveOptions& options, RingChannel& chan
       const size_t bytes = segments.size(seg) * wire_elem(step);
       char* at = partial(step, segments.first(seg));
       // A float16/bfloat16 input lands in the upper half of its float32 room.
-      channel.Expect(step, seg, half && step == 0 ? at + bytes : at, bytes);
+      channel.Expect(step, seg, half && !in_output(step) && step == 0 ? at + bytes : at,
+                     bytes);
       rx_bytes += bytes;
     }
   }
