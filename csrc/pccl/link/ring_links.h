@@ -30,7 +30,10 @@
 // read once its operation declares where it goes (straight there: no block, no copy), or
 // into a block as soon as another operation opens here (one started in another order
 // than the neighbour's may wait for segments behind it) or its own algorithm waits for
-// data (the segment may stand in front of one it waits for). A peer that finishes a call
+// data (the segment may stand in front of one it waits for), unless the segment is of a
+// later window of that algorithm (a step past every one declared: algo::ForEachWindow):
+// the previous peer sent it after every segment of the window waited for, so none of
+// those stands behind it. A peer that finishes a call
 // first and starts the next one then costs its neighbour neither memory nor a copy, even
 // in the moment between the neighbour opening that call and declaring its segments, which
 // used to read them aside (a 256 MiB all-reduce between 2 peers: 0-20 MiB of blocks).

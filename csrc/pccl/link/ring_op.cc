@@ -1,5 +1,6 @@
 #include "pccl/link/ring_op.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "pccl/link/ring_links.h"
@@ -104,6 +105,7 @@ void RingOp::Declare(uint32_t step, uint32_t segment, void* data, size_t bytes, 
                 " expected in a receive slot without an arrival handler or a slot of " +
                 std::to_string(bytes) + " bytes");  // the algorithm's bug, not a peer's
   }
+  declared_steps_end_ = std::max(declared_steps_end_, step + 1);
   Slot& slot = slots_[{step, segment}];
   slot.expected = true;
   slot.in_slot = in_slot;
@@ -336,7 +338,12 @@ void* RingOp::ClaimForReceive(const DataHeader& header, const std::string& peer)
     // its algorithm is still setting up): the payload waits in its socket until the
     // operation declares it, another operation opens (RingLinks::OpenOp wakes this) or
     // this one starts waiting (WaitArrivals, WaitSends). Else it waits only for budget room.
-    const bool hold = !algorithm_waits_ && links_->HoldsEarly(opened_);
+    // A segment of a window after the one the algorithm waits for may wait in its socket
+    // even then: the previous peer began that window once every send of the windows
+    // before it was in its connections' queues, so on each connection nothing this
+    // algorithm waits for can stand behind it.
+    const bool later_window = opened_ && header.step >= declared_steps_end_;
+    const bool hold = (!algorithm_waits_ || later_window) && links_->HoldsEarly(opened_);
     if (!hold && budget_->TryReserve(bytes)) break;
     ++waiting_receivers_;
     if (hold) {

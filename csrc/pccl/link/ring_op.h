@@ -175,6 +175,10 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   // The algorithm is in WaitArrivals or WaitSends (AlgorithmWaits): no undeclared segment
   // waits in its socket meanwhile (RingLinks::HoldsEarly).
   bool algorithm_waits_ PCCL_GUARDED_BY(mu_) = false;
+  // One past the latest step declared (Declare). A segment of a later step belongs to a
+  // later window of this operation (algo::ForEachWindow), which the algorithm does not
+  // wait for: it may wait in its socket even while the algorithm waits (ClaimForReceive).
+  uint32_t declared_steps_end_ PCCL_GUARDED_BY(mu_) = 0;
   // What the other waiters wait for (DueLocked). The algorithm in WaitArrivals:
   // this many entries in arrivals_ (0: it does not wait for arrivals).
   size_t awaited_arrivals_ PCCL_GUARDED_BY(mu_) = 0;
