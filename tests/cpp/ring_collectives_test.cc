@@ -687,6 +687,67 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
   }
 }
 
+// In place with a backup among 3 peers, wide windows keep their float32 room in the backup
+// of the windows after them: a million elements run in windows of a third of what is left
+// (333,322, 222,215, ... while that is at least 64 Ki elements), and only the last
+// (131,716) needs the workspace. The workspace handed over is exactly WorkspaceBytes,
+// with a canary behind it that no pass may touch; the sums are exact and RestoreInput
+// still gives every input back (each window's input was saved over the room an earlier
+// window used).
+TEST(RingAllReduceTest, WideWindowsKeepTheirFloatRoomInTheBackupOfTheWindowsAfterThem) {
+  const int world = 3;
+  const size_t count = 1000000;
+  std::vector<std::vector<uint16_t>> data(world), inputs(world), backup(world);
+  std::vector<std::vector<float>> workspace(world);
+  std::vector<AllReduceStats> stats(world);
+  std::vector<AllReduceOptions> options(world);
+  std::vector<MemoryChannel> channels(world);
+  auto input = [](int r, size_t i) {
+    return static_cast<float>((r + 1) * 3 + static_cast<int>(i % 7));
+  };
+  constexpr size_t kCanary = 400000;
+  size_t workspace_floats = 0;
+  for (int r = 0; r < world; ++r) {
+    channels[r].next = &channels[(r + 1) % world];
+    inputs[r].resize(count);
+    for (size_t i = 0; i < count; ++i) inputs[r][i] = FloatToBFloat16Bits(input(r, i));
+    data[r] = inputs[r];
+    backup[r].assign(count, 0xFFFF);
+    AllReduceOptions& o = options[r];
+    o.dtype = DType::kBFloat16;
+    o.count = count;
+    o.rank = r;
+    o.world = world;
+    o.segment_bytes = 64 << 10;
+    o.window_elements = kWindowElements;
+    o.send = o.recv = data[r].data();
+    AllReduceOptions no_backup = o;
+    o.backup = backup[r].data();
+    EXPECT_EQ(WorkspaceBytes(no_backup), 333322 * sizeof(float));
+    ASSERT_EQ(WorkspaceBytes(o), 131716 * sizeof(float));
+    workspace_floats = WorkspaceBytes(o) / sizeof(float);
+    workspace[r].assign(workspace_floats + kCanary, -7.0f);
+    o.workspace = workspace[r].data();
+  }
+  OnEveryRank(world, [&](int r) {
+    Status st = RingAllReduce(options[r], channels[r], Deadline::In(std::chrono::seconds(60)),
+                              &stats[r]);
+    EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
+  });
+  for (int r = 0; r < world; ++r) {
+    for (size_t i = 0; i < count; ++i) {
+      float sum = 0;
+      for (int p = 0; p < world; ++p) sum += input(p, i);
+      ASSERT_EQ(data[r][i], FloatToBFloat16Bits(sum)) << "rank " << r << " element " << i;
+    }
+    for (size_t i = workspace_floats; i < workspace[r].size(); ++i) {
+      ASSERT_EQ(workspace[r][i], -7.0f) << "rank " << r << ": a pass wrote past the workspace";
+    }
+    RestoreInput(options[r], stats[r]);
+    EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
+  }
+}
+
 // --- send/recv over a pair ----------------------------------------------------------------------
 
 TEST(PointToPointTest, EverySizeArrivesWholeAndTheSenderWaitsForTheAnswer) {

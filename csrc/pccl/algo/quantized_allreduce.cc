@@ -53,7 +53,7 @@ WireLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOpti
 
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant) {
-  const AllReduceOptions window = FirstWindow(options);  // the largest
+  const AllReduceOptions window = LargestWindow(options);
   return 2 * LayoutOf(window, quant).wire_total +
          window.count * DTypeSize(AccumulatorOf(window.dtype));
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -16,10 +17,7 @@ bool AccumulatesWide(const AllReduceOptions& options) {
   return IsHalfPrecision(options.dtype) && options.world > 2;
 }
 
-size_t WorkspaceBytes(const AllReduceOptions& options) {
-  if (!AccumulatesWide(options)) return 0;
-  return FirstWindow(options).count * sizeof(float);
-}
+// WorkspaceBytes is below PassesOf.
 
 namespace {
 
@@ -57,32 +55,69 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
 }
 
 // One ring pass of an all-reduce: `options` narrowed to its window of the tensor (its part
-// of every tensor-sized buffer; the workspace and the receive slots are shared, as one
-// pass runs at a time), the first step of its channel keys, and where its segments' flags
-// start in AllReduceStats::backed_up.
+// of every tensor-sized buffer; the receive slots are shared, as one pass runs at a time,
+// and so is the workspace, unless the pass has room in the backup), the first step of its
+// channel keys, and where its segments' flags start in AllReduceStats::backed_up.
 struct Pass {
   AllReduceOptions options;
   uint32_t step_base;
   size_t segment_offset;
   size_t segments;
+  bool room_in_backup;  // its float32 room fits in the backup of the windows after it
 };
+
+// Wide windows stop shrinking to fit their float32 room in the backup below this many
+// elements to the end: the rest runs in windows of the caller's width, in a workspace
+// of their own (at most 4 x (3 x 64 Ki + 32) bytes: 768 KiB).
+constexpr size_t kTailElements = size_t{64} << 10;
+
+// Whether the float32 room of `width` elements (and 64 bytes to align it) fits in the
+// backup of the float16/bfloat16 elements after them, `left` elements from their first to
+// the end of the tensor.
+bool RoomAfter(size_t width, size_t left) {
+  return 4 * width + 64 <= 2 * (left - width);
+}
 
 // The passes of `options`: consecutive windows of options.window_elements (the last one
 // shorter), or the whole tensor in one.
+//
+// Wide float16/bfloat16 windows (AccumulatesWide) need float32 room for their partial
+// sums. In place with the restore copy, the backup of the windows after a pass is unused
+// while it runs (an input segment is saved there only in its own window's pass), so the
+// room goes there and the backup is all the call adds: towards the end of the tensor,
+// where fewer windows are left, each window shrinks to a third of what is left (its room
+// then fits), down to kTailElements; only the last few windows use the workspace. The
+// widths depend on count and window_elements alone, so every peer cuts the same windows
+// whether it keeps a backup or not.
 std::vector<Pass> PassesOf(const AllReduceOptions& options) {
   const size_t width = options.window_elements > 0 ? options.window_elements
                                                    : std::max<size_t>(options.count, 1);
+  const bool wide = AccumulatesWide(options);
+  const bool shrinks = wide && options.window_elements > 0;
   const size_t elem = DTypeSize(options.dtype);
-  const size_t acc_elem = AccumulatesWide(options) ? sizeof(float) : elem;
+  const size_t acc_elem = wide ? sizeof(float) : elem;
   std::vector<Pass> passes;
   uint32_t step_base = 0;
   size_t segment_offset = 0;
-  for (size_t first = 0; first < options.count; first += width) {
+  for (size_t first = 0; first < options.count;) {
     auto at = [&](auto* base, size_t unit) {
       return base == nullptr ? base : base + first * unit;
     };
+    const size_t left = options.count - first;
     AllReduceOptions part = options;
-    part.count = std::min(width, options.count - first);
+    part.count = std::min(width, left);
+    bool room_in_backup = false;
+    if (shrinks && RoomAfter(part.count, left)) {
+      room_in_backup = true;
+    } else if (shrinks && left >= 32 && (left - 32) / 3 >= kTailElements) {
+      part.count = (left - 32) / 3;  // the widest whose room fits
+      room_in_backup = true;
+    }
+    if (room_in_backup && options.backup != nullptr) {
+      const auto after = reinterpret_cast<uintptr_t>(static_cast<char*>(options.backup) +
+                                                     (first + part.count) * elem);
+      part.workspace = reinterpret_cast<float*>((after + 63) & ~uintptr_t{63});
+    }
     part.send = at(static_cast<const char*>(options.send), elem);
     part.recv = at(static_cast<char*>(options.recv), elem);
     part.backup = at(static_cast<char*>(options.backup), elem);
@@ -90,9 +125,10 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
     if (first > 0) part.corrupt_step = -1;  // the test switch corrupts one segment in all
     const RingSchedule schedule = ScheduleFor(part);
     const size_t segments = SegmentBase(schedule).back();
-    passes.push_back({part, step_base, segment_offset, segments});
+    passes.push_back({part, step_base, segment_offset, segments, room_in_backup});
     step_base += static_cast<uint32_t>(schedule.steps());
     segment_offset += segments;
+    first += part.count;
   }
   return passes;
 }
@@ -137,9 +173,21 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
 
 }  // namespace
 
-AllReduceOptions FirstWindow(const AllReduceOptions& options) {
+size_t WorkspaceBytes(const AllReduceOptions& options) {
+  if (!AccumulatesWide(options)) return 0;
+  size_t most = 0;  // elements of the widest window without room in the backup
+  for (const Pass& p : PassesOf(options)) {
+    if (!p.room_in_backup || options.backup == nullptr) most = std::max(most, p.options.count);
+  }
+  return most * sizeof(float);
+}
+
+AllReduceOptions LargestWindow(const AllReduceOptions& options) {
   const std::vector<Pass> passes = PassesOf(options);
-  return passes.empty() ? options : passes.front().options;
+  if (passes.empty()) return options;
+  return std::max_element(passes.begin(), passes.end(), [](const Pass& a, const Pass& b) {
+           return a.options.count < b.options.count;
+         })->options;
 }
 
 Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,

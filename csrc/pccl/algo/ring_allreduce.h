@@ -33,7 +33,8 @@ struct AllReduceOptions {
   // Payload bytes per segment (the unit that moves and is reduced at once). Default 1 MiB.
   size_t segment_bytes = size_t{1} << 20;
   // float16/bfloat16 with 3 or more peers only: float32 scratch for the partial sums of one
-  // window (any contents; see WorkspaceBytes).
+  // window (any contents; see WorkspaceBytes). In place with a backup, most windows have
+  // their room in the backup of the windows after them instead.
   float* workspace = nullptr;
   // Elements per ring pass; 0: the whole tensor in one. The tensor is all-reduced window
   // after window (RingAllReduce), so that scratch kept per element (float16/bfloat16
@@ -73,8 +74,10 @@ inline constexpr size_t kWindowElements = size_t{8} << 20;
 // is the other's input, which it folds into its own and rounds at once, as a full-precision
 // dtype is folded (kernels::FoldHalf).
 bool AccumulatesWide(const AllReduceOptions& options);
-// Bytes of AllReduceOptions::workspace the all-reduce of `options` needs: a float per
-// element of its largest window where it AccumulatesWide; none otherwise.
+// Bytes of AllReduceOptions::workspace the all-reduce of `options` needs: where it
+// AccumulatesWide, a float per element of its largest window, or, in place with a backup,
+// of its largest window without room in the backup (PassesOf in ring_allreduce.cc: 768
+// KiB at most); none otherwise.
 size_t WorkspaceBytes(const AllReduceOptions& options);
 // Bytes of AllReduceOptions::scratch and ::backup an in-place all-reduce needs (scratch:
 // receive slots, at most the tensor, none with a backup; the backup: the tensor).
@@ -120,8 +123,8 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 // In place, after a failure: copies every saved input segment back from `backup`.
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats);
 
-// For the all-reduce algorithms: `options` narrowed to its first (largest) window.
-AllReduceOptions FirstWindow(const AllReduceOptions& options);
+// For the all-reduce algorithms: `options` narrowed to its largest window.
+AllReduceOptions LargestWindow(const AllReduceOptions& options);
 // Runs `pass` once per window of `options`, in order, each with `options` narrowed to the
 // window, the first step of its channel keys and the index of its first segment in
 // stats->backed_up (sized here for all windows when in place with a backup); stops at the
