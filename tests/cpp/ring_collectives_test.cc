@@ -646,8 +646,10 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
               o.receive_slots = 2;
               // Two peers fold each partial in at once: no float32 room, and in place
               // without a backup the partials land in receive slots.
-              ASSERT_EQ(WorkspaceBytes(o),
-                        world == 2 ? 0 : std::min(count, window) * sizeof(float));
+              // A float per element of a window, but for the chunk this peer sends first.
+              const size_t widest = std::min(count, window);
+              const size_t own = RingSchedule{world, r, widest, 1}.ChunkElements(r);
+              ASSERT_EQ(WorkspaceBytes(o), world == 2 ? 0 : (widest - own) * sizeof(float));
               ASSERT_EQ(ScratchBytes(o) > 0, world == 2 && mode != 2);
               workspace[r].assign(WorkspaceBytes(o) / sizeof(float), -1.0f);
               o.workspace = workspace[r].empty() ? nullptr : workspace[r].data();
@@ -690,7 +692,7 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
 // In place with a backup among 3 peers, wide windows keep their float32 room in the backup
 // of the windows after them: a million elements run in windows of a third of what is left
 // (333,322, 222,215, ... while that is at least 64 Ki elements), and only the last
-// (131,716) needs the workspace. The workspace handed over is exactly WorkspaceBytes,
+// (131,716) needs the workspace, for the two chunks of it this peer receives partials of. The workspace handed over is exactly WorkspaceBytes,
 // with a canary behind it that no pass may touch; the sums are exact and RestoreInput
 // still gives every input back (each window's input was saved over the room an earlier
 // window used).
@@ -723,8 +725,13 @@ TEST(RingAllReduceTest, WideWindowsKeepTheirFloatRoomInTheBackupOfTheWindowsAfte
     o.send = o.recv = data[r].data();
     AllReduceOptions no_backup = o;
     o.backup = backup[r].data();
-    EXPECT_EQ(WorkspaceBytes(no_backup), 333322 * sizeof(float));
-    ASSERT_EQ(WorkspaceBytes(o), 131716 * sizeof(float));
+    // A float per element of the widest window (without room in the backup), but for the
+    // chunk this peer sends first.
+    auto partials = [&](size_t window) {
+      return (window - RingSchedule{world, r, window, 1}.ChunkElements(r)) * sizeof(float);
+    };
+    EXPECT_EQ(WorkspaceBytes(no_backup), partials(333322));
+    ASSERT_EQ(WorkspaceBytes(o), partials(131716));
     workspace_floats = WorkspaceBytes(o) / sizeof(float);
     workspace[r].assign(workspace_floats + kCanary, -7.0f);
     o.workspace = workspace[r].data();

@@ -175,9 +175,11 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
 
 size_t WorkspaceBytes(const AllReduceOptions& options) {
   if (!AccumulatesWide(options)) return 0;
-  size_t most = 0;  // elements of the widest window without room in the backup
+  size_t most = 0;  // partials of the widest window without room in the backup
   for (const Pass& p : PassesOf(options)) {
-    if (!p.room_in_backup || options.backup == nullptr) most = std::max(most, p.options.count);
+    if (p.room_in_backup && options.backup != nullptr) continue;
+    const RingSchedule schedule = ScheduleFor(p.options);  // all but its own chunk (RingPass)
+    most = std::max(most, p.options.count - schedule.ChunkElements(options.rank));
   }
   return most * sizeof(float);
 }
@@ -320,7 +322,7 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
   }
   if (options.count == 0) return Status::Ok();
   const bool wide = AccumulatesWide(options);
-  if (wide && options.workspace == nullptr) {
+  if (wide && options.workspace == nullptr && WorkspaceBytes(options) > 0) {
     return InvalidArgument("float16/bfloat16 all-reduce needs a float32 workspace");
   }
   const bool in_place = options.send == options.recv;
@@ -355,13 +357,21 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
   const size_t acc_elem = wide ? sizeof(float) : elem;
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
-  // Where reduce-scatter partials accumulate: the result buffer (in place, once this
-  // peer's input for that segment was read: see on_arrival), or the float32 workspace.
-  char* acc = wide ? reinterpret_cast<char*>(options.workspace) : recv;
   auto* backup = static_cast<char*>(options.backup);
 
   const RingSchedule schedule = ScheduleFor(options);
   const std::vector<size_t> segment_base = SegmentBase(schedule);
+  // Where the reduce-scatter partial of element `first` accumulates: the result buffer
+  // (in place, once this peer's input for that segment was read: see on_arrival), or the
+  // float32 workspace, which leaves out the chunk this peer sends first (it never
+  // receives a partial of it), so every window touches the same prefix (WorkspaceBytes).
+  const size_t own_first = schedule.ChunkBegin(options.rank);
+  const size_t own_count = schedule.ChunkElements(options.rank);
+  auto acc_at = [&](size_t first) -> char* {
+    if (!wide) return recv + first * elem;
+    const size_t index = first < own_first ? first : first - own_count;
+    return reinterpret_cast<char*>(options.workspace + index);
+  };
   // In place, saves the input of a segment before anything can overwrite it: the owner's
   // result or all-gather data for that chunk can only exist after this peer's own
   // contribution to it was read, which happens right after this call.
@@ -410,7 +420,7 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
     const size_t landed_bytes = n * (half_input ? elem : acc_elem);
     rx_bytes.fetch_add(landed_bytes, std::memory_order_relaxed);
     // The running sum of this segment, which goes on (or, at the owner, is final).
-    char* partial = acc + first * acc_elem;
+    char* partial = acc_at(first);
     if (!in_backup) save_input(chunk, seg, first, n);
     if (options.received != nullptr) {
       std::memcpy(static_cast<char*>(options.received) + first * acc_elem, landed,
@@ -475,9 +485,9 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
       } else if (schedule.IsReduceScatter(step) && in_backup) {
         channel.ExpectOrKeepEarly(wire_step, seg, backup + first * elem, n * elem);
       } else if (schedule.IsReduceScatter(step) && wide && step == 0) {
-        channel.Expect(wire_step, seg, acc + first * acc_elem + n * elem, n * elem);
+        channel.Expect(wire_step, seg, acc_at(first) + n * elem, n * elem);
       } else if (schedule.IsReduceScatter(step)) {
-        channel.Expect(wire_step, seg, acc + first * acc_elem, n * acc_elem);
+        channel.Expect(wire_step, seg, acc_at(first), n * acc_elem);
       } else {
         channel.Expect(wire_step, seg, recv + first * elem, n * elem);
       }
