@@ -1,7 +1,8 @@
 // Kernels used by the in-place collectives to save their input (kernels/reduce.h's
 // ReduceSaving, kernels/copy.h's CopyStreaming) and by the rings' float16/bfloat16 steps
 // (CombineHalf, FoldHalf): the same bits as the plain kernels, on every ISA path this CPU
-// runs, for every dtype and combiner, at odd lengths and alignments. The other kernels are tested from Python (tests/python/test_kernels_*.py).
+// runs, for every dtype and combiner, at odd lengths and alignments. The other kernels are
+// tested from Python (tests/python/test_kernels_*.py).
 #include <gtest/gtest.h>
 
 #include <cstdint>

@@ -692,8 +692,9 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
 // In place with a backup among 3 peers, wide windows keep their float32 room in the backup
 // of the windows after them: a million elements run in windows of a third of what is left
 // (333,322, 222,215, ... while that is at least 64 Ki elements), and only the last
-// (131,716) needs the workspace, for the two chunks of it this peer receives partials of. The workspace handed over is exactly WorkspaceBytes,
-// with a canary behind it that no pass may touch; the sums are exact and RestoreInput
+// (131,716) needs the workspace, for the two chunks of it this peer receives partials of.
+// The workspace handed over is exactly WorkspaceBytes, with a canary behind it that no
+// pass may touch; the sums are exact and RestoreInput
 // still gives every input back (each window's input was saved over the room an earlier
 // window used).
 TEST(RingAllReduceTest, WideWindowsKeepTheirFloatRoomInTheBackupOfTheWindowsAfterThem) {

@@ -17,8 +17,6 @@ bool AccumulatesWide(const AllReduceOptions& options) {
   return IsHalfPrecision(options.dtype) && options.world > 2;
 }
 
-// WorkspaceBytes is below PassesOf.
-
 namespace {
 
 // One receive slot: a segment, or a chunk where chunks are smaller.
@@ -308,12 +306,14 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
 // in place as it adds its own input (kernels::CombineHalf).
 //
 // Wide float16/bfloat16 partial sums need float32 room for every element they cover. So
-// that it stays bounded, the caller may cut the tensor into windows (options.window_elements): one
-// ring pass per window, one after the other over the same channel, each under steps of its
-// own (ForEachWindow); the workspace then holds one window. A window's pass ends when
+// that it stays bounded, the caller may cut the tensor into windows
+// (options.window_elements): one ring pass per window, one after the other over the same
+// channel, each under steps of its own (ForEachWindow); the workspace then holds one
+// window (in place with the restore copy most windows keep their room in the backup of
+// the windows after them instead: PassesOf). A window's pass ends when
 // every send of it was handed to the kernel, so the next one may reuse the workspace; the
-// previous peer may start the next window meanwhile, and its first segments wait as early
-// segments do.
+// previous peer may start the next window meanwhile, and on a near link its first
+// segments wait in their sockets until this peer declares them (link/ring_links.h).
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats) {
   if (options.world < 2 || options.rank < 0 || options.rank >= options.world) {

@@ -253,9 +253,10 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   // succeeded, the verdict, the input is put back): the algorithm saves each input segment
   // to `backup` right before its first overwrite (one tensor of extra memory at most).
   // The partial sums from the previous peer land in the backup itself, where folding them
-  // into the caller's buffer leaves the input (algo/ring_allreduce.cc), or in the float32
-  // workspace for float16/bfloat16 among 3 or more peers. A caller that recomputes its input after a failure
-  // (restore_input false) saves the backup: then the partials land in a few receive slots.
+  // into the caller's buffer leaves the input (algo/ring_allreduce.cc), or in float32 room
+  // for float16/bfloat16 among 3 or more peers (mostly in the backup too). A caller that
+  // recomputes its input after a failure (restore_input false) saves the backup: then the
+  // partials land in a few receive slots (or the float32 workspace).
   const bool restore = in_place && request.restore_input;
   algo::AllReduceOptions& options = run->options;
   options.dtype = request.dtype;
