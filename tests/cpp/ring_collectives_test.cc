@@ -40,7 +40,11 @@ class MemoryChannel : public link::RingChannel {
  public:
   MemoryChannel* next = nullptr;
 
+  // Segments of this step and later are dropped (a peer that stopped sending).
+  uint32_t drop_from_step = UINT32_MAX;
+
   void Send(uint32_t step, uint32_t segment, const void* data, size_t bytes) override {
+    if (step >= drop_from_step) return;
     const auto* p = static_cast<const char*>(data);
     next->Deliver({step, segment}, std::vector<char>(p, p + bytes));
   }
@@ -689,71 +693,114 @@ TEST(RingAllReduceTest, HalfPrecisionRunsWindowAfterWindowInABoundedWorkspace) {
   }
 }
 
-// In place with a backup among 3 peers, wide windows keep their float32 room in the backup
-// of the windows after them: a million elements run in windows of a third of what is left
-// (333,322, 222,215, ... while that is at least 64 Ki elements), and only the last
-// (131,716) needs the workspace, for the two chunks of it this peer receives partials of.
-// The workspace handed over is exactly WorkspaceBytes, with a canary behind it that no
-// pass may touch; the sums are exact and RestoreInput
-// still gives every input back (each window's input was saved over the room an earlier
-// window used).
-TEST(RingAllReduceTest, WideWindowsKeepTheirFloatRoomInTheBackupOfTheWindowsAfterThem) {
-  const int world = 3;
-  const size_t count = 1000000;
-  std::vector<std::vector<uint16_t>> data(world), inputs(world), backup(world);
-  std::vector<std::vector<float>> workspace(world);
-  std::vector<AllReduceStats> stats(world);
-  std::vector<AllReduceOptions> options(world);
-  std::vector<MemoryChannel> channels(world);
-  auto input = [](int r, size_t i) {
-    return static_cast<float>((r + 1) * 3 + static_cast<int>(i % 7));
-  };
-  constexpr size_t kCanary = 400000;
+// In place bfloat16 among 3 peers with a backup: a million elements, the workspace exactly
+// WorkspaceBytes with a canary behind it that no pass may touch. Rank 0 drops every
+// segment it would send from step `drop_from_step` on (none: UINT32_MAX), so every rank
+// fails at `deadline` in the window that step starts.
+struct WideRun {
+  static constexpr int kWorld = 3;
+  static constexpr size_t kCount = 1000000;
+  static constexpr size_t kCanary = 400000;
+  std::vector<std::vector<uint16_t>> data, inputs, backup;
+  std::vector<std::vector<float>> workspace;
+  std::vector<AllReduceStats> stats;
+  std::vector<AllReduceOptions> options;
+  std::vector<Status> status;
   size_t workspace_floats = 0;
-  for (int r = 0; r < world; ++r) {
-    channels[r].next = &channels[(r + 1) % world];
-    inputs[r].resize(count);
-    for (size_t i = 0; i < count; ++i) inputs[r][i] = FloatToBFloat16Bits(input(r, i));
-    data[r] = inputs[r];
-    backup[r].assign(count, 0xFFFF);
-    AllReduceOptions& o = options[r];
+
+  static float Input(int r, size_t i) {
+    return static_cast<float>((r + 1) * 3 + static_cast<int>(i % 7));
+  }
+
+  WideRun(uint32_t drop_from_step, std::chrono::milliseconds deadline)
+      : data(kWorld), inputs(kWorld), backup(kWorld), workspace(kWorld), stats(kWorld),
+        options(kWorld), status(kWorld) {
+    std::vector<MemoryChannel> channels(kWorld);
+    channels[0].drop_from_step = drop_from_step;
+    for (int r = 0; r < kWorld; ++r) {
+      channels[r].next = &channels[(r + 1) % kWorld];
+      inputs[r].resize(kCount);
+      for (size_t i = 0; i < kCount; ++i) inputs[r][i] = FloatToBFloat16Bits(Input(r, i));
+      data[r] = inputs[r];
+      backup[r].assign(kCount, 0xFFFF);
+      AllReduceOptions& o = options[r];
+      o.dtype = DType::kBFloat16;
+      o.count = kCount;
+      o.rank = r;
+      o.world = kWorld;
+      o.segment_bytes = 64 << 10;
+      o.window_elements = kWindowElements;
+      o.send = o.recv = data[r].data();
+      o.backup = backup[r].data();
+      workspace_floats = WorkspaceBytes(o) / sizeof(float);
+      workspace[r].assign(workspace_floats + kCanary, -7.0f);
+      o.workspace = workspace[r].data();
+    }
+    OnEveryRank(kWorld, [&](int r) {
+      status[r] = RingAllReduce(options[r], channels[r], Deadline::In(deadline), &stats[r]);
+    });
+  }
+
+  void ExpectCanariesAndRestore() {
+    for (int r = 0; r < kWorld; ++r) {
+      for (size_t i = workspace_floats; i < workspace[r].size(); ++i) {
+        ASSERT_EQ(workspace[r][i], -7.0f) << "rank " << r << ": a pass wrote past the workspace";
+      }
+      RestoreInput(options[r], stats[r]);
+      EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
+    }
+  }
+};
+
+// Wide windows keep their float32 room in the backup of the windows after them: the
+// million elements run in windows of a third of what is left (333,322, 222,215, ... while
+// that is at least 64 Ki elements), and only the last (131,716) needs the workspace, for
+// the two chunks of it this peer receives partials of. The sums are exact, no pass touched
+// the canary, and RestoreInput still gives every input back (each window's input was saved
+// over the room an earlier window used).
+TEST(RingAllReduceTest, WideWindowsKeepTheirFloatRoomInTheBackupOfTheWindowsAfterThem) {
+  for (int r = 0; r < WideRun::kWorld; ++r) {
+    AllReduceOptions o;
     o.dtype = DType::kBFloat16;
-    o.count = count;
+    o.count = WideRun::kCount;
     o.rank = r;
-    o.world = world;
+    o.world = WideRun::kWorld;
     o.segment_bytes = 64 << 10;
     o.window_elements = kWindowElements;
-    o.send = o.recv = data[r].data();
-    AllReduceOptions no_backup = o;
-    o.backup = backup[r].data();
-    // A float per element of the widest window (without room in the backup), but for the
-    // chunk this peer sends first.
+    o.send = o.recv = &o;  // in place (only compared)
+    // A float per element of the widest window (without room in the backup), but for
+    // the chunk this peer sends first.
     auto partials = [&](size_t window) {
-      return (window - RingSchedule{world, r, window, 1}.ChunkElements(r)) * sizeof(float);
+      return (window - RingSchedule{WideRun::kWorld, r, window, 1}.ChunkElements(r)) *
+             sizeof(float);
     };
-    EXPECT_EQ(WorkspaceBytes(no_backup), partials(333322));
-    ASSERT_EQ(WorkspaceBytes(o), partials(131716));
-    workspace_floats = WorkspaceBytes(o) / sizeof(float);
-    workspace[r].assign(workspace_floats + kCanary, -7.0f);
-    o.workspace = workspace[r].data();
+    EXPECT_EQ(WorkspaceBytes(o), partials(333322));
+    uint16_t backup = 0;
+    o.backup = &backup;
+    EXPECT_EQ(WorkspaceBytes(o), partials(131716));
   }
-  OnEveryRank(world, [&](int r) {
-    Status st = RingAllReduce(options[r], channels[r], Deadline::In(std::chrono::seconds(60)),
-                              &stats[r]);
-    EXPECT_TRUE(st.ok()) << "rank " << r << ": " << st.message();
-  });
-  for (int r = 0; r < world; ++r) {
-    for (size_t i = 0; i < count; ++i) {
+  WideRun run(UINT32_MAX, std::chrono::seconds(60));
+  for (int r = 0; r < WideRun::kWorld; ++r) {
+    ASSERT_TRUE(run.status[r].ok()) << "rank " << r << ": " << run.status[r].message();
+    for (size_t i = 0; i < WideRun::kCount; ++i) {
       float sum = 0;
-      for (int p = 0; p < world; ++p) sum += input(p, i);
-      ASSERT_EQ(data[r][i], FloatToBFloat16Bits(sum)) << "rank " << r << " element " << i;
+      for (int p = 0; p < WideRun::kWorld; ++p) sum += WideRun::Input(p, i);
+      ASSERT_EQ(run.data[r][i], FloatToBFloat16Bits(sum)) << "rank " << r << " element " << i;
     }
-    for (size_t i = workspace_floats; i < workspace[r].size(); ++i) {
-      ASSERT_EQ(workspace[r][i], -7.0f) << "rank " << r << ": a pass wrote past the workspace";
-    }
-    RestoreInput(options[r], stats[r]);
-    EXPECT_EQ(data[r], inputs[r]) << "rank " << r;
   }
+  run.ExpectCanariesAndRestore();
+}
+
+// The same call failing in its fourth window (steps 12-15: 4 steps a window with 3 peers),
+// after three windows wrote their results and used the backup after them as room: every
+// rank fails at its deadline, and RestoreInput gives every input back exactly.
+TEST(RingAllReduceTest, AWideCallFailingInALaterWindowIsUndoneExactly) {
+  WideRun run(12, std::chrono::milliseconds(500));
+  for (int r = 0; r < WideRun::kWorld; ++r) {
+    EXPECT_EQ(run.status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
+    EXPECT_NE(run.data[r], run.inputs[r]) << "rank " << r << ": the first windows ran";
+  }
+  run.ExpectCanariesAndRestore();
 }
 
 // --- send/recv over a pair ----------------------------------------------------------------------
