@@ -178,6 +178,10 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   // One past the latest step declared (Declare). A segment of a later step belongs to a
   // later window of this operation (algo::ForEachWindow), which the algorithm does not
   // wait for: it may wait in its socket even while the algorithm waits (ClaimForReceive).
+  // Sound because every algorithm declares all it receives (of a window) before it waits,
+  // and a peer sends a later window only once its sends of the earlier ones are queued:
+  // an algorithm that declared in phases, its peer sending the next phase before the
+  // last segments of this one, would need more than this.
   uint32_t declared_steps_end_ PCCL_GUARDED_BY(mu_) = 0;
   // What the other waiters wait for (DueLocked). The algorithm in WaitArrivals:
   // this many entries in arrivals_ (0: it does not wait for arrivals).
