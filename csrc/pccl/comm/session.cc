@@ -723,9 +723,8 @@ Status Session::TakeEarlyVerdict(const proto::OpKey& key, uint32_t steps) {
       if (PairKeyLocked(key.from_peer, key.to_peer, key.tag) == key) {
         ++pair_counts_[{key.from_peer, key.to_peer, key.tag}];
       }
-      auto refused = receipts_.find(key);  // its recv came and failed: settled
-      if (refused != receipts_.end() && refused->second.state == Receipt::kRefused) {
-        refused->second.state = Receipt::kFailed;
+      if (ReceiptState* refused = RefusedReceiptLocked(key)) {
+        refused->state = Receipt::kFailed;  // its recv came and failed: settled
       }
     } else if (ring_epoch_ == key.epoch && next_seq_[key.tag] == key.seq) {
       next_seq_[key.tag] += steps;
@@ -740,10 +739,7 @@ Status Session::OpenOp(RingLinks& links, const proto::OpKey& key, uint64_t descr
   PCCL_RETURN_IF_ERROR(links.OpenOp(key, descriptor_hash, deadline, out));
   if (key.pair() && key.to_peer == peer_id_.load()) {  // a recv its sender gave up on
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = receipts_.find(key);
-    if (it != receipts_.end() && it->second.state == Receipt::kRefused) {
-      (*out)->Fail(it->second.why);
-    }
+    if (const ReceiptState* refused = RefusedReceiptLocked(key)) (*out)->Fail(refused->why);
   }
   // From here on a verdict reaches the op through OnVerdict (FailOp on these links); one
   // that came earlier waits in the master client. Looked at after the open, so that no

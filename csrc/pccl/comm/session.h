@@ -288,6 +288,8 @@ class Session {
     Status why;  // kFailed, kRefused: the failure
   };
   void RecordReceiptLocked(const proto::OpKey& key, Receipt state, const Status& why);
+  // `key`'s receipt if it was refused (its sender failed and asked first), else null.
+  ReceiptState* RefusedReceiptLocked(const proto::OpKey& key);  // needs mu_
   // The pair links built so far.
   std::vector<std::shared_ptr<link::RingLinks>> PairLinksLocked();  // under mu_
 

@@ -66,10 +66,9 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
   if (!sending) {
     // Refused before it began (OnPairQuery): it fails here at once, as the master decided
     // (that report was made when it was refused; its verdict says the same).
-    auto it = receipts_.find(key);
-    if (it != receipts_.end() && it->second.state == Receipt::kRefused) {
-      it->second.state = Receipt::kFailed;  // settled: its recv came and failed
-      return it->second.why;
+    if (ReceiptState* refused = RefusedReceiptLocked(key)) {
+      refused->state = Receipt::kFailed;  // settled: its recv came and failed
+      return refused->why;
     }
     RecordReceiptLocked(key, Receipt::kReceiving, Status::Ok());
   }
@@ -253,24 +252,26 @@ void Session::RecordReceiptLocked(const proto::OpKey& key, Receipt state, const 
   }
 }
 
+Session::ReceiptState* Session::RefusedReceiptLocked(const proto::OpKey& key) {
+  auto it = receipts_.find(key);
+  return it != receipts_.end() && it->second.state == Receipt::kRefused ? &it->second : nullptr;
+}
+
 Status Session::CommitReceive(const proto::OpKey& key) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = receipts_.find(key);
-  if (it != receipts_.end() && it->second.state == Receipt::kRefused) return it->second.why;
+  if (const ReceiptState* refused = RefusedReceiptLocked(key)) return refused->why;
   RecordReceiptLocked(key, Receipt::kCommitted, Status::Ok());
   return Status::Ok();
 }
 
 bool Session::ReceiptRefused(const proto::OpKey& key) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = receipts_.find(key);
-  return it != receipts_.end() && it->second.state == Receipt::kRefused;
+  return RefusedReceiptLocked(key) != nullptr;
 }
 
 Status Session::NoteReceiveFailed(const proto::OpKey& key, const Status& why) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = receipts_.find(key);
-  if (it != receipts_.end() && it->second.state == Receipt::kRefused) return it->second.why;
+  if (const ReceiptState* refused = RefusedReceiptLocked(key)) return refused->why;
   RecordReceiptLocked(key, Receipt::kFailed, why);
   return why;
 }
