@@ -54,8 +54,9 @@ WireLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOpti
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant) {
   const AllReduceOptions window = LargestWindow(options);
+  const bool wide = AccumulatorOf(window.dtype) != window.dtype;  // else: sums in the output
   return 2 * LayoutOf(window, quant).wire_total +
-         window.count * DTypeSize(AccumulatorOf(window.dtype));
+         (wide ? window.count * DTypeSize(AccumulatorOf(window.dtype)) : 0);
 }
 
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
@@ -80,7 +81,10 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
 // The quantized ring: the schedule of RingAllReduce (reduce-scatter, then all-gather), but
 // every segment travels as quantized values plus per-block parameters.
 //
-// Reduce-scatter: partial sums accumulate in float32 (float64 for float64 data). At each hop
+// Reduce-scatter: partial sums accumulate in float32 (float64 for float64 data): in the
+// output itself for float32/float64 data (its segment is not needed again until the
+// all-gather overwrites it; in place, after the input was saved), in scratch for
+// float16/bfloat16. At each hop
 // a peer sets its accumulator segment to its own contribution, adds the dequantized segment
 // it received, and quantizes the sum afresh (per-block parameters fit the sum, so rounding
 // errors add up like a random walk instead of compounding). The owner of a chunk finishes
@@ -145,7 +149,7 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
   };
   char* const rx = scratch;
   char* const tx = rx + layout.wire_total;
-  char* const acc = tx + layout.wire_total;
+  char* const acc = acc_dtype != dtype ? tx + layout.wire_total : recv;  // as wide as the data
 
   std::atomic<uint64_t> tx_bytes{0};
   std::atomic<uint64_t> rx_bytes{0};
@@ -160,7 +164,7 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
     if (IsHalfPrecision(dtype)) {
       return kernels::WidenHalf(dtype, reinterpret_cast<float*>(a), send + first * elem, n);
     }
-    std::memcpy(a, send + first * elem, n * elem);
+    if (a != send + first * elem) std::memcpy(a, send + first * elem, n * elem);  // in place
     return Status::Ok();
   };
   // Quantizes acc segment into tx slot (step, seg) and sends it.

@@ -19,8 +19,9 @@ Status CheckQuantizedAllReduce(const AllReduceOptions& options,
                                const kernels::QuantizeOptions& quant);
 
 // Bytes of scratch QuantizedRingAllReduce needs for `options` and `quant`: a wire slot per
-// (step, segment) for what arrives and for what this peer sends, and the partial sums, for
-// the largest window (AllReduceOptions::window_elements).
+// (step, segment) for what arrives and for what this peer sends, and (float16/bfloat16
+// data only: float32/float64 partial sums accumulate in the output) the float32 partial
+// sums, for the largest window (AllReduceOptions::window_elements).
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant);
 
