@@ -1,6 +1,11 @@
 // The scratch pool of the collectives (comm/buffer_pool.h): reuse, and the cap on what it
 // keeps between calls (PCCL_POOL_KEEP_BYTES).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include "pccl/comm/buffer_pool.h"
 
@@ -36,6 +41,33 @@ TEST(BufferPoolTest, ACapOfZeroKeepsNothing) {
   BufferPool pool(0);
   { BufferPool::Lease a = pool.Acquire(1 << 20); }
   EXPECT_EQ(pool.kept_bytes(), 0u);
+}
+
+// Whether the `bytes` bytes at `data` are mapped in this process (mincore fails with
+// ENOMEM on a range with unmapped pages).
+bool Mapped(char* data, size_t bytes) {
+  std::vector<unsigned char> resident((bytes + 4095) / 4096);
+  if (mincore(data, bytes, resident.data()) == 0) return true;
+  EXPECT_EQ(errno, ENOMEM) << std::strerror(errno);
+  return false;
+}
+
+// A buffer the pool drops goes back to the system at once, also at 16 MiB, a size
+// malloc would keep in its heap once a chunk that large had been freed; one it keeps
+// stays mapped for the next call.
+TEST(BufferPoolTest, ABufferThePoolDropsGoesBackToTheSystemAtOnce) {
+  const size_t bytes = size_t{16} << 20;
+  for (size_t cap : {size_t{0}, size_t{1} << 30}) {
+    BufferPool pool(cap);
+    char* data;
+    for (int call = 0; call < 2; ++call) {  // the second as malloc would serve it
+      BufferPool::Lease lease = pool.Acquire(bytes);
+      data = lease.data();
+      std::memset(data, 1, bytes);
+      ASSERT_TRUE(Mapped(data, bytes));
+    }
+    EXPECT_EQ(Mapped(data, bytes), cap > 0) << "cap " << cap;
+  }
 }
 
 TEST(BufferPoolTest, AtMostFourBuffersAreKept) {

@@ -1,6 +1,9 @@
 #include "pccl/comm/buffer_pool.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <new>
 
 namespace pccl::comm {
 
@@ -21,11 +24,16 @@ BufferPool::Lease BufferPool::Acquire(size_t bytes) {
       return lease;
     }
   }
-  // new char[] leaves the bytes uninitialised: no zero-fill pass over a large buffer.
-  return Lease(this, std::unique_ptr<char[]>(new char[bytes]), bytes);
+  // Fresh pages are zero-filled by the system when first touched, as malloc's would be
+  // for a buffer this large; a reused buffer is not filled again.
+  void* pages = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (pages == MAP_FAILED) throw std::bad_alloc();
+  return Lease(this, Pages(static_cast<char*>(pages), UnmapPages{bytes}), bytes);
 }
 
-void BufferPool::Return(std::unique_ptr<char[]> data, size_t capacity) {
+void UnmapPages::operator()(char* data) const { munmap(data, bytes); }
+
+void BufferPool::Return(Pages data, size_t capacity) {
   std::vector<Entry> dropped;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
   free_.push_back(Entry{std::move(data), capacity});

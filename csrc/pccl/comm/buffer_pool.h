@@ -6,7 +6,9 @@
 // returned ones for the next call of the same size or smaller: at most kMaxKept of them and
 // at most `keep_bytes` in all (PCCL_POOL_KEEP_BYTES, common/params.h); the rest go back to
 // the system when they are returned, so a host that stages a large model between steps
-// can have the memory back.
+// can have the memory back. Every buffer is pages of its own (mmap), so that one the pool
+// drops goes back to the system at once: malloc would keep a freed chunk of up to 32 MiB
+// in its heap (its mmap threshold rises with every such chunk freed), for good.
 //
 // Thread-safety: Acquire and the Lease destructor may run on any thread.
 #pragma once
@@ -18,12 +20,20 @@
 
 namespace pccl::comm {
 
+// Unmaps the `bytes` bytes of pages a pool buffer holds.
+struct UnmapPages {
+  size_t bytes = 0;
+  void operator()(char* data) const;
+};
+
 class BufferPool {
  public:
+  using Pages = std::unique_ptr<char[], UnmapPages>;
+
   class Lease {
    public:
     Lease() = default;
-    Lease(BufferPool* pool, std::unique_ptr<char[]> data, size_t capacity)
+    Lease(BufferPool* pool, Pages data, size_t capacity)
         : pool_(pool), data_(std::move(data)), capacity_(capacity) {}
     ~Lease() {
       if (pool_ != nullptr && data_) pool_->Return(std::move(data_), capacity_);
@@ -34,21 +44,22 @@ class BufferPool {
 
    private:
     BufferPool* pool_ = nullptr;
-    std::unique_ptr<char[]> data_;
+    Pages data_;
     size_t capacity_ = 0;
   };
 
   explicit BufferPool(size_t keep_bytes) : keep_bytes_(keep_bytes) {}
-  // A buffer of at least `bytes` bytes (contents unspecified).
+  // A buffer of at least `bytes` bytes (contents unspecified); std::bad_alloc if the
+  // system has no pages for it.
   Lease Acquire(size_t bytes);
   // Bytes kept for later calls (tests).
   size_t kept_bytes();
 
  private:
-  void Return(std::unique_ptr<char[]> data, size_t capacity);
+  void Return(Pages data, size_t capacity);
 
   struct Entry {
-    std::unique_ptr<char[]> data;
+    Pages data;
     size_t capacity;
   };
   // Kept buffers; at most kMaxKept, the smallest dropped first.
