@@ -1,7 +1,8 @@
 // The quantized ring all-reduce (algo/quantized_allreduce.h) over an in-memory ring: every
 // peer gets the same bytes, close to the exact sum; float32 partial sums accumulate in the
 // output, so the scratch holds only the wire slots (exactly QuantizedScratchBytes, with a
-// canary behind it); and a failed in-place call with a backup is undone exactly.
+// canary behind it), and in place with a backup most windows keep theirs in the backup of
+// the windows after them; a failed in-place call with a backup is undone exactly.
 #include "pccl/algo/quantized_allreduce.h"
 
 #include <gtest/gtest.h>
@@ -25,10 +26,13 @@ float Input(int r, size_t i) {
   return static_cast<float>(std::sin(0.37 * static_cast<double>(i) + r) * (r + 1));
 }
 
-// The float32 all-reduce of `world` peers, quantized to uint8 (MIN_MAX), in one of three
-// modes; each peer's scratch is exactly QuantizedScratchBytes followed by a canary.
+// The float32 all-reduce of `world` peers, quantized to uint8 (MIN_MAX), in one of four
+// modes (the last: in place with a backup, where windows keep their scratch when it fits:
+// AllReduceOptions::room_bytes); each peer's scratch is exactly QuantizedScratchBytes
+// followed by a canary. Rank 0 drops every segment it would send from step
+// `drop_from_step` on (none: UINT32_MAX).
 struct QuantizedRun {
-  enum Mode { kOutOfPlace, kInPlace, kInPlaceWithBackup };
+  enum Mode { kOutOfPlace, kInPlace, kInPlaceWithBackup, kRoomInBackup };
 
   std::vector<std::vector<float>> send, recv, backup;
   std::vector<std::vector<char>> scratch;
@@ -51,7 +55,7 @@ struct QuantizedRun {
       send[r].resize(count);
       for (size_t i = 0; i < count; ++i) send[r][i] = Input(r, i);
       recv[r] = mode == kOutOfPlace ? std::vector<float>(count, -1.0f) : send[r];
-      backup[r].assign(mode == kInPlaceWithBackup ? count : 0, -1.0f);
+      backup[r].assign(mode >= kInPlaceWithBackup ? count : 0, -1.0f);
       AllReduceOptions& o = options[r];
       o.dtype = DType::kFloat32;
       o.count = count;
@@ -62,6 +66,7 @@ struct QuantizedRun {
       o.recv = recv[r].data();
       o.send = mode == kOutOfPlace ? static_cast<const void*>(send[r].data()) : o.recv;
       o.backup = backup[r].empty() ? nullptr : backup[r].data();
+      if (mode == kRoomInBackup) o.room_bytes = QuantizedRoomBytes(quant);
       scratch_bytes[r] = QuantizedScratchBytes(o, quant);
       scratch[r].assign(scratch_bytes[r] + 4096, kCanary);
     }
@@ -69,6 +74,32 @@ struct QuantizedRun {
       status[r] = QuantizedRingAllReduce(options[r], quant, channels[r], Deadline::In(deadline),
                                          &stats[r], scratch[r].data());
     });
+  }
+
+  // Every peer's result is the same, within a few quantization steps of the exact sum.
+  void ExpectSameBytesNearTheSum() {
+    const std::vector<float>& reference = recv[0];
+    for (size_t r = 1; r < recv.size(); ++r) {
+      ASSERT_EQ(recv[r], reference) << "rank " << r;
+    }
+    const int world = static_cast<int>(recv.size());
+    for (size_t i = 0; i < reference.size(); ++i) {
+      double exact = 0, range = 0;
+      for (int p = 0; p < world; ++p) {
+        exact += Input(p, i);
+        range += p + 1;
+      }
+      // A step of a block is at most 2 x range / 255; a ring requantizes world times.
+      ASSERT_NEAR(reference[i], exact, world * 2 * range / 255.0) << "element " << i;
+    }
+  }
+
+  // RestoreInput gives every peer its input back.
+  void ExpectRestored() {
+    for (size_t r = 0; r < recv.size(); ++r) {
+      RestoreInput(options[r], stats[r]);
+      EXPECT_EQ(recv[r], send[r]) << "rank " << r;
+    }
   }
 
   void ExpectCanaries() {
@@ -82,16 +113,17 @@ struct QuantizedRun {
 
 // float32 sums accumulate in the output: the scratch is the wire slots alone, under a
 // float per element (the slots hold a byte per element both ways, plus block parameters),
-// and the call stays inside it. Every peer ends with the same bytes, in every mode, within
-// a few quantization steps of the exact sum; with a backup RestoreInput gives the input
-// back. Windows of 3000 elements cut 10,007 into four passes.
+// and the call stays inside it. Every peer ends with the same bytes, the same in every
+// mode, within a few quantization steps of the exact sum; with a backup RestoreInput gives
+// the input back. Windows of 3000 elements cut 10,007 into four passes, the first two with
+// room in the backup after them (kRoomInBackup).
 TEST(QuantizedAllReduceTest, FloatSumsAccumulateInTheOutputAndEveryPeerGetsTheSameBytes) {
   const size_t count = 10007;
   for (int world : {2, 3, 4}) {
     for (size_t window : {size_t{0}, size_t{3000}}) {
       std::vector<float> reference;
       for (auto mode : {QuantizedRun::kOutOfPlace, QuantizedRun::kInPlace,
-                        QuantizedRun::kInPlaceWithBackup}) {
+                        QuantizedRun::kInPlaceWithBackup, QuantizedRun::kRoomInBackup}) {
         SCOPED_TRACE(testing::Message() << "world " << world << " window " << window
                                         << " mode " << mode);
         QuantizedRun run(world, count, window, mode, UINT32_MAX, std::chrono::seconds(20));
@@ -99,24 +131,12 @@ TEST(QuantizedAllReduceTest, FloatSumsAccumulateInTheOutputAndEveryPeerGetsTheSa
         for (int r = 0; r < world; ++r) {
           ASSERT_TRUE(run.status[r].ok()) << "rank " << r << ": " << run.status[r].message();
           EXPECT_LT(run.scratch_bytes[r], widest * sizeof(float)) << "rank " << r;
-          if (reference.empty()) reference = run.recv[r];
-          ASSERT_EQ(run.recv[r], reference) << "rank " << r;
         }
         run.ExpectCanaries();
-        for (size_t i = 0; i < count; ++i) {
-          double exact = 0, range = 0;
-          for (int p = 0; p < world; ++p) {
-            exact += Input(p, i);
-            range += p + 1;
-          }
-          // A step of a block is at most 2 x range / 255; a ring requantizes world times.
-          ASSERT_NEAR(reference[i], exact, world * 2 * range / 255.0) << "element " << i;
-        }
-        if (mode != QuantizedRun::kInPlaceWithBackup) continue;
-        for (int r = 0; r < world; ++r) {
-          RestoreInput(run.options[r], run.stats[r]);
-          EXPECT_EQ(run.recv[r], run.send[r]) << "rank " << r;
-        }
+        run.ExpectSameBytesNearTheSum();
+        if (reference.empty()) reference = run.recv[0];
+        EXPECT_EQ(run.recv[0], reference) << "a mode changed the result";
+        if (mode >= QuantizedRun::kInPlaceWithBackup) run.ExpectRestored();
       }
     }
   }
@@ -129,19 +149,56 @@ TEST(QuantizedAllReduceTest, FloatSumsAccumulateInTheOutputAndEveryPeerGetsTheSa
 TEST(QuantizedAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
   const int world = 3;
   for (size_t window : {size_t{0}, size_t{3000}}) {
-    SCOPED_TRACE(testing::Message() << "window " << window);
-    QuantizedRun run(world, 10007, window, QuantizedRun::kInPlaceWithBackup, 1,
-                     std::chrono::milliseconds(300));
-    for (int r = 0; r < world; ++r) {
-      EXPECT_EQ(run.status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
-      EXPECT_NE(run.recv[r], run.send[r]) << "rank " << r << ": the call wrote its tensor";
-    }
-    run.ExpectCanaries();
-    for (int r = 0; r < world; ++r) {
-      RestoreInput(run.options[r], run.stats[r]);
-      EXPECT_EQ(run.recv[r], run.send[r]) << "rank " << r;
+    for (auto mode : {QuantizedRun::kInPlaceWithBackup, QuantizedRun::kRoomInBackup}) {
+      SCOPED_TRACE(testing::Message() << "window " << window << " mode " << mode);
+      QuantizedRun run(world, 10007, window, mode, 1, std::chrono::milliseconds(300));
+      for (int r = 0; r < world; ++r) {
+        EXPECT_EQ(run.status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
+        EXPECT_NE(run.recv[r], run.send[r]) << "rank " << r << ": the call wrote its tensor";
+      }
+      run.ExpectCanaries();
+      run.ExpectRestored();
     }
   }
+}
+
+// 1 Mi float32 elements among 3 peers in windows of kWindowElements, in place with a
+// backup: a window's scratch (about 2.4 bytes an element: 7 steps of slots, each a third
+// of the window, both ways) fits in the backup of the windows after it while the window
+// is at most about 5/8 of what is left, so the windows shrink until 64 Ki elements and
+// only the last needs the shared scratch (135,450 bytes here, against 2,526,594 for one
+// window of the whole). No pass touches the canary, the results agree, and RestoreInput
+// gives every input back (each window's input was saved over the room an earlier window
+// used).
+TEST(QuantizedAllReduceTest, WindowsKeepTheirScratchInTheBackupOfTheWindowsAfterThem) {
+  const int world = 3;
+  const size_t count = size_t{1} << 20;
+  QuantizedRun plain(world, count, kWindowElements, QuantizedRun::kInPlaceWithBackup,
+                     UINT32_MAX, std::chrono::seconds(60));
+  QuantizedRun roomy(world, count, kWindowElements, QuantizedRun::kRoomInBackup, UINT32_MAX,
+                     std::chrono::seconds(60));
+  for (int r = 0; r < world; ++r) {
+    ASSERT_TRUE(roomy.status[r].ok()) << "rank " << r << ": " << roomy.status[r].message();
+    EXPECT_LT(roomy.scratch_bytes[r], plain.scratch_bytes[r] / 8) << "rank " << r;
+  }
+  roomy.ExpectCanaries();
+  roomy.ExpectSameBytesNearTheSum();
+  roomy.ExpectRestored();
+}
+
+// The same call failing in its third window (steps 8-11: 4 steps a window with 3 peers),
+// after two windows wrote their results and used the backup after them as room: every
+// rank fails at its deadline, and RestoreInput gives every input back exactly.
+TEST(QuantizedAllReduceTest, ACallFailingInALaterWindowIsUndoneExactly) {
+  const int world = 3;
+  QuantizedRun run(world, size_t{1} << 20, kWindowElements, QuantizedRun::kRoomInBackup, 8,
+                   std::chrono::milliseconds(500));
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(run.status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
+    EXPECT_NE(run.recv[r], run.send[r]) << "rank " << r << ": the first windows ran";
+  }
+  run.ExpectCanaries();
+  run.ExpectRestored();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,36 +28,52 @@ size_t WireBytes(DType acc, size_t n, const kernels::QuantizeOptions& quant, siz
   return *values + params;
 }
 
-// Where the wire slots of QuantizedRingAllReduce lie: one per (step, segment), each as
-// large as the largest segment's quantized bytes.
-struct WireLayout {
+// Where the scratch of one QuantizedRingAllReduce pass lies: wire slots, one per (step,
+// segment), each as large as the largest segment's quantized bytes, then the accumulators.
+struct ScratchLayout {
   uint32_t max_segments = 0;
   size_t max_segment_wire = 0;
-  size_t wire_total = 0;  // bytes of all slots, for one direction
+  // Slots of every step, for what arrives (the all-gather forwards those very bytes).
+  size_t rx_bytes = 0;
+  // Slots of the steps that send freshly quantized bytes: the reduce-scatter's and the
+  // owner's first all-gather step (0 .. world-1).
+  size_t tx_bytes = 0;
+  // Partial sums of float16/bfloat16 data, in float32 (float32/float64 data sum in the
+  // output: its segment is not needed again until the all-gather overwrites it).
+  size_t acc_bytes = 0;
+
+  size_t slot(int step, uint32_t seg) const {
+    return (static_cast<size_t>(step) * max_segments + seg) * max_segment_wire;
+  }
+  size_t total() const { return rx_bytes + tx_bytes + acc_bytes; }
 };
 
-WireLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOptions& quant) {
+ScratchLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOptions& quant) {
   const RingSchedule schedule = ScheduleFor(options);
-  WireLayout layout;
+  ScratchLayout layout;
   for (int c = 0; c < options.world; ++c) {
     layout.max_segments = std::max(layout.max_segments, schedule.Segments(c));
   }
+  const DType acc = AccumulatorOf(options.dtype);
   size_t unused;
-  layout.max_segment_wire =
-      WireBytes(AccumulatorOf(options.dtype), schedule.segment_elements, quant, &unused);
-  layout.wire_total =
-      static_cast<size_t>(schedule.steps()) * layout.max_segments * layout.max_segment_wire;
+  layout.max_segment_wire = WireBytes(acc, schedule.segment_elements, quant, &unused);
+  const size_t step_bytes = layout.max_segments * layout.max_segment_wire;
+  layout.rx_bytes = static_cast<size_t>(schedule.steps()) * step_bytes;
+  layout.tx_bytes = static_cast<size_t>(options.world) * step_bytes;
+  layout.acc_bytes = acc != options.dtype ? options.count * DTypeSize(acc) : 0;
   return layout;
 }
 
 }  // namespace
 
+std::function<size_t(const AllReduceOptions&)> QuantizedRoomBytes(
+    const kernels::QuantizeOptions& quant) {
+  return [quant](const AllReduceOptions& window) { return LayoutOf(window, quant).total(); };
+}
+
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant) {
-  const AllReduceOptions window = LargestWindow(options);
-  const bool wide = AccumulatorOf(window.dtype) != window.dtype;  // else: sums in the output
-  return 2 * LayoutOf(window, quant).wire_total +
-         (wide ? window.count * DTypeSize(AccumulatorOf(window.dtype)) : 0);
+  return LargestWithoutRoom(options, QuantizedRoomBytes(quant));
 }
 
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
@@ -92,7 +109,9 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
 // All-gather: every peer dequantizes the owner's bytes into its result and forwards those
 // very bytes, so every peer ends with bit-identical results.
 // The scratch (wire slots and accumulators) is per element: with options.window_elements
-// the tensor runs window after window (ForEachWindow) and the scratch holds one window.
+// the tensor runs window after window (ForEachWindow) and the scratch holds one window;
+// with options.room_bytes (QuantizedRoomBytes), in place with a backup, most windows keep
+// theirs in the backup of the windows after them (PassesOf).
 Status QuantizedRingAllReduce(const AllReduceOptions& options,
                               const kernels::QuantizeOptions& quant, RingChannel& channel,
                               Deadline deadline, AllReduceStats* stats, char* scratch) {
@@ -108,8 +127,9 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
   }
   return ForEachWindow(options, stats, [&](const AllReduceOptions& window, uint32_t step_base,
                                            size_t segment_offset) {
+    char* room = static_cast<char*>(window.room);  // in the backup of the windows after it
     return QuantizedPass(window, quant, channel, deadline, step_base, segment_offset, stats,
-                         scratch);
+                         room != nullptr ? room : scratch);
   });
 }
 
@@ -141,15 +161,11 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
   for (int c = 0; c < options.world; ++c) {
     first_segment[c + 1] = first_segment[c] + schedule.Segments(c);
   }
-  const WireLayout layout = LayoutOf(options, quant);
-  const uint32_t max_segments = layout.max_segments;
-  const size_t max_segment_wire = layout.max_segment_wire;
-  auto slot = [&](int step, uint32_t seg) {
-    return (static_cast<size_t>(step) * max_segments + seg) * max_segment_wire;
-  };
+  const ScratchLayout layout = LayoutOf(options, quant);
+  auto slot = [&](int step, uint32_t seg) { return layout.slot(step, seg); };
   char* const rx = scratch;
-  char* const tx = rx + layout.wire_total;
-  char* const acc = acc_dtype != dtype ? tx + layout.wire_total : recv;  // as wide as the data
+  char* const tx = rx + layout.rx_bytes;
+  char* const acc = layout.acc_bytes > 0 ? tx + layout.tx_bytes : recv;
 
   std::atomic<uint64_t> tx_bytes{0};
   std::atomic<uint64_t> rx_bytes{0};

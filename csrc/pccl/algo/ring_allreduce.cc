@@ -54,44 +54,43 @@ std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
 
 // One ring pass of an all-reduce: `options` narrowed to its window of the tensor (its part
 // of every tensor-sized buffer; the receive slots are shared, as one pass runs at a time,
-// and so is the workspace, unless the pass has room in the backup), the first step of its
-// channel keys, and where its segments' flags start in AllReduceStats::backed_up.
+// and so is the scratch, unless the pass has room in the backup: options.room), the first
+// step of its channel keys, and where its segments' flags start in
+// AllReduceStats::backed_up.
 struct Pass {
   AllReduceOptions options;
   uint32_t step_base;
   size_t segment_offset;
   size_t segments;
-  bool room_in_backup;  // its float32 room fits in the backup of the windows after it
 };
 
-// Wide windows stop shrinking to fit their float32 room in the backup below this many
-// elements to the end: the rest runs in windows of the caller's width, in a workspace
-// of their own (at most 4 x (3 x 64 Ki + 32) bytes: 768 KiB).
+// Windows stop shrinking to fit their room in the backup below this many elements: the
+// rest runs in windows of the caller's width, in the shared scratch (for wide float16/
+// bfloat16 partials, at most 4 x (3 x 64 Ki + 32) bytes: 768 KiB).
 constexpr size_t kTailElements = size_t{64} << 10;
-
-// Whether the float32 room of `width` elements (and 64 bytes to align it) fits in the
-// backup of the float16/bfloat16 elements after them, `left` elements from their first to
-// the end of the tensor.
-bool RoomAfter(size_t width, size_t left) {
-  return 4 * width + 64 <= 2 * (left - width);
-}
 
 // The passes of `options`: consecutive windows of options.window_elements (the last one
 // shorter), or the whole tensor in one.
 //
-// Wide float16/bfloat16 windows (AccumulatesWide) need float32 room for their partial
-// sums. In place with the restore copy, the backup of the windows after a pass is unused
+// Windows that keep scratch per element (wide float16/bfloat16 partials in float32, a
+// quantized call's wire slots and accumulators: options.room_bytes) need room beside the
+// tensor. In place with the restore copy, the backup of the windows after a pass is unused
 // while it runs (an input segment is saved there only in its own window's pass), so the
 // room goes there and the backup is all the call adds: towards the end of the tensor,
-// where fewer windows are left, each window shrinks to a third of what is left (its room
-// then fits), down to kTailElements; only the last few windows use the workspace. The
-// widths depend on count and window_elements alone, so every peer cuts the same windows
-// whether it keeps a backup or not.
+// where fewer windows are left, each window shrinks to the widest whose room then fits
+// (for wide partials, a third of what is left), down to kTailElements; only the last few
+// windows use the shared scratch. The widths depend on what every peer shares (count,
+// window_elements, the room a window needs), so every peer cuts the same windows whether
+// it keeps a backup or not.
 std::vector<Pass> PassesOf(const AllReduceOptions& options) {
   const size_t width = options.window_elements > 0 ? options.window_elements
                                                    : std::max<size_t>(options.count, 1);
   const bool wide = AccumulatesWide(options);
-  const bool shrinks = wide && options.window_elements > 0;
+  std::function<size_t(const AllReduceOptions&)> room_bytes = options.room_bytes;
+  if (!room_bytes && wide) {
+    room_bytes = [](const AllReduceOptions& w) { return w.count * sizeof(float); };
+  }
+  const bool shrinks = room_bytes && options.window_elements > 0;
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = wide ? sizeof(float) : elem;
   std::vector<Pass> passes;
@@ -104,17 +103,31 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
     const size_t left = options.count - first;
     AllReduceOptions part = options;
     part.count = std::min(width, left);
+    // Whether the room of `w` elements (and 64 bytes to align it) fits in the backup of
+    // the elements after them.
+    auto fits = [&](size_t w) {
+      AllReduceOptions probe = options;
+      probe.count = w;
+      return room_bytes(probe) + 64 <= (left - w) * elem;
+    };
     bool room_in_backup = false;
-    if (shrinks && RoomAfter(part.count, left)) {
+    if (shrinks && fits(part.count)) {
       room_in_backup = true;
-    } else if (shrinks && left >= 32 && (left - 32) / 3 >= kTailElements) {
-      part.count = (left - 32) / 3;  // the widest whose room fits
+    } else if (shrinks && part.count > kTailElements && fits(kTailElements)) {
+      size_t lo = kTailElements, hi = part.count;  // fits(lo), !fits(hi): the widest that fits
+      while (hi - lo > 1) {
+        const size_t mid = lo + (hi - lo) / 2;
+        (fits(mid) ? lo : hi) = mid;
+      }
+      part.count = lo;
       room_in_backup = true;
     }
+    part.room = nullptr;
     if (room_in_backup && options.backup != nullptr) {
       const auto after = reinterpret_cast<uintptr_t>(static_cast<char*>(options.backup) +
                                                      (first + part.count) * elem);
-      part.workspace = reinterpret_cast<float*>((after + 63) & ~uintptr_t{63});
+      part.room = reinterpret_cast<void*>((after + 63) & ~uintptr_t{63});
+      if (wide) part.workspace = static_cast<float*>(part.room);
     }
     part.send = at(static_cast<const char*>(options.send), elem);
     part.recv = at(static_cast<char*>(options.recv), elem);
@@ -123,7 +136,7 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
     if (first > 0) part.corrupt_step = -1;  // the test switch corrupts one segment in all
     const RingSchedule schedule = ScheduleFor(part);
     const size_t segments = SegmentBase(schedule).back();
-    passes.push_back({part, step_base, segment_offset, segments, room_in_backup});
+    passes.push_back({part, step_base, segment_offset, segments});
     step_base += static_cast<uint32_t>(schedule.steps());
     segment_offset += segments;
     first += part.count;
@@ -171,23 +184,21 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
 
 }  // namespace
 
-size_t WorkspaceBytes(const AllReduceOptions& options) {
-  if (!AccumulatesWide(options)) return 0;
-  size_t most = 0;  // partials of the widest window without room in the backup
+size_t LargestWithoutRoom(const AllReduceOptions& options,
+                          const std::function<size_t(const AllReduceOptions&)>& bytes) {
+  size_t most = 0;
   for (const Pass& p : PassesOf(options)) {
-    if (p.room_in_backup && options.backup != nullptr) continue;
-    const RingSchedule schedule = ScheduleFor(p.options);  // all but its own chunk (RingPass)
-    most = std::max(most, p.options.count - schedule.ChunkElements(options.rank));
+    if (p.options.room == nullptr) most = std::max(most, bytes(p.options));
   }
-  return most * sizeof(float);
+  return most;
 }
 
-AllReduceOptions LargestWindow(const AllReduceOptions& options) {
-  const std::vector<Pass> passes = PassesOf(options);
-  if (passes.empty()) return options;
-  return std::max_element(passes.begin(), passes.end(), [](const Pass& a, const Pass& b) {
-           return a.options.count < b.options.count;
-         })->options;
+size_t WorkspaceBytes(const AllReduceOptions& options) {
+  if (!AccumulatesWide(options)) return 0;
+  // A float per element of a window, but for the chunk this peer sends first (RingPass).
+  return LargestWithoutRoom(options, [&](const AllReduceOptions& window) {
+    return (window.count - ScheduleFor(window).ChunkElements(options.rank)) * sizeof(float);
+  });
 }
 
 Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,

@@ -40,6 +40,14 @@ struct AllReduceOptions {
   // after window (RingAllReduce), so that scratch kept per element (float16/bfloat16
   // partial sums in float32, a quantized call's wire slots) is needed for one window only.
   size_t window_elements = 0;
+  // The scratch one window of `window.count` elements needs (bytes). Where set (and for
+  // wide float16/bfloat16 partials, 4 bytes an element, where not), windows shrink towards
+  // the end of the tensor so that it fits in the backup of the windows after them (PassesOf
+  // in ring_allreduce.cc); every peer must set the same, as the windows depend on it.
+  std::function<size_t(const AllReduceOptions& window)> room_bytes;
+  // Set by PassesOf on a window's options, in place with a backup: where that window's
+  // scratch lies in the backup of the windows after it; null: in the shared scratch.
+  void* room = nullptr;
   // In place only. `backup`: `count` elements where each segment of the input is saved
   // right before its first overwrite, so that a failed operation can be undone with
   // RestoreInput (BackupBytes); the reduce-scatter partials from the previous peer land in
@@ -123,8 +131,10 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
 // In place, after a failure: copies every saved input segment back from `backup`.
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats);
 
-// For the all-reduce algorithms: `options` narrowed to its largest window.
-AllReduceOptions LargestWindow(const AllReduceOptions& options);
+// For the all-reduce algorithms: the most `bytes` (of a window's options) any window of
+// `options` without room in the backup needs: what their shared scratch must hold.
+size_t LargestWithoutRoom(const AllReduceOptions& options,
+                          const std::function<size_t(const AllReduceOptions&)>& bytes);
 // Runs `pass` once per window of `options`, in order, each with `options` narrowed to the
 // window, the first step of its channel keys and the index of its first segment in
 // stats->backed_up (sized here for all windows when in place with a backup); stops at the

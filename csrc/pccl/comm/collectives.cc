@@ -272,6 +272,9 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   // quantized wire slots) is kept for one window of the tensor at a time. (The descriptor
   // hashes WindowOf(request) as it is: the peers share their world.)
   options.window_elements = quantized || algo::AccumulatesWide(options) ? WindowOf(request) : 0;
+  // A quantized window's scratch, like wide partials, goes in the backup of the windows
+  // after it where it fits (in place with the restore copy; the windows shrink for it).
+  if (quantized) options.room_bytes = algo::QuantizedRoomBytes(request.quant);
   run->backup = buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
   options.backup = restore ? run->backup.data() : nullptr;
   run->scratch = buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
