@@ -56,7 +56,7 @@ def report(name: str, **values: float) -> None:
 
 def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
                     count: int, victim_stall: float = 0.0,
-                    restore: bool = True) -> dict[str, Any]:
+                    restore: bool = True, quantized: bool = False) -> dict[str, Any]:
     """In-place SUM that a fault interrupts, then one retry over `survivors`.
 
     A survivor starts its all-reduce (all_reduce_async binds it to the current ring at
@@ -65,7 +65,9 @@ def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
     joining, so the survivors cannot finish before the signal (a fast machine could
     otherwise complete the whole all-reduce before the test process delivers it).
     `restore` False: the all-reduce runs without its restore copy, and the peer recomputes
-    its input before the retry, as DiLoCo can."""
+    its input before the retry, as DiLoCo can. `quantized`: the interrupted call is quantized
+    to uint8 (whose float32 partial sums accumulate in the caller's tensor); the retry is
+    not, so that its sum is exact."""
     x = contribution(index, count)
     original = x.copy()
     started = time.monotonic()
@@ -74,8 +76,10 @@ def fail_then_retry(comm: pccl.Communicator, index: int, survivors: list[int],
         time.sleep(victim_stall)  # killed, or stopped and kicked, meanwhile
     try:
         # Errors before anything is sent (the victim, kicked while stopped) raise here.
+        quantization = pccl.QuantizationOptions(pccl.DataType.UINT8) if quantized else None
         handle = comm.all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30,
-                                       restore_input=restore)
+                                       restore_input=restore,
+                                       quantization_options=quantization)
         if victim_stall == 0:
             notify("starting", index)
         handle.result()
@@ -251,11 +255,11 @@ def multiple_with_retry(comm: pccl.Communicator, index: int, survivors: list[int
 
 # --- tests --------------------------------------------------------------------------------------
 
-def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int,
-                           restore: bool = True) -> tuple[float, list[dict]]:
+def _signal_mid_all_reduce(c: Cluster, victim: int, sig: int, restore: bool = True,
+                           quantized: bool = False) -> tuple[float, list[dict]]:
     survivors = [i for i in range(c.world) if i != victim]
-    c.start(fail_then_retry, survivors, BIG_COUNT, 0.0, restore, peers=survivors)
-    c.start(fail_then_retry, survivors, BIG_COUNT, 5.0, restore, peers=[victim])
+    c.start(fail_then_retry, survivors, BIG_COUNT, 0.0, restore, quantized, peers=survivors)
+    c.start(fail_then_retry, survivors, BIG_COUNT, 5.0, restore, quantized, peers=[victim])
     for _ in range(c.world):
         assert c.events.get(timeout=60)[0] == "starting"
     signalled_at = time.monotonic()
@@ -293,6 +297,14 @@ def test_sigkill_mid_all_reduce_without_restore_retries_from_recomputed_input() 
                                                        restore=False)
         _check_survivors(results, signalled_at, 1.0, "SIGKILL, no restore -> error",
                          restore=False)
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_mid_quantized_all_reduce_gives_the_input_back() -> None:
+    with Cluster(4) as c:
+        signalled_at, results = _signal_mid_all_reduce(c, victim=2, sig=signal.SIGKILL,
+                                                       quantized=True)
+        _check_survivors(results, signalled_at, 1.0, "SIGKILL, quantized -> error")
 
 
 @pytest.mark.timeout(120)
