@@ -142,6 +142,22 @@ TEST(QuantizedAllReduceTest, FloatSumsAccumulateInTheOutputAndEveryPeerGetsTheSa
   }
 }
 
+// A wire slot is as large as the largest segment a window has: a whole chunk where the
+// chunks are shorter than the segment width (here 250 elements against 16 Ki), so that
+// small windows (the tail of a large call) need little scratch.
+TEST(QuantizedAllReduceTest, SlotsFitTheSegmentsAWindowHasNotTheSegmentWidth) {
+  kernels::QuantizeOptions quant;
+  for (int world : {2, 4}) {
+    AllReduceOptions o;
+    o.dtype = DType::kFloat32;
+    o.count = 1000;
+    o.rank = 0;
+    o.world = world;
+    o.segment_bytes = 64 << 10;
+    EXPECT_LT(QuantizedScratchBytes(o, quant), o.count * sizeof(float)) << "world " << world;
+  }
+}
+
 // Rank 0 stops sending after step 0 among 3 peers: rank 1 adds rank 0's segment to its
 // own input in its tensor and passes the sum on, rank 2 finishes the sums it owns and
 // rank 0 takes them in; then every rank fails at its deadline. The partial sums were in

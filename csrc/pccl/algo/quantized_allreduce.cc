@@ -51,12 +51,16 @@ struct ScratchLayout {
 ScratchLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeOptions& quant) {
   const RingSchedule schedule = ScheduleFor(options);
   ScratchLayout layout;
+  size_t largest_chunk = 0;
   for (int c = 0; c < options.world; ++c) {
     layout.max_segments = std::max(layout.max_segments, schedule.Segments(c));
+    largest_chunk = std::max(largest_chunk, schedule.ChunkElements(c));
   }
   const DType acc = AccumulatorOf(options.dtype);
+  // The largest segment: a whole chunk where chunks are shorter than a segment.
+  const size_t largest_segment = std::min(schedule.segment_elements, largest_chunk);
   size_t unused;
-  layout.max_segment_wire = WireBytes(acc, schedule.segment_elements, quant, &unused);
+  layout.max_segment_wire = WireBytes(acc, largest_segment, quant, &unused);
   const size_t step_bytes = layout.max_segments * layout.max_segment_wire;
   layout.rx_bytes = static_cast<size_t>(schedule.steps()) * step_bytes;
   layout.tx_bytes = static_cast<size_t>(options.world) * step_bytes;
