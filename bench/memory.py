@@ -6,7 +6,8 @@ Each of `--world` peers allocates `--mib` MiB of `--dtype` (float32, or bfloat16
 whose partial sums pccl keeps in a float32 workspace of at most 32 MiB; touched), then runs
 `--calls` in-place SUM all-reduces, checking every result (integer-valued inputs: the sum
 is exact). `--quantized uint8` (or uint16) runs pccl's calls quantized (MIN_MAX), whose wire
-slots and accumulators take scratch per element too (Gloo's row stays unquantized).
+slots (and, for float16/bfloat16, float32 accumulators) take scratch per window, in place
+with the restore copy mostly in the backup (Gloo's row stays unquantized).
 Reported per system, the largest over the peers, from /proc/self/status:
 
   peak extra:  VmHWM after the calls - VmRSS before them (what the calls needed at most)
