@@ -52,9 +52,9 @@ bool Mapped(char* data, size_t bytes) {
   return false;
 }
 
-// A buffer the pool drops goes back to the system at once, also at 16 MiB, a size
-// malloc would keep in its heap once a chunk that large had been freed; one it keeps
-// stays mapped for the next call.
+// A buffer the pool drops (from kPagesFrom bytes on) goes back to the system at once,
+// also at 16 MiB, a size malloc would keep in its heap once a chunk that large had been
+// freed; one it keeps stays mapped for the next call.
 TEST(BufferPoolTest, ABufferThePoolDropsGoesBackToTheSystemAtOnce) {
   const size_t bytes = size_t{16} << 20;
   for (size_t cap : {size_t{0}, size_t{1} << 30}) {
@@ -70,13 +70,15 @@ TEST(BufferPoolTest, ABufferThePoolDropsGoesBackToTheSystemAtOnce) {
   }
 }
 
-TEST(BufferPoolTest, AtMostFourBuffersAreKept) {
+TEST(BufferPoolTest, AtMostkMaxKeptBuffersAreKeptTheSmallestGo) {
   BufferPool pool(1 << 20);
   {
-    BufferPool::Lease l[6] = {pool.Acquire(10), pool.Acquire(20), pool.Acquire(30),
-                              pool.Acquire(40), pool.Acquire(50), pool.Acquire(60)};
+    std::vector<BufferPool::Lease> leases;
+    for (size_t i = 1; i <= BufferPool::kMaxKept + 2; ++i) leases.push_back(pool.Acquire(10 * i));
   }
-  EXPECT_EQ(pool.kept_bytes(), 30u + 40 + 50 + 60);  // the two smallest went
+  // All but the two smallest (10 and 20 bytes): 10 x (3 + 4 + ... + kMaxKept + 2).
+  const size_t n = BufferPool::kMaxKept + 2;
+  EXPECT_EQ(pool.kept_bytes(), 10 * (n * (n + 1) / 2 - 1 - 2));
 }
 
 }  // namespace

@@ -24,14 +24,22 @@ BufferPool::Lease BufferPool::Acquire(size_t bytes) {
       return lease;
     }
   }
-  // Fresh pages are zero-filled by the system when first touched, as malloc's would be
-  // for a buffer this large; a reused buffer is not filled again.
+  // new char[] leaves the bytes uninitialised. Fresh pages are zero-filled by the system
+  // when first touched, as malloc's own would be for a buffer this large; a reused buffer
+  // is not filled again.
+  if (bytes < kPagesFrom) return Lease(this, Pages(new char[bytes], FreeBuffer{bytes}), bytes);
   void* pages = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (pages == MAP_FAILED) throw std::bad_alloc();
-  return Lease(this, Pages(static_cast<char*>(pages), UnmapPages{bytes}), bytes);
+  return Lease(this, Pages(static_cast<char*>(pages), FreeBuffer{bytes}), bytes);
 }
 
-void UnmapPages::operator()(char* data) const { munmap(data, bytes); }
+void FreeBuffer::operator()(char* data) const {
+  if (bytes < BufferPool::kPagesFrom) {
+    delete[] data;
+  } else {
+    munmap(data, bytes);
+  }
+}
 
 void BufferPool::Return(Pages data, size_t capacity) {
   std::vector<Entry> dropped;  // freed after the lock is released

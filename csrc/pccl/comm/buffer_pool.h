@@ -6,9 +6,11 @@
 // returned ones for the next call of the same size or smaller: at most kMaxKept of them and
 // at most `keep_bytes` in all (PCCL_POOL_KEEP_BYTES, common/params.h); the rest go back to
 // the system when they are returned, so a host that stages a large model between steps
-// can have the memory back. Every buffer is pages of its own (mmap), so that one the pool
-// drops goes back to the system at once: malloc would keep a freed chunk of up to 32 MiB
-// in its heap (its mmap threshold rises with every such chunk freed), for good.
+// can have the memory back. A buffer of kPagesFrom bytes or more is pages of its own
+// (mmap), so that one the pool drops goes back to the system at once: malloc would keep a
+// freed chunk of up to 32 MiB in its heap (its mmap threshold rises with every such chunk
+// freed), for good. Smaller ones come from malloc, which reuses them without a system call
+// or a page fault.
 //
 // Thread-safety: Acquire and the Lease destructor may run on any thread.
 #pragma once
@@ -20,15 +22,21 @@
 
 namespace pccl::comm {
 
-// Unmaps the `bytes` bytes of pages a pool buffer holds.
-struct UnmapPages {
+// Frees a pool buffer of `bytes` bytes: unmaps its pages, or hands it back to malloc.
+struct FreeBuffer {
   size_t bytes = 0;
   void operator()(char* data) const;
 };
 
 class BufferPool {
  public:
-  using Pages = std::unique_ptr<char[], UnmapPages>;
+  using Pages = std::unique_ptr<char[], FreeBuffer>;
+  // Buffers from this size on are pages of their own.
+  static constexpr size_t kPagesFrom = size_t{1} << 20;
+  // Kept buffers; at most kMaxKept (and keep_bytes in all), the smallest dropped first.
+  // Enough for the concurrent calls of a training step (DDP's buckets, say), which would
+  // otherwise fault in fresh pages for most of their buffers at every step.
+  static constexpr size_t kMaxKept = 64;
 
   class Lease {
    public:
@@ -62,8 +70,6 @@ class BufferPool {
     Pages data;
     size_t capacity;
   };
-  // Kept buffers; at most kMaxKept, the smallest dropped first.
-  static constexpr size_t kMaxKept = 4;
   const size_t keep_bytes_;
   std::mutex mu_;
   std::vector<Entry> free_;
