@@ -70,7 +70,7 @@ TEST(BufferPoolTest, ABufferThePoolDropsGoesBackToTheSystemAtOnce) {
   }
 }
 
-TEST(BufferPoolTest, AtMostkMaxKeptBuffersAreKeptTheSmallestGo) {
+TEST(BufferPoolTest, OnlyTheLargestMaxKeptBuffersAreKept) {
   BufferPool pool(1 << 20);
   {
     std::vector<BufferPool::Lease> leases;
