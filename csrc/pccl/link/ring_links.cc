@@ -229,7 +229,13 @@ void RingLinks::Break(const Status& why) {
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_.ok()) {
       broken_ = why;
-      if (why.code() != StatusCode::kAborted) PCCL_LOG(kWarning, "ring links broken: " + why.ToString());
+      // With no operation open (a neighbour that left between calls, or at the end of a
+      // run) nothing is lost here: the master rebuilds the ring, and no call fails.
+      if (why.code() != StatusCode::kAborted && open_ops_.load() > 0) {
+        PCCL_LOG(kWarning, "ring links broken: " + why.ToString());
+      } else if (why.code() != StatusCode::kAborted) {
+        PCCL_LOG(kInfo, "ring links broken, no operation open: " + why.ToString());
+      }
     }
     for (auto& [id, op] : ops_) ops.push_back(op);
   }
