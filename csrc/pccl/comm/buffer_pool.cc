@@ -27,10 +27,10 @@ BufferPool::Lease BufferPool::Acquire(size_t bytes) {
   // new char[] leaves the bytes uninitialised. Fresh pages are zero-filled by the system
   // when first touched, as malloc's own would be for a buffer this large; a reused buffer
   // is not filled again.
-  if (bytes < kPagesFrom) return Lease(this, Pages(new char[bytes], FreeBuffer{bytes}), bytes);
+  if (bytes < kPagesFrom) return Lease(this, Storage(new char[bytes], FreeBuffer{bytes}), bytes);
   void* pages = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (pages == MAP_FAILED) throw std::bad_alloc();
-  return Lease(this, Pages(static_cast<char*>(pages), FreeBuffer{bytes}), bytes);
+  return Lease(this, Storage(static_cast<char*>(pages), FreeBuffer{bytes}), bytes);
 }
 
 void FreeBuffer::operator()(char* data) const {
@@ -41,7 +41,7 @@ void FreeBuffer::operator()(char* data) const {
   }
 }
 
-void BufferPool::Return(Pages data, size_t capacity) {
+void BufferPool::Return(Storage data, size_t capacity) {
   std::vector<Entry> dropped;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
   free_.push_back(Entry{std::move(data), capacity});

@@ -30,7 +30,7 @@ struct FreeBuffer {
 
 class BufferPool {
  public:
-  using Pages = std::unique_ptr<char[], FreeBuffer>;
+  using Storage = std::unique_ptr<char[], FreeBuffer>;
   // Buffers from this size on are pages of their own.
   static constexpr size_t kPagesFrom = size_t{1} << 20;
   // Kept buffers; at most kMaxKept (and keep_bytes in all), the smallest dropped first.
@@ -41,7 +41,7 @@ class BufferPool {
   class Lease {
    public:
     Lease() = default;
-    Lease(BufferPool* pool, Pages data, size_t capacity)
+    Lease(BufferPool* pool, Storage data, size_t capacity)
         : pool_(pool), data_(std::move(data)), capacity_(capacity) {}
     ~Lease() {
       if (pool_ != nullptr && data_) pool_->Return(std::move(data_), capacity_);
@@ -52,7 +52,7 @@ class BufferPool {
 
    private:
     BufferPool* pool_ = nullptr;
-    Pages data_;
+    Storage data_;
     size_t capacity_ = 0;
   };
 
@@ -64,10 +64,10 @@ class BufferPool {
   size_t kept_bytes();
 
  private:
-  void Return(Pages data, size_t capacity);
+  void Return(Storage data, size_t capacity);
 
   struct Entry {
-    Pages data;
+    Storage data;
     size_t capacity;
   };
   const size_t keep_bytes_;
