@@ -68,16 +68,26 @@ ScratchLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeO
   return layout;
 }
 
-}  // namespace
-
-std::function<size_t(const AllReduceOptions&)> QuantizedRoomBytes(
-    const kernels::QuantizeOptions& quant) {
+// The scratch one window needs, for AllReduceOptions::room_bytes.
+std::function<size_t(const AllReduceOptions&)> RoomBytes(const kernels::QuantizeOptions& quant) {
   return [quant](const AllReduceOptions& window) { return LayoutOf(window, quant).total(); };
 }
 
+// `options` with the room a quantized window needs: in place with a backup, most windows
+// keep their scratch in the backup of the windows after them (PassesOf cuts the windows
+// by it, the same for QuantizedScratchBytes and the call).
+AllReduceOptions WithRoom(const AllReduceOptions& options,
+                          const kernels::QuantizeOptions& quant) {
+  AllReduceOptions roomy = options;
+  roomy.room_bytes = RoomBytes(quant);
+  return roomy;
+}
+
+}  // namespace
+
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant) {
-  return LargestWithoutRoom(options, QuantizedRoomBytes(quant));
+  return LargestWithoutRoom(WithRoom(options, quant), RoomBytes(quant));
 }
 
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
@@ -114,8 +124,8 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
 // very bytes, so every peer ends with bit-identical results.
 // The scratch (wire slots and accumulators) is per element: with options.window_elements
 // the tensor runs window after window (ForEachWindow) and the scratch holds one window;
-// with options.room_bytes (QuantizedRoomBytes), in place with a backup, most windows keep
-// theirs in the backup of the windows after them (PassesOf).
+// in place with a backup most windows keep theirs in the backup of the windows after them
+// instead (WithRoom, PassesOf).
 Status QuantizedRingAllReduce(const AllReduceOptions& options,
                               const kernels::QuantizeOptions& quant, RingChannel& channel,
                               Deadline deadline, AllReduceStats* stats, char* scratch) {
@@ -129,8 +139,9 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     owned.reset(new char[QuantizedScratchBytes(options, quant)]);
     scratch = owned.get();
   }
-  return ForEachWindow(options, stats, [&](const AllReduceOptions& window, uint32_t step_base,
-                                           size_t segment_offset) {
+  return ForEachWindow(WithRoom(options, quant), stats, [&](const AllReduceOptions& window,
+                                                            uint32_t step_base,
+                                                            size_t segment_offset) {
     char* room = static_cast<char*>(window.room);  // in the backup of the windows after it
     return QuantizedPass(window, quant, channel, deadline, step_base, segment_offset, stats,
                          room != nullptr ? room : scratch);

@@ -4,8 +4,6 @@
 // arrival handler); its buffers belong to the caller until it returns.
 #pragma once
 
-#include <functional>
-
 #include "pccl/link/channel.h"
 #include "pccl/algo/ring_allreduce.h"
 #include "pccl/kernels/quantize.h"
@@ -20,16 +18,12 @@ using link::RingChannel;
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,
                                const kernels::QuantizeOptions& quant);
 
-// The scratch one window needs with `quant`: a wire slot per (step, segment) for what
-// arrives and for what this peer quantizes and sends, and (float16/bfloat16 data only:
-// float32/float64 partial sums accumulate in the output) the float32 partial sums. For
-// AllReduceOptions::room_bytes, so that in place with a backup most windows keep it in
-// the backup of the windows after them.
-std::function<size_t(const AllReduceOptions&)> QuantizedRoomBytes(
-    const kernels::QuantizeOptions& quant);
-
-// Bytes of scratch QuantizedRingAllReduce needs for `options` and `quant`: what the largest
-// window without room in the backup needs (AllReduceOptions::window_elements, room_bytes).
+// Bytes of scratch QuantizedRingAllReduce needs for `options` and `quant`, for its largest
+// window (AllReduceOptions::window_elements) without room in the backup: a wire slot per
+// (step, segment) for what arrives and for what this peer quantizes and sends, and
+// (float16/bfloat16 data only: float32/float64 partial sums accumulate in the output) the
+// float32 partial sums. In place with a backup, most windows keep theirs in the backup of
+// the windows after them (they shrink towards the end of the tensor for it).
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant);
 

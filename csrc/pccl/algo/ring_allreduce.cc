@@ -65,8 +65,9 @@ struct Pass {
 };
 
 // Windows stop shrinking to fit their room in the backup below this many elements: the
-// rest runs in windows of the caller's width, in the shared scratch (for wide float16/
-// bfloat16 partials, at most 4 x (3 x 64 Ki + 32) bytes: 768 KiB).
+// rest (where even a window this wide has no room after it) runs in windows this wide, in
+// the shared scratch (for wide float16/bfloat16 partials, at most 4 x 64 Ki bytes: 256
+// KiB; for a quantized bfloat16 call's accumulators and wire slots about 420 KiB).
 constexpr size_t kTailElements = size_t{64} << 10;
 
 // The passes of `options`: consecutive windows of options.window_elements (the last one
@@ -78,7 +79,7 @@ constexpr size_t kTailElements = size_t{64} << 10;
 // room goes there and the backup is all the call adds: towards the end of the tensor,
 // where fewer windows are left, each window shrinks to the widest whose room then fits
 // (for wide partials, a third of what is left), down to kTailElements; only the last few
-// windows use the shared scratch. The widths depend on what every peer shares (count,
+// windows (kTailElements each) use the shared scratch. The widths depend on what every peer shares (count,
 // window_elements, the room a window needs), so every peer cuts the same windows whether
 // it keeps a backup or not.
 std::vector<Pass> PassesOf(const AllReduceOptions& options) {
@@ -120,6 +121,8 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
       }
       part.count = lo;
       room_in_backup = true;
+    } else if (shrinks) {
+      part.count = std::min(part.count, kTailElements);  // the tail, in the shared scratch
     }
     part.room = nullptr;
     if (room_in_backup && options.backup != nullptr) {
@@ -205,8 +208,10 @@ Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
   stats->tx_bytes = 0;
   stats->rx_bytes = 0;
   const std::vector<Pass> passes = PassesOf(options);
+  stats->windows.clear();
   if (options.send == options.recv && options.backup != nullptr && !passes.empty()) {
     stats->backed_up.assign(passes.back().segment_offset + passes.back().segments, 0);
+    for (const Pass& p : passes) stats->windows.push_back(p.options.count);
   }
   for (const Pass& p : passes) {
     PCCL_RETURN_IF_ERROR(pass(p.options, p.step_base, p.segment_offset));
@@ -217,21 +222,25 @@ Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
   if (options.backup == nullptr || stats.backed_up.empty()) return;
   const size_t elem = DTypeSize(options.dtype);
-  for (const Pass& p : PassesOf(options)) {
-    const RingSchedule schedule = ScheduleFor(p.options);
-    const std::vector<size_t> base = SegmentBase(schedule);
-    auto* input = static_cast<char*>(p.options.recv);
-    const auto* saved = static_cast<const char*>(p.options.backup);
+  auto* input = static_cast<char*>(options.recv);
+  const auto* saved = static_cast<const char*>(options.backup);
+  size_t index = 0;         // the segment's flag in stats.backed_up
+  size_t window_first = 0;  // the window's first element
+  for (size_t count : stats.windows) {
+    AllReduceOptions window = options;
+    window.count = count;
+    const RingSchedule schedule = ScheduleFor(window);
     for (int c = 0; c < schedule.world; ++c) {
-      for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg) {
-        const size_t index = p.segment_offset + base[c] + seg;
+      for (uint32_t seg = 0; seg < schedule.Segments(c); ++seg, ++index) {
         if (index >= stats.backed_up.size()) return;
         if (!stats.backed_up[index]) continue;
         size_t first, n;
         schedule.Segment(c, seg, &first, &n);
-        std::memcpy(input + first * elem, saved + first * elem, n * elem);
+        const size_t at = (window_first + first) * elem;
+        std::memcpy(input + at, saved + at, n * elem);
       }
     }
+    window_first += count;
   }
 }
 

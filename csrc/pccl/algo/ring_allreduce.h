@@ -120,6 +120,9 @@ struct AllReduceStats {
   // In place: 1 for every segment (in schedule order, window after window) whose input is
   // saved in `backup`.
   std::vector<uint8_t> backed_up;
+  // In place with a backup: the elements of each window the call cut (ForEachWindow), in
+  // order, so that RestoreInput finds each segment where it was saved, whatever cut them.
+  std::vector<size_t> windows;
 };
 
 // Runs the all-reduce of `options` over `channel`. On error (or when the master's verdict
@@ -128,7 +131,8 @@ struct AllReduceStats {
 Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Deadline deadline,
                      AllReduceStats* stats);
 
-// In place, after a failure: copies every saved input segment back from `backup`.
+// In place, after a failure: copies every saved input segment back from `backup` (the
+// segments of stats.windows, as the call cut them).
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats);
 
 // For the all-reduce algorithms: the most `bytes` (of a window's options) any window of

@@ -254,7 +254,8 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   // to `backup` right before its first overwrite (one tensor of extra memory at most).
   // The partial sums from the previous peer land in the backup itself, where folding them
   // into the caller's buffer leaves the input (algo/ring_allreduce.cc), or in float32 room
-  // for float16/bfloat16 among 3 or more peers (mostly in the backup too). A caller that
+  // for float16/bfloat16 among 3 or more peers (mostly in the backup too, as a quantized
+  // call's wire slots are). A caller that
   // recomputes its input after a failure (restore_input false) saves the backup: then the
   // partials land in a few receive slots (or the float32 workspace).
   const bool restore = in_place && request.restore_input;
@@ -272,9 +273,6 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   // quantized wire slots) is kept for one window of the tensor at a time. (The descriptor
   // hashes WindowOf(request) as it is: the peers share their world.)
   options.window_elements = quantized || algo::AccumulatesWide(options) ? WindowOf(request) : 0;
-  // A quantized window's scratch, like wide partials, goes in the backup of the windows
-  // after it where it fits (in place with the restore copy; the windows shrink for it).
-  if (quantized) options.room_bytes = algo::QuantizedRoomBytes(request.quant);
   run->backup = buffers_.Acquire(restore ? algo::BackupBytes(request.dtype, request.count) : 0);
   options.backup = restore ? run->backup.data() : nullptr;
   run->scratch = buffers_.Acquire(in_place && !quantized ? algo::ScratchBytes(options) : 0);
