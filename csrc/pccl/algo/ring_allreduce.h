@@ -84,7 +84,7 @@ inline constexpr size_t kWindowElements = size_t{8} << 20;
 bool AccumulatesWide(const AllReduceOptions& options);
 // Bytes of AllReduceOptions::workspace the all-reduce of `options` needs: where it
 // AccumulatesWide, a float per element of its largest window, or, in place with a backup,
-// of its largest window without room in the backup (PassesOf in ring_allreduce.cc: 768
+// of its largest window without room in the backup (PassesOf in ring_allreduce.cc: 256
 // KiB at most); none otherwise.
 size_t WorkspaceBytes(const AllReduceOptions& options);
 // Bytes of AllReduceOptions::scratch and ::backup an in-place all-reduce needs (scratch:
