@@ -123,6 +123,14 @@ struct QuantizedRun {
     }
   }
 
+  // Every peer failed at its deadline, after the call had written its tensor.
+  void ExpectFailedAfterWriting() {
+    for (size_t r = 0; r < recv.size(); ++r) {
+      EXPECT_EQ(status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
+      EXPECT_NE(recv[r], send[r]) << "rank " << r << ": the call wrote its tensor";
+    }
+  }
+
   // RestoreInput gives every peer its input back.
   void ExpectRestored() {
     for (size_t r = 0; r < recv.size(); ++r) {
@@ -196,10 +204,7 @@ TEST(QuantizedAllReduceTest, AFailedInPlaceCallWithABackupIsUndoneExactly) {
     SCOPED_TRACE(testing::Message() << "window " << window);
     QuantizedRun<> run(world, 10007, window, kInPlaceWithBackup, 1,
                        std::chrono::milliseconds(300));
-    for (int r = 0; r < world; ++r) {
-      EXPECT_EQ(run.status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
-      EXPECT_NE(run.recv[r], run.send[r]) << "rank " << r << ": the call wrote its tensor";
-    }
+    run.ExpectFailedAfterWriting();
     run.ExpectCanaries();
     run.ExpectRestored();
   }
@@ -252,10 +257,7 @@ TEST(QuantizedAllReduceTest, ACallFailingInALaterWindowIsUndoneExactly) {
   const int world = 3;
   QuantizedRun<> run(world, size_t{1} << 20, kWindowElements, kInPlaceWithBackup, 8,
                      std::chrono::milliseconds(500));
-  for (int r = 0; r < world; ++r) {
-    EXPECT_EQ(run.status[r].code(), StatusCode::kDeadlineExceeded) << "rank " << r;
-    EXPECT_NE(run.recv[r], run.send[r]) << "rank " << r << ": the first windows ran";
-  }
+  run.ExpectFailedAfterWriting();  // the first two windows ran
   run.ExpectCanaries();
   run.ExpectRestored();
 }
