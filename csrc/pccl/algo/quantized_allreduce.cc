@@ -115,11 +115,11 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
 // Reduce-scatter: partial sums accumulate in float32 (float64 for float64 data): in the
 // output itself for float32/float64 data (its segment is not needed again until the
 // all-gather overwrites it; in place, after the input was saved), in scratch for
-// float16/bfloat16. At each hop
-// a peer sets its accumulator segment to its own contribution, adds the dequantized segment
-// it received, and quantizes the sum afresh (per-block parameters fit the sum, so rounding
-// errors add up like a random walk instead of compounding). The owner of a chunk finishes
-// the sum (AVG divides), quantizes it once, and adopts the dequantized value itself.
+// float16/bfloat16. At each hop a peer sets its accumulator segment to its own
+// contribution, adds the dequantized segment it received, and quantizes the sum afresh
+// (per-block parameters fit the sum, so rounding errors add up like a random walk instead
+// of compounding). The owner of a chunk finishes the sum (AVG divides), quantizes it once,
+// and adopts the dequantized value itself.
 // All-gather: every peer dequantizes the owner's bytes into its result and forwards those
 // very bytes, so every peer ends with bit-identical results.
 // The scratch (wire slots and accumulators) is per element: with options.window_elements

@@ -74,12 +74,13 @@ constexpr size_t kTailElements = size_t{64} << 10;
 // shorter), or the whole tensor in one.
 //
 // Windows that keep scratch per element (wide float16/bfloat16 partials in float32, a
-// quantized call's wire slots: options.room_bytes) need room beside the tensor. In place with the restore copy, the backup of the windows after a pass is unused
-// while it runs (an input segment is saved there only in its own window's pass), so the
-// room goes there and the backup is all the call adds: towards the end of the tensor,
-// where fewer windows are left, each window shrinks to the widest whose room then fits
-// (for wide partials, a third of what is left), down to kTailElements; only the last few
-// windows (kTailElements each) use the shared scratch. The widths depend on what every peer shares (count,
+// quantized call's wire slots: options.room_bytes) need room beside the tensor. In place
+// with the restore copy, the backup of the windows after a pass is unused while it runs
+// (an input segment is saved there only in its own window's pass), so the room goes there
+// and the backup is all the call adds: towards the end of the tensor, where fewer windows
+// are left, each window shrinks to the widest whose room then fits (for wide partials, a
+// third of what is left), down to kTailElements; only the last few windows (kTailElements
+// each) use the shared scratch. The widths depend on what every peer shares (count,
 // window_elements, the room a window needs), so every peer cuts the same windows whether
 // it keeps a backup or not.
 std::vector<Pass> PassesOf(const AllReduceOptions& options) {
