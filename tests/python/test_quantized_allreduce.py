@@ -24,7 +24,11 @@ def quantized_reduce(comm: pccl.Communicator, index: int, dtype: np.dtype, op: R
     out = np.empty_like(x)
     options = QuantizationOptions(DataType(quantized), QuantizationAlgorithm(algorithm))
     info = comm.all_reduce(x, out, op=op, quantization_options=options, tag=5)
-    # In place without the restore copy: the same algorithm, so the same bytes.
+    # In place, with the restore copy (the default) and without: the same algorithm, so
+    # the same bytes.
+    y = x.copy()
+    comm.all_reduce(y, y, op=op, quantization_options=options, tag=7)
+    assert y.tobytes() == out.tobytes(), "in place differs from out of place"
     comm.all_reduce(x, x, op=op, quantization_options=options, tag=6, restore_input=False)
     assert x.tobytes() == out.tobytes(), "in place without restore differs from out of place"
     return pccl.kernels.hash64(out), out.astype(np.float64).tobytes(), info.tx_bytes
