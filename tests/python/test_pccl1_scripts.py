@@ -121,7 +121,8 @@ def sigint_as_from_a_terminal() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if previous is not None:  # None: a handler not set from Python, which stays
+            signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.timeout(60)
