@@ -177,7 +177,6 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
     first_segment[c + 1] = first_segment[c] + schedule.Segments(c);
   }
   const ScratchLayout layout = LayoutOf(options, quant);
-  auto slot = [&](int step, uint32_t seg) { return layout.slot(step, seg); };
   char* const rx = scratch;
   char* const tx = rx + layout.rx_bytes;
   char* const acc = layout.acc_bytes > 0 ? tx + layout.tx_bytes : recv;
@@ -203,7 +202,7 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
                                char** wire_out) -> Status {
     size_t values;
     const size_t bytes = WireBytes(acc_dtype, n, quant, &values);
-    char* wire = tx + slot(step, seg);
+    char* wire = tx + layout.slot(step, seg);
     PCCL_RETURN_IF_ERROR(kernels::Quantize(acc_dtype, acc + first * acc_elem, n, quant,
                                            wire, wire + values, bytes - values));
     channel.Send(step_base + static_cast<uint32_t>(step), seg, wire, bytes);
@@ -219,7 +218,7 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
     schedule.Segment(chunk, seg, &first, &n);
     size_t values;
     const size_t bytes = WireBytes(acc_dtype, n, quant, &values);
-    char* wire = rx + slot(step, seg);
+    char* wire = rx + layout.slot(step, seg);
     rx_bytes.fetch_add(bytes, std::memory_order_relaxed);
     if (!schedule.IsReduceScatter(step)) {
       PCCL_RETURN_IF_ERROR(kernels::DequantizeSet(dtype, recv + first * elem, acc_dtype, wire,
@@ -253,7 +252,7 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
     for (uint32_t seg = 0; seg < schedule.Segments(chunk); ++seg) {
       size_t first, n, values;
       schedule.Segment(chunk, seg, &first, &n);
-      channel.Expect(step_base + static_cast<uint32_t>(step), seg, rx + slot(step, seg),
+      channel.Expect(step_base + static_cast<uint32_t>(step), seg, rx + layout.slot(step, seg),
                      WireBytes(acc_dtype, n, quant, &values));
       ++expected;
     }

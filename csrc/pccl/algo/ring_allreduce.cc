@@ -95,6 +95,7 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = wide ? sizeof(float) : elem;
   std::vector<Pass> passes;
+  AllReduceOptions probe = options;  // a window of some width, to ask room_bytes about
   uint32_t step_base = 0;
   size_t segment_offset = 0;
   for (size_t first = 0; first < options.count;) {
@@ -107,7 +108,6 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
     // Whether the room of `w` elements (and 64 bytes to align it) fits in the backup of
     // the elements after them.
     auto fits = [&](size_t w) {
-      AllReduceOptions probe = options;
       probe.count = w;
       return room_bytes(probe) + 64 <= (left - w) * elem;
     };
