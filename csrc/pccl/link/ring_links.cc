@@ -72,18 +72,42 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
                             Deadline deadline, const std::function<bool()>& give_up) {
   const int64_t buffer_bytes = GetParams().socket_buffer_bytes;
   // Dial every slot at once: each costs a TCP handshake and a P2PHello round trip, which
-  // on a long link adds up to seconds for a large pool if done one after another.
+  // on a long link adds up to seconds for a large pool if done one after another. This
+  // thread looks at give_up() while they run and calls them off through their deadline's
+  // stop flag: a neighbour that stopped (SIGSTOP: its kernel still accepts, nobody
+  // answers the hello) would else hold them to the deadline, and one whose machine is gone
+  // (no answer to SYNs) to the connect timeout, long after the master replaced the ring.
   std::vector<net::Socket> dialed(pool_size_);
   std::vector<Status> statuses(pool_size_);
+  std::atomic<bool> stop{false};
+  std::mutex dial_mu;
+  std::condition_variable dial_cv;
+  uint32_t dials_done = 0;
   std::vector<std::thread> dialers;
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     dialers.emplace_back([&, slot] {
       Hello hello{purpose_, self_id_, next_.peer_id, epoch_, slot};
-      statuses[slot] =
-          DialPeer(routes, next_.endpoint, hello, credentials, deadline, &dialed[slot]);
+      Status st = DialPeer(routes, next_.endpoint, hello, credentials, deadline.Or(stop),
+                           &dialed[slot]);
+      std::lock_guard<std::mutex> lock(dial_mu);
+      statuses[slot] = std::move(st);
+      ++dials_done;
+      dial_cv.notify_all();
     });
   }
+  {
+    std::unique_lock<std::mutex> lock(dial_mu);
+    while (!dial_cv.wait_for(lock, Deadline::kStopLook,
+                             [&] { return dials_done == pool_size_; })) {
+      if (!stop.load() && give_up && give_up()) stop.store(true, std::memory_order_release);
+    }
+  }
   for (auto& t : dialers) t.join();
+  if (stop.load()) {  // not the neighbour's fault: this ring is over already
+    return Status(StatusCode::kAborted, "gave up dialling peer " +
+                                            std::to_string(next_.peer_id) + " for ring epoch " +
+                                            std::to_string(epoch_));
+  }
   for (uint32_t slot = 0; slot < pool_size_; ++slot) {
     if (!statuses[slot].ok()) {
       Fault(next_.peer_id, statuses[slot]);

@@ -32,7 +32,8 @@ Status SysError(const char* syscall, int err, const std::string& peer) {
   return Status(code, std::string(syscall) + "(" + peer + ") failed: " + ErrnoText(err));
 }
 
-// Waits until `fd` is ready for `events` or the deadline passes.
+// Waits until `fd` is ready for `events` or the deadline passes (Aborted once its stop
+// flag is set).
 Status WaitReady(int fd, short events, Deadline deadline, const char* what,
                  const std::string& peer) {
   while (true) {
@@ -43,6 +44,10 @@ Status WaitReady(int fd, short events, Deadline deadline, const char* what,
       return Status::Ok();
     }
     if (rc == 0) {
+      if (deadline.stopped()) {
+        return Status(StatusCode::kAborted, std::string(what) + "(" + peer + ") called off");
+      }
+      if (!deadline.expired()) continue;  // one look at a stop flag (clock.h)
       return Status(StatusCode::kDeadlineExceeded,
                     std::string(what) + "(" + peer + ") timed out");
     }
