@@ -190,6 +190,38 @@ def big_send(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, A
     return out
 
 
+def send_to_a_stopped_peer(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
+    """Peer 0 sends to peer 1 (SIGSTOPped before it, so the pair's links are dialled to a
+    peer whose kernel accepts and who never answers), then to peer 2."""
+    sent = data(np.dtype(np.float32), 1000, 4)
+    out: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        comm.send(sent, ids[1], timeout=60)
+        out["first"] = "no error"
+    except pccl.PCCLError as e:
+        out["first"] = type(e).__name__
+        out["message"] = str(e)
+    out["took"] = time.monotonic() - started
+    info = comm.send(sent, ids[2], timeout=60)
+    out["world"] = info.local_world_size
+    return out
+
+
+def receive_small(comm: pccl.Communicator, index: int, ids: list[int]) -> tuple[bool, int]:
+    """Peer 2's side of send_to_a_stopped_peer: (the data is right, attempts); a recv bound
+    to the ring that dropping peer 1 ends fails as PeerLostError, and is posted again."""
+    got = np.zeros(1000, np.float32)
+    for attempt in (1, 2):
+        try:
+            comm.recv(got, ids[0], timeout=60)
+            break
+        except pccl.PeerLostError:
+            if attempt == 2:
+                raise
+    return bool(np.array_equal(got, data(np.dtype(np.float32), 1000, 4))), attempt
+
+
 def stalled_recv(comm: pccl.Communicator, index: int, ids: list[int]) -> None:
     notify("receiving", index)
     time.sleep(60)  # killed meanwhile, before it posts the recv
@@ -403,6 +435,27 @@ def test_sigkilled_receiver_fails_its_sender_with_data_intact() -> None:
         assert sender["first"] == "PeerLostError", sender
         assert sender["intact"] and sender["world"] == 2, sender
         assert receiver[0], receiver
+
+
+@pytest.mark.timeout(180)
+def test_a_send_to_a_stopped_peer_fails_once_the_master_drops_it_not_at_its_deadline() -> None:
+    # Peer 1 is stopped before any transfer: the sender's dial to it connects (its kernel
+    # accepts) and its hello is never answered. Once the master has dropped peer 1 (1.5 s
+    # of silent heartbeats) and pushed the new ring, the dial is called off: the send fails
+    # then, not at its 60 s deadline, and the next send runs on the survivors.
+    with Cluster(3, pool_size=2, heartbeat_timeout=1.5) as c:
+        ids = c.run(my_id)
+        c.kill(1, signal.SIGSTOP)
+        sending = c.start(send_to_a_stopped_peer, ids, peers=[0])
+        receiving = c.start(receive_small, ids, peers=[2])
+        sender = c.collect(sending, timeout=120)[0]
+        receiver = c.collect(receiving, timeout=120)[0]
+        c.kill(1, signal.SIGKILL)
+    print(f"\n[p2p] send to a stopped peer failed after {sender['took']:.2f} s: {sender}")
+    assert sender["first"] != "no error", sender
+    assert sender["took"] < 30, sender  # the master dropped peer 1 within seconds
+    assert sender["world"] == 2, sender
+    assert receiver[0], receiver
 
 
 @pytest.mark.timeout(120)
