@@ -1,10 +1,14 @@
-// The scratch pool of the collectives (comm/buffer_pool.h): reuse, and the cap on what it
-// keeps between calls (PCCL_POOL_KEEP_BYTES).
+// The scratch pool of the collectives (comm/buffer_pool.h): reuse, the cap on what it
+// keeps between calls (PCCL_POOL_KEEP_BYTES), pages of their own, huge pages asked for.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "pccl/comm/buffer_pool.h"
@@ -68,6 +72,38 @@ TEST(BufferPoolTest, ABufferThePoolDropsGoesBackToTheSystemAtOnce) {
     }
     EXPECT_EQ(Mapped(data, bytes), cap > 0) << "cap " << cap;
   }
+}
+
+// The VmFlags of the mapping that holds `data`, from /proc/self/smaps ("" if none does).
+std::string VmFlagsOf(const char* data) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto at = reinterpret_cast<uintptr_t>(data);
+  bool inside = false;
+  std::string line;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2) {
+      inside = begin <= at && at < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+// A buffer of kHugePage bytes or more asks the system for huge pages (the "hg" flag,
+// which MADV_HUGEPAGE sets whether or not the system then has huge pages to give); a
+// smaller one does not.
+TEST(BufferPoolTest, ALargeBufferAsksForHugePages) {
+  BufferPool pool(0);
+  BufferPool::Lease large = pool.Acquire(size_t{16} << 20);
+  BufferPool::Lease small = pool.Acquire(BufferPool::kPagesFrom);  // pages, but < 2 MiB
+  const std::string large_flags = VmFlagsOf(large.data());
+  const std::string small_flags = VmFlagsOf(small.data());
+  ASSERT_FALSE(large_flags.empty());
+  ASSERT_FALSE(small_flags.empty());
+  EXPECT_NE(large_flags.find(" hg"), std::string::npos) << large_flags;
+  EXPECT_EQ(small_flags.find(" hg"), std::string::npos) << small_flags;
 }
 
 TEST(BufferPoolTest, OnlyTheLargestMaxKeptBuffersAreKept) {

@@ -30,6 +30,12 @@ BufferPool::Lease BufferPool::Acquire(size_t bytes) {
   if (bytes < kPagesFrom) return Lease(this, Storage(new char[bytes], FreeBuffer{bytes}), bytes);
   void* pages = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (pages == MAP_FAILED) throw std::bad_alloc();
+  // Huge pages where the system has them (transparent huge pages in "madvise" mode, as
+  // here, give them only to ranges that ask, as numpy's and torch's large arrays do): a
+  // 256 MiB backup is then 128 TLB entries rather than 65,536, which a copy that streams
+  // through it pays for (8 % of a 2-peer 256 MiB in-place all-reduce's time, README).
+  // Advice only: nothing fails without it.
+  if (bytes >= kHugePage) madvise(pages, bytes, MADV_HUGEPAGE);
   return Lease(this, Storage(static_cast<char*>(pages), FreeBuffer{bytes}), bytes);
 }
 

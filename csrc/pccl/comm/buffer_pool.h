@@ -10,7 +10,7 @@
 // (mmap), so that one the pool drops goes back to the system at once: malloc would keep a
 // freed chunk of up to 32 MiB in its heap (its mmap threshold rises with every such chunk
 // freed), for good. Smaller ones come from malloc, which reuses them without a system call
-// or a page fault.
+// or a page fault. Pages of kHugePage bytes or more ask for transparent huge pages.
 //
 // Thread-safety: Acquire and the Lease destructor may run on any thread.
 #pragma once
@@ -33,6 +33,8 @@ class BufferPool {
   using Storage = std::unique_ptr<char[], FreeBuffer>;
   // Buffers from this size on are pages of their own.
   static constexpr size_t kPagesFrom = size_t{1} << 20;
+  // Buffers from this size on ask for huge pages (MADV_HUGEPAGE): x86-64's 2 MiB.
+  static constexpr size_t kHugePage = size_t{2} << 20;
   // Kept buffers; at most kMaxKept (and keep_bytes in all), the smallest dropped first.
   // Enough for the concurrent calls of a training step (DDP's buckets, say), which would
   // otherwise fault in fresh pages for most of their buffers at every step.
