@@ -95,6 +95,9 @@ std::string VmFlagsOf(const char* data) {
 // which MADV_HUGEPAGE sets whether or not the system then has huge pages to give); a
 // smaller one does not.
 TEST(BufferPoolTest, ALargeBufferAsksForHugePages) {
+  if (!std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages (MADV_HUGEPAGE fails)";
+  }
   BufferPool pool(0);
   BufferPool::Lease large = pool.Acquire(size_t{16} << 20);
   BufferPool::Lease small = pool.Acquire(BufferPool::kPagesFrom);  // pages, but < 2 MiB
