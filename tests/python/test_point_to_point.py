@@ -208,29 +208,17 @@ def send_to_a_stopped_peer(comm: pccl.Communicator, index: int, ids: list[int]) 
     return out
 
 
-def receive_small(comm: pccl.Communicator, index: int, ids: list[int]) -> tuple[bool, int]:
-    """Peer 2's side of send_to_a_stopped_peer: (the data is right, attempts); a recv bound
-    to the ring that dropping peer 1 ends fails as PeerLostError, and is posted again."""
-    got = np.zeros(1000, np.float32)
-    for attempt in (1, 2):
-        try:
-            comm.recv(got, ids[0], timeout=60)
-            break
-        except pccl.PeerLostError:
-            if attempt == 2:
-                raise
-    return bool(np.array_equal(got, data(np.dtype(np.float32), 1000, 4))), attempt
-
-
 def stalled_recv(comm: pccl.Communicator, index: int, ids: list[int]) -> None:
     notify("receiving", index)
     time.sleep(60)  # killed meanwhile, before it posts the recv
 
 
-def receive_big(comm: pccl.Communicator, index: int, ids: list[int]) -> tuple[bool, int]:
-    """(the data is right, attempts): a recv posted before the kill may be bound to the
-    ring the kill ends; it then fails as PeerLostError and the retry runs on the new one."""
-    got = np.zeros(BIG_COUNT, np.float32)
+def receive_from_peer_0(comm: pccl.Communicator, index: int, ids: list[int], count: int,
+                        salt: int) -> tuple[bool, int]:
+    """(the data is right, attempts): a recv posted before peer 1 was lost (killed, or
+    stopped and dropped) may be bound to the ring that loss ends; it then fails as
+    PeerLostError and the retry runs on the new one."""
+    got = np.zeros(count, np.float32)
     for attempt in (1, 2):
         try:
             comm.recv(got, ids[0], timeout=60)
@@ -238,7 +226,7 @@ def receive_big(comm: pccl.Communicator, index: int, ids: list[int]) -> tuple[bo
         except pccl.PeerLostError:
             if attempt == 2:
                 raise
-    return bool(np.array_equal(got, data(np.dtype(np.float32), BIG_COUNT, 3))), attempt
+    return bool(np.array_equal(got, data(np.dtype(np.float32), count, salt))), attempt
 
 
 def lost_answer(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
@@ -428,7 +416,7 @@ def test_sigkilled_receiver_fails_its_sender_with_data_intact() -> None:
         c.start(stalled_recv, ids, peers=[1])
         assert c.events.get(timeout=60)[0] == "receiving"
         c.start(big_send, ids, peers=[0])
-        c.start(receive_big, ids, peers=[2])
+        c.start(receive_from_peer_0, ids, BIG_COUNT, 3, peers=[2])
         assert c.events.get(timeout=60)[0] == "sending"
         c.kill(1, signal.SIGKILL)
         sender, receiver = c.collect([0, 2], timeout=120)
@@ -447,7 +435,7 @@ def test_a_send_to_a_stopped_peer_fails_once_the_master_drops_it_not_at_its_dead
         ids = c.run(my_id)
         c.kill(1, signal.SIGSTOP)
         sending = c.start(send_to_a_stopped_peer, ids, peers=[0])
-        receiving = c.start(receive_small, ids, peers=[2])
+        receiving = c.start(receive_from_peer_0, ids, 1000, 4, peers=[2])
         sender = c.collect(sending, timeout=120)[0]
         receiver = c.collect(receiving, timeout=120)[0]
         c.kill(1, signal.SIGKILL)
