@@ -104,10 +104,11 @@ Status EstablishTo(const net::Endpoint& next, std::chrono::milliseconds give_up_
   Credentials credentials;
   Routes routes;
   const auto start = std::chrono::steady_clock::now();
-  Status st = links.Establish(incoming, credentials, routes, Deadline::In(std::chrono::seconds(20)),
-                              [&] { return std::chrono::steady_clock::now() - start >= give_up_after; });
-  *took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                start);
+  auto since_start = [&] { return std::chrono::steady_clock::now() - start; };
+  Status st = links.Establish(incoming, credentials, routes,
+                              Deadline::In(std::chrono::seconds(20)),
+                              [&] { return since_start() >= give_up_after; });
+  *took = std::chrono::duration_cast<std::chrono::milliseconds>(since_start());
   *faults = faulted.load();
   return st;
 }

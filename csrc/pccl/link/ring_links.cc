@@ -99,7 +99,11 @@ Status RingLinks::Establish(IncomingPool& incoming, const Credentials& credentia
     std::unique_lock<std::mutex> lock(dial_mu);
     while (!dial_cv.wait_for(lock, Deadline::kStopLook,
                              [&] { return dials_done == pool_size_; })) {
-      if (!stop.load() && give_up && give_up()) stop.store(true, std::memory_order_release);
+      if (stop.load() || !give_up) continue;
+      lock.unlock();  // give_up() may take the caller's locks; hold none of ours
+      const bool over = give_up();
+      lock.lock();
+      if (over) stop.store(true, std::memory_order_release);
     }
   }
   for (auto& t : dialers) t.join();
