@@ -598,9 +598,9 @@ struct WideRun {
 // million elements run in windows of a third of what is left (333,322, 222,215, ... while
 // that is at least 64 Ki elements), and only the last three (65,536, 65,536 and 644
 // elements: the tail, where even 64 Ki elements have no room after them) need the
-// workspace, for the two chunks of a window this peer receives partials of. The sums are exact, no pass touched
-// the canary, and RestoreInput still gives every input back (each window's input was saved
-// over the room an earlier window used).
+// workspace, for the two chunks of a window this peer receives partials of. The sums are
+// exact, no pass touched the canary, and RestoreInput still gives every input back (each
+// window's input was saved over the room an earlier window used).
 TEST(RingAllReduceTest, WideWindowsKeepTheirFloatRoomInTheBackupOfTheWindowsAfterThem) {
   for (int r = 0; r < WideRun::kWorld; ++r) {
     AllReduceOptions o;

@@ -87,7 +87,8 @@ AllReduceOptions WithRoom(const AllReduceOptions& options,
 
 size_t QuantizedScratchBytes(const AllReduceOptions& options,
                              const kernels::QuantizeOptions& quant) {
-  return LargestWithoutRoom(WithRoom(options, quant), RoomBytes(quant));
+  const AllReduceOptions roomy = WithRoom(options, quant);
+  return LargestWithoutRoom(roomy, roomy.room_bytes);
 }
 
 Status CheckQuantizedAllReduce(const AllReduceOptions& options,

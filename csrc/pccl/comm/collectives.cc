@@ -255,9 +255,9 @@ Status Collectives::RunAllReduce(const CollectiveRequest& request, const RingBin
   // The partial sums from the previous peer land in the backup itself, where folding them
   // into the caller's buffer leaves the input (algo/ring_allreduce.cc), or in float32 room
   // for float16/bfloat16 among 3 or more peers (mostly in the backup too, as a quantized
-  // call's wire slots are). A caller that
-  // recomputes its input after a failure (restore_input false) saves the backup: then the
-  // partials land in a few receive slots (or the float32 workspace).
+  // call's wire slots are). A caller that recomputes its input after a failure
+  // (restore_input false) saves the backup: then the partials land in a few receive slots
+  // (or the float32 workspace).
   const bool restore = in_place && request.restore_input;
   algo::AllReduceOptions& options = run->options;
   options.dtype = request.dtype;
