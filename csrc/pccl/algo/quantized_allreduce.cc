@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "pccl/common/by_ref.h"
 #include "pccl/kernels/copy.h"
 
 namespace pccl::algo {
@@ -140,13 +141,12 @@ Status QuantizedRingAllReduce(const AllReduceOptions& options,
     owned.reset(new char[QuantizedScratchBytes(options, quant)]);
     scratch = owned.get();
   }
-  return ForEachWindow(WithRoom(options, quant), stats, [&](const AllReduceOptions& window,
-                                                            uint32_t step_base,
-                                                            size_t segment_offset) {
+  auto pass = [&](const AllReduceOptions& window, uint32_t step_base, size_t segment_offset) {
     char* room = static_cast<char*>(window.room);  // in the backup of the windows after it
     return QuantizedPass(window, quant, channel, deadline, step_base, segment_offset, stats,
                          room != nullptr ? room : scratch);
-  });
+  };
+  return ForEachWindow(WithRoom(options, quant), stats, ByRef(pass));
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "pccl/common/by_ref.h"
 #include "pccl/kernels/copy.h"
 
 namespace pccl::algo {
@@ -45,13 +46,6 @@ RingSchedule ScheduleFor(const AllReduceOptions& options) {
 
 namespace {
 
-// Index of the first segment of each chunk when all segments are numbered in chunk order.
-std::vector<size_t> SegmentBase(const RingSchedule& schedule) {
-  std::vector<size_t> base(schedule.world + 1, 0);
-  for (int c = 0; c < schedule.world; ++c) base[c + 1] = base[c] + schedule.Segments(c);
-  return base;
-}
-
 // One ring pass of an all-reduce: `options` narrowed to its window of the tensor (its part
 // of every tensor-sized buffer; the receive slots are shared, as one pass runs at a time,
 // and so is the scratch, unless the pass has room in the backup: options.room), the first
@@ -70,7 +64,7 @@ struct Pass {
 // KiB; for a quantized bfloat16 call's accumulators and wire slots about 420 KiB).
 constexpr size_t kTailElements = size_t{64} << 10;
 
-// The passes of `options`: consecutive windows of options.window_elements (the last one
+// Calls visit(pass) for each pass of `options`, in order: consecutive windows of options.window_elements (the last one
 // shorter), or the whole tensor in one.
 //
 // Windows that keep scratch per element (wide float16/bfloat16 partials in float32, a
@@ -83,7 +77,8 @@ constexpr size_t kTailElements = size_t{64} << 10;
 // each) use the shared scratch. The widths depend on what every peer shares (count,
 // window_elements, the room a window needs), so every peer cuts the same windows whether
 // it keeps a backup or not.
-std::vector<Pass> PassesOf(const AllReduceOptions& options) {
+template <typename Visit>
+void PassesOf(const AllReduceOptions& options, Visit&& visit) {
   const size_t width = options.window_elements > 0 ? options.window_elements
                                                    : std::max<size_t>(options.count, 1);
   const bool wide = AccumulatesWide(options);
@@ -94,7 +89,6 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
   const bool shrinks = room_bytes && options.window_elements > 0;
   const size_t elem = DTypeSize(options.dtype);
   const size_t acc_elem = wide ? sizeof(float) : elem;
-  std::vector<Pass> passes;
   AllReduceOptions probe = options;  // a window of some width, to ask room_bytes about
   uint32_t step_base = 0;
   size_t segment_offset = 0;
@@ -138,13 +132,12 @@ std::vector<Pass> PassesOf(const AllReduceOptions& options) {
     part.received = at(static_cast<char*>(options.received), acc_elem);
     if (first > 0) part.corrupt_step = -1;  // the test switch corrupts one segment in all
     const RingSchedule schedule = ScheduleFor(part);
-    const size_t segments = SegmentBase(schedule).back();
-    passes.push_back({part, step_base, segment_offset, segments});
+    const size_t segments = schedule.SegmentsBefore(schedule.world);
+    visit(Pass{part, step_base, segment_offset, segments});
     step_base += static_cast<uint32_t>(schedule.steps());
     segment_offset += segments;
     first += part.count;
   }
-  return passes;
 }
 
 // dst op= src over n elements: the request's reduction, or the sum mod its modulus.
@@ -190,9 +183,9 @@ Status FoldAndSave(const AllReduceOptions& options, char* buffer, char* backup,
 size_t LargestWithoutRoom(const AllReduceOptions& options,
                           const std::function<size_t(const AllReduceOptions&)>& bytes) {
   size_t most = 0;
-  for (const Pass& p : PassesOf(options)) {
+  PassesOf(options, [&](const Pass& p) {
     if (p.options.room == nullptr) most = std::max(most, bytes(p.options));
-  }
+  });
   return most;
 }
 
@@ -208,16 +201,23 @@ Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
                      const RingPassFn& pass) {
   stats->tx_bytes = 0;
   stats->rx_bytes = 0;
-  const std::vector<Pass> passes = PassesOf(options);
+  // Cut twice, not kept: counting first (the flags' size) needs no list of the passes.
+  // (stats keeps its vectors' room from call to call.)
   stats->windows.clear();
-  if (options.send == options.recv && options.backup != nullptr && !passes.empty()) {
-    stats->backed_up.assign(passes.back().segment_offset + passes.back().segments, 0);
-    for (const Pass& p : passes) stats->windows.push_back(p.options.count);
+  stats->backed_up.clear();
+  if (options.send == options.recv && options.backup != nullptr) {
+    size_t segments = 0;
+    PassesOf(options, [&](const Pass& p) {
+      stats->windows.push_back(p.options.count);
+      segments = p.segment_offset + p.segments;
+    });
+    stats->backed_up.assign(segments, 0);
   }
-  for (const Pass& p : passes) {
-    PCCL_RETURN_IF_ERROR(pass(p.options, p.step_base, p.segment_offset));
-  }
-  return Status::Ok();
+  Status status = Status::Ok();
+  PassesOf(options, [&](const Pass& p) {
+    if (status.ok()) status = pass(p.options, p.step_base, p.segment_offset);
+  });
+  return status;
 }
 
 void RestoreInput(const AllReduceOptions& options, const AllReduceStats& stats) {
@@ -269,6 +269,16 @@ size_t RingSchedule::ChunkElements(int chunk) const {
 uint32_t RingSchedule::Segments(int chunk) const {
   size_t n = ChunkElements(chunk);
   return static_cast<uint32_t>((n + segment_elements - 1) / segment_elements);
+}
+
+size_t RingSchedule::SegmentsBefore(int chunk) const {
+  // The first count % world chunks hold one element more than the others.
+  const size_t base = count / static_cast<size_t>(world);
+  const size_t extra = count % static_cast<size_t>(world);
+  const size_t c = static_cast<size_t>(chunk);
+  const size_t longer = std::min(c, extra);
+  auto segments_of = [&](size_t n) { return (n + segment_elements - 1) / segment_elements; };
+  return longer * segments_of(base + 1) + (c - longer) * segments_of(base);
 }
 
 void RingSchedule::Segment(int chunk, uint32_t segment, size_t* first, size_t* n) const {
@@ -350,10 +360,10 @@ Status RingAllReduce(const AllReduceOptions& options, RingChannel& channel, Dead
       (options.scratch == nullptr || options.receive_slots == 0)) {
     return InvalidArgument("an in-place all-reduce needs receive slots (scratch) or a backup");
   }
-  return ForEachWindow(options, stats, [&](const AllReduceOptions& window, uint32_t step_base,
-                                           size_t segment_offset) {
+  auto pass = [&](const AllReduceOptions& window, uint32_t step_base, size_t segment_offset) {
     return RingPass(window, channel, deadline, step_base, segment_offset, stats);
-  });
+  };
+  return ForEachWindow(options, stats, ByRef(pass));
 }
 
 namespace {
@@ -380,7 +390,6 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
   auto* backup = static_cast<char*>(options.backup);
 
   const RingSchedule schedule = ScheduleFor(options);
-  const std::vector<size_t> segment_base = SegmentBase(schedule);
   // Where the reduce-scatter partial of element `first` accumulates: the result buffer
   // (in place, once this peer's input for that segment was read: see on_arrival), or the
   // float32 workspace, which leaves out the chunk this peer sends first (it never
@@ -398,7 +407,7 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
   auto save_input = [&](int chunk, uint32_t seg, size_t first, size_t n) {
     if (!saves_input) return;
     kernels::CopyStreaming(backup + first * elem, send + first * elem, n * elem);
-    stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;  // distinct bytes
+    stats->backed_up[segment_offset + schedule.SegmentsBefore(chunk) + seg] = 1;  // distinct bytes
   };
   const int steps = schedule.steps();
   const int last_reduce_step = options.world - 2;
@@ -451,14 +460,14 @@ Status RingPass(const AllReduceOptions& options, RingChannel& channel, Deadline 
       char* saved = in_backup ? backup + first * elem : nullptr;
       PCCL_RETURN_IF_ERROR(kernels::FoldHalf(options.dtype, options.op, result, landed,
                                              send + first * elem, saved, n, divisor));
-      if (in_backup) stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;
+      if (in_backup) stats->backed_up[segment_offset + schedule.SegmentsBefore(chunk) + seg] = 1;
       send_segment(step + 1, seg, result, n * elem);
       return Status::Ok();
     }
     if (in_backup) {
       char* saved = backup + first * elem;
       PCCL_RETURN_IF_ERROR(FoldAndSave(options, partial, saved, landed, n));
-      stats->backed_up[segment_offset + segment_base[chunk] + seg] = 1;
+      stats->backed_up[segment_offset + schedule.SegmentsBefore(chunk) + seg] = 1;
     } else if (half_input) {  // landed in the upper half of `partial`: widened in place
       PCCL_RETURN_IF_ERROR(kernels::CombineHalf(options.dtype, options.op,
                                                 reinterpret_cast<float*>(partial), landed,

@@ -106,6 +106,9 @@ struct RingSchedule {
   size_t ChunkBegin(int chunk) const;
   size_t ChunkElements(int chunk) const;
   uint32_t Segments(int chunk) const;
+  // The segments of the chunks before `chunk` (0 <= chunk <= world): where its first
+  // segment stands when all are numbered in chunk order.
+  size_t SegmentsBefore(int chunk) const;
   // Elements [first, first + n) of segment `segment` of `chunk`.
   void Segment(int chunk, uint32_t segment, size_t* first, size_t* n) const;
 };
@@ -143,6 +146,7 @@ size_t LargestWithoutRoom(const AllReduceOptions& options,
 // window, the first step of its channel keys and the index of its first segment in
 // stats->backed_up (sized here for all windows when in place with a backup); stops at the
 // first error. Zeroes stats' byte counts first: each pass adds its own.
+// (The callers pass ByRef(their pass): no allocation per call.)
 using RingPassFn = std::function<Status(const AllReduceOptions& window, uint32_t step_base,
                                         size_t segment_offset)>;
 Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,

@@ -51,9 +51,9 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
   }
   const bool rooted = request.kind != CollectiveKind::kAllToAll;
   std::vector<int> partners = algo::DirectPartners(options, rooted);
-  const uint64_t self = bound.ring[bound.rank];
+  const uint64_t self = (*bound.ring)[bound.rank];
   auto pair_of = [&](int position) {
-    const uint64_t other = bound.ring[position];
+    const uint64_t other = (*bound.ring)[position];
     return std::make_pair(std::min(self, other), std::max(self, other));
   };
   std::vector<int> connect_order = partners;
@@ -66,7 +66,7 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
   auto failed = [&ring_op] { return !ring_op->status().ok(); };
   Status local;
   for (int p : connect_order) {
-    local = session_.ConnectPair(bound.key, bound.ring[p], deadline, &links[p], failed);
+    local = session_.ConnectPair(bound.key, (*bound.ring)[p], deadline, &links[p], failed);
     if (local.ok()) local = links[p]->OpenOp(pair_key, descriptor_hash, deadline, &ops[p]);
     if (!local.ok()) break;
     ring_op->PassFailureTo(ops[p]);

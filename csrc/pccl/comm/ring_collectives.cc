@@ -76,7 +76,7 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
              algo::RingCollectiveOptions* options) {
   const size_t world = static_cast<size_t>(bound.world);
   const char* what = CollectiveKindName(request.kind);
-  if (bound.ring.size() != world || bound.ring[bound.rank] == 0) {
+  if (bound.ring->size() != world || (*bound.ring)[bound.rank] == 0) {
     return Internal(std::string(what) + ": the ring's members are unknown");
   }
   options->dtype = request.dtype;
@@ -100,16 +100,16 @@ Status Shape(const CollectiveRequest& request, const RingBinding& bound,
                       request.kind == CollectiveKind::kScatter;
   bool is_root = false;
   if (rooted) {
-    auto root = std::find(bound.ring.begin(), bound.ring.end(), request.root);
-    if (root == bound.ring.end()) {
+    auto root = std::find(bound.ring->begin(), bound.ring->end(), request.root);
+    if (root == bound.ring->end()) {
       return InvalidArgument(std::string(what) + ": the root, peer " +
                              std::to_string(request.root) + ", is not in this group");
     }
-    options->root = static_cast<int>(root - bound.ring.begin());
+    options->root = static_cast<int>(root - bound.ring->begin());
     is_root = options->root == bound.rank;
   }
   if (request.kind != CollectiveKind::kBroadcast) {
-    PCCL_RETURN_IF_ERROR(SlotsOf(request, bound.ring, &options->slot_of));
+    PCCL_RETURN_IF_ERROR(SlotsOf(request, *bound.ring, &options->slot_of));
   }
   // The block each peer contributes or receives, and what the buffers must then hold.
   auto blocks_of = [&](size_t count, const char* buffer) -> Status {

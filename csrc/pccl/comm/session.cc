@@ -236,6 +236,12 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
       rank_ = rank;
       group_world_ = world;
       topology_ = std::move(topology);
+      auto ring = std::make_shared<std::vector<uint64_t>>();
+      for (const auto& m : topology_.members) {
+        if (m.peer_group == options_.peer_group) ring->push_back(m.peer_id);
+      }
+      group_ring_ = std::move(ring);
+      ++topology_changes_;
       connected_ = true;
     }
     if (old) old->Break(Status(StatusCode::kAborted, "topology changed"));
@@ -371,11 +377,12 @@ Status Session::ArePeersPendingOnce(Deadline deadline, bool joint, bool wait, bo
 
 void Session::RefreshView() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!connected_) return;
+  if (!connected_ || view_changes_ == topology_changes_) return;
+  view_changes_ = topology_changes_;
   std::map<uint32_t, int64_t> group_sizes;
   View view;
   for (const auto& m : topology_.members) ++group_sizes[m.peer_group];
-  view.ring = GroupRingLocked();
+  view.ring = *group_ring_;
   view.global_world = static_cast<int64_t>(topology_.members.size());
   view.local_world = group_world_;
   view.groups = static_cast<int64_t>(group_sizes.size());
@@ -502,14 +509,6 @@ std::vector<Session::LinkInfo> Session::Links() {
     out[1].early_bytes = c.early_rx_bytes;
   }
   return out;
-}
-
-std::vector<uint64_t> Session::GroupRingLocked() {
-  std::vector<uint64_t> ring;
-  for (const auto& m : topology_.members) {
-    if (m.peer_group == options_.peer_group) ring.push_back(m.peer_id);
-  }
-  return ring;
 }
 
 std::vector<uint64_t> Session::RingOrder() {
@@ -693,7 +692,7 @@ Status Session::BindRing(uint64_t tag, Deadline deadline, RingBinding* out, uint
   std::shared_ptr<RingLinks> links;
   int rank = 0;
   int world = 0;
-  std::vector<uint64_t> ring;
+  std::shared_ptr<const std::vector<uint64_t>> ring;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!connected_) return FailedPrecondition("call connect() first");

@@ -82,7 +82,9 @@ struct RingBinding {
   std::shared_ptr<link::RingLinks> links;
   int rank = 0;
   int world = 0;
-  std::vector<uint64_t> ring;  // the group's peer ids in ring order (ring[rank] is ours)
+  // The group's peer ids in ring order ((*ring)[rank] is ours); shared with the session,
+  // which makes a new one only when the topology changes (a bind allocates nothing).
+  std::shared_ptr<const std::vector<uint64_t>> ring;
 };
 
 class Session {
@@ -269,7 +271,7 @@ class Session {
   Status AwaitRing(Deadline deadline, const char* caller, uint64_t pair_peer,
                    const std::function<proto::OpKey()>& first_key, uint32_t steps);
   // This peer's group in ring order (peer ids) in the topology applied now.
-  std::vector<uint64_t> GroupRingLocked();  // under mu_
+  const std::shared_ptr<const std::vector<uint64_t>>& GroupRingLocked() { return group_ring_; }
   // The key the next send/recv from `from` to `to` with `tag` gets (session_pairs.cc).
   proto::OpKey PairKeyLocked(uint64_t from, uint64_t to, uint64_t tag);  // under mu_
   // The links to `peer_id` if they are built and broken (so a retry waits for the ring's
@@ -359,6 +361,12 @@ class Session {
   // 1 + the revision of this peer's last successful shared-state sync; 0: none.
   uint64_t state_revision_plus_one_ PCCL_GUARDED_BY(mu_) = 0;
   proto::Topology topology_ PCCL_GUARDED_BY(mu_);
+  // Made from topology_ when it is applied (GroupRingLocked), and counted: RefreshView
+  // builds its View again only after a change.
+  std::shared_ptr<const std::vector<uint64_t>> group_ring_ PCCL_GUARDED_BY(mu_) =
+      std::make_shared<const std::vector<uint64_t>>();
+  uint64_t topology_changes_ PCCL_GUARDED_BY(mu_) = 0;
+  uint64_t view_changes_ PCCL_GUARDED_BY(mu_) = 0;  // topology_changes_ as of view_
   std::shared_ptr<link::RingLinks> links_ PCCL_GUARDED_BY(mu_);
   uint64_t ring_epoch_ PCCL_GUARDED_BY(mu_) = 0;  // the OpKey epoch of this group's ring
   int rank_ PCCL_GUARDED_BY(mu_) = 0;

@@ -53,10 +53,10 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
   PCCL_RETURN_IF_ERROR(
       AwaitRing(deadline, caller, peer_id, [&] { return PairKeyLocked(from, to, tag); }, 1));
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<uint64_t> ring = GroupRingLocked();
-  if (std::find(ring.begin(), ring.end(), peer_id) == ring.end()) {
+  std::shared_ptr<const std::vector<uint64_t>> ring = GroupRingLocked();
+  if (std::find(ring->begin(), ring->end(), peer_id) == ring->end()) {
     std::string members;
-    for (uint64_t id : ring) members += (members.empty() ? "" : ", ") + std::to_string(id);
+    for (uint64_t id : *ring) members += (members.empty() ? "" : ", ") + std::to_string(id);
     return InvalidArgument(std::string(caller) + ": peer " + std::to_string(peer_id) +
                            " is not a member of group " + std::to_string(options_.peer_group) +
                            " (its members: " + members + ")");

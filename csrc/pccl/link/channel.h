@@ -17,6 +17,7 @@
 #include <functional>
 #include <utility>
 
+#include "pccl/common/by_ref.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 
@@ -73,11 +74,13 @@ class RingChannel {
 
 // Sets an arrival handler for the lifetime of a scope and detaches it (waiting out running
 // calls) on every way out, so a handler that captures its algorithm's stack stays safe.
+// The handler is called through a reference (ByRef: no allocation per call), so it must
+// be a named callable that outlives the scope.
 class ScopedArrivalHandler {
  public:
-  ScopedArrivalHandler(RingChannel& channel, RingChannel::ArrivalHandler handler)
-      : channel_(channel) {
-    channel_.SetArrivalHandler(std::move(handler));
+  template <typename Handler>
+  ScopedArrivalHandler(RingChannel& channel, Handler& handler) : channel_(channel) {
+    channel_.SetArrivalHandler(ByRef(handler));
   }
   ~ScopedArrivalHandler() { channel_.SetArrivalHandler(nullptr); }
   ScopedArrivalHandler(const ScopedArrivalHandler&) = delete;

@@ -165,7 +165,7 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
     }
     auto it = ops_.find(id);
     if (it == ops_.end()) {
-      op = std::make_shared<RingOp>(this, key, early_budget_);
+      op = NewOp(key);
       ops_[id] = op;
     } else {
       op = it->second;
@@ -181,7 +181,8 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
   // a block and move on, in case this operation's segments are behind it. With two or
   // more open before, none holds: nobody to wake.
   if (open_before <= 1) {
-    std::vector<std::shared_ptr<RingOp>> others;
+    // This thread's list, kept from call to call (emptied after each: it holds the ops).
+    thread_local std::vector<std::shared_ptr<RingOp>> others;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& [id, other] : ops_) {
@@ -189,6 +190,7 @@ Status RingLinks::OpenOp(const proto::OpKey& key, uint64_t descriptor_hash, Dead
       }
     }
     for (auto& other : others) other->WakeReceivers();
+    others.clear();
   }
   // On broken links the op fails at once, and its caller reports it like any failure: the
   // master's verdict then fails it for every peer that runs it.
@@ -234,7 +236,7 @@ void RingLinks::FailOp(const proto::OpKey& key, const Status& why) {
       // The verdict came before this peer started the operation (another peer failed
       // early): create it failed, so that OpenOp() finds it failed instead of running it
       // until its deadline for data nobody sends.
-      it = ops_.emplace(id, std::make_shared<RingOp>(this, key, early_budget_)).first;
+      it = ops_.emplace(id, NewOp(key)).first;
       created = true;
     }
     op = it->second;
@@ -415,6 +417,11 @@ void RingLinks::SenderLoop(Sender* sender) {
   }
 }
 
+std::shared_ptr<RingOp> RingLinks::NewOp(const proto::OpKey& key) {
+  return std::allocate_shared<RingOp>(std::pmr::polymorphic_allocator<RingOp>(CallMemory()),
+                                      this, key, early_budget_);
+}
+
 std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool* closed) {
   std::shared_ptr<RingOp> op;
   {
@@ -429,7 +436,7 @@ std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool
       return nullptr;
     }
     proto::OpKey key{epoch_, 0, header.tag, header.seq};
-    op = std::make_shared<RingOp>(this, key, early_budget_);
+    op = NewOp(key);
     ops_[id] = op;
   }
   if (on_new_op_) on_new_op_();

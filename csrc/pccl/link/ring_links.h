@@ -55,6 +55,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <set>
 #include <string>
@@ -62,6 +63,7 @@
 #include <utility>
 #include <vector>
 
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
@@ -173,7 +175,7 @@ class RingLinks {
     net::Socket socket;
     std::mutex mu;
     std::condition_variable cv;
-    std::deque<SendItem> queue;
+    std::pmr::deque<SendItem> queue{CallMemory()};
     uint64_t queued_bytes = 0;
     // A thread is writing to `socket`: the sender thread, or a caller's inline write
     // (Enqueue). One writer at a time keeps every frame whole on the stream.
@@ -197,6 +199,8 @@ class RingLinks {
   void SenderLoop(Sender* sender);
   void ReceiverLoop(Receiver* receiver);
   std::shared_ptr<RingOp> FindOrCreateOp(const proto::DataHeader& header, bool* closed);
+  // A new operation on these links (in CallMemory).
+  std::shared_ptr<RingOp> NewOp(const proto::OpKey& key);
   void Stop();
 
   const uint64_t epoch_;
@@ -221,9 +225,13 @@ class RingLinks {
   std::atomic<bool> fault_reported_{false};
 
   std::mutex mu_;
-  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<RingOp>> ops_ PCCL_GUARDED_BY(mu_);
-  std::set<std::pair<uint64_t, uint64_t>> closed_ PCCL_GUARDED_BY(mu_);
-  std::deque<std::pair<uint64_t, uint64_t>> closed_order_ PCCL_GUARDED_BY(mu_);
+  // Operations by (tag, seq), and those closed lately (their late segments are dropped).
+  // Their nodes and the operations come from CallMemory: none from the heap per call.
+  std::pmr::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<RingOp>> ops_
+      PCCL_GUARDED_BY(mu_){CallMemory()};
+  std::pmr::set<std::pair<uint64_t, uint64_t>> closed_ PCCL_GUARDED_BY(mu_){CallMemory()};
+  std::pmr::deque<std::pair<uint64_t, uint64_t>> closed_order_
+      PCCL_GUARDED_BY(mu_){CallMemory()};
   Status broken_ PCCL_GUARDED_BY(mu_);
 };
 

@@ -243,7 +243,7 @@ Status RingOp::WaitSends(Deadline deadline) {
 }
 
 void RingOp::Fail(const Status& why) {
-  std::vector<std::weak_ptr<RingOp>> followers;
+  std::pmr::vector<std::weak_ptr<RingOp>> followers(CallMemory());
   Status failed;
   {
     std::lock_guard<std::mutex> lock(mu_);

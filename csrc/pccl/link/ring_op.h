@@ -33,6 +33,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -40,6 +41,7 @@
 
 #include "pccl/link/block_cache.h"
 #include "pccl/link/channel.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
@@ -158,13 +160,13 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   uint64_t peer_descriptor_hash_ PCCL_GUARDED_BY(mu_) = 0;
   bool have_peer_hash_ PCCL_GUARDED_BY(mu_) = false;
   Deadline deadline_ PCCL_GUARDED_BY(mu_) = Deadline::Never();
-  std::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_);
+  std::pmr::map<SlotKey, Slot> slots_ PCCL_GUARDED_BY(mu_){CallMemory()};
   // Arrived segments not yet counted by WaitArrivals; `handled`: the handler already ran.
   struct Arrival {
     SlotKey key;
     bool handled;
   };
-  std::deque<Arrival> arrivals_ PCCL_GUARDED_BY(mu_);
+  std::pmr::deque<Arrival> arrivals_ PCCL_GUARDED_BY(mu_){CallMemory()};
   ArrivalHandler handler_ PCCL_GUARDED_BY(mu_);
   int handlers_running_ PCCL_GUARDED_BY(mu_) = 0;
   Status status_ PCCL_GUARDED_BY(mu_);
@@ -196,8 +198,8 @@ class RingOp : public RingChannel, public std::enable_shared_from_this<RingOp> {
   char* slot_memory_ PCCL_GUARDED_BY(mu_) = nullptr;
   size_t slot_bytes_ PCCL_GUARDED_BY(mu_) = 0;
   size_t slot_count_ PCCL_GUARDED_BY(mu_) = 0;
-  std::vector<int> free_slots_ PCCL_GUARDED_BY(mu_);
-  std::vector<std::weak_ptr<RingOp>> followers_ PCCL_GUARDED_BY(mu_);
+  std::pmr::vector<int> free_slots_ PCCL_GUARDED_BY(mu_){CallMemory()};
+  std::pmr::vector<std::weak_ptr<RingOp>> followers_ PCCL_GUARDED_BY(mu_){CallMemory()};
 };
 
 }  // namespace pccl::link

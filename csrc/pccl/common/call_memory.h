@@ -1,0 +1,24 @@
+// CallMemory: where the objects each collective call makes and drops get their memory.
+//
+// A call makes a few dozen small objects: its operation (link::RingOp), the map entries
+// that find it, a node per segment it declares, its queue entries, the record of an
+// asynchronous call. From the heap that is a few dozen malloc/free pairs per call, and
+// on a busy allocator their cost and their locks land on the hot path. CallMemory is one
+// std::pmr::synchronized_pool_resource for all of them: blocks a call gives back are kept
+// in pools by size and handed to the next call, so a steady stream of calls asks the heap
+// for nothing once the pools hold what one call needs (bench/allocations.py counts it).
+// What the pools hold is bounded by the most that was alive at once (calls in flight, the
+// segments of the largest); it goes back to the heap only at exit.
+//
+// Thread-safety: any thread may allocate and free (a block may be freed on another thread
+// than the one that took it). The resource is never destroyed, so objects that outlive
+// main (a detached thread's) can still give their memory back.
+#pragma once
+
+#include <memory_resource>
+
+namespace pccl {
+
+std::pmr::memory_resource* CallMemory();
+
+}  // namespace pccl
