@@ -7,9 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory_resource>
 #include <vector>
 
 #include "pccl/link/channel.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
@@ -122,10 +124,10 @@ struct AllReduceStats {
   uint64_t rx_bytes = 0;
   // In place: 1 for every segment (in schedule order, window after window) whose input is
   // saved in `backup`.
-  std::vector<uint8_t> backed_up;
+  std::pmr::vector<uint8_t> backed_up{CallMemory()};  // (made once per call: see CallMemory)
   // In place with a backup: the elements of each window the call cut (ForEachWindow), in
   // order, so that RestoreInput finds each segment where it was saved, whatever cut them.
-  std::vector<size_t> windows;
+  std::pmr::vector<size_t> windows{CallMemory()};
 };
 
 // Runs the all-reduce of `options` over `channel`. On error (or when the master's verdict

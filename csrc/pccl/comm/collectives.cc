@@ -5,6 +5,7 @@
 
 #include "pccl/algo/quantized_allreduce.h"
 #include "pccl/algo/ring_allreduce.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/params.h"
 #include "pccl/kernels/hash.h"
 #include "pccl/net/wire.h"
@@ -101,37 +102,54 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
     session_.EndCollective();
     return bound_status;
   }
-  started->reset(new AsyncCollective());
+  // The call's record and handle, from CallMemory; the worker's task holds a pointer to
+  // the record (inline in its std::function), and the record itself until it runs.
+  auto call = std::allocate_shared<AsyncCollective::State>(
+      std::pmr::polymorphic_allocator<AsyncCollective::State>(CallMemory()));
+  call->collectives = this;
+  call->kind = StatsKind(request);
+  call->request = request;
+  call->bound = std::move(bound);
+  call->deadline = deadline;
+  call->queued = call;
+  started->reset(new AsyncCollective(call));
+  workers_.Submit([this, queued = call.get()] { RunStarted(queued); });
+  return Status::Ok();
+}
+
+void Collectives::RunStarted(AsyncCollective::State* queued) {
+  const std::shared_ptr<AsyncCollective::State> call = std::move(queued->queued);
+  call->started = Clock::now();
+  const CollectiveRequest& request = call->request;
+  const RingBinding& bound = call->bound;
   // Ends the call: its statistics, and the handle's result. On the thread that got its
   // verdict (ExecutePairThen, ExecuteThen, ExecuteRingThen), or for the exact all-reduce
   // modes (several operations, each with its own verdict) on the worker.
-  Finish finish = [this, state = (*started)->state_, kind = StatsKind(request)](
-                      const Status& st, const ReduceInfo& info) {
-    session_.op_stats().Record(kind, st.ok(), Clock::now() - state->started);
-    session_.EndCollective();
-    {
-      std::lock_guard<std::mutex> lock(state->mu);
-      state->status = st;
-      state->info = info;
-      state->done = true;
-    }
-    state->cv.notify_all();  // after the unlock, so the waiter does not wait for state->mu
-  };
-  workers_.Submit([this, finish = std::move(finish), state = (*started)->state_, request,
-                   bound = std::move(bound), deadline]() mutable {
-    state->started = Clock::now();
-    if (bound.key.pair()) return ExecutePairThen(request, bound, deadline, std::move(finish));
-    if (request.kind != CollectiveKind::kAllReduce) {
-      return ExecuteRingThen(request, bound, deadline, std::move(finish));
-    }
-    if ((request.mode & kModeMask) == 0) {
-      return ExecuteThen(request, bound, deadline, std::move(finish));
-    }
-    ReduceInfo info;
-    Status st = Run(request, bound, deadline, &info);
-    finish(st, info);
-  });
-  return Status::Ok();
+  Finish finish(call);
+  if (bound.key.pair()) return ExecutePairThen(request, bound, call->deadline, std::move(finish));
+  if (request.kind != CollectiveKind::kAllReduce) {
+    return ExecuteRingThen(request, bound, call->deadline, std::move(finish));
+  }
+  if ((request.mode & kModeMask) == 0) {
+    return ExecuteThen(request, bound, call->deadline, std::move(finish));
+  }
+  ReduceInfo info;
+  Status st = Run(request, bound, call->deadline, &info);
+  finish(st, info);
+}
+
+void Collectives::Finish::operator()(const Status& st, const ReduceInfo& info) const {
+  AsyncCollective::State& call = *call_;
+  Session& session = call.collectives->session_;
+  session.op_stats().Record(call.kind, st.ok(), Clock::now() - call.started);
+  session.EndCollective();
+  {
+    std::lock_guard<std::mutex> lock(call.mu);
+    call.status = st;
+    call.info = info;
+    call.done = true;
+  }
+  call.cv.notify_all();  // after the unlock, so the waiter does not wait for call.mu
 }
 
 AsyncCollective::~AsyncCollective() {
@@ -204,7 +222,7 @@ Status Collectives::Run(const CollectiveRequest& request, const RingBinding& bou
 // One all-reduce between its start and its verdict: what it leased and what its algorithm
 // did. Destroyed uncommitted (any failure, the verdict's included), it puts the caller's
 // input back first: in place, every segment the algorithm saved to the backup.
-struct Collectives::AllReduceRun {
+struct Collectives::AllReduceRun final : InCallMemory {
   uint64_t descriptor_hash = 0;
   int world = 0;
   kernels::Modulus modulus;  // options.modulus points here
@@ -308,22 +326,6 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
   return Status::Ok();
 }
 
-void Collectives::EndAsync(std::shared_ptr<void> run, const Status& concluded,
-                           const ReduceInfo& info, Finish finish) {
-  // A success ends here, on the thread that got the verdict: the run only returns its
-  // leases. A failure first puts the input back (the run's destructor, before the caller
-  // may look at it): a copy as large as what the algorithm overwrote, made on a worker so
-  // that it does not hold up the master connection's reader and its next messages.
-  if (concluded.ok()) {
-    run.reset();
-    return finish(concluded, info);
-  }
-  workers_.Submit([run = std::move(run), concluded, finish = std::move(finish)]() mutable {
-    run.reset();
-    finish(concluded, ReduceInfo());
-  });
-}
-
 void Collectives::ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
                               Deadline deadline, Finish finish) {
   // As ExecutePairThen: the thread that gets the verdict ends the call (EndAsync).
@@ -366,15 +368,13 @@ Status Collectives::Judge(const Status& local, const Status& waited, proto::Verd
   return local;  // a local failure with an ok verdict cannot happen with a sane master
 }
 
-void Collectives::ConcludeThen(const proto::OpKey& key, uint64_t descriptor_hash,
-                               const Status& local, uint64_t tx_bytes, Duration took,
-                               std::function<void(const Status&)> then) {
-  session_.ReportThen(OpDoneOf(key, descriptor_hash, local, "", tx_bytes, took),
-                      [local, then = std::move(then)](const Status& waited,
-                                                      const proto::Verdict& verdict) {
-                        proto::Verdict judged = verdict;
-                        then(Judge(local, waited, &judged));
-                      });
+Status Collectives::JudgeReported(const Status& local, const Status& waited,
+                                  const proto::Verdict& verdict) const {
+  const Status st = session_.NoVerdict(waited);
+  if (!st.ok()) return st;
+  if (verdict.ok) return local;
+  proto::Verdict judged = verdict;
+  return Judge(local, st, &judged);
 }
 
 void Collectives::ReportFailure(const CollectiveRequest& request, const RingBinding& bound,

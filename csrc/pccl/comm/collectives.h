@@ -33,6 +33,7 @@
 #include "pccl/comm/buffer_pool.h"
 #include "pccl/comm/worker_pool.h"
 #include "pccl/comm/session.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
@@ -123,7 +124,7 @@ class Collectives;
 
 // A collective started in the background (Collectives::StartCollective). The caller keeps
 // the buffers alive and untouched until Wait() returns. Destroying it waits for the op.
-class AsyncCollective {
+class AsyncCollective final : public InCallMemory {
  public:
   ~AsyncCollective();
   AsyncCollective(const AsyncCollective&) = delete;
@@ -134,9 +135,18 @@ class AsyncCollective {
 
  private:
   friend class Collectives;
-  // Shared with the thread that ends the call, which may still be unlocking it when the
-  // handle goes.
+  // The call's record: what its worker runs, and its result. Shared with the thread that
+  // ends the call, which may still be unlocking it when the handle goes. The handle and
+  // the record come from CallMemory, as everything a call makes (no heap per call).
   struct State {
+    Collectives* collectives = nullptr;
+    OpKind kind = OpKind::kAllReduce;
+    CollectiveRequest request;
+    RingBinding bound;
+    Deadline deadline = Deadline::Never();
+    // Itself, from StartCollective until its worker takes it (the queued task holds a
+    // pointer, which a std::function keeps inline).
+    std::shared_ptr<State> queued;
     TimePoint started;  // when its worker began it (its statistics)
     std::mutex mu;
     std::condition_variable cv;
@@ -144,7 +154,7 @@ class AsyncCollective {
     Status status;
     ReduceInfo info;
   };
-  AsyncCollective() : state_(std::make_shared<State>()) {}
+  explicit AsyncCollective(std::shared_ptr<State> state) : state_(std::move(state)) {}
   std::shared_ptr<State> state_;
 };
 
@@ -177,15 +187,28 @@ class Collectives {
   Status Bind(const CollectiveRequest& request, Deadline deadline, RingBinding* bound);
   Status Execute(const CollectiveRequest& request, const RingBinding& bound, Deadline deadline,
                  ReduceInfo* info, const ExecuteExtras& extras = {});
-  // The same for StartCollective (no extras): returns once the algorithm ended and was
-  // reported, and calls `finish` with what Execute would return, on the thread that gets
-  // the verdict (or on this one, if it is known at once).
-  using Finish = std::function<void(const Status& status, const ReduceInfo& info)>;
+  // Ends a call started in the background, once: its statistics, and the handle's result
+  // (Wait returns it). Holds the call's record.
+  class Finish {
+   public:
+    explicit Finish(std::shared_ptr<AsyncCollective::State> call) : call_(std::move(call)) {}
+    void operator()(const Status& status, const ReduceInfo& info) const;
+
+   private:
+    std::shared_ptr<AsyncCollective::State> call_;
+  };
+  // StartCollective's task on a worker: runs the call `queued` (which holds its record
+  // until then) with the Then variant for its kind.
+  void RunStarted(AsyncCollective::State* queued);
+  // The same as Execute for StartCollective (no extras): returns once the algorithm ended
+  // and was reported, and calls `finish` with what Execute would return, on the thread
+  // that gets the verdict (or on this one, if it is known at once).
   void ExecuteThen(const CollectiveRequest& request, const RingBinding& bound,
                    Deadline deadline, Finish finish);
   // Ends a call started in the background with its concluded status: `run` (what it leased
   // and did; dropping it uncommitted restores the input) goes before `finish` is called.
-  void EndAsync(std::shared_ptr<void> run, const Status& concluded, const ReduceInfo& info,
+  template <class Running>
+  void EndAsync(std::unique_ptr<Running> run, const Status& concluded, const ReduceInfo& info,
                 Finish finish);
   // Execute's and ExecuteThen's first half: opens the operation and runs the algorithm
   // (*out: what it leased and did, to conclude); an error return is a failure before
@@ -255,13 +278,10 @@ class Collectives {
   Status Conclude(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
                   std::string report, Deadline deadline, proto::Verdict* verdict,
                   uint64_t tx_bytes = 0, Duration took = Duration(0));
-  // Conclude without waiting: calls `then` with what Conclude would return (no report),
-  // on this thread or on the thread that gets the verdict (Session::ReportThen).
-  void ConcludeThen(const proto::OpKey& key, uint64_t descriptor_hash, const Status& local,
-                    uint64_t tx_bytes, Duration took, std::function<void(const Status&)> then);
-  // ConcludeThen for a run (AllReduceRun, RingRun) whose callback becomes its only owner,
-  // so that a failure's restore is done before `finish` runs (EndAsync), even when the
-  // verdict comes before this returns.
+  // Conclude without waiting, for a run (AllReduceRun, RingRun) whose verdict callback
+  // becomes its only owner, so that a failure's restore is done before `finish` runs
+  // (EndAsync), even when the verdict comes before this returns. The callback runs on
+  // this thread or on the thread that gets the verdict (Session::ReportThen).
   template <class Running>
   void ConcludeRunThen(const proto::OpKey& key, std::unique_ptr<Running> started,
                        Finish finish);
@@ -271,6 +291,10 @@ class Collectives {
                                 const Status& local, std::string report, uint64_t tx_bytes,
                                 Duration took);
   static Status Judge(const Status& local, const Status& waited, proto::Verdict* verdict);
+  // Judge for a callback of Session::ReportThen: `waited` as the master client gave it.
+  // The verdict is copied only on failure (Judge may add to its reason).
+  Status JudgeReported(const Status& local, const Status& waited,
+                       const proto::Verdict& verdict) const;
   // Reports `bound`'s operation as failed with `why` without running it, and waits for
   // its verdict (a step skipped after an earlier one failed).
   void ReportFailure(const CollectiveRequest& request, const RingBinding& bound,
@@ -298,14 +322,45 @@ class Collectives {
 template <class Running>
 void Collectives::ConcludeRunThen(const proto::OpKey& key, std::unique_ptr<Running> started,
                                   Finish finish) {
-  const Running& ran = *started;  // stays where it is when `started` moves into the callback
-  ConcludeThen(key, ran.descriptor_hash, ran.local, ran.stats.tx_bytes, ran.took,
-               [this, run = std::shared_ptr<Running>(std::move(started)),
-                finish = std::move(finish)](const Status& concluded) mutable {
-                 run->committed = concluded.ok();
-                 const ReduceInfo info = concluded.ok() ? run->Info() : ReduceInfo();
-                 EndAsync(std::move(run), concluded, info, std::move(finish));
-               });
+  // The callback owns the run and `finish` through one record from CallMemory: a
+  // std::function keeps a pointer inline, where they would cost it an allocation. It is
+  // called exactly once (MasterClient::OnVerdict) and frees the record.
+  struct Awaiting final : InCallMemory {
+    Collectives* collectives;
+    std::unique_ptr<Running> run;
+    Finish finish;
+  };
+  auto* awaiting = new Awaiting{{}, this, std::move(started), std::move(finish)};
+  const Running& ran = *awaiting->run;
+  const proto::OpDone done =
+      OpDoneOf(key, ran.descriptor_hash, ran.local, "", ran.stats.tx_bytes, ran.took);
+  session_.ReportThen(done, [awaiting](const Status& waited, const proto::Verdict& verdict) {
+    std::unique_ptr<Awaiting> owned(awaiting);
+    Running& run = *owned->run;
+    const Status concluded = owned->collectives->JudgeReported(run.local, waited, verdict);
+    run.committed = concluded.ok();
+    const ReduceInfo info = concluded.ok() ? run.Info() : ReduceInfo();
+    owned->collectives->EndAsync(std::move(owned->run), concluded, info,
+                                 std::move(owned->finish));
+  });
+}
+
+template <class Running>
+void Collectives::EndAsync(std::unique_ptr<Running> run, const Status& concluded,
+                           const ReduceInfo& info, Finish finish) {
+  // A success ends here, on the thread that got the verdict: the run only returns its
+  // leases. A failure first puts the input back (the run's destructor, before the caller
+  // may look at it): a copy as large as what the algorithm overwrote, made on a worker so
+  // that it does not hold up the master connection's reader and its next messages.
+  if (concluded.ok()) {
+    run.reset();
+    return finish(concluded, info);
+  }
+  workers_.Submit([run = std::shared_ptr<Running>(std::move(run)), concluded,
+                   finish = std::move(finish)]() mutable {
+    run.reset();
+    finish(concluded, ReduceInfo());
+  });
 }
 
 }  // namespace pccl::comm

@@ -93,7 +93,7 @@ Status MasterClient::Reconnect(const net::Endpoint& master, const auth::RunAuth&
   socket_.ShutdownRead();
   if (reader_.joinable()) reader_.join();
   if (heartbeat_.joinable()) heartbeat_.join();
-  std::vector<VerdictCallback> orphans;
+  VerdictCallbacks orphans(CallMemory());
   {
     std::lock_guard<std::mutex> send(send_mu_);
     stale_ = std::move(socket_);
@@ -158,9 +158,11 @@ Status MasterClient::Send(proto::Kind kind, const std::string& payload, Deadline
 
 void MasterClient::ReaderLoop() {
   NameThisThread("pccl-master-rx");
+  // Kept from frame to frame, with their room: a verdict per collective allocates nothing.
+  std::string payload;
+  proto::Verdict verdict;
   while (true) {
     net::FrameHeader header;
-    std::string payload;
     Status st = net::RecvFrame(socket_, net::kMaxMasterMessage, Deadline::Never(), &header,
                                &payload);
     std::unique_lock<std::mutex> lock(mu_);
@@ -173,7 +175,7 @@ void MasterClient::ReaderLoop() {
                               : Status(StatusCode::kUnavailable, "master unavailable: " + st.message());
       }
       WakeAllLocked();
-      std::vector<VerdictCallback> orphans = TakeVerdictCallbacksLocked(nullptr);
+      VerdictCallbacks orphans = TakeVerdictCallbacksLocked(nullptr);
       const Status lost = lost_;
       auto listener = listener_;
       // A loss this peer will recover from fails the running collectives as a torn-down
@@ -227,7 +229,6 @@ void MasterClient::ReaderLoop() {
       continue;
     }
     if (kind == proto::Kind::kVerdict) {
-      proto::Verdict verdict;
       st = proto::Decode(payload, &verdict);
       if (!st.ok()) {
         PCCL_LOG(kWarning, "bad verdict from the master: " + st.ToString());
@@ -240,7 +241,7 @@ void MasterClient::ReaderLoop() {
       if (listener) listener(verdict);
       lock.lock();
       // To the caller waiting for it, or kept until one asks (OnVerdict, TakeVerdict).
-      std::vector<VerdictCallback> callers = TakeVerdictCallbacksLocked(&verdict.key);
+      VerdictCallbacks callers = TakeVerdictCallbacksLocked(&verdict.key);
       if (callers.empty() && verdicts_.emplace(verdict.key, verdict).second) {
         verdict_order_.push_back(verdict.key);
         if (verdict_order_.size() > kVerdictMemory) {
@@ -458,9 +459,9 @@ void MasterClient::OnVerdict(const proto::OpKey& key, VerdictCallback then) {
   }
 }
 
-std::vector<MasterClient::VerdictCallback> MasterClient::TakeVerdictCallbacksLocked(
+MasterClient::VerdictCallbacks MasterClient::TakeVerdictCallbacksLocked(
     const proto::OpKey* key) {
-  std::vector<VerdictCallback> taken;
+  VerdictCallbacks taken(CallMemory());
   auto first = key ? verdict_waits_.lower_bound(*key) : verdict_waits_.begin();
   auto last = key ? verdict_waits_.upper_bound(*key) : verdict_waits_.end();
   for (auto it = first; it != last; ++it) taken.push_back(std::move(it->second));
@@ -471,27 +472,31 @@ std::vector<MasterClient::VerdictCallback> MasterClient::TakeVerdictCallbacksLoc
 Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out) {
   // Shared with the callback: the thread that calls it wakes this one after releasing
   // the mutex (so that this one does not wake only to wait for it), possibly after this
-  // one has returned.
+  // one has returned. From CallMemory; the callback holds a pointer (kept inline by its
+  // std::function) and takes the answer's reference to itself when it runs, once.
   struct Answer {
     std::mutex mu;
     std::condition_variable cv;
     bool given = false;
     Status status;
-    proto::Verdict verdict;
+    proto::Verdict* out = nullptr;  // written before `given`, while the caller waits
+    std::shared_ptr<Answer> keep;   // itself, until the callback runs
   };
-  auto answer = std::make_shared<Answer>();
-  OnVerdict(key, [answer](const Status& status, const proto::Verdict& verdict) {
+  auto answer = std::allocate_shared<Answer>(std::pmr::polymorphic_allocator<Answer>(CallMemory()));
+  answer->out = out;
+  answer->keep = answer;
+  OnVerdict(key, [raw = answer.get()](const Status& status, const proto::Verdict& verdict) {
+    const std::shared_ptr<Answer> answer = std::move(raw->keep);
     {
       std::lock_guard<std::mutex> lock(answer->mu);
       answer->status = status;
-      answer->verdict = verdict;
+      *answer->out = verdict;
       answer->given = true;
     }
     answer->cv.notify_one();
   });
   std::unique_lock<std::mutex> lock(answer->mu);
   answer->cv.wait(lock, [&] { return answer->given; });
-  *out = std::move(answer->verdict);
   return answer->status;
 }
 
@@ -514,7 +519,7 @@ void MasterClient::Close() {
   stale_.Close();
   // The reader, if one ran, called every verdict callback as it ended; any left (none ran)
   // and any registered from now on hear that the connection is closed.
-  std::vector<VerdictCallback> orphans;
+  VerdictCallbacks orphans(CallMemory());
   Status lost;
   {
     std::lock_guard<std::mutex> lock(mu_);

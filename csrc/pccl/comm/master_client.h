@@ -24,12 +24,14 @@
 #include <functional>
 #include <optional>
 #include <map>
+#include <memory_resource>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "pccl/auth/handshake.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
@@ -144,10 +146,13 @@ class MasterClient {
   // callback registered before it (TakeVerdictCallbacksLocked).
   std::condition_variable cv_;
   void WakeAllLocked() { cv_.notify_all(); }  // needs mu_
-  std::multimap<proto::OpKey, VerdictCallback> verdict_waits_ PCCL_GUARDED_BY(mu_);
+  // (Nodes from CallMemory, as the callbacks' lists below: one per collective.)
+  std::pmr::multimap<proto::OpKey, VerdictCallback> verdict_waits_
+      PCCL_GUARDED_BY(mu_){CallMemory()};
   // Removes every registered callback (all, or those of `key`), to be called once mu_ is
   // released.
-  std::vector<VerdictCallback> TakeVerdictCallbacksLocked(const proto::OpKey* key);
+  using VerdictCallbacks = std::pmr::vector<VerdictCallback>;
+  VerdictCallbacks TakeVerdictCallbacksLocked(const proto::OpKey* key);
   struct Message {
     proto::Kind kind;
     std::string payload;

@@ -158,10 +158,9 @@ void Collectives::ExecutePairThen(const CollectiveRequest& request, const RingBi
   if (out.local.ok()) return finish(Status::Ok(), out.info);
   // A failure waits for its verdict: the thread that gets it (the master connection's
   // reader) finishes the call, and this worker is free meanwhile.
-  session_.ReportThen(out.Report(), [info = out.info, finish = std::move(finish)](
+  session_.ReportThen(out.Report(), [this, info = out.info, finish = std::move(finish)](
                                         const Status& waited, const proto::Verdict& verdict) {
-    proto::Verdict judged = verdict;
-    const Status st = Judge(Status::Ok(), waited, &judged);  // as in ExecutePair
+    const Status st = JudgeReported(Status::Ok(), waited, verdict);  // as in ExecutePair
     finish(st, st.ok() ? info : ReduceInfo());
   });
 }

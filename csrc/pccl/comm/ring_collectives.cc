@@ -253,7 +253,7 @@ Status Collectives::CheckRingCollective(const CollectiveRequest& request) {
 // One broadcast, all-gather, reduce-scatter, gather, scatter or all-to-all between its start
 // and its verdict: what it leased and did. Destroyed uncommitted, a broadcast's receiver
 // gets its buffer back first.
-struct Collectives::RingRun {
+struct Collectives::RingRun final : InCallMemory {
   uint64_t descriptor_hash = 0;
   int world = 0;
   algo::RingCollectiveOptions options;

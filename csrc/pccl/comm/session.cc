@@ -777,25 +777,32 @@ void Session::ReportBrokenLink(uint64_t ring_epoch, uint64_t peer_id, const Stat
   (void)master_.Send(Kind::kLinkBroken, proto::Encode(report), Deadline::In(kReportTimeout));
 }
 
+Status Session::SendReport(const proto::OpDone& done) {
+  // Encoded into this thread's buffer, kept with its room (one report per collective:
+  // none from the heap). It keeps the largest report this thread sent (a VERIFIED one's
+  // hashes: a few hundred bytes).
+  thread_local std::string payload;
+  proto::EncodeInto(done, &payload);
+  return master_.Send(Kind::kOpDone, payload, Deadline::In(kReportTimeout));
+}
+
 Status Session::AwaitVerdict(const proto::OpDone& done, Deadline, proto::Verdict* verdict) {
   // Once the operation ended here, its verdict is what every peer must apply: the wait is
   // not cut at the call's deadline (a peer that gave up would restore its input while the
   // others commit, and its next retry would run out of step with theirs). It is bounded all
   // the same: the master decides as soon as every member reported, failed or left, and a
   // master that goes silent is given up within its heartbeat timeout.
-  Status st = master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
+  Status st = SendReport(done);
   if (st.ok()) st = master_.WaitVerdict(done.key, verdict);
   return NoVerdict(st);
 }
 
 void Session::ReportThen(const proto::OpDone& done, MasterClient::VerdictCallback then) {
-  // As AwaitVerdict, the wait bounded the same way.
-  Status st = master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
-  if (!st.ok()) return then(NoVerdict(st), proto::Verdict());
-  master_.OnVerdict(done.key, [this, then = std::move(then)](const Status& status,
-                                                              const proto::Verdict& verdict) {
-    then(NoVerdict(status), verdict);
-  });
+  // As AwaitVerdict, the wait bounded the same way; `then` goes to the master client as
+  // it is (see session.h).
+  Status st = SendReport(done);
+  if (!st.ok()) return then(st, proto::Verdict());
+  master_.OnVerdict(done.key, std::move(then));
 }
 
 void Session::ReportReceived(const proto::OpDone& done) {

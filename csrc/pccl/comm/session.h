@@ -185,10 +185,16 @@ class Session {
   // Reports a finished collective to the master and waits for its group's verdict, past
   // `deadline` if need be (every peer must apply the same verdict; see the .cc).
   Status AwaitVerdict(const proto::OpDone& done, Deadline deadline, proto::Verdict* verdict);
-  // The same without waiting: reports it, and calls `then` with what AwaitVerdict would
-  // return, on this thread or on the thread that gets the verdict (MasterClient::OnVerdict
-  // says which, and what `then` must not do).
+  // The same without waiting: reports it, and calls `then` once with how the wait ended
+  // as the master client saw it (pass that through NoVerdict for what AwaitVerdict would
+  // return) and the verdict, on this thread or on the thread that gets the verdict
+  // (MasterClient::OnVerdict says which, and what `then` must not do). `then` goes to the
+  // master client unwrapped: a wrapper would not fit inline in a std::function, and would
+  // cost an allocation per collective.
   void ReportThen(const proto::OpDone& done, MasterClient::VerdictCallback then);
+  // What a lost or replaced master connection means for an operation that waits for its
+  // verdict (`st`, as MasterClient gives it): retry once the run resumed, or the loss.
+  Status NoVerdict(const Status& st) const;
   // In-flight accounting of collectives (any thread).
   void BeginCollective();
   void EndCollective();
@@ -240,9 +246,8 @@ class Session {
   bool Resumable(const Status& lost) const;
   // The master connection is lost and this peer will not resume the run.
   bool MasterGoneForGood();
-  // What a lost or replaced master connection means for an operation that waits for its
-  // verdict (`st`, as MasterClient gives it): retry once the run resumed, or the loss.
-  Status NoVerdict(const Status& st) const;
+  // Sends a collective's report (OpDone) to the master.
+  Status SendReport(const proto::OpDone& done);
   // Returns once the master connection is up and no resume runs; the reason when the
   // master is gone for good; DeadlineExceeded when the resume outlasts `deadline`.
   Status AwaitMaster(Deadline deadline, const char* caller);

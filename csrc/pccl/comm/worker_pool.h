@@ -17,9 +17,11 @@
 #include <deque>
 #include <functional>
 #include <list>
+#include <memory_resource>
 #include <mutex>
 #include <thread>
 
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/thread_annotations.h"
 
@@ -48,7 +50,7 @@ class WorkerPool {
   const Duration idle_exit_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_ PCCL_GUARDED_BY(mu_);
+  std::pmr::deque<std::function<void()>> tasks_ PCCL_GUARDED_BY(mu_){CallMemory()};
   std::list<std::thread> workers_ PCCL_GUARDED_BY(mu_);
   std::list<std::thread> exited_ PCCL_GUARDED_BY(mu_);  // returned or returning: join
   size_t idle_ PCCL_GUARDED_BY(mu_) = 0;

@@ -15,10 +15,23 @@
 // main (a detached thread's) can still give their memory back.
 #pragma once
 
+#include <cstddef>
 #include <memory_resource>
 
 namespace pccl {
 
 std::pmr::memory_resource* CallMemory();
+
+// A base for what is made with `new` once per call: its blocks come from CallMemory. For
+// classes of at most fundamental alignment, deleted as themselves (the size `delete` passes
+// is the static type's), which marking them final helps to keep so.
+struct InCallMemory {
+  static void* operator new(std::size_t bytes) {
+    return CallMemory()->allocate(bytes, alignof(std::max_align_t));
+  }
+  static void operator delete(void* block, std::size_t bytes) {
+    CallMemory()->deallocate(block, bytes, alignof(std::max_align_t));
+  }
+};
 
 }  // namespace pccl

@@ -80,17 +80,22 @@ uint64_t WireReader::U64(const char* field) {
   return v;
 }
 std::string WireReader::Str(const char* field, size_t max_length) {
+  std::string s;
+  StrInto(field, max_length, &s);
+  return s;
+}
+
+void WireReader::StrInto(const char* field, size_t max_length, std::string* out) {
   uint32_t n = U32(field);
-  if (!status_.ok()) return {};
+  if (!status_.ok()) return;
   if (n > max_length) {
     status_ = InvalidArgument(std::string("field '") + field + "' is " + std::to_string(n) +
                               " bytes, limit " + std::to_string(max_length));
-    return {};
+    return;
   }
-  if (!Need(n, field)) return {};
-  std::string s(reinterpret_cast<const char*>(data_ + pos_), n);
+  if (!Need(n, field)) return;
+  out->assign(reinterpret_cast<const char*>(data_ + pos_), n);
   pos_ += n;
-  return s;
 }
 
 Status WireReader::Finish(const char* message_name) {

@@ -50,6 +50,8 @@ uint64_t GetU64(const uint8_t* p);
 // Builds a payload.
 class WireWriter {
  public:
+  // Writes into `buffer`, emptied first (its room is kept: Take gives it back).
+  explicit WireWriter(std::string buffer = {}) : buffer_(std::move(buffer)) { buffer_.clear(); }
   void U8(uint8_t v) { buffer_.push_back(static_cast<char>(v)); }
   void U16(uint16_t v);
   void U32(uint32_t v);
@@ -74,6 +76,9 @@ class WireReader {
   uint32_t U32(const char* field);
   uint64_t U64(const char* field);
   std::string Str(const char* field, size_t max_length);
+  // The same into *out (its room reused: a message decoded into the same struct again
+  // allocates nothing for strings that fit); on failure *out is left as it was.
+  void StrInto(const char* field, size_t max_length, std::string* out);
   // InvalidArgument if bytes are left over (a message of the wrong shape).
   Status Finish(const char* message_name);
   const Status& status() const { return status_; }

@@ -172,7 +172,7 @@ struct StrField {
   void Encode(W& w, const M& m) const {
     w.Str(m.*member);
   }
-  void Decode(Decoder& d, M& m) const { m.*member = d.reader().Str(name, max_length); }
+  void Decode(Decoder& d, M& m) const { d.reader().StrInto(name, max_length, &(m.*member)); }
 };
 
 template <typename M, typename E, typename... F>
@@ -267,6 +267,11 @@ struct MessageCodec {
     net::WireWriter w;
     EncodeFields(w, m, fields);
     return w.Take();
+  }
+  void EncodeInto(const M& m, std::string* out) const {  // reuses *out's room
+    net::WireWriter w(std::move(*out));
+    EncodeFields(w, m, fields);
+    *out = w.Take();
   }
   Status Decode(const std::string& payload, M* m) const {
     Decoder d(payload.data(), payload.size());

@@ -454,6 +454,7 @@ PCCL_PROTO_CODEC(Vote, kVote)
 PCCL_PROTO_CODEC(PendingQuery, kPendingQuery)
 PCCL_PROTO_CODEC(PendingReply, kPendingReply)
 PCCL_PROTO_CODEC(OpDone, kOpDone)
+void EncodeInto(const OpDone& m, std::string* out) { kOpDone.EncodeInto(m, out); }
 PCCL_PROTO_CODEC(Heartbeat, kHeartbeat)
 PCCL_PROTO_CODEC(Verdict, kVerdict)
 PCCL_PROTO_CODEC(ErrorMessage, kErrorMessage)

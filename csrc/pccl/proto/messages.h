@@ -551,6 +551,8 @@ std::string Encode(const Vote& m);
 std::string Encode(const PendingQuery& m);
 std::string Encode(const PendingReply& m);
 std::string Encode(const OpDone& m);
+// An OpDone into *out, reusing its room (a report per collective: none from the heap).
+void EncodeInto(const OpDone& m, std::string* out);
 std::string Encode(const Heartbeat& m);
 std::string Encode(const Verdict& m);
 std::string Encode(const ErrorMessage& m);
