@@ -56,7 +56,7 @@ void RunRing(int world, Algorithm algorithm, size_t count, const std::vector<int
     Peer& peer = (*peers)[r];
     RingCollectiveOptions o = Base(r, world, count);
     o.root = root;
-    o.slot_of = slot_of;
+    o.slot_of.assign(slot_of.begin(), slot_of.end());
     o.recv = peer.recv.data();
     o.send = in_place ? o.recv : peer.send.data();
     o.scratch = peer.scratch.data();
@@ -144,8 +144,7 @@ TEST_P(RingCollectivesTest, AllGatherAndReduceScatterInPermutedOrder) {
 
 // --- gather, scatter and all-to-all straight to the destination ---------------------------
 
-using DirectAlgorithm = Status (*)(const RingCollectiveOptions&,
-                                   const std::vector<link::RingChannel*>&, Deadline,
+using DirectAlgorithm = Status (*)(const RingCollectiveOptions&, Channels, Deadline,
                                    RingCollectiveStats*);
 
 // Runs `algorithm` on `world` peers at once, every two of them joined by a pair of
@@ -163,7 +162,8 @@ void RunDirect(int world, DirectAlgorithm algorithm, size_t count, int root, boo
     Peer& peer = (*peers)[r];
     RingCollectiveOptions o = Base(r, world, count);
     o.root = root;
-    o.slot_of = Reversed(world);
+    const std::vector<int> reversed = Reversed(world);
+    o.slot_of.assign(reversed.begin(), reversed.end());
     o.send = peer.send.data();
     o.recv = peer.recv.data();
     std::vector<link::RingChannel*> channels(world, nullptr);
@@ -235,7 +235,8 @@ TEST(DirectCollectivesTest, AMissingChannelIsRefusedBeforeAnythingMoves) {
   o.send = send.data();
   o.recv = recv.data();
   // Position 2 has no channel.
-  Status st = DirectAllToAll(o, {nullptr, &a, nullptr}, Deadline::Never(), &stats);
+  const std::vector<link::RingChannel*> channels = {nullptr, &a, nullptr};
+  Status st = DirectAllToAll(o, channels, Deadline::Never(), &stats);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
   EXPECT_EQ(stats.tx_bytes, 0u);
 }

@@ -17,9 +17,12 @@ using internal::SegmentsOf;
 using internal::SendBlock;
 using internal::SlotOf;
 
-std::vector<int> DirectPartners(const RingCollectiveOptions& options, bool rooted) {
-  if (rooted && options.rank != options.root) return {options.root};
-  std::vector<int> partners;
+std::pmr::vector<int> DirectPartners(const RingCollectiveOptions& options, bool rooted) {
+  std::pmr::vector<int> partners(CallMemory());  // (made once per call: see CallMemory)
+  if (rooted && options.rank != options.root) {
+    partners.push_back(options.root);
+    return partners;
+  }
   // Starting with the next position: while every peer sends, each sends to a different
   // one first.
   for (int d = 1; d < options.world; ++d) partners.push_back(Mod(options.rank + d, options.world));
@@ -37,8 +40,9 @@ struct Exchange {
 };
 
 // Declares every landing, then sends every block, then waits for all of it.
-Status Run(const RingCollectiveOptions& options, const std::vector<link::RingChannel*>& channels,
-           const std::vector<Exchange>& exchanges, Deadline deadline, RingCollectiveStats* stats) {
+Status Run(const RingCollectiveOptions& options, Channels channels,
+           const std::pmr::vector<Exchange>& exchanges, Deadline deadline,
+           RingCollectiveStats* stats) {
   const size_t elem = DTypeSize(options.dtype);
   const Segments segments = SegmentsOf(options);
   for (const Exchange& e : exchanges) {
@@ -72,7 +76,7 @@ Status Run(const RingCollectiveOptions& options, const std::vector<link::RingCha
 // (every other peer sends its `send`); else they come from the root, out of their slots of
 // its `send` (every other peer receives into its `recv`).
 Status RootedExchange(const RingCollectiveOptions& options,
-                      const std::vector<link::RingChannel*>& channels, bool gather,
+                      Channels channels, bool gather,
                       Deadline deadline, RingCollectiveStats* stats) {
   PCCL_RETURN_IF_ERROR(CheckRoot(options, gather ? "gather" : "scatter"));
   if (options.count == 0) return Status::Ok();
@@ -80,7 +84,7 @@ Status RootedExchange(const RingCollectiveOptions& options,
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
   const bool root = options.rank == options.root;
-  std::vector<Exchange> exchanges;
+  std::pmr::vector<Exchange> exchanges(CallMemory());
   for (int p : DirectPartners(options, true)) {
     const size_t slot = static_cast<size_t>(SlotOf(options, p)) * block_bytes;
     if (root) {
@@ -102,13 +106,13 @@ Status RootedExchange(const RingCollectiveOptions& options,
 }  // namespace
 
 Status DirectGather(const RingCollectiveOptions& options,
-                    const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                    Channels channels, Deadline deadline,
                     RingCollectiveStats* stats) {
   return RootedExchange(options, channels, true, deadline, stats);
 }
 
 Status DirectScatter(const RingCollectiveOptions& options,
-                     const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                     Channels channels, Deadline deadline,
                      RingCollectiveStats* stats) {
   return RootedExchange(options, channels, false, deadline, stats);
 }
@@ -116,14 +120,14 @@ Status DirectScatter(const RingCollectiveOptions& options,
 // Every peer sends block b of its `send` to the peer whose slot is b and receives that
 // peer's block for it into `recv` block b.
 Status DirectAllToAll(const RingCollectiveOptions& options,
-                      const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                      Channels channels, Deadline deadline,
                       RingCollectiveStats* stats) {
   PCCL_RETURN_IF_ERROR(CheckShape(options, "all-to-all"));
   if (options.count == 0) return Status::Ok();
   const size_t block_bytes = options.count * DTypeSize(options.dtype);
   const auto* send = static_cast<const char*>(options.send);
   auto* recv = static_cast<char*>(options.recv);
-  std::vector<Exchange> exchanges;
+  std::pmr::vector<Exchange> exchanges(CallMemory());
   for (int p : DirectPartners(options, false)) {
     const size_t block = static_cast<size_t>(SlotOf(options, p)) * block_bytes;
     exchanges.push_back({p, send + block, recv + block});

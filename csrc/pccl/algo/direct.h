@@ -22,6 +22,8 @@
 // caller until it returns.
 #pragma once
 
+#include <memory_resource>
+#include <span>
 #include <vector>
 
 #include "pccl/algo/ring_collectives.h"
@@ -30,19 +32,23 @@ namespace pccl::algo {
 
 // The ring positions a peer exchanges blocks with: every other one in an all-to-all, and
 // at the root of a gather or scatter (`rooted`); only the root elsewhere.
-std::vector<int> DirectPartners(const RingCollectiveOptions& options, bool rooted);
+std::pmr::vector<int> DirectPartners(const RingCollectiveOptions& options, bool rooted);
+
+// The channels of a direct collective, by ring position (those not DirectPartners may be
+// null): a view, so that the caller's list may come from CallMemory.
+using Channels = std::span<link::RingChannel* const>;
 
 // `channels[p]` is the channel to and from ring position p, for every p of
 // DirectPartners (others may be null). On error `recv` holds garbage (`send` is never
 // written) and the caller fails the operation.
 Status DirectGather(const RingCollectiveOptions& options,
-                    const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                    Channels channels, Deadline deadline,
                     RingCollectiveStats* stats);
 Status DirectScatter(const RingCollectiveOptions& options,
-                     const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                     Channels channels, Deadline deadline,
                      RingCollectiveStats* stats);
 Status DirectAllToAll(const RingCollectiveOptions& options,
-                      const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                      Channels channels, Deadline deadline,
                       RingCollectiveStats* stats);
 
 }  // namespace pccl::algo

@@ -69,9 +69,11 @@ ScratchLayout LayoutOf(const AllReduceOptions& options, const kernels::QuantizeO
   return layout;
 }
 
-// The scratch one window needs, for AllReduceOptions::room_bytes.
+// The scratch one window needs, for AllReduceOptions::room_bytes. It refers to `quant`
+// (the call's: it outlives every copy of the options), so that the std::function keeps it
+// inline and the options' copies (one per window) allocate nothing.
 std::function<size_t(const AllReduceOptions&)> RoomBytes(const kernels::QuantizeOptions& quant) {
-  return [quant](const AllReduceOptions& window) { return LayoutOf(window, quant).total(); };
+  return [q = &quant](const AllReduceOptions& window) { return LayoutOf(window, *q).total(); };
 }
 
 // `options` with the room a quantized window needs: in place with a backup, most windows
@@ -173,10 +175,6 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
 
   // Wire slots: every (step, segment) has its own, for what arrives (rx) and for what this
   // peer quantizes and sends (tx: reduce-scatter steps and the owner's first all-gather).
-  std::vector<size_t> first_segment(options.world + 1, 0);
-  for (int c = 0; c < options.world; ++c) {
-    first_segment[c + 1] = first_segment[c] + schedule.Segments(c);
-  }
   const ScratchLayout layout = LayoutOf(options, quant);
   char* const rx = scratch;
   char* const tx = rx + layout.rx_bytes;
@@ -189,7 +187,7 @@ Status QuantizedPass(const AllReduceOptions& options, const kernels::QuantizeOpt
   auto start_sum = [&](int chunk, uint32_t seg, size_t first, size_t n) -> Status {
     if (saves_input) {
       kernels::CopyStreaming(backup + first * elem, send + first * elem, n * elem);
-      stats->backed_up[segment_offset + first_segment[chunk] + seg] = 1;
+      stats->backed_up[segment_offset + schedule.SegmentsBefore(chunk) + seg] = 1;
     }
     char* a = acc + first * acc_elem;
     if (IsHalfPrecision(dtype)) {

@@ -64,8 +64,8 @@ struct Pass {
 // KiB; for a quantized bfloat16 call's accumulators and wire slots about 420 KiB).
 constexpr size_t kTailElements = size_t{64} << 10;
 
-// Calls visit(pass) for each pass of `options`, in order: consecutive windows of options.window_elements (the last one
-// shorter), or the whole tensor in one.
+// Calls visit(pass) for each pass of `options`, in order: consecutive windows of
+// options.window_elements (the last one shorter), or the whole tensor in one.
 //
 // Windows that keep scratch per element (wide float16/bfloat16 partials in float32, a
 // quantized call's wire slots: options.room_bytes) need room beside the tensor. In place

@@ -48,7 +48,7 @@ inline Status CheckShape(const RingCollectiveOptions& options, const char* what)
                              std::to_string(options.slot_of.size()) + " blocks for " +
                              std::to_string(options.world) + " peers");
     }
-    std::vector<bool> seen(options.world, false);
+    std::pmr::vector<bool> seen(options.world, false, CallMemory());
     for (int s : options.slot_of) {
       if (s < 0 || s >= options.world || seen[s]) {
         return InvalidArgument(std::string(what) + ": slot_of is not a permutation");

@@ -19,8 +19,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory_resource>
 #include <vector>
 
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/dtype.h"
 #include "pccl/common/status.h"
@@ -47,7 +49,7 @@ struct RingCollectiveOptions {
   int root = 0;   // broadcast, gather, scatter: the root's ring position
   // Every collective with blocks: slot_of[p] is the block of ring position p (a
   // permutation of 0 .. world-1). Empty: block p.
-  std::vector<int> slot_of;
+  std::pmr::vector<int> slot_of{CallMemory()};  // (made once per call: see CallMemory)
   size_t segment_bytes = size_t{1} << 20;  // payload bytes per segment
   // Reduce-scatter: ReduceScatterScratchBytes() of scratch, any contents.
   void* scratch = nullptr;

@@ -239,6 +239,11 @@ struct Collectives::AllReduceRun final : InCallMemory {
   ReduceInfo Info() const { return ReduceInfoOf(world, stats.tx_bytes, stats.rx_bytes); }
 };
 
+proto::Verdict& Collectives::ThisThreadsVerdict() {
+  thread_local proto::Verdict verdict;
+  return verdict;
+}
+
 ReduceInfo Collectives::ReduceInfoOf(int world, uint64_t tx_bytes, uint64_t rx_bytes) {
   ReduceInfo info;
   info.local_world_size = static_cast<uint32_t>(world);
@@ -317,7 +322,7 @@ Status Collectives::Execute(const CollectiveRequest& request, const RingBinding&
                             Deadline deadline, ReduceInfo* info, const ExecuteExtras& extras) {
   std::unique_ptr<AllReduceRun> run;
   PCCL_RETURN_IF_ERROR(RunAllReduce(request, bound, deadline, extras, &run));
-  proto::Verdict verdict;
+  proto::Verdict& verdict = ThisThreadsVerdict();
   PCCL_RETURN_IF_ERROR(Conclude(bound.key, run->descriptor_hash, run->local, "", deadline,
                                 &verdict, run->stats.tx_bytes, run->took));
   run->committed = true;

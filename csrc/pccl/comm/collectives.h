@@ -234,6 +234,9 @@ class Collectives {
                  std::unique_ptr<RingRun>* out);
   // What a successful collective tells its caller.
   static ReduceInfo ReduceInfoOf(int world, uint64_t tx_bytes, uint64_t rx_bytes);
+  // Where a blocking call on this thread receives its verdict: kept with its strings' room,
+  // as the challenge every success carries (32 bytes) would be a heap copy per call.
+  static proto::Verdict& ThisThreadsVerdict();
   // direct_collectives.cc: a gather, scatter or all-to-all, its blocks sent straight to
   // their destinations over the pair links, or the ring's own between two peers
   // (ExecuteRing opened `ring_op`, the collective's operation on the ring, and concludes).

@@ -26,7 +26,7 @@ namespace pccl::comm {
 namespace {
 
 Status RunAlgorithm(CollectiveKind kind, const algo::RingCollectiveOptions& options,
-                    const std::vector<link::RingChannel*>& channels, Deadline deadline,
+                    algo::Channels channels, Deadline deadline,
                     algo::RingCollectiveStats* stats) {
   switch (kind) {
     case CollectiveKind::kGather: return algo::DirectGather(options, channels, deadline, stats);
@@ -44,25 +44,26 @@ Status Collectives::RunDirect(const CollectiveRequest& request, const RingBindin
                               const std::shared_ptr<link::RingOp>& ring_op,
                               uint64_t descriptor_hash, Deadline deadline,
                               algo::RingCollectiveStats* stats) {
-  std::vector<link::RingChannel*> channels(options.world, nullptr);
+  // (Lists made once per call, from CallMemory.)
+  std::pmr::vector<link::RingChannel*> channels(options.world, nullptr, CallMemory());
   if (options.world == 2 || options.count == 0) {  // no pair links needed
     if (options.world == 2) channels[1 - options.rank] = ring_op.get();  // they join the two
     return RunAlgorithm(request.kind, options, channels, deadline, stats);
   }
   const bool rooted = request.kind != CollectiveKind::kAllToAll;
-  std::vector<int> partners = algo::DirectPartners(options, rooted);
+  const std::pmr::vector<int> partners = algo::DirectPartners(options, rooted);
   const uint64_t self = (*bound.ring)[bound.rank];
   auto pair_of = [&](int position) {
     const uint64_t other = (*bound.ring)[position];
     return std::make_pair(std::min(self, other), std::max(self, other));
   };
-  std::vector<int> connect_order = partners;
+  std::pmr::vector<int> connect_order(partners, CallMemory());
   std::sort(connect_order.begin(), connect_order.end(),
             [&](int a, int b) { return pair_of(a) < pair_of(b); });
 
   const proto::OpKey pair_key = Session::DirectKey(bound.key);
-  std::vector<std::shared_ptr<link::RingLinks>> links(options.world);
-  std::vector<std::shared_ptr<link::RingOp>> ops(options.world);
+  std::pmr::vector<std::shared_ptr<link::RingLinks>> links(options.world, CallMemory());
+  std::pmr::vector<std::shared_ptr<link::RingOp>> ops(options.world, CallMemory());
   auto failed = [&ring_op] { return !ring_op->status().ok(); };
   Status local;
   for (int p : connect_order) {

@@ -469,7 +469,17 @@ MasterClient::VerdictCallbacks MasterClient::TakeVerdictCallbacksLocked(
   return taken;
 }
 
-Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out) {
+void MasterClient::AbandonVerdict(const proto::OpKey& key, const Status& why) {
+  VerdictCallbacks callers(CallMemory());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    callers = TakeVerdictCallbacksLocked(&key);
+  }
+  for (auto& then : callers) then(why, proto::Verdict());
+}
+
+Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out,
+                                 const std::function<Status()>& report) {
   // Shared with the callback: the thread that calls it wakes this one after releasing
   // the mutex (so that this one does not wake only to wait for it), possibly after this
   // one has returned. From CallMemory; the callback holds a pointer (kept inline by its
@@ -482,7 +492,8 @@ Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out) {
     proto::Verdict* out = nullptr;  // written before `given`, while the caller waits
     std::shared_ptr<Answer> keep;   // itself, until the callback runs
   };
-  auto answer = std::allocate_shared<Answer>(std::pmr::polymorphic_allocator<Answer>(CallMemory()));
+  auto answer =
+      std::allocate_shared<Answer>(std::pmr::polymorphic_allocator<Answer>(CallMemory()));
   answer->out = out;
   answer->keep = answer;
   OnVerdict(key, [raw = answer.get()](const Status& status, const proto::Verdict& verdict) {
@@ -495,6 +506,10 @@ Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out) {
     }
     answer->cv.notify_one();
   });
+  if (report) {
+    const Status sent = report();
+    if (!sent.ok()) AbandonVerdict(key, sent);
+  }
   std::unique_lock<std::mutex> lock(answer->mu);
   answer->cv.wait(lock, [&] { return answer->given; });
   return answer->status;

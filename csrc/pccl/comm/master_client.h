@@ -110,8 +110,14 @@ class MasterClient {
   // thread that learns it (the reader, Reconnect, Close), after releasing mu_: `then` may
   // take other locks, but must not wait for the master.
   void OnVerdict(const proto::OpKey& key, VerdictCallback then);
-  // Waits on this thread for what OnVerdict would give `then`.
-  Status WaitVerdict(const proto::OpKey& key, proto::Verdict* out);
+  // Calls the callbacks registered for `key` with `why` (and an empty verdict) unless its
+  // verdict reached them already: for a report that could not be sent after OnVerdict.
+  void AbandonVerdict(const proto::OpKey& key, const Status& why);
+  // Waits on this thread for what OnVerdict would give `then`. With `report`, runs it once
+  // the wait is registered (a verdict that comes at once then goes straight to this wait,
+  // instead of being stored and copied); if it fails, so does the wait, with its status.
+  Status WaitVerdict(const proto::OpKey& key, proto::Verdict* out,
+                     const std::function<Status()>& report = nullptr);
   // Takes the verdict of `key` if it came already (a verdict may arrive before this peer
   // started the operation, when the others failed it).
   bool TakeVerdict(const proto::OpKey& key, proto::Verdict* out);

@@ -46,6 +46,7 @@
 
 #include "pccl/algo/point_to_point.h"
 #include "pccl/comm/collectives.h"
+#include "pccl/common/by_ref.h"
 #include "pccl/common/params.h"
 
 namespace pccl::comm {
@@ -112,8 +113,8 @@ Collectives::PairOutcome Collectives::TransferPair(const CollectiveRequest& requ
   std::shared_ptr<link::RingLinks> links;
   bool silent = false;  // committed without ack or report (PCCL_TEST_SILENT_RECEIVES)
   // A recv still connecting gives up once its sender failed and asked (OnPairQuery).
-  out.local = session_.ConnectPair(bound.key, other, deadline, &links,
-                                   [&] { return !sending && session_.ReceiptRefused(bound.key); });
+  auto refused = [&] { return !sending && session_.ReceiptRefused(bound.key); };
+  out.local = session_.ConnectPair(bound.key, other, deadline, &links, ByRef(refused));
   if (out.local.ok()) {
     std::shared_ptr<link::RingOp> op;
     out.local = session_.OpenOp(*links, bound.key, out.descriptor_hash, deadline, &op);

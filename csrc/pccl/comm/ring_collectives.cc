@@ -31,10 +31,10 @@ namespace {
 // Ring position -> block, from `order` (block -> peer id) and the ring (position -> peer
 // id); or why they do not match.
 Status SlotsOf(const CollectiveRequest& request, const std::vector<uint64_t>& ring,
-               std::vector<int>* slot_of) {
-  std::vector<uint64_t> order = request.order;
-  if (order.empty()) {
-    order = ring;
+               std::pmr::vector<int>* slot_of) {
+  std::pmr::vector<uint64_t> order(request.order.begin(), request.order.end(), CallMemory());
+  if (order.empty()) {  // ascending peer id
+    order.assign(ring.begin(), ring.end());
     std::sort(order.begin(), order.end());
   }
   if (order.size() != ring.size()) {
@@ -334,7 +334,7 @@ Status Collectives::ExecuteRing(const CollectiveRequest& request, const RingBind
                                 Deadline deadline, ReduceInfo* info) {
   std::unique_ptr<RingRun> run;
   PCCL_RETURN_IF_ERROR(RunRing(request, bound, deadline, &run));
-  proto::Verdict verdict;
+  proto::Verdict& verdict = ThisThreadsVerdict();
   PCCL_RETURN_IF_ERROR(Conclude(bound.key, run->descriptor_hash, run->local, "", deadline,
                                 &verdict, run->stats.tx_bytes, run->took));
   run->committed = true;

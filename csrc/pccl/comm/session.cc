@@ -792,23 +792,23 @@ Status Session::AwaitVerdict(const proto::OpDone& done, Deadline, proto::Verdict
   // others commit, and its next retry would run out of step with theirs). It is bounded all
   // the same: the master decides as soon as every member reported, failed or left, and a
   // master that goes silent is given up within its heartbeat timeout.
-  Status st = SendReport(done);
-  if (st.ok()) st = master_.WaitVerdict(done.key, verdict);
-  return NoVerdict(st);
+  // The wait is registered before the report goes (WaitVerdict runs it), as in ReportThen.
+  return NoVerdict(master_.WaitVerdict(done.key, verdict, [&] { return SendReport(done); }));
 }
 
 void Session::ReportThen(const proto::OpDone& done, MasterClient::VerdictCallback then) {
   // As AwaitVerdict, the wait bounded the same way; `then` goes to the master client as
-  // it is (see session.h).
-  Status st = SendReport(done);
-  if (!st.ok()) return then(st, proto::Verdict());
+  // it is (see session.h). Registered before the report goes: a verdict that comes at once
+  // then finds it, instead of being stored (and copied) for it to take.
   master_.OnVerdict(done.key, std::move(then));
+  const Status sent = SendReport(done);
+  if (!sent.ok()) master_.AbandonVerdict(done.key, sent);
 }
 
 void Session::ReportReceived(const proto::OpDone& done) {
   // Nothing waits for an answer: the receiver decided. Best effort: if the master does not
   // hear of it and the sender needs to know (it lost the ack), the master asks again.
-  (void)master_.Send(Kind::kOpDone, proto::Encode(done), Deadline::In(kReportTimeout));
+  (void)SendReport(done);
 }
 
 void Session::Close() {

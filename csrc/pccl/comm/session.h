@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -35,6 +36,7 @@
 #include "pccl/comm/master_client.h"
 #include "pccl/comm/op_stats.h"
 #include "pccl/comm/shared_state.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/clock.h"
 #include "pccl/common/status.h"
 #include "pccl/common/thread_annotations.h"
@@ -394,8 +396,10 @@ class Session {
   std::map<std::tuple<uint64_t, uint64_t, uint64_t>, uint64_t> pair_counts_ PCCL_GUARDED_BY(mu_);
   // The transfers this peer received or refused, any epoch (those unsettled, and the
   // newest kReceiptMemory settled ones: session_pairs.cc).
-  std::map<proto::OpKey, ReceiptState> receipts_ PCCL_GUARDED_BY(mu_);
-  std::deque<proto::OpKey> receipt_order_ PCCL_GUARDED_BY(mu_);  // oldest first
+  // (Nodes from CallMemory: a receipt per recv.)
+  std::pmr::map<proto::OpKey, ReceiptState> receipts_ PCCL_GUARDED_BY(mu_){CallMemory()};
+  std::pmr::deque<proto::OpKey> receipt_order_  // oldest first
+      PCCL_GUARDED_BY(mu_){CallMemory()};
   int in_flight_ PCCL_GUARDED_BY(mu_) = 0;  // collectives running right now
   // optimize_topology()'s probes: bytes per second measured towards each peer.
   std::map<uint64_t, uint64_t> measured_rates_ PCCL_GUARDED_BY(mu_);

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "pccl/comm/session.h"
+#include "pccl/common/by_ref.h"
 
 namespace pccl::comm {
 
@@ -50,8 +51,8 @@ Status Session::BindPair(uint64_t peer_id, uint64_t tag, bool sending, Deadline 
     return InvalidArgument(std::string(caller) + " names this peer (" + std::to_string(self) +
                            ") as the other end");
   }
-  PCCL_RETURN_IF_ERROR(
-      AwaitRing(deadline, caller, peer_id, [&] { return PairKeyLocked(from, to, tag); }, 1));
+  auto first_key = [&] { return PairKeyLocked(from, to, tag); };
+  PCCL_RETURN_IF_ERROR(AwaitRing(deadline, caller, peer_id, ByRef(first_key), 1));
   std::lock_guard<std::mutex> lock(mu_);
   std::shared_ptr<const std::vector<uint64_t>> ring = GroupRingLocked();
   if (std::find(ring->begin(), ring->end(), peer_id) == ring->end()) {
