@@ -4,9 +4,10 @@
 // that find it, a node per segment it declares, its queue entries, the record of an
 // asynchronous call. From the heap that is a few dozen malloc/free pairs per call, and
 // on a busy allocator their cost and their locks land on the hot path. CallMemory is one
-// std::pmr::synchronized_pool_resource for all of them: blocks a call gives back are kept
-// in pools by size and handed to the next call, so a steady stream of calls asks the heap
-// for nothing once the pools hold what one call needs (bench/allocations.py counts it).
+// std::pmr memory resource for all of them, pools by block size (std::pmr's own, behind a
+// mutex: call_memory.cc): blocks a call gives back are kept and handed to the next call,
+// so a steady stream of calls asks the heap for nothing once the pools hold what one call
+// needs (bench/allocations.py counts it; tests/python/test_allocations.py checks it).
 // What the pools hold is bounded by the most that was alive at once (calls in flight, the
 // segments of the largest); it goes back to the heap only at exit.
 //
