@@ -96,5 +96,24 @@ TEST(RingScheduleTest, EmptyChunksHaveNoSegments) {
   EXPECT_EQ(s.Segments(3), 0u);
 }
 
+// SegmentsBefore (closed form) numbers the segments in chunk order: the count of those of
+// the chunks before, for counts that split evenly, unevenly, into empty chunks, and with
+// segments longer than a chunk.
+TEST(RingScheduleTest, SegmentsBeforeCountsTheSegmentsOfTheChunksBefore) {
+  for (int world : {2, 3, 4, 7}) {
+    for (size_t count : {size_t{0}, size_t{2}, size_t{12}, size_t{1025}, size_t{300000}}) {
+      for (size_t seg : {size_t{1}, size_t{3}, size_t{64}, size_t{1000}, size_t{1} << 20}) {
+        RingSchedule s = Make(world, 0, count, seg);
+        size_t before = 0;
+        for (int c = 0; c <= world; ++c) {
+          EXPECT_EQ(s.SegmentsBefore(c), before)
+              << "world " << world << " count " << count << " segment " << seg << " chunk " << c;
+          if (c < world) before += s.Segments(c);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pccl::algo

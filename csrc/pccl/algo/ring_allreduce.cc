@@ -202,7 +202,7 @@ Status ForEachWindow(const AllReduceOptions& options, AllReduceStats* stats,
   stats->tx_bytes = 0;
   stats->rx_bytes = 0;
   // Cut twice, not kept: counting first (the flags' size) needs no list of the passes.
-  // (stats keeps its vectors' room from call to call.)
+  // (stats' vectors take their memory from CallMemory.)
   stats->windows.clear();
   stats->backed_up.clear();
   if (options.send == options.recv && options.backup != nullptr) {
