@@ -1,8 +1,8 @@
 """Heap allocations per call, by layer: what a steady stream of collectives asks of malloc.
 
-Two peers (one master) run `--calls` collectives of one kind, each result checked; peer 0
-runs under heaptrack (Debian's `heaptrack`: it records every malloc, calloc, realloc and
-operator new with its stack). The run is made twice, with two call counts, and the
+`--world` peers (2; one master) run `--calls` collectives of one kind, each result
+checked; peer 0 runs under heaptrack (Debian's `heaptrack`: it records every malloc,
+calloc, realloc and operator new with its stack). The run is made twice, with two call counts, and the
 allocations per call are the difference between them over the difference in calls: what
 connecting, warming the pools and exiting cost cancels out. Each allocation is put in one
 of two layers by its stack:
@@ -13,13 +13,15 @@ of two layers by its stack:
              csrc/bindings (heaptrack names no symbol of the glue, so it cannot be told
              apart from the interpreter here)
 
-    python -m bench.allocations [--kinds all_reduce ...] [--calls 100 300] [--json out.json]
+    python -m bench.allocations [--kinds all_reduce ...] [--calls 100 300] [--world 2]
+                                [--json out.json]
 
 Kinds: all_reduce (blocking, in place, with the restore copy), all_reduce_async (the same,
 started in the background and waited for), all_reduce_async_norestore (restore_input
 False), all_reduce_async_bf16 (bfloat16), all_reduce_async_uint8 (quantized MIN_MAX),
 broadcast_async, all_gather_async, reduce_scatter_async, gather_async, all_to_all_async,
-send_recv_async (each peer sends and receives in turn).
+send_recv_async (each peer sends to the next in the ring and receives from the previous
+one, both at once). With 3 or more peers, gather and all_to_all run over the pair links.
 """
 
 from __future__ import annotations
@@ -49,63 +51,71 @@ LAYERS = ("core", "outside")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _peer(address: str, rank: int, kind: str, calls: int) -> None:
-    """One peer: `calls` collectives of `kind`, each result checked (exits 1 on a wrong one)."""
+def _peer(address: str, rank: int, world: int, kind: str, calls: int) -> None:
+    """One of `world` peers: `calls` collectives of `kind`, each result checked (exits 1 on
+    a wrong one). Peer r contributes r + 1 everywhere, so a SUM is world(world + 1)/2."""
     import pccl
 
     comm = pccl.Communicator(address, p2p_connection_pool_size=4)
     comm.connect(timeout=60)
-    comm.wait_for_world(2, timeout=60)
+    comm.wait_for_world(world, timeout=60)
     order = comm.ring_order()
-    other = order[1 - order.index(comm.peer_id)]
+    me = order.index(comm.peer_id)
+    after, before = order[(me + 1) % world], order[(me - 1) % world]
     dtype = numpy_dtype("bfloat16" if kind == "all_reduce_async_bf16" else "float32")
     mine = float(rank + 1)
-    is_root = comm.peer_id == order[0]  # the broadcast's
+    total = float(world * (world + 1) // 2)
+    everyone = {float(r + 1) for r in range(world)}
+    is_root = comm.peer_id == order[0]  # the broadcast's and the gather's
     t = np.empty(COUNT, dtype)
-    gathered = np.empty(2 * COUNT, dtype)
-    both = np.empty(2 * COUNT, dtype)
+    gathered = np.empty(world * COUNT, dtype)
+    both = np.empty(world * COUNT, dtype)
+    sent = np.empty(COUNT, dtype)
     sum_op = pccl.ReduceOp.SUM
+
+    def blocks_hold_everyone(x: np.ndarray) -> bool:
+        """Each block of x is one value throughout, and the blocks hold every peer's."""
+        firsts = [float(x[b * COUNT]) for b in range(world)]
+        lasts = [float(x[(b + 1) * COUNT - 1]) for b in range(world)]
+        return firsts == lasts and set(firsts) == everyone
+
     for i in range(calls):
         t.fill(mine)
         if kind == "all_reduce":
             comm.all_reduce(t, t, op=sum_op)
-            ok = t[0] == 3.0 and t[-1] == 3.0
+            ok = t[0] == total and t[-1] == total
         elif kind.startswith("all_reduce_async"):
             restore = kind != "all_reduce_async_norestore"
             quantized = pccl.QuantizationOptions() if kind.endswith("uint8") else None
             comm.all_reduce_async(t, t, op=sum_op, restore_input=restore,
                                   quantization_options=quantized).result()
-            ok = t[0] == 3.0 and t[-1] == 3.0  # 1 + 2: exact in uint8's MIN_MAX too
+            ok = t[0] == total and t[-1] == total  # small integers: exact in uint8 too
         elif kind == "broadcast_async":
             t.fill(7.0 if is_root else mine)
             comm.broadcast_async(t, root=order[0]).result()
             ok = t[0] == 7.0 and t[-1] == 7.0
         elif kind == "all_gather_async":
             comm.all_gather_async(t, gathered).result()
-            blocks = (gathered[0], gathered[COUNT - 1], gathered[COUNT], gathered[-1])
-            ok = blocks[0] == blocks[1] and blocks[2] == blocks[3] and \
-                {float(blocks[0]), float(blocks[2])} == {1.0, 2.0}
+            ok = blocks_hold_everyone(gathered)
         elif kind == "gather_async":
             comm.gather_async(t, gathered if is_root else None, root=order[0]).result()
-            blocks = (gathered[0], gathered[COUNT - 1], gathered[COUNT], gathered[-1])
-            ok = not is_root or (blocks[0] == blocks[1] and blocks[2] == blocks[3] and
-                                 {float(blocks[0]), float(blocks[2])} == {1.0, 2.0})
+            ok = not is_root or blocks_hold_everyone(gathered)
         elif kind == "all_to_all_async":
             gathered.fill(mine)
             comm.all_to_all_async(gathered, both).result()
-            ok = {float(both[0]), float(both[-1])} == {1.0, 2.0}
+            ok = blocks_hold_everyone(both)
         elif kind == "reduce_scatter_async":
             gathered.fill(mine)
             comm.reduce_scatter_async(gathered, t, op=sum_op).result()
-            ok = t[0] == 3.0 and t[-1] == 3.0
-        elif kind == "send_recv_async":  # each way in turn: the traced peer does both
-            sender = i % 2
-            if rank == sender:
-                comm.send_async(t, other, tag=1).result()
-            else:
-                t.fill(0.0)
-                comm.recv_async(t, other, tag=1).result()
-            ok = t[0] == sender + 1 and t[-1] == sender + 1  # the sender's data, both ends
+            ok = t[0] == total and t[-1] == total
+        elif kind == "send_recv_async":  # to the next peer, from the previous one
+            sent.fill(mine)
+            t.fill(0.0)
+            sending = comm.send_async(sent, after, tag=1)
+            receiving = comm.recv_async(t, before, tag=1)
+            sending.result()
+            receiving.result()
+            ok = t[0] == t[-1] and float(t[0]) in everyone - {mine}
         else:
             raise SystemExit(f"unknown kind {kind}")
         if not ok:
@@ -137,39 +147,42 @@ def layer_of(stack: str) -> tuple[str, str]:
     return "core", re.sub(r"\(.*", "", frames[-1]).strip()
 
 
-def _run(kind: str, calls: int, workdir: str) -> collections.Counter[str]:
+def _run(kind: str, calls: int, workdir: str, world: int = 2) -> collections.Counter[str]:
     import pccl
 
     master = pccl.MasterNode("127.0.0.1:0", daemon=True)
     master.run()
     address = f"127.0.0.1:{master.port}"
-    trace = os.path.join(workdir, f"{kind}-{calls}")
-    me = [sys.executable, "-m", "bench.allocations", "--peer", address, kind, str(calls)]
+    trace = os.path.join(workdir, f"{kind}-{world}-{calls}")
+    me = [sys.executable, "-m", "bench.allocations", "--peer", address, kind, str(calls),
+          str(world)]
     # From the repository root, whatever the caller's directory (the tests run it too).
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get(
         "PYTHONPATH")])))
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        traced = subprocess.Popen(["heaptrack", "-o", trace] + me + ["0"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        plain = subprocess.Popen(me + ["1"], env=env, stderr=subprocess.PIPE)
+        procs.append(subprocess.Popen(["heaptrack", "-o", trace] + me + ["0"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        procs += [subprocess.Popen(me + [str(rank)], env=env, stderr=subprocess.PIPE)
+                  for rank in range(1, world)]
         deadline = time.monotonic() + 300
-        for p in (traced, plain):
+        for p in procs:
             _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
             if p.returncode != 0:
                 raise RuntimeError(f"{kind}: a peer failed ({p.returncode}): "
                                    f"{err.decode(errors='replace')[-2000:]}")
     finally:
-        for p in (traced, plain):
+        for p in procs:
             if p.poll() is None:
                 p.kill()
         master.close()
     return _stacks(trace + ".zst")
 
 
-def measure(kind: str, calls: tuple[int, int]) -> dict[str, Any]:
-    """Allocations per call of `kind` by layer, and the core's sites (per call)."""
+def measure(kind: str, calls: tuple[int, int], world: int = 2) -> dict[str, Any]:
+    """Allocations per call of `kind` among `world` peers by layer, and the core's sites."""
     with tempfile.TemporaryDirectory() as workdir:
-        few, many = (_run(kind, n, workdir) for n in calls)
+        few, many = (_run(kind, n, workdir, world) for n in calls)
     per_call = (calls[1] - calls[0])
     layers: collections.Counter[str] = collections.Counter()
     sites: collections.Counter[str] = collections.Counter()
@@ -183,6 +196,7 @@ def measure(kind: str, calls: tuple[int, int]) -> dict[str, Any]:
             sites[site] += extra
     return {
         "kind": kind,
+        "world": world,
         "per_call": {k: round(layers[k] / per_call, 2) for k in LAYERS},
         "core_sites": {k: round(v / per_call, 2) for k, v in sites.most_common(12)
                        if abs(v) / per_call >= 0.05},
@@ -191,19 +205,20 @@ def measure(kind: str, calls: tuple[int, int]) -> dict[str, Any]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--peer":
-        address, kind, calls, rank = sys.argv[2:6]
-        _peer(address, int(rank), kind, int(calls))
+        address, kind, calls, world, rank = sys.argv[2:7]
+        _peer(address, int(rank), int(world), kind, int(calls))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--calls", nargs=2, type=int, default=[100, 300])
+    ap.add_argument("--world", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if shutil.which("heaptrack") is None:
         raise SystemExit("needs heaptrack (apt-get install heaptrack)")
-    rows = [measure(kind, tuple(args.calls)) for kind in args.kinds]
+    rows = [measure(kind, tuple(args.calls), args.world) for kind in args.kinds]
     print(f"Heap allocations per call ({args.calls[0]} and {args.calls[1]} calls of {COUNT} "
-          "elements, 2 peers):\n")
+          f"elements, {args.world} peers):\n")
     print("| kind | core | outside | core sites (0.05 per call or more) |")
     print("|---|---|---|---|")
     for r in rows:

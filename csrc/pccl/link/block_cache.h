@@ -16,7 +16,10 @@
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
+
+#include "pccl/common/call_memory.h"
 
 namespace pccl::link {
 
@@ -44,7 +47,8 @@ class BlockCache {
  private:
   const size_t keep_bytes_;
   std::mutex mu_;
-  std::multimap<size_t, std::unique_ptr<char[]>> kept_;  // by capacity
+  // By capacity; its nodes from CallMemory (a block is given back per early segment).
+  std::pmr::multimap<size_t, std::unique_ptr<char[]>> kept_{CallMemory()};
   size_t kept_bytes_ = 0;
 };
 
