@@ -104,8 +104,7 @@ Status Collectives::StartCollective(const CollectiveRequest& request, Deadline d
   }
   // The call's record and handle, from CallMemory; the worker's task holds a pointer to
   // the record (inline in its std::function), and the record itself until it runs.
-  auto call = std::allocate_shared<AsyncCollective::State>(
-      std::pmr::polymorphic_allocator<AsyncCollective::State>(CallMemory()));
+  auto call = MakeSharedInCallMemory<AsyncCollective::State>();
   call->collectives = this;
   call->kind = StatsKind(request);
   call->request = request;

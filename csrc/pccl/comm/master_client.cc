@@ -492,8 +492,7 @@ Status MasterClient::WaitVerdict(const proto::OpKey& key, proto::Verdict* out,
     proto::Verdict* out = nullptr;  // written before `given`, while the caller waits
     std::shared_ptr<Answer> keep;   // itself, until the callback runs
   };
-  auto answer =
-      std::allocate_shared<Answer>(std::pmr::polymorphic_allocator<Answer>(CallMemory()));
+  auto answer = MakeSharedInCallMemory<Answer>();
   answer->out = out;
   answer->keep = answer;
   OnVerdict(key, [raw = answer.get()](const Status& status, const proto::Verdict& verdict) {

@@ -17,11 +17,20 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <memory_resource>
+#include <utility>
 
 namespace pccl {
 
 std::pmr::memory_resource* CallMemory();
+
+// std::make_shared in CallMemory: the object and its control block in one pooled block.
+template <typename T, typename... Args>
+std::shared_ptr<T> MakeSharedInCallMemory(Args&&... args) {
+  return std::allocate_shared<T>(std::pmr::polymorphic_allocator<T>(CallMemory()),
+                                 std::forward<Args>(args)...);
+}
 
 // A base for what is made with `new` once per call: its blocks come from CallMemory. For
 // classes of at most fundamental alignment, deleted as themselves (the size `delete` passes

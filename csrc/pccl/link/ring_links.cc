@@ -418,8 +418,7 @@ void RingLinks::SenderLoop(Sender* sender) {
 }
 
 std::shared_ptr<RingOp> RingLinks::NewOp(const proto::OpKey& key) {
-  return std::allocate_shared<RingOp>(std::pmr::polymorphic_allocator<RingOp>(CallMemory()),
-                                      this, key, early_budget_);
+  return MakeSharedInCallMemory<RingOp>(this, key, early_budget_);
 }
 
 std::shared_ptr<RingOp> RingLinks::FindOrCreateOp(const DataHeader& header, bool* closed) {
