@@ -19,9 +19,10 @@ of two layers by its stack:
 Kinds: all_reduce (blocking, in place, with the restore copy), all_reduce_async (the same,
 started in the background and waited for), all_reduce_async_norestore (restore_input
 False), all_reduce_async_bf16 (bfloat16), all_reduce_async_uint8 (quantized MIN_MAX),
-broadcast_async, all_gather_async, reduce_scatter_async, gather_async, all_to_all_async,
-send_recv_async (each peer sends to the next in the ring and receives from the previous
-one, both at once). With 3 or more peers, gather and all_to_all run over the pair links.
+broadcast_async, all_gather_async, reduce_scatter_async, gather_async, scatter_async,
+all_to_all_async, send_recv_async (each peer sends to the next in the ring and receives
+from the previous one, both at once). With 3 or more peers, gather, scatter and all_to_all
+run over the pair links.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from bench.lib.common import emit_json, numpy_dtype
 
 KINDS = ("all_reduce", "all_reduce_async", "all_reduce_async_norestore",
          "all_reduce_async_bf16", "all_reduce_async_uint8", "broadcast_async",
-         "all_gather_async", "reduce_scatter_async", "gather_async", "all_to_all_async",
-         "send_recv_async")
+         "all_gather_async", "reduce_scatter_async", "gather_async", "scatter_async",
+         "all_to_all_async", "send_recv_async")
 COUNT = 300_000  # elements per call: 1.2 MB of float32, a DDP bucket's size
 LAYERS = ("core", "outside")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,6 +101,11 @@ def _peer(address: str, rank: int, world: int, kind: str, calls: int) -> None:
         elif kind == "gather_async":
             comm.gather_async(t, gathered if is_root else None, root=order[0]).result()
             ok = not is_root or blocks_hold_everyone(gathered)
+        elif kind == "scatter_async":  # block b (ascending peer id) holds b + 1
+            if is_root and i == 0:  # the send buffer is left as it is: filled once
+                gathered.reshape(world, COUNT)[:] = np.arange(1, world + 1, dtype=dtype)[:, None]
+            comm.scatter_async(gathered if is_root else None, t, root=order[0]).result()
+            ok = t[0] == t[-1] == float(sorted(order).index(comm.peer_id) + 1)
         elif kind == "all_to_all_async":
             gathered.fill(mine)
             comm.all_to_all_async(gathered, both).result()
@@ -121,6 +127,10 @@ def _peer(address: str, rank: int, world: int, kind: str, calls: int) -> None:
         if not ok:
             print(f"peer {rank}: wrong result at call {i}", file=sys.stderr)
             raise SystemExit(1)
+    # No peer leaves before every transfer is done: a departure changes the ring, and a
+    # change of ring fails the pair transfers still in flight (send/recv between two others).
+    last = np.zeros(1, np.float32)
+    comm.all_reduce(last, last, op=sum_op)
     comm.close()
 
 

@@ -8,6 +8,7 @@
 
 #include "bindings/common.h"
 #include "pccl/auth/handshake.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/comm/communicator.h"
 #include "pccl/common/params.h"
 
@@ -29,8 +30,9 @@ py::tuple InfoTuple(const comm::ReduceInfo& info) {
 }
 
 // The request as Python fills it: tensors arrive as addresses (pccl._tensors checked them
-// and keeps them alive), enums as the core's own (pybind11 admits nothing else).
-struct PyAllReduceRequest {
+// and keeps them alive), enums as the core's own (pybind11 admits nothing else). One is
+// made per call, so its memory comes from CallMemory, as the AsyncWork's does.
+struct PyAllReduceRequest final : InCallMemory {
   comm::CollectiveKind kind = comm::CollectiveKind::kAllReduce;
   uintptr_t send = 0;
   uintptr_t recv = 0;
@@ -70,10 +72,13 @@ comm::CollectiveRequest MakeRequest(const PyAllReduceRequest& r) {
   return request;
 }
 
-// The Python side of comm::AsyncCollective; the Python handle keeps the buffers alive.
-class AsyncWork {
+// The Python side of comm::AsyncCollective; the Python handle keeps the buffers alive,
+// this the communicator (the operation's thread uses it). Holding it here rather than with
+// py::keep_alive saves the three allocations of pybind11's bookkeeping per call.
+class AsyncWork final : public InCallMemory {
  public:
-  explicit AsyncWork(std::unique_ptr<comm::AsyncCollective> op) : op_(std::move(op)) {}
+  AsyncWork(std::shared_ptr<Communicator> owner, std::unique_ptr<comm::AsyncCollective> op)
+      : owner_(std::move(owner)), op_(std::move(op)) {}
   // (ok, status code, message, (world, tx, rx)); blocks without the GIL.
   py::tuple Wait() {
     comm::ReduceInfo info;
@@ -90,6 +95,7 @@ class AsyncWork {
   uint64_t Peer() const { return peer_; }
 
  private:
+  std::shared_ptr<Communicator> owner_;     // declared first: outlives op_
   std::unique_ptr<comm::AsyncCollective> op_;
   uint64_t peer_ = 0;
 };
@@ -106,7 +112,7 @@ void BindCommunicator(py::module_& m) {
              if (kind < 0 || kind > static_cast<int>(comm::CollectiveKind::kRecv)) {
                throw py::value_error("unknown collective kind " + std::to_string(kind));
              }
-             return PyAllReduceRequest{static_cast<comm::CollectiveKind>(kind),
+             return PyAllReduceRequest{{}, static_cast<comm::CollectiveKind>(kind),
                                        send, recv, count, dtype, op, tag, quant_algorithm,
                                        quant_dtype, /*modulus=*/0, mode, recv_count, root,
                                        std::move(order), restore_input, peer};
@@ -188,15 +194,15 @@ void BindCommunicator(py::module_& m) {
         RunWithoutGil([&] { return c.Collective(request, DeadlineFromSeconds(timeout), &info); });
         return InfoTuple(info);
       }, py::arg("request"), py::arg("timeout"))
-      .def("all_reduce_async", [](Communicator& c, const PyAllReduceRequest& r, double timeout) {
+      .def("all_reduce_async", [](std::shared_ptr<Communicator> c, const PyAllReduceRequest& r,
+                                  double timeout) {
         comm::CollectiveRequest request = MakeRequest(r);
         std::unique_ptr<comm::AsyncCollective> work;
         // Binding the operation to the ring may wait for a topology change.
         RunWithoutGil(
-            [&] { return c.StartCollective(request, DeadlineFromSeconds(timeout), &work); });
-        return std::make_unique<AsyncWork>(std::move(work));
-      }, py::arg("request"), py::arg("timeout"),
-         py::keep_alive<0, 1>())  // the op's thread uses the communicator
+            [&] { return c->StartCollective(request, DeadlineFromSeconds(timeout), &work); });
+        return std::make_unique<AsyncWork>(std::move(c), std::move(work));
+      }, py::arg("request"), py::arg("timeout"))
       .def("sync_shared_state", [](Communicator& c,
                                    const std::vector<comm::SharedStateEntry>& entries,
                                    uint64_t revision, proto::SyncStrategy strategy,

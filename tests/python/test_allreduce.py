@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import socket
 import struct
+import threading
 import time
 
 import ml_dtypes
@@ -551,3 +553,42 @@ def test_advertise_address_is_what_peers_dial() -> None:
                 p.join(timeout=30)
                 if p.is_alive():
                     p.kill()
+
+
+@pytest.mark.timeout(120)
+def test_an_async_all_reduce_outlives_the_last_reference_to_its_communicator() -> None:
+    """The operation's thread uses the communicator, so the handle keeps it alive: an
+    all-reduce in flight when the program drops its communicator still finishes with the
+    right sum, and the communicator goes (and leaves the run) only with the handle."""
+    with pccl.MasterNode("127.0.0.1:0") as master:
+        comms = [pccl.Communicator(f"127.0.0.1:{master.port}") for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 60
+            joining = [threading.Thread(target=lambda c=c: (c.connect(timeout=60),
+                                                            wait_for_world(c, 2, deadline)))
+                       for c in comms]
+            for t in joining:
+                t.start()
+            for t in joining:
+                t.join(timeout=90)
+            assert all(c.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) == 2 for c in comms)
+            x = np.full(4096, 1.0, dtype=np.float32)
+            handle = comms[0].all_reduce_async(x, x, op=ReduceOp.SUM, timeout=30)
+            dropped = comms.pop(0)
+            dropped._closed = True  # else its finaliser would close it: only drop it here
+            del dropped
+            gc.collect()
+            other = comms[0]
+            y = np.full(4096, 2.0, dtype=np.float32)
+            other.all_reduce(y, y, op=ReduceOp.SUM, timeout=30)  # the dropped one takes part
+            assert handle.result().local_world_size == 2
+            assert (x == 3.0).all() and (y == 3.0).all()
+            del handle
+            gc.collect()  # the last reference: the communicator closes and leaves the run
+            while other.get_attribute(pccl.Attribute.GLOBAL_WORLD_SIZE) != 1:
+                assert time.monotonic() < deadline + 30, "the dropped peer never left"
+                other.update_topology(timeout=5)
+                time.sleep(0.05)
+        finally:
+            for c in comms:
+                c.close()
