@@ -70,3 +70,51 @@ def test_core_lines_are_records_of_logger_pccl_where_logging_is_configured() -> 
     # Stamped when the core logged it: after the script started, within seconds.
     assert result["started"] <= epoch[0]["created"] <= result["started"] + 30
     assert "[pccl" not in stderr  # the application's handler only, no second copy
+
+
+STRANGERS = textwrap.dedent("""
+    import json, logging, socket, time
+    records = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            if "p2p connection from" in record.getMessage():
+                records.append({"level": record.levelname, "message": record.getMessage()})
+    logging.basicConfig(handlers=[Keep()], level=logging.DEBUG)
+    import pccl
+
+    def wait_for(n):
+        deadline = time.time() + 10
+        while time.time() < deadline and len(records) < n:
+            time.sleep(0.02)
+
+    with pccl.MasterNode("127.0.0.1:0") as master:
+        with pccl.Communicator(master.address) as comm:
+            comm.connect(timeout=30)
+            with socket.create_connection(("127.0.0.1", comm.p2p_port)):
+                pass  # hangs up before saying anything
+            wait_for(1)
+            with socket.create_connection(("127.0.0.1", comm.p2p_port)) as s:
+                s.sendall(b"GET / HTTP/1.1" + bytes(64))  # not a pccl frame
+                s.settimeout(10)
+                try:
+                    while s.recv(4096):  # until the peer closes it
+                        pass
+                except OSError:  # reset instead of closed: refused all the same
+                    pass
+            wait_for(2)
+    print(json.dumps(records))
+""")
+
+
+@pytest.mark.timeout(120)
+def test_a_stranger_is_a_warning_and_a_dialer_that_hung_up_is_not() -> None:
+    """A connection to a peer's listener that breaks off (a peer giving up on the ring it
+    dialled for, or leaving) is logged at INFO; one the listener refuses (not pccl's
+    protocol, a wrong secret or addressee) is a WARNING."""
+    env = dict(os.environ, PCCL_LOG_LEVEL="info")
+    out = subprocess.run([sys.executable, "-c", STRANGERS], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["level"] for r in records] == ["INFO", "WARNING"], records
+    assert "dropped" in records[0]["message"] and "dropped" in records[1]["message"], records

@@ -98,7 +98,11 @@ void Listener::RunHandshake(Handshake* handshake) {
       deadline, &hello);
   hello.route = handshake->route;
   if (!st.ok()) {
-    refusals_.Log("p2p connection from " + peer + " dropped: " + st.ToString());
+    // kUnavailable is the connection itself failing (closed, reset, a broken pipe): the
+    // check passed or never ran.
+    RateLimitedLog& log =
+        st.code() == StatusCode::kUnavailable || closed_.load() ? hang_ups_ : refusals_;
+    log.Log("p2p connection from " + peer + " dropped: " + st.ToString());
     std::lock_guard<std::mutex> lock(handshake->mu);
     handshake->socket.Close();  // now, not when the acceptor next reaps this handshake
   } else if (hello.purpose == Purpose::kDialBack) {

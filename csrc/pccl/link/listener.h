@@ -91,7 +91,11 @@ class Listener {
   void ReapLocked();  // joins finished handshakes; needs mu_
 
   net::Listener socket_;
-  RateLimitedLog refusals_{LogLevel::kWarning};  // strangers may cause them without bound
+  // Strangers may cause either without bound. A refusal (a wrong secret, addressee or
+  // purpose) is a warning; a dialer that hung up before the handshake ended (a peer that
+  // gave up on the ring it dialled for, or that is leaving) is not.
+  RateLimitedLog refusals_{LogLevel::kWarning};
+  RateLimitedLog hang_ups_{LogLevel::kInfo};
   std::map<Purpose, Handler> handlers_;  // written before Start, read-only after
   const Credentials* credentials_ = nullptr;  // set by Start
   std::thread acceptor_;
