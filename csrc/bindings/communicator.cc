@@ -8,8 +8,8 @@
 
 #include "bindings/common.h"
 #include "pccl/auth/handshake.h"
-#include "pccl/common/call_memory.h"
 #include "pccl/comm/communicator.h"
+#include "pccl/common/call_memory.h"
 #include "pccl/common/params.h"
 
 namespace pccl::bindings {
