@@ -2,7 +2,8 @@
 
 The core defines the values: DataType, ReduceOp and QuantizationAlgorithm take each
 member's value from the enum of the same name that pccl._core exports (csrc/bindings/
-enums.cc), and calls into the core pass the core's member, e.g. `_core.DataType(dtype)`.
+enums.cc), and calls into the core pass the core's member, looked up in CORE_DTYPE,
+CORE_OP and CORE_QUANT (made once: converting a member on every call costs more).
 These classes add what Python users need on top: docs and conversions to numpy and torch.
 DistributionHint and DeviceType are API-only: the core has no such notion.
 """
@@ -25,6 +26,8 @@ E = TypeVar("E", bound=enum.Enum)
 def enum_arg(cls: type[E], value: Any, name: str) -> E:
     """`value` (a member of `cls` or its int value) as a member of `cls`: TypeError for
     anything else than an int (bools too), ValueError for an int that names no member."""
+    if type(value) is cls:  # the common case, first
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be a pccl.{cls.__name__}, got {type(value).__name__}")
     try:
@@ -173,6 +176,12 @@ class QuantizationAlgorithm(enum.IntEnum):
     NONE = _Q.NONE.value
     MIN_MAX = _Q.MIN_MAX.value
     ZERO_POINT_SCALE = _Q.ZERO_POINT_SCALE.value
+
+
+# One dict per enum: IntEnum members of equal value are equal keys.
+CORE_DTYPE = {m: _D(m) for m in DataType}
+CORE_OP = {m: _R(m) for m in ReduceOp}
+CORE_QUANT = {m: _Q(m) for m in QuantizationAlgorithm}
 
 
 class DistributionHint(enum.IntEnum):

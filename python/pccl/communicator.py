@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 from pccl import _core
 from pccl._auth import check_secret, check_transport
-from pccl._enums import DataType, QuantizationAlgorithm, ReduceMode, ReduceOp, enum_arg
+from pccl._enums import (CORE_DTYPE, CORE_OP, CORE_QUANT, DataType, QuantizationAlgorithm,
+                         ReduceMode, ReduceOp, enum_arg)
 from pccl._tensors import Buffer, as_buffer, is_torch_tensor
 from pccl._types import (
     Attribute,
@@ -672,7 +673,7 @@ class Communicator:
             raise ValueError(f"{name} must be a peer id, got {peer!r}")
         request = _core.AllReduceRequest(
             send=b.ptr if sending else 0, recv=0 if sending else b.ptr, count=b.count,
-            dtype=_core.DataType(b.dtype), op=_core.ReduceOp(enum_arg(ReduceOp, ReduceOp.SUM, "op")),
+            dtype=CORE_DTYPE[b.dtype], op=CORE_OP[ReduceOp.SUM],
             tag=_tag(tag),
             kind=int(kind), recv_count=b.count, peer=peer)
         work = self._core.all_reduce_async(request, _timeout(timeout))
@@ -700,8 +701,8 @@ class Communicator:
             raise ValueError(f"order names a peer twice: {ids}")
         request = _core.AllReduceRequest(
             send=0 if s is None else s.ptr, recv=0 if r is None else r.ptr,
-            count=0 if s is None else s.count, dtype=_core.DataType(dtype),
-            op=_core.ReduceOp(enum_arg(ReduceOp, op, "op")), tag=_tag(tag), kind=int(kind),
+            count=0 if s is None else s.count, dtype=CORE_DTYPE[dtype],
+            op=CORE_OP[enum_arg(ReduceOp, op, "op")], tag=_tag(tag), kind=int(kind),
             recv_count=0 if r is None else r.count, root=root, order=ids,
             restore_input=_flag(restore_input, "restore_input"))
         work = self._core.all_reduce_async(request, _timeout(timeout))
@@ -895,7 +896,7 @@ class Communicator:
         sdt = s.dtype
         op = enum_arg(ReduceOp, op, "op")
         mode = enum_arg(ReduceMode, mode, "mode")
-        if mode & (ReduceMode.PRIVATE | ReduceMode.VERIFIED):
+        if mode and mode & (ReduceMode.PRIVATE | ReduceMode.VERIFIED):  # DEFAULT: no flag math
             mode |= ReduceMode.EXACT
         tag = _tag(tag)
         if operand_descriptor is not None:
@@ -919,9 +920,9 @@ class Communicator:
                 raise InvalidUsageError("quantization_options.quantized_datatype must be "
                                         f"UINT8 or UINT16, got {quantized.name}")
         return _core.AllReduceRequest(send=s.ptr, recv=r.ptr, count=s.count,
-                                      dtype=_core.DataType(sdt), op=_core.ReduceOp(op), tag=tag,
-                                      quant_algorithm=_core.QuantizationAlgorithm(algorithm),
-                                      quant_dtype=_core.DataType(quantized), mode=int(mode),
+                                      dtype=CORE_DTYPE[sdt], op=CORE_OP[op], tag=tag,
+                                      quant_algorithm=CORE_QUANT[algorithm],
+                                      quant_dtype=CORE_DTYPE[quantized], mode=int(mode),
                                       restore_input=_flag(restore_input, "restore_input"))
 
     def _check_open(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pccl import _core
-from pccl._enums import DataType, DeviceType
+from pccl._enums import CORE_DTYPE, DataType, DeviceType
 from pccl._tensors import as_buffer
 
 
@@ -129,7 +129,7 @@ class SharedState:
 
     def _entries(self) -> list[_core.SharedStateEntry]:
         return [_core.SharedStateEntry(key=i.name, address=i.data_ptr, nbytes=i.nbytes,
-                                       dtype=_core.DataType(i.dtype),
+                                       dtype=CORE_DTYPE[i.dtype],
                                        allow_content_inequality=i.allow_content_inequality)
                 for i in self.tensor_infos]
 
