@@ -11,7 +11,8 @@ data intact, and the sender then reaches the survivor.
 The receiver decides a transfer (comm/point_to_point.cc), so the two ends must agree under
 faults without a verdict for every transfer: a sender whose ack never came learns through
 the master that its receiver committed; a stream of transfers, each retried until it
-succeeds, arrives exactly once and in order through a SIGKILLed third peer (a ring change),
+succeeds, arrives exactly once and in order through a SIGKILLed or departing third peer
+(a ring change: the transfers in flight fail and are retried on the new ring),
 a reset of every connection and a restarted master; a receiver SIGSTOPped mid-transfer while
 its sender gives up ends the same way as its sender.
 """
@@ -287,6 +288,10 @@ def stream(comm: pccl.Communicator, index: int, ids: list[int], count: int,
     return {"got": got, "whole": whole, "failures": failures}
 
 
+def leave(comm: pccl.Communicator, index: int) -> None:
+    comm.close()
+
+
 def one_transfer(comm: pccl.Communicator, index: int, ids: list[int]) -> bool:
     """Peer 0 sends 0..999 to peer 1 (then_one_that_agrees), which dials the pair's links."""
     return then_one_that_agrees(comm, index, ids[1 - index])
@@ -463,8 +468,8 @@ def test_a_sender_that_lost_the_ack_learns_that_its_receiver_committed(
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("fault", ["sigkill_third_peer", "reset_every_connection",
-                                   "restart_master"])
+@pytest.mark.parametrize("fault", ["sigkill_third_peer", "third_peer_leaves",
+                                   "reset_every_connection", "restart_master"])
 def test_a_retried_stream_arrives_exactly_once_through_faults(fault: str) -> None:
     if fault == "reset_every_connection" and _ss_kill_available() is not None:
         pytest.skip(str(_ss_kill_available()))
@@ -477,6 +482,8 @@ def test_a_retried_stream_arrives_exactly_once_through_faults(fault: str) -> Non
             pass
         if fault == "sigkill_third_peer":  # the group's ring changes under the stream
             c.kill(2, signal.SIGKILL)
+        elif fault == "third_peer_leaves":  # the same change, announced: close() leaves
+            c.run(leave, peers=[2])
         elif fault == "reset_every_connection":  # ring and pair links; the master re-dials
             assert reset(ports) > 0, "ss -K destroyed no socket: the test would prove nothing"
         else:  # the peers resume with a new master process, in a new ring epoch
