@@ -673,8 +673,7 @@ class Communicator:
             raise ValueError(f"{name} must be a peer id, got {peer!r}")
         request = _core.AllReduceRequest(
             send=b.ptr if sending else 0, recv=0 if sending else b.ptr, count=b.count,
-            dtype=CORE_DTYPE[b.dtype], op=CORE_OP[ReduceOp.SUM],
-            tag=_tag(tag),
+            dtype=CORE_DTYPE[b.dtype], op=CORE_OP[ReduceOp.SUM], tag=_tag(tag),
             kind=int(kind), recv_count=b.count, peer=peer)
         work = self._core.all_reduce_async(request, _timeout(timeout))
         return AsyncReduceHandle(work, (tensor,))
