@@ -292,6 +292,19 @@ def leave(comm: pccl.Communicator, index: int) -> None:
     comm.close()
 
 
+def send_nobody_receives(comm: pccl.Communicator, index: int, ids: list[int]) -> dict[str, Any]:
+    """Peer 0 sends to peer 1, which posts no recv: only a failure can end the send."""
+    started = time.monotonic()
+    handle = comm.send_async(np.ones(1000, np.float32), ids[1], tag=3, timeout=60)
+    notify("sending")
+    try:
+        handle.result()
+        outcome, message = "sent", ""
+    except pccl.PCCLError as e:
+        outcome, message = type(e).__name__, str(e)
+    return {"outcome": outcome, "message": message, "took": time.monotonic() - started}
+
+
 def one_transfer(comm: pccl.Communicator, index: int, ids: list[int]) -> bool:
     """Peer 0 sends 0..999 to peer 1 (then_one_that_agrees), which dials the pair's links."""
     return then_one_that_agrees(comm, index, ids[1 - index])
@@ -497,6 +510,21 @@ def test_a_retried_stream_arrives_exactly_once_through_faults(fault: str) -> Non
     # timing; the failures each end saw are in the message, not asserted.)
     assert receiver["got"] == list(range(transfers)), (sender, receiver["failures"])
     assert receiver["whole"], receiver["failures"]
+
+
+@pytest.mark.timeout(120)
+def test_a_transfer_in_flight_when_a_third_peer_leaves_fails_saying_the_ring_changed() -> None:
+    # The send waits for a recv that never comes; peer 2's close() changes the ring, which
+    # ends the send at once, with an error that says so (and that a retry is the answer).
+    with Cluster(3, pool_size=2) as c:
+        ids = c.run(my_id)
+        running = c.start(send_nobody_receives, ids, peers=[0])
+        assert c.events.get(timeout=60)[0] == "sending"
+        c.run(leave, peers=[2])
+        sender = c.collect(running, timeout=60)[0]
+    assert sender["outcome"] == "PeerLostError", sender
+    assert "the ring changed" in sender["message"] and "retry" in sender["message"], sender
+    assert sender["took"] < 30, sender  # the change ended it, not its 60 s deadline
 
 
 @pytest.mark.timeout(180)

@@ -219,7 +219,7 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
     if (!complete) continue;
 
     std::shared_ptr<RingLinks> old;
-    if (!same_ring) DropPairs(Status(StatusCode::kAborted, "topology changed"));
+    if (!same_ring) DropPairs(RingChanged(ring_epoch));
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (closed_.load()) {  // Close() ran meanwhile (the topology watcher applies too)
@@ -244,13 +244,18 @@ Status Session::ApplyTopologyLocked(proto::Topology topology, Deadline deadline)
       ++topology_changes_;
       connected_ = true;
     }
-    if (old) old->Break(Status(StatusCode::kAborted, "topology changed"));
+    if (old) old->Break(RingChanged(ring_epoch));
     if (!same_ring) {
       links_generation_.fetch_add(1);
       master_.Wake();  // collectives waiting for new links (AwaitRing) look again
     }
     return Status::Ok();
   }
+}
+
+Status Session::RingChanged(uint64_t now) {
+  return Status(StatusCode::kAborted,
+                "the ring changed (now epoch " + std::to_string(now) + "); retry");
 }
 
 Status Session::ApplyPushedTopologiesLocked(Deadline deadline) {

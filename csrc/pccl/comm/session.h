@@ -286,6 +286,8 @@ class Session {
   std::shared_ptr<link::RingLinks> BrokenPairLinks(uint64_t peer_id);
   // Breaks every pair's links and forgets them (a new ring epoch, Close).
   void DropPairs(const Status& why);
+  // What fails the links and transfers a new ring (epoch `now`) cuts off: kAborted, retry.
+  static Status RingChanged(uint64_t now);
   // The master's PairQuery (reader thread): reports how this peer's receipt of the
   // transfer ended, refusing it if it had not begun, or fails it if it has not ended
   // (its own report follows then).

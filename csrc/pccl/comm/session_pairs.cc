@@ -146,9 +146,17 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
                                  return ring_epoch_ != ring_epoch;
                                });
   if (!st.ok()) {
+    // Called off (kAborted) because the ring changed: say so, as the other failures of a
+    // change do, rather than the link layer's "topology superseded".
+    std::string why = st.message();
+    if (st.code() == StatusCode::kAborted && !closed_.load()) {
+      const bool changed = RingChangePushed();
+      std::lock_guard<std::mutex> lock(mu_);
+      if (changed || ring_epoch_ != ring_epoch) why = RingChanged(ring_epoch_).message();
+    }
     return Status(st.code() == StatusCode::kUnavailable ? StatusCode::kAborted : st.code(),
                   "connecting to peer " + std::to_string(peer_id) + " for " + key.ToString() +
-                      ": " + st.message());
+                      ": " + why);
   }
   built->store(true);
   std::lock_guard<std::mutex> lock(mu_);
