@@ -150,9 +150,13 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
     // change do, rather than the link layer's "topology superseded".
     std::string why = st.message();
     if (st.code() == StatusCode::kAborted && !closed_.load()) {
-      const bool changed = RingChangePushed();
       std::lock_guard<std::mutex> lock(mu_);
-      if (changed || ring_epoch_ != ring_epoch) why = RingChanged(ring_epoch_).message();
+      auto pushed = pushed_ring_epochs_.find(peer_id_.load());  // pushed, not applied yet
+      if (ring_epoch_ != ring_epoch) {
+        why = RingChanged(ring_epoch_).message();
+      } else if (pushed != pushed_ring_epochs_.end() && pushed->second != ring_epoch_) {
+        why = RingChanged(pushed->second).message();
+      }
     }
     return Status(st.code() == StatusCode::kUnavailable ? StatusCode::kAborted : st.code(),
                   "connecting to peer " + std::to_string(peer_id) + " for " + key.ToString() +
