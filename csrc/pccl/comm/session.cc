@@ -478,8 +478,12 @@ Status Session::OptimizeTopologyOnce(Deadline deadline) {
 
 bool Session::RingChangePushed() {
   std::lock_guard<std::mutex> lock(mu_);
+  return PushedRingEpochLocked() != ring_epoch_;
+}
+
+uint64_t Session::PushedRingEpochLocked() {
   auto it = pushed_ring_epochs_.find(peer_id_.load());
-  return (it == pushed_ring_epochs_.end() ? 0 : it->second) != ring_epoch_;
+  return it == pushed_ring_epochs_.end() ? 0 : it->second;
 }
 
 std::vector<Session::LinkInfo> Session::Links() {

@@ -330,6 +330,8 @@ class Session {
   void OnTopologyChange(const proto::Topology& topology);
   // Whether the latest topology the master pushed changes this peer's group's ring.
   bool RingChangePushed();
+  // The ring epoch of this peer in the latest pushed topology (0: not in it); under mu_.
+  uint64_t PushedRingEpochLocked();
   uint32_t pool_size() const;
 
   const CommunicatorOptions options_;

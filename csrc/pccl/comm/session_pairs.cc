@@ -151,11 +151,11 @@ Status Session::ConnectPair(const proto::OpKey& key, uint64_t peer_id, Deadline 
     std::string why = st.message();
     if (st.code() == StatusCode::kAborted && !closed_.load()) {
       std::lock_guard<std::mutex> lock(mu_);
-      auto pushed = pushed_ring_epochs_.find(peer_id_.load());  // pushed, not applied yet
+      const uint64_t pushed = PushedRingEpochLocked();  // pushed, not applied yet
       if (ring_epoch_ != ring_epoch) {
         why = RingChanged(ring_epoch_).message();
-      } else if (pushed != pushed_ring_epochs_.end() && pushed->second != ring_epoch_) {
-        why = RingChanged(pushed->second).message();
+      } else if (pushed != 0 && pushed != ring_epoch_) {
+        why = RingChanged(pushed).message();
       }
     }
     return Status(st.code() == StatusCode::kUnavailable ? StatusCode::kAborted : st.code(),
